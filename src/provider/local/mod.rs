@@ -1,0 +1,8 @@
+//! The `local` provider: clusters made of Linux network namespaces, a data plane of real Envoy
+//! processes configured from the federation plan, and meshfed's own workloads.
+
+pub mod envoy_binary;
+pub mod envoy_config;
+pub mod network;
+pub mod sandbox;
+pub mod supervisor;
