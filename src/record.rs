@@ -25,6 +25,11 @@ pub struct RequestRecord {
     pub latency_us: u64,
     /// Client-side number of the TCP connection that carried the request (unique within a phase).
     pub connection: u64,
+    /// The mTLS connection that delivered the request to the answering pod, as its inbound sidecar
+    /// saw it (the downstream peer address, e.g. `10.20.0.9:41234`). Requests sharing it rode one
+    /// sidecar-to-sidecar (or gateway-to-sidecar) connection: the unit a passthrough gateway
+    /// balances. `None` when the request got no reply.
+    pub server_connection: Option<String>,
 }
 
 impl RequestRecord {
