@@ -1,1 +1,181 @@
-//! TODO
+//! What each cluster really has: ready pods per service with their locality, the gateway address,
+//! the Istio version. The plan is computed from a scenario plus an inventory.
+//!
+//! A provider builds the inventory from the live world; [`from_scenario`] derives one from the
+//! scenario alone (replicas as ready pods, gateway addresses as marked placeholders), and [`parse`]
+//! reads one a user wrote (`meshfed plan --inventory FILE`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::{IstioVersion, Scenario, ScenarioError};
+
+/// The inventory of every cluster, by cluster name.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inventory {
+    /// Per cluster.
+    pub clusters: BTreeMap<String, ClusterInventory>,
+}
+
+/// What one cluster has.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterInventory {
+    /// Where other clusters reach this cluster's gateway (the 15443 passthrough port).
+    pub gateway: GatewayAddress,
+    /// Istio version running in the cluster; picks the API generation of the plan's objects.
+    pub istio_version: IstioVersion,
+    /// Region of the cluster (used as the locality of its gateway endpoint).
+    pub region: String,
+    /// Zone of the cluster.
+    pub zone: String,
+    /// Ready pods per service (`name.namespace`).
+    #[serde(default)]
+    pub ready_pods: BTreeMap<String, Vec<ReadyPod>>,
+}
+
+impl ClusterInventory {
+    /// Number of ready pods of the service `name.namespace` in this cluster.
+    pub fn ready_count(&self, service: &str) -> usize {
+        self.ready_pods.get(service).map_or(0, Vec::len)
+    }
+}
+
+/// The address of a cluster's gateway as other clusters see it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayAddress {
+    /// IP address (or a placeholder when not known yet).
+    pub address: String,
+    /// Port of the SNI passthrough listener.
+    #[serde(default = "default_gateway_port")]
+    pub port: u16,
+    /// True when `address` is a placeholder, not a real address.
+    #[serde(default)]
+    pub placeholder: bool,
+}
+
+/// A ready pod of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadyPod {
+    /// Pod name.
+    pub name: String,
+    /// Region the pod runs in.
+    pub region: String,
+    /// Zone the pod runs in.
+    pub zone: String,
+}
+
+/// Port of Istio's gateway for cross-cluster mTLS passthrough.
+pub const GATEWAY_PORT: u16 = 15443;
+
+fn default_gateway_port() -> u16 {
+    GATEWAY_PORT
+}
+
+/// The placeholder written where a cluster's gateway address is not known.
+pub fn gateway_placeholder(cluster: &str) -> String {
+    format!("<gateway-address-of-{cluster}>")
+}
+
+/// The name of the `index`-th pod of a service, as the providers name them: `bar-0`.
+pub fn pod_name(service_name: &str, index: u32) -> String {
+    format!("{service_name}-{index}")
+}
+
+/// An inventory from the scenario alone: every replica ready in its cluster's locality, gateway
+/// addresses unknown (placeholders).
+pub fn from_scenario(scenario: &Scenario) -> Inventory {
+    from_scenario_with_gateways(scenario, |cluster| GatewayAddress {
+        address: gateway_placeholder(cluster),
+        port: GATEWAY_PORT,
+        placeholder: true,
+    })
+}
+
+/// An inventory from the scenario with the gateway addresses a provider knows.
+pub fn from_scenario_with_gateways(
+    scenario: &Scenario,
+    mut gateway_of: impl FnMut(&str) -> GatewayAddress,
+) -> Inventory {
+    let clusters = scenario
+        .clusters
+        .iter()
+        .map(|cluster| {
+            let name = cluster.name.value.clone();
+            let ready_pods = scenario
+                .services
+                .iter()
+                .filter(|service| service.replicas_in(&name) > 0)
+                .map(|service| {
+                    let pods = (0..service.replicas_in(&name))
+                        .map(|index| ReadyPod {
+                            name: pod_name(&service.name.value, index),
+                            region: cluster.region.clone(),
+                            zone: cluster.zone.clone(),
+                        })
+                        .collect();
+                    (service.reference(), pods)
+                })
+                .collect();
+            let inventory = ClusterInventory {
+                gateway: gateway_of(&name),
+                istio_version: cluster.istio_version.value,
+                region: cluster.region.clone(),
+                zone: cluster.zone.clone(),
+                ready_pods,
+            };
+            (name, inventory)
+        })
+        .collect();
+    Inventory { clusters }
+}
+
+/// Reads an inventory file and checks it covers exactly the scenario's clusters.
+pub fn load(path: &Path, scenario: &Scenario) -> Result<Inventory, ScenarioError> {
+    let error = |line, column, message: String| ScenarioError {
+        file: path.to_owned(),
+        line,
+        column,
+        message,
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|io| error(0, 0, format!("cannot read the inventory file: {io}")))?;
+    parse(&text, scenario).map_err(|(line, column, message)| error(line, column, message))
+}
+
+fn parse(text: &str, scenario: &Scenario) -> Result<Inventory, (u64, u64, String)> {
+    let inventory: Inventory = serde_saphyr::from_str(text).map_err(|yaml| {
+        let at = yaml.location().unwrap_or(serde_saphyr::Location::UNKNOWN);
+        (
+            at.line(),
+            at.column(),
+            yaml.to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid inventory")
+                .to_owned(),
+        )
+    })?;
+    for cluster in &scenario.clusters {
+        if !inventory.clusters.contains_key(&cluster.name.value) {
+            return Err((
+                1,
+                1,
+                format!("the inventory has no entry for cluster {}", cluster.name.value),
+            ));
+        }
+    }
+    if let Some(extra) = inventory.clusters.keys().find(|name| scenario.cluster(name).is_none()) {
+        return Err((
+            1,
+            1,
+            format!("the inventory names cluster {extra}, which the scenario does not declare"),
+        ));
+    }
+    Ok(inventory)
+}

@@ -1,1 +1,444 @@
-//! TODO
+//! The federation plan: from a scenario and the clusters' inventory to every object each cluster
+//! needs, as the seed's Summary asks (replicate namespaces, services and Istio configuration; one
+//! ServiceEntry per replicated service whose endpoints are the gateways of every other cluster that
+//! has pods for it). Pure and deterministic: the same input gives byte-identical output.
+
+pub mod istio;
+mod render;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{
+    Namespace, Secret, Service as KubeService, ServicePort as KubeServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+
+use crate::inventory::{ClusterInventory, Inventory};
+use crate::scenario::{EndpointWeights, FederationMode, Scenario, Service};
+pub use istio::IstioApi;
+use istio::{
+    ClientTls, DestinationRuleSpec, GatewayServer, GatewaySpec, IstioObject, IstioPort, MeshPolicySpec, MtlsSetting,
+    PeerAuthenticationSpec, PeerMethod, ServerTls, ServiceEntrySpec, TrafficPolicy, WorkloadEntry,
+};
+pub use render::{RenderedFile, render, summary};
+
+/// Label every object meshfed creates carries; meshfed changes and deletes only objects with it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "meshfed";
+/// Label naming the scenario an object was planned for.
+pub const SCENARIO_LABEL: &str = "meshfed.io/scenario";
+/// Annotation on objects that hold placeholders instead of values only a live cluster has.
+pub const PLACEHOLDER_ANNOTATION: &str = "meshfed.io/placeholders";
+/// Istio's root namespace, where mesh-wide configuration lives.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// Every cluster's desired objects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Per cluster, in scenario order.
+    pub clusters: Vec<ClusterPlan>,
+}
+
+/// One cluster's desired objects, in apply order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterPlan {
+    /// Cluster name.
+    pub cluster: String,
+    /// Istio API generation the objects are written for.
+    pub api: IstioApi,
+    /// Objects in apply order (namespaces first).
+    pub objects: Vec<Object>,
+}
+
+/// A desired object.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Object {
+    /// A namespace of a replicated service (or Istio's root namespace, for its network label).
+    Namespace(Box<Namespace>),
+    /// A replicated service.
+    Service(Box<KubeService>),
+    /// Mesh-wide mTLS for Istio before 1.5.
+    MeshPolicy(IstioObject<MeshPolicySpec>),
+    /// Mesh-wide mTLS for Istio 1.5 and later.
+    PeerAuthentication(IstioObject<PeerAuthenticationSpec>),
+    /// `*.local` → ISTIO_MUTUAL.
+    DestinationRule(IstioObject<DestinationRuleSpec>),
+    /// The 15443 AUTO_PASSTHROUGH gateway.
+    Gateway(IstioObject<GatewaySpec>),
+    /// Remote gateways as endpoints of a replicated service.
+    ServiceEntry(IstioObject<ServiceEntrySpec>),
+    /// A remote secret (endpoint discovery), with placeholders for credentials.
+    Secret(Box<Secret>),
+}
+
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::Service(_) => "Service",
+            Object::MeshPolicy(_) => "MeshPolicy",
+            Object::PeerAuthentication(_) => "PeerAuthentication",
+            Object::DestinationRule(_) => "DestinationRule",
+            Object::Gateway(_) => "Gateway",
+            Object::ServiceEntry(_) => "ServiceEntry",
+            Object::Secret(_) => "Secret",
+        }
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(object) => &object.metadata,
+            Object::Service(object) => &object.metadata,
+            Object::Secret(object) => &object.metadata,
+            Object::MeshPolicy(object) => &object.metadata,
+            Object::PeerAuthentication(object) => &object.metadata,
+            Object::DestinationRule(object) => &object.metadata,
+            Object::Gateway(object) => &object.metadata,
+            Object::ServiceEntry(object) => &object.metadata,
+        }
+    }
+}
+
+/// Computes every cluster's desired objects.
+///
+/// `inventory` must have an entry for every cluster of the scenario (as [`crate::inventory::load`]
+/// and [`crate::inventory::from_scenario`] guarantee); a missing one is planned as a cluster with
+/// no pods and a placeholder gateway.
+pub fn plan(scenario: &Scenario, inventory: &Inventory) -> Plan {
+    plan_with_weights(scenario, inventory, scenario.federation.endpoint_weights)
+}
+
+/// [`plan`] with the endpoint weighting overridden (a phase may change it).
+pub fn plan_with_weights(scenario: &Scenario, inventory: &Inventory, weights: EndpointWeights) -> Plan {
+    let mut services: Vec<&Service> = scenario.services.iter().collect();
+    services.sort_by(|a, b| (&a.namespace.value, &a.name.value).cmp(&(&b.namespace.value, &b.name.value)));
+    let planner = Planner {
+        scenario,
+        inventory,
+        services,
+        weights,
+    };
+    let clusters = scenario
+        .clusters
+        .iter()
+        .map(|cluster| planner.cluster_plan(&cluster.name.value))
+        .collect();
+    Plan { clusters }
+}
+
+struct Planner<'a> {
+    scenario: &'a Scenario,
+    inventory: &'a Inventory,
+    /// Sorted by namespace, then name.
+    services: Vec<&'a Service>,
+    weights: EndpointWeights,
+}
+
+impl Planner<'_> {
+    fn cluster_plan(&self, cluster: &str) -> ClusterPlan {
+        let api = self
+            .inventory
+            .clusters
+            .get(cluster)
+            .map(|inventory| IstioApi::of(inventory.istio_version))
+            .unwrap_or(IstioApi::V1);
+        let endpoint_discovery = self.scenario.federation.mode == FederationMode::EndpointDiscovery;
+        let mut objects = Vec::new();
+        if endpoint_discovery {
+            objects.push(Object::Namespace(Box::new(self.mk_root_namespace(cluster))));
+        }
+        objects.extend(
+            self.mk_namespaces()
+                .into_iter()
+                .map(|namespace| Object::Namespace(Box::new(namespace))),
+        );
+        objects.extend(
+            self.services
+                .iter()
+                .map(|service| Object::Service(Box::new(self.mk_service(service)))),
+        );
+        objects.push(self.mk_mtls_policy(api));
+        objects.push(Object::DestinationRule(self.mk_destination_rule(api)));
+        objects.push(Object::Gateway(self.mk_passthrough_gateway(api)));
+        if endpoint_discovery {
+            objects.extend(
+                self.other_clusters(cluster)
+                    .map(|remote| Object::Secret(Box::new(self.mk_remote_secret(remote)))),
+            );
+        } else {
+            objects.extend(
+                self.services
+                    .iter()
+                    .filter_map(|service| self.mk_service_entry(cluster, service, api))
+                    .map(Object::ServiceEntry),
+            );
+        }
+        ClusterPlan {
+            cluster: cluster.to_owned(),
+            api,
+            objects,
+        }
+    }
+
+    fn other_clusters<'c>(&'c self, cluster: &'c str) -> impl Iterator<Item = &'c str> {
+        self.scenario
+            .clusters
+            .iter()
+            .map(|other| other.name.value.as_str())
+            .filter(move |other| *other != cluster)
+    }
+
+    fn mk_metadata(&self, name: &str, namespace: Option<&str>) -> ObjectMeta {
+        let labels = BTreeMap::from([
+            (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+            (SCENARIO_LABEL.to_owned(), self.scenario.name.clone()),
+        ]);
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: namespace.map(str::to_owned),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn mk_root_namespace(&self, cluster: &str) -> Namespace {
+        let mut metadata = self.mk_metadata(ROOT_NAMESPACE, None);
+        let network = self
+            .scenario
+            .cluster(cluster)
+            .and_then(|c| c.network.clone())
+            .unwrap_or_else(|| cluster.to_owned());
+        labels_of(&mut metadata).insert("topology.istio.io/network".to_owned(), network);
+        Namespace {
+            metadata,
+            ..Namespace::default()
+        }
+    }
+
+    fn mk_namespaces(&self) -> Vec<Namespace> {
+        let mut names: Vec<&str> = self
+            .services
+            .iter()
+            .map(|service| service.namespace.value.as_str())
+            .collect();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let mut metadata = self.mk_metadata(name, None);
+                labels_of(&mut metadata).insert("istio-injection".to_owned(), "enabled".to_owned());
+                Namespace {
+                    metadata,
+                    ..Namespace::default()
+                }
+            })
+            .collect()
+    }
+
+    fn mk_service(&self, service: &Service) -> KubeService {
+        let mut metadata = self.mk_metadata(&service.name.value, Some(&service.namespace.value));
+        labels_of(&mut metadata).insert("app".to_owned(), service.name.value.clone());
+        let ports = service
+            .ports
+            .iter()
+            .map(|port| KubeServicePort {
+                name: Some(port.name.value.clone()),
+                port: i32::from(port.number.value),
+                target_port: Some(IntOrString::Int(i32::from(port.number.value))),
+                app_protocol: Some(port.protocol.istio_name().to_ascii_lowercase()),
+                ..KubeServicePort::default()
+            })
+            .collect();
+        let spec = ServiceSpec {
+            ports: Some(ports),
+            selector: Some(BTreeMap::from([("app".to_owned(), service.name.value.clone())])),
+            ..ServiceSpec::default()
+        };
+        KubeService {
+            metadata,
+            spec: Some(spec),
+            ..KubeService::default()
+        }
+    }
+
+    fn mk_mtls_policy(&self, api: IstioApi) -> Object {
+        let mode = self.scenario.federation.mtls.istio_name().to_owned();
+        match api.security() {
+            None => Object::MeshPolicy(IstioObject {
+                api_version: "authentication.istio.io/v1alpha1".to_owned(),
+                kind: "MeshPolicy".to_owned(),
+                metadata: self.mk_metadata("default", None),
+                spec: MeshPolicySpec {
+                    peers: vec![PeerMethod {
+                        mtls: MtlsSetting { mode },
+                    }],
+                },
+            }),
+            Some(api_version) => Object::PeerAuthentication(IstioObject {
+                api_version: api_version.to_owned(),
+                kind: "PeerAuthentication".to_owned(),
+                metadata: self.mk_metadata("default", Some(ROOT_NAMESPACE)),
+                spec: PeerAuthenticationSpec {
+                    mtls: MtlsSetting { mode },
+                },
+            }),
+        }
+    }
+
+    fn mk_destination_rule(&self, api: IstioApi) -> IstioObject<DestinationRuleSpec> {
+        IstioObject {
+            api_version: api.networking().to_owned(),
+            kind: "DestinationRule".to_owned(),
+            metadata: self.mk_metadata("default", Some(ROOT_NAMESPACE)),
+            spec: DestinationRuleSpec {
+                host: "*.local".to_owned(),
+                traffic_policy: TrafficPolicy {
+                    tls: ClientTls {
+                        mode: "ISTIO_MUTUAL".to_owned(),
+                    },
+                },
+            },
+        }
+    }
+
+    /// The seed relied on a chart flag that pre-configured this gateway, and released charts matched
+    /// only `*.global`; meshfed therefore always writes it for `*.local`.
+    fn mk_passthrough_gateway(&self, api: IstioApi) -> IstioObject<GatewaySpec> {
+        let (name, gateway_label) = match self.scenario.federation.mode {
+            FederationMode::Serviceentry => ("cross-cluster-passthrough", "ingressgateway"),
+            FederationMode::EndpointDiscovery => ("cross-network-gateway", "eastwestgateway"),
+        };
+        IstioObject {
+            api_version: api.networking().to_owned(),
+            kind: "Gateway".to_owned(),
+            metadata: self.mk_metadata(name, Some(ROOT_NAMESPACE)),
+            spec: GatewaySpec {
+                selector: BTreeMap::from([("istio".to_owned(), gateway_label.to_owned())]),
+                servers: vec![GatewayServer {
+                    port: IstioPort {
+                        number: crate::inventory::GATEWAY_PORT,
+                        name: "tls".to_owned(),
+                        protocol: "TLS".to_owned(),
+                    },
+                    tls: ServerTls {
+                        mode: "AUTO_PASSTHROUGH".to_owned(),
+                    },
+                    hosts: vec!["*.local".to_owned()],
+                }],
+            },
+        }
+    }
+
+    /// The ServiceEntry for `service` in `cluster`: one endpoint per *other* cluster with ready pods
+    /// for it, at that cluster's gateway. `None` when no other cluster has pods.
+    fn mk_service_entry(
+        &self,
+        cluster: &str,
+        service: &Service,
+        api: IstioApi,
+    ) -> Option<IstioObject<ServiceEntrySpec>> {
+        let reference = service.reference();
+        let endpoints: Vec<WorkloadEntry> = self
+            .other_clusters(cluster)
+            .filter_map(|remote| self.inventory.clusters.get(remote))
+            .filter_map(|remote| self.mk_gateway_endpoint(remote, service, &reference))
+            .collect();
+        if endpoints.is_empty() {
+            return None;
+        }
+        let ports = service
+            .ports
+            .iter()
+            .map(|port| IstioPort {
+                number: port.number.value,
+                name: port.name.value.clone(),
+                protocol: port.protocol.istio_name().to_owned(),
+            })
+            .collect();
+        let name = format!("remote-endpoint-for-{}-in-{cluster}", service.name.value);
+        let mut metadata = self.mk_metadata(&name, Some(&service.namespace.value));
+        if endpoints.iter().any(|endpoint| endpoint.address.starts_with('<')) {
+            metadata.annotations = Some(BTreeMap::from([(
+                PLACEHOLDER_ANNOTATION.to_owned(),
+                "spec.endpoints[].address: gateway addresses are unknown until the clusters exist".to_owned(),
+            )]));
+        }
+        Some(IstioObject {
+            api_version: api.networking().to_owned(),
+            kind: "ServiceEntry".to_owned(),
+            metadata,
+            spec: ServiceEntrySpec {
+                hosts: vec![service.host()],
+                ports,
+                resolution: "STATIC".to_owned(),
+                location: "MESH_INTERNAL".to_owned(),
+                endpoints,
+            },
+        })
+    }
+
+    fn mk_gateway_endpoint(
+        &self,
+        remote: &ClusterInventory,
+        service: &Service,
+        reference: &str,
+    ) -> Option<WorkloadEntry> {
+        let ready = remote.ready_count(reference);
+        if ready == 0 {
+            return None;
+        }
+        let gateway_port = remote.gateway.port;
+        Some(WorkloadEntry {
+            address: remote.gateway.address.clone(),
+            ports: service
+                .ports
+                .iter()
+                .map(|port| (port.name.value.clone(), gateway_port))
+                .collect(),
+            weight: match self.weights {
+                EndpointWeights::Equal => None,
+                EndpointWeights::ReadyPods => Some(u32::try_from(ready).unwrap_or(u32::MAX)),
+            },
+            locality: self
+                .scenario
+                .federation
+                .locality
+                .then(|| format!("{}/{}", remote.region, remote.zone)),
+        })
+    }
+
+    /// The shape of `istioctl create-remote-secret` output for `remote`: the credentials (API server
+    /// address, CA, token) exist only in a live cluster, so they are placeholders here and the
+    /// `kind`/`kubeconfig` providers fill them in.
+    fn mk_remote_secret(&self, remote: &str) -> Secret {
+        let mut metadata = self.mk_metadata(&format!("istio-remote-secret-{remote}"), Some(ROOT_NAMESPACE));
+        labels_of(&mut metadata).insert("istio/multiCluster".to_owned(), "true".to_owned());
+        metadata.annotations = Some(BTreeMap::from([
+            ("networking.istio.io/cluster".to_owned(), remote.to_owned()),
+            (
+                PLACEHOLDER_ANNOTATION.to_owned(),
+                format!("stringData.{remote}: credentials come from the live cluster"),
+            ),
+        ]));
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: <ca-data-of-{remote}>\n    server: <api-server-of-{remote}>\n  name: {remote}\ncontexts:\n- context:\n    cluster: {remote}\n    user: {remote}\n  name: {remote}\ncurrent-context: {remote}\nusers:\n- name: {remote}\n  user:\n    token: <istio-reader-token-of-{remote}>\n"
+        );
+        Secret {
+            metadata,
+            string_data: Some(BTreeMap::from([(remote.to_owned(), kubeconfig)])),
+            data: None::<BTreeMap<String, ByteString>>,
+            ..Secret::default()
+        }
+    }
+}
+
+fn labels_of(metadata: &mut ObjectMeta) -> &mut BTreeMap<String, String> {
+    metadata.labels.get_or_insert_with(BTreeMap::new)
+}

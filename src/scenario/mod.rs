@@ -1,1 +1,624 @@
-//! TODO
+//! Scenario files: the model of what meshfed builds, federates, sends and expects, and its loading.
+//!
+//! A scenario is YAML (reference: `docs/scenario.md`). [`load`] reads a file, rejects unknown keys
+//! and checks the whole model ([`validate`]); every error names the file, line and column and what
+//! is allowed. Fields whose position a later check must point at are kept as [`Spanned`].
+
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+pub use serde_saphyr::Spanned;
+
+pub use validate::validate;
+
+/// A whole scenario: clusters, services, how they are federated, and the traffic phases to run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in reports and as a label on generated objects.
+    pub name: String,
+    /// One line saying what the scenario shows.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// SPIFFE trust domain of the mesh.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// Key algorithm of every certificate meshfed makes.
+    #[serde(default)]
+    pub pki: PkiSettings,
+    /// The clusters of the mesh (at least one).
+    pub clusters: Vec<Cluster>,
+    /// The services and where their pods run.
+    pub services: Vec<Service>,
+    /// How the clusters are federated.
+    #[serde(default)]
+    pub federation: Federation,
+    /// Traffic phases, run in order.
+    #[serde(default)]
+    pub phases: Vec<Phase>,
+}
+
+/// PKI settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PkiSettings {
+    /// Key algorithm for the root, intermediates and workloads.
+    #[serde(default)]
+    pub key_algorithm: crate::pki::KeyAlgorithm,
+}
+
+/// One Kubernetes cluster.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cluster {
+    /// Cluster name (a DNS label): `cluster1`.
+    pub name: Spanned<String>,
+    /// Topology region of the cluster's nodes (`topology.kubernetes.io/region`).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Topology zone of the cluster's nodes (`topology.kubernetes.io/zone`).
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Istio network name; clusters on different networks reach each other only through gateways.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Istio version installed by the real providers; it also picks the Istio API generation the
+    /// plan is written for (`MeshPolicy` before 1.5, `v1` networking APIs from 1.22).
+    #[serde(default = "default_istio_version")]
+    pub istio_version: Spanned<IstioVersion>,
+    /// Pod network of the cluster.
+    pub pod_cidr: Spanned<Ipv4Cidr>,
+    /// Service (cluster IP) network of the cluster.
+    pub service_cidr: Spanned<Ipv4Cidr>,
+    /// kubeconfig context for the `kubeconfig` provider (default: `kind-<name>` for `kind`).
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// One service: a Kubernetes Service plus the pods behind it in each cluster.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    /// Service name (a DNS label).
+    pub name: Spanned<String>,
+    /// Namespace of the service (a DNS label).
+    pub namespace: Spanned<String>,
+    /// Service account the pods run as: the `sa` in their SPIFFE identity. Default: the name.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Ports of the service (at least one).
+    pub ports: Vec<ServicePort>,
+    /// Ready pods per cluster name. A cluster not listed has no pods for this service.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, Spanned<u32>>,
+}
+
+impl Service {
+    /// The service account, defaulting to the service name.
+    pub fn service_account(&self) -> &str {
+        self.service_account.as_deref().unwrap_or(&self.name.value)
+    }
+
+    /// `name.namespace`, the form phases use to refer to the service.
+    pub fn reference(&self) -> String {
+        format!("{}.{}", self.name.value, self.namespace.value)
+    }
+
+    /// The service's fully qualified host name: `bar.ns2.svc.cluster.local`.
+    pub fn host(&self) -> String {
+        format!("{}.{}.svc.cluster.local", self.name.value, self.namespace.value)
+    }
+
+    /// Ready pods of this service in `cluster` (0 when the cluster is not listed).
+    pub fn replicas_in(&self, cluster: &str) -> u32 {
+        self.replicas.get(cluster).map_or(0, |count| count.value)
+    }
+
+    /// The declared port with this name or number.
+    pub fn port(&self, port: &PortRef) -> Option<&ServicePort> {
+        self.ports.iter().find(|candidate| match port {
+            PortRef::Name(name) => candidate.name.value == *name,
+            PortRef::Number(number) => candidate.number.value == *number,
+        })
+    }
+}
+
+/// A port of a service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    /// Port name (`http`, `tcp`, ...), unique within the service.
+    pub name: Spanned<String>,
+    /// Port number (1–65535), unique within the service.
+    pub number: Spanned<u16>,
+    /// Application protocol.
+    pub protocol: Protocol,
+}
+
+/// Application protocol of a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 from the app; the sidecars speak HTTP/2 between them.
+    Http,
+    /// Opaque TCP.
+    Tcp,
+}
+
+impl Protocol {
+    /// Istio's protocol name for the port (`HTTP`, `TCP`).
+    pub fn istio_name(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Tcp => "TCP",
+        }
+    }
+}
+
+/// How the clusters are federated.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Federation {
+    /// `serviceentry` (the seed: ServiceEntries pointing at remote gateways) or
+    /// `endpoint-discovery` (Istio's multi-primary on different networks).
+    #[serde(default)]
+    pub mode: FederationMode,
+    /// `equal` (the seed: every remote gateway endpoint weighs as one pod) or `ready-pods`
+    /// (gateway endpoint weight = the remote cluster's ready pods).
+    #[serde(default)]
+    pub endpoint_weights: EndpointWeights,
+    /// Whether gateway endpoints carry the remote cluster's locality.
+    #[serde(default)]
+    pub locality: bool,
+    /// Mesh-wide mTLS mode.
+    #[serde(default)]
+    pub mtls: MtlsMode,
+}
+
+/// Federation mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FederationMode {
+    /// The seed's procedure: replicated services plus ServiceEntries for remote gateways.
+    #[default]
+    Serviceentry,
+    /// Multi-primary on different networks: remote secrets and an east-west gateway.
+    EndpointDiscovery,
+}
+
+/// How remote gateway endpoints are weighted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointWeights {
+    /// No weight: a remote gateway counts as one endpoint (the seed, and its skew).
+    #[default]
+    Equal,
+    /// Weight = number of ready pods behind the remote gateway.
+    ReadyPods,
+}
+
+/// Mesh-wide mTLS mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum MtlsMode {
+    /// Accept mTLS and plain text (the seed).
+    #[default]
+    #[serde(rename = "PERMISSIVE")]
+    Permissive,
+    /// Accept mTLS only.
+    #[serde(rename = "STRICT")]
+    Strict,
+}
+
+impl MtlsMode {
+    /// The mode as Istio spells it.
+    pub fn istio_name(self) -> &'static str {
+        match self {
+            MtlsMode::Permissive => "PERMISSIVE",
+            MtlsMode::Strict => "STRICT",
+        }
+    }
+}
+
+/// One traffic phase: requests from a service in one cluster to a service port.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Phase {
+    /// Phase name, unique in the scenario.
+    pub name: Spanned<String>,
+    /// Who sends.
+    pub from: PhaseSource,
+    /// Where to.
+    pub to: PhaseTarget,
+    /// Number of requests.
+    #[serde(default = "default_requests")]
+    pub requests: Spanned<u64>,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: Spanned<u32>,
+    /// Whether the client reuses connections or opens one per request.
+    #[serde(default)]
+    pub connections: ConnectionPolicy,
+    /// Overrides `federation.endpointWeights` for this phase: the world is re-planned and the new
+    /// weights pushed to the running proxies before the phase starts.
+    #[serde(default)]
+    pub endpoint_weights: Option<EndpointWeights>,
+    /// Faults applied for the duration of the phase.
+    #[serde(default)]
+    pub faults: Vec<Spanned<Fault>>,
+    /// What must hold at the end of the phase.
+    #[serde(default)]
+    pub expect: Expectations,
+}
+
+/// The sending side of a phase.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PhaseSource {
+    /// The calling service, as `name.namespace`.
+    pub service: Spanned<String>,
+    /// The cluster whose pod of that service sends.
+    pub cluster: Spanned<String>,
+}
+
+/// The receiving side of a phase.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PhaseTarget {
+    /// The called service, as `name.namespace`.
+    pub service: Spanned<String>,
+    /// The port, by name or number.
+    pub port: Spanned<PortRef>,
+}
+
+/// A port by name or number.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PortRef {
+    /// By number: `80`.
+    Number(u16),
+    /// By name: `http`.
+    Name(String),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(number) => write!(f, "{number}"),
+            PortRef::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Connection policy of the client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionPolicy {
+    /// `concurrency` long-lived connections, reused (and the sidecar pools its own upstream).
+    #[default]
+    Pooled,
+    /// A new connection for every request, all the way to the server's sidecar.
+    NewConnectionPerRequest,
+}
+
+/// A fault applied during a phase.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Fault {
+    /// The cluster's gateway stops accepting connections.
+    GatewayDown {
+        /// The cluster.
+        cluster: String,
+    },
+    /// The service's pods in a cluster scale to `replicas` (pods are removed or added).
+    Scale {
+        /// The cluster.
+        cluster: String,
+        /// The service, as `name.namespace`.
+        service: String,
+        /// Ready pods after the change.
+        replicas: u32,
+    },
+    /// The calling pod presents a workload certificate signed by a foreign root.
+    ForeignClientCert {},
+    /// Replies from the service's pods in a cluster are delayed.
+    Delay {
+        /// The cluster.
+        cluster: String,
+        /// The service, as `name.namespace`.
+        service: String,
+        /// Added delay in milliseconds.
+        millis: u32,
+    },
+}
+
+/// What must hold at the end of a phase. Every expectation set is evaluated and reported.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Expectations {
+    /// Share of attempted requests that succeeded with the caller's expected identity seen by the
+    /// server, at least (0–1).
+    #[serde(default)]
+    pub mtls_rate_at_least: Option<Spanned<f64>>,
+    /// Share of attempted requests that succeeded, at least (0–1).
+    #[serde(default)]
+    pub success_rate_at_least: Option<Spanned<f64>>,
+    /// Share of attempted requests that succeeded, at most (0–1): for phases that must fail.
+    #[serde(default)]
+    pub success_rate_at_most: Option<Spanned<f64>>,
+    /// Largest observed/expected share over pods, at most (≥ 1).
+    #[serde(default)]
+    pub max_skew_ratio_at_most: Option<Spanned<f64>>,
+    /// Largest observed/expected share over pods, at least (≥ 1): to show a skew is there.
+    #[serde(default)]
+    pub max_skew_ratio_at_least: Option<Spanned<f64>>,
+    /// Which distribution the skew bounds are about.
+    #[serde(default)]
+    pub skew_by: SkewBasis,
+    /// Clusters that must have answered at least one request.
+    #[serde(default)]
+    pub clusters_reached: Option<Spanned<Vec<String>>>,
+    /// Server-side TLS handshake failures (Envoy's `ssl.fail_verify_*` counters), at least.
+    #[serde(default)]
+    pub server_tls_failures_at_least: Option<Spanned<u64>>,
+}
+
+/// The unit a skew bound is computed over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SkewBasis {
+    /// Requests per pod.
+    #[default]
+    Requests,
+    /// Distinct server-side connections per pod (what a passthrough gateway balances).
+    Connections,
+}
+
+/// An Istio version `major.minor[.patch]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct IstioVersion {
+    /// Major version.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+    /// Patch version (0 when not given).
+    pub patch: u32,
+}
+
+impl IstioVersion {
+    /// The version `major.minor.patch`.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        IstioVersion { major, minor, patch }
+    }
+}
+
+impl fmt::Display for IstioVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl FromStr for IstioVersion {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || format!("invalid Istio version {text:?}: expected major.minor[.patch], e.g. 1.24.3");
+        let mut numbers = text.trim_start_matches('v').split('.').map(str::parse::<u32>);
+        let major = numbers.next().and_then(Result::ok).ok_or_else(invalid)?;
+        let minor = numbers.next().and_then(Result::ok).ok_or_else(invalid)?;
+        let patch = match numbers.next() {
+            None => 0,
+            Some(patch) => patch.map_err(|_| invalid())?,
+        };
+        if numbers.next().is_some() {
+            return Err(invalid());
+        }
+        Ok(IstioVersion::new(major, minor, patch))
+    }
+}
+
+impl<'de> Deserialize<'de> for IstioVersion {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An IPv4 network `a.b.c.d/len` whose host bits are zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct Ipv4Cidr {
+    /// Network address.
+    pub network: Ipv4Addr,
+    /// Prefix length (0–32).
+    pub prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// Netmask as an integer.
+    fn mask(self) -> u32 {
+        if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix_len)
+        }
+    }
+
+    /// Whether the two networks share any address.
+    pub fn overlaps(self, other: Ipv4Cidr) -> bool {
+        let shorter = self.prefix_len.min(other.prefix_len);
+        let mask = Ipv4Cidr {
+            network: self.network,
+            prefix_len: shorter,
+        }
+        .mask();
+        u32::from(self.network) & mask == u32::from(other.network) & mask
+    }
+
+    /// The `index`-th address of the network (0 is the network address itself), if it fits.
+    pub fn host(self, index: u32) -> Option<Ipv4Addr> {
+        let size = 1u64 << (32 - u32::from(self.prefix_len));
+        (u64::from(index) < size).then(|| Ipv4Addr::from(u32::from(self.network) + index))
+    }
+
+    /// Number of addresses in the network.
+    pub fn size(self) -> u64 {
+        1u64 << (32 - u32::from(self.prefix_len))
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
+
+impl From<Ipv4Cidr> for String {
+    fn from(cidr: Ipv4Cidr) -> String {
+        cidr.to_string()
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = |why: &str| format!("invalid IPv4 CIDR {text:?}: {why} (expected e.g. 10.10.0.0/16)");
+        let (address, prefix) = text.split_once('/').ok_or_else(|| invalid("missing /prefix"))?;
+        let network: Ipv4Addr = address.parse().map_err(|_| invalid("bad address"))?;
+        let prefix_len: u8 = prefix.parse().map_err(|_| invalid("bad prefix length"))?;
+        if prefix_len > 32 {
+            return Err(invalid("prefix length over 32"));
+        }
+        let cidr = Ipv4Cidr { network, prefix_len };
+        if u32::from(network) & !cidr.mask() != 0 {
+            return Err(invalid("host bits are set"));
+        }
+        Ok(cidr)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_trust_domain() -> String {
+    "cluster.local".to_owned()
+}
+
+fn default_region() -> String {
+    "region1".to_owned()
+}
+
+fn default_zone() -> String {
+    "zone1".to_owned()
+}
+
+/// Istio version assumed when a cluster does not say.
+pub const DEFAULT_ISTIO_VERSION: IstioVersion = IstioVersion::new(1, 24, 3);
+
+fn default_istio_version() -> Spanned<IstioVersion> {
+    Spanned::new(
+        DEFAULT_ISTIO_VERSION,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+fn default_requests() -> Spanned<u64> {
+    Spanned::new(100, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+}
+
+fn default_concurrency() -> Spanned<u32> {
+    Spanned::new(1, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+}
+
+impl Scenario {
+    /// The cluster with this name.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|cluster| cluster.name.value == name)
+    }
+
+    /// The service referred to as `name.namespace`.
+    pub fn service(&self, reference: &str) -> Option<&Service> {
+        self.services.iter().find(|service| service.reference() == reference)
+    }
+}
+
+/// A scenario file that could not be used: where, and what is wrong and allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}", file.display())]
+pub struct ScenarioError {
+    /// The scenario file.
+    pub file: PathBuf,
+    /// 1-based line (0 when the problem is not at one place, e.g. an unreadable file).
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+    /// What is wrong, and what is allowed.
+    pub message: String,
+}
+
+/// Reads, parses and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ScenarioError {
+        file: path.to_owned(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the scenario file: {error}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates scenario text; `path` is only used in error messages.
+pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    let scenario: Scenario = serde_saphyr::from_str(text).map_err(|error| {
+        let location = error.location().unwrap_or(serde_saphyr::Location::UNKNOWN);
+        ScenarioError {
+            file: path.to_owned(),
+            line: location.line(),
+            column: location.column(),
+            message: syntax_message(&error),
+        }
+    })?;
+    validate(&scenario).map_err(|problem| ScenarioError {
+        file: path.to_owned(),
+        line: problem.at.line(),
+        column: problem.at.column(),
+        message: problem.message,
+    })?;
+    Ok(scenario)
+}
+
+/// The first line of serde-saphyr's message without its own location prefix (the error already
+/// carries file, line and column), with number-range messages saying what is allowed.
+fn syntax_message(error: &serde_saphyr::Error) -> String {
+    let rendered = error.to_string();
+    let first = rendered.lines().next().unwrap_or("invalid scenario").trim();
+    let message = strip_location_prefix(first.strip_prefix("error: ").unwrap_or(first));
+    match message {
+        "invalid u16" => "not a whole number from 0 to 65535".to_owned(),
+        "invalid u32" => "not a whole number from 0 to 4294967295".to_owned(),
+        "invalid u64" => "not a whole number from 0 to 18446744073709551615".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// `line 8 column 5: unknown field` → `unknown field`.
+fn strip_location_prefix(message: &str) -> &str {
+    let Some(rest) = message.strip_prefix("line ") else {
+        return message;
+    };
+    match rest.split_once(": ") {
+        Some((position, tail)) if position.split(" column ").all(|n| n.parse::<u64>().is_ok()) => tail,
+        _ => message,
+    }
+}

@@ -1,0 +1,196 @@
+//! Istio's configuration kinds that the plan writes, as serde types (field names as in Istio's CRDs).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::IstioVersion;
+
+/// An Istio custom resource: `apiVersion`, `kind`, `metadata`, `spec`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioObject<Spec> {
+    /// `group/version`, e.g. `networking.istio.io/v1`.
+    pub api_version: String,
+    /// The kind, e.g. `ServiceEntry`.
+    pub kind: String,
+    /// Name, namespace, labels.
+    pub metadata: ObjectMeta,
+    /// The kind's spec.
+    pub spec: Spec,
+}
+
+/// `ServiceEntry.spec`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEntrySpec {
+    /// Hosts the entry is for.
+    pub hosts: Vec<String>,
+    /// The service's ports.
+    pub ports: Vec<IstioPort>,
+    /// `STATIC`: endpoints are IP addresses.
+    pub resolution: String,
+    /// `MESH_INTERNAL`: the endpoints are in the mesh and speak Istio mTLS.
+    pub location: String,
+    /// Where to send traffic.
+    pub endpoints: Vec<WorkloadEntry>,
+}
+
+/// A port as Istio's Gateway and ServiceEntry declare it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioPort {
+    /// Port number.
+    pub number: u16,
+    /// Port name.
+    pub name: String,
+    /// `HTTP`, `TCP`, `TLS`, ...
+    pub protocol: String,
+}
+
+/// A ServiceEntry endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadEntry {
+    /// Address of the endpoint: a remote cluster's gateway.
+    pub address: String,
+    /// Service port name → port on the endpoint (all map to the gateway port).
+    pub ports: BTreeMap<String, u16>,
+    /// Load-balancing weight: the remote cluster's ready pods (`ready-pods`), absent for `equal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// `region/zone` of the remote cluster, when locality is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+}
+
+/// `DestinationRule.spec` (only what the plan uses).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationRuleSpec {
+    /// Host the rule applies to: `*.local`.
+    pub host: String,
+    /// TLS origination.
+    pub traffic_policy: TrafficPolicy,
+}
+
+/// `DestinationRule.spec.trafficPolicy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficPolicy {
+    /// Client TLS settings.
+    pub tls: ClientTls,
+}
+
+/// `ClientTLSSettings` (only the mode).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTls {
+    /// `ISTIO_MUTUAL`.
+    pub mode: String,
+}
+
+/// `Gateway.spec`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Labels of the gateway pods this applies to.
+    pub selector: BTreeMap<String, String>,
+    /// Listeners.
+    pub servers: Vec<GatewayServer>,
+}
+
+/// `Gateway.spec.servers[]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayServer {
+    /// The port.
+    pub port: IstioPort,
+    /// TLS mode.
+    pub tls: ServerTls,
+    /// Hosts served.
+    pub hosts: Vec<String>,
+}
+
+/// `ServerTLSSettings` (only the mode).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTls {
+    /// `AUTO_PASSTHROUGH`: route on SNI, pass mTLS through to the pod.
+    pub mode: String,
+}
+
+/// `PeerAuthentication.spec` (mesh-wide: no selector).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerAuthenticationSpec {
+    /// mTLS mode.
+    pub mtls: MtlsSetting,
+}
+
+/// `{mode: PERMISSIVE|STRICT}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MtlsSetting {
+    /// `PERMISSIVE` or `STRICT`.
+    pub mode: String,
+}
+
+/// `MeshPolicy.spec` (authentication.istio.io/v1alpha1, Istio before 1.5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshPolicySpec {
+    /// Peer authentication methods.
+    pub peers: Vec<PeerMethod>,
+}
+
+/// `MeshPolicy.spec.peers[]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerMethod {
+    /// mTLS settings.
+    pub mtls: MtlsSetting,
+}
+
+/// Which generation of Istio's APIs a cluster understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IstioApi {
+    /// Before 1.5: `MeshPolicy` (authentication.istio.io/v1alpha1), networking v1alpha3.
+    Legacy,
+    /// 1.5 to 1.21: `PeerAuthentication` security.istio.io/v1beta1, networking v1alpha3.
+    V1beta1,
+    /// 1.22 and later: networking.istio.io/v1 and security.istio.io/v1.
+    V1,
+}
+
+impl IstioApi {
+    /// The API generation of an Istio version.
+    pub fn of(version: IstioVersion) -> IstioApi {
+        if version < IstioVersion::new(1, 5, 0) {
+            IstioApi::Legacy
+        } else if version < IstioVersion::new(1, 22, 0) {
+            IstioApi::V1beta1
+        } else {
+            IstioApi::V1
+        }
+    }
+
+    /// `apiVersion` for networking kinds.
+    pub fn networking(self) -> &'static str {
+        match self {
+            IstioApi::Legacy | IstioApi::V1beta1 => "networking.istio.io/v1alpha3",
+            IstioApi::V1 => "networking.istio.io/v1",
+        }
+    }
+
+    /// `apiVersion` for PeerAuthentication (`None` before 1.5, which has MeshPolicy instead).
+    pub fn security(self) -> Option<&'static str> {
+        match self {
+            IstioApi::Legacy => None,
+            IstioApi::V1beta1 => Some("security.istio.io/v1beta1"),
+            IstioApi::V1 => Some("security.istio.io/v1"),
+        }
+    }
+}
