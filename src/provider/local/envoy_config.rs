@@ -1,1 +1,1108 @@
-//! TODO
+//! Envoy configuration for the `local` provider, pure: sidecar and gateway specs in, Envoy v3 JSON out.
+//!
+//! The shapes reproduce Istio's data plane for "gateway connectivity":
+//! - a client sidecar binds `<service cluster IP>:<port>` and originates mTLS (SNI
+//!   `outbound_.P_._.host`, ALPN `istio-peer-exchange`, `istio`, server SPIFFE id verified) to
+//!   cluster `outbound|P||host`, whose endpoints are local pods and remote gateways (`:15443`);
+//! - a server sidecar binds `<pod IP>:<port>`, requires a client certificate from the mesh root and
+//!   hands the request to the app on `127.0.0.1:<port>` with the caller's identity attached
+//!   (`x-forwarded-client-cert` for HTTP, a PROXY protocol v2 header for TCP, see
+//!   [`PEER_IDENTITY_TLV_TYPE`]);
+//! - a gateway binds `0.0.0.0:15443` and routes on SNI without terminating TLS (AUTO_PASSTHROUGH).
+//!
+//! Nothing here touches the file system or a process: [`super::envoy_binary`] writes and runs it.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The gateway port every cluster's SNI gateway listens on (Istio's `tls` port, AUTO_PASSTHROUGH).
+pub const GATEWAY_PORT: u16 = 15443;
+
+/// PROXY protocol v2 TLV type that carries the caller's SPIFFE id to TCP apps. 0xE0 is the first
+/// type the PROXY protocol spec reserves for custom use (`PP2_TYPE_MIN_CUSTOM`).
+///
+/// What a TCP app on `127.0.0.1:<port>` receives first on every accepted connection (measured with
+/// Envoy 1.40.0), then the caller's bytes unchanged:
+/// - the 12-byte v2 signature `\r\n\r\n\0\r\nQUIT\n`, then `0x21` (v2, PROXY), `0x11` (TCP over
+///   IPv4), a big-endian u16 length of the rest;
+/// - source address and port = the connection that delivered the call (the client sidecar's
+///   `podIP:port`, or through a gateway the gateway's `IP:port`), destination = `podIP:port`;
+/// - one TLV: type 0xE0, big-endian u16 length, value = the client certificate's URI SAN in UTF-8,
+///   e.g. `spiffe://cluster.local/ns/ns1/sa/foo` (several URI SANs are joined with `,`; a
+///   certificate without one gives `-`, Envoy's empty-value placeholder).
+///
+/// The app is connected to only after the client's TLS handshake succeeded, so a rejected client
+/// never reaches it.
+pub const PEER_IDENTITY_TLV_TYPE: u8 = 0xE0;
+
+/// Request header the server sidecar sets (overwriting anything the caller sent) to the address of
+/// the connection that delivered the request, e.g. `10.10.0.7:41234`: the client sidecar or, through
+/// a gateway, the gateway's side of its connection.
+pub const DOWNSTREAM_PEER_HEADER: &str = "x-meshfed-downstream-peer";
+
+/// ALPN the client sidecar offers, as Istio's sidecar does in-mesh (upstream Envoy has no Istio ALPN
+/// filter, so it goes into the TLS context). HTTP ports also offer `h2` so the server sidecar's
+/// codec knows the connection speaks HTTP/2.
+const ISTIO_ALPN: [&str; 2] = ["istio-peer-exchange", "istio"];
+
+/// ALPN the server sidecar accepts on HTTP ports: it picks `h2` when the client offers it.
+const INBOUND_HTTP_ALPN: [&str; 2] = ["h2", "http/1.1"];
+
+/// Timeout for establishing an upstream connection (TCP + TLS handshake).
+const CONNECT_TIMEOUT: &str = "5s";
+
+const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const HCM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const TCP_PROXY_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const TLS_INSPECTOR_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+const UPSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+const DOWNSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+const PROXY_PROTOCOL_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport";
+const RAW_BUFFER_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
+const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const HTTP_PROTOCOL_OPTIONS_TYPE: &str = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// How a port's traffic is proxied: HTTP (parsed, per-request routing, XFCC) or opaque TCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 from and to the app; HTTP/2 between sidecars.
+    Http,
+    /// Opaque bytes; one upstream connection per downstream connection.
+    Tcp,
+}
+
+/// Workload certificate files in Istio 1.1's layout (`cert-chain.pem`, `key.pem`,
+/// `root-cert.pem`). Envoy reads them itself, so they must be readable by the Envoy process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertPaths {
+    /// Leaf certificate (with the SPIFFE URI SAN) followed by its intermediate CA.
+    pub cert_chain: PathBuf,
+    /// The leaf's private key (mode 0600).
+    pub key: PathBuf,
+    /// The mesh root certificate peers are verified against.
+    pub root: PathBuf,
+}
+
+impl CertPaths {
+    /// The files Istio 1.1 mounts, inside `dir`: `cert-chain.pem`, `key.pem`, `root-cert.pem`.
+    pub fn in_dir(dir: &Path) -> CertPaths {
+        CertPaths {
+            cert_chain: dir.join("cert-chain.pem"),
+            key: dir.join("key.pem"),
+            root: dir.join("root-cert.pem"),
+        }
+    }
+}
+
+/// A port the pod's app serves on `127.0.0.1:<port>`; the sidecar accepts mTLS for it on
+/// `<pod IP>:<port>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundPort {
+    /// Service port, app port and inbound listener port (all the same number).
+    pub port: u16,
+    /// How the port is proxied.
+    pub protocol: Protocol,
+}
+
+/// Where an endpoint runs, as Envoy's locality (Kubernetes `topology.kubernetes.io/region`/`zone`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Locality {
+    /// Region, e.g. `us-east1`.
+    pub region: String,
+    /// Zone, e.g. `us-east1-b`.
+    pub zone: String,
+}
+
+/// One endpoint of an outbound service: a local pod (`podIP:port`) or a remote cluster's gateway
+/// (`gatewayIP:15443`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbEndpoint {
+    /// IPv4 address to connect to.
+    pub address: Ipv4Addr,
+    /// Port to connect to.
+    pub port: u16,
+    /// Load-balancing weight relative to the other endpoints of the same priority. 0 means "send
+    /// nothing": the endpoint is left out (Envoy rejects weight 0).
+    pub weight: u32,
+    /// Locality reported to Envoy; `None` leaves it empty (what the seed's ServiceEntry gives).
+    pub locality: Option<Locality>,
+    /// Envoy priority: 0 is used first; higher priorities get traffic only when lower ones are
+    /// unhealthy (failover).
+    pub priority: u32,
+}
+
+/// A service port the pod's app calls at `<cluster IP>:<port>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundPort {
+    /// Service host, e.g. `bar.ns2.svc.cluster.local`.
+    pub host: String,
+    /// The service's cluster IP (inside the pod's locally routed service CIDR).
+    pub cluster_ip: Ipv4Addr,
+    /// Service port.
+    pub port: u16,
+    /// How the port is proxied.
+    pub protocol: Protocol,
+    /// SPIFFE ids the server may present (exact URI SAN match), e.g.
+    /// `spiffe://cluster.local/ns/ns2/sa/bar`. Empty accepts any certificate from the mesh root.
+    pub server_identities: Vec<String>,
+    /// Endpoints; empty makes every call fail (HTTP 503 "no healthy upstream", TCP reset).
+    pub endpoints: Vec<LbEndpoint>,
+    /// Requests per upstream connection (HTTP only): `Some(1)` opens a new mTLS connection per
+    /// request, so a passthrough gateway balances each request. `None` pools connections.
+    pub max_requests_per_connection: Option<u32>,
+}
+
+/// Everything one pod's sidecar needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarSpec {
+    /// Envoy node id (unique per Envoy; appears in its admin output).
+    pub node_id: String,
+    /// Pod name (for people reading config dumps).
+    pub pod: String,
+    /// Cluster name the pod belongs to (for people reading config dumps).
+    pub cluster: String,
+    /// The pod's address on its `eth0`.
+    pub pod_ip: Ipv4Addr,
+    /// The workload certificate files.
+    pub certs: CertPaths,
+    /// Ports the pod serves.
+    pub inbound: Vec<InboundPort>,
+    /// Service ports the pod calls.
+    pub outbound: Vec<OutboundPort>,
+}
+
+/// One SNI the gateway passes through, to the local pods behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SniRoute {
+    /// The SNI, e.g. `outbound_.80_._.bar.ns2.svc.cluster.local` (see [`outbound_sni`]).
+    pub sni: String,
+    /// Local pods' `podIP:port`; balanced round robin, one choice per TCP connection.
+    pub endpoints: Vec<SocketAddrV4>,
+}
+
+/// Everything one cluster's SNI gateway needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewaySpec {
+    /// Envoy node id.
+    pub node_id: String,
+    /// One route per (service, port) with local pods.
+    pub routes: Vec<SniRoute>,
+}
+
+/// LDS and CDS content, each a `DiscoveryResponse` as Envoy's file-based xDS reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct XdsResources {
+    /// `{"version_info": …, "resources": [Listener…]}`.
+    pub listeners: Value,
+    /// `{"version_info": …, "resources": [Cluster…]}`.
+    pub clusters: Value,
+}
+
+/// Istio's outbound cluster name for a service port: `outbound|80||bar.ns2.svc.cluster.local`.
+pub fn outbound_cluster_name(port: u16, host: &str) -> String {
+    format!("outbound|{port}||{host}")
+}
+
+/// The SNI the client sidecar sends and the gateway routes on:
+/// `outbound_.80_._.bar.ns2.svc.cluster.local`.
+pub fn outbound_sni(port: u16, host: &str) -> String {
+    format!("outbound_.{port}_._.{host}")
+}
+
+/// Istio's inbound cluster name for a port (the app on loopback): `inbound|80||`.
+pub fn inbound_cluster_name(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// Name of the gateway's listener on [`GATEWAY_PORT`]; its stats are
+/// `listener.0.0.0.0_15443.*`, e.g. `listener.0.0.0.0_15443.no_filter_chain_match`.
+pub fn gateway_listener_name() -> String {
+    format!("0.0.0.0_{GATEWAY_PORT}")
+}
+
+/// Name of a sidecar's inbound listener: `inbound_10.10.0.5_80` (stats
+/// `listener.10.10.0.5_80.*`, TLS failures under `listener.10.10.0.5_80.ssl.*`).
+pub fn inbound_listener_name(pod_ip: Ipv4Addr, port: u16) -> String {
+    format!("inbound_{pod_ip}_{port}")
+}
+
+/// Name of a sidecar's outbound listener: `outbound_10.96.0.10_80`.
+pub fn outbound_listener_name(cluster_ip: Ipv4Addr, port: u16) -> String {
+    format!("outbound_{cluster_ip}_{port}")
+}
+
+/// Envoy bootstrap: node id, LDS and CDS from `lds.json` / `cds.json` in `xds_dir` (watched, so an
+/// atomic rename into the directory reconfigures the running Envoy), admin API on the unix socket
+/// `admin_socket` (keep its path under 108 bytes).
+pub fn bootstrap(node_id: &str, xds_dir: &Path, admin_socket: &Path) -> Value {
+    let watched = |file: &str| {
+        json!({
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": xds_dir.join(file),
+                "watched_directory": { "path": xds_dir },
+            },
+        })
+    };
+    json!({
+        "node": { "id": node_id, "cluster": "meshfed" },
+        "dynamic_resources": {
+            "lds_config": watched(LDS_FILE),
+            "cds_config": watched(CDS_FILE),
+        },
+        "admin": {
+            "address": { "pipe": { "path": admin_socket } },
+        },
+    })
+}
+
+/// File in the xDS directory that holds the listeners.
+pub const LDS_FILE: &str = "lds.json";
+/// File in the xDS directory that holds the clusters.
+pub const CDS_FILE: &str = "cds.json";
+
+/// A bootstrap with the listeners and clusters inlined as static resources (for
+/// `envoy --mode validate`, which does not read file-based xDS).
+pub fn static_bootstrap(node_id: &str, admin_socket: &Path, resources: &XdsResources) -> Value {
+    let strip_type = |response: &Value| -> Vec<Value> {
+        response["resources"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|item| {
+                        let mut item = item.clone();
+                        if let Some(object) = item.as_object_mut() {
+                            object.remove("@type");
+                        }
+                        item
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    json!({
+        "node": { "id": node_id, "cluster": "meshfed" },
+        "static_resources": {
+            "listeners": strip_type(&resources.listeners),
+            "clusters": strip_type(&resources.clusters),
+        },
+        "admin": { "address": { "pipe": { "path": admin_socket } } },
+    })
+}
+
+/// Listeners and clusters for one pod's sidecar.
+pub fn sidecar_resources(spec: &SidecarSpec) -> XdsResources {
+    let mut listeners = Vec::new();
+    let mut clusters = Vec::new();
+    for inbound in &spec.inbound {
+        listeners.push(inbound_listener(spec, inbound));
+        clusters.push(inbound_cluster(inbound));
+    }
+    for outbound in &spec.outbound {
+        listeners.push(outbound_listener(outbound));
+        clusters.push(outbound_cluster(&spec.certs, outbound));
+    }
+    XdsResources {
+        listeners: discovery_response(LISTENER_TYPE, listeners),
+        clusters: discovery_response(CLUSTER_TYPE, clusters),
+    }
+}
+
+/// Listener and clusters for one cluster's SNI gateway. The listener always exists (an unknown SNI
+/// must be refused and counted, not meet a closed port); with no routes it has one filter chain
+/// for an SNI no client sends, since Envoy rejects a listener without filter chains.
+pub fn gateway_resources(spec: &GatewaySpec) -> XdsResources {
+    let mut filter_chains = Vec::new();
+    let mut clusters = Vec::new();
+    for route in &spec.routes {
+        filter_chains.push(json!({
+            "filter_chain_match": { "server_names": [route.sni] },
+            "filters": [tcp_proxy_filter(&route.sni, &route.sni)],
+        }));
+        let endpoints: Vec<Value> = route
+            .endpoints
+            .iter()
+            .map(|endpoint| lb_endpoint(*endpoint.ip(), endpoint.port(), 1))
+            .collect();
+        clusters.push(json!({
+            "@type": CLUSTER_TYPE,
+            "name": route.sni,
+            "type": "STATIC",
+            "connect_timeout": CONNECT_TIMEOUT,
+            "lb_policy": "ROUND_ROBIN",
+            "load_assignment": {
+                "cluster_name": route.sni,
+                "endpoints": [{ "lb_endpoints": endpoints }],
+            },
+        }));
+    }
+    if filter_chains.is_empty() {
+        const NO_ROUTE: &str = "meshfed-gateway-has-no-routes.invalid";
+        filter_chains.push(json!({
+            "filter_chain_match": { "server_names": [NO_ROUTE] },
+            "filters": [tcp_proxy_filter(NO_ROUTE, NO_ROUTE)],
+        }));
+        clusters.push(json!({
+            "@type": CLUSTER_TYPE,
+            "name": NO_ROUTE,
+            "type": "STATIC",
+            "connect_timeout": CONNECT_TIMEOUT,
+            "load_assignment": { "cluster_name": NO_ROUTE, "endpoints": [] },
+        }));
+    }
+    let listener = json!({
+        "@type": LISTENER_TYPE,
+        "name": gateway_listener_name(),
+        "address": socket_address(Ipv4Addr::UNSPECIFIED, GATEWAY_PORT),
+        "listener_filters": [{
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": { "@type": TLS_INSPECTOR_TYPE },
+        }],
+        "filter_chains": filter_chains,
+    });
+    XdsResources {
+        listeners: discovery_response(LISTENER_TYPE, vec![listener]),
+        clusters: discovery_response(CLUSTER_TYPE, clusters),
+    }
+}
+
+fn inbound_listener(spec: &SidecarSpec, inbound: &InboundPort) -> Value {
+    let cluster = inbound_cluster_name(inbound.port);
+    let stat_prefix = format!("inbound_{}", inbound.port);
+    let (filter, alpn): (Value, &[&str]) = match inbound.protocol {
+        Protocol::Http => (
+            json!({
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": HCM_TYPE,
+                    "stat_prefix": stat_prefix,
+                    "codec_type": "AUTO",
+                    "forward_client_cert_details": "SANITIZE_SET",
+                    "set_current_client_cert_details": { "uri": true },
+                    "route_config": {
+                        "name": cluster,
+                        "virtual_hosts": [{
+                            "name": "inbound",
+                            "domains": ["*"],
+                            "routes": [{
+                                "match": { "prefix": "/" },
+                                "route": { "cluster": cluster },
+                            }],
+                            "request_headers_to_add": [{
+                                "header": {
+                                    "key": DOWNSTREAM_PEER_HEADER,
+                                    // DIRECT: the connection's peer, never an address a caller
+                                    // put into x-forwarded-for.
+                                    "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",
+                                },
+                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                            }],
+                        }],
+                    },
+                    "http_filters": [router_filter()],
+                },
+            }),
+            &INBOUND_HTTP_ALPN,
+        ),
+        Protocol::Tcp => (inbound_tcp_proxy_filter(&stat_prefix, &cluster), &[]),
+    };
+    let mut common_tls_context = json!({
+        "tls_certificates": [tls_certificate(&spec.certs)],
+        "validation_context": { "trusted_ca": { "filename": spec.certs.root } },
+    });
+    if !alpn.is_empty() {
+        common_tls_context["alpn_protocols"] = json!(alpn);
+    }
+    json!({
+        "@type": LISTENER_TYPE,
+        "name": inbound_listener_name(spec.pod_ip, inbound.port),
+        "address": socket_address(spec.pod_ip, inbound.port),
+        "filter_chains": [{
+            "filters": [filter],
+            "transport_socket": {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": DOWNSTREAM_TLS_TYPE,
+                    "require_client_certificate": true,
+                    "common_tls_context": common_tls_context,
+                },
+            },
+        }],
+    })
+}
+
+fn inbound_cluster(inbound: &InboundPort) -> Value {
+    let name = inbound_cluster_name(inbound.port);
+    let mut cluster = json!({
+        "@type": CLUSTER_TYPE,
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [lb_endpoint(Ipv4Addr::LOCALHOST, inbound.port, 1)] }],
+        },
+    });
+    if inbound.protocol == Protocol::Tcp {
+        // The PROXY v2 header itself (addresses + TLV) is built by the inbound tcp_proxy, which
+        // sees the downstream connection; the transport socket only writes it, and forwards only
+        // TLV types listed here.
+        cluster["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.upstream_proxy_protocol",
+            "typed_config": {
+                "@type": PROXY_PROTOCOL_TYPE,
+                "config": {
+                    "version": "V2",
+                    "pass_through_tlvs": {
+                        "match_type": "INCLUDE",
+                        "tlv_type": [PEER_IDENTITY_TLV_TYPE],
+                    },
+                },
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.raw_buffer",
+                    "typed_config": { "@type": RAW_BUFFER_TYPE },
+                },
+            },
+        });
+    }
+    cluster
+}
+
+fn outbound_listener(outbound: &OutboundPort) -> Value {
+    let cluster = outbound_cluster_name(outbound.port, &outbound.host);
+    let stat_prefix = outbound_listener_name(outbound.cluster_ip, outbound.port);
+    let filter = match outbound.protocol {
+        Protocol::Http => json!({
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": HCM_TYPE,
+                "stat_prefix": stat_prefix,
+                "codec_type": "AUTO",
+                "route_config": {
+                    "name": cluster,
+                    "virtual_hosts": [{
+                        "name": cluster,
+                        "domains": ["*"],
+                        "routes": [{
+                            "match": { "prefix": "/" },
+                            "route": { "cluster": cluster },
+                        }],
+                    }],
+                },
+                "http_filters": [router_filter()],
+            },
+        }),
+        Protocol::Tcp => tcp_proxy_filter(&stat_prefix, &cluster),
+    };
+    json!({
+        "@type": LISTENER_TYPE,
+        "name": stat_prefix,
+        "address": socket_address(outbound.cluster_ip, outbound.port),
+        "filter_chains": [{ "filters": [filter] }],
+    })
+}
+
+fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
+    let name = outbound_cluster_name(outbound.port, &outbound.host);
+    let mut alpn: Vec<&str> = ISTIO_ALPN.to_vec();
+    if outbound.protocol == Protocol::Http {
+        alpn.push("h2");
+    }
+    let mut validation_context = json!({ "trusted_ca": { "filename": certs.root } });
+    if !outbound.server_identities.is_empty() {
+        let matchers: Vec<Value> = outbound
+            .server_identities
+            .iter()
+            .map(|identity| json!({ "san_type": "URI", "matcher": { "exact": identity } }))
+            .collect();
+        validation_context["match_typed_subject_alt_names"] = json!(matchers);
+    }
+    let mut cluster = json!({
+        "@type": CLUSTER_TYPE,
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": locality_lb_endpoints(&outbound.endpoints),
+        },
+        "transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": UPSTREAM_TLS_TYPE,
+                "sni": outbound_sni(outbound.port, &outbound.host),
+                "common_tls_context": {
+                    "tls_certificates": [tls_certificate(certs)],
+                    "alpn_protocols": alpn,
+                    "validation_context": validation_context,
+                },
+            },
+        },
+    });
+    if outbound.protocol == Protocol::Http {
+        let mut options = json!({
+            "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
+            "explicit_http_config": { "http2_protocol_options": {} },
+        });
+        if let Some(max) = outbound.max_requests_per_connection {
+            options["common_http_protocol_options"] = json!({ "max_requests_per_connection": max });
+        }
+        cluster["typed_extension_protocol_options"] = json!({ HTTP_PROTOCOL_OPTIONS_KEY: options });
+    }
+    cluster
+}
+
+/// Groups endpoints by (locality, priority) in order of first appearance, as Envoy wants one
+/// `LocalityLbEndpoints` per locality and priority. Weight-0 endpoints are dropped.
+fn locality_lb_endpoints(endpoints: &[LbEndpoint]) -> Vec<Value> {
+    let mut groups: Vec<(Option<&Locality>, u32, Vec<Value>)> = Vec::new();
+    for endpoint in endpoints.iter().filter(|endpoint| endpoint.weight > 0) {
+        let entry = lb_endpoint(endpoint.address, endpoint.port, endpoint.weight);
+        let key = (endpoint.locality.as_ref(), endpoint.priority);
+        match groups
+            .iter_mut()
+            .find(|(locality, priority, _)| (*locality, *priority) == key)
+        {
+            Some((_, _, members)) => members.push(entry),
+            None => groups.push((key.0, key.1, vec![entry])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(locality, priority, members)| {
+            let mut group = json!({ "lb_endpoints": members });
+            if let Some(locality) = locality {
+                group["locality"] = json!({ "region": locality.region, "zone": locality.zone });
+            }
+            if priority > 0 {
+                group["priority"] = json!(priority);
+            }
+            group
+        })
+        .collect()
+}
+
+fn lb_endpoint(address: Ipv4Addr, port: u16, weight: u32) -> Value {
+    json!({
+        "endpoint": { "address": socket_address(address, port) },
+        "load_balancing_weight": weight,
+    })
+}
+
+fn socket_address(address: Ipv4Addr, port: u16) -> Value {
+    json!({ "socket_address": { "address": address.to_string(), "port_value": port } })
+}
+
+fn tls_certificate(certs: &CertPaths) -> Value {
+    json!({
+        "certificate_chain": { "filename": certs.cert_chain },
+        "private_key": { "filename": certs.key },
+    })
+}
+
+fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Value {
+    json!({
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": { "@type": TCP_PROXY_TYPE, "stat_prefix": stat_prefix, "cluster": cluster },
+    })
+}
+
+/// The server sidecar's tcp_proxy for a TCP port: it connects to the app only after the client's
+/// TLS handshake (so the peer certificate is known) and hands the app a PROXY v2 header whose
+/// source is the downstream peer address and whose TLV [`PEER_IDENTITY_TLV_TYPE`] is the peer's
+/// URI SAN. (A format-string TLV on the transport socket itself is evaluated against the upstream
+/// connection and yields `-`: measured with Envoy 1.40.0.)
+fn inbound_tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Value {
+    json!({
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": TCP_PROXY_TYPE,
+            "stat_prefix": stat_prefix,
+            "cluster": cluster,
+            "upstream_connect_mode": "ON_DOWNSTREAM_TLS_HANDSHAKE",
+            "max_early_data_bytes": 0,
+            "proxy_protocol_tlvs": [{
+                "type": PEER_IDENTITY_TLV_TYPE,
+                "format_string": {
+                    "text_format_source": { "inline_string": "%DOWNSTREAM_PEER_URI_SAN%" },
+                },
+            }],
+        },
+    })
+}
+
+fn router_filter() -> Value {
+    json!({ "name": "envoy.filters.http.router", "typed_config": { "@type": ROUTER_TYPE } })
+}
+
+/// A DiscoveryResponse whose `version_info` is a hash of its content, so the same resources always
+/// carry the same version and a change is visible in `/config_dump`.
+fn discovery_response(type_url: &str, resources: Vec<Value>) -> Value {
+    let resources = Value::Array(resources);
+    json!({
+        "version_info": format!("{:016x}", fnv1a(resources.to_string().as_bytes())),
+        "type_url": type_url,
+        "resources": resources,
+    })
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    const BAR: &str = "bar.ns2.svc.cluster.local";
+    const BAR_IDENTITY: &str = "spiffe://cluster.local/ns/ns2/sa/bar";
+
+    fn endpoint(address: [u8; 4], port: u16, weight: u32, zone: Option<&str>, priority: u32) -> LbEndpoint {
+        LbEndpoint {
+            address: Ipv4Addr::from(address),
+            port,
+            weight,
+            locality: zone.map(|zone| Locality {
+                region: "region-a".into(),
+                zone: zone.into(),
+            }),
+            priority,
+        }
+    }
+
+    fn foo_sidecar() -> SidecarSpec {
+        SidecarSpec {
+            node_id: "foo-0.cluster1".into(),
+            pod: "foo-0".into(),
+            cluster: "cluster1".into(),
+            pod_ip: Ipv4Addr::new(10, 10, 0, 5),
+            certs: CertPaths::in_dir(Path::new("/certs/foo-0")),
+            inbound: vec![
+                InboundPort {
+                    port: 80,
+                    protocol: Protocol::Http,
+                },
+                InboundPort {
+                    port: 9090,
+                    protocol: Protocol::Tcp,
+                },
+            ],
+            outbound: vec![
+                OutboundPort {
+                    host: BAR.into(),
+                    cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
+                    port: 80,
+                    protocol: Protocol::Http,
+                    server_identities: vec![BAR_IDENTITY.into()],
+                    endpoints: vec![
+                        endpoint([10, 10, 0, 7], 80, 1, Some("zone-1"), 0),
+                        endpoint([10, 20, 0, 2], GATEWAY_PORT, 2, Some("zone-2"), 0),
+                        endpoint([10, 30, 0, 2], GATEWAY_PORT, 3, None, 1),
+                    ],
+                    max_requests_per_connection: Some(1),
+                },
+                OutboundPort {
+                    host: BAR.into(),
+                    cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
+                    port: 9090,
+                    protocol: Protocol::Tcp,
+                    server_identities: vec![BAR_IDENTITY.into()],
+                    endpoints: vec![endpoint([10, 20, 0, 2], GATEWAY_PORT, 2, None, 0)],
+                    max_requests_per_connection: None,
+                },
+            ],
+        }
+    }
+
+    fn gateway() -> GatewaySpec {
+        GatewaySpec {
+            node_id: "gateway.cluster2".into(),
+            routes: vec![
+                SniRoute {
+                    sni: outbound_sni(80, BAR),
+                    endpoints: vec![
+                        SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), 80),
+                        SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 8), 80),
+                    ],
+                },
+                SniRoute {
+                    sni: outbound_sni(9090, BAR),
+                    endpoints: vec![SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), 9090)],
+                },
+            ],
+        }
+    }
+
+    fn resources_of(response: &Value) -> &Vec<Value> {
+        response["resources"].as_array().expect("resources is an array")
+    }
+
+    fn named<'a>(response: &'a Value, name: &str) -> &'a Value {
+        resources_of(response)
+            .iter()
+            .find(|resource| resource["name"] == name)
+            .unwrap_or_else(|| panic!("no resource named {name}"))
+    }
+
+    /// Every cluster a listener names: tcp_proxy `cluster` and route `cluster`.
+    fn clusters_referenced(value: &Value, found: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    if key == "cluster"
+                        && let Some(name) = inner.as_str()
+                    {
+                        found.insert(name.to_string());
+                    }
+                    clusters_referenced(inner, found);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| clusters_referenced(item, found)),
+            _ => {}
+        }
+    }
+
+    fn assert_listeners_only_name_existing_clusters(resources: &XdsResources) {
+        let mut referenced = BTreeSet::new();
+        clusters_referenced(&resources.listeners, &mut referenced);
+        let defined: BTreeSet<String> = resources_of(&resources.clusters)
+            .iter()
+            .map(|cluster| cluster["name"].as_str().expect("cluster name").to_string())
+            .collect();
+        assert!(!referenced.is_empty());
+        let missing: Vec<_> = referenced.difference(&defined).collect();
+        assert!(missing.is_empty(), "listeners name undefined clusters {missing:?}");
+    }
+
+    #[test]
+    fn names_follow_istio_formats() {
+        assert_eq!(outbound_cluster_name(80, BAR), "outbound|80||bar.ns2.svc.cluster.local");
+        assert_eq!(outbound_sni(80, BAR), "outbound_.80_._.bar.ns2.svc.cluster.local");
+        assert_eq!(inbound_cluster_name(9090), "inbound|9090||");
+    }
+
+    #[test]
+    fn sidecar_listeners_only_name_existing_clusters() {
+        assert_listeners_only_name_existing_clusters(&sidecar_resources(&foo_sidecar()));
+    }
+
+    #[test]
+    fn gateway_listeners_only_name_existing_clusters() {
+        assert_listeners_only_name_existing_clusters(&gateway_resources(&gateway()));
+        assert_listeners_only_name_existing_clusters(&gateway_resources(&GatewaySpec {
+            node_id: "empty".into(),
+            routes: vec![],
+        }));
+    }
+
+    #[test]
+    fn resources_carry_their_xds_type_urls() {
+        let resources = sidecar_resources(&foo_sidecar());
+        for (response, type_url) in [
+            (&resources.listeners, LISTENER_TYPE),
+            (&resources.clusters, CLUSTER_TYPE),
+        ] {
+            assert_eq!(response["type_url"], type_url);
+            assert!(
+                resources_of(response)
+                    .iter()
+                    .all(|resource| resource["@type"] == type_url)
+            );
+        }
+    }
+
+    #[test]
+    fn outbound_listener_binds_the_cluster_ip_and_port() {
+        let resources = sidecar_resources(&foo_sidecar());
+        let listener = named(&resources.listeners, "outbound_10.96.0.10_80");
+        assert_eq!(listener["address"]["socket_address"]["address"], "10.96.0.10");
+        assert_eq!(listener["address"]["socket_address"]["port_value"], 80);
+    }
+
+    #[test]
+    fn outbound_endpoints_keep_weight_locality_and_priority() {
+        let resources = sidecar_resources(&foo_sidecar());
+        let cluster = named(&resources.clusters, &outbound_cluster_name(80, BAR));
+        assert_eq!(cluster["lb_policy"], "ROUND_ROBIN");
+        let groups = cluster["load_assignment"]["endpoints"].as_array().expect("groups");
+        let summary: Vec<(Value, Value, Value, Value)> = groups
+            .iter()
+            .flat_map(|group| {
+                group["lb_endpoints"]
+                    .as_array()
+                    .expect("lb_endpoints")
+                    .iter()
+                    .map(|member| {
+                        (
+                            member["endpoint"]["address"]["socket_address"]["address"].clone(),
+                            member["load_balancing_weight"].clone(),
+                            group["locality"]["zone"].clone(),
+                            group["priority"].clone(),
+                        )
+                    })
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (json!("10.10.0.7"), json!(1), json!("zone-1"), Value::Null),
+                (json!("10.20.0.2"), json!(2), json!("zone-2"), Value::Null),
+                (json!("10.30.0.2"), json!(3), Value::Null, json!(1)),
+            ]
+        );
+    }
+
+    #[test]
+    fn endpoints_sharing_locality_and_priority_share_one_group() {
+        let mut spec = foo_sidecar();
+        spec.outbound[0].endpoints = vec![
+            endpoint([10, 10, 0, 7], 80, 1, Some("zone-1"), 0),
+            endpoint([10, 20, 0, 2], GATEWAY_PORT, 2, Some("zone-2"), 0),
+            endpoint([10, 10, 0, 8], 80, 1, Some("zone-1"), 0),
+        ];
+        let resources = sidecar_resources(&spec);
+        let cluster = named(&resources.clusters, &outbound_cluster_name(80, BAR));
+        let sizes: Vec<usize> = cluster["load_assignment"]["endpoints"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|group| group["lb_endpoints"].as_array().expect("members").len())
+            .collect();
+        assert_eq!(sizes, vec![2, 1]);
+    }
+
+    #[test]
+    fn zero_weight_endpoints_are_left_out() {
+        let mut spec = foo_sidecar();
+        spec.outbound[0].endpoints = vec![
+            endpoint([10, 10, 0, 7], 80, 0, None, 0),
+            endpoint([10, 20, 0, 2], GATEWAY_PORT, 4, None, 0),
+        ];
+        let resources = sidecar_resources(&spec);
+        let cluster = named(&resources.clusters, &outbound_cluster_name(80, BAR));
+        let text = cluster["load_assignment"].to_string();
+        assert!(!text.contains("10.10.0.7"), "{text}");
+        assert!(text.contains("10.20.0.2"), "{text}");
+    }
+
+    #[test]
+    fn client_sidecar_originates_istio_mtls() {
+        let resources = sidecar_resources(&foo_sidecar());
+        for (port, alpn) in [
+            (80, json!(["istio-peer-exchange", "istio", "h2"])),
+            (9090, json!(["istio-peer-exchange", "istio"])),
+        ] {
+            let cluster = named(&resources.clusters, &outbound_cluster_name(port, BAR));
+            let tls = &cluster["transport_socket"]["typed_config"];
+            assert_eq!(tls["@type"], UPSTREAM_TLS_TYPE);
+            assert_eq!(tls["sni"], outbound_sni(port, BAR));
+            let context = &tls["common_tls_context"];
+            assert_eq!(context["alpn_protocols"], alpn);
+            assert_eq!(
+                context["tls_certificates"][0]["certificate_chain"]["filename"],
+                "/certs/foo-0/cert-chain.pem"
+            );
+            assert_eq!(
+                context["tls_certificates"][0]["private_key"]["filename"],
+                "/certs/foo-0/key.pem"
+            );
+            assert_eq!(
+                context["validation_context"]["trusted_ca"]["filename"],
+                "/certs/foo-0/root-cert.pem"
+            );
+            assert_eq!(
+                context["validation_context"]["match_typed_subject_alt_names"],
+                json!([{ "san_type": "URI", "matcher": { "exact": BAR_IDENTITY } }])
+            );
+        }
+    }
+
+    #[test]
+    fn http_outbound_speaks_http2_and_limits_requests_per_connection() {
+        let resources = sidecar_resources(&foo_sidecar());
+        let http = named(&resources.clusters, &outbound_cluster_name(80, BAR));
+        let options = &http["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS_KEY];
+        assert_eq!(options["explicit_http_config"], json!({ "http2_protocol_options": {} }));
+        assert_eq!(
+            options["common_http_protocol_options"]["max_requests_per_connection"],
+            1
+        );
+        let tcp = named(&resources.clusters, &outbound_cluster_name(9090, BAR));
+        assert!(tcp.get("typed_extension_protocol_options").is_none());
+    }
+
+    #[test]
+    fn pooled_http_outbound_has_no_request_limit() {
+        let mut spec = foo_sidecar();
+        spec.outbound[0].max_requests_per_connection = None;
+        let resources = sidecar_resources(&spec);
+        let http = named(&resources.clusters, &outbound_cluster_name(80, BAR));
+        let options = &http["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS_KEY];
+        assert!(options.get("common_http_protocol_options").is_none());
+    }
+
+    #[test]
+    fn inbound_requires_a_client_certificate_from_the_mesh_root() {
+        let resources = sidecar_resources(&foo_sidecar());
+        for port in [80, 9090] {
+            let listener = named(
+                &resources.listeners,
+                &inbound_listener_name(Ipv4Addr::new(10, 10, 0, 5), port),
+            );
+            assert_eq!(listener["address"]["socket_address"]["address"], "10.10.0.5");
+            assert_eq!(listener["address"]["socket_address"]["port_value"], port);
+            let tls = &listener["filter_chains"][0]["transport_socket"]["typed_config"];
+            assert_eq!(tls["@type"], DOWNSTREAM_TLS_TYPE);
+            assert_eq!(tls["require_client_certificate"], true);
+            assert_eq!(
+                tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
+                "/certs/foo-0/root-cert.pem"
+            );
+        }
+    }
+
+    #[test]
+    fn inbound_http_tells_the_app_who_called_and_over_which_connection() {
+        let resources = sidecar_resources(&foo_sidecar());
+        let listener = named(
+            &resources.listeners,
+            &inbound_listener_name(Ipv4Addr::new(10, 10, 0, 5), 80),
+        );
+        let manager = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(manager["forward_client_cert_details"], "SANITIZE_SET");
+        assert_eq!(manager["set_current_client_cert_details"], json!({ "uri": true }));
+        let virtual_host = &manager["route_config"]["virtual_hosts"][0];
+        assert_eq!(
+            virtual_host["request_headers_to_add"][0],
+            json!({
+                "header": { "key": DOWNSTREAM_PEER_HEADER, "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%" },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            })
+        );
+        assert_eq!(virtual_host["routes"][0]["route"]["cluster"], "inbound|80||");
+        let app = named(&resources.clusters, "inbound|80||");
+        assert!(app.get("transport_socket").is_none(), "plain HTTP/1.1 to the app");
+        assert!(app["load_assignment"].to_string().contains("127.0.0.1"));
+    }
+
+    #[test]
+    fn inbound_tcp_hands_the_app_a_proxy_header_with_the_peer_identity() {
+        let resources = sidecar_resources(&foo_sidecar());
+        let listener = named(
+            &resources.listeners,
+            &inbound_listener_name(Ipv4Addr::new(10, 10, 0, 5), 9090),
+        );
+        let proxy = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(proxy["cluster"], "inbound|9090||");
+        assert_eq!(proxy["upstream_connect_mode"], "ON_DOWNSTREAM_TLS_HANDSHAKE");
+        assert_eq!(
+            proxy["proxy_protocol_tlvs"],
+            json!([{
+                "type": 0xE0,
+                "format_string": { "text_format_source": { "inline_string": "%DOWNSTREAM_PEER_URI_SAN%" } },
+            }])
+        );
+        let app = named(&resources.clusters, "inbound|9090||");
+        let socket = &app["transport_socket"]["typed_config"];
+        assert_eq!(socket["config"]["version"], "V2");
+        assert_eq!(socket["config"]["pass_through_tlvs"]["tlv_type"], json!([0xE0]));
+    }
+
+    #[test]
+    fn gateway_routes_each_sni_to_its_pods_without_terminating_tls() {
+        let resources = gateway_resources(&gateway());
+        let listener = named(&resources.listeners, "0.0.0.0_15443");
+        assert_eq!(listener["address"]["socket_address"]["address"], "0.0.0.0");
+        assert_eq!(listener["address"]["socket_address"]["port_value"], GATEWAY_PORT);
+        assert_eq!(
+            listener["listener_filters"][0]["name"],
+            "envoy.filters.listener.tls_inspector"
+        );
+        let chains = listener["filter_chains"].as_array().expect("filter chains");
+        assert_eq!(chains.len(), 2);
+        for (chain, port) in chains.iter().zip([80, 9090]) {
+            let sni = outbound_sni(port, BAR);
+            assert_eq!(chain["filter_chain_match"]["server_names"], json!([sni]));
+            assert!(
+                chain.get("transport_socket").is_none(),
+                "passthrough: no TLS termination"
+            );
+            assert_eq!(chain["filters"][0]["typed_config"]["cluster"], sni);
+            let cluster = named(&resources.clusters, &sni);
+            assert!(cluster.get("transport_socket").is_none());
+        }
+        assert!(
+            listener.get("default_filter_chain").is_none(),
+            "unknown SNI must be refused"
+        );
+        let http_pods = named(&resources.clusters, &outbound_sni(80, BAR))["load_assignment"].to_string();
+        assert!(
+            http_pods.contains("10.20.0.7") && http_pods.contains("10.20.0.8"),
+            "{http_pods}"
+        );
+    }
+
+    #[test]
+    fn gateway_without_routes_still_listens() {
+        let resources = gateway_resources(&GatewaySpec {
+            node_id: "gw".into(),
+            routes: vec![],
+        });
+        let listener = named(&resources.listeners, "0.0.0.0_15443");
+        assert_eq!(listener["filter_chains"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn bootstrap_watches_the_xds_directory_and_serves_admin_on_a_socket() {
+        let bootstrap = bootstrap("foo-0", Path::new("/run/xds/foo-0"), Path::new("/run/foo-0.sock"));
+        assert_eq!(bootstrap["node"]["id"], "foo-0");
+        for (key, file) in [
+            ("lds_config", "/run/xds/foo-0/lds.json"),
+            ("cds_config", "/run/xds/foo-0/cds.json"),
+        ] {
+            let source = &bootstrap["dynamic_resources"][key];
+            assert_eq!(source["resource_api_version"], "V3");
+            assert_eq!(source["path_config_source"]["path"], file);
+            assert_eq!(
+                source["path_config_source"]["watched_directory"]["path"],
+                "/run/xds/foo-0"
+            );
+        }
+        assert_eq!(bootstrap["admin"]["address"]["pipe"]["path"], "/run/foo-0.sock");
+    }
+
+    #[test]
+    fn same_spec_gives_identical_json_and_a_change_changes_the_version() {
+        let first = sidecar_resources(&foo_sidecar());
+        assert_eq!(first, sidecar_resources(&foo_sidecar()));
+        let mut changed = foo_sidecar();
+        changed.outbound[0].endpoints[1].weight = 5;
+        let second = sidecar_resources(&changed);
+        assert_ne!(first.clusters["version_info"], second.clusters["version_info"]);
+        assert_eq!(first.listeners["version_info"], second.listeners["version_info"]);
+    }
+
+    #[test]
+    fn static_bootstrap_inlines_resources_without_type_urls() {
+        let resources = sidecar_resources(&foo_sidecar());
+        let bootstrap = static_bootstrap("foo-0", Path::new("/run/admin.sock"), &resources);
+        let listeners = bootstrap["static_resources"]["listeners"]
+            .as_array()
+            .expect("listeners");
+        assert_eq!(listeners.len(), resources_of(&resources.listeners).len());
+        assert!(listeners.iter().all(|listener| listener.get("@type").is_none()));
+    }
+}
