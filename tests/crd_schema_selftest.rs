@@ -12,9 +12,7 @@ mod crd_schema;
 use std::path::Path;
 use std::process::Command;
 
-use crd_schema::{
-    CRD_FILE_ENV, CrdSchemas, ValidationReport, crd_file_or_skip, shared_crd_schemas,
-};
+use crd_schema::{CRD_FILE_ENV, CrdSchemas, ValidationReport, crd_file_or_skip, shared_crd_schemas};
 use serde_json::{Value, json};
 
 fn yaml(text: &str) -> Value {
@@ -112,11 +110,7 @@ fn versions_present<'a>(
     let present: Vec<&str> = candidates
         .iter()
         .copied()
-        .filter(|version| {
-            schemas
-                .version(&format!("{group}/{version}"), kind)
-                .is_some()
-        })
+        .filter(|version| schemas.version(&format!("{group}/{version}"), kind).is_some())
         .collect();
     assert!(
         present.contains(&required),
@@ -146,27 +140,19 @@ fn crd_file_holds_istio_kinds_and_every_schema_keyword_is_handled() {
         );
     }
     let survey = schemas.survey();
-    println!(
-        "schema keywords (nodes carrying each): {:?}",
-        survey.keywords
-    );
+    println!("schema keywords (nodes carrying each): {:?}", survey.keywords);
     println!("formats: {:?}", survey.formats);
     println!("patterns: {:?}", survey.patterns);
     println!("x-kubernetes-list-type values: {:?}", survey.list_types);
     println!("CEL rules in the file: {}", survey.cel_rules);
-    println!(
-        "patterns not matched by hand: {:?}",
-        survey.unmatched_patterns()
-    );
+    println!("patterns not matched by hand: {:?}", survey.unmatched_patterns());
     println!("formats not checked: {:?}", survey.unchecked_formats());
     let mesh_policy = schemas.kinds().any(|(gvk, _)| gvk.kind == "MeshPolicy");
     println!("MeshPolicy in the file: {mesh_policy}");
 
     for kind in ["ServiceEntry", "DestinationRule", "Gateway"] {
         assert!(
-            schemas
-                .version("networking.istio.io/v1alpha3", kind)
-                .is_some(),
+            schemas.version("networking.istio.io/v1alpha3", kind).is_some(),
             "no networking.istio.io/v1alpha3 {kind}"
         );
     }
@@ -224,9 +210,7 @@ fn seed_destination_rule_validates() {
         "v1alpha3",
     );
     for version in versions {
-        let report = schemas.expect_valid(&seed_destination_rule(&format!(
-            "networking.istio.io/{version}"
-        )));
+        let report = schemas.expect_valid(&seed_destination_rule(&format!("networking.istio.io/{version}")));
         println!("{}", report.summary());
     }
 }
@@ -305,16 +289,8 @@ fn port_number_given_as_string_is_a_violation() {
     object["spec"]["ports"][1]["number"] = json!("9090");
     let report = schemas.validate(&object);
     println!("{}", report.violation_lines());
-    assert_caught(
-        &report,
-        "spec.endpoints[0].ports.http",
-        "expected integer, got string",
-    );
-    assert_caught(
-        &report,
-        "spec.ports[1].number",
-        "expected integer, got string",
-    );
+    assert_caught(&report, "spec.endpoints[0].ports.http", "expected integer, got string");
+    assert_caught(&report, "spec.ports[1].number", "expected integer, got string");
     assert_eq!(report.violations.len(), 2, "{}", report.violation_lines());
 }
 
@@ -351,11 +327,7 @@ fn missing_required_fields_are_violations() {
     // ServiceEntry's root schema requires spec (DestinationRule's does not).
     let mut no_spec = seed_service_entry("networking.istio.io/v1");
     no_spec.as_object_mut().expect("object").remove("spec");
-    assert_caught(
-        &schemas.validate(&no_spec),
-        "spec",
-        "required field is missing",
-    );
+    assert_caught(&schemas.validate(&no_spec), "spec", "required field is missing");
     let mut no_spec = seed_destination_rule("networking.istio.io/v1");
     no_spec.as_object_mut().expect("object").remove("spec");
     schemas.expect_valid(&no_spec);
@@ -369,11 +341,7 @@ fn duplicate_port_names_break_the_list_map() {
     let mut object = seed_service_entry("networking.istio.io/v1");
     object["spec"]["ports"][1]["name"] = json!("http");
     let report = schemas.validate(&object);
-    assert_caught(
-        &report,
-        "spec.ports[1]",
-        "duplicate list-map key (name=\"http\")",
-    );
+    assert_caught(&report, "spec.ports[1]", "duplicate list-map key (name=\"http\")");
 }
 
 #[test]
@@ -403,11 +371,7 @@ fn null_where_the_schema_is_not_nullable_is_a_violation() {
     };
     let mut object = seed_service_entry("networking.istio.io/v1alpha3");
     object["spec"]["location"] = Value::Null;
-    assert_caught(
-        &schemas.validate(&object),
-        "spec.location",
-        "got null (not nullable)",
-    );
+    assert_caught(&schemas.validate(&object), "spec.location", "got null (not nullable)");
 }
 
 #[test]
@@ -427,11 +391,7 @@ fn bad_metadata_is_a_violation() {
         "metadata.labels[\"app.kubernetes.io/managed-by\"]",
         "expected string, got integer",
     );
-    assert_caught(
-        &report,
-        "metadata.labels[\"bad key!\"]",
-        "not a valid labels key",
-    );
+    assert_caught(&report, "metadata.labels[\"bad key!\"]", "not a valid labels key");
     assert_caught(&report, "metadata.owner", "unknown ObjectMeta field");
     assert_eq!(report.violations.len(), 4, "{}", report.violation_lines());
 }
@@ -521,12 +481,7 @@ fn synthetic_schema_checks_patterns_formats_and_int_or_string() {
                  "data": "aGk=", "at": "2026-11-26T05:47:14.5Z", "free": {"any": {"thing": 1}}}
     });
     let report = schemas.expect_valid(&good);
-    assert_eq!(
-        report.skipped_patterns.len(),
-        1,
-        "{:?}",
-        report.skipped_patterns
-    );
+    assert_eq!(report.skipped_patterns.len(), 1, "{:?}", report.skipped_patterns);
     assert_eq!(report.skipped_patterns[0].path, "spec.digest");
 
     let bad = json!({
@@ -538,11 +493,7 @@ fn synthetic_schema_checks_patterns_formats_and_int_or_string() {
     println!("{}", report.violation_lines());
     assert_caught(&report, "spec.label", "does not match pattern");
     assert_caught(&report, "spec.label", "exceeds maxLength 8");
-    assert_caught(
-        &report,
-        "spec.port",
-        "expected integer or string, got boolean",
-    );
+    assert_caught(&report, "spec.port", "expected integer or string, got boolean");
     assert_caught(&report, "spec.count", "out of range for format int32");
     assert_caught(&report, "spec.data", "format byte");
     assert_caught(&report, "spec.at", "format date-time");
@@ -553,12 +504,7 @@ fn synthetic_schema_checks_patterns_formats_and_int_or_string() {
 /// Runs this test binary's `crd_file_rule_probe` with the given environment.
 fn run_probe(crd_file: Option<&str>, ci: Option<&str>) -> (bool, String) {
     let mut command = Command::new(std::env::current_exe().expect("test binary path"));
-    command.args([
-        "--exact",
-        "crd_file_rule_probe",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
+    command.args(["--exact", "crd_file_rule_probe", "--nocapture", "--test-threads=1"]);
     command.env_remove(CRD_FILE_ENV).env_remove("CI");
     if let Some(path) = crd_file {
         command.env(CRD_FILE_ENV, path);
@@ -593,22 +539,13 @@ fn missing_crd_file_skips_locally_and_fails_under_ci() {
     );
 
     let (passed, output) = run_probe(Some("/nonexistent/crds.yaml"), None);
-    assert!(
-        passed && output.contains("is not an existing file"),
-        "{output}"
-    );
+    assert!(passed && output.contains("is not an existing file"), "{output}");
 
     let (passed, output) = run_probe(None, Some("true"));
-    assert!(
-        !passed && output.contains("cannot run under CI=true"),
-        "{output}"
-    );
+    assert!(!passed && output.contains("cannot run under CI=true"), "{output}");
 
     let (passed, output) = run_probe(Some("/nonexistent/crds.yaml"), Some("true"));
-    assert!(
-        !passed && output.contains("cannot run under CI=true"),
-        "{output}"
-    );
+    assert!(!passed && output.contains("cannot run under CI=true"), "{output}");
 
     let this_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/crd_schema_selftest.rs");
     let (passed, output) = run_probe(Some(this_file), Some("true"));
@@ -617,18 +554,15 @@ fn missing_crd_file_skips_locally_and_fails_under_ci() {
 
 #[test]
 fn broken_crd_files_are_load_errors_that_name_the_document() {
-    let error = CrdSchemas::from_yaml_str("spec: [unclosed", Path::new("broken.yaml"))
-        .expect_err("invalid YAML is rejected");
+    let error =
+        CrdSchemas::from_yaml_str("spec: [unclosed", Path::new("broken.yaml")).expect_err("invalid YAML is rejected");
     let message = crd_schema::error_chain(&error);
     assert!(
         message.starts_with("failed to parse Istio CRD file broken.yaml"),
         "{message}"
     );
 
-    let without_schema = SYNTHETIC_CRD.replace(
-        "    schema:\n      openAPIV3Schema:",
-        "    other:\n      x:",
-    );
+    let without_schema = SYNTHETIC_CRD.replace("    schema:\n      openAPIV3Schema:", "    other:\n      x:");
     let two_documents = format!("{SYNTHETIC_CRD}\n---\n{without_schema}");
     let error = CrdSchemas::from_yaml_str(&two_documents, Path::new("two.yaml"))
         .expect_err("a version without a schema is rejected");

@@ -119,12 +119,14 @@ pub fn plan(scenario: &Scenario, inventory: &Inventory) -> Plan {
 pub fn plan_with_weights(scenario: &Scenario, inventory: &Inventory, weights: EndpointWeights) -> Plan {
     let mut services: Vec<&Service> = scenario.services.iter().collect();
     services.sort_by(|a, b| (&a.namespace.value, &a.name.value).cmp(&(&b.namespace.value, &b.name.value)));
-    let planner = Planner {
+    let mut planner = Planner {
         scenario,
         inventory,
         services,
         weights,
+        gateway_endpoints: Vec::new(),
     };
+    planner.gateway_endpoints = planner.mk_all_gateway_endpoints();
     let clusters = scenario
         .clusters
         .iter()
@@ -139,9 +141,32 @@ struct Planner<'a> {
     /// Sorted by namespace, then name.
     services: Vec<&'a Service>,
     weights: EndpointWeights,
+    /// Per service (same order as `services`): the gateway endpoint of every cluster with ready
+    /// pods for it, in scenario order. Computed once, so planning is linear in the objects made.
+    gateway_endpoints: Vec<Vec<(&'a str, WorkloadEntry)>>,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
+    fn mk_all_gateway_endpoints(&self) -> Vec<Vec<(&'a str, WorkloadEntry)>> {
+        let scenario: &'a Scenario = self.scenario;
+        let inventory: &'a Inventory = self.inventory;
+        self.services
+            .iter()
+            .map(|service| {
+                let reference = service.reference();
+                scenario
+                    .clusters
+                    .iter()
+                    .filter_map(|cluster| {
+                        let name = cluster.name.value.as_str();
+                        let remote = inventory.clusters.get(name)?;
+                        Some((name, self.mk_gateway_endpoint(remote, service, &reference)?))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     fn cluster_plan(&self, cluster: &str) -> ClusterPlan {
         let api = self
             .inventory
@@ -176,7 +201,8 @@ impl Planner<'_> {
             objects.extend(
                 self.services
                     .iter()
-                    .filter_map(|service| self.mk_service_entry(cluster, service, api))
+                    .zip(&self.gateway_endpoints)
+                    .filter_map(|(service, endpoints)| self.mk_service_entry(cluster, service, endpoints, api))
                     .map(Object::ServiceEntry),
             );
         }
@@ -342,13 +368,13 @@ impl Planner<'_> {
         &self,
         cluster: &str,
         service: &Service,
+        gateway_endpoints: &[(&str, WorkloadEntry)],
         api: IstioApi,
     ) -> Option<IstioObject<ServiceEntrySpec>> {
-        let reference = service.reference();
-        let endpoints: Vec<WorkloadEntry> = self
-            .other_clusters(cluster)
-            .filter_map(|remote| self.inventory.clusters.get(remote))
-            .filter_map(|remote| self.mk_gateway_endpoint(remote, service, &reference))
+        let endpoints: Vec<WorkloadEntry> = gateway_endpoints
+            .iter()
+            .filter(|(remote, _)| *remote != cluster)
+            .map(|(_, endpoint)| endpoint.clone())
             .collect();
         if endpoints.is_empty() {
             return None;

@@ -277,9 +277,7 @@ impl KeywordSurvey {
                 }
                 _ => continue,
             };
-            let shown = value
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_owned);
+            let shown = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
             *tally.entry(shown).or_default() += 1;
         }
     }
@@ -324,20 +322,17 @@ impl CrdSchemas {
 
     /// Indexes CRDs given as YAML text; `origin` only names the text in errors.
     pub fn from_yaml_str(yaml: &str, origin: &Path) -> Result<Self, CrdLoadError> {
-        let documents: Vec<Value> =
-            serde_saphyr::from_multiple(yaml).map_err(|source| CrdLoadError::Parse {
-                path: origin.to_owned(),
-                source: Box::new(source),
-            })?;
+        let documents: Vec<Value> = serde_saphyr::from_multiple(yaml).map_err(|source| CrdLoadError::Parse {
+            path: origin.to_owned(),
+            source: Box::new(source),
+        })?;
         let mut schemas = Self::default();
         for (index, document) in documents.iter().enumerate() {
-            schemas
-                .add_crd(document)
-                .map_err(|problem| CrdLoadError::Malformed {
-                    path: origin.to_owned(),
-                    document: index + 1,
-                    problem,
-                })?;
+            schemas.add_crd(document).map_err(|problem| CrdLoadError::Malformed {
+                path: origin.to_owned(),
+                document: index + 1,
+                problem,
+            })?;
         }
         Ok(schemas)
     }
@@ -366,9 +361,7 @@ impl CrdSchemas {
             let schema = version
                 .pointer("/schema/openAPIV3Schema")
                 .filter(|schema| schema.is_object())
-                .ok_or_else(|| {
-                    format!("spec.versions[{index}] ({name}) has no schema.openAPIV3Schema")
-                })?;
+                .ok_or_else(|| format!("spec.versions[{index}] ({name}) has no schema.openAPIV3Schema"))?;
             let flag = |key: &str| version.get(key).and_then(Value::as_bool).unwrap_or(false);
             self.survey.walk(schema);
             self.versions.insert(
@@ -409,10 +402,7 @@ impl CrdSchemas {
     pub fn validate(&self, object: &Value) -> ValidationReport {
         let mut findings = Findings::default();
         let Some(fields) = object.as_object() else {
-            findings.violation(
-                "",
-                format!("expected an object, got {}", json_type_name(object)),
-            );
+            findings.violation("", format!("expected an object, got {}", json_type_name(object)));
             return findings.into_report(None);
         };
         let api_version = fields.get("apiVersion").and_then(Value::as_str);
@@ -459,22 +449,11 @@ impl CrdSchemas {
             Some(metadata) => check_object_meta(metadata, &mut findings),
             None => findings.violation("metadata", "required field is missing"),
         }
-        if let (Some(metadata), Some(meta_schema)) =
-            (&metadata, version.schema.pointer("/properties/metadata"))
-        {
-            check(
-                meta_schema,
-                metadata,
-                "metadata",
-                Context::Junctor,
-                &mut findings,
-            );
+        if let (Some(metadata), Some(meta_schema)) = (&metadata, version.schema.pointer("/properties/metadata")) {
+            check(meta_schema, metadata, "metadata", Context::Junctor, &mut findings);
         }
         let mut root_schema = version.schema.clone();
-        if let Some(properties) = root_schema
-            .get_mut("properties")
-            .and_then(Value::as_object_mut)
-        {
+        if let Some(properties) = root_schema.get_mut("properties").and_then(Value::as_object_mut) {
             properties.remove("metadata");
         }
         check(
@@ -511,11 +490,7 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() {
-            "(root)"
-        } else {
-            &self.path
-        };
+        let path = if self.path.is_empty() { "(root)" } else { &self.path };
         write!(f, "{path}: {}", self.message)
     }
 }
@@ -601,8 +576,7 @@ impl Findings {
 
     /// Keeps what a junctor branch could not evaluate, drops its violations.
     fn absorb_unevaluated(&mut self, branch: Findings) {
-        self.unevaluated_cel_rules
-            .extend(branch.unevaluated_cel_rules);
+        self.unevaluated_cel_rules.extend(branch.unevaluated_cel_rules);
         self.skipped_patterns.extend(branch.skipped_patterns);
         self.unchecked_formats.extend(branch.unchecked_formats);
     }
@@ -643,20 +617,14 @@ fn check(schema: &Value, value: &Value, path: &str, context: Context, out: &mut 
             return;
         }
         if let Some(expected) = declared_type {
-            out.violation(
-                path,
-                format!("expected {expected}, got null (not nullable)"),
-            );
+            out.violation(path, format!("expected {expected}, got null (not nullable)"));
         } else if flag("x-kubernetes-int-or-string") {
             out.violation(path, "expected integer or string, got null (not nullable)");
         }
         return;
     }
 
-    if let Some(rules) = node
-        .get("x-kubernetes-validations")
-        .and_then(Value::as_array)
-    {
+    if let Some(rules) = node.get("x-kubernetes-validations").and_then(Value::as_array) {
         for rule in rules {
             out.unevaluated_cel_rules.push(NotEvaluated {
                 path: path.to_owned(),
@@ -678,10 +646,7 @@ fn check(schema: &Value, value: &Value, path: &str, context: Context, out: &mut 
     if let Some(expected) = declared_type
         && !type_matches(expected, value)
     {
-        out.violation(
-            path,
-            format!("expected {expected}, got {}", json_type_name(value)),
-        );
+        out.violation(path, format!("expected {expected}, got {}", json_type_name(value)));
         return;
     }
     if let Some(allowed) = node.get("enum").and_then(Value::as_array)
@@ -720,10 +685,7 @@ fn check_string(node: &Map<String, Value>, text: &str, path: &str, out: &mut Fin
         match known_pattern(pattern) {
             Some(matches) if !matches(text) => out.violation(
                 path,
-                format!(
-                    "{} does not match pattern {pattern}",
-                    short_json(&text.into())
-                ),
+                format!("{} does not match pattern {pattern}", short_json(&text.into())),
             ),
             Some(_) => {}
             None => out.skipped_patterns.push(NotEvaluated {
@@ -758,8 +720,7 @@ fn check_number(node: &Map<String, Value>, number: &Number, path: &str, out: &mu
     }
     if let Some(Value::Number(maximum)) = node.get("maximum") {
         let order = compare_numbers(number, maximum);
-        if order == Ordering::Greater || (exclusive("exclusiveMaximum") && order == Ordering::Equal)
-        {
+        if order == Ordering::Greater || (exclusive("exclusiveMaximum") && order == Ordering::Equal) {
             out.violation(path, format!("{shown} is above maximum {maximum}"));
         }
     }
@@ -796,13 +757,7 @@ fn check_number(node: &Map<String, Value>, number: &Number, path: &str, out: &mu
     }
 }
 
-fn check_array(
-    node: &Map<String, Value>,
-    items: &[Value],
-    path: &str,
-    context: Context,
-    out: &mut Findings,
-) {
+fn check_array(node: &Map<String, Value>, items: &[Value], path: &str, context: Context, out: &mut Findings) {
     let count = items.len() as u64;
     if let Some(max) = node.get("maxItems").and_then(Value::as_u64)
         && count > max
@@ -839,10 +794,7 @@ fn check_array(
         };
         for (index, item) in items.iter().enumerate() {
             let key = key_of(item);
-            if let Some(first) = items[..index]
-                .iter()
-                .position(|earlier| key_of(earlier) == key)
-            {
+            if let Some(first) = items[..index].iter().position(|earlier| key_of(earlier) == key) {
                 let shown: Vec<String> = keys
                     .iter()
                     .zip(&key)
@@ -881,10 +833,7 @@ fn check_object(
     if let Some(min) = node.get("minProperties").and_then(Value::as_u64)
         && count < min
     {
-        out.violation(
-            path,
-            format!("{count} fields are below minProperties {min}"),
-        );
+        out.violation(path, format!("{count} fields are below minProperties {min}"));
     }
     if let Some(required) = node.get("required").and_then(Value::as_array) {
         for name in required.iter().filter_map(Value::as_str) {
@@ -962,7 +911,10 @@ fn check_junctors(node: &Map<String, Value>, value: &Value, path: &str, out: &mu
             1 => {}
             0 => out.violation(
                 path,
-                format!("matches none of the oneOf alternatives: {}", describe_failures(branches, &results)),
+                format!(
+                    "matches none of the oneOf alternatives: {}",
+                    describe_failures(branches, &results)
+                ),
             ),
             _ => out.violation(
                 path,
@@ -978,22 +930,14 @@ fn check_junctors(node: &Map<String, Value>, value: &Value, path: &str, out: &mu
         let mut branch = Findings::default();
         check(negated, value, path, Context::Junctor, &mut branch);
         if branch.violations.is_empty() {
-            out.violation(
-                path,
-                format!("must not match: {}", describe_branch(negated)),
-            );
+            out.violation(path, format!("must not match: {}", describe_branch(negated)));
         }
         out.absorb_unevaluated(branch);
     }
 }
 
 /// Validates `value` against each branch and returns each branch's violations.
-fn evaluate_branches(
-    branches: &[Value],
-    value: &Value,
-    path: &str,
-    out: &mut Findings,
-) -> Vec<Vec<Violation>> {
+fn evaluate_branches(branches: &[Value], value: &Value, path: &str, out: &mut Findings) -> Vec<Vec<Violation>> {
     branches
         .iter()
         .map(|branch| {
@@ -1029,13 +973,7 @@ fn describe_branch(branch: &Value) -> String {
             return None;
         }
         let names = node.get("required")?.as_array()?;
-        Some(
-            names
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-        )
+        Some(names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
     };
     if let Some(names) = required_of(branch) {
         return format!("sets {}", names.join(" and "));
@@ -1044,12 +982,7 @@ fn describe_branch(branch: &Value) -> String {
         .get("not")
         .and_then(|negated| negated.get("anyOf"))
         .and_then(Value::as_array)
-        .and_then(|alternatives| {
-            alternatives
-                .iter()
-                .map(required_of)
-                .collect::<Option<Vec<_>>>()
-        });
+        .and_then(|alternatives| alternatives.iter().map(required_of).collect::<Option<Vec<_>>>());
     if let Some(alternatives) = none_of {
         let names: Vec<String> = alternatives.into_iter().flatten().collect();
         return format!("sets none of {}", names.join(", "));
@@ -1065,10 +998,7 @@ fn describe_branch(branch: &Value) -> String {
 /// What the API server validates in every object's metadata, beyond the CRD schema.
 fn check_object_meta(metadata: &Value, out: &mut Findings) {
     let Some(fields) = metadata.as_object() else {
-        out.violation(
-            "metadata",
-            format!("expected object, got {}", json_type_name(metadata)),
-        );
+        out.violation("metadata", format!("expected object, got {}", json_type_name(metadata)));
         return;
     };
     const STRING_FIELDS: &[&str] = &[
@@ -1094,10 +1024,7 @@ fn check_object_meta(metadata: &Value, out: &mut Findings) {
         let path = child_path("metadata", name);
         if STRING_FIELDS.contains(&name.as_str()) {
             if !value.is_string() {
-                out.violation(
-                    &path,
-                    format!("expected string, got {}", json_type_name(value)),
-                );
+                out.violation(&path, format!("expected string, got {}", json_type_name(value)));
             }
         } else if !OTHER_FIELDS.contains(&name.as_str()) {
             out.violation(&path, "unknown ObjectMeta field");
@@ -1117,9 +1044,7 @@ fn check_object_meta(metadata: &Value, out: &mut Findings) {
     {
         out.violation(
             "metadata.namespace",
-            format!(
-                "{namespace:?} is not a DNS-1123 label (lowercase alphanumerics, '-', at most 63)"
-            ),
+            format!("{namespace:?} is not a DNS-1123 label (lowercase alphanumerics, '-', at most 63)"),
         );
     }
     for (map_name, check_value) in [("labels", true), ("annotations", false)] {
@@ -1128,28 +1053,21 @@ fn check_object_meta(metadata: &Value, out: &mut Findings) {
         };
         let map_path = child_path("metadata", map_name);
         let Some(entries) = map.as_object() else {
-            out.violation(
-                &map_path,
-                format!("expected object, got {}", json_type_name(map)),
-            );
+            out.violation(&map_path, format!("expected object, got {}", json_type_name(map)));
             continue;
         };
         for (key, value) in entries {
             let entry_path = child_path(&map_path, key);
             if !is_qualified_name(key) {
-                out.violation(
-                    &entry_path,
-                    format!("{key:?} is not a valid {map_name} key"),
-                );
+                out.violation(&entry_path, format!("{key:?} is not a valid {map_name} key"));
             }
             match value.as_str() {
-                None => out.violation(
-                    &entry_path,
-                    format!("expected string, got {}", json_type_name(value)),
-                ),
+                None => out.violation(&entry_path, format!("expected string, got {}", json_type_name(value))),
                 Some(text) if check_value && !is_label_value(text) => out.violation(
                     &entry_path,
-                    format!("{text:?} is not a valid label value (at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends)"),
+                    format!(
+                        "{text:?} is not a valid label value (at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends)"
+                    ),
                 ),
                 Some(_) => {}
             }
@@ -1160,12 +1078,9 @@ fn check_object_meta(metadata: &Value, out: &mut Findings) {
 /// Hand-written matchers for the regular expressions Istio's CRDs use; `None` for any other.
 fn known_pattern(pattern: &str) -> Option<fn(&str) -> bool> {
     Some(match pattern {
-        "^[-_A-Za-z0-9]+$" => |text: &str| {
-            !text.is_empty()
-                && text
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        },
+        "^[-_A-Za-z0-9]+$" => {
+            |text: &str| !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        }
         r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" => {
             |text: &str| text.is_empty() || text.split('.').all(is_lowercase_dns_word)
         }
@@ -1173,14 +1088,10 @@ fn known_pattern(pattern: &str) -> Option<fn(&str) -> bool> {
             let bytes = text.as_bytes();
             bytes.first().is_some_and(u8::is_ascii_alphabetic)
                 && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-                && bytes
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
         },
         "(^$|^[a-f0-9]{64}$)" => |text: &str| {
-            text.is_empty()
-                || (text.len() == 64
-                    && text.bytes().all(|b| matches!(b, b'a'..=b'f' | b'0'..=b'9')))
+            text.is_empty() || (text.len() == 64 && text.bytes().all(|b| matches!(b, b'a'..=b'f' | b'0'..=b'9')))
         },
         _ => return None,
     })
@@ -1245,11 +1156,10 @@ fn is_rfc3339_date_time(text: &str) -> bool {
     let bytes = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<u32> {
         let slice = bytes.get(range)?;
-        slice.iter().all(u8::is_ascii_digit).then(|| {
-            slice
-                .iter()
-                .fold(0, |acc, b| acc * 10 + u32::from(b - b'0'))
-        })
+        slice
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| slice.iter().fold(0, |acc, b| acc * 10 + u32::from(b - b'0')))
     };
     let separators_ok = bytes.get(4) == Some(&b'-')
         && bytes.get(7) == Some(&b'-')
@@ -1348,10 +1258,7 @@ fn json_type_name(value: &Value) -> &'static str {
 
 /// `spec.ports`, `spec.endpoints[0].ports.http`, `metadata.labels["app.kubernetes.io/name"]`.
 fn child_path(parent: &str, name: &str) -> String {
-    let plain = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     match (parent.is_empty(), plain) {
         (true, true) => name.to_owned(),
         (false, true) => format!("{parent}.{name}"),
@@ -1371,16 +1278,6 @@ fn short_json(value: &Value) -> String {
 }
 
 fn object_label(object: &Value) -> String {
-    let text = |pointer: &str| {
-        object
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-    };
-    format!(
-        "{} {} {}",
-        text("/apiVersion"),
-        text("/kind"),
-        text("/metadata/name")
-    )
+    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or("?");
+    format!("{} {} {}", text("/apiVersion"), text("/kind"), text("/metadata/name"))
 }

@@ -1,0 +1,149 @@
+//! The `meshfed` binary: exit codes, what `plan` and `certs` write, and that bad input writes nothing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn meshfed(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshfed"))
+        .args(args)
+        .output()
+        .expect("run meshfed")
+}
+
+fn scenario(name: &str) -> String {
+    format!("{}/scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A temporary directory removed when dropped, even when the test fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("meshfed-cli-test-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn plan_writes_numbered_files_per_cluster_and_a_summary() {
+    let dir = TempDir::new("plan");
+    let out = dir.join("plan");
+    let output = meshfed(&["plan", &scenario("seed.yaml"), "--out", out.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("cluster1"), "{stdout}");
+    assert!(stdout.contains("ServiceEntry"), "{stdout}");
+    assert!(stdout.contains("placeholders"), "{stdout}");
+    let mut names: Vec<String> = std::fs::read_dir(out.join("cluster1"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.first().map(String::as_str), Some("00-namespace-ns1.yaml"));
+    assert!(
+        names.contains(&"07-serviceentry-remote-endpoint-for-bar-in-cluster1.ns2.yaml".to_owned()),
+        "{names:?}"
+    );
+    // Re-planning into the same directory replaces the earlier plan.
+    let again = meshfed(&["plan", &scenario("skew.yaml"), "--out", out.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let yaml =
+        std::fs::read_to_string(out.join("cluster1/07-serviceentry-remote-endpoint-for-bar-in-cluster1.ns2.yaml"))
+            .unwrap();
+    assert!(yaml.contains("meshfed.io/scenario: skew"), "{yaml}");
+}
+
+#[test]
+fn plan_with_a_malformed_scenario_exits_2_names_the_place_and_writes_nothing() {
+    let dir = TempDir::new("bad");
+    let broken = dir.join("broken.yaml");
+    let seed = std::fs::read_to_string(scenario("seed.yaml")).unwrap();
+    std::fs::write(
+        &broken,
+        seed.replace("replicas: { cluster2: 1 }", "replicas: { cluster7: 1 }"),
+    )
+    .unwrap();
+    let out = dir.join("plan");
+    let output = meshfed(&["plan", broken.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:29:27: replicas of bar.ns2 for unknown cluster \"cluster7\"",
+            broken.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a rejected scenario must not write anything");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "only the broken scenario itself: {leftovers:?}");
+}
+
+#[test]
+fn plan_refuses_to_overwrite_a_directory_it_did_not_write() {
+    let dir = TempDir::new("foreign");
+    let out = dir.join("precious");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let output = meshfed(&["plan", &scenario("seed.yaml"), "--out", out.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("refusing to overwrite"));
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+}
+
+#[test]
+fn missing_scenario_file_and_unknown_provider_exit_2() {
+    let output = meshfed(&["plan", "/nonexistent/scenario.yaml", "--out", "/nonexistent/out"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("cannot read the scenario file"));
+    let output = meshfed(&["run", &scenario("seed.yaml"), "--provider", "docker-swarm"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("docker-swarm") && stderr.contains("local") && stderr.contains("kind"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn certs_writes_the_cacerts_layout_with_private_keys_0600() {
+    let dir = TempDir::new("certs");
+    let out = dir.join("certs");
+    let output = meshfed(&["certs", &scenario("seed.yaml"), "--out", out.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    for cluster in ["cluster1", "cluster2"] {
+        let mut files: Vec<String> = std::fs::read_dir(out.join(cluster))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"]);
+        assert_eq!(mode(&out.join(cluster).join("ca-key.pem")), 0o600);
+    }
+    assert_eq!(mode(&out.join("root-ca/root-key.pem")), 0o600);
+    assert!(!text(&output.stdout).contains("PRIVATE KEY") && !text(&output.stderr).contains("PRIVATE KEY"));
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}

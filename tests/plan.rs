@@ -1,0 +1,363 @@
+//! The federation plan: seed fidelity, weights, determinism, API generations, snapshots.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use meshfed::inventory::{self, GatewayAddress, Inventory};
+use meshfed::plan::{self, Object};
+use meshfed::scenario::{self, Scenario};
+use serde_json::{Value, json};
+
+fn scenario_file(name: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name);
+    scenario::load(&path).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Documentation addresses (RFC 5737) for the gateways: planned, never contacted.
+fn gateway_address(cluster: &str) -> GatewayAddress {
+    let last = cluster.trim_start_matches("cluster");
+    GatewayAddress {
+        address: format!("192.0.2.{last}"),
+        port: 15443,
+        placeholder: false,
+    }
+}
+
+fn inventory_with_gateways(scenario: &Scenario) -> Inventory {
+    inventory::from_scenario_with_gateways(scenario, gateway_address)
+}
+
+/// Every rendered file of a cluster, read back as YAML into JSON values, by file name.
+fn read_back(files: &[plan::RenderedFile], cluster: &str) -> BTreeMap<String, Value> {
+    files
+        .iter()
+        .filter(|file| file.path.starts_with(cluster))
+        .map(|file| {
+            let value: Value = serde_saphyr::from_str(&file.yaml)
+                .unwrap_or_else(|error| panic!("{} is not valid YAML: {error}", file.path.display()));
+            (file.path.file_name().unwrap().to_string_lossy().into_owned(), value)
+        })
+        .collect()
+}
+
+fn service_entries(files: &[plan::RenderedFile], cluster: &str) -> Vec<Value> {
+    read_back(files, cluster)
+        .into_values()
+        .filter(|object| object["kind"] == "ServiceEntry")
+        .collect()
+}
+
+#[test]
+fn seed_service_entries_equal_the_seed_field_for_field() {
+    let scenario = scenario_file("seed.yaml");
+    let files = plan::render(&plan::plan(&scenario, &inventory_with_gateways(&scenario))).unwrap();
+
+    // The seed's "remote-endpoint-for-bar-in-cluster1", with <IPofCluster2IngressGateway> filled in.
+    let bar_in_cluster1 = json!({
+        "hosts": ["bar.ns2.svc.cluster.local"],
+        "ports": [
+            {"number": 80, "name": "http", "protocol": "HTTP"},
+            {"number": 9090, "name": "tcp", "protocol": "TCP"}
+        ],
+        "resolution": "STATIC",
+        "location": "MESH_INTERNAL",
+        "endpoints": [{"address": "192.0.2.2", "ports": {"http": 15443, "tcp": 15443}}]
+    });
+    // The seed's "remote-endpoint-for-foo-in-cluster2". The seed also maps a `tcp` port that foo
+    // does not have (a copy-paste slip in the document); meshfed maps exactly foo's ports.
+    let foo_in_cluster2 = json!({
+        "hosts": ["foo.ns1.svc.cluster.local"],
+        "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+        "resolution": "STATIC",
+        "location": "MESH_INTERNAL",
+        "endpoints": [{"address": "192.0.2.1", "ports": {"http": 15443}}]
+    });
+
+    let cluster1 = service_entries(&files, "cluster1");
+    let cluster2 = service_entries(&files, "cluster2");
+    assert_eq!(cluster1.len(), 1, "cluster1 needs exactly one ServiceEntry (for bar)");
+    assert_eq!(cluster2.len(), 1, "cluster2 needs exactly one ServiceEntry (for foo)");
+    assert_eq!(cluster1[0]["spec"], bar_in_cluster1);
+    assert_eq!(cluster2[0]["spec"], foo_in_cluster2);
+    assert_eq!(cluster1[0]["metadata"]["name"], "remote-endpoint-for-bar-in-cluster1");
+    assert_eq!(cluster2[0]["metadata"]["name"], "remote-endpoint-for-foo-in-cluster2");
+}
+
+#[test]
+fn seed_namespaces_and_services_are_replicated_into_every_cluster() {
+    let scenario = scenario_file("seed.yaml");
+    let files = plan::render(&plan::plan(&scenario, &inventory_with_gateways(&scenario))).unwrap();
+    for cluster in ["cluster1", "cluster2"] {
+        let objects = read_back(&files, cluster);
+        let named = |kind: &str| -> Vec<String> {
+            objects
+                .values()
+                .filter(|object| object["kind"] == kind)
+                .map(|object| format!("{}", object["metadata"]["name"].as_str().unwrap()))
+                .collect()
+        };
+        assert_eq!(named("Namespace"), ["ns1", "ns2"], "{cluster}");
+        assert_eq!(named("Service"), ["foo", "bar"], "{cluster}");
+        let namespace = objects.values().find(|object| object["kind"] == "Namespace").unwrap();
+        assert_eq!(namespace["metadata"]["labels"]["istio-injection"], "enabled");
+        let bar = objects
+            .values()
+            .find(|object| object["metadata"]["name"] == "bar")
+            .unwrap();
+        assert_eq!(bar["spec"]["ports"][1]["port"], 9090);
+        assert_eq!(bar["spec"]["selector"]["app"], "bar");
+        let rule = objects
+            .values()
+            .find(|object| object["kind"] == "DestinationRule")
+            .unwrap();
+        assert_eq!(
+            rule["spec"],
+            json!({"host": "*.local", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}})
+        );
+        let gateway = objects.values().find(|object| object["kind"] == "Gateway").unwrap();
+        assert_eq!(gateway["spec"]["servers"][0]["port"]["number"], 15443);
+        assert_eq!(gateway["spec"]["servers"][0]["tls"]["mode"], "AUTO_PASSTHROUGH");
+        assert_eq!(gateway["spec"]["servers"][0]["hosts"], json!(["*.local"]));
+    }
+}
+
+#[test]
+fn every_object_is_labelled_as_owned_by_meshfed() {
+    for name in ["seed.yaml", "skew.yaml"] {
+        let scenario = scenario_file(name);
+        let plan = plan::plan(&scenario, &inventory::from_scenario(&scenario));
+        for cluster in &plan.clusters {
+            for object in &cluster.objects {
+                let labels = object.metadata().labels.as_ref().expect("labels");
+                assert_eq!(
+                    labels.get(plan::MANAGED_BY_LABEL).map(String::as_str),
+                    Some(plan::MANAGED_BY)
+                );
+            }
+        }
+    }
+}
+
+const THREE_CLUSTERS: &str = "\
+name: three
+clusters:
+  - { name: cluster1, region: r1, zone: z1, podCidr: 10.10.0.0/16, serviceCidr: 10.96.0.0/16 }
+  - { name: cluster2, region: r2, zone: z2, podCidr: 10.20.0.0/16, serviceCidr: 10.97.0.0/16 }
+  - { name: cluster3, region: r3, zone: z3, podCidr: 10.30.0.0/16, serviceCidr: 10.98.0.0/16 }
+services:
+  - name: bar
+    namespace: ns2
+    ports: [{ name: http, number: 80, protocol: http }]
+    replicas: { cluster1: 1, cluster2: 3 }
+  - name: baz
+    namespace: ns3
+    ports: [{ name: tcp, number: 9000, protocol: tcp }]
+    replicas: { cluster3: 5 }
+federation:
+  endpointWeights: ready-pods
+  locality: true
+";
+
+fn endpoints_of(plan: &plan::Plan, cluster: &str, host: &str) -> Option<Vec<(String, Option<u32>, Option<String>)>> {
+    let cluster = plan
+        .clusters
+        .iter()
+        .find(|candidate| candidate.cluster == cluster)
+        .unwrap();
+    cluster.objects.iter().find_map(|object| match object {
+        Object::ServiceEntry(entry) if entry.spec.hosts == [host] => Some(
+            entry
+                .spec
+                .endpoints
+                .iter()
+                .map(|endpoint| (endpoint.address.clone(), endpoint.weight, endpoint.locality.clone()))
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
+#[test]
+fn remote_gateway_weight_equals_ready_pods_and_clusters_without_pods_get_no_endpoint() {
+    let scenario = scenario::parse(Path::new("three.yaml"), THREE_CLUSTERS).unwrap();
+    let plan = plan::plan(&scenario, &inventory_with_gateways(&scenario));
+    let bar = "bar.ns2.svc.cluster.local";
+    let baz = "baz.ns3.svc.cluster.local";
+    let endpoint =
+        |address: &str, weight: u32, locality: &str| (address.to_owned(), Some(weight), Some(locality.to_owned()));
+    // cluster3 has no bar pods: it never appears as an endpoint; cluster1 sees only cluster2's 3.
+    assert_eq!(
+        endpoints_of(&plan, "cluster1", bar),
+        Some(vec![endpoint("192.0.2.2", 3, "r2/z2")])
+    );
+    assert_eq!(
+        endpoints_of(&plan, "cluster2", bar),
+        Some(vec![endpoint("192.0.2.1", 1, "r1/z1")])
+    );
+    assert_eq!(
+        endpoints_of(&plan, "cluster3", bar),
+        Some(vec![
+            endpoint("192.0.2.1", 1, "r1/z1"),
+            endpoint("192.0.2.2", 3, "r2/z2")
+        ])
+    );
+    assert_eq!(
+        endpoints_of(&plan, "cluster1", baz),
+        Some(vec![endpoint("192.0.2.3", 5, "r3/z3")])
+    );
+    // Only cluster3 has baz pods: cluster3 itself has no remote endpoint for it, so no ServiceEntry.
+    assert_eq!(endpoints_of(&plan, "cluster3", baz), None);
+}
+
+#[test]
+fn equal_weights_write_no_weight_and_locality_off_writes_no_locality() {
+    let text = THREE_CLUSTERS
+        .replace("endpointWeights: ready-pods", "endpointWeights: equal")
+        .replace("locality: true", "locality: false");
+    let scenario = scenario::parse(Path::new("three.yaml"), &text).unwrap();
+    let plan = plan::plan(&scenario, &inventory_with_gateways(&scenario));
+    assert_eq!(
+        endpoints_of(&plan, "cluster3", "bar.ns2.svc.cluster.local"),
+        Some(vec![
+            ("192.0.2.1".to_owned(), None, None),
+            ("192.0.2.2".to_owned(), None, None)
+        ])
+    );
+}
+
+#[test]
+fn replanning_the_same_input_is_byte_identical() {
+    for name in ["seed.yaml", "skew.yaml"] {
+        let render = || {
+            let scenario = scenario_file(name);
+            plan::render(&plan::plan(&scenario, &inventory::from_scenario(&scenario))).unwrap()
+        };
+        assert_eq!(render(), render(), "{name}");
+    }
+}
+
+#[test]
+fn istio_before_1_5_gets_meshpolicy_and_1_5_on_gets_peerauthentication() {
+    let versions = [
+        (
+            "1.1.0",
+            "MeshPolicy",
+            "authentication.istio.io/v1alpha1",
+            "networking.istio.io/v1alpha3",
+        ),
+        (
+            "1.9.5",
+            "PeerAuthentication",
+            "security.istio.io/v1beta1",
+            "networking.istio.io/v1alpha3",
+        ),
+        (
+            "1.24.3",
+            "PeerAuthentication",
+            "security.istio.io/v1",
+            "networking.istio.io/v1",
+        ),
+    ];
+    for (version, kind, security, networking) in versions {
+        let text = THREE_CLUSTERS.replace(
+            "podCidr: 10.10.0.0/16",
+            &format!("istioVersion: \"{version}\", podCidr: 10.10.0.0/16"),
+        );
+        let scenario = scenario::parse(Path::new("three.yaml"), &text).unwrap();
+        let plan = plan::plan(&scenario, &inventory_with_gateways(&scenario));
+        let files = plan::render(&plan).unwrap();
+        let objects = read_back(&files, "cluster1");
+        let policy = objects
+            .values()
+            .find(|object| object["spec"].get("mtls").is_some() || object["spec"].get("peers").is_some())
+            .unwrap();
+        assert_eq!(policy["kind"], kind, "{version}");
+        assert_eq!(policy["apiVersion"], security, "{version}");
+        let rule = objects
+            .values()
+            .find(|object| object["kind"] == "DestinationRule")
+            .unwrap();
+        assert_eq!(rule["apiVersion"], networking, "{version}");
+        if kind == "MeshPolicy" {
+            assert_eq!(policy["spec"], json!({"peers": [{"mtls": {"mode": "PERMISSIVE"}}]}));
+            assert!(
+                policy["metadata"].get("namespace").is_none(),
+                "MeshPolicy is cluster-scoped"
+            );
+        }
+    }
+}
+
+#[test]
+fn endpoint_discovery_writes_network_label_eastwest_gateway_and_remote_secret_shapes() {
+    let text = THREE_CLUSTERS.replace("federation:\n", "federation:\n  mode: endpoint-discovery\n");
+    let scenario = scenario::parse(Path::new("three.yaml"), &text).unwrap();
+    let files = plan::render(&plan::plan(&scenario, &inventory_with_gateways(&scenario))).unwrap();
+    let objects = read_back(&files, "cluster2");
+    assert!(
+        objects.values().all(|object| object["kind"] != "ServiceEntry"),
+        "endpoint discovery needs no ServiceEntries"
+    );
+    let root = objects
+        .values()
+        .find(|object| object["kind"] == "Namespace" && object["metadata"]["name"] == "istio-system")
+        .unwrap();
+    assert_eq!(root["metadata"]["labels"]["topology.istio.io/network"], "cluster2");
+    let gateway = objects.values().find(|object| object["kind"] == "Gateway").unwrap();
+    assert_eq!(gateway["metadata"]["name"], "cross-network-gateway");
+    assert_eq!(gateway["spec"]["selector"]["istio"], "eastwestgateway");
+    let secrets: Vec<&Value> = objects.values().filter(|object| object["kind"] == "Secret").collect();
+    let remotes: Vec<&str> = secrets
+        .iter()
+        .map(|secret| {
+            secret["metadata"]["annotations"]["networking.istio.io/cluster"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(remotes, ["cluster1", "cluster3"]);
+    for secret in secrets {
+        assert_eq!(secret["metadata"]["labels"]["istio/multiCluster"], "true");
+        let remote = secret["metadata"]["annotations"]["networking.istio.io/cluster"]
+            .as_str()
+            .unwrap();
+        let kubeconfig = secret["stringData"][remote].as_str().unwrap();
+        assert!(
+            kubeconfig.contains(&format!("<istio-reader-token-of-{remote}>")),
+            "{kubeconfig}"
+        );
+    }
+}
+
+#[test]
+fn placeholder_gateway_addresses_are_marked() {
+    let scenario = scenario_file("seed.yaml");
+    let plan = plan::plan(&scenario, &inventory::from_scenario(&scenario));
+    let files = plan::render(&plan).unwrap();
+    let entry = &service_entries(&files, "cluster1")[0];
+    assert_eq!(
+        entry["spec"]["endpoints"][0]["address"],
+        "<gateway-address-of-cluster2>"
+    );
+    assert!(entry["metadata"]["annotations"][plan::PLACEHOLDER_ANNOTATION].is_string());
+}
+
+fn snapshot_text(name: &str) -> String {
+    let scenario = scenario_file(name);
+    let files = plan::render(&plan::plan(&scenario, &inventory::from_scenario(&scenario))).unwrap();
+    files
+        .iter()
+        .map(|file| format!("# {}\n{}", file.path.display(), file.yaml))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[test]
+fn seed_plan_snapshot() {
+    insta::assert_snapshot!("seed_plan", snapshot_text("seed.yaml"));
+}
+
+#[test]
+fn skew_plan_snapshot() {
+    insta::assert_snapshot!("skew_plan", snapshot_text("skew.yaml"));
+}
