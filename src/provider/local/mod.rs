@@ -1,8 +1,10 @@
 //! The `local` provider: clusters made of Linux network namespaces, a data plane of real Envoy
 //! processes configured from the federation plan, and meshfed's own workloads.
 
+pub mod control_plane;
 pub mod envoy_binary;
 pub mod envoy_config;
 pub mod network;
 pub mod sandbox;
 pub mod supervisor;
+pub mod topology;
