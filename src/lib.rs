@@ -1,15 +1,19 @@
 //! meshfed: stand up an Istio mesh across clusters, federate it, and measure cross-cluster mTLS and skew.
 //!
 //! The pure core (no I/O): [`scenario`] (the model and its validation), [`inventory`], [`plan`] (the
-//! federation plan), [`pki`], [`measure`] and [`record`]. The edges: [`provider`] (the worlds meshfed
+//! federation plan), [`pki`], [`measure`], [`record`], [`verdict`] and [`report`]; [`engine`] drives a provider
+//! through a scenario. The edges: [`provider`] (the worlds meshfed
 //! runs scenarios in), [`workload`] (meshfed's own echo and client apps) and [`cli`].
 
 pub mod cli;
+pub mod engine;
 pub mod inventory;
 pub mod measure;
 pub mod pki;
 pub mod plan;
 pub mod provider;
 pub mod record;
+pub mod report;
 pub mod scenario;
+pub mod verdict;
 pub mod workload;

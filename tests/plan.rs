@@ -93,7 +93,7 @@ fn seed_namespaces_and_services_are_replicated_into_every_cluster() {
             objects
                 .values()
                 .filter(|object| object["kind"] == kind)
-                .map(|object| format!("{}", object["metadata"]["name"].as_str().unwrap()))
+                .map(|object| object["metadata"]["name"].as_str().unwrap().to_owned())
                 .collect()
         };
         assert_eq!(named("Namespace"), ["ns1", "ns2"], "{cluster}");
@@ -158,7 +158,10 @@ federation:
   locality: true
 ";
 
-fn endpoints_of(plan: &plan::Plan, cluster: &str, host: &str) -> Option<Vec<(String, Option<u32>, Option<String>)>> {
+/// (address, weight, locality) of each endpoint.
+type Endpoint = (String, Option<u32>, Option<String>);
+
+fn endpoints_of(plan: &plan::Plan, cluster: &str, host: &str) -> Option<Vec<Endpoint>> {
     let cluster = plan
         .clusters
         .iter()

@@ -1,3 +1,168 @@
-//! Providers: the worlds a scenario runs in (`local` network namespaces with real Envoy, `kind`, `kubeconfig`).
+//! Providers: the worlds a scenario runs in. One seam, [`Provider`]: create the world, apply a plan,
+//! send traffic from a pod and return per-request records, read the proxies' TLS failure counters,
+//! check cross-cluster isolation, tear down. `local` (network namespaces with real Envoy) is here;
+//! `kind` and `kubeconfig` implement the same trait.
 
 pub mod local;
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::Inventory;
+use crate::plan::Plan;
+use crate::record::RequestRecord;
+use crate::scenario::{ConnectionPolicy, Protocol, Scenario};
+
+/// What a provider tells the report about itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    /// `local`, `kind` or `kubeconfig`.
+    pub name: String,
+    /// What the provider stands in for, when it is an emulation (`istio-gateway-connectivity`).
+    pub emulates: Option<String>,
+    /// How it runs: `root` or `rootless (user namespace)` for local.
+    pub mode: String,
+    /// Proxy version (`envoy 1.40.0`) or Istio version.
+    pub proxy: String,
+}
+
+/// Proxy behaviour a phase asks for, applied together with the plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PhaseSettings {
+    /// A new upstream connection per request (the sidecars' `max_requests_per_connection: 1`).
+    pub new_connection_per_request: bool,
+    /// Give this pod (cluster, pod) a workload certificate from a foreign root.
+    pub foreign_client_cert: Option<(String, String)>,
+}
+
+/// Traffic to send from one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Traffic {
+    /// Cluster of the sending pod.
+    pub from_cluster: String,
+    /// Sending service, `name.namespace` (its first pod in that cluster sends).
+    pub from_service: String,
+    /// Called service, `name.namespace`.
+    pub to_service: String,
+    /// Called port number.
+    pub port: u16,
+    /// Protocol of that port.
+    pub protocol: Protocol,
+    /// Number of requests.
+    pub requests: u64,
+    /// Requests in flight at once.
+    pub concurrency: u32,
+    /// Connection policy of the client.
+    pub connections: ConnectionPolicy,
+}
+
+/// Server-side TLS failure counters of a service's proxies (summed over its pods in all clusters)
+/// and of the gateways.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsFailures {
+    /// Client certificate did not verify against the mesh root (`ssl.fail_verify_error`).
+    pub fail_verify_error: u64,
+    /// Client presented no certificate (`ssl.fail_verify_no_cert`).
+    pub fail_verify_no_cert: u64,
+    /// TLS handshake errors (`ssl.connection_error`).
+    pub connection_error: u64,
+    /// Connections the gateways could not route by SNI (`no_filter_chain_match`).
+    pub gateway_no_filter_chain_match: u64,
+}
+
+impl TlsFailures {
+    /// Verification failures of client certificates (bad or missing).
+    pub fn client_cert_rejections(&self) -> u64 {
+        self.fail_verify_error + self.fail_verify_no_cert
+    }
+
+    /// The counters' growth from `before` to `self`.
+    pub fn since(&self, before: &TlsFailures) -> TlsFailures {
+        TlsFailures {
+            fail_verify_error: self.fail_verify_error.saturating_sub(before.fail_verify_error),
+            fail_verify_no_cert: self.fail_verify_no_cert.saturating_sub(before.fail_verify_no_cert),
+            connection_error: self.connection_error.saturating_sub(before.connection_error),
+            gateway_no_filter_chain_match: self
+                .gateway_no_filter_chain_match
+                .saturating_sub(before.gateway_no_filter_chain_match),
+        }
+    }
+}
+
+/// One isolation probe: from a pod in one cluster, a direct connect to a pod of another cluster
+/// (must fail) and a connect to that cluster's gateway (must succeed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolationProbe {
+    /// Cluster of the probing pod.
+    pub from_cluster: String,
+    /// Probing pod.
+    pub from_pod: String,
+    /// Cluster probed.
+    pub to_cluster: String,
+    /// `ip:port` of the remote pod.
+    pub pod_address: String,
+    /// What the direct connect did (`unreachable`, `refused`, `timed out`, `connected`).
+    pub pod_connect: String,
+    /// `ip:port` of the remote gateway.
+    pub gateway_address: String,
+    /// What the gateway connect did.
+    pub gateway_connect: String,
+    /// The direct connect failed and the gateway answered.
+    pub isolated: bool,
+}
+
+/// Something a provider could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The machine lacks what the provider needs (a binary, namespaces, a cluster).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Building or changing the world failed.
+    #[error("{what}: {source:#}")]
+    Failed {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: anyhow::Error,
+    },
+    /// The scenario asks for something this provider cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl ProviderError {
+    /// A failure of `what`, with its cause.
+    pub fn failed(what: impl Into<String>, source: impl Into<anyhow::Error>) -> ProviderError {
+        ProviderError::Failed {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The seam every provider implements. Calls come in this order: `create_world`, `apply_plan`,
+/// `check_isolation`, then per phase `apply_plan` (when settings change), `tls_failures`,
+/// `send_traffic`, `tls_failures`; `teardown` always last, also after a failure.
+#[allow(async_fn_in_trait)]
+pub trait Provider {
+    /// What the report says about the provider.
+    fn info(&self) -> ProviderInfo;
+
+    /// Creates the clusters and the workloads of the scenario; returns the live inventory.
+    async fn create_world(&mut self, scenario: &Scenario) -> Result<Inventory, ProviderError>;
+
+    /// Makes every cluster's configuration match `plan` (with the phase's proxy settings).
+    async fn apply_plan(&mut self, plan: &Plan, settings: &PhaseSettings) -> Result<(), ProviderError>;
+
+    /// Direct pod-IP connects across clusters must fail; gateways must answer.
+    async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError>;
+
+    /// Sends the traffic and returns one record per request.
+    async fn send_traffic(&mut self, traffic: &Traffic) -> Result<Vec<RequestRecord>, ProviderError>;
+
+    /// Current server-side TLS failure counters of the pods of `service` and of every gateway.
+    async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError>;
+
+    /// Removes everything the provider created.
+    async fn teardown(&mut self) -> Result<(), ProviderError>;
+}

@@ -106,13 +106,24 @@ fn server_identities(topology: &Topology, trust_domain: &str, service: &str) -> 
 
 fn parse_locality(text: &str) -> Option<Locality> {
     let (region, zone) = text.split_once('/')?;
-    Some(Locality { region: region.to_owned(), zone: zone.to_owned() })
+    Some(Locality {
+        region: region.to_owned(),
+        zone: zone.to_owned(),
+    })
 }
 
 /// The endpoints istiod would give a sidecar for one service port: the local pods (Kubernetes
 /// endpoints, weight 1 each) and the ServiceEntry's remote gateways (their weight and locality).
-fn endpoints_for(cluster: &ClusterTopology, plan: &ClusterPlan, service: &PlannedService, port: &PlannedPort) -> Vec<LbEndpoint> {
-    let local_locality = Locality { region: cluster.region.clone(), zone: cluster.zone.clone() };
+fn endpoints_for(
+    cluster: &ClusterTopology,
+    plan: &ClusterPlan,
+    service: &PlannedService,
+    port: &PlannedPort,
+) -> Vec<LbEndpoint> {
+    let local_locality = Locality {
+        region: cluster.region.clone(),
+        zone: cluster.zone.clone(),
+    };
     let mut endpoints: Vec<LbEndpoint> = cluster
         .pods_of(&service.reference)
         .map(|pod| LbEndpoint {
@@ -129,7 +140,8 @@ fn endpoints_for(cluster: &ClusterTopology, plan: &ClusterPlan, service: &Planne
             continue;
         }
         for endpoint in &entry.spec.endpoints {
-            let (Ok(address), Some(gateway_port)) = (endpoint.address.parse::<Ipv4Addr>(), endpoint.ports.get(&port.name))
+            let (Ok(address), Some(gateway_port)) =
+                (endpoint.address.parse::<Ipv4Addr>(), endpoint.ports.get(&port.name))
             else {
                 continue;
             };
@@ -160,7 +172,10 @@ pub fn sidecar_spec(
         .iter()
         .filter(|service| service.reference == pod.service)
         .flat_map(|service| service.ports.iter())
-        .map(|port| InboundPort { port: port.number, protocol: port.protocol })
+        .map(|port| InboundPort {
+            port: port.number,
+            protocol: port.protocol,
+        })
         .collect();
     let outbound = services
         .iter()
@@ -197,17 +212,27 @@ pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpe
             .iter()
             .flat_map(|service| {
                 service.ports.iter().filter_map(|port| {
-                    let endpoints: Vec<SocketAddrV4> =
-                        cluster.pods_of(&service.reference).map(|pod| SocketAddrV4::new(pod.ip, port.number)).collect();
-                    (!endpoints.is_empty())
-                        .then(|| SniRoute { sni: outbound_sni(port.number, &service.host), endpoints })
+                    let endpoints: Vec<SocketAddrV4> = cluster
+                        .pods_of(&service.reference)
+                        .map(|pod| SocketAddrV4::new(pod.ip, port.number))
+                        .collect();
+                    (!endpoints.is_empty()).then(|| SniRoute {
+                        sni: outbound_sni(port.number, &service.host),
+                        endpoints,
+                    })
                 })
             })
             .collect()
     } else {
         Vec::new()
     };
-    GatewaySpec { node_id: format!("router~{}~istio-ingressgateway~{}", cluster.gateway_pod_ip, cluster.name), routes }
+    GatewaySpec {
+        node_id: format!(
+            "router~{}~istio-ingressgateway~{}",
+            cluster.gateway_pod_ip, cluster.name
+        ),
+        routes,
+    }
 }
 
 #[cfg(test)]
@@ -232,47 +257,92 @@ mod tests {
         let cluster = topology.cluster("cluster1").unwrap();
         let foo = cluster.pods.iter().find(|pod| pod.name == "foo-0").unwrap();
         let certs = CertPaths::in_dir(&PathBuf::from("/certs"));
-        sidecar_spec(&topology, "cluster.local", cluster, &plan.clusters[0], foo, certs, ProxySettings::default())
+        sidecar_spec(
+            &topology,
+            "cluster.local",
+            cluster,
+            &plan.clusters[0],
+            foo,
+            certs,
+            ProxySettings::default(),
+        )
     }
 
     fn bar_endpoints(spec: &SidecarSpec) -> Vec<(String, u16, u32)> {
-        let bar = spec.outbound.iter().find(|port| port.host == "bar.ns2.svc.cluster.local").unwrap();
-        bar.endpoints.iter().map(|endpoint| (endpoint.address.to_string(), endpoint.port, endpoint.weight)).collect()
+        let bar = spec
+            .outbound
+            .iter()
+            .find(|port| port.host == "bar.ns2.svc.cluster.local")
+            .unwrap();
+        bar.endpoints
+            .iter()
+            .map(|endpoint| (endpoint.address.to_string(), endpoint.port, endpoint.weight))
+            .collect()
     }
 
     #[test]
     fn equal_weights_make_the_remote_gateway_one_endpoint_beside_the_local_pod() {
         let spec = foo_sidecar(EndpointWeights::Equal);
-        assert_eq!(bar_endpoints(&spec), [("10.10.0.11".to_owned(), 80, 1), ("100.64.0.11".to_owned(), 15443, 1)]);
+        assert_eq!(
+            bar_endpoints(&spec),
+            [("10.10.0.11".to_owned(), 80, 1), ("100.64.0.11".to_owned(), 15443, 1)]
+        );
     }
 
     #[test]
     fn ready_pods_weights_give_the_remote_gateway_its_pod_count() {
         let spec = foo_sidecar(EndpointWeights::ReadyPods);
-        assert_eq!(bar_endpoints(&spec), [("10.10.0.11".to_owned(), 80, 1), ("100.64.0.11".to_owned(), 15443, 3)]);
+        assert_eq!(
+            bar_endpoints(&spec),
+            [("10.10.0.11".to_owned(), 80, 1), ("100.64.0.11".to_owned(), 15443, 3)]
+        );
     }
 
     #[test]
     fn sidecar_verifies_the_servers_spiffe_identity_and_listens_on_cluster_ips() {
         let spec = foo_sidecar(EndpointWeights::Equal);
-        let bar = spec.outbound.iter().find(|port| port.host == "bar.ns2.svc.cluster.local").unwrap();
+        let bar = spec
+            .outbound
+            .iter()
+            .find(|port| port.host == "bar.ns2.svc.cluster.local")
+            .unwrap();
         assert_eq!(bar.server_identities, ["spiffe://cluster.local/ns/ns2/sa/bar"]);
-        assert_eq!(bar.cluster_ip, Ipv4Addr::new(10, 96, 0, 11), "services in namespace order: foo.ns1 .10, bar.ns2 .11");
-        assert_eq!(spec.inbound, [InboundPort { port: 80, protocol: Protocol::Http }]);
+        assert_eq!(
+            bar.cluster_ip,
+            Ipv4Addr::new(10, 96, 0, 11),
+            "services in namespace order: foo.ns1 .10, bar.ns2 .11"
+        );
+        assert_eq!(
+            spec.inbound,
+            [InboundPort {
+                port: 80,
+                protocol: Protocol::Http
+            }]
+        );
     }
 
     #[test]
     fn gateway_routes_sni_to_its_own_clusters_pods_only() {
         let (topology, plan) = skew(EndpointWeights::Equal);
         let gateway = gateway_spec(topology.cluster("cluster2").unwrap(), &plan.clusters[1]);
-        let routes: Vec<(String, usize)> = gateway.routes.iter().map(|route| (route.sni.clone(), route.endpoints.len())).collect();
+        let routes: Vec<(String, usize)> = gateway
+            .routes
+            .iter()
+            .map(|route| (route.sni.clone(), route.endpoints.len()))
+            .collect();
         assert_eq!(routes, [("outbound_.80_._.bar.ns2.svc.cluster.local".to_owned(), 3)]);
     }
 
     #[test]
     fn without_the_passthrough_gateway_in_the_plan_the_gateway_routes_nothing() {
         let (topology, mut plan) = skew(EndpointWeights::Equal);
-        plan.clusters[1].objects.retain(|object| !matches!(object, Object::Gateway(_)));
-        assert!(gateway_spec(topology.cluster("cluster2").unwrap(), &plan.clusters[1]).routes.is_empty());
+        plan.clusters[1]
+            .objects
+            .retain(|object| !matches!(object, Object::Gateway(_)));
+        assert!(
+            gateway_spec(topology.cluster("cluster2").unwrap(), &plan.clusters[1])
+                .routes
+                .is_empty()
+        );
     }
 }

@@ -1,1 +1,603 @@
-//! TODO
+//! Owns every child process of the `local` provider (Envoys, workloads): starts them in a pod's
+//! network namespace, makes them die with meshfed, stops them with a grace period, and checks that
+//! nothing is left.
+//!
+//! Each child gets, between fork and exec: `PR_SET_PDEATHSIG = SIGKILL` (so it dies if meshfed is
+//! SIGKILLed), `setns(CLONE_NEWNET)` into its pod's namespace (the descriptor is opened before the
+//! fork; only async-signal-safe calls run in the child) and `setpgid(0, 0)` (its own process group,
+//! so grandchildren are stopped too). The kernel sends the death signal when the *thread* that
+//! forked exits, not the process; so all forks happen on one thread the supervisor owns for its
+//! whole life, never on a tokio blocking-pool thread that may be retired while the child runs.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+/// Identifies a child of a [`Supervisor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChildId(usize);
+
+/// Where a child's stdout and stderr go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildOutput {
+    /// Both into `<dir>/<nnn>-<name>.log` (created, appended), readable after the child is gone.
+    LogDir(PathBuf),
+    /// Both piped; take them with [`Supervisor::take_stdout`] / [`Supervisor::take_stderr`] and
+    /// keep reading, or the child blocks once the pipe is full.
+    Piped,
+}
+
+/// A child that has exited, with the end of its log for the error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildExit {
+    /// The name given to [`Supervisor::spawn`], e.g. "envoy for pod bar-0 in cluster2".
+    pub name: String,
+    /// Its process id.
+    pub pid: u32,
+    /// How it ended, e.g. "status 1" or "signal 9 (killed)".
+    pub status: String,
+    /// Whether it exited with status 0.
+    pub success: bool,
+    /// The last lines of its log file (empty when its output was piped).
+    pub log_tail: String,
+}
+
+impl std::fmt::Display for ChildExit {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{} (pid {}) exited with {}",
+            self.name, self.pid, self.status
+        )?;
+        if self.log_tail.is_empty() {
+            Ok(())
+        } else {
+            write!(formatter, "; last lines of its log:\n{}", self.log_tail)
+        }
+    }
+}
+
+/// A child exited while it was expected to keep running.
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct ChildExited(pub ChildExit);
+
+/// What [`Supervisor::shutdown`] had to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Children that stopped on SIGTERM within the grace period.
+    pub terminated: Vec<String>,
+    /// Children that had to be SIGKILLed after the grace period.
+    pub killed: Vec<String>,
+    /// Children whose process group still had other live processes after the child itself was
+    /// gone (they were SIGKILLed).
+    pub stray_groups_killed: Vec<String>,
+    /// Children that had already exited before the shutdown.
+    pub already_exited: Vec<ChildExit>,
+}
+
+/// Why the supervisor could not do what was asked.
+#[derive(Debug, Error)]
+pub enum SupervisorError {
+    /// The spawner thread could not be started.
+    #[error("failed to start the supervisor's spawner thread")]
+    StartSpawner(#[source] io::Error),
+    /// The spawner thread is gone (it panicked).
+    #[error("the supervisor's spawner thread is gone; cannot start {name}")]
+    SpawnerGone {
+        /// The child that could not be started.
+        name: String,
+    },
+    /// The pod's network namespace could not be opened.
+    #[error("failed to open network namespace {netns} for {name}")]
+    OpenNetns {
+        /// The child.
+        name: String,
+        /// The namespace path.
+        netns: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The log file could not be created.
+    #[error("failed to create log file {path} for {name}")]
+    CreateLog {
+        /// The child.
+        name: String,
+        /// The log file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// fork/exec (or the set-up between them) failed.
+    #[error("failed to start {name} ({program})")]
+    Spawn {
+        /// The child.
+        name: String,
+        /// The program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Waiting for a child failed.
+    #[error("failed to wait for {name} (pid {pid})")]
+    Wait {
+        /// The child.
+        name: String,
+        /// Its pid.
+        pid: u32,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Processes were still alive after everything was killed.
+    #[error("processes still alive after shutdown: {0:?} (name, pid)")]
+    Leftover(Vec<(String, u32)>),
+    /// A child did not exit before the deadline.
+    #[error("{name} (pid {pid}) was still running after {waited:?}")]
+    StillRunning {
+        /// The child.
+        name: String,
+        /// Its pid.
+        pid: u32,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+}
+
+struct SpawnRequest {
+    command: Command,
+    reply: mpsc::Sender<io::Result<Child>>,
+}
+
+struct Supervised {
+    name: String,
+    pid: u32,
+    child: Child,
+    log_path: Option<PathBuf>,
+    exit: Option<ChildExit>,
+}
+
+/// Owns every child process; see the module docs.
+pub struct Supervisor {
+    children: Vec<Supervised>,
+    requests: Option<mpsc::Sender<SpawnRequest>>,
+    spawner: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Supervisor")
+            .field(
+                "children",
+                &self
+                    .children
+                    .iter()
+                    .map(|child| (&child.name, child.pid))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// How many lines of a log an exit message quotes.
+const LOG_TAIL_LINES: usize = 20;
+/// How many bytes from the end of a log are searched for those lines.
+const LOG_TAIL_BYTES: u64 = 8 * 1024;
+/// How often waits poll.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+impl Supervisor {
+    /// A supervisor with no children; starts its spawner thread.
+    pub fn new() -> Result<Self, SupervisorError> {
+        let (requests, receiver) = mpsc::channel::<SpawnRequest>();
+        let spawner = std::thread::Builder::new()
+            .name("meshfed-spawner".to_string())
+            .spawn(move || {
+                for SpawnRequest { mut command, reply } in receiver {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .map_err(SupervisorError::StartSpawner)?;
+        Ok(Self {
+            children: Vec::new(),
+            requests: Some(requests),
+            spawner: Some(spawner),
+        })
+    }
+
+    /// Starts `command` as a child named `name` (used in messages, e.g. "envoy for pod bar-0 in
+    /// cluster2"), inside the network namespace at `netns` (or meshfed's own when `None`).
+    ///
+    /// The command's own stdout/stderr settings are replaced according to `output`; stdin is
+    /// `/dev/null`.
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        mut command: Command,
+        netns: Option<&Path>,
+        output: ChildOutput,
+    ) -> Result<ChildId, SupervisorError> {
+        let id = ChildId(self.children.len());
+        let program = command.get_program().to_string_lossy().into_owned();
+        // Opened before the fork: the child may only make async-signal-safe calls.
+        let netns_file = netns
+            .map(|path| {
+                File::open(path).map_err(|source| SupervisorError::OpenNetns {
+                    name: name.to_string(),
+                    netns: path.to_path_buf(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let netns_fd = netns_file.as_ref().map(|file| file.as_raw_fd());
+        let log_path = match &output {
+            ChildOutput::LogDir(dir) => {
+                let path = dir.join(format!("{:03}-{}.log", id.0, file_name_for(name)));
+                let create_error = |source| SupervisorError::CreateLog {
+                    name: name.to_string(),
+                    path: path.clone(),
+                    source,
+                };
+                let log = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(create_error)?;
+                let log_for_stderr = log.try_clone().map_err(create_error)?;
+                command.stdout(log).stderr(log_for_stderr);
+                Some(path)
+            }
+            ChildOutput::Piped => {
+                command.stdout(Stdio::piped()).stderr(Stdio::piped());
+                None
+            }
+        };
+        command.stdin(Stdio::null());
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid, setns,
+        // setpgid) and builds io::Errors from errno, which does not allocate.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // meshfed died between fork and prctl: the death signal will never come.
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                if let Some(fd) = netns_fd
+                    && libc::setns(fd, libc::CLONE_NEWNET) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawner_gone = || SupervisorError::SpawnerGone { name: name.to_string() };
+        let (reply, replies) = mpsc::channel();
+        self.requests
+            .as_ref()
+            .ok_or_else(spawner_gone)?
+            .send(SpawnRequest { command, reply })
+            .map_err(|_| spawner_gone())?;
+        let child = replies
+            .recv()
+            .map_err(|_| spawner_gone())?
+            .map_err(|source| SupervisorError::Spawn {
+                name: name.to_string(),
+                program,
+                source,
+            })?;
+        drop(netns_file);
+        self.children.push(Supervised {
+            name: name.to_string(),
+            pid: child.id(),
+            child,
+            log_path,
+            exit: None,
+        });
+        Ok(id)
+    }
+
+    /// The child's process id (also its process group id).
+    pub fn pid(&self, id: ChildId) -> u32 {
+        self.children[id.0].pid
+    }
+
+    /// The child's name.
+    pub fn name(&self, id: ChildId) -> &str {
+        &self.children[id.0].name
+    }
+
+    /// The child's log file, when its output goes to one.
+    pub fn log_path(&self, id: ChildId) -> Option<&Path> {
+        self.children[id.0].log_path.as_deref()
+    }
+
+    /// Takes the child's piped stdout (once).
+    pub fn take_stdout(&mut self, id: ChildId) -> Option<ChildStdout> {
+        self.children[id.0].child.stdout.take()
+    }
+
+    /// Takes the child's piped stderr (once).
+    pub fn take_stderr(&mut self, id: ChildId) -> Option<ChildStderr> {
+        self.children[id.0].child.stderr.take()
+    }
+
+    /// Whether the child has exited, and how (reaps it if so).
+    pub fn try_wait(&mut self, id: ChildId) -> Result<Option<ChildExit>, SupervisorError> {
+        poll_exit(&mut self.children[id.0])
+    }
+
+    /// Waits until the child exits or `deadline` passes.
+    pub fn await_exit(&mut self, id: ChildId, deadline: Instant) -> Result<ChildExit, SupervisorError> {
+        let started = Instant::now();
+        loop {
+            if let Some(exit) = self.try_wait(id)? {
+                return Ok(exit);
+            }
+            if Instant::now() >= deadline {
+                let child = &self.children[id.0];
+                return Err(SupervisorError::StillRunning {
+                    name: child.name.clone(),
+                    pid: child.pid,
+                    waited: started.elapsed(),
+                });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Every child that has exited so far, in spawn order.
+    pub fn exited_children(&mut self) -> Result<Vec<ChildExit>, SupervisorError> {
+        let mut exits = Vec::new();
+        for child in &mut self.children {
+            exits.extend(poll_exit(child)?);
+        }
+        Ok(exits)
+    }
+
+    /// Fails with the first child that has exited, naming it and quoting its log: use it while
+    /// waiting for readiness so an Envoy that died on bad config is reported as such, not as a
+    /// timeout.
+    pub fn check_running(&mut self) -> Result<(), ChildExited> {
+        for child in &mut self.children {
+            match poll_exit(child) {
+                Ok(Some(exit)) => return Err(ChildExited(exit)),
+                Ok(None) => {}
+                // Cannot tell: it is not known to have exited.
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every child: SIGTERM to each process group, up to `grace` for them to exit, then
+    /// SIGKILL to what is left; reaps them and checks that no live process remains in their
+    /// groups.
+    pub fn shutdown(&mut self, grace: Duration) -> Result<ShutdownReport, SupervisorError> {
+        let mut report = ShutdownReport::default();
+        let mut running = Vec::new();
+        for (index, child) in self.children.iter_mut().enumerate() {
+            if poll_exit(child)?.is_none() {
+                signal_group(child.pid, libc::SIGTERM);
+                running.push(index);
+            }
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            let mut all_exited = true;
+            for &index in &running {
+                if poll_exit(&mut self.children[index])?.is_none() {
+                    all_exited = false;
+                }
+            }
+            if all_exited || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        for (index, child) in self.children.iter_mut().enumerate() {
+            if !running.contains(&index) {
+                if let Some(exit) = &child.exit {
+                    report.already_exited.push(exit.clone());
+                }
+                continue;
+            }
+            if child.exit.is_some() {
+                report.terminated.push(child.name.clone());
+                continue;
+            }
+            signal_group(child.pid, libc::SIGKILL);
+            report.killed.push(child.name.clone());
+            let status = child.child.wait().map_err(|source| SupervisorError::Wait {
+                name: child.name.clone(),
+                pid: child.pid,
+                source,
+            })?;
+            child.exit = Some(mk_exit(child, status));
+        }
+        // A child's own process group may still hold grandchildren that ignored SIGTERM.
+        let mut stray = Vec::new();
+        for child in &self.children {
+            if !live_group_members(child.pid).is_empty() {
+                signal_group(child.pid, libc::SIGKILL);
+                report.stray_groups_killed.push(child.name.clone());
+                stray.push(child);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let left: Vec<(String, u32)> = stray
+                .iter()
+                .flat_map(|child| {
+                    live_group_members(child.pid)
+                        .into_iter()
+                        .map(|pid| (child.name.clone(), pid))
+                })
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(SupervisorError::Leftover(left));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        Ok(report)
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            if child.exit.is_none() {
+                signal_group(child.pid, libc::SIGKILL);
+                let _ = child.child.wait();
+            }
+        }
+        // Closing the channel ends the spawner thread.
+        self.requests = None;
+        if let Some(spawner) = self.spawner.take() {
+            let _ = spawner.join();
+        }
+    }
+}
+
+fn poll_exit(child: &mut Supervised) -> Result<Option<ChildExit>, SupervisorError> {
+    if child.exit.is_none() {
+        let status = child.child.try_wait().map_err(|source| SupervisorError::Wait {
+            name: child.name.clone(),
+            pid: child.pid,
+            source,
+        })?;
+        if let Some(status) = status {
+            child.exit = Some(mk_exit(child, status));
+        }
+    }
+    Ok(child.exit.clone())
+}
+
+fn mk_exit(child: &Supervised, status: ExitStatus) -> ChildExit {
+    let description = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("status {code}"),
+        (None, Some(signal)) => format!("signal {signal}{}", signal_name(signal)),
+        (None, None) => status.to_string(),
+    };
+    ChildExit {
+        name: child.name.clone(),
+        pid: child.pid,
+        status: description,
+        success: status.success(),
+        log_tail: child
+            .log_path
+            .as_deref()
+            .map(|path| log_tail(path, LOG_TAIL_LINES))
+            .unwrap_or_default(),
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGINT => " (SIGINT)",
+        _ => "",
+    }
+}
+
+fn signal_group(pgid: u32, signal: i32) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid)
+        && pgid > 0
+    {
+        // SAFETY: kill(2) with a negative pid signals that process group; ESRCH (gone) is fine.
+        unsafe { libc::kill(-pgid, signal) };
+    }
+}
+
+/// The last `lines` lines of the file at `path` (at most its last few KiB), or a note why not.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let read = || -> io::Result<String> {
+        let mut file = File::open(path)?;
+        let length = file.metadata()?.len();
+        file.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let all: Vec<&str> = text.lines().collect();
+        Ok(all[all.len().saturating_sub(lines)..].join("\n"))
+    };
+    read().unwrap_or_else(|error| format!("(cannot read {}: {error})", path.display()))
+}
+
+/// A process seen in `/proc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessState {
+    /// Its pid.
+    pub pid: u32,
+    /// Its state letter (`R`, `S`, `D`, `Z` for zombie, …).
+    pub state: char,
+    /// Its process group.
+    pub pgrp: u32,
+}
+
+/// Reads `/proc/<pid>/stat`; `None` when there is no such process.
+///
+/// Use it rather than `kill(pid, 0)`, which also succeeds for a zombie.
+pub fn process_state(pid: u32) -> Option<ProcessState> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields resume after the last ')'.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _parent = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(ProcessState { pid, state, pgrp })
+}
+
+/// Whether `pid` names a process that is alive (exists and is not a zombie).
+pub fn is_alive(pid: u32) -> bool {
+    process_state(pid).is_some_and(|process| process.state != 'Z')
+}
+
+/// Pids of live (non-zombie) processes in process group `pgrp`.
+fn live_group_members(pgrp: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(process_state)
+        .filter(|process| process.pgrp == pgrp && process.state != 'Z')
+        .map(|process| process.pid)
+        .collect()
+}
+
+fn file_name_for(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

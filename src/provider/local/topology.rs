@@ -79,7 +79,9 @@ impl Topology {
     /// The inventory of this world: every pod ready, gateways at their outside addresses.
     pub fn inventory(&self, scenario: &Scenario) -> Inventory {
         inventory::from_scenario_with_gateways(scenario, |cluster| GatewayAddress {
-            address: self.cluster(cluster).map_or_else(String::new, |c| c.gateway_outside_ip.to_string()),
+            address: self
+                .cluster(cluster)
+                .map_or_else(String::new, |c| c.gateway_outside_ip.to_string()),
             port: GATEWAY_PORT,
             placeholder: false,
         })
@@ -109,7 +111,9 @@ pub enum TopologyError {
         needed: u64,
     },
     /// Every candidate outside network overlaps one of the scenario's networks.
-    #[error("no free /24 for the gateways' outside network: every candidate in 100.64.0.0/10 overlaps a scenario network")]
+    #[error(
+        "no free /24 for the gateways' outside network: every candidate in 100.64.0.0/10 overlaps a scenario network"
+    )]
     NoOutsideNetwork,
 }
 
@@ -123,12 +127,19 @@ pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
         let name = cluster.name.value.clone();
         let pod_cidr = cluster.pod_cidr.value;
         let service_cidr = cluster.service_cidr.value;
-        let too_small = |what, cidr, needed| TopologyError::TooSmall { cluster: name.clone(), what, cidr, needed };
+        let too_small = |what, cidr, needed| TopologyError::TooSmall {
+            cluster: name.clone(),
+            what,
+            cidr,
+            needed,
+        };
         let mut pods = Vec::new();
         let mut next_host = FIRST_POD_HOST;
         for service in &services {
             for replica in 0..service.replicas_in(&name) {
-                let ip = pod_cidr.host(next_host).ok_or_else(|| too_small("pod network", pod_cidr, u64::from(next_host) + 2))?;
+                let ip = pod_cidr
+                    .host(next_host)
+                    .ok_or_else(|| too_small("pod network", pod_cidr, u64::from(next_host) + 2))?;
                 next_host += 1;
                 pods.push(PodTopology {
                     name: inventory::pod_name(&service.name.value, replica),
@@ -144,12 +155,18 @@ pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
             .enumerate()
             .map(|(position, service)| {
                 let host = FIRST_SERVICE_HOST + u32::try_from(position).unwrap_or(u32::MAX - FIRST_SERVICE_HOST);
-                let ip = service_cidr.host(host).ok_or_else(|| too_small("service network", service_cidr, u64::from(host) + 2))?;
+                let ip = service_cidr
+                    .host(host)
+                    .ok_or_else(|| too_small("service network", service_cidr, u64::from(host) + 2))?;
                 Ok((service.reference(), ip))
             })
             .collect::<Result<_, TopologyError>>()?;
-        let router_ip = pod_cidr.host(ROUTER_HOST).ok_or_else(|| too_small("pod network", pod_cidr, 4))?;
-        let gateway_pod_ip = pod_cidr.host(GATEWAY_HOST).ok_or_else(|| too_small("pod network", pod_cidr, 4))?;
+        let router_ip = pod_cidr
+            .host(ROUTER_HOST)
+            .ok_or_else(|| too_small("pod network", pod_cidr, 4))?;
+        let gateway_pod_ip = pod_cidr
+            .host(GATEWAY_HOST)
+            .ok_or_else(|| too_small("pod network", pod_cidr, 4))?;
         let outside_host = 10 + u32::try_from(index).unwrap_or(0);
         let gateway_outside_ip = outside_cidr.host(outside_host).ok_or(TopologyError::NoOutsideNetwork)?;
         clusters.push(ClusterTopology {
@@ -166,7 +183,11 @@ pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
         });
     }
     let router_outside_ip = outside_cidr.host(1).ok_or(TopologyError::NoOutsideNetwork)?;
-    Ok(Topology { clusters, outside_cidr, router_outside_ip })
+    Ok(Topology {
+        clusters,
+        outside_cidr,
+        router_outside_ip,
+    })
 }
 
 /// The first /24 of the shared address space 100.64.0.0/10 (RFC 6598) that no scenario network
@@ -178,7 +199,10 @@ fn free_outside_network(scenario: &Scenario) -> Result<Ipv4Cidr, TopologyError> 
         .flat_map(|cluster| [cluster.pod_cidr.value, cluster.service_cidr.value])
         .collect();
     (0u32..64 * 256)
-        .map(|block| Ipv4Cidr { network: Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + (block << 8)), prefix_len: 24 })
+        .map(|block| Ipv4Cidr {
+            network: Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + (block << 8)),
+            prefix_len: 24,
+        })
         .find(|candidate| taken.iter().all(|network| !network.overlaps(*candidate)))
         .ok_or(TopologyError::NoOutsideNetwork)
 }
@@ -198,7 +222,11 @@ mod tests {
     fn pods_get_distinct_addresses_inside_their_cluster_pod_network() {
         let topology = topology(&seed()).unwrap();
         let cluster2 = topology.cluster("cluster2").unwrap();
-        let ips: Vec<String> = cluster2.pods.iter().map(|pod| format!("{}={}", pod.name, pod.ip)).collect();
+        let ips: Vec<String> = cluster2
+            .pods
+            .iter()
+            .map(|pod| format!("{}={}", pod.name, pod.ip))
+            .collect();
         assert_eq!(ips, ["bar-0=10.20.0.10", "bar-1=10.20.0.11", "bar-2=10.20.0.12"]);
         assert_eq!(cluster2.router_ip, Ipv4Addr::new(10, 20, 0, 1));
         assert_eq!(cluster2.gateway_pod_ip, Ipv4Addr::new(10, 20, 0, 2));
@@ -210,7 +238,10 @@ mod tests {
         for cluster in &topology.clusters {
             assert_eq!(cluster.service_ips.len(), 2, "{}", cluster.name);
             assert!(cluster.service_ips.values().all(|ip| {
-                cluster.service_cidr.overlaps(Ipv4Cidr { network: *ip, prefix_len: 32 })
+                cluster.service_cidr.overlaps(Ipv4Cidr {
+                    network: *ip,
+                    prefix_len: 32,
+                })
             }));
         }
     }
@@ -223,6 +254,9 @@ mod tests {
         let scenario = crate::scenario::parse(Path::new("x.yaml"), &text).unwrap();
         let topology = topology(&scenario).unwrap();
         assert_eq!(topology.outside_cidr.to_string(), "100.64.2.0/24");
-        assert_eq!(topology.cluster("cluster1").unwrap().gateway_outside_ip, Ipv4Addr::new(100, 64, 2, 10));
+        assert_eq!(
+            topology.cluster("cluster1").unwrap().gateway_outside_ip,
+            Ipv4Addr::new(100, 64, 2, 10)
+        );
     }
 }

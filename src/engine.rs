@@ -1,0 +1,224 @@
+//! The scenario engine: drives any [`Provider`] through a scenario (world, plan, isolation check,
+//! phases with their settings) and turns what it observes into a [`Report`]. Every expectation of
+//! every phase is evaluated, even after one fails.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::inventory::Inventory;
+use crate::measure::{self, ExpectedPod};
+use crate::pki::spiffe_id;
+use crate::plan;
+use crate::provider::{PhaseSettings, Provider, ProviderError, Traffic};
+use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, Timings};
+use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario};
+use crate::verdict;
+
+/// Where progress lines go (stderr for the CLI, a Vec in tests).
+pub trait Progress {
+    /// One step started or finished.
+    fn step(&mut self, message: &str);
+}
+
+impl<F: FnMut(&str)> Progress for F {
+    fn step(&mut self, message: &str) {
+        self(message);
+    }
+}
+
+/// Faults the engine can execute today; the others are parsed and validated but refused by
+/// [`check_runnable`] so that no verdict pretends a fault happened.
+fn fault_is_executed(fault: &Fault) -> bool {
+    matches!(fault, Fault::ForeignClientCert {})
+}
+
+/// Refuses a scenario whose faults no provider executes yet (before anything is created).
+pub fn check_runnable(scenario: &Scenario) -> Result<(), String> {
+    for phase in &scenario.phases {
+        for fault in &phase.faults {
+            if !fault_is_executed(&fault.value) {
+                return Err(format!(
+                    "line {}: phase {}: fault {:?} is validated but not executed by meshfed yet; \
+                     executable faults: foreignClientCert",
+                    fault.referenced.line(),
+                    phase.name.value,
+                    fault.value
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the scenario on the provider. The caller tears the provider down afterwards, whatever
+/// this returns.
+pub async fn run_scenario<P: Provider>(
+    provider: &mut P,
+    scenario: &Scenario,
+    scenario_file: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Report, ProviderError> {
+    let started = Instant::now();
+    progress.step(&format!(
+        "creating the world for scenario {} ({} clusters)",
+        scenario.name,
+        scenario.clusters.len()
+    ));
+    let inventory = provider.create_world(scenario).await?;
+    let mut applied = (scenario.federation.endpoint_weights, PhaseSettings::default());
+    provider
+        .apply_plan(&plan::plan(scenario, &inventory), &applied.1)
+        .await?;
+    let world_ms = elapsed_ms(started);
+    progress.step(&format!("world ready in {world_ms} ms; checking isolation"));
+    let isolation = provider.check_isolation().await?;
+    let mut phases = Vec::new();
+    let mut to_first_request_ms = None;
+    for phase in &scenario.phases {
+        let weights = phase.endpoint_weights.unwrap_or(scenario.federation.endpoint_weights);
+        let settings = phase_settings(scenario, phase);
+        if applied != (weights, settings.clone()) {
+            progress.step(&format!(
+                "phase {}: reconfiguring proxies (weights {weights:?})",
+                phase.name.value
+            ));
+            provider
+                .apply_plan(&plan::plan_with_weights(scenario, &inventory, weights), &settings)
+                .await?;
+            applied = (weights, settings);
+        }
+        to_first_request_ms.get_or_insert_with(|| elapsed_ms(started));
+        progress.step(&format!(
+            "phase {}: {} requests {} -> {}",
+            phase.name.value, phase.requests.value, phase.from.service.value, phase.to.service.value
+        ));
+        phases.push(run_phase(provider, scenario, &inventory, phase, weights).await?);
+    }
+    let passed = isolation.iter().all(|probe| probe.isolated) && phases.iter().all(|phase| phase.passed);
+    Ok(Report {
+        schema: REPORT_SCHEMA.to_owned(),
+        meshfed_version: env!("CARGO_PKG_VERSION").to_owned(),
+        scenario: ScenarioInfo {
+            name: scenario.name.clone(),
+            file: scenario_file.display().to_string(),
+            description: scenario.description.clone(),
+        },
+        provider: provider.info(),
+        timings: Timings {
+            world_ms,
+            to_first_request_ms: to_first_request_ms.unwrap_or(0),
+            total_ms: elapsed_ms(started),
+        },
+        isolation,
+        phases,
+        passed,
+    })
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn phase_settings(scenario: &Scenario, phase: &Phase) -> PhaseSettings {
+    let foreign = phase
+        .faults
+        .iter()
+        .any(|fault| matches!(fault.value, Fault::ForeignClientCert {}));
+    let sender = scenario
+        .service(&phase.from.service.value)
+        .map(|service| crate::inventory::pod_name(&service.name.value, 0))
+        .unwrap_or_default();
+    PhaseSettings {
+        new_connection_per_request: phase.connections == ConnectionPolicy::NewConnectionPerRequest,
+        foreign_client_cert: foreign.then(|| (phase.from.cluster.value.clone(), sender)),
+    }
+}
+
+/// The pods that should share the phase's load: every ready pod of the target service in every
+/// cluster, equally (the ideal the skew is measured against).
+fn expected_pods(inventory: &Inventory, service: &str) -> Vec<ExpectedPod> {
+    let pods: Vec<(String, String)> = inventory
+        .clusters
+        .iter()
+        .flat_map(|(cluster, cluster_inventory)| {
+            cluster_inventory
+                .ready_pods
+                .get(service)
+                .into_iter()
+                .flatten()
+                .map(move |pod| (pod.name.clone(), cluster.clone()))
+        })
+        .collect();
+    let share = if pods.is_empty() { 0.0 } else { 1.0 / pods.len() as f64 };
+    pods.into_iter()
+        .map(|(pod, cluster)| ExpectedPod { pod, cluster, share })
+        .collect()
+}
+
+async fn run_phase<P: Provider>(
+    provider: &mut P,
+    scenario: &Scenario,
+    inventory: &Inventory,
+    phase: &Phase,
+    weights: EndpointWeights,
+) -> Result<PhaseReport, ProviderError> {
+    let source = scenario
+        .service(&phase.from.service.value)
+        .ok_or_else(|| ProviderError::Unsupported(format!("unknown service {}", phase.from.service.value)))?;
+    let target = scenario
+        .service(&phase.to.service.value)
+        .ok_or_else(|| ProviderError::Unsupported(format!("unknown service {}", phase.to.service.value)))?;
+    let port = target
+        .port(&phase.to.port.value)
+        .ok_or_else(|| ProviderError::Unsupported(format!("unknown port {}", phase.to.port.value)))?;
+    let traffic = Traffic {
+        from_cluster: phase.from.cluster.value.clone(),
+        from_service: source.reference(),
+        to_service: target.reference(),
+        port: port.number.value,
+        protocol: port.protocol,
+        requests: phase.requests.value,
+        concurrency: phase.concurrency.value,
+        connections: phase.connections,
+    };
+    let before = provider.tls_failures(&traffic.to_service).await?;
+    let records = provider.send_traffic(&traffic).await?;
+    let tls_failures = provider.tls_failures(&traffic.to_service).await?.since(&before);
+    let expected_identity = spiffe_id(
+        &scenario.trust_domain,
+        &source.namespace.value,
+        source.service_account(),
+    );
+    let measurement = measure::measure(
+        &records,
+        &expected_pods(inventory, &traffic.to_service),
+        &expected_identity,
+    );
+    let expectations = verdict::verdicts(&phase.expect, &measurement, &tls_failures);
+    Ok(PhaseReport {
+        name: phase.name.value.clone(),
+        from: format!("{}@{}", traffic.from_service, traffic.from_cluster),
+        to: format!(
+            "{}:{} ({})",
+            traffic.to_service,
+            traffic.port,
+            port.protocol.istio_name().to_ascii_lowercase()
+        ),
+        requests: traffic.requests,
+        concurrency: traffic.concurrency,
+        connections: match phase.connections {
+            ConnectionPolicy::Pooled => "pooled".to_owned(),
+            ConnectionPolicy::NewConnectionPerRequest => "new-connection-per-request".to_owned(),
+        },
+        endpoint_weights: match weights {
+            EndpointWeights::Equal => "equal".to_owned(),
+            EndpointWeights::ReadyPods => "ready-pods".to_owned(),
+        },
+        faults: phase.faults.iter().map(|fault| format!("{:?}", fault.value)).collect(),
+        expected_identity,
+        passed: expectations.iter().all(|result| result.passed),
+        measurement,
+        tls_failures,
+        expectations,
+    })
+}

@@ -1,0 +1,257 @@
+//! The run report: `report.json` (schema [`REPORT_SCHEMA`], documented in `docs/report.md`) and the
+//! human summary printed at the end of `meshfed run` (pure rendering).
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::measure::PhaseMeasurement;
+use crate::provider::{IsolationProbe, ProviderInfo, TlsFailures};
+use crate::verdict::ExpectationResult;
+
+/// Schema identifier of `report.json`; bumped on any incompatible change.
+pub const REPORT_SCHEMA: &str = "meshfed.report/v1";
+
+/// Everything a run found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`REPORT_SCHEMA`].
+    pub schema: String,
+    /// meshfed's version.
+    pub meshfed_version: String,
+    /// The scenario.
+    pub scenario: ScenarioInfo,
+    /// The provider.
+    pub provider: ProviderInfo,
+    /// How long the steps took.
+    pub timings: Timings,
+    /// Cross-cluster isolation probes.
+    pub isolation: Vec<IsolationProbe>,
+    /// The phases, in order.
+    pub phases: Vec<PhaseReport>,
+    /// Every expectation held and every isolation probe passed.
+    pub passed: bool,
+}
+
+/// Which scenario ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    /// Its name.
+    pub name: String,
+    /// The file it came from.
+    pub file: String,
+    /// Its description.
+    pub description: Option<String>,
+}
+
+/// Step durations in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Creating the world until the proxies and apps were ready.
+    pub world_ms: u64,
+    /// From the start of the run to the first request of the first phase.
+    pub to_first_request_ms: u64,
+    /// The whole run, teardown excluded.
+    pub total_ms: u64,
+}
+
+/// One phase's setting, measurements and verdicts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhaseReport {
+    /// Phase name.
+    pub name: String,
+    /// `foo.ns1@cluster1`.
+    pub from: String,
+    /// `bar.ns2:80 (http)`.
+    pub to: String,
+    /// Requests sent.
+    pub requests: u64,
+    /// Concurrency.
+    pub concurrency: u32,
+    /// `pooled` or `new-connection-per-request`.
+    pub connections: String,
+    /// `equal` or `ready-pods`.
+    pub endpoint_weights: String,
+    /// Faults applied, as written in the scenario.
+    pub faults: Vec<String>,
+    /// The caller identity the servers were expected to see.
+    pub expected_identity: String,
+    /// The measurements.
+    pub measurement: PhaseMeasurement,
+    /// Growth of the server-side TLS failure counters during the phase.
+    pub tls_failures: TlsFailures,
+    /// Every expectation, judged.
+    pub expectations: Vec<ExpectationResult>,
+    /// All expectations held.
+    pub passed: bool,
+}
+
+impl Report {
+    /// Number of expectations and isolation probes that failed.
+    pub fn failures(&self) -> usize {
+        let expectations: usize = self
+            .phases
+            .iter()
+            .map(|phase| phase.expectations.iter().filter(|result| !result.passed).count())
+            .sum();
+        expectations + self.isolation.iter().filter(|probe| !probe.isolated).count()
+    }
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+fn millis(micros: u64) -> String {
+    format!("{:.2}ms", micros as f64 / 1000.0)
+}
+
+/// The summary printed after a run: one table per phase and every verdict.
+pub fn summary(report: &Report) -> String {
+    let mut out = String::new();
+    let provider = &report.provider;
+    let _ = writeln!(
+        out,
+        "\nscenario {} on provider {}{} ({}, {})",
+        report.scenario.name,
+        provider.name,
+        provider
+            .emulates
+            .as_deref()
+            .map(|what| format!(" (emulates {what})"))
+            .unwrap_or_default(),
+        provider.mode,
+        provider.proxy
+    );
+    if !report.isolation.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nisolation (pods may reach other clusters only through their gateways):"
+        );
+        for probe in &report.isolation {
+            let _ = writeln!(
+                out,
+                "  {} {}/{} -> {}: pod {} {}, gateway {} {}",
+                if probe.isolated { "PASS" } else { "FAIL" },
+                probe.from_cluster,
+                probe.from_pod,
+                probe.to_cluster,
+                probe.pod_address,
+                probe.pod_connect,
+                probe.gateway_address,
+                probe.gateway_connect
+            );
+        }
+    }
+    for phase in &report.phases {
+        phase_summary(&mut out, phase);
+    }
+    let total: usize = report
+        .phases
+        .iter()
+        .map(|phase| phase.expectations.len())
+        .sum::<usize>()
+        + report.isolation.len();
+    let _ = writeln!(
+        out,
+        "\nverdict: {} ({} of {} checks failed); world ready in {} ms, first request at {} ms, total {} ms",
+        if report.passed { "PASS" } else { "FAIL" },
+        report.failures(),
+        total,
+        report.timings.world_ms,
+        report.timings.to_first_request_ms,
+        report.timings.total_ms
+    );
+    out
+}
+
+fn phase_summary(out: &mut String, phase: &PhaseReport) {
+    let m = &phase.measurement;
+    let _ = writeln!(
+        out,
+        "\nphase {}: {} -> {}, {} requests, concurrency {}, {}, endpoint weights {}{}",
+        phase.name,
+        phase.from,
+        phase.to,
+        phase.requests,
+        phase.concurrency,
+        phase.connections,
+        phase.endpoint_weights,
+        if phase.faults.is_empty() {
+            String::new()
+        } else {
+            format!(", faults: {}", phase.faults.join(", "))
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {:<22} {:<12} {:>8} {:>8} {:>9} {:>6} {:>10}",
+        "pod", "cluster", "requests", "share", "expected", "conns", "conn share"
+    );
+    for pod in &m.pods {
+        let _ = writeln!(
+            out,
+            "  {:<22} {:<12} {:>8} {:>8} {:>9} {:>6} {:>10}",
+            pod.pod,
+            pod.cluster,
+            pod.requests,
+            percent(pod.request_share),
+            percent(pod.expected_share),
+            pod.connections,
+            percent(pod.connection_share)
+        );
+    }
+    for pod in &m.unexpected_responders {
+        let _ = writeln!(
+            out,
+            "  {:<22} {:<12} {:>8}  (not expected to answer)",
+            pod.pod, pod.cluster, pod.requests
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  mTLS with the caller's identity ({}): {} of {} (rate {:.3}); success rate {:.3}",
+        phase.expected_identity, m.mtls_verified, m.attempted, m.mtls_rate, m.success_rate
+    );
+    let _ = writeln!(
+        out,
+        "  skew: max observed/expected {:.2} by requests, {:.2} by connections; total variation {:.3}",
+        m.request_skew.max_ratio, m.connection_skew.max_ratio, m.request_skew.total_variation_distance
+    );
+    if let Some(note) = &m.connection_note {
+        let _ = writeln!(out, "  note: {note}");
+    }
+    if let Some(latency) = &m.latency {
+        let _ = writeln!(
+            out,
+            "  latency p50 {} p90 {} p99 {}",
+            millis(latency.p50_us),
+            millis(latency.p90_us),
+            millis(latency.p99_us)
+        );
+    }
+    for error in &m.errors {
+        let _ = writeln!(out, "  error x{}: {}", error.count, error.message);
+    }
+    let tls = &phase.tls_failures;
+    let _ = writeln!(
+        out,
+        "  server-side TLS rejections: {} bad client cert, {} missing client cert; gateway unknown SNI: {}",
+        tls.fail_verify_error, tls.fail_verify_no_cert, tls.gateway_no_filter_chain_match
+    );
+    for result in &phase.expectations {
+        let _ = writeln!(
+            out,
+            "  {} {} {} (observed {}){}",
+            if result.passed { "PASS" } else { "FAIL" },
+            result.expectation,
+            result.bound,
+            result.observed,
+            if result.passed || result.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", result.detail)
+            }
+        );
+    }
+}
