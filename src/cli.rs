@@ -67,8 +67,63 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum WorkloadCommand {
-    /// Placeholder until the workloads land.
-    Echo,
+    /// The echo app: answers HTTP and TCP with its pod, cluster and the caller identity it saw.
+    Echo {
+        /// Pod name to report.
+        #[arg(long)]
+        pod: String,
+        /// Cluster name to report.
+        #[arg(long)]
+        cluster: String,
+        /// Address to listen on (the sidecar forwards to loopback).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// An HTTP port (repeatable).
+        #[arg(long = "http")]
+        http_ports: Vec<u16>,
+        /// A TCP port (repeatable).
+        #[arg(long = "tcp")]
+        tcp_ports: Vec<u16>,
+    },
+    /// The client app: sends requests and prints one JSON record per request on stdout.
+    Client {
+        /// `ip:port` to connect to (a service's cluster IP).
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        /// HTTP Host header.
+        #[arg(long)]
+        host: String,
+        /// `http` or `tcp`.
+        #[arg(long, value_enum)]
+        protocol: WorkloadProtocol,
+        /// Number of requests.
+        #[arg(long)]
+        requests: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: u32,
+        /// `pooled` or `new-connection-per-request`.
+        #[arg(long, value_enum, default_value_t = WorkloadConnections::Pooled)]
+        connections: WorkloadConnections,
+        /// Per-request timeout in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout_ms: u64,
+        /// OS threads (2 helps when every request opens a connection).
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WorkloadProtocol {
+    Http,
+    Tcp,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WorkloadConnections {
+    Pooled,
+    NewConnectionPerRequest,
 }
 
 /// The providers `meshfed run` knows.
@@ -143,8 +198,12 @@ fn execute(command: Command) -> Result<(), CliError> {
             inventory,
         } => plan_command(&scenario, &out, inventory.as_deref()),
         Command::Certs { scenario, out } => certs_command(&scenario, &out),
-        Command::Run { .. } => Err(CliError::Infrastructure(anyhow::anyhow!("run is not available yet"))),
-        Command::Workload(_) => Err(CliError::BadInput("workloads are not available yet".to_owned())),
+        Command::Run {
+            scenario,
+            provider,
+            report_dir,
+        } => run_command(&scenario, provider, report_dir.as_deref()),
+        Command::Workload(workload) => workload_command(workload),
     }
 }
 
@@ -249,4 +308,173 @@ fn certs_command(scenario_path: &Path, out: &Path) -> Result<(), CliError> {
         out.display()
     );
     Ok(())
+}
+
+fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<&Path>) -> Result<(), CliError> {
+    use crate::provider::local::{LocalOptions, sandbox};
+
+    let scenario = scenario::load(scenario_path)?;
+    crate::engine::check_runnable(&scenario)
+        .map_err(|message| CliError::BadInput(format!("{}:{message}", scenario_path.display())))?;
+    if provider != ProviderName::Local {
+        return Err(CliError::BadInput(format!(
+            "provider {provider:?} is not available in this build yet; use --provider local"
+        )));
+    }
+    if let Some(dir) = report_dir {
+        std::fs::create_dir_all(dir).map_err(|error| {
+            CliError::BadInput(format!("cannot create the report directory {}: {error}", dir.display()))
+        })?;
+    }
+    let started = std::time::Instant::now();
+    let mut progress = move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64());
+    progress("checking envoy");
+    let (envoy, envoy_version) =
+        crate::provider::local::provision_envoy(true).map_err(|error| CliError::Infrastructure(error.into()))?;
+    let meshfed = std::env::current_exe().map_err(|error| CliError::Infrastructure(error.into()))?;
+    // Must happen while meshfed is single-threaded: before any runtime exists.
+    let mode = sandbox::enter().map_err(|error| CliError::Infrastructure(error.into()))?;
+    progress(&format!(
+        "sandbox entered ({mode}); envoy {envoy_version} at {}",
+        envoy.display()
+    ));
+    let options = LocalOptions {
+        envoy,
+        envoy_version,
+        meshfed,
+        run_dir: PathBuf::from(sandbox::RUN_DIR).join("world"),
+        mode,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::Infrastructure(error.into()))?;
+    let outcome = runtime.block_on(run_local(options, &scenario, scenario_path, &mut progress))?;
+    let report_text = crate::report::summary(&outcome);
+    print!("{report_text}");
+    if let Some(dir) = report_dir {
+        let path = dir.join("report.json");
+        let json = serde_json::to_string_pretty(&outcome).map_err(|error| CliError::Infrastructure(error.into()))?;
+        std::fs::write(&path, json + "\n").map_err(|error| {
+            CliError::Infrastructure(anyhow::Error::new(error).context(format!("cannot write {}", path.display())))
+        })?;
+        eprintln!("report written to {}", path.display());
+    }
+    if outcome.passed {
+        Ok(())
+    } else {
+        Err(CliError::ExpectationFailed(format!(
+            "{} check(s) failed; see the summary above",
+            outcome.failures()
+        )))
+    }
+}
+
+async fn run_local(
+    options: crate::provider::local::LocalOptions,
+    scenario: &scenario::Scenario,
+    scenario_path: &Path,
+    progress: &mut impl crate::engine::Progress,
+) -> Result<crate::report::Report, CliError> {
+    use crate::provider::Provider as _;
+
+    let mut provider = crate::provider::local::LocalProvider::new(options);
+    let outcome = tokio::select! {
+        result = crate::engine::run_scenario(&mut provider, scenario, scenario_path, progress) => Some(result),
+        () = interrupted() => None,
+    };
+    progress.step("tearing down");
+    let teardown = provider.teardown().await;
+    match (outcome, teardown) {
+        (None, _) => Err(CliError::Interrupted),
+        (Some(Err(error)), _) => Err(CliError::Infrastructure(error.into())),
+        (Some(Ok(_)), Err(error)) => Err(CliError::Infrastructure(
+            anyhow::Error::new(error).context("teardown failed"),
+        )),
+        (Some(Ok(report)), Ok(())) => Ok(report),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn workload_command(workload: WorkloadCommand) -> Result<(), CliError> {
+    use crate::workload::{client, echo};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| CliError::Infrastructure(error.into()))?;
+    match workload {
+        WorkloadCommand::Echo {
+            pod,
+            cluster,
+            bind,
+            http_ports,
+            tcp_ports,
+        } => runtime
+            .block_on(echo::echo(echo::EchoConfig {
+                pod,
+                cluster,
+                bind,
+                http_ports,
+                tcp_ports,
+            }))
+            .map_err(|error| CliError::Infrastructure(error.into())),
+        WorkloadCommand::Client {
+            target,
+            host,
+            protocol,
+            requests,
+            concurrency,
+            connections,
+            timeout_ms,
+            threads,
+        } => {
+            let config = client::ClientConfig {
+                target,
+                host,
+                protocol: match protocol {
+                    WorkloadProtocol::Http => client::Protocol::Http,
+                    WorkloadProtocol::Tcp => client::Protocol::Tcp,
+                },
+                requests,
+                concurrency,
+                connection_policy: match connections {
+                    WorkloadConnections::Pooled => client::ConnectionPolicy::Pooled,
+                    WorkloadConnections::NewConnectionPerRequest => client::ConnectionPolicy::NewConnectionPerRequest,
+                },
+                request_timeout: std::time::Duration::from_millis(timeout_ms),
+                threads,
+            };
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut write_error = None;
+            runtime.block_on(client::client(config, |record| {
+                if write_error.is_none() {
+                    let line = serde_json::to_string(&record).map(|json| json + "\n");
+                    if let Err(error) = line
+                        .map_err(std::io::Error::from)
+                        .and_then(|line| stdout.write_all(line.as_bytes()))
+                    {
+                        write_error = Some(error);
+                    }
+                }
+            }));
+            match write_error {
+                Some(error) => Err(CliError::Infrastructure(error.into())),
+                None => stdout.flush().map_err(|error| CliError::Infrastructure(error.into())),
+            }
+        }
+    }
 }

@@ -8,3 +8,6 @@ pub mod network;
 pub mod sandbox;
 pub mod supervisor;
 pub mod topology;
+pub mod world;
+
+pub use world::{LocalOptions, LocalProvider, provision_envoy};
