@@ -60,6 +60,8 @@ enum Command {
         #[arg(long)]
         report_dir: Option<PathBuf>,
     },
+    /// Prepare this machine for the local provider: find or install Envoy, check namespaces work.
+    Setup,
     /// Meshfed's own workloads, run inside a pod by the local provider.
     #[command(hide = true, subcommand)]
     Workload(WorkloadCommand),
@@ -203,6 +205,7 @@ fn execute(command: Command) -> Result<(), CliError> {
             provider,
             report_dir,
         } => run_command(&scenario, provider, report_dir.as_deref()),
+        Command::Setup => setup_command(),
         Command::Workload(workload) => workload_command(workload),
     }
 }
@@ -407,6 +410,18 @@ async fn interrupted() {
         }
         _ => std::future::pending().await,
     }
+}
+
+fn setup_command() -> Result<(), CliError> {
+    use crate::provider::local::{network, sandbox};
+
+    let (envoy, version) =
+        crate::provider::local::provision_envoy(true).map_err(|error| CliError::Infrastructure(error.into()))?;
+    println!("envoy {version}: {}", envoy.display());
+    let mode = sandbox::enter().map_err(|error| CliError::Infrastructure(error.into()))?;
+    network::check_namespaces_work().map_err(|error| CliError::Infrastructure(error.into()))?;
+    println!("network namespaces: ok ({mode})");
+    Ok(())
 }
 
 fn workload_command(workload: WorkloadCommand) -> Result<(), CliError> {

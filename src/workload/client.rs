@@ -21,24 +21,8 @@ use crate::record::RequestRecord;
 /// Largest reply (head and body, or TCP line) the client accepts.
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
-/// What each request is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// `GET /` over HTTP/1.1; the record carries the status.
-    Http,
-    /// One line out, one JSON line back.
-    Tcp,
-}
-
-/// How requests map to TCP connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectionPolicy {
-    /// Each of `concurrency` workers keeps one connection and sends its requests on it in turn;
-    /// after a failure (or a server `Connection: close`) the next request opens a new one.
-    Pooled,
-    /// Every request opens and closes its own connection (HTTP requests say `Connection: close`).
-    NewConnectionPerRequest,
-}
+/// Protocol and connection policy are the scenario's own types.
+pub use crate::scenario::{ConnectionPolicy, Protocol};
 
 /// What the client workload sends.
 #[derive(Clone, Debug, PartialEq, Eq)]

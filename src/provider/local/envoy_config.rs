@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The gateway port every cluster's SNI gateway listens on (Istio's `tls` port, AUTO_PASSTHROUGH).
-pub const GATEWAY_PORT: u16 = 15443;
+pub use crate::inventory::GATEWAY_PORT;
 
 /// PROXY protocol v2 TLV type that carries the caller's SPIFFE id to TCP apps. 0xE0 is the first
 /// type the PROXY protocol spec reserves for custom use (`PP2_TYPE_MIN_CUSTOM`).
@@ -69,15 +69,8 @@ const RAW_BUFFER_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_so
 const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const HTTP_PROTOCOL_OPTIONS_TYPE: &str = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-/// How a port's traffic is proxied: HTTP (parsed, per-request routing, XFCC) or opaque TCP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// HTTP/1.1 from and to the app; HTTP/2 between sidecars.
-    Http,
-    /// Opaque bytes; one upstream connection per downstream connection.
-    Tcp,
-}
+/// Port protocols are the scenario's own.
+pub use crate::scenario::Protocol;
 
 /// Workload certificate files in Istio 1.1's layout (`cert-chain.pem`, `key.pem`,
 /// `root-cert.pem`). Envoy reads them itself, so they must be readable by the Envoy process.

@@ -914,3 +914,18 @@ mod tests {
         assert!(error.to_string().contains("used twice"), "{error}");
     }
 }
+
+/// Creates and deletes one network namespace with a veth pair: what `meshfed setup` checks.
+pub fn check_namespaces_work() -> Result<(), NetworkError> {
+    let probe = "meshfed-setup-probe".to_owned();
+    let result = run_ip_batch(
+        "sandbox",
+        &[],
+        &[
+            format!("netns add {probe}"),
+            format!("link add eth0 netns {probe} type veth peer name probe0 netns {probe}"),
+        ],
+    );
+    let deleted = delete_namespaces(std::slice::from_ref(&probe));
+    result.and(deleted)
+}
