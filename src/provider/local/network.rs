@@ -790,6 +790,21 @@ pub fn await_tcp_connect(netns: &Path, addr: SocketAddr, deadline: Instant) -> R
     }
 }
 
+/// Creates and deletes one network namespace with a veth pair: what `meshfed setup` checks.
+pub fn check_namespaces_work() -> Result<(), NetworkError> {
+    let probe = "meshfed-setup-probe".to_owned();
+    let result = run_ip_batch(
+        "sandbox",
+        &[],
+        &[
+            format!("netns add {probe}"),
+            format!("link add eth0 netns {probe} type veth peer name probe0 netns {probe}"),
+        ],
+    );
+    let deleted = delete_namespaces(std::slice::from_ref(&probe));
+    result.and(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -913,19 +928,4 @@ mod tests {
         let error = mk_network_commands(&spec, &names).unwrap_err();
         assert!(error.to_string().contains("used twice"), "{error}");
     }
-}
-
-/// Creates and deletes one network namespace with a veth pair: what `meshfed setup` checks.
-pub fn check_namespaces_work() -> Result<(), NetworkError> {
-    let probe = "meshfed-setup-probe".to_owned();
-    let result = run_ip_batch(
-        "sandbox",
-        &[],
-        &[
-            format!("netns add {probe}"),
-            format!("link add eth0 netns {probe} type veth peer name probe0 netns {probe}"),
-        ],
-    );
-    let deleted = delete_namespaces(std::slice::from_ref(&probe));
-    result.and(deleted)
 }
