@@ -10,4 +10,4 @@ pub mod supervisor;
 pub mod topology;
 pub mod world;
 
-pub use world::{LocalOptions, LocalProvider, provision_envoy};
+pub use world::{LocalOptions, LocalProvider, PodExec, provision_envoy};

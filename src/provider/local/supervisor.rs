@@ -320,6 +320,11 @@ impl Supervisor {
         self.children[id.0].pid
     }
 
+    /// Process ids of every child started (exited ones included).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|child| child.pid).collect()
+    }
+
     /// The child's name.
     pub fn name(&self, id: ChildId) -> &str {
         &self.children[id.0].name

@@ -59,6 +59,17 @@ pub struct LocalProvider {
     world: Option<World>,
 }
 
+/// What a command run with [`LocalProvider::exec_in_pod`] did.
+#[derive(Clone, Debug)]
+pub struct PodExec {
+    /// It exited with status 0.
+    pub success: bool,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
 /// One Envoy and what was last pushed to it.
 struct Proxy {
     name: String,
@@ -84,6 +95,62 @@ impl LocalProvider {
     /// A provider that has created nothing yet.
     pub fn new(options: LocalOptions) -> LocalProvider {
         LocalProvider { options, world: None }
+    }
+
+    /// Runs `command` inside the network namespace of `pod` in `cluster` (as the pod's app would)
+    /// and returns its output once it exits. For benchmarks and debugging.
+    pub fn exec_in_pod(
+        &mut self,
+        cluster: &str,
+        pod: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<PodExec, ProviderError> {
+        let world = self.world()?;
+        let netns = world.netns(cluster, pod)?;
+        let name = format!("{} in pod {pod} of {cluster}", command.get_program().to_string_lossy());
+        let id = world
+            .supervisor
+            .spawn(&name, command, Some(&netns), ChildOutput::Piped)
+            .map_err(|error| failed(format!("starting {name}"))(error.into()))?;
+        let mut stdout = world.supervisor.take_stdout(id);
+        let mut stderr = world.supervisor.take_stderr(id);
+        let stderr_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(stderr) = stderr.as_mut() {
+                let _ = std::io::Read::read_to_string(stderr, &mut text);
+            }
+            text
+        });
+        let mut stdout_text = String::new();
+        if let Some(stdout) = stdout.as_mut() {
+            std::io::Read::read_to_string(stdout, &mut stdout_text)
+                .map_err(|error| failed(format!("reading {name}"))(error.into()))?;
+        }
+        let exit = world
+            .supervisor
+            .await_exit(id, Instant::now() + timeout)
+            .map_err(|error| failed(format!("waiting for {name}"))(error.into()))?;
+        Ok(PodExec {
+            success: exit.success,
+            stdout: stdout_text,
+            stderr: stderr_reader.join().unwrap_or_default(),
+        })
+    }
+
+    /// The cluster IP and port a pod in `cluster` uses to call `service` (`name.namespace`).
+    pub fn service_address(&self, cluster: &str, service: &str, port: u16) -> Option<SocketAddrV4> {
+        let world = self.world.as_ref()?;
+        let ip = *world.topology.cluster(cluster)?.service_ips.get(service)?;
+        Some(SocketAddrV4::new(ip, port))
+    }
+
+    /// Process ids of every Envoy and app of the world (for memory measurements).
+    pub fn process_ids(&self) -> Vec<u32> {
+        self.world
+            .as_ref()
+            .map(|world| world.supervisor.pids())
+            .unwrap_or_default()
     }
 
     fn world(&mut self) -> Result<&mut World, ProviderError> {
