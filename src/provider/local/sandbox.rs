@@ -107,7 +107,7 @@ pub enum SandboxError {
 ///
 /// ```no_run
 /// let mode = meshfed::provider::local::sandbox::enter()?;
-/// let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
