@@ -484,3 +484,72 @@ fn nothing_remains_after_success_failure_or_sigint() {
     assert!(rest.iter().any(|line| line.contains("interrupted")), "{rest:?}");
     assert_nothing_left("leftover-sigint", &before);
 }
+
+/// The Envoy `meshfed setup` found, from its first line (`envoy 1.40.0: /path/to/envoy`).
+fn envoy_path() -> PathBuf {
+    let output = Command::new(MESHFED).arg("setup").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("envoy "))
+        .expect("setup names envoy");
+    PathBuf::from(line.split_once(": ").expect("envoy VERSION: PATH").1)
+}
+
+#[test]
+fn the_report_says_whether_the_run_was_root_or_rootless() {
+    if !local_provider_available() {
+        return;
+    }
+    let report = seed_run().report.as_ref().expect("seed report");
+    // SAFETY: geteuid has no preconditions.
+    let expected = if unsafe { libc::geteuid() } == 0 {
+        "root"
+    } else {
+        "rootless (user namespace)"
+    };
+    assert_eq!(report.provider.mode, expected);
+    assert_eq!(report.provider.name, "local");
+    assert_eq!(report.provider.emulates.as_deref(), Some("istio-gateway-connectivity"));
+}
+
+#[test]
+fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if !local_provider_available() || !is_root || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root (to drop to an unprivileged user) and setpriv");
+        return;
+    }
+    let dir = TempDir::new("rootless");
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // The unprivileged user cannot read root's cache: give it its own copy of Envoy.
+    let envoy = dir.0.join("envoy");
+    std::fs::copy(envoy_path(), &envoy).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", MESHFED, "run"])
+        .arg(scenario("seed.yaml"))
+        .arg("--report-dir")
+        .arg(&dir.0)
+        .env("MESHFED_ENVOY", &envoy)
+        .env("HOME", &dir.0)
+        .env("MESHFED_TEST_MARKER", "rootless")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("user namespace") && output.status.code() == Some(3) {
+        // The kernel forbids unprivileged user namespaces here; CI's machine allows them.
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "rootless must work in CI:\n{stderr}"
+        );
+        eprintln!("skipped: unprivileged user namespaces are disabled here:\n{stderr}");
+        return;
+    }
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
+    let report: Report = serde_json::from_str(&std::fs::read_to_string(dir.0.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report.provider.mode, "rootless (user namespace)");
+    assert!(report.passed);
+    assert!(processes_with_marker("rootless").is_empty());
+}
