@@ -105,21 +105,19 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
 }
 
 fn at_least(what: &str, observed: f64, bound: f64, detail: String) -> ExpectationResult {
-    ExpectationResult {
-        expectation: format!("{what} >="),
-        observed: format!("{observed:.3}"),
-        bound: format!("{bound:.3}"),
-        passed: observed >= bound,
-        detail,
-    }
+    compared(format!("{what} >="), observed, bound, observed >= bound, detail)
 }
 
 fn at_most(what: &str, observed: f64, bound: f64, detail: String) -> ExpectationResult {
+    compared(format!("{what} <="), observed, bound, observed <= bound, detail)
+}
+
+fn compared(expectation: String, observed: f64, bound: f64, passed: bool, detail: String) -> ExpectationResult {
     ExpectationResult {
-        expectation: format!("{what} <="),
+        expectation,
         observed: format!("{observed:.3}"),
         bound: format!("{bound:.3}"),
-        passed: observed <= bound,
+        passed,
         detail,
     }
 }

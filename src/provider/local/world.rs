@@ -114,14 +114,7 @@ impl LocalProvider {
             .spawn(&name, command, Some(&netns), ChildOutput::Piped)
             .map_err(|error| failed(format!("starting {name}"))(error.into()))?;
         let mut stdout = world.supervisor.take_stdout(id);
-        let mut stderr = world.supervisor.take_stderr(id);
-        let stderr_reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(stderr) = stderr.as_mut() {
-                let _ = std::io::Read::read_to_string(stderr, &mut text);
-            }
-            text
-        });
+        let stderr_reader = read_in_background(world.supervisor.take_stderr(id));
         let mut stdout_text = String::new();
         if let Some(stdout) = stdout.as_mut() {
             std::io::Read::read_to_string(stdout, &mut stdout_text)
@@ -357,6 +350,18 @@ impl Provider for LocalProvider {
         removed.map_err(|error| failed("removing network namespaces")(error.into()))?;
         Ok(())
     }
+}
+
+/// Reads a child's pipe to its end on a thread, so the child never blocks on a full pipe while
+/// meshfed reads its other output.
+fn read_in_background(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
+    })
 }
 
 /// What a connect from inside `netns` to `address` did, in words for the report.
@@ -740,14 +745,7 @@ impl World {
             .supervisor
             .take_stdout(id)
             .ok_or_else(|| ProviderError::Unavailable(format!("no output from the {name}")))?;
-        let mut stderr = self.supervisor.take_stderr(id);
-        let stderr_reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(stderr) = stderr.as_mut() {
-                let _ = std::io::Read::read_to_string(stderr, &mut text);
-            }
-            text
-        });
+        let stderr_reader = read_in_background(self.supervisor.take_stderr(id));
         let mut records = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let line = line
