@@ -317,8 +317,7 @@ fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<
     use crate::provider::local::{LocalOptions, sandbox};
 
     let scenario = scenario::load(scenario_path)?;
-    crate::engine::check_runnable(&scenario)
-        .map_err(|message| CliError::BadInput(format!("{}:{message}", scenario_path.display())))?;
+    crate::engine::check_runnable(&scenario, scenario_path)?;
     if provider != ProviderName::Local {
         return Err(CliError::BadInput(format!(
             "provider {provider:?} is not available in this build yet; use --provider local"

@@ -11,7 +11,7 @@ use crate::pki::spiffe_id;
 use crate::plan;
 use crate::provider::{PhaseSettings, Provider, ProviderError, Traffic};
 use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, Timings};
-use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario};
+use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
 
 /// Where progress lines go (stderr for the CLI, a Vec in tests).
@@ -33,17 +33,19 @@ fn fault_is_executed(fault: &Fault) -> bool {
 }
 
 /// Refuses a scenario whose faults no provider executes yet (before anything is created).
-pub fn check_runnable(scenario: &Scenario) -> Result<(), String> {
+pub fn check_runnable(scenario: &Scenario, file: &Path) -> Result<(), ScenarioError> {
     for phase in &scenario.phases {
         for fault in &phase.faults {
             if !fault_is_executed(&fault.value) {
-                return Err(format!(
-                    "line {}: phase {}: fault {:?} is validated but not executed by meshfed yet; \
-                     executable faults: foreignClientCert",
-                    fault.referenced.line(),
-                    phase.name.value,
-                    fault.value
-                ));
+                return Err(ScenarioError {
+                    file: file.to_owned(),
+                    line: fault.referenced.line(),
+                    column: fault.referenced.column(),
+                    message: format!(
+                        "phase {}: fault {:?} is validated but not executed by meshfed yet; executable faults: foreignClientCert",
+                        phase.name.value, fault.value
+                    ),
+                });
             }
         }
     }
