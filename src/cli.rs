@@ -381,9 +381,11 @@ async fn run_local(
     use crate::provider::Provider as _;
 
     let mut provider = crate::provider::local::LocalProvider::new(options);
+    // Registered before any work, so a signal during world creation is handled, not fatal.
+    let interrupted = interrupted().map_err(|error| CliError::Infrastructure(error.into()))?;
     let outcome = tokio::select! {
         result = crate::engine::run_scenario(&mut provider, scenario, scenario_path, progress) => Some(result),
-        () = interrupted() => None,
+        () = interrupted => None,
     };
     progress.step("tearing down");
     let teardown = provider.teardown().await;
@@ -397,18 +399,17 @@ async fn run_local(
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn interrupted() {
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM; the handlers are installed at once.
+fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-        (Ok(mut interrupt), Ok(mut terminate)) => {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-        _ => std::future::pending().await,
-    }
+    })
 }
 
 fn setup_command() -> Result<(), CliError> {

@@ -3,7 +3,6 @@
 //! sandbox ([`super::sandbox::enter`]) so that everything it creates dies with meshfed.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -294,7 +293,7 @@ impl Provider for LocalProvider {
     async fn send_traffic(&mut self, traffic: &Traffic) -> Result<Vec<RequestRecord>, ProviderError> {
         let meshfed = self.options.meshfed.clone();
         let world = self.world()?;
-        world.send_traffic(&meshfed, traffic)
+        world.send_traffic(&meshfed, traffic).await
     }
 
     async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError> {
@@ -668,7 +667,7 @@ impl World {
         Ok(parse_counters(&text))
     }
 
-    fn send_traffic(&mut self, meshfed: &Path, traffic: &Traffic) -> Result<Vec<RequestRecord>, ProviderError> {
+    async fn send_traffic(&mut self, meshfed: &Path, traffic: &Traffic) -> Result<Vec<RequestRecord>, ProviderError> {
         let cluster = self.cluster(&traffic.from_cluster)?;
         let sender = cluster
             .pods_of(&traffic.from_service)
@@ -718,7 +717,7 @@ impl World {
             .supervisor
             .spawn(&name, command, Some(&netns), ChildOutput::Piped)
             .map_err(|error| failed(format!("starting the {name}"))(error.into()))?;
-        let records = self.read_records(id, &name)?;
+        let records = self.read_records(id, &name).await?;
         let budget = REQUEST_TIMEOUT * 2 + Duration::from_millis(traffic.requests);
         let exit = self
             .supervisor
@@ -740,17 +739,27 @@ impl World {
         Ok(records)
     }
 
-    fn read_records(&mut self, id: ChildId, name: &str) -> Result<Vec<RequestRecord>, ProviderError> {
+    /// Reads the client's records as they come, without blocking the runtime, so that Ctrl-C
+    /// interrupts a long phase at once.
+    async fn read_records(&mut self, id: ChildId, name: &str) -> Result<Vec<RequestRecord>, ProviderError> {
+        use tokio::io::AsyncBufReadExt as _;
+
         let stdout = self
             .supervisor
             .take_stdout(id)
             .ok_or_else(|| ProviderError::Unavailable(format!("no output from the {name}")))?;
+        let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(stdout))
+            .context("reading the client's output")
+            .map_err(failed(format!("reading the {name}")))?;
         let stderr_reader = read_in_background(self.supervisor.take_stderr(id));
         let mut records = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line
-                .context("reading the client's output")
-                .map_err(failed(format!("reading the {name}")))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .context("reading the client's output")
+            .map_err(failed(format!("reading the {name}")))?
+        {
             let record: RequestRecord = serde_json::from_str(&line)
                 .with_context(|| format!("not a request record: {line}"))
                 .map_err(failed(format!("reading the {name}")))?;
