@@ -10,7 +10,7 @@ use crate::measure::{self, ExpectedPod};
 use crate::pki::spiffe_id;
 use crate::plan;
 use crate::provider::{PhaseSettings, Provider, ProviderError, Traffic};
-use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, Timings};
+use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
 
@@ -68,9 +68,8 @@ pub async fn run_scenario<P: Provider>(
     ));
     let inventory = provider.create_world(scenario).await?;
     let mut applied = (scenario.federation.endpoint_weights, PhaseSettings::default());
-    provider
-        .apply_plan(&plan::plan(scenario, &inventory), &applied.1)
-        .await?;
+    let first_plan = plan::plan(scenario, &inventory);
+    provider.apply_plan(&first_plan, &applied.1).await?;
     let world_ms = elapsed_ms(started);
     progress.step(&format!("world ready in {world_ms} ms; checking isolation"));
     let isolation = provider.check_isolation().await?;
@@ -111,10 +110,40 @@ pub async fn run_scenario<P: Provider>(
             to_first_request_ms: to_first_request_ms.unwrap_or(0),
             total_ms: elapsed_ms(started),
         },
+        service_entries: service_entry_summaries(&first_plan),
         isolation,
         phases,
         passed,
     })
+}
+
+fn service_entry_summaries(plan: &plan::Plan) -> Vec<ServiceEntrySummary> {
+    plan.clusters
+        .iter()
+        .flat_map(|cluster| {
+            cluster.objects.iter().filter_map(move |object| match object {
+                plan::Object::ServiceEntry(entry) => Some(ServiceEntrySummary {
+                    cluster: cluster.cluster.clone(),
+                    host: entry.spec.hosts.join(","),
+                    endpoints: entry
+                        .spec
+                        .endpoints
+                        .iter()
+                        .map(|endpoint| {
+                            let ports: std::collections::BTreeSet<u16> = endpoint.ports.values().copied().collect();
+                            let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                            let weight = endpoint
+                                .weight
+                                .map(|weight| format!(" weight {weight}"))
+                                .unwrap_or_default();
+                            format!("{}:{}{weight}", endpoint.address, ports.join("/"))
+                        })
+                        .collect(),
+                }),
+                _ => None,
+            })
+        })
+        .collect()
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

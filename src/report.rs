@@ -25,6 +25,9 @@ pub struct Report {
     pub provider: ProviderInfo,
     /// How long the steps took.
     pub timings: Timings,
+    /// The ServiceEntries the plan gave each cluster (the seed's "route traffic for remote
+    /// services to remote cluster gateway"), as first applied.
+    pub service_entries: Vec<ServiceEntrySummary>,
     /// Cross-cluster isolation probes.
     pub isolation: Vec<IsolationProbe>,
     /// The phases, in order.
@@ -42,6 +45,17 @@ pub struct ScenarioInfo {
     pub file: String,
     /// Its description.
     pub description: Option<String>,
+}
+
+/// One planned ServiceEntry: in `cluster`, `host` goes to these remote gateways.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceEntrySummary {
+    /// The cluster it is applied in.
+    pub cluster: String,
+    /// The replicated service's host.
+    pub host: String,
+    /// `address:port` of each remote gateway, with ` weight N` when weighted.
+    pub endpoints: Vec<String>,
 }
 
 /// Step durations in milliseconds.
@@ -112,17 +126,35 @@ pub fn summary(report: &Report) -> String {
     let provider = &report.provider;
     let _ = writeln!(
         out,
-        "\nscenario {} on provider {}{} ({}, {})",
+        "\nscenario {} on provider {} ({}{}, {})",
         report.scenario.name,
         provider.name,
         provider
             .emulates
             .as_deref()
-            .map(|what| format!(" (emulates {what})"))
+            .map(|what| format!("emulates {what}; "))
             .unwrap_or_default(),
         provider.mode,
         provider.proxy
     );
+    if let Some(description) = &report.scenario.description {
+        let _ = writeln!(out, "{description}");
+    }
+    if !report.service_entries.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nfederation (ServiceEntries sending remote services to remote gateways):"
+        );
+        for entry in &report.service_entries {
+            let _ = writeln!(
+                out,
+                "  in {}: {} -> {}",
+                entry.cluster,
+                entry.host,
+                entry.endpoints.join(", ")
+            );
+        }
+    }
     if !report.isolation.is_empty() {
         let _ = writeln!(
             out,
