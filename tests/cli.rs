@@ -147,3 +147,82 @@ fn certs_writes_the_cacerts_layout_with_private_keys_0600() {
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
+
+#[test]
+fn run_with_a_malformed_scenario_exits_2_before_building_anything() {
+    let dir = TempDir::new("run-bad");
+    let broken = dir.join("broken.yaml");
+    let seed = std::fs::read_to_string(scenario("seed.yaml")).unwrap();
+    std::fs::write(&broken, seed.replace("port: tcp }", "port: grpc }")).unwrap();
+    let report_dir = dir.join("report");
+    let output = meshfed(&[
+        "run",
+        broken.to_str().unwrap(),
+        "--report-dir",
+        report_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("port grpc is not declared by bar.ns2; declared ports: http (80), tcp (9090)"),
+        "{stderr}"
+    );
+    assert!(!report_dir.exists(), "nothing is created for a rejected scenario");
+}
+
+#[test]
+fn plan_with_an_inventory_uses_its_gateway_addresses_and_ready_pods() {
+    let dir = TempDir::new("inventory");
+    let inventory = dir.join("inventory.yaml");
+    std::fs::write(
+        &inventory,
+        "clusters:
+  cluster1:
+    gateway: { address: 198.51.100.1 }
+    istioVersion: 1.24.3
+    region: r1
+    zone: z1
+    readyPods:
+      foo.ns1: [{ name: foo-abc, region: r1, zone: z1 }]
+  cluster2:
+    gateway: { address: 198.51.100.2, port: 15443 }
+    istioVersion: 1.24.3
+    region: r2
+    zone: z2
+    readyPods:
+      bar.ns2: [{ name: bar-a, region: r2, zone: z2 }, { name: bar-b, region: r2, zone: z2 }]
+",
+    )
+    .unwrap();
+    let out = dir.join("plan");
+    let output = meshfed(&[
+        "plan",
+        &scenario("seed.yaml"),
+        "--out",
+        out.to_str().unwrap(),
+        "--inventory",
+        inventory.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(!text(&output.stdout).contains("placeholders"));
+    let entry =
+        std::fs::read_to_string(out.join("cluster1/07-serviceentry-remote-endpoint-for-bar-in-cluster1.ns2.yaml"))
+            .unwrap();
+    let entry: serde_json::Value = serde_saphyr::from_str(&entry).unwrap();
+    assert_eq!(
+        entry["spec"]["endpoints"],
+        serde_json::json!([{"address": "198.51.100.2", "ports": {"http": 15443, "tcp": 15443}}])
+    );
+
+    std::fs::write(&inventory, "clusters: {}\n").unwrap();
+    let output = meshfed(&[
+        "plan",
+        &scenario("seed.yaml"),
+        "--out",
+        out.to_str().unwrap(),
+        "--inventory",
+        inventory.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("the inventory has no entry for cluster cluster1"));
+}

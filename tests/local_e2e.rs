@@ -523,12 +523,19 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
     }
     let dir = TempDir::new("rootless");
     std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    // The unprivileged user cannot read root's cache: give it its own copy of Envoy.
+    // The unprivileged user may not be able to reach root's cache or the build directory: give it
+    // its own copies of Envoy, meshfed and the scenario.
     let envoy = dir.0.join("envoy");
     std::fs::copy(envoy_path(), &envoy).unwrap();
+    let meshfed = dir.0.join("meshfed");
+    std::fs::copy(MESHFED, &meshfed).unwrap();
+    let seed = dir.0.join("seed.yaml");
+    std::fs::copy(scenario("seed.yaml"), &seed).unwrap();
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", MESHFED, "run"])
-        .arg(scenario("seed.yaml"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&meshfed)
+        .arg("run")
+        .arg(&seed)
         .arg("--report-dir")
         .arg(&dir.0)
         .env("MESHFED_ENVOY", &envoy)
