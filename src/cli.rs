@@ -319,8 +319,12 @@ fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<
     let scenario = scenario::load(scenario_path)?;
     crate::engine::check_runnable(&scenario, scenario_path)?;
     if provider != ProviderName::Local {
+        let name = provider
+            .to_possible_value()
+            .map(|value| value.get_name().to_owned())
+            .unwrap_or_default();
         return Err(CliError::BadInput(format!(
-            "provider {provider:?} is not available in this build yet; use --provider local"
+            "provider {name} is not available in this build yet; use --provider local"
         )));
     }
     if let Some(dir) = report_dir {

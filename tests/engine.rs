@@ -273,3 +273,32 @@ fn faults_that_are_not_executed_yet_are_refused_before_anything_runs() {
         "{refusal}"
     );
 }
+
+#[test]
+fn summary_snapshot() {
+    let mut provider = ScriptedProvider {
+        responders: vec![
+            (
+                "bar-0".into(),
+                "cluster1".into(),
+                Some("spiffe://cluster.local/ns/ns1/sa/foo".into()),
+            ),
+            (
+                "bar-1".into(),
+                "cluster2".into(),
+                Some("spiffe://cluster.local/ns/ns1/sa/foo".into()),
+            ),
+        ],
+        ..ScriptedProvider::default()
+    };
+    let mut report = block_on(engine::run_scenario(
+        &mut provider,
+        &skew(),
+        Path::new("skew.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    // Durations vary from run to run; everything else is deterministic here.
+    report.timings = Default::default();
+    insta::assert_snapshot!(meshfed::report::summary(&report));
+}
