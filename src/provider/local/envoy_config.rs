@@ -232,24 +232,28 @@ pub fn outbound_listener_name(cluster_ip: Ipv4Addr, port: u16) -> String {
     format!("outbound_{cluster_ip}_{port}")
 }
 
-/// Envoy bootstrap: node id, LDS and CDS from `lds.json` / `cds.json` in `xds_dir` (watched, so an
-/// atomic rename into the directory reconfigures the running Envoy), admin API on the unix socket
-/// `admin_socket` (keep its path under 108 bytes).
-pub fn bootstrap(node_id: &str, xds_dir: &Path, admin_socket: &Path) -> Value {
-    let watched = |file: &str| {
-        json!({
-            "resource_api_version": "V3",
-            "path_config_source": {
-                "path": xds_dir.join(file),
-                "watched_directory": { "path": xds_dir },
-            },
-        })
-    };
+/// Envoy bootstrap: node id; the listeners of `resources` as static resources; CDS from
+/// `cds.json` in `xds_dir` (watched, so an atomic rename into the directory reconfigures the
+/// running Envoy); admin API on the unix socket `admin_socket` (keep its path under 108 bytes).
+///
+/// Listeners are static because nothing a run changes lives in them (services, ports and pods are
+/// fixed; weights, the connection policy and certificates are cluster settings), and every watched
+/// xDS file costs its Envoy one inotify instance, of which a user has 128 by default
+/// (`fs.inotify.max_user_instances`): one per Envoy instead of two doubles the pods a world can have.
+pub fn bootstrap(node_id: &str, xds_dir: &Path, admin_socket: &Path, resources: &XdsResources) -> Value {
     json!({
         "node": { "id": node_id, "cluster": "meshfed" },
+        "static_resources": {
+            "listeners": untyped_resources(&resources.listeners),
+        },
         "dynamic_resources": {
-            "lds_config": watched(LDS_FILE),
-            "cds_config": watched(CDS_FILE),
+            "cds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": xds_dir.join(CDS_FILE),
+                    "watched_directory": { "path": xds_dir },
+                },
+            },
         },
         "admin": {
             "address": { "pipe": { "path": admin_socket } },
@@ -257,36 +261,37 @@ pub fn bootstrap(node_id: &str, xds_dir: &Path, admin_socket: &Path) -> Value {
     })
 }
 
-/// File in the xDS directory that holds the listeners.
-pub const LDS_FILE: &str = "lds.json";
+/// The resources of a DiscoveryResponse without their `@type`, as bootstrap static resources
+/// want them.
+fn untyped_resources(response: &Value) -> Vec<Value> {
+    response["resources"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    let mut item = item.clone();
+                    if let Some(object) = item.as_object_mut() {
+                        object.remove("@type");
+                    }
+                    item
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// File in the xDS directory that holds the clusters.
 pub const CDS_FILE: &str = "cds.json";
 
 /// A bootstrap with the listeners and clusters inlined as static resources (for
 /// `envoy --mode validate`, which does not read file-based xDS).
 pub fn static_bootstrap(node_id: &str, admin_socket: &Path, resources: &XdsResources) -> Value {
-    let strip_type = |response: &Value| -> Vec<Value> {
-        response["resources"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|item| {
-                        let mut item = item.clone();
-                        if let Some(object) = item.as_object_mut() {
-                            object.remove("@type");
-                        }
-                        item
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     json!({
         "node": { "id": node_id, "cluster": "meshfed" },
         "static_resources": {
-            "listeners": strip_type(&resources.listeners),
-            "clusters": strip_type(&resources.clusters),
+            "listeners": untyped_resources(&resources.listeners),
+            "clusters": untyped_resources(&resources.clusters),
         },
         "admin": { "address": { "pipe": { "path": admin_socket } } },
     })
@@ -383,6 +388,8 @@ fn inbound_listener(spec: &SidecarSpec, inbound: &InboundPort) -> Value {
                     "set_current_client_cert_details": { "uri": true },
                     "route_config": {
                         "name": cluster,
+                        // The listeners are static and load before CDS delivers the clusters.
+                        "validate_clusters": false,
                         "virtual_hosts": [{
                             "name": "inbound",
                             "domains": ["*"],
@@ -482,6 +489,8 @@ fn outbound_listener(outbound: &OutboundPort) -> Value {
                 "codec_type": "AUTO",
                 "route_config": {
                     "name": cluster,
+                    // The listeners are static and load before CDS delivers the clusters.
+                    "validate_clusters": false,
                     "virtual_hosts": [{
                         "name": cluster,
                         "domains": ["*"],
@@ -1059,21 +1068,33 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_watches_the_xds_directory_and_serves_admin_on_a_socket() {
-        let bootstrap = bootstrap("foo-0", Path::new("/run/xds/foo-0"), Path::new("/run/foo-0.sock"));
+    fn bootstrap_has_static_listeners_watches_cds_and_serves_admin_on_a_socket() {
+        let resources = gateway_resources(&GatewaySpec {
+            node_id: "gw".into(),
+            routes: vec![],
+        });
+        let bootstrap = bootstrap(
+            "foo-0",
+            Path::new("/run/xds/foo-0"),
+            Path::new("/run/foo-0.sock"),
+            &resources,
+        );
         assert_eq!(bootstrap["node"]["id"], "foo-0");
-        for (key, file) in [
-            ("lds_config", "/run/xds/foo-0/lds.json"),
-            ("cds_config", "/run/xds/foo-0/cds.json"),
-        ] {
-            let source = &bootstrap["dynamic_resources"][key];
-            assert_eq!(source["resource_api_version"], "V3");
-            assert_eq!(source["path_config_source"]["path"], file);
-            assert_eq!(
-                source["path_config_source"]["watched_directory"]["path"],
-                "/run/xds/foo-0"
-            );
-        }
+        let source = &bootstrap["dynamic_resources"]["cds_config"];
+        assert_eq!(source["resource_api_version"], "V3");
+        assert_eq!(source["path_config_source"]["path"], "/run/xds/foo-0/cds.json");
+        assert_eq!(
+            source["path_config_source"]["watched_directory"]["path"],
+            "/run/xds/foo-0"
+        );
+        assert!(
+            bootstrap["dynamic_resources"].get("lds_config").is_none(),
+            "one watched file per Envoy"
+        );
+        let listeners = bootstrap["static_resources"]["listeners"].as_array().unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0]["name"], "0.0.0.0_15443");
+        assert!(listeners[0].get("@type").is_none());
         assert_eq!(bootstrap["admin"]["address"]["pipe"]["path"], "/run/foo-0.sock");
     }
 
