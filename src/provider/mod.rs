@@ -117,7 +117,7 @@ pub enum ProviderError {
     #[error("{0}")]
     Unavailable(String),
     /// Building or changing the world failed.
-    #[error("{what}: {source:#}")]
+    #[error("{what}")]
     Failed {
         /// What was being done.
         what: String,

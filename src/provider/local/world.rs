@@ -555,23 +555,36 @@ impl World {
             let cluster = self.cluster(&cluster_plan.cluster)?.clone();
             for pod in &cluster.pods {
                 let foreign = settings.foreign_client_cert.as_ref() == Some(&(cluster.name.clone(), pod.name.clone()));
-                let certs = self.certs_for(options, &cluster.name, &pod.name, foreign)?;
-                let spec = control_plane::sidecar_spec(
-                    &self.topology,
-                    &self.scenario.trust_domain,
-                    &cluster,
-                    cluster_plan,
-                    pod,
-                    certs,
-                    proxy_settings,
-                );
+                let genuine_certs = self.certs_for(options, &cluster.name, &pod.name, false)?;
+                let impostor_certs = if foreign {
+                    Some(self.certs_for(options, &cluster.name, &pod.name, true)?)
+                } else {
+                    None
+                };
+                let sidecar = |certs| {
+                    let spec = control_plane::sidecar_spec(
+                        &self.topology,
+                        &self.scenario.trust_domain,
+                        &cluster,
+                        cluster_plan,
+                        pod,
+                        certs,
+                        proxy_settings,
+                    );
+                    envoy_config::sidecar_resources(&spec)
+                };
+                let genuine = sidecar(genuine_certs);
+                // An impostor presents the foreign certificate only as a client (clusters); its
+                // listeners, static for the run, keep serving with the genuine one.
+                let resources = match impostor_certs {
+                    Some(certs) => XdsResources {
+                        listeners: genuine.listeners,
+                        clusters: sidecar(certs).clusters,
+                    },
+                    None => genuine,
+                };
                 let name = format!("envoy for pod {} in {}", pod.name, cluster.name);
-                desired.push((
-                    cluster.name.clone(),
-                    pod.name.clone(),
-                    name,
-                    envoy_config::sidecar_resources(&spec),
-                ));
+                desired.push((cluster.name.clone(), pod.name.clone(), name, resources));
             }
             let gateway = control_plane::gateway_spec(&cluster, cluster_plan);
             let name = format!("gateway envoy of {}", cluster.name);
