@@ -267,6 +267,29 @@ fn write_scenario(dir: &TempDir, name: &str, extra_phases: &str) -> PathBuf {
     path
 }
 
+#[test]
+fn endpoint_discovery_mode_reaches_remote_pods_through_the_east_west_gateway_with_mtls() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("endpoint-discovery");
+    let text = std::fs::read_to_string(scenario("seed.yaml"))
+        .unwrap()
+        .replace("  mode: serviceentry", "  mode: endpoint-discovery");
+    let path = dir.0.join("seed-endpoint-discovery.yaml");
+    std::fs::write(&path, text).unwrap();
+    let run = run(&path, "endpoint-discovery", "endpoint-discovery");
+    assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let report = run.report.as_ref().unwrap();
+    assert!(
+        report.service_entries.is_empty(),
+        "endpoint discovery plans no ServiceEntries"
+    );
+    for phase in &report.phases {
+        assert_eq!(phase.measurement.mtls_rate, 1.0, "{}", phase.name);
+    }
+}
+
 const FOREIGN_ROOT_PHASES: &str = "
   - name: impostor
     from: { service: foo.ns1, cluster: cluster1 }

@@ -115,6 +115,7 @@ fn parse_locality(text: &str) -> Option<Locality> {
 /// The endpoints istiod would give a sidecar for one service port: the local pods (Kubernetes
 /// endpoints, weight 1 each) and the ServiceEntry's remote gateways (their weight and locality).
 fn endpoints_for(
+    topology: &Topology,
     cluster: &ClusterTopology,
     plan: &ClusterPlan,
     service: &PlannedService,
@@ -154,7 +155,48 @@ fn endpoints_for(
             });
         }
     }
+    endpoints.extend(discovered_remote_endpoints(topology, plan, service));
     endpoints
+}
+
+/// Remote clusters this cluster discovers endpoints from: those it has a remote secret for.
+fn remote_secret_clusters(plan: &ClusterPlan) -> impl Iterator<Item = &str> {
+    plan.objects.iter().filter_map(|object| match object {
+        Object::Secret(secret) => {
+            let labels = secret.metadata.labels.as_ref()?;
+            (labels.get("istio/multiCluster").map(String::as_str) == Some("true")).then_some(())?;
+            secret
+                .metadata
+                .annotations
+                .as_ref()?
+                .get("networking.istio.io/cluster")
+                .map(String::as_str)
+        }
+        _ => None,
+    })
+}
+
+/// Endpoint discovery (multi-primary, different networks): for every remote cluster with a remote
+/// secret, istiod reads that cluster's endpoints and, because they sit on another network, gives
+/// sidecars that network's east-west gateway instead, weighted by the number of pods behind it
+/// and with their locality (Istio's split-horizon EDS).
+fn discovered_remote_endpoints(topology: &Topology, plan: &ClusterPlan, service: &PlannedService) -> Vec<LbEndpoint> {
+    remote_secret_clusters(plan)
+        .filter_map(|remote| topology.cluster(remote))
+        .filter_map(|remote| {
+            let pods = remote.pods_of(&service.reference).count();
+            (pods > 0).then(|| LbEndpoint {
+                address: remote.gateway_outside_ip,
+                port: crate::inventory::GATEWAY_PORT,
+                weight: u32::try_from(pods).unwrap_or(u32::MAX),
+                locality: Some(Locality {
+                    region: remote.region.clone(),
+                    zone: remote.zone.clone(),
+                }),
+                priority: 0,
+            })
+        })
+        .collect()
 }
 
 /// The sidecar of one application pod.
@@ -188,7 +230,7 @@ pub fn sidecar_spec(
                 port: port.number,
                 protocol: port.protocol,
                 server_identities: identities.clone(),
-                endpoints: endpoints_for(cluster, plan, service, port),
+                endpoints: endpoints_for(topology, cluster, plan, service, port),
                 max_requests_per_connection: settings.max_requests_per_connection,
             })
         })
@@ -318,6 +360,39 @@ mod tests {
                 port: 80,
                 protocol: Protocol::Http
             }]
+        );
+    }
+
+    #[test]
+    fn endpoint_discovery_gives_remote_gateways_weighted_by_their_pods() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml");
+        let text = std::fs::read_to_string(path)
+            .unwrap()
+            .replace("  mode: serviceentry", "  mode: endpoint-discovery");
+        let scenario = crate::scenario::parse(Path::new("skew-ed.yaml"), &text).unwrap();
+        let topology = topology(&scenario).unwrap();
+        let plan = plan::plan(&scenario, &topology.inventory(&scenario));
+        assert!(
+            plan.clusters[0]
+                .objects
+                .iter()
+                .all(|object| object.kind() != "ServiceEntry")
+        );
+        let cluster = topology.cluster("cluster1").unwrap();
+        let foo = cluster.pods.iter().find(|pod| pod.name == "foo-0").unwrap();
+        let certs = CertPaths::in_dir(&PathBuf::from("/certs"));
+        let spec = sidecar_spec(
+            &topology,
+            "cluster.local",
+            cluster,
+            &plan.clusters[0],
+            foo,
+            certs,
+            ProxySettings::default(),
+        );
+        assert_eq!(
+            bar_endpoints(&spec),
+            [("10.10.0.11".to_owned(), 80, 1), ("100.64.0.11".to_owned(), 15443, 3)]
         );
     }
 
