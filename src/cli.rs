@@ -133,9 +133,9 @@ enum WorkloadConnections {
 pub enum ProviderName {
     /// Network namespaces and real Envoy on this machine (default).
     Local,
-    /// kind clusters with real Istio (needs Docker and kind).
+    /// kind clusters with real Istio (needs Docker and kind; not in this build yet).
     Kind,
-    /// Existing clusters by kubeconfig context.
+    /// Existing clusters by kubeconfig context (not in this build yet).
     Kubeconfig,
 }
 
