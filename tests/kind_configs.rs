@@ -51,7 +51,7 @@ fn kind_configs_are_kind_clusters_with_disjoint_subnets() {
 
 #[test]
 fn shipped_scenarios_use_the_kind_configs_subnets() {
-    for name in ["seed.yaml", "skew.yaml"] {
+    for name in ["seed.yaml", "skew.yaml", "three-clusters.yaml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name);
         let scenario = scenario::load(&path).unwrap();
         for cluster in &scenario.clusters {

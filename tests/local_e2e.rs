@@ -120,6 +120,11 @@ fn skew_run() -> &'static Run {
     shared_run(&RUN, "skew.yaml")
 }
 
+fn three_clusters_run() -> &'static Run {
+    static RUN: OnceLock<Run> = OnceLock::new();
+    shared_run(&RUN, "three-clusters.yaml")
+}
+
 fn phase<'a>(run: &'a Run, name: &str) -> &'a PhaseReport {
     let report = run
         .report
@@ -257,6 +262,35 @@ fn pooled_connections_show_the_connection_distribution_and_say_the_skew_is_conne
         summary.contains("connection-limited"),
         "the summary must say so:\n{summary}"
     );
+}
+
+#[test]
+fn three_clusters_with_ready_pods_weights_give_each_of_six_pods_a_sixth_by_request_and_by_connection() {
+    if !local_provider_available() {
+        return;
+    }
+    let run = three_clusters_run();
+    assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let pods = [
+        ("cluster1", "bar-0"),
+        ("cluster2", "bar-0"),
+        ("cluster2", "bar-1"),
+        ("cluster3", "bar-0"),
+        ("cluster3", "bar-1"),
+        ("cluster3", "bar-2"),
+    ];
+    for name in ["http-new-connections", "tcp-connections"] {
+        let phase = phase(run, name);
+        for (cluster, pod) in pods {
+            assert_share(phase, cluster, pod, 1.0 / 6.0);
+        }
+        assert_eq!(phase.measurement.mtls_rate, 1.0, "{name}");
+    }
+    // The same world with equal weights: the local pod 1/3, cluster2's pods 1/6, cluster3's 1/9.
+    let equal = phase(run, "equal-weights-for-contrast");
+    assert_share(equal, "cluster1", "bar-0", 1.0 / 3.0);
+    assert_share(equal, "cluster2", "bar-1", 1.0 / 6.0);
+    assert_share(equal, "cluster3", "bar-2", 1.0 / 9.0);
 }
 
 fn write_scenario(dir: &TempDir, name: &str, extra_phases: &str) -> PathBuf {
