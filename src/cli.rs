@@ -380,7 +380,7 @@ async fn run_local(
     options: crate::provider::local::LocalOptions,
     scenario: &scenario::Scenario,
     scenario_path: &Path,
-    progress: &mut impl crate::engine::Progress,
+    progress: &mut impl crate::progress::Progress,
 ) -> Result<crate::report::Report, CliError> {
     use crate::provider::Provider as _;
 

@@ -9,22 +9,11 @@ use crate::inventory::Inventory;
 use crate::measure::{self, ExpectedPod};
 use crate::pki::spiffe_id;
 use crate::plan;
+pub use crate::progress::Progress;
 use crate::provider::{PhaseSettings, Provider, ProviderError, Traffic};
 use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
-
-/// Where progress lines go (stderr for the CLI, a Vec in tests).
-pub trait Progress {
-    /// One step started or finished.
-    fn step(&mut self, message: &str);
-}
-
-impl<F: FnMut(&str)> Progress for F {
-    fn step(&mut self, message: &str) {
-        self(message);
-    }
-}
 
 /// Faults the engine can execute today; the others are parsed and validated but refused by
 /// [`check_runnable`] so that no verdict pretends a fault happened.
@@ -80,8 +69,19 @@ pub async fn run_scenario<P: Provider>(
         let settings = phase_settings(scenario, phase);
         if applied != (weights, settings.clone()) {
             progress.step(&format!(
-                "phase {}: reconfiguring proxies (weights {weights:?})",
-                phase.name.value
+                "phase {}: reconfiguring proxies (endpoint weights {}, {}{})",
+                phase.name.value,
+                weights_name(weights),
+                if settings.new_connection_per_request {
+                    "a new connection per request"
+                } else {
+                    "pooled connections"
+                },
+                if settings.foreign_client_cert.is_some() {
+                    ", caller with a foreign-root certificate"
+                } else {
+                    ""
+                }
             ));
             provider
                 .apply_plan(&plan::plan_with_weights(scenario, &inventory, weights), &settings)
@@ -93,7 +93,7 @@ pub async fn run_scenario<P: Provider>(
             "phase {}: {} requests {} -> {}",
             phase.name.value, phase.requests.value, phase.from.service.value, phase.to.service.value
         ));
-        phases.push(run_phase(provider, scenario, &inventory, phase, weights).await?);
+        phases.push(run_phase(provider, scenario, &inventory, phase, weights, &mut *progress).await?);
     }
     let passed = isolation.iter().all(|probe| probe.isolated) && phases.iter().all(|phase| phase.passed);
     Ok(Report {
@@ -146,6 +146,14 @@ fn service_entry_summaries(plan: &plan::Plan) -> Vec<ServiceEntrySummary> {
         .collect()
 }
 
+/// The weights as the scenario spells them.
+fn weights_name(weights: EndpointWeights) -> &'static str {
+    match weights {
+        EndpointWeights::Equal => "equal",
+        EndpointWeights::ReadyPods => "ready-pods",
+    }
+}
+
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
@@ -192,6 +200,7 @@ async fn run_phase<P: Provider>(
     inventory: &Inventory,
     phase: &Phase,
     weights: EndpointWeights,
+    progress: &mut dyn Progress,
 ) -> Result<PhaseReport, ProviderError> {
     let source = scenario
         .service(&phase.from.service.value)
@@ -213,7 +222,7 @@ async fn run_phase<P: Provider>(
         connections: phase.connections,
     };
     let before = provider.tls_failures(&traffic.to_service).await?;
-    let records = provider.send_traffic(&traffic).await?;
+    let records = provider.send_traffic(&traffic, progress).await?;
     let tls_failures = provider.tls_failures(&traffic.to_service).await?.since(&before);
     let expected_identity = spiffe_id(
         &scenario.trust_domain,
@@ -241,10 +250,7 @@ async fn run_phase<P: Provider>(
             ConnectionPolicy::Pooled => "pooled".to_owned(),
             ConnectionPolicy::NewConnectionPerRequest => "new-connection-per-request".to_owned(),
         },
-        endpoint_weights: match weights {
-            EndpointWeights::Equal => "equal".to_owned(),
-            EndpointWeights::ReadyPods => "ready-pods".to_owned(),
-        },
+        endpoint_weights: weights_name(weights).to_owned(),
         faults: phase.faults.iter().map(|fault| format!("{:?}", fault.value)).collect(),
         expected_identity,
         passed: expectations.iter().all(|result| result.passed),

@@ -11,6 +11,7 @@ pub mod inventory;
 pub mod measure;
 pub mod pki;
 pub mod plan;
+pub mod progress;
 pub mod provider;
 pub mod record;
 pub mod report;

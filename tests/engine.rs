@@ -63,7 +63,11 @@ impl Provider for ScriptedProvider {
         Ok(Vec::new())
     }
 
-    async fn send_traffic(&mut self, traffic: &Traffic) -> Result<Vec<RequestRecord>, ProviderError> {
+    async fn send_traffic(
+        &mut self,
+        traffic: &Traffic,
+        _progress: &mut dyn meshfed::progress::Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
         self.calls.push(format!(
             "send_traffic {} -> {}:{}",
             traffic.from_service, traffic.to_service, traffic.port

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inventory::Inventory;
 use crate::plan::Plan;
+use crate::progress::Progress;
 use crate::record::RequestRecord;
 use crate::scenario::{ConnectionPolicy, Protocol, Scenario};
 
@@ -157,8 +158,12 @@ pub trait Provider {
     /// Direct pod-IP connects across clusters must fail; gateways must answer.
     async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError>;
 
-    /// Sends the traffic and returns one record per request.
-    async fn send_traffic(&mut self, traffic: &Traffic) -> Result<Vec<RequestRecord>, ProviderError>;
+    /// Sends the traffic and returns one record per request; reports how far it got on long runs.
+    async fn send_traffic(
+        &mut self,
+        traffic: &Traffic,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError>;
 
     /// Current server-side TLS failure counters of the pods of `service` and of every gateway.
     async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError>;

@@ -20,6 +20,7 @@ use super::topology::{self, ClusterTopology, GATEWAY_POD, Topology};
 use crate::inventory::{GATEWAY_PORT, Inventory};
 use crate::pki::{self, MeshPki};
 use crate::plan::Plan;
+use crate::progress::Progress;
 use crate::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 use crate::record::RequestRecord;
 use crate::scenario::{ConnectionPolicy, Ipv4Cidr, Protocol, Scenario};
@@ -34,6 +35,8 @@ const CONFIG_APPLIED_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of an isolation probe connect.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How often a long phase reports how many requests are done.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// Grace between SIGTERM and SIGKILL at teardown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -296,10 +299,14 @@ impl Provider for LocalProvider {
         Ok(probes)
     }
 
-    async fn send_traffic(&mut self, traffic: &Traffic) -> Result<Vec<RequestRecord>, ProviderError> {
+    async fn send_traffic(
+        &mut self,
+        traffic: &Traffic,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
         let meshfed = self.options.meshfed.clone();
         let world = self.world()?;
-        world.send_traffic(&meshfed, traffic).await
+        world.send_traffic(&meshfed, traffic, progress).await
     }
 
     async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError> {
@@ -728,7 +735,12 @@ impl World {
         Ok(parse_counters(&text))
     }
 
-    async fn send_traffic(&mut self, meshfed: &Path, traffic: &Traffic) -> Result<Vec<RequestRecord>, ProviderError> {
+    async fn send_traffic(
+        &mut self,
+        meshfed: &Path,
+        traffic: &Traffic,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
         let cluster = self.cluster(&traffic.from_cluster)?;
         let sender = cluster
             .pods_of(&traffic.from_service)
@@ -778,7 +790,7 @@ impl World {
             .supervisor
             .spawn(&name, command, Some(&netns), ChildOutput::Piped)
             .map_err(|error| failed(format!("starting the {name}"))(error.into()))?;
-        let records = self.read_records(id, &name).await?;
+        let records = self.read_records(id, &name, traffic.requests, progress).await?;
         let budget = REQUEST_TIMEOUT * 2 + Duration::from_millis(traffic.requests);
         let exit = self
             .supervisor
@@ -802,7 +814,13 @@ impl World {
 
     /// Reads the client's records as they come, without blocking the runtime, so that Ctrl-C
     /// interrupts a long phase at once.
-    async fn read_records(&mut self, id: ChildId, name: &str) -> Result<Vec<RequestRecord>, ProviderError> {
+    async fn read_records(
+        &mut self,
+        id: ChildId,
+        name: &str,
+        expected: u64,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
         use tokio::io::AsyncBufReadExt as _;
 
         let stdout = self
@@ -814,6 +832,7 @@ impl World {
             .map_err(failed(format!("reading the {name}")))?;
         let stderr_reader = read_in_background(self.supervisor.take_stderr(id));
         let mut records = Vec::new();
+        let mut last_report = Instant::now();
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         while let Some(line) = lines
             .next_line()
@@ -825,6 +844,10 @@ impl World {
                 .with_context(|| format!("not a request record: {line}"))
                 .map_err(failed(format!("reading the {name}")))?;
             records.push(record);
+            if last_report.elapsed() >= PROGRESS_INTERVAL {
+                progress.step(&format!("  {} of {expected} requests done", records.len()));
+                last_report = Instant::now();
+            }
         }
         let stderr_text = stderr_reader.join().unwrap_or_default();
         if records.is_empty() && !stderr_text.is_empty() {
