@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use meshfed::provider::local::network::{self, ClusterNetwork, GatewayAddress, Ipv4Net, NetworkSpec, PodAddress};
+use meshfed::provider::local::network::{self, ClusterNetwork, GatewayAddress, Ipv4Cidr, NetworkSpec, PodAddress};
 use meshfed::provider::local::sandbox::{self, SandboxMode};
 use meshfed::provider::local::supervisor::{self, ChildOutput, Supervisor};
 
@@ -55,7 +55,7 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn net(text: &str) -> Ipv4Net {
+fn net(text: &str) -> Ipv4Cidr {
     text.parse().unwrap()
 }
 

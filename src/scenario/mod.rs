@@ -460,6 +460,11 @@ impl Ipv4Cidr {
         u32::from(self.network) & mask == u32::from(other.network) & mask
     }
 
+    /// Whether `ip` lies in this network.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network)
+    }
+
     /// The `index`-th address of the network (0 is the network address itself), if it fits.
     pub fn host(self, index: u32) -> Option<Ipv4Addr> {
         let size = 1u64 << (32 - u32::from(self.prefix_len));
@@ -620,5 +625,29 @@ fn strip_location_prefix(message: &str) -> &str {
     match rest.split_once(": ") {
         Some((position, tail)) if position.split(" column ").all(|n| n.parse::<u64>().is_ok()) => tail,
         _ => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ipv4Cidr;
+
+    fn cidr(text: &str) -> Ipv4Cidr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_cidr_parses_contains_and_overlaps() {
+        let pods = cidr("10.1.0.0/24");
+        assert_eq!(pods.to_string(), "10.1.0.0/24");
+        assert!(pods.contains("10.1.0.255".parse().unwrap()));
+        assert!(!pods.contains("10.1.1.0".parse().unwrap()));
+        assert!(cidr("10.0.0.0/8").overlaps(pods));
+        assert!(pods.overlaps(cidr("10.0.0.0/8")));
+        assert!(!pods.overlaps(cidr("10.2.0.0/24")));
+        assert!(cidr("0.0.0.0/0").contains("8.8.8.8".parse().unwrap()));
+        assert!("10.1.0.0/33".parse::<Ipv4Cidr>().is_err());
+        assert!("10.1.0.0".parse::<Ipv4Cidr>().is_err());
+        assert!("10.1.0.7/24".parse::<Ipv4Cidr>().is_err(), "a network has no host bits");
     }
 }

@@ -23,105 +23,19 @@
 //! Bridges live in the router's namespace, never in the host's.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use super::sandbox::NETNS_DIR;
-
-/// An IPv4 network: an address and a prefix length, e.g. `10.1.0.0/24`.
-///
-/// The address may have host bits set (`10.1.0.1/24` is the router's address *in* `10.1.0.0/24`);
-/// [`Ipv4Net::network`] clears them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv4Net {
-    addr: Ipv4Addr,
-    prefix_len: u8,
-}
-
-/// A prefix length above 32.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("invalid IPv4 network {text:?}: expected ADDRESS/PREFIX with PREFIX 0..=32")]
-pub struct Ipv4NetError {
-    text: String,
-}
-
-impl Ipv4Net {
-    /// Makes a network; fails when `prefix_len > 32`.
-    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self, Ipv4NetError> {
-        if prefix_len > 32 {
-            return Err(Ipv4NetError {
-                text: format!("{addr}/{prefix_len}"),
-            });
-        }
-        Ok(Self { addr, prefix_len })
-    }
-
-    /// The address as given (host bits kept).
-    pub fn addr(&self) -> Ipv4Addr {
-        self.addr
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
-    }
-
-    fn mask(&self) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0)
-    }
-
-    /// The network with host bits cleared: `10.1.0.7/24` → `10.1.0.0/24`.
-    pub fn network(&self) -> Ipv4Net {
-        Ipv4Net {
-            addr: Ipv4Addr::from(u32::from(self.addr) & self.mask()),
-            prefix_len: self.prefix_len,
-        }
-    }
-
-    /// Whether `ip` lies in this network.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
-    }
-
-    /// Whether the two networks share any address.
-    pub fn overlaps(&self, other: &Ipv4Net) -> bool {
-        let shorter = if self.prefix_len <= other.prefix_len {
-            self
-        } else {
-            other
-        };
-        let longer = if std::ptr::eq(shorter, self) { other } else { self };
-        shorter.contains(longer.addr)
-    }
-}
-
-impl fmt::Display for Ipv4Net {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
-impl FromStr for Ipv4Net {
-    type Err = Ipv4NetError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let error = || Ipv4NetError { text: text.to_string() };
-        let (addr, prefix_len) = text.split_once('/').ok_or_else(error)?;
-        let addr = addr.parse().map_err(|_| error())?;
-        let prefix_len = prefix_len.parse().map_err(|_| error())?;
-        Ipv4Net::new(addr, prefix_len).map_err(|_| error())
-    }
-}
+pub use crate::scenario::Ipv4Cidr;
 
 /// The whole `local` network: clusters and the outside network that joins their gateways.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +43,7 @@ pub struct NetworkSpec {
     /// The clusters, each with its own pod network.
     pub clusters: Vec<ClusterNetwork>,
     /// The network between the router and the gateways' `eth1`.
-    pub outside_cidr: Ipv4Net,
+    pub outside_cidr: Ipv4Cidr,
     /// The router's address on the outside network (inside `outside_cidr`).
     pub router_outside_ip: Ipv4Addr,
 }
@@ -140,9 +54,9 @@ pub struct ClusterNetwork {
     /// Cluster name, e.g. `cluster1`; part of namespace names.
     pub name: String,
     /// The pod network; pods, the gateway's `eth0` and the router share it.
-    pub pod_cidr: Ipv4Net,
+    pub pod_cidr: Ipv4Cidr,
     /// Cluster IPs; every pod gets a `local` route for it so sidecars can bind them.
-    pub service_cidr: Ipv4Net,
+    pub service_cidr: Ipv4Cidr,
     /// The router's address on this pod network (inside `pod_cidr`).
     pub router_ip: Ipv4Addr,
     /// The cluster's ordinary pods.
@@ -259,11 +173,10 @@ pub fn mk_network_commands(spec: &NetworkSpec, names: &NetnsNames) -> Result<Net
         router_commands.push(format!("link set {bridge} up"));
         router_commands.push(format!(
             "addr add {}/{} dev {bridge}",
-            cluster.router_ip,
-            cluster.pod_cidr.prefix_len()
+            cluster.router_ip, cluster.pod_cidr.prefix_len
         ));
-        let service_route = format!("route add local {} dev lo", cluster.service_cidr.network());
-        let pod_prefix = cluster.pod_cidr.prefix_len();
+        let service_route = format!("route add local {} dev lo", cluster.service_cidr);
+        let pod_prefix = cluster.pod_cidr.prefix_len;
 
         for (pod_index, pod) in cluster.pods.iter().enumerate() {
             let netns = names.pod(&cluster.name, &pod.name);
@@ -280,11 +193,7 @@ pub fn mk_network_commands(spec: &NetworkSpec, names: &NetnsNames) -> Result<Net
                     "link set lo up".to_string(),
                     format!("addr add {}/{pod_prefix} dev eth0", pod.ip),
                     "link set eth0 up".to_string(),
-                    format!(
-                        "route add {} via {} dev eth0",
-                        spec.outside_cidr.network(),
-                        cluster.router_ip
-                    ),
+                    format!("route add {} via {} dev eth0", spec.outside_cidr, cluster.router_ip),
                     service_route.clone(),
                 ],
             });
@@ -310,16 +219,14 @@ pub fn mk_network_commands(spec: &NetworkSpec, names: &NetnsNames) -> Result<Net
             "link set eth0 up".to_string(),
             format!(
                 "addr add {}/{} dev eth1",
-                gateway.outside_ip,
-                spec.outside_cidr.prefix_len()
+                gateway.outside_ip, spec.outside_cidr.prefix_len
             ),
             "link set eth1 up".to_string(),
         ];
         for other in spec.clusters.iter().filter(|other| other.name != cluster.name) {
             gateway_commands.push(format!(
                 "route add {} via {} dev eth1",
-                other.pod_cidr.network(),
-                spec.router_outside_ip
+                other.pod_cidr, spec.router_outside_ip
             ));
         }
         gateway_commands.push(service_route);
@@ -335,19 +242,14 @@ pub fn mk_network_commands(spec: &NetworkSpec, names: &NetnsNames) -> Result<Net
     router_commands.push(format!("link set {outside_bridge} up"));
     router_commands.push(format!(
         "addr add {}/{} dev {outside_bridge}",
-        spec.router_outside_ip,
-        spec.outside_cidr.prefix_len()
+        spec.router_outside_ip, spec.outside_cidr.prefix_len
     ));
     for (port, bridge) in &router_bridge_ports {
         router_commands.push(format!("link set {port} master {bridge} up"));
     }
     for from in &spec.clusters {
         for to in spec.clusters.iter().filter(|to| to.name != from.name) {
-            router_commands.push(format!(
-                "rule add from {} to {} prohibit",
-                from.pod_cidr.network(),
-                to.pod_cidr.network()
-            ));
+            router_commands.push(format!("rule add from {} to {} prohibit", from.pod_cidr, to.pod_cidr));
         }
     }
     let mut router_sysctls = vec![
@@ -439,14 +341,14 @@ fn validate(spec: &NetworkSpec, names: &NetnsNames) -> Result<(), NetworkSpecErr
         if !cluster_names.insert(cluster.name.as_str()) {
             return fail(format!("cluster {} appears twice", cluster.name));
         }
-        if cluster.pod_cidr.overlaps(&spec.outside_cidr) {
+        if cluster.pod_cidr.overlaps(spec.outside_cidr) {
             return fail(format!(
                 "pod CIDR {} of cluster {} overlaps the outside CIDR {}",
                 cluster.pod_cidr, cluster.name, spec.outside_cidr
             ));
         }
         for other in &spec.clusters[..index] {
-            if cluster.pod_cidr.overlaps(&other.pod_cidr) {
+            if cluster.pod_cidr.overlaps(other.pod_cidr) {
                 return fail(format!(
                     "pod CIDRs of clusters {} ({}) and {} ({}) overlap",
                     other.name, other.pod_cidr, cluster.name, cluster.pod_cidr
@@ -809,7 +711,7 @@ pub fn check_namespaces_work() -> Result<(), NetworkError> {
 mod tests {
     use super::*;
 
-    fn net(text: &str) -> Ipv4Net {
+    fn net(text: &str) -> Ipv4Cidr {
         text.parse().unwrap()
     }
 
@@ -844,20 +746,6 @@ mod tests {
             outside_cidr: net("192.168.255.0/24"),
             router_outside_ip: ip("192.168.255.1"),
         }
-    }
-
-    #[test]
-    fn ipv4_net_parses_contains_and_overlaps() {
-        let pods = net("10.1.0.7/24");
-        assert_eq!(pods.network().to_string(), "10.1.0.0/24");
-        assert!(pods.contains(ip("10.1.0.255")));
-        assert!(!pods.contains(ip("10.1.1.0")));
-        assert!(net("10.0.0.0/8").overlaps(&pods));
-        assert!(pods.overlaps(&net("10.0.0.0/8")));
-        assert!(!pods.overlaps(&net("10.2.0.0/24")));
-        assert!(net("0.0.0.0/0").contains(ip("8.8.8.8")));
-        assert!("10.1.0.0/33".parse::<Ipv4Net>().is_err());
-        assert!("10.1.0.0".parse::<Ipv4Net>().is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use anyhow::{Context as _, anyhow};
 use super::control_plane::{self, ProxySettings};
 use super::envoy_binary::{self, admin_get, await_ready, envoy_args, parse_counters, write_bootstrap, write_xds};
 use super::envoy_config::{self, CertPaths, XdsResources};
-use super::network::{self, ClusterNetwork, GatewayAddress, Ipv4Net, Network, NetworkSpec, PodAddress};
+use super::network::{self, ClusterNetwork, GatewayAddress, Network, NetworkSpec, PodAddress};
 use super::sandbox::SandboxMode;
 use super::supervisor::{ChildId, ChildOutput, Supervisor};
 use super::topology::{self, ClusterTopology, GATEWAY_POD, Topology};
@@ -23,7 +23,7 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 use crate::record::RequestRecord;
-use crate::scenario::{ConnectionPolicy, Ipv4Cidr, Protocol, Scenario};
+use crate::scenario::{ConnectionPolicy, Protocol, Scenario};
 
 /// How long an Envoy may take from launch to `/ready` = LIVE.
 const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -160,41 +160,35 @@ fn failed(what: impl Into<String>) -> impl FnOnce(anyhow::Error) -> ProviderErro
     move |source| ProviderError::failed(what, source)
 }
 
-fn net(cidr: Ipv4Cidr) -> anyhow::Result<Ipv4Net> {
-    Ok(Ipv4Net::new(cidr.network, cidr.prefix_len)?)
-}
-
-fn network_spec(topology: &Topology) -> anyhow::Result<NetworkSpec> {
+fn network_spec(topology: &Topology) -> NetworkSpec {
     let clusters = topology
         .clusters
         .iter()
-        .map(|cluster| {
-            Ok(ClusterNetwork {
-                name: cluster.name.clone(),
-                pod_cidr: net(cluster.pod_cidr)?,
-                service_cidr: net(cluster.service_cidr)?,
-                router_ip: cluster.router_ip,
-                pods: cluster
-                    .pods
-                    .iter()
-                    .map(|pod| PodAddress {
-                        name: pod.name.clone(),
-                        ip: pod.ip,
-                    })
-                    .collect(),
-                gateway: GatewayAddress {
-                    name: GATEWAY_POD.to_owned(),
-                    pod_ip: cluster.gateway_pod_ip,
-                    outside_ip: cluster.gateway_outside_ip,
-                },
-            })
+        .map(|cluster| ClusterNetwork {
+            name: cluster.name.clone(),
+            pod_cidr: cluster.pod_cidr,
+            service_cidr: cluster.service_cidr,
+            router_ip: cluster.router_ip,
+            pods: cluster
+                .pods
+                .iter()
+                .map(|pod| PodAddress {
+                    name: pod.name.clone(),
+                    ip: pod.ip,
+                })
+                .collect(),
+            gateway: GatewayAddress {
+                name: GATEWAY_POD.to_owned(),
+                pod_ip: cluster.gateway_pod_ip,
+                outside_ip: cluster.gateway_outside_ip,
+            },
         })
-        .collect::<anyhow::Result<_>>()?;
-    Ok(NetworkSpec {
+        .collect();
+    NetworkSpec {
         clusters,
-        outside_cidr: net(topology.outside_cidr)?,
+        outside_cidr: topology.outside_cidr,
         router_outside_ip: topology.router_outside_ip,
-    })
+    }
 }
 
 fn pod_dir(run_dir: &Path, cluster: &str, pod: &str) -> PathBuf {
@@ -240,7 +234,7 @@ impl Provider for LocalProvider {
                     .map_err(|error| failed(format!("writing certificates of {}", pod.name))(error.into()))?;
             }
         }
-        let spec = network_spec(&topology).map_err(failed("describing the network"))?;
+        let spec = network_spec(&topology);
         let network =
             network::create_network(&spec).map_err(|error| failed("creating network namespaces")(error.into()))?;
         let supervisor = Supervisor::new().map_err(|error| failed("starting the process supervisor")(error.into()))?;
