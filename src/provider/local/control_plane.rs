@@ -286,16 +286,22 @@ mod tests {
     use crate::provider::local::topology::topology;
     use crate::scenario::EndpointWeights;
 
-    fn skew(weights: EndpointWeights) -> (Topology, plan::Plan) {
+    /// `scenarios/skew.yaml` with `edit` applied to its text, laid out and planned.
+    fn skew_edited(edit: impl Fn(String) -> String, weights: EndpointWeights) -> (Topology, plan::Plan) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml");
-        let scenario = crate::scenario::load(&path).unwrap();
+        let text = edit(std::fs::read_to_string(&path).unwrap());
+        let scenario = crate::scenario::parse(&path, &text).unwrap();
         let topology = topology(&scenario).unwrap();
         let plan = plan::plan_with_weights(&scenario, &topology.inventory(&scenario), weights);
         (topology, plan)
     }
 
-    fn foo_sidecar(weights: EndpointWeights) -> SidecarSpec {
-        let (topology, plan) = skew(weights);
+    fn skew(weights: EndpointWeights) -> (Topology, plan::Plan) {
+        skew_edited(|text| text, weights)
+    }
+
+    /// The sidecar of foo-0 in cluster1 for a planned world.
+    fn foo_sidecar_of((topology, plan): (Topology, plan::Plan)) -> SidecarSpec {
         let cluster = topology.cluster("cluster1").unwrap();
         let foo = cluster.pods.iter().find(|pod| pod.name == "foo-0").unwrap();
         let certs = CertPaths::in_dir(&PathBuf::from("/certs"));
@@ -308,6 +314,10 @@ mod tests {
             certs,
             ProxySettings::default(),
         )
+    }
+
+    fn foo_sidecar(weights: EndpointWeights) -> SidecarSpec {
+        foo_sidecar_of(skew(weights))
     }
 
     fn bar_endpoints(spec: &SidecarSpec) -> Vec<(String, u16, u32)> {
@@ -365,31 +375,15 @@ mod tests {
 
     #[test]
     fn endpoint_discovery_gives_remote_gateways_weighted_by_their_pods() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml");
-        let text = std::fs::read_to_string(path)
-            .unwrap()
-            .replace("  mode: serviceentry", "  mode: endpoint-discovery");
-        let scenario = crate::scenario::parse(Path::new("skew-ed.yaml"), &text).unwrap();
-        let topology = topology(&scenario).unwrap();
-        let plan = plan::plan(&scenario, &topology.inventory(&scenario));
+        let discovery = |text: String| text.replace("  mode: serviceentry", "  mode: endpoint-discovery");
+        let (topology, plan) = skew_edited(discovery, EndpointWeights::Equal);
         assert!(
             plan.clusters[0]
                 .objects
                 .iter()
                 .all(|object| object.kind() != "ServiceEntry")
         );
-        let cluster = topology.cluster("cluster1").unwrap();
-        let foo = cluster.pods.iter().find(|pod| pod.name == "foo-0").unwrap();
-        let certs = CertPaths::in_dir(&PathBuf::from("/certs"));
-        let spec = sidecar_spec(
-            &topology,
-            "cluster.local",
-            cluster,
-            &plan.clusters[0],
-            foo,
-            certs,
-            ProxySettings::default(),
-        );
+        let spec = foo_sidecar_of((topology, plan));
         assert_eq!(
             bar_endpoints(&spec),
             [("10.10.0.11".to_owned(), 80, 1), ("100.64.0.11".to_owned(), 15443, 3)]
