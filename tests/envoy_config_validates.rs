@@ -3,6 +3,9 @@
 //!
 //! Skipped (with a message) when no Envoy binary is found; fails instead when `CI=true`.
 
+#[path = "support/skip.rs"]
+mod skip;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,11 +22,8 @@ const BAR: &str = "bar.ns2.svc.cluster.local";
 fn envoy_or_skip() -> Option<PathBuf> {
     match find_envoy() {
         Ok(envoy) => Some(envoy),
-        Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but no envoy to validate the generated config with: {error}")
-        }
         Err(error) => {
-            eprintln!("SKIPPED: envoy config validation needs an envoy binary: {error}");
+            skip::skip(&format!("envoy config validation needs an envoy binary: {error}"));
             None
         }
     }

@@ -9,6 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+#[path = "support/skip.rs"]
+mod skip;
+
 use meshfed::measure::share_tolerance;
 use meshfed::report::{PhaseReport, Report};
 
@@ -41,11 +44,10 @@ fn local_provider_available() -> bool {
     });
     match outcome {
         Ok(()) => true,
-        Err(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("the local provider must work in CI, but `meshfed setup` failed:\n{reason}")
-        }
         Err(reason) => {
-            eprintln!("skipped: the local provider cannot run here (`meshfed setup` failed):\n{reason}");
+            skip::skip(&format!(
+                "the local provider cannot run here (`meshfed setup` failed):\n{reason}"
+            ));
             false
         }
     }
@@ -86,7 +88,7 @@ fn run(scenario: &Path, label: &str, marker: &str) -> Run {
             "--report-dir",
             dir.0.to_str().unwrap(),
         ])
-        .env("MESHFED_TEST_MARKER", marker)
+        .env(MARKER_ENV, test_marker(marker))
         .output()
         .expect("start meshfed");
     let report = std::fs::read_to_string(dir.0.join("report.json"))
@@ -421,9 +423,18 @@ fn a_failed_expectation_exits_1_and_every_expectation_is_still_reported() {
     );
 }
 
-/// PIDs of live processes whose environment carries `MESHFED_TEST_MARKER=<marker>`.
-fn processes_with_marker(marker: &str) -> Vec<u32> {
-    let needle = format!("MESHFED_TEST_MARKER={marker}");
+/// The environment variable every process of a test's meshfed run inherits.
+const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
+
+/// The marker value for `label` in this test process: unique on the machine (it carries this
+/// process's pid), so two test runs at once never count each other's processes.
+fn test_marker(label: &str) -> String {
+    format!("{label}-{}", std::process::id())
+}
+
+/// PIDs of live processes whose environment carries this test process's marker for `label`.
+fn processes_with_marker(label: &str) -> Vec<u32> {
+    let needle = format!("{MARKER_ENV}={}", test_marker(label));
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -444,11 +455,13 @@ fn processes_with_marker(marker: &str) -> Vec<u32> {
 
 /// What of the host a run could leave behind: namespaces, links, meshfed temp dirs.
 fn host_state() -> (Vec<String>, Vec<String>, Vec<String>) {
+    // Only meshfed's names (`mf<pid>-…`): other software may add namespaces meanwhile.
     let netns = std::fs::read_dir("/run/netns")
         .map(|entries| {
             entries
                 .flatten()
                 .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("mf"))
                 .collect()
         })
         .unwrap_or_default();
@@ -509,7 +522,7 @@ fn nothing_remains_after_success_failure_or_sigint() {
 
     let mut child = Command::new(MESHFED)
         .args(["run", scenario("skew.yaml").to_str().unwrap()])
-        .env("MESHFED_TEST_MARKER", "leftover-sigint")
+        .env(MARKER_ENV, test_marker("leftover-sigint"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -575,7 +588,7 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     if !local_provider_available() || !is_root || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root (to drop to an unprivileged user) and setpriv");
+        skip::skip("needs root (to drop to an unprivileged user) and setpriv");
         return;
     }
     let dir = TempDir::new("rootless");
@@ -597,18 +610,13 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
         .arg(&dir.0)
         .env("MESHFED_ENVOY", &envoy)
         .env("HOME", &dir.0)
-        .env("MESHFED_TEST_MARKER", "rootless")
+        .env(MARKER_ENV, test_marker("rootless"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("user namespace") && output.status.code() == Some(3) {
         // The kernel forbids unprivileged user namespaces here; CI's machine allows them.
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "rootless must work in CI:\n{stderr}"
-        );
-        eprintln!("skipped: unprivileged user namespaces are disabled here:\n{stderr}");
+        skip::skip(&format!("unprivileged user namespaces are disabled here:\n{stderr}"));
         return;
     }
     assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");

@@ -8,6 +8,9 @@
 //! `main`. The outer half checks what the sandboxed half printed, and that nothing is left on the
 //! host afterwards.
 
+#[path = "support/skip.rs"]
+mod skip;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -369,7 +372,7 @@ fn topology_also_works_rootless() {
     }
     let uid = if is_root() {
         if let Err(reason) = rootless_works() {
-            println!("SKIPPED: user namespaces do not work for uid {NOBODY} here: {reason}");
+            skip::skip(&format!("user namespaces do not work for uid {NOBODY} here: {reason}"));
             return;
         }
         Some(NOBODY)
@@ -533,7 +536,7 @@ fn nothing_remains_after_a_rootless_sandboxed_process_is_sigkilled() {
     }
     let uid = if is_root() {
         if let Err(reason) = rootless_works() {
-            println!("SKIPPED: user namespaces do not work for uid {NOBODY} here: {reason}");
+            skip::skip(&format!("user namespaces do not work for uid {NOBODY} here: {reason}"));
             return;
         }
         Some(NOBODY)

@@ -20,10 +20,12 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+#[path = "skip.rs"]
+mod skip;
+
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -103,11 +105,7 @@ pub fn crd_file_or_skip() -> Option<PathBuf> {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("Istio CRD schema check cannot run under CI=true: {reason}; {hint}");
     }
-    let test = std::thread::current().name().unwrap_or("test").to_owned();
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped {test}: Istio CRD schema check not run: {reason}; {hint}"
-    );
+    skip::skip(&format!("Istio CRD schema check not run: {reason}; {hint}"));
     None
 }
 
