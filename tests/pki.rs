@@ -6,7 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use meshfed::pki::{self, KeyAlgorithm, MeshPki, PkiError, create_cacerts_dir, create_workload_files, spiffe_id};
 
@@ -580,34 +580,4 @@ fn names_that_are_not_spiffe_safe_or_collide_are_rejected() {
         unknown.to_string(),
         r#"no intermediate CA for cluster "cluster9" (clusters: cluster1, cluster2)"#
     );
-}
-
-/// Not a timed assertion: prints the median so the number can be reported
-/// (`cargo test --test pki -- --nocapture build_time`).
-#[test]
-fn three_cluster_pki_with_ten_workloads_build_time_is_reported() {
-    for algorithm in KeyAlgorithm::ALL {
-        let mut durations = Vec::new();
-        for _ in 0..7 {
-            let started = Instant::now();
-            let mesh = pki::pki("cluster.local", &["cluster1", "cluster2", "cluster3"], algorithm).unwrap();
-            let certs: Vec<_> = (0..10)
-                .map(|i| {
-                    let cluster = ["cluster1", "cluster2", "cluster3"][i % 3];
-                    mesh.workload_cert(cluster, "ns1", &format!("sa{i}")).unwrap()
-                })
-                .collect();
-            durations.push(started.elapsed());
-            let distinct_keys: BTreeSet<&str> = certs.iter().map(|cert| cert.key_pem.expose_pem()).collect();
-            assert_eq!(distinct_keys.len(), 10, "every workload gets its own key");
-        }
-        durations.sort();
-        let median: Duration = durations[durations.len() / 2];
-        println!(
-            "{algorithm}: 3-cluster PKI + 10 workload certs, median of {} runs: {median:?} (min {:?}, max {:?})",
-            durations.len(),
-            durations[0],
-            durations[durations.len() - 1]
-        );
-    }
 }
