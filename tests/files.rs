@@ -599,8 +599,8 @@ fn unwritable_report_dir_exits_2_before_building_anything() {
 const FULL_TMPFS_CHILD: &str = "MESHFED_TEST_FULL_TMPFS_DIR";
 
 #[test]
-fn atomic_write_on_a_full_file_system_keeps_the_old_file_and_leaves_no_temporary() {
-    const NAME: &str = "atomic_write_on_a_full_file_system_keeps_the_old_file_and_leaves_no_temporary";
+fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
+    const NAME: &str = "a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary";
     if let Some(dir) = std::env::var_os(FULL_TMPFS_CHILD) {
         // Inside `unshare --mount`: the tmpfs vanishes with this process.
         let dir = PathBuf::from(dir);
@@ -611,6 +611,8 @@ fn atomic_write_on_a_full_file_system_keeps_the_old_file_and_leaves_no_temporary
             .unwrap();
         assert!(mounted.success(), "mount a tmpfs on {}", dir.display());
         std::fs::write(dir.join("report.json"), OLD_REPORT).unwrap();
+        std::fs::create_dir(dir.join("plan")).unwrap();
+        std::fs::write(dir.join("plan/.meshfed-plan"), "old plan").unwrap();
         let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
         let fill_error = loop {
             if let Err(error) = std::io::Write::write_all(&mut filler, &[0; 512]) {
@@ -627,7 +629,25 @@ fn atomic_write_on_a_full_file_system_keeps_the_old_file_and_leaves_no_temporary
             .unwrap_err();
         assert!(meshfed::output::is_out_of_space(&error), "{error}");
         assert_eq!(std::fs::read_to_string(dir.join("report.json")).unwrap(), OLD_REPORT);
-        assert_eq!(names(&dir), ["filler", "report.json"], "no temporary file left behind");
+        assert_eq!(
+            names(&dir),
+            ["filler", "plan", "report.json"],
+            "no temporary file left behind"
+        );
+
+        // A whole directory tree that cannot be finished leaves the old one and no staging.
+        let old_plan = tree(&dir.join("plan"));
+        let out = meshfed::output::OutDir::resolve(&dir.join("plan")).unwrap();
+        let error = out
+            .stage(0o755)
+            .and_then(|staged| {
+                staged.dir().create_file("big.yaml", &vec![b'x'; 64 * 1024], 0o644)?;
+                staged.commit()
+            })
+            .unwrap_err();
+        assert!(meshfed::output::is_out_of_space(&error), "{error}");
+        assert_eq!(tree(&dir.join("plan")), old_plan);
+        assert_eq!(names(&dir), ["filler", "plan", "report.json"], "no staging left behind");
         return;
     }
     if !is_root() {
