@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::scenario::ScenarioError;
-use crate::{inventory, pki, plan, scenario};
+use crate::{inventory, output, pki, plan, scenario};
 
 /// Exit code: every expectation held.
 pub const EXIT_OK: u8 = 0;
@@ -34,7 +34,8 @@ enum Command {
     Plan {
         /// The scenario file.
         scenario: PathBuf,
-        /// Output directory; gets one sub-directory per cluster. Replaced if it holds an earlier plan.
+        /// Output directory; gets one sub-directory per cluster. An earlier plan there is replaced in
+        /// one step (a symlink is resolved to its target); any other non-empty directory is refused.
         #[arg(long)]
         out: PathBuf,
         /// A real inventory (ready pods, gateway addresses, Istio versions) instead of the scenario's.
@@ -48,6 +49,10 @@ enum Command {
         /// Output directory: `<cluster>/{ca-cert,ca-key,root-cert,cert-chain}.pem` and `root-ca/`.
         #[arg(long)]
         out: PathBuf,
+        /// Replace a PKI already in the output directory (a new root CA: clusters that trust the old
+        /// one will reject the new certificates).
+        #[arg(long)]
+        force: bool,
     },
     /// Build the world, federate it, send the scenario's traffic and check its expectations.
     Run {
@@ -199,7 +204,7 @@ fn execute(command: Command) -> Result<(), CliError> {
             out,
             inventory,
         } => plan_command(&scenario, &out, inventory.as_deref()),
-        Command::Certs { scenario, out } => certs_command(&scenario, &out),
+        Command::Certs { scenario, out, force } => certs_command(&scenario, &out, force),
         Command::Run {
             scenario,
             provider,
@@ -218,15 +223,26 @@ fn plan_command(scenario_path: &Path, out: &Path, inventory_path: Option<&Path>)
     };
     let plan = plan::plan(&scenario, &inventory);
     let files = plan::render(&plan).map_err(|error| CliError::Infrastructure(error.into()))?;
-    check_replaceable(out)?;
-    write_plan_dir(out, &files).map_err(CliError::Infrastructure)?;
+    let out_dir = output::OutDir::resolve(out).map_err(out_dir_error)?;
+    check_replaceable(&out_dir, out)?;
+    write_plan_dir(&out_dir, &files).map_err(|error| {
+        CliError::Infrastructure(anyhow::Error::new(error).context(format!(
+            "cannot write the plan to {} (any earlier plan there is unchanged)",
+            out_dir.path().display()
+        )))
+    })?;
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
         stdout,
-        "wrote {} objects for {} clusters to {}",
+        "wrote {} objects for {} clusters to {}{}",
         files.len(),
         plan.clusters.len(),
-        out.display()
+        out_dir.path().display(),
+        if out_dir.via_symlink() {
+            format!(" (--out {} is a symlink to it)", out.display())
+        } else {
+            String::new()
+        }
     );
     let _ = write!(stdout, "{}", plan::summary(&plan));
     let placeholders: Vec<&str> = inventory
@@ -248,53 +264,98 @@ fn plan_command(scenario_path: &Path, out: &Path, inventory_path: Option<&Path>)
 /// Marker file that identifies a directory meshfed wrote a plan into (and may therefore replace).
 const PLAN_MARKER: &str = ".meshfed-plan";
 
-fn check_replaceable(out: &Path) -> Result<(), CliError> {
-    let Ok(mut entries) = std::fs::read_dir(out) else {
+/// An `--out` that cannot be used: exit 2 when another path would do, 3 for an OS failure.
+fn out_dir_error(error: output::OutDirError) -> CliError {
+    if error.is_bad_input() {
+        CliError::BadInput(format!("{:#}", anyhow::Error::new(error)))
+    } else {
+        CliError::Infrastructure(error.into())
+    }
+}
+
+/// Only an empty directory or an earlier plan (it has [`PLAN_MARKER`]) may be replaced.
+fn check_replaceable(out_dir: &output::OutDir, out: &Path) -> Result<(), CliError> {
+    let cannot_read = |error: std::io::Error| {
+        CliError::Infrastructure(anyhow::Error::new(error).context(format!("cannot read {}", out.display())))
+    };
+    let output::Existing::Directory(old) = out_dir.existing().map_err(cannot_read)? else {
         return Ok(());
     };
-    if entries.next().is_none() || out.join(PLAN_MARKER).exists() {
+    let is_plan = old.entry(PLAN_MARKER).map_err(cannot_read)? == Some(output::EntryKind::File);
+    if is_plan || old.names().map_err(cannot_read)?.is_empty() {
         return Ok(());
     }
     Err(CliError::BadInput(format!(
-        "{} exists and is not a meshfed plan directory: refusing to overwrite it; choose another --out",
+        "{} exists and is not a meshfed plan directory (it has no {PLAN_MARKER} file): refusing to \
+         overwrite it; choose another --out",
         out.display()
     )))
 }
 
-/// Writes into a sibling temporary directory, then swaps it in, so a failure leaves the old plan.
-fn write_plan_dir(out: &Path, files: &[plan::RenderedFile]) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let parent = out
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let staging = parent.join(format!(
-        ".{}.meshfed-tmp-{}",
-        out.file_name().and_then(|name| name.to_str()).unwrap_or("plan"),
-        std::process::id()
-    ));
-    let result = (|| -> anyhow::Result<()> {
-        std::fs::create_dir_all(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
-        std::fs::write(staging.join(PLAN_MARKER), "written by meshfed plan\n")?;
-        for file in files {
-            let path = staging.join(&file.path);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&path, &file.yaml).with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        if out.exists() {
-            std::fs::remove_dir_all(out).with_context(|| format!("cannot replace {}", out.display()))?;
-        }
-        std::fs::rename(&staging, out).with_context(|| format!("cannot move the plan to {}", out.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
+/// Builds the plan in a temporary sibling, then swaps it in with one rename, so the output path
+/// holds either the whole old plan or the whole new one, even if writing fails half-way.
+fn write_plan_dir(out_dir: &output::OutDir, files: &[plan::RenderedFile]) -> std::io::Result<()> {
+    const DIR_MODE: u32 = 0o755;
+    const FILE_MODE: u32 = 0o644;
+    let staged = out_dir.stage(DIR_MODE)?;
+    staged
+        .dir()
+        .create_file(PLAN_MARKER, b"written by meshfed plan\n", FILE_MODE)?;
+    for file in files {
+        staged
+            .dir()
+            .create_file_at(&file.path, file.yaml.as_bytes(), FILE_MODE, DIR_MODE)?;
     }
-    result
+    staged.commit()
 }
 
-fn certs_command(scenario_path: &Path, out: &Path) -> Result<(), CliError> {
+/// The `--report-dir`, created, opened and checked before the run: the handle still reaches it
+/// after the sandbox's tmpfs hides `/run`, and a directory that cannot take a report fails the
+/// command before any world is built.
+fn open_report_dir(dir: &Path) -> Result<output::Dir, CliError> {
+    let handle = output::Dir::create_all(dir).map_err(|error| {
+        let message = format!("cannot create the report directory {}: {error}", dir.display());
+        if output::is_out_of_space(&error) {
+            CliError::Infrastructure(anyhow::anyhow!(message))
+        } else {
+            CliError::BadInput(message)
+        }
+    })?;
+    handle.check_writable().map_err(|error| {
+        let out_of_space = error.is_out_of_space();
+        let message = format!(
+            "cannot write reports to {}: {:#}",
+            dir.display(),
+            anyhow::Error::new(error)
+        );
+        if out_of_space {
+            CliError::Infrastructure(anyhow::anyhow!(message))
+        } else {
+            CliError::BadInput(message)
+        }
+    })?;
+    Ok(handle)
+}
+
+/// Replaces `report.json` in one step; on failure the earlier report is unchanged (exit 3).
+fn write_report(dir: &output::Dir, report: &crate::report::Report) -> Result<(), CliError> {
+    let path = dir.path().join(REPORT_FILE);
+    let json = serde_json::to_string_pretty(report).map_err(|error| CliError::Infrastructure(error.into()))?;
+    dir.write_file_atomic(REPORT_FILE, (json + "\n").as_bytes(), 0o644)
+        .map_err(|error| {
+            CliError::Infrastructure(anyhow::Error::new(error).context(format!(
+                "cannot write {} (the run itself {}; any earlier {REPORT_FILE} there is unchanged)",
+                path.display(),
+                if report.passed { "passed" } else { "failed" }
+            )))
+        })?;
+    eprintln!("report written to {}", path.display());
+    Ok(())
+}
+
+const REPORT_FILE: &str = "report.json";
+
+fn certs_command(scenario_path: &Path, out: &Path, force: bool) -> Result<(), CliError> {
     let scenario = scenario::load(scenario_path)?;
     let clusters: Vec<&str> = scenario
         .clusters
@@ -303,8 +364,18 @@ fn certs_command(scenario_path: &Path, out: &Path) -> Result<(), CliError> {
         .collect();
     let mesh_pki = pki::pki(&scenario.trust_domain, &clusters, scenario.pki.key_algorithm)
         .map_err(|error| CliError::Infrastructure(error.into()))?;
-    let written = pki::create_cacerts_dir(&mesh_pki, out)
-        .map_err(|error| CliError::Infrastructure(anyhow::Error::new(error).context("cannot write certificates")))?;
+    let existing = if force {
+        pki::ExistingPki::Replace
+    } else {
+        pki::ExistingPki::Keep
+    };
+    let written = pki::create_cacerts_dir(&mesh_pki, out, existing).map_err(|error| {
+        if error.is_bad_input() {
+            CliError::BadInput(format!("{:#}", anyhow::Error::new(error)))
+        } else {
+            CliError::Infrastructure(anyhow::Error::new(error).context("cannot write certificates"))
+        }
+    })?;
     println!(
         "wrote {} files to {} (keys mode 0600; the root key stays out of every cluster)",
         written.len(),
@@ -327,11 +398,7 @@ fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<
             "provider {name} is not available in this build yet; use --provider local"
         )));
     }
-    if let Some(dir) = report_dir {
-        std::fs::create_dir_all(dir).map_err(|error| {
-            CliError::BadInput(format!("cannot create the report directory {}: {error}", dir.display()))
-        })?;
-    }
+    let report_dir = report_dir.map(open_report_dir).transpose()?;
     let started = std::time::Instant::now();
     let mut progress = move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64());
     progress("checking envoy");
@@ -358,13 +425,8 @@ fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<
     let outcome = runtime.block_on(run_local(options, &scenario, scenario_path, &mut progress))?;
     let report_text = crate::report::summary(&outcome);
     print!("{report_text}");
-    if let Some(dir) = report_dir {
-        let path = dir.join("report.json");
-        let json = serde_json::to_string_pretty(&outcome).map_err(|error| CliError::Infrastructure(error.into()))?;
-        std::fs::write(&path, json + "\n").map_err(|error| {
-            CliError::Infrastructure(anyhow::Error::new(error).context(format!("cannot write {}", path.display())))
-        })?;
-        eprintln!("report written to {}", path.display());
+    if let Some(dir) = &report_dir {
+        write_report(dir, &outcome)?;
     }
     if outcome.passed {
         Ok(())

@@ -1,18 +1,19 @@
 //! The mesh's PKI: one root CA, one intermediate CA per cluster, and SPIFFE workload certificates.
 //!
 //! Everything here is built in memory ([`pki()`], [`MeshPki::workload_cert`], [`MeshPki::cacerts`]).
-//! Only the two `create_*` functions at the bottom of the module touch the file system; they write
-//! Istio's `cacerts` layout and a workload's certificate files, key files with mode 0600 from the
-//! moment they exist.
+//! Only the two `create_*` functions at the bottom of the module touch the file system (through
+//! [`crate::output`]); they write Istio's `cacerts` layout and a workload's certificate files, key
+//! files with mode 0600 from the moment they exist, never through a symlink, and never replace an
+//! existing PKI unless asked to.
 //!
 //! Private keys are wrapped in [`PrivateKeyPem`], whose `Debug` prints `[redacted]`, so a stray
 //! `{:?}` or a logged error never leaks key material.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::DirBuilder;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -22,6 +23,8 @@ use rcgen::{
 };
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
+
+use crate::output::{Dir, EntryKind, Existing, OutDir, OutDirError};
 
 /// The trust domain Istio uses unless configured otherwise.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -587,79 +590,225 @@ fn validate_cluster_name(cluster: &str) -> Result<(), PkiError> {
 // Edge: writing the PKI to disk. Everything above is pure.
 // ---------------------------------------------------------------------------------------------
 
+/// What [`create_cacerts_dir`] does when the output directory already holds a PKI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExistingPki {
+    /// Refuse and change nothing (the default): clusters that trust the old root would reject
+    /// every certificate of a new one.
+    #[default]
+    Keep,
+    /// Replace the whole directory in one step (`meshfed certs --force`).
+    Replace,
+}
+
+/// Why [`create_cacerts_dir`] wrote nothing, or could not finish (then the old directory is intact).
+#[derive(Debug, thiserror::Error)]
+pub enum CacertsDirError {
+    /// The output path cannot be used (not a directory, the current directory, …).
+    #[error(transparent)]
+    Out(#[from] OutDirError),
+    /// A PKI is there and [`ExistingPki::Keep`] was asked for.
+    #[error(
+        "{dir} already holds a PKI ({files}); meshfed never replaces one unasked, because clusters \
+         that trust its root would reject certificates issued by a new one; pass --force to replace it"
+    )]
+    Exists {
+        /// The output directory.
+        dir: PathBuf,
+        /// Some of the existing files, relative to `dir`, comma-separated.
+        files: String,
+    },
+    /// The directory holds something a meshfed PKI never has (other files, symlinks): replacing it
+    /// could destroy the user's data, so not even [`ExistingPki::Replace`] does.
+    #[error(
+        "{dir} holds {entries}, which meshfed did not write (a PKI has only root-ca/ and one \
+         directory of cacerts files per cluster, and never a symlink); refusing to replace it, also \
+         with --force; choose another --out"
+    )]
+    Foreign {
+        /// The output directory.
+        dir: PathBuf,
+        /// The offending entries, relative to `dir`, comma-separated.
+        entries: String,
+    },
+    /// A cluster's `cacerts` could not be built.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// Reading the old directory or writing the new one failed; the old one is unchanged.
+    #[error("failed to write the PKI to {dir} (any earlier PKI there is unchanged)")]
+    Write {
+        /// The output directory.
+        dir: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl CacertsDirError {
+    /// True when the user can fix it by choosing another path or `--force` (exit code 2).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            CacertsDirError::Out(error) => error.is_bad_input(),
+            CacertsDirError::Exists { .. } | CacertsDirError::Foreign { .. } => true,
+            CacertsDirError::Pki(_) | CacertsDirError::Write { .. } => false,
+        }
+    }
+}
+
 /// Writes `out/<cluster>/{ca-cert,ca-key,root-cert,cert-chain}.pem` for every cluster (Istio's
 /// `cacerts` layout) and `out/root-ca/{root-cert,root-key}.pem`. Returns the paths written.
 ///
-/// Key files are created with mode 0600 (a fresh file, renamed into place, so an existing
-/// world-readable file is replaced rather than reused); certificates get 0644; directories
-/// meshfed creates get 0700.
-pub fn create_cacerts_dir(pki: &MeshPki, out: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    let root_dir = out.join(ROOT_CA_DIR);
-    create_private_dir(&root_dir)?;
-    written.push(create_pem_file(
-        &root_dir,
-        public_file(ROOT_CERT_FILE, pki.root_cert_pem()),
-    )?);
-    written.push(create_pem_file(
-        &root_dir,
-        private_key_file(ROOT_KEY_FILE, pki.root().key_pem()),
-    )?);
-    for cluster in pki.clusters() {
-        let cacerts = pki.cacerts(cluster).map_err(io::Error::other)?;
-        let cluster_dir = out.join(cluster);
-        create_private_dir(&cluster_dir)?;
-        for file in cacerts.files() {
-            written.push(create_pem_file(&cluster_dir, file)?);
+/// The whole tree is built in a temporary sibling of `out` and swapped in with one rename, so
+/// `out` always holds either the complete old PKI or the complete new one. An existing PKI is
+/// replaced only with [`ExistingPki::Replace`]; a directory holding anything else (or any
+/// symlink) is never replaced. Nothing is written through a symlink. Key files are created with
+/// mode 0600 (never chmod-ed later), certificates 0644, directories 0700.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use meshfed::pki::{self, ExistingPki, KeyAlgorithm};
+/// let mesh = pki::pki("cluster.local", &["cluster1"], KeyAlgorithm::default())?;
+/// pki::create_cacerts_dir(&mesh, "pki".as_ref(), ExistingPki::Keep)?;
+/// # Ok(()) }
+/// ```
+pub fn create_cacerts_dir(pki: &MeshPki, out: &Path, existing: ExistingPki) -> Result<Vec<PathBuf>, CacertsDirError> {
+    let out_dir = OutDir::resolve(out)?;
+    let write_error = |source| CacertsDirError::Write {
+        dir: out.to_path_buf(),
+        source,
+    };
+    if let Existing::Directory(old) = out_dir.existing().map_err(write_error)? {
+        let survey = survey_pki_dir(&old).map_err(write_error)?;
+        if !survey.foreign.is_empty() {
+            return Err(CacertsDirError::Foreign {
+                dir: out.to_path_buf(),
+                entries: abbreviate(&survey.foreign),
+            });
+        }
+        if !survey.pki_files.is_empty() && existing == ExistingPki::Keep {
+            return Err(CacertsDirError::Exists {
+                dir: out.to_path_buf(),
+                files: abbreviate(&survey.pki_files),
+            });
         }
     }
+
+    let mut files: Vec<(PathBuf, PemFile<'_>)> = vec![
+        (ROOT_CA_DIR.into(), public_file(ROOT_CERT_FILE, pki.root_cert_pem())),
+        (
+            ROOT_CA_DIR.into(),
+            private_key_file(ROOT_KEY_FILE, pki.root().key_pem()),
+        ),
+    ];
+    let cacerts = pki
+        .clusters()
+        .map(|cluster| Ok((cluster, pki.cacerts(cluster)?)))
+        .collect::<Result<Vec<_>, PkiError>>()?;
+    for (cluster, cacerts) in &cacerts {
+        files.extend(cacerts.files().map(|file| (PathBuf::from(cluster), file)));
+    }
+
+    let staged = out_dir.stage(PRIVATE_DIR_MODE).map_err(write_error)?;
+    let mut written = Vec::new();
+    for (dir, file) in files {
+        let relative = dir.join(file.name);
+        staged
+            .dir()
+            .create_file_at(&relative, file.contents.as_bytes(), file_mode(&file), PRIVATE_DIR_MODE)
+            .map_err(write_error)?;
+        written.push(out.join(relative));
+    }
+    staged.commit().map_err(write_error)?;
     Ok(written)
 }
 
-/// Writes a workload's `cert-chain.pem`, `key.pem` (mode 0600) and `root-cert.pem` into `dir`.
+/// Writes a workload's `cert-chain.pem`, `key.pem` (mode 0600) and `root-cert.pem` into `dir`,
+/// each replaced in one step.
 pub fn create_workload_files(cert: &WorkloadCert, dir: &Path) -> io::Result<()> {
-    create_private_dir(dir)?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+        .map_err(|error| with_path("failed to create directory", dir, error))?;
+    let handle = Dir::open(dir).map_err(|error| with_path("failed to open directory", dir, error))?;
     for file in cert.files() {
-        create_pem_file(dir, file)?;
+        handle
+            .write_file_atomic(file.name, file.contents.as_bytes(), file_mode(&file))
+            .map_err(|error| with_path("failed to write", &dir.join(file.name), error))?;
     }
     Ok(())
 }
 
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|error| with_path("failed to create directory", dir, error))
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+fn file_mode(file: &PemFile<'_>) -> u32 {
+    if file.is_private_key { 0o600 } else { 0o644 }
 }
 
-/// Writes a fresh file next to the target with its final mode, then renames it into place.
-fn create_pem_file(dir: &Path, file: PemFile<'_>) -> io::Result<PathBuf> {
-    let path = dir.join(file.name);
-    let staging = dir.join(format!(".{}.meshfed-tmp", file.name));
-    let mode = if file.is_private_key { 0o600 } else { 0o644 };
-    // A leftover from a crashed run may have any mode; never reuse it.
-    match fs::remove_file(&staging) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => {
-            return Err(with_path("failed to remove stale", &staging, error));
-        }
-        _ => {}
-    }
-    let write = || -> io::Result<()> {
-        let mut handle = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&staging)?;
-        handle.write_all(file.contents.as_bytes())?;
-        handle.sync_all()
+/// What an existing `certs` output directory holds.
+struct PkiSurvey {
+    /// Files of a PKI layout, relative to the directory, root CA first.
+    pki_files: Vec<String>,
+    /// Anything else: other names, symlinks, special files.
+    foreign: Vec<String>,
+}
+
+/// Sorts the entries of an old output directory into PKI files and everything else, without
+/// following a symlink.
+fn survey_pki_dir(dir: &Dir) -> io::Result<PkiSurvey> {
+    let mut survey = PkiSurvey {
+        pki_files: Vec::new(),
+        foreign: Vec::new(),
     };
-    if let Err(error) = write() {
-        let _ = fs::remove_file(&staging);
-        return Err(with_path("failed to write", &staging, error));
+    let mut names = dir.names()?;
+    // The root CA first: it is what a user most needs to hear about.
+    names.sort_by_key(|name| name != ROOT_CA_DIR);
+    for name in names {
+        let shown = name.to_string_lossy().into_owned();
+        match dir.entry(&name)? {
+            Some(EntryKind::Directory) => {}
+            Some(kind) => {
+                survey.foreign.push(describe(&shown, kind));
+                continue;
+            }
+            None => continue,
+        }
+        let allowed: &[&str] = if name == ROOT_CA_DIR {
+            &[ROOT_CERT_FILE, ROOT_KEY_FILE]
+        } else {
+            &[CA_CERT_FILE, CA_KEY_FILE, ROOT_CERT_FILE, CERT_CHAIN_FILE]
+        };
+        let subdir = dir.open_dir(&name)?;
+        for file in subdir.names()? {
+            let shown = format!("{shown}/{}", file.to_string_lossy());
+            match subdir.entry(&file)? {
+                Some(EntryKind::File) if allowed.iter().any(|allowed| file == *allowed) => survey.pki_files.push(shown),
+                Some(kind) => survey.foreign.push(describe(&shown, kind)),
+                None => {}
+            }
+        }
     }
-    fs::rename(&staging, &path).map_err(|error| with_path("failed to rename into", &path, error))?;
-    Ok(path)
+    Ok(survey)
+}
+
+fn describe(shown: &str, kind: EntryKind) -> String {
+    match kind {
+        EntryKind::Symlink => format!("{shown} (a symlink)"),
+        EntryKind::Directory => format!("{shown}/"),
+        EntryKind::File => shown.to_owned(),
+        EntryKind::Other => format!("{shown} (a special file)"),
+    }
+}
+
+/// The first few items, comma-separated, then how many more.
+fn abbreviate(items: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = items.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > SHOWN {
+        text.push_str(&format!(" and {} more", items.len() - SHOWN));
+    }
+    text
 }
 
 fn with_path(what: &str, path: &Path, error: io::Error) -> io::Error {

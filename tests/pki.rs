@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use meshfed::pki::{self, KeyAlgorithm, MeshPki, PkiError, create_cacerts_dir, create_workload_files, spiffe_id};
+use meshfed::pki::{
+    self, CacertsDirError, ExistingPki, KeyAlgorithm, MeshPki, PkiError, create_cacerts_dir, create_workload_files,
+    spiffe_id,
+};
 
 /// A directory under the system temp dir, removed when dropped (also when a test panics).
 struct TempDir(PathBuf);
@@ -407,7 +410,7 @@ fn spiffe_id_follows_istio_format() {
 fn create_cacerts_dir_writes_exactly_istio_cacerts_files_with_private_keys_0600() {
     let mesh = two_cluster_pki(KeyAlgorithm::default());
     let out = TempDir::new("cacerts");
-    let written = create_cacerts_dir(&mesh, &out.0).unwrap();
+    let written = create_cacerts_dir(&mesh, &out.0, ExistingPki::Keep).unwrap();
 
     assert_eq!(file_names(&out.0), names(&["cluster1", "cluster2", "root-ca"]));
     let root_dir = out.0.join("root-ca");
@@ -437,7 +440,43 @@ fn create_cacerts_dir_writes_exactly_istio_cacerts_files_with_private_keys_0600(
 }
 
 #[test]
-fn cacerts_key_file_replaces_a_world_readable_file_instead_of_reusing_it() {
+fn an_existing_pki_is_kept_unless_replacing_is_asked_for() {
+    let out = TempDir::new("cacerts-existing");
+    let first = two_cluster_pki(KeyAlgorithm::default());
+    create_cacerts_dir(&first, &out.0, ExistingPki::Keep).unwrap();
+    let snapshot = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = Vec::new();
+        for sub in ["root-ca", "cluster1", "cluster2"] {
+            for name in file_names(&dir.join(sub)) {
+                let path = dir.join(sub).join(&name);
+                files.push((path.clone(), fs::read(&path).unwrap()));
+            }
+        }
+        files
+    };
+    let before = snapshot(&out.0);
+
+    let second = two_cluster_pki(KeyAlgorithm::default());
+    let error = create_cacerts_dir(&second, &out.0, ExistingPki::Keep).unwrap_err();
+    assert!(matches!(error, CacertsDirError::Exists { .. }), "{error:?}");
+    assert!(error.is_bad_input());
+    let message = error.to_string();
+    assert!(
+        message.contains("root-ca/root-cert.pem") && message.contains("--force"),
+        "{message}"
+    );
+    assert_eq!(snapshot(&out.0), before, "nothing changed");
+
+    create_cacerts_dir(&second, &out.0, ExistingPki::Replace).unwrap();
+    assert_eq!(
+        fs::read_to_string(out.0.join("root-ca/root-cert.pem")).unwrap(),
+        second.root_cert_pem()
+    );
+    assert_ne!(second.root_cert_pem(), first.root_cert_pem());
+}
+
+#[test]
+fn replacing_a_pki_writes_fresh_key_files_0600_instead_of_reusing_world_readable_ones() {
     let mesh = two_cluster_pki(KeyAlgorithm::default());
     let out = TempDir::new("cacerts-rewrite");
     let cluster_dir = out.0.join("cluster1");
@@ -450,20 +489,21 @@ fn cacerts_key_file_replaces_a_world_readable_file_instead_of_reusing_it() {
         .unwrap();
     fs::set_permissions(cluster_dir.join("ca-key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
 
-    create_cacerts_dir(&mesh, &out.0).unwrap();
+    create_cacerts_dir(&mesh, &out.0, ExistingPki::Replace).unwrap();
     assert_eq!(mode_of(&cluster_dir.join("ca-key.pem")), 0o600);
     assert_eq!(
         file_names(&cluster_dir),
         names(&["ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"]),
         "no staging files left behind"
     );
+    assert_eq!(file_names(&out.0), names(&["cluster1", "cluster2", "root-ca"]));
 }
 
 #[test]
 fn cacerts_on_disk_form_a_chain_that_verifies_and_keys_match_certs() {
     let mesh = two_cluster_pki(KeyAlgorithm::EcdsaP384);
     let out = TempDir::new("cacerts-chain");
-    create_cacerts_dir(&mesh, &out.0).unwrap();
+    create_cacerts_dir(&mesh, &out.0, ExistingPki::Keep).unwrap();
     let dir = out.0.join("cluster2");
     let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap();
 

@@ -1,0 +1,617 @@
+//! Safe file output: files and whole directories are replaced in one step and never written
+//! through a symlink, so meshfed's plans, PKIs and reports are never lost half-way.
+//!
+//! Two tools:
+//! - [`Dir`], an open directory handle. Everything below it is reached with `*at` system calls
+//!   relative to the handle, never by path, so (a) a handle opened before meshfed enters its sandbox
+//!   still reaches a directory the sandbox hides (its tmpfs covers `/run`), and (b) nothing meshfed
+//!   creates inside it can be redirected by a symlink: files are created with `O_EXCL|O_NOFOLLOW`,
+//!   directories with `mkdirat` and opened with `O_NOFOLLOW`. [`Dir::write_file_atomic`] writes a
+//!   temporary sibling with its final mode, syncs it and renames it over the target, so a full disk
+//!   leaves the old file intact.
+//! - [`OutDir`], an output directory that is replaced as a whole (`plan --out`, `certs --out`):
+//!   the user's path is resolved once (`.`, `..`, a trailing slash, a symlink the user named), the
+//!   new tree is built in a temporary sibling ([`OutDir::stage`]) and swapped in with one
+//!   `renameat2(RENAME_EXCHANGE)` ([`Staged::commit`]), so at every moment the path holds either
+//!   the complete old tree or the complete new one.
+//!
+//! The system calls are behind the safe methods of this module; nothing else in meshfed needs
+//! `unsafe` to write files.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use thiserror::Error;
+
+/// An open directory; every operation is relative to it and follows no symlink below it.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    /// Where the directory was when it was opened, for messages only (it may be hidden later).
+    path: PathBuf,
+}
+
+/// What a name in a [`Dir`] is, without following a symlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Directory,
+    /// A regular file.
+    File,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+impl Dir {
+    /// Opens an existing directory. Symlinks in `path` itself are followed: the user named them.
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let c_path = CString::new(path.as_os_str().as_bytes()).map_err(invalid_input)?;
+        // SAFETY: a valid NUL-terminated path; the returned descriptor is owned below.
+        let fd = unsafe { libc::open(c_path.as_ptr(), DIR_FLAGS) };
+        Ok(Dir {
+            fd: owned(fd)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Creates `path` and its missing parents (mode 0777 minus umask, like `mkdir -p`), then opens it.
+    pub fn create_all(path: &Path) -> io::Result<Dir> {
+        std::fs::create_dir_all(path)?;
+        Dir::open(path)
+    }
+
+    /// The path the directory had when it was opened (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What `name` is, or `None` when it does not exist. A symlink is reported, not followed.
+    pub fn entry(&self, name: impl AsRef<OsStr>) -> io::Result<Option<EntryKind>> {
+        let c_name = component(name.as_ref())?;
+        // SAFETY: `stat` is plain old data; zeroed is a valid value.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, NUL-terminated name, a `stat` we own.
+        let result = unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c_name.as_ptr(),
+                &mut stat,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if result != 0 {
+            let error = io::Error::last_os_error();
+            return match error.kind() {
+                io::ErrorKind::NotFound => Ok(None),
+                _ => Err(error),
+            };
+        }
+        Ok(Some(match stat.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => EntryKind::Directory,
+            libc::S_IFREG => EntryKind::File,
+            libc::S_IFLNK => EntryKind::Symlink,
+            _ => EntryKind::Other,
+        }))
+    }
+
+    /// The names in this directory, sorted.
+    pub fn names(&self) -> io::Result<Vec<OsString>> {
+        let mut names = std::fs::read_dir(self.proc_path())?
+            .map(|entry| entry.map(|entry| entry.file_name()))
+            .collect::<io::Result<Vec<_>>>()?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Creates the directory `name` (it must not exist, not even as a symlink) and opens it.
+    pub fn create_dir(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<Dir> {
+        let name = name.as_ref();
+        let c_name = component(name)?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        cvt(unsafe { libc::mkdirat(self.fd.as_raw_fd(), c_name.as_ptr(), mode as libc::mode_t) })?;
+        self.open_dir(name)
+    }
+
+    /// Opens the directory `name`; fails if it is a symlink.
+    pub fn open_dir(&self, name: impl AsRef<OsStr>) -> io::Result<Dir> {
+        let name = name.as_ref();
+        let c_name = component(name)?;
+        // SAFETY: valid descriptor and NUL-terminated name; the descriptor is owned below.
+        let fd = unsafe { libc::openat(self.fd.as_raw_fd(), c_name.as_ptr(), DIR_FLAGS | libc::O_NOFOLLOW) };
+        Ok(Dir {
+            fd: owned(fd)?,
+            path: self.path.join(name),
+        })
+    }
+
+    /// Creates the file `name` with `mode` from the start (it must not exist, not even as a
+    /// symlink), writes `contents` and syncs it.
+    pub fn create_file(&self, name: impl AsRef<OsStr>, contents: &[u8], mode: u32) -> io::Result<()> {
+        let c_name = component(name.as_ref())?;
+        // SAFETY: valid descriptor and NUL-terminated name; the descriptor is owned below.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c_name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        };
+        let mut file = File::from(owned(fd)?);
+        file.write_all(contents)?;
+        file.sync_all()
+    }
+
+    /// Creates `relative` (e.g. `cluster1/00-namespace.yaml`) below this directory, creating the
+    /// directories on the way with `dir_mode` or opening existing ones without following symlinks.
+    pub fn create_file_at(&self, relative: &Path, contents: &[u8], file_mode: u32, dir_mode: u32) -> io::Result<()> {
+        let mut parts: Vec<&OsStr> = Vec::new();
+        for part in relative.components() {
+            match part {
+                Component::Normal(name) => parts.push(name),
+                _ => {
+                    return Err(invalid_input(format!(
+                        "{} is not a plain relative path",
+                        relative.display()
+                    )));
+                }
+            }
+        }
+        let Some((file_name, dirs)) = parts.split_last() else {
+            return Err(invalid_input("an empty path"));
+        };
+        let mut owned_dir: Option<Dir> = None;
+        for name in dirs {
+            let parent = owned_dir.as_ref().unwrap_or(self);
+            let next = match parent.entry(name)? {
+                None => parent.create_dir(name, dir_mode)?,
+                Some(_) => parent.open_dir(name)?,
+            };
+            owned_dir = Some(next);
+        }
+        owned_dir
+            .as_ref()
+            .unwrap_or(self)
+            .create_file(file_name, contents, file_mode)
+    }
+
+    /// Replaces (or creates) the file `name` in one step: writes a temporary sibling created with
+    /// `mode`, syncs it, renames it over `name` and syncs the directory. On any failure the old
+    /// file is untouched and the temporary file is removed. A symlink at `name` is replaced, never
+    /// followed.
+    pub fn write_file_atomic(&self, name: impl AsRef<OsStr>, contents: &[u8], mode: u32) -> io::Result<()> {
+        let name = name.as_ref();
+        let c_name = component(name)?;
+        let temporary = temporary_name(name, "tmp");
+        let c_temporary = component(&temporary)?;
+        let written = self.create_file(&temporary, contents, mode).and_then(|()| {
+            // SAFETY: valid descriptor and NUL-terminated names.
+            cvt(unsafe {
+                libc::renameat(
+                    self.fd.as_raw_fd(),
+                    c_temporary.as_ptr(),
+                    self.fd.as_raw_fd(),
+                    c_name.as_ptr(),
+                )
+            })
+        });
+        if let Err(error) = written {
+            // Also when create_file failed half-way: it may have created the file.
+            // SAFETY: valid descriptor and NUL-terminated name.
+            unsafe { libc::unlinkat(self.fd.as_raw_fd(), c_temporary.as_ptr(), 0) };
+            return Err(error);
+        }
+        self.sync()
+    }
+
+    /// Removes `name`: a file or symlink is unlinked, a directory is removed with its contents,
+    /// never following a symlink inside it. A missing `name` is not an error.
+    pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        let name = name.as_ref();
+        let c_name = component(name)?;
+        let result = match self.entry(name)? {
+            None => return Ok(()),
+            // std's remove_dir_all opens every level with O_NOFOLLOW and unlinks symlinks.
+            Some(EntryKind::Directory) => std::fs::remove_dir_all(self.proc_path().join(name)),
+            // SAFETY: valid descriptor and NUL-terminated name.
+            Some(_) => cvt(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c_name.as_ptr(), 0) }),
+        };
+        match result {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Syncs the directory itself, so renames and new entries survive a crash.
+    pub fn sync(&self) -> io::Result<()> {
+        // SAFETY: valid descriptor.
+        cvt(unsafe { libc::fsync(self.fd.as_raw_fd()) })
+    }
+
+    /// Checks that a file can be created here and that the file system is not full.
+    pub fn check_writable(&self) -> Result<(), NotWritable> {
+        let probe = temporary_name(OsStr::new("probe"), "probe");
+        self.create_file(&probe, b"", 0o600)
+            .map_err(NotWritable::CannotCreate)?;
+        self.remove_tree(&probe).map_err(NotWritable::CannotCreate)?;
+        // SAFETY: `statvfs` is plain old data; zeroed is a valid value.
+        let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor and a `statvfs` we own.
+        cvt(unsafe { libc::fstatvfs(self.fd.as_raw_fd(), &mut stats) }).map_err(NotWritable::CannotCreate)?;
+        // SAFETY: geteuid has no preconditions.
+        let free_blocks = if unsafe { libc::geteuid() } == 0 {
+            stats.f_bfree
+        } else {
+            stats.f_bavail
+        };
+        if free_blocks == 0 {
+            return Err(NotWritable::Full);
+        }
+        Ok(())
+    }
+
+    /// A path that reaches this directory through the handle, valid in any mount namespace.
+    fn proc_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    fn rename(&self, from: &OsStr, to: &OsStr, flags: libc::c_uint) -> io::Result<()> {
+        let (c_from, c_to) = (component(from)?, component(to)?);
+        // SAFETY: valid descriptors and NUL-terminated names; renameat2 has no other preconditions.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                self.fd.as_raw_fd(),
+                c_from.as_ptr(),
+                self.fd.as_raw_fd(),
+                c_to.as_ptr(),
+                flags,
+            )
+        };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+/// Why [`Dir::check_writable`] failed.
+#[derive(Debug, Error)]
+pub enum NotWritable {
+    /// A file could not be created (permissions, read-only file system, no inodes left, …).
+    #[error("cannot create a file there")]
+    CannotCreate(#[source] io::Error),
+    /// The file system has no free block left.
+    #[error("its file system is full (no free blocks)")]
+    Full,
+}
+
+impl NotWritable {
+    /// True when the cause is a lack of space rather than bad input (permissions, not a directory).
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            NotWritable::Full => true,
+            NotWritable::CannotCreate(error) => is_out_of_space(error),
+        }
+    }
+}
+
+/// True for "no space left" and "quota exceeded".
+pub fn is_out_of_space(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// Why an output directory cannot be used.
+#[derive(Debug, Error)]
+pub enum OutDirError {
+    /// The path, or a component of it, exists and is not a directory.
+    #[error("{path} is not a directory (it or a parent of it exists as something else)")]
+    NotADirectory {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The path is a symlink to nothing.
+    #[error("{path} is a symlink to {target}, which does not exist")]
+    DanglingSymlink {
+        /// The path as given.
+        path: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
+    /// The directory is (or contains) meshfed's current directory: swapping it would leave the
+    /// shell that started meshfed in a deleted directory.
+    #[error(
+        "output directory {path} is {resolved}, which is (or contains) the current directory; meshfed \
+         replaces an output directory by swapping in a new one, which would leave this shell in a \
+         deleted directory; nothing was changed. Run meshfed from outside it, e.g. from {parent} \
+         with --out {name}"
+    )]
+    ContainsWorkingDirectory {
+        /// The path as given.
+        path: PathBuf,
+        /// Where it resolves to.
+        resolved: PathBuf,
+        /// Its parent directory.
+        parent: PathBuf,
+        /// Its name in `parent`.
+        name: String,
+    },
+    /// `/` has no parent to stage a new tree in.
+    #[error("{path} is the root directory; choose a directory below it")]
+    IsRoot {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// Creating or opening a parent failed.
+    #[error("cannot use {path} as an output directory")]
+    Io {
+        /// The path as given.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl OutDirError {
+    /// True when the user can fix it by choosing another path (exit code 2); false for an OS failure.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            OutDirError::Io { source, .. } => !is_out_of_space(source) && source.raw_os_error() != Some(libc::EIO),
+            _ => true,
+        }
+    }
+}
+
+/// An output directory that is replaced as a whole, resolved once and reached through its
+/// parent's handle from then on.
+#[derive(Debug)]
+pub struct OutDir {
+    parent: Dir,
+    name: OsString,
+    resolved: PathBuf,
+    via_symlink: bool,
+}
+
+/// What is at an [`OutDir`]'s path now.
+#[derive(Debug)]
+pub enum Existing {
+    /// Nothing: the new tree is renamed into a free name.
+    Absent,
+    /// A directory (opened without following symlinks), to be checked by the caller.
+    Directory(Dir),
+}
+
+impl OutDir {
+    /// Resolves `out`: `.`/`..`/a trailing slash, and a symlink the user named (its target is
+    /// used and [`OutDir::via_symlink`] says so). Missing parents are created. Refuses a path that
+    /// exists as something other than a directory, a dangling symlink, `/`, and a directory that
+    /// is or contains the current directory.
+    pub fn resolve(out: &Path) -> Result<OutDir, OutDirError> {
+        let io_error = |source| OutDirError::Io {
+            path: out.to_path_buf(),
+            source,
+        };
+        let not_a_directory = || OutDirError::NotADirectory {
+            path: out.to_path_buf(),
+        };
+        let (resolved, via_symlink) = match std::fs::symlink_metadata(out) {
+            Ok(metadata) => {
+                let resolved = std::fs::canonicalize(out).map_err(|source| {
+                    if metadata.file_type().is_symlink() {
+                        OutDirError::DanglingSymlink {
+                            path: out.to_path_buf(),
+                            target: std::fs::read_link(out).unwrap_or_default(),
+                        }
+                    } else {
+                        io_error(source)
+                    }
+                })?;
+                if !std::fs::metadata(&resolved).map_err(io_error)?.is_dir() {
+                    return Err(not_a_directory());
+                }
+                // `link/` and `link/.` name the symlink's target; ask about `link` itself.
+                let as_named: PathBuf = out.components().collect();
+                let is_symlink = std::fs::symlink_metadata(&as_named).is_ok_and(|named| named.file_type().is_symlink());
+                (resolved, is_symlink)
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotADirectory => return Err(not_a_directory()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                // `out` does not exist, so its last component is a plain name (`.`/`..` always exist).
+                let name = out.file_name().ok_or_else(not_a_directory)?;
+                let parent = match out.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent,
+                    _ => Path::new("."),
+                };
+                std::fs::create_dir_all(parent).map_err(|source| match source.kind() {
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => not_a_directory(),
+                    _ => io_error(source),
+                })?;
+                (std::fs::canonicalize(parent).map_err(io_error)?.join(name), false)
+            }
+            Err(error) => return Err(io_error(error)),
+        };
+        let (Some(parent), Some(name)) = (resolved.parent(), resolved.file_name()) else {
+            return Err(OutDirError::IsRoot {
+                path: out.to_path_buf(),
+            });
+        };
+        if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize)
+            && cwd.starts_with(&resolved)
+        {
+            return Err(OutDirError::ContainsWorkingDirectory {
+                path: out.to_path_buf(),
+                resolved: resolved.clone(),
+                parent: parent.to_path_buf(),
+                name: name.to_string_lossy().into_owned(),
+            });
+        }
+        Ok(OutDir {
+            parent: Dir::open(parent).map_err(io_error)?,
+            name: name.to_os_string(),
+            resolved,
+            via_symlink,
+        })
+    }
+
+    /// The absolute path the directory resolved to.
+    pub fn path(&self) -> &Path {
+        &self.resolved
+    }
+
+    /// True when the user's path was a symlink and [`OutDir::path`] is its target.
+    pub fn via_symlink(&self) -> bool {
+        self.via_symlink
+    }
+
+    /// What is there now. A symlink or non-directory that appeared since [`OutDir::resolve`] is
+    /// an error (`NotADirectory`).
+    pub fn existing(&self) -> io::Result<Existing> {
+        match self.parent.entry(&self.name)? {
+            None => Ok(Existing::Absent),
+            Some(EntryKind::Directory) => Ok(Existing::Directory(self.parent.open_dir(&self.name)?)),
+            Some(_) => Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is no longer a directory", self.resolved.display()),
+            )),
+        }
+    }
+
+    /// Creates an empty temporary sibling directory with `mode` to build the new tree in. It is
+    /// removed again unless [`Staged::commit`] moves it into place.
+    pub fn stage(&self, mode: u32) -> io::Result<Staged<'_>> {
+        let name = temporary_name(&self.name, "tmp");
+        let dir = self.parent.create_dir(&name, mode)?;
+        Ok(Staged {
+            out: self,
+            name,
+            dir,
+            committed: false,
+        })
+    }
+}
+
+/// A new tree being built next to an [`OutDir`].
+#[derive(Debug)]
+pub struct Staged<'a> {
+    out: &'a OutDir,
+    name: OsString,
+    dir: Dir,
+    committed: bool,
+}
+
+impl Staged<'_> {
+    /// The directory to write the new tree into.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// Puts the new tree at the output path in one step: exchanged with the old directory (which
+    /// is then removed) or renamed into the free name. On a file system without
+    /// `RENAME_EXCHANGE` the old directory is first renamed aside (the complete old tree is then
+    /// briefly under a hidden sibling name, never half-deleted).
+    pub fn commit(mut self) -> io::Result<()> {
+        self.dir.sync()?;
+        let parent = &self.out.parent;
+        let target = self.out.name.as_os_str();
+        // Where the old tree is once the new one is in place.
+        let old = match parent.entry(target)? {
+            None => {
+                match parent.rename(&self.name, target, libc::RENAME_NOREPLACE) {
+                    Err(error) if unsupported(&error) => parent.rename(&self.name, target, 0),
+                    other => other,
+                }?;
+                None
+            }
+            Some(_) => match parent.rename(&self.name, target, libc::RENAME_EXCHANGE) {
+                Ok(()) => Some(self.name.clone()),
+                Err(error) if unsupported(&error) => {
+                    let aside = temporary_name(target, "old");
+                    parent.rename(target, &aside, libc::RENAME_NOREPLACE)?;
+                    if let Err(error) = parent.rename(&self.name, target, 0) {
+                        let _ = parent.rename(&aside, target, 0);
+                        return Err(error);
+                    }
+                    Some(aside)
+                }
+                Err(error) => return Err(error),
+            },
+        };
+        // From here on the staging name holds nothing of the new tree: Drop must not touch it.
+        self.committed = true;
+        parent.sync()?;
+        if let Some(old) = old {
+            parent.remove_tree(&old)?;
+            parent.sync()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = self.out.parent.remove_tree(&self.name);
+        }
+    }
+}
+
+const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+
+/// `.<name>.meshfed-<what>-<pid>-<n>`: hidden, recognisable, unique within and across processes.
+fn temporary_name(name: &OsStr, what: &str) -> OsString {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut temporary = OsString::from(".");
+    temporary.push(name);
+    temporary.push(format!(
+        ".meshfed-{what}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    temporary
+}
+
+/// A single plain path component as a C string: no `/`, not `.`/`..`, not empty, no NUL.
+fn component(name: &OsStr) -> io::Result<CString> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+        return Err(invalid_input(format!("{name:?} is not a single file name")));
+    }
+    CString::new(bytes).map_err(invalid_input)
+}
+
+fn invalid_input(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, error)
+}
+
+fn cvt(result: libc::c_int) -> io::Result<()> {
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by open/openat and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The file system does not implement this `renameat2` flag.
+fn unsupported(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
+}

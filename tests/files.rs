@@ -1,0 +1,667 @@
+//! Files are never lost: `plan`, `certs` and `run --report-dir` replace what they write in one step,
+//! refuse what they must not replace, never write through a symlink, and keep working when the
+//! output lives under /run (hidden inside meshfed's sandbox) or on a full disk.
+//!
+//! Every check compares whole directory trees byte for byte (contents, kinds, modes and symlink
+//! targets), so "nothing was lost" means exactly that. Tests that need root (mounting a tmpfs) or
+//! the local provider (Envoy) skip with a message outside CI and fail under `CI=true`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use meshfed::output::Dir;
+
+const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
+
+fn scenario(name: &str) -> String {
+    format!("{}/scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn unique(label: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!(
+        "{label}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A directory removed when dropped, even when the test fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        TempDir::under(&std::env::temp_dir(), label)
+    }
+
+    fn under(parent: &Path, label: &str) -> TempDir {
+        let path = parent.join(format!("meshfed-files-{}", unique(label)));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs meshfed in `cwd` with a marker so leftover-process checks elsewhere can tell runs apart.
+fn meshfed_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(MESHFED)
+        .args(args)
+        .current_dir(cwd)
+        .env("MESHFED_TEST_MARKER", unique("files"))
+        .output()
+        .expect("run meshfed")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// One entry of a directory tree as a test compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir { mode: u32 },
+    File { mode: u32, bytes: Vec<u8> },
+    Symlink { target: PathBuf },
+}
+
+/// Every entry under `root` (not following symlinks), keyed by its path relative to `root`.
+fn tree(root: &Path) -> BTreeMap<PathBuf, Node> {
+    fn walk(root: &Path, dir: &Path, nodes: &mut BTreeMap<PathBuf, Node>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let metadata = std::fs::symlink_metadata(&path).unwrap();
+            let relative = path.strip_prefix(root).unwrap().to_path_buf();
+            let mode = metadata.permissions().mode() & 0o7777;
+            if metadata.file_type().is_symlink() {
+                nodes.insert(
+                    relative,
+                    Node::Symlink {
+                        target: std::fs::read_link(&path).unwrap(),
+                    },
+                );
+            } else if metadata.is_dir() {
+                nodes.insert(relative, Node::Dir { mode });
+                walk(root, &path, nodes);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                nodes.insert(relative, Node::File { mode, bytes });
+            }
+        }
+    }
+    let mut nodes = BTreeMap::new();
+    walk(root, root, &mut nodes);
+    nodes
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Files only, with contents: what a plan or PKI consists of.
+fn file_contents(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    tree(root)
+        .into_iter()
+        .filter_map(|(path, node)| match node {
+            Node::File { bytes, .. } => Some((path, bytes)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Writes `scenario` to `out` from `cwd`, asserting success.
+fn plan(cwd: &Path, scenario_name: &str, out: &str) {
+    let output = meshfed_in(cwd, &["plan", &scenario(scenario_name), "--out", out]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+}
+
+/// A complete plan of `scenario_name`, written fresh into an empty place, for comparison.
+fn reference_plan(scenario_name: &str) -> (TempDir, BTreeMap<PathBuf, Vec<u8>>) {
+    let dir = TempDir::new("reference");
+    plan(&dir.0, scenario_name, "plan");
+    let files = file_contents(&dir.join("plan"));
+    assert!(files.contains_key(Path::new(".meshfed-plan")), "{:?}", files.keys());
+    assert!(files.len() > 10, "{:?}", files.keys());
+    (dir, files)
+}
+
+// ---------------------------------------------------------------------------------------------
+// plan --out
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn plan_out_dot_inside_a_plan_refuses_with_exit_2_and_keeps_the_plan_byte_identical() {
+    let dir = TempDir::new("plan-dot");
+    plan(&dir.0, "seed.yaml", "p");
+    let plan_dir = dir.join("p");
+    let before = tree(&dir.0);
+
+    // From inside the plan, and from inside one of its cluster directories.
+    for (cwd, out) in [(plan_dir.clone(), "."), (plan_dir.join("cluster1"), "..")] {
+        let output = meshfed_in(&cwd, &["plan", &scenario("skew.yaml"), "--out", out]);
+        let stderr = text(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "--out {out} from {}: {stderr}",
+            cwd.display()
+        );
+        assert!(
+            stderr.contains("current directory") && stderr.contains(&plan_dir.display().to_string()),
+            "the message names the directory and why: {stderr}"
+        );
+        assert_eq!(tree(&dir.0), before, "--out {out} from {} changed files", cwd.display());
+    }
+}
+
+#[test]
+fn plan_out_p_dot_replaces_the_plan_completely_and_leaves_no_staging_behind() {
+    let dir = TempDir::new("plan-p-dot");
+    plan(&dir.0, "seed.yaml", "p");
+    let (_reference_dir, skew) = reference_plan("skew.yaml");
+
+    plan(&dir.0, "skew.yaml", "p/.");
+    assert_eq!(file_contents(&dir.join("p")), skew, "p holds exactly a fresh skew plan");
+    assert_eq!(names(&dir.0), ["p"], "no staging or old copy left next to it");
+
+    plan(&dir.0, "seed.yaml", "./p/");
+    let (_seed_dir, seed) = reference_plan("seed.yaml");
+    assert_eq!(file_contents(&dir.join("p")), seed);
+    assert_eq!(names(&dir.0), ["p"]);
+}
+
+#[test]
+fn plan_out_through_a_symlink_replaces_the_plan_it_points_to_and_keeps_the_link() {
+    let dir = TempDir::new("plan-link");
+    plan(&dir.0, "seed.yaml", "p");
+    std::os::unix::fs::symlink("p", dir.join("link-to-p")).unwrap();
+    let (_reference_dir, skew) = reference_plan("skew.yaml");
+
+    let output = meshfed_in(&dir.0, &["plan", &scenario("skew.yaml"), "--out", "link-to-p/"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let resolved = std::fs::canonicalize(dir.join("p")).unwrap();
+    assert!(
+        stdout.contains(&resolved.display().to_string()) && stdout.contains("symlink"),
+        "says where the plan really went: {stdout}"
+    );
+    assert_eq!(std::fs::read_link(dir.join("link-to-p")).unwrap(), Path::new("p"));
+    assert_eq!(file_contents(&dir.join("p")), skew);
+    assert_eq!(names(&dir.0), ["link-to-p", "p"]);
+}
+
+#[test]
+fn replacing_a_plan_removes_a_symlink_inside_it_but_never_what_it_points_to() {
+    let dir = TempDir::new("plan-inner-link");
+    plan(&dir.0, "seed.yaml", "p");
+    let precious = dir.join("precious");
+    std::fs::create_dir(&precious).unwrap();
+    std::fs::write(precious.join("keep.txt"), "mine").unwrap();
+    std::os::unix::fs::symlink(&precious, dir.join("p/cluster1/extra")).unwrap();
+    let precious_before = tree(&precious);
+
+    plan(&dir.0, "skew.yaml", "p");
+    assert_eq!(tree(&precious), precious_before);
+    assert!(!dir.join("p/cluster1/extra").exists());
+    let (_reference_dir, skew) = reference_plan("skew.yaml");
+    assert_eq!(file_contents(&dir.join("p")), skew);
+}
+
+#[test]
+fn plan_out_that_is_a_file_or_a_dangling_symlink_exits_2_and_changes_nothing() {
+    let dir = TempDir::new("plan-bad-out");
+    std::fs::write(dir.join("file"), "not a directory").unwrap();
+    std::os::unix::fs::symlink("nowhere", dir.join("dangling")).unwrap();
+    let before = tree(&dir.0);
+    for (out, expected) in [
+        ("file", "not a directory"),
+        ("dangling", "does not exist"),
+        ("file/sub", "not a directory"),
+    ] {
+        let output = meshfed_in(&dir.0, &["plan", &scenario("seed.yaml"), "--out", out]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "--out {out}: {stderr}");
+        assert!(stderr.contains(expected), "--out {out}: {stderr}");
+        assert_eq!(tree(&dir.0), before, "--out {out}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// certs --out
+// ---------------------------------------------------------------------------------------------
+
+const CACERTS_FILES: [&str; 4] = ["ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"];
+
+fn certs(cwd: &Path, out: &str, force: bool) -> Output {
+    let seed = scenario("seed.yaml");
+    let mut args = vec!["certs", seed.as_str(), "--out", out];
+    if force {
+        args.push("--force");
+    }
+    meshfed_in(cwd, &args)
+}
+
+fn assert_complete_pki(out: &Path) {
+    assert_eq!(names(out), ["cluster1", "cluster2", "root-ca"]);
+    assert_eq!(names(&out.join("root-ca")), ["root-cert.pem", "root-key.pem"]);
+    for cluster in ["cluster1", "cluster2"] {
+        assert_eq!(names(&out.join(cluster)), CACERTS_FILES);
+    }
+    for key in ["root-ca/root-key.pem", "cluster1/ca-key.pem", "cluster2/ca-key.pem"] {
+        let metadata = std::fs::symlink_metadata(out.join(key)).unwrap();
+        assert!(metadata.is_file(), "{key}");
+        assert_eq!(metadata.mode() & 0o777, 0o600, "{key}");
+    }
+}
+
+#[test]
+fn certs_twice_into_one_folder_refuses_naming_force_and_changes_nothing() {
+    let dir = TempDir::new("certs-twice");
+    let first = certs(&dir.0, "pki", false);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert_complete_pki(&dir.join("pki"));
+    let before = tree(&dir.0);
+
+    let second = certs(&dir.0, "pki", false);
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert!(
+        stderr.contains("root-ca/root-key.pem"),
+        "names the existing files: {stderr}"
+    );
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
+    assert_eq!(tree(&dir.0), before, "every file byte-identical");
+}
+
+#[test]
+fn certs_force_replaces_the_root_in_one_step_with_keys_0600() {
+    let dir = TempDir::new("certs-force");
+    let pki = dir.join("pki");
+    assert_eq!(certs(&dir.0, "pki", false).status.code(), Some(0));
+    let old_root = std::fs::read(pki.join("root-ca/root-cert.pem")).unwrap();
+
+    let output = certs(&dir.0, "pki", true);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(!text(&output.stdout).contains("PRIVATE KEY") && !text(&output.stderr).contains("PRIVATE KEY"));
+    assert_complete_pki(&pki);
+    let new_root = std::fs::read(pki.join("root-ca/root-cert.pem")).unwrap();
+    assert_ne!(new_root, old_root, "a new root CA");
+    for cluster in ["cluster1", "cluster2"] {
+        assert_eq!(
+            std::fs::read(pki.join(cluster).join("root-cert.pem")).unwrap(),
+            new_root
+        );
+    }
+    assert_eq!(names(&dir.0), ["pki"], "no staging or old copy left next to it");
+}
+
+#[test]
+fn certs_never_follow_a_symlink_in_the_out_dir_even_with_force() {
+    let dir = TempDir::new("certs-symlink");
+    let outside = dir.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("ca-key.pem"), "someone else's key").unwrap();
+    std::fs::write(outside.join("precious.txt"), "mine").unwrap();
+
+    // A directory symlink where a cluster directory would go.
+    let linked_dir = dir.join("linked-dir");
+    std::fs::create_dir(&linked_dir).unwrap();
+    std::os::unix::fs::symlink(&outside, linked_dir.join("cluster1")).unwrap();
+    // A file symlink inside an otherwise complete PKI.
+    assert_eq!(certs(&dir.0, "linked-file", false).status.code(), Some(0));
+    let linked_file = dir.join("linked-file");
+    std::fs::remove_file(linked_file.join("cluster1/ca-key.pem")).unwrap();
+    std::os::unix::fs::symlink(outside.join("ca-key.pem"), linked_file.join("cluster1/ca-key.pem")).unwrap();
+    let before = tree(&dir.0);
+
+    for out in ["linked-dir", "linked-file"] {
+        for force in [false, true] {
+            let output = certs(&dir.0, out, force);
+            let stderr = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{out} force={force}: {stderr}");
+            assert!(stderr.contains("symlink") && stderr.contains("cluster1"), "{stderr}");
+            assert_eq!(
+                tree(&dir.0),
+                before,
+                "{out} force={force}: nothing changed, inside or out"
+            );
+        }
+    }
+}
+
+#[test]
+fn certs_refuse_a_folder_with_foreign_files_even_with_force() {
+    let dir = TempDir::new("certs-foreign");
+    let home = dir.join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join("notes.txt"), "mine").unwrap();
+    let before = tree(&dir.0);
+    for force in [false, true] {
+        let output = certs(&dir.0, "home", force);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("notes.txt"), "{stderr}");
+        assert_eq!(tree(&dir.0), before);
+    }
+}
+
+#[test]
+fn certs_force_with_out_dot_inside_the_pki_refuses_and_keeps_it() {
+    let dir = TempDir::new("certs-dot");
+    assert_eq!(certs(&dir.0, "pki", false).status.code(), Some(0));
+    let before = tree(&dir.0);
+    let output = certs(&dir.join("pki"), ".", true);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("current directory"), "{stderr}");
+    assert_eq!(tree(&dir.0), before);
+}
+
+#[test]
+fn certs_into_an_empty_existing_folder_needs_no_force() {
+    let dir = TempDir::new("certs-empty");
+    std::fs::create_dir(dir.join("pki")).unwrap();
+    let output = certs(&dir.0, "pki", false);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_complete_pki(&dir.join("pki"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The atomic writer, directly
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn atomic_write_replaces_a_symlink_instead_of_writing_through_it() {
+    let dir = TempDir::new("atomic-symlink");
+    let outside = dir.join("outside.json");
+    std::fs::write(&outside, "precious").unwrap();
+    let reports = dir.join("reports");
+    std::fs::create_dir(&reports).unwrap();
+    std::os::unix::fs::symlink(&outside, reports.join("report.json")).unwrap();
+
+    let handle = Dir::open(&reports).unwrap();
+    handle
+        .write_file_atomic("report.json", b"{\"new\":true}\n", 0o644)
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    let metadata = std::fs::symlink_metadata(reports.join("report.json")).unwrap();
+    assert!(metadata.is_file());
+    assert_eq!(std::fs::read(reports.join("report.json")).unwrap(), b"{\"new\":true}\n");
+    assert_eq!(names(&reports), ["report.json"]);
+}
+
+#[test]
+fn atomic_write_creates_private_files_with_their_mode_from_the_start() {
+    let dir = TempDir::new("atomic-mode");
+    let handle = Dir::open(&dir.0).unwrap();
+    handle.write_file_atomic("key.pem", b"secret", 0o600).unwrap();
+    assert_eq!(std::fs::metadata(dir.join("key.pem")).unwrap().mode() & 0o777, 0o600);
+    handle.write_file_atomic("key.pem", b"secret2", 0o600).unwrap();
+    assert_eq!(std::fs::read(dir.join("key.pem")).unwrap(), b"secret2");
+    assert_eq!(names(&dir.0), ["key.pem"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Full disk and /run (root: mounting a tmpfs; the local provider: Envoy)
+// ---------------------------------------------------------------------------------------------
+
+/// Under `CI=true` a skip is a failure; elsewhere it says why on stderr.
+fn skip_or_fail(reason: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("must run in CI but cannot: {reason}");
+    }
+    eprintln!("skipped {}: {reason}", std::thread::current().name().unwrap_or("test"));
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `meshfed setup` once per test binary: `Err` says why the local provider cannot run here.
+fn local_provider() -> Result<(), String> {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    AVAILABLE
+        .get_or_init(|| {
+            let output = Command::new(MESHFED)
+                .arg("setup")
+                .output()
+                .map_err(|error| error.to_string())?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!("`meshfed setup` failed: {}", text(&output.stderr)))
+            }
+        })
+        .clone()
+}
+
+/// The old report a full-disk run must not lose.
+const OLD_REPORT: &str = "{\"schema\": \"an earlier, good report\"}\n";
+
+/// Runs `meshfed run seed.yaml --report-dir M` in a private mount namespace where M is a 12 KiB
+/// tmpfs holding [`OLD_REPORT`] and filled up to leave `free_pages` 4 KiB pages. Afterwards a copy
+/// of M's contents is in `<work>/after`. Returns meshfed's output (the shell's exit code is
+/// meshfed's).
+fn run_with_full_report_dir(work: &Path, free_pages: u32) -> Output {
+    let mount_point = work.join("reports");
+    let after = work.join("after");
+    std::fs::create_dir_all(&mount_point).unwrap();
+    std::fs::create_dir_all(&after).unwrap();
+    let script = r#"
+        set -u
+        mount -t tmpfs -o size=12k meshfed-test-full "$REPORTS" || exit 90
+        printf '%s' "$OLD_REPORT" > "$REPORTS/report.json" || exit 91
+        head -c 1000000 /dev/zero > "$REPORTS/filler" 2>/dev/null
+        if [ "$FREE_PAGES" -gt 0 ]; then truncate -s "-$((FREE_PAGES * 4096))" "$REPORTS/filler" || exit 92; fi
+        "$MESHFED" run "$SCENARIO" --report-dir "$REPORTS"
+        code=$?
+        cp -a "$REPORTS/." "$AFTER/" || exit 93
+        exit $code
+    "#;
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("REPORTS", &mount_point)
+        .env("AFTER", &after)
+        .env("OLD_REPORT", OLD_REPORT)
+        .env("FREE_PAGES", free_pages.to_string())
+        .env("MESHFED", MESHFED)
+        .env("SCENARIO", scenario("seed.yaml"))
+        .env("MESHFED_TEST_MARKER", unique("full-disk"))
+        .output()
+        .expect("run unshare")
+}
+
+fn assert_old_report_kept(after: &Path, output: &Output) {
+    let stderr = text(&output.stderr);
+    assert!(
+        !(90..=93).contains(&output.status.code().unwrap_or(0)),
+        "test set-up failed: {stderr}"
+    );
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("No space left") || stderr.contains("full"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(after.join("report.json")).unwrap(),
+        OLD_REPORT,
+        "the old report is byte-identical"
+    );
+    assert_eq!(names(after), ["filler", "report.json"], "no temporary file left behind");
+}
+
+#[test]
+fn full_report_dir_exits_3_before_building_anything_and_keeps_the_old_report() {
+    if !is_root() {
+        return skip_or_fail("needs root to mount a tmpfs");
+    }
+    let work = TempDir::new("full-disk-up-front");
+    let output = run_with_full_report_dir(&work.0, 0);
+    assert_old_report_kept(&work.join("after"), &output);
+    let stderr = text(&output.stderr);
+    assert!(
+        !stderr.contains("sandbox entered") && !stderr.contains("checking envoy"),
+        "refused before any world is built: {stderr}"
+    );
+}
+
+#[test]
+fn report_that_no_longer_fits_exits_3_and_keeps_the_old_report() {
+    if !is_root() {
+        return skip_or_fail("needs root to mount a tmpfs");
+    }
+    if let Err(reason) = local_provider() {
+        return skip_or_fail(&reason);
+    }
+    let work = TempDir::new("full-disk-late");
+    // One free page passes the up-front check; seed's report (about 14 KB) does not fit in it.
+    let output = run_with_full_report_dir(&work.0, 1);
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("verdict: PASS"), "the run itself passed: {stdout}");
+    assert_old_report_kept(&work.join("after"), &output);
+    assert!(
+        text(&output.stderr).contains("unchanged"),
+        "says the old report is kept: {}",
+        text(&output.stderr)
+    );
+}
+
+/// A directory under /run, removed when dropped.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn report_dir_under_run_gets_the_report_despite_the_sandbox_tmpfs() {
+    if !is_root() {
+        return skip_or_fail("needs root to write under /run");
+    }
+    if let Err(reason) = local_provider() {
+        return skip_or_fail(&reason);
+    }
+    let run_dir = RunDir(PathBuf::from(format!("/run/{}", unique("meshfed-test"))));
+    let report_dir = run_dir.0.join("r");
+    let cwd = TempDir::new("run-dir");
+    let output = meshfed_in(
+        &cwd.0,
+        &[
+            "run",
+            &scenario("seed.yaml"),
+            "--report-dir",
+            report_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let report = std::fs::read_to_string(report_dir.join("report.json")).expect("report.json under /run");
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["passed"], serde_json::Value::Bool(true));
+    assert_eq!(names(&report_dir), ["report.json"], "no temporary file left behind");
+}
+
+#[test]
+fn unwritable_report_dir_exits_2_before_building_anything() {
+    let dir = TempDir::new("report-file");
+    std::fs::write(dir.join("file"), "not a directory").unwrap();
+    let output = meshfed_in(&dir.0, &["run", &scenario("seed.yaml"), "--report-dir", "file/reports"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("file/reports"), "{stderr}");
+    assert!(
+        !stderr.contains("checking envoy"),
+        "refused before anything else: {stderr}"
+    );
+}
+
+/// The child half of the next test runs in its own mount namespace with this variable naming an
+/// empty directory to mount a tmpfs on.
+const FULL_TMPFS_CHILD: &str = "MESHFED_TEST_FULL_TMPFS_DIR";
+
+#[test]
+fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
+    const NAME: &str = "a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary";
+    if let Some(dir) = std::env::var_os(FULL_TMPFS_CHILD) {
+        // Inside `unshare --mount`: the tmpfs vanishes with this process.
+        let dir = PathBuf::from(dir);
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=12k", "meshfed-test-full"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount a tmpfs on {}", dir.display());
+        std::fs::write(dir.join("report.json"), OLD_REPORT).unwrap();
+        std::fs::create_dir(dir.join("plan")).unwrap();
+        std::fs::write(dir.join("plan/.meshfed-plan"), "old plan").unwrap();
+        let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
+        let fill_error = loop {
+            if let Err(error) = std::io::Write::write_all(&mut filler, &[0; 512]) {
+                break error;
+            }
+        };
+        assert!(meshfed::output::is_out_of_space(&fill_error), "{fill_error}");
+
+        let handle = Dir::open(&dir).unwrap();
+        let full = handle.check_writable().unwrap_err();
+        assert!(full.is_out_of_space(), "{full}");
+        let error = handle
+            .write_file_atomic("report.json", &vec![b'x'; 64 * 1024], 0o644)
+            .unwrap_err();
+        assert!(meshfed::output::is_out_of_space(&error), "{error}");
+        assert_eq!(std::fs::read_to_string(dir.join("report.json")).unwrap(), OLD_REPORT);
+        assert_eq!(
+            names(&dir),
+            ["filler", "plan", "report.json"],
+            "no temporary file left behind"
+        );
+
+        // A whole directory tree that cannot be finished leaves the old one and no staging.
+        let old_plan = tree(&dir.join("plan"));
+        let out = meshfed::output::OutDir::resolve(&dir.join("plan")).unwrap();
+        let error = out
+            .stage(0o755)
+            .and_then(|staged| {
+                staged.dir().create_file("big.yaml", &vec![b'x'; 64 * 1024], 0o644)?;
+                staged.commit()
+            })
+            .unwrap_err();
+        assert!(meshfed::output::is_out_of_space(&error), "{error}");
+        assert_eq!(tree(&dir.join("plan")), old_plan);
+        assert_eq!(names(&dir), ["filler", "plan", "report.json"], "no staging left behind");
+        return;
+    }
+    if !is_root() {
+        return skip_or_fail("needs root to mount a tmpfs");
+    }
+    let work = TempDir::new("atomic-full");
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env(FULL_TMPFS_CHILD, &work.0)
+        .output()
+        .expect("run unshare");
+    let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    assert!(output.status.success(), "{all}");
+    assert!(all.contains("1 passed"), "the child really ran the test: {all}");
+}
