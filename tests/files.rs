@@ -6,6 +6,9 @@
 //! targets), so "nothing was lost" means exactly that. Tests that need root (mounting a tmpfs) or
 //! the local provider (Envoy) skip with a message outside CI and fail under `CI=true`.
 
+#[path = "support/skip.rs"]
+mod skip;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -425,14 +428,6 @@ fn atomic_write_creates_private_files_with_their_mode_from_the_start() {
 // Full disk and /run (root: mounting a tmpfs; the local provider: Envoy)
 // ---------------------------------------------------------------------------------------------
 
-/// Under `CI=true` a skip is a failure; elsewhere it says why on stderr.
-fn skip_or_fail(reason: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("must run in CI but cannot: {reason}");
-    }
-    eprintln!("skipped {}: {reason}", std::thread::current().name().unwrap_or("test"));
-}
-
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -511,7 +506,7 @@ fn assert_old_report_kept(after: &Path, output: &Output) {
 #[test]
 fn full_report_dir_exits_3_before_building_anything_and_keeps_the_old_report() {
     if !is_root() {
-        return skip_or_fail("needs root to mount a tmpfs");
+        return skip::skip("needs root to mount a tmpfs");
     }
     let work = TempDir::new("full-disk-up-front");
     let output = run_with_full_report_dir(&work.0, 0);
@@ -526,10 +521,10 @@ fn full_report_dir_exits_3_before_building_anything_and_keeps_the_old_report() {
 #[test]
 fn report_that_no_longer_fits_exits_3_and_keeps_the_old_report() {
     if !is_root() {
-        return skip_or_fail("needs root to mount a tmpfs");
+        return skip::skip("needs root to mount a tmpfs");
     }
     if let Err(reason) = local_provider() {
-        return skip_or_fail(&reason);
+        return skip::skip(&reason);
     }
     let work = TempDir::new("full-disk-late");
     // One free page passes the up-front check; seed's report (about 14 KB) does not fit in it.
@@ -556,10 +551,10 @@ impl Drop for RunDir {
 #[test]
 fn report_dir_under_run_gets_the_report_despite_the_sandbox_tmpfs() {
     if !is_root() {
-        return skip_or_fail("needs root to write under /run");
+        return skip::skip("needs root to write under /run");
     }
     if let Err(reason) = local_provider() {
-        return skip_or_fail(&reason);
+        return skip::skip(&reason);
     }
     let run_dir = RunDir(PathBuf::from(format!("/run/{}", unique("meshfed-test"))));
     let report_dir = run_dir.0.join("r");
@@ -651,7 +646,7 @@ fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
         return;
     }
     if !is_root() {
-        return skip_or_fail("needs root to mount a tmpfs");
+        return skip::skip("needs root to mount a tmpfs");
     }
     let work = TempDir::new("atomic-full");
     let output = Command::new("unshare")
