@@ -1,5 +1,12 @@
 //! The isolation probe of the `local` world: from a pod of each cluster, a direct connect to a pod
 //! of every other cluster (must not get through) and a connect to that cluster's gateway (must).
+//!
+//! Only an *unreachable* pod is isolated ([`pod_is_isolated`]): the network said it cannot deliver
+//! (no route, or ICMP host unreachable). A *refused* connect is a TCP RST from the pod's address:
+//! the packet got there, so the pod is reachable and merely has nothing on that port. A connect
+//! that *timed out* was routed toward the pod and went unanswered: a firewall dropping it or a
+//! silent address, which meshfed cannot tell apart; the `local` world isolates by having no route,
+//! so a timeout there means a route exists, and it does not count as isolated either.
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::Path;
@@ -28,7 +35,7 @@ impl World {
                     from_pod: from_pod.name.clone(),
                     to_cluster: to.name.clone(),
                     pod_address: pod_address.to_string(),
-                    isolated: pod_connect != "connected" && gateway_connect == "connected",
+                    isolated: pod_is_isolated(&pod_connect) && gateway_connect == "connected",
                     pod_connect,
                     gateway_address: gateway_address.to_string(),
                     gateway_connect,
@@ -37,6 +44,12 @@ impl World {
         }
         Ok(probes)
     }
+}
+
+/// Whether a direct connect's outcome (as [`probe`] words it) shows the pod isolated: only when
+/// the network could not deliver to it. See the module docs for refused and timed out.
+pub(super) fn pod_is_isolated(outcome: &str) -> bool {
+    outcome.starts_with("unreachable")
 }
 
 /// What a connect from inside `netns` to `address` did, in words for the report.
@@ -51,5 +64,19 @@ fn probe(netns: &Path, address: SocketAddr) -> String {
             _ if error.kind() == std::io::ErrorKind::TimedOut => "timed out".to_owned(),
             _ => format!("failed ({error})"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pod_is_isolated;
+
+    #[test]
+    fn only_an_unreachable_pod_is_isolated() {
+        assert!(pod_is_isolated("unreachable (no route)"));
+        assert!(pod_is_isolated("unreachable (host)"));
+        for reachable in ["connected", "refused", "timed out", "prohibited", "failed (oops)"] {
+            assert!(!pod_is_isolated(reachable), "{reachable}");
+        }
     }
 }

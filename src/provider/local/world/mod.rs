@@ -1,11 +1,12 @@
 //! [`LocalProvider`]: builds the `local` world (certificates, namespaces, apps, Envoys) and tears
 //! it down. It must run inside the sandbox ([`super::sandbox::enter`]) so that everything it
 //! creates dies with meshfed. The other jobs live in the submodules: [`apps`] (echo workloads),
-//! [`proxies`] (Envoy configuration, readiness, stats), [`traffic`] (the client and its records)
-//! and [`isolation`] (the cross-cluster probe).
+//! [`proxies`] (Envoy configuration, readiness, stats), [`traffic`] (the client and its records),
+//! [`isolation`] (the cross-cluster probe) and [`liveness`] (exited, stopped and silent processes).
 
 mod apps;
 mod isolation;
+mod liveness;
 mod proxies;
 mod traffic;
 
@@ -34,12 +35,12 @@ const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(20);
 const APP_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a pushed configuration may take to show up in Envoy's version stats.
 const CONFIG_APPLIED_TIMEOUT: Duration = Duration::from_secs(10);
-/// Per-request timeout of the client workload.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout of an isolation probe connect.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
-/// How often a long phase reports how many requests are done.
+/// How often a long phase reports how many requests are done (also when none finishes).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a phase checks that the world's apps and Envoys still run.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(500);
 /// Grace between SIGTERM and SIGKILL at teardown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -111,6 +112,7 @@ impl LocalProvider {
             .supervisor
             .spawn(&name, command, Some(&netns), ChildOutput::Piped)
             .map_err(|error| failed(format!("starting {name}"))(error.into()))?;
+        world.supervisor.set_transient(id);
         let mut stdout = world.supervisor.take_stdout(id);
         let stderr_reader = read_in_background(world.supervisor.take_stderr(id));
         let mut stdout_text = String::new();
@@ -277,6 +279,17 @@ impl Provider for LocalProvider {
 
     async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError> {
         self.world()?.tls_failures(service).await
+    }
+
+    async fn check_alive(&mut self) -> Result<(), ProviderError> {
+        self.world()?.check_alive()
+    }
+
+    async fn stuck(&mut self) -> Vec<String> {
+        match self.world.as_mut() {
+            Some(world) => world.stuck().await,
+            None => Vec::new(),
+        }
     }
 
     async fn teardown(&mut self) -> Result<(), ProviderError> {

@@ -1,5 +1,10 @@
 //! The Envoys of the `local` world: configuration pushed from the plan (sidecars and gateways),
 //! start-up and readiness, configuration versions and the stats meshfed reads from them.
+//!
+//! Every admin call has a deadline ([`ADMIN_TIMEOUT`]): a stopped Envoy still accepts connections
+//! on its admin socket (the kernel does) and never answers. A start-up wait races the Envoys'
+//! readiness against their exit, so one that dies on its configuration is reported at once, with
+//! the lines of its log that say why.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,20 +18,103 @@ use crate::pki;
 use crate::plan::Plan;
 use crate::provider::local::control_plane::{self, ProxySettings};
 use crate::provider::local::envoy_binary::{
-    admin_get, await_ready, envoy_args, parse_counters, write_bootstrap, write_xds,
+    AwaitReadyError, admin_get, await_ready, envoy_args, parse_counters, write_bootstrap, write_xds,
 };
 use crate::provider::local::envoy_config::{self, CertPaths, XdsResources};
-use crate::provider::local::supervisor::ChildOutput;
+use crate::provider::local::supervisor::{ChildExit, ChildExited, ChildOutput, Supervisor};
 use crate::provider::local::topology::GATEWAY_POD;
 use crate::provider::{PhaseSettings, ProviderError, TlsFailures};
 
+/// How long one admin call (stats, config version) may take.
+pub(super) const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a start-up wait checks whether a child exited.
+const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// One Envoy and what was last pushed to it.
 pub(super) struct Proxy {
-    name: String,
+    pub(super) name: String,
     dir: PathBuf,
-    admin_socket: PathBuf,
+    pub(super) admin_socket: PathBuf,
     pushed: Option<XdsResources>,
-    started: bool,
+    pub(super) started: bool,
+}
+
+/// `GET path` on `proxy`'s admin socket, failing after [`ADMIN_TIMEOUT`] naming the proxy.
+async fn admin_call(proxy: &Proxy, path: &str, what: &str) -> Result<String, ProviderError> {
+    match tokio::time::timeout(ADMIN_TIMEOUT, admin_get(&proxy.admin_socket, path)).await {
+        Ok(answer) => answer.map_err(|error| failed(format!("{what} of {}", proxy.name))(error.into())),
+        Err(_) => Err(ProviderError::failed(
+            format!("{what} of {}", proxy.name),
+            anyhow!(
+                "its admin socket {} did not answer {path} within {} s (is it stopped or overloaded?)",
+                proxy.admin_socket.display(),
+                ADMIN_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Why Envoys did not become ready.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A child exited while the Envoys were starting.
+    #[error("{} exited during start-up, before every envoy was ready: {}", .0.name, ChildExited(.0.clone()))]
+    Exited(ChildExit),
+    /// An Envoy did not report ready in time.
+    #[error(transparent)]
+    NotReady(#[from] AwaitReadyError),
+    /// An Envoy's admin socket did not answer at all in time.
+    #[error("{envoy} was not ready within {} s: its admin socket did not answer", .waited.as_secs())]
+    Silent {
+        /// The Envoy.
+        envoy: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// A wait task failed.
+    #[error("waiting for envoys failed")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+/// Waits until every `(name, admin socket)` Envoy answers `/ready` with LIVE within `timeout`,
+/// checking every [`EXIT_POLL_INTERVAL`] that no long-lived child of `supervisor` has exited: the
+/// first one that did is the error, at once, with its log excerpt.
+pub async fn await_ready_or_exit(
+    supervisor: &mut Supervisor,
+    envoys: Vec<(String, PathBuf)>,
+    timeout: Duration,
+) -> Result<(), StartupError> {
+    let mut waits = tokio::task::JoinSet::new();
+    for (name, socket) in envoys {
+        waits.spawn(async move {
+            // await_ready polls with admin calls that a stopped Envoy never answers.
+            match tokio::time::timeout(timeout + ADMIN_TIMEOUT, await_ready(&name, &socket, timeout)).await {
+                Ok(ready) => ready.map_err(StartupError::from),
+                Err(_) => Err(StartupError::Silent {
+                    envoy: name,
+                    waited: timeout + ADMIN_TIMEOUT,
+                }),
+            }
+        });
+    }
+    let mut exit_checks = tokio::time::interval(EXIT_POLL_INTERVAL);
+    loop {
+        tokio::select! {
+            joined = waits.join_next() => match joined {
+                None => return Ok(()),
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(error))) => {
+                    // An exit explains a wait that failed better than the wait does.
+                    supervisor.check_running().map_err(|exited| StartupError::Exited(exited.0))?;
+                    return Err(error);
+                }
+                Some(Err(error)) => return Err(StartupError::Join(error)),
+            },
+            _ = exit_checks.tick() => {
+                supervisor.check_running().map_err(|exited| StartupError::Exited(exited.0))?;
+            }
+        }
+    }
 }
 
 impl World {
@@ -122,7 +210,7 @@ impl World {
                 desired.push((cluster.name.clone(), pod.name.clone(), name, resources));
             }
             let gateway = control_plane::gateway_spec(&cluster, cluster_plan);
-            let name = format!("gateway envoy of {}", cluster.name);
+            let name = format!("envoy of gateway {GATEWAY_POD} in {}", cluster.name);
             desired.push((
                 cluster.name.clone(),
                 GATEWAY_POD.to_owned(),
@@ -206,22 +294,16 @@ impl World {
     }
 
     pub(super) async fn await_envoys_ready(&mut self, keys: &[(String, String)]) -> Result<(), ProviderError> {
-        let mut waits = tokio::task::JoinSet::new();
-        for key in keys {
-            let proxy = &self.proxies[key];
-            let (name, socket) = (proxy.name.clone(), proxy.admin_socket.clone());
-            waits.spawn(async move { await_ready(&name, &socket, ENVOY_READY_TIMEOUT).await });
-        }
-        while let Some(result) = waits.join_next().await {
-            let outcome = result.map_err(|error| failed("waiting for envoys")(error.into()))?;
-            if let Err(error) = outcome {
-                self.supervisor
-                    .check_running()
-                    .map_err(|exit| failed("starting envoys")(exit.into()))?;
-                return Err(failed("waiting for envoys to be ready")(error.into()));
-            }
-        }
-        Ok(())
+        let envoys = keys
+            .iter()
+            .map(|key| {
+                let proxy = &self.proxies[key];
+                (proxy.name.clone(), proxy.admin_socket.clone())
+            })
+            .collect();
+        await_ready_or_exit(&mut self.supervisor, envoys, ENVOY_READY_TIMEOUT)
+            .await
+            .map_err(|error| failed("starting envoys")(error.into()))
     }
 
     /// Waits until each updated Envoy reports the pushed CDS version (Envoy never ACKs
@@ -233,9 +315,12 @@ impl World {
             let Some(pushed) = &proxy.pushed else { continue };
             let want_cds = pushed.clusters["version_info"].as_str().unwrap_or_default().to_owned();
             loop {
-                let stats = admin_get(&proxy.admin_socket, "/stats?filter=version_text|update_rejected")
-                    .await
-                    .map_err(|error| failed(format!("reading the config version of {}", proxy.name))(error.into()))?;
+                let stats = admin_call(
+                    proxy,
+                    "/stats?filter=version_text|update_rejected",
+                    "reading the config version",
+                )
+                .await?;
                 let cds_ok = stats.contains(&format!("cluster_manager.cds.version_text: \"{want_cds}\""));
                 if cds_ok {
                     break;
@@ -257,9 +342,7 @@ impl World {
             .proxies
             .get(&(cluster.to_owned(), pod.to_owned()))
             .ok_or_else(|| ProviderError::Unavailable(format!("no proxy for {pod} in {cluster}")))?;
-        let text = admin_get(&proxy.admin_socket, "/stats")
-            .await
-            .map_err(|error| failed(format!("reading stats of {}", proxy.name))(error.into()))?;
+        let text = admin_call(proxy, "/stats", "reading stats").await?;
         Ok(parse_counters(&text))
     }
 
@@ -303,5 +386,61 @@ impl World {
                 .unwrap_or(0);
         }
         Ok(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use super::{StartupError, await_ready_or_exit};
+    use crate::provider::local::supervisor::{ChildOutput, Supervisor};
+
+    #[test]
+    fn an_envoy_that_exits_during_start_up_is_reported_at_once_with_the_cause_from_its_log() {
+        let dir = std::env::temp_dir().join(format!("meshfed-startup-exit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut supervisor = Supervisor::new().unwrap();
+        let mut dying = Command::new("sh");
+        dying.args([
+            "-c",
+            "echo '[critical][main] error initializing configuration: no such field: bogus' >&2; \
+             for n in $(seq 1 30); do echo \"[info] shutting down $n\"; done; exit 1",
+        ]);
+        supervisor
+            .spawn(
+                "envoy for pod bar-0 in cluster2",
+                dying,
+                None,
+                ChildOutput::LogDir(dir.clone()),
+            )
+            .unwrap();
+        // Far longer than this test may take: only the race against the exit ends the wait early,
+        // and a timeout would come back as NotReady, not Exited.
+        let ready_timeout = Duration::from_secs(120);
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(await_ready_or_exit(
+                &mut supervisor,
+                vec![("envoy for pod bar-0 in cluster2".into(), dir.join("never.sock"))],
+                ready_timeout,
+            ));
+        let Err(StartupError::Exited(exit)) = outcome else {
+            panic!("expected the exit, got {outcome:?}");
+        };
+        let message = StartupError::Exited(exit).to_string();
+        assert!(
+            message.starts_with("envoy for pod bar-0 in cluster2 exited during start-up"),
+            "{message}"
+        );
+        assert!(message.contains("status 1"), "{message}");
+        assert!(
+            message.contains("[critical][main] error initializing configuration"),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,5 +1,7 @@
 //! Traffic in the `local` world: meshfed's client workload in the sending pod, its per-request
-//! records read as they come, with progress on long phases.
+//! records read as they come. While a phase runs it reports progress every few seconds (also when
+//! no request finishes, e.g. when each runs into its timeout) and checks that the world's apps and
+//! Envoys still run, so a death ends the phase at once rather than after every request failed.
 
 use std::net::SocketAddrV4;
 use std::path::Path;
@@ -8,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 
-use super::{PROGRESS_INTERVAL, REQUEST_TIMEOUT, World, failed, read_in_background};
+use super::{LIVENESS_INTERVAL, PROGRESS_INTERVAL, World, failed, read_in_background};
 use crate::progress::Progress;
 use crate::provider::local::supervisor::{ChildId, ChildOutput};
-use crate::provider::{ProviderError, Traffic};
+use crate::provider::{ProviderError, REQUEST_TIMEOUT, Traffic};
 use crate::record::RequestRecord;
 use crate::scenario::{ConnectionPolicy, Protocol};
 
@@ -71,12 +73,9 @@ impl World {
             .supervisor
             .spawn(&name, command, Some(&netns), ChildOutput::Piped)
             .map_err(|error| failed(format!("starting the {name}"))(error.into()))?;
+        self.supervisor.set_transient(id);
         let records = self.read_records(id, &name, traffic.requests, progress).await?;
-        let budget = REQUEST_TIMEOUT * 2 + Duration::from_millis(traffic.requests);
-        let exit = self
-            .supervisor
-            .await_exit(id, Instant::now() + budget)
-            .map_err(|error| failed(format!("waiting for the {name}"))(error.into()))?;
+        let exit = self.await_client_exit(id, &name).await?;
         if !exit.success {
             return Err(ProviderError::failed(format!("the {name} failed"), anyhow!("{exit}")));
         }
@@ -93,8 +92,34 @@ impl World {
         Ok(records)
     }
 
+    /// Waits, without blocking the runtime, for the client to exit once its output ended.
+    async fn await_client_exit(
+        &mut self,
+        id: ChildId,
+        name: &str,
+    ) -> Result<crate::provider::local::supervisor::ChildExit, ProviderError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT * 2;
+        loop {
+            if let Some(exit) = self
+                .supervisor
+                .try_wait(id)
+                .map_err(|error| failed(format!("waiting for the {name}"))(error.into()))?
+            {
+                return Ok(exit);
+            }
+            if Instant::now() >= deadline {
+                return Err(ProviderError::failed(
+                    format!("the {name} did not exit"),
+                    anyhow!("its output ended {} s ago", (REQUEST_TIMEOUT * 2).as_secs()),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Reads the client's records as they come, without blocking the runtime, so that Ctrl-C
-    /// interrupts a long phase at once.
+    /// and the phase deadline interrupt a long phase at once; reports progress every
+    /// [`PROGRESS_INTERVAL`] and fails as soon as an app or Envoy of the world is not running.
     pub(super) async fn read_records(
         &mut self,
         id: ChildId,
@@ -115,19 +140,29 @@ impl World {
         let mut records = Vec::new();
         let mut last_report = Instant::now();
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        while let Some(line) = lines
-            .next_line()
-            .await
-            .context("reading the client's output")
-            .map_err(failed(format!("reading the {name}")))?
-        {
-            let record: RequestRecord = serde_json::from_str(&line)
-                .with_context(|| format!("not a request record: {line}"))
-                .map_err(failed(format!("reading the {name}")))?;
-            records.push(record);
-            if last_report.elapsed() >= PROGRESS_INTERVAL {
-                progress.step(&format!("  {} of {expected} requests done", records.len()));
-                last_report = Instant::now();
+        let mut checks = tokio::time::interval(LIVENESS_INTERVAL);
+        loop {
+            tokio::select! {
+                // Cancel-safe: a line is either returned or stays buffered for the next call.
+                line = lines.next_line() => {
+                    let Some(line) = line
+                        .context("reading the client's output")
+                        .map_err(failed(format!("reading the {name}")))?
+                    else {
+                        break;
+                    };
+                    let record: RequestRecord = serde_json::from_str(&line)
+                        .with_context(|| format!("not a request record: {line}"))
+                        .map_err(failed(format!("reading the {name}")))?;
+                    records.push(record);
+                }
+                _ = checks.tick() => {
+                    self.check_alive()?;
+                    if last_report.elapsed() >= PROGRESS_INTERVAL {
+                        progress.step(&format!("  {} of {expected} requests done", records.len()));
+                        last_report = Instant::now();
+                    }
+                }
             }
         }
         let stderr_text = stderr_reader.join().unwrap_or_default();
