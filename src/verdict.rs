@@ -254,7 +254,9 @@ fn skew_detail(measurement: &PhaseMeasurement, skew: &Skew, basis: &str) -> Stri
             )
         })
         .collect();
-    parts.push(shares.join(", "));
+    if !shares.is_empty() {
+        parts.push(shares.join(", "));
+    }
     parts.push(format!(
         "tvd {:.3}, chi-square p {:.2e}",
         skew.total_variation_distance, skew.p_value

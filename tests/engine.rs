@@ -420,7 +420,10 @@ fn a_process_that_died_during_a_phase_ends_the_run_naming_it() {
     assert!(matches!(error, ProviderError::NotAlive(_)), "{error:?}");
     let message = error.to_string();
     assert!(message.contains(dead), "{message}");
-    assert!(message.contains("although no fault asked for it"), "{message}");
+    assert!(
+        message.contains("died or were stopped although no fault asked for it"),
+        "{message}"
+    );
     assert_eq!(
         provider
             .calls

@@ -155,7 +155,7 @@ pub enum ProviderError {
 
 fn not_alive_message(processes: &[String]) -> String {
     format!(
-        "{} process(es) of the world stopped running although no fault asked for it:\n{}",
+        "{} process(es) of the world died or were stopped although no fault asked for it:\n{}",
         processes.len(),
         processes.join("\n")
     )

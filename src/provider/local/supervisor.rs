@@ -482,6 +482,8 @@ impl Supervisor {
         for (index, child) in self.children.iter_mut().enumerate() {
             if poll_exit(child)?.is_none() {
                 signal_group(child.pid, libc::SIGTERM);
+                // A stopped process handles SIGTERM only once continued.
+                signal_group(child.pid, libc::SIGCONT);
                 running.push(index);
             }
         }

@@ -21,6 +21,18 @@ impl World {
         }
     }
 
+    /// `outcome`, except that a failure is replaced by the death or stop that explains it (a stats
+    /// read that timed out because its Envoy is stopped is reported as the stopped Envoy).
+    pub(super) fn explained<T>(&mut self, outcome: Result<T, ProviderError>) -> Result<T, ProviderError> {
+        match outcome {
+            Err(error) if !matches!(error, ProviderError::NotAlive(_)) => {
+                self.check_alive()?;
+                Err(error)
+            }
+            outcome => outcome,
+        }
+    }
+
     /// What is stuck: exited or stopped processes, then started Envoys whose admin socket does not
     /// answer within [`STUCK_ADMIN_TIMEOUT`] (asked all at once, so this takes at most that long).
     pub(super) async fn stuck(&mut self) -> Vec<String> {

@@ -255,9 +255,11 @@ impl Provider for LocalProvider {
     async fn apply_plan(&mut self, plan: &Plan, settings: &PhaseSettings) -> Result<(), ProviderError> {
         let options = self.options.clone();
         let world = self.world()?;
-        world.apply_plan(&options, plan, settings).await?;
+        let applied = world.apply_plan(&options, plan, settings).await;
+        world.explained(applied)?;
         if !world.apps_ready {
-            world.await_apps()?;
+            let listening = world.await_apps();
+            world.explained(listening)?;
             world.apps_ready = true;
         }
         Ok(())
@@ -274,11 +276,14 @@ impl Provider for LocalProvider {
     ) -> Result<Vec<RequestRecord>, ProviderError> {
         let meshfed = self.options.meshfed.clone();
         let world = self.world()?;
-        world.send_traffic(&meshfed, traffic, progress).await
+        let sent = world.send_traffic(&meshfed, traffic, progress).await;
+        world.explained(sent)
     }
 
     async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError> {
-        self.world()?.tls_failures(service).await
+        let world = self.world()?;
+        let counted = world.tls_failures(service).await;
+        world.explained(counted)
     }
 
     async fn check_alive(&mut self) -> Result<(), ProviderError> {
