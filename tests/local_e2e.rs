@@ -924,3 +924,45 @@ fn a_phase_that_overruns_its_deadline_exits_3_after_teardown_and_reports_progres
     drop(run);
     assert_own_run_left_nothing(&marker, meshfed_pid);
 }
+
+#[test]
+fn an_envoy_that_exits_during_start_up_is_reported_at_once_with_the_cause_from_its_log() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("envoy-dies");
+    // A wrapper that answers --version like Envoy but starts it with a configuration it rejects.
+    let wrapper = dir.0.join("envoy");
+    let envoy = envoy_path();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --version ] && exec '{envoy}' --version; done\n\
+             exec '{envoy}' \"$@\" --config-yaml '{{bogus_field: 1}}'\n",
+            envoy = envoy.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let marker = unique_marker("envoy-dies");
+    let started = Instant::now();
+    let output = Command::new(MESHFED)
+        .args(["run", scenario("seed.yaml").to_str().unwrap()])
+        .env("MESHFED_ENVOY", &wrapper)
+        .env("MESHFED_TEST_MARKER", &marker)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("exited with status 1"), "{stderr}");
+    assert!(
+        stderr.contains("[critical]"),
+        "the log line with the cause is quoted:\n{stderr}"
+    );
+    // Protobuf pads its error text with random spaces: only the field name is stable.
+    assert!(stderr.contains("'bogus_field'"), "{stderr}");
+    // Envoys get 20 s to become ready; a death must not wait for that.
+    assert!(took < Duration::from_secs(10), "reported after {took:?}:\n{stderr}");
+    assert!(processes_with_marker(&marker).is_empty());
+}
