@@ -1,16 +1,21 @@
 //! The scenario engine: drives any [`Provider`] through a scenario (world, plan, isolation check,
 //! phases with their settings) and turns what it observes into a [`Report`]. Every expectation of
 //! every phase is evaluated, even after one fails.
+//!
+//! Before and after every phase the provider is asked whether every process of the world is alive
+//! and not stopped; a death no fault caused ends the run with [`ProviderError::NotAlive`]. Each
+//! phase has a deadline ([`phase_deadline`]); when it passes, the provider names what is stuck and
+//! the run ends with [`ProviderError::DeadlineExceeded`].
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::inventory::Inventory;
 use crate::measure::{self, ExpectedPod};
 use crate::pki::spiffe_id;
 use crate::plan;
 pub use crate::progress::Progress;
-use crate::provider::{PhaseSettings, Provider, ProviderError, Traffic};
+use crate::provider::{PhaseSettings, Provider, ProviderError, REQUEST_TIMEOUT, Traffic};
 use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
@@ -21,9 +26,28 @@ fn fault_is_executed(fault: &Fault) -> bool {
     matches!(fault, Fault::ForeignClientCert {})
 }
 
-/// Refuses a scenario whose faults no provider executes yet (before anything is created).
+/// The longest phase deadline a scenario may set (a day).
+pub const MAX_PHASE_TIMEOUT_SECONDS: u64 = 86_400;
+
+/// Refuses a scenario whose faults no provider executes yet, or whose phase deadline is out of
+/// range (before anything is created).
 pub fn check_runnable(scenario: &Scenario, file: &Path) -> Result<(), ScenarioError> {
     for phase in &scenario.phases {
+        if let Some(seconds) = phase
+            .timeout_seconds
+            .as_ref()
+            .filter(|seconds| !(1..=MAX_PHASE_TIMEOUT_SECONDS).contains(&seconds.value))
+        {
+            return Err(ScenarioError {
+                file: file.to_owned(),
+                line: seconds.referenced.line(),
+                column: seconds.referenced.column(),
+                message: format!(
+                    "phase {}: timeoutSeconds {} is out of range: a phase deadline is 1 to {MAX_PHASE_TIMEOUT_SECONDS} seconds",
+                    phase.name.value, seconds.value
+                ),
+            });
+        }
         for fault in &phase.faults {
             if !fault_is_executed(&fault.value) {
                 return Err(ScenarioError {
@@ -39,6 +63,25 @@ pub fn check_runnable(scenario: &Scenario, file: &Path) -> Result<(), ScenarioEr
         }
     }
     Ok(())
+}
+
+/// What a phase's deadline allows on top of its requests' own time (stats reads, the client's
+/// start and end).
+pub const PHASE_DEADLINE_BASE: Duration = Duration::from_secs(30);
+/// No derived phase deadline is longer; a longer phase sets `timeoutSeconds`.
+pub const PHASE_DEADLINE_CAP: Duration = Duration::from_secs(3600);
+
+/// How long `phase` may take: its `timeoutSeconds` when set; otherwise generous enough for every
+/// request to run into the client's per-request timeout, one round of `concurrency` requests at a
+/// time: [`PHASE_DEADLINE_BASE`] + ⌈requests ÷ concurrency⌉ × [`REQUEST_TIMEOUT`], at most
+/// [`PHASE_DEADLINE_CAP`]. E.g. 400 requests at concurrency 4: 30 s + 100 × 5 s = 530 s.
+pub fn phase_deadline(phase: &Phase) -> Duration {
+    if let Some(seconds) = &phase.timeout_seconds {
+        return Duration::from_secs(seconds.value);
+    }
+    let rounds = phase.requests.value.div_ceil(u64::from(phase.concurrency.value.max(1)));
+    let rounds = u32::try_from(rounds).unwrap_or(u32::MAX);
+    (PHASE_DEADLINE_BASE + REQUEST_TIMEOUT.saturating_mul(rounds)).min(PHASE_DEADLINE_CAP)
 }
 
 /// Runs the scenario on the provider. The caller tears the provider down afterwards, whatever
@@ -65,6 +108,7 @@ pub async fn run_scenario<P: Provider>(
     let mut phases = Vec::new();
     let mut to_first_request_ms = None;
     for phase in &scenario.phases {
+        provider.check_alive().await?;
         let weights = phase.endpoint_weights.unwrap_or(scenario.federation.endpoint_weights);
         let settings = phase_settings(scenario, phase);
         if applied != (weights, settings.clone()) {
@@ -89,11 +133,38 @@ pub async fn run_scenario<P: Provider>(
             applied = (weights, settings);
         }
         to_first_request_ms.get_or_insert_with(|| elapsed_ms(started));
+        let deadline = phase_deadline(phase);
         progress.step(&format!(
-            "phase {}: {} requests {} -> {}",
-            phase.name.value, phase.requests.value, phase.from.service.value, phase.to.service.value
+            "phase {}: {} requests {} -> {} (deadline {} s)",
+            phase.name.value,
+            phase.requests.value,
+            phase.from.service.value,
+            phase.to.service.value,
+            deadline.as_secs()
         ));
-        phases.push(run_phase(provider, scenario, &inventory, phase, weights, &mut *progress).await?);
+        let judged = tokio::time::timeout(
+            deadline,
+            run_phase(provider, scenario, &inventory, phase, weights, &mut *progress),
+        )
+        .await;
+        match judged {
+            Ok(report) => phases.push(report?),
+            Err(_) => {
+                let stuck = provider.stuck().await;
+                return Err(ProviderError::DeadlineExceeded {
+                    what: format!("phase {}", phase.name.value),
+                    deadline,
+                    stuck: if stuck.is_empty() {
+                        "no process of the world was found stopped or silent, so the phase was only slower \
+                         than its deadline: set a larger timeoutSeconds on it"
+                            .to_owned()
+                    } else {
+                        format!("stuck: {}", stuck.join("; "))
+                    },
+                });
+            }
+        }
+        provider.check_alive().await?;
     }
     let passed = isolation.iter().all(|probe| probe.isolated) && phases.iter().all(|phase| phase.passed);
     Ok(Report {

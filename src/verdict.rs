@@ -1,5 +1,11 @@
 //! Expectations judged against a phase's measurements (pure). Every expectation the scenario sets
 //! is evaluated and reported with its observed value, its bound and what was involved.
+//!
+//! A bound over nothing never holds: when no request was answered, every expectation fails and says
+//! so ("no request was answered: 0 of 400"), except `successRateAtMost`, whose point is that
+//! requests fail. A skew bound also fails when its unit (requests or connections) has no samples or
+//! when no pod was expected to answer (a service with no pods), and `serverTlsFailuresAtLeast`,
+//! whose samples are the servers' rejection counters, fails when they counted nothing.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,49 +30,68 @@ pub struct ExpectationResult {
 
 /// Judges every expectation set for a phase.
 pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &TlsFailures) -> Vec<ExpectationResult> {
+    let nothing = nothing_answered(measurement);
     let mut results = Vec::new();
     if let Some(bound) = &expect.mtls_rate_at_least {
-        results.push(at_least(
-            "mtls_rate",
-            measurement.mtls_rate,
-            bound.value,
-            mtls_detail(measurement),
+        results.push(unless_empty(
+            at_least(
+                "mtls_rate",
+                measurement.mtls_rate,
+                bound.value,
+                mtls_detail(measurement),
+            ),
+            nothing.as_deref(),
         ));
     }
     if let Some(bound) = &expect.success_rate_at_least {
-        results.push(at_least(
-            "success_rate",
-            measurement.success_rate,
-            bound.value,
-            errors_detail(measurement),
+        results.push(unless_empty(
+            at_least(
+                "success_rate",
+                measurement.success_rate,
+                bound.value,
+                errors_detail(measurement),
+            ),
+            nothing.as_deref(),
         ));
     }
     if let Some(bound) = &expect.success_rate_at_most {
-        results.push(at_most(
-            "success_rate",
-            measurement.success_rate,
-            bound.value,
-            errors_detail(measurement),
+        // Failing requests are the point of this bound; only a phase that sent nothing is empty.
+        let nothing_sent = (measurement.attempted == 0).then_some("no request was sent");
+        results.push(unless_empty(
+            at_most(
+                "success_rate",
+                measurement.success_rate,
+                bound.value,
+                errors_detail(measurement),
+            ),
+            nothing_sent,
         ));
     }
     let (skew, basis) = match expect.skew_by {
         SkewBasis::Requests => (&measurement.request_skew, "requests"),
         SkewBasis::Connections => (&measurement.connection_skew, "connections"),
     };
+    let skew_empty = nothing.clone().or_else(|| empty_skew(measurement, skew, basis));
     if let Some(bound) = &expect.max_skew_ratio_at_most {
-        results.push(at_most(
-            &format!("max_skew_ratio by {basis}"),
-            skew.max_ratio,
-            bound.value,
-            skew_detail(measurement, skew, basis),
+        results.push(unless_empty(
+            at_most(
+                &format!("max_skew_ratio by {basis}"),
+                skew.max_ratio,
+                bound.value,
+                skew_detail(measurement, skew, basis),
+            ),
+            skew_empty.as_deref(),
         ));
     }
     if let Some(bound) = &expect.max_skew_ratio_at_least {
-        results.push(at_least(
-            &format!("max_skew_ratio by {basis}"),
-            skew.max_ratio,
-            bound.value,
-            skew_detail(measurement, skew, basis),
+        results.push(unless_empty(
+            at_least(
+                &format!("max_skew_ratio by {basis}"),
+                skew.max_ratio,
+                bound.value,
+                skew_detail(measurement, skew, basis),
+            ),
+            skew_empty.as_deref(),
         ));
     }
     if let Some(clusters) = &expect.clusters_reached {
@@ -76,7 +101,7 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
             .filter(|cluster| !measurement.clusters_reached.contains(cluster))
             .map(String::as_str)
             .collect();
-        results.push(ExpectationResult {
+        let result = ExpectationResult {
             expectation: "clusters_reached includes".to_owned(),
             observed: format!("[{}]", measurement.clusters_reached.join(", ")),
             bound: format!("[{}]", clusters.value.join(", ")),
@@ -86,11 +111,12 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
             } else {
                 format!("never answered: {}", missing.join(", "))
             },
-        });
+        };
+        results.push(unless_empty(result, nothing.as_deref()));
     }
     if let Some(bound) = &expect.server_tls_failures_at_least {
         let observed = tls.client_cert_rejections();
-        results.push(ExpectationResult {
+        let result = ExpectationResult {
             expectation: "server_tls_failures >=".to_owned(),
             observed: observed.to_string(),
             bound: bound.value.to_string(),
@@ -99,9 +125,57 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
                 "fail_verify_error {}, fail_verify_no_cert {}, gateway no_filter_chain_match {}",
                 tls.fail_verify_error, tls.fail_verify_no_cert, tls.gateway_no_filter_chain_match
             ),
-        });
+        };
+        let none_counted = (observed == 0).then_some("the servers counted no rejected client certificate");
+        results.push(unless_empty(result, none_counted));
     }
     results
+}
+
+/// Why the phase's request figures are about nothing, when they are: nothing was sent, or nothing
+/// that was sent was answered (no reply named a pod or cluster, and none succeeded).
+pub fn nothing_answered(measurement: &PhaseMeasurement) -> Option<String> {
+    if measurement.attempted == 0 {
+        Some("no request was sent".to_owned())
+    } else if measurement.answered == 0 && measurement.succeeded == 0 {
+        Some(format!("no request was answered: 0 of {}", measurement.attempted))
+    } else {
+        None
+    }
+}
+
+/// Why a skew over `basis` has nothing to judge although requests were answered: no sample of
+/// that unit, or no pod expected to answer (so every ratio is over nothing).
+fn empty_skew(measurement: &PhaseMeasurement, skew: &Skew, basis: &str) -> Option<String> {
+    if skew.samples == 0 {
+        return Some(match basis {
+            "connections" => format!(
+                "no server-side connection was recorded ({} of {} requests answered)",
+                measurement.answered, measurement.attempted
+            ),
+            _ => format!("no request was answered: 0 of {}", measurement.attempted),
+        });
+    }
+    if skew.max_ratio_at.is_none() {
+        return Some(format!(
+            "no pod was expected to answer (the target service has no ready pod), so there is no split to judge; {} {basis} went to unexpected responders",
+            skew.unexpected_samples
+        ));
+    }
+    None
+}
+
+/// `result`, or a failure saying why, when the bound was evaluated over nothing.
+fn unless_empty(mut result: ExpectationResult, empty: Option<&str>) -> ExpectationResult {
+    if let Some(why) = empty {
+        result.passed = false;
+        result.detail = if result.detail.is_empty() {
+            format!("{why}; a bound over nothing cannot hold")
+        } else {
+            format!("{why}; a bound over nothing cannot hold; {}", result.detail)
+        };
+    }
+    result
 }
 
 fn at_least(what: &str, observed: f64, bound: f64, detail: String) -> ExpectationResult {
@@ -180,7 +254,9 @@ fn skew_detail(measurement: &PhaseMeasurement, skew: &Skew, basis: &str) -> Stri
             )
         })
         .collect();
-    parts.push(shares.join(", "));
+    if !shares.is_empty() {
+        parts.push(shares.join(", "));
+    }
     parts.push(format!(
         "tvd {:.3}, chi-square p {:.2e}",
         skew.total_variation_distance, skew.p_value
@@ -189,4 +265,179 @@ fn skew_detail(measurement: &PhaseMeasurement, skew: &Skew, basis: &str) -> Stri
         parts.push(note.clone());
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{ExpectedPod, measure};
+    use crate::record::RequestRecord;
+
+    const FOO: &str = "spiffe://cluster.local/ns/ns1/sa/foo";
+
+    fn expectations(yaml: &str) -> Expectations {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    /// Every bound kind the scenario has, each set so that the observed 0 (or empty) would
+    /// satisfy it if emptiness were not checked.
+    const EVERY_BOUND_SATISFIED_BY_ZEROS: &str = "
+mtlsRateAtLeast: 0.0
+successRateAtLeast: 0.0
+maxSkewRatioAtMost: 1.5
+clustersReached: []
+serverTlsFailuresAtLeast: 0
+";
+
+    fn unanswered(seq: u64) -> RequestRecord {
+        RequestRecord {
+            seq,
+            target: "10.96.0.10:80".into(),
+            status: None,
+            error: Some("connection refused".into()),
+            pod: None,
+            cluster: None,
+            peer_identity: None,
+            latency_us: 100,
+            connection: seq,
+            server_connection: None,
+        }
+    }
+
+    fn answered(seq: u64, pod: &str) -> RequestRecord {
+        RequestRecord {
+            seq,
+            target: "10.96.0.10:80".into(),
+            status: Some(200),
+            error: None,
+            pod: Some(pod.into()),
+            cluster: Some("cluster2".into()),
+            peer_identity: Some(FOO.into()),
+            latency_us: 100,
+            connection: seq,
+            server_connection: Some(format!("c{seq}")),
+        }
+    }
+
+    fn bar_pods() -> Vec<ExpectedPod> {
+        ["bar-0", "bar-1"]
+            .map(|pod| ExpectedPod {
+                pod: pod.into(),
+                cluster: "cluster2".into(),
+                share: 0.5,
+            })
+            .to_vec()
+    }
+
+    fn judged(expect: &str, records: &[RequestRecord], pods: &[ExpectedPod]) -> Vec<ExpectationResult> {
+        verdicts(
+            &expectations(expect),
+            &measure(records, pods, FOO),
+            &TlsFailures::default(),
+        )
+    }
+
+    #[test]
+    fn every_bound_over_unanswered_requests_fails_and_says_none_was_answered() {
+        let records: Vec<RequestRecord> = (0..400).map(unanswered).collect();
+        let results = judged(EVERY_BOUND_SATISFIED_BY_ZEROS, &records, &bar_pods());
+        assert_eq!(results.len(), 5);
+        for result in &results {
+            assert!(!result.passed, "{result:?}");
+            let reason = if result.expectation.starts_with("server_tls_failures") {
+                "the servers counted no rejected client certificate"
+            } else {
+                "no request was answered: 0 of 400"
+            };
+            assert!(result.detail.starts_with(reason), "{result:?}");
+            assert!(result.detail.contains("a bound over nothing cannot hold"), "{result:?}");
+        }
+    }
+
+    #[test]
+    fn every_bound_over_a_phase_that_sent_nothing_fails() {
+        let mut yaml = EVERY_BOUND_SATISFIED_BY_ZEROS.to_owned();
+        yaml.push_str("successRateAtMost: 1.0\nmaxSkewRatioAtLeast: 1.0\n");
+        let results = judged(&yaml, &[], &bar_pods());
+        assert_eq!(results.len(), 7);
+        assert!(results.iter().all(|result| !result.passed), "{results:#?}");
+        assert!(
+            results
+                .iter()
+                .filter(|result| !result.expectation.starts_with("server_tls"))
+                .all(|result| result.detail.starts_with("no request was sent")),
+            "{results:#?}"
+        );
+    }
+
+    #[test]
+    fn skew_at_least_over_nothing_fails_too() {
+        let records: Vec<RequestRecord> = (0..10).map(unanswered).collect();
+        let results = judged("maxSkewRatioAtLeast: 1.0", &records, &bar_pods());
+        assert!(!results[0].passed, "{results:?}");
+        assert!(results[0].detail.starts_with("no request was answered: 0 of 10"));
+    }
+
+    #[test]
+    fn success_rate_at_most_can_pass_when_nothing_was_answered() {
+        let records: Vec<RequestRecord> = (0..20).map(unanswered).collect();
+        let results = judged("successRateAtMost: 0.0", &records, &bar_pods());
+        assert!(results[0].passed, "{results:?}");
+        assert_eq!(results[0].observed, "0.000");
+    }
+
+    #[test]
+    fn a_skew_bound_toward_a_service_with_no_pods_fails_even_when_someone_answered() {
+        // A stray responder answered, but no pod was expected: the max ratio is over nothing.
+        let records: Vec<RequestRecord> = (0..20).map(|seq| answered(seq, "stray-0")).collect();
+        let results = judged("maxSkewRatioAtMost: 1.5", &records, &[]);
+        assert!(!results[0].passed, "{results:?}");
+        assert!(
+            results[0].detail.starts_with("no pod was expected to answer"),
+            "{results:?}"
+        );
+    }
+
+    #[test]
+    fn a_connection_skew_bound_without_server_connections_fails() {
+        let records: Vec<RequestRecord> = (0..20)
+            .map(|seq| RequestRecord {
+                server_connection: None,
+                ..answered(seq, if seq % 2 == 0 { "bar-0" } else { "bar-1" })
+            })
+            .collect();
+        let results = judged("maxSkewRatioAtMost: 1.5\nskewBy: connections", &records, &bar_pods());
+        assert!(!results[0].passed, "{results:?}");
+        assert!(
+            results[0]
+                .detail
+                .starts_with("no server-side connection was recorded (20 of 20 requests answered)"),
+            "{results:?}"
+        );
+    }
+
+    #[test]
+    fn answered_phases_are_judged_on_their_values() {
+        let records: Vec<RequestRecord> = (0..20)
+            .map(|seq| answered(seq, if seq % 2 == 0 { "bar-0" } else { "bar-1" }))
+            .collect();
+        let results = judged(
+            "mtlsRateAtLeast: 1.0\nmaxSkewRatioAtMost: 1.5\nclustersReached: [cluster2]\nsuccessRateAtMost: 0.5",
+            &records,
+            &bar_pods(),
+        );
+        let passed: Vec<(String, bool)> = results
+            .iter()
+            .map(|result| (result.expectation.clone(), result.passed))
+            .collect();
+        assert_eq!(
+            passed,
+            [
+                ("mtls_rate >=".to_owned(), true),
+                ("success_rate <=".to_owned(), false),
+                ("max_skew_ratio by requests <=".to_owned(), true),
+                ("clusters_reached includes".to_owned(), true),
+            ]
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The scenario engine against a scripted provider: what it asks the provider to do, in which
-//! order, and that every phase and expectation is judged even after a failure.
+//! order, and that every phase and expectation is judged even after a failure; that a death or
+//! a phase overrunning its deadline ends the run naming what broke.
 
 use std::path::Path;
 
@@ -10,13 +11,19 @@ use meshfed::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, 
 use meshfed::record::RequestRecord;
 use meshfed::scenario::{self, Scenario};
 
-/// Records every call; answers traffic with records from a fixed responder list.
+/// Records every call; answers traffic with records from a fixed responder list (no responder:
+/// every request fails unanswered).
 #[derive(Default)]
 struct ScriptedProvider {
     calls: Vec<String>,
     /// (pod, cluster, identity seen) per request, cycled.
     responders: Vec<(String, String, Option<String>)>,
     tls_counter: u64,
+    /// After this many `send_traffic` calls, `check_alive` reports this process dead.
+    dies_after_phases: Option<(usize, String)>,
+    /// `send_traffic` never returns (a stuck proxy); `stuck` then names this.
+    hangs_with_stuck: Option<String>,
+    phases_sent: usize,
 }
 
 impl Provider for ScriptedProvider {
@@ -72,6 +79,26 @@ impl Provider for ScriptedProvider {
             "send_traffic {} -> {}:{}",
             traffic.from_service, traffic.to_service, traffic.port
         ));
+        self.phases_sent += 1;
+        if self.hangs_with_stuck.is_some() {
+            std::future::pending::<()>().await;
+        }
+        if self.responders.is_empty() {
+            return Ok((0..traffic.requests)
+                .map(|seq| RequestRecord {
+                    seq,
+                    target: "10.96.0.11:80".into(),
+                    status: Some(503),
+                    error: Some("no healthy upstream".into()),
+                    pod: None,
+                    cluster: None,
+                    peer_identity: None,
+                    latency_us: 1000,
+                    connection: seq,
+                    server_connection: None,
+                })
+                .collect());
+        }
         Ok((0..traffic.requests)
             .map(|seq| {
                 let (pod, cluster, identity) = &self.responders[seq as usize % self.responders.len()];
@@ -99,6 +126,21 @@ impl Provider for ScriptedProvider {
         })
     }
 
+    async fn check_alive(&mut self) -> Result<(), ProviderError> {
+        self.calls.push("check_alive".into());
+        match &self.dies_after_phases {
+            Some((phases, process)) if self.phases_sent >= *phases => {
+                Err(ProviderError::NotAlive(vec![process.clone()]))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn stuck(&mut self) -> Vec<String> {
+        self.calls.push("stuck".into());
+        self.hangs_with_stuck.clone().into_iter().collect()
+    }
+
     async fn teardown(&mut self) -> Result<(), ProviderError> {
         self.calls.push("teardown".into());
         Ok(())
@@ -107,6 +149,7 @@ impl Provider for ScriptedProvider {
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap()
         .block_on(future)
@@ -141,12 +184,18 @@ fn proxies_are_reconfigured_only_when_a_phase_changes_weights_or_connections() {
             "create_world",
             "apply_plan weights=None new_conn=false foreign=None",
             "check_isolation",
+            "check_alive",
             "apply_plan weights=None new_conn=true foreign=None",
             "send_traffic foo.ns1 -> bar.ns2:80",
+            "check_alive",
+            "check_alive",
             "apply_plan weights=Some(3) new_conn=true foreign=None",
             "send_traffic foo.ns1 -> bar.ns2:80",
+            "check_alive",
+            "check_alive",
             "apply_plan weights=Some(3) new_conn=false foreign=None",
             "send_traffic foo.ns1 -> bar.ns2:80",
+            "check_alive",
         ]
     );
     assert_eq!(report.phases.len(), 3);
@@ -305,4 +354,141 @@ fn summary_snapshot() {
     // Durations vary from run to run; everything else is deterministic here.
     report.timings = Default::default();
     insta::assert_snapshot!(meshfed::report::summary(&report));
+}
+
+/// The skew scenario with `phases` instead of its own.
+fn skew_with_phases(phases: &str) -> Scenario {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml")).unwrap();
+    let world = &text[..text.find("\nphases:\n").expect("skew.yaml has phases")];
+    scenario::parse(Path::new("edited-skew.yaml"), &format!("{world}\nphases:\n{phases}")).unwrap()
+}
+
+const SKEW_ONLY_PHASE: &str = "
+  - name: skew-only
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 400
+    expect:
+      maxSkewRatioAtMost: 1.5
+";
+
+#[test]
+fn a_skew_only_phase_in_which_no_request_was_answered_fails_and_says_so() {
+    let mut provider = ScriptedProvider::default();
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &skew_with_phases(SKEW_ONLY_PHASE),
+        Path::new("edited-skew.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    assert!(!report.passed);
+    let result = &report.phases[0].expectations[0];
+    assert_eq!(result.expectation, "max_skew_ratio by requests <=");
+    assert!(!result.passed, "{result:?}");
+    assert!(
+        result.detail.starts_with("no request was answered: 0 of 400"),
+        "{result:?}"
+    );
+    let summary = meshfed::report::summary(&report);
+    assert!(
+        summary
+            .contains("FAIL max_skew_ratio by requests <= 1.500 (observed 0.000): no request was answered: 0 of 400"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn a_process_that_died_during_a_phase_ends_the_run_naming_it() {
+    let dead = "app of pod bar-0 in cluster2 (pid 4242) exited with signal 9 (SIGKILL)";
+    let mut provider = ScriptedProvider {
+        responders: vec![(
+            "bar-0".into(),
+            "cluster2".into(),
+            Some("spiffe://cluster.local/ns/ns1/sa/foo".into()),
+        )],
+        dies_after_phases: Some((1, dead.to_owned())),
+        ..ScriptedProvider::default()
+    };
+    let error = block_on(engine::run_scenario(
+        &mut provider,
+        &skew(),
+        Path::new("skew.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap_err();
+    assert!(matches!(error, ProviderError::NotAlive(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(dead), "{message}");
+    assert!(
+        message.contains("died or were stopped although no fault asked for it"),
+        "{message}"
+    );
+    assert_eq!(
+        provider
+            .calls
+            .iter()
+            .filter(|call| call.starts_with("send_traffic"))
+            .count(),
+        1,
+        "no phase runs after the death: {:?}",
+        provider.calls
+    );
+}
+
+#[test]
+fn a_phase_that_overruns_its_deadline_ends_the_run_naming_what_is_stuck() {
+    let mut provider = ScriptedProvider {
+        hangs_with_stuck: Some("envoy of gateway istio-ingressgateway in cluster2 is stopped".into()),
+        ..ScriptedProvider::default()
+    };
+    let scenario = skew_with_phases(&SKEW_ONLY_PHASE.replace("requests: 400", "requests: 400\n    timeoutSeconds: 1"));
+    let error = block_on(engine::run_scenario(
+        &mut provider,
+        &scenario,
+        Path::new("edited-skew.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap_err();
+    assert!(matches!(error, ProviderError::DeadlineExceeded { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "phase skew-only did not finish within its deadline of 1 s; \
+         stuck: envoy of gateway istio-ingressgateway in cluster2 is stopped"
+    );
+    assert_eq!(provider.calls.last().map(String::as_str), Some("stuck"));
+}
+
+#[test]
+fn a_phase_deadline_allows_every_request_its_timeout_unless_the_phase_sets_one() {
+    let derived = skew_with_phases(SKEW_ONLY_PHASE);
+    // 30 s + ⌈400 ÷ 1⌉ × 5 s, capped at an hour.
+    assert_eq!(engine::phase_deadline(&derived.phases[0]).as_secs(), 2030);
+    let concurrent = skew_with_phases(&SKEW_ONLY_PHASE.replace("requests: 400", "requests: 400\n    concurrency: 4"));
+    assert_eq!(engine::phase_deadline(&concurrent.phases[0]).as_secs(), 530);
+    let huge = skew_with_phases(&SKEW_ONLY_PHASE.replace("requests: 400", "requests: 100000"));
+    assert_eq!(engine::phase_deadline(&huge.phases[0]), engine::PHASE_DEADLINE_CAP);
+    let overridden =
+        skew_with_phases(&SKEW_ONLY_PHASE.replace("requests: 400", "requests: 400\n    timeoutSeconds: 7"));
+    assert_eq!(engine::phase_deadline(&overridden.phases[0]).as_secs(), 7);
+}
+
+#[test]
+fn a_phase_deadline_out_of_range_is_refused_with_its_position() {
+    for (seconds, column) in [("0", 21), ("86401", 21)] {
+        let scenario = skew_with_phases(&SKEW_ONLY_PHASE.replace(
+            "requests: 400",
+            &format!("requests: 400\n    timeoutSeconds: {seconds}"),
+        ));
+        let error = engine::check_runnable(&scenario, Path::new("edited-skew.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!(
+                "edited-skew.yaml:42:{column}: phase skew-only: timeoutSeconds {seconds} is out of range: \
+                 a phase deadline is 1 to 86400 seconds"
+            )
+        );
+    }
 }

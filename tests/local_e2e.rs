@@ -625,3 +625,352 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
     assert!(report.passed);
     assert!(processes_with_marker("rootless").is_empty());
 }
+
+/// A marker unique to this run of `test`, for [`processes_with_marker`].
+fn unique_marker(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{test}-{}-{nanos}", std::process::id())
+}
+
+/// PIDs of this run's live processes (by marker) whose command line contains `needle`.
+fn marked_processes_running(marker: &str, needle: &str) -> Vec<u32> {
+    processes_with_marker(marker)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmdline| {
+                    let cmdline: Vec<u8> = cmdline
+                        .iter()
+                        .map(|&byte| if byte == 0 { b' ' } else { byte })
+                        .collect();
+                    String::from_utf8_lossy(&cmdline).contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A `meshfed run` in the background whose stderr is read line by line as it comes, so a test can
+/// wait for a moment of the run (never sleeping blindly) and act on the world then. Dropping it
+/// kills what is left of the run (SIGCONT first, for stopped processes).
+struct LiveRun {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: Vec<String>,
+    marker: String,
+}
+
+impl LiveRun {
+    fn start(scenario: &Path, marker: &str) -> LiveRun {
+        let mut child = Command::new(MESHFED)
+            .args(["run", scenario.to_str().unwrap()])
+            .env("MESHFED_TEST_MARKER", marker)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start meshfed");
+        let (sender, lines) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        // Drained so meshfed never blocks on a full pipe; the summary is not needed here.
+        std::thread::spawn(move || std::io::copy(&mut BufReader::new(stdout), &mut std::io::sink()));
+        LiveRun {
+            child,
+            lines,
+            stderr: Vec::new(),
+            marker: marker.to_owned(),
+        }
+    }
+
+    /// Waits up to `within` for a stderr line containing `needle`; the instant it came.
+    fn await_line(&mut self, needle: &str, within: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.stderr.push(line);
+                    if found {
+                        return Some(Instant::now());
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Waits up to `within` for meshfed to exit (reading its stderr meanwhile); its exit code.
+    fn await_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                self.stderr.push(line);
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The rest of stderr, up to its end.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                    self.stderr.push(line);
+                }
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.join("\n")
+    }
+}
+
+impl Drop for LiveRun {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for pid in processes_with_marker(&self.marker) {
+            // SAFETY: kill(2) on processes this test's own run started (found by its marker).
+            unsafe {
+                libc::kill(pid as i32, libc::SIGCONT);
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Nothing of one run is left: none of its processes (by marker), no temporary entry named after
+/// its meshfed's pid. Other runs on the machine (parallel tests, other checkouts) are not looked
+/// at; meshfed's namespaces live in its private sandbox and go with its processes.
+fn assert_own_run_left_nothing(marker: &str, meshfed_pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with_marker(marker).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        processes_with_marker(marker),
+        Vec::<u32>::new(),
+        "{marker}: processes remain"
+    );
+    let suffix = format!("-{meshfed_pid}");
+    let temporary: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("meshfed") && (name.ends_with(&suffix) || name.contains(&format!("{suffix}-"))))
+        .collect();
+    assert_eq!(
+        temporary,
+        Vec::<String>::new(),
+        "{marker}: temporary entries of meshfed {meshfed_pid} remain"
+    );
+}
+
+/// Sends `signal` to the one process of this run whose command line contains `needle`.
+fn signal_marked_process(marker: &str, needle: &str, signal: i32) {
+    let pids = marked_processes_running(marker, needle);
+    assert_eq!(
+        pids.len(),
+        1,
+        "exactly one process of the run runs `{needle}`: {pids:?}"
+    );
+    // SAFETY: kill(2) on a process this test's own run started (found by its marker).
+    assert_eq!(unsafe { libc::kill(pids[0] as i32, signal) }, 0);
+}
+
+/// A phase long enough to act on the world while it runs (it would take minutes).
+const LONG_PHASE: &str = "
+  - name: long-phase
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 10000000
+    concurrency: 2
+    timeoutSeconds: 20
+    expect:
+      successRateAtLeast: 1.0
+";
+
+#[test]
+fn an_app_killed_during_a_phase_fails_the_run_with_exit_3_naming_the_app_its_pod_and_cluster() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("app-killed");
+    let marker = unique_marker("app-killed");
+    let mut run = LiveRun::start(&write_scenario(&dir, "long.yaml", LONG_PHASE), &marker);
+    assert!(
+        run.await_line("phase long-phase:", Duration::from_secs(60)).is_some(),
+        "the phase never started:\n{}",
+        run.stderr()
+    );
+    signal_marked_process(&marker, "workload echo --pod bar-0 --cluster cluster2", libc::SIGKILL);
+    let code = run.await_exit(Duration::from_secs(60));
+    let stderr = run.stderr();
+    assert_eq!(code, Some(3), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("app of pod bar-0 in cluster2 (pid ") && stderr.contains("exited with signal 9 (SIGKILL)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("died or were stopped although no fault asked for it"),
+        "{stderr}"
+    );
+    let meshfed_pid = run.child.id();
+    drop(run);
+    assert_own_run_left_nothing(&marker, meshfed_pid);
+}
+
+#[test]
+fn a_gateway_envoy_stopped_during_a_phase_ends_the_run_within_the_phase_deadline_with_exit_3() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("gateway-stopped");
+    let marker = unique_marker("gateway-stopped");
+    let mut run = LiveRun::start(&write_scenario(&dir, "long.yaml", LONG_PHASE), &marker);
+    let phase_started = run
+        .await_line("phase long-phase:", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("the phase never started:\n{}", run.stderr()));
+    signal_marked_process(
+        &marker,
+        "cluster2/istio-ingressgateway/envoy/bootstrap.json",
+        libc::SIGSTOP,
+    );
+    // LONG_PHASE's timeoutSeconds is 20; a hang would show as no exit at all.
+    let code = run.await_exit(Duration::from_secs(60));
+    let ended = phase_started.elapsed();
+    let stderr = run.stderr();
+    assert_eq!(code, Some(3), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("envoy of gateway istio-ingressgateway in cluster2 is stopped"),
+        "{stderr}"
+    );
+    assert!(
+        ended < Duration::from_secs(20),
+        "the run ended {ended:?} after the phase started, beyond its 20 s deadline:\n{stderr}"
+    );
+    let meshfed_pid = run.child.id();
+    drop(run);
+    assert_own_run_left_nothing(&marker, meshfed_pid);
+}
+
+const SKEW_ONLY_TOWARD_NO_PODS: &str = "
+  - name: skew-only-toward-no-pods
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: baz.ns2, port: http }
+    requests: 40
+    expect:
+      maxSkewRatioAtMost: 1.5
+";
+
+#[test]
+fn a_skew_only_phase_toward_a_service_with_no_pods_fails_with_exit_1_and_says_why() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("no-pods");
+    let seed = std::fs::read_to_string(scenario("seed.yaml")).unwrap();
+    let world = &seed[..seed.find("\nphases:\n").expect("seed.yaml has phases")];
+    let world = world.replace(
+        "federation:",
+        "  - name: baz\n    namespace: ns2\n    ports:\n      - { name: http, number: 80, protocol: http }\n    replicas: {}\nfederation:",
+    );
+    let path = dir.0.join("no-pods.yaml");
+    std::fs::write(&path, format!("{world}\nphases:\n{SKEW_ONLY_TOWARD_NO_PODS}")).unwrap();
+    let marker = unique_marker("no-pods");
+    let run = run(&path, "no-pods", &marker);
+    assert_eq!(run.code, Some(1), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("FAIL max_skew_ratio by requests <= 1.500 (observed 0.000): no request was answered: 0 of 40"),
+        "{}",
+        run.stdout
+    );
+    let phase = phase(&run, "skew-only-toward-no-pods");
+    assert_eq!(phase.measurement.answered, 0);
+    assert!(!phase.passed);
+}
+
+#[test]
+fn a_phase_that_overruns_its_deadline_exits_3_after_teardown_and_reports_progress_meanwhile() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("deadline");
+    let marker = unique_marker("deadline");
+    let phases = LONG_PHASE.replace("timeoutSeconds: 20", "timeoutSeconds: 5");
+    let mut run = LiveRun::start(&write_scenario(&dir, "long.yaml", &phases), &marker);
+    let code = run.await_exit(Duration::from_secs(90));
+    let stderr = run.stderr();
+    assert_eq!(code, Some(3), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(
+            "phase long-phase did not finish within its deadline of 5 s; no process of the world was found stopped or silent"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("of 10000000 requests done"),
+        "a long phase reports progress:\n{stderr}"
+    );
+    let teardown = stderr.find("tearing down").expect("meshfed tears down");
+    assert!(teardown < stderr.find("did not finish").unwrap(), "{stderr}");
+    let meshfed_pid = run.child.id();
+    drop(run);
+    assert_own_run_left_nothing(&marker, meshfed_pid);
+}
+
+#[test]
+fn an_envoy_that_exits_during_start_up_is_reported_at_once_with_the_cause_from_its_log() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("envoy-dies");
+    // A wrapper that answers --version like Envoy but starts it with a configuration it rejects.
+    let wrapper = dir.0.join("envoy");
+    let envoy = envoy_path();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = --version ] && exec '{envoy}' --version; done\n\
+             exec '{envoy}' \"$@\" --config-yaml '{{bogus_field: 1}}'\n",
+            envoy = envoy.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let marker = unique_marker("envoy-dies");
+    let started = Instant::now();
+    let output = Command::new(MESHFED)
+        .args(["run", scenario("seed.yaml").to_str().unwrap()])
+        .env("MESHFED_ENVOY", &wrapper)
+        .env("MESHFED_TEST_MARKER", &marker)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("exited with status 1"), "{stderr}");
+    assert!(
+        stderr.contains("[critical]"),
+        "the log line with the cause is quoted:\n{stderr}"
+    );
+    // Protobuf pads its error text with random spaces: only the field name is stable.
+    assert!(stderr.contains("'bogus_field'"), "{stderr}");
+    // Envoys get 20 s to become ready; a death must not wait for that.
+    assert!(took < Duration::from_secs(10), "reported after {took:?}:\n{stderr}");
+    assert!(processes_with_marker(&marker).is_empty());
+}

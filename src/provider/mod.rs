@@ -1,9 +1,11 @@
 //! Providers: the worlds a scenario runs in. One seam, [`Provider`]: create the world, apply a plan,
 //! send traffic from a pod and return per-request records, read the proxies' TLS failure counters,
-//! check cross-cluster isolation, tear down. `local` (network namespaces with real Envoy) is here;
+//! check cross-cluster isolation, tell whether every process of the world is alive, tear down. `local` (network namespaces with real Envoy) is here;
 //! `kind` and `kubeconfig` implement the same trait.
 
 pub mod local;
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +14,10 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::record::RequestRecord;
 use crate::scenario::{ConnectionPolicy, Protocol, Scenario};
+
+/// How long one request may take before the client gives up on it; phase deadlines are derived
+/// from it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a provider tells the report about itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,7 +113,9 @@ pub struct IsolationProbe {
     pub gateway_address: String,
     /// What the gateway connect did.
     pub gateway_connect: String,
-    /// The direct connect failed and the gateway answered.
+    /// The direct connect was unreachable (the network could not deliver it: a refused connect
+    /// means the pod's address answered, a timeout that the packet was routed toward it) and the
+    /// gateway answered.
     pub isolated: bool,
 }
 
@@ -129,6 +137,28 @@ pub enum ProviderError {
     /// The scenario asks for something this provider cannot do.
     #[error("{0}")]
     Unsupported(String),
+    /// Processes of the world died or are stopped although no fault asked for it: each line names
+    /// the process, its pod and cluster, and quotes what its log says.
+    #[error("{}", not_alive_message(.0))]
+    NotAlive(Vec<String>),
+    /// A step did not finish before its deadline.
+    #[error("{what} did not finish within its deadline of {} s; {stuck}", .deadline.as_secs())]
+    DeadlineExceeded {
+        /// The step, e.g. `phase foo-to-bar-http`.
+        what: String,
+        /// Its deadline.
+        deadline: Duration,
+        /// What was found stuck, or that nothing was.
+        stuck: String,
+    },
+}
+
+fn not_alive_message(processes: &[String]) -> String {
+    format!(
+        "{} process(es) of the world died or were stopped although no fault asked for it:\n{}",
+        processes.len(),
+        processes.join("\n")
+    )
 }
 
 impl ProviderError {
@@ -142,8 +172,9 @@ impl ProviderError {
 }
 
 /// The seam every provider implements. Calls come in this order: `create_world`, `apply_plan`,
-/// `check_isolation`, then per phase `apply_plan` (when settings change), `tls_failures`,
-/// `send_traffic`, `tls_failures`; `teardown` always last, also after a failure.
+/// `check_isolation`, then per phase `check_alive`, `apply_plan` (when settings change),
+/// `tls_failures`, `send_traffic`, `tls_failures`, `check_alive`; `stuck` when a phase overran its
+/// deadline; `teardown` always last, also after a failure.
 #[allow(async_fn_in_trait)]
 pub trait Provider {
     /// What the report says about the provider.
@@ -167,6 +198,15 @@ pub trait Provider {
 
     /// Current server-side TLS failure counters of the pods of `service` and of every gateway.
     async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError>;
+
+    /// Fails with [`ProviderError::NotAlive`] naming every process of the world that has exited or
+    /// is stopped.
+    async fn check_alive(&mut self) -> Result<(), ProviderError>;
+
+    /// After a deadline expired: what is stuck (stopped processes, proxies that do not answer
+    /// within a short deadline), one line each; empty when nothing looks stuck. Must itself finish
+    /// within a few seconds.
+    async fn stuck(&mut self) -> Vec<String>;
 
     /// Removes everything the provider created.
     async fn teardown(&mut self) -> Result<(), ProviderError>;

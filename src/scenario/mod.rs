@@ -254,6 +254,10 @@ pub struct Phase {
     /// What must hold at the end of the phase.
     #[serde(default)]
     pub expect: Expectations,
+    /// How long the phase may take, in seconds, instead of the deadline derived from its request
+    /// count (see docs/scenario.md); 1 to 86400.
+    #[serde(default)]
+    pub timeout_seconds: Option<Spanned<u64>>,
 }
 
 /// The sending side of a phase.

@@ -1,6 +1,8 @@
 //! Owns every child process of the `local` provider (Envoys, workloads): starts them in a pod's
 //! network namespace, makes them die with meshfed, stops them with a grace period, and checks that
-//! nothing is left.
+//! nothing is left. It also tells which long-lived children are no longer running: exited, or
+//! stopped (`T` in `/proc/PID/stat`, e.g. after SIGSTOP) — a stopped Envoy answers nothing and would
+//! otherwise hang every wait on it.
 //!
 //! Each child gets, between fork and exec: `PR_SET_PDEATHSIG = SIGKILL` (so it dies if meshfed is
 //! SIGKILLed), `setns(CLONE_NEWNET)` into its pod's namespace (the descriptor is opened before the
@@ -46,7 +48,9 @@ pub struct ChildExit {
     pub status: String,
     /// Whether it exited with status 0.
     pub success: bool,
-    /// The last lines of its log file (empty when its output was piped).
+    /// The lines of its log file that explain the exit: all of a short log; of a long one, its
+    /// error lines (`[critical]`, `[error]`, `error`, `panicked`) and its last lines (empty when
+    /// its output was piped).
     pub log_tail: String,
 }
 
@@ -60,7 +64,7 @@ impl std::fmt::Display for ChildExit {
         if self.log_tail.is_empty() {
             Ok(())
         } else {
-            write!(formatter, "; last lines of its log:\n{}", self.log_tail)
+            write!(formatter, "; its log says:\n{}", self.log_tail)
         }
     }
 }
@@ -69,6 +73,34 @@ impl std::fmt::Display for ChildExit {
 #[derive(Debug, Error)]
 #[error("{0}")]
 pub struct ChildExited(pub ChildExit);
+
+/// A long-lived child that is not running as it should.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotRunning {
+    /// It exited.
+    Exited(ChildExit),
+    /// It (or a process of its group) is stopped: it runs no code until SIGCONT.
+    Stopped {
+        /// The child's name.
+        name: String,
+        /// The stopped process (the child or one of its group).
+        pid: u32,
+        /// Its state letter: `T` (stopped by a signal) or `t` (stopped by a tracer).
+        state: char,
+    },
+}
+
+impl std::fmt::Display for NotRunning {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotRunning::Exited(exit) => write!(formatter, "{exit}"),
+            NotRunning::Stopped { name, pid, state } => write!(
+                formatter,
+                "{name} is stopped (pid {pid} is in state {state}: it runs nothing until SIGCONT)"
+            ),
+        }
+    }
+}
 
 /// What [`Supervisor::shutdown`] had to do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -166,6 +198,8 @@ struct Supervised {
     child: Child,
     log_path: Option<PathBuf>,
     exit: Option<ChildExit>,
+    /// Expected to exit by itself (a client, a command): not a death when it does.
+    transient: bool,
 }
 
 /// Owns every child process; see the module docs.
@@ -191,10 +225,16 @@ impl std::fmt::Debug for Supervisor {
     }
 }
 
-/// How many lines of a log an exit message quotes.
+/// A log with at most this many lines is quoted whole when its child exits.
 const LOG_TAIL_LINES: usize = 20;
+/// Of a longer log: at most this many of its error lines...
+const LOG_ERROR_LINES: usize = 8;
+/// ...and its last lines.
+const LOG_LAST_LINES: usize = 12;
+/// A quoted line is cut after this many characters (Envoy quotes whole configs in one line).
+const LOG_LINE_CHARS: usize = 600;
 /// How many bytes from the end of a log are searched for those lines.
-const LOG_TAIL_BYTES: u64 = 8 * 1024;
+const LOG_TAIL_BYTES: u64 = 64 * 1024;
 /// How often waits poll.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -311,6 +351,7 @@ impl Supervisor {
             child,
             log_path,
             exit: None,
+            transient: false,
         });
         Ok(id)
     }
@@ -369,6 +410,45 @@ impl Supervisor {
         }
     }
 
+    /// Marks the child as one that exits by itself (a client, a command): its exit is not a death
+    /// for [`Supervisor::check_running`] and [`Supervisor::not_running`].
+    pub fn set_transient(&mut self, id: ChildId) {
+        self.children[id.0].transient = true;
+    }
+
+    /// Long-lived children that are not running: exited, or stopped (the child or any process of
+    /// its group in state `T`/`t`), in spawn order. Reads `/proc` once.
+    pub fn not_running(&mut self) -> Vec<NotRunning> {
+        let mut stopped_by_group = std::collections::HashMap::new();
+        if let Ok(entries) = fs::read_dir("/proc") {
+            for process in entries
+                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(process_state)
+                .filter(|process| matches!(process.state, 'T' | 't'))
+            {
+                stopped_by_group.entry(process.pgrp).or_insert(process);
+            }
+        }
+        let mut found = Vec::new();
+        for child in self.children.iter_mut().filter(|child| !child.transient) {
+            match poll_exit(child) {
+                Ok(Some(exit)) => found.push(NotRunning::Exited(exit)),
+                Ok(None) => {
+                    if let Some(process) = stopped_by_group.get(&child.pid) {
+                        found.push(NotRunning::Stopped {
+                            name: child.name.clone(),
+                            pid: process.pid,
+                            state: process.state,
+                        });
+                    }
+                }
+                // Cannot tell: it is not known to have exited.
+                Err(_) => {}
+            }
+        }
+        found
+    }
+
     /// Every child that has exited so far, in spawn order.
     pub fn exited_children(&mut self) -> Result<Vec<ChildExit>, SupervisorError> {
         let mut exits = Vec::new();
@@ -382,7 +462,7 @@ impl Supervisor {
     /// waiting for readiness so an Envoy that died on bad config is reported as such, not as a
     /// timeout.
     pub fn check_running(&mut self) -> Result<(), ChildExited> {
-        for child in &mut self.children {
+        for child in self.children.iter_mut().filter(|child| !child.transient) {
             match poll_exit(child) {
                 Ok(Some(exit)) => return Err(ChildExited(exit)),
                 Ok(None) => {}
@@ -402,6 +482,8 @@ impl Supervisor {
         for (index, child) in self.children.iter_mut().enumerate() {
             if poll_exit(child)?.is_none() {
                 signal_group(child.pid, libc::SIGTERM);
+                // A stopped process handles SIGTERM only once continued.
+                signal_group(child.pid, libc::SIGCONT);
                 running.push(index);
             }
         }
@@ -510,11 +592,7 @@ fn mk_exit(child: &Supervised, status: ExitStatus) -> ChildExit {
         pid: child.pid,
         status: description,
         success: status.success(),
-        log_tail: child
-            .log_path
-            .as_deref()
-            .map(|path| log_tail(path, LOG_TAIL_LINES))
-            .unwrap_or_default(),
+        log_tail: child.log_path.as_deref().map(log_excerpt).unwrap_or_default(),
     }
 }
 
@@ -538,19 +616,55 @@ fn signal_group(pgid: u32, signal: i32) {
     }
 }
 
-/// The last `lines` lines of the file at `path` (at most its last few KiB), or a note why not.
-pub fn log_tail(path: &Path, lines: usize) -> String {
+/// The lines of the log at `path` (its last few KiB) that explain why its process ended: all of
+/// them when there are at most [`LOG_TAIL_LINES`]; otherwise the first error lines and the last
+/// lines, in file order, with `...` where lines were left out. Long lines are cut.
+pub fn log_excerpt(path: &Path) -> String {
     let read = || -> io::Result<String> {
         let mut file = File::open(path)?;
         let length = file.metadata()?.len();
         file.seek(SeekFrom::Start(length.saturating_sub(LOG_TAIL_BYTES)))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let text = String::from_utf8_lossy(&bytes);
-        let all: Vec<&str> = text.lines().collect();
-        Ok(all[all.len().saturating_sub(lines)..].join("\n"))
+        Ok(excerpt(&String::from_utf8_lossy(&bytes)))
     };
     read().unwrap_or_else(|error| format!("(cannot read {}: {error})", path.display()))
+}
+
+/// See [`log_excerpt`].
+fn excerpt(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = |line: &str| match line.char_indices().nth(LOG_LINE_CHARS) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_owned(),
+    };
+    if lines.len() <= LOG_TAIL_LINES {
+        return lines.iter().map(|line| cut(line)).collect::<Vec<_>>().join("\n");
+    }
+    let explains = |line: &&str| {
+        let lower = line.to_ascii_lowercase();
+        ["[critical]", "[error]", "error", "panicked", "fatal"]
+            .iter()
+            .any(|word| lower.contains(word))
+    };
+    let mut chosen: std::collections::BTreeSet<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| explains(line))
+        .map(|(index, _)| index)
+        .take(LOG_ERROR_LINES)
+        .collect();
+    chosen.extend(lines.len() - LOG_LAST_LINES..lines.len());
+    let mut quoted = Vec::new();
+    let mut previous = None;
+    for index in chosen {
+        if index > previous.map_or(0, |previous| previous + 1) {
+            quoted.push("...".to_owned());
+        }
+        quoted.push(cut(lines[index]));
+        previous = Some(index);
+    }
+    quoted.join("\n")
 }
 
 /// A process seen in `/proc`.
@@ -605,4 +719,34 @@ fn file_name_for(name: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn a_short_log_is_quoted_whole() {
+        assert_eq!(excerpt("a\nb\n"), "a\nb");
+    }
+
+    #[test]
+    fn a_long_log_keeps_its_error_lines_and_its_end() {
+        let mut log = vec!["[info] starting".to_owned()];
+        log.push("[critical][main] error initializing configuration 'bootstrap.json': no such field".to_owned());
+        log.extend((0..40).map(|n| format!("[info] backtrace frame {n}")));
+        let quoted = excerpt(&log.join("\n"));
+        let lines: Vec<&str> = quoted.lines().collect();
+        assert_eq!(lines[0], "...");
+        assert!(lines[1].contains("error initializing configuration"), "{quoted}");
+        assert_eq!(lines[2], "...");
+        assert_eq!(lines.last(), Some(&"[info] backtrace frame 39"));
+        assert_eq!(lines.len(), 3 + 12, "{quoted}");
+    }
+
+    #[test]
+    fn a_very_long_line_is_cut() {
+        let quoted = excerpt(&"x".repeat(5000));
+        assert_eq!(quoted.len(), 600 + 3);
+    }
 }

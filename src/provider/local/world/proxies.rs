@@ -1,0 +1,446 @@
+//! The Envoys of the `local` world: configuration pushed from the plan (sidecars and gateways),
+//! start-up and readiness, configuration versions and the stats meshfed reads from them.
+//!
+//! Every admin call has a deadline ([`ADMIN_TIMEOUT`]): a stopped Envoy still accepts connections
+//! on its admin socket (the kernel does) and never answers. A start-up wait races the Envoys'
+//! readiness against their exit, so one that dies on its configuration is reported at once, with
+//! the lines of its log that say why.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+
+use super::{CONFIG_APPLIED_TIMEOUT, ENVOY_READY_TIMEOUT, LocalOptions, World, failed, pod_dir};
+use crate::pki;
+use crate::plan::Plan;
+use crate::provider::local::control_plane::{self, ProxySettings};
+use crate::provider::local::envoy_binary::{
+    AwaitReadyError, admin_get, await_ready, envoy_args, parse_counters, write_bootstrap, write_xds,
+};
+use crate::provider::local::envoy_config::{self, CertPaths, XdsResources};
+use crate::provider::local::supervisor::{ChildExit, ChildExited, ChildOutput, Supervisor};
+use crate::provider::local::topology::GATEWAY_POD;
+use crate::provider::{PhaseSettings, ProviderError, TlsFailures};
+
+/// How long one admin call (stats, config version) may take.
+pub(super) const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a start-up wait checks whether a child exited.
+const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// One Envoy and what was last pushed to it.
+pub(super) struct Proxy {
+    pub(super) name: String,
+    dir: PathBuf,
+    pub(super) admin_socket: PathBuf,
+    pushed: Option<XdsResources>,
+    pub(super) started: bool,
+}
+
+/// `GET path` on `proxy`'s admin socket, failing after [`ADMIN_TIMEOUT`] naming the proxy.
+async fn admin_call(proxy: &Proxy, path: &str, what: &str) -> Result<String, ProviderError> {
+    match tokio::time::timeout(ADMIN_TIMEOUT, admin_get(&proxy.admin_socket, path)).await {
+        Ok(answer) => answer.map_err(|error| failed(format!("{what} of {}", proxy.name))(error.into())),
+        Err(_) => Err(ProviderError::failed(
+            format!("{what} of {}", proxy.name),
+            anyhow!(
+                "its admin socket {} did not answer {path} within {} s (is it stopped or overloaded?)",
+                proxy.admin_socket.display(),
+                ADMIN_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Why Envoys did not become ready.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A child exited while the Envoys were starting.
+    #[error("{} exited during start-up, before every envoy was ready: {}", .0.name, ChildExited(.0.clone()))]
+    Exited(ChildExit),
+    /// An Envoy did not report ready in time.
+    #[error(transparent)]
+    NotReady(#[from] AwaitReadyError),
+    /// An Envoy's admin socket did not answer at all in time.
+    #[error("{envoy} was not ready within {} s: its admin socket did not answer", .waited.as_secs())]
+    Silent {
+        /// The Envoy.
+        envoy: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// A wait task failed.
+    #[error("waiting for envoys failed")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+/// Waits until every `(name, admin socket)` Envoy answers `/ready` with LIVE within `timeout`,
+/// checking every [`EXIT_POLL_INTERVAL`] that no long-lived child of `supervisor` has exited: the
+/// first one that did is the error, at once, with its log excerpt.
+pub async fn await_ready_or_exit(
+    supervisor: &mut Supervisor,
+    envoys: Vec<(String, PathBuf)>,
+    timeout: Duration,
+) -> Result<(), StartupError> {
+    let mut waits = tokio::task::JoinSet::new();
+    for (name, socket) in envoys {
+        waits.spawn(async move {
+            // await_ready polls with admin calls that a stopped Envoy never answers.
+            match tokio::time::timeout(timeout + ADMIN_TIMEOUT, await_ready(&name, &socket, timeout)).await {
+                Ok(ready) => ready.map_err(StartupError::from),
+                Err(_) => Err(StartupError::Silent {
+                    envoy: name,
+                    waited: timeout + ADMIN_TIMEOUT,
+                }),
+            }
+        });
+    }
+    let mut exit_checks = tokio::time::interval(EXIT_POLL_INTERVAL);
+    loop {
+        tokio::select! {
+            joined = waits.join_next() => match joined {
+                None => return Ok(()),
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(error))) => {
+                    // An exit explains a wait that failed better than the wait does.
+                    supervisor.check_running().map_err(|exited| StartupError::Exited(exited.0))?;
+                    return Err(error);
+                }
+                Some(Err(error)) => return Err(StartupError::Join(error)),
+            },
+            _ = exit_checks.tick() => {
+                supervisor.check_running().map_err(|exited| StartupError::Exited(exited.0))?;
+            }
+        }
+    }
+}
+
+impl World {
+    pub(super) fn certs_for(
+        &mut self,
+        options: &LocalOptions,
+        cluster: &str,
+        pod: &str,
+        foreign: bool,
+    ) -> Result<CertPaths, ProviderError> {
+        let dir = pod_dir(&options.run_dir, cluster, pod);
+        if !foreign {
+            return Ok(CertPaths::in_dir(&dir.join("certs")));
+        }
+        let foreign_dir = dir.join("foreign-certs");
+        if !foreign_dir.exists() {
+            let cluster_names: Vec<&str> = self.topology.clusters.iter().map(|c| c.name.as_str()).collect();
+            if self.foreign_pki.is_none() {
+                let foreign_pki = pki::pki(
+                    &self.scenario.trust_domain,
+                    &cluster_names,
+                    self.scenario.pki.key_algorithm,
+                )
+                .map_err(|error| failed("creating a foreign root")(error.into()))?;
+                self.foreign_pki = Some(foreign_pki);
+            }
+            let topology_pod = self
+                .cluster(cluster)?
+                .pods
+                .iter()
+                .find(|candidate| candidate.name == pod)
+                .cloned()
+                .ok_or_else(|| ProviderError::Unsupported(format!("unknown pod {pod}")))?;
+            let foreign_pki = self
+                .foreign_pki
+                .as_ref()
+                .ok_or_else(|| ProviderError::Unavailable("no foreign PKI".into()))?;
+            let mut cert = foreign_pki
+                .workload_cert(cluster, &topology_pod.namespace, &topology_pod.service_account)
+                .map_err(|error| failed("issuing a foreign certificate")(error.into()))?;
+            // The impostor still trusts the real root, so it can verify the server; only its own
+            // certificate comes from the foreign root.
+            cert.root_cert_pem = self.pki.root_cert_pem().to_owned();
+            pki::create_workload_files(&cert, &foreign_dir)
+                .map_err(|error| failed("writing a foreign certificate")(error.into()))?;
+        }
+        Ok(CertPaths::in_dir(&foreign_dir))
+    }
+
+    pub(super) async fn apply_plan(
+        &mut self,
+        options: &LocalOptions,
+        plan: &Plan,
+        settings: &PhaseSettings,
+    ) -> Result<(), ProviderError> {
+        let proxy_settings = ProxySettings {
+            max_requests_per_connection: settings.new_connection_per_request.then_some(1),
+        };
+        let mut desired = Vec::new();
+        for cluster_plan in &plan.clusters {
+            let cluster = self.cluster(&cluster_plan.cluster)?.clone();
+            for pod in &cluster.pods {
+                let foreign = settings.foreign_client_cert.as_ref() == Some(&(cluster.name.clone(), pod.name.clone()));
+                let genuine_certs = self.certs_for(options, &cluster.name, &pod.name, false)?;
+                let impostor_certs = if foreign {
+                    Some(self.certs_for(options, &cluster.name, &pod.name, true)?)
+                } else {
+                    None
+                };
+                let sidecar = |certs| {
+                    let spec = control_plane::sidecar_spec(
+                        &self.topology,
+                        &self.scenario.trust_domain,
+                        &cluster,
+                        cluster_plan,
+                        pod,
+                        certs,
+                        proxy_settings,
+                    );
+                    envoy_config::sidecar_resources(&spec)
+                };
+                let genuine = sidecar(genuine_certs);
+                // An impostor presents the foreign certificate only as a client (clusters); its
+                // listeners, static for the run, keep serving with the genuine one.
+                let resources = match impostor_certs {
+                    Some(certs) => XdsResources {
+                        listeners: genuine.listeners,
+                        clusters: sidecar(certs).clusters,
+                    },
+                    None => genuine,
+                };
+                let name = format!("envoy for pod {} in {}", pod.name, cluster.name);
+                desired.push((cluster.name.clone(), pod.name.clone(), name, resources));
+            }
+            let gateway = control_plane::gateway_spec(&cluster, cluster_plan);
+            let name = format!("envoy of gateway {GATEWAY_POD} in {}", cluster.name);
+            desired.push((
+                cluster.name.clone(),
+                GATEWAY_POD.to_owned(),
+                name,
+                envoy_config::gateway_resources(&gateway),
+            ));
+        }
+        let mut started = Vec::new();
+        let mut updated = Vec::new();
+        for (cluster, pod, name, resources) in desired {
+            let key = (cluster.clone(), pod.clone());
+            let proxy = self.proxies.entry(key.clone()).or_insert_with(|| {
+                let dir = pod_dir(&options.run_dir, &cluster, &pod).join("envoy");
+                Proxy {
+                    name,
+                    admin_socket: dir.join("admin.sock"),
+                    dir,
+                    pushed: None,
+                    started: false,
+                }
+            });
+            if proxy.pushed.as_ref() == Some(&resources) {
+                continue;
+            }
+            if let Some(pushed) = proxy
+                .pushed
+                .as_ref()
+                .filter(|pushed| pushed.listeners != resources.listeners)
+            {
+                return Err(ProviderError::failed(
+                    format!("reconfiguring {}", proxy.name),
+                    anyhow!(
+                        "its listeners would change (from version {} to {}), but listeners are static for a run",
+                        pushed.listeners["version_info"],
+                        resources.listeners["version_info"]
+                    ),
+                ));
+            }
+            std::fs::create_dir_all(&proxy.dir)
+                .map_err(|error| failed(format!("creating {}", proxy.dir.display()))(error.into()))?;
+            write_xds(&proxy.dir, &resources)
+                .map_err(|error| failed(format!("configuring {}", proxy.name))(error.into()))?;
+            proxy.pushed = Some(resources);
+            if proxy.started {
+                updated.push(key);
+            } else {
+                started.push(key);
+            }
+        }
+        for key in &started {
+            self.start_envoy(options, key)?;
+        }
+        self.await_envoys_ready(&started).await?;
+        self.await_config_applied(&updated).await
+    }
+
+    pub(super) fn start_envoy(&mut self, options: &LocalOptions, key: &(String, String)) -> Result<(), ProviderError> {
+        let netns = self.netns(&key.0, &key.1)?;
+        let proxy = self
+            .proxies
+            .get_mut(key)
+            .ok_or_else(|| ProviderError::Unavailable("unknown proxy".into()))?;
+        let bootstrap_path = proxy.dir.join("bootstrap.json");
+        let node_id = format!("{}.{}", key.1, key.0);
+        let resources = proxy
+            .pushed
+            .as_ref()
+            .ok_or_else(|| ProviderError::Unavailable(format!("no configuration for {}", proxy.name)))?;
+        let bootstrap = envoy_config::bootstrap(&node_id, &proxy.dir, &proxy.admin_socket, resources);
+        write_bootstrap(&bootstrap_path, &bootstrap)
+            .map_err(|error| failed(format!("configuring {}", proxy.name))(error.into()))?;
+        let mut command = Command::new(&options.envoy);
+        command.args(envoy_args(&bootstrap_path, "warning"));
+        let log_dir = proxy.dir.clone();
+        let name = proxy.name.clone();
+        proxy.started = true;
+        self.supervisor
+            .spawn(&name, command, Some(&netns), ChildOutput::LogDir(log_dir))
+            .map_err(|error| failed(format!("starting {name}"))(error.into()))?;
+        Ok(())
+    }
+
+    pub(super) async fn await_envoys_ready(&mut self, keys: &[(String, String)]) -> Result<(), ProviderError> {
+        let envoys = keys
+            .iter()
+            .map(|key| {
+                let proxy = &self.proxies[key];
+                (proxy.name.clone(), proxy.admin_socket.clone())
+            })
+            .collect();
+        await_ready_or_exit(&mut self.supervisor, envoys, ENVOY_READY_TIMEOUT)
+            .await
+            .map_err(|error| failed("starting envoys")(error.into()))
+    }
+
+    /// Waits until each updated Envoy reports the pushed CDS version (Envoy never ACKs
+    /// file-based updates; a rejected one shows only as a stale version and `update_rejected`).
+    pub(super) async fn await_config_applied(&mut self, keys: &[(String, String)]) -> Result<(), ProviderError> {
+        let deadline = Instant::now() + CONFIG_APPLIED_TIMEOUT;
+        for key in keys {
+            let proxy = &self.proxies[key];
+            let Some(pushed) = &proxy.pushed else { continue };
+            let want_cds = pushed.clusters["version_info"].as_str().unwrap_or_default().to_owned();
+            loop {
+                let stats = admin_call(
+                    proxy,
+                    "/stats?filter=version_text|update_rejected",
+                    "reading the config version",
+                )
+                .await?;
+                let cds_ok = stats.contains(&format!("cluster_manager.cds.version_text: \"{want_cds}\""));
+                if cds_ok {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(ProviderError::failed(
+                        format!("{} did not apply the pushed configuration", proxy.name),
+                        anyhow!("waited {CONFIG_APPLIED_TIMEOUT:?} for cds version {want_cds}; its stats: {stats}"),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn counters(&self, cluster: &str, pod: &str) -> Result<BTreeMap<String, u64>, ProviderError> {
+        let proxy = self
+            .proxies
+            .get(&(cluster.to_owned(), pod.to_owned()))
+            .ok_or_else(|| ProviderError::Unavailable(format!("no proxy for {pod} in {cluster}")))?;
+        let text = admin_call(proxy, "/stats", "reading stats").await?;
+        Ok(parse_counters(&text))
+    }
+
+    pub(super) async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError> {
+        let world = self;
+        let mut failures = TlsFailures::default();
+        let pods: Vec<(String, String, String)> = world
+            .topology
+            .clusters
+            .iter()
+            .flat_map(|cluster| {
+                cluster
+                    .pods_of(service)
+                    .map(|pod| (cluster.name.clone(), pod.name.clone(), pod.ip.to_string()))
+            })
+            .collect();
+        for (cluster, pod, ip) in pods {
+            let counters = world.counters(&cluster, &pod).await?;
+            let prefix = format!("listener.{ip}_");
+            for (name, value) in counters.iter().filter(|(name, _)| name.starts_with(&prefix)) {
+                if name.ends_with(".ssl.fail_verify_error") {
+                    failures.fail_verify_error += value;
+                } else if name.ends_with(".ssl.fail_verify_no_cert") {
+                    failures.fail_verify_no_cert += value;
+                } else if name.ends_with(".ssl.connection_error") {
+                    failures.connection_error += value;
+                }
+            }
+        }
+        let clusters: Vec<String> = world
+            .topology
+            .clusters
+            .iter()
+            .map(|cluster| cluster.name.clone())
+            .collect();
+        for cluster in clusters {
+            let counters = world.counters(&cluster, GATEWAY_POD).await?;
+            failures.gateway_no_filter_chain_match += counters
+                .get("listener.0.0.0.0_15443.no_filter_chain_match")
+                .copied()
+                .unwrap_or(0);
+        }
+        Ok(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use super::{StartupError, await_ready_or_exit};
+    use crate::provider::local::supervisor::{ChildOutput, Supervisor};
+
+    #[test]
+    fn an_envoy_that_exits_during_start_up_is_reported_at_once_with_the_cause_from_its_log() {
+        let dir = std::env::temp_dir().join(format!("meshfed-startup-exit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut supervisor = Supervisor::new().unwrap();
+        let mut dying = Command::new("sh");
+        dying.args([
+            "-c",
+            "echo '[critical][main] error initializing configuration: no such field: bogus' >&2; \
+             for n in $(seq 1 30); do echo \"[info] shutting down $n\"; done; exit 1",
+        ]);
+        supervisor
+            .spawn(
+                "envoy for pod bar-0 in cluster2",
+                dying,
+                None,
+                ChildOutput::LogDir(dir.clone()),
+            )
+            .unwrap();
+        // Far longer than this test may take: only the race against the exit ends the wait early,
+        // and a timeout would come back as NotReady, not Exited.
+        let ready_timeout = Duration::from_secs(120);
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(await_ready_or_exit(
+                &mut supervisor,
+                vec![("envoy for pod bar-0 in cluster2".into(), dir.join("never.sock"))],
+                ready_timeout,
+            ));
+        let Err(StartupError::Exited(exit)) = outcome else {
+            panic!("expected the exit, got {outcome:?}");
+        };
+        let message = StartupError::Exited(exit).to_string();
+        assert!(
+            message.starts_with("envoy for pod bar-0 in cluster2 exited during start-up"),
+            "{message}"
+        );
+        assert!(message.contains("status 1"), "{message}");
+        assert!(
+            message.contains("[critical][main] error initializing configuration"),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
