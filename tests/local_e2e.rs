@@ -73,28 +73,36 @@ impl Drop for TempDir {
 
 /// What one `meshfed run` did.
 struct Run {
+    /// The meshfed process's pid (for [`assert_own_run_left_nothing`]).
+    pid: u32,
     code: Option<i32>,
     stdout: String,
     stderr: String,
     report: Option<Report>,
 }
 
+/// Runs meshfed on `scenario`; every process of the run carries `marker` (see [`unique_marker`]).
 fn run(scenario: &Path, label: &str, marker: &str) -> Run {
     let dir = TempDir::new(&format!("report-{label}"));
-    let output = Command::new(MESHFED)
+    let child = Command::new(MESHFED)
         .args([
             "run",
             scenario.to_str().unwrap(),
             "--report-dir",
             dir.0.to_str().unwrap(),
         ])
-        .env(MARKER_ENV, test_marker(marker))
-        .output()
+        .env(MARKER_ENV, marker)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("start meshfed");
+    let pid = child.id();
+    let output = child.wait_with_output().expect("wait for meshfed");
     let report = std::fs::read_to_string(dir.0.join("report.json"))
         .ok()
         .map(|text| serde_json::from_str(&text).expect("report.json matches the report schema"));
     Run {
+        pid,
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -107,7 +115,7 @@ fn shared_run(cell: &'static OnceLock<Run>, scenario_name: &str) -> &'static Run
         run(
             &scenario(scenario_name),
             scenario_name.trim_end_matches(".yaml"),
-            "shared",
+            &unique_marker("shared"),
         )
     })
 }
@@ -426,15 +434,9 @@ fn a_failed_expectation_exits_1_and_every_expectation_is_still_reported() {
 /// The environment variable every process of a test's meshfed run inherits.
 const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
 
-/// The marker value for `label` in this test process: unique on the machine (it carries this
-/// process's pid), so two test runs at once never count each other's processes.
-fn test_marker(label: &str) -> String {
-    format!("{label}-{}", std::process::id())
-}
-
-/// PIDs of live processes whose environment carries this test process's marker for `label`.
-fn processes_with_marker(label: &str) -> Vec<u32> {
-    let needle = format!("{MARKER_ENV}={}", test_marker(label));
+/// PIDs of live processes whose environment carries `MESHFED_TEST_MARKER=<marker>`.
+fn processes_with_marker(marker: &str) -> Vec<u32> {
+    let needle = format!("{MARKER_ENV}={marker}");
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -453,76 +455,31 @@ fn processes_with_marker(label: &str) -> Vec<u32> {
     pids
 }
 
-/// What of the host a run could leave behind: namespaces, links, meshfed temp dirs.
-fn host_state() -> (Vec<String>, Vec<String>, Vec<String>) {
-    // Only meshfed's names (`mf<pid>-…`): other software may add namespaces meanwhile.
-    let netns = std::fs::read_dir("/run/netns")
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .filter(|name| name.starts_with("mf"))
-                .collect()
-        })
-        .unwrap_or_default();
-    let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
-    let links = String::from_utf8_lossy(&links.stdout)
-        .lines()
-        .map(|line| line.split(':').nth(1).unwrap_or("").trim().to_owned())
-        .collect();
-    let mut temp: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| {
-            name.starts_with("meshfed") && !name.starts_with("meshfed-e2e-") && !name.starts_with("meshfed-cli-test")
-        })
-        .collect();
-    if Path::new("/run/meshfed").exists() {
-        temp.push("/run/meshfed".to_owned());
-    }
-    (netns, links, temp)
-}
-
-fn assert_nothing_left(marker: &str, before: &(Vec<String>, Vec<String>, Vec<String>)) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_with_marker(marker).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        processes_with_marker(marker),
-        Vec::<u32>::new(),
-        "{marker}: processes remain"
-    );
-    let after = host_state();
-    assert_eq!(after.0, before.0, "{marker}: network namespaces changed");
-    assert_eq!(after.1, before.1, "{marker}: host links (veth, bridge) changed");
-    assert_eq!(after.2, before.2, "{marker}: temporary directories remain");
-}
-
 #[test]
 fn nothing_remains_after_success_failure_or_sigint() {
     if !local_provider_available() {
         return;
     }
-    let before = host_state();
     let dir = TempDir::new("leftovers");
 
-    let succeeded = run(&scenario("seed.yaml"), "leftover-success", "leftover-success");
+    let marker = unique_marker("leftover-success");
+    let succeeded = run(&scenario("seed.yaml"), "leftover-success", &marker);
     assert_eq!(succeeded.code, Some(0), "{}", succeeded.stderr);
-    assert_nothing_left("leftover-success", &before);
+    assert_own_run_left_nothing(&marker, succeeded.pid);
 
+    let marker = unique_marker("leftover-failure");
     let failed = run(
         &write_scenario(&dir, "failing.yaml", FAILING_PHASES),
         "leftover-failure",
-        "leftover-failure",
+        &marker,
     );
     assert_eq!(failed.code, Some(1), "{}", failed.stderr);
-    assert_nothing_left("leftover-failure", &before);
+    assert_own_run_left_nothing(&marker, failed.pid);
 
+    let marker = unique_marker("leftover-sigint");
     let mut child = Command::new(MESHFED)
         .args(["run", scenario("skew.yaml").to_str().unwrap()])
-        .env(MARKER_ENV, test_marker("leftover-sigint"))
+        .env(MARKER_ENV, &marker)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -543,7 +500,7 @@ fn nothing_remains_after_success_failure_or_sigint() {
         "meshfed never started traffic:\n{seen}"
     );
     assert!(
-        processes_with_marker("leftover-sigint").len() >= 3,
+        processes_with_marker(&marker).len() >= 3,
         "the world is up: meshfed, apps and envoys"
     );
     // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
@@ -552,7 +509,7 @@ fn nothing_remains_after_success_failure_or_sigint() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "stderr:\n{seen}{}", rest.join("\n"));
     assert!(rest.iter().any(|line| line.contains("interrupted")), "{rest:?}");
-    assert_nothing_left("leftover-sigint", &before);
+    assert_own_run_left_nothing(&marker, child.id());
 }
 
 /// The Envoy `meshfed setup` found, from its first line (`envoy 1.40.0: /path/to/envoy`).
@@ -601,6 +558,7 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
     std::fs::copy(MESHFED, &meshfed).unwrap();
     let seed = dir.0.join("seed.yaml");
     std::fs::copy(scenario("seed.yaml"), &seed).unwrap();
+    let marker = unique_marker("rootless");
     let output = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&meshfed)
@@ -610,7 +568,7 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
         .arg(&dir.0)
         .env("MESHFED_ENVOY", &envoy)
         .env("HOME", &dir.0)
-        .env(MARKER_ENV, test_marker("rootless"))
+        .env(MARKER_ENV, &marker)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -623,7 +581,7 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
     let report: Report = serde_json::from_str(&std::fs::read_to_string(dir.0.join("report.json")).unwrap()).unwrap();
     assert_eq!(report.provider.mode, "rootless (user namespace)");
     assert!(report.passed);
-    assert!(processes_with_marker("rootless").is_empty());
+    assert!(processes_with_marker(&marker).is_empty());
 }
 
 /// A marker unique to this run of `test`, for [`processes_with_marker`].
@@ -667,7 +625,7 @@ impl LiveRun {
     fn start(scenario: &Path, marker: &str) -> LiveRun {
         let mut child = Command::new(MESHFED)
             .args(["run", scenario.to_str().unwrap()])
-            .env("MESHFED_TEST_MARKER", marker)
+            .env(MARKER_ENV, marker)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -957,7 +915,7 @@ fn an_envoy_that_exits_during_start_up_is_reported_at_once_with_the_cause_from_i
     let output = Command::new(MESHFED)
         .args(["run", scenario("seed.yaml").to_str().unwrap()])
         .env("MESHFED_ENVOY", &wrapper)
-        .env("MESHFED_TEST_MARKER", &marker)
+        .env(MARKER_ENV, &marker)
         .output()
         .unwrap();
     let took = started.elapsed();
