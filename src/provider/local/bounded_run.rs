@@ -104,7 +104,11 @@ pub fn bounded_run(mut command: Command, run: &BoundedRun) -> Result<BoundedOutp
         source,
     };
     command
-        .stdin(if run.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if run.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(if run.capture { Stdio::piped() } else { Stdio::inherit() })
         .stderr(if run.capture { Stdio::piped() } else { Stdio::inherit() });
     // SAFETY: only async-signal-safe calls (prctl, setpgid) between fork and exec.
@@ -377,7 +381,10 @@ mod tests {
         let started = Instant::now();
         let error = bounded_run(command, &run("a sleeping helper", Duration::from_millis(300))).unwrap_err();
         assert!(matches!(error, BoundedRunError::TimedOut { .. }), "{error:?}");
-        assert_eq!(error.to_string(), "a sleeping helper did not answer within 300 ms; it was killed");
+        assert_eq!(
+            error.to_string(),
+            "a sleeping helper did not answer within 300 ms; it was killed"
+        );
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         let left: Vec<_> = std::fs::read_dir("/proc")
             .unwrap()

@@ -380,11 +380,13 @@ fn mount_private_root_and_proc(mode: SandboxMode) -> Result<(), SandboxError> {
     )
     .map_err(|source| SandboxError::MountProc {
         hint: match (mode, source.raw_os_error()) {
-            (SandboxMode::Rootless, Some(libc::EPERM)) => "the kernel lets a user namespace mount /proc only where the \
+            (SandboxMode::Rootless, Some(libc::EPERM)) => {
+                "the kernel lets a user namespace mount /proc only where the \
                  existing /proc is fully visible; a container runtime that masks parts of /proc \
                  (e.g. /proc/kcore, /proc/sys) forbids it: run meshfed as root, or give the \
                  container an unmasked /proc (e.g. docker --security-opt systempaths=unconfined)"
-                .to_string(),
+                    .to_string()
+            }
             _ => "the kernel refused the mount".to_string(),
         },
         source,

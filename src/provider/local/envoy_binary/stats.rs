@@ -103,7 +103,6 @@ pub fn parse_clusters(text: &str) -> Vec<HostStats> {
 mod tests {
     use super::*;
 
-
     #[test]
     fn counters_and_gauges_are_parsed_and_histograms_skipped() {
         let counters = parse_counters(

@@ -104,7 +104,6 @@ pub fn parse_envoy_version(output: &str) -> Option<EnvoyVersion> {
 mod tests {
     use super::*;
 
-
     #[test]
     fn version_is_read_from_the_pypi_build_string() {
         let version = parse_envoy_version(

@@ -287,7 +287,10 @@ fn validate(spec: &NetworkSpec, names: &NetnsNames) -> Result<(), NetworkSpecErr
     };
     // No NETNS_SEPARATOR in cluster and pod names: that keeps namespace names injective.
     let usable_name = |name: &str| {
-        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
     };
     if !usable_prefix(&names.prefix) {
         return fail(format!(
@@ -380,7 +383,6 @@ fn validate(spec: &NetworkSpec, names: &NetnsNames) -> Result<(), NetworkSpecErr
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -527,7 +529,12 @@ mod tests {
         let mut spec = two_clusters();
         spec.clusters[0].name = "c1.x".into();
         let error = mk_network_commands(&spec, &names).unwrap_err();
-        assert!(error.to_string().contains("\"c1.x\" must be non-empty and use only letters, digits, '-' and '_'"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("\"c1.x\" must be non-empty and use only letters, digits, '-' and '_'"),
+            "{error}"
+        );
         let mut spec = two_clusters();
         spec.clusters[0].pods[0].name = "foo.0".into();
         let error = mk_network_commands(&spec, &names).unwrap_err();

@@ -283,7 +283,6 @@ fn delete_namespaces(names: &[String]) -> Result<(), NetworkError> {
     result
 }
 
-
 /// Creates and deletes one network namespace with a veth pair: what `meshfed setup` checks.
 pub fn check_namespaces_work() -> Result<(), NetworkError> {
     let probe = "meshfed-setup-probe".to_owned();
@@ -300,7 +299,6 @@ pub fn check_namespaces_work() -> Result<(), NetworkError> {
     let deleted = delete_namespaces(std::slice::from_ref(&probe));
     result.and(deleted)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -349,7 +347,10 @@ mod tests {
         )
         .unwrap_err();
         let message = error.to_string();
-        assert!(message.starts_with("`ip -batch` in namespace sandbox failed"), "{message}");
+        assert!(
+            message.starts_with("`ip -batch` in namespace sandbox failed"),
+            "{message}"
+        );
         assert!(message.contains("no-such-object"), "{message}");
     }
 }

@@ -30,6 +30,7 @@ pub mod commands;
 pub mod executor;
 pub mod netns;
 
+pub use crate::scenario::Ipv4Cidr;
 pub use commands::{
     ClusterNetwork, GatewayAddress, NamespaceSetup, NetnsNames, NetworkCommands, NetworkSpec, NetworkSpecError,
     PodAddress, Sysctl, mk_network_commands,
@@ -38,4 +39,3 @@ pub use executor::{
     IP_BATCH_TIMEOUT, Network, NetworkError, check_namespaces_work, create_network, create_network_named,
 };
 pub use netns::{AwaitConnectError, await_tcp_connect, bind_in_netns, connect_in_netns, run_in_netns};
-pub use crate::scenario::Ipv4Cidr;

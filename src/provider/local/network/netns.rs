@@ -95,4 +95,3 @@ pub fn await_tcp_connect(netns: &Path, addr: SocketAddr, deadline: Instant) -> R
         std::thread::sleep(Duration::from_millis(5).min(deadline - Instant::now()));
     }
 }
-
