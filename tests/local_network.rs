@@ -679,3 +679,53 @@ fn a_child_that_exits_early_is_reported_with_its_log_tail() {
     assert_eq!(report.already_exited.len(), 1);
     std::fs::remove_dir_all(&logs).unwrap();
 }
+
+/// Set by the outer half of the signal test: the re-run binary checks signal chaining.
+const SIGNAL_CHILD_ENV: &str = "MESHFED_TEST_SIGNAL_CHILD";
+
+/// meshfed installs its flag-setting handler first thing in `main`; tokio's signal streams
+/// (signal-hook-registry) install theirs later and must call the earlier one, or an interrupt
+/// during a runtime would no longer stop `ip` batches and version checks. Runs in a fresh process,
+/// since the interrupt flag is process-wide.
+#[test]
+fn a_signal_reaches_both_the_interrupt_flag_and_tokio_after_tokio_listens() {
+    use meshfed::provider::local::interrupt;
+    if std::env::var_os(SIGNAL_CHILD_ENV).is_some() {
+        interrupt::install().unwrap();
+        assert!(!interrupt::is_interrupted());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut stream = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).unwrap();
+            // SAFETY: raise(3) sends SIGINT to this process, which handles it.
+            assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+            tokio::time::timeout(Duration::from_secs(5), stream.recv())
+                .await
+                .expect("tokio saw the signal")
+                .expect("stream open");
+        });
+        assert!(interrupt::is_interrupted(), "the chained handler set the flag");
+        assert_eq!(interrupt::received_signal(), Some(libc::SIGINT));
+        println!("BOTH_SAW_SIGINT");
+        return;
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_signal_reaches_both_the_interrupt_flag_and_tokio_after_tokio_listens",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SIGNAL_CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("BOTH_SAW_SIGINT"),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
