@@ -177,7 +177,7 @@ fn throughput_child() {
     let mode = sandbox::enter().expect("sandbox");
     let options = LocalOptions {
         envoy,
-        envoy_version,
+        envoy_version: envoy_version.to_string(),
         meshfed: PathBuf::from(MESHFED),
         run_dir: PathBuf::from(sandbox::RUN_DIR).join("bench"),
         mode,

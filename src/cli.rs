@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::provider::local::interrupt;
 use crate::scenario::ScenarioError;
 use crate::{inventory, output, pki, plan, scenario};
 
@@ -181,6 +182,12 @@ impl From<ScenarioError> for CliError {
 
 /// Entry point of the `meshfed` binary.
 pub fn main() -> ExitCode {
+    // First: from here on SIGINT/SIGTERM only set a flag that every long step looks at, so an
+    // interrupt at any moment ends in a clean teardown and exit 130.
+    if let Err(error) = interrupt::install() {
+        eprintln!("meshfed: cannot install signal handlers: {error}");
+        return ExitCode::from(EXIT_INFRASTRUCTURE);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -188,12 +195,43 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { EXIT_BAD_INPUT } else { EXIT_OK });
         }
     };
-    match execute(cli.command) {
+    if !matches!(cli.command, Command::Run { .. } | Command::Setup) {
+        // Nothing to tear down: a signal may end these at once, as usual (the supervisor stops
+        // workloads with SIGTERM and expects them to go).
+        if let Err(error) = interrupt::restore_default() {
+            eprintln!("meshfed: cannot reset signal handlers: {error}");
+            return ExitCode::from(EXIT_INFRASTRUCTURE);
+        }
+    }
+    let result = if interrupt::is_interrupted() {
+        Err(CliError::Interrupted)
+    } else {
+        execute(cli.command)
+    };
+    match result {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(error) => {
             eprintln!("meshfed: {error}");
             ExitCode::from(error.exit_code())
         }
+    }
+}
+
+/// An error of a step after which an interrupt may be the real cause: exit 130 if one came.
+fn infrastructure_or_interrupted(error: impl Into<anyhow::Error>) -> CliError {
+    if interrupt::is_interrupted() {
+        CliError::Interrupted
+    } else {
+        CliError::Infrastructure(error.into())
+    }
+}
+
+/// Fails with [`CliError::Interrupted`] if SIGINT/SIGTERM came; called between long steps.
+fn check_interrupted() -> Result<(), CliError> {
+    if interrupt::is_interrupted() {
+        Err(CliError::Interrupted)
+    } else {
+        Ok(())
     }
 }
 
@@ -401,19 +439,25 @@ fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<
     let report_dir = report_dir.map(open_report_dir).transpose()?;
     let started = std::time::Instant::now();
     let mut progress = move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64());
+    // Everything from here on (pip, envoy --version, Envoys, apps, and whatever they start) lives
+    // in meshfed's PID namespace and dies with it, even on SIGKILL. Must happen while meshfed is
+    // single-threaded: before any runtime exists.
+    check_interrupted()?;
+    let mode = sandbox::contain_processes().map_err(infrastructure_or_interrupted)?;
+    check_interrupted()?;
     progress("checking envoy");
-    let (envoy, envoy_version) =
-        crate::provider::local::provision_envoy(true).map_err(|error| CliError::Infrastructure(error.into()))?;
-    let meshfed = std::env::current_exe().map_err(|error| CliError::Infrastructure(error.into()))?;
-    // Must happen while meshfed is single-threaded: before any runtime exists.
-    let mode = sandbox::enter().map_err(|error| CliError::Infrastructure(error.into()))?;
+    let (envoy, envoy_version) = provision_envoy(true)?;
+    let meshfed = std::env::current_exe().map_err(infrastructure_or_interrupted)?;
+    check_interrupted()?;
+    sandbox::isolate_network().map_err(infrastructure_or_interrupted)?;
+    check_interrupted()?;
     progress(&format!(
         "sandbox entered ({mode}); envoy {envoy_version} at {}",
         envoy.display()
     ));
     let options = LocalOptions {
         envoy,
-        envoy_version,
+        envoy_version: envoy_version.to_string(),
         meshfed,
         run_dir: PathBuf::from(sandbox::RUN_DIR).join("world"),
         mode,
@@ -421,7 +465,7 @@ fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| CliError::Infrastructure(error.into()))?;
+        .map_err(infrastructure_or_interrupted)?;
     let outcome = runtime.block_on(run_local(options, &scenario, scenario_path, &mut progress))?;
     let report_text = crate::report::summary(&outcome);
     print!("{report_text}");
@@ -455,6 +499,11 @@ async fn run_local(
     };
     progress.step("tearing down");
     let teardown = provider.teardown().await;
+    // A step that failed because of the interrupt (an `ip` batch or a child stopped by it) is an
+    // interrupt too, not an infrastructure failure.
+    if interrupt::is_interrupted() {
+        return Err(CliError::Interrupted);
+    }
     match (outcome, teardown) {
         (None, _) => Err(CliError::Interrupted),
         (Some(Err(error)), _) => Err(CliError::Infrastructure(error.into())),
@@ -465,15 +514,34 @@ async fn run_local(
     }
 }
 
-/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM; the handlers are installed at once.
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. tokio's handlers are installed at once
+/// (they chain the flag-setting handler of [`interrupt::install`]); a signal that came before them
+/// is seen in the flag.
 fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt_stream = signal(SignalKind::interrupt())?;
+    let mut terminate_stream = signal(SignalKind::terminate())?;
+    let already = interrupt::is_interrupted();
     Ok(async move {
+        if already {
+            return;
+        }
         tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+            _ = interrupt_stream.recv() => {}
+            _ = terminate_stream.recv() => {}
+        }
+    })
+}
+
+/// Finds or installs Envoy ([`crate::provider::local::provision_envoy`]); exit 130 if interrupted.
+fn provision_envoy(
+    show_progress: bool,
+) -> Result<(PathBuf, crate::provider::local::envoy_binary::EnvoyVersion), CliError> {
+    crate::provider::local::provision_envoy(show_progress).map_err(|error| {
+        if error.is_interrupted() || interrupt::is_interrupted() {
+            CliError::Interrupted
+        } else {
+            CliError::Infrastructure(error.into())
         }
     })
 }
@@ -481,11 +549,13 @@ fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
 fn setup_command() -> Result<(), CliError> {
     use crate::provider::local::{network, sandbox};
 
-    let (envoy, version) =
-        crate::provider::local::provision_envoy(true).map_err(|error| CliError::Infrastructure(error.into()))?;
+    check_interrupted()?;
+    let mode = sandbox::contain_processes().map_err(infrastructure_or_interrupted)?;
+    let (envoy, version) = provision_envoy(true)?;
     println!("envoy {version}: {}", envoy.display());
-    let mode = sandbox::enter().map_err(|error| CliError::Infrastructure(error.into()))?;
-    network::check_namespaces_work().map_err(|error| CliError::Infrastructure(error.into()))?;
+    check_interrupted()?;
+    sandbox::isolate_network().map_err(infrastructure_or_interrupted)?;
+    network::check_namespaces_work().map_err(infrastructure_or_interrupted)?;
     println!("network namespaces: ok ({mode})");
     Ok(())
 }

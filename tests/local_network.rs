@@ -4,9 +4,11 @@
 //! `--test-threads=1`), and the kernel only moves single-threaded processes into new mount or user
 //! namespaces. So each namespace test re-runs this test binary for that one test with
 //! `MESHFED_TEST_SANDBOX` set; a constructor in `.init_array` then calls `sandbox::enter()` before
-//! `main` (hence before libtest starts any thread), exactly as `meshfed run` does first thing in
-//! `main`. The outer half checks what the sandboxed half printed, and that nothing is left on the
-//! host afterwards.
+//! `main` (hence before libtest starts any thread), as `meshfed run` does early in `main`. The
+//! test then runs in the sandbox's worker, PID 2 of meshfed's PID namespace, while the process the
+//! outer half started only waits for it (see `sandbox`): the pids the sandboxed half prints are
+//! that namespace's, which the outer half maps to host pids by marker. The outer half checks what
+//! the sandboxed half printed, and that nothing is left on the host afterwards.
 
 #[path = "support/skip.rs"]
 mod skip;
@@ -456,6 +458,41 @@ fn await_gone(pids: &[u32], marker: &str, deadline: Instant) {
     }
 }
 
+/// The `NSpid:` line of `/proc/<pid>/status`: the pid in each PID namespace, outermost first.
+fn namespaced_pids(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))
+        .map(|pids| pids.split_whitespace().filter_map(|pid| pid.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Maps the pids the sandboxed half printed (its PID namespace's) to host pids, finding the
+/// processes by `marker`; fails unless every one is exactly one PID namespace below the host's.
+fn await_host_pids(marker: &str, inner_pids: &[u32], deadline: Instant) -> std::collections::BTreeMap<u32, u32> {
+    loop {
+        let mut map = std::collections::BTreeMap::new();
+        for host_pid in live_processes_with(marker) {
+            let levels = namespaced_pids(host_pid);
+            assert_eq!(
+                levels.len(),
+                2,
+                "process {host_pid} must be in a PID namespace one level below the host's: NSpid {levels:?}"
+            );
+            map.insert(levels[1], host_pid);
+        }
+        if inner_pids.iter().all(|inner| map.contains_key(inner)) {
+            return map;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pids {inner_pids:?} not found among processes with marker {marker}: {map:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A `sleep` duration unique to this test run, so its command line identifies our children.
 fn unique_marker(salt: u32) -> String {
     format!("{}.{}{salt}", 4000 + salt, std::process::id())
@@ -486,6 +523,10 @@ fn leak_test(test: &str, clean_exit: bool, uid: Option<u32>) {
         }
     }
     assert_eq!(pids.len(), 6, "sandboxed half printed {lines:?}");
+    // The sandboxed half lives in its own PID namespace: the pids it printed are that namespace's.
+    // Find the same processes from here, by marker, and check that each is nested exactly there.
+    let host_pids = await_host_pids(&marker, &pids, Instant::now() + Duration::from_secs(5));
+    let pids: Vec<u32> = pids.iter().map(|inner| host_pids[inner]).collect();
     // While it runs: the children are alive, and the sandbox's namespaces are not on the host.
     for pid in &pids {
         assert!(supervisor::is_alive(*pid), "child {pid} not running");
@@ -640,4 +681,54 @@ fn a_child_that_exits_early_is_reported_with_its_log_tail() {
     let report = supervisor.shutdown(Duration::from_millis(100)).unwrap();
     assert_eq!(report.already_exited.len(), 1);
     std::fs::remove_dir_all(&logs).unwrap();
+}
+
+/// Set by the outer half of the signal test: the re-run binary checks signal chaining.
+const SIGNAL_CHILD_ENV: &str = "MESHFED_TEST_SIGNAL_CHILD";
+
+/// meshfed installs its flag-setting handler first thing in `main`; tokio's signal streams
+/// (signal-hook-registry) install theirs later and must call the earlier one, or an interrupt
+/// during a runtime would no longer stop `ip` batches and version checks. Runs in a fresh process,
+/// since the interrupt flag is process-wide.
+#[test]
+fn a_signal_reaches_both_the_interrupt_flag_and_tokio_after_tokio_listens() {
+    use meshfed::provider::local::interrupt;
+    if std::env::var_os(SIGNAL_CHILD_ENV).is_some() {
+        interrupt::install().unwrap();
+        assert!(!interrupt::is_interrupted());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut stream = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).unwrap();
+            // SAFETY: raise(3) sends SIGINT to this process, which handles it.
+            assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+            tokio::time::timeout(Duration::from_secs(5), stream.recv())
+                .await
+                .expect("tokio saw the signal")
+                .expect("stream open");
+        });
+        assert!(interrupt::is_interrupted(), "the chained handler set the flag");
+        assert_eq!(interrupt::received_signal(), Some(libc::SIGINT));
+        println!("BOTH_SAW_SIGINT");
+        return;
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_signal_reaches_both_the_interrupt_flag_and_tokio_after_tokio_listens",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SIGNAL_CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("BOTH_SAW_SIGINT"),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -1,13 +1,16 @@
 //! The `local` provider: clusters made of Linux network namespaces, a data plane of real Envoy
 //! processes configured from the federation plan, and meshfed's own workloads.
 
+pub mod bounded_run;
 pub mod control_plane;
 pub mod envoy_binary;
 pub mod envoy_config;
+pub mod interrupt;
 pub mod network;
 pub mod sandbox;
 pub mod supervisor;
 pub mod topology;
 pub mod world;
 
-pub use world::{LocalOptions, LocalProvider, PodExec, provision_envoy};
+pub use envoy_binary::provision_envoy;
+pub use world::{LocalOptions, LocalProvider, PodExec};

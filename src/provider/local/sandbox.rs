@@ -1,20 +1,43 @@
-//! Crash safety for the `local` provider: moves meshfed into private mount + network namespaces (and a
-//! user namespace when not root) so everything it creates vanishes when its process exits.
+//! Crash safety for the `local` provider: moves meshfed into a private PID namespace whose init is
+//! meshfed's own, private mount and network namespaces (and a user namespace when not root), so
+//! that every process it starts, at any depth, and everything it creates vanish with it, even on
+//! SIGKILL.
 //!
-//! Call [`enter`] at start-up while the process is still single-threaded (before any tokio runtime
-//! or other thread exists): the kernel refuses to move a multi-threaded process into a new mount or
-//! user namespace. Afterwards `/` is `rprivate` and `/run` is a fresh tmpfs, so `/run/netns` (where
-//! `ip netns` keeps its namespaces) and meshfed's work directory [`RUN_DIR`] are private to this
-//! process and its children. When the last process inside exits, even by SIGKILL, the kernel drops
-//! the namespaces, the bridges, the veths and the tmpfs: no `meshfed down` is needed for them.
-//! Child processes must die with meshfed too; the supervisor sets `PR_SET_PDEATHSIG` for that.
+//! [`contain_processes`] (first thing in `meshfed run` and `meshfed setup`) forks twice:
+//!
+//! ```text
+//! meshfed (outside)            waits; passes SIGINT/SIGTERM on; exits with the worker's status
+//!  └─ init, PID 1 inside       PR_SET_PDEATHSIG=SIGKILL; reaps orphans; passes signals on
+//!      └─ worker, PID 2        returns from contain_processes() and does meshfed's work
+//! ```
+//!
+//! The kernel SIGKILLs every process of a PID namespace when its PID 1 exits, and PID 1 here dies
+//! with the outer meshfed (death signal) and exits with the worker. So a wrapper script's Envoy,
+//! pip's subprocesses or a stray grandchild cannot outlive meshfed; and with the last process
+//! gone, the mount and network namespaces (with `/run/netns`, the bridges, the veths and the
+//! private tmpfs holding workload keys) go too. The worker sees a fresh `/proc` for its namespace,
+//! so the pids it gets from `fork` match `/proc/<pid>`. Orphaned grandchildren become zombies of
+//! init, which reaps them, so they never pile up and never confuse the supervisor (which only
+//! waits for its own children).
+//!
+//! [`isolate_network`] (after Envoy is found or installed: pip needs the host's network) then
+//! moves the worker into a new network namespace and mounts a private tmpfs on `/run`, so
+//! `/run/netns` (where `ip netns` keeps namespaces) and [`RUN_DIR`] are private. [`enter`] does
+//! both, for tests.
+//!
+//! Both must be called while the process is single-threaded (before any tokio runtime or other
+//! thread exists): the kernel refuses to move a multi-threaded process into new mount or user
+//! namespaces, and a network namespace is per thread.
 
 use std::ffi::CString;
 use std::fs;
-use std::io;
+use std::io::{self, Write as _};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use thiserror::Error;
+
+use super::interrupt;
 
 /// meshfed's work directory inside the sandbox (on the private tmpfs mounted over `/run`).
 pub const RUN_DIR: &str = "/run/meshfed";
@@ -25,7 +48,7 @@ pub const NETNS_DIR: &str = "/run/netns";
 /// How the sandbox was made, for the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SandboxMode {
-    /// meshfed runs as root: new mount and network namespaces only.
+    /// meshfed runs as root: new PID, mount and network namespaces only.
     Root,
     /// meshfed runs unprivileged: a user namespace maps the caller's uid/gid to root inside it.
     Rootless,
@@ -98,12 +121,39 @@ pub enum SandboxError {
     /// Bringing up the sandbox's own loopback interface failed.
     #[error("failed to bring up loopback in the sandbox's network namespace")]
     LoopbackUp(#[source] io::Error),
+    /// A fresh `/proc` for the PID namespace could not be mounted.
+    #[error("failed to mount a fresh /proc for meshfed's PID namespace: {hint}")]
+    MountProc {
+        /// What to check or change.
+        hint: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Forking the namespace's init or worker failed, or setting up the signals around it.
+    #[error("failed to {what} for the sandbox")]
+    Process {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// [`isolate_network`] was called before [`contain_processes`]: its mounts would land in the
+    /// host's mount namespace.
+    #[error("isolate_network() needs contain_processes() first (a private mount namespace)")]
+    NotContained,
 }
 
-/// Moves this process into its private namespaces and mounts the private `/run`.
+/// Set in the worker once [`contain_processes`] succeeded.
+static CONTAINED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The mode [`contain_processes`] entered.
+static CONTAINED_MODE: std::sync::OnceLock<SandboxMode> = std::sync::OnceLock::new();
+
+/// Both steps of the sandbox: [`contain_processes`], then [`isolate_network`].
 ///
-/// Must be called while the process is single-threaded, i.e. first thing in `main`, before building
-/// a tokio runtime:
+/// Must be called while the process is single-threaded, i.e. first thing in `main` (or from an
+/// `.init_array` constructor), before building a tokio runtime:
 ///
 /// ```no_run
 /// let mode = meshfed::provider::local::sandbox::enter()?;
@@ -111,19 +161,33 @@ pub enum SandboxError {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// As root this creates new mount and network namespaces. Without root (or as a root that lacks
-/// CAP_SYS_ADMIN, e.g. in an unprivileged container) it also creates a user namespace mapping the
-/// caller's uid and gid to 0 inside it. Either way, after it returns `/` is `rprivate`, `/run` is a
-/// private tmpfs holding empty [`NETNS_DIR`] and [`RUN_DIR`], and loopback is up.
+/// Returns only in the worker (see the module doc); the outer process exits with its status.
 pub fn enter() -> Result<SandboxMode, SandboxError> {
-    let threads = count_threads().map_err(SandboxError::CountThreads)?;
-    if threads != 1 {
-        return Err(SandboxError::NotSingleThreaded { threads });
+    let mode = contain_processes()?;
+    isolate_network()?;
+    Ok(mode)
+}
+
+/// Moves everything this process does from now on into a private PID namespace (plus a private
+/// mount namespace, and a user namespace when not root) whose PID 1 is a copy of this process.
+///
+/// Returns `Ok` only in the worker, PID 2 of the new namespace; the calling process waits for it
+/// and exits with its exit status (128 + signal if it was killed), passing SIGINT and SIGTERM on
+/// to it. If the worker cannot be set up, the error is returned in PID 1 instead, which then is
+/// the process that reports it and exits. Calling it again in the worker returns the same mode.
+///
+/// As root it creates PID and mount namespaces. Without root (or as a root that lacks
+/// CAP_SYS_ADMIN, e.g. in an unprivileged container) it also creates a user namespace mapping the
+/// caller's uid and gid to 0 inside it.
+pub fn contain_processes() -> Result<SandboxMode, SandboxError> {
+    if let Some(mode) = CONTAINED_MODE.get() {
+        return Ok(*mode);
     }
+    ensure_single_threaded()?;
     // SAFETY: geteuid/getegid cannot fail and have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mode = if uid == 0 {
-        match unshare(libc::CLONE_NEWNS | libc::CLONE_NEWNET) {
+        match unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNS) {
             Ok(()) => SandboxMode::Root,
             // root without CAP_SYS_ADMIN (unprivileged container): a user namespace may still work.
             Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
@@ -132,7 +196,7 @@ pub fn enter() -> Result<SandboxMode, SandboxError> {
             }
             Err(source) => {
                 return Err(SandboxError::Unshare {
-                    namespaces: "mount+network",
+                    namespaces: "pid+mount",
                     hint: "the kernel refused new namespaces".to_string(),
                     source,
                 });
@@ -142,9 +206,191 @@ pub fn enter() -> Result<SandboxMode, SandboxError> {
         enter_user_namespace(uid, gid)?;
         SandboxMode::Rootless
     };
-    mount_private_run()?;
-    set_loopback_up().map_err(SandboxError::LoopbackUp)?;
+    let process_error = |what| move |source| SandboxError::Process { what, source };
+    let saved = interrupt::install_forwarding().map_err(process_error("install signal handlers"))?;
+    // The first child is PID 1 of the new PID namespace.
+    let parent_alive = spawn_copy(&saved).map_err(process_error("fork the namespace's init"))?;
+    become_init_or_worker(mode, saved, parent_alive)
+}
+
+/// In PID 1: sets up the mounts, forks the worker and reaps until it exits. In the worker: returns.
+fn become_init_or_worker(
+    mode: SandboxMode,
+    saved: interrupt::SavedDispositions,
+    parent_alive: ParentWatch,
+) -> Result<SandboxMode, SandboxError> {
+    // PID 1 dies with the outer meshfed; the kernel then kills everything in the namespace.
+    let setup = die_with_parent(parent_alive)
+        .map_err(|source| SandboxError::Process {
+            what: "set the death signal of the namespace's init",
+            source,
+        })
+        .and_then(|()| mount_private_root_and_proc(mode));
+    if let Err(error) = setup {
+        // This process (PID 1) reports the error as meshfed would.
+        let _ = interrupt::restore(&saved);
+        return Err(error);
+    }
+    let process_error = |what| move |source| SandboxError::Process { what, source };
+    let parent_alive = spawn_copy(&saved).map_err(process_error("fork the sandbox's worker"))?;
+    // The worker: meshfed's own signal handling again, and death with PID 1.
+    interrupt::restore(&saved).map_err(process_error("restore signal handlers"))?;
+    die_with_parent(parent_alive).map_err(process_error("set the death signal of the sandbox's worker"))?;
+    let _ = CONTAINED_MODE.set(mode);
+    CONTAINED.store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(mode)
+}
+
+/// Moves the (contained) worker into a new network namespace, mounts the private `/run` with
+/// empty [`NETNS_DIR`] and [`RUN_DIR`], and brings loopback up.
+pub fn isolate_network() -> Result<(), SandboxError> {
+    if !CONTAINED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(SandboxError::NotContained);
+    }
+    ensure_single_threaded()?;
+    unshare(libc::CLONE_NEWNET).map_err(|source| SandboxError::Unshare {
+        namespaces: "network",
+        hint: "the kernel refused a new network namespace".to_string(),
+        source,
+    })?;
+    mount_private_run()?;
+    set_loopback_up().map_err(SandboxError::LoopbackUp)
+}
+
+fn ensure_single_threaded() -> Result<(), SandboxError> {
+    let threads = count_threads().map_err(SandboxError::CountThreads)?;
+    if threads == 1 {
+        Ok(())
+    } else {
+        Err(SandboxError::NotSingleThreaded { threads })
+    }
+}
+
+/// The read end of a pipe whose write end only the parent holds: it reports end-of-file once the
+/// parent is gone.
+struct ParentWatch(OwnedFd);
+
+/// Forks. In the parent, waits for the child and exits with its status (never returns); in the
+/// child, returns a watch on the parent.
+fn spawn_copy(saved: &interrupt::SavedDispositions) -> io::Result<ParentWatch> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors from pipe2.
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Buffered output would otherwise be written twice.
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: the process is single-threaded (checked by the callers), so the child may go on
+    // running ordinary code.
+    match unsafe { libc::fork() } {
+        -1 => {
+            let error = io::Error::last_os_error();
+            let _ = interrupt::restore(saved);
+            Err(error)
+        }
+        0 => {
+            drop(write_end);
+            Ok(ParentWatch(read_end))
+        }
+        child => {
+            drop(read_end);
+            wait_for_and_exit_like(child, write_end)
+        }
+    }
+}
+
+/// The parent side of [`spawn_copy`]: passes interrupts on to `child`, waits for it, reaps any
+/// other child that ends meanwhile (PID 1's orphans), and exits with `child`'s status. A second
+/// interrupt received here (e.g. a second Ctrl-C) SIGKILLs `child`, which for PID 1 takes the whole
+/// namespace with it.
+fn wait_for_and_exit_like(child: libc::pid_t, _keep_parent_alive_pipe: OwnedFd) -> ! {
+    let signals_before = interrupt::received_count();
+    interrupt::forward_to(child);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own children; status is a valid out pointer.
+        let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if reaped == child {
+            // SAFETY: _exit ends the process without running anything else (the worker owns
+            // stdout and every resource).
+            unsafe { libc::_exit(exit_code_of(status)) };
+        }
+        if reaped < 0 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ECHILD) {
+                // Cannot happen while `child` is ours; do not spin.
+                unsafe { libc::_exit(crate::cli::EXIT_INFRASTRUCTURE.into()) };
+            }
+            if interrupt::received_count() >= signals_before + 2 {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(child, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// The exit status a shell would report: the code, or 128 + the signal that killed it.
+fn exit_code_of(status: libc::c_int) -> libc::c_int {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        crate::cli::EXIT_INFRASTRUCTURE.into()
+    }
+}
+
+/// `PR_SET_PDEATHSIG = SIGKILL`, then checks the parent did not die before that (its pid cannot be
+/// compared: a parent outside the PID namespace has pid 0 here).
+fn die_with_parent(parent_alive: ParentWatch) -> io::Result<()> {
+    // SAFETY: prctl with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut watch = libc::pollfd {
+        fd: parent_alive.0.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let ready = unsafe { libc::poll(&mut watch, 1, 0) };
+    if ready > 0 && watch.revents & (libc::POLLHUP | libc::POLLIN) != 0 {
+        // The parent is already gone, so no death signal will come: go now.
+        // SAFETY: ending this process.
+        unsafe { libc::_exit(128 + libc::SIGKILL) };
+    }
+    Ok(())
+}
+
+fn mount_private_root_and_proc(mode: SandboxMode) -> Result<(), SandboxError> {
+    // Without this, mounts below would propagate back to the host's mount namespace.
+    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(|source| SandboxError::Mount {
+        what: "make / rprivate in the sandbox's mount namespace",
+        source,
+    })?;
+    mount(
+        "proc",
+        "/proc",
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(|source| SandboxError::MountProc {
+        hint: match (mode, source.raw_os_error()) {
+            (SandboxMode::Rootless, Some(libc::EPERM)) => {
+                "the kernel lets a user namespace mount /proc only where the \
+                 existing /proc is fully visible; a container runtime that masks parts of /proc \
+                 (e.g. /proc/kcore, /proc/sys) forbids it: run meshfed as root, or give the \
+                 container an unmasked /proc (e.g. docker --security-opt systempaths=unconfined)"
+                    .to_string()
+            }
+            _ => "the kernel refused the mount".to_string(),
+        },
+        source,
+    })
 }
 
 /// Number of threads of this process, from the `Threads:` line of `/proc/self/status`.
@@ -167,8 +413,8 @@ fn unshare(flags: libc::c_int) -> io::Result<()> {
 }
 
 fn enter_user_namespace(uid: libc::uid_t, gid: libc::gid_t) -> Result<(), SandboxError> {
-    unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET).map_err(|source| SandboxError::Unshare {
-        namespaces: "user+mount+network",
+    unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS).map_err(|source| SandboxError::Unshare {
+        namespaces: "user+pid+mount",
         hint: user_namespace_hint(&source),
         source,
     })?;
@@ -241,11 +487,7 @@ fn mount(source: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong,
 }
 
 fn mount_private_run() -> Result<(), SandboxError> {
-    // Without this, mounts below would propagate back to the host's mount namespace.
-    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(|source| SandboxError::Mount {
-        what: "make / rprivate in the sandbox's mount namespace",
-        source,
-    })?;
+    // `/` is rprivate since contain_processes(), so this stays in meshfed's mount namespace.
     mount(
         "meshfed-run",
         "/run",

@@ -1,40 +1,11 @@
-//! The `local` provider's network: one network namespace per pod, a bridge per cluster, a router
-//! between clusters and an "outside" network where only the gateways have addresses.
-//!
-//! [`mk_network_commands`] is pure: it turns a [`NetworkSpec`] into `ip` batches and sysctls.
-//! [`create_network`] runs them (inside the sandbox, see `sandbox`), [`Network::teardown`] removes
-//! them. The topology reproduces the seed's premise, "pods can only connect to remote gateway IPs":
-//!
-//! - a pod has a connected route for its own pod CIDR and a route for the outside CIDR via its
-//!   cluster's router address, and *no default route*, so connecting to another cluster's pod IP
-//!   fails at once with `ENETUNREACH`;
-//! - a gateway pod has `eth0` on its cluster's pod network and `eth1` on the outside network, routes
-//!   the other clusters' pod CIDRs via the router's outside address (so replies get back), and does
-//!   not forward (`ip_forward=0`);
-//! - the router forwards, refuses pod-CIDR-to-other-pod-CIDR traffic (`ip rule … prohibit`) as a
-//!   second line of defence, and does not rate-limit its ordinary ICMP errors (`icmp_ratelimit=0`
-//!   and `icmp_ratemask=0`). The `prohibit` refusals themselves are still rate-limited per source
-//!   by the kernel (`net.ipv4.route.error_burst`/`error_cost`: 5, then 1 per second; host-wide
-//!   sysctls that a namespace cannot change), so past that a connect relying on the router times
-//!   out instead of failing fast: *fast* failure comes from the pods having no route;
-//! - every pod has a `local` route for its cluster's service CIDR on `lo`, so a sidecar can bind
-//!   cluster IPs.
-//!
-//! Bridges live in the router's namespace, never in the host's.
+//! The pure half of the network: a [`NetworkSpec`] in, the `ip` batches and sysctls that build it
+//! out, with namespace names that cannot collide.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::net::Ipv4Addr;
 
 use thiserror::Error;
 
-use super::sandbox::NETNS_DIR;
 pub use crate::scenario::Ipv4Cidr;
 
 /// The whole `local` network: clusters and the outside network that joins their gateways.
@@ -121,6 +92,9 @@ pub struct NetworkCommands {
     pub netns_names: Vec<String>,
 }
 
+/// Separates cluster and pod in a namespace name; [`mk_network_commands`] refuses names that contain it.
+const NETNS_SEPARATOR: char = '.';
+
 /// The namespace names of one network, derived from a per-run prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetnsNames {
@@ -138,9 +112,12 @@ impl NetnsNames {
         format!("{}router", self.prefix)
     }
 
-    /// A pod's (or gateway's) namespace name.
+    /// A pod's (or gateway's) namespace name: `{prefix}{cluster}.{pod}`. Cluster and pod names are
+    /// DNS labels, which cannot contain '.', so different (cluster, pod) pairs always get different
+    /// names (with '-' as separator, `c1` + `x-y-0` and `c1-x` + `y-0` would not), and none is the
+    /// router's.
     pub fn pod(&self, cluster: &str, pod: &str) -> String {
-        format!("{}{cluster}-{pod}", self.prefix)
+        format!("{}{cluster}{NETNS_SEPARATOR}{pod}", self.prefix)
     }
 }
 
@@ -303,14 +280,19 @@ fn pod_sysctls(interfaces: &[&str]) -> Vec<Sysctl> {
 
 fn validate(spec: &NetworkSpec, names: &NetnsNames) -> Result<(), NetworkSpecError> {
     let fail = |message: String| Err(NetworkSpecError(message));
+    let usable_prefix = |name: &str| {
+        name.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !name.starts_with('.')
+    };
+    // No NETNS_SEPARATOR in cluster and pod names: that keeps namespace names injective.
     let usable_name = |name: &str| {
         !name.is_empty()
             && name
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && !name.starts_with('.')
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
     };
-    if !usable_name(&names.prefix) && !names.prefix.is_empty() {
+    if !usable_prefix(&names.prefix) {
         return fail(format!(
             "namespace prefix {:?} must use only letters, digits, '-', '_' and '.'",
             names.prefix
@@ -334,7 +316,7 @@ fn validate(spec: &NetworkSpec, names: &NetnsNames) -> Result<(), NetworkSpecErr
     for (index, cluster) in spec.clusters.iter().enumerate() {
         if !usable_name(&cluster.name) {
             return fail(format!(
-                "cluster name {:?} must be non-empty and use only letters, digits, '-', '_' and '.'",
+                "cluster name {:?} must be non-empty and use only letters, digits, '-' and '_'",
                 cluster.name
             ));
         }
@@ -372,7 +354,7 @@ fn validate(spec: &NetworkSpec, names: &NetnsNames) -> Result<(), NetworkSpecErr
             if !usable_name(name) {
                 return fail(format!(
                     "pod name {name:?} in cluster {} must be non-empty and use only letters, digits, \
-                     '-', '_' and '.'",
+                     '-' and '_'",
                     cluster.name
                 ));
             }
@@ -400,311 +382,6 @@ fn validate(spec: &NetworkSpec, names: &NetnsNames) -> Result<(), NetworkSpecErr
         )?;
     }
     Ok(())
-}
-
-/// Why the network could not be created or removed.
-#[derive(Debug, Error)]
-pub enum NetworkError {
-    /// The spec is inconsistent.
-    #[error(transparent)]
-    InvalidSpec(#[from] NetworkSpecError),
-    /// The `ip` binary (iproute2) could not be started.
-    #[error("failed to run `ip` (iproute2) for namespace {netns}; is iproute2 installed?")]
-    SpawnIp {
-        /// Where it was meant to run (`sandbox` for meshfed's own namespace).
-        netns: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// An `ip -batch` exited unsuccessfully.
-    #[error("`ip -batch` in namespace {netns} failed ({status}): {stderr}")]
-    IpFailed {
-        /// Where it ran (`sandbox` for meshfed's own namespace).
-        netns: String,
-        /// Its exit status.
-        status: std::process::ExitStatus,
-        /// What it printed on stderr (names the failing line).
-        stderr: String,
-    },
-    /// Entering a namespace failed.
-    #[error("failed to enter network namespace {netns}")]
-    EnterNetns {
-        /// The namespace.
-        netns: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// Writing a sysctl failed.
-    #[error("failed to set sysctl {key}={value} in network namespace {netns}")]
-    Sysctl {
-        /// The namespace.
-        netns: String,
-        /// Path under `/proc/sys`.
-        key: String,
-        /// The value.
-        value: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// A namespace was still listed after teardown.
-    #[error("network namespaces still present after teardown: {0:?}")]
-    Leftover(Vec<String>),
-}
-
-/// A created network; its namespaces are under `/run/netns`.
-///
-/// Dropping it tears it down (best effort); [`Network::teardown`] does so and reports errors.
-#[derive(Debug)]
-pub struct Network {
-    names: NetnsNames,
-    netns_names: Vec<String>,
-    torn_down: bool,
-}
-
-static NETWORKS_CREATED: AtomicUsize = AtomicUsize::new(0);
-
-/// Creates the network described by `spec`, with namespace names prefixed per run
-/// (`mf<pid>-<n>-`), and returns it.
-///
-/// Run it inside the sandbox (see `sandbox::enter`): it needs `CAP_NET_ADMIN`/`CAP_SYS_ADMIN` over
-/// meshfed's namespaces, which rootless meshfed only has there. On failure, whatever was created is
-/// removed again.
-pub fn create_network(spec: &NetworkSpec) -> Result<Network, NetworkError> {
-    let names = NetnsNames::new(format!(
-        "mf{}-{}-",
-        std::process::id(),
-        NETWORKS_CREATED.fetch_add(1, Ordering::Relaxed)
-    ));
-    create_network_named(spec, names)
-}
-
-/// Like [`create_network`], with the caller's namespace names.
-pub fn create_network_named(spec: &NetworkSpec, names: NetnsNames) -> Result<Network, NetworkError> {
-    let commands = mk_network_commands(spec, &names)?;
-    let network = Network {
-        names,
-        netns_names: commands.netns_names.clone(),
-        torn_down: false,
-    };
-    // On error `network` is dropped here, which deletes whatever namespaces exist.
-    run_ip_batch("sandbox", &[], &commands.create)?;
-    std::thread::scope(|scope| {
-        let setups: Vec<_> = commands
-            .configure
-            .iter()
-            .map(|setup| scope.spawn(move || configure_namespace(setup)))
-            .collect();
-        setups.into_iter().try_for_each(|setup| match setup.join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        })
-    })?;
-    Ok(network)
-}
-
-fn configure_namespace(setup: &NamespaceSetup) -> Result<(), NetworkError> {
-    enter_netns_for_this_thread(&netns_path(&setup.netns)).map_err(|source| NetworkError::EnterNetns {
-        netns: setup.netns.clone(),
-        source,
-    })?;
-    for Sysctl { key, value } in &setup.sysctls {
-        std::fs::write(Path::new("/proc/sys").join(key), value).map_err(|source| NetworkError::Sysctl {
-            netns: setup.netns.clone(),
-            key: key.clone(),
-            value: value.clone(),
-            source,
-        })?;
-    }
-    // `ip` forked from this thread starts in the namespace this thread entered.
-    run_ip_batch(&setup.netns, &[], &setup.ip_commands)
-}
-
-fn run_ip_batch(netns: &str, options: &[&str], commands: &[String]) -> Result<(), NetworkError> {
-    let spawn_error = |source| NetworkError::SpawnIp {
-        netns: netns.to_string(),
-        source,
-    };
-    let mut ip = Command::new("ip")
-        .args(options)
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_error)?;
-    let mut script = commands.join("\n");
-    script.push('\n');
-    // If `ip` stops at a failing line it closes its stdin; its exit status and stderr say more
-    // than the broken pipe, so look at those first.
-    let written = match ip.stdin.take() {
-        Some(mut stdin) => stdin.write_all(script.as_bytes()),
-        None => Ok(()),
-    };
-    let output = ip.wait_with_output().map_err(spawn_error)?;
-    if output.status.success() {
-        written.map_err(spawn_error)
-    } else {
-        Err(NetworkError::IpFailed {
-            netns: netns.to_string(),
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
-    }
-}
-
-fn netns_path(name: &str) -> PathBuf {
-    Path::new(NETNS_DIR).join(name)
-}
-
-impl Network {
-    /// The namespace of pod `pod` (or the gateway) of cluster `cluster`, or `None` if there is none.
-    pub fn netns_path(&self, cluster: &str, pod: &str) -> Option<PathBuf> {
-        let name = self.names.pod(cluster, pod);
-        self.netns_names.contains(&name).then(|| netns_path(&name))
-    }
-
-    /// The router's namespace.
-    pub fn router_netns_path(&self) -> PathBuf {
-        netns_path(&self.names.router())
-    }
-
-    /// Every namespace of this network, router first.
-    pub fn netns_names(&self) -> &[String] {
-        &self.netns_names
-    }
-
-    /// Deletes every namespace (and with them their veths and bridges), then checks none is left.
-    pub fn teardown(mut self) -> Result<(), NetworkError> {
-        self.torn_down = true;
-        delete_namespaces(&self.netns_names)
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        if !self.torn_down {
-            let _ = delete_namespaces(&self.netns_names);
-        }
-    }
-}
-
-fn delete_namespaces(names: &[String]) -> Result<(), NetworkError> {
-    let existing: Vec<&String> = names.iter().filter(|name| netns_path(name).exists()).collect();
-    if existing.is_empty() {
-        return Ok(());
-    }
-    let commands: Vec<String> = existing.iter().map(|name| format!("netns del {name}")).collect();
-    // Keep going even if one line fails (`-force`), then check what is left.
-    let result = run_ip_batch("sandbox", &["-force"], &commands);
-    let left: Vec<String> = names.iter().filter(|name| netns_path(name).exists()).cloned().collect();
-    if !left.is_empty() {
-        return Err(NetworkError::Leftover(left));
-    }
-    result
-}
-
-/// Moves the calling *thread* into the network namespace at `netns`.
-///
-/// Only for threads that exist for this purpose (see [`run_in_netns`]): the thread stays there.
-fn enter_netns_for_this_thread(netns: &Path) -> io::Result<()> {
-    let file = File::open(netns)?;
-    // SAFETY: setns on a descriptor we own; CLONE_NEWNET only affects the calling thread.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Runs `work` on a short-lived thread inside the network namespace at `netns` and returns its
-/// result. Sockets created there stay in that namespace after the thread ends, so this is how to
-/// bind a listener or connect "from pod X".
-pub fn run_in_netns<T, F>(netns: &Path, work: F) -> io::Result<T>
-where
-    F: FnOnce() -> T + Send,
-    T: Send,
-{
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                enter_netns_for_this_thread(netns)?;
-                Ok(work())
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
-/// Binds a TCP listener on `addr` inside the namespace at `netns`.
-pub fn bind_in_netns(netns: &Path, addr: SocketAddr) -> io::Result<TcpListener> {
-    run_in_netns(netns, || TcpListener::bind(addr))?
-}
-
-/// Connects to `addr` from inside the namespace at `netns`, giving up after `timeout`.
-pub fn connect_in_netns(netns: &Path, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    run_in_netns(netns, || TcpStream::connect_timeout(&addr, timeout))?
-}
-
-/// Nothing accepted a connection before the deadline.
-#[derive(Debug, Error)]
-#[error("no TCP connection to {addr} from network namespace {netns} within {waited:?} ({attempts} attempts)")]
-pub struct AwaitConnectError {
-    /// The target.
-    pub addr: SocketAddr,
-    /// Where the connect was made from.
-    pub netns: PathBuf,
-    /// How long it tried.
-    pub waited: Duration,
-    /// How many connects it made.
-    pub attempts: u32,
-    /// The last connect's error.
-    #[source]
-    pub last_error: io::Error,
-}
-
-/// Connects to `addr` from inside `netns`, retrying until it succeeds or `deadline` passes
-/// (e.g. until a freshly started Envoy listens). Blocking: call it from `spawn_blocking` in async code.
-pub fn await_tcp_connect(netns: &Path, addr: SocketAddr, deadline: Instant) -> Result<TcpStream, AwaitConnectError> {
-    let started = Instant::now();
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let remaining = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        let error = match connect_in_netns(netns, addr, remaining) {
-            Ok(stream) => return Ok(stream),
-            Err(error) => error,
-        };
-        if Instant::now() >= deadline {
-            return Err(AwaitConnectError {
-                addr,
-                netns: netns.to_path_buf(),
-                waited: started.elapsed(),
-                attempts,
-                last_error: error,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(5).min(deadline - Instant::now()));
-    }
-}
-
-/// Creates and deletes one network namespace with a veth pair: what `meshfed setup` checks.
-pub fn check_namespaces_work() -> Result<(), NetworkError> {
-    let probe = "meshfed-setup-probe".to_owned();
-    let result = run_ip_batch(
-        "sandbox",
-        &[],
-        &[
-            format!("netns add {probe}"),
-            format!("link add eth0 netns {probe} type veth peer name probe0 netns {probe}"),
-        ],
-    );
-    let deleted = delete_namespaces(std::slice::from_ref(&probe));
-    result.and(deleted)
 }
 
 #[cfg(test)]
@@ -771,10 +448,10 @@ mod tests {
     fn pods_get_no_default_route_and_only_gateways_reach_other_pod_cidrs() {
         let commands = mk_network_commands(&two_clusters(), &NetnsNames::new("t-")).unwrap();
         let setup = |name: &str| commands.configure.iter().find(|setup| setup.netns == name).unwrap();
-        let pod = setup("t-cluster1-foo-0");
+        let pod = setup("t-cluster1.foo-0");
         assert!(pod.ip_commands.iter().all(|line| !line.contains("default")));
         assert!(pod.ip_commands.iter().all(|line| !line.contains("10.2.0.0")));
-        let gateway = setup("t-cluster1-gateway");
+        let gateway = setup("t-cluster1.gateway");
         assert!(
             gateway
                 .ip_commands
@@ -815,5 +492,52 @@ mod tests {
         spec.clusters[1].gateway.outside_ip = spec.clusters[0].gateway.outside_ip;
         let error = mk_network_commands(&spec, &names).unwrap_err();
         assert!(error.to_string().contains("used twice"), "{error}");
+    }
+
+    #[test]
+    fn namespace_names_of_different_pods_never_collide() {
+        let names = NetnsNames::new("t-");
+        // With '-' as the separator these two were both "t-c1-x-y-0".
+        assert_ne!(names.pod("c1", "x-y-0"), names.pod("c1-x", "y-0"));
+        assert_eq!(names.pod("c1", "x-y-0"), "t-c1.x-y-0");
+        // Exhaustively over short names of the allowed alphabet: distinct pairs, distinct names,
+        // and never the router's.
+        let alphabet = ["a", "-", "0", "_"];
+        let mut words: Vec<String> = alphabet.iter().map(|c| c.to_string()).collect();
+        for first in alphabet {
+            for second in alphabet {
+                for third in alphabet {
+                    words.push(format!("{first}{second}{third}"));
+                }
+            }
+        }
+        let mut seen = std::collections::HashMap::new();
+        for cluster in &words {
+            for pod in &words {
+                let name = names.pod(cluster, pod);
+                assert_ne!(name, names.router());
+                if let Some(previous) = seen.insert(name.clone(), (cluster.clone(), pod.clone())) {
+                    panic!("{name} names both {previous:?} and {:?}", (cluster, pod));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_name_with_the_separator_is_refused() {
+        let names = NetnsNames::new("t-");
+        let mut spec = two_clusters();
+        spec.clusters[0].name = "c1.x".into();
+        let error = mk_network_commands(&spec, &names).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("\"c1.x\" must be non-empty and use only letters, digits, '-' and '_'"),
+            "{error}"
+        );
+        let mut spec = two_clusters();
+        spec.clusters[0].pods[0].name = "foo.0".into();
+        let error = mk_network_commands(&spec, &names).unwrap_err();
+        assert!(error.to_string().contains("\"foo.0\""), "{error}");
     }
 }

@@ -1,0 +1,313 @@
+//! The client of Envoy's admin API on a unix socket: `GET` with a deadline, readiness.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::provider::local::bounded_run::format_duration;
+
+/// Why an admin API request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Connecting, writing or reading the socket failed.
+    #[error("envoy admin request GET {path} on {socket} failed")]
+    Io {
+        /// The admin socket.
+        socket: PathBuf,
+        /// The request path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Envoy answered with a non-200 status.
+    #[error("envoy admin request GET {path} on {socket} answered {status_line:?}: {body}")]
+    Status {
+        /// The admin socket.
+        socket: PathBuf,
+        /// The request path.
+        path: String,
+        /// The HTTP status line.
+        status_line: String,
+        /// The body (trimmed).
+        body: String,
+    },
+    /// No complete answer within the deadline (a stopped or stuck Envoy).
+    #[error("envoy admin request GET {path} on {socket} got no answer within {}", format_duration(*waited))]
+    TimedOut {
+        /// The admin socket.
+        socket: PathBuf,
+        /// The request path.
+        path: String,
+        /// The deadline that passed.
+        waited: Duration,
+    },
+    /// The reply was not HTTP.
+    #[error("envoy admin request GET {path} on {socket} got a malformed reply: {reply:?}")]
+    Malformed {
+        /// The admin socket.
+        socket: PathBuf,
+        /// The request path.
+        path: String,
+        /// The start of the reply.
+        reply: String,
+    },
+}
+
+/// An Envoy did not become ready in time.
+#[derive(Debug, thiserror::Error)]
+#[error("envoy {envoy} did not report LIVE on its admin /ready ({socket}) within {waited:?}; last answer: {last}")]
+pub struct AwaitReadyError {
+    /// Which Envoy (e.g. `sidecar of bar-0 in cluster2`).
+    pub envoy: String,
+    /// Its admin socket.
+    pub socket: PathBuf,
+    /// How long it was waited for.
+    pub waited: Duration,
+    /// The last answer or error seen.
+    pub last: String,
+}
+
+/// How long one admin request may take, connect to last byte. Envoy answers in milliseconds; a
+/// stopped (SIGSTOP) Envoy still accepts connections (the kernel does) but never answers.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `GET path` on an Envoy admin unix socket within [`ADMIN_TIMEOUT`]; returns the body of a 200
+/// answer. HTTP/1.1 with `Connection: close` (Envoy's admin answers HTTP/1.0 with 426 Upgrade
+/// Required); the reply is read to EOF, so the body may be chunked-encoded: [`dechunk`] undoes that.
+pub async fn admin_get(socket: &Path, path: &str) -> Result<String, AdminError> {
+    admin_get_within(socket, path, ADMIN_TIMEOUT).await
+}
+
+/// [`admin_get`] with the deadline given; on expiry [`AdminError::TimedOut`] names the socket.
+pub async fn admin_get_within(socket: &Path, path: &str, timeout: Duration) -> Result<String, AdminError> {
+    match tokio::time::timeout(timeout, admin_exchange(socket, path)).await {
+        Ok(result) => result,
+        Err(_) => Err(AdminError::TimedOut {
+            socket: socket.to_path_buf(),
+            path: path.to_string(),
+            waited: timeout,
+        }),
+    }
+}
+
+async fn admin_exchange(socket: &Path, path: &str) -> Result<String, AdminError> {
+    let io_error = |source| AdminError::Io {
+        socket: socket.to_path_buf(),
+        path: path.to_string(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).await.map_err(io_error)?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: envoy-admin\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .map_err(io_error)?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.map_err(io_error)?;
+    let malformed = || AdminError::Malformed {
+        socket: socket.to_path_buf(),
+        path: path.to_string(),
+        reply: String::from_utf8_lossy(&reply).chars().take(200).collect(),
+    };
+    let head_end = reply
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(malformed)?;
+    let head = String::from_utf8_lossy(&reply[..head_end]);
+    let raw_body = &reply[head_end + 4..];
+    let chunked = head.lines().skip(1).any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding") && value.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    let body = if chunked {
+        dechunk(raw_body).ok_or_else(malformed)?
+    } else {
+        raw_body.to_vec()
+    };
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let status_line = head.lines().next().unwrap_or_default();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        Ok(body)
+    } else {
+        Err(AdminError::Status {
+            socket: socket.to_path_buf(),
+            path: path.to_string(),
+            status_line: status_line.to_string(),
+            body: body.trim().to_string(),
+        })
+    }
+}
+
+/// Decodes an HTTP/1.1 chunked body (`<hex size>[;ext]\r\n<data>\r\n` … `0\r\n\r\n`);
+/// `None` when it is truncated or malformed.
+pub fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut decoded = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|window| window == b"\r\n")?;
+        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Some(decoded);
+        }
+        decoded.extend_from_slice(body.get(..size)?);
+        body = body.get(size..)?.strip_prefix(b"\r\n")?;
+    }
+}
+
+/// Polls `/ready` every 5 ms until Envoy answers `LIVE` (all listeners and clusters of its initial
+/// config loaded), or fails after `timeout` naming `envoy` and the last answer.
+pub async fn await_ready(envoy: &str, socket: &Path, timeout: Duration) -> Result<(), AwaitReadyError> {
+    let started = Instant::now();
+    let mut last: String;
+    loop {
+        let remaining = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+        match admin_get_within(socket, "/ready", remaining.min(ADMIN_TIMEOUT)).await {
+            Ok(body) if body.trim() == "LIVE" => return Ok(()),
+            Ok(body) => last = body.trim().to_string(),
+            Err(AdminError::Status { body, .. }) => last = body,
+            Err(error) => last = error_chain(&error),
+        }
+        if started.elapsed() >= timeout {
+            return Err(AwaitReadyError {
+                envoy: envoy.to_string(),
+                socket: socket.to_path_buf(),
+                waited: started.elapsed(),
+                last,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A fresh, empty directory for one test.
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("meshfed-envoy-binary-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded_and_truncated_ones_refused() {
+        assert_eq!(dechunk(b"5\r\nLIVE\n\r\n0\r\n\r\n").unwrap(), b"LIVE\n");
+        assert_eq!(dechunk(b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+        assert_eq!(dechunk(b"5\r\nLI"), None);
+    }
+
+    /// Serves one scripted reply per connection on a unix socket, like Envoy's admin.
+    async fn fake_admin(socket: PathBuf, replies: Vec<&'static str>) -> tokio::task::JoinHandle<Vec<String>> {
+        let listener = UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for reply in replies {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = vec![0u8; 1024];
+                let read = stream.read(&mut request).await.unwrap();
+                requests.push(String::from_utf8_lossy(&request[..read]).into_owned());
+                stream.write_all(reply.as_bytes()).await.unwrap();
+            }
+            requests
+        })
+    }
+
+    #[tokio::test]
+    async fn admin_get_returns_the_decoded_body_and_reports_errors() {
+        let dir = scratch_dir("admin");
+        let socket = dir.join("admin.sock");
+        let server = fake_admin(
+            socket.clone(),
+            vec![
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nLIVE\n\r\n0\r\n\r\n",
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 17\r\n\r\nPRE_INITIALIZING\n",
+            ],
+        )
+        .await;
+        assert_eq!(admin_get(&socket, "/ready").await.unwrap(), "LIVE\n");
+        let error = admin_get(&socket, "/ready").await.unwrap_err();
+        assert!(
+            matches!(error, AdminError::Status { ref body, .. } if body == "PRE_INITIALIZING"),
+            "{error}"
+        );
+        let requests = server.await.unwrap();
+        assert!(requests[0].starts_with("GET /ready HTTP/1.1\r\n"), "{:?}", requests[0]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn await_ready_waits_for_live() {
+        let dir = scratch_dir("ready");
+        let socket = dir.join("admin.sock");
+        let server = fake_admin(
+            socket.clone(),
+            vec![
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 17\r\n\r\nPRE_INITIALIZING\n",
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nLIVE\n",
+            ],
+        )
+        .await;
+        await_ready("sidecar of foo-0", &socket, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap().len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn await_ready_gives_up_naming_the_envoy_and_what_it_saw() {
+        let dir = scratch_dir("not-ready");
+        let socket = dir.join("absent.sock");
+        let error = await_ready("gateway of cluster2", &socket, Duration::from_millis(30))
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("gateway of cluster2"), "{message}");
+        assert!(message.contains("LIVE"), "{message}");
+        assert!(message.contains("absent.sock"), "{message}");
+        assert!(error.waited >= Duration::from_millis(30));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_admin_socket_that_accepts_but_never_answers_times_out_naming_the_socket() {
+        let dir = scratch_dir("stopped");
+        let socket = dir.join("admin.sock");
+        // Like a SIGSTOPped Envoy: the kernel accepts the connection, nobody answers.
+        let listener = UnixListener::bind(&socket).unwrap();
+        let started = Instant::now();
+        let error = admin_get_within(&socket, "/stats", Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(matches!(error, AdminError::TimedOut { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "envoy admin request GET /stats on {} got no answer within 200 ms",
+                socket.display()
+            )
+        );
+        drop(listener);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

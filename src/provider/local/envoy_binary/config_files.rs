@@ -1,0 +1,124 @@
+//! Envoy's command line and the files it reads: the bootstrap and the xDS (CDS) file, written
+//! atomically.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::provider::local::envoy_config::{CDS_FILE, XdsResources};
+
+/// Why writing xDS or bootstrap files failed.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to write envoy config file {path}")]
+pub struct WriteConfigError {
+    /// The file being written.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Envoy's command-line arguments (after the binary): the bootstrap, no hot restart (its shared
+/// memory lives in `/dev/shm`, which network namespaces share, so two Envoys would collide), one
+/// worker thread, and the log level. Run the binary inside the pod's network namespace.
+pub fn envoy_args(bootstrap: &Path, log_level: &str) -> Vec<OsString> {
+    vec![
+        "-c".into(),
+        bootstrap.as_os_str().to_owned(),
+        "--disable-hot-restart".into(),
+        "--concurrency".into(),
+        "1".into(),
+        "--log-level".into(),
+        log_level.into(),
+    ]
+}
+
+/// Writes a bootstrap (pretty JSON) atomically.
+pub fn write_bootstrap(path: &Path, bootstrap: &Value) -> Result<(), WriteConfigError> {
+    write_atomically(path, bootstrap)
+}
+
+/// Replaces the clusters (CDS) in `dir`, the directory the bootstrap watches, by writing a hidden
+/// temporary file and renaming it over `cds.json` (Envoy notices only a rename). The listeners are
+/// static (see [`super::envoy_config::bootstrap`]).
+pub fn write_xds(dir: &Path, resources: &XdsResources) -> Result<(), WriteConfigError> {
+    write_atomically(&dir.join(CDS_FILE), &resources.clusters)
+}
+
+fn write_atomically(path: &Path, content: &Value) -> Result<(), WriteConfigError> {
+    let error = |source| WriteConfigError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "path has no file name",
+        ))
+    })?;
+    let mut temporary_name = OsString::from(".");
+    temporary_name.push(file_name);
+    temporary_name.push(".tmp");
+    let temporary = path.with_file_name(temporary_name);
+    let text = serde_json::to_vec_pretty(content).map_err(|source| error(source.into()))?;
+    let mut file = std::fs::File::create(&temporary).map_err(error)?;
+    // No fsync: the files are rewritten from the plan on every start, so durability across a
+    // machine crash buys nothing, and a rename is visible to Envoy at once.
+    file.write_all(&text).map_err(error)?;
+    drop(file);
+    std::fs::rename(&temporary, path).map_err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::local::envoy_config::{GatewaySpec, gateway_resources};
+
+    /// A fresh, empty directory for one test.
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("meshfed-envoy-binary-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn envoy_runs_without_hot_restart_on_one_worker() {
+        let args = envoy_args(Path::new("/b.json"), "warn");
+        let args: Vec<&str> = args.iter().map(|arg| arg.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "-c",
+                "/b.json",
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn"
+            ]
+        );
+    }
+
+    #[test]
+    fn xds_files_are_replaced_whole_and_no_temporary_is_left() {
+        let dir = scratch_dir("xds");
+        let resources = gateway_resources(&GatewaySpec {
+            node_id: "gw".into(),
+            routes: vec![],
+        });
+        write_xds(&dir, &resources).unwrap();
+        write_xds(&dir, &resources).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cds.json"]);
+        let clusters: Value = serde_json::from_slice(&std::fs::read(dir.join("cds.json")).unwrap()).unwrap();
+        assert_eq!(clusters, resources.clusters);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
