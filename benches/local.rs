@@ -189,9 +189,9 @@ fn throughput_child() {
     runtime.block_on(async {
         let scenario = meshfed::scenario::load(&scenario("seed.yaml")).expect("seed");
         let mut provider = LocalProvider::new(options);
-        let inventory = provider.create_world(&scenario).await.expect("world");
+        let inventory = provider.create_world(&scenario, &mut |_: &str| {}).await.expect("world");
         provider
-            .apply_plan(&meshfed::plan::plan(&scenario, &inventory), &Default::default())
+            .apply_plan(&meshfed::plan::plan(&scenario, &inventory), &Default::default(), &mut |_: &str| {})
             .await
             .expect("plan");
         let target = provider.service_address("cluster1", "bar.ns2", 80).expect("bar's cluster IP");
@@ -227,7 +227,7 @@ fn throughput_child() {
         println!("  meshfed client:        {client_rate:>8.0} req/s   (rounds: {client_rates:.0?})");
         println!("  client / wrk:          {:>8.2}         (target >= 0.90)", client_rate / wrk_rate);
         println!("  Envoys + apps RSS:     {:>8.0} MiB", median(world_rss) as f64 / 1024.0);
-        provider.teardown().await.expect("teardown");
+        provider.teardown(&mut |_: &str| {}).await.expect("teardown");
     });
 }
 

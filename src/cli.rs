@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod clusters;
+
 use crate::provider::local::interrupt;
 use crate::scenario::ScenarioError;
 use crate::{inventory, output, pki, plan, scenario};
@@ -42,6 +44,11 @@ enum Command {
         /// A real inventory (ready pods, gateway addresses, Istio versions) instead of the scenario's.
         #[arg(long)]
         inventory: Option<PathBuf>,
+        /// Also validate the plan against each cluster's API server (`clusters[].context`, default
+        /// `kind-<name>`): server-side apply with dryRun=All, so admission and CEL rules run and
+        /// nothing is persisted. Exit 1 if the server rejects an object or one is in the way.
+        #[arg(long)]
+        server_dry_run: bool,
     },
     /// Write the mesh PKI: a root CA and each cluster's `cacerts` files (keys mode 0600).
     Certs {
@@ -65,6 +72,21 @@ enum Command {
         /// Directory for report.json (created if missing).
         #[arg(long)]
         report_dir: Option<PathBuf>,
+        /// kind/kubeconfig: the image foo and bar run (meshfed's echo and client in it).
+        #[arg(long)]
+        image: Option<String>,
+        /// kind/kubeconfig: the meshfed executable inside `--image`.
+        #[arg(long, default_value = "meshfed")]
+        image_command: String,
+    },
+    /// Remove what meshfed created for the scenario: on kubeconfig clusters exactly the objects
+    /// carrying its labels for the scenario (namespaces that hold objects of others are kept).
+    Down {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// Where the clusters are.
+        #[arg(long, value_enum, default_value_t = ProviderName::Local)]
+        provider: ProviderName,
     },
     /// Prepare this machine for the local provider: find or install Envoy, check namespaces work.
     Setup,
@@ -141,7 +163,7 @@ pub enum ProviderName {
     Local,
     /// kind clusters with real Istio (needs Docker and kind; not in this build yet).
     Kind,
-    /// Existing clusters by kubeconfig context (not in this build yet).
+    /// Existing clusters with Istio, by kubeconfig context (`clusters[].context`).
     Kubeconfig,
 }
 
@@ -218,7 +240,7 @@ pub fn main() -> ExitCode {
 }
 
 /// An error of a step after which an interrupt may be the real cause: exit 130 if one came.
-fn infrastructure_or_interrupted(error: impl Into<anyhow::Error>) -> CliError {
+pub(crate) fn infrastructure_or_interrupted(error: impl Into<anyhow::Error>) -> CliError {
     if interrupt::is_interrupted() {
         CliError::Interrupted
     } else {
@@ -241,19 +263,28 @@ fn execute(command: Command) -> Result<(), CliError> {
             scenario,
             out,
             inventory,
-        } => plan_command(&scenario, &out, inventory.as_deref()),
+            server_dry_run,
+        } => plan_command(&scenario, &out, inventory.as_deref(), server_dry_run),
         Command::Certs { scenario, out, force } => certs_command(&scenario, &out, force),
         Command::Run {
             scenario,
             provider,
             report_dir,
-        } => run_command(&scenario, provider, report_dir.as_deref()),
+            image,
+            image_command,
+        } => run_command(&scenario, provider, report_dir.as_deref(), image, image_command),
+        Command::Down { scenario, provider } => clusters::down_command(&scenario, provider),
         Command::Setup => setup_command(),
         Command::Workload(workload) => workload_command(workload),
     }
 }
 
-fn plan_command(scenario_path: &Path, out: &Path, inventory_path: Option<&Path>) -> Result<(), CliError> {
+fn plan_command(
+    scenario_path: &Path,
+    out: &Path,
+    inventory_path: Option<&Path>,
+    server_dry_run: bool,
+) -> Result<(), CliError> {
     let scenario = scenario::load(scenario_path)?;
     let inventory = match inventory_path {
         Some(path) => inventory::load(path, &scenario)?,
@@ -295,6 +326,10 @@ fn plan_command(scenario_path: &Path, out: &Path, inventory_path: Option<&Path>)
             "note: gateway addresses of {} are placeholders (<gateway-address-of-CLUSTER>); pass --inventory FILE with real ones",
             placeholders.join(", ")
         );
+    }
+    drop(stdout);
+    if server_dry_run {
+        clusters::server_dry_run(&scenario, scenario_path, &plan)?;
     }
     Ok(())
 }
@@ -422,19 +457,29 @@ fn certs_command(scenario_path: &Path, out: &Path, force: bool) -> Result<(), Cl
     Ok(())
 }
 
-fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<&Path>) -> Result<(), CliError> {
+fn run_command(
+    scenario_path: &Path,
+    provider: ProviderName,
+    report_dir: Option<&Path>,
+    image: Option<String>,
+    image_command: String,
+) -> Result<(), CliError> {
     use crate::provider::local::{LocalOptions, sandbox};
 
     let scenario = scenario::load(scenario_path)?;
-    crate::engine::check_runnable(&scenario, scenario_path)?;
-    if provider != ProviderName::Local {
-        let name = provider
-            .to_possible_value()
-            .map(|value| value.get_name().to_owned())
-            .unwrap_or_default();
-        return Err(CliError::BadInput(format!(
-            "provider {name} is not available in this build yet; use --provider local"
-        )));
+    crate::engine::check_runnable(&scenario, scenario_path, &clusters::capabilities(provider))?;
+    match provider {
+        ProviderName::Local => {}
+        ProviderName::Kubeconfig => {
+            let report_dir = report_dir.map(open_report_dir).transpose()?;
+            let outcome = clusters::run_kubeconfig(&scenario, scenario_path, image, image_command)?;
+            return finish_run(&outcome, report_dir.as_ref());
+        }
+        ProviderName::Kind => {
+            return Err(CliError::BadInput(
+                "provider kind is not available in this build yet; use --provider local or kubeconfig".to_owned(),
+            ));
+        }
     }
     let report_dir = report_dir.map(open_report_dir).transpose()?;
     let started = std::time::Instant::now();
@@ -467,10 +512,15 @@ fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<
         .build()
         .map_err(infrastructure_or_interrupted)?;
     let outcome = runtime.block_on(run_local(options, &scenario, scenario_path, &mut progress))?;
-    let report_text = crate::report::summary(&outcome);
+    finish_run(&outcome, report_dir.as_ref())
+}
+
+/// Prints the summary, writes the report, and maps the verdict to the exit code.
+fn finish_run(outcome: &crate::report::Report, report_dir: Option<&output::Dir>) -> Result<(), CliError> {
+    let report_text = crate::report::summary(outcome);
     print!("{report_text}");
-    if let Some(dir) = &report_dir {
-        write_report(dir, &outcome)?;
+    if let Some(dir) = report_dir {
+        write_report(dir, outcome)?;
     }
     if outcome.passed {
         Ok(())
@@ -498,7 +548,7 @@ async fn run_local(
         () = interrupted => None,
     };
     progress.step("tearing down");
-    let teardown = provider.teardown().await;
+    let teardown = provider.teardown(progress).await;
     // A step that failed because of the interrupt (an `ip` batch or a child stopped by it) is an
     // interrupt too, not an infrastructure failure.
     if interrupt::is_interrupted() {
@@ -517,7 +567,7 @@ async fn run_local(
 /// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. tokio's handlers are installed at once
 /// (they chain the flag-setting handler of [`interrupt::install`]); a signal that came before them
 /// is seen in the flag.
-fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt_stream = signal(SignalKind::interrupt())?;
     let mut terminate_stream = signal(SignalKind::terminate())?;

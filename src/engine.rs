@@ -15,23 +15,18 @@ use crate::measure::{self, ExpectedPod};
 use crate::pki::spiffe_id;
 use crate::plan;
 pub use crate::progress::Progress;
+use crate::provider::capabilities::Capabilities;
 use crate::provider::{PhaseSettings, Provider, ProviderError, REQUEST_TIMEOUT, Traffic};
 use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
 
-/// Faults the engine can execute today; the others are parsed and validated but refused by
-/// [`check_runnable`] so that no verdict pretends a fault happened.
-fn fault_is_executed(fault: &Fault) -> bool {
-    matches!(fault, Fault::ForeignClientCert {})
-}
-
 /// The longest phase deadline a scenario may set (a day).
 pub const MAX_PHASE_TIMEOUT_SECONDS: u64 = 86_400;
 
-/// Refuses a scenario whose faults no provider executes yet, or whose phase deadline is out of
-/// range (before anything is created).
-pub fn check_runnable(scenario: &Scenario, file: &Path) -> Result<(), ScenarioError> {
+/// Refuses a scenario whose faults or phase actions the chosen provider does not support
+/// (`capabilities`), or whose phase deadline is out of range (before anything is created).
+pub fn check_runnable(scenario: &Scenario, file: &Path, capabilities: &Capabilities) -> Result<(), ScenarioError> {
     for phase in &scenario.phases {
         if let Some(seconds) = phase
             .timeout_seconds
@@ -48,21 +43,8 @@ pub fn check_runnable(scenario: &Scenario, file: &Path) -> Result<(), ScenarioEr
                 ),
             });
         }
-        for fault in &phase.faults {
-            if !fault_is_executed(&fault.value) {
-                return Err(ScenarioError {
-                    file: file.to_owned(),
-                    line: fault.referenced.line(),
-                    column: fault.referenced.column(),
-                    message: format!(
-                        "phase {}: fault {:?} is validated but not executed by meshfed yet; executable faults: foreignClientCert",
-                        phase.name.value, fault.value
-                    ),
-                });
-            }
-        }
     }
-    Ok(())
+    capabilities.check(scenario, file)
 }
 
 /// What a phase's deadline allows on top of its requests' own time (stats reads, the client's
@@ -98,10 +80,11 @@ pub async fn run_scenario<P: Provider>(
         scenario.name,
         scenario.clusters.len()
     ));
-    let inventory = provider.create_world(scenario).await?;
+    let inventory = provider.create_world(scenario, &mut *progress).await?;
     let mut applied = (scenario.federation.endpoint_weights, PhaseSettings::default());
     let first_plan = plan::plan(scenario, &inventory);
-    provider.apply_plan(&first_plan, &applied.1).await?;
+    progress.step("applying the federation plan");
+    provider.apply_plan(&first_plan, &applied.1, &mut *progress).await?;
     let world_ms = elapsed_ms(started);
     progress.step(&format!("world ready in {world_ms} ms; checking isolation"));
     let isolation = provider.check_isolation().await?;
@@ -110,7 +93,7 @@ pub async fn run_scenario<P: Provider>(
     for phase in &scenario.phases {
         provider.check_alive().await?;
         let weights = phase.endpoint_weights.unwrap_or(scenario.federation.endpoint_weights);
-        let settings = phase_settings(scenario, phase);
+        let settings = phase_settings(phase, &inventory)?;
         if applied != (weights, settings.clone()) {
             progress.step(&format!(
                 "phase {}: reconfiguring proxies (endpoint weights {}, {}{})",
@@ -128,7 +111,11 @@ pub async fn run_scenario<P: Provider>(
                 }
             ));
             provider
-                .apply_plan(&plan::plan_with_weights(scenario, &inventory, weights), &settings)
+                .apply_plan(
+                    &plan::plan_with_weights(scenario, &inventory, weights),
+                    &settings,
+                    &mut *progress,
+                )
                 .await?;
             applied = (weights, settings);
         }
@@ -229,19 +216,37 @@ fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn phase_settings(scenario: &Scenario, phase: &Phase) -> PhaseSettings {
+/// The pod that sends a phase's traffic: the first ready pod of the sending service in the sending
+/// cluster, as the live inventory names it.
+pub fn sending_pod(inventory: &Inventory, cluster: &str, service: &str) -> Result<String, ProviderError> {
+    inventory
+        .clusters
+        .get(cluster)
+        .and_then(|cluster_inventory| cluster_inventory.ready_pods.get(service))
+        .and_then(|pods| pods.first())
+        .map(|pod| pod.name.clone())
+        .ok_or_else(|| {
+            ProviderError::Unsupported(format!(
+                "{service} has no ready pod in cluster {cluster} to send from (the live inventory lists none)"
+            ))
+        })
+}
+
+fn phase_settings(phase: &Phase, inventory: &Inventory) -> Result<PhaseSettings, ProviderError> {
     let foreign = phase
         .faults
         .iter()
         .any(|fault| matches!(fault.value, Fault::ForeignClientCert {}));
-    let sender = scenario
-        .service(&phase.from.service.value)
-        .map(|service| crate::inventory::pod_name(&service.name.value, 0))
-        .unwrap_or_default();
-    PhaseSettings {
+    let foreign_client_cert = if foreign {
+        let cluster = &phase.from.cluster.value;
+        Some((cluster.clone(), sending_pod(inventory, cluster, &phase.from.service.value)?))
+    } else {
+        None
+    };
+    Ok(PhaseSettings {
         new_connection_per_request: phase.connections == ConnectionPolicy::NewConnectionPerRequest,
-        foreign_client_cert: foreign.then(|| (phase.from.cluster.value.clone(), sender)),
-    }
+        foreign_client_cert,
+    })
 }
 
 /// The pods that should share the phase's load: every ready pod of the target service in every
@@ -285,6 +290,7 @@ async fn run_phase<P: Provider>(
     let traffic = Traffic {
         from_cluster: phase.from.cluster.value.clone(),
         from_service: source.reference(),
+        from_pod: sending_pod(inventory, &phase.from.cluster.value, &source.reference())?,
         to_service: target.reference(),
         port: port.number.value,
         protocol: port.protocol,

@@ -7,6 +7,7 @@ use std::path::Path;
 use meshfed::engine;
 use meshfed::inventory::{self, GatewayAddress, Inventory};
 use meshfed::plan::{Object, Plan};
+use meshfed::provider::local::LocalProvider;
 use meshfed::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 use meshfed::record::RequestRecord;
 use meshfed::scenario::{self, Scenario};
@@ -36,7 +37,11 @@ impl Provider for ScriptedProvider {
         }
     }
 
-    async fn create_world(&mut self, scenario: &Scenario) -> Result<Inventory, ProviderError> {
+    async fn create_world(
+        &mut self,
+        scenario: &Scenario,
+        _progress: &mut dyn meshfed::progress::Progress,
+    ) -> Result<Inventory, ProviderError> {
         self.calls.push("create_world".into());
         Ok(inventory::from_scenario_with_gateways(scenario, |cluster| {
             GatewayAddress {
@@ -47,7 +52,12 @@ impl Provider for ScriptedProvider {
         }))
     }
 
-    async fn apply_plan(&mut self, plan: &Plan, settings: &PhaseSettings) -> Result<(), ProviderError> {
+    async fn apply_plan(
+        &mut self,
+        plan: &Plan,
+        settings: &PhaseSettings,
+        _progress: &mut dyn meshfed::progress::Progress,
+    ) -> Result<(), ProviderError> {
         let weights: Vec<String> = plan.clusters[0]
             .objects
             .iter()
@@ -141,7 +151,7 @@ impl Provider for ScriptedProvider {
         self.hangs_with_stuck.clone().into_iter().collect()
     }
 
-    async fn teardown(&mut self) -> Result<(), ProviderError> {
+    async fn teardown(&mut self, _progress: &mut dyn meshfed::progress::Progress) -> Result<(), ProviderError> {
         self.calls.push("teardown".into());
         Ok(())
     }
@@ -314,15 +324,15 @@ fn faults_that_are_not_executed_yet_are_refused_before_anything_runs() {
             1,
         );
     let scenario = scenario::parse(Path::new("faulty.yaml"), &text).unwrap();
-    let refusal = engine::check_runnable(&scenario, Path::new("faulty.yaml"))
+    let refusal = engine::check_runnable(&scenario, Path::new("faulty.yaml"), &LocalProvider::CAPABILITIES)
         .unwrap_err()
         .to_string();
     assert!(
-        refusal.starts_with("faulty.yaml:41:9: phase foo-to-bar-http: fault GatewayDown"),
+        refusal.starts_with("faulty.yaml:41:9: phase foo-to-bar-http: fault gatewayDown"),
         "{refusal}"
     );
     assert!(
-        refusal.contains("not executed") && refusal.contains("foreignClientCert"),
+        refusal.contains("not supported by provider local") && refusal.contains("it supports: foreignClientCert"),
         "{refusal}"
     );
 }
@@ -480,7 +490,7 @@ fn a_phase_deadline_out_of_range_is_refused_with_its_position() {
             "requests: 400",
             &format!("requests: 400\n    timeoutSeconds: {seconds}"),
         ));
-        let error = engine::check_runnable(&scenario, Path::new("edited-skew.yaml"))
+        let error = engine::check_runnable(&scenario, Path::new("edited-skew.yaml"), &LocalProvider::CAPABILITIES)
             .unwrap_err()
             .to_string();
         assert_eq!(

@@ -1,10 +1,16 @@
 //! Providers: the worlds a scenario runs in. One seam, [`Provider`]: create the world, apply a plan,
 //! send traffic from a pod and return per-request records, read the proxies' TLS failure counters,
 //! check cross-cluster isolation, tell whether every process of the world is alive, tear down. `local` (network namespaces with real Envoy) is here;
-//! `kind` and `kubeconfig` implement the same trait.
+//! `kind` and `kubeconfig` implement the same trait; [`kube`] is their shared Kubernetes client
+//! layer. Every future the trait returns is `Send`, so a provider may run on a multi-threaded
+//! runtime and talk to slow, remote worlds; [`capabilities`] says what each one supports.
 
+pub mod capabilities;
+pub mod kube;
+pub mod kubeconfig;
 pub mod local;
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -46,8 +52,10 @@ pub struct PhaseSettings {
 pub struct Traffic {
     /// Cluster of the sending pod.
     pub from_cluster: String,
-    /// Sending service, `name.namespace` (its first pod in that cluster sends).
+    /// Sending service, `name.namespace`.
     pub from_service: String,
+    /// The sending pod, as the live inventory names it (a real cluster's pods are not `foo-0`).
+    pub from_pod: String,
     /// Called service, `name.namespace`.
     pub to_service: String,
     /// Called port number.
@@ -175,39 +183,54 @@ impl ProviderError {
 /// `check_isolation`, then per phase `check_alive`, `apply_plan` (when settings change),
 /// `tls_failures`, `send_traffic`, `tls_failures`, `check_alive`; `stuck` when a phase overran its
 /// deadline; `teardown` always last, also after a failure.
-#[allow(async_fn_in_trait)]
-pub trait Provider {
+pub trait Provider: Send {
     /// What the report says about the provider.
     fn info(&self) -> ProviderInfo;
 
-    /// Creates the clusters and the workloads of the scenario; returns the live inventory.
-    async fn create_world(&mut self, scenario: &Scenario) -> Result<Inventory, ProviderError>;
+    /// The faults and phase actions the provider supports (checked before the world is created).
+    /// The default supports none: a provider that executes faults says so.
+    fn capabilities(&self) -> capabilities::Capabilities {
+        capabilities::Capabilities::NONE
+    }
+
+    /// Creates the clusters and the workloads of the scenario (reporting progress on slow steps);
+    /// returns the live inventory.
+    fn create_world(
+        &mut self,
+        scenario: &Scenario,
+        progress: &mut dyn Progress,
+    ) -> impl Future<Output = Result<Inventory, ProviderError>> + Send;
 
     /// Makes every cluster's configuration match `plan` (with the phase's proxy settings).
-    async fn apply_plan(&mut self, plan: &Plan, settings: &PhaseSettings) -> Result<(), ProviderError>;
+    fn apply_plan(
+        &mut self,
+        plan: &Plan,
+        settings: &PhaseSettings,
+        progress: &mut dyn Progress,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// Direct pod-IP connects across clusters must fail; gateways must answer.
-    async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError>;
+    fn check_isolation(&mut self) -> impl Future<Output = Result<Vec<IsolationProbe>, ProviderError>> + Send;
 
     /// Sends the traffic and returns one record per request; reports how far it got on long runs.
-    async fn send_traffic(
+    fn send_traffic(
         &mut self,
         traffic: &Traffic,
         progress: &mut dyn Progress,
-    ) -> Result<Vec<RequestRecord>, ProviderError>;
+    ) -> impl Future<Output = Result<Vec<RequestRecord>, ProviderError>> + Send;
 
     /// Current server-side TLS failure counters of the pods of `service` and of every gateway.
-    async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError>;
+    fn tls_failures(&mut self, service: &str) -> impl Future<Output = Result<TlsFailures, ProviderError>> + Send;
 
     /// Fails with [`ProviderError::NotAlive`] naming every process of the world that has exited or
     /// is stopped.
-    async fn check_alive(&mut self) -> Result<(), ProviderError>;
+    fn check_alive(&mut self) -> impl Future<Output = Result<(), ProviderError>> + Send;
 
     /// After a deadline expired: what is stuck (stopped processes, proxies that do not answer
     /// within a short deadline), one line each; empty when nothing looks stuck. Must itself finish
     /// within a few seconds.
-    async fn stuck(&mut self) -> Vec<String>;
+    fn stuck(&mut self) -> impl Future<Output = Vec<String>> + Send;
 
-    /// Removes everything the provider created.
-    async fn teardown(&mut self) -> Result<(), ProviderError>;
+    /// Removes everything the provider created (reporting progress on slow steps).
+    fn teardown(&mut self, progress: &mut dyn Progress) -> impl Future<Output = Result<(), ProviderError>> + Send;
 }

@@ -19,6 +19,9 @@ use super::proxy_protocol::{self, Detected};
 /// Largest chunked request body, or TCP line, the echo holds in memory.
 const MAX_BUFFERED_BYTES: usize = 1024 * 1024;
 
+/// The source address of Istio's inbound sidecar toward the app (`InboundPassthroughBindIpv4`).
+pub const ISTIO_INBOUND_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 6);
+
 /// What the echo workload serves and who it says it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EchoConfig {
@@ -303,7 +306,16 @@ async fn serve_tcp(mut stream: TcpStream, who: &Who) -> io::Result<()> {
             Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
         }
     };
-    let server_connection = header.source.map(|source| source.to_string());
+    // Istio's inbound sidecar sends no PROXY header and connects from 127.0.0.6 (its inbound
+    // passthrough source): report that address, which the sidecar's access log pairs with the
+    // caller's identity and connection (provider::kubeconfig::evidence).
+    let server_connection = header.source.map(|source| source.to_string()).or_else(|| {
+        stream
+            .peer_addr()
+            .ok()
+            .filter(|peer| peer.ip() == IpAddr::V4(ISTIO_INBOUND_SOURCE))
+            .map(|peer| peer.to_string())
+    });
     let mut output = Vec::with_capacity(1024);
     loop {
         let mut consumed = 0;

@@ -24,6 +24,7 @@ use crate::inventory::Inventory;
 use crate::pki::{self, MeshPki};
 use crate::plan::Plan;
 use crate::progress::Progress;
+use crate::provider::capabilities::{Action, Capabilities, FaultKind};
 use crate::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 use crate::record::RequestRecord;
 use crate::scenario::Scenario;
@@ -90,6 +91,13 @@ struct World {
 }
 
 impl LocalProvider {
+    /// What `local` supports: a foreign client certificate, and both phase actions.
+    pub const CAPABILITIES: Capabilities = Capabilities {
+        provider: "local",
+        faults: &[FaultKind::ForeignClientCert],
+        actions: &[Action::ChangeEndpointWeights, Action::NewConnectionPerRequest],
+    };
+
     /// A provider that has created nothing yet.
     pub fn new(options: LocalOptions) -> LocalProvider {
         LocalProvider { options, world: None }
@@ -205,7 +213,11 @@ impl Provider for LocalProvider {
         }
     }
 
-    async fn create_world(&mut self, scenario: &Scenario) -> Result<Inventory, ProviderError> {
+    fn capabilities(&self) -> Capabilities {
+        LocalProvider::CAPABILITIES
+    }
+
+    async fn create_world(&mut self, scenario: &Scenario, progress: &mut dyn Progress) -> Result<Inventory, ProviderError> {
         let topology = topology::topology(scenario).map_err(|error| failed("laying out addresses")(error.into()))?;
         let envoys = topology
             .clusters
@@ -232,6 +244,7 @@ impl Provider for LocalProvider {
             }
         }
         let spec = network_spec(&topology);
+        progress.step(&format!("creating network namespaces for {} clusters", topology.clusters.len()));
         let network =
             network::create_network(&spec).map_err(|error| failed("creating network namespaces")(error.into()))?;
         let supervisor = Supervisor::new().map_err(|error| failed("starting the process supervisor")(error.into()))?;
@@ -246,12 +259,18 @@ impl Provider for LocalProvider {
             proxies: BTreeMap::new(),
             apps_ready: false,
         };
+        progress.step("starting the apps");
         world.start_apps(&self.options)?;
         self.world = Some(world);
         Ok(inventory)
     }
 
-    async fn apply_plan(&mut self, plan: &Plan, settings: &PhaseSettings) -> Result<(), ProviderError> {
+    async fn apply_plan(
+        &mut self,
+        plan: &Plan,
+        settings: &PhaseSettings,
+        _progress: &mut dyn Progress,
+    ) -> Result<(), ProviderError> {
         let options = self.options.clone();
         let world = self.world()?;
         let applied = world.apply_plan(&options, plan, settings).await;
@@ -296,7 +315,7 @@ impl Provider for LocalProvider {
         }
     }
 
-    async fn teardown(&mut self) -> Result<(), ProviderError> {
+    async fn teardown(&mut self, _progress: &mut dyn Progress) -> Result<(), ProviderError> {
         let Some(mut world) = self.world.take() else {
             return Ok(());
         };

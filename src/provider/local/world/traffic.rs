@@ -27,9 +27,12 @@ impl World {
         let cluster = self.cluster(&traffic.from_cluster)?;
         let sender = cluster
             .pods_of(&traffic.from_service)
-            .next()
+            .find(|pod| pod.name == traffic.from_pod)
             .ok_or_else(|| {
-                ProviderError::Unsupported(format!("{} has no pod in {}", traffic.from_service, cluster.name))
+                ProviderError::Unsupported(format!(
+                    "{} has no pod {} in {}",
+                    traffic.from_service, traffic.from_pod, cluster.name
+                ))
             })?
             .name
             .clone();

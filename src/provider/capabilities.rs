@@ -1,0 +1,135 @@
+//! What a provider can do: the faults it executes and the phase actions it carries out. A scenario
+//! that asks for anything else is refused before any world is created, with the file, line and
+//! column of what it asked for and what the chosen provider supports instead.
+
+use std::path::Path;
+
+use crate::scenario::{ConnectionPolicy, Fault, Scenario, ScenarioError};
+
+/// A kind of fault, as the scenario spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `gatewayDown`.
+    GatewayDown,
+    /// `scale`.
+    Scale,
+    /// `foreignClientCert`.
+    ForeignClientCert,
+    /// `delay`.
+    Delay,
+}
+
+impl FaultKind {
+    /// The kind of `fault`.
+    pub fn of(fault: &Fault) -> FaultKind {
+        match fault {
+            Fault::GatewayDown { .. } => FaultKind::GatewayDown,
+            Fault::Scale { .. } => FaultKind::Scale,
+            Fault::ForeignClientCert {} => FaultKind::ForeignClientCert,
+            Fault::Delay { .. } => FaultKind::Delay,
+        }
+    }
+
+    /// The scenario's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::GatewayDown => "gatewayDown",
+            FaultKind::Scale => "scale",
+            FaultKind::ForeignClientCert => "foreignClientCert",
+            FaultKind::Delay => "delay",
+        }
+    }
+}
+
+/// Something a phase asks the world to do besides sending traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `endpointWeights` on a phase: re-plan and push new weights to running proxies.
+    ChangeEndpointWeights,
+    /// `connections: new-connection-per-request`: the proxies open a new upstream connection per
+    /// request.
+    NewConnectionPerRequest,
+}
+
+impl Action {
+    /// The scenario's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::ChangeEndpointWeights => "endpointWeights (per phase)",
+            Action::NewConnectionPerRequest => "connections: new-connection-per-request",
+        }
+    }
+}
+
+/// What a provider supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The provider's name (`local`, `kind`, `kubeconfig`).
+    pub provider: &'static str,
+    /// Faults it executes.
+    pub faults: &'static [FaultKind],
+    /// Phase actions it carries out.
+    pub actions: &'static [Action],
+}
+
+impl Capabilities {
+    /// Nothing beyond sending traffic.
+    pub const NONE: Capabilities = Capabilities {
+        provider: "unnamed",
+        faults: &[],
+        actions: &[],
+    };
+
+    /// Refuses the first fault or action of `scenario` this provider does not support, naming its
+    /// position in `file` and what the provider supports.
+    pub fn check(&self, scenario: &Scenario, file: &Path) -> Result<(), ScenarioError> {
+        let supported_faults = || {
+            if self.faults.is_empty() {
+                "none".to_owned()
+            } else {
+                self.faults.iter().map(|fault| fault.name()).collect::<Vec<_>>().join(", ")
+            }
+        };
+        for phase in &scenario.phases {
+            for fault in &phase.faults {
+                let kind = FaultKind::of(&fault.value);
+                if !self.faults.contains(&kind) {
+                    return Err(ScenarioError {
+                        file: file.to_owned(),
+                        line: fault.referenced.line(),
+                        column: fault.referenced.column(),
+                        message: format!(
+                            "phase {}: fault {} is not supported by provider {}; it supports: {}",
+                            phase.name.value,
+                            kind.name(),
+                            self.provider,
+                            supported_faults()
+                        ),
+                    });
+                }
+            }
+            let mut asked = Vec::new();
+            if phase.endpoint_weights.is_some() {
+                asked.push(Action::ChangeEndpointWeights);
+            }
+            if phase.connections == ConnectionPolicy::NewConnectionPerRequest {
+                asked.push(Action::NewConnectionPerRequest);
+            }
+            if let Some(action) = asked.into_iter().find(|action| !self.actions.contains(action)) {
+                // These keys carry no position of their own: point at the phase's name.
+                return Err(ScenarioError {
+                    file: file.to_owned(),
+                    line: phase.name.referenced.line(),
+                    column: phase.name.referenced.column(),
+                    message: format!(
+                        "phase {}: {} is not supported by provider {}",
+                        phase.name.value,
+                        action.name(),
+                        self.provider
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}

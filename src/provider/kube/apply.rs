@@ -1,0 +1,270 @@
+//! Applying desired objects to one cluster with server-side apply, field manager `meshfed`.
+//!
+//! Two passes. First every object is read: one that exists without meshfed's ownership labels (or
+//! with another scenario's) is a [`Conflict`], and if there is any, nothing is written. Then each
+//! object is applied. An existing object is applied with its `resourceVersion` as a precondition,
+//! so an object someone changed between the read and the write (e.g. took meshfed's label off) is
+//! re-read and re-checked instead of being overwritten.
+//!
+//! 409 handling: an *optimistic-lock* 409 ("the object has been modified") re-reads and retries
+//! (at most [`MAX_ATTEMPTS`]); a *field-manager* 409 ("Apply failed with N conflicts") on an
+//! object that carries meshfed's labels is retried once with `force=true`. Forcing is safe there
+//! and only there: the object is meshfed's, and force takes over only the fields meshfed's apply
+//! sets (someone hand-edited a ServiceEntry weight: the plan wins, as the reconcile loop would);
+//! fields meshfed does not set stay with their managers. Each forced take-over is reported in
+//! [`Applied::forced`], naming the other manager's message.
+
+use kube::api::{Patch, PatchParams};
+use serde_json::Value;
+
+use super::FIELD_MANAGER;
+use super::resources::{ObjectRef, ResourceError};
+use crate::plan::{MANAGED_BY, MANAGED_BY_LABEL, SCENARIO_LABEL};
+
+/// How many times one object is re-read and re-applied after optimistic-lock conflicts.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// Whether the apply changes the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Apply for real.
+    Apply,
+    /// `dryRun=All`: the server runs admission and validation (CEL rules included) and persists
+    /// nothing. Every object is tried; every rejection is reported.
+    ServerDryRun,
+}
+
+/// An object that exists in the cluster and is not meshfed's (for this scenario): left untouched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// Cluster name.
+    pub cluster: String,
+    /// The object.
+    pub object: String,
+    /// Who manages it: its `app.kubernetes.io/managed-by` label, else the managers of its fields.
+    pub manager: String,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in cluster {} exists and is managed by {}, not by meshfed: left untouched",
+            self.object, self.cluster, self.manager
+        )
+    }
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Objects applied (or accepted by the dry run), in order.
+    pub applied: Vec<String>,
+    /// Objects whose fields meshfed took back from another field manager, with the server's message.
+    pub forced: Vec<(String, String)>,
+    /// Dry run only: objects the server rejected, with its message (e.g. a CEL rule).
+    pub rejected: Vec<(String, String)>,
+}
+
+/// Why an apply stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Objects exist that meshfed does not own; nothing was written.
+    #[error("{} object(s) in the way, nothing was applied:\n{}", .0.len(), conflict_lines(.0))]
+    Conflicts(Vec<Conflict>),
+    /// An object cannot be addressed.
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    /// The API server refused or failed a call.
+    #[error("cluster {cluster}: {action} {object} failed: {source}")]
+    Api {
+        /// Cluster name.
+        cluster: String,
+        /// `reading`, `applying`, ...
+        action: &'static str,
+        /// The object.
+        object: String,
+        /// kube-rs's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object kept changing under meshfed.
+    #[error("cluster {cluster}: {object} changed under meshfed {MAX_ATTEMPTS} times in a row (409 the object has been modified); giving up")]
+    KeptChanging {
+        /// Cluster name.
+        cluster: String,
+        /// The object.
+        object: String,
+    },
+}
+
+fn conflict_lines(conflicts: &[Conflict]) -> String {
+    conflicts
+        .iter()
+        .map(|conflict| format!("  {conflict}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Who owns an existing object, if not meshfed for `scenario`.
+fn foreign_manager(existing: &kube::api::DynamicObject, scenario: &str) -> Option<String> {
+    let labels = existing.metadata.labels.clone().unwrap_or_default();
+    match labels.get(MANAGED_BY_LABEL).map(String::as_str) {
+        Some(MANAGED_BY) => match labels.get(SCENARIO_LABEL) {
+            Some(owner) if owner == scenario => None,
+            Some(owner) => Some(format!("meshfed for scenario {owner}")),
+            None => Some("meshfed without a scenario label".to_owned()),
+        },
+        Some(other) => Some(other.to_owned()),
+        None => {
+            let managers: Vec<String> = existing
+                .metadata
+                .managed_fields
+                .iter()
+                .flatten()
+                .filter_map(|entry| entry.manager.clone())
+                .collect();
+            Some(if managers.is_empty() {
+                "an unknown manager (no managed-by label, no managedFields)".to_owned()
+            } else {
+                format!("{} (no {MANAGED_BY_LABEL} label)", managers.join(", "))
+            })
+        }
+    }
+}
+
+fn is_field_manager_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409 && status.message.starts_with("Apply failed"))
+}
+
+fn is_modified_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409 && !status.message.starts_with("Apply failed"))
+}
+
+fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} ({} {})", status.message, status.code, status.reason),
+        other => other.to_string(),
+    }
+}
+
+/// Applies `objects` (desired objects, each with `apiVersion`, `kind` and `metadata`) to
+/// `cluster` in order. See the module documentation for conflicts and retries.
+pub async fn apply(
+    client: &kube::Client,
+    cluster: &str,
+    scenario: &str,
+    objects: &[Value],
+    mode: ApplyMode,
+) -> Result<Applied, ApplyError> {
+    let refs = objects.iter().map(ObjectRef::of).collect::<Result<Vec<_>, _>>()?;
+    let mut conflicts = Vec::new();
+    for object in &refs {
+        if let Some(manager) = read_foreign_manager(client, cluster, scenario, object).await? {
+            conflicts.push(Conflict {
+                cluster: cluster.to_owned(),
+                object: object.to_string(),
+                manager,
+            });
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(ApplyError::Conflicts(conflicts));
+    }
+    let mut applied = Applied::default();
+    for (object, desired) in refs.iter().zip(objects) {
+        match apply_one(client, cluster, scenario, object, desired, mode, &mut applied).await {
+            Err(ApplyError::Api { source, .. }) if mode == ApplyMode::ServerDryRun && is_rejection(&source) => {
+                applied.rejected.push((object.to_string(), api_message(&source)));
+            }
+            other => other?,
+        }
+    }
+    Ok(applied)
+}
+
+/// A 4xx that says the object is invalid (not an outage): the dry run reports it and goes on.
+fn is_rejection(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 401 && status.code != 403)
+}
+
+async fn read_foreign_manager(
+    client: &kube::Client,
+    cluster: &str,
+    scenario: &str,
+    object: &ObjectRef,
+) -> Result<Option<String>, ApplyError> {
+    let existing = object
+        .api(client)
+        .get_opt(&object.name)
+        .await
+        .map_err(|source| ApplyError::Api {
+            cluster: cluster.to_owned(),
+            action: "reading",
+            object: object.to_string(),
+            source,
+        })?;
+    Ok(existing.and_then(|existing| foreign_manager(&existing, scenario)))
+}
+
+async fn apply_one(
+    client: &kube::Client,
+    cluster: &str,
+    scenario: &str,
+    object: &ObjectRef,
+    desired: &Value,
+    mode: ApplyMode,
+    applied: &mut Applied,
+) -> Result<(), ApplyError> {
+    let api = object.api(client);
+    let api_error = |action, source| ApplyError::Api {
+        cluster: cluster.to_owned(),
+        action,
+        object: object.to_string(),
+        source,
+    };
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    if mode == ApplyMode::ServerDryRun {
+        params = params.dry_run();
+    }
+    for _ in 0..MAX_ATTEMPTS {
+        let existing = api.get_opt(&object.name).await.map_err(|source| api_error("reading", source))?;
+        if let Some(manager) = existing.as_ref().and_then(|existing| foreign_manager(existing, scenario)) {
+            return Err(ApplyError::Conflicts(vec![Conflict {
+                cluster: cluster.to_owned(),
+                object: object.to_string(),
+                manager,
+            }]));
+        }
+        let mut body = desired.clone();
+        if let (Some(version), Some(metadata)) = (
+            existing.as_ref().and_then(|existing| existing.metadata.resource_version.clone()),
+            body.get_mut("metadata").and_then(Value::as_object_mut),
+        ) {
+            // A precondition: the write fails with 409 if the object changed since the read.
+            metadata.insert("resourceVersion".to_owned(), Value::String(version));
+        }
+        match api.patch(&object.name, &params, &Patch::Apply(&body)).await {
+            Ok(_) => {
+                applied.applied.push(object.to_string());
+                return Ok(());
+            }
+            Err(error) if is_field_manager_conflict(&error) && existing.is_some() => {
+                // The object is meshfed's (checked above): take back the fields of the plan.
+                let forced = params.clone().force();
+                api.patch(&object.name, &forced, &Patch::Apply(&body))
+                    .await
+                    .map_err(|source| api_error("force-applying", source))?;
+                applied.forced.push((object.to_string(), api_message(&error)));
+                applied.applied.push(object.to_string());
+                return Ok(());
+            }
+            Err(error) if is_modified_conflict(&error) || is_field_manager_conflict(&error) => continue,
+            Err(source) => return Err(api_error("applying", source)),
+        }
+    }
+    Err(ApplyError::KeptChanging {
+        cluster: cluster.to_owned(),
+        object: object.to_string(),
+    })
+}

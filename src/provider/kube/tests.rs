@@ -1,0 +1,541 @@
+//! The Kubernetes client layer against an in-process fake API server (`tower_test::mock`) that
+//! stores objects like a real one and can be scripted to answer a request its own way (409, 410,
+//! 422). Every request is recorded: method, path, query and body.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::apply::{ApplyError, ApplyMode, apply};
+use super::down::down;
+use super::wait::{Watched, WaitError, await_condition, deployment_available};
+
+/// One request the fake received.
+#[derive(Clone, Debug)]
+struct Recorded {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Option<Value>,
+}
+
+impl Recorded {
+    fn line(&self) -> String {
+        format!("{} {}{}", self.method, self.path, if self.query.is_empty() { String::new() } else { format!("?{}", self.query) })
+    }
+}
+
+/// A scripted answer: `Some((status, body))` overrides the fake's own behaviour.
+type Script = Box<dyn FnMut(&Recorded, &BTreeMap<String, Value>) -> Option<(u16, String)> + Send>;
+
+/// The fake's state: objects by path (`/api/v1/namespaces/ns2/services/bar`).
+#[derive(Clone, Default)]
+struct FakeApi {
+    objects: Arc<Mutex<BTreeMap<String, Value>>>,
+    log: Arc<Mutex<Vec<Recorded>>>,
+    /// Whether list calls ignore `labelSelector` (a hostile or buggy server).
+    ignore_selectors: bool,
+}
+
+fn status(code: u16, reason: &str, message: &str) -> String {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": message}).to_string()
+}
+
+/// Splits an API path into (collection path, name): `/api/v1/namespaces/ns2/services/bar` →
+/// (`/api/v1/namespaces/ns2/services`, `bar`).
+fn split_path(path: &str) -> (String, Option<String>) {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let prefix = if segments.first() == Some(&"api") { 2 } else { 3 };
+    let rest = &segments[prefix.min(segments.len())..];
+    let (collection_len, has_name) = match rest {
+        ["namespaces", _, _plural] => (prefix + 3, false),
+        ["namespaces", _, _plural, _name] => (prefix + 3, true),
+        [_plural] => (prefix + 1, false),
+        [_plural, _name] => (prefix + 1, true),
+        _ => (segments.len(), false),
+    };
+    let collection = format!("/{}", segments[..collection_len].join("/"));
+    (collection, has_name.then(|| segments[collection_len].to_owned()))
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name == key).then(|| value.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/"))
+    })
+}
+
+fn labels_match(object: &Value, selector: &str) -> bool {
+    selector.split(',').filter(|term| !term.is_empty()).all(|term| {
+        let (key, value) = term.split_once('=').unwrap_or((term, ""));
+        object.pointer("/metadata/labels").and_then(|labels| labels.get(key)).and_then(Value::as_str) == Some(value)
+    })
+}
+
+/// Whether `object` (stored at `path`) is in the collection `collection`, which may span all
+/// namespaces (`/api/v1/services` holds `/api/v1/namespaces/ns2/services/bar`).
+fn in_collection(path: &str, collection: &str) -> bool {
+    let (own_collection, _) = split_path(path);
+    if own_collection == collection {
+        return true;
+    }
+    let segments: Vec<&str> = own_collection.trim_start_matches('/').split('/').collect();
+    let prefix = if segments.first() == Some(&"api") { 2 } else { 3 };
+    if segments.len() == prefix + 3 && segments[prefix] == "namespaces" {
+        let all = format!("/{}/{}", segments[..prefix].join("/"), segments[prefix + 2]);
+        return all == collection;
+    }
+    false
+}
+
+impl FakeApi {
+    fn with<P: AsRef<str>>(objects: Vec<(P, Value)>) -> FakeApi {
+        let fake = FakeApi::default();
+        fake.objects
+            .lock()
+            .unwrap()
+            .extend(objects.into_iter().map(|(path, object)| (path.as_ref().to_owned(), object)));
+        fake
+    }
+
+    /// Starts serving; returns a client whose requests this fake answers.
+    fn client(&self, mut script: Script) -> kube::Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let fake = self.clone();
+        tokio::spawn(async move {
+            while let Some((request, respond)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let recorded = Recorded {
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_owned(),
+                    query: parts.uri.query().unwrap_or_default().to_owned(),
+                    content_type: parts
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .map(|value| value.to_str().unwrap_or_default().to_owned())
+                        .unwrap_or_default(),
+                    body: serde_json::from_slice(&bytes).ok(),
+                };
+                fake.log.lock().unwrap().push(recorded.clone());
+                let scripted = script(&recorded, &fake.objects.lock().unwrap());
+                let (code, body) = scripted.unwrap_or_else(|| fake.answer(&recorded));
+                let response = Response::builder().status(code).body(Body::from(body.into_bytes())).unwrap();
+                respond.send_response(response);
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    fn answer(&self, request: &Recorded) -> (u16, String) {
+        let mut objects = self.objects.lock().unwrap();
+        let (collection, name) = split_path(&request.path);
+        let dry_run = query_param(&request.query, "dryRun").is_some();
+        match (request.method.as_str(), name) {
+            ("GET", Some(_)) => match objects.get(&request.path) {
+                Some(object) => (200, object.to_string()),
+                None => (404, status(404, "NotFound", &format!("{} not found", request.path))),
+            },
+            ("GET", None) => {
+                let selector = query_param(&request.query, "labelSelector").unwrap_or_default();
+                let field = query_param(&request.query, "fieldSelector").unwrap_or_default();
+                let items: Vec<Value> = objects
+                    .iter()
+                    .filter(|(path, _)| in_collection(path, &collection))
+                    .filter(|(_, object)| self.ignore_selectors || labels_match(object, &selector))
+                    .filter(|(_, object)| match field.strip_prefix("metadata.name=") {
+                        Some(name) => object.pointer("/metadata/name").and_then(Value::as_str) == Some(name),
+                        None => true,
+                    })
+                    .map(|(_, object)| object.clone())
+                    .collect();
+                if query_param(&request.query, "watch").is_some() {
+                    // A watch that ends at once: the caller relists.
+                    return (200, String::new());
+                }
+                (200, json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "100"}, "items": items}).to_string())
+            }
+            ("PATCH", Some(_)) => {
+                let mut object = request.body.clone().unwrap_or(Value::Null);
+                if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    let version = objects
+                        .get(&request.path)
+                        .and_then(|old| old.pointer("/metadata/resourceVersion"))
+                        .and_then(Value::as_str)
+                        .and_then(|version| version.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    metadata.insert("resourceVersion".to_owned(), json!((version + 1).to_string()));
+                }
+                if !dry_run {
+                    objects.insert(request.path.clone(), object.clone());
+                }
+                (200, object.to_string())
+            }
+            ("DELETE", Some(_)) => match objects.remove(&request.path) {
+                Some(_) => (200, status(200, "", "deleted").replace("Failure", "Success")),
+                None => (404, status(404, "NotFound", "not found")),
+            },
+            _ => (405, status(405, "MethodNotAllowed", "the fake does not do that")),
+        }
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn has(&self, path: &str) -> bool {
+        self.objects.lock().unwrap().contains_key(path)
+    }
+}
+
+fn unscripted() -> Script {
+    Box::new(|_, _| None)
+}
+
+fn seed_plan_objects(cluster: &str) -> Vec<Value> {
+    let scenario =
+        crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/seed.yaml"))).unwrap();
+    let inventory = crate::inventory::from_scenario_with_gateways(&scenario, |name| crate::inventory::GatewayAddress {
+        address: if name == "cluster1" { "172.18.255.1".to_owned() } else { "172.18.255.2".to_owned() },
+        port: crate::inventory::GATEWAY_PORT,
+        placeholder: false,
+    });
+    let plan = crate::plan::plan(&scenario, &inventory);
+    let cluster_plan = plan.clusters.iter().find(|c| c.cluster == cluster).unwrap();
+    super::desired_objects(cluster_plan).unwrap()
+}
+
+fn labelled(kind_path: &str, api_version: &str, kind: &str, namespace: Option<&str>, name: &str, labels: Value) -> (String, Value) {
+    let mut metadata = json!({"name": name, "labels": labels, "resourceVersion": "7"});
+    if let Some(namespace) = namespace {
+        metadata["namespace"] = json!(namespace);
+    }
+    (kind_path.to_owned(), json!({"apiVersion": api_version, "kind": kind, "metadata": metadata}))
+}
+
+fn meshfed_labels(scenario: &str) -> Value {
+    json!({"app.kubernetes.io/managed-by": "meshfed", "meshfed.io/scenario": scenario})
+}
+
+#[tokio::test]
+async fn applying_the_seed_plan_sends_server_side_apply_as_meshfed() {
+    let fake = FakeApi::default();
+    let client = fake.client(unscripted());
+    let objects = seed_plan_objects("cluster1");
+    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply).await.unwrap();
+    assert_eq!(applied.applied.len(), objects.len());
+    assert!(applied.forced.is_empty() && applied.rejected.is_empty());
+    let requests = fake.requests();
+    let patches: Vec<&Recorded> = requests.iter().filter(|r| r.method == "PATCH").collect();
+    assert_eq!(patches.len(), objects.len());
+    for patch in &patches {
+        assert_eq!(query_param(&patch.query, "fieldManager").as_deref(), Some("meshfed"), "{}", patch.line());
+        assert_eq!(query_param(&patch.query, "force"), None, "no force on a first apply: {}", patch.line());
+        assert_eq!(patch.content_type, "application/apply-patch+yaml");
+        assert_eq!(
+            patch.body.as_ref().and_then(|b| b.pointer("/metadata/labels/app.kubernetes.io~1managed-by")),
+            Some(&json!("meshfed")),
+            "{}",
+            patch.line()
+        );
+    }
+    let transcript: String = requests
+        .iter()
+        .map(|request| match (&request.method[..], &request.body) {
+            ("PATCH", Some(body)) => format!("{}\n{}\n", request.line(), serde_json::to_string_pretty(body).unwrap()),
+            _ => format!("{}\n", request.line()),
+        })
+        .collect();
+    insta::assert_snapshot!("seed_cluster1_apply_requests", transcript);
+    // Applying again: every object is meshfed's now, each write carries its resourceVersion.
+    let again = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply).await.unwrap();
+    assert_eq!(again.applied.len(), objects.len());
+    let second: Vec<Recorded> = fake.requests().into_iter().skip(requests.len()).filter(|r| r.method == "PATCH").collect();
+    assert!(second.iter().all(|patch| patch.body.as_ref().and_then(|b| b.pointer("/metadata/resourceVersion")).is_some()));
+}
+
+#[tokio::test]
+async fn an_object_owned_by_someone_else_is_left_untouched() {
+    let (path, object) = labelled(
+        "/api/v1/namespaces/ns1/services/foo",
+        "v1",
+        "Service",
+        Some("ns1"),
+        "foo",
+        json!({"app.kubernetes.io/managed-by": "Helm"}),
+    );
+    let fake = FakeApi::with(vec![(&path, object.clone())]);
+    let client = fake.client(unscripted());
+    let error = apply(&client, "cluster1", "seed", &seed_plan_objects("cluster1"), ApplyMode::Apply)
+        .await
+        .unwrap_err();
+    let ApplyError::Conflicts(conflicts) = &error else {
+        panic!("expected a conflict, got {error}");
+    };
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].object, "Service ns1/foo");
+    assert_eq!(conflicts[0].manager, "Helm");
+    assert!(error.to_string().contains("Service ns1/foo in cluster cluster1 exists and is managed by Helm"), "{error}");
+    assert!(fake.requests().iter().all(|request| request.method == "GET"), "nothing may be written");
+    assert_eq!(fake.objects.lock().unwrap().get(&path), Some(&object));
+}
+
+#[tokio::test]
+async fn an_unlabelled_object_names_its_field_managers() {
+    let (path, mut object) = labelled("/api/v1/namespaces/ns1", "v1", "Namespace", None, "ns1", json!({}));
+    object["metadata"]["managedFields"] = json!([{"manager": "kubectl-create", "operation": "Update"}]);
+    let fake = FakeApi::with(vec![(&path, object)]);
+    let client = fake.client(unscripted());
+    let error = apply(&client, "cluster1", "seed", &seed_plan_objects("cluster1"), ApplyMode::Apply)
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("Namespace ns1 in cluster cluster1 exists and is managed by kubectl-create (no app.kubernetes.io/managed-by label)"),
+        "{error}"
+    );
+    assert!(!fake.requests().iter().any(|request| request.method == "PATCH"));
+}
+
+#[tokio::test]
+async fn a_field_manager_conflict_on_a_meshfed_object_is_forced_once() {
+    let path = "/apis/networking.istio.io/v1/namespaces/istio-system/destinationrules/meshfed-mtls";
+    let objects: Vec<Value> = seed_plan_objects("cluster1")
+        .into_iter()
+        .filter(|object| object["kind"] == "DestinationRule")
+        .collect();
+    assert_eq!(objects.len(), 1, "the seed plan has one DestinationRule");
+    let stored_path = format!(
+        "/apis/{}/namespaces/{}/destinationrules/{}",
+        objects[0]["apiVersion"].as_str().unwrap(),
+        objects[0]["metadata"]["namespace"].as_str().unwrap(),
+        objects[0]["metadata"]["name"].as_str().unwrap()
+    );
+    let _ = path;
+    let mut existing = objects[0].clone();
+    existing["metadata"]["resourceVersion"] = json!("5");
+    let fake = FakeApi::with(vec![(&stored_path, existing)]);
+    let client = fake.client(Box::new(|request, _| {
+        (request.method == "PATCH" && query_param(&request.query, "force").is_none()).then(|| {
+            (
+                409,
+                status(
+                    409,
+                    "Conflict",
+                    "Apply failed with 1 conflict: conflict with \"kubectl-edit\" using networking.istio.io/v1: .spec.trafficPolicy.tls.mode",
+                ),
+            )
+        })
+    }));
+    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply).await.unwrap();
+    assert_eq!(applied.forced.len(), 1);
+    assert!(applied.forced[0].1.contains("kubectl-edit"), "{:?}", applied.forced);
+    let patches: Vec<String> = fake.requests().iter().filter(|r| r.method == "PATCH").map(Recorded::line).collect();
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    assert!(!patches[0].contains("force=true") && patches[1].contains("force=true"), "{patches:?}");
+}
+
+#[tokio::test]
+async fn a_field_manager_conflict_on_an_object_created_meanwhile_by_someone_else_is_not_forced() {
+    let objects: Vec<Value> = seed_plan_objects("cluster1").into_iter().take(1).collect();
+    let path = format!("/api/v1/namespaces/{}", objects[0]["metadata"]["name"].as_str().unwrap());
+    let fake = FakeApi::default();
+    let store = fake.objects.clone();
+    let stranger = path.clone();
+    let client = fake.client(Box::new(move |request, _| {
+        if request.method == "PATCH" {
+            // Someone else creates the namespace between meshfed's read and its write.
+            store.lock().unwrap().insert(
+                stranger.clone(),
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1", "labels": {"app.kubernetes.io/managed-by": "argocd"}}}),
+            );
+            return Some((409, status(409, "Conflict", "Apply failed with 1 conflict: conflict with \"argocd\": .metadata.labels")));
+        }
+        None
+    }));
+    let error = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply).await.unwrap_err();
+    assert!(error.to_string().contains("managed by argocd"), "{error}");
+    assert!(!fake.requests().iter().any(|r| r.query.contains("force=true")));
+}
+
+#[tokio::test]
+async fn an_optimistic_lock_conflict_rereads_and_retries() {
+    let objects: Vec<Value> = seed_plan_objects("cluster1").into_iter().take(1).collect();
+    let fake = FakeApi::default();
+    let mut refused = false;
+    let client = fake.client(Box::new(move |request, _| {
+        if request.method == "PATCH" && !refused {
+            refused = true;
+            return Some((
+                409,
+                status(409, "Conflict", "Operation cannot be fulfilled on namespaces \"ns1\": the object has been modified; please apply your changes to the latest version and try again"),
+            ));
+        }
+        None
+    }));
+    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply).await.unwrap();
+    assert_eq!(applied.applied.len(), 1);
+    let methods: Vec<String> = fake.requests().iter().map(|r| r.method.clone()).collect();
+    // The ownership pass, then read-apply (409), read-apply (ok).
+    assert_eq!(methods, ["GET", "GET", "PATCH", "GET", "PATCH"]);
+}
+
+#[tokio::test]
+async fn server_dry_run_sends_dry_run_all_and_reports_every_rejection() {
+    let fake = FakeApi::default();
+    let client = fake.client(Box::new(|request, _| {
+        (request.method == "PATCH" && request.path.contains("/serviceentries/")).then(|| {
+            (
+                422,
+                status(422, "Invalid", "ServiceEntry.networking.istio.io \"bar\" is invalid: spec: Invalid value: \"object\": CEL rule failed"),
+            )
+        })
+    }));
+    let objects = seed_plan_objects("cluster1");
+    let entries = objects.iter().filter(|object| object["kind"] == "ServiceEntry").count();
+    assert!(entries > 0);
+    let outcome = apply(&client, "cluster1", "seed", &objects, ApplyMode::ServerDryRun).await.unwrap();
+    assert_eq!(outcome.rejected.len(), entries, "{:?}", outcome.rejected);
+    assert!(outcome.rejected[0].1.contains("CEL rule failed (422 Invalid)"), "{:?}", outcome.rejected);
+    assert_eq!(outcome.applied.len(), objects.len() - entries);
+    let patches: Vec<Recorded> = fake.requests().into_iter().filter(|r| r.method == "PATCH").collect();
+    assert_eq!(patches.len(), objects.len());
+    assert!(patches.iter().all(|p| query_param(&p.query, "dryRun").as_deref() == Some("All")));
+    assert!(fake.objects.lock().unwrap().is_empty(), "a dry run persists nothing");
+}
+
+fn deployment(available: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "bar", "namespace": "ns2", "generation": 1, "resourceVersion": "10"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "bar"}}, "template": {"metadata": {"labels": {"app": "bar"}}, "spec": {"containers": []}}},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": available,
+                   "conditions": [{"type": "Available", "status": if available > 0 {"True"} else {"False"}, "reason": "MinimumReplicasUnavailable"}]}
+    })
+}
+
+#[tokio::test]
+async fn a_watch_answered_with_410_gone_relists() {
+    let path = "/apis/apps/v1/namespaces/ns2/deployments/bar";
+    let fake = FakeApi::with(vec![(path, deployment(0))]);
+    let store = fake.objects.clone();
+    let client = fake.client(Box::new(move |request, _| {
+        if query_param(&request.query, "watch").is_some() {
+            // The resourceVersion is too old; meanwhile the deployment became available.
+            store.lock().unwrap().insert(path.to_owned(), deployment(1));
+            let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired", "message": "too old resource version: 100 (200)"}});
+            return Some((200, format!("{gone}\n")));
+        }
+        None
+    }));
+    let api: kube::Api<Deployment> = kube::Api::namespaced(client, "ns2");
+    let ready = await_condition(
+        &api,
+        &Watched::Name("bar".to_owned()),
+        "deployment ns2/bar available in cluster2",
+        Duration::from_secs(30),
+        deployment_available,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ready.len(), 1);
+    let lines: Vec<String> = fake.requests().iter().map(|r| if r.query.contains("watch=true") { "watch" } else { "list" }.to_owned()).collect();
+    assert_eq!(lines, ["list", "watch", "list"]);
+}
+
+#[tokio::test]
+async fn a_watch_refused_with_http_410_relists() {
+    let path = "/apis/apps/v1/namespaces/ns2/deployments/bar";
+    let fake = FakeApi::with(vec![(path, deployment(0))]);
+    let store = fake.objects.clone();
+    let client = fake.client(Box::new(move |request, _| {
+        if query_param(&request.query, "watch").is_some() {
+            store.lock().unwrap().insert(path.to_owned(), deployment(1));
+            return Some((410, status(410, "Expired", "too old resource version")));
+        }
+        None
+    }));
+    let api: kube::Api<Deployment> = kube::Api::namespaced(client, "ns2");
+    await_condition(&api, &Watched::Name("bar".to_owned()), "deployment ns2/bar", Duration::from_secs(30), deployment_available)
+        .await
+        .unwrap();
+    assert_eq!(fake.requests().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_that_expires_names_the_object_and_its_last_state() {
+    let fake = FakeApi::with(vec![("/apis/apps/v1/namespaces/ns2/deployments/bar", deployment(0))]);
+    let client = fake.client(unscripted());
+    let api: kube::Api<Deployment> = kube::Api::namespaced(client, "ns2");
+    let error = await_condition(
+        &api,
+        &Watched::Name("bar".to_owned()),
+        "deployment ns2/bar available in cluster2",
+        Duration::from_secs(5),
+        deployment_available,
+    )
+    .await
+    .unwrap_err();
+    let WaitError::Deadline { what, last_state, .. } = &error;
+    assert_eq!(what, "deployment ns2/bar available in cluster2");
+    assert!(last_state.starts_with("availableReplicas 0 of 1"), "{last_state}");
+    assert!(last_state.contains("Available=False (MinimumReplicasUnavailable)"), "{last_state}");
+    assert!(error.to_string().contains("did not become ready within 5 s"), "{error}");
+}
+
+#[tokio::test]
+async fn down_deletes_only_what_carries_meshfeds_labels_for_the_scenario() {
+    let fake = FakeApi::with(vec![
+        {
+            let (p, o) = labelled("/api/v1/namespaces/ns2/services/bar", "v1", "Service", Some("ns2"), "bar", meshfed_labels("seed"));
+            (p, o)
+        },
+        {
+            let (p, o) = labelled("/api/v1/namespaces/ns2/services/other", "v1", "Service", Some("ns2"), "other", meshfed_labels("skew"));
+            (p, o)
+        },
+        {
+            let (p, o) = labelled("/api/v1/namespaces/ns2/services/users", "v1", "Service", Some("ns2"), "users", json!({"app": "users"}));
+            (p, o)
+        },
+        {
+            let (p, o) = labelled("/api/v1/namespaces/ns2", "v1", "Namespace", None, "ns2", meshfed_labels("seed"));
+            (p, o)
+        },
+        {
+            let (p, o) = labelled("/api/v1/namespaces/ns1", "v1", "Namespace", None, "ns1", meshfed_labels("seed"));
+            (p, o)
+        },
+    ]);
+    // A server that ignores label selectors still cannot make meshfed delete a stranger's object.
+    let fake = FakeApi {
+        ignore_selectors: true,
+        ..fake
+    };
+    let client = fake.client(unscripted());
+    let kinds = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x", "namespace": "x"}}),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": "x", "namespace": "x"}}),
+    ];
+    let removed = down(&client, "cluster2", "seed", &kinds).await.unwrap();
+    assert_eq!(removed.deleted, ["Service ns2/bar", "Namespace ns1"]);
+    assert_eq!(removed.kept.len(), 1);
+    assert_eq!(removed.kept[0].0, "Namespace ns2");
+    assert!(removed.kept[0].1.contains(&"Service ns2/users".to_owned()), "{:?}", removed.kept);
+    assert!(fake.has("/api/v1/namespaces/ns2/services/other") && fake.has("/api/v1/namespaces/ns2/services/users"));
+    let deletes: Vec<String> = fake.requests().iter().filter(|r| r.method == "DELETE").map(|r| r.path.clone()).collect();
+    assert_eq!(deletes, ["/api/v1/namespaces/ns2/services/bar", "/api/v1/namespaces/ns1"]);
+    let lists: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v1/services")
+        .map(|r| query_param(&r.query, "labelSelector").unwrap_or_default())
+        .collect();
+    assert_eq!(lists, ["app.kubernetes.io/managed-by=meshfed,meshfed.io/scenario=seed"]);
+}

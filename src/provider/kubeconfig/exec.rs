@@ -1,0 +1,122 @@
+//! Running a command in a pod's container through the `pods/exec` subresource, with a deadline.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::AttachParams;
+use tokio::io::AsyncReadExt as _;
+
+/// What a command in a pod printed and how it ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+    /// `Success`, or the failure the kubelet reported (`command terminated with non-zero exit code: …`).
+    pub status: String,
+    /// True when the status is `Success`.
+    pub succeeded: bool,
+}
+
+/// Why a command could not be run in a pod.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The exec request failed.
+    #[error("cannot exec in {container} of pod {namespace}/{pod}: {source}")]
+    Start {
+        /// Namespace.
+        namespace: String,
+        /// Pod.
+        pod: String,
+        /// Container.
+        container: String,
+        /// kube-rs's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// It did not end in time.
+    #[error("{command} in {container} of pod {namespace}/{pod} did not finish within {} s", .deadline.as_secs())]
+    Deadline {
+        /// The command's first word.
+        command: String,
+        /// Namespace.
+        namespace: String,
+        /// Pod.
+        pod: String,
+        /// Container.
+        container: String,
+        /// The deadline.
+        deadline: Duration,
+    },
+}
+
+/// Runs `command` in `container` of `namespace/pod`; the connection is dropped (and the kubelet
+/// ends the command) when `deadline` passes.
+pub async fn exec(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    command: Vec<String>,
+    deadline: Duration,
+) -> Result<ExecOutput, ExecError> {
+    let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
+    let first_word = command.first().cloned().unwrap_or_default();
+    let run = async {
+        let params = AttachParams::default()
+            .container(container)
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
+        let mut process = api.exec(pod, command, &params).await.map_err(|source| ExecError::Start {
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            container: container.to_owned(),
+            source,
+        })?;
+        let mut stdout = process.stdout();
+        let mut stderr = process.stderr();
+        let status = process.take_status();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let read_out = async {
+            if let Some(reader) = stdout.as_mut() {
+                let _ = reader.read_to_end(&mut out).await;
+            }
+        };
+        let read_err = async {
+            if let Some(reader) = stderr.as_mut() {
+                let _ = reader.read_to_end(&mut err).await;
+            }
+        };
+        tokio::join!(read_out, read_err);
+        let status = match status {
+            Some(status) => status.await,
+            None => None,
+        };
+        let succeeded = status
+            .as_ref()
+            .is_some_and(|status| status.status.as_deref() == Some("Success"));
+        let status = match status {
+            Some(_) if succeeded => "Success".to_owned(),
+            Some(status) => status.message.unwrap_or_else(|| format!("{:?}", status.reason)),
+            None => "no status from the kubelet".to_owned(),
+        };
+        let _ = process.join().await;
+        Ok(ExecOutput {
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+            status,
+            succeeded,
+        })
+    };
+    tokio::time::timeout(deadline, run).await.unwrap_or_else(|_| {
+        Err(ExecError::Deadline {
+            command: first_word,
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            container: container.to_owned(),
+            deadline,
+        })
+    })
+}

@@ -1,0 +1,213 @@
+//! `meshfed run|down|plan --server-dry-run` against clusters that are not there: a missing
+//! kubeconfig or an API server that does not answer ends in exit 3 within seconds, naming the
+//! cluster, its context and what is missing; a scenario or command line the kubeconfig provider
+//! cannot use is bad input (exit 2) naming file, line and column. No cluster is needed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest a command that cannot reach a cluster may run before this test calls it hung.
+const HUNG_AFTER: Duration = Duration::from_secs(30);
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("meshfed-kubeconfig-cli-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The seed scenario with a kubeconfig context on each cluster.
+fn seed_with_contexts(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml")).unwrap();
+    let text = text
+        .replace("  - name: cluster1\n", "  - name: cluster1\n    context: ctx-one\n")
+        .replace("  - name: cluster2\n", "  - name: cluster2\n    context: ctx-two\n");
+    assert_eq!(text.matches("context: ctx-").count(), 2);
+    let path = dir.join("seed-contexts.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A kubeconfig whose contexts point at a local port nothing listens on.
+fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for name in ["one", "two"] {
+        text += &format!("- name: c-{name}\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\n");
+    }
+    text += "users:\n- name: u\n  user:\n    token: not-a-real-token\ncontexts:\n";
+    for name in ["one", "two"] {
+        text += &format!("- name: ctx-{name}\n  context:\n    cluster: c-{name}\n    user: u\n");
+    }
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Ran {
+    code: Option<i32>,
+    stderr: String,
+    stdout: String,
+}
+
+/// Runs meshfed with `KUBECONFIG`/`HOME` set, failing the test if it does not end in time.
+fn meshfed(args: &[&str], kubeconfig: &Path, home: &Path) -> Ran {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshfed"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .env("MESHFED_TEST_MARKER", format!("kubeconfig-cli-{}-{nanos}", std::process::id()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            return Ran {
+                code: output.status.code(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            };
+        }
+        if started.elapsed() > HUNG_AFTER {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("meshfed {args:?} did not end within {} s", HUNG_AFTER.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_with_no_kubeconfig_exits_3_naming_what_is_missing() {
+    let dir = TempDir::new("no-kubeconfig");
+    let scenario = seed_with_contexts(&dir.0);
+    let missing = dir.0.join("no-such-kubeconfig");
+    let ran = meshfed(
+        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", "example/meshfed:test"],
+        &missing,
+        &dir.0,
+    );
+    assert_eq!(ran.code, Some(3), "{}", ran.stderr);
+    assert!(ran.stderr.contains("cluster cluster1: no kubeconfig"), "{}", ran.stderr);
+    assert!(ran.stderr.contains(&format!("KUBECONFIG={}", missing.display())), "{}", ran.stderr);
+}
+
+#[test]
+fn run_against_an_unreachable_api_server_exits_3_naming_cluster_context_and_server() {
+    let dir = TempDir::new("unreachable");
+    let scenario = seed_with_contexts(&dir.0);
+    let kubeconfig = unreachable_kubeconfig(&dir.0);
+    let ran = meshfed(
+        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", "example/meshfed:test"],
+        &kubeconfig,
+        &dir.0,
+    );
+    assert_eq!(ran.code, Some(3), "{}", ran.stderr);
+    for cluster in ["cluster1", "cluster2"] {
+        assert!(ran.stderr.contains(&format!("cluster {cluster}: the API server https://127.0.0.1:")), "{}", ran.stderr);
+    }
+    assert!(ran.stderr.contains("(context ctx-one) is not reachable"), "{}", ran.stderr);
+}
+
+#[test]
+fn run_with_a_context_the_kubeconfig_lacks_exits_3_listing_the_contexts_it_has() {
+    let dir = TempDir::new("unknown-context");
+    let scenario = seed_with_contexts(&dir.0);
+    std::fs::write(&scenario, std::fs::read_to_string(&scenario).unwrap().replace("ctx-two", "ctx-three")).unwrap();
+    let kubeconfig = unreachable_kubeconfig(&dir.0);
+    let ran = meshfed(
+        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", "example/meshfed:test"],
+        &kubeconfig,
+        &dir.0,
+    );
+    assert_eq!(ran.code, Some(3), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("cluster cluster2: kubeconfig context \"ctx-three\" is missing or unusable (contexts: ctx-one, ctx-two)"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn a_cluster_without_a_context_is_bad_input_with_its_position() {
+    let dir = TempDir::new("no-context");
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let ran = meshfed(
+        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", "example/meshfed:test"],
+        &dir.0.join("unused"),
+        &dir.0,
+    );
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("seed.yaml:10:11: cluster cluster1 has no `context`: --provider kubeconfig needs"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn kubeconfig_without_an_image_is_bad_input() {
+    let dir = TempDir::new("no-image");
+    let scenario = seed_with_contexts(&dir.0);
+    let ran = meshfed(&["run", scenario.to_str().unwrap(), "--provider", "kubeconfig"], &dir.0.join("unused"), &dir.0);
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(ran.stderr.contains("--provider kubeconfig needs --image IMAGE"), "{}", ran.stderr);
+}
+
+#[test]
+fn a_fault_the_kubeconfig_provider_does_not_execute_is_refused_with_its_position() {
+    let dir = TempDir::new("fault");
+    let scenario = seed_with_contexts(&dir.0);
+    let text = std::fs::read_to_string(&scenario)
+        .unwrap()
+        .replacen("    requests: 400\n", "    requests: 400\n    faults:\n      - foreignClientCert: {}\n", 1);
+    std::fs::write(&scenario, text).unwrap();
+    let ran = meshfed(
+        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", "example/meshfed:test"],
+        &dir.0.join("unused"),
+        &dir.0,
+    );
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("seed-contexts.yaml:43:9: phase foo-to-bar-http: fault foreignClientCert is not supported by provider kubeconfig; it supports: none"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn down_and_server_dry_run_against_an_unreachable_cluster_exit_3() {
+    let dir = TempDir::new("down");
+    let scenario = seed_with_contexts(&dir.0);
+    let kubeconfig = unreachable_kubeconfig(&dir.0);
+    let ran = meshfed(&["down", scenario.to_str().unwrap(), "--provider", "kubeconfig"], &kubeconfig, &dir.0);
+    assert_eq!(ran.code, Some(3), "{}", ran.stderr);
+    assert!(ran.stderr.contains("cluster cluster1: the API server"), "{}", ran.stderr);
+    let out = dir.0.join("plan");
+    let ran = meshfed(
+        &["plan", scenario.to_str().unwrap(), "--out", out.to_str().unwrap(), "--server-dry-run"],
+        &kubeconfig,
+        &dir.0,
+    );
+    assert_eq!(ran.code, Some(3), "{}", ran.stderr);
+    assert!(ran.stdout.contains("wrote"), "the plan itself is written first: {}", ran.stdout);
+    assert!(ran.stderr.contains("(context ctx-one) is not reachable"), "{}", ran.stderr);
+}

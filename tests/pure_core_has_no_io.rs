@@ -1,0 +1,77 @@
+//! The pure core (scenario, inventory, plan, PKI, measurements, records, verdicts, reports) stays
+//! free of the Kubernetes edge: no kube-rs, hyper, rustls, tower or tokio in its source. The
+//! providers are the only place those crates may appear; this test is what keeps it so while the
+//! crate is one package (a workspace split would make it a compile error instead).
+
+use std::path::{Path, PathBuf};
+
+/// Crates the pure core must not name.
+const EDGE_CRATES: [&str; 6] = ["kube", "hyper", "rustls", "tower", "tokio", "k8s_openapi::api::apps"];
+
+/// Sources of the pure core.
+const PURE: [&str; 8] = [
+    "src/scenario",
+    "src/inventory.rs",
+    "src/plan",
+    "src/pki.rs",
+    "src/measure",
+    "src/record.rs",
+    "src/verdict.rs",
+    "src/report.rs",
+];
+
+fn rust_files(path: &Path, found: &mut Vec<PathBuf>) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            rust_files(&entry.unwrap().path(), found);
+        }
+    } else if path.extension().is_some_and(|extension| extension == "rs") {
+        found.push(path.to_owned());
+    }
+}
+
+/// Lines of `source` that name one of the edge crates as a path (`kube::`, `use tokio`).
+fn edge_uses(source: &str) -> Vec<String> {
+    source
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .filter(|line| {
+            EDGE_CRATES.iter().any(|name| {
+                line.match_indices(name).any(|(at, _)| {
+                    let before = line[..at].chars().next_back();
+                    let after = &line[at + name.len()..];
+                    let starts_a_path = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+                    starts_a_path && (after.starts_with("::") || (line.trim_start().starts_with("use ") && after.starts_with([';', ' ', ','])))
+                })
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_check_finds_an_edge_crate_where_there_is_one() {
+    assert_eq!(edge_uses("use kube::Api;\nlet x = 1;"), ["use kube::Api;"]);
+    assert_eq!(edge_uses("    tokio::time::sleep(d).await;"), ["    tokio::time::sleep(d).await;"]);
+    assert!(edge_uses("// kube::Api is for providers\nlet kubeconfig = 1; let my_kube::x = 2;").is_empty());
+}
+
+#[test]
+fn pure_core_modules_do_not_use_kubernetes_or_async_io_crates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for pure in PURE {
+        rust_files(&root.join(pure), &mut files);
+    }
+    assert!(files.len() >= PURE.len(), "the pure core's files were not found: {files:?}");
+    let offenders: Vec<String> = files
+        .iter()
+        .flat_map(|file| {
+            let source = std::fs::read_to_string(file).unwrap();
+            edge_uses(&source)
+                .into_iter()
+                .map(move |line| format!("{}: {}", file.strip_prefix(root).unwrap().display(), line.trim()))
+        })
+        .collect();
+    assert!(offenders.is_empty(), "the pure core names edge crates:\n{}", offenders.join("\n"));
+}
