@@ -13,6 +13,7 @@ pub mod measure;
 pub mod output;
 pub mod pki;
 pub mod plan;
+pub mod process;
 pub mod progress;
 pub mod provider;
 pub mod record;
