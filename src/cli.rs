@@ -70,7 +70,8 @@ enum Command {
         #[arg(long)]
         reuse: bool,
     },
-    /// Remove what meshfed created: for kind, every kind cluster named `meshfed-*`, nothing else.
+    /// Remove what meshfed created: for kind, every kind cluster named `meshfed-*` and every image
+    /// labelled `io.meshfed.managed-by=meshfed`, nothing else.
     Down {
         /// Whose leftovers (local leaves none: its worlds die with their run).
         #[arg(long, value_enum, default_value_t = ProviderName::Kind)]
@@ -541,9 +542,9 @@ fn down_command(provider: ProviderName) -> Result<(), CliError> {
             let mut progress = |message: &str| eprintln!("{message}");
             let deleted = crate::provider::kind::down(&tools, &mut progress).map_err(infrastructure_or_interrupted)?;
             if deleted.is_empty() {
-                eprintln!("meshfed: no kind cluster named meshfed-* exists; nothing deleted");
+                eprintln!("meshfed: no kind cluster named meshfed-* and no image labelled by meshfed exists; nothing deleted");
             } else {
-                eprintln!("meshfed: deleted kind cluster(s) {}", deleted.join(", "));
+                eprintln!("meshfed: deleted {}", deleted.join(", "));
             }
             Ok(())
         }

@@ -81,8 +81,9 @@ impl Provider for RecordingKube {
     async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError> {
         unreachable!()
     }
-    async fn send_traffic(&mut self, _: &Traffic, _: &mut dyn Progress) -> Result<Vec<RequestRecord>, ProviderError> {
-        unreachable!()
+    async fn send_traffic(&mut self, traffic: &Traffic, _: &mut dyn Progress) -> Result<Vec<RequestRecord>, ProviderError> {
+        self.record(&format!("kube send_traffic {} requests from {} to {}", traffic.requests, traffic.from_service, traffic.to_service));
+        Ok(Vec::new())
     }
     async fn tls_failures(&mut self, _: &str) -> Result<TlsFailures, ProviderError> {
         unreachable!()
@@ -359,13 +360,21 @@ fn down_deletes_only_clusters_meshfed_named() {
         &["kind", "meshfed-cluster1", "dev-meshfed-cluster1", "meshfed-", "istio-primary", "meshfed-cluster3"],
         0,
     );
+    // The fake docker lists only images with meshfed's label (it exits 64 on any other filter).
+    fakes.set_labelled_images(&["meshfed-workload:450942e915326e45"]);
     let (output, _) = meshfed(Path::new(&fakes.path()), &["down", "--provider", "kind"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(fakes.clusters(), ["kind", "dev-meshfed-cluster1", "meshfed-", "istio-primary"]);
-    assert!(stderr.contains("deleted kind cluster(s) meshfed-cluster1, meshfed-cluster3"), "{stderr}");
-    let deletions: Vec<&str> = fakes.log().lines().filter(|line| line.contains("delete")).map(|_| "").collect();
-    assert_eq!(deletions.len(), 2);
+    assert!(
+        stderr.contains(
+            "deleted kind cluster meshfed-cluster1, kind cluster meshfed-cluster3, image meshfed-workload:450942e915326e45"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(fakes.labelled_images(), Vec::<String>::new());
+    let deletions = fakes.log().lines().filter(|line| line.contains(" delete ") || line.contains(" rm ")).count();
+    assert_eq!(deletions, 3, "{}", fakes.log());
 }
 
 #[test]
@@ -429,4 +438,49 @@ fn upgrade_is_refused_by_local_at_validation_with_its_location() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("upgrade.yaml:54:"), "{stderr}");
     assert!(stderr.contains("provider local cannot upgrade Istio"), "{stderr}");
+}
+
+#[test]
+fn upgrade_installs_the_new_istio_over_the_named_cluster_while_traffic_runs() {
+    let fakes = FakeTools::new("upgrade", &[], 2);
+    let scenario = load_scenario("upgrade.yaml");
+    let (mut provider, progress) = kind_provider(&fakes, &["1.29.0", "1.30.0"], false);
+    let runtime = runtime();
+    runtime.block_on(provider.create_world(&scenario)).unwrap();
+    assert_eq!(provider.info().proxy, "istio 1.29.0");
+    let before = fakes.log().lines().count();
+    let traffic = Traffic {
+        from_cluster: "cluster1".to_owned(),
+        from_service: "foo.ns1".to_owned(),
+        to_service: "bar.ns2".to_owned(),
+        port: 80,
+        protocol: meshfed::scenario::Protocol::Http,
+        requests: 6000,
+        concurrency: 4,
+        connections: meshfed::scenario::ConnectionPolicy::NewConnectionPerRequest,
+        upgrade: Some(meshfed::provider::UpgradeAction {
+            to: "1.30.0".parse().unwrap(),
+            clusters: vec!["cluster2".to_owned()],
+        }),
+    };
+    let mut lines = Vec::new();
+    runtime
+        .block_on(provider.send_traffic(&traffic, &mut |line: &str| lines.push(line.to_owned())))
+        .unwrap();
+    assert_eq!(provider.info().proxy, "istio 1.29.0 (cluster1), 1.30.0 (cluster2)");
+    runtime.block_on(provider.teardown()).unwrap();
+    let log = fakes.log().replace(&fakes.root.display().to_string(), "[TMP]");
+    let mut during: Vec<&str> = log.lines().skip(before).filter(|line| !line.starts_with("kind delete")).collect();
+    // The install runs on its own thread while the traffic is sent: their order is not fixed.
+    during.sort();
+    assert_eq!(
+        during,
+        [
+            "istioctl-1.30.0 install --skip-confirmation --kubeconfig [TMP]/run/cluster2/kubeconfig --context kind-meshfed-cluster2 --readiness-timeout 5m0s --filename [TMP]/run/cluster2/istio-operator.yaml",
+            "istioctl-1.30.0 version --remote=false",
+            "kube send_traffic 6000 requests from foo.ns1 to bar.ns2",
+        ]
+    );
+    assert!(lines.iter().any(|line| line.starts_with("cluster2: upgraded in place to Istio 1.30.0")), "{lines:?}");
+    drop(progress);
 }

@@ -168,7 +168,7 @@ esac
             &self.bin().join("docker"),
             &format!(
                 r#"#!/bin/sh
-log='{log}'
+log='{log}'; state='{state}'
 printf 'docker %s\n' "$*" >> "$log"
 case "$1" in
   info) {info} ;;
@@ -178,13 +178,35 @@ case "$1" in
 JSON
     ;;
   build) sed 's/^/  | /' >> "$log"; echo "naming to docker.io/library/$3 done" >&2 ;;
+  image)
+    case "$2" in
+      ls) [ "$4" = "label=io.meshfed.managed-by=meshfed" ] || exit 64; cat "$state/images" 2>/dev/null ;;
+      rm) grep -vx "$3" "$state/images" > "$state/images.new"; mv "$state/images.new" "$state/images"; echo "Untagged: $3" ;;
+      *) exit 64 ;;
+    esac ;;
   inspect) n=$(printf '%s' "$4" | cksum | cut -d' ' -f1); echo "172.18.0.$((n % 200 + 3))" ;;
   *) echo "fake docker: unexpected arguments: $*" >&2; exit 64 ;;
 esac
 "#,
                 log = log.display(),
+                state = self.root.join("state").display(),
             ),
         );
+    }
+
+    /// The images the fake docker lists for meshfed's label.
+    pub fn set_labelled_images(&self, images: &[&str]) {
+        let list: String = images.iter().map(|image| format!("{image}\n")).collect();
+        std::fs::write(self.root.join("state/images"), list).unwrap();
+    }
+
+    /// The labelled images left.
+    pub fn labelled_images(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root.join("state/images"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn write_curl(&self) {

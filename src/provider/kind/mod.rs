@@ -9,7 +9,8 @@
 //! itself finds its clusters by the `io.x-k8s.kind.cluster` container label, which is what
 //! `kind get clusters` lists). Everything else meshfed adds (MetalLB, Istio, workloads) lives
 //! inside those clusters and goes with them; nothing is created on the host besides the clusters,
-//! the workload image and files in the run directory and the cache.
+//! the workload image (Docker label `io.meshfed.managed-by=meshfed`, removed by `down` too) and
+//! files in the run directory (removed at teardown) and the cache.
 //!
 //! LoadBalancer addresses come from MetalLB, as in Istio's CI, not cloud-provider-kind: it lives
 //! inside each cluster (deleted with it, no privileged host container with the Docker socket to
@@ -214,8 +215,9 @@ impl<K: KubeSide> Provider for KindProvider<K> {
     }
 }
 
-/// `meshfed down` for kind: deletes every kind cluster whose name has meshfed's prefix and no
-/// other; returns the deleted clusters' names.
+/// `meshfed down` for kind: deletes every kind cluster whose name has meshfed's prefix and every
+/// Docker image with meshfed's label ([`workload_image::IMAGE_LABEL`]), nothing else; returns
+/// what it deleted (`kind cluster meshfed-cluster1`, `image meshfed-workload:…`).
 pub fn down(tools: &Tools, progress: &mut dyn Progress) -> Result<Vec<String>, ProviderError> {
     world::down(tools, progress)
 }

@@ -21,7 +21,7 @@ use super::install::{
 };
 use super::istioctl::{fetch_istioctl, sha256_hex};
 use super::tools::{Invocation, ToolError, Tools};
-use super::workload_image::{dockerfile, image_tag};
+use super::workload_image::{IMAGE_LABEL, dockerfile, image_tag};
 use super::{KindCluster, KindOptions, KubeSide};
 
 /// `kind create cluster` may take this long (image pull on a cold machine included).
@@ -422,6 +422,8 @@ fn workload_image(
                     "build".into(),
                     "--tag".into(),
                     tag.clone().into(),
+                    "--label".into(),
+                    IMAGE_LABEL.into(),
                     "--file".into(),
                     "-".into(),
                     context.into_os_string(),
@@ -685,7 +687,8 @@ fn delete_cluster(tools: &Tools, kind_name: &str) -> Result<Vec<u8>, ToolError> 
     ))
 }
 
-/// Deletes every kind cluster named with meshfed's prefix, and nothing else.
+/// Deletes every kind cluster named with meshfed's prefix and every image carrying meshfed's label,
+/// and nothing else; returns what it deleted.
 pub(super) fn down(tools: &Tools, progress: &mut dyn Progress) -> Result<Vec<String>, ProviderError> {
     let listed = text(
         tools
@@ -696,7 +699,30 @@ pub(super) fn down(tools: &Tools, progress: &mut dyn Progress) -> Result<Vec<Str
     for name in listed.lines().map(str::trim).filter(|name| is_meshfed_cluster(name)) {
         progress.step(&format!("deleting kind cluster {name}"));
         delete_cluster(tools, name).map_err(failed(format!("deleting kind cluster {name}")))?;
-        deleted.push(name.to_owned());
+        deleted.push(format!("kind cluster {name}"));
+    }
+    let images = text(
+        tools
+            .run_uninterruptible(&Invocation::new(
+                "docker",
+                [
+                    "image",
+                    "ls",
+                    "--filter",
+                    &format!("label={IMAGE_LABEL}"),
+                    "--format",
+                    "{{.Repository}}:{{.Tag}}",
+                ],
+                QUERY_TIMEOUT,
+            ))
+            .map_err(failed("listing meshfed's workload images"))?,
+    );
+    for image in images.lines().map(str::trim).filter(|image| !image.is_empty()) {
+        progress.step(&format!("removing image {image}"));
+        tools
+            .run_uninterruptible(&Invocation::new("docker", ["image", "rm", image], QUERY_TIMEOUT))
+            .map_err(failed(format!("removing image {image}")))?;
+        deleted.push(format!("image {image}"));
     }
     Ok(deleted)
 }
