@@ -168,7 +168,8 @@ fn parse(text: &str, scenario: &Scenario) -> Result<Inventory, InventoryProblem>
         // the position once.
         message: crate::scenario::syntax_message(&yaml),
     })?;
-    let spans: InventorySpans = serde_saphyr::from_str(text).unwrap_or_default();
+    let spans: InventorySpans =
+        serde_saphyr::from_str_with_options(text, crate::scenario::spans::lenient_options()).unwrap_or_default();
     let clusters_at = spans
         .clusters
         .as_ref()

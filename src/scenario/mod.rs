@@ -9,7 +9,7 @@
 pub mod address_layout;
 mod file;
 mod grammar;
-mod spans;
+pub(crate) mod spans;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -60,7 +60,7 @@ impl ScenarioSpans {
     /// Reads the positions from text the model already parsed from; an empty set when that
     /// fails (it cannot for text the model accepted, but a position is never worth a panic).
     pub fn read(text: &str) -> ScenarioSpans {
-        serde_saphyr::from_str(text).unwrap_or_default()
+        serde_saphyr::from_str_with_options(text, lenient_options()).unwrap_or_default()
     }
 
     /// Position of the `index`-th cluster's fields.
@@ -74,7 +74,28 @@ impl ScenarioSpans {
     }
 }
 
+/// Options for reading positions only: the fields this view skips are read untyped, and an
+/// untyped `.nan` (which the model reads as a float) must not fail the whole view.
+pub fn lenient_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::AsString;
+    options
+}
+
 /// The position of an optional span, or `fallback`.
 pub fn at<T>(span: Option<&Spanned<T>>, fallback: Location) -> Location {
     span.map_or(fallback, |span| span.referenced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScenarioSpans;
+
+    #[test]
+    fn positions_are_read_past_values_the_view_skips() {
+        let text = "name: t\nphases:\n  - expect: { mtlsRateAtLeast: .nan, x: !!binary aGk= }\n";
+        let spans = ScenarioSpans::read(text);
+        let name = spans.name.expect("the name's position");
+        assert_eq!((name.referenced.line(), name.referenced.column()), (1, 7));
+    }
 }
