@@ -219,9 +219,7 @@ mod tests {
 
     #[test]
     fn inventory_errors_carry_their_position_once() {
-        let problem = parse("clusters:\n  cluster1: [\n", &skew())
-            .err()
-            .expect("a syntax error");
+        let problem = parse("clusters:\n  cluster1: [\n", &skew()).expect_err("a syntax error");
         assert!(problem.at.line() > 0, "a syntax error has a position");
         assert!(
             !problem.message.starts_with("line ") && !problem.message.contains(" column "),
@@ -237,7 +235,7 @@ mod tests {
         let scenario = skew();
         let text =
             format!("clusters:\n  cluster1:\n    {CLUSTER}\n  cluster2:\n    {CLUSTER}\n  cluster9:\n    {CLUSTER}\n");
-        let problem = parse(&text, &scenario).err().expect("cluster9 is not in the scenario");
+        let problem = parse(&text, &scenario).expect_err("cluster9 is not in the scenario");
         assert!(
             problem
                 .message
@@ -252,7 +250,7 @@ mod tests {
         );
 
         let text = format!("clusters:\n  cluster1:\n    {CLUSTER}\n");
-        let problem = parse(&text, &scenario).err().expect("cluster2 is missing");
+        let problem = parse(&text, &scenario).expect_err("cluster2 is missing");
         assert!(
             problem.message.contains("no entry for cluster cluster2"),
             "{}",

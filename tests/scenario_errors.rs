@@ -165,7 +165,7 @@ const CASES: &[Case] = &[
         name: "replicas over the pod bound",
         input: Edit("replicas: { cluster2: 2 }", "replicas: { cluster2: 2000000000 }"),
         at: Line(19, 27),
-        message: "replicas 2000000000 of bar.ns2 in cluster2 is more than the 1024 pods a scenario may have: every pod runs its own Envoy sidecar",
+        message: "replicas 2000000000 of bar.ns2 in cluster2 is more than the 16384 pods a scenario may have: the plan and inventory hold every pod",
     },
     Case {
         name: "replicas over the pod bound on a huge network",
@@ -175,16 +175,16 @@ const CASES: &[Case] = &[
                 .replacen("replicas: { cluster2: 2 }", "replicas: { cluster2: 2000000000 }", 1)
         }),
         at: Line(19, 27),
-        message: "replicas 2000000000 of bar.ns2 in cluster2 is more than the 1024 pods",
+        message: "replicas 2000000000 of bar.ns2 in cluster2 is more than the 16384 pods",
     },
     Case {
         name: "total pods over the bound",
         input: Edit(
             "replicas: { cluster2: 2 }",
-            "replicas: { cluster1: 1000, cluster2: 100 }",
+            "replicas: { cluster1: 16000, cluster2: 1000 }",
         ),
-        at: Line(19, 43),
-        message: "bring the scenario to 1101 pods, more than the 1024 allowed",
+        at: Line(19, 44),
+        message: "bring the scenario to 17001 pods, more than the 16384 allowed",
     },
     Case {
         name: "requests over the bound",
@@ -216,20 +216,26 @@ const CASES: &[Case] = &[
     Case {
         name: "too many clusters",
         input: Text(too_many_clusters),
-        at: Line(99, 11),
-        message: "33 clusters are more than the 32 allowed",
+        at: Line(195, 11),
+        message: "65 clusters are more than the 64 allowed",
     },
     Case {
         name: "too many services",
         input: Text(too_many_services),
-        at: Line(1029, 11),
-        message: "257 services are more than the 256 allowed",
+        at: Line(8197, 11),
+        message: "2049 services are more than the 2048 allowed",
     },
     Case {
         name: "too many ports",
         input: Text(too_many_ports),
         at: Line(40, 17),
         message: "service foo.ns1 has 33 ports, more than the 32 allowed",
+    },
+    Case {
+        name: "too many ports in the plan",
+        input: Text(too_many_planned_ports),
+        at: Line(8611, 17),
+        message: "7840 service ports (up to s244.ns) in 64 clusters make 501760 ports in the plan, more than the 500000 allowed",
     },
     Case {
         name: "delay over the bound",
@@ -526,7 +532,7 @@ const CASES: &[Case] = &[
 ];
 
 fn too_many_clusters() -> String {
-    let clusters: String = (0..33)
+    let clusters: String = (0..65)
         .map(|i| {
             format!(
                 "  - name: c{i}\n    podCidr: 10.{i}.0.0/16\n    serviceCidr: 10.{}.0.0/16\n",
@@ -538,7 +544,7 @@ fn too_many_clusters() -> String {
 }
 
 fn too_many_services() -> String {
-    let services: String = (0..257)
+    let services: String = (0..2049)
         .map(|i| format!("  - name: s{i}\n    namespace: ns\n    ports: [{{ name: http, number: 80, protocol: http }}]\n    replicas: {{}}\n"))
         .collect();
     format!(
@@ -553,6 +559,24 @@ fn too_many_ports() -> String {
     format!(
         "name: t\nclusters:\n  - {{ name: c, podCidr: 10.0.0.0/16, serviceCidr: 10.1.0.0/16 }}\nservices:\n  - name: foo\n    namespace: ns1\n    ports:\n{ports}"
     )
+}
+
+fn too_many_planned_ports() -> String {
+    let clusters: String = (0..64)
+        .map(|i| {
+            format!(
+                "  - {{ name: c{i}, podCidr: 10.{i}.0.0/16, serviceCidr: 10.{}.0.0/16 }}\n",
+                100 + i
+            )
+        })
+        .collect();
+    let ports: String = (0..32)
+        .map(|i| format!("      - {{ name: p{i}, number: {}, protocol: tcp }}\n", 1000 + i))
+        .collect();
+    let services: String = (0..245)
+        .map(|i| format!("  - name: s{i}\n    namespace: ns\n    ports:\n{ports}"))
+        .collect();
+    format!("name: t\nclusters:\n{clusters}services:\n{services}")
 }
 
 fn oversized() -> String {

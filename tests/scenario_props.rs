@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use meshfed::provider::local::topology;
-use meshfed::scenario::{self, MAX_CLUSTERS, MAX_PODS, MAX_PORTS_PER_SERVICE, MAX_SERVICES};
+use meshfed::scenario::{self, MAX_CLUSTERS, MAX_PLANNED_PORTS, MAX_PODS, MAX_PORTS_PER_SERVICE, MAX_SERVICES};
 use meshfed::{inventory, plan};
 
 /// Largest single allocation allowed: anything bigger means a count reached an allocation unchecked.
@@ -158,7 +158,8 @@ const ODD_NUMBERS: &[&str] = &[
     "65535",
     "65536",
     "1024",
-    "1025",
+    "16384",
+    "16385",
     "1000000",
     "1000001",
     "2000000000",
@@ -634,7 +635,7 @@ fn loader_and_planner_never_panic_nor_allocate_over_512_mib() {
     let totals = run(seed, budget);
     println!(
         "scenario fuzz: seed {seed}, {} cases in {:.1} s, {} accepted and planned, {} refused; slowest case {:.3} s; \
-         largest allocation {} bytes; peak live heap {} bytes",
+         largest allocation {} bytes; peak live heap of the test process {} bytes",
         totals.cases,
         started.elapsed().as_secs_f64(),
         totals.accepted,
@@ -659,7 +660,8 @@ fn loader_and_planner_never_panic_nor_allocate_over_512_mib() {
     assert!(totals.accepted < totals.cases, "no case was refused");
 }
 
-/// The largest scenario every bound allows plans without any allocation over the limit.
+/// A scenario at the bounds (most clusters, services and pods, and nearly the most ports in the
+/// plan) plans and renders without any allocation over the limit.
 #[test]
 fn largest_allowed_scenario_plans_within_the_allocation_limit() {
     let mut text = String::from("name: largest\nclusters:\n");
@@ -670,13 +672,15 @@ fn largest_allowed_scenario_plans_within_the_allocation_limit() {
         );
     }
     text += "services:\n";
+    let ports_per_service = (MAX_PLANNED_PORTS as usize / MAX_CLUSTERS / MAX_SERVICES).max(1);
     let pods_per_service = MAX_PODS as usize / MAX_SERVICES;
+    let ports: Vec<String> = (0..ports_per_service)
+        .map(|port| format!("{{ name: p{port}, number: {}, protocol: http }}", 1000 + port))
+        .collect();
     for index in 0..MAX_SERVICES {
-        let ports: Vec<String> = (0..MAX_PORTS_PER_SERVICE)
-            .map(|port| format!("{{ name: p{port}, number: {}, protocol: http }}", 1000 + port))
-            .collect();
         text += &format!(
-            "  - name: s{index}\n    namespace: ns{index}\n    ports: [{}]\n    replicas: {{ c{}: {pods_per_service} }}\n",
+            "  - {{ name: s{index}, namespace: ns{}, ports: [{}], replicas: {{ c{}: {pods_per_service} }} }}\n",
+            index % 20,
             ports.join(", "),
             index % MAX_CLUSTERS
         );
@@ -684,17 +688,27 @@ fn largest_allowed_scenario_plans_within_the_allocation_limit() {
     let started = Instant::now();
     let scenario = scenario::parse(Path::new("largest.yaml"), &text).unwrap_or_else(|error| panic!("{error}"));
     let plan = plan::plan(&scenario, &inventory::from_scenario(&scenario));
+    let planned = started.elapsed();
     let files = plan::render(&plan).unwrap();
     let bytes: usize = files.iter().map(|file| file.yaml.len()).sum();
     println!(
-        "largest scenario: {} bytes of YAML, {} files, {bytes} bytes rendered in {:.1} s; largest allocation {} bytes",
+        "largest scenario: {} bytes of YAML, {MAX_CLUSTERS} clusters, {MAX_SERVICES} services, {} pods; \
+         {} files, {bytes} bytes rendered; planned in {:.1} s, rendered in {:.1} s; largest allocation {} bytes, \
+         peak live heap {} bytes",
         text.len(),
+        pods_per_service * MAX_SERVICES,
         files.len(),
-        started.elapsed().as_secs_f64(),
-        LARGEST_ALLOCATION.load(Ordering::Relaxed)
+        planned.as_secs_f64(),
+        (started.elapsed() - planned).as_secs_f64(),
+        LARGEST_ALLOCATION.load(Ordering::Relaxed),
+        PEAK_BYTES.load(Ordering::Relaxed),
     );
     assert!(
         text.len() as u64 <= scenario::MAX_INPUT_BYTES,
         "the largest scenario fits the input cap"
+    );
+    assert_eq!(
+        files.len(),
+        plan.clusters.iter().map(|cluster| cluster.objects.len()).sum::<usize>()
     );
 }

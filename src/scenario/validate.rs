@@ -11,18 +11,23 @@ use super::grammar::Grammar;
 use super::spans::{self, ScenarioSpans};
 use super::{Cluster, Fault, FederationMode, Ipv4Cidr, IstioVersion, Phase, Scenario, Service};
 
-/// Most clusters in a scenario. Every cluster runs at least a gateway Envoy and a router (one kind
-/// node on kind), and the plan grows with the square of the clusters: every cluster gets a gateway
-/// endpoint per remote cluster for every service.
-pub const MAX_CLUSTERS: usize = 32;
+/// Most clusters in a scenario. Every cluster runs at least a gateway and a router (a node or a
+/// whole cluster on a real provider), and the plan grows with the square of the clusters: every
+/// cluster gets a gateway endpoint per remote cluster for the services there. 64 is beyond any
+/// multicluster mesh meshfed is meant to test and above the 50-cluster planning benchmark.
+pub const MAX_CLUSTERS: usize = 64;
 /// Most services in a scenario: every service is replicated into every cluster (a Service, a
-/// cluster IP and a ServiceEntry each).
-pub const MAX_SERVICES: usize = 256;
+/// cluster IP and a ServiceEntry each); the planning benchmark uses 2,000.
+pub const MAX_SERVICES: usize = 2048;
 /// Most ports per service: every port is a listener in every sidecar.
 pub const MAX_PORTS_PER_SERVICE: usize = 32;
-/// Most pods in a scenario, over all services and clusters: every pod runs its own Envoy
-/// sidecar (about 65 MB each on `local`), so this many already need about 65 GB.
-pub const MAX_PODS: u64 = 1024;
+/// Most service ports the plan holds: every port of every service is replicated into every
+/// cluster (clusters × all ports), and the whole plan is kept in memory while it is written.
+pub const MAX_PLANNED_PORTS: u64 = 500_000;
+/// Most pods in a scenario, over all services and clusters. The plan and the inventory hold every
+/// pod, and every pod runs its own Envoy sidecar (about 65 MB each on `local`, which also refuses
+/// more Envoys than its inotify limit allows before starting anything).
+pub const MAX_PODS: u64 = 16_384;
 /// Most requests per phase: the record of every request (about 400 bytes: target, pod, cluster,
 /// identity, latency) is kept in memory until the phase is measured, about 400 MB at this bound.
 pub const MAX_REQUESTS: u64 = 1_000_000;
@@ -276,7 +281,35 @@ fn check_services(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
         check_replicas(scenario, service)?;
     }
     check_pod_count(scenario)?;
+    check_planned_ports(scenario)?;
     check_pod_names(scenario)
+}
+
+/// Clusters × all ports of all services is at most [`MAX_PLANNED_PORTS`]; reported at the ports
+/// of the service that crosses it.
+fn check_planned_ports(scenario: &Scenario) -> Checked {
+    let clusters = scenario.clusters.len() as u64;
+    let mut ports = 0u64;
+    for service in &scenario.services {
+        ports += service.ports.len() as u64;
+        if clusters * ports > MAX_PLANNED_PORTS {
+            let at = service
+                .ports
+                .first()
+                .map_or(service.name.referenced, |port| port.name.referenced);
+            return Err(problem(
+                at,
+                format!(
+                    "{ports} service ports (up to {}) in {clusters} clusters make {} ports in the plan, more than the \
+                     {MAX_PLANNED_PORTS} allowed: every port of every service is replicated into every cluster and \
+                     the plan is held in memory; use fewer ports, services or clusters",
+                    service.reference(),
+                    clusters * ports
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_service_name(name: &Spanned<String>) -> Checked {
@@ -294,7 +327,8 @@ fn check_pod_count(scenario: &Scenario) -> Checked {
                     count.referenced,
                     format!(
                         "replicas {} bring the scenario to {total} pods, more than the {MAX_PODS} allowed: \
-                         every pod runs its own Envoy sidecar (about 65 MB each on local)",
+                         the plan and inventory hold every pod, and every pod runs its own Envoy \
+                         sidecar (about 65 MB each on local)",
                         count.value
                     ),
                 ));
@@ -405,7 +439,8 @@ fn check_replicas(scenario: &Scenario, service: &Service) -> Checked {
                 count.referenced,
                 format!(
                     "replicas {} of {} in {cluster} is more than the {MAX_PODS} pods a scenario may have: \
-                     every pod runs its own Envoy sidecar (about 65 MB each on local)",
+                     the plan and inventory hold every pod, and every pod runs its own Envoy sidecar \
+                     (about 65 MB each on local)",
                     count.value,
                     service.reference()
                 ),
