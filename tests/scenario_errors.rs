@@ -456,6 +456,24 @@ const CASES: &[Case] = &[
                   shorten the service name",
     },
     Case {
+        name: "duplicate port number",
+        input: Edit(
+            "protocol: http }\n    replicas: { cluster2",
+            "protocol: http }\n      - { name: web, number: 80, protocol: http }\n    replicas: { cluster2",
+        ),
+        at: Line(19, 30),
+        message: "duplicate port number 80 in service bar.ns2: port numbers must be unique within a service",
+    },
+    Case {
+        name: "fault naming an unknown cluster",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    faults: [{ gatewayDown: { cluster: \"c\\x07\" } }]\n",
+        ),
+        at: Line(24, 14),
+        message: "fault names unknown cluster \"c\\u{7}\": clusters are cluster1, cluster2",
+    },
+    Case {
         name: "duplicate phase name",
         input: Edit(
             "    to: { service: bar.ns2, port: http }\n",

@@ -411,7 +411,7 @@ fn check_ports(service: &Service, ports_at: Location) -> Checked {
             return Err(problem(
                 port.number.referenced,
                 format!(
-                    "duplicate port number {} in service {}",
+                    "duplicate port number {} in service {}: port numbers must be unique within a service",
                     port.number.value,
                     service.reference()
                 ),
