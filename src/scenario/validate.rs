@@ -63,9 +63,9 @@ fn problem(at: Location, message: impl Into<String>) -> Problem {
     }
 }
 
-/// Checks everything the YAML schema alone cannot; returns the first problem in file order of
-/// the sections (clusters, services, phases).
-/// `spans` says where the plain fields were written.
+/// Checks everything the YAML schema alone cannot; returns the first problem, in the order top
+/// level, clusters, services, networks, phases. `spans` says where the plain fields were written.
+/// Every count is checked against its bound before anything iterates over what it counts.
 pub fn validate(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
     check_top(scenario, spans)?;
     check_clusters(scenario, spans)?;
