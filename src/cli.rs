@@ -542,7 +542,9 @@ fn down_command(provider: ProviderName) -> Result<(), CliError> {
             let mut progress = |message: &str| eprintln!("{message}");
             let deleted = crate::provider::kind::down(&tools, &mut progress).map_err(infrastructure_or_interrupted)?;
             if deleted.is_empty() {
-                eprintln!("meshfed: no kind cluster named meshfed-* and no image labelled by meshfed exists; nothing deleted");
+                eprintln!(
+                    "meshfed: no kind cluster named meshfed-* and no image labelled by meshfed exists; nothing deleted"
+                );
             } else {
                 eprintln!("meshfed: deleted {}", deleted.join(", "));
             }

@@ -48,13 +48,17 @@ impl FileServer {
                 let body = served.lock().unwrap().get(&path).cloned();
                 let response = match body {
                     Some(body) => {
-                        let mut response =
-                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
-                                .into_bytes();
+                        let mut response = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
                         response.extend_from_slice(&body);
                         response
                     }
-                    None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nNot Found".to_vec(),
+                    None => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nNot Found".to_vec()
+                    }
                 };
                 let _ = stream.write_all(&response);
             }
@@ -107,7 +111,11 @@ fn asset(version: IstioVersion) -> String {
 
 fn cache_entries(cache: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(cache)
-        .map(|entries| entries.map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect())
+        .map(|entries| {
+            entries
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -120,7 +128,10 @@ fn istioctl_is_downloaded_verified_and_then_reused_from_the_cache() {
     let version: IstioVersion = "1.29.0".parse().unwrap();
     let archive = release_archive(&dir, "1.29.0");
     let name = asset(version);
-    server.serve(&format!("1.29.0/{name}.sha256"), format!("{}  {name}\n", sha256_hex(&archive)).into_bytes());
+    server.serve(
+        &format!("1.29.0/{name}.sha256"),
+        format!("{}  {name}\n", sha256_hex(&archive)).into_bytes(),
+    );
     server.serve(&format!("1.29.0/{name}"), archive);
     let cache = dir.join("cache");
     let tools = Tools::from_env();
@@ -151,7 +162,10 @@ fn a_download_that_does_not_match_the_published_checksum_is_refused() {
     let archive = release_archive(&dir, "1.30.0");
     let name = asset(version);
     let published = sha256_hex(b"what Istio published for another archive");
-    server.serve(&format!("1.30.0/{name}.sha256"), format!("{published}  {name}\n").into_bytes());
+    server.serve(
+        &format!("1.30.0/{name}.sha256"),
+        format!("{published}  {name}\n").into_bytes(),
+    );
     server.serve(&format!("1.30.0/{name}"), archive.clone());
     let cache = dir.join("cache");
     let error = fetch_istioctl(&Tools::from_env(), &cache, &server.base, version, &mut |_: &str| {}).unwrap_err();
@@ -162,7 +176,11 @@ fn a_download_that_does_not_match_the_published_checksum_is_refused() {
     assert!(message.contains(&sha256_hex(&archive)), "{message}");
     assert!(message.contains(&format!("{}/1.30.0/{name}", server.base)), "{message}");
     assert!(!cached_istioctl(&cache, version).exists());
-    assert_eq!(cache_entries(&cache), Vec::<String>::new(), "nothing installed, nothing left");
+    assert_eq!(
+        cache_entries(&cache),
+        Vec::<String>::new(),
+        "nothing installed, nothing left"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -28,12 +28,19 @@ fn serviceentry_mode_puts_15443_back_on_the_ingress_gateway() {
     let operator: Value = serde_saphyr::from_str(&yaml).unwrap();
     assert_eq!(gateway_ports(&operator, 0), [15021, 80, 443, 15443]);
     assert_eq!(
-        operator["spec"]["components"]["ingressGateways"].as_array().unwrap().len(),
+        operator["spec"]["components"]["ingressGateways"]
+            .as_array()
+            .unwrap()
+            .len(),
         1,
         "no east-west gateway in serviceentry mode"
     );
     let log_format = operator["spec"]["meshConfig"]["accessLogFormat"].as_str().unwrap();
-    for field in ["%DOWNSTREAM_PEER_URI_SAN%", "%DOWNSTREAM_REMOTE_ADDRESS%", "%CONNECTION_ID%"] {
+    for field in [
+        "%DOWNSTREAM_PEER_URI_SAN%",
+        "%DOWNSTREAM_REMOTE_ADDRESS%",
+        "%CONNECTION_ID%",
+    ] {
         assert!(log_format.contains(field), "{field} missing from {log_format}");
     }
     insta::assert_snapshot!("seed_cluster1_istio_operator", yaml);
@@ -61,7 +68,10 @@ fn endpoint_discovery_mode_names_mesh_cluster_network_and_adds_an_east_west_gate
 #[test]
 fn istio_system_carries_the_network_and_metallb_gets_the_carved_pool() {
     let scenario = load("seed.yaml");
-    insta::assert_snapshot!("seed_cluster2_istio_namespace", mk_istio_namespace(&scenario.clusters[1]));
+    insta::assert_snapshot!(
+        "seed_cluster2_istio_namespace",
+        mk_istio_namespace(&scenario.clusters[1])
+    );
     let network = parse_network_inspect(
         r#"[{"IPAM":{"Config":[{"Subnet":"172.19.0.0/16","Gateway":"172.19.0.1"}]},"Containers":{}}]"#,
     )

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn meshfed_clusters() -> Vec<String> {
-    let output = Command::new("kind").args(["get", "clusters"]).output().expect("kind runs");
+    let output = Command::new("kind")
+        .args(["get", "clusters"])
+        .output()
+        .expect("kind runs");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|name| name.starts_with("meshfed-"))
@@ -23,18 +26,26 @@ fn meshfed_clusters() -> Vec<String> {
 }
 
 fn run_live(name: &str) {
-    assert!(meshfed_clusters().is_empty(), "meshfed-* clusters exist before the run: run `meshfed down`");
+    assert!(
+        meshfed_clusters().is_empty(),
+        "meshfed-* clusters exist before the run: run `meshfed down`"
+    );
     let report_dir = std::env::var_os("MESHFED_LIVE_REPORT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("meshfed-live-{}", std::process::id())))
         .join(name);
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(format!("{name}.yaml"));
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(format!("{name}.yaml"));
     let status = Command::new(env!("CARGO_BIN_EXE_meshfed"))
         .arg("run")
         .arg(&scenario)
         .args(["--provider", "kind", "--report-dir"])
         .arg(&report_dir)
-        .env("MESHFED_TEST_MARKER", format!("kind-live-{name}-{}", std::process::id()))
+        .env(
+            "MESHFED_TEST_MARKER",
+            format!("kind-live-{name}-{}", std::process::id()),
+        )
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .status()
@@ -43,10 +54,18 @@ fn run_live(name: &str) {
         serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).expect("report.json written"))
             .unwrap();
     assert_eq!(report["provider"]["name"], "kind");
-    assert!(report["provider"]["proxy"].as_str().unwrap().starts_with("istio "), "{}", report["provider"]);
+    assert!(
+        report["provider"]["proxy"].as_str().unwrap().starts_with("istio "),
+        "{}",
+        report["provider"]
+    );
     assert_eq!(report["passed"], true, "see {}", report_dir.display());
     assert_eq!(status.code(), Some(0));
-    assert_eq!(meshfed_clusters(), Vec::<String>::new(), "the run deletes the clusters it created");
+    assert_eq!(
+        meshfed_clusters(),
+        Vec::<String>::new(),
+        "the run deletes the clusters it created"
+    );
 }
 
 #[test]

@@ -22,9 +22,7 @@ use meshfed::inventory::{self, Inventory};
 use meshfed::plan::Plan;
 use meshfed::progress::Progress;
 use meshfed::provider::kind::{KindCluster, KindOptions, KindProvider, KubeSide, Tools};
-use meshfed::provider::{
-    IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic,
-};
+use meshfed::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 use meshfed::record::RequestRecord;
 use meshfed::scenario::{self, Scenario};
 use serde_json::Value;
@@ -70,9 +68,18 @@ impl Provider for RecordingKube {
         let clusters: Vec<String> = self
             .attached
             .iter()
-            .map(|cluster| format!("{} via {} gateway {:?}", cluster.cluster, cluster.context, cluster.gateway_address))
+            .map(|cluster| {
+                format!(
+                    "{} via {} gateway {:?}",
+                    cluster.cluster, cluster.context, cluster.gateway_address
+                )
+            })
             .collect();
-        self.record(&format!("kube create_world image={} [{}]", self.image, clusters.join("; ")));
+        self.record(&format!(
+            "kube create_world image={} [{}]",
+            self.image,
+            clusters.join("; ")
+        ));
         Ok(inventory::from_scenario(scenario))
     }
     async fn apply_plan(&mut self, _: &Plan, _: &PhaseSettings) -> Result<(), ProviderError> {
@@ -81,8 +88,15 @@ impl Provider for RecordingKube {
     async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError> {
         unreachable!()
     }
-    async fn send_traffic(&mut self, traffic: &Traffic, _: &mut dyn Progress) -> Result<Vec<RequestRecord>, ProviderError> {
-        self.record(&format!("kube send_traffic {} requests from {} to {}", traffic.requests, traffic.from_service, traffic.to_service));
+    async fn send_traffic(
+        &mut self,
+        traffic: &Traffic,
+        _: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
+        self.record(&format!(
+            "kube send_traffic {} requests from {} to {}",
+            traffic.requests, traffic.from_service, traffic.to_service
+        ));
         Ok(Vec::new())
     }
     async fn tls_failures(&mut self, _: &str) -> Result<TlsFailures, ProviderError> {
@@ -116,10 +130,17 @@ impl KubeSide for RecordingKube {
                 }
                 Some("Namespace") if name.ends_with("istio-system") => format!(
                     " network={}",
-                    value["metadata"]["labels"]["topology.istio.io/network"].as_str().unwrap()
+                    value["metadata"]["labels"]["topology.istio.io/network"]
+                        .as_str()
+                        .unwrap()
                 ),
                 Some("Secret") if name.ends_with("cacerts") => {
-                    let mut keys: Vec<&str> = value["stringData"].as_object().unwrap().keys().map(String::as_str).collect();
+                    let mut keys: Vec<&str> = value["stringData"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
                     keys.sort();
                     format!(" keys={}", keys.join(","))
                 }
@@ -161,7 +182,10 @@ impl KubeSide for RecordingKube {
             deadline.as_secs()
         ));
         self.pools.get(&cluster.cluster).copied().ok_or_else(|| {
-            ProviderError::Unavailable(format!("no MetalLB pool was applied to {} before its gateway", cluster.cluster))
+            ProviderError::Unavailable(format!(
+                "no MetalLB pool was applied to {} before its gateway",
+                cluster.cluster
+            ))
         })
     }
     fn attach(&mut self, clusters: &[KindCluster], workload_image: &str) {
@@ -176,7 +200,11 @@ fn load_scenario(name: &str) -> Scenario {
 
 /// A kind provider on the fakes, with a cache holding a fake istioctl of each version given, a
 /// fixed "binary" for the workload image (so its tag is stable).
-fn kind_provider(fakes: &FakeTools, versions: &[&str], reuse: bool) -> (KindProvider<RecordingKube>, std::sync::mpsc::Receiver<String>) {
+fn kind_provider(
+    fakes: &FakeTools,
+    versions: &[&str],
+    reuse: bool,
+) -> (KindProvider<RecordingKube>, std::sync::mpsc::Receiver<String>) {
     let cache = fakes.root.join("cache");
     for version in versions {
         fakes.write_istioctl(&cache.join(format!("istio-{version}")).join("istioctl"), version);
@@ -225,7 +253,10 @@ fn normalised_log(fakes: &FakeTools) -> String {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -236,22 +267,31 @@ fn seed_on_kind_runs_the_documented_sequence_and_deletes_what_it_created() {
     let runtime = runtime();
     let inventory = runtime.block_on(provider.create_world(&scenario)).unwrap();
     assert_eq!(inventory.clusters.len(), 2);
-    let gateways: Vec<Option<Ipv4Addr>> = provider.clusters().iter().map(|cluster| cluster.gateway_address).collect();
+    let gateways: Vec<Option<Ipv4Addr>> = provider
+        .clusters()
+        .iter()
+        .map(|cluster| cluster.gateway_address)
+        .collect();
     assert_eq!(
         gateways,
-        [Some(Ipv4Addr::new(172, 18, 255, 205)), Some(Ipv4Addr::new(172, 18, 255, 155))]
+        [
+            Some(Ipv4Addr::new(172, 18, 255, 205)),
+            Some(Ipv4Addr::new(172, 18, 255, 155))
+        ]
     );
     // kind got exactly the shipped configs.
     for cluster in ["cluster1", "cluster2"] {
-        let shipped = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("kind-configs/{cluster}.yaml")),
-        )
-        .unwrap();
+        let shipped =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("kind-configs/{cluster}.yaml")))
+                .unwrap();
         assert_eq!(fakes.kind_config_given(&format!("meshfed-{cluster}")), shipped);
     }
     // The seed's gateway keeps 15443 and carries each cluster's identity.
     let operator: Value = serde_saphyr::from_str(&fakes.operator_given("kind-meshfed-cluster2")).unwrap();
-    assert_eq!(operator["spec"]["values"]["global"]["multiCluster"]["clusterName"], "cluster2");
+    assert_eq!(
+        operator["spec"]["values"]["global"]["multiCluster"]["clusterName"],
+        "cluster2"
+    );
     let ports = &operator["spec"]["components"]["ingressGateways"][0]["k8s"]["service"]["ports"];
     assert!(
         ports.as_array().unwrap().iter().any(|port| port["port"] == 15443),
@@ -264,7 +304,10 @@ fn seed_on_kind_runs_the_documented_sequence_and_deletes_what_it_created() {
     assert!(!fakes.root.join("run").exists(), "the run directory is removed");
     let progress: Vec<String> = progress.try_iter().collect();
     for expected in ["cluster1: creating kind cluster", "cluster2: kind cluster created in"] {
-        assert!(progress.iter().any(|line| line.starts_with(expected)), "{expected}: {progress:#?}");
+        assert!(
+            progress.iter().any(|line| line.starts_with(expected)),
+            "{expected}: {progress:#?}"
+        );
     }
     insta::assert_snapshot!("seed_kind_sequence", normalised_log(&fakes));
 }
@@ -293,7 +336,11 @@ fn endpoint_discovery_adds_an_east_west_gateway_and_remote_secrets_everywhere_el
             .filter(|line| line.contains(&format!("apply remote secret of {cluster}:")))
             .collect();
         assert_eq!(applied.len(), 2, "{cluster}: {applied:#?}");
-        assert!(!applied.iter().any(|line| line.contains(&format!("kube[kind-meshfed-{cluster}]"))));
+        assert!(
+            !applied
+                .iter()
+                .any(|line| line.contains(&format!("kube[kind-meshfed-{cluster}]")))
+        );
     }
     insta::assert_snapshot!("endpoint_discovery_kind_sequence", log);
 }
@@ -304,10 +351,17 @@ fn an_existing_meshfed_cluster_is_refused_without_reuse_and_kept_with_it() {
     let scenario = load_scenario("seed.yaml");
     let runtime = runtime();
     let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], false);
-    let error = runtime.block_on(provider.create_world(&scenario)).unwrap_err().to_string();
+    let error = runtime
+        .block_on(provider.create_world(&scenario))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("meshfed-cluster1 already exists"), "{error}");
     runtime.block_on(provider.teardown()).unwrap();
-    assert_eq!(fakes.clusters(), ["meshfed-cluster1", "meshfed-cluster2"], "nothing deleted");
+    assert_eq!(
+        fakes.clusters(),
+        ["meshfed-cluster1", "meshfed-cluster2"],
+        "nothing deleted"
+    );
 
     let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], true);
     runtime.block_on(provider.create_world(&scenario)).unwrap();
@@ -315,7 +369,10 @@ fn an_existing_meshfed_cluster_is_refused_without_reuse_and_kept_with_it() {
     let log = fakes.log();
     assert!(!log.contains("kind create cluster"), "{log}");
     assert!(!log.contains("kind delete cluster"), "{log}");
-    assert!(log.contains("kube teardown"), "kept clusters lose this run's workloads: {log}");
+    assert!(
+        log.contains("kube teardown"),
+        "kept clusters lose this run's workloads: {log}"
+    );
     assert_eq!(fakes.clusters(), ["meshfed-cluster1", "meshfed-cluster2"]);
 }
 
@@ -326,7 +383,10 @@ fn a_failed_creation_deletes_the_clusters_it_started() {
     let scenario = load_scenario("seed.yaml");
     let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], false);
     let runtime = runtime();
-    let error = format!("{:#}", anyhow::Error::new(runtime.block_on(provider.create_world(&scenario)).unwrap_err()));
+    let error = format!(
+        "{:#}",
+        anyhow::Error::new(runtime.block_on(provider.create_world(&scenario)).unwrap_err())
+    );
     assert!(error.contains("creating the kind cluster of cluster"), "{error}");
     assert!(error.contains("not created in parallel"), "{error}");
     runtime.block_on(provider.teardown()).unwrap();
@@ -346,8 +406,14 @@ fn meshfed(path: &Path, args: &[&str]) -> (std::process::Output, Duration) {
     let output = Command::new(env!("CARGO_BIN_EXE_meshfed"))
         .args(args)
         .env("PATH", path)
-        .env("MESHFED_CACHE_DIR", std::env::temp_dir().join("meshfed-kind-test-cache-unused"))
-        .env("MESHFED_TEST_MARKER", format!("kind-sequence-{}-{nanos}", std::process::id()))
+        .env(
+            "MESHFED_CACHE_DIR",
+            std::env::temp_dir().join("meshfed-kind-test-cache-unused"),
+        )
+        .env(
+            "MESHFED_TEST_MARKER",
+            format!("kind-sequence-{}-{nanos}", std::process::id()),
+        )
         .output()
         .unwrap();
     (output, started.elapsed())
@@ -357,7 +423,14 @@ fn meshfed(path: &Path, args: &[&str]) -> (std::process::Output, Duration) {
 fn down_deletes_only_clusters_meshfed_named() {
     let fakes = FakeTools::new(
         "down",
-        &["kind", "meshfed-cluster1", "dev-meshfed-cluster1", "meshfed-", "istio-primary", "meshfed-cluster3"],
+        &[
+            "kind",
+            "meshfed-cluster1",
+            "dev-meshfed-cluster1",
+            "meshfed-",
+            "istio-primary",
+            "meshfed-cluster3",
+        ],
         0,
     );
     // The fake docker lists only images with meshfed's label (it exits 64 on any other filter).
@@ -365,7 +438,10 @@ fn down_deletes_only_clusters_meshfed_named() {
     let (output, _) = meshfed(Path::new(&fakes.path()), &["down", "--provider", "kind"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert_eq!(fakes.clusters(), ["kind", "dev-meshfed-cluster1", "meshfed-", "istio-primary"]);
+    assert_eq!(
+        fakes.clusters(),
+        ["kind", "dev-meshfed-cluster1", "meshfed-", "istio-primary"]
+    );
     assert!(
         stderr.contains(
             "deleted kind cluster meshfed-cluster1, kind cluster meshfed-cluster3, image meshfed-workload:450942e915326e45"
@@ -373,7 +449,11 @@ fn down_deletes_only_clusters_meshfed_named() {
         "{stderr}"
     );
     assert_eq!(fakes.labelled_images(), Vec::<String>::new());
-    let deletions = fakes.log().lines().filter(|line| line.contains(" delete ") || line.contains(" rm ")).count();
+    let deletions = fakes
+        .log()
+        .lines()
+        .filter(|line| line.contains(" delete ") || line.contains(" rm "))
+        .count();
     assert_eq!(deletions, 3, "{}", fakes.log());
 }
 
@@ -423,7 +503,10 @@ fn run_on_kind_with_a_fake_docker_whose_engine_is_down_exits_3() {
     let fakes = FakeTools::new("engine-down", &[], 0);
     fakes.write_docker(false);
     let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
-    let (output, _) = meshfed(Path::new(&fakes.path()), &["run", seed.to_str().unwrap(), "--provider", "kind"]);
+    let (output, _) = meshfed(
+        Path::new(&fakes.path()),
+        &["run", seed.to_str().unwrap(), "--provider", "kind"],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("Cannot connect to the Docker daemon"), "{stderr}");
@@ -470,7 +553,11 @@ fn upgrade_installs_the_new_istio_over_the_named_cluster_while_traffic_runs() {
     assert_eq!(provider.info().proxy, "istio 1.29.0 (cluster1), 1.30.0 (cluster2)");
     runtime.block_on(provider.teardown()).unwrap();
     let log = fakes.log().replace(&fakes.root.display().to_string(), "[TMP]");
-    let mut during: Vec<&str> = log.lines().skip(before).filter(|line| !line.starts_with("kind delete")).collect();
+    let mut during: Vec<&str> = log
+        .lines()
+        .skip(before)
+        .filter(|line| !line.starts_with("kind delete"))
+        .collect();
     // The install runs on its own thread while the traffic is sent: their order is not fixed.
     during.sort();
     assert_eq!(
@@ -481,6 +568,11 @@ fn upgrade_installs_the_new_istio_over_the_named_cluster_while_traffic_runs() {
             "kube send_traffic 6000 requests from foo.ns1 to bar.ns2",
         ]
     );
-    assert!(lines.iter().any(|line| line.starts_with("cluster2: upgraded in place to Istio 1.30.0")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("cluster2: upgraded in place to Istio 1.30.0")),
+        "{lines:?}"
+    );
     drop(progress);
 }

@@ -136,8 +136,17 @@ impl Tools {
         })
     }
 
-    /// Runs it to exit; fails unless it exits 0. Returns its stdout.
+    /// Runs it to exit; fails unless it exits 0. Returns its stdout. Ctrl-C stops it.
     pub fn run(&self, invocation: &Invocation) -> Result<Vec<u8>, ToolError> {
+        self.run_with(invocation, true)
+    }
+
+    /// Like [`Tools::run`], for a clean-up step that must run to its end even after Ctrl-C.
+    pub fn run_uninterruptible(&self, invocation: &Invocation) -> Result<Vec<u8>, ToolError> {
+        self.run_with(invocation, false)
+    }
+
+    fn run_with(&self, invocation: &Invocation, interruptible: bool) -> Result<Vec<u8>, ToolError> {
         let program = Path::new(&invocation.program);
         let executable = if program.components().count() > 1 {
             program.to_owned()
@@ -148,6 +157,7 @@ impl Tools {
         let mut command = std::process::Command::new(executable);
         command.args(&invocation.args);
         if let Some(path) = &self.path {
+            // kind runs docker, istioctl may run helpers: they see the same PATH.
             command.env("PATH", path);
         }
         let output = bounded_run(
@@ -157,54 +167,23 @@ impl Tools {
                 timeout: invocation.timeout,
                 stdin: invocation.stdin.clone(),
                 capture: true,
-                interruptible: true,
+                interruptible,
             },
         )?;
         if output.status.success() {
             return Ok(output.stdout);
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().filter(|line| !line.trim().is_empty()).collect();
+        let lines: Vec<&str> = stderr.lines().filter(|line| !line.trim().is_empty()).collect();
         Err(ToolError::Failed {
             command: command_line,
             status: output.status.to_string(),
-            stderr: tail[tail.len().saturating_sub(5)..].join(" / "),
+            stderr: lines[lines.len().saturating_sub(5)..].join(" / "),
         })
     }
 
-    /// Like [`Tools::run`], for a clean-up step that must run even after Ctrl-C.
-    pub fn run_uninterruptible(&self, invocation: &Invocation) -> Result<Vec<u8>, ToolError> {
-        let executable = self.locate(&invocation.program.to_string_lossy())?;
-        let command_line = invocation.command_line();
-        let mut command = std::process::Command::new(executable);
-        command.args(&invocation.args);
-        if let Some(path) = &self.path {
-            command.env("PATH", path);
-        }
-        let output = bounded_run(
-            command,
-            &BoundedRun {
-                what: format!("`{command_line}`"),
-                timeout: invocation.timeout,
-                stdin: None,
-                capture: true,
-                interruptible: false,
-            },
-        )?;
-        if output.status.success() {
-            Ok(output.stdout)
-        } else {
-            Err(ToolError::Failed {
-                command: command_line,
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            })
-        }
-    }
-
     /// What the `kind` provider needs before it creates anything: `kind` and `docker` on `PATH`
-    /// and a Docker engine that answers `docker info`. Each missing thing is named; returns `kind`'s
-    /// version line.
+    /// and a Docker engine that answers `docker info`; otherwise one line per missing thing.
     pub fn preflight(&self) -> Result<(), Vec<String>> {
         let mut missing = Vec::new();
         if let Err(error) = self.locate("kind") {
