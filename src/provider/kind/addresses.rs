@@ -200,8 +200,8 @@ mod tests {
         let mut network = parse_network_inspect(INSPECT).unwrap();
         network.subnet = "172.18.0.0/24".parse().unwrap();
         assert!(matches!(
-            address_pools(&network, &["a", "b", "c"]),
-            Err(AddressPoolError::TooSmall { needed: 216, .. })
+            address_pools(&network, &["a", "b", "c", "d"]),
+            Err(AddressPoolError::TooSmall { needed: 266, .. })
         ));
         network.container_addresses.push(Ipv4Addr::new(172, 18, 0, 230));
         assert!(matches!(
