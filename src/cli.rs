@@ -517,7 +517,7 @@ fn kind_provider(
         tools: Tools::from_env(),
         cache_dir,
         releases_url: istioctl::releases_url(),
-        run_dir: std::env::temp_dir().join(format!("meshfed-kind-{}", std::process::id())),
+        run_dir: crate::provider::kind::run_dir(&std::env::temp_dir()),
         reuse,
         workload_binary: std::env::current_exe().map_err(infrastructure_or_interrupted)?,
         workload_image: std::env::var("MESHFED_WORKLOAD_IMAGE")

@@ -398,6 +398,10 @@ fn a_failed_creation_deletes_the_clusters_it_started() {
 }
 
 fn meshfed(path: &Path, args: &[&str]) -> (std::process::Output, Duration) {
+    meshfed_with_tmpdir(path, &std::env::temp_dir(), args)
+}
+
+fn meshfed_with_tmpdir(path: &Path, tmpdir: &Path, args: &[&str]) -> (std::process::Output, Duration) {
     let started = std::time::Instant::now();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -406,6 +410,7 @@ fn meshfed(path: &Path, args: &[&str]) -> (std::process::Output, Duration) {
     let output = Command::new(env!("CARGO_BIN_EXE_meshfed"))
         .args(args)
         .env("PATH", path)
+        .env("TMPDIR", tmpdir)
         .env(
             "MESHFED_CACHE_DIR",
             std::env::temp_dir().join("meshfed-kind-test-cache-unused"),
@@ -435,7 +440,21 @@ fn down_deletes_only_clusters_meshfed_named() {
     );
     // The fake docker lists only images with meshfed's label (it exits 64 on any other filter).
     fakes.set_labelled_images(&["meshfed-workload:450942e915326e45"]);
-    let (output, _) = meshfed(Path::new(&fakes.path()), &["down", "--provider", "kind"]);
+    // Run directories: one of a process that is gone (a reaped child's pid), one of a live one
+    // (this test), one that only looks similar.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let temp = fakes.root.join("tmp");
+    for name in [
+        format!("meshfed-kind-{dead_pid}"),
+        format!("meshfed-kind-{}", std::process::id()),
+        "meshfed-kind-notes".to_owned(),
+    ] {
+        std::fs::create_dir_all(temp.join(&name).join("cluster1")).unwrap();
+        std::fs::write(temp.join(&name).join("cluster1/kubeconfig"), "secret").unwrap();
+    }
+    let (output, _) = meshfed_with_tmpdir(Path::new(&fakes.path()), &temp, &["down", "--provider", "kind"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(
@@ -449,6 +468,9 @@ fn down_deletes_only_clusters_meshfed_named() {
         "{stderr}"
     );
     assert_eq!(fakes.labelled_images(), Vec::<String>::new());
+    assert!(!temp.join(format!("meshfed-kind-{dead_pid}")).exists(), "{stderr}");
+    assert!(temp.join(format!("meshfed-kind-{}", std::process::id())).exists());
+    assert!(temp.join("meshfed-kind-notes").exists());
     let deletions = fakes
         .log()
         .lines()

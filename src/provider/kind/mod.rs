@@ -216,10 +216,17 @@ impl<K: KubeSide> Provider for KindProvider<K> {
 }
 
 /// `meshfed down` for kind: deletes every kind cluster whose name has meshfed's prefix and every
-/// Docker image with meshfed's label ([`workload_image::IMAGE_LABEL`]), nothing else; returns
+/// Docker image with meshfed's label ([`workload_image::IMAGE_LABEL`]), and the run directories of
+/// meshfed processes that no longer exist, nothing else; returns
 /// what it deleted (`kind cluster meshfed-cluster1`, `image meshfed-workload:…`).
 pub fn down(tools: &Tools, progress: &mut dyn Progress) -> Result<Vec<String>, ProviderError> {
     world::down(tools, progress)
+}
+
+/// The run directory a kind run of this process uses under `temp_dir` (removed at teardown, and by
+/// [`down`] once the process is gone).
+pub fn run_dir(temp_dir: &std::path::Path) -> PathBuf {
+    temp_dir.join(world::run_dir_name(std::process::id()))
 }
 
 /// The [`KubeSide`] of a build without a Kubernetes client: refuses before anything is created.

@@ -724,5 +724,43 @@ pub(super) fn down(tools: &Tools, progress: &mut dyn Progress) -> Result<Vec<Str
             .map_err(failed(format!("removing image {image}")))?;
         deleted.push(format!("image {image}"));
     }
+    deleted.extend(remove_stale_run_dirs(&std::env::temp_dir(), progress)?);
     Ok(deleted)
+}
+
+/// The run directory of the meshfed process `pid` (kind configs, kubeconfigs, install files).
+pub(super) fn run_dir_name(pid: u32) -> String {
+    format!("meshfed-kind-{pid}")
+}
+
+/// Run directories of meshfed processes that no longer exist (a run killed with SIGKILL cannot
+/// remove its own); those of live processes are left alone.
+fn remove_stale_run_dirs(temp_dir: &Path, progress: &mut dyn Progress) -> Result<Vec<String>, ProviderError> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(temp_dir) else {
+        return Ok(removed);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("meshfed-kind-")
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if run_dir_name(pid) != name || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        if !path.symlink_metadata().is_ok_and(|metadata| metadata.is_dir()) {
+            continue;
+        }
+        progress.step(&format!(
+            "removing {} (its run ended without cleaning up)",
+            path.display()
+        ));
+        std::fs::remove_dir_all(&path).map_err(io_failed(format!("removing {}", path.display())))?;
+        removed.push(format!("run directory {}", path.display()));
+    }
+    Ok(removed)
 }
