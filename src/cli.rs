@@ -78,14 +78,20 @@ enum Command {
         /// kind/kubeconfig: the meshfed executable inside `--image`.
         #[arg(long, default_value = "meshfed")]
         image_command: String,
+        /// kind: use existing `meshfed-<cluster>` clusters and keep them afterwards, so the next run
+        /// starts in seconds (`meshfed down` deletes them).
+        #[arg(long)]
+        reuse: bool,
     },
-    /// Remove what meshfed created for the scenario: on kubeconfig clusters exactly the objects
-    /// carrying its labels for the scenario (namespaces that hold objects of others are kept).
+    /// Remove what meshfed created: for kind, every kind cluster named `meshfed-*` and every image
+    /// labelled `io.meshfed.managed-by=meshfed`, nothing else; for kubeconfig (which needs the
+    /// scenario), exactly the objects carrying meshfed's labels for that scenario (a namespace
+    /// holding objects of others is kept).
     Down {
-        /// The scenario file.
-        scenario: PathBuf,
-        /// Where the clusters are.
-        #[arg(long, value_enum, default_value_t = ProviderName::Local)]
+        /// The scenario file (kubeconfig: names the clusters' contexts and the scenario label).
+        scenario: Option<PathBuf>,
+        /// Whose leftovers (local leaves none: its worlds die with their run).
+        #[arg(long, value_enum, default_value_t = ProviderName::Kind)]
         provider: ProviderName,
     },
     /// Prepare this machine for the local provider: find or install Envoy, check namespaces work.
@@ -217,7 +223,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { EXIT_BAD_INPUT } else { EXIT_OK });
         }
     };
-    if !matches!(cli.command, Command::Run { .. } | Command::Setup) {
+    if !matches!(cli.command, Command::Run { .. } | Command::Setup | Command::Down { .. }) {
         // Nothing to tear down: a signal may end these at once, as usual (the supervisor stops
         // workloads with SIGTERM and expects them to go).
         if let Err(error) = interrupt::restore_default() {
@@ -272,8 +278,16 @@ fn execute(command: Command) -> Result<(), CliError> {
             report_dir,
             image,
             image_command,
-        } => run_command(&scenario, provider, report_dir.as_deref(), image, image_command),
-        Command::Down { scenario, provider } => clusters::down_command(&scenario, provider),
+            reuse,
+        } => run_command(&scenario, provider, report_dir.as_deref(), (image, image_command), reuse),
+        Command::Down { scenario, provider } => match (provider, scenario) {
+            (ProviderName::Kubeconfig, Some(scenario)) => clusters::down_command(&scenario, provider),
+            (ProviderName::Kubeconfig, None) => Err(CliError::BadInput(
+                "meshfed down --provider kubeconfig needs the scenario file: meshfed down SCENARIO --provider kubeconfig"
+                    .to_owned(),
+            )),
+            (provider, _) => down_command(provider),
+        },
         Command::Setup => setup_command(),
         Command::Workload(workload) => workload_command(workload),
     }
@@ -457,33 +471,45 @@ fn certs_command(scenario_path: &Path, out: &Path, force: bool) -> Result<(), Cl
     Ok(())
 }
 
+fn provider_name(provider: ProviderName) -> String {
+    provider
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
+}
+
 fn run_command(
     scenario_path: &Path,
     provider: ProviderName,
     report_dir: Option<&Path>,
-    image: Option<String>,
-    image_command: String,
+    (image, image_command): (Option<String>, String),
+    reuse: bool,
 ) -> Result<(), CliError> {
     use crate::provider::local::{LocalOptions, sandbox};
 
     let scenario = scenario::load(scenario_path)?;
     crate::engine::check_runnable(&scenario, scenario_path, &clusters::capabilities(provider))?;
-    match provider {
-        ProviderName::Local => {}
-        ProviderName::Kubeconfig => {
-            let report_dir = report_dir.map(open_report_dir).transpose()?;
-            let outcome = clusters::run_kubeconfig(&scenario, scenario_path, image, image_command)?;
-            return finish_run(&outcome, report_dir.as_ref());
-        }
-        ProviderName::Kind => {
-            return Err(CliError::BadInput(
-                "provider kind is not available in this build yet; use --provider local or kubeconfig".to_owned(),
-            ));
-        }
+    crate::engine::check_provider_supports(&scenario, scenario_path, &provider_name(provider))?;
+    if reuse && provider != ProviderName::Kind {
+        return Err(CliError::BadInput("--reuse applies to --provider kind only".to_owned()));
+    }
+    if provider == ProviderName::Kubeconfig {
+        let report_dir = report_dir.map(open_report_dir).transpose()?;
+        let outcome = clusters::run_kubeconfig(&scenario, scenario_path, image, image_command)?;
+        return finish_run(&outcome, report_dir.as_ref());
     }
     let report_dir = report_dir.map(open_report_dir).transpose()?;
     let started = std::time::Instant::now();
     let mut progress = move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64());
+    if provider == ProviderName::Kind {
+        let provider = kind_provider(reuse, started)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(infrastructure_or_interrupted)?;
+        let outcome = runtime.block_on(run_world(provider, &scenario, scenario_path, &mut progress))?;
+        return finish_run(&outcome, report_dir.as_ref());
+    }
     // Everything from here on (pip, envoy --version, Envoys, apps, and whatever they start) lives
     // in meshfed's PID namespace and dies with it, even on SIGKILL. Must happen while meshfed is
     // single-threaded: before any runtime exists.
@@ -511,11 +537,60 @@ fn run_command(
         .enable_all()
         .build()
         .map_err(infrastructure_or_interrupted)?;
-    let outcome = runtime.block_on(run_local(options, &scenario, scenario_path, &mut progress))?;
+    let provider = crate::provider::local::LocalProvider::new(options);
+    let outcome = runtime.block_on(run_world(provider, &scenario, scenario_path, &mut progress))?;
     finish_run(&outcome, report_dir.as_ref())
 }
 
-/// Prints the summary, writes the report, and maps the verdict to the exit code.
+/// The kind provider for this machine: tools from `PATH`, meshfed's cache, a run directory of its
+/// own, the workload image built from this binary unless `MESHFED_WORKLOAD_IMAGE` names one.
+fn kind_provider(
+    reuse: bool,
+    started: std::time::Instant,
+) -> Result<crate::provider::kind::KindProvider<crate::provider::kind::NoKubernetesClient>, CliError> {
+    use crate::provider::kind::{KindOptions, KindProvider, NoKubernetesClient, Tools, istioctl};
+    let cache_dir = crate::provider::local::envoy_binary::locate::cache_dir().map_err(infrastructure_or_interrupted)?;
+    let options = KindOptions {
+        tools: Tools::from_env(),
+        cache_dir,
+        releases_url: istioctl::releases_url(),
+        run_dir: crate::provider::kind::run_dir(&std::env::temp_dir()),
+        reuse,
+        workload_binary: std::env::current_exe().map_err(infrastructure_or_interrupted)?,
+        workload_image: std::env::var("MESHFED_WORKLOAD_IMAGE")
+            .ok()
+            .filter(|image| !image.is_empty()),
+        progress: Box::new(move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())),
+    };
+    Ok(KindProvider::new(options, NoKubernetesClient))
+}
+
+fn down_command(provider: ProviderName) -> Result<(), CliError> {
+    match provider {
+        ProviderName::Local => {
+            eprintln!("meshfed: nothing to remove: the local provider's worlds end with their run");
+            Ok(())
+        }
+        ProviderName::Kubeconfig => Err(CliError::BadInput(
+            "provider kubeconfig is not available in this build yet".to_owned(),
+        )),
+        ProviderName::Kind => {
+            let tools = crate::provider::kind::Tools::from_env();
+            let mut progress = |message: &str| eprintln!("{message}");
+            let deleted = crate::provider::kind::down(&tools, &mut progress).map_err(infrastructure_or_interrupted)?;
+            if deleted.is_empty() {
+                eprintln!(
+                    "meshfed: no kind cluster named meshfed-* and no image labelled by meshfed exists; nothing deleted"
+                );
+            } else {
+                eprintln!("meshfed: deleted {}", deleted.join(", "));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prints the summary, writes the report, maps the verdict to the exit code.
 fn finish_run(outcome: &crate::report::Report, report_dir: Option<&output::Dir>) -> Result<(), CliError> {
     let report_text = crate::report::summary(outcome);
     print!("{report_text}");
@@ -532,15 +607,12 @@ fn finish_run(outcome: &crate::report::Report, report_dir: Option<&output::Dir>)
     }
 }
 
-async fn run_local(
-    options: crate::provider::local::LocalOptions,
+async fn run_world<P: crate::provider::Provider>(
+    mut provider: P,
     scenario: &scenario::Scenario,
     scenario_path: &Path,
     progress: &mut impl crate::progress::Progress,
 ) -> Result<crate::report::Report, CliError> {
-    use crate::provider::Provider as _;
-
-    let mut provider = crate::provider::local::LocalProvider::new(options);
     // Registered before any work, so a signal during world creation is handled, not fatal.
     let interrupted = interrupted().map_err(|error| CliError::Infrastructure(error.into()))?;
     let outcome = tokio::select! {

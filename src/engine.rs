@@ -21,29 +21,36 @@ use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEnt
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
 
-/// The longest phase deadline a scenario may set (a day).
-pub const MAX_PHASE_TIMEOUT_SECONDS: u64 = 86_400;
+/// Refuses a scenario with an action `provider` cannot perform, pointing at it: only providers
+/// running real Istio (`kind`, `kubeconfig`) can upgrade it.
+pub fn check_provider_supports(scenario: &Scenario, file: &Path, provider: &str) -> Result<(), ScenarioError> {
+    if matches!(provider, "kind" | "kubeconfig") {
+        return Ok(());
+    }
+    match scenario
+        .phases
+        .iter()
+        .find_map(|phase| Some((phase, phase.upgrade.as_ref()?)))
+    {
+        None => Ok(()),
+        Some((phase, upgrade)) => Err(ScenarioError {
+            file: file.to_owned(),
+            line: upgrade.referenced.line(),
+            column: upgrade.referenced.column(),
+            message: format!(
+                "phase {}: provider {provider} cannot upgrade Istio (it emulates Istio's data plane); \
+                 providers that can: kind, kubeconfig",
+                phase.name.value
+            ),
+        }),
+    }
+}
+
+pub use crate::scenario::MAX_PHASE_TIMEOUT_SECONDS;
 
 /// Refuses a scenario whose faults or phase actions the chosen provider does not support
-/// (`capabilities`), or whose phase deadline is out of range (before anything is created).
+/// (`capabilities`), before anything is created. (Phase deadlines are range-checked by validation.)
 pub fn check_runnable(scenario: &Scenario, file: &Path, capabilities: &Capabilities) -> Result<(), ScenarioError> {
-    for phase in &scenario.phases {
-        if let Some(seconds) = phase
-            .timeout_seconds
-            .as_ref()
-            .filter(|seconds| !(1..=MAX_PHASE_TIMEOUT_SECONDS).contains(&seconds.value))
-        {
-            return Err(ScenarioError {
-                file: file.to_owned(),
-                line: seconds.referenced.line(),
-                column: seconds.referenced.column(),
-                message: format!(
-                    "phase {}: timeoutSeconds {} is out of range: a phase deadline is 1 to {MAX_PHASE_TIMEOUT_SECONDS} seconds",
-                    phase.name.value, seconds.value
-                ),
-            });
-        }
-    }
     capabilities.check(scenario, file)
 }
 
@@ -297,6 +304,18 @@ async fn run_phase<P: Provider>(
         requests: phase.requests.value,
         concurrency: phase.concurrency.value,
         connections: phase.connections,
+        upgrade: phase.upgrade.as_ref().map(|upgrade| crate::provider::UpgradeAction {
+            to: upgrade.value.to.value,
+            clusters: scenario
+                .clusters
+                .iter()
+                .map(|cluster| cluster.name.value.clone())
+                .filter(|name| {
+                    let named = &upgrade.value.clusters;
+                    named.is_empty() || named.iter().any(|upgraded| &upgraded.value == name)
+                })
+                .collect(),
+        }),
     };
     let before = provider.tls_failures(&traffic.to_service).await?;
     let records = provider.send_traffic(&traffic, progress).await?;

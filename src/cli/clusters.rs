@@ -5,10 +5,9 @@
 
 use std::path::Path;
 
-use super::{CliError, ProviderName, check_interrupted, infrastructure_or_interrupted, interrupted};
+use super::{CliError, ProviderName, check_interrupted, infrastructure_or_interrupted};
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::provider::Provider as _;
 use crate::provider::capabilities::Capabilities;
 use crate::provider::kube as kube_layer;
 use crate::provider::kubeconfig::{KubeconfigOptions, KubeconfigProvider, WorkloadImage, workloads};
@@ -20,8 +19,11 @@ pub(super) fn capabilities(provider: ProviderName) -> Capabilities {
     match provider {
         ProviderName::Local => LocalProvider::CAPABILITIES,
         ProviderName::Kubeconfig => KubeconfigProvider::CAPABILITIES,
-        // Not in this build: the run is refused later with its own message.
-        ProviderName::Kind => LocalProvider::CAPABILITIES,
+        // kind = create clusters + the kubeconfig path: the same real-Istio abilities.
+        ProviderName::Kind => Capabilities {
+            provider: "kind",
+            ..KubeconfigProvider::CAPABILITIES
+        },
     }
 }
 
@@ -81,24 +83,7 @@ pub(super) fn run_kubeconfig(
         command: image_command,
     });
     let mut progress = stderr_progress();
-    runtime()?.block_on(async {
-        let mut provider = KubeconfigProvider::new(options);
-        let interrupted = interrupted().map_err(|error| CliError::Infrastructure(error.into()))?;
-        let outcome = tokio::select! {
-            result = crate::engine::run_scenario(&mut provider, scenario, scenario_path, &mut progress) => Some(result),
-            () = interrupted => None,
-        };
-        progress.step("tearing down");
-        let teardown = provider.teardown(&mut progress).await;
-        match (outcome, teardown) {
-            (None, _) => Err(CliError::Interrupted),
-            (Some(Err(error)), _) => Err(infrastructure_or_interrupted(error)),
-            (Some(Ok(_)), Err(error)) => Err(CliError::Infrastructure(
-                anyhow::Error::new(error).context("teardown failed"),
-            )),
-            (Some(Ok(report)), Ok(())) => Ok(report),
-        }
-    })
+    runtime()?.block_on(super::run_world(KubeconfigProvider::new(options), scenario, scenario_path, &mut progress))
 }
 
 /// One sample object per kind meshfed writes for `cluster`, for `down` to list.
