@@ -502,7 +502,7 @@ fn run_command(
     let started = std::time::Instant::now();
     let mut progress = move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64());
     if provider == ProviderName::Kind {
-        let provider = kind_provider(reuse, started)?;
+        let provider = kind_provider(reuse, started, scenario.federation.mode)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -547,8 +547,10 @@ fn run_command(
 fn kind_provider(
     reuse: bool,
     started: std::time::Instant,
-) -> Result<crate::provider::kind::KindProvider<crate::provider::kind::NoKubernetesClient>, CliError> {
-    use crate::provider::kind::{KindOptions, KindProvider, NoKubernetesClient, Tools, istioctl};
+    mode: scenario::FederationMode,
+) -> Result<crate::provider::kind::KindProvider<crate::provider::kubeconfig::KubeconfigProvider>, CliError> {
+    use crate::provider::kind::{KindOptions, KindProvider, Tools, istioctl};
+    use crate::provider::kubeconfig::{KubeconfigOptions, KubeconfigProvider, WorkloadImage};
     let cache_dir = crate::provider::local::envoy_binary::locate::cache_dir().map_err(infrastructure_or_interrupted)?;
     let options = KindOptions {
         tools: Tools::from_env(),
@@ -562,7 +564,17 @@ fn kind_provider(
             .filter(|image| !image.is_empty()),
         progress: Box::new(move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())),
     };
-    Ok(KindProvider::new(options, NoKubernetesClient))
+    // The Kubernetes half: the kubeconfig provider on the clusters kind made (it learns their
+    // kubeconfig files and the workload image when kind attaches them).
+    let mut kube = KubeconfigOptions::new(WorkloadImage {
+        image: String::new(),
+        command: "/usr/local/bin/meshfed".to_owned(),
+    });
+    kube.gateway_service = (
+        "istio-system".to_owned(),
+        crate::provider::kind::install::federation_gateway(mode).to_owned(),
+    );
+    Ok(KindProvider::new(options, KubeconfigProvider::new(kube)))
 }
 
 fn down_command(provider: ProviderName) -> Result<(), CliError> {

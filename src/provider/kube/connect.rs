@@ -68,7 +68,20 @@ pub enum ConnectError {
 /// A client for `context` of the user's kubeconfig (`KUBECONFIG` or `~/.kube/config`), checked to
 /// answer `/version` within [`REACH_TIMEOUT`].
 pub async fn connect(cluster: &str, context: &str) -> Result<kube::Client, ConnectError> {
-    let kubeconfig = Kubeconfig::read().map_err(|source| ConnectError::NoKubeconfig {
+    connect_with(cluster, context, None).await
+}
+
+/// [`connect`] with the kubeconfig file named (kind writes one per cluster) instead of the user's.
+pub async fn connect_with(
+    cluster: &str,
+    context: &str,
+    kubeconfig_file: Option<&std::path::Path>,
+) -> Result<kube::Client, ConnectError> {
+    let kubeconfig = match kubeconfig_file {
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
+    }
+    .map_err(|source| ConnectError::NoKubeconfig {
         cluster: cluster.to_owned(),
         source,
     })?;

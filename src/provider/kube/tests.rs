@@ -32,7 +32,7 @@ impl Recorded {
 }
 
 /// A scripted answer: `Some((status, body))` overrides the fake's own behaviour.
-type Script = Box<dyn FnMut(&Recorded, &BTreeMap<String, Value>) -> Option<(u16, String)> + Send>;
+type Script = Box<dyn FnMut(&Recorded) -> Option<(u16, String)> + Send>;
 
 /// The fake's state: objects by path (`/api/v1/namespaces/ns2/services/bar`).
 #[derive(Clone, Default)]
@@ -124,7 +124,8 @@ impl FakeApi {
                     body: serde_json::from_slice(&bytes).ok(),
                 };
                 fake.log.lock().unwrap().push(recorded.clone());
-                let scripted = script(&recorded, &fake.objects.lock().unwrap());
+                // The script may change the store itself: no lock is held while it runs.
+                let scripted = script(&recorded);
                 let (code, body) = scripted.unwrap_or_else(|| fake.answer(&recorded));
                 let response = Response::builder().status(code).body(Body::from(body.into_bytes())).unwrap();
                 respond.send_response(response);
@@ -195,7 +196,7 @@ impl FakeApi {
 }
 
 fn unscripted() -> Script {
-    Box::new(|_, _| None)
+    Box::new(|_| None)
 }
 
 fn seed_plan_objects(cluster: &str) -> Vec<Value> {
@@ -320,7 +321,7 @@ async fn a_field_manager_conflict_on_a_meshfed_object_is_forced_once() {
     let mut existing = objects[0].clone();
     existing["metadata"]["resourceVersion"] = json!("5");
     let fake = FakeApi::with(vec![(&stored_path, existing)]);
-    let client = fake.client(Box::new(|request, _| {
+    let client = fake.client(Box::new(|request| {
         (request.method == "PATCH" && query_param(&request.query, "force").is_none()).then(|| {
             (
                 409,
@@ -347,7 +348,7 @@ async fn a_field_manager_conflict_on_an_object_created_meanwhile_by_someone_else
     let fake = FakeApi::default();
     let store = fake.objects.clone();
     let stranger = path.clone();
-    let client = fake.client(Box::new(move |request, _| {
+    let client = fake.client(Box::new(move |request| {
         if request.method == "PATCH" {
             // Someone else creates the namespace between meshfed's read and its write.
             store.lock().unwrap().insert(
@@ -368,7 +369,7 @@ async fn an_optimistic_lock_conflict_rereads_and_retries() {
     let objects: Vec<Value> = seed_plan_objects("cluster1").into_iter().take(1).collect();
     let fake = FakeApi::default();
     let mut refused = false;
-    let client = fake.client(Box::new(move |request, _| {
+    let client = fake.client(Box::new(move |request| {
         if request.method == "PATCH" && !refused {
             refused = true;
             return Some((
@@ -388,7 +389,7 @@ async fn an_optimistic_lock_conflict_rereads_and_retries() {
 #[tokio::test]
 async fn server_dry_run_sends_dry_run_all_and_reports_every_rejection() {
     let fake = FakeApi::default();
-    let client = fake.client(Box::new(|request, _| {
+    let client = fake.client(Box::new(|request| {
         (request.method == "PATCH" && request.path.contains("/serviceentries/")).then(|| {
             (
                 422,
@@ -424,7 +425,7 @@ async fn a_watch_answered_with_410_gone_relists() {
     let path = "/apis/apps/v1/namespaces/ns2/deployments/bar";
     let fake = FakeApi::with(vec![(path, deployment(0))]);
     let store = fake.objects.clone();
-    let client = fake.client(Box::new(move |request, _| {
+    let client = fake.client(Box::new(move |request| {
         if query_param(&request.query, "watch").is_some() {
             // The resourceVersion is too old; meanwhile the deployment became available.
             store.lock().unwrap().insert(path.to_owned(), deployment(1));
@@ -453,7 +454,7 @@ async fn a_watch_refused_with_http_410_relists() {
     let path = "/apis/apps/v1/namespaces/ns2/deployments/bar";
     let fake = FakeApi::with(vec![(path, deployment(0))]);
     let store = fake.objects.clone();
-    let client = fake.client(Box::new(move |request, _| {
+    let client = fake.client(Box::new(move |request| {
         if query_param(&request.query, "watch").is_some() {
             store.lock().unwrap().insert(path.to_owned(), deployment(1));
             return Some((410, status(410, "Expired", "too old resource version")));

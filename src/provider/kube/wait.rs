@@ -158,8 +158,12 @@ where
                     tokio::time::sleep(RETRY_PAUSE).await;
                     break;
                 }
-                // The server ended the watch: relist.
-                Ok(None) => break,
+                // The server ended the watch (its timeout): relist, after a pause so that a
+                // server ending every watch at once is not hammered.
+                Ok(None) => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    break;
+                }
                 Err(error) => {
                     *last_state = format!("{last_state} (then the watch failed: {error})");
                     tokio::time::sleep(RETRY_PAUSE).await;

@@ -24,16 +24,20 @@ pub const ACCESS_LOG_FORMAT: &str = r#"{"meshfed":"1","start":"%START_TIME%","up
 /// The command operator whose presence in a mesh config shows meshfed's format is configured.
 pub const REQUIRED_OPERATOR: &str = "%DOWNSTREAM_PEER_URI_SAN%";
 
-/// One access-log line in [`ACCESS_LOG_FORMAT`].
+/// One access-log line in [`ACCESS_LOG_FORMAT`] (the `kind` install's field names are accepted
+/// too).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct AccessLogLine {
     /// Envoy cluster the connection went to (`inbound|9090||` on the server side).
     pub upstream_cluster: String,
     /// The caller's SPIFFE identity, `-` when none.
+    #[serde(alias = "peer_uri_san")]
     pub peer: String,
     /// The connection's remote address as the sidecar saw it (client sidecar or gateway).
+    #[serde(alias = "downstream_remote_address")]
     pub downstream: String,
     /// The sidecar's own address toward the app (`127.0.0.6:<port>`).
+    #[serde(alias = "upstream_local_address")]
     pub upstream_local: String,
 }
 
@@ -41,7 +45,7 @@ pub struct AccessLogLine {
 /// skipped.
 pub fn inbound_lines(log: &str) -> Vec<AccessLogLine> {
     log.lines()
-        .filter(|line| line.contains("\"meshfed\":\"1\""))
+        .filter(|line| line.trim_start().starts_with('{'))
         .filter_map(|line| serde_json::from_str::<AccessLogLine>(line.trim()).ok())
         .filter(|line| line.upstream_cluster.starts_with("inbound|"))
         .collect()

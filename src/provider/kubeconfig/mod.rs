@@ -13,6 +13,7 @@
 
 pub mod evidence;
 pub mod exec;
+mod kind_side;
 pub mod workloads;
 
 use std::collections::BTreeMap;
@@ -68,6 +69,8 @@ struct Connected {
 pub struct KubeconfigProvider {
     options: KubeconfigOptions,
     clusters: BTreeMap<String, Connected>,
+    /// Clusters the `kind` provider made: scenario cluster → (kubeconfig file, context).
+    attached: BTreeMap<String, (std::path::PathBuf, String)>,
     scenario: Option<Scenario>,
     inventory: Option<Inventory>,
 }
@@ -97,6 +100,7 @@ impl KubeconfigProvider {
         KubeconfigProvider {
             options,
             clusters: BTreeMap::new(),
+            attached: BTreeMap::new(),
             scenario: None,
             inventory: None,
         }
@@ -118,14 +122,23 @@ impl KubeconfigProvider {
     /// Connects to every cluster's context concurrently; each failure names the cluster, its
     /// context and what is missing.
     pub async fn connect(&mut self, scenario: &Scenario) -> Result<(), ProviderError> {
+        let attached = &self.attached;
         let attempts = scenario.clusters.iter().map(|cluster| async move {
             let name = cluster.name.value.clone();
-            let context = cluster.context.clone().ok_or_else(|| {
-                unavailable(format!(
-                    "cluster {name} names no kubeconfig context (clusters[].context); the kubeconfig provider needs one per cluster"
-                ))
-            })?;
-            let client = kube_layer::connect(&name, &context).await.map_err(unavailable)?;
+            let (file, context) = match attached.get(&name) {
+                Some((file, context)) => (Some(file.as_path()), context.clone()),
+                None => (
+                    None,
+                    cluster.context.clone().ok_or_else(|| {
+                        unavailable(format!(
+                            "cluster {name} names no kubeconfig context (clusters[].context); the kubeconfig provider needs one per cluster"
+                        ))
+                    })?,
+                ),
+            };
+            let client = kube_layer::connect::connect_with(&name, &context, file)
+                .await
+                .map_err(unavailable)?;
             Ok::<_, ProviderError>((name, Connected { context, client }))
         });
         let connected = futures::future::join_all(attempts).await;
