@@ -246,7 +246,10 @@ fn phase_settings(phase: &Phase, inventory: &Inventory) -> Result<PhaseSettings,
         .any(|fault| matches!(fault.value, Fault::ForeignClientCert {}));
     let foreign_client_cert = if foreign {
         let cluster = &phase.from.cluster.value;
-        Some((cluster.clone(), sending_pod(inventory, cluster, &phase.from.service.value)?))
+        Some((
+            cluster.clone(),
+            sending_pod(inventory, cluster, &phase.from.service.value)?,
+        ))
     } else {
         None
     };

@@ -274,7 +274,9 @@ fn seed_on_kind_runs_the_documented_sequence_and_deletes_what_it_created() {
     let scenario = load_scenario("seed.yaml");
     let (mut provider, progress) = kind_provider(&fakes, &["1.24.3"], false);
     let runtime = runtime();
-    let inventory = runtime.block_on(provider.create_world(&scenario, &mut |_: &str| {})).unwrap();
+    let inventory = runtime
+        .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
+        .unwrap();
     assert_eq!(inventory.clusters.len(), 2);
     let gateways: Vec<Option<Ipv4Addr>> = provider
         .clusters()
@@ -330,7 +332,9 @@ fn endpoint_discovery_adds_an_east_west_gateway_and_remote_secrets_everywhere_el
     let scenario = scenario::parse(Path::new("three-clusters-ed.yaml"), &text).unwrap();
     let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], false);
     let runtime = runtime();
-    runtime.block_on(provider.create_world(&scenario, &mut |_: &str| {})).unwrap();
+    runtime
+        .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
+        .unwrap();
     runtime.block_on(provider.teardown(&mut |_: &str| {})).unwrap();
     let log = normalised_log(&fakes);
     let operator: Value = serde_saphyr::from_str(&fakes.operator_given("kind-meshfed-cluster3")).unwrap();
@@ -373,7 +377,9 @@ fn an_existing_meshfed_cluster_is_refused_without_reuse_and_kept_with_it() {
     );
 
     let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], true);
-    runtime.block_on(provider.create_world(&scenario, &mut |_: &str| {})).unwrap();
+    runtime
+        .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
+        .unwrap();
     runtime.block_on(provider.teardown(&mut |_: &str| {})).unwrap();
     let log = fakes.log();
     assert!(!log.contains("kind create cluster"), "{log}");
@@ -394,7 +400,11 @@ fn a_failed_creation_deletes_the_clusters_it_started() {
     let runtime = runtime();
     let error = format!(
         "{:#}",
-        anyhow::Error::new(runtime.block_on(provider.create_world(&scenario, &mut |_: &str| {})).unwrap_err())
+        anyhow::Error::new(
+            runtime
+                .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
+                .unwrap_err()
+        )
     );
     assert!(error.contains("creating the kind cluster of cluster"), "{error}");
     assert!(error.contains("not created in parallel"), "{error}");
@@ -560,7 +570,9 @@ fn upgrade_installs_the_new_istio_over_the_named_cluster_while_traffic_runs() {
     let scenario = load_scenario("upgrade.yaml");
     let (mut provider, progress) = kind_provider(&fakes, &["1.29.0", "1.30.0"], false);
     let runtime = runtime();
-    runtime.block_on(provider.create_world(&scenario, &mut |_: &str| {})).unwrap();
+    runtime
+        .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
+        .unwrap();
     assert_eq!(provider.info().proxy, "istio 1.29.0");
     let before = fakes.log().lines().count();
     let traffic = Traffic {

@@ -47,7 +47,9 @@ fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
     };
     let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
     for name in ["one", "two"] {
-        text += &format!("- name: c-{name}\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\n");
+        text += &format!(
+            "- name: c-{name}\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\n"
+        );
     }
     text += "users:\n- name: u\n  user:\n    token: not-a-real-token\ncontexts:\n";
     for name in ["one", "two"] {
@@ -71,7 +73,10 @@ fn meshfed(args: &[&str], kubeconfig: &Path, home: &Path) -> Ran {
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("HOME", home)
-        .env("MESHFED_TEST_MARKER", format!("kubeconfig-cli-{}-{nanos}", std::process::id()))
+        .env(
+            "MESHFED_TEST_MARKER",
+            format!("kubeconfig-cli-{}-{nanos}", std::process::id()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -101,13 +106,24 @@ fn run_with_no_kubeconfig_exits_3_naming_what_is_missing() {
     let scenario = seed_with_contexts(&dir.0);
     let missing = dir.0.join("no-such-kubeconfig");
     let ran = meshfed(
-        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", "example/meshfed:test"],
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--provider",
+            "kubeconfig",
+            "--image",
+            "example/meshfed:test",
+        ],
         &missing,
         &dir.0,
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert!(ran.stderr.contains("cluster cluster1: no kubeconfig"), "{}", ran.stderr);
-    assert!(ran.stderr.contains(&format!("KUBECONFIG={}", missing.display())), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(&format!("KUBECONFIG={}", missing.display())),
+        "{}",
+        ran.stderr
+    );
 }
 
 #[test]
@@ -116,31 +132,62 @@ fn run_against_an_unreachable_api_server_exits_3_naming_cluster_context_and_serv
     let scenario = seed_with_contexts(&dir.0);
     let kubeconfig = unreachable_kubeconfig(&dir.0);
     let ran = meshfed(
-        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", "example/meshfed:test"],
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--provider",
+            "kubeconfig",
+            "--image",
+            "example/meshfed:test",
+        ],
         &kubeconfig,
         &dir.0,
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     for cluster in ["cluster1", "cluster2"] {
-        assert!(ran.stderr.contains(&format!("cluster {cluster}: the API server https://127.0.0.1:")), "{}", ran.stderr);
+        assert!(
+            ran.stderr
+                .contains(&format!("cluster {cluster}: the API server https://127.0.0.1:")),
+            "{}",
+            ran.stderr
+        );
     }
-    assert!(ran.stderr.contains("(context ctx-one) is not reachable"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("(context ctx-one) is not reachable"),
+        "{}",
+        ran.stderr
+    );
 }
 
 #[test]
 fn run_with_a_context_the_kubeconfig_lacks_exits_3_listing_the_contexts_it_has() {
     let dir = TempDir::new("unknown-context");
     let scenario = seed_with_contexts(&dir.0);
-    std::fs::write(&scenario, std::fs::read_to_string(&scenario).unwrap().replace("ctx-two", "ctx-three")).unwrap();
+    std::fs::write(
+        &scenario,
+        std::fs::read_to_string(&scenario)
+            .unwrap()
+            .replace("ctx-two", "ctx-three"),
+    )
+    .unwrap();
     let kubeconfig = unreachable_kubeconfig(&dir.0);
     let ran = meshfed(
-        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", "example/meshfed:test"],
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--provider",
+            "kubeconfig",
+            "--image",
+            "example/meshfed:test",
+        ],
         &kubeconfig,
         &dir.0,
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert!(
-        ran.stderr.contains("cluster cluster2: kubeconfig context \"ctx-three\" is missing or unusable (contexts: ctx-one, ctx-two)"),
+        ran.stderr.contains(
+            "cluster cluster2: kubeconfig context \"ctx-three\" is missing or unusable (contexts: ctx-one, ctx-two)"
+        ),
         "{}",
         ran.stderr
     );
@@ -151,13 +198,21 @@ fn a_cluster_without_a_context_is_bad_input_with_its_position() {
     let dir = TempDir::new("no-context");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
     let ran = meshfed(
-        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", "example/meshfed:test"],
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--provider",
+            "kubeconfig",
+            "--image",
+            "example/meshfed:test",
+        ],
         &dir.0.join("unused"),
         &dir.0,
     );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(
-        ran.stderr.contains("seed.yaml:10:11: cluster cluster1 has no `context`: --provider kubeconfig needs"),
+        ran.stderr
+            .contains("seed.yaml:8:11: cluster cluster1 has no `context`: --provider kubeconfig needs"),
         "{}",
         ran.stderr
     );
@@ -167,21 +222,38 @@ fn a_cluster_without_a_context_is_bad_input_with_its_position() {
 fn kubeconfig_without_an_image_is_bad_input() {
     let dir = TempDir::new("no-image");
     let scenario = seed_with_contexts(&dir.0);
-    let ran = meshfed(&["run", scenario.to_str().unwrap(), "--provider", "kubeconfig"], &dir.0.join("unused"), &dir.0);
+    let ran = meshfed(
+        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig"],
+        &dir.0.join("unused"),
+        &dir.0,
+    );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
-    assert!(ran.stderr.contains("--provider kubeconfig needs --image IMAGE"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("--provider kubeconfig needs --image IMAGE"),
+        "{}",
+        ran.stderr
+    );
 }
 
 #[test]
 fn a_fault_the_kubeconfig_provider_does_not_execute_is_refused_with_its_position() {
     let dir = TempDir::new("fault");
     let scenario = seed_with_contexts(&dir.0);
-    let text = std::fs::read_to_string(&scenario)
-        .unwrap()
-        .replacen("    requests: 400\n", "    requests: 400\n    faults:\n      - foreignClientCert: {}\n", 1);
+    let text = std::fs::read_to_string(&scenario).unwrap().replacen(
+        "    requests: 400\n",
+        "    requests: 400\n    faults:\n      - foreignClientCert: {}\n",
+        1,
+    );
     std::fs::write(&scenario, text).unwrap();
     let ran = meshfed(
-        &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", "example/meshfed:test"],
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--provider",
+            "kubeconfig",
+            "--image",
+            "example/meshfed:test",
+        ],
         &dir.0.join("unused"),
         &dir.0,
     );
@@ -198,16 +270,38 @@ fn down_and_server_dry_run_against_an_unreachable_cluster_exit_3() {
     let dir = TempDir::new("down");
     let scenario = seed_with_contexts(&dir.0);
     let kubeconfig = unreachable_kubeconfig(&dir.0);
-    let ran = meshfed(&["down", scenario.to_str().unwrap(), "--provider", "kubeconfig"], &kubeconfig, &dir.0);
-    assert_eq!(ran.code, Some(3), "{}", ran.stderr);
-    assert!(ran.stderr.contains("cluster cluster1: the API server"), "{}", ran.stderr);
-    let out = dir.0.join("plan");
     let ran = meshfed(
-        &["plan", scenario.to_str().unwrap(), "--out", out.to_str().unwrap(), "--server-dry-run"],
+        &["down", scenario.to_str().unwrap(), "--provider", "kubeconfig"],
         &kubeconfig,
         &dir.0,
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
-    assert!(ran.stdout.contains("wrote"), "the plan itself is written first: {}", ran.stdout);
-    assert!(ran.stderr.contains("(context ctx-one) is not reachable"), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("cluster cluster1: the API server"),
+        "{}",
+        ran.stderr
+    );
+    let out = dir.0.join("plan");
+    let ran = meshfed(
+        &[
+            "plan",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--server-dry-run",
+        ],
+        &kubeconfig,
+        &dir.0,
+    );
+    assert_eq!(ran.code, Some(3), "{}", ran.stderr);
+    assert!(
+        ran.stdout.contains("wrote"),
+        "the plan itself is written first: {}",
+        ran.stdout
+    );
+    assert!(
+        ran.stderr.contains("(context ctx-one) is not reachable"),
+        "{}",
+        ran.stderr
+    );
 }

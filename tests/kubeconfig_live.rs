@@ -18,8 +18,14 @@ use std::process::Command;
 fn seed_on_kind_contexts() -> PathBuf {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml")).unwrap();
     let text = text
-        .replace("  - name: cluster1\n", "  - name: cluster1\n    context: kind-cluster1\n")
-        .replace("  - name: cluster2\n", "  - name: cluster2\n    context: kind-cluster2\n");
+        .replace(
+            "  - name: cluster1\n",
+            "  - name: cluster1\n    context: kind-cluster1\n",
+        )
+        .replace(
+            "  - name: cluster2\n",
+            "  - name: cluster2\n    context: kind-cluster2\n",
+        );
     let path = std::env::temp_dir().join(format!("meshfed-kubeconfig-live-{}.yaml", std::process::id()));
     std::fs::write(&path, text).unwrap();
     path
@@ -35,13 +41,25 @@ fn seed_passes_on_live_clusters_and_down_removes_only_meshfeds_objects() {
     let scenario = seed_on_kind_contexts();
     let report_dir = std::env::temp_dir().join(format!("meshfed-kubeconfig-live-report-{}", std::process::id()));
     let run = Command::new(env!("CARGO_BIN_EXE_meshfed"))
-        .args(["run", scenario.to_str().unwrap(), "--provider", "kubeconfig", "--image", &image()])
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--provider",
+            "kubeconfig",
+            "--image",
+            &image(),
+        ])
         .arg("--report-dir")
         .arg(&report_dir)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(0), "{}\n{stderr}", String::from_utf8_lossy(&run.stdout));
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&run.stdout)
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["provider"]["name"], "kubeconfig");
@@ -54,12 +72,32 @@ fn seed_passes_on_live_clusters_and_down_removes_only_meshfeds_objects() {
         .unwrap();
     assert_eq!(down.status.code(), Some(0), "{}", String::from_utf8_lossy(&down.stderr));
     let left = Command::new("kubectl")
-        .args(["--context", "kind-cluster2", "get", "all,serviceentries", "-A", "-l", "app.kubernetes.io/managed-by=meshfed"])
+        .args([
+            "--context",
+            "kind-cluster2",
+            "get",
+            "all,serviceentries",
+            "-A",
+            "-l",
+            "app.kubernetes.io/managed-by=meshfed",
+        ])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "{}", String::from_utf8_lossy(&left.stdout));
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&left.stdout)
+    );
     let istio = Command::new("kubectl")
-        .args(["--context", "kind-cluster2", "get", "deployment", "istiod", "-n", "istio-system"])
+        .args([
+            "--context",
+            "kind-cluster2",
+            "get",
+            "deployment",
+            "istiod",
+            "-n",
+            "istio-system",
+        ])
         .output()
         .unwrap();
     assert!(istio.status.success(), "down must leave Istio alone");
@@ -71,11 +109,20 @@ fn server_dry_run_accepts_the_seed_plan_on_live_clusters() {
     let scenario = seed_on_kind_contexts();
     let out = std::env::temp_dir().join(format!("meshfed-kubeconfig-live-plan-{}", std::process::id()));
     let plan = Command::new(env!("CARGO_BIN_EXE_meshfed"))
-        .args(["plan", scenario.to_str().unwrap(), "--out", out.to_str().unwrap(), "--server-dry-run"])
+        .args([
+            "plan",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--server-dry-run",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&plan.stdout);
     // Placeholder gateway addresses are not IPs: the server must reject those ServiceEntries.
     assert_eq!(plan.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("ServiceEntry") && stdout.contains("rejected"), "{stdout}");
+    assert!(
+        stdout.contains("ServiceEntry") && stdout.contains("rejected"),
+        "{stdout}"
+    );
 }

@@ -31,7 +31,12 @@ fn every_providers_run_is_a_send_future() {
         command: "meshfed".into(),
     }));
     // Compile-time: these lines fail to build if a provider's future is not Send.
-    assert_send(&engine::run_scenario(&mut kubeconfig, &scenario, Path::new("seed.yaml"), &mut progress));
+    assert_send(&engine::run_scenario(
+        &mut kubeconfig,
+        &scenario,
+        Path::new("seed.yaml"),
+        &mut progress,
+    ));
     let mut local = LocalProvider::new(LocalOptions {
         envoy: "envoy".into(),
         envoy_version: "1.40.0".into(),
@@ -39,7 +44,12 @@ fn every_providers_run_is_a_send_future() {
         run_dir: std::env::temp_dir(),
         mode: meshfed::provider::local::sandbox::SandboxMode::Root,
     });
-    assert_send(&engine::run_scenario(&mut local, &scenario, Path::new("seed.yaml"), &mut progress));
+    assert_send(&engine::run_scenario(
+        &mut local,
+        &scenario,
+        Path::new("seed.yaml"),
+        &mut progress,
+    ));
 }
 
 /// A world whose pods have generated names, like a Deployment's.
@@ -60,7 +70,11 @@ impl Provider for RealNames {
         }
     }
 
-    async fn create_world(&mut self, scenario: &Scenario, progress: &mut dyn Progress) -> Result<Inventory, ProviderError> {
+    async fn create_world(
+        &mut self,
+        scenario: &Scenario,
+        progress: &mut dyn Progress,
+    ) -> Result<Inventory, ProviderError> {
         progress.step("real-names: creating");
         let mut inventory = inventory::from_scenario_with_gateways(scenario, |_| GatewayAddress {
             address: "192.0.2.1".into(),
@@ -70,14 +84,23 @@ impl Provider for RealNames {
         for cluster in inventory.clusters.values_mut() {
             for (service, pods) in cluster.ready_pods.iter_mut() {
                 for (index, pod) in pods.iter_mut().enumerate() {
-                    pod.name = if service == "foo.ns1" { FOO_POD.into() } else { format!("bar-5d8f7-{index}abcd") };
+                    pod.name = if service == "foo.ns1" {
+                        FOO_POD.into()
+                    } else {
+                        format!("bar-5d8f7-{index}abcd")
+                    };
                 }
             }
         }
         Ok(inventory)
     }
 
-    async fn apply_plan(&mut self, _: &Plan, _: &PhaseSettings, progress: &mut dyn Progress) -> Result<(), ProviderError> {
+    async fn apply_plan(
+        &mut self,
+        _: &Plan,
+        _: &PhaseSettings,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ProviderError> {
         progress.step("real-names: applying");
         Ok(())
     }
@@ -86,8 +109,13 @@ impl Provider for RealNames {
         Ok(Vec::new())
     }
 
-    async fn send_traffic(&mut self, traffic: &Traffic, _: &mut dyn Progress) -> Result<Vec<RequestRecord>, ProviderError> {
-        self.senders.push(format!("{}@{}", traffic.from_pod, traffic.from_cluster));
+    async fn send_traffic(
+        &mut self,
+        traffic: &Traffic,
+        _: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
+        self.senders
+            .push(format!("{}@{}", traffic.from_pod, traffic.from_cluster));
         Ok(Vec::new())
     }
 
@@ -114,7 +142,11 @@ fn traffic_is_sent_from_the_pod_the_live_inventory_names() {
     let mut provider = RealNames::default();
     let mut steps = Vec::new();
     let mut progress = |line: &str| steps.push(line.to_owned());
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let scenario = seed();
     let report = runtime.block_on(async {
         let report = engine::run_scenario(&mut provider, &scenario, Path::new("seed.yaml"), &mut progress).await;
@@ -124,9 +156,17 @@ fn traffic_is_sent_from_the_pod_the_live_inventory_names() {
     report.unwrap();
     assert_eq!(
         provider.senders,
-        [format!("{FOO_POD}@cluster1"), format!("{FOO_POD}@cluster1"), "bar-5d8f7-0abcd@cluster2".to_owned()]
+        [
+            format!("{FOO_POD}@cluster1"),
+            format!("{FOO_POD}@cluster1"),
+            "bar-5d8f7-0abcd@cluster2".to_owned()
+        ]
     );
-    for step in ["real-names: creating", "real-names: applying", "real-names: tearing down"] {
+    for step in [
+        "real-names: creating",
+        "real-names: applying",
+        "real-names: tearing down",
+    ] {
         assert!(steps.iter().any(|line| line == step), "{step} missing from {steps:?}");
     }
 }
@@ -138,7 +178,12 @@ fn a_sender_missing_from_the_inventory_is_an_error_naming_service_and_cluster() 
         clusters: Default::default(),
     };
     let error = engine::sending_pod(&inventory, "cluster1", "foo.ns1").unwrap_err();
-    assert!(error.to_string().contains("foo.ns1 has no ready pod in cluster cluster1"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("foo.ns1 has no ready pod in cluster cluster1"),
+        "{error}"
+    );
     let live = inventory::from_scenario(&scenario);
     assert_eq!(engine::sending_pod(&live, "cluster1", "foo.ns1").unwrap(), "foo-0");
 }
@@ -146,25 +191,49 @@ fn a_sender_missing_from_the_inventory_is_an_error_naming_service_and_cluster() 
 #[test]
 fn a_provider_refuses_faults_and_actions_it_does_not_support_with_their_position() {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml")).unwrap();
-    let with_fault = text.replacen("    requests: 400\n", "    requests: 400\n    faults:\n      - foreignClientCert: {}\n", 1);
+    let with_fault = text.replacen(
+        "    requests: 400\n",
+        "    requests: 400\n    faults:\n      - foreignClientCert: {}\n",
+        1,
+    );
     let scenario = scenario::parse(Path::new("f.yaml"), &with_fault).unwrap();
-    assert!(LocalProvider::CAPABILITIES.check(&scenario, Path::new("f.yaml")).is_ok());
-    let refusal = KubeconfigProvider::CAPABILITIES.check(&scenario, Path::new("f.yaml")).unwrap_err().to_string();
+    assert!(
+        LocalProvider::CAPABILITIES
+            .check(&scenario, Path::new("f.yaml"))
+            .is_ok()
+    );
+    let refusal = KubeconfigProvider::CAPABILITIES
+        .check(&scenario, Path::new("f.yaml"))
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         refusal,
         "f.yaml:41:9: phase foo-to-bar-http: fault foreignClientCert is not supported by provider kubeconfig; it supports: none"
     );
-    let with_weights = text.replacen("    requests: 400\n", "    requests: 400\n    endpointWeights: ready-pods\n", 1);
+    let with_weights = text.replacen(
+        "    requests: 400\n",
+        "    requests: 400\n    endpointWeights: ready-pods\n",
+        1,
+    );
     let scenario = scenario::parse(Path::new("w.yaml"), &with_weights).unwrap();
     let weights_only = Capabilities {
         provider: "minimal",
         faults: &[FaultKind::ForeignClientCert],
         actions: &[Action::NewConnectionPerRequest],
     };
-    let refusal = weights_only.check(&scenario, Path::new("w.yaml")).unwrap_err().to_string();
+    let refusal = weights_only
+        .check(&scenario, Path::new("w.yaml"))
+        .unwrap_err()
+        .to_string();
     assert!(
-        refusal.starts_with("w.yaml:") && refusal.contains("phase foo-to-bar-http: endpointWeights (per phase) is not supported by provider minimal"),
+        refusal.starts_with("w.yaml:")
+            && refusal
+                .contains("phase foo-to-bar-http: endpointWeights (per phase) is not supported by provider minimal"),
         "{refusal}"
     );
-    assert!(KubeconfigProvider::CAPABILITIES.check(&scenario, Path::new("w.yaml")).is_ok());
+    assert!(
+        KubeconfigProvider::CAPABILITIES
+            .check(&scenario, Path::new("w.yaml"))
+            .is_ok()
+    );
 }

@@ -41,7 +41,9 @@ fn edge_uses(source: &str) -> Vec<String> {
                     let before = line[..at].chars().next_back();
                     let after = &line[at + name.len()..];
                     let starts_a_path = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-                    starts_a_path && (after.starts_with("::") || (line.trim_start().starts_with("use ") && after.starts_with([';', ' ', ','])))
+                    starts_a_path
+                        && (after.starts_with("::")
+                            || (line.trim_start().starts_with("use ") && after.starts_with([';', ' ', ','])))
                 })
             })
         })
@@ -52,7 +54,10 @@ fn edge_uses(source: &str) -> Vec<String> {
 #[test]
 fn the_check_finds_an_edge_crate_where_there_is_one() {
     assert_eq!(edge_uses("use kube::Api;\nlet x = 1;"), ["use kube::Api;"]);
-    assert_eq!(edge_uses("    tokio::time::sleep(d).await;"), ["    tokio::time::sleep(d).await;"]);
+    assert_eq!(
+        edge_uses("    tokio::time::sleep(d).await;"),
+        ["    tokio::time::sleep(d).await;"]
+    );
     assert!(edge_uses("// kube::Api is for providers\nlet kubeconfig = 1; let my_kube::x = 2;").is_empty());
 }
 
@@ -63,7 +68,10 @@ fn pure_core_modules_do_not_use_kubernetes_or_async_io_crates() {
     for pure in PURE {
         rust_files(&root.join(pure), &mut files);
     }
-    assert!(files.len() >= PURE.len(), "the pure core's files were not found: {files:?}");
+    assert!(
+        files.len() >= PURE.len(),
+        "the pure core's files were not found: {files:?}"
+    );
     let offenders: Vec<String> = files
         .iter()
         .flat_map(|file| {
@@ -73,5 +81,9 @@ fn pure_core_modules_do_not_use_kubernetes_or_async_io_crates() {
                 .map(move |line| format!("{}: {}", file.strip_prefix(root).unwrap().display(), line.trim()))
         })
         .collect();
-    assert!(offenders.is_empty(), "the pure core names edge crates:\n{}", offenders.join("\n"));
+    assert!(
+        offenders.is_empty(),
+        "the pure core names edge crates:\n{}",
+        offenders.join("\n")
+    );
 }

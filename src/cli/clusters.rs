@@ -74,7 +74,8 @@ pub(super) fn run_kubeconfig(
     contexts(scenario, scenario_path, false)?;
     let image = image.ok_or_else(|| {
         CliError::BadInput(
-            "--provider kubeconfig needs --image IMAGE: the image foo and bar run (meshfed's echo and client)".to_owned(),
+            "--provider kubeconfig needs --image IMAGE: the image foo and bar run (meshfed's echo and client)"
+                .to_owned(),
         )
     })?;
     check_interrupted()?;
@@ -83,7 +84,12 @@ pub(super) fn run_kubeconfig(
         command: image_command,
     });
     let mut progress = stderr_progress();
-    runtime()?.block_on(super::run_world(KubeconfigProvider::new(options), scenario, scenario_path, &mut progress))
+    runtime()?.block_on(super::run_world(
+        KubeconfigProvider::new(options),
+        scenario,
+        scenario_path,
+        &mut progress,
+    ))
 }
 
 /// One sample object per kind meshfed writes for `cluster`, for `down` to list.
@@ -137,7 +143,10 @@ pub(super) fn down_command(scenario_path: &Path, provider: ProviderName) -> Resu
                         );
                     }
                     if removed.deleted.is_empty() && removed.kept.is_empty() {
-                        println!("{cluster}: nothing carries meshfed's labels for scenario {}", scenario.name);
+                        println!(
+                            "{cluster}: nothing carries meshfed's labels for scenario {}",
+                            scenario.name
+                        );
                     }
                 }
                 Err(error) => failures.push(error.to_string()),
@@ -166,7 +175,15 @@ pub(super) fn server_dry_run(scenario: &Scenario, scenario_path: &Path, plan: &P
             };
             let objects =
                 kube_layer::desired_objects(cluster_plan).map_err(|error| CliError::Infrastructure(error.into()))?;
-            match kube_layer::apply(&client, cluster, &scenario.name, &objects, kube_layer::ApplyMode::ServerDryRun).await {
+            match kube_layer::apply(
+                &client,
+                cluster,
+                &scenario.name,
+                &objects,
+                kube_layer::ApplyMode::ServerDryRun,
+            )
+            .await
+            {
                 Ok(outcome) => {
                     println!(
                         "{cluster} (context {context}): server accepted {} of {} objects (dry run, nothing persisted)",

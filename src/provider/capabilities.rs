@@ -87,7 +87,11 @@ impl Capabilities {
             if self.faults.is_empty() {
                 "none".to_owned()
             } else {
-                self.faults.iter().map(|fault| fault.name()).collect::<Vec<_>>().join(", ")
+                self.faults
+                    .iter()
+                    .map(|fault| fault.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         };
         for phase in &scenario.phases {

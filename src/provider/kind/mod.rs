@@ -155,7 +155,11 @@ impl<K: KubeSide> Provider for KindProvider<K> {
         }
     }
 
-    async fn create_world(&mut self, scenario: &Scenario, progress: &mut dyn Progress) -> Result<Inventory, ProviderError> {
+    async fn create_world(
+        &mut self,
+        scenario: &Scenario,
+        progress: &mut dyn Progress,
+    ) -> Result<Inventory, ProviderError> {
         world::create_world(&mut self.options, &mut self.kube, &mut self.world, scenario).await?;
         self.kube.create_world(scenario, progress).await
     }

@@ -89,7 +89,9 @@ pub enum ApplyError {
         source: kube::Error,
     },
     /// An object kept changing under meshfed.
-    #[error("cluster {cluster}: {object} changed under meshfed {MAX_ATTEMPTS} times in a row (409 the object has been modified); giving up")]
+    #[error(
+        "cluster {cluster}: {object} changed under meshfed {MAX_ATTEMPTS} times in a row (409 the object has been modified); giving up"
+    )]
     KeptChanging {
         /// Cluster name.
         cluster: String,
@@ -228,8 +230,14 @@ async fn apply_one(
         params = params.dry_run();
     }
     for _ in 0..MAX_ATTEMPTS {
-        let existing = api.get_opt(&object.name).await.map_err(|source| api_error("reading", source))?;
-        if let Some(manager) = existing.as_ref().and_then(|existing| foreign_manager(existing, scenario)) {
+        let existing = api
+            .get_opt(&object.name)
+            .await
+            .map_err(|source| api_error("reading", source))?;
+        if let Some(manager) = existing
+            .as_ref()
+            .and_then(|existing| foreign_manager(existing, scenario))
+        {
             return Err(ApplyError::Conflicts(vec![Conflict {
                 cluster: cluster.to_owned(),
                 object: object.to_string(),
@@ -238,7 +246,9 @@ async fn apply_one(
         }
         let mut body = desired.clone();
         if let (Some(version), Some(metadata)) = (
-            existing.as_ref().and_then(|existing| existing.metadata.resource_version.clone()),
+            existing
+                .as_ref()
+                .and_then(|existing| existing.metadata.resource_version.clone()),
             body.get_mut("metadata").and_then(Value::as_object_mut),
         ) {
             // A precondition: the write fails with 409 if the object changed since the read.

@@ -28,7 +28,9 @@ pub enum ConnectError {
         source: KubeconfigError,
     },
     /// The kubeconfig has no usable context of that name.
-    #[error("cluster {cluster}: kubeconfig context {context:?} is missing or unusable (contexts: {available}): {source}")]
+    #[error(
+        "cluster {cluster}: kubeconfig context {context:?} is missing or unusable (contexts: {available}): {source}"
+    )]
     Context {
         /// Scenario cluster.
         cluster: String,
@@ -100,7 +102,11 @@ pub async fn connect_with(
         .map_err(|source| ConnectError::Context {
             cluster: cluster.to_owned(),
             context: context.to_owned(),
-            available: if available.is_empty() { "none".to_owned() } else { available },
+            available: if available.is_empty() {
+                "none".to_owned()
+            } else {
+                available
+            },
             source,
         })?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
@@ -120,6 +126,9 @@ pub async fn connect_with(
     match tokio::time::timeout(REACH_TIMEOUT, client.apiserver_version()).await {
         Ok(Ok(_)) => Ok(client),
         Ok(Err(error)) => Err(unreachable(format!("{error}"))),
-        Err(_) => Err(unreachable(format!("no answer to /version within {} s", REACH_TIMEOUT.as_secs()))),
+        Err(_) => Err(unreachable(format!(
+            "no answer to /version within {} s",
+            REACH_TIMEOUT.as_secs()
+        ))),
     }
 }

@@ -48,7 +48,10 @@ pub fn ownership_selector(scenario: &str) -> String {
 
 fn owned_by(object: &DynamicObject, scenario: &str) -> bool {
     let labels = object.metadata.labels.as_ref();
-    labels.and_then(|labels| labels.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGED_BY)
+    labels
+        .and_then(|labels| labels.get(MANAGED_BY_LABEL))
+        .map(String::as_str)
+        == Some(MANAGED_BY)
         && labels.and_then(|labels| labels.get(SCENARIO_LABEL)).map(String::as_str) == Some(scenario)
 }
 
@@ -66,19 +69,13 @@ const NAMESPACE_DEFAULTS: [&str; 3] = ["kube-root-ca.crt", "istio-ca-root-cert",
 /// Deletes, in `cluster`, every object of the kinds in `kinds` (sample objects: one desired object
 /// per `apiVersion`/`kind`, e.g. the scenario's plan) that carries meshfed's labels for `scenario`.
 /// A kind the cluster does not serve (404: Istio's CRDs are gone) has nothing to delete.
-pub async fn down(
-    client: &kube::Client,
-    cluster: &str,
-    scenario: &str,
-    kinds: &[Value],
-) -> Result<Removed, DownError> {
+pub async fn down(client: &kube::Client, cluster: &str, scenario: &str, kinds: &[Value]) -> Result<Removed, DownError> {
     let mut refs = Vec::new();
     for sample in kinds {
         let object = ObjectRef::of(sample)?;
-        if !refs
-            .iter()
-            .any(|known: &ObjectRef| known.resource.api_version == object.resource.api_version && known.resource.kind == object.resource.kind)
-        {
+        if !refs.iter().any(|known: &ObjectRef| {
+            known.resource.api_version == object.resource.api_version && known.resource.kind == object.resource.kind
+        }) {
             refs.push(object);
         }
     }
@@ -102,7 +99,11 @@ pub async fn down(
             let name = object.metadata.name.clone().unwrap_or_default();
             let namespace = object.metadata.namespace.clone();
             let target = ObjectRef {
-                namespace: if kind.scope == Scope::Namespaced { namespace } else { None },
+                namespace: if kind.scope == Scope::Namespaced {
+                    namespace
+                } else {
+                    None
+                },
                 name,
                 ..kind.clone()
             };
@@ -113,7 +114,11 @@ pub async fn down(
                     continue;
                 }
             }
-            match target.api(client).delete(&target.name, &DeleteParams::background()).await {
+            match target
+                .api(client)
+                .delete(&target.name, &DeleteParams::background())
+                .await
+            {
                 Ok(_) => removed.deleted.push(target.to_string()),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(source) => return Err(api_error(format!("deleting {target}"), source)),
@@ -134,11 +139,14 @@ async fn unowned_content(
         let sample = serde_json::json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x", "namespace": namespace}});
         let resource = ObjectRef::of(&sample)?.resource;
         let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(client.clone(), namespace, &resource);
-        let listed = api.list(&ListParams::default()).await.map_err(|source| DownError::Api {
-            cluster: cluster.to_owned(),
-            action: format!("listing {} in namespace {namespace}", resource.plural),
-            source,
-        })?;
+        let listed = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| DownError::Api {
+                cluster: cluster.to_owned(),
+                action: format!("listing {} in namespace {namespace}", resource.plural),
+                source,
+            })?;
         for object in &listed.items {
             let name = object.metadata.name.clone().unwrap_or_default();
             let is_default = NAMESPACE_DEFAULTS.contains(&name.as_str()) || name.starts_with("default-token-");

@@ -16,7 +16,7 @@ pub mod wait;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{ApplyError, ApplyMode, Applied, Conflict, apply};
+pub use apply::{Applied, ApplyError, ApplyMode, Conflict, apply};
 pub use connect::{ConnectError, connect};
 pub use down::{DownError, Removed, down};
 pub use resources::{ObjectRef, ResourceError};

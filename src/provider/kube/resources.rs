@@ -84,8 +84,7 @@ impl ObjectRef {
             return Err(unknown());
         }
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version.as_str()));
-        let resource =
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &kind), plural);
+        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &kind), plural);
         let namespace = match scope {
             Scope::Namespaced => Some(text("/metadata/namespace").unwrap_or_else(|| "default".to_owned())),
             Scope::Cluster => None,

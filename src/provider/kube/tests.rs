@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::apply::{ApplyError, ApplyMode, apply};
 use super::down::down;
-use super::wait::{Watched, WaitError, await_condition, deployment_available};
+use super::wait::{WaitError, Watched, await_condition, deployment_available};
 
 /// One request the fake received.
 #[derive(Clone, Debug)]
@@ -27,7 +27,16 @@ struct Recorded {
 
 impl Recorded {
     fn line(&self) -> String {
-        format!("{} {}{}", self.method, self.path, if self.query.is_empty() { String::new() } else { format!("?{}", self.query) })
+        format!(
+            "{} {}{}",
+            self.method,
+            self.path,
+            if self.query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", self.query)
+            }
+        )
     }
 }
 
@@ -74,7 +83,11 @@ fn query_param(query: &str, key: &str) -> Option<String> {
 fn labels_match(object: &Value, selector: &str) -> bool {
     selector.split(',').filter(|term| !term.is_empty()).all(|term| {
         let (key, value) = term.split_once('=').unwrap_or((term, ""));
-        object.pointer("/metadata/labels").and_then(|labels| labels.get(key)).and_then(Value::as_str) == Some(value)
+        object
+            .pointer("/metadata/labels")
+            .and_then(|labels| labels.get(key))
+            .and_then(Value::as_str)
+            == Some(value)
     })
 }
 
@@ -97,10 +110,11 @@ fn in_collection(path: &str, collection: &str) -> bool {
 impl FakeApi {
     fn with<P: AsRef<str>>(objects: Vec<(P, Value)>) -> FakeApi {
         let fake = FakeApi::default();
-        fake.objects
-            .lock()
-            .unwrap()
-            .extend(objects.into_iter().map(|(path, object)| (path.as_ref().to_owned(), object)));
+        fake.objects.lock().unwrap().extend(
+            objects
+                .into_iter()
+                .map(|(path, object)| (path.as_ref().to_owned(), object)),
+        );
         fake
     }
 
@@ -127,7 +141,10 @@ impl FakeApi {
                 // The script may change the store itself: no lock is held while it runs.
                 let scripted = script(&recorded);
                 let (code, body) = scripted.unwrap_or_else(|| fake.answer(&recorded));
-                let response = Response::builder().status(code).body(Body::from(body.into_bytes())).unwrap();
+                let response = Response::builder()
+                    .status(code)
+                    .body(Body::from(body.into_bytes()))
+                    .unwrap();
                 respond.send_response(response);
             }
         });
@@ -160,7 +177,11 @@ impl FakeApi {
                     // A watch that ends at once: the caller relists.
                     return (200, String::new());
                 }
-                (200, json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "100"}, "items": items}).to_string())
+                (
+                    200,
+                    json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "100"}, "items": items})
+                        .to_string(),
+                )
             }
             ("PATCH", Some(_)) => {
                 let mut object = request.body.clone().unwrap_or(Value::Null);
@@ -200,10 +221,17 @@ fn unscripted() -> Script {
 }
 
 fn seed_plan_objects(cluster: &str) -> Vec<Value> {
-    let scenario =
-        crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/seed.yaml"))).unwrap();
+    let scenario = crate::scenario::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scenarios/seed.yaml"
+    )))
+    .unwrap();
     let inventory = crate::inventory::from_scenario_with_gateways(&scenario, |name| crate::inventory::GatewayAddress {
-        address: if name == "cluster1" { "172.18.255.1".to_owned() } else { "172.18.255.2".to_owned() },
+        address: if name == "cluster1" {
+            "172.18.255.1".to_owned()
+        } else {
+            "172.18.255.2".to_owned()
+        },
         port: crate::inventory::GATEWAY_PORT,
         placeholder: false,
     });
@@ -212,12 +240,22 @@ fn seed_plan_objects(cluster: &str) -> Vec<Value> {
     super::desired_objects(cluster_plan).unwrap()
 }
 
-fn labelled(kind_path: &str, api_version: &str, kind: &str, namespace: Option<&str>, name: &str, labels: Value) -> (String, Value) {
+fn labelled(
+    kind_path: &str,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    labels: Value,
+) -> (String, Value) {
     let mut metadata = json!({"name": name, "labels": labels, "resourceVersion": "7"});
     if let Some(namespace) = namespace {
         metadata["namespace"] = json!(namespace);
     }
-    (kind_path.to_owned(), json!({"apiVersion": api_version, "kind": kind, "metadata": metadata}))
+    (
+        kind_path.to_owned(),
+        json!({"apiVersion": api_version, "kind": kind, "metadata": metadata}),
+    )
 }
 
 fn meshfed_labels(scenario: &str) -> Value {
@@ -229,18 +267,33 @@ async fn applying_the_seed_plan_sends_server_side_apply_as_meshfed() {
     let fake = FakeApi::default();
     let client = fake.client(unscripted());
     let objects = seed_plan_objects("cluster1");
-    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply).await.unwrap();
+    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
+        .await
+        .unwrap();
     assert_eq!(applied.applied.len(), objects.len());
     assert!(applied.forced.is_empty() && applied.rejected.is_empty());
     let requests = fake.requests();
     let patches: Vec<&Recorded> = requests.iter().filter(|r| r.method == "PATCH").collect();
     assert_eq!(patches.len(), objects.len());
     for patch in &patches {
-        assert_eq!(query_param(&patch.query, "fieldManager").as_deref(), Some("meshfed"), "{}", patch.line());
-        assert_eq!(query_param(&patch.query, "force"), None, "no force on a first apply: {}", patch.line());
+        assert_eq!(
+            query_param(&patch.query, "fieldManager").as_deref(),
+            Some("meshfed"),
+            "{}",
+            patch.line()
+        );
+        assert_eq!(
+            query_param(&patch.query, "force"),
+            None,
+            "no force on a first apply: {}",
+            patch.line()
+        );
         assert_eq!(patch.content_type, "application/apply-patch+yaml");
         assert_eq!(
-            patch.body.as_ref().and_then(|b| b.pointer("/metadata/labels/app.kubernetes.io~1managed-by")),
+            patch
+                .body
+                .as_ref()
+                .and_then(|b| b.pointer("/metadata/labels/app.kubernetes.io~1managed-by")),
             Some(&json!("meshfed")),
             "{}",
             patch.line()
@@ -255,10 +308,23 @@ async fn applying_the_seed_plan_sends_server_side_apply_as_meshfed() {
         .collect();
     insta::assert_snapshot!("seed_cluster1_apply_requests", transcript);
     // Applying again: every object is meshfed's now, each write carries its resourceVersion.
-    let again = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply).await.unwrap();
+    let again = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
+        .await
+        .unwrap();
     assert_eq!(again.applied.len(), objects.len());
-    let second: Vec<Recorded> = fake.requests().into_iter().skip(requests.len()).filter(|r| r.method == "PATCH").collect();
-    assert!(second.iter().all(|patch| patch.body.as_ref().and_then(|b| b.pointer("/metadata/resourceVersion")).is_some()));
+    let second: Vec<Recorded> = fake
+        .requests()
+        .into_iter()
+        .skip(requests.len())
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    assert!(second.iter().all(|patch| {
+        patch
+            .body
+            .as_ref()
+            .and_then(|b| b.pointer("/metadata/resourceVersion"))
+            .is_some()
+    }));
 }
 
 #[tokio::test]
@@ -273,17 +339,31 @@ async fn an_object_owned_by_someone_else_is_left_untouched() {
     );
     let fake = FakeApi::with(vec![(&path, object.clone())]);
     let client = fake.client(unscripted());
-    let error = apply(&client, "cluster1", "seed", &seed_plan_objects("cluster1"), ApplyMode::Apply)
-        .await
-        .unwrap_err();
+    let error = apply(
+        &client,
+        "cluster1",
+        "seed",
+        &seed_plan_objects("cluster1"),
+        ApplyMode::Apply,
+    )
+    .await
+    .unwrap_err();
     let ApplyError::Conflicts(conflicts) = &error else {
         panic!("expected a conflict, got {error}");
     };
     assert_eq!(conflicts.len(), 1);
     assert_eq!(conflicts[0].object, "Service ns1/foo");
     assert_eq!(conflicts[0].manager, "Helm");
-    assert!(error.to_string().contains("Service ns1/foo in cluster cluster1 exists and is managed by Helm"), "{error}");
-    assert!(fake.requests().iter().all(|request| request.method == "GET"), "nothing may be written");
+    assert!(
+        error
+            .to_string()
+            .contains("Service ns1/foo in cluster cluster1 exists and is managed by Helm"),
+        "{error}"
+    );
+    assert!(
+        fake.requests().iter().all(|request| request.method == "GET"),
+        "nothing may be written"
+    );
     assert_eq!(fake.objects.lock().unwrap().get(&path), Some(&object));
 }
 
@@ -293,9 +373,15 @@ async fn an_unlabelled_object_names_its_field_managers() {
     object["metadata"]["managedFields"] = json!([{"manager": "kubectl-create", "operation": "Update"}]);
     let fake = FakeApi::with(vec![(&path, object)]);
     let client = fake.client(unscripted());
-    let error = apply(&client, "cluster1", "seed", &seed_plan_objects("cluster1"), ApplyMode::Apply)
-        .await
-        .unwrap_err();
+    let error = apply(
+        &client,
+        "cluster1",
+        "seed",
+        &seed_plan_objects("cluster1"),
+        ApplyMode::Apply,
+    )
+    .await
+    .unwrap_err();
     assert!(
         error.to_string().contains("Namespace ns1 in cluster cluster1 exists and is managed by kubectl-create (no app.kubernetes.io/managed-by label)"),
         "{error}"
@@ -333,18 +419,31 @@ async fn a_field_manager_conflict_on_a_meshfed_object_is_forced_once() {
             )
         })
     }));
-    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply).await.unwrap();
+    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
+        .await
+        .unwrap();
     assert_eq!(applied.forced.len(), 1);
     assert!(applied.forced[0].1.contains("kubectl-edit"), "{:?}", applied.forced);
-    let patches: Vec<String> = fake.requests().iter().filter(|r| r.method == "PATCH").map(Recorded::line).collect();
+    let patches: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(Recorded::line)
+        .collect();
     assert_eq!(patches.len(), 2, "{patches:?}");
-    assert!(!patches[0].contains("force=true") && patches[1].contains("force=true"), "{patches:?}");
+    assert!(
+        !patches[0].contains("force=true") && patches[1].contains("force=true"),
+        "{patches:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_field_manager_conflict_on_an_object_created_meanwhile_by_someone_else_is_not_forced() {
     let objects: Vec<Value> = seed_plan_objects("cluster1").into_iter().take(1).collect();
-    let path = format!("/api/v1/namespaces/{}", objects[0]["metadata"]["name"].as_str().unwrap());
+    let path = format!(
+        "/api/v1/namespaces/{}",
+        objects[0]["metadata"]["name"].as_str().unwrap()
+    );
     let fake = FakeApi::default();
     let store = fake.objects.clone();
     let stranger = path.clone();
@@ -359,7 +458,9 @@ async fn a_field_manager_conflict_on_an_object_created_meanwhile_by_someone_else
         }
         None
     }));
-    let error = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply).await.unwrap_err();
+    let error = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("managed by argocd"), "{error}");
     assert!(!fake.requests().iter().any(|r| r.query.contains("force=true")));
 }
@@ -379,7 +480,9 @@ async fn an_optimistic_lock_conflict_rereads_and_retries() {
         }
         None
     }));
-    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply).await.unwrap();
+    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
+        .await
+        .unwrap();
     assert_eq!(applied.applied.len(), 1);
     let methods: Vec<String> = fake.requests().iter().map(|r| r.method.clone()).collect();
     // The ownership pass, then read-apply (409), read-apply (ok).
@@ -400,13 +503,23 @@ async fn server_dry_run_sends_dry_run_all_and_reports_every_rejection() {
     let objects = seed_plan_objects("cluster1");
     let entries = objects.iter().filter(|object| object["kind"] == "ServiceEntry").count();
     assert!(entries > 0);
-    let outcome = apply(&client, "cluster1", "seed", &objects, ApplyMode::ServerDryRun).await.unwrap();
+    let outcome = apply(&client, "cluster1", "seed", &objects, ApplyMode::ServerDryRun)
+        .await
+        .unwrap();
     assert_eq!(outcome.rejected.len(), entries, "{:?}", outcome.rejected);
-    assert!(outcome.rejected[0].1.contains("CEL rule failed (422 Invalid)"), "{:?}", outcome.rejected);
+    assert!(
+        outcome.rejected[0].1.contains("CEL rule failed (422 Invalid)"),
+        "{:?}",
+        outcome.rejected
+    );
     assert_eq!(outcome.applied.len(), objects.len() - entries);
     let patches: Vec<Recorded> = fake.requests().into_iter().filter(|r| r.method == "PATCH").collect();
     assert_eq!(patches.len(), objects.len());
-    assert!(patches.iter().all(|p| query_param(&p.query, "dryRun").as_deref() == Some("All")));
+    assert!(
+        patches
+            .iter()
+            .all(|p| query_param(&p.query, "dryRun").as_deref() == Some("All"))
+    );
     assert!(fake.objects.lock().unwrap().is_empty(), "a dry run persists nothing");
 }
 
@@ -445,7 +558,18 @@ async fn a_watch_answered_with_410_gone_relists() {
     .await
     .unwrap();
     assert_eq!(ready.len(), 1);
-    let lines: Vec<String> = fake.requests().iter().map(|r| if r.query.contains("watch=true") { "watch" } else { "list" }.to_owned()).collect();
+    let lines: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| {
+            if r.query.contains("watch=true") {
+                "watch"
+            } else {
+                "list"
+            }
+            .to_owned()
+        })
+        .collect();
     assert_eq!(lines, ["list", "watch", "list"]);
 }
 
@@ -462,9 +586,15 @@ async fn a_watch_refused_with_http_410_relists() {
         None
     }));
     let api: kube::Api<Deployment> = kube::Api::namespaced(client, "ns2");
-    await_condition(&api, &Watched::Name("bar".to_owned()), "deployment ns2/bar", Duration::from_secs(30), deployment_available)
-        .await
-        .unwrap();
+    await_condition(
+        &api,
+        &Watched::Name("bar".to_owned()),
+        "deployment ns2/bar",
+        Duration::from_secs(30),
+        deployment_available,
+    )
+    .await
+    .unwrap();
     assert_eq!(fake.requests().len(), 3);
 }
 
@@ -485,7 +615,10 @@ async fn a_deadline_that_expires_names_the_object_and_its_last_state() {
     let WaitError::Deadline { what, last_state, .. } = &error;
     assert_eq!(what, "deployment ns2/bar available in cluster2");
     assert!(last_state.starts_with("availableReplicas 0 of 1"), "{last_state}");
-    assert!(last_state.contains("Available=False (MinimumReplicasUnavailable)"), "{last_state}");
+    assert!(
+        last_state.contains("Available=False (MinimumReplicasUnavailable)"),
+        "{last_state}"
+    );
     assert!(error.to_string().contains("did not become ready within 5 s"), "{error}");
 }
 
@@ -493,23 +626,58 @@ async fn a_deadline_that_expires_names_the_object_and_its_last_state() {
 async fn down_deletes_only_what_carries_meshfeds_labels_for_the_scenario() {
     let fake = FakeApi::with(vec![
         {
-            let (p, o) = labelled("/api/v1/namespaces/ns2/services/bar", "v1", "Service", Some("ns2"), "bar", meshfed_labels("seed"));
+            let (p, o) = labelled(
+                "/api/v1/namespaces/ns2/services/bar",
+                "v1",
+                "Service",
+                Some("ns2"),
+                "bar",
+                meshfed_labels("seed"),
+            );
             (p, o)
         },
         {
-            let (p, o) = labelled("/api/v1/namespaces/ns2/services/other", "v1", "Service", Some("ns2"), "other", meshfed_labels("skew"));
+            let (p, o) = labelled(
+                "/api/v1/namespaces/ns2/services/other",
+                "v1",
+                "Service",
+                Some("ns2"),
+                "other",
+                meshfed_labels("skew"),
+            );
             (p, o)
         },
         {
-            let (p, o) = labelled("/api/v1/namespaces/ns2/services/users", "v1", "Service", Some("ns2"), "users", json!({"app": "users"}));
+            let (p, o) = labelled(
+                "/api/v1/namespaces/ns2/services/users",
+                "v1",
+                "Service",
+                Some("ns2"),
+                "users",
+                json!({"app": "users"}),
+            );
             (p, o)
         },
         {
-            let (p, o) = labelled("/api/v1/namespaces/ns2", "v1", "Namespace", None, "ns2", meshfed_labels("seed"));
+            let (p, o) = labelled(
+                "/api/v1/namespaces/ns2",
+                "v1",
+                "Namespace",
+                None,
+                "ns2",
+                meshfed_labels("seed"),
+            );
             (p, o)
         },
         {
-            let (p, o) = labelled("/api/v1/namespaces/ns1", "v1", "Namespace", None, "ns1", meshfed_labels("seed"));
+            let (p, o) = labelled(
+                "/api/v1/namespaces/ns1",
+                "v1",
+                "Namespace",
+                None,
+                "ns1",
+                meshfed_labels("seed"),
+            );
             (p, o)
         },
     ]);
@@ -528,10 +696,22 @@ async fn down_deletes_only_what_carries_meshfeds_labels_for_the_scenario() {
     assert_eq!(removed.deleted, ["Service ns2/bar", "Namespace ns1"]);
     assert_eq!(removed.kept.len(), 1);
     assert_eq!(removed.kept[0].0, "Namespace ns2");
-    assert!(removed.kept[0].1.contains(&"Service ns2/users".to_owned()), "{:?}", removed.kept);
+    assert!(
+        removed.kept[0].1.contains(&"Service ns2/users".to_owned()),
+        "{:?}",
+        removed.kept
+    );
     assert!(fake.has("/api/v1/namespaces/ns2/services/other") && fake.has("/api/v1/namespaces/ns2/services/users"));
-    let deletes: Vec<String> = fake.requests().iter().filter(|r| r.method == "DELETE").map(|r| r.path.clone()).collect();
-    assert_eq!(deletes, ["/api/v1/namespaces/ns2/services/bar", "/api/v1/namespaces/ns1"]);
+    let deletes: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        deletes,
+        ["/api/v1/namespaces/ns2/services/bar", "/api/v1/namespaces/ns1"]
+    );
     let lists: Vec<String> = fake
         .requests()
         .iter()

@@ -127,8 +127,11 @@ where
             }
         };
         let version = list.metadata.resource_version.clone().unwrap_or_default();
-        let mut objects: BTreeMap<String, K> =
-            list.items.into_iter().map(|object| (object.name_any(), object)).collect();
+        let mut objects: BTreeMap<String, K> = list
+            .items
+            .into_iter()
+            .map(|object| (object.name_any(), object))
+            .collect();
         if let Some(ready) = judge_now(&objects, last_state) {
             return ready;
         }
@@ -154,7 +157,10 @@ where
                 // 410 Gone: our resourceVersion is too old; relist.
                 Ok(Some(WatchEvent::Error(status))) if status.code == 410 => break,
                 Ok(Some(WatchEvent::Error(status))) => {
-                    *last_state = format!("{last_state} (then the watch failed: {} {})", status.code, status.message);
+                    *last_state = format!(
+                        "{last_state} (then the watch failed: {} {})",
+                        status.code, status.message
+                    );
                     tokio::time::sleep(RETRY_PAUSE).await;
                     break;
                 }
@@ -194,15 +200,17 @@ pub fn crd_established(objects: &[&CustomResourceDefinition]) -> Observed {
     };
     let conditions = crd.status.as_ref().and_then(|status| status.conditions.as_ref());
     let established = condition(
-        conditions.into_iter().flatten().map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref())),
+        conditions
+            .into_iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref())),
         "Established",
     );
     match established {
         Some((status, _)) if status == "True" => Observed::new(true, "Established=True"),
-        Some((status, reason)) => Observed::new(
-            false,
-            format!("Established={status} ({})", reason.unwrap_or_default()),
-        ),
+        Some((status, reason)) => {
+            Observed::new(false, format!("Established={status} ({})", reason.unwrap_or_default()))
+        }
         None => Observed::new(false, "no Established condition yet"),
     }
 }
@@ -227,7 +235,10 @@ pub fn deployment_available(objects: &[&Deployment]) -> Observed {
                 "{}={}{}",
                 c.type_,
                 c.status,
-                c.reason.as_ref().map(|reason| format!(" ({reason})")).unwrap_or_default()
+                c.reason
+                    .as_ref()
+                    .map(|reason| format!(" ({reason})"))
+                    .unwrap_or_default()
             )
         })
         .collect::<Vec<_>>()
@@ -249,16 +260,23 @@ pub fn deployment_available(objects: &[&Deployment]) -> Observed {
 /// The EndpointSlices of a service hold at least `wanted` ready endpoints.
 pub fn endpoints_ready(wanted: usize) -> impl Fn(&[&EndpointSlice]) -> Observed {
     move |slices| {
-        let (ready, total) = slices
-            .iter()
-            .flat_map(|slice| slice.endpoints.iter())
-            .fold((0, 0), |(ready, total), endpoint| {
-                let is_ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
-                (ready + usize::from(is_ready) * endpoint.addresses.len(), total + endpoint.addresses.len())
-            });
+        let (ready, total) =
+            slices
+                .iter()
+                .flat_map(|slice| slice.endpoints.iter())
+                .fold((0, 0), |(ready, total), endpoint| {
+                    let is_ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+                    (
+                        ready + usize::from(is_ready) * endpoint.addresses.len(),
+                        total + endpoint.addresses.len(),
+                    )
+                });
         Observed::new(
             ready >= wanted,
-            format!("{ready} of {wanted} endpoints ready ({total} listed in {} slice(s))", slices.len()),
+            format!(
+                "{ready} of {wanted} endpoints ready ({total} listed in {} slice(s))",
+                slices.len()
+            ),
         )
     }
 }
@@ -287,7 +305,11 @@ pub fn gateway_address_assigned(objects: &[&Service]) -> Observed {
             false,
             format!(
                 "type {}, no status.loadBalancer.ingress yet",
-                service.spec.as_ref().and_then(|spec| spec.type_.clone()).unwrap_or_default()
+                service
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.type_.clone())
+                    .unwrap_or_default()
             ),
         ),
     }

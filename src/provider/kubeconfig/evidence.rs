@@ -115,12 +115,19 @@ mod tests {
     fn tcp_records_take_identity_and_connection_from_the_line_with_their_app_side_address() {
         let log = concat!(
             "2026-11-29T15:00:00.000Z info Envoy proxy is ready\n",
-            r#"{"meshfed":"1","start":"x","upstream_cluster":"inbound|9090||","peer":"spiffe://cluster.local/ns/ns1/sa/foo","downstream":"172.18.255.1:40001","upstream_local":"127.0.0.6:51000","request_id":"-"}"#, "\n",
-            r#"{"meshfed":"1","start":"x","upstream_cluster":"outbound|80||foo.ns1.svc.cluster.local","peer":"-","downstream":"10.20.0.9:1","upstream_local":"127.0.0.6:51001","request_id":"-"}"#, "\n",
-            r#"{"meshfed":"1","start":"x","upstream_cluster":"inbound|9090||","peer":"-","downstream":"10.20.0.7:40002","upstream_local":"127.0.0.6:51002","request_id":"-"}"#, "\n",
+            r#"{"meshfed":"1","start":"x","upstream_cluster":"inbound|9090||","peer":"spiffe://cluster.local/ns/ns1/sa/foo","downstream":"172.18.255.1:40001","upstream_local":"127.0.0.6:51000","request_id":"-"}"#,
+            "\n",
+            r#"{"meshfed":"1","start":"x","upstream_cluster":"outbound|80||foo.ns1.svc.cluster.local","peer":"-","downstream":"10.20.0.9:1","upstream_local":"127.0.0.6:51001","request_id":"-"}"#,
+            "\n",
+            r#"{"meshfed":"1","start":"x","upstream_cluster":"inbound|9090||","peer":"-","downstream":"10.20.0.7:40002","upstream_local":"127.0.0.6:51002","request_id":"-"}"#,
+            "\n",
         );
         let logs = BTreeMap::from([("bar-5d8f7-x2x9q".to_owned(), inbound_lines(log))]);
-        assert_eq!(logs["bar-5d8f7-x2x9q"].len(), 2, "outbound and non-JSON lines are skipped");
+        assert_eq!(
+            logs["bar-5d8f7-x2x9q"].len(),
+            2,
+            "outbound and non-JSON lines are skipped"
+        );
         let mut records = vec![
             tcp_record(0, "bar-5d8f7-x2x9q", "127.0.0.6:51000"),
             tcp_record(1, "bar-5d8f7-x2x9q", "127.0.0.6:51002"),
@@ -128,7 +135,10 @@ mod tests {
             tcp_record(3, "bar-other", "127.0.0.6:51000"),
         ];
         attribute_tcp_records(&mut records, &logs);
-        assert_eq!(records[0].peer_identity.as_deref(), Some("spiffe://cluster.local/ns/ns1/sa/foo"));
+        assert_eq!(
+            records[0].peer_identity.as_deref(),
+            Some("spiffe://cluster.local/ns/ns1/sa/foo")
+        );
         assert_eq!(records[0].server_connection.as_deref(), Some("172.18.255.1:40001"));
         assert_eq!(records[1].peer_identity, None, "a plaintext caller has no identity");
         assert_eq!(records[1].server_connection.as_deref(), Some("10.20.0.7:40002"));
@@ -144,7 +154,9 @@ mod tests {
              cluster.outbound|80||foo.ns1.svc.cluster.local.ssl.fail_verify_error: 50\n\
              listener.0.0.0.0_15006.ssl.connection_error: 2\n",
         );
-        let gateway = parse_counters("listener.0.0.0.0_15443.no_filter_chain_match: 4\nlistener.0.0.0.0_15443.ssl.fail_verify_error: 9\n");
+        let gateway = parse_counters(
+            "listener.0.0.0.0_15443.no_filter_chain_match: 4\nlistener.0.0.0.0_15443.ssl.fail_verify_error: 9\n",
+        );
         let failures = tls_failures(&[sidecar.clone(), sidecar], &[gateway]);
         assert_eq!(
             failures,

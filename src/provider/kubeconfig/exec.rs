@@ -69,12 +69,15 @@ pub async fn exec(
             .stdin(false)
             .stdout(true)
             .stderr(true);
-        let mut process = api.exec(pod, command, &params).await.map_err(|source| ExecError::Start {
-            namespace: namespace.to_owned(),
-            pod: pod.to_owned(),
-            container: container.to_owned(),
-            source,
-        })?;
+        let mut process = api
+            .exec(pod, command, &params)
+            .await
+            .map_err(|source| ExecError::Start {
+                namespace: namespace.to_owned(),
+                pod: pod.to_owned(),
+                container: container.to_owned(),
+                source,
+            })?;
         let mut stdout = process.stdout();
         let mut stderr = process.stderr();
         let status = process.take_status();

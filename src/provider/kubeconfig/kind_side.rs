@@ -31,7 +31,9 @@ impl KubeSide for KubeconfigProvider {
 
     async fn apply_manifests(&mut self, cluster: &KindCluster, what: &str, yaml: &str) -> Result<(), ProviderError> {
         let objects: Vec<Value> = serde_saphyr::from_multiple::<Value>(yaml)
-            .map_err(|error| ProviderError::failed(format!("reading the manifests of {what}"), anyhow::anyhow!("{error}")))?
+            .map_err(|error| {
+                ProviderError::failed(format!("reading the manifests of {what}"), anyhow::anyhow!("{error}"))
+            })?
             .into_iter()
             .filter(|object| !object.is_null())
             .collect();
@@ -42,9 +44,14 @@ impl KubeSide for KubeconfigProvider {
             .into_iter()
             .map(|mut object| {
                 if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                    let labels = metadata.entry("labels").or_insert_with(|| Value::Object(Default::default()));
+                    let labels = metadata
+                        .entry("labels")
+                        .or_insert_with(|| Value::Object(Default::default()));
                     if let Some(labels) = labels.as_object_mut() {
-                        labels.insert(crate::plan::MANAGED_BY_LABEL.to_owned(), Value::from(crate::plan::MANAGED_BY));
+                        labels.insert(
+                            crate::plan::MANAGED_BY_LABEL.to_owned(),
+                            Value::from(crate::plan::MANAGED_BY),
+                        );
                         labels.insert(crate::plan::SCENARIO_LABEL.to_owned(), Value::from(KIND_INSTALL));
                     }
                 }
@@ -107,8 +114,10 @@ impl KubeSide for KubeconfigProvider {
 
     fn attach(&mut self, clusters: &[KindCluster], workload_image: &str) {
         for cluster in clusters {
-            self.attached
-                .insert(cluster.cluster.clone(), (cluster.kubeconfig.clone(), cluster.context.clone()));
+            self.attached.insert(
+                cluster.cluster.clone(),
+                (cluster.kubeconfig.clone(), cluster.context.clone()),
+            );
         }
         self.options.image.image = workload_image.to_owned();
     }

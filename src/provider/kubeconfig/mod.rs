@@ -29,7 +29,9 @@ use serde_json::Value;
 use super::capabilities::{Action, Capabilities};
 use super::kube as kube_layer;
 use super::kube::wait::{self, Watched};
-use super::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, REQUEST_TIMEOUT, TlsFailures, Traffic};
+use super::{
+    IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, REQUEST_TIMEOUT, TlsFailures, Traffic,
+};
 use crate::inventory::{ClusterInventory, GatewayAddress, Inventory, ReadyPod};
 use crate::plan::{PLACEHOLDER_ANNOTATION, Plan, SCENARIO_LABEL};
 use crate::progress::Progress;
@@ -164,18 +166,29 @@ impl KubeconfigProvider {
         wait::await_condition(
             &crds,
             &Watched::Name(ISTIO_CRD.to_owned()),
-            &format!("CRD {ISTIO_CRD} established in cluster {cluster} (context {})", connected.context),
+            &format!(
+                "CRD {ISTIO_CRD} established in cluster {cluster} (context {})",
+                connected.context
+            ),
             SHORT_CALL,
             wait::crd_established,
         )
         .await
-        .map_err(|error| unavailable(format!("{error}: is Istio installed there? (the kubeconfig provider installs nothing)")))?;
+        .map_err(|error| {
+            unavailable(format!(
+                "{error}: is Istio installed there? (the kubeconfig provider installs nothing)"
+            ))
+        })?;
         if needs_access_log {
             let config_maps: kube::Api<ConfigMap> = kube::Api::namespaced(connected.client.clone(), "istio-system");
             let mesh = config_maps
                 .get_opt("istio")
                 .await
-                .map_err(|error| unavailable(format!("cluster {cluster}: reading ConfigMap istio-system/istio: {error}")))?
+                .map_err(|error| {
+                    unavailable(format!(
+                        "cluster {cluster}: reading ConfigMap istio-system/istio: {error}"
+                    ))
+                })?
                 .and_then(|map| map.data)
                 .and_then(|data| data.get("mesh").cloned())
                 .unwrap_or_default();
@@ -205,21 +218,33 @@ impl KubeconfigProvider {
         progress: &mut dyn Progress,
     ) -> Result<(), ProviderError> {
         let scenario = self.scenario()?;
-        if let Some(placeholder) = objects
-            .iter()
-            .find(|object| object.pointer("/metadata/annotations").and_then(|a| a.get(PLACEHOLDER_ANNOTATION)).is_some())
-        {
+        if let Some(placeholder) = objects.iter().find(|object| {
+            object
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(PLACEHOLDER_ANNOTATION))
+                .is_some()
+        }) {
             return Err(ProviderError::Unsupported(format!(
                 "cluster {cluster}: {} {} holds placeholders ({}): the kubeconfig provider does not create remote-secret credentials yet",
-                placeholder["kind"], placeholder["metadata"]["name"], placeholder["metadata"]["annotations"][PLACEHOLDER_ANNOTATION]
+                placeholder["kind"],
+                placeholder["metadata"]["name"],
+                placeholder["metadata"]["annotations"][PLACEHOLDER_ANNOTATION]
             )));
         }
-        let applied = kube_layer::apply(self.client(cluster)?, cluster, &scenario.name, objects, kube_layer::ApplyMode::Apply)
-            .await
-            .map_err(|error| ProviderError::failed(format!("applying the plan to cluster {cluster}"), error))?;
+        let applied = kube_layer::apply(
+            self.client(cluster)?,
+            cluster,
+            &scenario.name,
+            objects,
+            kube_layer::ApplyMode::Apply,
+        )
+        .await
+        .map_err(|error| ProviderError::failed(format!("applying the plan to cluster {cluster}"), error))?;
         progress.step(&format!("cluster {cluster}: applied {} objects", applied.applied.len()));
         for (object, message) in &applied.forced {
-            progress.step(&format!("cluster {cluster}: took back meshfed's fields of {object} ({message})"));
+            progress.step(&format!(
+                "cluster {cluster}: took back meshfed's fields of {object} ({message})"
+            ));
         }
         Ok(())
     }
@@ -227,7 +252,11 @@ impl KubeconfigProvider {
     async fn await_workloads(&self, cluster: &str, progress: &mut dyn Progress) -> Result<(), ProviderError> {
         let scenario = self.scenario()?;
         let client = self.client(cluster)?;
-        for service in scenario.services.iter().filter(|service| service.replicas_in(cluster) > 0) {
+        for service in scenario
+            .services
+            .iter()
+            .filter(|service| service.replicas_in(cluster) > 0)
+        {
             let namespace = &service.namespace.value;
             let name = &service.name.value;
             progress.step(&format!("cluster {cluster}: waiting for deployment {namespace}/{name}"));
@@ -245,13 +274,20 @@ impl KubeconfigProvider {
         Ok(())
     }
 
-    async fn cluster_inventory(&self, scenario: &Scenario, cluster: &str, progress: &mut dyn Progress) -> Result<ClusterInventory, ProviderError> {
+    async fn cluster_inventory(
+        &self,
+        scenario: &Scenario,
+        cluster: &str,
+        progress: &mut dyn Progress,
+    ) -> Result<ClusterInventory, ProviderError> {
         let client = self.client(cluster)?;
         let declared = scenario
             .cluster(cluster)
             .ok_or_else(|| ProviderError::Unsupported(format!("unknown cluster {cluster}")))?;
         let (gateway_namespace, gateway_name) = &self.options.gateway_service;
-        progress.step(&format!("cluster {cluster}: waiting for the address of {gateway_namespace}/{gateway_name}"));
+        progress.step(&format!(
+            "cluster {cluster}: waiting for the address of {gateway_namespace}/{gateway_name}"
+        ));
         let services: kube::Api<Service> = kube::Api::namespaced(client.clone(), gateway_namespace);
         let gateway = wait::await_condition(
             &services,
@@ -262,15 +298,32 @@ impl KubeconfigProvider {
         )
         .await
         .map_err(|error| ProviderError::failed("waiting for the gateway address", error))?;
-        let address = gateway.first().and_then(wait::load_balancer_address).unwrap_or_default();
+        let address = gateway
+            .first()
+            .and_then(wait::load_balancer_address)
+            .unwrap_or_default();
         let mut ready_pods = BTreeMap::new();
-        for service in scenario.services.iter().filter(|service| service.replicas_in(cluster) > 0) {
+        for service in scenario
+            .services
+            .iter()
+            .filter(|service| service.replicas_in(cluster) > 0)
+        {
             let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &service.namespace.value);
-            let selector = format!("{}={},{SCENARIO_LABEL}={}", workloads::APP_LABEL, service.name.value, scenario.name);
+            let selector = format!(
+                "{}={},{SCENARIO_LABEL}={}",
+                workloads::APP_LABEL,
+                service.name.value,
+                scenario.name
+            );
             let listed = pods
                 .list(&ListParams::default().labels(&selector))
                 .await
-                .map_err(|error| ProviderError::failed(format!("listing the pods of {} in cluster {cluster}", service.reference()), error))?;
+                .map_err(|error| {
+                    ProviderError::failed(
+                        format!("listing the pods of {} in cluster {cluster}", service.reference()),
+                        error,
+                    )
+                })?;
             let mut ready: Vec<ReadyPod> = listed
                 .items
                 .iter()
@@ -307,7 +360,12 @@ impl KubeconfigProvider {
             .unwrap_or_default())
     }
 
-    async fn envoy_counters(&self, cluster: &str, namespace: &str, pod: &str) -> Result<BTreeMap<String, u64>, ProviderError> {
+    async fn envoy_counters(
+        &self,
+        cluster: &str,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<BTreeMap<String, u64>, ProviderError> {
         let output = exec::exec(
             self.client(cluster)?,
             namespace,
@@ -344,7 +402,12 @@ impl Provider for KubeconfigProvider {
         let versions: Vec<String> = self
             .scenario
             .iter()
-            .flat_map(|scenario| scenario.clusters.iter().map(|cluster| format!("{}={}", cluster.name.value, cluster.istio_version.value)))
+            .flat_map(|scenario| {
+                scenario
+                    .clusters
+                    .iter()
+                    .map(|cluster| format!("{}={}", cluster.name.value, cluster.istio_version.value))
+            })
             .collect();
         ProviderInfo {
             name: "kubeconfig".to_owned(),
@@ -363,9 +426,16 @@ impl Provider for KubeconfigProvider {
         KubeconfigProvider::CAPABILITIES
     }
 
-    async fn create_world(&mut self, scenario: &Scenario, progress: &mut dyn Progress) -> Result<Inventory, ProviderError> {
+    async fn create_world(
+        &mut self,
+        scenario: &Scenario,
+        progress: &mut dyn Progress,
+    ) -> Result<Inventory, ProviderError> {
         self.scenario = Some(scenario.clone());
-        progress.step(&format!("connecting to {} clusters by kubeconfig context", scenario.clusters.len()));
+        progress.step(&format!(
+            "connecting to {} clusters by kubeconfig context",
+            scenario.clusters.len()
+        ));
         self.connect(scenario).await?;
         let needs_access_log = scenario.phases.iter().any(|phase| {
             scenario
@@ -397,23 +467,39 @@ impl Provider for KubeconfigProvider {
         Ok(inventory)
     }
 
-    async fn apply_plan(&mut self, plan: &Plan, settings: &PhaseSettings, progress: &mut dyn Progress) -> Result<(), ProviderError> {
+    async fn apply_plan(
+        &mut self,
+        plan: &Plan,
+        settings: &PhaseSettings,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ProviderError> {
         if settings.foreign_client_cert.is_some() {
-            return Err(ProviderError::Unsupported("the kubeconfig provider cannot give a pod a foreign certificate".to_owned()));
+            return Err(ProviderError::Unsupported(
+                "the kubeconfig provider cannot give a pod a foreign certificate".to_owned(),
+            ));
         }
         let scenario = self.scenario()?.clone();
         for cluster_plan in &plan.clusters {
-            let objects = kube_layer::desired_objects(cluster_plan).map_err(|error| ProviderError::failed("rendering the plan", error))?;
+            let objects = kube_layer::desired_objects(cluster_plan)
+                .map_err(|error| ProviderError::failed("rendering the plan", error))?;
             let objects = self.workload_world(&scenario, &cluster_plan.cluster, objects);
             self.apply_objects(&cluster_plan.cluster, &objects, progress).await?;
             // The replicated Services of local pods must have their endpoints before traffic.
             let client = self.client(&cluster_plan.cluster)?.clone();
-            for service in scenario.services.iter().filter(|service| service.replicas_in(&cluster_plan.cluster) > 0) {
+            for service in scenario
+                .services
+                .iter()
+                .filter(|service| service.replicas_in(&cluster_plan.cluster) > 0)
+            {
                 let slices: kube::Api<EndpointSlice> = kube::Api::namespaced(client.clone(), &service.namespace.value);
                 wait::await_condition(
                     &slices,
                     &Watched::Labels(format!("kubernetes.io/service-name={}", service.name.value)),
-                    &format!("endpoints of {} in cluster {}", service.reference(), cluster_plan.cluster),
+                    &format!(
+                        "endpoints of {} in cluster {}",
+                        service.reference(),
+                        cluster_plan.cluster
+                    ),
                     self.options.ready_timeout,
                     wait::endpoints_ready(service.replicas_in(&cluster_plan.cluster) as usize),
                 )
@@ -428,22 +514,37 @@ impl Provider for KubeconfigProvider {
         // Probed from the sidecar container: its own traffic (uid 1337) bypasses the redirect, so
         // the connect goes to the network as is. bash's /dev/tcp, bounded by `timeout`.
         let scenario = self.scenario()?.clone();
-        let inventory = self.inventory.clone().unwrap_or(Inventory { clusters: BTreeMap::new() });
+        let inventory = self.inventory.clone().unwrap_or(Inventory {
+            clusters: BTreeMap::new(),
+        });
         let mut probes = Vec::new();
         for from in scenario.clusters.iter().map(|cluster| cluster.name.value.clone()) {
             let Some((service, pod)) = scenario.services.iter().find_map(|service| {
-                inventory.clusters.get(&from)?.ready_pods.get(&service.reference())?.first().map(|pod| (service, pod.name.clone()))
+                inventory
+                    .clusters
+                    .get(&from)?
+                    .ready_pods
+                    .get(&service.reference())?
+                    .first()
+                    .map(|pod| (service, pod.name.clone()))
             }) else {
                 continue;
             };
-            for to in scenario.clusters.iter().map(|cluster| cluster.name.value.clone()).filter(|to| *to != from) {
+            for to in scenario
+                .clusters
+                .iter()
+                .map(|cluster| cluster.name.value.clone())
+                .filter(|to| *to != from)
+            {
                 let Some(target_pod) = self.first_pod_ip(&scenario, &inventory, &to).await? else {
                     continue;
                 };
                 let gateway = &inventory.clusters[&to].gateway;
                 let gateway_address = format!("{}:{}", gateway.address, gateway.port);
                 let pod_connect = self.probe(&from, &service.namespace.value, &pod, &target_pod).await;
-                let gateway_connect = self.probe(&from, &service.namespace.value, &pod, &gateway_address).await;
+                let gateway_connect = self
+                    .probe(&from, &service.namespace.value, &pod, &gateway_address)
+                    .await;
                 probes.push(IsolationProbe {
                     from_cluster: from.clone(),
                     from_pod: pod.clone(),
@@ -459,7 +560,11 @@ impl Provider for KubeconfigProvider {
         Ok(probes)
     }
 
-    async fn send_traffic(&mut self, traffic: &Traffic, progress: &mut dyn Progress) -> Result<Vec<RequestRecord>, ProviderError> {
+    async fn send_traffic(
+        &mut self,
+        traffic: &Traffic,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
         let scenario = self.scenario()?.clone();
         let client = self.client(&traffic.from_cluster)?.clone();
         let target_service = scenario
@@ -469,10 +574,23 @@ impl Provider for KubeconfigProvider {
         let cluster_ip = services
             .get(&target_service.name.value)
             .await
-            .map_err(|error| ProviderError::failed(format!("reading Service {} in cluster {}", traffic.to_service, traffic.from_cluster), error))?
+            .map_err(|error| {
+                ProviderError::failed(
+                    format!(
+                        "reading Service {} in cluster {}",
+                        traffic.to_service, traffic.from_cluster
+                    ),
+                    error,
+                )
+            })?
             .spec
             .and_then(|spec| spec.cluster_ip)
-            .ok_or_else(|| ProviderError::Unsupported(format!("Service {} has no cluster IP in {}", traffic.to_service, traffic.from_cluster)))?;
+            .ok_or_else(|| {
+                ProviderError::Unsupported(format!(
+                    "Service {} has no cluster IP in {}",
+                    traffic.to_service, traffic.from_cluster
+                ))
+            })?;
         let command = vec![
             self.options.image.command.clone(),
             "workload".to_owned(),
@@ -505,26 +623,46 @@ impl Provider for KubeconfigProvider {
             traffic.requests, traffic.from_pod, traffic.from_cluster
         ));
         let started = std::time::SystemTime::now();
-        let rounds = u32::try_from(traffic.requests.div_ceil(u64::from(traffic.concurrency.max(1)))).unwrap_or(u32::MAX);
+        let rounds =
+            u32::try_from(traffic.requests.div_ceil(u64::from(traffic.concurrency.max(1)))).unwrap_or(u32::MAX);
         let deadline = REQUEST_TIMEOUT.saturating_mul(rounds) + Duration::from_secs(30);
-        let output = exec::exec(&client, service_namespace(&traffic.from_service), &traffic.from_pod, workloads::APP_CONTAINER, command, deadline)
-            .await
-            .map_err(|error| ProviderError::failed("sending traffic", error))?;
+        let output = exec::exec(
+            &client,
+            service_namespace(&traffic.from_service),
+            &traffic.from_pod,
+            workloads::APP_CONTAINER,
+            command,
+            deadline,
+        )
+        .await
+        .map_err(|error| ProviderError::failed("sending traffic", error))?;
         let mut records = Vec::new();
         for line in output.stdout.lines().filter(|line| !line.trim().is_empty()) {
             let record: RequestRecord = serde_json::from_str(line).map_err(|error| {
-                ProviderError::failed(format!("reading the client's output in pod {}", traffic.from_pod), anyhow::anyhow!("{error}: {line}"))
+                ProviderError::failed(
+                    format!("reading the client's output in pod {}", traffic.from_pod),
+                    anyhow::anyhow!("{error}: {line}"),
+                )
             })?;
             records.push(record);
         }
         if !output.succeeded || records.len() as u64 != traffic.requests {
             return Err(ProviderError::failed(
                 format!("the client in pod {} ({})", traffic.from_pod, traffic.from_cluster),
-                anyhow::anyhow!("{} records of {}; {}; stderr: {}", records.len(), traffic.requests, output.status, output.stderr.trim()),
+                anyhow::anyhow!(
+                    "{} records of {}; {}; stderr: {}",
+                    records.len(),
+                    traffic.requests,
+                    output.status,
+                    output.stderr.trim()
+                ),
             ));
         }
         if traffic.protocol == Protocol::Tcp {
-            let since = started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let since = started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             let logs = self.inbound_logs(&scenario, &traffic.to_service, since).await?;
             evidence::attribute_tcp_records(&mut records, &logs);
         }
@@ -557,21 +695,43 @@ impl Provider for KubeconfigProvider {
         let scenario = self.scenario()?.clone();
         let mut dead = Vec::new();
         for (cluster, connected) in &self.clusters {
-            for service in scenario.services.iter().filter(|service| service.replicas_in(cluster) > 0) {
+            for service in scenario
+                .services
+                .iter()
+                .filter(|service| service.replicas_in(cluster) > 0)
+            {
                 let pods: kube::Api<Pod> = kube::Api::namespaced(connected.client.clone(), &service.namespace.value);
-                let selector = format!("{}={},{SCENARIO_LABEL}={}", workloads::APP_LABEL, service.name.value, scenario.name);
+                let selector = format!(
+                    "{}={},{SCENARIO_LABEL}={}",
+                    workloads::APP_LABEL,
+                    service.name.value,
+                    scenario.name
+                );
                 let listed = tokio::time::timeout(SHORT_CALL, pods.list(&ListParams::default().labels(&selector)))
                     .await
-                    .map_err(|_| unavailable(format!("cluster {cluster}: listing pods did not answer within {} s", SHORT_CALL.as_secs())))?
+                    .map_err(|_| {
+                        unavailable(format!(
+                            "cluster {cluster}: listing pods did not answer within {} s",
+                            SHORT_CALL.as_secs()
+                        ))
+                    })?
                     .map_err(|error| ProviderError::failed(format!("listing pods in cluster {cluster}"), error))?;
                 for pod in &listed.items {
                     if !pod_is_ready(pod) {
-                        dead.push(format!("pod {}/{} in cluster {cluster} is not ready", service.namespace.value, pod.metadata.name.clone().unwrap_or_default()));
+                        dead.push(format!(
+                            "pod {}/{} in cluster {cluster} is not ready",
+                            service.namespace.value,
+                            pod.metadata.name.clone().unwrap_or_default()
+                        ));
                     }
                 }
             }
         }
-        if dead.is_empty() { Ok(()) } else { Err(ProviderError::NotAlive(dead)) }
+        if dead.is_empty() {
+            Ok(())
+        } else {
+            Err(ProviderError::NotAlive(dead))
+        }
     }
 
     async fn stuck(&mut self) -> Vec<String> {
@@ -579,7 +739,10 @@ impl Provider for KubeconfigProvider {
             Ok(Err(ProviderError::NotAlive(lines))) => lines,
             Ok(Err(error)) => vec![error.to_string()],
             Ok(Ok(())) => Vec::new(),
-            Err(_) => vec![format!("the API servers did not answer within {} s", SHORT_CALL.as_secs())],
+            Err(_) => vec![format!(
+                "the API servers did not answer within {} s",
+                SHORT_CALL.as_secs()
+            )],
         }
     }
 
@@ -596,17 +759,26 @@ impl Provider for KubeconfigProvider {
 }
 
 impl KubeconfigProvider {
-    async fn first_pod_ip(&self, scenario: &Scenario, inventory: &Inventory, cluster: &str) -> Result<Option<String>, ProviderError> {
+    async fn first_pod_ip(
+        &self,
+        scenario: &Scenario,
+        inventory: &Inventory,
+        cluster: &str,
+    ) -> Result<Option<String>, ProviderError> {
         let client = self.client(cluster)?;
         for service in &scenario.services {
-            let Some(pod) = inventory.clusters.get(cluster).and_then(|c| c.ready_pods.get(&service.reference())).and_then(|pods| pods.first()) else {
+            let Some(pod) = inventory
+                .clusters
+                .get(cluster)
+                .and_then(|c| c.ready_pods.get(&service.reference()))
+                .and_then(|pods| pods.first())
+            else {
                 continue;
             };
             let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &service.namespace.value);
-            let found = pods
-                .get(&pod.name)
-                .await
-                .map_err(|error| ProviderError::failed(format!("reading pod {} in cluster {cluster}", pod.name), error))?;
+            let found = pods.get(&pod.name).await.map_err(|error| {
+                ProviderError::failed(format!("reading pod {} in cluster {cluster}", pod.name), error)
+            })?;
             if let Some(ip) = found.status.and_then(|status| status.pod_ip) {
                 return Ok(Some(format!("{ip}:{}", service.ports[0].number.value)));
             }
@@ -623,10 +795,21 @@ impl KubeconfigProvider {
             return "no client".to_owned();
         };
         let script = format!("timeout 3 bash -c '</dev/tcp/{host}/{port}'");
-        match exec::exec(client, namespace, pod, workloads::SIDECAR_CONTAINER, vec!["sh".into(), "-c".into(), script], SHORT_CALL).await {
+        match exec::exec(
+            client,
+            namespace,
+            pod,
+            workloads::SIDECAR_CONTAINER,
+            vec!["sh".into(), "-c".into(), script],
+            SHORT_CALL,
+        )
+        .await
+        {
             Ok(output) if output.succeeded => "connected".to_owned(),
             Ok(output) if output.stderr.contains("refused") => "refused".to_owned(),
-            Ok(output) if output.stderr.contains("No route") || output.stderr.contains("unreachable") => "unreachable".to_owned(),
+            Ok(output) if output.stderr.contains("No route") || output.stderr.contains("unreachable") => {
+                "unreachable".to_owned()
+            }
             Ok(output) if output.status.contains("124") => "timed out".to_owned(),
             Ok(output) => format!("probe failed: {} {}", output.status, output.stderr.trim()),
             Err(error) => format!("probe could not run: {error}"),
@@ -641,10 +824,14 @@ impl KubeconfigProvider {
         service: &str,
         since: u64,
     ) -> Result<BTreeMap<String, Vec<evidence::AccessLogLine>>, ProviderError> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(since);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(since);
         let mut logs = BTreeMap::new();
         for cluster in scenario.clusters.iter().map(|cluster| cluster.name.value.clone()) {
-            let pods: kube::Api<Pod> = kube::Api::namespaced(self.client(&cluster)?.clone(), service_namespace(service));
+            let pods: kube::Api<Pod> =
+                kube::Api::namespaced(self.client(&cluster)?.clone(), service_namespace(service));
             for pod in self.pods_of(&cluster, service).await? {
                 let params = LogParams {
                     container: Some(workloads::SIDECAR_CONTAINER.to_owned()),
@@ -653,8 +840,15 @@ impl KubeconfigProvider {
                 };
                 let text = tokio::time::timeout(SHORT_CALL, pods.logs(&pod, &params))
                     .await
-                    .map_err(|_| unavailable(format!("cluster {cluster}: the log of {pod} did not arrive within {} s", SHORT_CALL.as_secs())))?
-                    .map_err(|error| ProviderError::failed(format!("reading the sidecar log of {pod} in cluster {cluster}"), error))?;
+                    .map_err(|_| {
+                        unavailable(format!(
+                            "cluster {cluster}: the log of {pod} did not arrive within {} s",
+                            SHORT_CALL.as_secs()
+                        ))
+                    })?
+                    .map_err(|error| {
+                        ProviderError::failed(format!("reading the sidecar log of {pod} in cluster {cluster}"), error)
+                    })?;
                 logs.insert(pod, evidence::inbound_lines(&text));
             }
         }

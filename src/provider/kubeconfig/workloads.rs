@@ -43,7 +43,11 @@ fn labels(scenario: &Scenario, app: Option<&str>) -> Value {
 /// ServiceAccounts and Deployments of the services with pods in `cluster`.
 pub fn workload_objects(scenario: &Scenario, cluster: &str, image: &WorkloadImage) -> Vec<Value> {
     let mut objects = Vec::new();
-    for service in scenario.services.iter().filter(|service| service.replicas_in(cluster) > 0) {
+    for service in scenario
+        .services
+        .iter()
+        .filter(|service| service.replicas_in(cluster) > 0)
+    {
         let name = &service.name.value;
         let namespace = &service.namespace.value;
         objects.push(json!({
@@ -109,7 +113,8 @@ pub fn workload_objects(scenario: &Scenario, cluster: &str, image: &WorkloadImag
 /// so re-applying the plan never drops the label meshfed set).
 pub fn with_injection(mut objects: Vec<Value>) -> Vec<Value> {
     for object in &mut objects {
-        let is_workload_namespace = object["kind"] == "Namespace" && object["metadata"]["name"] != crate::plan::ROOT_NAMESPACE;
+        let is_workload_namespace =
+            object["kind"] == "Namespace" && object["metadata"]["name"] != crate::plan::ROOT_NAMESPACE;
         if is_workload_namespace {
             object["metadata"]["labels"]["istio-injection"] = json!("enabled");
         }
@@ -122,7 +127,11 @@ mod tests {
     use super::*;
 
     fn seed() -> Scenario {
-        crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/seed.yaml"))).unwrap()
+        crate::scenario::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/seed.yaml"
+        )))
+        .unwrap()
     }
 
     #[test]
@@ -139,13 +148,35 @@ mod tests {
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["image"], "registry.example/meshfed:test");
         assert_eq!(container["command"][0], "/usr/local/bin/meshfed");
-        let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
         assert_eq!(
             args,
-            ["workload", "echo", "--pod", "$(POD_NAME)", "--cluster", "cluster2", "--bind", "0.0.0.0", "--http", "80", "--tcp", "9090"]
+            [
+                "workload",
+                "echo",
+                "--pod",
+                "$(POD_NAME)",
+                "--cluster",
+                "cluster2",
+                "--bind",
+                "0.0.0.0",
+                "--http",
+                "80",
+                "--tcp",
+                "9090"
+            ]
         );
         assert_eq!(deployment["spec"]["template"]["spec"]["serviceAccountName"], "bar");
-        for labelled in [&deployment["metadata"], &deployment["spec"]["template"]["metadata"], &objects[0]["metadata"]] {
+        for labelled in [
+            &deployment["metadata"],
+            &deployment["spec"]["template"]["metadata"],
+            &objects[0]["metadata"],
+        ] {
             assert_eq!(labelled["labels"][MANAGED_BY_LABEL], "meshfed");
             assert_eq!(labelled["labels"][SCENARIO_LABEL], "seed");
         }

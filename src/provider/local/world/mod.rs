@@ -217,7 +217,11 @@ impl Provider for LocalProvider {
         LocalProvider::CAPABILITIES
     }
 
-    async fn create_world(&mut self, scenario: &Scenario, progress: &mut dyn Progress) -> Result<Inventory, ProviderError> {
+    async fn create_world(
+        &mut self,
+        scenario: &Scenario,
+        progress: &mut dyn Progress,
+    ) -> Result<Inventory, ProviderError> {
         let topology = topology::topology(scenario).map_err(|error| failed("laying out addresses")(error.into()))?;
         let envoys = topology
             .clusters
@@ -244,7 +248,10 @@ impl Provider for LocalProvider {
             }
         }
         let spec = network_spec(&topology);
-        progress.step(&format!("creating network namespaces for {} clusters", topology.clusters.len()));
+        progress.step(&format!(
+            "creating network namespaces for {} clusters",
+            topology.clusters.len()
+        ));
         let network =
             network::create_network(&spec).map_err(|error| failed("creating network namespaces")(error.into()))?;
         let supervisor = Supervisor::new().map_err(|error| failed("starting the process supervisor")(error.into()))?;
