@@ -99,8 +99,12 @@ pub async fn run_scenario<P: Provider>(
         scenario.clusters.len()
     ));
     let inventory = provider.create_world(scenario).await?;
-    let mut applied = (scenario.federation.endpoint_weights, PhaseSettings::default());
-    let first_plan = plan::plan(scenario, &inventory);
+    // The world starts with the first phase's plan, so a first phase needs no reconfiguration.
+    let first_plan = match scenario.phases.first() {
+        Some(phase) => plan::plan_phase(scenario, &inventory, phase),
+        None => plan::plan(scenario, &inventory),
+    };
+    let mut applied = (first_plan.clone(), PhaseSettings::default());
     provider.apply_plan(&first_plan, &applied.1).await?;
     let world_ms = elapsed_ms(started);
     progress.step(&format!("world ready in {world_ms} ms; checking isolation"));
@@ -109,17 +113,18 @@ pub async fn run_scenario<P: Provider>(
     let mut to_first_request_ms = None;
     for phase in &scenario.phases {
         provider.check_alive().await?;
-        let weights = phase.endpoint_weights.unwrap_or(scenario.federation.endpoint_weights);
+        let traffic_settings = plan::TrafficSettings::of_phase(scenario, phase);
+        let weights = traffic_settings.weights;
         let settings = phase_settings(scenario, phase);
-        if applied != (weights, settings.clone()) {
+        let phase_plan = plan::plan_phase(scenario, &inventory, phase);
+        if applied.0 != phase_plan || applied.1 != settings {
             progress.step(&format!(
                 "phase {}: reconfiguring proxies (endpoint weights {}, {}{})",
                 phase.name.value,
                 weights_name(weights),
-                if settings.new_connection_per_request {
-                    "a new connection per request"
-                } else {
-                    "pooled connections"
+                match traffic_settings.connections {
+                    ConnectionPolicy::NewConnectionPerRequest => "DestinationRule maxRequestsPerConnection: 1",
+                    ConnectionPolicy::Pooled => "pooled connections",
                 },
                 if settings.foreign_client_cert.is_some() {
                     ", caller with a foreign-root certificate"
@@ -127,10 +132,8 @@ pub async fn run_scenario<P: Provider>(
                     ""
                 }
             ));
-            provider
-                .apply_plan(&plan::plan_with_weights(scenario, &inventory, weights), &settings)
-                .await?;
-            applied = (weights, settings);
+            provider.apply_plan(&phase_plan, &settings).await?;
+            applied = (phase_plan, settings);
         }
         to_first_request_ms.get_or_insert_with(|| elapsed_ms(started));
         let deadline = phase_deadline(phase);
@@ -239,7 +242,6 @@ fn phase_settings(scenario: &Scenario, phase: &Phase) -> PhaseSettings {
         .map(|service| crate::inventory::pod_name(&service.name.value, 0))
         .unwrap_or_default();
     PhaseSettings {
-        new_connection_per_request: phase.connections == ConnectionPolicy::NewConnectionPerRequest,
         foreign_client_cert: foreign.then(|| (phase.from.cluster.value.clone(), sender)),
     }
 }

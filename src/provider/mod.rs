@@ -35,8 +35,6 @@ pub struct ProviderInfo {
 /// Proxy behaviour a phase asks for, applied together with the plan.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PhaseSettings {
-    /// A new upstream connection per request (the sidecars' `max_requests_per_connection: 1`).
-    pub new_connection_per_request: bool,
     /// Give this pod (cluster, pod) a workload certificate from a foreign root.
     pub foreign_client_cert: Option<(String, String)>,
 }

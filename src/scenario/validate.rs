@@ -4,7 +4,10 @@ use std::collections::BTreeSet;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::{Cluster, Fault, FederationMode, IstioVersion, Phase, Scenario, Service};
+use super::{
+    Cluster, Fault, FederationMode, IstioVersion, MAX_PROXY_CONCURRENCY, NEWEST_EMULATED_ISTIO, OLDEST_EMULATED_ISTIO,
+    Phase, Scenario, Service,
+};
 
 /// One semantic problem: where it is and what is wrong and allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +57,20 @@ fn check_clusters(scenario: &Scenario) -> Checked {
     check_unique(scenario.clusters.iter().map(|cluster| &cluster.name), "cluster name")?;
     for cluster in &scenario.clusters {
         check_dns_label(&cluster.name, "cluster name")?;
+        check_istio_version(cluster)?;
+        if let Some(concurrency) = cluster
+            .proxy_concurrency
+            .as_ref()
+            .filter(|count| !(1..=MAX_PROXY_CONCURRENCY).contains(&count.value))
+        {
+            return Err(problem(
+                concurrency.referenced,
+                format!(
+                    "proxyConcurrency {} of cluster {} is out of range: use 1 to {MAX_PROXY_CONCURRENCY} Envoy workers",
+                    concurrency.value, cluster.name.value
+                ),
+            ));
+        }
         if scenario.federation.mode == FederationMode::EndpointDiscovery
             && cluster.istio_version.value < ENDPOINT_DISCOVERY_SINCE
         {
@@ -68,6 +85,23 @@ fn check_clusters(scenario: &Scenario) -> Checked {
         }
     }
     check_networks_disjoint(&scenario.clusters)
+}
+
+/// Versions outside the emulated range would get behaviour nobody checked against Istio's source.
+fn check_istio_version(cluster: &Cluster) -> Checked {
+    let version = cluster.istio_version.value;
+    let oldest = (OLDEST_EMULATED_ISTIO.major, OLDEST_EMULATED_ISTIO.minor);
+    let newest = (NEWEST_EMULATED_ISTIO.major, NEWEST_EMULATED_ISTIO.minor);
+    if (version.major, version.minor) < oldest || (version.major, version.minor) > newest {
+        return Err(problem(
+            cluster.istio_version.referenced,
+            format!(
+                "istioVersion {version} of cluster {} is outside the emulated range: use {}.{} to {}.{} (any patch; see docs/fidelity.md)",
+                cluster.name.value, oldest.0, oldest.1, newest.0, newest.1
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_networks_disjoint(clusters: &[Cluster]) -> Checked {
@@ -113,6 +147,7 @@ fn check_services(scenario: &Scenario) -> Checked {
         check_ports(service)?;
         check_replicas(scenario, service)?;
     }
+    check_injection_per_namespace(scenario)?;
     check_pod_networks_fit(scenario)
 }
 
@@ -155,6 +190,36 @@ fn check_replicas(scenario: &Scenario, service: &Service) -> Checked {
                     "replicas of {} for unknown cluster {cluster:?}: clusters are {}",
                     service.reference(),
                     cluster_names(scenario)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sidecar injection is a namespace label in the plan, so a namespace is in the mesh or not.
+fn check_injection_per_namespace(scenario: &Scenario) -> Checked {
+    for (index, service) in scenario.services.iter().enumerate() {
+        let Some(earlier) = scenario.services[..index]
+            .iter()
+            .find(|earlier| earlier.namespace.value == service.namespace.value)
+        else {
+            continue;
+        };
+        if earlier.has_sidecar() != service.has_sidecar() {
+            let at = service
+                .sidecar
+                .as_ref()
+                .map_or(service.name.referenced, |sidecar| sidecar.referenced);
+            return Err(problem(
+                at,
+                format!(
+                    "service {} says sidecar: {} but {} in the same namespace says {}: injection is per namespace \
+                     (label istio-injection), so put services outside the mesh in their own namespace",
+                    service.reference(),
+                    service.has_sidecar(),
+                    earlier.reference(),
+                    earlier.has_sidecar()
                 ),
             ));
         }

@@ -43,11 +43,6 @@ pub const PEER_IDENTITY_TLV_TYPE: u8 = 0xE0;
 /// a gateway, the gateway's side of its connection.
 pub const DOWNSTREAM_PEER_HEADER: &str = "x-meshfed-downstream-peer";
 
-/// ALPN the client sidecar offers, as Istio's sidecar does in-mesh (upstream Envoy has no Istio ALPN
-/// filter, so it goes into the TLS context). HTTP ports also offer `h2` so the server sidecar's
-/// codec knows the connection speaks HTTP/2.
-const ISTIO_ALPN: [&str; 2] = ["istio-peer-exchange", "istio"];
-
 /// ALPN the server sidecar accepts on HTTP ports: it picks `h2` when the client offers it.
 const INBOUND_HTTP_ALPN: [&str; 2] = ["h2", "http/1.1"];
 
@@ -95,7 +90,7 @@ impl CertPaths {
     }
 }
 
-/// A port the pod's app serves on `127.0.0.1:<port>`; the sidecar accepts mTLS for it on
+/// A port the pod's app serves on `127.0.0.1:<port>`; the sidecar accepts callers for it on
 /// `<pod IP>:<port>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundPort {
@@ -103,6 +98,34 @@ pub struct InboundPort {
     pub port: u16,
     /// How the port is proxied.
     pub protocol: Protocol,
+    /// What callers must present.
+    pub mtls: InboundMtls,
+}
+
+/// What an inbound listener accepts (PeerAuthentication / MeshPolicy mode).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InboundMtls {
+    /// Istio mTLS only: a client certificate from the mesh root is required.
+    Strict,
+    /// `tls_inspector` chains as Istio builds them: TLS offering one of `istio_alpn` is mTLS, plain
+    /// text is accepted as plain text (`pilot/pkg/networking/core/v1alpha3/filterchain_options.go`).
+    Permissive {
+        /// ALPN values that select the mTLS chain.
+        istio_alpn: Vec<String>,
+    },
+    /// No sidecar: the app's port, plain text only.
+    Disabled,
+}
+
+/// How a client sidecar secures connections to a service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpstreamTls {
+    /// A DestinationRule with `tls.mode: ISTIO_MUTUAL`: mTLS to every endpoint.
+    IstioMutual,
+    /// Auto-mTLS: mTLS to endpoints labelled `tlsMode: istio`, plain text to the others.
+    Auto,
+    /// Plain text (no DestinationRule and no auto-mTLS, or no sidecar).
+    Plaintext,
 }
 
 /// Where an endpoint runs, as Envoy's locality (Kubernetes `topology.kubernetes.io/region`/`zone`).
@@ -130,6 +153,9 @@ pub struct LbEndpoint {
     /// Envoy priority: 0 is used first; higher priorities get traffic only when lower ones are
     /// unhealthy (failover).
     pub priority: u32,
+    /// The endpoint carries Istio's `tlsMode: istio` label (a sidecar-injected pod), which
+    /// auto-mTLS matches on.
+    pub istio_mtls: bool,
 }
 
 /// A service port the pod's app calls at `<cluster IP>:<port>`.
@@ -148,9 +174,22 @@ pub struct OutboundPort {
     pub server_identities: Vec<String>,
     /// Endpoints; empty makes every call fail (HTTP 503 "no healthy upstream", TCP reset).
     pub endpoints: Vec<LbEndpoint>,
+    /// mTLS origination.
+    pub tls: UpstreamTls,
+    /// ALPN offered on mTLS (the version's, see [`crate::plan::versions::IstioBehaviour::client_alpn`]).
+    pub alpn: Vec<String>,
+    /// HTTP/2 to the upstream sidecar (an `http2` port or `h2UpgradePolicy: UPGRADE`); HTTP/1.1
+    /// otherwise.
+    pub http2: bool,
+    /// Load-balancing policy.
+    pub load_balancer: crate::scenario::LoadBalancer,
     /// Requests per upstream connection (HTTP only): `Some(1)` opens a new mTLS connection per
     /// request, so a passthrough gateway balances each request. `None` pools connections.
     pub max_requests_per_connection: Option<u32>,
+    /// Envoy outlier detection (the DestinationRule's `outlierDetection`).
+    pub outlier_detection: bool,
+    /// Proxy bytes only (a pod without a sidecar: kube-proxy), whatever the port's protocol.
+    pub l4_only: bool,
 }
 
 /// Everything one pod's sidecar needs.
@@ -177,8 +216,14 @@ pub struct SidecarSpec {
 pub struct SniRoute {
     /// The SNI, e.g. `outbound_.80_._.bar.ns2.svc.cluster.local` (see [`outbound_sni`]).
     pub sni: String,
-    /// Local pods' `podIP:port`; balanced round robin, one choice per TCP connection.
+    /// Local pods' `podIP:port`; one choice per TCP connection.
     pub endpoints: Vec<SocketAddrV4>,
+    /// Other clusters' gateways (`address:15443`, weight) merged in from a same-host ServiceEntry
+    /// (Istio 1.5-1.18, docs/fidelity.md row 2b): the ClientHello goes on unchanged, so the next
+    /// gateway chooses again.
+    pub merged_gateways: Vec<(SocketAddrV4, u32)>,
+    /// The filter chain is emitted twice (Istio 1.10-1.21, row 2d): Envoy rejects the listener.
+    pub duplicated_chain: bool,
 }
 
 /// Everything one cluster's SNI gateway needs.
@@ -188,6 +233,8 @@ pub struct GatewaySpec {
     pub node_id: String,
     /// One route per (service, port) with local pods.
     pub routes: Vec<SniRoute>,
+    /// Load-balancing policy of the SNI clusters (the version's default).
+    pub load_balancer: crate::scenario::LoadBalancer,
 }
 
 /// LDS and CDS content, each a `DiscoveryResponse` as Envoy's file-based xDS reads it.
@@ -322,21 +369,32 @@ pub fn gateway_resources(spec: &GatewaySpec) -> XdsResources {
     let mut filter_chains = Vec::new();
     let mut clusters = Vec::new();
     for route in &spec.routes {
-        filter_chains.push(json!({
+        let chain = json!({
             "filter_chain_match": { "server_names": [route.sni] },
             "filters": [tcp_proxy_filter(&route.sni, &route.sni)],
-        }));
+        });
+        if route.duplicated_chain {
+            filter_chains.push(chain.clone());
+        }
+        filter_chains.push(chain);
         let endpoints: Vec<Value> = route
             .endpoints
             .iter()
             .map(|endpoint| lb_endpoint(*endpoint.ip(), endpoint.port(), 1))
+            .chain(
+                route
+                    .merged_gateways
+                    .iter()
+                    .filter(|(_, weight)| *weight > 0)
+                    .map(|(gateway, weight)| lb_endpoint(*gateway.ip(), gateway.port(), *weight)),
+            )
             .collect();
         clusters.push(json!({
             "@type": CLUSTER_TYPE,
             "name": route.sni,
             "type": "STATIC",
             "connect_timeout": CONNECT_TIMEOUT,
-            "lb_policy": "ROUND_ROBIN",
+            "lb_policy": spec.load_balancer.istio_name(),
             "load_assignment": {
                 "cluster_name": route.sni,
                 "endpoints": [{ "lb_endpoints": endpoints }],
@@ -373,47 +431,50 @@ pub fn gateway_resources(spec: &GatewaySpec) -> XdsResources {
     }
 }
 
-fn inbound_listener(spec: &SidecarSpec, inbound: &InboundPort) -> Value {
-    let cluster = inbound_cluster_name(inbound.port);
-    let stat_prefix = format!("inbound_{}", inbound.port);
-    let (filter, alpn): (Value, &[&str]) = match inbound.protocol {
-        Protocol::Http => (
-            json!({
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": HCM_TYPE,
-                    "stat_prefix": stat_prefix,
-                    "codec_type": "AUTO",
-                    "forward_client_cert_details": "SANITIZE_SET",
-                    "set_current_client_cert_details": { "uri": true },
-                    "route_config": {
-                        "name": cluster,
-                        // The listeners are static and load before CDS delivers the clusters.
-                        "validate_clusters": false,
-                        "virtual_hosts": [{
-                            "name": "inbound",
-                            "domains": ["*"],
-                            "routes": [{
-                                "match": { "prefix": "/" },
-                                "route": { "cluster": cluster },
-                            }],
-                            "request_headers_to_add": [{
-                                "header": {
-                                    "key": DOWNSTREAM_PEER_HEADER,
-                                    // DIRECT: the connection's peer, never an address a caller
-                                    // put into x-forwarded-for.
-                                    "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",
-                                },
-                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                            }],
-                        }],
-                    },
-                    "http_filters": [router_filter()],
-                },
-            }),
-            &INBOUND_HTTP_ALPN,
-        ),
-        Protocol::Tcp => (inbound_tcp_proxy_filter(&stat_prefix, &cluster), &[]),
+fn inbound_http_filter(stat_prefix: &str, cluster: &str) -> Value {
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": HCM_TYPE,
+            "stat_prefix": stat_prefix,
+            "codec_type": "AUTO",
+            // Istio's inbound form (`pilot/pkg/networking/core/v1alpha3/listener_inbound.go`):
+            // By=<server id>;Hash=…;Subject="…";URI=<client id>[;DNS=…].
+            "forward_client_cert_details": "APPEND_FORWARD",
+            "set_current_client_cert_details": { "subject": true, "uri": true, "dns": true },
+            "route_config": {
+                "name": cluster,
+                // The listeners are static and load before CDS delivers the clusters.
+                "validate_clusters": false,
+                "virtual_hosts": [{
+                    "name": "inbound",
+                    "domains": ["*"],
+                    "routes": [{
+                        "match": { "prefix": "/" },
+                        "route": { "cluster": cluster },
+                    }],
+                    "request_headers_to_add": [{
+                        "header": {
+                            "key": DOWNSTREAM_PEER_HEADER,
+                            // DIRECT: the connection's peer, never an address a caller
+                            // put into x-forwarded-for.
+                            "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",
+                        },
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }],
+                }],
+            },
+            "http_filters": [router_filter()],
+        },
+    })
+}
+
+/// The mTLS filter chain of an inbound port (without its match).
+fn inbound_mtls_chain(spec: &SidecarSpec, inbound: &InboundPort, stat_prefix: &str, cluster: &str) -> Value {
+    let (filter, alpn): (Value, &[&str]) = if inbound.protocol.is_http() {
+        (inbound_http_filter(stat_prefix, cluster), &INBOUND_HTTP_ALPN)
+    } else {
+        (inbound_tcp_proxy_filter(stat_prefix, cluster), &[])
     };
     let mut common_tls_context = json!({
         "tls_certificates": [tls_certificate(&spec.certs)],
@@ -423,21 +484,67 @@ fn inbound_listener(spec: &SidecarSpec, inbound: &InboundPort) -> Value {
         common_tls_context["alpn_protocols"] = json!(alpn);
     }
     json!({
+        "filters": [filter],
+        "transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": DOWNSTREAM_TLS_TYPE,
+                "require_client_certificate": true,
+                "common_tls_context": common_tls_context,
+            },
+        },
+    })
+}
+
+/// The plain-text filter chain of an inbound port (without its match).
+fn inbound_plaintext_chain(inbound: &InboundPort, stat_prefix: &str, cluster: &str) -> Value {
+    let filter = if inbound.protocol.is_http() {
+        inbound_http_filter(stat_prefix, cluster)
+    } else {
+        json!({
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {
+                "@type": TCP_PROXY_TYPE,
+                "stat_prefix": stat_prefix,
+                "cluster": cluster,
+                "proxy_protocol_tlvs": [{
+                    "type": PEER_IDENTITY_TLV_TYPE,
+                    "format_string": { "text_format_source": { "inline_string": "%DOWNSTREAM_PEER_URI_SAN%" } },
+                }],
+            },
+        })
+    };
+    json!({ "filters": [filter] })
+}
+
+fn inbound_listener(spec: &SidecarSpec, inbound: &InboundPort) -> Value {
+    let cluster = inbound_cluster_name(inbound.port);
+    let stat_prefix = format!("inbound_{}", inbound.port);
+    let mut listener = json!({
         "@type": LISTENER_TYPE,
         "name": inbound_listener_name(spec.pod_ip, inbound.port),
         "address": socket_address(spec.pod_ip, inbound.port),
-        "filter_chains": [{
-            "filters": [filter],
-            "transport_socket": {
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": DOWNSTREAM_TLS_TYPE,
-                    "require_client_certificate": true,
-                    "common_tls_context": common_tls_context,
-                },
-            },
-        }],
-    })
+    });
+    match &inbound.mtls {
+        InboundMtls::Strict => {
+            listener["filter_chains"] = json!([inbound_mtls_chain(spec, inbound, &stat_prefix, &cluster)]);
+        }
+        InboundMtls::Permissive { istio_alpn } => {
+            let mut mtls = inbound_mtls_chain(spec, inbound, &stat_prefix, &cluster);
+            mtls["filter_chain_match"] = json!({ "transport_protocol": "tls", "application_protocols": istio_alpn });
+            let mut plain = inbound_plaintext_chain(inbound, &stat_prefix, &cluster);
+            plain["filter_chain_match"] = json!({ "transport_protocol": "raw_buffer" });
+            listener["listener_filters"] = json!([{
+                "name": "envoy.filters.listener.tls_inspector",
+                "typed_config": { "@type": TLS_INSPECTOR_TYPE },
+            }]);
+            listener["filter_chains"] = json!([mtls, plain]);
+        }
+        InboundMtls::Disabled => {
+            listener["filter_chains"] = json!([inbound_plaintext_chain(inbound, &stat_prefix, &cluster)]);
+        }
+    }
+    listener
 }
 
 fn inbound_cluster(inbound: &InboundPort) -> Value {
@@ -452,7 +559,7 @@ fn inbound_cluster(inbound: &InboundPort) -> Value {
             "endpoints": [{ "lb_endpoints": [lb_endpoint(Ipv4Addr::LOCALHOST, inbound.port, 1)] }],
         },
     });
-    if inbound.protocol == Protocol::Tcp {
+    if !inbound.protocol.is_http() {
         // The PROXY v2 header itself (addresses + TLV) is built by the inbound tcp_proxy, which
         // sees the downstream connection; the transport socket only writes it, and forwards only
         // TLV types listed here.
@@ -480,8 +587,8 @@ fn inbound_cluster(inbound: &InboundPort) -> Value {
 fn outbound_listener(outbound: &OutboundPort) -> Value {
     let cluster = outbound_cluster_name(outbound.port, &outbound.host);
     let stat_prefix = outbound_listener_name(outbound.cluster_ip, outbound.port);
-    let filter = match outbound.protocol {
-        Protocol::Http => json!({
+    let filter = if outbound.protocol.is_http() && !outbound.l4_only {
+        json!({
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
                 "@type": HCM_TYPE,
@@ -502,8 +609,9 @@ fn outbound_listener(outbound: &OutboundPort) -> Value {
                 },
                 "http_filters": [router_filter()],
             },
-        }),
-        Protocol::Tcp => tcp_proxy_filter(&stat_prefix, &cluster),
+        })
+    } else {
+        tcp_proxy_filter(&stat_prefix, &cluster)
     };
     json!({
         "@type": LISTENER_TYPE,
@@ -513,12 +621,10 @@ fn outbound_listener(outbound: &OutboundPort) -> Value {
     })
 }
 
-fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
-    let name = outbound_cluster_name(outbound.port, &outbound.host);
-    let mut alpn: Vec<&str> = ISTIO_ALPN.to_vec();
-    if outbound.protocol == Protocol::Http {
-        alpn.push("h2");
-    }
+/// Metadata key Envoy's `transport_socket_matches` compare endpoint metadata under.
+const TRANSPORT_SOCKET_MATCH_KEY: &str = "envoy.transport_socket_match";
+
+fn upstream_mtls_socket(certs: &CertPaths, outbound: &OutboundPort) -> Value {
     let mut validation_context = json!({ "trusted_ca": { "filename": certs.root } });
     if !outbound.server_identities.is_empty() {
         let matchers: Vec<Value> = outbound
@@ -528,34 +634,72 @@ fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
             .collect();
         validation_context["match_typed_subject_alt_names"] = json!(matchers);
     }
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": UPSTREAM_TLS_TYPE,
+            "sni": outbound_sni(outbound.port, &outbound.host),
+            "common_tls_context": {
+                "tls_certificates": [tls_certificate(certs)],
+                "alpn_protocols": outbound.alpn,
+                "validation_context": validation_context,
+            },
+        },
+    })
+}
+
+fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
+    let name = outbound_cluster_name(outbound.port, &outbound.host);
     let mut cluster = json!({
         "@type": CLUSTER_TYPE,
         "name": name,
         "type": "STATIC",
         "connect_timeout": CONNECT_TIMEOUT,
-        "lb_policy": "ROUND_ROBIN",
+        "lb_policy": outbound.load_balancer.istio_name(),
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": locality_lb_endpoints(&outbound.endpoints),
-        },
-        "transport_socket": {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": UPSTREAM_TLS_TYPE,
-                "sni": outbound_sni(outbound.port, &outbound.host),
-                "common_tls_context": {
-                    "tls_certificates": [tls_certificate(certs)],
-                    "alpn_protocols": alpn,
-                    "validation_context": validation_context,
-                },
-            },
+            "endpoints": locality_lb_endpoints(&outbound.endpoints, outbound.tls == UpstreamTls::Auto),
         },
     });
-    if outbound.protocol == Protocol::Http {
-        let mut options = json!({
-            "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
-            "explicit_http_config": { "http2_protocol_options": {} },
+    match outbound.tls {
+        UpstreamTls::IstioMutual => cluster["transport_socket"] = upstream_mtls_socket(certs, outbound),
+        UpstreamTls::Auto => {
+            // Istio's auto-mTLS: mTLS where the endpoint is labelled tlsMode=istio, plain text
+            // elsewhere (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.6.0`).
+            cluster["transport_socket_matches"] = json!([
+                {
+                    "name": "tlsMode-istio",
+                    "match": { "tlsMode": "istio" },
+                    "transport_socket": upstream_mtls_socket(certs, outbound),
+                },
+                {
+                    "name": "tlsMode-disabled",
+                    "match": {},
+                    "transport_socket": {
+                        "name": "envoy.transport_sockets.raw_buffer",
+                        "typed_config": { "@type": RAW_BUFFER_TYPE },
+                    },
+                },
+            ]);
+        }
+        UpstreamTls::Plaintext => {}
+    }
+    if outbound.outlier_detection {
+        cluster["outlier_detection"] = json!({
+            "consecutive_5xx": 5,
+            "interval": "10s",
+            "base_ejection_time": "30s",
         });
+        // Istio's default: fail over as soon as endpoints of a priority are ejected.
+        cluster["common_lb_config"] = json!({ "healthy_panic_threshold": { "value": 0 } });
+    }
+    if outbound.protocol.is_http() && !outbound.l4_only {
+        let mut options = json!({ "@type": HTTP_PROTOCOL_OPTIONS_TYPE });
+        options["explicit_http_config"] = if outbound.http2 {
+            json!({ "http2_protocol_options": {} })
+        } else {
+            json!({ "http_protocol_options": {} })
+        };
         if let Some(max) = outbound.max_requests_per_connection {
             options["common_http_protocol_options"] = json!({ "max_requests_per_connection": max });
         }
@@ -566,10 +710,13 @@ fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
 
 /// Groups endpoints by (locality, priority) in order of first appearance, as Envoy wants one
 /// `LocalityLbEndpoints` per locality and priority. Weight-0 endpoints are dropped.
-fn locality_lb_endpoints(endpoints: &[LbEndpoint]) -> Vec<Value> {
+fn locality_lb_endpoints(endpoints: &[LbEndpoint], tls_mode_metadata: bool) -> Vec<Value> {
     let mut groups: Vec<(Option<&Locality>, u32, Vec<Value>)> = Vec::new();
     for endpoint in endpoints.iter().filter(|endpoint| endpoint.weight > 0) {
-        let entry = lb_endpoint(endpoint.address, endpoint.port, endpoint.weight);
+        let mut entry = lb_endpoint(endpoint.address, endpoint.port, endpoint.weight);
+        if tls_mode_metadata && endpoint.istio_mtls {
+            entry["metadata"] = json!({ "filter_metadata": { TRANSPORT_SOCKET_MATCH_KEY: { "tlsMode": "istio" } } });
+        }
         let key = (endpoint.locality.as_ref(), endpoint.priority);
         match groups
             .iter_mut()
@@ -682,6 +829,29 @@ mod tests {
                 zone: zone.into(),
             }),
             priority,
+            istio_mtls: port != GATEWAY_PORT,
+        }
+    }
+
+    fn outbound(port: u16, protocol: Protocol, endpoints: Vec<LbEndpoint>, max: Option<u32>) -> OutboundPort {
+        OutboundPort {
+            host: BAR.into(),
+            cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
+            port,
+            protocol,
+            server_identities: vec![BAR_IDENTITY.into()],
+            endpoints,
+            tls: UpstreamTls::IstioMutual,
+            alpn: if protocol.is_http() {
+                vec!["istio-http/1.1".into(), "istio".into(), "http/1.1".into()]
+            } else {
+                vec!["istio-peer-exchange".into(), "istio".into()]
+            },
+            http2: false,
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
+            max_requests_per_connection: max,
+            outlier_detection: false,
+            l4_only: false,
         }
     }
 
@@ -696,35 +866,31 @@ mod tests {
                 InboundPort {
                     port: 80,
                     protocol: Protocol::Http,
+                    mtls: InboundMtls::Strict,
                 },
                 InboundPort {
                     port: 9090,
                     protocol: Protocol::Tcp,
+                    mtls: InboundMtls::Strict,
                 },
             ],
             outbound: vec![
-                OutboundPort {
-                    host: BAR.into(),
-                    cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
-                    port: 80,
-                    protocol: Protocol::Http,
-                    server_identities: vec![BAR_IDENTITY.into()],
-                    endpoints: vec![
+                outbound(
+                    80,
+                    Protocol::Http,
+                    vec![
                         endpoint([10, 10, 0, 7], 80, 1, Some("zone-1"), 0),
                         endpoint([10, 20, 0, 2], GATEWAY_PORT, 2, Some("zone-2"), 0),
                         endpoint([10, 30, 0, 2], GATEWAY_PORT, 3, None, 1),
                     ],
-                    max_requests_per_connection: Some(1),
-                },
-                OutboundPort {
-                    host: BAR.into(),
-                    cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
-                    port: 9090,
-                    protocol: Protocol::Tcp,
-                    server_identities: vec![BAR_IDENTITY.into()],
-                    endpoints: vec![endpoint([10, 20, 0, 2], GATEWAY_PORT, 2, None, 0)],
-                    max_requests_per_connection: None,
-                },
+                    Some(1),
+                ),
+                outbound(
+                    9090,
+                    Protocol::Tcp,
+                    vec![endpoint([10, 20, 0, 2], GATEWAY_PORT, 2, None, 0)],
+                    None,
+                ),
             ],
         }
     }
@@ -739,12 +905,17 @@ mod tests {
                         SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), 80),
                         SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 8), 80),
                     ],
+                    merged_gateways: vec![],
+                    duplicated_chain: false,
                 },
                 SniRoute {
                     sni: outbound_sni(9090, BAR),
                     endpoints: vec![SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), 9090)],
+                    merged_gateways: vec![],
+                    duplicated_chain: false,
                 },
             ],
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
         }
     }
 
@@ -807,6 +978,7 @@ mod tests {
         assert_listeners_only_name_existing_clusters(&gateway_resources(&GatewaySpec {
             node_id: "empty".into(),
             routes: vec![],
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
         }));
     }
 
@@ -904,7 +1076,7 @@ mod tests {
     fn client_sidecar_originates_istio_mtls() {
         let resources = sidecar_resources(&foo_sidecar());
         for (port, alpn) in [
-            (80, json!(["istio-peer-exchange", "istio", "h2"])),
+            (80, json!(["istio-http/1.1", "istio", "http/1.1"])),
             (9090, json!(["istio-peer-exchange", "istio"])),
         ] {
             let cluster = named(&resources.clusters, &outbound_cluster_name(port, BAR));
@@ -933,11 +1105,11 @@ mod tests {
     }
 
     #[test]
-    fn http_outbound_speaks_http2_and_limits_requests_per_connection() {
+    fn http_outbound_speaks_http1_and_limits_requests_per_connection() {
         let resources = sidecar_resources(&foo_sidecar());
         let http = named(&resources.clusters, &outbound_cluster_name(80, BAR));
         let options = &http["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS_KEY];
-        assert_eq!(options["explicit_http_config"], json!({ "http2_protocol_options": {} }));
+        assert_eq!(options["explicit_http_config"], json!({ "http_protocol_options": {} }));
         assert_eq!(
             options["common_http_protocol_options"]["max_requests_per_connection"],
             1
@@ -984,8 +1156,11 @@ mod tests {
             &inbound_listener_name(Ipv4Addr::new(10, 10, 0, 5), 80),
         );
         let manager = &listener["filter_chains"][0]["filters"][0]["typed_config"];
-        assert_eq!(manager["forward_client_cert_details"], "SANITIZE_SET");
-        assert_eq!(manager["set_current_client_cert_details"], json!({ "uri": true }));
+        assert_eq!(manager["forward_client_cert_details"], "APPEND_FORWARD");
+        assert_eq!(
+            manager["set_current_client_cert_details"],
+            json!({ "subject": true, "uri": true, "dns": true })
+        );
         let virtual_host = &manager["route_config"]["virtual_hosts"][0];
         assert_eq!(
             virtual_host["request_headers_to_add"][0],
@@ -1062,6 +1237,7 @@ mod tests {
         let resources = gateway_resources(&GatewaySpec {
             node_id: "gw".into(),
             routes: vec![],
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
         });
         let listener = named(&resources.listeners, "0.0.0.0_15443");
         assert_eq!(listener["filter_chains"].as_array().map(Vec::len), Some(1));
@@ -1072,6 +1248,7 @@ mod tests {
         let resources = gateway_resources(&GatewaySpec {
             node_id: "gw".into(),
             routes: vec![],
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
         });
         let bootstrap = bootstrap(
             "foo-0",

@@ -21,15 +21,16 @@ pub struct WriteConfigError {
 }
 
 /// Envoy's command-line arguments (after the binary): the bootstrap, no hot restart (its shared
-/// memory lives in `/dev/shm`, which network namespaces share, so two Envoys would collide), one
-/// worker thread, and the log level. Run the binary inside the pod's network namespace.
-pub fn envoy_args(bootstrap: &Path, log_level: &str) -> Vec<OsString> {
+/// memory lives in `/dev/shm`, which network namespaces share, so two Envoys would collide),
+/// `concurrency` worker threads (the plan's install values: Istio's default is 2), and the log
+/// level. Run the binary inside the pod's network namespace.
+pub fn envoy_args(bootstrap: &Path, log_level: &str, concurrency: u32) -> Vec<OsString> {
     vec![
         "-c".into(),
         bootstrap.as_os_str().to_owned(),
         "--disable-hot-restart".into(),
         "--concurrency".into(),
-        "1".into(),
+        concurrency.to_string().into(),
         "--log-level".into(),
         log_level.into(),
     ]
@@ -86,7 +87,7 @@ mod tests {
 
     #[test]
     fn envoy_runs_without_hot_restart_on_one_worker() {
-        let args = envoy_args(Path::new("/b.json"), "warn");
+        let args = envoy_args(Path::new("/b.json"), "warn", 1);
         let args: Vec<&str> = args.iter().map(|arg| arg.to_str().unwrap()).collect();
         assert_eq!(
             args,
@@ -108,6 +109,7 @@ mod tests {
         let resources = gateway_resources(&GatewaySpec {
             node_id: "gw".into(),
             routes: vec![],
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
         });
         write_xds(&dir, &resources).unwrap();
         write_xds(&dir, &resources).unwrap();

@@ -16,7 +16,7 @@ use anyhow::anyhow;
 use super::{CONFIG_APPLIED_TIMEOUT, ENVOY_READY_TIMEOUT, LocalOptions, World, failed, pod_dir};
 use crate::pki;
 use crate::plan::Plan;
-use crate::provider::local::control_plane::{self, ProxySettings};
+use crate::provider::local::control_plane;
 use crate::provider::local::envoy_binary::{
     AwaitReadyError, admin_get, await_ready, envoy_args, parse_counters, write_bootstrap, write_xds,
 };
@@ -37,6 +37,8 @@ pub(super) struct Proxy {
     pub(super) admin_socket: PathBuf,
     pushed: Option<XdsResources>,
     pub(super) started: bool,
+    /// Envoy worker threads (the cluster's install values).
+    concurrency: u32,
 }
 
 /// `GET path` on `proxy`'s admin socket, failing after [`ADMIN_TIMEOUT`] naming the proxy.
@@ -170,12 +172,10 @@ impl World {
         plan: &Plan,
         settings: &PhaseSettings,
     ) -> Result<(), ProviderError> {
-        let proxy_settings = ProxySettings {
-            max_requests_per_connection: settings.new_connection_per_request.then_some(1),
-        };
         let mut desired = Vec::new();
         for cluster_plan in &plan.clusters {
             let cluster = self.cluster(&cluster_plan.cluster)?.clone();
+            let concurrency = cluster_plan.install.proxy_concurrency;
             for pod in &cluster.pods {
                 let foreign = settings.foreign_client_cert.as_ref() == Some(&(cluster.name.clone(), pod.name.clone()));
                 let genuine_certs = self.certs_for(options, &cluster.name, &pod.name, false)?;
@@ -192,7 +192,6 @@ impl World {
                         cluster_plan,
                         pod,
                         certs,
-                        proxy_settings,
                     );
                     envoy_config::sidecar_resources(&spec)
                 };
@@ -207,7 +206,7 @@ impl World {
                     None => genuine,
                 };
                 let name = format!("envoy for pod {} in {}", pod.name, cluster.name);
-                desired.push((cluster.name.clone(), pod.name.clone(), name, resources));
+                desired.push((cluster.name.clone(), pod.name.clone(), name, resources, concurrency));
             }
             let gateway = control_plane::gateway_spec(&cluster, cluster_plan);
             let name = format!("envoy of gateway {GATEWAY_POD} in {}", cluster.name);
@@ -216,11 +215,12 @@ impl World {
                 GATEWAY_POD.to_owned(),
                 name,
                 envoy_config::gateway_resources(&gateway),
+                concurrency,
             ));
         }
         let mut started = Vec::new();
         let mut updated = Vec::new();
-        for (cluster, pod, name, resources) in desired {
+        for (cluster, pod, name, resources, concurrency) in desired {
             let key = (cluster.clone(), pod.clone());
             let proxy = self.proxies.entry(key.clone()).or_insert_with(|| {
                 let dir = pod_dir(&options.run_dir, &cluster, &pod).join("envoy");
@@ -230,6 +230,7 @@ impl World {
                     dir,
                     pushed: None,
                     started: false,
+                    concurrency,
                 }
             });
             if proxy.pushed.as_ref() == Some(&resources) {
@@ -283,7 +284,7 @@ impl World {
         write_bootstrap(&bootstrap_path, &bootstrap)
             .map_err(|error| failed(format!("configuring {}", proxy.name))(error.into()))?;
         let mut command = Command::new(&options.envoy);
-        command.args(envoy_args(&bootstrap_path, "warning"));
+        command.args(envoy_args(&bootstrap_path, "warning", proxy.concurrency));
         let log_dir = proxy.dir.clone();
         let name = proxy.name.clone();
         proxy.started = true;
