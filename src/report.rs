@@ -247,6 +247,11 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
     );
     let _ = writeln!(
         out,
+        "  calls that succeeded: {} over mTLS, {} in plain text",
+        m.mtls_calls, m.plaintext_calls
+    );
+    let _ = writeln!(
+        out,
         "  skew: max observed/expected {:.2} by requests, {:.2} by connections; total variation {:.3}",
         m.request_skew.max_ratio, m.connection_skew.max_ratio, m.request_skew.total_variation_distance
     );

@@ -1365,3 +1365,111 @@ fn a_meshfed_envoy_that_never_answers_its_version_is_stopped_after_10_s_and_name
         Duration::from_secs(5),
     );
 }
+
+// ---- Istio fidelity end to end (issue 7; docs/fidelity.md)
+
+/// Answered requests per remote pod of `cluster` in a phase, pods that got none left out.
+fn pods_answering_in(phase: &PhaseReport, cluster: &str) -> Vec<String> {
+    phase
+        .measurement
+        .pods
+        .iter()
+        .filter(|pod| pod.cluster == cluster && pod.requests > 0)
+        .map(|pod| pod.pod.clone())
+        .collect()
+}
+
+/// scenarios/permissive.yaml: PERMISSIVE lets a sidecar-less caller through in plain text, STRICT
+/// refuses it; without the DestinationRule, Istio 1.5 (no auto-mTLS) sends plain text and the
+/// default version's auto-mTLS keeps the call mutual.
+#[test]
+fn permissive_accepts_a_caller_without_sidecar_in_plain_text_and_strict_refuses_it() {
+    if !local_provider_available() {
+        return;
+    }
+    let marker = unique_marker("permissive");
+    let run = run(&scenario("permissive.yaml"), "permissive", &marker);
+    assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let permissive = phase(&run, "no-sidecar-under-permissive");
+    let m = &permissive.measurement;
+    assert_eq!((m.success_rate, m.mtls_rate), (1.0, 0.0), "{m:?}");
+    assert_eq!((m.plaintext_calls, m.mtls_calls), (m.attempted, 0), "{m:?}");
+    let strict = phase(&run, "no-sidecar-under-strict");
+    assert_eq!(strict.measurement.succeeded, 0, "{:?}", strict.measurement);
+    assert!(strict.measurement.attempted > 0);
+    let old = phase(&run, "no-destination-rule-without-auto-mtls");
+    assert_eq!(
+        (old.measurement.success_rate, old.measurement.mtls_rate),
+        (1.0, 0.0),
+        "Istio 1.5 without the DestinationRule sends plain text"
+    );
+    assert_eq!(old.measurement.plaintext_calls, old.measurement.attempted);
+    let auto = phase(&run, "no-destination-rule-with-auto-mtls");
+    assert_eq!(auto.measurement.mtls_rate, 1.0, "auto-mTLS on the default version");
+    assert!(run.stdout.contains("in plain text"), "{}", run.stdout);
+    assert_own_run_left_nothing(&marker, run.pid);
+}
+
+/// A service with three pods in one remote cluster, a pooled client at concurrency 8. With
+/// Istio's default (`http` port → HTTP/1.1 between sidecars, row 7b) the client sidecar opens a
+/// connection per request in flight and the passthrough gateway spreads those connections over
+/// the remote pods; with `h2UpgradePolicy: UPGRADE` in the plan the single worker multiplexes
+/// every request over one HTTP/2 connection, pinned to one remote pod (row 7a).
+const POOLED_TOWARD_THREE_REMOTE_PODS: &str = "\
+name: pooled-http
+clusters:
+  - name: cluster1
+    proxyConcurrency: 1
+    podCidr: 10.10.0.0/16
+    serviceCidr: 10.96.0.0/16
+  - name: cluster2
+    podCidr: 10.20.0.0/16
+    serviceCidr: 10.97.0.0/16
+services:
+  - name: foo
+    namespace: ns1
+    ports:
+      - { name: http, number: 80, protocol: http }
+    replicas: { cluster1: 1 }
+  - name: bar
+    namespace: ns2
+    ports:
+      - { name: http, number: 80, protocol: http }
+    replicas: { cluster2: 3 }
+phases:
+  - name: pooled-http1
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 800
+    concurrency: 8
+    expect:
+      successRateAtLeast: 1.0
+      mtlsRateAtLeast: 1.0
+  - name: pooled-h2-upgrade
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    h2UpgradePolicy: UPGRADE
+    requests: 800
+    concurrency: 8
+    expect:
+      successRateAtLeast: 1.0
+      mtlsRateAtLeast: 1.0
+";
+
+#[test]
+fn pooled_http1_reaches_several_remote_pods_and_an_h2_upgrade_pins_one() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("pooled-http");
+    let path = dir.0.join("pooled-http.yaml");
+    std::fs::write(&path, POOLED_TOWARD_THREE_REMOTE_PODS).unwrap();
+    let marker = unique_marker("pooled-http");
+    let run = run(&path, "pooled-http", &marker);
+    assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let http1 = pods_answering_in(phase(&run, "pooled-http1"), "cluster2");
+    assert!(http1.len() > 1, "HTTP/1.1 upstream: several remote pods, got {http1:?}");
+    let h2 = pods_answering_in(phase(&run, "pooled-h2-upgrade"), "cluster2");
+    assert_eq!(h2.len(), 1, "one HTTP/2 connection: one remote pod, got {h2:?}");
+    assert_own_run_left_nothing(&marker, run.pid);
+}

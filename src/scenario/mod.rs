@@ -481,6 +481,9 @@ pub struct Expectations {
     /// server, at least (0–1).
     #[serde(default)]
     pub mtls_rate_at_least: Option<Spanned<f64>>,
+    /// The same share, at most (0–1): for phases whose calls must be plain text.
+    #[serde(default)]
+    pub mtls_rate_at_most: Option<Spanned<f64>>,
     /// Share of attempted requests that succeeded, at least (0–1).
     #[serde(default)]
     pub success_rate_at_least: Option<Spanned<f64>>,

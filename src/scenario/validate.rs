@@ -345,6 +345,7 @@ fn check_expectations(scenario: &Scenario, phase: &Phase) -> Checked {
     let expect = &phase.expect;
     for rate in [
         &expect.mtls_rate_at_least,
+        &expect.mtls_rate_at_most,
         &expect.success_rate_at_least,
         &expect.success_rate_at_most,
     ]
