@@ -108,10 +108,10 @@ const CASES: &[Case] = &[
     Case {
         name: "istio version outside the emulated range",
         replace: "    podCidr: 10.20.0.0/16",
-        with: "    istioVersion: \"1.3.5\"\n    podCidr: 10.20.0.0/16",
+        with: "    istioVersion: \"1.0.6\"\n    podCidr: 10.20.0.0/16",
         line: 7,
         column: 19,
-        message: "istioVersion 1.3.5 of cluster cluster2 is outside the emulated range: use 1.4 to 1.30",
+        message: "istioVersion 1.0.6 of cluster cluster2 is outside the emulated range: use 1.1 to 1.30",
     },
     Case {
         name: "istio version newer than the emulated range",
@@ -119,7 +119,7 @@ const CASES: &[Case] = &[
         with: "    istioVersion: \"1.31.0\"\n    podCidr: 10.20.0.0/16",
         line: 7,
         column: 19,
-        message: "istioVersion 1.31.0 of cluster cluster2 is outside the emulated range: use 1.4 to 1.30",
+        message: "istioVersion 1.31.0 of cluster cluster2 is outside the emulated range: use 1.1 to 1.30",
     },
     Case {
         name: "proxy concurrency out of range",

@@ -286,11 +286,15 @@ impl<'a> Planner<'a> {
                 let version = behaviour.version;
                 let message = if behaviour.gateway_duplicates_passthrough_chains() {
                     format!(
-                        "Istio {version} (1.10-1.21) builds two identical 15443 filter chains for a host that is both a Service                          and a ServiceEntry, and Envoy rejects the gateway's whole 15443 listener (istio/istio#44356):                          upgrade to 1.22+, or use the *.global host + tcp_cluster_rewrite form the pre-1.8 docs used"
+                        "Istio {version} (1.10-1.21) builds two identical 15443 filter chains for a host that is both a Service \
+                         and a ServiceEntry, and Envoy rejects the gateway's whole 15443 listener (istio/istio#44356): \
+                         upgrade to 1.22+, or use the *.global host + tcp_cluster_rewrite form the pre-1.8 docs used"
                     )
                 } else if behaviour.gateway_merges_service_entry_endpoints() {
                     format!(
-                        "Istio {version} (1.5-1.18) merges the same-host ServiceEntry's endpoints (other clusters' gateways)                          into the gateway's passthrough cluster, so connections can bounce between gateways: upgrade to                          1.19+, or use the *.global host + tcp_cluster_rewrite form the pre-1.8 docs used"
+                        "Istio {version} (1.5-1.18) merges the same-host ServiceEntry's endpoints (other clusters' gateways) \
+                         into the gateway's passthrough cluster, so connections can bounce between gateways: upgrade to \
+                         1.19+, or use the *.global host + tcp_cluster_rewrite form the pre-1.8 docs used"
                     )
                 } else {
                     continue;

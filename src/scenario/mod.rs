@@ -669,7 +669,7 @@ fn default_zone() -> String {
 /// Istio version assumed when a cluster does not say: a supported release of the 1.30 line.
 pub const DEFAULT_ISTIO_VERSION: IstioVersion = IstioVersion::new(1, 30, 3);
 /// Oldest Istio minor version the `local` emulation follows (docs/fidelity.md).
-pub const OLDEST_EMULATED_ISTIO: IstioVersion = IstioVersion::new(1, 4, 0);
+pub const OLDEST_EMULATED_ISTIO: IstioVersion = IstioVersion::new(1, 1, 0);
 /// Newest Istio minor version the `local` emulation follows (any patch of it).
 pub const NEWEST_EMULATED_ISTIO: IstioVersion = IstioVersion::new(1, 30, 0);
 
