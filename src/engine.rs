@@ -295,8 +295,14 @@ async fn run_phase<P: Provider>(
         connections: phase.connections,
     };
     let before = provider.tls_failures(&traffic.to_service).await?;
+    let hops_before = provider.gateway_hops().await?;
     let records = provider.send_traffic(&traffic, progress).await?;
     let tls_failures = provider.tls_failures(&traffic.to_service).await?.since(&before);
+    let gateway_hops = match (hops_before, provider.gateway_hops().await?) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
+    let config_rejections = provider.config_rejections().await?;
     let expected_identity = spiffe_id(
         &scenario.trust_domain,
         &source.namespace.value,
@@ -329,6 +335,8 @@ async fn run_phase<P: Provider>(
         passed: expectations.iter().all(|result| result.passed),
         measurement,
         tls_failures,
+        gateway_hops,
+        config_rejections,
         expectations,
     })
 }

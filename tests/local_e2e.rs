@@ -1473,3 +1473,75 @@ fn pooled_http1_reaches_several_remote_pods_and_an_h2_upgrade_pins_one() {
     assert_eq!(h2.len(), 1, "one HTTP/2 connection: one remote pod, got {h2:?}");
     assert_own_run_left_nothing(&marker, run.pid);
 }
+
+/// scenarios/gateway-loop.yaml at `version` (`None`: the default version).
+fn gateway_loop_at(dir: &TempDir, version: Option<&str>) -> PathBuf {
+    let text = std::fs::read_to_string(scenario("gateway-loop.yaml")).unwrap();
+    let text = match version {
+        Some(version) => text.replace("\"1.7.8\"", &format!("\"{version}\"")),
+        None => text.replace("    istioVersion: \"1.7.8\"\n", ""),
+    };
+    let path = dir
+        .0
+        .join(format!("gateway-loop-{}.yaml", version.unwrap_or("default")));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Rows 2b and 2d (pilot/pkg/xds/endpoint_builder.go@1.14.6, istio/istio#44356): on 1.7 the
+/// gateways forward to each other (hops counted, calls succeed); on 1.20 Envoy rejects the
+/// gateways' 15443 listener and the calls through them fail with the reason in the report; on the
+/// default version neither happens.
+#[test]
+fn same_host_service_entries_bounce_between_1_7_gateways_and_take_down_1_20_gateway_listeners() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("gateway-loop");
+    let marker = unique_marker("gateway-loop-1.7");
+    let old = run(&scenario("gateway-loop.yaml"), "gateway-loop-1.7", &marker);
+    assert_eq!(old.code, Some(0), "stdout:\n{}\nstderr:\n{}", old.stdout, old.stderr);
+    let bounced = phase(&old, "new-connection-per-request");
+    assert!(bounced.gateway_hops.unwrap_or(0) > 0, "{:?}", bounced.gateway_hops);
+    assert!(bounced.config_rejections.is_empty(), "{:?}", bounced.config_rejections);
+    assert!(old.stdout.contains("gateway-to-gateway hops: "), "{}", old.stdout);
+    assert_own_run_left_nothing(&marker, old.pid);
+
+    let marker = unique_marker("gateway-loop-1.20");
+    let broken = run(&gateway_loop_at(&dir, Some("1.20.8")), "gateway-loop-1.20", &marker);
+    assert_eq!(
+        broken.code,
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        broken.stdout,
+        broken.stderr
+    );
+    let rejected = phase(&broken, "new-connection-per-request");
+    assert_eq!(rejected.config_rejections.len(), 2, "{:?}", rejected.config_rejections);
+    assert!(
+        rejected.config_rejections[0].contains("the same matching rules"),
+        "{:?}",
+        rejected.config_rejections
+    );
+    assert!(rejected.measurement.success_rate < 1.0);
+    assert!(
+        !rejected.measurement.clusters_reached.contains(&"cluster2".to_owned()),
+        "no call gets through a gateway without its 15443 listener"
+    );
+    assert!(broken.stdout.contains("config rejected: "), "{}", broken.stdout);
+    assert_own_run_left_nothing(&marker, broken.pid);
+
+    let marker = unique_marker("gateway-loop-default");
+    let fixed = run(&gateway_loop_at(&dir, None), "gateway-loop-default", &marker);
+    assert_eq!(
+        fixed.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        fixed.stdout,
+        fixed.stderr
+    );
+    let clean = phase(&fixed, "new-connection-per-request");
+    assert_eq!(clean.gateway_hops, Some(0));
+    assert!(clean.config_rejections.is_empty());
+    assert_own_run_left_nothing(&marker, fixed.pid);
+}

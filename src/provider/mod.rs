@@ -197,6 +197,17 @@ pub trait Provider {
     /// Current server-side TLS failure counters of the pods of `service` and of every gateway.
     async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError>;
 
+    /// Connections gateways have opened to other gateways so far (cumulative), when the provider
+    /// can count them; the engine reports the difference over each phase.
+    async fn gateway_hops(&mut self) -> Result<Option<u64>, ProviderError> {
+        Ok(None)
+    }
+
+    /// Proxy configuration the proxies refused, each naming the proxy and the proxy's reason.
+    async fn config_rejections(&mut self) -> Result<Vec<String>, ProviderError> {
+        Ok(Vec::new())
+    }
+
     /// Fails with [`ProviderError::NotAlive`] naming every process of the world that has exited or
     /// is stopped.
     async fn check_alive(&mut self) -> Result<(), ProviderError>;

@@ -244,6 +244,11 @@ pub struct XdsResources {
     pub listeners: Value,
     /// `{"version_info": …, "resources": [Cluster…]}`.
     pub clusters: Value,
+    /// The listeners come from a watched LDS file instead of the bootstrap, so a listener Envoy
+    /// rejects is reported (`listener_manager.lds.update_rejected`) instead of stopping Envoy:
+    /// gateways, whose 15443 listener Istio 1.10-1.21 can make invalid (row 2d).
+    #[serde(default)]
+    pub listeners_dynamic: bool,
 }
 
 /// Istio's outbound cluster name for a service port: `outbound|80||bar.ns2.svc.cluster.local`.
@@ -288,7 +293,7 @@ pub fn outbound_listener_name(cluster_ip: Ipv4Addr, port: u16) -> String {
 /// xDS file costs its Envoy one inotify instance, of which a user has 128 by default
 /// (`fs.inotify.max_user_instances`): one per Envoy instead of two doubles the pods a world can have.
 pub fn bootstrap(node_id: &str, xds_dir: &Path, admin_socket: &Path, resources: &XdsResources) -> Value {
-    json!({
+    let mut bootstrap = json!({
         "node": { "id": node_id, "cluster": "meshfed" },
         "static_resources": {
             "listeners": untyped_resources(&resources.listeners),
@@ -305,8 +310,22 @@ pub fn bootstrap(node_id: &str, xds_dir: &Path, admin_socket: &Path, resources: 
         "admin": {
             "address": { "pipe": { "path": admin_socket } },
         },
-    })
+    });
+    if resources.listeners_dynamic {
+        bootstrap["static_resources"]["listeners"] = json!([]);
+        bootstrap["dynamic_resources"]["lds_config"] = json!({
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": xds_dir.join(LDS_FILE),
+                "watched_directory": { "path": xds_dir },
+            },
+        });
+    }
+    bootstrap
 }
+
+/// File in the xDS directory that holds the listeners of a proxy whose listeners are dynamic.
+pub const LDS_FILE: &str = "lds.json";
 
 /// The resources of a DiscoveryResponse without their `@type`, as bootstrap static resources
 /// want them.
@@ -359,6 +378,7 @@ pub fn sidecar_resources(spec: &SidecarSpec) -> XdsResources {
     XdsResources {
         listeners: discovery_response(LISTENER_TYPE, listeners),
         clusters: discovery_response(CLUSTER_TYPE, clusters),
+        listeners_dynamic: false,
     }
 }
 
@@ -428,6 +448,7 @@ pub fn gateway_resources(spec: &GatewaySpec) -> XdsResources {
     XdsResources {
         listeners: discovery_response(LISTENER_TYPE, vec![listener]),
         clusters: discovery_response(CLUSTER_TYPE, clusters),
+        listeners_dynamic: true,
     }
 }
 
@@ -1245,11 +1266,7 @@ mod tests {
 
     #[test]
     fn bootstrap_has_static_listeners_watches_cds_and_serves_admin_on_a_socket() {
-        let resources = gateway_resources(&GatewaySpec {
-            node_id: "gw".into(),
-            routes: vec![],
-            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
-        });
+        let resources = sidecar_resources(&foo_sidecar());
         let bootstrap = bootstrap(
             "foo-0",
             Path::new("/run/xds/foo-0"),
@@ -1266,13 +1283,23 @@ mod tests {
         );
         assert!(
             bootstrap["dynamic_resources"].get("lds_config").is_none(),
-            "one watched file per Envoy"
+            "one watched file per sidecar"
         );
         let listeners = bootstrap["static_resources"]["listeners"].as_array().unwrap();
-        assert_eq!(listeners.len(), 1);
-        assert_eq!(listeners[0]["name"], "0.0.0.0_15443");
-        assert!(listeners[0].get("@type").is_none());
+        assert_eq!(listeners.len(), 4);
+        assert!(listeners.iter().all(|listener| listener.get("@type").is_none()));
         assert_eq!(bootstrap["admin"]["address"]["pipe"]["path"], "/run/foo-0.sock");
+    }
+
+    /// A gateway's listener comes from LDS, so Envoy can reject it and keep running (row 2d).
+    #[test]
+    fn gateway_bootstrap_reads_its_listener_from_a_watched_lds_file() {
+        let resources = gateway_resources(&gateway());
+        let bootstrap = bootstrap("gw", Path::new("/run/xds/gw"), Path::new("/run/gw.sock"), &resources);
+        assert_eq!(bootstrap["static_resources"]["listeners"], json!([]));
+        let lds = &bootstrap["dynamic_resources"]["lds_config"]["path_config_source"];
+        assert_eq!(lds["path"], "/run/xds/gw/lds.json");
+        assert_eq!(lds["watched_directory"]["path"], "/run/xds/gw");
     }
 
     #[test]

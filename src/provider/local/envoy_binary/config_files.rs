@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::provider::local::envoy_config::{CDS_FILE, XdsResources};
+use crate::provider::local::envoy_config::{CDS_FILE, LDS_FILE, XdsResources};
 
 /// Why writing xDS or bootstrap files failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,12 @@ pub fn write_bootstrap(path: &Path, bootstrap: &Value) -> Result<(), WriteConfig
 /// temporary file and renaming it over `cds.json` (Envoy notices only a rename). The listeners are
 /// static (see [`super::envoy_config::bootstrap`]).
 pub fn write_xds(dir: &Path, resources: &XdsResources) -> Result<(), WriteConfigError> {
-    write_atomically(&dir.join(CDS_FILE), &resources.clusters)
+    // Clusters first: a listener may name them.
+    write_atomically(&dir.join(CDS_FILE), &resources.clusters)?;
+    if resources.listeners_dynamic {
+        write_atomically(&dir.join(LDS_FILE), &resources.listeners)?;
+    }
+    Ok(())
 }
 
 fn write_atomically(path: &Path, content: &Value) -> Result<(), WriteConfigError> {

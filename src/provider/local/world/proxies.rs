@@ -7,7 +7,7 @@
 //! the lines of its log that say why.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -202,6 +202,7 @@ impl World {
                     Some(certs) => XdsResources {
                         listeners: genuine.listeners,
                         clusters: sidecar(certs).clusters,
+                        listeners_dynamic: false,
                     },
                     None => genuine,
                 };
@@ -239,7 +240,7 @@ impl World {
             if let Some(pushed) = proxy
                 .pushed
                 .as_ref()
-                .filter(|pushed| pushed.listeners != resources.listeners)
+                .filter(|pushed| !pushed.listeners_dynamic && pushed.listeners != resources.listeners)
             {
                 return Err(ProviderError::failed(
                     format!("reconfiguring {}", proxy.name),
@@ -387,6 +388,99 @@ impl World {
                 .unwrap_or(0);
         }
         Ok(failures)
+    }
+
+    /// Connections the gateways opened to other gateways so far (Istio 1.5-1.18 merge a same-host
+    /// ServiceEntry's gateways into the passthrough cluster, row 2b): from each gateway's
+    /// `/clusters`, the `cx_total` of every host on port 15443 of an `outbound_` SNI cluster.
+    pub(super) async fn gateway_hops(&self) -> Result<u64, ProviderError> {
+        let mut hops = 0;
+        for cluster in &self.topology.clusters {
+            let Some(proxy) = self.proxies.get(&(cluster.name.clone(), GATEWAY_POD.to_owned())) else {
+                continue;
+            };
+            let text = admin_call(proxy, "/clusters", "reading upstream hosts").await?;
+            hops += gateway_to_gateway_connections(&text);
+        }
+        Ok(hops)
+    }
+
+    /// Listeners a gateway's Envoy refused, each with Envoy's reason from its log.
+    pub(super) async fn config_rejections(&self) -> Result<Vec<String>, ProviderError> {
+        let mut rejections = Vec::new();
+        for cluster in &self.topology.clusters {
+            let Some(proxy) = self.proxies.get(&(cluster.name.clone(), GATEWAY_POD.to_owned())) else {
+                continue;
+            };
+            let counters = parse_counters(&admin_call(proxy, "/stats?filter=lds", "reading LDS stats").await?);
+            let rejected = counters
+                .get("listener_manager.lds.update_rejected")
+                .copied()
+                .unwrap_or(0);
+            if rejected == 0 {
+                continue;
+            }
+            let reason = last_rejection_in_logs(&proxy.dir).unwrap_or_else(|| "no reason found in its log".to_owned());
+            rejections.push(format!(
+                "{} rejected its listeners (listener_manager.lds.update_rejected = {rejected}): {reason}",
+                proxy.name
+            ));
+        }
+        Ok(rejections)
+    }
+}
+
+/// Sums `cx_total` of upstream hosts on the gateway port in `outbound_…` (SNI) clusters of an
+/// Envoy `/clusters` text (`outbound_.80_._.bar.ns2.svc.cluster.local::100.64.0.10:15443::cx_total::3`).
+fn gateway_to_gateway_connections(clusters_text: &str) -> u64 {
+    let gateway_port = format!(":{}", crate::inventory::GATEWAY_PORT);
+    clusters_text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split("::");
+            let (cluster, host, stat, value) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+            (cluster.starts_with("outbound_.") && host.ends_with(&gateway_port) && stat == "cx_total")
+                .then(|| value.trim().parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// Envoy's message on the last "config rejected" line of the logs in `dir`.
+fn last_rejection_in_logs(dir: &Path) -> Option<String> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+        .collect();
+    logs.sort();
+    logs.iter().rev().find_map(|log| {
+        let text = std::fs::read_to_string(log).ok()?;
+        let line = text.lines().rev().find(|line| line.contains("config rejected"))?;
+        // `[time][thread][level][logger] [source:line] message`: keep the message.
+        Some(
+            line.rsplit_once("] ")
+                .map_or(line, |(_, message)| message)
+                .trim()
+                .to_owned(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod hop_tests {
+    use super::gateway_to_gateway_connections;
+
+    #[test]
+    fn only_gateway_hosts_of_sni_clusters_count_as_hops() {
+        let text = "\
+outbound_.80_._.bar.ns2.svc.cluster.local::10.20.0.10:80::cx_total::7
+outbound_.80_._.bar.ns2.svc.cluster.local::100.64.0.10:15443::cx_total::3
+outbound_.80_._.bar.ns2.svc.cluster.local::100.64.0.10:15443::rq_total::9
+outbound|80||bar.ns2.svc.cluster.local::100.64.0.11:15443::cx_total::5
+outbound_.9090_._.bar.ns2.svc.cluster.local::100.64.0.12:15443::cx_total::2
+";
+        assert_eq!(gateway_to_gateway_connections(text), 5);
     }
 }
 
