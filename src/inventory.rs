@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
 
 use crate::scenario::{IstioVersion, Scenario, ScenarioError};
 
@@ -135,47 +136,126 @@ pub fn from_scenario_with_gateways(
     Inventory { clusters }
 }
 
-/// Reads an inventory file and checks it covers exactly the scenario's clusters.
+/// Reads an inventory file (a regular file of at most [`crate::scenario::MAX_INPUT_BYTES`]) and
+/// checks it covers exactly the scenario's clusters.
 pub fn load(path: &Path, scenario: &Scenario) -> Result<Inventory, ScenarioError> {
-    let error = |line, column, message: String| ScenarioError {
+    let text = crate::scenario::read_text(path, "inventory file")?;
+    parse(&text, scenario).map_err(|problem| ScenarioError {
         file: path.to_owned(),
-        line,
-        column,
-        message,
-    };
-    let text =
-        std::fs::read_to_string(path).map_err(|io| error(0, 0, format!("cannot read the inventory file: {io}")))?;
-    parse(&text, scenario).map_err(|(line, column, message)| error(line, column, message))
+        line: problem.at.line(),
+        column: problem.at.column(),
+        message: problem.message,
+    })
 }
 
-fn parse(text: &str, scenario: &Scenario) -> Result<Inventory, (u64, u64, String)> {
-    let inventory: Inventory = serde_saphyr::from_str(text).map_err(|yaml| {
-        let at = yaml.location().unwrap_or(serde_saphyr::Location::UNKNOWN);
-        (
-            at.line(),
-            at.column(),
-            yaml.to_string()
-                .lines()
-                .next()
-                .unwrap_or("invalid inventory")
-                .to_owned(),
-        )
+/// What is wrong in an inventory and where.
+struct InventoryProblem {
+    at: Location,
+    message: String,
+}
+
+/// Where the inventory's clusters were written (a second pass over the same text).
+#[derive(Default, Deserialize)]
+struct InventorySpans {
+    #[serde(default)]
+    clusters: Option<Spanned<BTreeMap<String, Spanned<serde::de::IgnoredAny>>>>,
+}
+
+fn parse(text: &str, scenario: &Scenario) -> Result<Inventory, InventoryProblem> {
+    let inventory: Inventory = serde_saphyr::from_str(text).map_err(|yaml| InventoryProblem {
+        at: yaml.location().unwrap_or(Location::UNKNOWN),
+        // The message without serde-saphyr's own "line L column C:" prefix: the error carries
+        // the position once.
+        message: crate::scenario::syntax_message(&yaml),
     })?;
+    let spans: InventorySpans =
+        serde_saphyr::from_str_with_options(text, crate::scenario::spans::lenient_options()).unwrap_or_default();
+    let clusters_at = spans
+        .clusters
+        .as_ref()
+        .map_or(Location::UNKNOWN, |clusters| clusters.referenced);
     for cluster in &scenario.clusters {
         if !inventory.clusters.contains_key(&cluster.name.value) {
-            return Err((
-                1,
-                1,
-                format!("the inventory has no entry for cluster {}", cluster.name.value),
-            ));
+            return Err(InventoryProblem {
+                at: clusters_at,
+                message: format!(
+                    "the inventory has no entry for cluster {}: it needs one per scenario cluster",
+                    cluster.name.value
+                ),
+            });
         }
     }
     if let Some(extra) = inventory.clusters.keys().find(|name| scenario.cluster(name).is_none()) {
-        return Err((
-            1,
-            1,
-            format!("the inventory names cluster {extra}, which the scenario does not declare"),
-        ));
+        let at = spans
+            .clusters
+            .as_ref()
+            .and_then(|clusters| clusters.value.get(extra))
+            .map_or(clusters_at, |entry| entry.referenced);
+        return Err(InventoryProblem {
+            at,
+            message: format!(
+                "the inventory names cluster {extra:?}, which the scenario does not declare: it may name only {}",
+                scenario
+                    .clusters
+                    .iter()
+                    .map(|cluster| cluster.name.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
     }
     Ok(inventory)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn skew() -> Scenario {
+        crate::scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml")).unwrap()
+    }
+
+    #[test]
+    fn inventory_errors_carry_their_position_once() {
+        let problem = parse("clusters:\n  cluster1: [\n", &skew()).expect_err("a syntax error");
+        assert!(problem.at.line() > 0, "a syntax error has a position");
+        assert!(
+            !problem.message.starts_with("line ") && !problem.message.contains(" column "),
+            "the position is not repeated in the message: {}",
+            problem.message
+        );
+    }
+
+    const CLUSTER: &str = "gateway: { address: 10.0.0.1 }\n    istioVersion: 1.24.3\n    region: r\n    zone: z";
+
+    #[test]
+    fn a_missing_or_extra_cluster_points_at_the_clusters() {
+        let scenario = skew();
+        let text =
+            format!("clusters:\n  cluster1:\n    {CLUSTER}\n  cluster2:\n    {CLUSTER}\n  cluster9:\n    {CLUSTER}\n");
+        let problem = parse(&text, &scenario).expect_err("cluster9 is not in the scenario");
+        assert!(
+            problem
+                .message
+                .contains("\"cluster9\", which the scenario does not declare"),
+            "{}",
+            problem.message
+        );
+        assert_eq!(
+            (problem.at.line(), problem.at.column()),
+            (13, 5),
+            "the first line of the entry of cluster9"
+        );
+
+        let text = format!("clusters:\n  cluster1:\n    {CLUSTER}\n");
+        let problem = parse(&text, &scenario).expect_err("cluster2 is missing");
+        assert!(
+            problem.message.contains("no entry for cluster cluster2"),
+            "{}",
+            problem.message
+        );
+        assert_eq!((problem.at.line(), problem.at.column()), (2, 3), "the clusters mapping");
+    }
 }

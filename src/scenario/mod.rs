@@ -1,9 +1,15 @@
 //! Scenario files: the model of what meshfed builds, federates, sends and expects, and its loading.
 //!
-//! A scenario is YAML (reference: `docs/scenario.md`). [`load`] reads a file, rejects unknown keys
-//! and checks the whole model ([`validate`]); every error names the file, line and column and what
-//! is allowed. Fields whose position a later check must point at are kept as [`Spanned`].
+//! A scenario is YAML (reference: `docs/scenario.md`). [`load`] reads a file (a regular file of at
+//! most [`MAX_INPUT_BYTES`]), [`parse`] rejects unknown keys and checks the whole model: bounds,
+//! string grammars, references, name collisions and networks against the local address layout.
+//! Every error names the file, line and column and what is allowed. Fields whose position a later
+//! check must point at are kept as [`Spanned`]; the others' positions are read in a second pass.
 
+pub mod address_layout;
+mod file;
+mod grammar;
+pub(crate) mod spans;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -15,7 +21,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize};
 pub use serde_saphyr::Spanned;
 
-pub use validate::validate;
+pub use file::{MAX_INPUT_BYTES, read_text};
+pub use validate::{
+    MAX_CLUSTERS, MAX_CONCURRENCY, MAX_DELAY_MILLIS, MAX_FAULTS_PER_PHASE, MAX_PHASES, MAX_PLANNED_PORTS, MAX_PODS,
+    MAX_PORTS_PER_SERVICE, MAX_REQUESTS, MAX_SERVICES,
+};
 
 /// A whole scenario: clusters, services, how they are federated, and the traffic phases to run.
 #[derive(Clone, Debug, Deserialize)]
@@ -702,32 +712,74 @@ impl Scenario {
 }
 
 /// A scenario file that could not be used: where, and what is wrong and allowed.
+///
+/// Displayed as `file:line:column: message`, or `file: message` when the problem has no position
+/// in the file (it could not be read at all); the message then says why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}:{column}: {message}", file.display())]
 pub struct ScenarioError {
     /// The scenario file.
     pub file: PathBuf,
-    /// 1-based line (0 when the problem is not at one place, e.g. an unreadable file).
+    /// 1-based line; 0 when the problem is not at one place (an unreadable file).
     pub line: u64,
-    /// 1-based column.
+    /// 1-based column; 0 when `line` is.
     pub column: u64,
     /// What is wrong, and what is allowed.
     pub message: String,
 }
 
-/// Reads, parses and validates a scenario file.
+impl ScenarioError {
+    /// A problem of the whole file, which has no position in it.
+    pub fn whole_file(file: &Path, message: impl Into<String>) -> ScenarioError {
+        ScenarioError {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        }
+    }
+
+    /// Whether the error points at a line and column.
+    pub fn has_position(&self) -> bool {
+        self.line != 0
+    }
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.has_position() {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        }
+    }
+}
+
+/// Reads, parses and validates a scenario file. Only a regular file of at most
+/// [`MAX_INPUT_BYTES`] is read: a FIFO, device or directory is refused without reading it.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ScenarioError {
-        file: path.to_owned(),
-        line: 0,
-        column: 0,
-        message: format!("cannot read the scenario file: {error}"),
-    })?;
+    let text = file::read_text(path, "scenario file")?;
     parse(path, &text)
 }
 
-/// Parses and validates scenario text; `path` is only used in error messages.
+/// Parses and validates scenario text; `path` is only used in error messages. Pure: no I/O, and
+/// nothing is allocated in proportion to a count before the count is checked.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    if text.len() as u64 > MAX_INPUT_BYTES {
+        return Err(ScenarioError::whole_file(
+            path,
+            format!(
+                "the scenario is larger than {MAX_INPUT_BYTES} bytes (1 MiB), the most meshfed reads; \
+                 a scenario within every documented bound is far smaller"
+            ),
+        ));
+    }
     let scenario: Scenario = serde_saphyr::from_str(text).map_err(|error| {
         let location = error.location().unwrap_or(serde_saphyr::Location::UNKNOWN);
         ScenarioError {
@@ -737,7 +789,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             message: syntax_message(&error),
         }
     })?;
-    validate(&scenario).map_err(|problem| ScenarioError {
+    let spans = spans::ScenarioSpans::read(text);
+    validate::validate(&scenario, &spans).map_err(|problem| ScenarioError {
         file: path.to_owned(),
         line: problem.at.line(),
         column: problem.at.column(),
@@ -748,7 +801,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
 
 /// The first line of serde-saphyr's message without its own location prefix (the error already
 /// carries file, line and column), with number-range messages saying what is allowed.
-fn syntax_message(error: &serde_saphyr::Error) -> String {
+pub(crate) fn syntax_message(error: &serde_saphyr::Error) -> String {
     let rendered = error.to_string();
     let first = rendered.lines().next().unwrap_or("invalid scenario").trim();
     let message = strip_location_prefix(first.strip_prefix("error: ").unwrap_or(first));
@@ -756,8 +809,31 @@ fn syntax_message(error: &serde_saphyr::Error) -> String {
         "invalid u16" => "not a whole number from 0 to 65535".to_owned(),
         "invalid u32" => "not a whole number from 0 to 4294967295".to_owned(),
         "invalid u64" => "not a whole number from 0 to 18446744073709551615".to_owned(),
-        other => other.to_owned(),
+        other => printable(other),
     }
+}
+
+/// `text` with control characters escaped (the YAML reader quotes keys and values it did not
+/// expect as written) and cut at 300 characters, so a message never writes raw control
+/// characters to a terminal.
+fn printable(text: &str) -> String {
+    const SHOWN: usize = 300;
+    let mut shown: String = text
+        .chars()
+        .take(SHOWN)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_debug().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
+    if text.chars().nth(SHOWN).is_some() {
+        shown.push_str("...");
+    }
+    shown
 }
 
 /// `line 8 column 5: unknown field` → `unknown field`.

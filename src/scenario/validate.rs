@@ -1,13 +1,52 @@
-//! Semantic checks of a parsed scenario: references resolve, names are unique, networks don't clash.
+//! Semantic checks of a parsed scenario: every count is within what a provider can run, every
+//! string fits the place it ends up, references resolve, generated names don't collide, and the
+//! networks fit the address layout and don't clash.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_saphyr::{Location, Spanned};
 
+use super::address_layout;
+use super::grammar::Grammar;
+use super::spans::{self, ScenarioSpans};
 use super::{
-    Cluster, Fault, FederationMode, IstioVersion, MAX_PROXY_CONCURRENCY, NEWEST_EMULATED_ISTIO, OLDEST_EMULATED_ISTIO,
-    Phase, Scenario, Service,
+    Cluster, Fault, FederationMode, Ipv4Cidr, IstioVersion, MAX_PROXY_CONCURRENCY, NEWEST_EMULATED_ISTIO,
+    OLDEST_EMULATED_ISTIO, Phase, Scenario, Service,
 };
+
+/// Most clusters in a scenario. Every cluster runs at least a gateway and a router (a node or a
+/// whole cluster on a real provider), and the plan grows with the square of the clusters: every
+/// cluster gets a gateway endpoint per remote cluster for the services there. 64 is beyond any
+/// multicluster mesh meshfed is meant to test and above the 50-cluster planning benchmark.
+pub const MAX_CLUSTERS: usize = 64;
+/// Most services in a scenario: every service is replicated into every cluster (a Service, a
+/// cluster IP and a ServiceEntry each); the planning benchmark uses 2,000.
+pub const MAX_SERVICES: usize = 2048;
+/// Most ports per service: every port is a listener in every sidecar.
+pub const MAX_PORTS_PER_SERVICE: usize = 32;
+/// Most service ports the plan holds: every port of every service is replicated into every
+/// cluster (clusters × all ports), and the whole plan is kept in memory while it is written.
+pub const MAX_PLANNED_PORTS: u64 = 500_000;
+/// Most pods in a scenario, over all services and clusters. The plan and the inventory hold every
+/// pod, and every pod runs its own Envoy sidecar (about 65 MB each on `local`, which also refuses
+/// more Envoys than its inotify limit allows before starting anything).
+pub const MAX_PODS: u64 = 16_384;
+/// Most requests per phase: the record of every request (about 400 bytes: target, pod, cluster,
+/// identity, latency) is kept in memory until the phase is measured, about 400 MB at this bound.
+pub const MAX_REQUESTS: u64 = 1_000_000;
+/// Most requests in flight at once: every one is a connection or stream held open by the client
+/// and both sidecars.
+pub const MAX_CONCURRENCY: u32 = 1024;
+/// Most phases in a scenario: phases run one after the other and each is reported.
+pub const MAX_PHASES: usize = 256;
+/// Most faults per phase.
+pub const MAX_FAULTS_PER_PHASE: usize = 16;
+/// Longest delay fault: longer delays would only hit the phase deadline.
+pub const MAX_DELAY_MILLIS: u32 = 60_000;
+/// Longest pod name: pods are named `<service>-<index>` and a pod's hostname is a DNS label.
+const MAX_POD_NAME_LEN: usize = 63;
+
+const _: () = assert!(MAX_CLUSTERS as u32 <= address_layout::MAX_OUTSIDE_GATEWAYS);
 
 /// One semantic problem: where it is and what is wrong and allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,35 +66,85 @@ fn problem(at: Location, message: impl Into<String>) -> Problem {
     }
 }
 
-/// Checks everything the YAML schema alone cannot; returns the first problem in file order of
-/// the sections (clusters, services, phases).
-pub fn validate(scenario: &Scenario) -> Checked {
-    check_clusters(scenario)?;
-    check_services(scenario)?;
+/// Checks everything the YAML schema alone cannot; returns the first problem, in the order top
+/// level, clusters, services, networks, phases. `spans` says where the plain fields were written.
+/// Every count is checked against its bound before anything iterates over what it counts.
+pub fn validate(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
+    check_top(scenario, spans)?;
+    check_clusters(scenario, spans)?;
+    check_services(scenario, spans)?;
+    check_networks(scenario)?;
     check_phases(scenario)
+}
+
+/// Where a problem is reported when its field was not read back (cannot happen for a required
+/// field of text the model accepted); the error then says it has no position.
+const NOWHERE: Location = Location::UNKNOWN;
+
+fn check_top(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
+    let name_at = spans::at(spans.name.as_ref(), NOWHERE);
+    check_string(&scenario.name, Grammar::LabelValue, "scenario name", name_at)?;
+    if let Some(description) = &scenario.description {
+        check_string(
+            description,
+            Grammar::Text,
+            "description",
+            spans::at(spans.description.as_ref(), name_at),
+        )?;
+    }
+    check_string(
+        &scenario.trust_domain,
+        Grammar::TrustDomain,
+        "trustDomain",
+        spans::at(spans.trust_domain.as_ref(), name_at),
+    )
+}
+
+/// Checks `text` against `grammar`; the message quotes the text with escapes, so a control
+/// character is never printed raw.
+fn check_string(text: &str, grammar: Grammar, what: &str, at: Location) -> Checked {
+    if grammar.accepts(text) {
+        Ok(())
+    } else {
+        Err(problem(
+            at,
+            format!("invalid {what} {}: use {}", quoted(text), grammar.allowed()),
+        ))
+    }
+}
+
+/// `text` in double quotes with control characters escaped, shortened to 80 characters.
+fn quoted(text: &str) -> String {
+    const SHOWN: usize = 80;
+    let shown: String = text.chars().take(SHOWN).collect();
+    if text.chars().count() > SHOWN {
+        format!("{shown:?}... ({} characters)", text.chars().count())
+    } else {
+        format!("{shown:?}")
+    }
 }
 
 /// Istio version from which multi-network endpoint discovery through an east-west gateway exists.
 const ENDPOINT_DISCOVERY_SINCE: IstioVersion = IstioVersion::new(1, 8, 0);
 
-/// Addresses a cluster's pod network needs besides pods: network, router, gateway, broadcast.
-const POD_NETWORK_OVERHEAD: u64 = 4;
-
-fn check_clusters(scenario: &Scenario) -> Checked {
+fn check_clusters(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
     if scenario.clusters.is_empty() {
         return Err(problem(
-            Location::UNKNOWN,
+            spans::at(spans.clusters.as_ref(), NOWHERE),
             "`clusters` is empty: a scenario needs at least one cluster",
         ));
     }
-    if scenario.trust_domain.is_empty() {
+    if let Some(extra) = scenario.clusters.get(MAX_CLUSTERS) {
         return Err(problem(
-            Location::UNKNOWN,
-            "`trustDomain` is empty: use e.g. cluster.local",
+            extra.name.referenced,
+            format!(
+                "{} clusters are more than the {MAX_CLUSTERS} allowed: every cluster runs at least a gateway \
+                 and a router, and the plan grows with the square of the clusters",
+                scenario.clusters.len()
+            ),
         ));
     }
-    check_unique(scenario.clusters.iter().map(|cluster| &cluster.name), "cluster name")?;
-    for cluster in &scenario.clusters {
+    for (index, cluster) in scenario.clusters.iter().enumerate() {
         check_dns_label(&cluster.name, "cluster name")?;
         check_istio_version(cluster)?;
         if let Some(concurrency) = cluster
@@ -71,6 +160,24 @@ fn check_clusters(scenario: &Scenario) -> Checked {
                 ),
             ));
         }
+        let cluster_spans = spans.cluster(index);
+        let fallback = cluster.name.referenced;
+        let at = |span: fn(&super::spans::ClusterSpans) -> Option<&Spanned<String>>| {
+            spans::at(cluster_spans.and_then(span), fallback)
+        };
+        check_string(
+            &cluster.region,
+            Grammar::LabelValue,
+            "region",
+            at(|c| c.region.as_ref()),
+        )?;
+        check_string(&cluster.zone, Grammar::LabelValue, "zone", at(|c| c.zone.as_ref()))?;
+        if let Some(network) = &cluster.network {
+            check_string(network, Grammar::LabelValue, "network", at(|c| c.network.as_ref()))?;
+        }
+        if let Some(context) = &cluster.context {
+            check_string(context, Grammar::ContextName, "context", at(|c| c.context.as_ref()))?;
+        }
         if scenario.federation.mode == FederationMode::EndpointDiscovery
             && cluster.istio_version.value < ENDPOINT_DISCOVERY_SINCE
         {
@@ -83,8 +190,50 @@ fn check_clusters(scenario: &Scenario) -> Checked {
                 ),
             ));
         }
+        for (network, what) in [(&cluster.pod_cidr, "podCidr"), (&cluster.service_cidr, "serviceCidr")] {
+            if let Some((reserved, why)) = address_layout::reserved_range(network.value) {
+                return Err(problem(
+                    network.referenced,
+                    format!(
+                        "{what} {} of {} overlaps {reserved}: {why}; use a private range such as 10.0.0.0/8, \
+                         172.16.0.0/12 or 192.168.0.0/16",
+                        network.value, cluster.name.value
+                    ),
+                ));
+            }
+        }
     }
-    check_networks_disjoint(&scenario.clusters)
+    check_unique(scenario.clusters.iter().map(|cluster| &cluster.name), "cluster name")
+}
+
+/// Pod and service networks: disjoint, each big enough for the address layout, and leaving a
+/// free /24 for the outside network the gateways share.
+fn check_networks(scenario: &Scenario) -> Checked {
+    check_networks_disjoint(&scenario.clusters)?;
+    check_pod_networks_fit(scenario)?;
+    check_service_networks_fit(scenario)?;
+    let taken: Vec<Ipv4Cidr> = scenario
+        .clusters
+        .iter()
+        .flat_map(|cluster| [cluster.pod_cidr.value, cluster.service_cidr.value])
+        .collect();
+    if address_layout::outside_network(&taken).is_none() {
+        let covering = scenario
+            .clusters
+            .iter()
+            .flat_map(|cluster| [&cluster.pod_cidr, &cluster.service_cidr])
+            .find(|network| network.value.overlaps(address_layout::OUTSIDE_POOL))
+            .map_or(NOWHERE, |network| network.referenced);
+        return Err(problem(
+            covering,
+            format!(
+                "the pod and service networks leave no free /24 in {} for the network the local gateways \
+                 share: keep at least one /24 of it free",
+                address_layout::OUTSIDE_POOL
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Versions outside the emulated range would get behaviour nobody checked against Istio's source.
@@ -130,10 +279,19 @@ fn check_networks_disjoint(clusters: &[Cluster]) -> Checked {
     Ok(())
 }
 
-fn check_services(scenario: &Scenario) -> Checked {
+fn check_services(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
+    if let Some(extra) = scenario.services.get(MAX_SERVICES) {
+        return Err(problem(
+            extra.name.referenced,
+            format!(
+                "{} services are more than the {MAX_SERVICES} allowed: every service is replicated into every cluster",
+                scenario.services.len()
+            ),
+        ));
+    }
     let mut seen = BTreeSet::new();
-    for service in &scenario.services {
-        check_dns_label(&service.name, "service name")?;
+    for (index, service) in scenario.services.iter().enumerate() {
+        check_service_name(&service.name)?;
         check_dns_label(&service.namespace, "namespace")?;
         if !seen.insert(service.reference()) {
             return Err(problem(
@@ -144,59 +302,26 @@ fn check_services(scenario: &Scenario) -> Checked {
                 ),
             ));
         }
-        check_ports(service)?;
+        let service_spans = spans.service(index);
+        if let Some(account) = &service.service_account {
+            let at = spans::at(
+                service_spans.and_then(|s| s.service_account.as_ref()),
+                service.name.referenced,
+            );
+            check_string(account, Grammar::ServiceAccount, "serviceAccount", at)?;
+        }
+        let ports_at = spans::at(service_spans.and_then(|s| s.ports.as_ref()), service.name.referenced);
+        check_ports(service, ports_at)?;
         check_replicas(scenario, service)?;
     }
     check_injection_per_namespace(scenario)?;
-    check_pod_networks_fit(scenario)
+    check_pod_count(scenario)?;
+    check_planned_ports(scenario)?;
+    check_pod_names(scenario)
 }
 
-fn check_ports(service: &Service) -> Checked {
-    if service.ports.is_empty() {
-        return Err(problem(
-            service.name.referenced,
-            format!("service {} has no ports: declare at least one", service.reference()),
-        ));
-    }
-    check_unique(service.ports.iter().map(|port| &port.name), "port name")?;
-    let mut numbers = BTreeSet::new();
-    for port in &service.ports {
-        if port.number.value == 0 {
-            return Err(problem(
-                port.number.referenced,
-                "port number 0 is not allowed: use 1-65535",
-            ));
-        }
-        if !numbers.insert(port.number.value) {
-            return Err(problem(
-                port.number.referenced,
-                format!(
-                    "duplicate port number {} in service {}",
-                    port.number.value,
-                    service.reference()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_replicas(scenario: &Scenario, service: &Service) -> Checked {
-    for (cluster, count) in &service.replicas {
-        if scenario.cluster(cluster).is_none() {
-            return Err(problem(
-                count.referenced,
-                format!(
-                    "replicas of {} for unknown cluster {cluster:?}: clusters are {}",
-                    service.reference(),
-                    cluster_names(scenario)
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
+/// Clusters × all ports of all services is at most [`MAX_PLANNED_PORTS`]; reported at the ports
+/// of the service that crosses it.
 /// Sidecar injection is a namespace label in the plan, so a namespace is in the mesh or not.
 fn check_injection_per_namespace(scenario: &Scenario) -> Checked {
     for (index, service) in scenario.services.iter().enumerate() {
@@ -227,22 +352,24 @@ fn check_injection_per_namespace(scenario: &Scenario) -> Checked {
     Ok(())
 }
 
-fn check_pod_networks_fit(scenario: &Scenario) -> Checked {
-    for cluster in &scenario.clusters {
-        let pods: u64 = scenario
-            .services
-            .iter()
-            .map(|service| u64::from(service.replicas_in(&cluster.name.value)))
-            .sum();
-        let needed = pods + POD_NETWORK_OVERHEAD;
-        if cluster.pod_cidr.value.size() < needed {
+fn check_planned_ports(scenario: &Scenario) -> Checked {
+    let clusters = scenario.clusters.len() as u64;
+    let mut ports = 0u64;
+    for service in &scenario.services {
+        ports += service.ports.len() as u64;
+        if clusters * ports > MAX_PLANNED_PORTS {
+            let at = service
+                .ports
+                .first()
+                .map_or(service.name.referenced, |port| port.name.referenced);
             return Err(problem(
-                cluster.pod_cidr.referenced,
+                at,
                 format!(
-                    "podCidr {} of {} has {} addresses but its {pods} pods, router and gateway need {needed}: use a shorter prefix",
-                    cluster.pod_cidr.value,
-                    cluster.name.value,
-                    cluster.pod_cidr.value.size()
+                    "{ports} service ports (up to {}) in {clusters} clusters make {} ports in the plan, more than the \
+                     {MAX_PLANNED_PORTS} allowed: every port of every service is replicated into every cluster and \
+                     the plan is held in memory; use fewer ports, services or clusters",
+                    service.reference(),
+                    clusters * ports
                 ),
             ));
         }
@@ -250,7 +377,215 @@ fn check_pod_networks_fit(scenario: &Scenario) -> Checked {
     Ok(())
 }
 
+fn check_service_name(name: &Spanned<String>) -> Checked {
+    check_string(&name.value, Grammar::Dns1035Label, "service name", name.referenced)
+}
+
+/// The total of all replicas is at most [`MAX_PODS`]; reported at the entry that crosses it.
+fn check_pod_count(scenario: &Scenario) -> Checked {
+    let mut total = 0u64;
+    for service in &scenario.services {
+        for count in service.replicas.values() {
+            total += u64::from(count.value);
+            if total > MAX_PODS {
+                return Err(problem(
+                    count.referenced,
+                    format!(
+                        "replicas {} bring the scenario to {total} pods, more than the {MAX_PODS} allowed: \
+                         the plan and inventory hold every pod, and every pod runs its own Envoy \
+                         sidecar (about 65 MB each on local)",
+                        count.value
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pods are named `<service>-<index>` in their cluster (whatever their namespace), and the local
+/// provider keys pods by cluster and name: two services of one name cannot both have pods in one
+/// cluster, and every pod name must be a DNS label.
+fn check_pod_names(scenario: &Scenario) -> Checked {
+    let mut owners: BTreeMap<(&str, &str), &Service> = BTreeMap::new();
+    for service in &scenario.services {
+        for (cluster, count) in &service.replicas {
+            if count.value == 0 {
+                continue;
+            }
+            let last_pod = crate::inventory::pod_name(&service.name.value, count.value - 1);
+            if last_pod.len() > MAX_POD_NAME_LEN {
+                return Err(problem(
+                    count.referenced,
+                    format!(
+                        "pod name {last_pod} would be {} characters, more than the {MAX_POD_NAME_LEN} of a DNS label \
+                         (pods are named <service>-<index>): shorten the service name {}",
+                        last_pod.len(),
+                        service.name.value
+                    ),
+                ));
+            }
+            if let Some(other) = owners.insert((cluster.as_str(), service.name.value.as_str()), service) {
+                return Err(problem(
+                    count.referenced,
+                    format!(
+                        "{} and {} both have pods in {cluster}, and pods are named <service>-<index> per cluster, \
+                         so both would have a pod {}: rename one service or give them pods in different clusters",
+                        other.reference(),
+                        service.reference(),
+                        crate::inventory::pod_name(&service.name.value, 0)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_ports(service: &Service, ports_at: Location) -> Checked {
+    if service.ports.is_empty() {
+        return Err(problem(
+            ports_at,
+            format!("service {} has no ports: declare at least one", service.reference()),
+        ));
+    }
+    if let Some(extra) = service.ports.get(MAX_PORTS_PER_SERVICE) {
+        return Err(problem(
+            extra.name.referenced,
+            format!(
+                "service {} has {} ports, more than the {MAX_PORTS_PER_SERVICE} allowed: every port is a listener \
+                 in every sidecar",
+                service.reference(),
+                service.ports.len()
+            ),
+        ));
+    }
+    for port in &service.ports {
+        check_string(&port.name.value, Grammar::PortName, "port name", port.name.referenced)?;
+    }
+    check_unique(service.ports.iter().map(|port| &port.name), "port name")?;
+    let mut numbers = BTreeSet::new();
+    for port in &service.ports {
+        if port.number.value == 0 {
+            return Err(problem(
+                port.number.referenced,
+                "port number 0 is not allowed: use 1-65535",
+            ));
+        }
+        if !numbers.insert(port.number.value) {
+            return Err(problem(
+                port.number.referenced,
+                format!(
+                    "duplicate port number {} in service {}: port numbers must be unique within a service",
+                    port.number.value,
+                    service.reference()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_replicas(scenario: &Scenario, service: &Service) -> Checked {
+    for (cluster, count) in &service.replicas {
+        if scenario.cluster(cluster).is_none() {
+            return Err(problem(
+                count.referenced,
+                format!(
+                    "replicas of {} for unknown cluster {}: clusters are {}",
+                    service.reference(),
+                    quoted(cluster),
+                    cluster_names(scenario)
+                ),
+            ));
+        }
+        if u64::from(count.value) > MAX_PODS {
+            return Err(problem(
+                count.referenced,
+                format!(
+                    "replicas {} of {} in {cluster} is more than the {MAX_PODS} pods a scenario may have: \
+                     the plan and inventory hold every pod, and every pod runs its own Envoy sidecar \
+                     (about 65 MB each on local)",
+                    count.value,
+                    service.reference()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every pod network holds its pods in the local address layout (checked with the layout's own
+/// arithmetic, so validation and layout can never disagree).
+fn check_pod_networks_fit(scenario: &Scenario) -> Checked {
+    for cluster in &scenario.clusters {
+        let pods: u64 = scenario
+            .services
+            .iter()
+            .map(|service| u64::from(service.replicas_in(&cluster.name.value)))
+            .sum();
+        let needed = address_layout::pod_addresses_needed(pods);
+        let network = cluster.pod_cidr.value;
+        if network.size() < needed {
+            return Err(problem(
+                cluster.pod_cidr.referenced,
+                format!(
+                    "podCidr {network} of {} has {} addresses, but the local address layout needs {needed} for its \
+                     {pods} pods: the network address, hosts 1-{} (router, gateway, kept free), one per pod, and the \
+                     broadcast address; use a /{} or shorter prefix",
+                    cluster.name.value,
+                    network.size(),
+                    address_layout::FIRST_POD_HOST - 1,
+                    longest_prefix_for(needed)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every service network holds a cluster IP for every service in the local address layout.
+fn check_service_networks_fit(scenario: &Scenario) -> Checked {
+    let services = scenario.services.len() as u64;
+    let needed = address_layout::service_addresses_needed(services);
+    for cluster in &scenario.clusters {
+        let network = cluster.service_cidr.value;
+        if network.size() < needed {
+            return Err(problem(
+                cluster.service_cidr.referenced,
+                format!(
+                    "serviceCidr {network} of {} has {} addresses, but the local address layout needs {needed} for \
+                     the {services} services (every service has a cluster IP in every cluster): the network address, \
+                     hosts 1-{} (kept free), one per service, and the broadcast address; use a /{} or shorter prefix",
+                    cluster.name.value,
+                    network.size(),
+                    address_layout::FIRST_SERVICE_HOST - 1,
+                    longest_prefix_for(needed)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The longest prefix whose network has at least `addresses` addresses.
+fn longest_prefix_for(addresses: u64) -> u8 {
+    (0..=32u8)
+        .rev()
+        .find(|&prefix_len| (1u64 << (32 - u32::from(prefix_len))) >= addresses)
+        .unwrap_or(0)
+}
+
 fn check_phases(scenario: &Scenario) -> Checked {
+    if let Some(extra) = scenario.phases.get(MAX_PHASES) {
+        return Err(problem(
+            extra.name.referenced,
+            format!(
+                "{} phases are more than the {MAX_PHASES} allowed",
+                scenario.phases.len()
+            ),
+        ));
+    }
     check_unique(scenario.phases.iter().map(|phase| &phase.name), "phase name")?;
     for phase in &scenario.phases {
         check_phase(scenario, phase)?;
@@ -259,6 +594,12 @@ fn check_phases(scenario: &Scenario) -> Checked {
 }
 
 fn check_phase(scenario: &Scenario, phase: &Phase) -> Checked {
+    check_string(
+        &phase.name.value,
+        Grammar::LabelValue,
+        "phase name",
+        phase.name.referenced,
+    )?;
     let source = known_service(scenario, &phase.from.service)?;
     let source_cluster = known_cluster(scenario, &phase.from.cluster)?;
     if source.replicas_in(&source_cluster.name.value) == 0 {
@@ -285,19 +626,40 @@ fn check_phase(scenario: &Scenario, phase: &Phase) -> Checked {
             format!(
                 "phase {}: port {} is not declared by {}; declared ports: {}",
                 phase.name.value,
-                phase.to.port.value,
+                shown_port(&phase.to.port.value),
                 target.reference(),
                 declared.join(", ")
             ),
         ));
     }
-    if phase.requests.value == 0 {
-        return Err(problem(phase.requests.referenced, "requests must be at least 1"));
+    if phase.requests.value == 0 || phase.requests.value > MAX_REQUESTS {
+        return Err(problem(
+            phase.requests.referenced,
+            format!(
+                "requests {} is out of range: use 1 to {MAX_REQUESTS}; the record of every request is kept in \
+                 memory until the phase is measured (about 400 bytes each)",
+                phase.requests.value
+            ),
+        ));
     }
-    if phase.concurrency.value == 0 || phase.concurrency.value > 1024 {
+    if phase.concurrency.value == 0 || phase.concurrency.value > MAX_CONCURRENCY {
         return Err(problem(
             phase.concurrency.referenced,
-            "concurrency must be between 1 and 1024",
+            format!(
+                "concurrency {} is out of range: use 1 to {MAX_CONCURRENCY}; every request in flight holds a \
+                 connection or stream open in the client and both sidecars",
+                phase.concurrency.value
+            ),
+        ));
+    }
+    if let Some(extra) = phase.faults.get(MAX_FAULTS_PER_PHASE) {
+        return Err(problem(
+            extra.referenced,
+            format!(
+                "phase {} has {} faults, more than the {MAX_FAULTS_PER_PHASE} allowed",
+                phase.name.value,
+                phase.faults.len()
+            ),
         ));
     }
     for fault in &phase.faults {
@@ -311,7 +673,8 @@ fn check_fault(scenario: &Scenario, fault: &Spanned<Fault>) -> Checked {
         problem(
             fault.referenced,
             format!(
-                "fault names unknown cluster {cluster:?}: clusters are {}",
+                "fault names unknown cluster {}: clusters are {}",
+                quoted(cluster),
                 cluster_names(scenario)
             ),
         )
@@ -320,7 +683,8 @@ fn check_fault(scenario: &Scenario, fault: &Spanned<Fault>) -> Checked {
         problem(
             fault.referenced,
             format!(
-                "fault names unknown service {service:?}: services are {}",
+                "fault names unknown service {}: services are {}",
+                quoted(service),
                 service_names(scenario)
             ),
         )
@@ -330,6 +694,17 @@ fn check_fault(scenario: &Scenario, fault: &Spanned<Fault>) -> Checked {
             .cluster(cluster)
             .map(drop)
             .ok_or_else(|| unknown_cluster(cluster)),
+        Fault::Scale { replicas, .. } if u64::from(*replicas) > MAX_PODS => Err(problem(
+            fault.referenced,
+            format!(
+                "scale to {replicas} replicas is more than the {MAX_PODS} pods a scenario may have: every pod runs \
+                 its own Envoy sidecar"
+            ),
+        )),
+        Fault::Delay { millis, .. } if *millis > MAX_DELAY_MILLIS => Err(problem(
+            fault.referenced,
+            format!("delay of {millis} ms is over the {MAX_DELAY_MILLIS} ms allowed: use 0 to {MAX_DELAY_MILLIS}"),
+        )),
         Fault::Scale { cluster, service, .. } | Fault::Delay { cluster, service, .. } => {
             scenario.cluster(cluster).ok_or_else(|| unknown_cluster(cluster))?;
             scenario
@@ -379,7 +754,8 @@ fn check_expectations(scenario: &Scenario, phase: &Phase) -> Checked {
                 return Err(problem(
                     clusters.referenced,
                     format!(
-                        "clustersReached names unknown cluster {cluster:?}: clusters are {}",
+                        "clustersReached names unknown cluster {}: clusters are {}",
+                        quoted(cluster),
                         cluster_names(scenario)
                     ),
                 ));
@@ -394,8 +770,8 @@ fn known_service<'a>(scenario: &'a Scenario, reference: &Spanned<String>) -> Res
         problem(
             reference.referenced,
             format!(
-                "unknown service {:?}: refer to services as name.namespace, one of {}",
-                reference.value,
+                "unknown service {}: refer to services as name.namespace, one of {}",
+                quoted(&reference.value),
                 service_names(scenario)
             ),
         )
@@ -407,12 +783,20 @@ fn known_cluster<'a>(scenario: &'a Scenario, name: &Spanned<String>) -> Result<&
         problem(
             name.referenced,
             format!(
-                "unknown cluster {:?}: clusters are {}",
-                name.value,
+                "unknown cluster {}: clusters are {}",
+                quoted(&name.value),
                 cluster_names(scenario)
             ),
         )
     })
+}
+
+/// A port reference as written, quoted with escapes unless it is a valid port name or a number.
+fn shown_port(port: &super::PortRef) -> String {
+    match port {
+        super::PortRef::Name(name) if !Grammar::PortName.accepts(name) => quoted(name),
+        other => other.to_string(),
+    }
 }
 
 fn service_pods(service: &Service) -> impl Iterator<Item = &str> {
@@ -456,31 +840,14 @@ fn check_unique<'a>(names: impl Iterator<Item = &'a Spanned<String>>, what: &str
         if !seen.insert(name.value.as_str()) {
             return Err(problem(
                 name.referenced,
-                format!("duplicate {what} {:?}: names must be unique", name.value),
+                format!("duplicate {what} {}: names must be unique", quoted(&name.value)),
             ));
         }
     }
     Ok(())
 }
 
-/// RFC 1123 label: what Kubernetes allows for namespace, service and (by meshfed) cluster names.
+/// RFC 1123 label: what Kubernetes allows for namespaces and (by meshfed) cluster names.
 fn check_dns_label(name: &Spanned<String>, what: &str) -> Checked {
-    let text = &name.value;
-    let valid = !text.is_empty()
-        && text.len() <= 63
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
-        && !text.starts_with('-')
-        && !text.ends_with('-');
-    if valid {
-        Ok(())
-    } else {
-        Err(problem(
-            name.referenced,
-            format!(
-                "invalid {what} {text:?}: use 1-63 lowercase letters, digits and '-', starting and ending alphanumeric"
-            ),
-        ))
-    }
+    check_string(&name.value, Grammar::Dns1123Label, what, name.referenced)
 }

@@ -5,19 +5,11 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use crate::inventory::{self, GATEWAY_PORT, GatewayAddress, Inventory};
+use crate::scenario::address_layout;
 use crate::scenario::{Ipv4Cidr, Scenario};
 
 /// Name of each cluster's gateway pod (as Istio names its ingress gateway).
 pub const GATEWAY_POD: &str = "istio-ingressgateway";
-
-/// Host index of the router on each cluster's pod network.
-const ROUTER_HOST: u32 = 1;
-/// Host index of the gateway pod on its cluster's pod network.
-const GATEWAY_HOST: u32 = 2;
-/// Host index of the first application pod.
-const FIRST_POD_HOST: u32 = 10;
-/// Host index of the first service cluster IP.
-const FIRST_SERVICE_HOST: u32 = 10;
 
 /// The whole world's addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,11 +107,23 @@ pub enum TopologyError {
         "no free /24 for the gateways' outside network: every candidate in 100.64.0.0/10 overlaps a scenario network"
     )]
     NoOutsideNetwork,
+    /// More clusters than the outside network has gateway addresses for.
+    #[error(
+        "more clusters than the outside /24 has gateway addresses for ({})",
+        address_layout::MAX_OUTSIDE_GATEWAYS
+    )]
+    TooManyClusters,
 }
 
-/// Lays out the addresses of every cluster of the scenario.
+/// Lays out the addresses of every cluster of the scenario with [`address_layout`], the same
+/// functions scenario validation checks networks against.
 pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
-    let outside_cidr = free_outside_network(scenario)?;
+    let taken: Vec<Ipv4Cidr> = scenario
+        .clusters
+        .iter()
+        .flat_map(|cluster| [cluster.pod_cidr.value, cluster.service_cidr.value])
+        .collect();
+    let outside_cidr = address_layout::outside_network(&taken).ok_or(TopologyError::NoOutsideNetwork)?;
     let mut services: Vec<_> = scenario.services.iter().collect();
     services.sort_by_key(|service| (service.namespace.value.clone(), service.name.value.clone()));
     let mut clusters = Vec::new();
@@ -127,20 +131,22 @@ pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
         let name = cluster.name.value.clone();
         let pod_cidr = cluster.pod_cidr.value;
         let service_cidr = cluster.service_cidr.value;
-        let too_small = |what, cidr, needed| TopologyError::TooSmall {
+        let pod_count: u64 = services
+            .iter()
+            .map(|service| u64::from(service.replicas_in(&name)))
+            .sum();
+        let pod_network_too_small = || TopologyError::TooSmall {
             cluster: name.clone(),
-            what,
-            cidr,
-            needed,
+            what: "pod network",
+            cidr: pod_cidr,
+            needed: address_layout::pod_addresses_needed(pod_count),
         };
         let mut pods = Vec::new();
-        let mut next_host = FIRST_POD_HOST;
+        let mut next_pod = 0u32;
         for service in &services {
             for replica in 0..service.replicas_in(&name) {
-                let ip = pod_cidr
-                    .host(next_host)
-                    .ok_or_else(|| too_small("pod network", pod_cidr, u64::from(next_host) + 2))?;
-                next_host += 1;
+                let ip = address_layout::pod_address(pod_cidr, next_pod).ok_or_else(pod_network_too_small)?;
+                next_pod += 1;
                 pods.push(PodTopology {
                     name: inventory::pod_name(&service.name.value, replica),
                     service: service.reference(),
@@ -154,21 +160,24 @@ pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
             .iter()
             .enumerate()
             .map(|(position, service)| {
-                let host = FIRST_SERVICE_HOST + u32::try_from(position).unwrap_or(u32::MAX - FIRST_SERVICE_HOST);
-                let ip = service_cidr
-                    .host(host)
-                    .ok_or_else(|| too_small("service network", service_cidr, u64::from(host) + 2))?;
+                let ip = u32::try_from(position)
+                    .ok()
+                    .and_then(|position| address_layout::service_address(service_cidr, position))
+                    .ok_or_else(|| TopologyError::TooSmall {
+                        cluster: name.clone(),
+                        what: "service network",
+                        cidr: service_cidr,
+                        needed: address_layout::service_addresses_needed(services.len() as u64),
+                    })?;
                 Ok((service.reference(), ip))
             })
             .collect::<Result<_, TopologyError>>()?;
-        let router_ip = pod_cidr
-            .host(ROUTER_HOST)
-            .ok_or_else(|| too_small("pod network", pod_cidr, 4))?;
-        let gateway_pod_ip = pod_cidr
-            .host(GATEWAY_HOST)
-            .ok_or_else(|| too_small("pod network", pod_cidr, 4))?;
-        let outside_host = 10 + u32::try_from(index).unwrap_or(0);
-        let gateway_outside_ip = outside_cidr.host(outside_host).ok_or(TopologyError::NoOutsideNetwork)?;
+        let router_ip = address_layout::router_address(pod_cidr).ok_or_else(pod_network_too_small)?;
+        let gateway_pod_ip = address_layout::gateway_pod_address(pod_cidr).ok_or_else(pod_network_too_small)?;
+        let gateway_outside_ip = u32::try_from(index)
+            .ok()
+            .and_then(|index| address_layout::gateway_outside_address(outside_cidr, index))
+            .ok_or(TopologyError::TooManyClusters)?;
         clusters.push(ClusterTopology {
             name,
             region: cluster.region.clone(),
@@ -182,29 +191,13 @@ pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
             service_ips,
         });
     }
-    let router_outside_ip = outside_cidr.host(1).ok_or(TopologyError::NoOutsideNetwork)?;
+    let router_outside_ip =
+        address_layout::router_outside_address(outside_cidr).ok_or(TopologyError::NoOutsideNetwork)?;
     Ok(Topology {
         clusters,
         outside_cidr,
         router_outside_ip,
     })
-}
-
-/// The first /24 of the shared address space 100.64.0.0/10 (RFC 6598) that no scenario network
-/// overlaps. It exists only inside meshfed's own namespaces.
-fn free_outside_network(scenario: &Scenario) -> Result<Ipv4Cidr, TopologyError> {
-    let taken: Vec<Ipv4Cidr> = scenario
-        .clusters
-        .iter()
-        .flat_map(|cluster| [cluster.pod_cidr.value, cluster.service_cidr.value])
-        .collect();
-    (0u32..64 * 256)
-        .map(|block| Ipv4Cidr {
-            network: Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + (block << 8)),
-            prefix_len: 24,
-        })
-        .find(|candidate| taken.iter().all(|network| !network.overlaps(*candidate)))
-        .ok_or(TopologyError::NoOutsideNetwork)
 }
 
 #[cfg(test)]

@@ -42,7 +42,8 @@ pub fn write_bootstrap(path: &Path, bootstrap: &Value) -> Result<(), WriteConfig
 }
 
 /// Replaces the clusters (CDS) in `dir`, the directory the bootstrap watches, by writing a hidden
-/// temporary file and renaming it over `cds.json` (Envoy notices only a rename). The listeners are
+/// temporary file and renaming it over `cds.json` (Envoy notices only a rename); then, for a
+/// proxy with dynamic listeners (a gateway), `lds.json` the same way. A sidecar's listeners are
 /// static (see [`super::envoy_config::bootstrap`]).
 pub fn write_xds(dir: &Path, resources: &XdsResources) -> Result<(), WriteConfigError> {
     // Clusters first: a listener may name them.
@@ -123,9 +124,11 @@ mod tests {
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["cds.json"]);
+        assert_eq!(names, ["cds.json", "lds.json"], "a gateway's listeners are dynamic");
         let clusters: Value = serde_json::from_slice(&std::fs::read(dir.join("cds.json")).unwrap()).unwrap();
         assert_eq!(clusters, resources.clusters);
+        let listeners: Value = serde_json::from_slice(&std::fs::read(dir.join("lds.json")).unwrap()).unwrap();
+        assert_eq!(listeners, resources.listeners);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
