@@ -1545,3 +1545,53 @@ fn same_host_service_entries_bounce_between_1_7_gateways_and_take_down_1_20_gate
     assert!(clean.config_rejections.is_empty());
     assert_own_run_left_nothing(&marker, fixed.pid);
 }
+
+fn requests_to_cluster(phase: &PhaseReport, cluster: &str) -> u64 {
+    phase
+        .measurement
+        .pods
+        .iter()
+        .filter(|pod| pod.cluster == cluster)
+        .map(|pod| pod.requests)
+        .sum()
+}
+
+/// scenarios/locality.yaml (row 5: pilot/pkg/networking/core/v1alpha3/loadbalancer/loadbalancer.go@1.14.6):
+/// with outlier detection a caller with a pod in its zone stays local and one without goes to the
+/// gateway of the cluster in its region; without outlier detection the same world spreads calls
+/// to the other region too (the control that shows the priorities are what keeps them near).
+#[test]
+fn with_outlier_detection_callers_stay_local_or_fail_over_to_the_nearest_region() {
+    if !local_provider_available() {
+        return;
+    }
+    let marker = unique_marker("locality");
+    let run_with = run(&scenario("locality.yaml"), "locality", &marker);
+    assert_eq!(
+        run_with.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        run_with.stdout,
+        run_with.stderr
+    );
+    let local = phase(&run_with, "caller-with-a-local-pod-stays-local");
+    assert_eq!(requests_to_cluster(local, "cluster1"), local.measurement.attempted);
+    let nearest = phase(&run_with, "caller-without-local-pods-goes-to-the-nearest-region");
+    assert_eq!(requests_to_cluster(nearest, "cluster1"), nearest.measurement.attempted);
+    assert_eq!(requests_to_cluster(nearest, "cluster3"), 0);
+    assert_own_run_left_nothing(&marker, run_with.pid);
+
+    let dir = TempDir::new("locality-control");
+    let path = dir.0.join("no-outlier-detection.yaml");
+    let text = std::fs::read_to_string(scenario("locality.yaml")).unwrap();
+    std::fs::write(&path, text.replace("  outlierDetection: true\n", "")).unwrap();
+    let marker = unique_marker("locality-control");
+    let control = run(&path, "locality-control", &marker);
+    let spread = phase(&control, "caller-without-local-pods-goes-to-the-nearest-region");
+    assert!(
+        requests_to_cluster(spread, "cluster3") > 0,
+        "without outlier detection there are no priorities: {:?}",
+        spread.measurement.pods
+    );
+    assert_own_run_left_nothing(&marker, control.pid);
+}
