@@ -26,28 +26,11 @@ fn fault_is_executed(fault: &Fault) -> bool {
     matches!(fault, Fault::ForeignClientCert {})
 }
 
-/// The longest phase deadline a scenario may set (a day).
-pub const MAX_PHASE_TIMEOUT_SECONDS: u64 = 86_400;
+pub use crate::scenario::MAX_PHASE_TIMEOUT_SECONDS;
 
-/// Refuses a scenario whose faults no provider executes yet, or whose phase deadline is out of
-/// range (before anything is created).
+/// Refuses a scenario whose faults no provider executes yet (before anything is created).
 pub fn check_runnable(scenario: &Scenario, file: &Path) -> Result<(), ScenarioError> {
     for phase in &scenario.phases {
-        if let Some(seconds) = phase
-            .timeout_seconds
-            .as_ref()
-            .filter(|seconds| !(1..=MAX_PHASE_TIMEOUT_SECONDS).contains(&seconds.value))
-        {
-            return Err(ScenarioError {
-                file: file.to_owned(),
-                line: seconds.referenced.line(),
-                column: seconds.referenced.column(),
-                message: format!(
-                    "phase {}: timeoutSeconds {} is out of range: a phase deadline is 1 to {MAX_PHASE_TIMEOUT_SECONDS} seconds",
-                    phase.name.value, seconds.value
-                ),
-            });
-        }
         for fault in &phase.faults {
             if !fault_is_executed(&fault.value) {
                 return Err(ScenarioError {

@@ -483,11 +483,13 @@ fn a_phase_deadline_allows_every_request_its_timeout_unless_the_phase_sets_one()
 #[test]
 fn a_phase_deadline_out_of_range_is_refused_with_its_position() {
     for (seconds, column) in [("0", 21), ("86401", 21)] {
-        let scenario = skew_with_phases(&SKEW_ONLY_PHASE.replace(
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml")).unwrap();
+        let world = &text[..text.find("\nphases:\n").expect("skew.yaml has phases")];
+        let phases = SKEW_ONLY_PHASE.replace(
             "requests: 400",
             &format!("requests: 400\n    timeoutSeconds: {seconds}"),
-        ));
-        let error = engine::check_runnable(&scenario, Path::new("edited-skew.yaml"))
+        );
+        let error = scenario::parse(Path::new("edited-skew.yaml"), &format!("{world}\nphases:\n{phases}"))
             .unwrap_err()
             .to_string();
         assert_eq!(

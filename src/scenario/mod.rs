@@ -23,8 +23,8 @@ pub use serde_saphyr::Spanned;
 
 pub use file::{MAX_INPUT_BYTES, read_text};
 pub use validate::{
-    MAX_CLUSTERS, MAX_CONCURRENCY, MAX_DELAY_MILLIS, MAX_FAULTS_PER_PHASE, MAX_PHASES, MAX_PLANNED_PORTS, MAX_PODS,
-    MAX_PORTS_PER_SERVICE, MAX_REQUESTS, MAX_SERVICES,
+    MAX_CLUSTERS, MAX_CONCURRENCY, MAX_DELAY_MILLIS, MAX_FAULTS_PER_PHASE, MAX_PHASE_TIMEOUT_SECONDS, MAX_PHASES,
+    MAX_PLANNED_PORTS, MAX_PODS, MAX_PORTS_PER_SERVICE, MAX_REQUESTS, MAX_SERVICES,
 };
 
 /// A whole scenario: clusters, services, how they are federated, and the traffic phases to run.

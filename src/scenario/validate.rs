@@ -43,6 +43,8 @@ pub const MAX_PHASES: usize = 256;
 pub const MAX_FAULTS_PER_PHASE: usize = 16;
 /// Longest delay fault: longer delays would only hit the phase deadline.
 pub const MAX_DELAY_MILLIS: u32 = 60_000;
+/// The longest deadline a phase may set (`timeoutSeconds`): a day.
+pub const MAX_PHASE_TIMEOUT_SECONDS: u64 = 86_400;
 /// Longest pod name: pods are named `<service>-<index>` and a pod's hostname is a DNS label.
 const MAX_POD_NAME_LEN: usize = 63;
 
@@ -649,6 +651,19 @@ fn check_phase(scenario: &Scenario, phase: &Phase) -> Checked {
                 "concurrency {} is out of range: use 1 to {MAX_CONCURRENCY}; every request in flight holds a \
                  connection or stream open in the client and both sidecars",
                 phase.concurrency.value
+            ),
+        ));
+    }
+    if let Some(seconds) = phase
+        .timeout_seconds
+        .as_ref()
+        .filter(|seconds| !(1..=MAX_PHASE_TIMEOUT_SECONDS).contains(&seconds.value))
+    {
+        return Err(problem(
+            seconds.referenced,
+            format!(
+                "phase {}: timeoutSeconds {} is out of range: a phase deadline is 1 to {MAX_PHASE_TIMEOUT_SECONDS} seconds",
+                phase.name.value, seconds.value
             ),
         ));
     }
