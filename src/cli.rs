@@ -69,6 +69,17 @@ enum Command {
         /// Directory for report.json (created if missing).
         #[arg(long)]
         report_dir: Option<PathBuf>,
+        /// kind: use existing `meshfed-<cluster>` clusters and keep them afterwards, so the next run
+        /// starts in seconds (`meshfed down` deletes them).
+        #[arg(long)]
+        reuse: bool,
+    },
+    /// Remove what meshfed created: for kind, every kind cluster named `meshfed-*` and every image
+    /// labelled `io.meshfed.managed-by=meshfed`, nothing else.
+    Down {
+        /// Whose leftovers (local leaves none: its worlds die with their run).
+        #[arg(long, value_enum, default_value_t = ProviderName::Kind)]
+        provider: ProviderName,
     },
     /// Prepare this machine for the local provider: find or install Envoy, check namespaces work.
     Setup,
@@ -199,7 +210,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { EXIT_BAD_INPUT } else { EXIT_OK });
         }
     };
-    if !matches!(cli.command, Command::Run { .. } | Command::Setup) {
+    if !matches!(cli.command, Command::Run { .. } | Command::Setup | Command::Down { .. }) {
         // Nothing to tear down: a signal may end these at once, as usual (the supervisor stops
         // workloads with SIGTERM and expects them to go).
         if let Err(error) = interrupt::restore_default() {
@@ -252,7 +263,9 @@ fn execute(command: Command) -> Result<(), CliError> {
             scenario,
             provider,
             report_dir,
-        } => run_command(&scenario, provider, report_dir.as_deref()),
+            reuse,
+        } => run_command(&scenario, provider, report_dir.as_deref(), reuse),
+        Command::Down { provider } => down_command(provider),
         Command::Setup => setup_command(),
         Command::Workload(workload) => workload_command(workload),
     }
@@ -463,23 +476,44 @@ fn certs_command(scenario_path: &Path, out: &Path, force: bool) -> Result<(), Cl
     Ok(())
 }
 
-fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<&Path>) -> Result<(), CliError> {
+fn provider_name(provider: ProviderName) -> String {
+    provider
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+fn run_command(
+    scenario_path: &Path,
+    provider: ProviderName,
+    report_dir: Option<&Path>,
+    reuse: bool,
+) -> Result<(), CliError> {
     use crate::provider::local::{LocalOptions, sandbox};
 
     let scenario = scenario::load(scenario_path)?;
     crate::engine::check_runnable(&scenario, scenario_path)?;
-    if provider != ProviderName::Local {
-        let name = provider
-            .to_possible_value()
-            .map(|value| value.get_name().to_owned())
-            .unwrap_or_default();
-        return Err(CliError::BadInput(format!(
-            "provider {name} is not available in this build yet; use --provider local"
-        )));
+    crate::engine::check_provider_supports(&scenario, scenario_path, &provider_name(provider))?;
+    if reuse && provider != ProviderName::Kind {
+        return Err(CliError::BadInput("--reuse applies to --provider kind only".to_owned()));
+    }
+    if provider == ProviderName::Kubeconfig {
+        return Err(CliError::BadInput(
+            "provider kubeconfig is not available in this build yet; use --provider local or kind".to_owned(),
+        ));
     }
     let report_dir = report_dir.map(open_report_dir).transpose()?;
     let started = std::time::Instant::now();
     let mut progress = move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64());
+    if provider == ProviderName::Kind {
+        let provider = kind_provider(reuse, started)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(infrastructure_or_interrupted)?;
+        let outcome = runtime.block_on(run_world(provider, &scenario, scenario_path, &mut progress))?;
+        return finish_run(&outcome, report_dir.as_ref());
+    }
     // Everything from here on (pip, envoy --version, Envoys, apps, and whatever they start) lives
     // in meshfed's PID namespace and dies with it, even on SIGKILL. Must happen while meshfed is
     // single-threaded: before any runtime exists.
@@ -507,11 +541,65 @@ fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<
         .enable_all()
         .build()
         .map_err(infrastructure_or_interrupted)?;
-    let outcome = runtime.block_on(run_local(options, &scenario, scenario_path, &mut progress))?;
-    let report_text = crate::report::summary(&outcome);
+    let provider = crate::provider::local::LocalProvider::new(options);
+    let outcome = runtime.block_on(run_world(provider, &scenario, scenario_path, &mut progress))?;
+    finish_run(&outcome, report_dir.as_ref())
+}
+
+/// The kind provider for this machine: tools from `PATH`, meshfed's cache, a run directory of its
+/// own, the workload image built from this binary unless `MESHFED_WORKLOAD_IMAGE` names one.
+fn kind_provider(
+    reuse: bool,
+    started: std::time::Instant,
+) -> Result<crate::provider::kind::KindProvider<crate::provider::kind::NoKubernetesClient>, CliError> {
+    use crate::provider::kind::{KindOptions, KindProvider, NoKubernetesClient, Tools, istioctl};
+    let cache_dir = crate::provider::local::envoy_binary::locate::cache_dir().map_err(infrastructure_or_interrupted)?;
+    let options = KindOptions {
+        tools: Tools::from_env(),
+        cache_dir,
+        releases_url: istioctl::releases_url(),
+        run_dir: crate::provider::kind::run_dir(&std::env::temp_dir()),
+        reuse,
+        workload_binary: std::env::current_exe().map_err(infrastructure_or_interrupted)?,
+        workload_image: std::env::var("MESHFED_WORKLOAD_IMAGE")
+            .ok()
+            .filter(|image| !image.is_empty()),
+        progress: Box::new(move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())),
+    };
+    Ok(KindProvider::new(options, NoKubernetesClient))
+}
+
+fn down_command(provider: ProviderName) -> Result<(), CliError> {
+    match provider {
+        ProviderName::Local => {
+            eprintln!("meshfed: nothing to remove: the local provider's worlds end with their run");
+            Ok(())
+        }
+        ProviderName::Kubeconfig => Err(CliError::BadInput(
+            "provider kubeconfig is not available in this build yet".to_owned(),
+        )),
+        ProviderName::Kind => {
+            let tools = crate::provider::kind::Tools::from_env();
+            let mut progress = |message: &str| eprintln!("{message}");
+            let deleted = crate::provider::kind::down(&tools, &mut progress).map_err(infrastructure_or_interrupted)?;
+            if deleted.is_empty() {
+                eprintln!(
+                    "meshfed: no kind cluster named meshfed-* and no image labelled by meshfed exists; nothing deleted"
+                );
+            } else {
+                eprintln!("meshfed: deleted {}", deleted.join(", "));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prints the summary, writes the report, maps the verdict to the exit code.
+fn finish_run(outcome: &crate::report::Report, report_dir: Option<&output::Dir>) -> Result<(), CliError> {
+    let report_text = crate::report::summary(outcome);
     print!("{report_text}");
-    if let Some(dir) = &report_dir {
-        write_report(dir, &outcome)?;
+    if let Some(dir) = report_dir {
+        write_report(dir, outcome)?;
     }
     if outcome.passed {
         Ok(())
@@ -523,15 +611,12 @@ fn run_command(scenario_path: &Path, provider: ProviderName, report_dir: Option<
     }
 }
 
-async fn run_local(
-    options: crate::provider::local::LocalOptions,
+async fn run_world<P: crate::provider::Provider>(
+    mut provider: P,
     scenario: &scenario::Scenario,
     scenario_path: &Path,
     progress: &mut impl crate::progress::Progress,
 ) -> Result<crate::report::Report, CliError> {
-    use crate::provider::Provider as _;
-
-    let mut provider = crate::provider::local::LocalProvider::new(options);
     // Registered before any work, so a signal during world creation is handled, not fatal.
     let interrupted = interrupted().map_err(|error| CliError::Infrastructure(error.into()))?;
     let outcome = tokio::select! {

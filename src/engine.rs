@@ -26,6 +26,31 @@ fn fault_is_executed(fault: &Fault) -> bool {
     matches!(fault, Fault::ForeignClientCert {})
 }
 
+/// Refuses a scenario with an action `provider` cannot perform, pointing at it: only providers
+/// running real Istio (`kind`, `kubeconfig`) can upgrade it.
+pub fn check_provider_supports(scenario: &Scenario, file: &Path, provider: &str) -> Result<(), ScenarioError> {
+    if matches!(provider, "kind" | "kubeconfig") {
+        return Ok(());
+    }
+    match scenario
+        .phases
+        .iter()
+        .find_map(|phase| Some((phase, phase.upgrade.as_ref()?)))
+    {
+        None => Ok(()),
+        Some((phase, upgrade)) => Err(ScenarioError {
+            file: file.to_owned(),
+            line: upgrade.referenced.line(),
+            column: upgrade.referenced.column(),
+            message: format!(
+                "phase {}: provider {provider} cannot upgrade Istio (it emulates Istio's data plane); \
+                 providers that can: kind, kubeconfig",
+                phase.name.value
+            ),
+        }),
+    }
+}
+
 pub use crate::scenario::MAX_PHASE_TIMEOUT_SECONDS;
 
 /// Refuses a scenario whose faults no provider executes yet (before anything is created).
@@ -276,6 +301,18 @@ async fn run_phase<P: Provider>(
         requests: phase.requests.value,
         concurrency: phase.concurrency.value,
         connections: phase.connections,
+        upgrade: phase.upgrade.as_ref().map(|upgrade| crate::provider::UpgradeAction {
+            to: upgrade.value.to.value,
+            clusters: scenario
+                .clusters
+                .iter()
+                .map(|cluster| cluster.name.value.clone())
+                .filter(|name| {
+                    let named = &upgrade.value.clusters;
+                    named.is_empty() || named.iter().any(|upgraded| &upgraded.value == name)
+                })
+                .collect(),
+        }),
     };
     let before = provider.tls_failures(&traffic.to_service).await?;
     let hops_before = provider.gateway_hops().await?;

@@ -3,7 +3,7 @@
 //! The pure core (no I/O): [`scenario`] (the model and its validation), [`inventory`], [`plan`] (the
 //! federation plan), [`pki`], [`measure`], [`record`], [`verdict`] and [`report`]; [`engine`] drives a provider
 //! through a scenario. The edges: [`provider`] (the worlds meshfed
-//! runs scenarios in), [`workload`] (meshfed's own echo and client apps), [`output`] (files
+//! runs scenarios in), [`process`] (bounded child processes), [`workload`] (meshfed's own echo and client apps), [`output`] (files
 //! replaced in one step, never through a symlink) and [`cli`].
 
 pub mod cli;
@@ -13,6 +13,7 @@ pub mod measure;
 pub mod output;
 pub mod pki;
 pub mod plan;
+pub mod process;
 pub mod progress;
 pub mod provider;
 pub mod record;

@@ -3,6 +3,7 @@
 //! check cross-cluster isolation, tell whether every process of the world is alive, tear down. `local` (network namespaces with real Envoy) is here;
 //! `kind` and `kubeconfig` implement the same trait.
 
+pub mod kind;
 pub mod local;
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::record::RequestRecord;
-use crate::scenario::{ConnectionPolicy, Protocol, Scenario};
+use crate::scenario::{ConnectionPolicy, IstioVersion, Protocol, Scenario};
 
 /// How long one request may take before the client gives up on it; phase deadlines are derived
 /// from it.
@@ -58,6 +59,18 @@ pub struct Traffic {
     pub concurrency: u32,
     /// Connection policy of the client.
     pub connections: ConnectionPolicy,
+    /// An Istio upgrade to do while this traffic runs (only providers running real Istio accept
+    /// a scenario with one).
+    pub upgrade: Option<UpgradeAction>,
+}
+
+/// An in-place Istio upgrade of some clusters, done while a phase's traffic runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpgradeAction {
+    /// The version installed over the running one.
+    pub to: IstioVersion,
+    /// The clusters upgraded, in scenario order (all of them when the scenario names none).
+    pub clusters: Vec<String>,
 }
 
 /// Server-side TLS failure counters of a service's proxies (summed over its pods in all clusters)

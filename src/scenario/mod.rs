@@ -392,6 +392,9 @@ pub struct Phase {
     /// Faults applied for the duration of the phase.
     #[serde(default)]
     pub faults: Vec<Spanned<Fault>>,
+    /// An Istio upgrade done while the phase's traffic runs (providers with real Istio only).
+    #[serde(default)]
+    pub upgrade: Option<Spanned<Upgrade>>,
     /// What must hold at the end of the phase.
     #[serde(default)]
     pub expect: Expectations,
@@ -481,6 +484,17 @@ pub enum Fault {
         /// Added delay in milliseconds.
         millis: u32,
     },
+}
+
+/// An in-place Istio upgrade during a phase: `upgrade: { to: 1.30.0, clusters: [cluster2] }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Upgrade {
+    /// The version installed over the running one; newer than every upgraded cluster's.
+    pub to: Spanned<IstioVersion>,
+    /// The clusters upgraded (all when empty).
+    #[serde(default)]
+    pub clusters: Vec<Spanned<String>>,
 }
 
 /// What must hold at the end of a phase. Every expectation set is evaluated and reported.

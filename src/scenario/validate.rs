@@ -680,6 +680,9 @@ fn check_phase(scenario: &Scenario, phase: &Phase) -> Checked {
     for fault in &phase.faults {
         check_fault(scenario, fault)?;
     }
+    if let Some(upgrade) = &phase.upgrade {
+        check_upgrade(scenario, phase, &upgrade.value)?;
+    }
     check_expectations(scenario, phase)
 }
 
@@ -729,6 +732,28 @@ fn check_fault(scenario: &Scenario, fault: &Spanned<Fault>) -> Checked {
         }
         Fault::ForeignClientCert {} => Ok(()),
     }
+}
+
+fn check_upgrade(scenario: &Scenario, phase: &Phase, upgrade: &super::Upgrade) -> Checked {
+    check_unique(upgrade.clusters.iter(), "upgraded cluster")?;
+    for name in &upgrade.clusters {
+        known_cluster(scenario, name)?;
+    }
+    let upgraded = scenario.clusters.iter().filter(|cluster| {
+        upgrade.clusters.is_empty() || upgrade.clusters.iter().any(|name| name.value == cluster.name.value)
+    });
+    for cluster in upgraded {
+        if cluster.istio_version.value >= upgrade.to.value {
+            return Err(problem(
+                upgrade.to.referenced,
+                format!(
+                    "phase {}: upgrade to {} is not newer than {}'s Istio {}; an upgrade goes to a newer version",
+                    phase.name.value, upgrade.to.value, cluster.name.value, cluster.istio_version.value
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_expectations(scenario: &Scenario, phase: &Phase) -> Checked {

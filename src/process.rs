@@ -1,5 +1,5 @@
 //! Short-lived helper processes that meshfed runs outside the supervisor (`envoy --version`, pip,
-//! `ip` batches): each with a deadline, a death signal and its own process group, stopped (the
+//! `ip` batches, and for `kind`: kind, docker, istioctl, curl, tar): each with a deadline, a death signal and its own process group, stopped (the
 //! whole group) on expiry or on Ctrl-C, and named in the error.
 //!
 //! Between fork and exec each child gets `PR_SET_PDEATHSIG = SIGKILL` and `setpgid(0, 0)`. The
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::interrupt;
+use crate::provider::local::interrupt;
 
 /// How to run one helper process.
 #[derive(Debug, Clone)]
@@ -80,6 +80,20 @@ pub enum BoundedRunError {
         #[source]
         source: io::Error,
     },
+}
+
+/// The first executable file called `name` in the directories of `path` (a `PATH` value), as a
+/// shell finds it: so tests can put fake `kind`, `docker` and `istioctl` first on `PATH`.
+pub fn find_on_path(name: &str, path: Option<&std::ffi::OsStr>) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path?)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .map(|metadata| metadata.is_file() && metadata.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
 }
 
 /// `10 s`, `1.5 s`, `300 ms`.

@@ -1,0 +1,304 @@
+//! The `kind` provider: one kind cluster per scenario cluster (Docker), MetalLB for gateway
+//! addresses, real Istio at each cluster's version, meshfed's workload image loaded into every
+//! node; the Kubernetes API side (applying manifests, waiting, workloads, traffic) is behind the
+//! [`KubeSide`] seam, which the `kubeconfig` provider fills.
+//!
+//! Ownership: every kind cluster meshfed creates is named `meshfed-<cluster>`
+//! ([`config::CLUSTER_PREFIX`]); [`down`] deletes exactly the clusters in `kind get clusters` with
+//! that prefix. kind puts no user labels on its node containers, so the name is the label (kind
+//! itself finds its clusters by the `io.x-k8s.kind.cluster` container label, which is what
+//! `kind get clusters` lists). Everything else meshfed adds (MetalLB, Istio, workloads) lives
+//! inside those clusters and goes with them; nothing is created on the host besides the clusters,
+//! the workload image (Docker label `io.meshfed.managed-by=meshfed`, removed by `down` too) and
+//! files in the run directory (removed at teardown) and the cache.
+//!
+//! LoadBalancer addresses come from MetalLB, as in Istio's CI, not cloud-provider-kind: it lives
+//! inside each cluster (deleted with it, no privileged host container with the Docker socket to
+//! clean up), and its pools are a pure function of `docker network inspect kind`
+//! ([`addresses`]), so every gateway's address is known in advance and tested. Clusters reach each
+//! other only through those addresses: meshfed adds no routes between the clusters' pod or service
+//! networks (Istio's CI adds them only for clusters on the same network).
+
+pub mod addresses;
+pub mod config;
+pub mod install;
+pub mod istioctl;
+pub mod tools;
+pub mod workload_image;
+mod world;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::inventory::Inventory;
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::record::RequestRecord;
+use crate::scenario::Scenario;
+
+use super::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
+
+pub use tools::{Invocation, ToolError, Tools};
+
+/// One kind cluster of the world.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KindCluster {
+    /// The scenario's cluster name (`cluster1`).
+    pub cluster: String,
+    /// kind's cluster name (`meshfed-cluster1`).
+    pub kind_name: String,
+    /// A kubeconfig for it (written by `kind export kubeconfig`, never the user's own).
+    pub kubeconfig: PathBuf,
+    /// Its context in that kubeconfig (`kind-meshfed-cluster1`).
+    pub context: String,
+    /// The LoadBalancer address of its federation gateway, once assigned.
+    pub gateway_address: Option<Ipv4Addr>,
+}
+
+/// The Kubernetes API half of the `kind` provider: what `kind` needs done through the API server
+/// while it builds the world, plus everything after (workloads, plan, traffic, measurements) via
+/// [`Provider`]. Implemented by the `kubeconfig` provider's client; tests use a recording fake.
+#[allow(async_fn_in_trait)]
+pub trait KubeSide: Provider {
+    /// Fails when this build cannot talk to Kubernetes (checked before anything is created).
+    fn check_available(&self) -> Result<(), ProviderError>;
+
+    /// Server-side applies `yaml` (one or more documents) to `cluster`; `what` names it in errors.
+    async fn apply_manifests(&mut self, cluster: &KindCluster, what: &str, yaml: &str) -> Result<(), ProviderError>;
+
+    /// Waits until the deployment reports `Available`; the error names it and the deadline.
+    async fn await_deployment_available(
+        &mut self,
+        cluster: &KindCluster,
+        namespace: &str,
+        name: &str,
+        deadline: Duration,
+    ) -> Result<(), ProviderError>;
+
+    /// Waits until the LoadBalancer Service has an ingress IP and returns it.
+    async fn await_load_balancer_address(
+        &mut self,
+        cluster: &KindCluster,
+        namespace: &str,
+        service: &str,
+        deadline: Duration,
+    ) -> Result<Ipv4Addr, ProviderError>;
+
+    /// Hands over the finished clusters and the image the workloads run; `create_world` follows.
+    fn attach(&mut self, clusters: &[KindCluster], workload_image: &str);
+}
+
+/// How the `kind` provider runs.
+pub struct KindOptions {
+    /// The external programs.
+    pub tools: Tools,
+    /// meshfed's cache (istioctl per version, MetalLB's manifest).
+    pub cache_dir: PathBuf,
+    /// Base URL of Istio releases ([`istioctl::releases_url`]).
+    pub releases_url: String,
+    /// Kind configs, kubeconfigs and install files of this run; removed at teardown.
+    pub run_dir: PathBuf,
+    /// Keep existing `meshfed-*` clusters (and leave them at teardown) instead of creating them.
+    pub reuse: bool,
+    /// The workload image: built from this binary (normally the running meshfed) ...
+    pub workload_binary: PathBuf,
+    /// ... unless an image is named here (`MESHFED_WORKLOAD_IMAGE`), which the nodes pull.
+    pub workload_image: Option<String>,
+    /// Where progress lines go.
+    pub progress: Box<dyn FnMut(&str) + Send>,
+}
+
+/// The `kind` provider: kind clusters built by [`world`], the rest done by `K`.
+pub struct KindProvider<K: KubeSide> {
+    options: KindOptions,
+    kube: K,
+    world: world::KindWorld,
+}
+
+impl<K: KubeSide> KindProvider<K> {
+    /// A provider that has created nothing yet.
+    pub fn new(options: KindOptions, kube: K) -> Self {
+        KindProvider {
+            options,
+            kube,
+            world: world::KindWorld::default(),
+        }
+    }
+
+    /// The Kubernetes half (for tests that inspect their fake).
+    pub fn kube(&self) -> &K {
+        &self.kube
+    }
+
+    /// The clusters of the world so far.
+    pub fn clusters(&self) -> &[KindCluster] {
+        &self.world.clusters
+    }
+}
+
+impl<K: KubeSide> Provider for KindProvider<K> {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: "kind".to_owned(),
+            emulates: None,
+            mode: format!(
+                "{}; MetalLB {}",
+                self.world.kind_version.as_deref().unwrap_or("kind"),
+                install::METALLB_VERSION
+            ),
+            proxy: self.world.istio_versions(),
+        }
+    }
+
+    async fn create_world(&mut self, scenario: &Scenario) -> Result<Inventory, ProviderError> {
+        world::create_world(&mut self.options, &mut self.kube, &mut self.world, scenario).await?;
+        self.kube.create_world(scenario).await
+    }
+
+    async fn apply_plan(&mut self, plan: &Plan, settings: &PhaseSettings) -> Result<(), ProviderError> {
+        self.kube.apply_plan(plan, settings).await
+    }
+
+    async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError> {
+        self.kube.check_isolation().await
+    }
+
+    async fn send_traffic(
+        &mut self,
+        traffic: &Traffic,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
+        match &traffic.upgrade {
+            None => self.kube.send_traffic(traffic, progress).await,
+            Some(upgrade) => {
+                let upgrades = world::prepare_upgrade(&mut self.options, &self.world, upgrade)?;
+                let tools = self.options.tools.clone();
+                // The upgrade runs on its own thread (istioctl blocks) while the traffic flows.
+                let upgrading = tokio::task::spawn_blocking(move || world::run_upgrade(&tools, &upgrades));
+                let records = self.kube.send_traffic(traffic, progress).await;
+                let upgraded = upgrading
+                    .await
+                    .map_err(|error| ProviderError::failed("the Istio upgrade thread failed", error))?;
+                let records = records?;
+                let upgraded = upgraded?;
+                for line in &upgraded {
+                    progress.step(line);
+                }
+                self.world.note_upgrade(upgrade);
+                Ok(records)
+            }
+        }
+    }
+
+    async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError> {
+        self.kube.tls_failures(service).await
+    }
+
+    async fn check_alive(&mut self) -> Result<(), ProviderError> {
+        self.kube.check_alive().await
+    }
+
+    async fn stuck(&mut self) -> Vec<String> {
+        self.kube.stuck().await
+    }
+
+    async fn teardown(&mut self) -> Result<(), ProviderError> {
+        let kube = if self.options.reuse && !self.world.clusters.is_empty() {
+            // Kept clusters must not keep this run's workloads.
+            self.kube.teardown().await
+        } else {
+            Ok(())
+        };
+        let clusters = world::teardown(&mut self.options, &mut self.world);
+        kube.and(clusters)
+    }
+}
+
+/// `meshfed down` for kind: deletes every kind cluster whose name has meshfed's prefix and every
+/// Docker image with meshfed's label ([`workload_image::IMAGE_LABEL`]), and the run directories of
+/// meshfed processes that no longer exist, nothing else; returns
+/// what it deleted (`kind cluster meshfed-cluster1`, `image meshfed-workload:…`).
+pub fn down(tools: &Tools, progress: &mut dyn Progress) -> Result<Vec<String>, ProviderError> {
+    world::down(tools, progress)
+}
+
+/// The run directory a kind run of this process uses under `temp_dir` (removed at teardown, and by
+/// [`down`] once the process is gone).
+pub fn run_dir(temp_dir: &std::path::Path) -> PathBuf {
+    temp_dir.join(world::run_dir_name(std::process::id()))
+}
+
+/// The [`KubeSide`] of a build without a Kubernetes client: refuses before anything is created.
+#[derive(Debug, Default)]
+pub struct NoKubernetesClient;
+
+const NO_CLIENT: &str = "this build of meshfed has no Kubernetes client for the kind provider yet \
+    (the kube-rs half of issue 8); nothing was created";
+
+fn no_client<T>() -> Result<T, ProviderError> {
+    Err(ProviderError::Unavailable(NO_CLIENT.to_owned()))
+}
+
+impl Provider for NoKubernetesClient {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: "kind".to_owned(),
+            emulates: None,
+            mode: "no Kubernetes client".to_owned(),
+            proxy: String::new(),
+        }
+    }
+    async fn create_world(&mut self, _: &Scenario) -> Result<Inventory, ProviderError> {
+        no_client()
+    }
+    async fn apply_plan(&mut self, _: &Plan, _: &PhaseSettings) -> Result<(), ProviderError> {
+        no_client()
+    }
+    async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError> {
+        no_client()
+    }
+    async fn send_traffic(&mut self, _: &Traffic, _: &mut dyn Progress) -> Result<Vec<RequestRecord>, ProviderError> {
+        no_client()
+    }
+    async fn tls_failures(&mut self, _: &str) -> Result<TlsFailures, ProviderError> {
+        no_client()
+    }
+    async fn check_alive(&mut self) -> Result<(), ProviderError> {
+        no_client()
+    }
+    async fn stuck(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+    async fn teardown(&mut self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+impl KubeSide for NoKubernetesClient {
+    fn check_available(&self) -> Result<(), ProviderError> {
+        no_client()
+    }
+    async fn apply_manifests(&mut self, _: &KindCluster, _: &str, _: &str) -> Result<(), ProviderError> {
+        no_client()
+    }
+    async fn await_deployment_available(
+        &mut self,
+        _: &KindCluster,
+        _: &str,
+        _: &str,
+        _: Duration,
+    ) -> Result<(), ProviderError> {
+        no_client()
+    }
+    async fn await_load_balancer_address(
+        &mut self,
+        _: &KindCluster,
+        _: &str,
+        _: &str,
+        _: Duration,
+    ) -> Result<Ipv4Addr, ProviderError> {
+        no_client()
+    }
+    fn attach(&mut self, _: &[KindCluster], _: &str) {}
+}

@@ -1,0 +1,766 @@
+//! The kind world's life: preflight, istioctl per version, clusters created in parallel,
+//! kubeconfigs, MetalLB pools from the `kind` network, the workload image, Istio per cluster,
+//! remote secrets, the in-place upgrade, teardown and `down`. Every program runs through
+//! [`Tools`] (deadline, death signal, named in errors); every API-server step goes through
+//! [`KubeSide`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::progress::Progress;
+use crate::provider::{ProviderError, UpgradeAction};
+use crate::scenario::{FederationMode, IstioVersion, Scenario};
+
+use super::addresses::{address_pools, parse_network_inspect};
+use super::config::{control_plane_container, is_meshfed_cluster, kind_cluster_name, kind_config};
+use super::install::{
+    METALLB_VERSION, federation_gateway, metallb_manifest_url, mk_cacerts_secret, mk_istio_namespace,
+    mk_istio_operator, mk_metallb_pool,
+};
+use super::istioctl::{fetch_istioctl, sha256_hex};
+use super::tools::{Invocation, ToolError, Tools};
+use super::workload_image::{IMAGE_LABEL, dockerfile, image_tag};
+use super::{KindCluster, KindOptions, KubeSide};
+
+/// `kind create cluster` may take this long (image pull on a cold machine included).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(420);
+/// kind's own wait for the control plane, inside [`CREATE_TIMEOUT`].
+const KIND_WAIT: &str = "180s";
+/// Short kind/docker queries.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// `kind delete cluster`.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
+/// `docker build` of the workload image (base image pull included).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+/// `kind load docker-image` into one cluster.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// MetalLB's controller becoming available.
+const METALLB_TIMEOUT: Duration = Duration::from_secs(240);
+/// istioctl's own readiness wait; the process deadline adds a margin.
+const ISTIO_READINESS: &str = "5m0s";
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(420);
+/// A gateway's LoadBalancer address being assigned.
+const GATEWAY_ADDRESS_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What the kind world holds so far.
+#[derive(Debug, Default)]
+pub(super) struct KindWorld {
+    /// Clusters, in scenario order.
+    pub clusters: Vec<KindCluster>,
+    /// kind clusters this run created (deleted at teardown unless `--reuse`).
+    pub created: Vec<String>,
+    /// `kind version`.
+    pub kind_version: Option<String>,
+    /// Istio version per cluster.
+    pub versions: BTreeMap<String, IstioVersion>,
+    /// The scenario (for the upgrade's install files).
+    scenario: Option<Scenario>,
+    /// Whether this run made `run_dir`.
+    made_run_dir: bool,
+}
+
+impl KindWorld {
+    /// `istio 1.29.0` or `istio 1.29.0 (cluster1), 1.30.0 (cluster2)`.
+    pub fn istio_versions(&self) -> String {
+        let distinct: BTreeSet<IstioVersion> = self.versions.values().copied().collect();
+        match distinct.len() {
+            0 => "istio".to_owned(),
+            1 => format!("istio {}", distinct.first().expect("one")),
+            _ => format!(
+                "istio {}",
+                self.versions
+                    .iter()
+                    .map(|(cluster, version)| format!("{version} ({cluster})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    pub fn note_upgrade(&mut self, upgrade: &UpgradeAction) {
+        for cluster in &upgrade.clusters {
+            self.versions.insert(cluster.clone(), upgrade.to);
+        }
+    }
+}
+
+fn failed(what: impl Into<String>) -> impl FnOnce(ToolError) -> ProviderError {
+    let what = what.into();
+    move |error| ProviderError::failed(what, error)
+}
+
+fn io_failed(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProviderError {
+    let what = what.into();
+    move |error| ProviderError::failed(what, error)
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).trim().to_owned()
+}
+
+/// Builds everything up to the workloads, then [`KubeSide::attach`].
+pub(super) async fn create_world<K: KubeSide>(
+    options: &mut KindOptions,
+    kube: &mut K,
+    world: &mut KindWorld,
+    scenario: &Scenario,
+) -> Result<(), ProviderError> {
+    let progress = &mut options.progress;
+    let tools = &options.tools;
+    progress("checking kind and docker");
+    tools.preflight().map_err(|missing| {
+        ProviderError::Unavailable(format!(
+            "the kind provider cannot run on this machine:\n  {}",
+            missing.join("\n  ")
+        ))
+    })?;
+    kube.check_available()?;
+    world.scenario = Some(scenario.clone());
+    let kind_version = text(
+        tools
+            .run(&Invocation::new("kind", ["version"], QUERY_TIMEOUT))
+            .map_err(failed("asking kind for its version"))?,
+    );
+    progress(&format!("{kind_version}; docker engine answers"));
+    world.kind_version = Some(kind_version);
+
+    // istioctl first: a missing or corrupt release fails before any cluster exists.
+    let mut istioctl = BTreeMap::new();
+    for cluster in &scenario.clusters {
+        let version = cluster.istio_version.value;
+        if let std::collections::btree_map::Entry::Vacant(entry) = istioctl.entry(version) {
+            entry.insert(istioctl_for(
+                tools,
+                &options.cache_dir,
+                &options.releases_url,
+                version,
+                progress,
+            )?);
+        }
+    }
+
+    let existing: BTreeSet<String> = text(
+        tools
+            .run(&Invocation::new("kind", ["get", "clusters"], QUERY_TIMEOUT))
+            .map_err(failed("listing kind clusters"))?,
+    )
+    .lines()
+    .map(|line| line.trim().to_owned())
+    .filter(|line| !line.is_empty())
+    .collect();
+
+    std::fs::create_dir_all(&options.run_dir).map_err(io_failed(format!(
+        "creating the run directory {}",
+        options.run_dir.display()
+    )))?;
+    world.made_run_dir = true;
+    let mut to_create = Vec::new();
+    for cluster in &scenario.clusters {
+        let name = &cluster.name.value;
+        let kind_name = kind_cluster_name(name);
+        let dir = options.run_dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(io_failed(format!("creating {}", dir.display())))?;
+        let kubeconfig = dir.join("kubeconfig");
+        if existing.contains(&kind_name) {
+            if !options.reuse {
+                return Err(ProviderError::Unavailable(format!(
+                    "kind cluster {kind_name} already exists (left by an earlier run?); delete it with `meshfed down --provider kind` \
+                     or keep it with `meshfed run --reuse`"
+                )));
+            }
+            progress(&format!("{name}: reusing kind cluster {kind_name}"));
+        } else {
+            let config_file = dir.join("kind-config.yaml");
+            std::fs::write(&config_file, kind_config(cluster))
+                .map_err(io_failed(format!("writing {}", config_file.display())))?;
+            let create = Invocation::new(
+                "kind",
+                [
+                    "create".into(),
+                    "cluster".into(),
+                    "--name".into(),
+                    kind_name.clone().into(),
+                    "--config".into(),
+                    config_file.into_os_string(),
+                    "--kubeconfig".into(),
+                    kubeconfig.clone().into_os_string(),
+                    "--wait".into(),
+                    KIND_WAIT.into(),
+                ]
+                .into_iter()
+                .collect::<Vec<std::ffi::OsString>>(),
+                CREATE_TIMEOUT,
+            );
+            to_create.push((name.clone(), create));
+            // Recorded before it starts: a half-created cluster is deleted at teardown too.
+            world.created.push(kind_name.clone());
+        }
+        world.clusters.push(KindCluster {
+            cluster: name.clone(),
+            context: format!("kind-{kind_name}"),
+            kind_name,
+            kubeconfig,
+            gateway_address: None,
+        });
+    }
+    create_clusters(tools, &to_create, progress)?;
+    for cluster in &world.clusters {
+        tools
+            .run(&Invocation::new(
+                "kind",
+                [
+                    "export".into(),
+                    "kubeconfig".into(),
+                    "--name".into(),
+                    cluster.kind_name.clone().into(),
+                    "--kubeconfig".into(),
+                    cluster.kubeconfig.clone().into_os_string(),
+                ]
+                .into_iter()
+                .collect::<Vec<std::ffi::OsString>>(),
+                QUERY_TIMEOUT,
+            ))
+            .map_err(failed(format!("writing the kubeconfig of {}", cluster.kind_name)))?;
+    }
+
+    // Gateway address pools from the end of the `kind` network.
+    let inspect = text(
+        tools
+            .run(&Invocation::new(
+                "docker",
+                ["network", "inspect", "kind"],
+                QUERY_TIMEOUT,
+            ))
+            .map_err(failed("inspecting docker network kind"))?,
+    );
+    let names: Vec<&str> = scenario
+        .clusters
+        .iter()
+        .map(|cluster| cluster.name.value.as_str())
+        .collect();
+    let pools = parse_network_inspect(&inspect)
+        .and_then(|network| address_pools(&network, &names))
+        .map_err(|error| ProviderError::failed("carving gateway address pools from docker network kind", error))?;
+
+    let image = workload_image(
+        options.workload_image.as_deref(),
+        &options.workload_binary,
+        tools,
+        &options.run_dir,
+        &world.clusters,
+        progress,
+    )?;
+
+    // MetalLB.
+    let metallb = fetch_cached(
+        tools,
+        &options.cache_dir,
+        &format!("metallb-{METALLB_VERSION}"),
+        "metallb-native.yaml",
+        &metallb_manifest_url(),
+        progress,
+    )?;
+    for (cluster, pool) in world.clusters.iter().zip(&pools) {
+        progress(&format!(
+            "{}: MetalLB {METALLB_VERSION}, gateway pool {}",
+            cluster.cluster,
+            pool.range()
+        ));
+        kube.apply_manifests(cluster, &format!("MetalLB {METALLB_VERSION}"), &metallb)
+            .await?;
+        kube.await_deployment_available(cluster, "metallb-system", "controller", METALLB_TIMEOUT)
+            .await?;
+        kube.apply_manifests(cluster, "MetalLB address pool", &mk_metallb_pool(pool))
+            .await?;
+    }
+
+    // Istio, with meshfed's CA.
+    let cluster_names: Vec<&str> = names.clone();
+    let mesh_pki = crate::pki::pki(&scenario.trust_domain, &cluster_names, scenario.pki.key_algorithm)
+        .map_err(|error| ProviderError::failed("creating the mesh PKI", error))?;
+    let gateway = federation_gateway(scenario.federation.mode);
+    for (cluster, scenario_cluster) in world.clusters.iter_mut().zip(&scenario.clusters) {
+        let version = scenario_cluster.istio_version.value;
+        progress(&format!("{}: installing Istio {version}", cluster.cluster));
+        kube.apply_manifests(cluster, "namespace istio-system", &mk_istio_namespace(scenario_cluster))
+            .await?;
+        let cacerts = mesh_pki
+            .cacerts(&cluster.cluster)
+            .map_err(|error| ProviderError::failed(format!("cacerts of {}", cluster.cluster), error))?;
+        kube.apply_manifests(cluster, "secret istio-system/cacerts", &mk_cacerts_secret(&cacerts))
+            .await?;
+        let operator = operator_file(
+            &options.run_dir,
+            &cluster.cluster,
+            &mk_istio_operator(scenario, scenario_cluster),
+        )?;
+        let started = Instant::now();
+        tools
+            .run(&istioctl_install(&istioctl[&version], cluster, &operator))
+            .map_err(failed(format!("installing Istio {version} into {}", cluster.cluster)))?;
+        let address = kube
+            .await_load_balancer_address(cluster, "istio-system", gateway, GATEWAY_ADDRESS_TIMEOUT)
+            .await?;
+        cluster.gateway_address = Some(address);
+        world.versions.insert(cluster.cluster.clone(), version);
+        progress(&format!(
+            "{}: Istio {version} installed in {:.0} s; gateway {gateway} at {address}",
+            cluster.cluster,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+
+    if scenario.federation.mode == FederationMode::EndpointDiscovery {
+        create_remote_secrets(tools, kube, &world.clusters, &istioctl, scenario, progress).await?;
+    }
+    kube.attach(&world.clusters, &image);
+    Ok(())
+}
+
+/// istioctl of `version`, checked to report that version.
+fn istioctl_for(
+    tools: &Tools,
+    cache_dir: &Path,
+    releases_url: &str,
+    version: IstioVersion,
+    progress: &mut dyn Progress,
+) -> Result<PathBuf, ProviderError> {
+    let path = fetch_istioctl(tools, cache_dir, releases_url, version, progress)
+        .map_err(|error| ProviderError::failed(format!("providing istioctl {version}"), error))?;
+    let reported = text(
+        tools
+            .run(&Invocation::new(
+                path.clone(),
+                ["version", "--remote=false"],
+                QUERY_TIMEOUT,
+            ))
+            .map_err(failed(format!("running istioctl {version}")))?,
+    );
+    if !reported.split_whitespace().any(|word| word == version.to_string()) {
+        return Err(ProviderError::Unavailable(format!(
+            "{} reports version {reported:?}, not {version}; delete it so meshfed downloads it again",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Creates the clusters in parallel, one thread each (so each kind process's death signal is tied
+/// to a thread that waits for it), reporting as each starts and ends.
+fn create_clusters(
+    tools: &Tools,
+    to_create: &[(String, Invocation)],
+    progress: &mut Box<dyn FnMut(&str) + Send>,
+) -> Result<(), ProviderError> {
+    let (sender, receiver) = std::sync::mpsc::channel::<String>();
+    let results: Vec<(String, Result<Vec<u8>, ToolError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = to_create
+            .iter()
+            .map(|(cluster, invocation)| {
+                let sender = sender.clone();
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let _ = sender.send(format!("{cluster}: creating kind cluster"));
+                    let result = tools.run(invocation);
+                    let _ = sender.send(match &result {
+                        Ok(_) => format!(
+                            "{cluster}: kind cluster created in {:.0} s",
+                            started.elapsed().as_secs_f64()
+                        ),
+                        Err(_) => format!("{cluster}: kind cluster creation failed"),
+                    });
+                    (cluster.clone(), result)
+                })
+            })
+            .collect();
+        drop(sender);
+        for message in receiver {
+            progress(&message);
+        }
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("a cluster creation thread panicked"))
+            .collect()
+    });
+    for (cluster, result) in results {
+        result.map_err(failed(format!("creating the kind cluster of {cluster}")))?;
+    }
+    Ok(())
+}
+
+/// The workload image: the named one, or one built from the binary and loaded into every cluster.
+fn workload_image(
+    named: Option<&str>,
+    binary: &Path,
+    tools: &Tools,
+    run_dir: &Path,
+    clusters: &[KindCluster],
+    progress: &mut dyn Progress,
+) -> Result<String, ProviderError> {
+    if let Some(image) = named {
+        progress.step(&format!(
+            "workload image {image} (MESHFED_WORKLOAD_IMAGE; pulled by the nodes)"
+        ));
+        return Ok(image.to_owned());
+    }
+    let bytes = std::fs::read(binary).map_err(io_failed(format!("reading {}", binary.display())))?;
+    let tag = image_tag(&sha256_hex(&bytes));
+    let context = run_dir.join("image");
+    std::fs::create_dir_all(&context).map_err(io_failed(format!("creating {}", context.display())))?;
+    let copy = context.join("meshfed");
+    std::fs::write(&copy, &bytes).map_err(io_failed(format!("writing {}", copy.display())))?;
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(io_failed(format!("making {} executable", copy.display())))?;
+    progress.step(&format!("building workload image {tag} from {}", binary.display()));
+    tools
+        .run(
+            &Invocation::new(
+                "docker",
+                [
+                    "build".into(),
+                    "--tag".into(),
+                    tag.clone().into(),
+                    "--label".into(),
+                    IMAGE_LABEL.into(),
+                    "--file".into(),
+                    "-".into(),
+                    context.into_os_string(),
+                ]
+                .into_iter()
+                .collect::<Vec<std::ffi::OsString>>(),
+                BUILD_TIMEOUT,
+            )
+            .stdin(dockerfile()),
+        )
+        .map_err(failed(format!("building the workload image {tag}")))?;
+    for cluster in clusters {
+        tools
+            .run(&Invocation::new(
+                "kind",
+                [
+                    "load",
+                    "docker-image",
+                    tag.as_str(),
+                    "--name",
+                    cluster.kind_name.as_str(),
+                ],
+                LOAD_TIMEOUT,
+            ))
+            .map_err(failed(format!("loading {tag} into {}", cluster.kind_name)))?;
+    }
+    Ok(tag)
+}
+
+/// A file fetched once into the cache (no published checksum exists: the pinned tag in the URL
+/// is what identifies it).
+fn fetch_cached(
+    tools: &Tools,
+    cache_dir: &Path,
+    subdir: &str,
+    name: &str,
+    url: &str,
+    progress: &mut dyn Progress,
+) -> Result<String, ProviderError> {
+    let dir = cache_dir.join(subdir);
+    let file = dir.join(name);
+    if !file.is_file() {
+        std::fs::create_dir_all(&dir).map_err(io_failed(format!("creating {}", dir.display())))?;
+        let partial = dir.join(format!(".{name}.{}.partial", std::process::id()));
+        progress.step(&format!("downloading {url}"));
+        tools
+            .run(&Invocation::new(
+                "curl",
+                [
+                    "--fail".into(),
+                    "--silent".into(),
+                    "--show-error".into(),
+                    "--location".into(),
+                    "--max-time".into(),
+                    "120".into(),
+                    "--output".into(),
+                    partial.clone().into_os_string(),
+                    url.into(),
+                ]
+                .into_iter()
+                .collect::<Vec<std::ffi::OsString>>(),
+                Duration::from_secs(130),
+            ))
+            .map_err(failed(format!("downloading {url}")))?;
+        std::fs::rename(&partial, &file).map_err(io_failed(format!("writing {}", file.display())))?;
+    }
+    std::fs::read_to_string(&file).map_err(io_failed(format!("reading {}", file.display())))
+}
+
+fn operator_file(run_dir: &Path, cluster: &str, operator: &str) -> Result<PathBuf, ProviderError> {
+    let file = run_dir.join(cluster).join("istio-operator.yaml");
+    std::fs::write(&file, operator).map_err(io_failed(format!("writing {}", file.display())))?;
+    Ok(file)
+}
+
+fn istioctl_install(istioctl: &Path, cluster: &KindCluster, operator: &Path) -> Invocation {
+    Invocation::new(
+        istioctl,
+        [
+            "install".into(),
+            "--skip-confirmation".into(),
+            "--kubeconfig".into(),
+            cluster.kubeconfig.clone().into_os_string(),
+            "--context".into(),
+            cluster.context.clone().into(),
+            "--readiness-timeout".into(),
+            ISTIO_READINESS.into(),
+            "--filename".into(),
+            operator.as_os_str().to_owned(),
+        ]
+        .into_iter()
+        .collect::<Vec<std::ffi::OsString>>(),
+        INSTALL_TIMEOUT,
+    )
+}
+
+/// Remote secrets as `istioctl create-remote-secret` makes them, with the API server at its
+/// control-plane container's address on the `kind` network (what other clusters' istiods reach),
+/// applied to every other cluster.
+async fn create_remote_secrets<K: KubeSide>(
+    tools: &Tools,
+    kube: &mut K,
+    clusters: &[KindCluster],
+    istioctl: &BTreeMap<IstioVersion, PathBuf>,
+    scenario: &Scenario,
+    progress: &mut dyn Progress,
+) -> Result<(), ProviderError> {
+    for (cluster, scenario_cluster) in clusters.iter().zip(&scenario.clusters) {
+        let container = control_plane_container(&cluster.kind_name);
+        let address = text(
+            tools
+                .run(&Invocation::new(
+                    "docker",
+                    [
+                        "inspect",
+                        "--format",
+                        "{{(index .NetworkSettings.Networks \"kind\").IPAddress}}",
+                        container.as_str(),
+                    ],
+                    QUERY_TIMEOUT,
+                ))
+                .map_err(failed(format!("finding the address of {container}")))?,
+        );
+        let address: Ipv4Addr = address.parse().map_err(|_| {
+            ProviderError::Unavailable(format!(
+                "{container} has no IPv4 address on docker network kind (docker said {address:?})"
+            ))
+        })?;
+        let secret = text(
+            tools
+                .run(&Invocation::new(
+                    istioctl[&scenario_cluster.istio_version.value].clone(),
+                    [
+                        "create-remote-secret".into(),
+                        "--kubeconfig".into(),
+                        cluster.kubeconfig.clone().into_os_string(),
+                        "--context".into(),
+                        cluster.context.clone().into(),
+                        "--name".into(),
+                        cluster.cluster.clone().into(),
+                        "--server".into(),
+                        format!("https://{address}:6443").into(),
+                    ]
+                    .into_iter()
+                    .collect::<Vec<std::ffi::OsString>>(),
+                    QUERY_TIMEOUT,
+                ))
+                .map_err(failed(format!("creating the remote secret of {}", cluster.cluster)))?,
+        );
+        for other in clusters.iter().filter(|other| other.cluster != cluster.cluster) {
+            progress.step(&format!("{}: remote secret of {}", other.cluster, cluster.cluster));
+            kube.apply_manifests(other, &format!("remote secret of {}", cluster.cluster), &secret)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// One cluster's in-place upgrade, ready to run.
+pub(super) struct PreparedUpgrade {
+    cluster: String,
+    version: IstioVersion,
+    install: Invocation,
+}
+
+/// Fetches the new istioctl and writes the install files (before the traffic starts).
+pub(super) fn prepare_upgrade(
+    options: &mut KindOptions,
+    world: &KindWorld,
+    upgrade: &UpgradeAction,
+) -> Result<Vec<PreparedUpgrade>, ProviderError> {
+    let scenario = world
+        .scenario
+        .as_ref()
+        .ok_or_else(|| ProviderError::Unsupported("upgrade before the world exists".to_owned()))?;
+    let istioctl = istioctl_for(
+        &options.tools,
+        &options.cache_dir,
+        &options.releases_url,
+        upgrade.to,
+        &mut options.progress,
+    )?;
+    upgrade
+        .clusters
+        .iter()
+        .map(|name| {
+            let cluster = world
+                .clusters
+                .iter()
+                .find(|cluster| &cluster.cluster == name)
+                .ok_or_else(|| ProviderError::Unsupported(format!("upgrade of unknown cluster {name}")))?;
+            let scenario_cluster = scenario
+                .cluster(name)
+                .ok_or_else(|| ProviderError::Unsupported(format!("upgrade of unknown cluster {name}")))?;
+            let operator = operator_file(&options.run_dir, name, &mk_istio_operator(scenario, scenario_cluster))?;
+            Ok(PreparedUpgrade {
+                cluster: name.clone(),
+                version: upgrade.to,
+                install: istioctl_install(&istioctl, cluster, &operator),
+            })
+        })
+        .collect()
+}
+
+/// Runs the prepared upgrades one cluster after the other; returns progress lines.
+pub(super) fn run_upgrade(tools: &Tools, upgrades: &[PreparedUpgrade]) -> Result<Vec<String>, ProviderError> {
+    let mut lines = Vec::new();
+    for upgrade in upgrades {
+        let started = Instant::now();
+        tools.run(&upgrade.install).map_err(failed(format!(
+            "upgrading {} to Istio {}",
+            upgrade.cluster, upgrade.version
+        )))?;
+        lines.push(format!(
+            "{}: upgraded in place to Istio {} in {:.0} s",
+            upgrade.cluster,
+            upgrade.version,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(lines)
+}
+
+/// Deletes the clusters this run created (none with `--reuse` kept ones) and the run directory.
+pub(super) fn teardown(options: &mut KindOptions, world: &mut KindWorld) -> Result<(), ProviderError> {
+    let mut errors = Vec::new();
+    for kind_name in std::mem::take(&mut world.created) {
+        if options.reuse {
+            (options.progress)(&format!("keeping kind cluster {kind_name} (--reuse)"));
+            continue;
+        }
+        (options.progress)(&format!("deleting kind cluster {kind_name}"));
+        if let Err(error) = delete_cluster(&options.tools, &kind_name) {
+            errors.push(error.to_string());
+        }
+    }
+    world.clusters.clear();
+    if world.made_run_dir {
+        world.made_run_dir = false;
+        if let Err(error) = std::fs::remove_dir_all(&options.run_dir)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            errors.push(format!("removing {}: {error}", options.run_dir.display()));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ProviderError::failed(
+            "tearing down the kind world",
+            anyhow::anyhow!(errors.join("; ")),
+        ))
+    }
+}
+
+fn delete_cluster(tools: &Tools, kind_name: &str) -> Result<Vec<u8>, ToolError> {
+    tools.run_uninterruptible(&Invocation::new(
+        "kind",
+        ["delete", "cluster", "--name", kind_name],
+        DELETE_TIMEOUT,
+    ))
+}
+
+/// Deletes every kind cluster named with meshfed's prefix and every image carrying meshfed's label,
+/// and nothing else; returns what it deleted.
+pub(super) fn down(tools: &Tools, progress: &mut dyn Progress) -> Result<Vec<String>, ProviderError> {
+    let listed = text(
+        tools
+            .run_uninterruptible(&Invocation::new("kind", ["get", "clusters"], QUERY_TIMEOUT))
+            .map_err(failed("listing kind clusters"))?,
+    );
+    let mut deleted = Vec::new();
+    for name in listed.lines().map(str::trim).filter(|name| is_meshfed_cluster(name)) {
+        progress.step(&format!("deleting kind cluster {name}"));
+        delete_cluster(tools, name).map_err(failed(format!("deleting kind cluster {name}")))?;
+        deleted.push(format!("kind cluster {name}"));
+    }
+    let images = text(
+        tools
+            .run_uninterruptible(&Invocation::new(
+                "docker",
+                [
+                    "image",
+                    "ls",
+                    "--filter",
+                    &format!("label={IMAGE_LABEL}"),
+                    "--format",
+                    "{{.Repository}}:{{.Tag}}",
+                ],
+                QUERY_TIMEOUT,
+            ))
+            .map_err(failed("listing meshfed's workload images"))?,
+    );
+    for image in images.lines().map(str::trim).filter(|image| !image.is_empty()) {
+        progress.step(&format!("removing image {image}"));
+        tools
+            .run_uninterruptible(&Invocation::new("docker", ["image", "rm", image], QUERY_TIMEOUT))
+            .map_err(failed(format!("removing image {image}")))?;
+        deleted.push(format!("image {image}"));
+    }
+    deleted.extend(remove_stale_run_dirs(&std::env::temp_dir(), progress)?);
+    Ok(deleted)
+}
+
+/// The run directory of the meshfed process `pid` (kind configs, kubeconfigs, install files).
+pub(super) fn run_dir_name(pid: u32) -> String {
+    format!("meshfed-kind-{pid}")
+}
+
+/// Run directories of meshfed processes that no longer exist (a run killed with SIGKILL cannot
+/// remove its own); those of live processes are left alone.
+fn remove_stale_run_dirs(temp_dir: &Path, progress: &mut dyn Progress) -> Result<Vec<String>, ProviderError> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(temp_dir) else {
+        return Ok(removed);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("meshfed-kind-")
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if run_dir_name(pid) != name || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        if !path.symlink_metadata().is_ok_and(|metadata| metadata.is_dir()) {
+            continue;
+        }
+        progress.step(&format!(
+            "removing {} (its run ended without cleaning up)",
+            path.display()
+        ));
+        std::fs::remove_dir_all(&path).map_err(io_failed(format!("removing {}", path.display())))?;
+        removed.push(format!("run directory {}", path.display()));
+    }
+    Ok(removed)
+}

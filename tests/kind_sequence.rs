@@ -1,0 +1,600 @@
+//! The whole `kind` sequence for the shipped scenarios with fake `kind`, `docker`, `curl` and
+//! `istioctl` on `PATH` (tests/support/fake_tools.rs): every program call, in order, snapshot-tested.
+//! The Kubernetes API half is a recording fake [`KubeSide`] writing into the same log (`kube[...]`
+//! lines): it stands in for the kube-rs client (server-side apply, waits, workloads, traffic),
+//! which is tested against a mock API server elsewhere. Also: `meshfed down` deletes only
+//! `meshfed-*` clusters, and `meshfed run --provider kind` without Docker or kind exits 3 at once,
+//! naming what is missing.
+
+#[path = "support/fake_tools.rs"]
+mod fake_tools;
+#[path = "support/skip.rs"]
+mod skip;
+
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use fake_tools::FakeTools;
+use meshfed::inventory::{self, Inventory};
+use meshfed::plan::Plan;
+use meshfed::progress::Progress;
+use meshfed::provider::kind::{KindCluster, KindOptions, KindProvider, KubeSide, Tools};
+use meshfed::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
+use meshfed::record::RequestRecord;
+use meshfed::scenario::{self, Scenario};
+use serde_json::Value;
+
+/// The Kubernetes half, recorded: applies name each document's kind, namespace/name (and what
+/// matters of it); the LoadBalancer address is the first of the MetalLB pool applied to that
+/// cluster, as MetalLB assigns it.
+struct RecordingKube {
+    log: PathBuf,
+    pools: std::collections::BTreeMap<String, Ipv4Addr>,
+    attached: Vec<KindCluster>,
+    image: String,
+}
+
+impl RecordingKube {
+    fn record(&self, line: &str) {
+        let mut file = std::fs::OpenOptions::new().append(true).open(&self.log).unwrap();
+        writeln!(file, "{line}").unwrap();
+    }
+}
+
+fn describe_documents(yaml: &str) -> Vec<(String, Value)> {
+    yaml.trim_start_matches("---\n")
+        .split("\n---\n")
+        .filter(|document| !document.trim().is_empty())
+        .map(|document| {
+            let value: Value = serde_saphyr::from_str(document).unwrap();
+            let metadata = &value["metadata"];
+            let name = match metadata["namespace"].as_str() {
+                Some(namespace) => format!("{namespace}/{}", metadata["name"].as_str().unwrap_or("?")),
+                None => metadata["name"].as_str().unwrap_or("?").to_owned(),
+            };
+            (format!("{} {name}", value["kind"].as_str().unwrap_or("?")), value)
+        })
+        .collect()
+}
+
+impl Provider for RecordingKube {
+    fn info(&self) -> ProviderInfo {
+        unreachable!("the kind provider answers info itself")
+    }
+    async fn create_world(&mut self, scenario: &Scenario) -> Result<Inventory, ProviderError> {
+        let clusters: Vec<String> = self
+            .attached
+            .iter()
+            .map(|cluster| {
+                format!(
+                    "{} via {} gateway {:?}",
+                    cluster.cluster, cluster.context, cluster.gateway_address
+                )
+            })
+            .collect();
+        self.record(&format!(
+            "kube create_world image={} [{}]",
+            self.image,
+            clusters.join("; ")
+        ));
+        Ok(inventory::from_scenario(scenario))
+    }
+    async fn apply_plan(&mut self, _: &Plan, _: &PhaseSettings) -> Result<(), ProviderError> {
+        unreachable!()
+    }
+    async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError> {
+        unreachable!()
+    }
+    async fn send_traffic(
+        &mut self,
+        traffic: &Traffic,
+        _: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
+        self.record(&format!(
+            "kube send_traffic {} requests from {} to {}",
+            traffic.requests, traffic.from_service, traffic.to_service
+        ));
+        Ok(Vec::new())
+    }
+    async fn tls_failures(&mut self, _: &str) -> Result<TlsFailures, ProviderError> {
+        unreachable!()
+    }
+    async fn check_alive(&mut self) -> Result<(), ProviderError> {
+        unreachable!()
+    }
+    async fn stuck(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+    async fn teardown(&mut self) -> Result<(), ProviderError> {
+        self.record("kube teardown");
+        Ok(())
+    }
+}
+
+impl KubeSide for RecordingKube {
+    fn check_available(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+    async fn apply_manifests(&mut self, cluster: &KindCluster, what: &str, yaml: &str) -> Result<(), ProviderError> {
+        let mut described = Vec::new();
+        for (name, value) in describe_documents(yaml) {
+            let detail = match value["kind"].as_str() {
+                Some("IPAddressPool") => {
+                    let range = value["spec"]["addresses"][0].as_str().unwrap().to_owned();
+                    let first = range.split('-').next().unwrap().parse().unwrap();
+                    self.pools.insert(cluster.cluster.clone(), first);
+                    format!(" {range}")
+                }
+                Some("Namespace") if name.ends_with("istio-system") => format!(
+                    " network={}",
+                    value["metadata"]["labels"]["topology.istio.io/network"]
+                        .as_str()
+                        .unwrap()
+                ),
+                Some("Secret") if name.ends_with("cacerts") => {
+                    let mut keys: Vec<&str> = value["stringData"]
+                        .as_object()
+                        .unwrap()
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    keys.sort();
+                    format!(" keys={}", keys.join(","))
+                }
+                _ => String::new(),
+            };
+            described.push(format!("{name}{detail}"));
+        }
+        self.record(&format!(
+            "kube[{}] apply {what}: {}",
+            cluster.context,
+            described.join(", ")
+        ));
+        Ok(())
+    }
+    async fn await_deployment_available(
+        &mut self,
+        cluster: &KindCluster,
+        namespace: &str,
+        name: &str,
+        deadline: Duration,
+    ) -> Result<(), ProviderError> {
+        self.record(&format!(
+            "kube[{}] await deployment {namespace}/{name} available within {} s",
+            cluster.context,
+            deadline.as_secs()
+        ));
+        Ok(())
+    }
+    async fn await_load_balancer_address(
+        &mut self,
+        cluster: &KindCluster,
+        namespace: &str,
+        service: &str,
+        deadline: Duration,
+    ) -> Result<Ipv4Addr, ProviderError> {
+        self.record(&format!(
+            "kube[{}] await service {namespace}/{service} load balancer address within {} s",
+            cluster.context,
+            deadline.as_secs()
+        ));
+        self.pools.get(&cluster.cluster).copied().ok_or_else(|| {
+            ProviderError::Unavailable(format!(
+                "no MetalLB pool was applied to {} before its gateway",
+                cluster.cluster
+            ))
+        })
+    }
+    fn attach(&mut self, clusters: &[KindCluster], workload_image: &str) {
+        self.attached = clusters.to_vec();
+        self.image = workload_image.to_owned();
+    }
+}
+
+fn load_scenario(name: &str) -> Scenario {
+    scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)).unwrap()
+}
+
+/// A kind provider on the fakes, with a cache holding a fake istioctl of each version given, a
+/// fixed "binary" for the workload image (so its tag is stable).
+fn kind_provider(
+    fakes: &FakeTools,
+    versions: &[&str],
+    reuse: bool,
+) -> (KindProvider<RecordingKube>, std::sync::mpsc::Receiver<String>) {
+    let cache = fakes.root.join("cache");
+    for version in versions {
+        fakes.write_istioctl(&cache.join(format!("istio-{version}")).join("istioctl"), version);
+    }
+    let binary = fakes.root.join("meshfed-binary");
+    std::fs::write(&binary, b"not really meshfed").unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let options = KindOptions {
+        tools: Tools::with_path(fakes.path()),
+        cache_dir: cache,
+        releases_url: "http://127.0.0.1:9/unused".to_owned(),
+        run_dir: fakes.root.join("run"),
+        reuse,
+        workload_binary: binary,
+        workload_image: None,
+        progress: Box::new(move |line: &str| {
+            let _ = sender.send(line.to_owned());
+        }),
+    };
+    let kube = RecordingKube {
+        log: fakes.root.join("log"),
+        pools: Default::default(),
+        attached: Vec::new(),
+        image: String::new(),
+    };
+    (KindProvider::new(options, kube), receiver)
+}
+
+/// The log with the temp dir redacted and the (parallel, so unordered) cluster creations sorted.
+fn normalised_log(fakes: &FakeTools) -> String {
+    let log = fakes
+        .log()
+        .replace(&fakes.root.display().to_string(), "[TMP]")
+        .replace(&format!(".{}.partial", std::process::id()), ".[PID].partial");
+    let mut lines: Vec<String> = log.lines().map(str::to_owned).collect();
+    let mut start = 0;
+    while start < lines.len() {
+        let mut end = start;
+        while end < lines.len() && lines[end].starts_with("kind create cluster") {
+            end += 1;
+        }
+        lines[start..end].sort();
+        start = end.max(start + 1);
+    }
+    lines.join("\n") + "\n"
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn seed_on_kind_runs_the_documented_sequence_and_deletes_what_it_created() {
+    let fakes = FakeTools::new("seed-sequence", &["kind", "dev"], 2);
+    let scenario = load_scenario("seed.yaml");
+    let (mut provider, progress) = kind_provider(&fakes, &["1.24.3"], false);
+    let runtime = runtime();
+    let inventory = runtime.block_on(provider.create_world(&scenario)).unwrap();
+    assert_eq!(inventory.clusters.len(), 2);
+    let gateways: Vec<Option<Ipv4Addr>> = provider
+        .clusters()
+        .iter()
+        .map(|cluster| cluster.gateway_address)
+        .collect();
+    assert_eq!(
+        gateways,
+        [
+            Some(Ipv4Addr::new(172, 18, 255, 205)),
+            Some(Ipv4Addr::new(172, 18, 255, 155))
+        ]
+    );
+    // kind got exactly the shipped configs.
+    for cluster in ["cluster1", "cluster2"] {
+        let shipped =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("kind-configs/{cluster}.yaml")))
+                .unwrap();
+        assert_eq!(fakes.kind_config_given(&format!("meshfed-{cluster}")), shipped);
+    }
+    // The seed's gateway keeps 15443 and carries each cluster's identity.
+    let operator: Value = serde_saphyr::from_str(&fakes.operator_given("kind-meshfed-cluster2")).unwrap();
+    assert_eq!(
+        operator["spec"]["values"]["global"]["multiCluster"]["clusterName"],
+        "cluster2"
+    );
+    let ports = &operator["spec"]["components"]["ingressGateways"][0]["k8s"]["service"]["ports"];
+    assert!(
+        ports.as_array().unwrap().iter().any(|port| port["port"] == 15443),
+        "{ports}"
+    );
+    assert_eq!(provider.info().proxy, "istio 1.24.3");
+    assert!(provider.info().mode.starts_with("kind v0.30.0"));
+    runtime.block_on(provider.teardown()).unwrap();
+    assert_eq!(fakes.clusters(), ["kind", "dev"], "foreign clusters stay, meshfed's go");
+    assert!(!fakes.root.join("run").exists(), "the run directory is removed");
+    let progress: Vec<String> = progress.try_iter().collect();
+    for expected in ["cluster1: creating kind cluster", "cluster2: kind cluster created in"] {
+        assert!(
+            progress.iter().any(|line| line.starts_with(expected)),
+            "{expected}: {progress:#?}"
+        );
+    }
+    insta::assert_snapshot!("seed_kind_sequence", normalised_log(&fakes));
+}
+
+#[test]
+fn endpoint_discovery_adds_an_east_west_gateway_and_remote_secrets_everywhere_else() {
+    let fakes = FakeTools::new("ed-sequence", &[], 3);
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/three-clusters.yaml"))
+        .unwrap()
+        .replace("mode: serviceentry", "mode: endpoint-discovery");
+    let scenario = scenario::parse(Path::new("three-clusters-ed.yaml"), &text).unwrap();
+    let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], false);
+    let runtime = runtime();
+    runtime.block_on(provider.create_world(&scenario)).unwrap();
+    runtime.block_on(provider.teardown()).unwrap();
+    let log = normalised_log(&fakes);
+    let operator: Value = serde_saphyr::from_str(&fakes.operator_given("kind-meshfed-cluster3")).unwrap();
+    let eastwest = &operator["spec"]["components"]["ingressGateways"][1];
+    assert_eq!(eastwest["label"]["topology.istio.io/network"], "cluster3");
+    assert_eq!(operator["spec"]["values"]["global"]["network"], "cluster3");
+    assert_eq!(operator["spec"]["values"]["global"]["meshID"], "meshfed-three-clusters");
+    // Each cluster's secret goes to the two others, and only there.
+    for cluster in ["cluster1", "cluster2", "cluster3"] {
+        let applied: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains(&format!("apply remote secret of {cluster}:")))
+            .collect();
+        assert_eq!(applied.len(), 2, "{cluster}: {applied:#?}");
+        assert!(
+            !applied
+                .iter()
+                .any(|line| line.contains(&format!("kube[kind-meshfed-{cluster}]")))
+        );
+    }
+    insta::assert_snapshot!("endpoint_discovery_kind_sequence", log);
+}
+
+#[test]
+fn an_existing_meshfed_cluster_is_refused_without_reuse_and_kept_with_it() {
+    let fakes = FakeTools::new("reuse", &["meshfed-cluster1", "meshfed-cluster2"], 0);
+    let scenario = load_scenario("seed.yaml");
+    let runtime = runtime();
+    let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], false);
+    let error = runtime
+        .block_on(provider.create_world(&scenario))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("meshfed-cluster1 already exists"), "{error}");
+    runtime.block_on(provider.teardown()).unwrap();
+    assert_eq!(
+        fakes.clusters(),
+        ["meshfed-cluster1", "meshfed-cluster2"],
+        "nothing deleted"
+    );
+
+    let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], true);
+    runtime.block_on(provider.create_world(&scenario)).unwrap();
+    runtime.block_on(provider.teardown()).unwrap();
+    let log = fakes.log();
+    assert!(!log.contains("kind create cluster"), "{log}");
+    assert!(!log.contains("kind delete cluster"), "{log}");
+    assert!(
+        log.contains("kube teardown"),
+        "kept clusters lose this run's workloads: {log}"
+    );
+    assert_eq!(fakes.clusters(), ["meshfed-cluster1", "meshfed-cluster2"]);
+}
+
+#[test]
+fn a_failed_creation_deletes_the_clusters_it_started() {
+    // Parallelism 3 for a 2-cluster scenario: the fake kind gives up waiting and fails both.
+    let fakes = FakeTools::new("create-fails", &["kind"], 3);
+    let scenario = load_scenario("seed.yaml");
+    let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], false);
+    let runtime = runtime();
+    let error = format!(
+        "{:#}",
+        anyhow::Error::new(runtime.block_on(provider.create_world(&scenario)).unwrap_err())
+    );
+    assert!(error.contains("creating the kind cluster of cluster"), "{error}");
+    assert!(error.contains("not created in parallel"), "{error}");
+    runtime.block_on(provider.teardown()).unwrap();
+    let log = fakes.log();
+    for name in ["meshfed-cluster1", "meshfed-cluster2"] {
+        assert!(log.contains(&format!("kind delete cluster --name {name}")), "{log}");
+    }
+    assert!(!log.contains("kind delete cluster --name kind"), "{log}");
+}
+
+fn meshfed(path: &Path, args: &[&str]) -> (std::process::Output, Duration) {
+    meshfed_with_tmpdir(path, &std::env::temp_dir(), args)
+}
+
+fn meshfed_with_tmpdir(path: &Path, tmpdir: &Path, args: &[&str]) -> (std::process::Output, Duration) {
+    let started = std::time::Instant::now();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let output = Command::new(env!("CARGO_BIN_EXE_meshfed"))
+        .args(args)
+        .env("PATH", path)
+        .env("TMPDIR", tmpdir)
+        .env(
+            "MESHFED_CACHE_DIR",
+            std::env::temp_dir().join("meshfed-kind-test-cache-unused"),
+        )
+        .env(
+            "MESHFED_TEST_MARKER",
+            format!("kind-sequence-{}-{nanos}", std::process::id()),
+        )
+        .output()
+        .unwrap();
+    (output, started.elapsed())
+}
+
+#[test]
+fn down_deletes_only_clusters_meshfed_named() {
+    let fakes = FakeTools::new(
+        "down",
+        &[
+            "kind",
+            "meshfed-cluster1",
+            "dev-meshfed-cluster1",
+            "meshfed-",
+            "istio-primary",
+            "meshfed-cluster3",
+        ],
+        0,
+    );
+    // The fake docker lists only images with meshfed's label (it exits 64 on any other filter).
+    fakes.set_labelled_images(&["meshfed-workload:450942e915326e45"]);
+    // Run directories: one of a process that is gone (a reaped child's pid), one of a live one
+    // (this test), one that only looks similar.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let temp = fakes.root.join("tmp");
+    for name in [
+        format!("meshfed-kind-{dead_pid}"),
+        format!("meshfed-kind-{}", std::process::id()),
+        "meshfed-kind-notes".to_owned(),
+    ] {
+        std::fs::create_dir_all(temp.join(&name).join("cluster1")).unwrap();
+        std::fs::write(temp.join(&name).join("cluster1/kubeconfig"), "secret").unwrap();
+    }
+    let (output, _) = meshfed_with_tmpdir(Path::new(&fakes.path()), &temp, &["down", "--provider", "kind"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        fakes.clusters(),
+        ["kind", "dev-meshfed-cluster1", "meshfed-", "istio-primary"]
+    );
+    assert!(
+        stderr.contains(
+            "deleted kind cluster meshfed-cluster1, kind cluster meshfed-cluster3, image meshfed-workload:450942e915326e45"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(fakes.labelled_images(), Vec::<String>::new());
+    assert!(!temp.join(format!("meshfed-kind-{dead_pid}")).exists(), "{stderr}");
+    assert!(temp.join(format!("meshfed-kind-{}", std::process::id())).exists());
+    assert!(temp.join("meshfed-kind-notes").exists());
+    let deletions = fakes
+        .log()
+        .lines()
+        .filter(|line| line.contains(" delete ") || line.contains(" rm "))
+        .count();
+    assert_eq!(deletions, 3, "{}", fakes.log());
+}
+
+#[test]
+fn run_on_kind_without_kind_or_docker_exits_3_naming_both() {
+    let empty = std::env::temp_dir().join(format!("meshfed-empty-path-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let (output, took) = meshfed(&empty, &["run", seed.to_str().unwrap(), "--provider", "kind"]);
+    let _ = std::fs::remove_dir(&empty);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("`kind` was not found on PATH"), "{stderr}");
+    assert!(stderr.contains("`docker` was not found on PATH"), "{stderr}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+#[test]
+fn run_on_kind_with_a_docker_cli_but_no_engine_exits_3_quoting_docker() {
+    // The real docker CLI, pointed at an engine that does not exist (as on meshfed's own machines).
+    let Some(docker) = meshfed::process::find_on_path("docker", std::env::var_os("PATH").as_deref()) else {
+        skip::skip("no docker CLI on PATH");
+        return;
+    };
+    let fakes = FakeTools::new("no-engine", &[], 0);
+    std::fs::remove_file(fakes.bin().join("docker")).unwrap();
+    std::os::unix::fs::symlink(&docker, fakes.bin().join("docker")).unwrap();
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_meshfed"))
+        .args(["run", seed.to_str().unwrap(), "--provider", "kind"])
+        .env("PATH", fakes.path())
+        .env("DOCKER_HOST", format!("unix://{}/no-engine.sock", fakes.root.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("the Docker engine does not answer"), "{stderr}");
+    assert!(stderr.contains("docker info"), "{stderr}");
+    assert!(!stderr.contains("`kind` was not found"), "kind is there: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!fakes.log().contains("kind create"), "nothing created: {}", fakes.log());
+}
+
+#[test]
+fn run_on_kind_with_a_fake_docker_whose_engine_is_down_exits_3() {
+    let fakes = FakeTools::new("engine-down", &[], 0);
+    fakes.write_docker(false);
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let (output, _) = meshfed(
+        Path::new(&fakes.path()),
+        &["run", seed.to_str().unwrap(), "--provider", "kind"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("Cannot connect to the Docker daemon"), "{stderr}");
+    assert_eq!(fakes.log().trim(), "docker info --format {{.ServerVersion}}");
+}
+
+#[test]
+fn upgrade_is_refused_by_local_at_validation_with_its_location() {
+    let upgrade = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/upgrade.yaml");
+    let (output, _) = meshfed(Path::new("/usr/bin:/bin"), &["run", upgrade.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("upgrade.yaml:54:"), "{stderr}");
+    assert!(stderr.contains("provider local cannot upgrade Istio"), "{stderr}");
+}
+
+#[test]
+fn upgrade_installs_the_new_istio_over_the_named_cluster_while_traffic_runs() {
+    let fakes = FakeTools::new("upgrade", &[], 2);
+    let scenario = load_scenario("upgrade.yaml");
+    let (mut provider, progress) = kind_provider(&fakes, &["1.29.0", "1.30.0"], false);
+    let runtime = runtime();
+    runtime.block_on(provider.create_world(&scenario)).unwrap();
+    assert_eq!(provider.info().proxy, "istio 1.29.0");
+    let before = fakes.log().lines().count();
+    let traffic = Traffic {
+        from_cluster: "cluster1".to_owned(),
+        from_service: "foo.ns1".to_owned(),
+        to_service: "bar.ns2".to_owned(),
+        port: 80,
+        protocol: meshfed::scenario::Protocol::Http,
+        requests: 6000,
+        concurrency: 4,
+        connections: meshfed::scenario::ConnectionPolicy::NewConnectionPerRequest,
+        upgrade: Some(meshfed::provider::UpgradeAction {
+            to: "1.30.0".parse().unwrap(),
+            clusters: vec!["cluster2".to_owned()],
+        }),
+    };
+    let mut lines = Vec::new();
+    runtime
+        .block_on(provider.send_traffic(&traffic, &mut |line: &str| lines.push(line.to_owned())))
+        .unwrap();
+    assert_eq!(provider.info().proxy, "istio 1.29.0 (cluster1), 1.30.0 (cluster2)");
+    runtime.block_on(provider.teardown()).unwrap();
+    let log = fakes.log().replace(&fakes.root.display().to_string(), "[TMP]");
+    let mut during: Vec<&str> = log
+        .lines()
+        .skip(before)
+        .filter(|line| !line.starts_with("kind delete"))
+        .collect();
+    // The install runs on its own thread while the traffic is sent: their order is not fixed.
+    during.sort();
+    assert_eq!(
+        during,
+        [
+            "istioctl-1.30.0 install --skip-confirmation --kubeconfig [TMP]/run/cluster2/kubeconfig --context kind-meshfed-cluster2 --readiness-timeout 5m0s --filename [TMP]/run/cluster2/istio-operator.yaml",
+            "istioctl-1.30.0 version --remote=false",
+            "kube send_traffic 6000 requests from foo.ns1 to bar.ns2",
+        ]
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("cluster2: upgraded in place to Istio 1.30.0")),
+        "{lines:?}"
+    );
+    drop(progress);
+}

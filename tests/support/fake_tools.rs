@@ -1,0 +1,262 @@
+//! Fake `kind`, `docker`, `curl` and `istioctl` executables for tests of the `kind` provider: small
+//! shell scripts written into a temp dir that append their arguments (and stdin where the real
+//! tool reads it) to one log and answer as the real tools do. Their state (kind's cluster list,
+//! the configs kind was given) lives in files next to them, with absolute paths baked in, so tests
+//! running in parallel never share anything.
+//!
+//! Include it with `#[path = "support/fake_tools.rs"] mod fake_tools;` (from `tests/`).
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// `docker network inspect kind` as Docker 27 prints it (IPv6 subnet first, one node attached).
+pub const NETWORK_INSPECT: &str = r#"[
+    {
+        "Name": "kind",
+        "Id": "5d1f0e6c2b1b",
+        "Scope": "local",
+        "Driver": "bridge",
+        "EnableIPv6": true,
+        "IPAM": {
+            "Driver": "default",
+            "Options": {},
+            "Config": [
+                { "Subnet": "fc00:f853:ccd:e793::/64" },
+                { "Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1" }
+            ]
+        },
+        "Containers": {
+            "0b3a": { "Name": "unrelated-control-plane", "IPv4Address": "172.18.0.2/16", "IPv6Address": "fc00:f853:ccd:e793::2/64" }
+        },
+        "Options": { "com.docker.network.bridge.enable_ip_masquerade": "true" },
+        "Labels": {}
+    }
+]"#;
+
+/// A temp dir with `bin/` (the fakes), `state/` and `log`.
+pub struct FakeTools {
+    /// The root, removed on drop.
+    pub root: PathBuf,
+}
+
+impl Drop for FakeTools {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn write_script(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+impl FakeTools {
+    /// Fakes in a new temp dir named after `test`; kind lists `existing` clusters; `kind create
+    /// cluster` waits (10 s at most) until `parallel` creations have started, so a sequential
+    /// creation fails.
+    pub fn new(test: &str, existing: &[&str], parallel: usize) -> FakeTools {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let root = std::env::temp_dir().join(format!("meshfed-fake-{test}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(root.join("state")).unwrap();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("log"), "").unwrap();
+        let clusters: String = existing.iter().map(|name| format!("{name}\n")).collect();
+        std::fs::write(root.join("state/clusters"), clusters).unwrap();
+        let tools = FakeTools { root };
+        tools.write_kind(parallel);
+        tools.write_docker(true);
+        tools.write_curl();
+        tools
+    }
+
+    /// The directory to put on `PATH`.
+    pub fn bin(&self) -> PathBuf {
+        self.root.join("bin")
+    }
+
+    /// `PATH` for a test: the fakes first, then the system's basic tools (the fake scripts use
+    /// `cat`, `cp`, `grep`, `sed`), where no kind, docker or istioctl is.
+    pub fn path(&self) -> String {
+        format!("{}:/usr/bin:/bin", self.bin().display())
+    }
+
+    /// What the fakes recorded, one line per call (stdin lines indented with `|`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("log")).unwrap()
+    }
+
+    /// kind's cluster list now.
+    pub fn clusters(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root.join("state/clusters"))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The config `kind create cluster` got for `kind_name`.
+    pub fn kind_config_given(&self, kind_name: &str) -> String {
+        std::fs::read_to_string(self.root.join(format!("state/config-{kind_name}.yaml"))).unwrap()
+    }
+
+    /// The IstioOperator `istioctl install` got for `cluster`'s context.
+    pub fn operator_given(&self, context: &str) -> String {
+        std::fs::read_to_string(self.root.join(format!("state/operator-{context}.yaml"))).unwrap()
+    }
+
+    fn write_kind(&self, parallel: usize) {
+        let log = self.root.join("log");
+        let state = self.root.join("state");
+        write_script(
+            &self.bin().join("kind"),
+            &format!(
+                r#"#!/bin/sh
+log='{log}'; state='{state}'
+printf 'kind %s\n' "$*" >> "$log"
+case "$1 $2" in
+  "version ") echo "kind v0.30.0 go1.24.6 linux/amd64" ;;
+  "get clusters")
+    if [ -s "$state/clusters" ]; then cat "$state/clusters"; else echo "No kind clusters found." >&2; fi ;;
+  "create cluster")
+    name="$4"; config="$6"; kubeconfig="$8"
+    cp "$config" "$state/config-$name.yaml" || exit 1
+    touch "$state/started-$name"
+    tries=0
+    while [ "$(ls "$state" | grep -c '^started-')" -lt {parallel} ]; do
+      tries=$((tries + 1))
+      if [ $tries -gt 100 ]; then echo "ERROR: clusters were not created in parallel" >&2; exit 1; fi
+      sleep 0.05
+    done
+    echo "$name" >> "$state/clusters"
+    printf 'apiVersion: v1\nkind: Config\ncurrent-context: kind-%s\n' "$name" > "$kubeconfig"
+    echo "Creating cluster \"$name\" ..." >&2 ;;
+  "export kubeconfig")
+    name="$4"; kubeconfig="$6"
+    grep -qx "$name" "$state/clusters" || {{ echo "ERROR: could not locate any control plane nodes for cluster named '$name'" >&2; exit 1; }}
+    printf 'apiVersion: v1\nkind: Config\ncurrent-context: kind-%s\n' "$name" > "$kubeconfig"
+    echo "Set kubectl context to \"kind-$name\"" >&2 ;;
+  "delete cluster")
+    name="$4"
+    grep -vx "$name" "$state/clusters" > "$state/clusters.new"; mv "$state/clusters.new" "$state/clusters"
+    echo "Deleting cluster \"$name\" ..." >&2 ;;
+  "load docker-image") echo "Image: \"$3\" with ID \"sha256:0000\" not yet present on node \"$5-control-plane\", loading..." >&2 ;;
+  *) echo "fake kind: unexpected arguments: $*" >&2; exit 64 ;;
+esac
+"#,
+                log = log.display(),
+                state = state.display(),
+            ),
+        );
+    }
+
+    /// A docker whose engine answers (`engine_up`) or does not, as the real CLI says it.
+    pub fn write_docker(&self, engine_up: bool) {
+        let log = self.root.join("log");
+        let info = if engine_up {
+            "echo 27.3.1".to_owned()
+        } else {
+            "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2; exit 1"
+                .to_owned()
+        };
+        write_script(
+            &self.bin().join("docker"),
+            &format!(
+                r#"#!/bin/sh
+log='{log}'; state='{state}'
+printf 'docker %s\n' "$*" >> "$log"
+case "$1" in
+  info) {info} ;;
+  network) [ "$2 $3" = "inspect kind" ] || exit 64
+    cat <<'JSON'
+{NETWORK_INSPECT}
+JSON
+    ;;
+  build) sed 's/^/  | /' >> "$log"; echo "naming to docker.io/library/$3 done" >&2 ;;
+  image)
+    case "$2" in
+      ls) [ "$4" = "label=io.meshfed.managed-by=meshfed" ] || exit 64; cat "$state/images" 2>/dev/null ;;
+      rm) grep -vx "$3" "$state/images" > "$state/images.new"; mv "$state/images.new" "$state/images"; echo "Untagged: $3" ;;
+      *) exit 64 ;;
+    esac ;;
+  inspect) n=$(printf '%s' "$4" | cksum | cut -d' ' -f1); echo "172.18.0.$((n % 200 + 3))" ;;
+  *) echo "fake docker: unexpected arguments: $*" >&2; exit 64 ;;
+esac
+"#,
+                log = log.display(),
+                state = self.root.join("state").display(),
+            ),
+        );
+    }
+
+    /// The images the fake docker lists for meshfed's label.
+    pub fn set_labelled_images(&self, images: &[&str]) {
+        let list: String = images.iter().map(|image| format!("{image}\n")).collect();
+        std::fs::write(self.root.join("state/images"), list).unwrap();
+    }
+
+    /// The labelled images left.
+    pub fn labelled_images(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root.join("state/images"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn write_curl(&self) {
+        let log = self.root.join("log");
+        write_script(
+            &self.bin().join("curl"),
+            &format!(
+                r#"#!/bin/sh
+log='{log}'
+printf 'curl %s\n' "$*" >> "$log"
+out=""; url=""
+while [ $# -gt 0 ]; do
+  case "$1" in --output) out="$2"; shift ;; --max-time) shift ;; -*) ;; *) url="$1" ;; esac
+  shift
+done
+printf '# fake download of %s\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: metallb-system\n' "$url" > "$out"
+"#,
+                log = log.display(),
+            ),
+        );
+    }
+
+    /// A fake istioctl of `version` at `path` (meshfed's cache layout).
+    pub fn write_istioctl(&self, path: &Path, version: &str) {
+        let log = self.root.join("log");
+        let state = self.root.join("state");
+        write_script(
+            path,
+            &format!(
+                r#"#!/bin/sh
+log='{log}'; state='{state}'
+printf 'istioctl-{version} %s\n' "$*" >> "$log"
+case "$1" in
+  version) echo "client version: {version}" ;;
+  install)
+    context=""; file=""
+    while [ $# -gt 0 ]; do
+      case "$1" in --context) context="$2"; shift ;; --filename) file="$2"; shift ;; esac
+      shift
+    done
+    cp "$file" "$state/operator-$context.yaml" || exit 1
+    echo "✔ Istio core installed"; echo "✔ Installation complete" ;;
+  create-remote-secret)
+    printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: istio-remote-secret-%s\n  namespace: istio-system\n' "$7" ;;
+  *) echo "fake istioctl: unexpected arguments: $*" >&2; exit 64 ;;
+esac
+"#,
+                log = log.display(),
+                state = state.display(),
+            ),
+        );
+    }
+}
