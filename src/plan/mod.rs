@@ -72,7 +72,7 @@ pub struct ClusterPlan {
 pub struct InstallValues {
     /// Istio version.
     pub istio_version: IstioVersion,
-    /// Envoy workers per proxy (`values.global.proxy.concurrency`; Istio's default is 2).
+    /// Envoy workers per proxy (`meshConfig.defaultConfig.concurrency`; Istio's default is 2).
     pub proxy_concurrency: u32,
 }
 
