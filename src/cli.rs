@@ -49,6 +49,10 @@ enum Command {
         /// nothing is persisted. Exit 1 if the server rejects an object or one is in the way.
         #[arg(long)]
         server_dry_run: bool,
+        /// Write the plan in force during this phase (its connection policy, endpoint weights and
+        /// traffic policy) instead of the scenario-wide one.
+        #[arg(long)]
+        phase: Option<String>,
     },
     /// Write the mesh PKI: a root CA and each cluster's `cacerts` files (keys mode 0600).
     Certs {
@@ -270,7 +274,8 @@ fn execute(command: Command) -> Result<(), CliError> {
             out,
             inventory,
             server_dry_run,
-        } => plan_command(&scenario, &out, inventory.as_deref(), server_dry_run),
+            phase,
+        } => plan_command(&scenario, &out, inventory.as_deref(), phase.as_deref(), server_dry_run),
         Command::Certs { scenario, out, force } => certs_command(&scenario, &out, force),
         Command::Run {
             scenario,
@@ -297,14 +302,39 @@ fn plan_command(
     scenario_path: &Path,
     out: &Path,
     inventory_path: Option<&Path>,
+    phase_name: Option<&str>,
     server_dry_run: bool,
 ) -> Result<(), CliError> {
     let scenario = scenario::load(scenario_path)?;
+    let phase = match phase_name {
+        None => None,
+        Some(name) => Some(
+            scenario
+                .phases
+                .iter()
+                .find(|phase| phase.name.value == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = scenario.phases.iter().map(|phase| phase.name.value.as_str()).collect();
+                    CliError::BadInput(format!(
+                        "--phase {name}: {} has no such phase; its phases are: {}",
+                        scenario_path.display(),
+                        if names.is_empty() {
+                            "(none)".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ))
+                })?,
+        ),
+    };
     let inventory = match inventory_path {
         Some(path) => inventory::load(path, &scenario)?,
         None => inventory::from_scenario(&scenario),
     };
-    let plan = plan::plan(&scenario, &inventory);
+    let plan = match phase {
+        Some(phase) => plan::plan_phase(&scenario, &inventory, phase),
+        None => plan::plan(&scenario, &inventory),
+    };
     let files = plan::render(&plan).map_err(|error| CliError::Infrastructure(error.into()))?;
     let out_dir = output::OutDir::resolve(out).map_err(out_dir_error)?;
     check_replaceable(&out_dir, out)?;
@@ -328,6 +358,13 @@ fn plan_command(
         }
     );
     let _ = write!(stdout, "{}", plan::summary(&plan));
+    for warning in &plan.warnings {
+        let _ = writeln!(
+            stdout,
+            "warning: cluster {}, host {}: {}",
+            warning.cluster, warning.host, warning.message
+        );
+    }
     let placeholders: Vec<&str> = inventory
         .clusters
         .iter()

@@ -88,8 +88,12 @@ pub async fn run_scenario<P: Provider>(
         scenario.clusters.len()
     ));
     let inventory = provider.create_world(scenario, &mut *progress).await?;
-    let mut applied = (scenario.federation.endpoint_weights, PhaseSettings::default());
-    let first_plan = plan::plan(scenario, &inventory);
+    // The world starts with the first phase's plan, so a first phase needs no reconfiguration.
+    let first_plan = match scenario.phases.first() {
+        Some(phase) => plan::plan_phase(scenario, &inventory, phase),
+        None => plan::plan(scenario, &inventory),
+    };
+    let mut applied = (first_plan.clone(), PhaseSettings::default());
     progress.step("applying the federation plan");
     provider.apply_plan(&first_plan, &applied.1, &mut *progress).await?;
     let world_ms = elapsed_ms(started);
@@ -99,17 +103,18 @@ pub async fn run_scenario<P: Provider>(
     let mut to_first_request_ms = None;
     for phase in &scenario.phases {
         provider.check_alive().await?;
-        let weights = phase.endpoint_weights.unwrap_or(scenario.federation.endpoint_weights);
+        let traffic_settings = plan::TrafficSettings::of_phase(scenario, phase);
+        let weights = traffic_settings.weights;
         let settings = phase_settings(phase, &inventory)?;
-        if applied != (weights, settings.clone()) {
+        let phase_plan = plan::plan_phase(scenario, &inventory, phase);
+        if applied.0 != phase_plan || applied.1 != settings {
             progress.step(&format!(
                 "phase {}: reconfiguring proxies (endpoint weights {}, {}{})",
                 phase.name.value,
                 weights_name(weights),
-                if settings.new_connection_per_request {
-                    "a new connection per request"
-                } else {
-                    "pooled connections"
+                match traffic_settings.connections {
+                    ConnectionPolicy::NewConnectionPerRequest => "DestinationRule maxRequestsPerConnection: 1",
+                    ConnectionPolicy::Pooled => "pooled connections",
                 },
                 if settings.foreign_client_cert.is_some() {
                     ", caller with a foreign-root certificate"
@@ -117,14 +122,8 @@ pub async fn run_scenario<P: Provider>(
                     ""
                 }
             ));
-            provider
-                .apply_plan(
-                    &plan::plan_with_weights(scenario, &inventory, weights),
-                    &settings,
-                    &mut *progress,
-                )
-                .await?;
-            applied = (weights, settings);
+            provider.apply_plan(&phase_plan, &settings, &mut *progress).await?;
+            applied = (phase_plan, settings);
         }
         to_first_request_ms.get_or_insert_with(|| elapsed_ms(started));
         let deadline = phase_deadline(phase);
@@ -253,10 +252,7 @@ fn phase_settings(phase: &Phase, inventory: &Inventory) -> Result<PhaseSettings,
     } else {
         None
     };
-    Ok(PhaseSettings {
-        new_connection_per_request: phase.connections == ConnectionPolicy::NewConnectionPerRequest,
-        foreign_client_cert,
-    })
+    Ok(PhaseSettings { foreign_client_cert })
 }
 
 /// The pods that should share the phase's load: every ready pod of the target service in every
@@ -321,8 +317,14 @@ async fn run_phase<P: Provider>(
         }),
     };
     let before = provider.tls_failures(&traffic.to_service).await?;
+    let hops_before = provider.gateway_hops().await?;
     let records = provider.send_traffic(&traffic, progress).await?;
     let tls_failures = provider.tls_failures(&traffic.to_service).await?.since(&before);
+    let gateway_hops = match (hops_before, provider.gateway_hops().await?) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
+    let config_rejections = provider.config_rejections().await?;
     let expected_identity = spiffe_id(
         &scenario.trust_domain,
         &source.namespace.value,
@@ -355,6 +357,8 @@ async fn run_phase<P: Provider>(
         passed: expectations.iter().all(|result| result.passed),
         measurement,
         tls_failures,
+        gateway_hops,
+        config_rejections,
         expectations,
     })
 }

@@ -94,6 +94,15 @@ pub struct PhaseReport {
     pub measurement: PhaseMeasurement,
     /// Growth of the server-side TLS failure counters during the phase.
     pub tls_failures: TlsFailures,
+    /// Connections gateways opened to other gateways during the phase (a same-host ServiceEntry
+    /// merged into the gateway's passthrough cluster: Istio 1.5-1.18); absent when the provider
+    /// cannot count them.
+    #[serde(default)]
+    pub gateway_hops: Option<u64>,
+    /// Proxy configuration refused by the proxies at the end of the phase, with their reasons
+    /// (e.g. a gateway's 15443 listener with duplicated filter chains: Istio 1.10-1.21).
+    #[serde(default)]
+    pub config_rejections: Vec<String>,
     /// Every expectation, judged.
     pub expectations: Vec<ExpectationResult>,
     /// All expectations held.
@@ -247,6 +256,11 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
     );
     let _ = writeln!(
         out,
+        "  calls that succeeded: {} over mTLS, {} in plain text",
+        m.mtls_calls, m.plaintext_calls
+    );
+    let _ = writeln!(
+        out,
         "  skew: max observed/expected {:.2} by requests, {:.2} by connections; total variation {:.3}",
         m.request_skew.max_ratio, m.connection_skew.max_ratio, m.request_skew.total_variation_distance
     );
@@ -271,6 +285,12 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         "  server-side TLS rejections: {} bad client cert, {} missing client cert; gateway unknown SNI: {}",
         tls.fail_verify_error, tls.fail_verify_no_cert, tls.gateway_no_filter_chain_match
     );
+    if let Some(hops) = phase.gateway_hops {
+        let _ = writeln!(out, "  gateway-to-gateway hops: {hops}");
+    }
+    for rejection in &phase.config_rejections {
+        let _ = writeln!(out, "  config rejected: {rejection}");
+    }
     for result in &phase.expectations {
         let _ = writeln!(
             out,

@@ -43,6 +43,18 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
             nothing.as_deref(),
         ));
     }
+    if let Some(bound) = &expect.mtls_rate_at_most {
+        // Plain text must still have been answered: an empty phase proves nothing about it.
+        results.push(unless_empty(
+            at_most(
+                "mtls_rate",
+                measurement.mtls_rate,
+                bound.value,
+                mtls_detail(measurement),
+            ),
+            nothing.as_deref(),
+        ));
+    }
     if let Some(bound) = &expect.success_rate_at_least {
         results.push(unless_empty(
             at_least(

@@ -66,10 +66,16 @@ impl Provider for ScriptedProvider {
                 _ => None,
             })
             .collect();
+        // The connection policy is a DestinationRule connectionPool in the plan.
+        let new_connection_per_request = plan.clusters[0].objects.iter().any(|object| {
+            matches!(object, Object::DestinationRule(rule)
+                if rule.spec.traffic_policy.connection_pool.as_ref()
+                    .and_then(|pool| pool.http.max_requests_per_connection) == Some(1))
+        });
         self.calls.push(format!(
             "apply_plan weights={} new_conn={} foreign={:?}",
             weights.join(","),
-            settings.new_connection_per_request,
+            new_connection_per_request,
             settings.foreign_client_cert
         ));
         Ok(())
@@ -192,10 +198,11 @@ fn proxies_are_reconfigured_only_when_a_phase_changes_weights_or_connections() {
         provider.calls,
         [
             "create_world",
-            "apply_plan weights=None new_conn=false foreign=None",
+            // The world starts with the first phase's plan: its connection policy is a
+            // DestinationRule connectionPool, so nothing is reconfigured before it.
+            "apply_plan weights=None new_conn=true foreign=None",
             "check_isolation",
             "check_alive",
-            "apply_plan weights=None new_conn=true foreign=None",
             "send_traffic foo.ns1 -> bar.ns2:80",
             "check_alive",
             "check_alive",

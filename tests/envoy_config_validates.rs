@@ -12,9 +12,11 @@ use std::process::Command;
 
 use meshfed::provider::local::envoy_binary::find_envoy;
 use meshfed::provider::local::envoy_config::{
-    CertPaths, GATEWAY_PORT, GatewaySpec, InboundPort, LbEndpoint, Locality, OutboundPort, Protocol, SidecarSpec,
-    SniRoute, XdsResources, gateway_resources, outbound_sni, sidecar_resources, static_bootstrap,
+    CertPaths, GATEWAY_PORT, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort, Protocol,
+    SidecarSpec, SniRoute, UpstreamTls, XdsResources, gateway_resources, outbound_sni, sidecar_resources,
+    static_bootstrap,
 };
+use meshfed::scenario::LoadBalancer;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 
 const BAR: &str = "bar.ns2.svc.cluster.local";
@@ -58,8 +60,9 @@ fn sidecar(certs: CertPaths) -> SidecarSpec {
             zone: zone.into(),
         }),
         priority,
+        istio_mtls: port != GATEWAY_PORT,
     };
-    let outbound = |port, protocol, max_requests_per_connection| OutboundPort {
+    let outbound = |port, protocol, max_requests_per_connection, tls, http2| OutboundPort {
         host: BAR.into(),
         cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
         port,
@@ -70,7 +73,16 @@ fn sidecar(certs: CertPaths) -> SidecarSpec {
             endpoint([10, 20, 0, 2], GATEWAY_PORT, 2, Some("zone-2"), 0),
             endpoint([10, 30, 0, 2], GATEWAY_PORT, 1, None, 1),
         ],
+        tls,
+        alpn: vec!["istio-http/1.1".into(), "istio".into(), "http/1.1".into()],
+        http2,
+        load_balancer: LoadBalancer::LeastRequest,
         max_requests_per_connection,
+        outlier_detection: port == 80,
+        l4_only: false,
+    };
+    let permissive = InboundMtls::Permissive {
+        istio_alpn: vec!["istio-http/1.1".into(), "istio".into()],
     };
     SidecarSpec {
         node_id: "foo-0.cluster1".into(),
@@ -82,16 +94,29 @@ fn sidecar(certs: CertPaths) -> SidecarSpec {
             InboundPort {
                 port: 80,
                 protocol: Protocol::Http,
+                mtls: permissive.clone(),
             },
             InboundPort {
                 port: 9090,
                 protocol: Protocol::Tcp,
+                mtls: permissive,
+            },
+            InboundPort {
+                port: 8080,
+                protocol: Protocol::Http2,
+                mtls: InboundMtls::Strict,
+            },
+            InboundPort {
+                port: 7070,
+                protocol: Protocol::Tcp,
+                mtls: InboundMtls::Disabled,
             },
         ],
         outbound: vec![
-            outbound(80, Protocol::Http, Some(1)),
-            outbound(8080, Protocol::Http, None),
-            outbound(9090, Protocol::Tcp, None),
+            outbound(80, Protocol::Http, Some(1), UpstreamTls::IstioMutual, false),
+            outbound(8080, Protocol::Http2, None, UpstreamTls::Auto, true),
+            outbound(9090, Protocol::Tcp, None, UpstreamTls::Auto, false),
+            outbound(7070, Protocol::Tcp, None, UpstreamTls::Plaintext, false),
         ],
     }
 }
@@ -104,8 +129,11 @@ fn gateway() -> GatewaySpec {
             .map(|port| SniRoute {
                 sni: outbound_sni(port, BAR),
                 endpoints: vec![SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), port)],
+                merged_gateways: vec![(SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 12), GATEWAY_PORT), 3)],
+                duplicated_chain: false,
             })
             .collect(),
+        load_balancer: LoadBalancer::LeastRequest,
     }
 }
 
@@ -146,6 +174,7 @@ fn envoy_accepts_generated_sidecar_and_gateway_config() {
     let empty = gateway_resources(&GatewaySpec {
         node_id: "gateway.empty".into(),
         routes: vec![],
+        load_balancer: LoadBalancer::RoundRobin,
     });
     let (valid, output) = validate(&envoy, &dir, "empty-gateway", &empty);
     assert!(valid, "envoy rejected a gateway without routes:\n{output}");
@@ -168,5 +197,20 @@ fn envoy_validation_catches_missing_certificate_files() {
         !valid,
         "envoy accepted TLS contexts whose certificate files are missing:\n{output}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Istio 1.10-1.21 emit the same AUTO_PASSTHROUGH filter chain twice for a host that is both a
+/// Service and a ServiceEntry (istio/istio#44356; `pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`),
+/// and Envoy refuses such a listener: the emulation relies on Envoy itself to reject it.
+#[test]
+fn envoy_rejects_a_gateway_listener_with_duplicated_passthrough_chains() {
+    let Some(envoy) = envoy_or_skip() else { return };
+    let dir = scratch_dir("duplicated");
+    let mut spec = gateway();
+    spec.routes[0].duplicated_chain = true;
+    let (valid, output) = validate(&envoy, &dir, "duplicated-gateway", &gateway_resources(&spec));
+    assert!(!valid, "envoy accepted duplicated filter chains:\n{output}");
+    assert!(output.contains("the same matching rules"), "{output}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

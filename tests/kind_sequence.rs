@@ -272,7 +272,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn seed_on_kind_runs_the_documented_sequence_and_deletes_what_it_created() {
     let fakes = FakeTools::new("seed-sequence", &["kind", "dev"], 2);
     let scenario = load_scenario("seed.yaml");
-    let (mut provider, progress) = kind_provider(&fakes, &["1.24.3"], false);
+    let (mut provider, progress) = kind_provider(&fakes, &["1.30.3"], false);
     let runtime = runtime();
     let inventory = runtime
         .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
@@ -308,7 +308,7 @@ fn seed_on_kind_runs_the_documented_sequence_and_deletes_what_it_created() {
         ports.as_array().unwrap().iter().any(|port| port["port"] == 15443),
         "{ports}"
     );
-    assert_eq!(provider.info().proxy, "istio 1.24.3");
+    assert_eq!(provider.info().proxy, "istio 1.30.3");
     assert!(provider.info().mode.starts_with("kind v0.30.0"));
     runtime.block_on(provider.teardown(&mut |_: &str| {})).unwrap();
     assert_eq!(fakes.clusters(), ["kind", "dev"], "foreign clusters stay, meshfed's go");
@@ -330,7 +330,7 @@ fn endpoint_discovery_adds_an_east_west_gateway_and_remote_secrets_everywhere_el
         .unwrap()
         .replace("mode: serviceentry", "mode: endpoint-discovery");
     let scenario = scenario::parse(Path::new("three-clusters-ed.yaml"), &text).unwrap();
-    let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], false);
+    let (mut provider, _progress) = kind_provider(&fakes, &["1.30.3"], false);
     let runtime = runtime();
     runtime
         .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
@@ -363,7 +363,7 @@ fn an_existing_meshfed_cluster_is_refused_without_reuse_and_kept_with_it() {
     let fakes = FakeTools::new("reuse", &["meshfed-cluster1", "meshfed-cluster2"], 0);
     let scenario = load_scenario("seed.yaml");
     let runtime = runtime();
-    let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], false);
+    let (mut provider, _progress) = kind_provider(&fakes, &["1.30.3"], false);
     let error = runtime
         .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
         .unwrap_err()
@@ -376,7 +376,7 @@ fn an_existing_meshfed_cluster_is_refused_without_reuse_and_kept_with_it() {
         "nothing deleted"
     );
 
-    let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], true);
+    let (mut provider, _progress) = kind_provider(&fakes, &["1.30.3"], true);
     runtime
         .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
         .unwrap();
@@ -396,7 +396,7 @@ fn a_failed_creation_deletes_the_clusters_it_started() {
     // Parallelism 3 for a 2-cluster scenario: the fake kind gives up waiting and fails both.
     let fakes = FakeTools::new("create-fails", &["kind"], 3);
     let scenario = load_scenario("seed.yaml");
-    let (mut provider, _progress) = kind_provider(&fakes, &["1.24.3"], false);
+    let (mut provider, _progress) = kind_provider(&fakes, &["1.30.3"], false);
     let runtime = runtime();
     let error = format!(
         "{:#}",

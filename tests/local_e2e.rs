@@ -1365,3 +1365,233 @@ fn a_meshfed_envoy_that_never_answers_its_version_is_stopped_after_10_s_and_name
         Duration::from_secs(5),
     );
 }
+
+// ---- Istio fidelity end to end (issue 7; docs/fidelity.md)
+
+/// Answered requests per remote pod of `cluster` in a phase, pods that got none left out.
+fn pods_answering_in(phase: &PhaseReport, cluster: &str) -> Vec<String> {
+    phase
+        .measurement
+        .pods
+        .iter()
+        .filter(|pod| pod.cluster == cluster && pod.requests > 0)
+        .map(|pod| pod.pod.clone())
+        .collect()
+}
+
+/// scenarios/permissive.yaml: PERMISSIVE lets a sidecar-less caller through in plain text, STRICT
+/// refuses it; without the DestinationRule, Istio 1.5 (no auto-mTLS) sends plain text and the
+/// default version's auto-mTLS keeps the call mutual.
+#[test]
+fn permissive_accepts_a_caller_without_sidecar_in_plain_text_and_strict_refuses_it() {
+    if !local_provider_available() {
+        return;
+    }
+    let marker = unique_marker("permissive");
+    let run = run(&scenario("permissive.yaml"), "permissive", &marker);
+    assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let permissive = phase(&run, "no-sidecar-under-permissive");
+    let m = &permissive.measurement;
+    assert_eq!((m.success_rate, m.mtls_rate), (1.0, 0.0), "{m:?}");
+    assert_eq!((m.plaintext_calls, m.mtls_calls), (m.attempted, 0), "{m:?}");
+    let strict = phase(&run, "no-sidecar-under-strict");
+    assert_eq!(strict.measurement.succeeded, 0, "{:?}", strict.measurement);
+    assert!(strict.measurement.attempted > 0);
+    let old = phase(&run, "no-destination-rule-without-auto-mtls");
+    assert_eq!(
+        (old.measurement.success_rate, old.measurement.mtls_rate),
+        (1.0, 0.0),
+        "Istio 1.5 without the DestinationRule sends plain text"
+    );
+    assert_eq!(old.measurement.plaintext_calls, old.measurement.attempted);
+    let auto = phase(&run, "no-destination-rule-with-auto-mtls");
+    assert_eq!(auto.measurement.mtls_rate, 1.0, "auto-mTLS on the default version");
+    assert!(run.stdout.contains("in plain text"), "{}", run.stdout);
+    assert_own_run_left_nothing(&marker, run.pid);
+}
+
+/// A service with three pods in one remote cluster, a pooled client at concurrency 8. With
+/// Istio's default (`http` port → HTTP/1.1 between sidecars, row 7b) the client sidecar opens a
+/// connection per request in flight and the passthrough gateway spreads those connections over
+/// the remote pods; with `h2UpgradePolicy: UPGRADE` in the plan the single worker multiplexes
+/// every request over one HTTP/2 connection, pinned to one remote pod (row 7a).
+const POOLED_TOWARD_THREE_REMOTE_PODS: &str = "\
+name: pooled-http
+clusters:
+  - name: cluster1
+    proxyConcurrency: 1
+    podCidr: 10.10.0.0/16
+    serviceCidr: 10.96.0.0/16
+  - name: cluster2
+    podCidr: 10.20.0.0/16
+    serviceCidr: 10.97.0.0/16
+services:
+  - name: foo
+    namespace: ns1
+    ports:
+      - { name: http, number: 80, protocol: http }
+    replicas: { cluster1: 1 }
+  - name: bar
+    namespace: ns2
+    ports:
+      - { name: http, number: 80, protocol: http }
+    replicas: { cluster2: 3 }
+phases:
+  - name: pooled-http1
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 800
+    concurrency: 8
+    expect:
+      successRateAtLeast: 1.0
+      mtlsRateAtLeast: 1.0
+  - name: pooled-h2-upgrade
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    h2UpgradePolicy: UPGRADE
+    requests: 800
+    concurrency: 8
+    expect:
+      successRateAtLeast: 1.0
+      mtlsRateAtLeast: 1.0
+";
+
+#[test]
+fn pooled_http1_reaches_several_remote_pods_and_an_h2_upgrade_pins_one() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("pooled-http");
+    let path = dir.0.join("pooled-http.yaml");
+    std::fs::write(&path, POOLED_TOWARD_THREE_REMOTE_PODS).unwrap();
+    let marker = unique_marker("pooled-http");
+    let run = run(&path, "pooled-http", &marker);
+    assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let http1 = pods_answering_in(phase(&run, "pooled-http1"), "cluster2");
+    assert!(http1.len() > 1, "HTTP/1.1 upstream: several remote pods, got {http1:?}");
+    let h2 = pods_answering_in(phase(&run, "pooled-h2-upgrade"), "cluster2");
+    assert_eq!(h2.len(), 1, "one HTTP/2 connection: one remote pod, got {h2:?}");
+    assert_own_run_left_nothing(&marker, run.pid);
+}
+
+/// scenarios/gateway-loop.yaml at `version` (`None`: the default version).
+fn gateway_loop_at(dir: &TempDir, version: Option<&str>) -> PathBuf {
+    let text = std::fs::read_to_string(scenario("gateway-loop.yaml")).unwrap();
+    let text = match version {
+        Some(version) => text.replace("\"1.7.8\"", &format!("\"{version}\"")),
+        None => text.replace("    istioVersion: \"1.7.8\"\n", ""),
+    };
+    let path = dir
+        .0
+        .join(format!("gateway-loop-{}.yaml", version.unwrap_or("default")));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Rows 2b and 2d (pilot/pkg/xds/endpoint_builder.go@1.14.6, istio/istio#44356): on 1.7 the
+/// gateways forward to each other (hops counted, calls succeed); on 1.20 Envoy rejects the
+/// gateways' 15443 listener and the calls through them fail with the reason in the report; on the
+/// default version neither happens.
+#[test]
+fn same_host_service_entries_bounce_between_1_7_gateways_and_take_down_1_20_gateway_listeners() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("gateway-loop");
+    let marker = unique_marker("gateway-loop-1.7");
+    let old = run(&scenario("gateway-loop.yaml"), "gateway-loop-1.7", &marker);
+    assert_eq!(old.code, Some(0), "stdout:\n{}\nstderr:\n{}", old.stdout, old.stderr);
+    let bounced = phase(&old, "new-connection-per-request");
+    assert!(bounced.gateway_hops.unwrap_or(0) > 0, "{:?}", bounced.gateway_hops);
+    assert!(bounced.config_rejections.is_empty(), "{:?}", bounced.config_rejections);
+    assert!(old.stdout.contains("gateway-to-gateway hops: "), "{}", old.stdout);
+    assert_own_run_left_nothing(&marker, old.pid);
+
+    let marker = unique_marker("gateway-loop-1.20");
+    let broken = run(&gateway_loop_at(&dir, Some("1.20.8")), "gateway-loop-1.20", &marker);
+    assert_eq!(
+        broken.code,
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        broken.stdout,
+        broken.stderr
+    );
+    let rejected = phase(&broken, "new-connection-per-request");
+    assert_eq!(rejected.config_rejections.len(), 2, "{:?}", rejected.config_rejections);
+    assert!(
+        rejected.config_rejections[0].contains("the same matching rules"),
+        "{:?}",
+        rejected.config_rejections
+    );
+    assert!(rejected.measurement.success_rate < 1.0);
+    assert!(
+        !rejected.measurement.clusters_reached.contains(&"cluster2".to_owned()),
+        "no call gets through a gateway without its 15443 listener"
+    );
+    assert!(broken.stdout.contains("config rejected: "), "{}", broken.stdout);
+    assert_own_run_left_nothing(&marker, broken.pid);
+
+    let marker = unique_marker("gateway-loop-default");
+    let fixed = run(&gateway_loop_at(&dir, None), "gateway-loop-default", &marker);
+    assert_eq!(
+        fixed.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        fixed.stdout,
+        fixed.stderr
+    );
+    let clean = phase(&fixed, "new-connection-per-request");
+    assert_eq!(clean.gateway_hops, Some(0));
+    assert!(clean.config_rejections.is_empty());
+    assert_own_run_left_nothing(&marker, fixed.pid);
+}
+
+fn requests_to_cluster(phase: &PhaseReport, cluster: &str) -> u64 {
+    phase
+        .measurement
+        .pods
+        .iter()
+        .filter(|pod| pod.cluster == cluster)
+        .map(|pod| pod.requests)
+        .sum()
+}
+
+/// scenarios/locality.yaml (row 5: pilot/pkg/networking/core/v1alpha3/loadbalancer/loadbalancer.go@1.14.6):
+/// with outlier detection a caller with a pod in its zone stays local and one without goes to the
+/// gateway of the cluster in its region; without outlier detection the same world spreads calls
+/// to the other region too (the control that shows the priorities are what keeps them near).
+#[test]
+fn with_outlier_detection_callers_stay_local_or_fail_over_to_the_nearest_region() {
+    if !local_provider_available() {
+        return;
+    }
+    let marker = unique_marker("locality");
+    let run_with = run(&scenario("locality.yaml"), "locality", &marker);
+    assert_eq!(
+        run_with.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        run_with.stdout,
+        run_with.stderr
+    );
+    let local = phase(&run_with, "caller-with-a-local-pod-stays-local");
+    assert_eq!(requests_to_cluster(local, "cluster1"), local.measurement.attempted);
+    let nearest = phase(&run_with, "caller-without-local-pods-goes-to-the-nearest-region");
+    assert_eq!(requests_to_cluster(nearest, "cluster1"), nearest.measurement.attempted);
+    assert_eq!(requests_to_cluster(nearest, "cluster3"), 0);
+    assert_own_run_left_nothing(&marker, run_with.pid);
+
+    let dir = TempDir::new("locality-control");
+    let path = dir.0.join("no-outlier-detection.yaml");
+    let text = std::fs::read_to_string(scenario("locality.yaml")).unwrap();
+    std::fs::write(&path, text.replace("  outlierDetection: true\n", "")).unwrap();
+    let marker = unique_marker("locality-control");
+    let control = run(&path, "locality-control", &marker);
+    let spread = phase(&control, "caller-without-local-pods-goes-to-the-nearest-region");
+    assert!(
+        requests_to_cluster(spread, "cluster3") > 0,
+        "without outlier detection there are no priorities: {:?}",
+        spread.measurement.pods
+    );
+    assert_own_run_left_nothing(&marker, control.pid);
+}

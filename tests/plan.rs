@@ -364,3 +364,90 @@ fn seed_plan_snapshot() {
 fn skew_plan_snapshot() {
     insta::assert_snapshot!("skew_plan", snapshot_text("skew.yaml"));
 }
+
+fn destination_rule(plan: &plan::Plan, cluster: usize) -> Option<Value> {
+    plan.clusters[cluster].objects.iter().find_map(|object| match object {
+        Object::DestinationRule(rule) => Some(serde_json::to_value(rule).unwrap()),
+        _ => None,
+    })
+}
+
+#[test]
+fn each_phase_plans_its_connection_policy_and_traffic_policy_as_destination_rule_fields() {
+    let scenario = scenario_file("skew.yaml");
+    let inventory = inventory_with_gateways(&scenario);
+    let per_request = plan::plan_phase(&scenario, &inventory, &scenario.phases[0]);
+    assert_eq!(
+        destination_rule(&per_request, 0).unwrap()["spec"]["trafficPolicy"],
+        json!({
+            "tls": { "mode": "ISTIO_MUTUAL" },
+            "connectionPool": { "http": { "maxRequestsPerConnection": 1 } },
+        })
+    );
+    let pooled = plan::plan_phase(&scenario, &inventory, &scenario.phases[2]);
+    assert_eq!(
+        destination_rule(&pooled, 0).unwrap()["spec"]["trafficPolicy"],
+        json!({ "tls": { "mode": "ISTIO_MUTUAL" } })
+    );
+}
+
+#[test]
+fn without_the_destination_rule_and_traffic_policy_no_destination_rule_is_planned() {
+    let scenario = scenario_file("permissive.yaml");
+    let plan = plan::plan(&scenario, &inventory_with_gateways(&scenario));
+    assert!(destination_rule(&plan, 0).is_none() && destination_rule(&plan, 1).is_none());
+    let injection = |name: &str| {
+        plan.clusters[0].objects.iter().find_map(|object| match object {
+            Object::Namespace(namespace) if namespace.metadata.name.as_deref() == Some(name) => namespace
+                .metadata
+                .labels
+                .as_ref()
+                .unwrap()
+                .get("istio-injection")
+                .cloned(),
+            _ => None,
+        })
+    };
+    assert_eq!(injection("legacy").as_deref(), Some("disabled"));
+    assert_eq!(injection("ns1").as_deref(), Some("enabled"));
+    let modes: Vec<String> = plan
+        .clusters
+        .iter()
+        .flat_map(|cluster| cluster.objects.iter())
+        .filter_map(|object| match object {
+            Object::PeerAuthentication(policy) => Some(policy.spec.mtls.mode.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(modes, ["PERMISSIVE", "STRICT"], "each cluster's own mode");
+    assert_eq!(plan.clusters[0].install.istio_version.to_string(), "1.5.10");
+    assert_eq!(plan.clusters[1].install.istio_version.to_string(), "1.30.3");
+}
+
+/// Rows 2b and 2d: `meshfed plan` warns where a Service and a same-host ServiceEntry meet on a
+/// version with a gateway bug (pilot/pkg/xds/endpoint_builder.go@1.14.6, istio/istio#44356).
+#[test]
+fn the_plan_warns_about_gateway_bugs_only_on_affected_versions() {
+    let at = |version: &str| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "    podCidr:",
+            &format!("    istioVersion: \"{version}\"\n    podCidr:"),
+        );
+        let scenario = scenario::parse(&path, &text).unwrap();
+        plan::plan(&scenario, &inventory_with_gateways(&scenario)).warnings
+    };
+    let seven = at("1.7.8");
+    assert_eq!(seven.len(), 2, "bar has pods in both clusters: {seven:?}");
+    assert!(seven[0].message.contains("bounce between gateways"), "{seven:?}");
+    let twenty = at("1.20.8");
+    assert!(
+        twenty[0].message.contains("rejects the gateway's whole 15443 listener"),
+        "{twenty:?}"
+    );
+    assert!(at("1.4.6").is_empty());
+    assert!(at("1.22.8").is_empty());
+    assert!(at("1.30.3").is_empty());
+    let seed = scenario_file("seed.yaml");
+    assert!(plan::plan(&seed, &inventory_with_gateways(&seed)).warnings.is_empty());
+}

@@ -52,6 +52,33 @@ fn plans_to_check() -> Vec<(String, plan::Plan)> {
         "ready-pods locality".to_owned(),
         plan::plan_with_weights(&scenario, &inventory, scenario::EndpointWeights::ReadyPods),
     ));
+    // Every phase's plan: DestinationRule connectionPool, loadBalancer, h2UpgradePolicy and
+    // outlierDetection as the phases and federation ask for them.
+    let text = std::fs::read_to_string(dir.join("locality.yaml")).unwrap().replace(
+        "  outlierDetection: true",
+        "  outlierDetection: true\n  loadBalancer: RANDOM\n  h2UpgradePolicy: UPGRADE",
+    );
+    for (name, text) in [
+        ("skew.yaml", std::fs::read_to_string(dir.join("skew.yaml")).unwrap()),
+        (
+            "locality.yaml",
+            std::fs::read_to_string(dir.join("locality.yaml")).unwrap(),
+        ),
+        ("locality-variant.yaml", text),
+    ] {
+        let scenario = scenario::parse(Path::new(name), &text).unwrap();
+        let inventory = inventory::from_scenario_with_gateways(&scenario, |_| GatewayAddress {
+            address: "192.0.2.8".to_owned(),
+            port: 15443,
+            placeholder: false,
+        });
+        for phase in &scenario.phases {
+            plans.push((
+                format!("{name} phase {}", phase.name.value),
+                plan::plan_phase(&scenario, &inventory, phase),
+            ));
+        }
+    }
     plans
 }
 

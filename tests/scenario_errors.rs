@@ -118,7 +118,41 @@ const CASES: &[Case] = &[
             "protocol: grpc }\n    replicas: { cluster2",
         ),
         at: Line(18, 45),
-        message: "unknown variant `grpc`, expected one of http, tcp",
+        message: "unknown variant `grpc`, expected one of http, http2, tcp",
+    },
+    // Istio fidelity (docs/fidelity.md).
+    Case {
+        name: "istio version older than the emulated range",
+        input: Edit(
+            "    podCidr: 10.20.0.0/16",
+            "    istioVersion: \"1.0.6\"\n    podCidr: 10.20.0.0/16",
+        ),
+        at: Line(7, 19),
+        message: "istioVersion 1.0.6 of cluster cluster2 is outside the emulated range: use 1.1 to 1.30",
+    },
+    Case {
+        name: "istio version newer than the emulated range",
+        input: Edit(
+            "    podCidr: 10.20.0.0/16",
+            "    istioVersion: \"1.31.0\"\n    podCidr: 10.20.0.0/16",
+        ),
+        at: Line(7, 19),
+        message: "istioVersion 1.31.0 of cluster cluster2 is outside the emulated range: use 1.1 to 1.30",
+    },
+    Case {
+        name: "proxy concurrency out of range",
+        input: Edit(
+            "    podCidr: 10.20.0.0/16",
+            "    proxyConcurrency: 0\n    podCidr: 10.20.0.0/16",
+        ),
+        at: Line(7, 23),
+        message: "proxyConcurrency 0 of cluster cluster2 is out of range: use 1 to 64 Envoy workers",
+    },
+    Case {
+        name: "sidecar injection differs within a namespace",
+        input: Edit("    namespace: ns2", "    namespace: ns1\n    sidecar: false"),
+        at: Line(17, 14),
+        message: "service bar.ns1 says sidecar: false but foo.ns1 in the same namespace says true",
     },
     Case {
         name: "unknown federation mode",

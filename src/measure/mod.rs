@@ -70,6 +70,11 @@ pub struct PhaseMeasurement {
     /// `mtls_verified / attempted` (failed requests count against it); 0 when nothing was attempted,
     /// so an empty phase never passes an mTLS bound.
     pub mtls_rate: f64,
+    /// Successful requests whose server saw a client certificate (any identity): mutual TLS.
+    pub mtls_calls: u64,
+    /// Successful requests whose server saw no client identity: plain text (a caller without a
+    /// sidecar, or a sidecar that did not originate mTLS, accepted by a PERMISSIVE server).
+    pub plaintext_calls: u64,
     /// Failed requests grouped by error message (`HTTP status N` for an error status without a
     /// message), most frequent first, at most [`LISTED_GROUPS`].
     pub errors: Vec<MessageCount>,
@@ -247,6 +252,10 @@ pub fn measure(records: &[RequestRecord], expected: &[ExpectedPod], expected_ide
         .iter()
         .filter(|record| is_mtls_verified(record, expected_identity))
         .count() as u64;
+    let plaintext_calls = records
+        .iter()
+        .filter(|record| record.succeeded() && is_plaintext(record))
+        .count() as u64;
     let (errors, errors_not_listed) = error_groups(records);
     let (unverified_identities, unverified_identities_not_listed) =
         unverified_identity_groups(records, expected_identity);
@@ -264,6 +273,8 @@ pub fn measure(records: &[RequestRecord], expected: &[ExpectedPod], expected_ide
         success_rate: ratio(succeeded, attempted),
         mtls_verified,
         mtls_rate: ratio(mtls_verified, attempted),
+        mtls_calls: succeeded - plaintext_calls,
+        plaintext_calls,
         errors,
         errors_not_listed,
         unverified_identities,
@@ -292,6 +303,14 @@ fn ratio(part: u64, whole: u64) -> f64 {
 
 fn is_mtls_verified(record: &RequestRecord, expected_identity: &str) -> bool {
     record.succeeded() && record.peer_identity.as_deref() == Some(expected_identity)
+}
+
+/// No client identity reached the server: none at all, or Envoy's empty placeholder `-`.
+fn is_plaintext(record: &RequestRecord) -> bool {
+    record
+        .peer_identity
+        .as_deref()
+        .is_none_or(|identity| identity.is_empty() || identity == "-")
 }
 
 fn is_answered(record: &RequestRecord) -> bool {

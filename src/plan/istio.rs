@@ -69,22 +69,74 @@ pub struct WorkloadEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationRuleSpec {
-    /// Host the rule applies to: `*.local`.
+    /// Host the rule applies to: `*.local`, or one service's host. Istio applies one rule per
+    /// host: an exact host beats a wildcard, so a per-service rule must repeat `tls`.
     pub host: String,
-    /// TLS origination.
+    /// TLS origination, connection pool, load balancing, outlier detection.
     pub traffic_policy: TrafficPolicy,
 }
 
 /// `DestinationRule.spec.trafficPolicy`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficPolicy {
-    /// Client TLS settings.
-    pub tls: ClientTls,
+    /// Client TLS settings (absent: auto-mTLS decides, on the versions that have it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+    /// Connection pool settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Load-balancing policy (absent: the version's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// Outlier detection; its presence also turns on locality failover priorities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// `trafficPolicy.connectionPool`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionPoolSettings {
+    /// HTTP settings.
+    pub http: HttpConnectionPool,
+}
+
+/// `trafficPolicy.connectionPool.http`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpConnectionPool {
+    /// `1`: a new upstream connection per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<u32>,
+    /// `UPGRADE` or `DO_NOT_UPGRADE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2_upgrade_policy: Option<String>,
+}
+
+/// `trafficPolicy.loadBalancer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancerSettings {
+    /// `ROUND_ROBIN`, `LEAST_REQUEST`, `RANDOM`.
+    pub simple: String,
+}
+
+/// `trafficPolicy.outlierDetection`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutlierDetection {
+    /// 5xx responses (or connect failures) before an endpoint is ejected.
+    #[serde(rename = "consecutive5xxErrors")]
+    pub consecutive_5xx_errors: u32,
+    /// How often endpoints are checked, e.g. `10s`.
+    pub interval: String,
+    /// How long an ejected endpoint stays out, e.g. `30s`.
+    pub base_ejection_time: String,
 }
 
 /// `ClientTLSSettings` (only the mode).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientTls {
     /// `ISTIO_MUTUAL`.

@@ -5,6 +5,7 @@
 
 pub mod istio;
 mod render;
+pub mod versions;
 
 use std::collections::BTreeMap;
 
@@ -17,13 +18,18 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 use crate::inventory::{ClusterInventory, Inventory};
-use crate::scenario::{EndpointWeights, FederationMode, Scenario, Service};
+use crate::scenario::{
+    ConnectionPolicy, EndpointWeights, FederationMode, H2UpgradePolicy, IstioVersion, LoadBalancer, Phase, Scenario,
+    Service,
+};
 pub use istio::IstioApi;
 use istio::{
-    ClientTls, DestinationRuleSpec, GatewayServer, GatewaySpec, IstioObject, IstioPort, MeshPolicySpec, MtlsSetting,
+    ClientTls, ConnectionPoolSettings, DestinationRuleSpec, GatewayServer, GatewaySpec, HttpConnectionPool,
+    IstioObject, IstioPort, LoadBalancerSettings, MeshPolicySpec, MtlsSetting, OutlierDetection,
     PeerAuthenticationSpec, PeerMethod, ServerTls, ServiceEntrySpec, TrafficPolicy, WorkloadEntry,
 };
 pub use render::{RenderedFile, render, summary};
+use versions::IstioBehaviour;
 
 /// Label every object meshfed creates carries; meshfed changes and deletes only objects with it.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -36,11 +42,16 @@ pub const PLACEHOLDER_ANNOTATION: &str = "meshfed.io/placeholders";
 /// Istio's root namespace, where mesh-wide configuration lives.
 pub const ROOT_NAMESPACE: &str = "istio-system";
 
+/// Label on a namespace that turns sidecar injection on (`enabled`) or off (`disabled`).
+pub const INJECTION_LABEL: &str = "istio-injection";
+
 /// Every cluster's desired objects.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// Per cluster, in scenario order.
     pub clusters: Vec<ClusterPlan>,
+    /// Istio bugs this plan runs into on the clusters' versions (see [`PlanWarning`]).
+    pub warnings: Vec<PlanWarning>,
 }
 
 /// One cluster's desired objects, in apply order.
@@ -50,8 +61,66 @@ pub struct ClusterPlan {
     pub cluster: String,
     /// Istio API generation the objects are written for.
     pub api: IstioApi,
+    /// How Istio is installed in the cluster (what the `kind` provider passes to the installer).
+    pub install: InstallValues,
     /// Objects in apply order (namespaces first).
     pub objects: Vec<Object>,
+}
+
+/// Install-time values of a cluster's Istio: the version and the proxies' worker count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstallValues {
+    /// Istio version.
+    pub istio_version: IstioVersion,
+    /// Envoy workers per proxy (`meshConfig.defaultConfig.concurrency`; Istio's default is 2).
+    pub proxy_concurrency: u32,
+}
+
+/// A known Istio bug the plan's objects trigger on a cluster's version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanWarning {
+    /// The cluster.
+    pub cluster: String,
+    /// The service host whose Service and ServiceEntry collide.
+    pub host: String,
+    /// What happens, on which versions, and what avoids it.
+    pub message: String,
+}
+
+/// The traffic policy a plan is written for: the scenario's, or one phase's overrides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrafficSettings {
+    /// Gateway endpoint weights in ServiceEntries.
+    pub weights: EndpointWeights,
+    /// Pooled, or `maxRequestsPerConnection: 1`.
+    pub connections: ConnectionPolicy,
+    /// `loadBalancer.simple`, when set.
+    pub load_balancer: Option<LoadBalancer>,
+    /// `connectionPool.http.h2UpgradePolicy`, when set.
+    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
+}
+
+impl TrafficSettings {
+    /// The scenario-wide settings (pooled connections).
+    pub fn of_scenario(scenario: &Scenario) -> Self {
+        TrafficSettings {
+            weights: scenario.federation.endpoint_weights,
+            connections: ConnectionPolicy::Pooled,
+            load_balancer: scenario.federation.load_balancer,
+            h2_upgrade_policy: scenario.federation.h2_upgrade_policy,
+        }
+    }
+
+    /// The settings during `phase`: its overrides over the scenario's.
+    pub fn of_phase(scenario: &Scenario, phase: &Phase) -> Self {
+        let base = TrafficSettings::of_scenario(scenario);
+        TrafficSettings {
+            weights: phase.endpoint_weights.unwrap_or(base.weights),
+            connections: phase.connections,
+            load_balancer: phase.load_balancer.or(base.load_balancer),
+            h2_upgrade_policy: phase.h2_upgrade_policy.or(base.h2_upgrade_policy),
+        }
+    }
 }
 
 /// A desired object.
@@ -112,18 +181,33 @@ impl Object {
 /// and [`crate::inventory::from_scenario`] guarantee); a missing one is planned as a cluster with
 /// no pods and a placeholder gateway.
 pub fn plan(scenario: &Scenario, inventory: &Inventory) -> Plan {
-    plan_with_weights(scenario, inventory, scenario.federation.endpoint_weights)
+    plan_with(scenario, inventory, TrafficSettings::of_scenario(scenario))
 }
 
-/// [`plan`] with the endpoint weighting overridden (a phase may change it).
+/// The plan in force during `phase` (its connection policy, weights and traffic policy).
+pub fn plan_phase(scenario: &Scenario, inventory: &Inventory, phase: &Phase) -> Plan {
+    plan_with(scenario, inventory, TrafficSettings::of_phase(scenario, phase))
+}
+
+/// [`plan`] with the endpoint weighting overridden.
 pub fn plan_with_weights(scenario: &Scenario, inventory: &Inventory, weights: EndpointWeights) -> Plan {
+    let settings = TrafficSettings {
+        weights,
+        ..TrafficSettings::of_scenario(scenario)
+    };
+    plan_with(scenario, inventory, settings)
+}
+
+/// The plan for explicit traffic settings.
+pub fn plan_with(scenario: &Scenario, inventory: &Inventory, settings: TrafficSettings) -> Plan {
     let mut services: Vec<&Service> = scenario.services.iter().collect();
     services.sort_by(|a, b| (&a.namespace.value, &a.name.value).cmp(&(&b.namespace.value, &b.name.value)));
     let mut planner = Planner {
         scenario,
         inventory,
         services,
-        weights,
+        weights: settings.weights,
+        settings,
         gateway_endpoints: Vec::new(),
     };
     planner.gateway_endpoints = planner.mk_all_gateway_endpoints();
@@ -132,7 +216,8 @@ pub fn plan_with_weights(scenario: &Scenario, inventory: &Inventory, weights: En
         .iter()
         .map(|cluster| planner.cluster_plan(&cluster.name.value))
         .collect();
-    Plan { clusters }
+    let warnings = planner.mk_warnings();
+    Plan { clusters, warnings }
 }
 
 struct Planner<'a> {
@@ -141,6 +226,7 @@ struct Planner<'a> {
     /// Sorted by namespace, then name.
     services: Vec<&'a Service>,
     weights: EndpointWeights,
+    settings: TrafficSettings,
     /// Per service (same order as `services`): the gateway endpoint of every cluster with ready
     /// pods for it, in scenario order. Computed once, so planning is linear in the objects made.
     gateway_endpoints: Vec<Vec<(&'a str, WorkloadEntry)>>,
@@ -167,13 +253,65 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
+    fn install_values(&self, cluster: &str) -> InstallValues {
+        let scenario_cluster = self.scenario.cluster(cluster);
+        InstallValues {
+            istio_version: self
+                .inventory
+                .clusters
+                .get(cluster)
+                .map(|inventory| inventory.istio_version)
+                .or(scenario_cluster.map(|c| c.istio_version.value))
+                .unwrap_or(crate::scenario::DEFAULT_ISTIO_VERSION),
+            proxy_concurrency: scenario_cluster.map_or(versions::ISTIO_DEFAULT_CONCURRENCY, |c| c.proxy_concurrency()),
+        }
+    }
+
+    /// Rows 2b and 2d of docs/fidelity.md: a cluster with pods of a service and a ServiceEntry for
+    /// the same host (because other clusters have pods too) meets a gateway bug on some versions.
+    fn mk_warnings(&self) -> Vec<PlanWarning> {
+        if self.scenario.federation.mode != FederationMode::Serviceentry {
+            return Vec::new();
+        }
+        let mut warnings = Vec::new();
+        for cluster in &self.scenario.clusters {
+            let name = cluster.name.value.as_str();
+            let behaviour = IstioBehaviour::of(self.install_values(name).istio_version);
+            for (service, endpoints) in self.services.iter().zip(&self.gateway_endpoints) {
+                let local = endpoints.iter().any(|(owner, _)| *owner == name);
+                let remote = endpoints.iter().any(|(owner, _)| *owner != name);
+                if !(local && remote) {
+                    continue;
+                }
+                let version = behaviour.version;
+                let message = if behaviour.gateway_duplicates_passthrough_chains() {
+                    format!(
+                        "Istio {version} (1.10-1.21) builds two identical 15443 filter chains for a host that is both a Service \
+                         and a ServiceEntry, and Envoy rejects the gateway's whole 15443 listener (istio/istio#44356): \
+                         upgrade to 1.22+, or use the *.global host + tcp_cluster_rewrite form the pre-1.8 docs used"
+                    )
+                } else if behaviour.gateway_merges_service_entry_endpoints() {
+                    format!(
+                        "Istio {version} (1.5-1.18) merges the same-host ServiceEntry's endpoints (other clusters' gateways) \
+                         into the gateway's passthrough cluster, so connections can bounce between gateways: upgrade to \
+                         1.19+, or use the *.global host + tcp_cluster_rewrite form the pre-1.8 docs used"
+                    )
+                } else {
+                    continue;
+                };
+                warnings.push(PlanWarning {
+                    cluster: name.to_owned(),
+                    host: service.host(),
+                    message,
+                });
+            }
+        }
+        warnings
+    }
+
     fn cluster_plan(&self, cluster: &str) -> ClusterPlan {
-        let api = self
-            .inventory
-            .clusters
-            .get(cluster)
-            .map(|inventory| IstioApi::of(inventory.istio_version))
-            .unwrap_or(IstioApi::V1);
+        let install = self.install_values(cluster);
+        let api = IstioApi::of(install.istio_version);
         let endpoint_discovery = self.scenario.federation.mode == FederationMode::EndpointDiscovery;
         let mut objects = Vec::new();
         if endpoint_discovery {
@@ -189,8 +327,8 @@ impl<'a> Planner<'a> {
                 .iter()
                 .map(|service| Object::Service(Box::new(self.mk_service(service)))),
         );
-        objects.push(self.mk_mtls_policy(api));
-        objects.push(Object::DestinationRule(self.mk_destination_rule(api)));
+        objects.push(self.mk_mtls_policy(cluster, api));
+        objects.extend(self.mk_destination_rule(api).map(Object::DestinationRule));
         objects.push(Object::Gateway(self.mk_passthrough_gateway(api)));
         if endpoint_discovery {
             objects.extend(
@@ -209,6 +347,7 @@ impl<'a> Planner<'a> {
         ClusterPlan {
             cluster: cluster.to_owned(),
             api,
+            install,
             objects,
         }
     }
@@ -259,7 +398,14 @@ impl<'a> Planner<'a> {
             .into_iter()
             .map(|name| {
                 let mut metadata = self.mk_metadata(name, None);
-                labels_of(&mut metadata).insert("istio-injection".to_owned(), "enabled".to_owned());
+                // Validation makes every service of a namespace agree.
+                let injected = self
+                    .services
+                    .iter()
+                    .filter(|service| service.namespace.value == name)
+                    .all(|service| service.has_sidecar());
+                let injection = if injected { "enabled" } else { "disabled" };
+                labels_of(&mut metadata).insert(INJECTION_LABEL.to_owned(), injection.to_owned());
                 Namespace {
                     metadata,
                     ..Namespace::default()
@@ -294,8 +440,14 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn mk_mtls_policy(&self, api: IstioApi) -> Object {
-        let mode = self.scenario.federation.mtls.istio_name().to_owned();
+    fn mk_mtls_policy(&self, cluster: &str, api: IstioApi) -> Object {
+        let mode = self
+            .scenario
+            .cluster(cluster)
+            .and_then(|c| c.mtls)
+            .unwrap_or(self.scenario.federation.mtls)
+            .istio_name()
+            .to_owned();
         match api.security() {
             None => Object::MeshPolicy(IstioObject {
                 api_version: "authentication.istio.io/v1alpha1".to_owned(),
@@ -318,20 +470,42 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn mk_destination_rule(&self, api: IstioApi) -> IstioObject<DestinationRuleSpec> {
-        IstioObject {
+    /// The mesh-wide `*.local` rule: the seed's ISTIO_MUTUAL plus every traffic policy the
+    /// scenario or phase asks for (one rule, because Istio applies only one per host). `None` when
+    /// there is nothing to say.
+    fn mk_destination_rule(&self, api: IstioApi) -> Option<IstioObject<DestinationRuleSpec>> {
+        let federation = &self.scenario.federation;
+        let http = HttpConnectionPool {
+            max_requests_per_connection: (self.settings.connections == ConnectionPolicy::NewConnectionPerRequest)
+                .then_some(1),
+            h2_upgrade_policy: self
+                .settings
+                .h2_upgrade_policy
+                .map(|policy| policy.istio_name().to_owned()),
+        };
+        let traffic_policy = TrafficPolicy {
+            tls: federation.destination_rule.then(|| ClientTls {
+                mode: "ISTIO_MUTUAL".to_owned(),
+            }),
+            connection_pool: (http != HttpConnectionPool::default()).then_some(ConnectionPoolSettings { http }),
+            load_balancer: self.settings.load_balancer.map(|policy| LoadBalancerSettings {
+                simple: policy.istio_name().to_owned(),
+            }),
+            outlier_detection: federation.outlier_detection.then(|| OutlierDetection {
+                consecutive_5xx_errors: 5,
+                interval: "10s".to_owned(),
+                base_ejection_time: "30s".to_owned(),
+            }),
+        };
+        (traffic_policy != TrafficPolicy::default()).then(|| IstioObject {
             api_version: api.networking().to_owned(),
             kind: "DestinationRule".to_owned(),
             metadata: self.mk_metadata("default", Some(ROOT_NAMESPACE)),
             spec: DestinationRuleSpec {
                 host: "*.local".to_owned(),
-                traffic_policy: TrafficPolicy {
-                    tls: ClientTls {
-                        mode: "ISTIO_MUTUAL".to_owned(),
-                    },
-                },
+                traffic_policy,
             },
-        }
+        })
     }
 
     /// The seed relied on a chart flag that pre-configured this gateway, and released charts matched

@@ -42,8 +42,6 @@ pub struct ProviderInfo {
 /// Proxy behaviour a phase asks for, applied together with the plan.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PhaseSettings {
-    /// A new upstream connection per request (the sidecars' `max_requests_per_connection: 1`).
-    pub new_connection_per_request: bool,
     /// Give this pod (cluster, pod) a workload certificate from a foreign root.
     pub foreign_client_cert: Option<(String, String)>,
 }
@@ -234,6 +232,17 @@ pub trait Provider: Send {
 
     /// Current server-side TLS failure counters of the pods of `service` and of every gateway.
     fn tls_failures(&mut self, service: &str) -> impl Future<Output = Result<TlsFailures, ProviderError>> + Send;
+
+    /// Connections gateways have opened to other gateways so far (cumulative), when the provider
+    /// can count them; the engine reports the difference over each phase.
+    fn gateway_hops(&mut self) -> impl Future<Output = Result<Option<u64>, ProviderError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Proxy configuration the proxies refused, each naming the proxy and the proxy's reason.
+    fn config_rejections(&mut self) -> impl Future<Output = Result<Vec<String>, ProviderError>> + Send {
+        async { Ok(Vec::new()) }
+    }
 
     /// Fails with [`ProviderError::NotAlive`] naming every process of the world that has exited or
     /// is stopped.

@@ -89,6 +89,29 @@ pub struct Cluster {
     /// kubeconfig context for the `kubeconfig` provider (default: `kind-<name>` for `kind`).
     #[serde(default)]
     pub context: Option<String>,
+    /// Envoy worker threads of every proxy in the cluster (Istio's `proxy.concurrency`; 1 to
+    /// [`MAX_PROXY_CONCURRENCY`]). Default [`DEFAULT_PROXY_CONCURRENCY`], Istio's default.
+    #[serde(default)]
+    pub proxy_concurrency: Option<Spanned<u32>>,
+    /// This cluster's mesh-wide mTLS mode, instead of `federation.mtls` (each cluster has its own
+    /// root-namespace PeerAuthentication).
+    #[serde(default)]
+    pub mtls: Option<MtlsMode>,
+}
+
+/// Envoy worker threads per proxy when a cluster does not say (Istio's default: `values.yaml`
+/// `global.proxy.resources` → `pilot-agent` concurrency 2).
+pub const DEFAULT_PROXY_CONCURRENCY: u32 = 2;
+/// Most Envoy worker threads a scenario may ask for.
+pub const MAX_PROXY_CONCURRENCY: u32 = 64;
+
+impl Cluster {
+    /// Envoy worker threads of the cluster's proxies.
+    pub fn proxy_concurrency(&self) -> u32 {
+        self.proxy_concurrency
+            .as_ref()
+            .map_or(DEFAULT_PROXY_CONCURRENCY, |count| count.value)
+    }
 }
 
 /// One service: a Kubernetes Service plus the pods behind it in each cluster.
@@ -107,6 +130,12 @@ pub struct Service {
     /// Ready pods per cluster name. A cluster not listed has no pods for this service.
     #[serde(default)]
     pub replicas: BTreeMap<String, Spanned<u32>>,
+    /// Whether the pods run an Istio sidecar (default true). `false` puts the service outside the
+    /// mesh: its namespace is labelled `istio-injection: disabled`, so every service of that
+    /// namespace must say `sidecar: false` too. Such pods call services in plain text, straight to
+    /// the local pods (kube-proxy), and receive plain text.
+    #[serde(default)]
+    pub sidecar: Option<Spanned<bool>>,
 }
 
 impl Service {
@@ -118,6 +147,11 @@ impl Service {
     /// `name.namespace`, the form phases use to refer to the service.
     pub fn reference(&self) -> String {
         format!("{}.{}", self.name.value, self.namespace.value)
+    }
+
+    /// Whether the service's pods run a sidecar.
+    pub fn has_sidecar(&self) -> bool {
+        self.sidecar.as_ref().is_none_or(|sidecar| sidecar.value)
     }
 
     /// The service's fully qualified host name: `bar.ns2.svc.cluster.local`.
@@ -155,24 +189,34 @@ pub struct ServicePort {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    /// HTTP/1.1 from the app; the sidecars speak HTTP/2 between them.
+    /// HTTP/1.1 from the app; the sidecars speak HTTP/1.1 between them unless the plan has an
+    /// `h2UpgradePolicy: UPGRADE` (Istio's `DO_NOT_UPGRADE` default).
     Http,
+    /// HTTP/2 (`http2` in Istio): the sidecars speak HTTP/2 between them; the app still speaks
+    /// HTTP/1.1 to its sidecar.
+    Http2,
     /// Opaque TCP.
     Tcp,
 }
 
 impl Protocol {
-    /// Istio's protocol name for the port (`HTTP`, `TCP`).
+    /// Istio's protocol name for the port (`HTTP`, `HTTP2`, `TCP`).
     pub fn istio_name(self) -> &'static str {
         match self {
             Protocol::Http => "HTTP",
+            Protocol::Http2 => "HTTP2",
             Protocol::Tcp => "TCP",
         }
+    }
+
+    /// Whether requests are proxied as HTTP (Istio's HTTP filter chain).
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Http2)
     }
 }
 
 /// How the clusters are federated.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Federation {
     /// `serviceentry` (the seed: ServiceEntries pointing at remote gateways) or
@@ -189,6 +233,87 @@ pub struct Federation {
     /// Mesh-wide mTLS mode.
     #[serde(default)]
     pub mtls: MtlsMode,
+    /// Whether the plan has the seed's `*.local` DestinationRule with `tls: ISTIO_MUTUAL` (default
+    /// true). Without it, sidecars originate mTLS only where the Istio version has auto-mTLS (1.6+).
+    #[serde(default = "default_true")]
+    pub destination_rule: bool,
+    /// `trafficPolicy.loadBalancer.simple` for every service; absent = the version's default
+    /// (ROUND_ROBIN before Istio 1.14, LEAST_REQUEST from 1.14).
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancer>,
+    /// `trafficPolicy.connectionPool.http.h2UpgradePolicy` for every service; absent = Istio's
+    /// mesh default DO_NOT_UPGRADE (HTTP/1.1 between sidecars for `http` ports).
+    #[serde(default)]
+    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
+    /// Adds `trafficPolicy.outlierDetection` to the DestinationRule, which turns on Istio's
+    /// locality failover priorities (same zone, same region, other regions).
+    #[serde(default)]
+    pub outlier_detection: bool,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Federation {
+            mode: FederationMode::default(),
+            endpoint_weights: EndpointWeights::default(),
+            locality: false,
+            mtls: MtlsMode::default(),
+            destination_rule: true,
+            load_balancer: None,
+            h2_upgrade_policy: None,
+            outlier_detection: false,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `trafficPolicy.loadBalancer.simple`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum LoadBalancer {
+    /// Each endpoint in turn.
+    #[serde(rename = "ROUND_ROBIN")]
+    RoundRobin,
+    /// Power of two choices on active requests (Istio's default from 1.14).
+    #[serde(rename = "LEAST_REQUEST")]
+    LeastRequest,
+    /// A random endpoint.
+    #[serde(rename = "RANDOM")]
+    Random,
+}
+
+impl LoadBalancer {
+    /// The policy as Istio spells it.
+    pub fn istio_name(self) -> &'static str {
+        match self {
+            LoadBalancer::RoundRobin => "ROUND_ROBIN",
+            LoadBalancer::LeastRequest => "LEAST_REQUEST",
+            LoadBalancer::Random => "RANDOM",
+        }
+    }
+}
+
+/// `trafficPolicy.connectionPool.http.h2UpgradePolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub enum H2UpgradePolicy {
+    /// HTTP/1.1 connections to the upstream sidecar (Istio's mesh default).
+    #[serde(rename = "DO_NOT_UPGRADE")]
+    DoNotUpgrade,
+    /// HTTP/2 to the upstream sidecar: one multiplexed connection per worker.
+    #[serde(rename = "UPGRADE")]
+    Upgrade,
+}
+
+impl H2UpgradePolicy {
+    /// The policy as Istio spells it.
+    pub fn istio_name(self) -> &'static str {
+        match self {
+            H2UpgradePolicy::DoNotUpgrade => "DO_NOT_UPGRADE",
+            H2UpgradePolicy::Upgrade => "UPGRADE",
+        }
+    }
 }
 
 /// Federation mode.
@@ -258,6 +383,12 @@ pub struct Phase {
     /// weights pushed to the running proxies before the phase starts.
     #[serde(default)]
     pub endpoint_weights: Option<EndpointWeights>,
+    /// Overrides `federation.loadBalancer` for this phase (re-planned like `endpointWeights`).
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancer>,
+    /// Overrides `federation.h2UpgradePolicy` for this phase (re-planned like `endpointWeights`).
+    #[serde(default)]
+    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
     /// Faults applied for the duration of the phase.
     #[serde(default)]
     pub faults: Vec<Spanned<Fault>>,
@@ -319,7 +450,8 @@ pub enum ConnectionPolicy {
     /// `concurrency` long-lived connections, reused (and the sidecar pools its own upstream).
     #[default]
     Pooled,
-    /// A new connection for every request, all the way to the server's sidecar.
+    /// A new connection for every request, all the way to the server's sidecar: the plan's
+    /// DestinationRule gets `connectionPool.http.maxRequestsPerConnection: 1` for the phase.
     NewConnectionPerRequest,
 }
 
@@ -373,6 +505,9 @@ pub struct Expectations {
     /// server, at least (0–1).
     #[serde(default)]
     pub mtls_rate_at_least: Option<Spanned<f64>>,
+    /// The same share, at most (0–1): for phases whose calls must be plain text.
+    #[serde(default)]
+    pub mtls_rate_at_most: Option<Spanned<f64>>,
     /// Share of attempted requests that succeeded, at least (0–1).
     #[serde(default)]
     pub success_rate_at_least: Option<Spanned<f64>>,
@@ -435,7 +570,7 @@ impl FromStr for IstioVersion {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || format!("invalid Istio version {text:?}: expected major.minor[.patch], e.g. 1.24.3");
+        let invalid = || format!("invalid Istio version {text:?}: expected major.minor[.patch], e.g. 1.30.3");
         let mut numbers = text.trim_start_matches('v').split('.').map(str::parse::<u32>);
         let major = numbers.next().and_then(Result::ok).ok_or_else(invalid)?;
         let minor = numbers.next().and_then(Result::ok).ok_or_else(invalid)?;
@@ -555,8 +690,12 @@ fn default_zone() -> String {
     "zone1".to_owned()
 }
 
-/// Istio version assumed when a cluster does not say.
-pub const DEFAULT_ISTIO_VERSION: IstioVersion = IstioVersion::new(1, 24, 3);
+/// Istio version assumed when a cluster does not say: a supported release of the 1.30 line.
+pub const DEFAULT_ISTIO_VERSION: IstioVersion = IstioVersion::new(1, 30, 3);
+/// Oldest Istio minor version the `local` emulation follows (docs/fidelity.md).
+pub const OLDEST_EMULATED_ISTIO: IstioVersion = IstioVersion::new(1, 1, 0);
+/// Newest Istio minor version the `local` emulation follows (any patch of it).
+pub const NEWEST_EMULATED_ISTIO: IstioVersion = IstioVersion::new(1, 30, 0);
 
 fn default_istio_version() -> Spanned<IstioVersion> {
     Spanned::new(

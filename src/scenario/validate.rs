@@ -9,7 +9,10 @@ use serde_saphyr::{Location, Spanned};
 use super::address_layout;
 use super::grammar::Grammar;
 use super::spans::{self, ScenarioSpans};
-use super::{Cluster, Fault, FederationMode, Ipv4Cidr, IstioVersion, Phase, Scenario, Service};
+use super::{
+    Cluster, Fault, FederationMode, Ipv4Cidr, IstioVersion, MAX_PROXY_CONCURRENCY, NEWEST_EMULATED_ISTIO,
+    OLDEST_EMULATED_ISTIO, Phase, Scenario, Service,
+};
 
 /// Most clusters in a scenario. Every cluster runs at least a gateway and a router (a node or a
 /// whole cluster on a real provider), and the plan grows with the square of the clusters: every
@@ -145,6 +148,20 @@ fn check_clusters(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
     }
     for (index, cluster) in scenario.clusters.iter().enumerate() {
         check_dns_label(&cluster.name, "cluster name")?;
+        check_istio_version(cluster)?;
+        if let Some(concurrency) = cluster
+            .proxy_concurrency
+            .as_ref()
+            .filter(|count| !(1..=MAX_PROXY_CONCURRENCY).contains(&count.value))
+        {
+            return Err(problem(
+                concurrency.referenced,
+                format!(
+                    "proxyConcurrency {} of cluster {} is out of range: use 1 to {MAX_PROXY_CONCURRENCY} Envoy workers",
+                    concurrency.value, cluster.name.value
+                ),
+            ));
+        }
         let cluster_spans = spans.cluster(index);
         let fallback = cluster.name.referenced;
         let at = |span: fn(&super::spans::ClusterSpans) -> Option<&Spanned<String>>| {
@@ -221,6 +238,23 @@ fn check_networks(scenario: &Scenario) -> Checked {
     Ok(())
 }
 
+/// Versions outside the emulated range would get behaviour nobody checked against Istio's source.
+fn check_istio_version(cluster: &Cluster) -> Checked {
+    let version = cluster.istio_version.value;
+    let oldest = (OLDEST_EMULATED_ISTIO.major, OLDEST_EMULATED_ISTIO.minor);
+    let newest = (NEWEST_EMULATED_ISTIO.major, NEWEST_EMULATED_ISTIO.minor);
+    if (version.major, version.minor) < oldest || (version.major, version.minor) > newest {
+        return Err(problem(
+            cluster.istio_version.referenced,
+            format!(
+                "istioVersion {version} of cluster {} is outside the emulated range: use {}.{} to {}.{} (any patch; see docs/fidelity.md)",
+                cluster.name.value, oldest.0, oldest.1, newest.0, newest.1
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_networks_disjoint(clusters: &[Cluster]) -> Checked {
     let networks: Vec<(&Spanned<super::Ipv4Cidr>, String)> = clusters
         .iter()
@@ -282,6 +316,7 @@ fn check_services(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
         check_ports(service, ports_at)?;
         check_replicas(scenario, service)?;
     }
+    check_injection_per_namespace(scenario)?;
     check_pod_count(scenario)?;
     check_planned_ports(scenario)?;
     check_pod_names(scenario)
@@ -289,6 +324,36 @@ fn check_services(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
 
 /// Clusters × all ports of all services is at most [`MAX_PLANNED_PORTS`]; reported at the ports
 /// of the service that crosses it.
+/// Sidecar injection is a namespace label in the plan, so a namespace is in the mesh or not.
+fn check_injection_per_namespace(scenario: &Scenario) -> Checked {
+    for (index, service) in scenario.services.iter().enumerate() {
+        let Some(earlier) = scenario.services[..index]
+            .iter()
+            .find(|earlier| earlier.namespace.value == service.namespace.value)
+        else {
+            continue;
+        };
+        if earlier.has_sidecar() != service.has_sidecar() {
+            let at = service
+                .sidecar
+                .as_ref()
+                .map_or(service.name.referenced, |sidecar| sidecar.referenced);
+            return Err(problem(
+                at,
+                format!(
+                    "service {} says sidecar: {} but {} in the same namespace says {}: injection is per namespace \
+                     (label istio-injection), so put services outside the mesh in their own namespace",
+                    service.reference(),
+                    service.has_sidecar(),
+                    earlier.reference(),
+                    earlier.has_sidecar()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_planned_ports(scenario: &Scenario) -> Checked {
     let clusters = scenario.clusters.len() as u64;
     let mut ports = 0u64;
@@ -695,6 +760,7 @@ fn check_expectations(scenario: &Scenario, phase: &Phase) -> Checked {
     let expect = &phase.expect;
     for rate in [
         &expect.mtls_rate_at_least,
+        &expect.mtls_rate_at_most,
         &expect.success_rate_at_least,
         &expect.success_rate_at_most,
     ]

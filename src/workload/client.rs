@@ -369,7 +369,7 @@ impl Worker {
         };
         attempt.connection = Some(connection.number);
         match shared.config.protocol {
-            Protocol::Http => {
+            Protocol::Http | Protocol::Http2 => {
                 http_exchange(
                     &mut connection.stream,
                     &shared.request_bytes,

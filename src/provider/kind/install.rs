@@ -161,6 +161,8 @@ pub fn mk_istio_operator(scenario: &Scenario, cluster: &Cluster) -> String {
             "profile": "default",
             "meshConfig": {
                 "trustDomain": scenario.trust_domain,
+                // The same worker count the local emulation runs (plan::InstallValues).
+                "defaultConfig": { "concurrency": cluster.proxy_concurrency() },
                 "accessLogFile": "/dev/stdout",
                 "accessLogEncoding": "JSON",
                 "accessLogFormat": ACCESS_LOG_FORMAT,

@@ -601,7 +601,7 @@ impl Provider for KubeconfigProvider {
             target_service.host(),
             "--protocol".to_owned(),
             match traffic.protocol {
-                Protocol::Http => "http",
+                Protocol::Http | Protocol::Http2 => "http",
                 Protocol::Tcp => "tcp",
             }
             .to_owned(),

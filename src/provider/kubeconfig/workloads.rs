@@ -68,7 +68,7 @@ pub fn workload_objects(scenario: &Scenario, cluster: &str, image: &WorkloadImag
         ];
         for port in &service.ports {
             args.push(match port.protocol {
-                Protocol::Http => "--http".to_owned(),
+                Protocol::Http | Protocol::Http2 => "--http".to_owned(),
                 Protocol::Tcp => "--tcp".to_owned(),
             });
             args.push(port.number.value.to_string());

@@ -12,19 +12,15 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::envoy_config::{
-    CertPaths, GatewaySpec, InboundPort, LbEndpoint, Locality, OutboundPort, Protocol, SidecarSpec, SniRoute,
-    outbound_sni,
+    CertPaths, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort, Protocol, SidecarSpec,
+    SniRoute, UpstreamTls, outbound_sni,
 };
 use super::topology::{ClusterTopology, PodTopology, Topology};
 use crate::pki::spiffe_id;
-use crate::plan::{ClusterPlan, Object};
-
-/// Proxy settings that a phase may change.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProxySettings {
-    /// `Some(1)` makes every request a new upstream connection (new-connection-per-request).
-    pub max_requests_per_connection: Option<u32>,
-}
+use crate::plan::istio::TrafficPolicy;
+use crate::plan::versions::IstioBehaviour;
+use crate::plan::{ClusterPlan, INJECTION_LABEL, Object};
+use crate::scenario::{H2UpgradePolicy, LoadBalancer};
 
 /// A port of a replicated service, as read from the plan's `Service` object.
 struct PlannedPort {
@@ -63,6 +59,7 @@ fn planned_services(plan: &ClusterPlan) -> Vec<PlannedService> {
                         number: u16::try_from(port.port).ok()?,
                         protocol: match port.app_protocol.as_deref() {
                             Some("tcp") => Protocol::Tcp,
+                            Some("http2" | "grpc") => Protocol::Http2,
                             _ => Protocol::Http,
                         },
                     })
@@ -77,11 +74,55 @@ fn planned_services(plan: &ClusterPlan) -> Vec<PlannedService> {
         .collect()
 }
 
+/// Whether pods in `namespace` get a sidecar: the plan's Namespace object says
+/// `istio-injection: enabled` (a namespace the plan does not label is outside the mesh).
+pub fn namespace_injected(plan: &ClusterPlan, namespace: &str) -> bool {
+    plan.objects.iter().any(|object| {
+        matches!(object, Object::Namespace(ns)
+            if ns.metadata.name.as_deref() == Some(namespace)
+                && ns.metadata.labels.as_ref().and_then(|labels| labels.get(INJECTION_LABEL)).map(String::as_str)
+                    == Some("enabled"))
+    })
+}
+
+/// The DestinationRule traffic policy Istio applies to `host`: an exact host wins, then the
+/// longest wildcard suffix (`*.ns2.svc.cluster.local` before `*.local`); only one rule applies
+/// (`pilot/pkg/model/push_context.go` `destinationRule()` via `MostSpecificHostMatch`).
+pub fn destination_rule_for<'a>(plan: &'a ClusterPlan, host: &str) -> Option<&'a TrafficPolicy> {
+    let mut best: Option<(usize, &TrafficPolicy)> = None;
+    for object in &plan.objects {
+        let Object::DestinationRule(rule) = object else {
+            continue;
+        };
+        let pattern = rule.spec.host.as_str();
+        let specificity = if pattern == host {
+            usize::MAX
+        } else if let Some(suffix) = pattern.strip_prefix('*') {
+            if host.ends_with(suffix) { suffix.len() } else { continue }
+        } else {
+            continue;
+        };
+        if best.is_none_or(|(score, _)| specificity > score) {
+            best = Some((specificity, &rule.spec.traffic_policy));
+        }
+    }
+    best.map(|(_, policy)| policy)
+}
+
 /// Whether the plan asks sidecars to originate Istio mTLS for `*.local` (the seed's DestinationRule).
 pub fn originates_istio_mutual(plan: &ClusterPlan) -> bool {
-    plan.objects.iter().any(|object| {
-        matches!(object, Object::DestinationRule(rule)
-            if rule.spec.host == "*.local" && rule.spec.traffic_policy.tls.mode == "ISTIO_MUTUAL")
+    destination_rule_for(plan, "x.local")
+        .and_then(|policy| policy.tls.as_ref())
+        .is_some_and(|tls| tls.mode == "ISTIO_MUTUAL")
+}
+
+/// The mesh-wide mTLS mode of the plan: its PeerAuthentication (1.5+) or MeshPolicy (before
+/// 1.5). Without either, Istio's default is PERMISSIVE.
+pub fn peer_authentication_strict(plan: &ClusterPlan) -> bool {
+    plan.objects.iter().any(|object| match object {
+        Object::PeerAuthentication(policy) => policy.spec.mtls.mode == "STRICT",
+        Object::MeshPolicy(policy) => policy.spec.peers.iter().any(|peer| peer.mtls.mode == "STRICT"),
+        _ => false,
     })
 }
 
@@ -112,8 +153,32 @@ fn parse_locality(text: &str) -> Option<Locality> {
     })
 }
 
+/// Istio's failover priority of an endpoint seen from `local`: 0 same region and zone, 1 same
+/// region, 2 another region; an endpoint without locality counts as another region. Istio then
+/// compacts the priorities so no level is empty (`pilot/pkg/networking/core/v1alpha3/loadbalancer/loadbalancer.go@1.14.6`
+/// `applyLocalityFailover`; subzones are not emulated).
+fn locality_priority(local: &Locality, endpoint: Option<&Locality>) -> u32 {
+    match endpoint {
+        Some(other) if other == local => 0,
+        Some(other) if other.region == local.region => 1,
+        _ => 2,
+    }
+}
+
+fn apply_locality_failover(local: &Locality, endpoints: &mut [LbEndpoint]) {
+    for endpoint in endpoints.iter_mut() {
+        endpoint.priority = locality_priority(local, endpoint.locality.as_ref());
+    }
+    let used: BTreeSet<u32> = endpoints.iter().map(|endpoint| endpoint.priority).collect();
+    for endpoint in endpoints.iter_mut() {
+        endpoint.priority = u32::try_from(used.range(..endpoint.priority).count()).unwrap_or(u32::MAX);
+    }
+}
+
 /// The endpoints istiod would give a sidecar for one service port: the local pods (Kubernetes
-/// endpoints, weight 1 each) and the ServiceEntry's remote gateways (their weight and locality).
+/// endpoints, weight 1 each, labelled `tlsMode: istio` when injected) and the ServiceEntry's
+/// remote gateways (their weight and locality; no `tlsMode` label, so auto-mTLS sends them
+/// plain text: `pilot/pkg/networking/core/v1alpha3/cluster.go@1.6.0`).
 fn endpoints_for(
     topology: &Topology,
     cluster: &ClusterTopology,
@@ -125,6 +190,7 @@ fn endpoints_for(
         region: cluster.region.clone(),
         zone: cluster.zone.clone(),
     };
+    let injected = namespace_injected(plan, service.reference.split_once('.').map_or("", |(_, ns)| ns));
     let mut endpoints: Vec<LbEndpoint> = cluster
         .pods_of(&service.reference)
         .map(|pod| LbEndpoint {
@@ -133,6 +199,7 @@ fn endpoints_for(
             weight: 1,
             locality: Some(local_locality.clone()),
             priority: 0,
+            istio_mtls: injected,
         })
         .collect();
     for object in &plan.objects {
@@ -152,10 +219,15 @@ fn endpoints_for(
                 weight: endpoint.weight.unwrap_or(1),
                 locality: endpoint.locality.as_deref().and_then(parse_locality),
                 priority: 0,
+                istio_mtls: false,
             });
         }
     }
     endpoints.extend(discovered_remote_endpoints(topology, plan, service));
+    let outlier_detection = destination_rule_for(plan, &service.host).is_some_and(|p| p.outlier_detection.is_some());
+    if outlier_detection {
+        apply_locality_failover(&local_locality, &mut endpoints);
+    }
     endpoints
 }
 
@@ -179,7 +251,7 @@ fn remote_secret_clusters(plan: &ClusterPlan) -> impl Iterator<Item = &str> {
 /// Endpoint discovery (multi-primary, different networks): for every remote cluster with a remote
 /// secret, istiod reads that cluster's endpoints and, because they sit on another network, gives
 /// sidecars that network's east-west gateway instead, weighted by the number of pods behind it
-/// and with their locality (Istio's split-horizon EDS).
+/// and with their locality (Istio's split-horizon EDS). These carry `tlsMode: istio`.
 fn discovered_remote_endpoints(topology: &Topology, plan: &ClusterPlan, service: &PlannedService) -> Vec<LbEndpoint> {
     remote_secret_clusters(plan)
         .filter_map(|remote| topology.cluster(remote))
@@ -194,12 +266,61 @@ fn discovered_remote_endpoints(topology: &Topology, plan: &ClusterPlan, service:
                     zone: remote.zone.clone(),
                 }),
                 priority: 0,
+                istio_mtls: true,
             })
         })
         .collect()
 }
 
-/// The sidecar of one application pod.
+/// How a client sidecar talks to one service port, from the plan's DestinationRule and the
+/// cluster's Istio version.
+struct UpstreamPolicy {
+    tls: UpstreamTls,
+    http2: bool,
+    load_balancer: LoadBalancer,
+    max_requests_per_connection: Option<u32>,
+    outlier_detection: bool,
+}
+
+fn upstream_policy(plan: &ClusterPlan, host: &str, protocol: Protocol) -> UpstreamPolicy {
+    let behaviour = IstioBehaviour::of(plan.install.istio_version);
+    let policy = destination_rule_for(plan, host);
+    let tls = match policy
+        .and_then(|policy| policy.tls.as_ref())
+        .map(|tls| tls.mode.as_str())
+    {
+        Some("ISTIO_MUTUAL") => UpstreamTls::IstioMutual,
+        Some(_) => UpstreamTls::Plaintext,
+        None if behaviour.auto_mtls() => UpstreamTls::Auto,
+        None => UpstreamTls::Plaintext,
+    };
+    let http_pool = policy
+        .and_then(|policy| policy.connection_pool.as_ref())
+        .map(|pool| &pool.http);
+    let upgrade = http_pool
+        .and_then(|http| http.h2_upgrade_policy.as_deref())
+        .is_some_and(|mode| mode == H2UpgradePolicy::Upgrade.istio_name());
+    let load_balancer = match policy
+        .and_then(|policy| policy.load_balancer.as_ref())
+        .map(|lb| lb.simple.as_str())
+    {
+        Some("ROUND_ROBIN") => LoadBalancer::RoundRobin,
+        Some("LEAST_REQUEST") => LoadBalancer::LeastRequest,
+        Some("RANDOM") => LoadBalancer::Random,
+        _ => behaviour.default_load_balancer(),
+    };
+    UpstreamPolicy {
+        tls,
+        http2: protocol == Protocol::Http2 || (protocol == Protocol::Http && upgrade),
+        load_balancer,
+        max_requests_per_connection: http_pool.and_then(|http| http.max_requests_per_connection),
+        outlier_detection: policy.is_some_and(|policy| policy.outlier_detection.is_some()),
+    }
+}
+
+/// The proxy of one application pod: an Istio sidecar when its namespace is injected; otherwise
+/// the pod's plain network path (kube-proxy to local pods for calls, the app's own port for
+/// callers), emulated by a plain-text Envoy.
 pub fn sidecar_spec(
     topology: &Topology,
     trust_domain: &str,
@@ -207,9 +328,19 @@ pub fn sidecar_spec(
     plan: &ClusterPlan,
     pod: &PodTopology,
     certs: CertPaths,
-    settings: ProxySettings,
 ) -> SidecarSpec {
+    let behaviour = IstioBehaviour::of(plan.install.istio_version);
+    let injected = namespace_injected(plan, &pod.namespace);
     let services = planned_services(plan);
+    let inbound_mtls = if !injected {
+        InboundMtls::Disabled
+    } else if peer_authentication_strict(plan) {
+        InboundMtls::Strict
+    } else {
+        InboundMtls::Permissive {
+            istio_alpn: behaviour.inbound_mtls_alpn().into_iter().map(str::to_owned).collect(),
+        }
+    };
     let inbound = services
         .iter()
         .filter(|service| service.reference == pod.service)
@@ -217,6 +348,7 @@ pub fn sidecar_spec(
         .map(|port| InboundPort {
             port: port.number,
             protocol: port.protocol,
+            mtls: inbound_mtls.clone(),
         })
         .collect();
     let outbound = services
@@ -224,14 +356,30 @@ pub fn sidecar_spec(
         .filter_map(|service| Some((service, *cluster.service_ips.get(&service.reference)?)))
         .flat_map(|(service, cluster_ip)| {
             let identities = server_identities(topology, trust_domain, &service.reference);
-            service.ports.iter().map(move |port| OutboundPort {
-                host: service.host.clone(),
-                cluster_ip,
-                port: port.number,
-                protocol: port.protocol,
-                server_identities: identities.clone(),
-                endpoints: endpoints_for(topology, cluster, plan, service, port),
-                max_requests_per_connection: settings.max_requests_per_connection,
+            service.ports.iter().map(move |port| {
+                if !injected {
+                    return kube_proxy_port(cluster, service, port, cluster_ip);
+                }
+                let policy = upstream_policy(plan, &service.host, port.protocol);
+                OutboundPort {
+                    host: service.host.clone(),
+                    cluster_ip,
+                    port: port.number,
+                    protocol: port.protocol,
+                    server_identities: identities.clone(),
+                    endpoints: endpoints_for(topology, cluster, plan, service, port),
+                    tls: policy.tls,
+                    alpn: behaviour
+                        .client_alpn(port.protocol.is_http(), policy.http2)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
+                    http2: policy.http2,
+                    load_balancer: policy.load_balancer,
+                    max_requests_per_connection: policy.max_requests_per_connection,
+                    outlier_detection: policy.outlier_detection,
+                    l4_only: false,
+                }
             })
         })
         .collect();
@@ -246,9 +394,51 @@ pub fn sidecar_spec(
     }
 }
 
+/// A pod without a sidecar reaches a service through kube-proxy: the cluster IP is translated to
+/// one of the service's pods in this cluster (the ServiceEntry is Istio's, kube-proxy never sees
+/// it), per connection, in plain text.
+fn kube_proxy_port(
+    cluster: &ClusterTopology,
+    service: &PlannedService,
+    port: &PlannedPort,
+    cluster_ip: Ipv4Addr,
+) -> OutboundPort {
+    OutboundPort {
+        host: service.host.clone(),
+        cluster_ip,
+        port: port.number,
+        protocol: port.protocol,
+        server_identities: Vec::new(),
+        endpoints: cluster
+            .pods_of(&service.reference)
+            .map(|pod| LbEndpoint {
+                address: pod.ip,
+                port: port.number,
+                weight: 1,
+                locality: None,
+                priority: 0,
+                istio_mtls: false,
+            })
+            .collect(),
+        tls: UpstreamTls::Plaintext,
+        alpn: Vec::new(),
+        http2: false,
+        load_balancer: LoadBalancer::Random,
+        max_requests_per_connection: None,
+        outlier_detection: false,
+        l4_only: true,
+    }
+}
+
 /// The cluster's 15443 gateway: one SNI route per service port with local pods, when the plan
 /// has the AUTO_PASSTHROUGH Gateway (without it, the gateway routes nothing, as Istio's would).
+///
+/// Version rows 2b and 2d (docs/fidelity.md) apply where the cluster has pods of a service and
+/// the plan also has a ServiceEntry for the same host: on 1.5-1.18 the route's cluster also holds
+/// the ServiceEntry's endpoints (other gateways), on 1.10-1.21 the route's filter chain is
+/// emitted twice (and Envoy rejects the listener).
 pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpec {
+    let behaviour = IstioBehaviour::of(plan.install.istio_version);
     let routes = if passthrough_gateway_planned(plan) {
         planned_services(plan)
             .iter()
@@ -258,9 +448,33 @@ pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpe
                         .pods_of(&service.reference)
                         .map(|pod| SocketAddrV4::new(pod.ip, port.number))
                         .collect();
-                    (!endpoints.is_empty()).then(|| SniRoute {
+                    if endpoints.is_empty() {
+                        return None;
+                    }
+                    let same_host_entries: Vec<(SocketAddrV4, u32)> = plan
+                        .objects
+                        .iter()
+                        .filter_map(|object| match object {
+                            Object::ServiceEntry(entry) if entry.spec.hosts.contains(&service.host) => Some(entry),
+                            _ => None,
+                        })
+                        .flat_map(|entry| entry.spec.endpoints.iter())
+                        .filter_map(|endpoint| {
+                            let address = endpoint.address.parse::<Ipv4Addr>().ok()?;
+                            let gateway_port = *endpoint.ports.get(&port.name)?;
+                            Some((SocketAddrV4::new(address, gateway_port), endpoint.weight.unwrap_or(1)))
+                        })
+                        .collect();
+                    let collides = !same_host_entries.is_empty();
+                    Some(SniRoute {
                         sni: outbound_sni(port.number, &service.host),
                         endpoints,
+                        merged_gateways: if collides && behaviour.gateway_merges_service_entry_endpoints() {
+                            same_host_entries
+                        } else {
+                            Vec::new()
+                        },
+                        duplicated_chain: collides && behaviour.gateway_duplicates_passthrough_chains(),
                     })
                 })
             })
@@ -274,6 +488,7 @@ pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpe
             cluster.gateway_pod_ip, cluster.name
         ),
         routes,
+        load_balancer: behaviour.default_load_balancer(),
     }
 }
 
@@ -283,6 +498,7 @@ mod tests {
 
     use super::*;
     use crate::plan;
+    use crate::provider::local::envoy_config::GatewaySpec;
     use crate::provider::local::topology::topology;
     use crate::scenario::EndpointWeights;
 
@@ -305,15 +521,7 @@ mod tests {
         let cluster = topology.cluster("cluster1").unwrap();
         let foo = cluster.pods.iter().find(|pod| pod.name == "foo-0").unwrap();
         let certs = CertPaths::in_dir(&PathBuf::from("/certs"));
-        sidecar_spec(
-            &topology,
-            "cluster.local",
-            cluster,
-            &plan.clusters[0],
-            foo,
-            certs,
-            ProxySettings::default(),
-        )
+        sidecar_spec(&topology, "cluster.local", cluster, &plan.clusters[0], foo, certs)
     }
 
     fn foo_sidecar(weights: EndpointWeights) -> SidecarSpec {
@@ -364,13 +572,8 @@ mod tests {
             Ipv4Addr::new(10, 96, 0, 11),
             "services in namespace order: foo.ns1 .10, bar.ns2 .11"
         );
-        assert_eq!(
-            spec.inbound,
-            [InboundPort {
-                port: 80,
-                protocol: Protocol::Http
-            }]
-        );
+        assert_eq!(spec.inbound.len(), 1);
+        assert_eq!((spec.inbound[0].port, spec.inbound[0].protocol), (80, Protocol::Http));
     }
 
     #[test]
@@ -413,5 +616,366 @@ mod tests {
                 .routes
                 .is_empty()
         );
+    }
+
+    // ---- Fidelity: each test names the Istio source it mirrors and checks the generated Envoy
+    // configuration on both sides of a version boundary (docs/fidelity.md).
+
+    use crate::provider::local::envoy_config::{outbound_cluster_name, sidecar_resources};
+    use serde_json::{Value, json};
+
+    const BAR: &str = "bar.ns2.svc.cluster.local";
+
+    /// skew.yaml with every cluster on `version` and `federation_extra` lines added to federation.
+    fn skew_at(version: &str, federation_extra: &str) -> (Topology, plan::Plan) {
+        let version = version.to_owned();
+        let extra = federation_extra.to_owned();
+        skew_edited(
+            move |text| {
+                text.replace(
+                    "    podCidr:",
+                    &format!("    istioVersion: \"{version}\"\n    podCidr:"),
+                )
+                .replace("  mtls: PERMISSIVE\n", &format!("  mtls: PERMISSIVE\n{extra}"))
+            },
+            EndpointWeights::Equal,
+        )
+    }
+
+    fn bar_cluster_at(version: &str, federation_extra: &str) -> Value {
+        let resources = sidecar_resources(&foo_sidecar_of(skew_at(version, federation_extra)));
+        resources.clusters["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|cluster| cluster["name"] == outbound_cluster_name(80, BAR))
+            .unwrap()
+            .clone()
+    }
+
+    fn bar_inbound_at(version: &str, federation_extra: &str) -> Value {
+        let (topology, plan) = skew_at(version, federation_extra);
+        let cluster = topology.cluster("cluster1").unwrap();
+        let bar = cluster.pods.iter().find(|pod| pod.name == "bar-0").unwrap();
+        let spec = sidecar_spec(
+            &topology,
+            "cluster.local",
+            cluster,
+            &plan.clusters[0],
+            bar,
+            CertPaths::in_dir(&PathBuf::from("/certs")),
+        );
+        sidecar_resources(&spec).listeners["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|listener| listener["name"].as_str().unwrap().starts_with("inbound_"))
+            .unwrap()
+            .clone()
+    }
+
+    /// Row 1b: pilot/pkg/networking/core/v1alpha3/listener_builder.go@1.5.10 (istio.alpn filter),
+    /// pilot/pkg/xds/filters/filters.go@1.14.6; 1.4: cluster TLS context ALPN `istio`.
+    #[test]
+    fn fidelity_client_alpn_changes_at_1_5() {
+        let alpn = |version| {
+            bar_cluster_at(version, "")["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"]
+                .clone()
+        };
+        assert_eq!(alpn("1.4.6"), json!(["istio"]));
+        assert_eq!(alpn("1.5.10"), json!(["istio-http/1.1", "istio", "http/1.1"]));
+        assert_eq!(alpn("1.30.3"), json!(["istio-http/1.1", "istio", "http/1.1"]));
+    }
+
+    /// Row 1d: auto-mTLS, manifests/charts/istio-control/istio-discovery/values.yaml@1.6.0
+    /// (enableAutoMtls) and pilot/pkg/networking/core/v1alpha3/cluster.go@1.6.0
+    /// (transport_socket_matches on tlsMode). Without the DestinationRule: 1.5 plain text,
+    /// 1.6 mTLS to sidecar pods only (the ServiceEntry's gateway has no tlsMode label).
+    #[test]
+    fn fidelity_without_a_destination_rule_mtls_needs_auto_mtls_from_1_6() {
+        let no_rule = "  destinationRule: false\n";
+        let old = bar_cluster_at("1.5.10", no_rule);
+        assert!(old.get("transport_socket").is_none() && old.get("transport_socket_matches").is_none());
+        let new = bar_cluster_at("1.6.0", no_rule);
+        assert!(new.get("transport_socket").is_none());
+        assert_eq!(
+            new["transport_socket_matches"][0]["match"],
+            json!({ "tlsMode": "istio" })
+        );
+        assert_eq!(new["transport_socket_matches"][1]["match"], json!({}));
+        let endpoints = new["load_assignment"]["endpoints"].to_string();
+        assert_eq!(endpoints.matches("\"tlsMode\":\"istio\"").count(), 1, "{endpoints}");
+        let with_rule = bar_cluster_at("1.5.10", "");
+        assert_eq!(with_rule["transport_socket"]["name"], "envoy.transport_sockets.tls");
+    }
+
+    /// Row 3a: pilot/pkg/networking/core/v1alpha3/filterchain_options.go@1.10.6: PERMISSIVE
+    /// inbound = tls_inspector + an mTLS chain matched on Istio ALPN + a raw_buffer chain; STRICT
+    /// = mTLS only.
+    #[test]
+    fn fidelity_permissive_inbound_accepts_plain_text_strict_does_not() {
+        for version in ["1.5.10", "1.30.3"] {
+            let permissive = bar_inbound_at(version, "");
+            let chains = permissive["filter_chains"].as_array().unwrap();
+            assert_eq!(chains.len(), 2, "{version}");
+            assert_eq!(chains[0]["filter_chain_match"]["transport_protocol"], "tls");
+            assert!(
+                chains[0]["filter_chain_match"]["application_protocols"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("istio-http/1.1"))
+            );
+            assert_eq!(chains[1]["filter_chain_match"]["transport_protocol"], "raw_buffer");
+            assert!(chains[1].get("transport_socket").is_none());
+            assert_eq!(
+                permissive["listener_filters"][0]["name"],
+                "envoy.filters.listener.tls_inspector"
+            );
+        }
+        let strict = bar_inbound_at("1.30.3", "").to_string();
+        let strict_at = |version: &str| {
+            let (topology, mut plan) = skew_at(version, "");
+            for object in &mut plan.clusters[0].objects {
+                if let Object::PeerAuthentication(policy) = object {
+                    policy.spec.mtls.mode = "STRICT".into();
+                }
+            }
+            let cluster = topology.cluster("cluster1").unwrap();
+            let bar = cluster.pods.iter().find(|pod| pod.name == "bar-0").unwrap();
+            let spec = sidecar_spec(
+                &topology,
+                "cluster.local",
+                cluster,
+                &plan.clusters[0],
+                bar,
+                CertPaths::in_dir(&PathBuf::from("/certs")),
+            );
+            sidecar_resources(&spec).listeners["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|listener| listener["name"].as_str().unwrap().starts_with("inbound_"))
+                .unwrap()
+                .clone()
+        };
+        let strict_listener = strict_at("1.30.3");
+        assert_ne!(strict_listener.to_string(), strict);
+        let chains = strict_listener["filter_chains"].as_array().unwrap();
+        assert_eq!(chains.len(), 1);
+        assert_eq!(
+            chains[0]["transport_socket"]["typed_config"]["require_client_certificate"],
+            true
+        );
+    }
+
+    /// Row 2c: pilot/pkg/networking/core/v1alpha3/cluster.go@1.14.0 (LEAST_REQUEST default),
+    /// pilot/pkg/networking/core/cluster_traffic_policy.go@1.30.3 (DestinationRule loadBalancer).
+    #[test]
+    fn fidelity_load_balancer_default_changes_at_1_14_unless_the_rule_sets_one() {
+        assert_eq!(bar_cluster_at("1.13.9", "")["lb_policy"], "ROUND_ROBIN");
+        assert_eq!(bar_cluster_at("1.14.0", "")["lb_policy"], "LEAST_REQUEST");
+        assert_eq!(
+            bar_cluster_at("1.14.0", "  loadBalancer: ROUND_ROBIN\n")["lb_policy"],
+            "ROUND_ROBIN"
+        );
+        let (topology, plan) = skew_at("1.13.9", "");
+        let gateway = gateway_spec(topology.cluster("cluster2").unwrap(), &plan.clusters[1]);
+        assert_eq!(gateway.load_balancer, LoadBalancer::RoundRobin);
+    }
+
+    /// Row 7b: h2UpgradePolicy default DO_NOT_UPGRADE (istio/api mesh/v1alpha1/config.proto@1.30.3),
+    /// pilot/pkg/networking/core/cluster_traffic_policy.go@1.30.3: `http` ports go upstream as
+    /// HTTP/1.1, HTTP/2 with UPGRADE (and its ALPN then offers istio-h2).
+    #[test]
+    fn fidelity_http_ports_speak_http1_unless_the_rule_upgrades() {
+        let protocol =
+            |cluster: &Value| cluster["typed_extension_protocol_options"][HTTP_OPTIONS]["explicit_http_config"].clone();
+        assert_eq!(
+            protocol(&bar_cluster_at("1.30.3", "")),
+            json!({ "http_protocol_options": {} })
+        );
+        let upgraded = bar_cluster_at("1.30.3", "  h2UpgradePolicy: UPGRADE\n");
+        assert_eq!(protocol(&upgraded), json!({ "http2_protocol_options": {} }));
+        assert_eq!(
+            upgraded["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"],
+            json!(["istio-h2", "istio", "h2"])
+        );
+    }
+
+    const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+    /// Row 7c: pilot/cmd/pilot-agent/config/config.go@1.30.3: two workers unless configured.
+    #[test]
+    fn fidelity_proxy_concurrency_is_two_by_default_and_configurable() {
+        let (_, plan) = skew_at("1.30.3", "");
+        assert_eq!(plan.clusters[0].install.proxy_concurrency, 2);
+        let (_, plan) = skew_edited(
+            |text| text.replacen("    podCidr: 10.10", "    proxyConcurrency: 4\n    podCidr: 10.10", 1),
+            EndpointWeights::Equal,
+        );
+        assert_eq!(plan.clusters[0].install.proxy_concurrency, 4);
+        assert_eq!(plan.clusters[1].install.proxy_concurrency, 2);
+    }
+
+    fn gateway_route_at(version: &str) -> SniRoute {
+        let (topology, plan) = skew_at(version, "");
+        let gateway = gateway_spec(topology.cluster("cluster2").unwrap(), &plan.clusters[1]);
+        gateway.routes.into_iter().next().unwrap()
+    }
+
+    /// Rows 2b and 2d: pilot/pkg/xds/endpoint_builder.go@1.14.6 (SE endpoints merged into the
+    /// gateway's SNI cluster, 1.5-1.18; gone with pilot/pkg/networking/core/v1alpha3/mtls_checker.go
+    /// in 1.19), pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6 (a chain per service, twice
+    /// for a Service + same-host ServiceEntry, 1.10-1.21, istio/istio#44356) and
+    /// pilot/pkg/networking/core/gateway.go@1.22.8 (one service per host).
+    #[test]
+    fn fidelity_gateway_merges_and_duplicates_by_version() {
+        let cluster1_gateway = SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 10), 15443);
+        let cases = [
+            ("1.4.6", false, false),
+            ("1.5.10", true, false),
+            ("1.9.9", true, false),
+            ("1.10.6", true, true),
+            ("1.18.7", true, true),
+            ("1.19.0", false, true),
+            ("1.21.6", false, true),
+            ("1.22.8", false, false),
+            ("1.30.3", false, false),
+        ];
+        for (version, merged, duplicated) in cases {
+            let route = gateway_route_at(version);
+            let expected: Vec<(SocketAddrV4, u32)> = if merged { vec![(cluster1_gateway, 1)] } else { vec![] };
+            assert_eq!(route.merged_gateways, expected, "{version}");
+            assert_eq!(route.duplicated_chain, duplicated, "{version}");
+            let resources = crate::provider::local::envoy_config::gateway_resources(&GatewaySpec {
+                node_id: "gw".into(),
+                routes: vec![route],
+                load_balancer: LoadBalancer::RoundRobin,
+            });
+            let chains = resources.listeners["resources"][0]["filter_chains"]
+                .as_array()
+                .unwrap()
+                .len();
+            assert_eq!(chains, if duplicated { 2 } else { 1 }, "{version}");
+            let endpoints = resources.clusters["resources"][0]["load_assignment"].to_string();
+            assert_eq!(endpoints.contains("100.64.0.10"), merged, "{version}: {endpoints}");
+        }
+    }
+
+    /// The seed itself (bar only in cluster2) has no same-host collision anywhere.
+    #[test]
+    fn a_service_with_pods_in_one_cluster_meets_neither_gateway_bug() {
+        let (topology, plan) = skew_edited(
+            |text| {
+                text.replace("replicas: { cluster1: 1, cluster2: 3 }", "replicas: { cluster2: 3 }")
+                    .replace("    podCidr:", "    istioVersion: \"1.12.0\"\n    podCidr:")
+            },
+            EndpointWeights::Equal,
+        );
+        let route = gateway_spec(topology.cluster("cluster2").unwrap(), &plan.clusters[1])
+            .routes
+            .remove(0);
+        assert!(route.merged_gateways.is_empty() && !route.duplicated_chain);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    }
+
+    /// Row 5: pilot/pkg/networking/core/v1alpha3/loadbalancer/loadbalancer.go@1.14.6 and
+    /// pilot/pkg/xds/endpoint_builder.go@1.14.6: failover priorities only with outlierDetection.
+    #[test]
+    fn fidelity_locality_priorities_need_outlier_detection() {
+        let priorities = |extra: &str| {
+            let (topology, plan) = skew_edited(
+                |text| {
+                    text.replace("  locality: false\n", "  locality: true\n")
+                        .replace("  mtls: PERMISSIVE\n", &format!("  mtls: PERMISSIVE\n{extra}"))
+                },
+                EndpointWeights::Equal,
+            );
+            let spec = foo_sidecar_of((topology, plan));
+            let bar = spec.outbound.iter().find(|port| port.host == BAR).unwrap().clone();
+            (
+                bar.endpoints
+                    .iter()
+                    .map(|endpoint| endpoint.priority)
+                    .collect::<Vec<_>>(),
+                bar.outlier_detection,
+            )
+        };
+        assert_eq!(priorities(""), (vec![0, 0], false));
+        assert_eq!(priorities("  outlierDetection: true\n"), (vec![0, 1], true));
+    }
+
+    #[test]
+    fn locality_priorities_are_compacted_zone_region_other() {
+        let local = Locality {
+            region: "r1".into(),
+            zone: "z1".into(),
+        };
+        let at = |region: &str, zone: &str| LbEndpoint {
+            address: Ipv4Addr::LOCALHOST,
+            port: 1,
+            weight: 1,
+            locality: Some(Locality {
+                region: region.into(),
+                zone: zone.into(),
+            }),
+            priority: 9,
+            istio_mtls: false,
+        };
+        let mut endpoints = vec![at("r1", "z2"), at("r2", "z1"), at("r1", "z2")];
+        apply_locality_failover(&local, &mut endpoints);
+        let found: Vec<u32> = endpoints.iter().map(|endpoint| endpoint.priority).collect();
+        assert_eq!(found, [0, 1, 0], "no local pod: the same region comes first");
+    }
+
+    /// pilot/pkg/model/push_context.go@1.30.3 (MostSpecificHostMatch): an exact host beats `*.local`.
+    #[test]
+    fn the_most_specific_destination_rule_applies_alone() {
+        let (_, mut plan) = skew_at("1.30.3", "");
+        let mut exact = plan.clusters[0]
+            .objects
+            .iter()
+            .find_map(|object| match object {
+                Object::DestinationRule(rule) => Some(rule.clone()),
+                _ => None,
+            })
+            .unwrap();
+        exact.spec.host = BAR.into();
+        exact.spec.traffic_policy.tls = None;
+        plan.clusters[0].objects.push(Object::DestinationRule(exact));
+        assert!(destination_rule_for(&plan.clusters[0], BAR).unwrap().tls.is_none());
+        assert!(
+            destination_rule_for(&plan.clusters[0], "foo.ns1.svc.cluster.local")
+                .unwrap()
+                .tls
+                .is_some()
+        );
+        assert!(destination_rule_for(&plan.clusters[0], "example.com").is_none());
+    }
+
+    /// The connection policy is a DestinationRule connectionPool in the phase's plan.
+    #[test]
+    fn a_new_connection_per_request_phase_plans_max_requests_per_connection_one() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml");
+        let scenario = crate::scenario::load(&path).unwrap();
+        let topology = topology(&scenario).unwrap();
+        let inventory = topology.inventory(&scenario);
+        let per_request = &scenario.phases[0];
+        assert_eq!(
+            per_request.connections,
+            crate::scenario::ConnectionPolicy::NewConnectionPerRequest
+        );
+        let plan = plan::plan_phase(&scenario, &inventory, per_request);
+        let spec = foo_sidecar_of((topology.clone(), plan));
+        let bar = spec.outbound.iter().find(|port| port.host == BAR).unwrap();
+        assert_eq!(bar.max_requests_per_connection, Some(1));
+        let pooled = scenario
+            .phases
+            .iter()
+            .find(|phase| phase.connections == crate::scenario::ConnectionPolicy::Pooled)
+            .unwrap();
+        let spec = foo_sidecar_of((topology, plan::plan_phase(&scenario, &inventory, pooled)));
+        let bar = spec.outbound.iter().find(|port| port.host == BAR).unwrap();
+        assert_eq!(bar.max_requests_per_connection, None);
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::provider::local::envoy_config::{CDS_FILE, XdsResources};
+use crate::provider::local::envoy_config::{CDS_FILE, LDS_FILE, XdsResources};
 
 /// Why writing xDS or bootstrap files failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,15 +21,16 @@ pub struct WriteConfigError {
 }
 
 /// Envoy's command-line arguments (after the binary): the bootstrap, no hot restart (its shared
-/// memory lives in `/dev/shm`, which network namespaces share, so two Envoys would collide), one
-/// worker thread, and the log level. Run the binary inside the pod's network namespace.
-pub fn envoy_args(bootstrap: &Path, log_level: &str) -> Vec<OsString> {
+/// memory lives in `/dev/shm`, which network namespaces share, so two Envoys would collide),
+/// `concurrency` worker threads (the plan's install values: Istio's default is 2), and the log
+/// level. Run the binary inside the pod's network namespace.
+pub fn envoy_args(bootstrap: &Path, log_level: &str, concurrency: u32) -> Vec<OsString> {
     vec![
         "-c".into(),
         bootstrap.as_os_str().to_owned(),
         "--disable-hot-restart".into(),
         "--concurrency".into(),
-        "1".into(),
+        concurrency.to_string().into(),
         "--log-level".into(),
         log_level.into(),
     ]
@@ -41,10 +42,16 @@ pub fn write_bootstrap(path: &Path, bootstrap: &Value) -> Result<(), WriteConfig
 }
 
 /// Replaces the clusters (CDS) in `dir`, the directory the bootstrap watches, by writing a hidden
-/// temporary file and renaming it over `cds.json` (Envoy notices only a rename). The listeners are
+/// temporary file and renaming it over `cds.json` (Envoy notices only a rename); then, for a
+/// proxy with dynamic listeners (a gateway), `lds.json` the same way. A sidecar's listeners are
 /// static (see [`super::envoy_config::bootstrap`]).
 pub fn write_xds(dir: &Path, resources: &XdsResources) -> Result<(), WriteConfigError> {
-    write_atomically(&dir.join(CDS_FILE), &resources.clusters)
+    // Clusters first: a listener may name them.
+    write_atomically(&dir.join(CDS_FILE), &resources.clusters)?;
+    if resources.listeners_dynamic {
+        write_atomically(&dir.join(LDS_FILE), &resources.listeners)?;
+    }
+    Ok(())
 }
 
 fn write_atomically(path: &Path, content: &Value) -> Result<(), WriteConfigError> {
@@ -86,7 +93,7 @@ mod tests {
 
     #[test]
     fn envoy_runs_without_hot_restart_on_one_worker() {
-        let args = envoy_args(Path::new("/b.json"), "warn");
+        let args = envoy_args(Path::new("/b.json"), "warn", 1);
         let args: Vec<&str> = args.iter().map(|arg| arg.to_str().unwrap()).collect();
         assert_eq!(
             args,
@@ -108,6 +115,7 @@ mod tests {
         let resources = gateway_resources(&GatewaySpec {
             node_id: "gw".into(),
             routes: vec![],
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
         });
         write_xds(&dir, &resources).unwrap();
         write_xds(&dir, &resources).unwrap();
@@ -116,9 +124,11 @@ mod tests {
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["cds.json"]);
+        assert_eq!(names, ["cds.json", "lds.json"], "a gateway's listeners are dynamic");
         let clusters: Value = serde_json::from_slice(&std::fs::read(dir.join("cds.json")).unwrap()).unwrap();
         assert_eq!(clusters, resources.clusters);
+        let listeners: Value = serde_json::from_slice(&std::fs::read(dir.join("lds.json")).unwrap()).unwrap();
+        assert_eq!(listeners, resources.listeners);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -25,7 +25,7 @@ impl World {
                 command.args(["workload", "echo", "--pod", &pod.name, "--cluster", &cluster.name]);
                 for port in &service.ports {
                     let flag = match port.protocol {
-                        Protocol::Http => "--http",
+                        Protocol::Http | Protocol::Http2 => "--http",
                         Protocol::Tcp => "--tcp",
                     };
                     command.args([flag, &port.number.value.to_string()]);

@@ -315,6 +315,18 @@ impl Provider for LocalProvider {
         self.world()?.check_alive()
     }
 
+    async fn gateway_hops(&mut self) -> Result<Option<u64>, ProviderError> {
+        let world = self.world()?;
+        let counted = world.gateway_hops().await;
+        world.explained(counted).map(Some)
+    }
+
+    async fn config_rejections(&mut self) -> Result<Vec<String>, ProviderError> {
+        let world = self.world()?;
+        let found = world.config_rejections().await;
+        world.explained(found)
+    }
+
     async fn stuck(&mut self) -> Vec<String> {
         match self.world.as_mut() {
             Some(world) => world.stuck().await,

@@ -7,7 +7,7 @@
 //! the lines of its log that say why.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use anyhow::anyhow;
 use super::{CONFIG_APPLIED_TIMEOUT, ENVOY_READY_TIMEOUT, LocalOptions, World, failed, pod_dir};
 use crate::pki;
 use crate::plan::Plan;
-use crate::provider::local::control_plane::{self, ProxySettings};
+use crate::provider::local::control_plane;
 use crate::provider::local::envoy_binary::{
     AwaitReadyError, admin_get, await_ready, envoy_args, parse_counters, write_bootstrap, write_xds,
 };
@@ -37,6 +37,8 @@ pub(super) struct Proxy {
     pub(super) admin_socket: PathBuf,
     pushed: Option<XdsResources>,
     pub(super) started: bool,
+    /// Envoy worker threads (the cluster's install values).
+    concurrency: u32,
 }
 
 /// `GET path` on `proxy`'s admin socket, failing after [`ADMIN_TIMEOUT`] naming the proxy.
@@ -170,12 +172,10 @@ impl World {
         plan: &Plan,
         settings: &PhaseSettings,
     ) -> Result<(), ProviderError> {
-        let proxy_settings = ProxySettings {
-            max_requests_per_connection: settings.new_connection_per_request.then_some(1),
-        };
         let mut desired = Vec::new();
         for cluster_plan in &plan.clusters {
             let cluster = self.cluster(&cluster_plan.cluster)?.clone();
+            let concurrency = cluster_plan.install.proxy_concurrency;
             for pod in &cluster.pods {
                 let foreign = settings.foreign_client_cert.as_ref() == Some(&(cluster.name.clone(), pod.name.clone()));
                 let genuine_certs = self.certs_for(options, &cluster.name, &pod.name, false)?;
@@ -192,7 +192,6 @@ impl World {
                         cluster_plan,
                         pod,
                         certs,
-                        proxy_settings,
                     );
                     envoy_config::sidecar_resources(&spec)
                 };
@@ -203,11 +202,12 @@ impl World {
                     Some(certs) => XdsResources {
                         listeners: genuine.listeners,
                         clusters: sidecar(certs).clusters,
+                        listeners_dynamic: false,
                     },
                     None => genuine,
                 };
                 let name = format!("envoy for pod {} in {}", pod.name, cluster.name);
-                desired.push((cluster.name.clone(), pod.name.clone(), name, resources));
+                desired.push((cluster.name.clone(), pod.name.clone(), name, resources, concurrency));
             }
             let gateway = control_plane::gateway_spec(&cluster, cluster_plan);
             let name = format!("envoy of gateway {GATEWAY_POD} in {}", cluster.name);
@@ -216,11 +216,12 @@ impl World {
                 GATEWAY_POD.to_owned(),
                 name,
                 envoy_config::gateway_resources(&gateway),
+                concurrency,
             ));
         }
         let mut started = Vec::new();
         let mut updated = Vec::new();
-        for (cluster, pod, name, resources) in desired {
+        for (cluster, pod, name, resources, concurrency) in desired {
             let key = (cluster.clone(), pod.clone());
             let proxy = self.proxies.entry(key.clone()).or_insert_with(|| {
                 let dir = pod_dir(&options.run_dir, &cluster, &pod).join("envoy");
@@ -230,6 +231,7 @@ impl World {
                     dir,
                     pushed: None,
                     started: false,
+                    concurrency,
                 }
             });
             if proxy.pushed.as_ref() == Some(&resources) {
@@ -238,7 +240,7 @@ impl World {
             if let Some(pushed) = proxy
                 .pushed
                 .as_ref()
-                .filter(|pushed| pushed.listeners != resources.listeners)
+                .filter(|pushed| !pushed.listeners_dynamic && pushed.listeners != resources.listeners)
             {
                 return Err(ProviderError::failed(
                     format!("reconfiguring {}", proxy.name),
@@ -283,7 +285,7 @@ impl World {
         write_bootstrap(&bootstrap_path, &bootstrap)
             .map_err(|error| failed(format!("configuring {}", proxy.name))(error.into()))?;
         let mut command = Command::new(&options.envoy);
-        command.args(envoy_args(&bootstrap_path, "warning"));
+        command.args(envoy_args(&bootstrap_path, "warning", proxy.concurrency));
         let log_dir = proxy.dir.clone();
         let name = proxy.name.clone();
         proxy.started = true;
@@ -386,6 +388,99 @@ impl World {
                 .unwrap_or(0);
         }
         Ok(failures)
+    }
+
+    /// Connections the gateways opened to other gateways so far (Istio 1.5-1.18 merge a same-host
+    /// ServiceEntry's gateways into the passthrough cluster, row 2b): from each gateway's
+    /// `/clusters`, the `cx_total` of every host on port 15443 of an `outbound_` SNI cluster.
+    pub(super) async fn gateway_hops(&self) -> Result<u64, ProviderError> {
+        let mut hops = 0;
+        for cluster in &self.topology.clusters {
+            let Some(proxy) = self.proxies.get(&(cluster.name.clone(), GATEWAY_POD.to_owned())) else {
+                continue;
+            };
+            let text = admin_call(proxy, "/clusters", "reading upstream hosts").await?;
+            hops += gateway_to_gateway_connections(&text);
+        }
+        Ok(hops)
+    }
+
+    /// Listeners a gateway's Envoy refused, each with Envoy's reason from its log.
+    pub(super) async fn config_rejections(&self) -> Result<Vec<String>, ProviderError> {
+        let mut rejections = Vec::new();
+        for cluster in &self.topology.clusters {
+            let Some(proxy) = self.proxies.get(&(cluster.name.clone(), GATEWAY_POD.to_owned())) else {
+                continue;
+            };
+            let counters = parse_counters(&admin_call(proxy, "/stats?filter=lds", "reading LDS stats").await?);
+            let rejected = counters
+                .get("listener_manager.lds.update_rejected")
+                .copied()
+                .unwrap_or(0);
+            if rejected == 0 {
+                continue;
+            }
+            let reason = last_rejection_in_logs(&proxy.dir).unwrap_or_else(|| "no reason found in its log".to_owned());
+            rejections.push(format!(
+                "{} rejected its listeners (listener_manager.lds.update_rejected = {rejected}): {reason}",
+                proxy.name
+            ));
+        }
+        Ok(rejections)
+    }
+}
+
+/// Sums `cx_total` of upstream hosts on the gateway port in `outbound_…` (SNI) clusters of an
+/// Envoy `/clusters` text (`outbound_.80_._.bar.ns2.svc.cluster.local::100.64.0.10:15443::cx_total::3`).
+fn gateway_to_gateway_connections(clusters_text: &str) -> u64 {
+    let gateway_port = format!(":{}", crate::inventory::GATEWAY_PORT);
+    clusters_text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split("::");
+            let (cluster, host, stat, value) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+            (cluster.starts_with("outbound_.") && host.ends_with(&gateway_port) && stat == "cx_total")
+                .then(|| value.trim().parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// Envoy's message on the last "config rejected" line of the logs in `dir`.
+fn last_rejection_in_logs(dir: &Path) -> Option<String> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+        .collect();
+    logs.sort();
+    logs.iter().rev().find_map(|log| {
+        let text = std::fs::read_to_string(log).ok()?;
+        let line = text.lines().rev().find(|line| line.contains("config rejected"))?;
+        // `[time][thread][level][logger] [source:line] message`: keep the message.
+        Some(
+            line.rsplit_once("] ")
+                .map_or(line, |(_, message)| message)
+                .trim()
+                .to_owned(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod hop_tests {
+    use super::gateway_to_gateway_connections;
+
+    #[test]
+    fn only_gateway_hosts_of_sni_clusters_count_as_hops() {
+        let text = "\
+outbound_.80_._.bar.ns2.svc.cluster.local::10.20.0.10:80::cx_total::7
+outbound_.80_._.bar.ns2.svc.cluster.local::100.64.0.10:15443::cx_total::3
+outbound_.80_._.bar.ns2.svc.cluster.local::100.64.0.10:15443::rq_total::9
+outbound|80||bar.ns2.svc.cluster.local::100.64.0.11:15443::cx_total::5
+outbound_.9090_._.bar.ns2.svc.cluster.local::100.64.0.12:15443::cx_total::2
+";
+        assert_eq!(gateway_to_gateway_connections(text), 5);
     }
 }
 

@@ -56,7 +56,7 @@ impl World {
             &host,
             "--protocol",
             match traffic.protocol {
-                Protocol::Http => "http",
+                Protocol::Http | Protocol::Http2 => "http",
                 Protocol::Tcp => "tcp",
             },
             "--requests",

@@ -43,11 +43,6 @@ pub const PEER_IDENTITY_TLV_TYPE: u8 = 0xE0;
 /// a gateway, the gateway's side of its connection.
 pub const DOWNSTREAM_PEER_HEADER: &str = "x-meshfed-downstream-peer";
 
-/// ALPN the client sidecar offers, as Istio's sidecar does in-mesh (upstream Envoy has no Istio ALPN
-/// filter, so it goes into the TLS context). HTTP ports also offer `h2` so the server sidecar's
-/// codec knows the connection speaks HTTP/2.
-const ISTIO_ALPN: [&str; 2] = ["istio-peer-exchange", "istio"];
-
 /// ALPN the server sidecar accepts on HTTP ports: it picks `h2` when the client offers it.
 const INBOUND_HTTP_ALPN: [&str; 2] = ["h2", "http/1.1"];
 
@@ -72,6 +67,14 @@ const HTTP_PROTOCOL_OPTIONS_TYPE: &str = "type.googleapis.com/envoy.extensions.u
 /// Port protocols are the scenario's own.
 pub use crate::scenario::Protocol;
 
+mod bootstrap;
+mod gateway;
+mod sidecar;
+
+pub use bootstrap::{CDS_FILE, LDS_FILE, bootstrap, static_bootstrap};
+pub use gateway::gateway_resources;
+pub use sidecar::sidecar_resources;
+
 /// Workload certificate files in Istio 1.1's layout (`cert-chain.pem`, `key.pem`,
 /// `root-cert.pem`). Envoy reads them itself, so they must be readable by the Envoy process.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +98,7 @@ impl CertPaths {
     }
 }
 
-/// A port the pod's app serves on `127.0.0.1:<port>`; the sidecar accepts mTLS for it on
+/// A port the pod's app serves on `127.0.0.1:<port>`; the sidecar accepts callers for it on
 /// `<pod IP>:<port>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundPort {
@@ -103,6 +106,34 @@ pub struct InboundPort {
     pub port: u16,
     /// How the port is proxied.
     pub protocol: Protocol,
+    /// What callers must present.
+    pub mtls: InboundMtls,
+}
+
+/// What an inbound listener accepts (PeerAuthentication / MeshPolicy mode).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InboundMtls {
+    /// Istio mTLS only: a client certificate from the mesh root is required.
+    Strict,
+    /// `tls_inspector` chains as Istio builds them: TLS offering one of `istio_alpn` is mTLS, plain
+    /// text is accepted as plain text (`pilot/pkg/networking/core/v1alpha3/filterchain_options.go`).
+    Permissive {
+        /// ALPN values that select the mTLS chain.
+        istio_alpn: Vec<String>,
+    },
+    /// No sidecar: the app's port, plain text only.
+    Disabled,
+}
+
+/// How a client sidecar secures connections to a service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpstreamTls {
+    /// A DestinationRule with `tls.mode: ISTIO_MUTUAL`: mTLS to every endpoint.
+    IstioMutual,
+    /// Auto-mTLS: mTLS to endpoints labelled `tlsMode: istio`, plain text to the others.
+    Auto,
+    /// Plain text (no DestinationRule and no auto-mTLS, or no sidecar).
+    Plaintext,
 }
 
 /// Where an endpoint runs, as Envoy's locality (Kubernetes `topology.kubernetes.io/region`/`zone`).
@@ -130,6 +161,9 @@ pub struct LbEndpoint {
     /// Envoy priority: 0 is used first; higher priorities get traffic only when lower ones are
     /// unhealthy (failover).
     pub priority: u32,
+    /// The endpoint carries Istio's `tlsMode: istio` label (a sidecar-injected pod), which
+    /// auto-mTLS matches on.
+    pub istio_mtls: bool,
 }
 
 /// A service port the pod's app calls at `<cluster IP>:<port>`.
@@ -148,9 +182,22 @@ pub struct OutboundPort {
     pub server_identities: Vec<String>,
     /// Endpoints; empty makes every call fail (HTTP 503 "no healthy upstream", TCP reset).
     pub endpoints: Vec<LbEndpoint>,
+    /// mTLS origination.
+    pub tls: UpstreamTls,
+    /// ALPN offered on mTLS (the version's, see [`crate::plan::versions::IstioBehaviour::client_alpn`]).
+    pub alpn: Vec<String>,
+    /// HTTP/2 to the upstream sidecar (an `http2` port or `h2UpgradePolicy: UPGRADE`); HTTP/1.1
+    /// otherwise.
+    pub http2: bool,
+    /// Load-balancing policy.
+    pub load_balancer: crate::scenario::LoadBalancer,
     /// Requests per upstream connection (HTTP only): `Some(1)` opens a new mTLS connection per
     /// request, so a passthrough gateway balances each request. `None` pools connections.
     pub max_requests_per_connection: Option<u32>,
+    /// Envoy outlier detection (the DestinationRule's `outlierDetection`).
+    pub outlier_detection: bool,
+    /// Proxy bytes only (a pod without a sidecar: kube-proxy), whatever the port's protocol.
+    pub l4_only: bool,
 }
 
 /// Everything one pod's sidecar needs.
@@ -177,8 +224,14 @@ pub struct SidecarSpec {
 pub struct SniRoute {
     /// The SNI, e.g. `outbound_.80_._.bar.ns2.svc.cluster.local` (see [`outbound_sni`]).
     pub sni: String,
-    /// Local pods' `podIP:port`; balanced round robin, one choice per TCP connection.
+    /// Local pods' `podIP:port`; one choice per TCP connection.
     pub endpoints: Vec<SocketAddrV4>,
+    /// Other clusters' gateways (`address:15443`, weight) merged in from a same-host ServiceEntry
+    /// (Istio 1.5-1.18, docs/fidelity.md row 2b): the ClientHello goes on unchanged, so the next
+    /// gateway chooses again.
+    pub merged_gateways: Vec<(SocketAddrV4, u32)>,
+    /// The filter chain is emitted twice (Istio 1.10-1.21, row 2d): Envoy rejects the listener.
+    pub duplicated_chain: bool,
 }
 
 /// Everything one cluster's SNI gateway needs.
@@ -188,6 +241,8 @@ pub struct GatewaySpec {
     pub node_id: String,
     /// One route per (service, port) with local pods.
     pub routes: Vec<SniRoute>,
+    /// Load-balancing policy of the SNI clusters (the version's default).
+    pub load_balancer: crate::scenario::LoadBalancer,
 }
 
 /// LDS and CDS content, each a `DiscoveryResponse` as Envoy's file-based xDS reads it.
@@ -197,6 +252,11 @@ pub struct XdsResources {
     pub listeners: Value,
     /// `{"version_info": …, "resources": [Cluster…]}`.
     pub clusters: Value,
+    /// The listeners come from a watched LDS file instead of the bootstrap, so a listener Envoy
+    /// rejects is reported (`listener_manager.lds.update_rejected`) instead of stopping Envoy:
+    /// gateways, whose 15443 listener Istio 1.10-1.21 can make invalid (row 2d).
+    #[serde(default)]
+    pub listeners_dynamic: bool,
 }
 
 /// Istio's outbound cluster name for a service port: `outbound|80||bar.ns2.svc.cluster.local`.
@@ -232,368 +292,6 @@ pub fn outbound_listener_name(cluster_ip: Ipv4Addr, port: u16) -> String {
     format!("outbound_{cluster_ip}_{port}")
 }
 
-/// Envoy bootstrap: node id; the listeners of `resources` as static resources; CDS from
-/// `cds.json` in `xds_dir` (watched, so an atomic rename into the directory reconfigures the
-/// running Envoy); admin API on the unix socket `admin_socket` (keep its path under 108 bytes).
-///
-/// Listeners are static because nothing a run changes lives in them (services, ports and pods are
-/// fixed; weights, the connection policy and certificates are cluster settings), and every watched
-/// xDS file costs its Envoy one inotify instance, of which a user has 128 by default
-/// (`fs.inotify.max_user_instances`): one per Envoy instead of two doubles the pods a world can have.
-pub fn bootstrap(node_id: &str, xds_dir: &Path, admin_socket: &Path, resources: &XdsResources) -> Value {
-    json!({
-        "node": { "id": node_id, "cluster": "meshfed" },
-        "static_resources": {
-            "listeners": untyped_resources(&resources.listeners),
-        },
-        "dynamic_resources": {
-            "cds_config": {
-                "resource_api_version": "V3",
-                "path_config_source": {
-                    "path": xds_dir.join(CDS_FILE),
-                    "watched_directory": { "path": xds_dir },
-                },
-            },
-        },
-        "admin": {
-            "address": { "pipe": { "path": admin_socket } },
-        },
-    })
-}
-
-/// The resources of a DiscoveryResponse without their `@type`, as bootstrap static resources
-/// want them.
-fn untyped_resources(response: &Value) -> Vec<Value> {
-    response["resources"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|item| {
-                    let mut item = item.clone();
-                    if let Some(object) = item.as_object_mut() {
-                        object.remove("@type");
-                    }
-                    item
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// File in the xDS directory that holds the clusters.
-pub const CDS_FILE: &str = "cds.json";
-
-/// A bootstrap with the listeners and clusters inlined as static resources (for
-/// `envoy --mode validate`, which does not read file-based xDS).
-pub fn static_bootstrap(node_id: &str, admin_socket: &Path, resources: &XdsResources) -> Value {
-    json!({
-        "node": { "id": node_id, "cluster": "meshfed" },
-        "static_resources": {
-            "listeners": untyped_resources(&resources.listeners),
-            "clusters": untyped_resources(&resources.clusters),
-        },
-        "admin": { "address": { "pipe": { "path": admin_socket } } },
-    })
-}
-
-/// Listeners and clusters for one pod's sidecar.
-pub fn sidecar_resources(spec: &SidecarSpec) -> XdsResources {
-    let mut listeners = Vec::new();
-    let mut clusters = Vec::new();
-    for inbound in &spec.inbound {
-        listeners.push(inbound_listener(spec, inbound));
-        clusters.push(inbound_cluster(inbound));
-    }
-    for outbound in &spec.outbound {
-        listeners.push(outbound_listener(outbound));
-        clusters.push(outbound_cluster(&spec.certs, outbound));
-    }
-    XdsResources {
-        listeners: discovery_response(LISTENER_TYPE, listeners),
-        clusters: discovery_response(CLUSTER_TYPE, clusters),
-    }
-}
-
-/// Listener and clusters for one cluster's SNI gateway. The listener always exists (an unknown SNI
-/// must be refused and counted, not meet a closed port); with no routes it has one filter chain
-/// for an SNI no client sends, since Envoy rejects a listener without filter chains.
-pub fn gateway_resources(spec: &GatewaySpec) -> XdsResources {
-    let mut filter_chains = Vec::new();
-    let mut clusters = Vec::new();
-    for route in &spec.routes {
-        filter_chains.push(json!({
-            "filter_chain_match": { "server_names": [route.sni] },
-            "filters": [tcp_proxy_filter(&route.sni, &route.sni)],
-        }));
-        let endpoints: Vec<Value> = route
-            .endpoints
-            .iter()
-            .map(|endpoint| lb_endpoint(*endpoint.ip(), endpoint.port(), 1))
-            .collect();
-        clusters.push(json!({
-            "@type": CLUSTER_TYPE,
-            "name": route.sni,
-            "type": "STATIC",
-            "connect_timeout": CONNECT_TIMEOUT,
-            "lb_policy": "ROUND_ROBIN",
-            "load_assignment": {
-                "cluster_name": route.sni,
-                "endpoints": [{ "lb_endpoints": endpoints }],
-            },
-        }));
-    }
-    if filter_chains.is_empty() {
-        const NO_ROUTE: &str = "meshfed-gateway-has-no-routes.invalid";
-        filter_chains.push(json!({
-            "filter_chain_match": { "server_names": [NO_ROUTE] },
-            "filters": [tcp_proxy_filter(NO_ROUTE, NO_ROUTE)],
-        }));
-        clusters.push(json!({
-            "@type": CLUSTER_TYPE,
-            "name": NO_ROUTE,
-            "type": "STATIC",
-            "connect_timeout": CONNECT_TIMEOUT,
-            "load_assignment": { "cluster_name": NO_ROUTE, "endpoints": [] },
-        }));
-    }
-    let listener = json!({
-        "@type": LISTENER_TYPE,
-        "name": gateway_listener_name(),
-        "address": socket_address(Ipv4Addr::UNSPECIFIED, GATEWAY_PORT),
-        "listener_filters": [{
-            "name": "envoy.filters.listener.tls_inspector",
-            "typed_config": { "@type": TLS_INSPECTOR_TYPE },
-        }],
-        "filter_chains": filter_chains,
-    });
-    XdsResources {
-        listeners: discovery_response(LISTENER_TYPE, vec![listener]),
-        clusters: discovery_response(CLUSTER_TYPE, clusters),
-    }
-}
-
-fn inbound_listener(spec: &SidecarSpec, inbound: &InboundPort) -> Value {
-    let cluster = inbound_cluster_name(inbound.port);
-    let stat_prefix = format!("inbound_{}", inbound.port);
-    let (filter, alpn): (Value, &[&str]) = match inbound.protocol {
-        Protocol::Http => (
-            json!({
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": HCM_TYPE,
-                    "stat_prefix": stat_prefix,
-                    "codec_type": "AUTO",
-                    "forward_client_cert_details": "SANITIZE_SET",
-                    "set_current_client_cert_details": { "uri": true },
-                    "route_config": {
-                        "name": cluster,
-                        // The listeners are static and load before CDS delivers the clusters.
-                        "validate_clusters": false,
-                        "virtual_hosts": [{
-                            "name": "inbound",
-                            "domains": ["*"],
-                            "routes": [{
-                                "match": { "prefix": "/" },
-                                "route": { "cluster": cluster },
-                            }],
-                            "request_headers_to_add": [{
-                                "header": {
-                                    "key": DOWNSTREAM_PEER_HEADER,
-                                    // DIRECT: the connection's peer, never an address a caller
-                                    // put into x-forwarded-for.
-                                    "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",
-                                },
-                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                            }],
-                        }],
-                    },
-                    "http_filters": [router_filter()],
-                },
-            }),
-            &INBOUND_HTTP_ALPN,
-        ),
-        Protocol::Tcp => (inbound_tcp_proxy_filter(&stat_prefix, &cluster), &[]),
-    };
-    let mut common_tls_context = json!({
-        "tls_certificates": [tls_certificate(&spec.certs)],
-        "validation_context": { "trusted_ca": { "filename": spec.certs.root } },
-    });
-    if !alpn.is_empty() {
-        common_tls_context["alpn_protocols"] = json!(alpn);
-    }
-    json!({
-        "@type": LISTENER_TYPE,
-        "name": inbound_listener_name(spec.pod_ip, inbound.port),
-        "address": socket_address(spec.pod_ip, inbound.port),
-        "filter_chains": [{
-            "filters": [filter],
-            "transport_socket": {
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": DOWNSTREAM_TLS_TYPE,
-                    "require_client_certificate": true,
-                    "common_tls_context": common_tls_context,
-                },
-            },
-        }],
-    })
-}
-
-fn inbound_cluster(inbound: &InboundPort) -> Value {
-    let name = inbound_cluster_name(inbound.port);
-    let mut cluster = json!({
-        "@type": CLUSTER_TYPE,
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": CONNECT_TIMEOUT,
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{ "lb_endpoints": [lb_endpoint(Ipv4Addr::LOCALHOST, inbound.port, 1)] }],
-        },
-    });
-    if inbound.protocol == Protocol::Tcp {
-        // The PROXY v2 header itself (addresses + TLV) is built by the inbound tcp_proxy, which
-        // sees the downstream connection; the transport socket only writes it, and forwards only
-        // TLV types listed here.
-        cluster["transport_socket"] = json!({
-            "name": "envoy.transport_sockets.upstream_proxy_protocol",
-            "typed_config": {
-                "@type": PROXY_PROTOCOL_TYPE,
-                "config": {
-                    "version": "V2",
-                    "pass_through_tlvs": {
-                        "match_type": "INCLUDE",
-                        "tlv_type": [PEER_IDENTITY_TLV_TYPE],
-                    },
-                },
-                "transport_socket": {
-                    "name": "envoy.transport_sockets.raw_buffer",
-                    "typed_config": { "@type": RAW_BUFFER_TYPE },
-                },
-            },
-        });
-    }
-    cluster
-}
-
-fn outbound_listener(outbound: &OutboundPort) -> Value {
-    let cluster = outbound_cluster_name(outbound.port, &outbound.host);
-    let stat_prefix = outbound_listener_name(outbound.cluster_ip, outbound.port);
-    let filter = match outbound.protocol {
-        Protocol::Http => json!({
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": HCM_TYPE,
-                "stat_prefix": stat_prefix,
-                "codec_type": "AUTO",
-                "route_config": {
-                    "name": cluster,
-                    // The listeners are static and load before CDS delivers the clusters.
-                    "validate_clusters": false,
-                    "virtual_hosts": [{
-                        "name": cluster,
-                        "domains": ["*"],
-                        "routes": [{
-                            "match": { "prefix": "/" },
-                            "route": { "cluster": cluster },
-                        }],
-                    }],
-                },
-                "http_filters": [router_filter()],
-            },
-        }),
-        Protocol::Tcp => tcp_proxy_filter(&stat_prefix, &cluster),
-    };
-    json!({
-        "@type": LISTENER_TYPE,
-        "name": stat_prefix,
-        "address": socket_address(outbound.cluster_ip, outbound.port),
-        "filter_chains": [{ "filters": [filter] }],
-    })
-}
-
-fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
-    let name = outbound_cluster_name(outbound.port, &outbound.host);
-    let mut alpn: Vec<&str> = ISTIO_ALPN.to_vec();
-    if outbound.protocol == Protocol::Http {
-        alpn.push("h2");
-    }
-    let mut validation_context = json!({ "trusted_ca": { "filename": certs.root } });
-    if !outbound.server_identities.is_empty() {
-        let matchers: Vec<Value> = outbound
-            .server_identities
-            .iter()
-            .map(|identity| json!({ "san_type": "URI", "matcher": { "exact": identity } }))
-            .collect();
-        validation_context["match_typed_subject_alt_names"] = json!(matchers);
-    }
-    let mut cluster = json!({
-        "@type": CLUSTER_TYPE,
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": CONNECT_TIMEOUT,
-        "lb_policy": "ROUND_ROBIN",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": locality_lb_endpoints(&outbound.endpoints),
-        },
-        "transport_socket": {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": UPSTREAM_TLS_TYPE,
-                "sni": outbound_sni(outbound.port, &outbound.host),
-                "common_tls_context": {
-                    "tls_certificates": [tls_certificate(certs)],
-                    "alpn_protocols": alpn,
-                    "validation_context": validation_context,
-                },
-            },
-        },
-    });
-    if outbound.protocol == Protocol::Http {
-        let mut options = json!({
-            "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
-            "explicit_http_config": { "http2_protocol_options": {} },
-        });
-        if let Some(max) = outbound.max_requests_per_connection {
-            options["common_http_protocol_options"] = json!({ "max_requests_per_connection": max });
-        }
-        cluster["typed_extension_protocol_options"] = json!({ HTTP_PROTOCOL_OPTIONS_KEY: options });
-    }
-    cluster
-}
-
-/// Groups endpoints by (locality, priority) in order of first appearance, as Envoy wants one
-/// `LocalityLbEndpoints` per locality and priority. Weight-0 endpoints are dropped.
-fn locality_lb_endpoints(endpoints: &[LbEndpoint]) -> Vec<Value> {
-    let mut groups: Vec<(Option<&Locality>, u32, Vec<Value>)> = Vec::new();
-    for endpoint in endpoints.iter().filter(|endpoint| endpoint.weight > 0) {
-        let entry = lb_endpoint(endpoint.address, endpoint.port, endpoint.weight);
-        let key = (endpoint.locality.as_ref(), endpoint.priority);
-        match groups
-            .iter_mut()
-            .find(|(locality, priority, _)| (*locality, *priority) == key)
-        {
-            Some((_, _, members)) => members.push(entry),
-            None => groups.push((key.0, key.1, vec![entry])),
-        }
-    }
-    groups
-        .into_iter()
-        .map(|(locality, priority, members)| {
-            let mut group = json!({ "lb_endpoints": members });
-            if let Some(locality) = locality {
-                group["locality"] = json!({ "region": locality.region, "zone": locality.zone });
-            }
-            if priority > 0 {
-                group["priority"] = json!(priority);
-            }
-            group
-        })
-        .collect()
-}
-
 fn lb_endpoint(address: Ipv4Addr, port: u16, weight: u32) -> Value {
     json!({
         "endpoint": { "address": socket_address(address, port) },
@@ -616,30 +314,6 @@ fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Value {
     json!({
         "name": "envoy.filters.network.tcp_proxy",
         "typed_config": { "@type": TCP_PROXY_TYPE, "stat_prefix": stat_prefix, "cluster": cluster },
-    })
-}
-
-/// The server sidecar's tcp_proxy for a TCP port: it connects to the app only after the client's
-/// TLS handshake (so the peer certificate is known) and hands the app a PROXY v2 header whose
-/// source is the downstream peer address and whose TLV [`PEER_IDENTITY_TLV_TYPE`] is the peer's
-/// URI SAN. (A format-string TLV on the transport socket itself is evaluated against the upstream
-/// connection and yields `-`: measured with Envoy 1.40.0.)
-fn inbound_tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Value {
-    json!({
-        "name": "envoy.filters.network.tcp_proxy",
-        "typed_config": {
-            "@type": TCP_PROXY_TYPE,
-            "stat_prefix": stat_prefix,
-            "cluster": cluster,
-            "upstream_connect_mode": "ON_DOWNSTREAM_TLS_HANDSHAKE",
-            "max_early_data_bytes": 0,
-            "proxy_protocol_tlvs": [{
-                "type": PEER_IDENTITY_TLV_TYPE,
-                "format_string": {
-                    "text_format_source": { "inline_string": "%DOWNSTREAM_PEER_URI_SAN%" },
-                },
-            }],
-        },
     })
 }
 
@@ -682,6 +356,29 @@ mod tests {
                 zone: zone.into(),
             }),
             priority,
+            istio_mtls: port != GATEWAY_PORT,
+        }
+    }
+
+    fn outbound(port: u16, protocol: Protocol, endpoints: Vec<LbEndpoint>, max: Option<u32>) -> OutboundPort {
+        OutboundPort {
+            host: BAR.into(),
+            cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
+            port,
+            protocol,
+            server_identities: vec![BAR_IDENTITY.into()],
+            endpoints,
+            tls: UpstreamTls::IstioMutual,
+            alpn: if protocol.is_http() {
+                vec!["istio-http/1.1".into(), "istio".into(), "http/1.1".into()]
+            } else {
+                vec!["istio-peer-exchange".into(), "istio".into()]
+            },
+            http2: false,
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
+            max_requests_per_connection: max,
+            outlier_detection: false,
+            l4_only: false,
         }
     }
 
@@ -696,35 +393,31 @@ mod tests {
                 InboundPort {
                     port: 80,
                     protocol: Protocol::Http,
+                    mtls: InboundMtls::Strict,
                 },
                 InboundPort {
                     port: 9090,
                     protocol: Protocol::Tcp,
+                    mtls: InboundMtls::Strict,
                 },
             ],
             outbound: vec![
-                OutboundPort {
-                    host: BAR.into(),
-                    cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
-                    port: 80,
-                    protocol: Protocol::Http,
-                    server_identities: vec![BAR_IDENTITY.into()],
-                    endpoints: vec![
+                outbound(
+                    80,
+                    Protocol::Http,
+                    vec![
                         endpoint([10, 10, 0, 7], 80, 1, Some("zone-1"), 0),
                         endpoint([10, 20, 0, 2], GATEWAY_PORT, 2, Some("zone-2"), 0),
                         endpoint([10, 30, 0, 2], GATEWAY_PORT, 3, None, 1),
                     ],
-                    max_requests_per_connection: Some(1),
-                },
-                OutboundPort {
-                    host: BAR.into(),
-                    cluster_ip: Ipv4Addr::new(10, 96, 0, 10),
-                    port: 9090,
-                    protocol: Protocol::Tcp,
-                    server_identities: vec![BAR_IDENTITY.into()],
-                    endpoints: vec![endpoint([10, 20, 0, 2], GATEWAY_PORT, 2, None, 0)],
-                    max_requests_per_connection: None,
-                },
+                    Some(1),
+                ),
+                outbound(
+                    9090,
+                    Protocol::Tcp,
+                    vec![endpoint([10, 20, 0, 2], GATEWAY_PORT, 2, None, 0)],
+                    None,
+                ),
             ],
         }
     }
@@ -739,12 +432,17 @@ mod tests {
                         SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), 80),
                         SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 8), 80),
                     ],
+                    merged_gateways: vec![],
+                    duplicated_chain: false,
                 },
                 SniRoute {
                     sni: outbound_sni(9090, BAR),
                     endpoints: vec![SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), 9090)],
+                    merged_gateways: vec![],
+                    duplicated_chain: false,
                 },
             ],
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
         }
     }
 
@@ -807,6 +505,7 @@ mod tests {
         assert_listeners_only_name_existing_clusters(&gateway_resources(&GatewaySpec {
             node_id: "empty".into(),
             routes: vec![],
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
         }));
     }
 
@@ -904,7 +603,7 @@ mod tests {
     fn client_sidecar_originates_istio_mtls() {
         let resources = sidecar_resources(&foo_sidecar());
         for (port, alpn) in [
-            (80, json!(["istio-peer-exchange", "istio", "h2"])),
+            (80, json!(["istio-http/1.1", "istio", "http/1.1"])),
             (9090, json!(["istio-peer-exchange", "istio"])),
         ] {
             let cluster = named(&resources.clusters, &outbound_cluster_name(port, BAR));
@@ -933,11 +632,11 @@ mod tests {
     }
 
     #[test]
-    fn http_outbound_speaks_http2_and_limits_requests_per_connection() {
+    fn http_outbound_speaks_http1_and_limits_requests_per_connection() {
         let resources = sidecar_resources(&foo_sidecar());
         let http = named(&resources.clusters, &outbound_cluster_name(80, BAR));
         let options = &http["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS_KEY];
-        assert_eq!(options["explicit_http_config"], json!({ "http2_protocol_options": {} }));
+        assert_eq!(options["explicit_http_config"], json!({ "http_protocol_options": {} }));
         assert_eq!(
             options["common_http_protocol_options"]["max_requests_per_connection"],
             1
@@ -984,8 +683,11 @@ mod tests {
             &inbound_listener_name(Ipv4Addr::new(10, 10, 0, 5), 80),
         );
         let manager = &listener["filter_chains"][0]["filters"][0]["typed_config"];
-        assert_eq!(manager["forward_client_cert_details"], "SANITIZE_SET");
-        assert_eq!(manager["set_current_client_cert_details"], json!({ "uri": true }));
+        assert_eq!(manager["forward_client_cert_details"], "APPEND_FORWARD");
+        assert_eq!(
+            manager["set_current_client_cert_details"],
+            json!({ "subject": true, "uri": true, "dns": true })
+        );
         let virtual_host = &manager["route_config"]["virtual_hosts"][0];
         assert_eq!(
             virtual_host["request_headers_to_add"][0],
@@ -1062,6 +764,7 @@ mod tests {
         let resources = gateway_resources(&GatewaySpec {
             node_id: "gw".into(),
             routes: vec![],
+            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
         });
         let listener = named(&resources.listeners, "0.0.0.0_15443");
         assert_eq!(listener["filter_chains"].as_array().map(Vec::len), Some(1));
@@ -1069,10 +772,7 @@ mod tests {
 
     #[test]
     fn bootstrap_has_static_listeners_watches_cds_and_serves_admin_on_a_socket() {
-        let resources = gateway_resources(&GatewaySpec {
-            node_id: "gw".into(),
-            routes: vec![],
-        });
+        let resources = sidecar_resources(&foo_sidecar());
         let bootstrap = bootstrap(
             "foo-0",
             Path::new("/run/xds/foo-0"),
@@ -1089,13 +789,23 @@ mod tests {
         );
         assert!(
             bootstrap["dynamic_resources"].get("lds_config").is_none(),
-            "one watched file per Envoy"
+            "one watched file per sidecar"
         );
         let listeners = bootstrap["static_resources"]["listeners"].as_array().unwrap();
-        assert_eq!(listeners.len(), 1);
-        assert_eq!(listeners[0]["name"], "0.0.0.0_15443");
-        assert!(listeners[0].get("@type").is_none());
+        assert_eq!(listeners.len(), 4);
+        assert!(listeners.iter().all(|listener| listener.get("@type").is_none()));
         assert_eq!(bootstrap["admin"]["address"]["pipe"]["path"], "/run/foo-0.sock");
+    }
+
+    /// A gateway's listener comes from LDS, so Envoy can reject it and keep running (row 2d).
+    #[test]
+    fn gateway_bootstrap_reads_its_listener_from_a_watched_lds_file() {
+        let resources = gateway_resources(&gateway());
+        let bootstrap = bootstrap("gw", Path::new("/run/xds/gw"), Path::new("/run/gw.sock"), &resources);
+        assert_eq!(bootstrap["static_resources"]["listeners"], json!([]));
+        let lds = &bootstrap["dynamic_resources"]["lds_config"]["path_config_source"];
+        assert_eq!(lds["path"], "/run/xds/gw/lds.json");
+        assert_eq!(lds["watched_directory"]["path"], "/run/xds/gw");
     }
 
     #[test]

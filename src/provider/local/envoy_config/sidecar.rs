@@ -1,0 +1,362 @@
+//! A pod's sidecar: inbound listeners (STRICT, PERMISSIVE or no sidecar) with their app clusters,
+//! and outbound listeners with their `outbound|P||host` clusters (mTLS origination, ALPN, HTTP
+//! version, load balancing, outlier detection).
+
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// Listeners and clusters for one pod's sidecar.
+pub fn sidecar_resources(spec: &SidecarSpec) -> XdsResources {
+    let mut listeners = Vec::new();
+    let mut clusters = Vec::new();
+    for inbound in &spec.inbound {
+        listeners.push(inbound_listener(spec, inbound));
+        clusters.push(inbound_cluster(inbound));
+    }
+    for outbound in &spec.outbound {
+        listeners.push(outbound_listener(outbound));
+        clusters.push(outbound_cluster(&spec.certs, outbound));
+    }
+    XdsResources {
+        listeners: discovery_response(LISTENER_TYPE, listeners),
+        clusters: discovery_response(CLUSTER_TYPE, clusters),
+        listeners_dynamic: false,
+    }
+}
+
+fn inbound_http_filter(stat_prefix: &str, cluster: &str) -> Value {
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": HCM_TYPE,
+            "stat_prefix": stat_prefix,
+            "codec_type": "AUTO",
+            // Istio's inbound form (`pilot/pkg/networking/core/v1alpha3/listener_inbound.go`):
+            // By=<server id>;Hash=…;Subject="…";URI=<client id>[;DNS=…].
+            "forward_client_cert_details": "APPEND_FORWARD",
+            "set_current_client_cert_details": { "subject": true, "uri": true, "dns": true },
+            "route_config": {
+                "name": cluster,
+                // The listeners are static and load before CDS delivers the clusters.
+                "validate_clusters": false,
+                "virtual_hosts": [{
+                    "name": "inbound",
+                    "domains": ["*"],
+                    "routes": [{
+                        "match": { "prefix": "/" },
+                        "route": { "cluster": cluster },
+                    }],
+                    "request_headers_to_add": [{
+                        "header": {
+                            "key": DOWNSTREAM_PEER_HEADER,
+                            // DIRECT: the connection's peer, never an address a caller
+                            // put into x-forwarded-for.
+                            "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",
+                        },
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }],
+                }],
+            },
+            "http_filters": [router_filter()],
+        },
+    })
+}
+
+/// The mTLS filter chain of an inbound port (without its match).
+fn inbound_mtls_chain(spec: &SidecarSpec, inbound: &InboundPort, stat_prefix: &str, cluster: &str) -> Value {
+    let (filter, alpn): (Value, &[&str]) = if inbound.protocol.is_http() {
+        (inbound_http_filter(stat_prefix, cluster), &INBOUND_HTTP_ALPN)
+    } else {
+        (inbound_tcp_proxy_filter(stat_prefix, cluster), &[])
+    };
+    let mut common_tls_context = json!({
+        "tls_certificates": [tls_certificate(&spec.certs)],
+        "validation_context": { "trusted_ca": { "filename": spec.certs.root } },
+    });
+    if !alpn.is_empty() {
+        common_tls_context["alpn_protocols"] = json!(alpn);
+    }
+    json!({
+        "filters": [filter],
+        "transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": DOWNSTREAM_TLS_TYPE,
+                "require_client_certificate": true,
+                "common_tls_context": common_tls_context,
+            },
+        },
+    })
+}
+
+/// The plain-text filter chain of an inbound port (without its match).
+fn inbound_plaintext_chain(inbound: &InboundPort, stat_prefix: &str, cluster: &str) -> Value {
+    let filter = if inbound.protocol.is_http() {
+        inbound_http_filter(stat_prefix, cluster)
+    } else {
+        json!({
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {
+                "@type": TCP_PROXY_TYPE,
+                "stat_prefix": stat_prefix,
+                "cluster": cluster,
+                "proxy_protocol_tlvs": [{
+                    "type": PEER_IDENTITY_TLV_TYPE,
+                    "format_string": { "text_format_source": { "inline_string": "%DOWNSTREAM_PEER_URI_SAN%" } },
+                }],
+            },
+        })
+    };
+    json!({ "filters": [filter] })
+}
+
+fn inbound_listener(spec: &SidecarSpec, inbound: &InboundPort) -> Value {
+    let cluster = inbound_cluster_name(inbound.port);
+    let stat_prefix = format!("inbound_{}", inbound.port);
+    let mut listener = json!({
+        "@type": LISTENER_TYPE,
+        "name": inbound_listener_name(spec.pod_ip, inbound.port),
+        "address": socket_address(spec.pod_ip, inbound.port),
+    });
+    match &inbound.mtls {
+        InboundMtls::Strict => {
+            listener["filter_chains"] = json!([inbound_mtls_chain(spec, inbound, &stat_prefix, &cluster)]);
+        }
+        InboundMtls::Permissive { istio_alpn } => {
+            let mut mtls = inbound_mtls_chain(spec, inbound, &stat_prefix, &cluster);
+            mtls["filter_chain_match"] = json!({ "transport_protocol": "tls", "application_protocols": istio_alpn });
+            let mut plain = inbound_plaintext_chain(inbound, &stat_prefix, &cluster);
+            plain["filter_chain_match"] = json!({ "transport_protocol": "raw_buffer" });
+            listener["listener_filters"] = json!([{
+                "name": "envoy.filters.listener.tls_inspector",
+                "typed_config": { "@type": TLS_INSPECTOR_TYPE },
+            }]);
+            listener["filter_chains"] = json!([mtls, plain]);
+        }
+        InboundMtls::Disabled => {
+            listener["filter_chains"] = json!([inbound_plaintext_chain(inbound, &stat_prefix, &cluster)]);
+        }
+    }
+    listener
+}
+
+fn inbound_cluster(inbound: &InboundPort) -> Value {
+    let name = inbound_cluster_name(inbound.port);
+    let mut cluster = json!({
+        "@type": CLUSTER_TYPE,
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [lb_endpoint(Ipv4Addr::LOCALHOST, inbound.port, 1)] }],
+        },
+    });
+    if !inbound.protocol.is_http() {
+        // The PROXY v2 header itself (addresses + TLV) is built by the inbound tcp_proxy, which
+        // sees the downstream connection; the transport socket only writes it, and forwards only
+        // TLV types listed here.
+        cluster["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.upstream_proxy_protocol",
+            "typed_config": {
+                "@type": PROXY_PROTOCOL_TYPE,
+                "config": {
+                    "version": "V2",
+                    "pass_through_tlvs": {
+                        "match_type": "INCLUDE",
+                        "tlv_type": [PEER_IDENTITY_TLV_TYPE],
+                    },
+                },
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.raw_buffer",
+                    "typed_config": { "@type": RAW_BUFFER_TYPE },
+                },
+            },
+        });
+    }
+    cluster
+}
+
+fn outbound_listener(outbound: &OutboundPort) -> Value {
+    let cluster = outbound_cluster_name(outbound.port, &outbound.host);
+    let stat_prefix = outbound_listener_name(outbound.cluster_ip, outbound.port);
+    let filter = if outbound.protocol.is_http() && !outbound.l4_only {
+        json!({
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": HCM_TYPE,
+                "stat_prefix": stat_prefix,
+                "codec_type": "AUTO",
+                "route_config": {
+                    "name": cluster,
+                    // The listeners are static and load before CDS delivers the clusters.
+                    "validate_clusters": false,
+                    "virtual_hosts": [{
+                        "name": cluster,
+                        "domains": ["*"],
+                        "routes": [{
+                            "match": { "prefix": "/" },
+                            "route": { "cluster": cluster },
+                        }],
+                    }],
+                },
+                "http_filters": [router_filter()],
+            },
+        })
+    } else {
+        tcp_proxy_filter(&stat_prefix, &cluster)
+    };
+    json!({
+        "@type": LISTENER_TYPE,
+        "name": stat_prefix,
+        "address": socket_address(outbound.cluster_ip, outbound.port),
+        "filter_chains": [{ "filters": [filter] }],
+    })
+}
+
+/// Metadata key Envoy's `transport_socket_matches` compare endpoint metadata under.
+const TRANSPORT_SOCKET_MATCH_KEY: &str = "envoy.transport_socket_match";
+
+fn upstream_mtls_socket(certs: &CertPaths, outbound: &OutboundPort) -> Value {
+    let mut validation_context = json!({ "trusted_ca": { "filename": certs.root } });
+    if !outbound.server_identities.is_empty() {
+        let matchers: Vec<Value> = outbound
+            .server_identities
+            .iter()
+            .map(|identity| json!({ "san_type": "URI", "matcher": { "exact": identity } }))
+            .collect();
+        validation_context["match_typed_subject_alt_names"] = json!(matchers);
+    }
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": UPSTREAM_TLS_TYPE,
+            "sni": outbound_sni(outbound.port, &outbound.host),
+            "common_tls_context": {
+                "tls_certificates": [tls_certificate(certs)],
+                "alpn_protocols": outbound.alpn,
+                "validation_context": validation_context,
+            },
+        },
+    })
+}
+
+fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
+    let name = outbound_cluster_name(outbound.port, &outbound.host);
+    let mut cluster = json!({
+        "@type": CLUSTER_TYPE,
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "lb_policy": outbound.load_balancer.istio_name(),
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": locality_lb_endpoints(&outbound.endpoints, outbound.tls == UpstreamTls::Auto),
+        },
+    });
+    match outbound.tls {
+        UpstreamTls::IstioMutual => cluster["transport_socket"] = upstream_mtls_socket(certs, outbound),
+        UpstreamTls::Auto => {
+            // Istio's auto-mTLS: mTLS where the endpoint is labelled tlsMode=istio, plain text
+            // elsewhere (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.6.0`).
+            cluster["transport_socket_matches"] = json!([
+                {
+                    "name": "tlsMode-istio",
+                    "match": { "tlsMode": "istio" },
+                    "transport_socket": upstream_mtls_socket(certs, outbound),
+                },
+                {
+                    "name": "tlsMode-disabled",
+                    "match": {},
+                    "transport_socket": {
+                        "name": "envoy.transport_sockets.raw_buffer",
+                        "typed_config": { "@type": RAW_BUFFER_TYPE },
+                    },
+                },
+            ]);
+        }
+        UpstreamTls::Plaintext => {}
+    }
+    if outbound.outlier_detection {
+        cluster["outlier_detection"] = json!({
+            "consecutive_5xx": 5,
+            "interval": "10s",
+            "base_ejection_time": "30s",
+        });
+        // Istio's default: fail over as soon as endpoints of a priority are ejected.
+        cluster["common_lb_config"] = json!({ "healthy_panic_threshold": { "value": 0 } });
+    }
+    if outbound.protocol.is_http() && !outbound.l4_only {
+        let mut options = json!({ "@type": HTTP_PROTOCOL_OPTIONS_TYPE });
+        options["explicit_http_config"] = if outbound.http2 {
+            json!({ "http2_protocol_options": {} })
+        } else {
+            json!({ "http_protocol_options": {} })
+        };
+        if let Some(max) = outbound.max_requests_per_connection {
+            options["common_http_protocol_options"] = json!({ "max_requests_per_connection": max });
+        }
+        cluster["typed_extension_protocol_options"] = json!({ HTTP_PROTOCOL_OPTIONS_KEY: options });
+    }
+    cluster
+}
+
+/// Groups endpoints by (locality, priority) in order of first appearance, as Envoy wants one
+/// `LocalityLbEndpoints` per locality and priority. Weight-0 endpoints are dropped.
+fn locality_lb_endpoints(endpoints: &[LbEndpoint], tls_mode_metadata: bool) -> Vec<Value> {
+    let mut groups: Vec<(Option<&Locality>, u32, Vec<Value>)> = Vec::new();
+    for endpoint in endpoints.iter().filter(|endpoint| endpoint.weight > 0) {
+        let mut entry = lb_endpoint(endpoint.address, endpoint.port, endpoint.weight);
+        if tls_mode_metadata && endpoint.istio_mtls {
+            entry["metadata"] = json!({ "filter_metadata": { TRANSPORT_SOCKET_MATCH_KEY: { "tlsMode": "istio" } } });
+        }
+        let key = (endpoint.locality.as_ref(), endpoint.priority);
+        match groups
+            .iter_mut()
+            .find(|(locality, priority, _)| (*locality, *priority) == key)
+        {
+            Some((_, _, members)) => members.push(entry),
+            None => groups.push((key.0, key.1, vec![entry])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(locality, priority, members)| {
+            let mut group = json!({ "lb_endpoints": members });
+            if let Some(locality) = locality {
+                group["locality"] = json!({ "region": locality.region, "zone": locality.zone });
+            }
+            if priority > 0 {
+                group["priority"] = json!(priority);
+            }
+            group
+        })
+        .collect()
+}
+
+/// The server sidecar's tcp_proxy for a TCP port: it connects to the app only after the client's
+/// TLS handshake (so the peer certificate is known) and hands the app a PROXY v2 header whose
+/// source is the downstream peer address and whose TLV [`PEER_IDENTITY_TLV_TYPE`] is the peer's
+/// URI SAN. (A format-string TLV on the transport socket itself is evaluated against the upstream
+/// connection and yields `-`: measured with Envoy 1.40.0.)
+fn inbound_tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Value {
+    json!({
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": TCP_PROXY_TYPE,
+            "stat_prefix": stat_prefix,
+            "cluster": cluster,
+            "upstream_connect_mode": "ON_DOWNSTREAM_TLS_HANDSHAKE",
+            "max_early_data_bytes": 0,
+            "proxy_protocol_tlvs": [{
+                "type": PEER_IDENTITY_TLV_TYPE,
+                "format_string": {
+                    "text_format_source": { "inline_string": "%DOWNSTREAM_PEER_URI_SAN%" },
+                },
+            }],
+        },
+    })
+}
