@@ -31,9 +31,9 @@ pub enum ExecError {
         pod: String,
         /// Container.
         container: String,
-        /// kube-rs's error.
+        /// kube-rs's error (boxed: it is large).
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// It did not end in time.
     #[error("{command} in {container} of pod {namespace}/{pod} did not finish within {} s", .deadline.as_secs())]
@@ -76,7 +76,7 @@ pub async fn exec(
                 namespace: namespace.to_owned(),
                 pod: pod.to_owned(),
                 container: container.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         let mut stdout = process.stdout();
         let mut stderr = process.stderr();
