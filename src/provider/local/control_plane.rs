@@ -134,14 +134,32 @@ fn passthrough_gateway_planned(plan: &ClusterPlan) -> bool {
     })
 }
 
-/// The SPIFFE identities of every pod of a service, in every cluster.
-fn server_identities(topology: &Topology, trust_domain: &str, service: &str) -> Vec<String> {
-    let identities: BTreeSet<String> = topology
-        .clusters
-        .iter()
-        .flat_map(|cluster| cluster.pods_of(service))
+/// The SPIFFE identities a client sidecar in `cluster` accepts from `service`'s servers, as
+/// istiod computes them (`pilot/pkg/model/push_context.go@1.30.3`, `ServiceAccounts` over the
+/// service's endpoint shards, plus `ServiceEntry.subjectAltNames`): the service accounts of the
+/// pods istiod knows — this cluster's, and with endpoint discovery those of every cluster it has a
+/// remote secret for — and the subject alt names of ServiceEntries for the host. ServiceEntry
+/// endpoints carry no service account, so in serviceentry mode a cluster without local pods gets
+/// an empty list, and an empty list means no SAN check at all.
+fn server_identities(
+    topology: &Topology,
+    trust_domain: &str,
+    cluster: &ClusterTopology,
+    plan: &ClusterPlan,
+    service: &PlannedService,
+) -> Vec<String> {
+    let shards = std::iter::once(cluster).chain(remote_secret_clusters(plan).filter_map(|name| topology.cluster(name)));
+    let mut identities: BTreeSet<String> = shards
+        .flat_map(|shard| shard.pods_of(&service.reference))
         .map(|pod| spiffe_id(trust_domain, &pod.namespace, &pod.service_account))
         .collect();
+    for object in &plan.objects {
+        if let Object::ServiceEntry(entry) = object
+            && entry.spec.hosts.contains(&service.host)
+        {
+            identities.extend(entry.spec.subject_alt_names.iter().cloned());
+        }
+    }
     identities.into_iter().collect()
 }
 
@@ -355,7 +373,7 @@ pub fn sidecar_spec(
         .iter()
         .filter_map(|service| Some((service, *cluster.service_ips.get(&service.reference)?)))
         .flat_map(|(service, cluster_ip)| {
-            let identities = server_identities(topology, trust_domain, &service.reference);
+            let identities = server_identities(topology, trust_domain, cluster, plan, service);
             service.ports.iter().map(move |port| {
                 if !injected {
                     return kube_proxy_port(cluster, service, port, cluster_ip);
@@ -574,6 +592,58 @@ mod tests {
         );
         assert_eq!(spec.inbound.len(), 1);
         assert_eq!((spec.inbound[0].port, spec.inbound[0].protocol), (80, Protocol::Http));
+    }
+
+    fn bar_identities(spec: &SidecarSpec) -> Vec<String> {
+        spec.outbound
+            .iter()
+            .find(|port| port.host == "bar.ns2.svc.cluster.local")
+            .unwrap()
+            .server_identities
+            .clone()
+    }
+
+    /// Mirrors `pilot/pkg/model/push_context.go@1.30.3` (`ServiceAccounts`: the service accounts
+    /// of the service's endpoint shards plus `ServiceEntry.subjectAltNames`). In serviceentry mode
+    /// a cluster without local pods of the service knows no service account (ServiceEntry
+    /// endpoints carry none), so its sidecars check no SAN; with endpoint discovery the remote
+    /// cluster's shard brings its pods' service accounts.
+    #[test]
+    fn fidelity_server_san_check_uses_the_service_accounts_istiod_knows() {
+        let bar_remote_only =
+            |text: String| text.replace("replicas: { cluster1: 1, cluster2: 3 }", "replicas: { cluster2: 3 }");
+        let serviceentry = foo_sidecar_of(skew_edited(bar_remote_only, EndpointWeights::Equal));
+        assert_eq!(
+            bar_identities(&serviceentry),
+            Vec::<String>::new(),
+            "no local pods: no SAN check"
+        );
+        let resources = sidecar_resources(&serviceentry);
+        let bar_cluster = resources.clusters["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|cluster| cluster["name"].as_str().is_some_and(|name| name.ends_with(BAR)))
+            .unwrap();
+        let clusters = bar_cluster.to_string();
+        assert!(
+            !clusters.contains("subject_alt_names") && clusters.contains("trusted_ca"),
+            "an empty SAN list must not be written as a check"
+        );
+
+        let discovery =
+            move |text: String| bar_remote_only(text).replace("  mode: serviceentry", "  mode: endpoint-discovery");
+        let discovered = foo_sidecar_of(skew_edited(discovery, EndpointWeights::Equal));
+        assert_eq!(bar_identities(&discovered), ["spiffe://cluster.local/ns/ns2/sa/bar"]);
+
+        let (topology, mut plan) = skew_edited(bar_remote_only, EndpointWeights::Equal);
+        for object in &mut plan.clusters[0].objects {
+            if let Object::ServiceEntry(entry) = object {
+                entry.spec.subject_alt_names = vec!["spiffe://other.domain/ns/ns2/sa/bar".to_owned()];
+            }
+        }
+        let with_sans = foo_sidecar_of((topology, plan));
+        assert_eq!(bar_identities(&with_sans), ["spiffe://other.domain/ns/ns2/sa/bar"]);
     }
 
     #[test]
