@@ -203,10 +203,11 @@ fn endpoints_for(
     plan: &ClusterPlan,
     service: &PlannedService,
     port: &PlannedPort,
+    client_zone: &str,
 ) -> Vec<LbEndpoint> {
     let local_locality = Locality {
         region: cluster.region.clone(),
-        zone: cluster.zone.clone(),
+        zone: client_zone.to_owned(),
     };
     let injected = namespace_injected(plan, service.reference.split_once('.').map_or("", |(_, ns)| ns));
     let mut endpoints: Vec<LbEndpoint> = cluster
@@ -215,7 +216,10 @@ fn endpoints_for(
             address: pod.ip,
             port: port.number,
             weight: 1,
-            locality: Some(local_locality.clone()),
+            locality: Some(Locality {
+                region: cluster.region.clone(),
+                zone: pod.zone.clone(),
+            }),
             priority: 0,
             istio_mtls: injected,
         })
@@ -271,23 +275,53 @@ fn remote_secret_clusters(plan: &ClusterPlan) -> impl Iterator<Item = &str> {
 /// sidecars that network's east-west gateway instead, weighted by the number of pods behind it
 /// and with their locality (Istio's split-horizon EDS). These carry `tlsMode: istio`.
 fn discovered_remote_endpoints(topology: &Topology, plan: &ClusterPlan, service: &PlannedService) -> Vec<LbEndpoint> {
+    let first_group_only = IstioBehaviour::of(plan.install.istio_version).split_horizon_first_locality_weight_only();
     remote_secret_clusters(plan)
         .filter_map(|remote| topology.cluster(remote))
         .filter_map(|remote| {
-            let pods = remote.pods_of(&service.reference).count();
-            (pods > 0).then(|| LbEndpoint {
-                address: remote.gateway_outside_ip,
-                port: crate::inventory::GATEWAY_PORT,
-                weight: u32::try_from(pods).unwrap_or(u32::MAX),
-                locality: Some(Locality {
-                    region: remote.region.clone(),
-                    zone: remote.zone.clone(),
-                }),
-                priority: 0,
-                istio_mtls: true,
-            })
+            let groups = locality_groups(remote, &service.reference);
+            split_horizon_gateway_endpoint(remote.gateway_outside_ip, &groups, first_group_only)
         })
         .collect()
+}
+
+/// A remote cluster's pods of `service` grouped by locality, in Istio's order (localities sorted
+/// as strings, `pilot/pkg/xds/endpoint_builder.go`), with each group's pod count.
+fn locality_groups(remote: &ClusterTopology, service: &str) -> Vec<(Locality, u32)> {
+    let mut groups: std::collections::BTreeMap<(String, String), u32> = std::collections::BTreeMap::new();
+    for pod in remote.pods_of(service) {
+        *groups.entry((remote.region.clone(), pod.zone.clone())).or_default() += 1;
+    }
+    groups
+        .into_iter()
+        .map(|((region, zone), count)| (Locality { region, zone }, count))
+        .collect()
+}
+
+/// The gateway endpoint a sidecar gets for one remote network. istiod emits it once per locality
+/// group, weighted by that group's pods; Envoy de-duplicates hosts by address, so with the bug
+/// (`first_group_only`) the first group's weight and locality are what Envoy balances with
+/// (istio/istio#56355); without it, one endpoint weighted by all the network's pods (the fix,
+/// PR #60835). No pods: no endpoint.
+fn split_horizon_gateway_endpoint(
+    gateway: Ipv4Addr,
+    groups: &[(Locality, u32)],
+    first_group_only: bool,
+) -> Option<LbEndpoint> {
+    let (first_locality, first_count) = groups.first()?;
+    let weight = if first_group_only {
+        *first_count
+    } else {
+        groups.iter().map(|(_, count)| count).sum()
+    };
+    Some(LbEndpoint {
+        address: gateway,
+        port: crate::inventory::GATEWAY_PORT,
+        weight,
+        locality: Some(first_locality.clone()),
+        priority: 0,
+        istio_mtls: true,
+    })
 }
 
 /// How a client sidecar talks to one service port, from the plan's DestinationRule and the
@@ -385,7 +419,7 @@ pub fn sidecar_spec(
                     port: port.number,
                     protocol: port.protocol,
                     server_identities: identities.clone(),
-                    endpoints: endpoints_for(topology, cluster, plan, service, port),
+                    endpoints: endpoints_for(topology, cluster, plan, service, port, &pod.zone),
                     tls: policy.tls,
                     alpn: behaviour
                         .client_alpn(port.protocol.is_http(), policy.http2)
@@ -661,6 +695,75 @@ mod tests {
             bar_endpoints(&spec),
             [("10.10.0.11".to_owned(), 80, 1), ("100.64.0.11".to_owned(), 15443, 3)]
         );
+    }
+
+    /// skew.yaml in endpoint-discovery mode on `version`, with cluster2's three bar pods spread
+    /// over zones `[zone2b, zone2a]`: zone2b gets bar-0 and bar-2, zone2a gets bar-1.
+    fn two_zone_remote_at(version: &str) -> (Topology, plan::Plan) {
+        let version = version.to_owned();
+        skew_edited(
+            move |text| {
+                text.replace("  mode: serviceentry", "  mode: endpoint-discovery")
+                    .replace(
+                        "    podCidr:",
+                        &format!("    istioVersion: \"{version}\"\n    podCidr:"),
+                    )
+                    .replace("    zone: zone2a\n", "    zone: zone2a\n    zones: [zone2b, zone2a]\n")
+            },
+            EndpointWeights::ReadyPods,
+        )
+    }
+
+    /// Mirrors `pilot/pkg/xds/ep_filters.go@1.8.0` (`EndpointsByNetworkFilter`: the remote
+    /// network's gateway is appended once per locality group, weighted by that group's count;
+    /// same shape on 1.30.2, istio/istio#56355) plus Envoy keeping one host per address: the
+    /// programmed gateway weight is the first locality's (zone2a: 1 pod), not the network's 3.
+    /// No emulated version lacks the bug (fix PR #60835 unmerged), so both sides of the 1.8
+    /// reference are buggy and the correct total is checked on the fix path itself.
+    #[test]
+    fn fidelity_two_zone_remote_gateway_keeps_only_the_first_localitys_weight() {
+        for version in ["1.8.6", "1.30.3"] {
+            let (topology, plan) = two_zone_remote_at(version);
+            let zones: Vec<(String, String)> = topology
+                .cluster("cluster2")
+                .unwrap()
+                .pods
+                .iter()
+                .filter(|pod| pod.service == "bar.ns2")
+                .map(|pod| (pod.name.clone(), pod.zone.clone()))
+                .collect();
+            assert_eq!(
+                zones,
+                [
+                    ("bar-0".to_owned(), "zone2b".to_owned()),
+                    ("bar-1".to_owned(), "zone2a".to_owned()),
+                    ("bar-2".to_owned(), "zone2b".to_owned())
+                ]
+            );
+            let spec = foo_sidecar_of((topology, plan));
+            assert_eq!(
+                bar_endpoints(&spec),
+                [("10.10.0.11".to_owned(), 80, 1), ("100.64.0.11".to_owned(), 15443, 1)],
+                "{version}: the gateway is programmed with zone2a's count only"
+            );
+            let bar = spec.outbound.iter().find(|port| port.host == BAR).unwrap();
+            let gateway_locality = bar.endpoints[1].locality.as_ref().unwrap();
+            assert_eq!(
+                (gateway_locality.region.as_str(), gateway_locality.zone.as_str()),
+                ("region2", "zone2a")
+            );
+        }
+        let (topology, _) = two_zone_remote_at("1.30.3");
+        let groups = locality_groups(topology.cluster("cluster2").unwrap(), "bar.ns2");
+        let gateway = Ipv4Addr::new(100, 64, 0, 11);
+        let fixed = split_horizon_gateway_endpoint(gateway, &groups, false).unwrap();
+        assert_eq!(
+            fixed.weight, 3,
+            "the fix (PR #60835) weighs the gateway by every zone's pods"
+        );
+        let buggy = split_horizon_gateway_endpoint(gateway, &groups, true).unwrap();
+        assert_eq!(buggy.weight, 1);
+        assert!(split_horizon_gateway_endpoint(gateway, &[], true).is_none());
     }
 
     #[test]
