@@ -117,7 +117,7 @@ pub fn from_scenario_with_gateways(
                         .map(|index| ReadyPod {
                             name: pod_name(&service.name.value, index),
                             region: cluster.region.clone(),
-                            zone: cluster.zone.clone(),
+                            zone: cluster.zone_of_replica(index).to_owned(),
                         })
                         .collect();
                     (service.reference(), pods)

@@ -1595,3 +1595,35 @@ fn with_outlier_detection_callers_stay_local_or_fail_over_to_the_nearest_region(
     );
     assert_own_run_left_nothing(&marker, control.pid);
 }
+
+/// scenarios/multi-zone-weight-bug.yaml (row 6b: `pilot/pkg/xds/ep_filters.go@1.8.0`, same shape
+/// on 1.30.2, istio/istio#56355): cluster2's three bar pods sit in two zones (zone2a: 1,
+/// zone2b: 2) and endpoint discovery programs cluster2's gateway with zone2a's weight only, so
+/// cluster1's single pod takes half of the calls, not the quarter its pod count is worth.
+#[test]
+fn a_two_zone_remote_cluster_gets_only_its_first_zones_weight_under_endpoint_discovery() {
+    if !local_provider_available() {
+        return;
+    }
+    let marker = unique_marker("multi-zone");
+    let run = run(&scenario("multi-zone-weight-bug.yaml"), "multi-zone", &marker);
+    assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let phase = phase(&run, "ready-pods-weights-across-two-zones");
+    assert_share(phase, "cluster1", "bar-0", 1.0 / 2.0);
+    for pod in ["bar-0", "bar-1", "bar-2"] {
+        assert_share(phase, "cluster2", pod, 1.0 / 6.0);
+    }
+    let samples = phase.measurement.request_skew.samples;
+    let local = phase
+        .measurement
+        .pods
+        .iter()
+        .find(|load| load.cluster == "cluster1")
+        .unwrap()
+        .request_share;
+    assert!(
+        (local - 0.25).abs() > share_tolerance(samples, 0.25, Z),
+        "the correct total weight (3) would give cluster1 a quarter; got {local:.4}"
+    );
+    assert_own_run_left_nothing(&marker, run.pid);
+}

@@ -354,6 +354,27 @@ const CASES: &[Case] = &[
         message: "invalid region \"eu west\": use a non-empty Kubernetes label value",
     },
     Case {
+        name: "a zone listed twice",
+        input: Edit("  - name: cluster2\n", "  - name: cluster2\n    zones: [z1, z2, z1]\n"),
+        at: Line(7, 21),
+        message: "zone \"z1\" is listed twice in cluster cluster2",
+    },
+    Case {
+        name: "an invalid zone in zones",
+        input: Edit("  - name: cluster2\n", "  - name: cluster2\n    zones: [z1, \"z 2\"]\n"),
+        at: Line(7, 17),
+        message: "invalid zone \"z 2\": use a non-empty Kubernetes label value",
+    },
+    Case {
+        name: "too many zones",
+        input: Edit(
+            "  - name: cluster2\n",
+            "  - name: cluster2\n    zones: [a, b, c, d, e, f, g, h, i]\n",
+        ),
+        at: Line(7, 37),
+        message: "cluster cluster2 lists 9 zones, more than the 8 allowed",
+    },
+    Case {
         name: "zone ending with a dash",
         input: Edit("  - name: cluster2\n", "  - name: cluster2\n    zone: zone-\n"),
         at: Line(7, 11),

@@ -35,6 +35,10 @@ pub struct ServiceEntrySpec {
     pub location: String,
     /// Where to send traffic.
     pub endpoints: Vec<WorkloadEntry>,
+    /// Identities the client accepts from the entry's endpoints (Istio adds them to the service's
+    /// SAN list); meshfed plans none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
 }
 
 /// A port as Istio's Gateway and ServiceEntry declare it.

@@ -580,6 +580,7 @@ impl<'a> Planner<'a> {
                 resolution: "STATIC".to_owned(),
                 location: "MESH_INTERNAL".to_owned(),
                 endpoints,
+                subject_alt_names: Vec::new(),
             },
         })
     }

@@ -100,6 +100,17 @@ impl IstioBehaviour {
         self.at_least(10)
     }
 
+    /// Whether endpoint-discovery (split-horizon) EDS programs a remote network's gateway with the
+    /// weight of the first locality group only (istio/istio#56355): istiod emits the gateway once
+    /// per locality group of the remote endpoints, each with that group's count
+    /// (`pilot/pkg/xds/ep_filters.go@1.8.0`, the loop over locality groups; the same shape at
+    /// 1.30.2, where the data was taken), and Envoy keeps one host per address, so only
+    /// the first group's weight survives. Every emulated version has it: the fix, PR #60835, is
+    /// not merged; `false` (the correct total) is the documented fix, kept for the day it lands.
+    pub fn split_horizon_first_locality_weight_only(self) -> bool {
+        true
+    }
+
     /// Whether the inbound HTTP listener forwards the client certificate as Istio does
     /// (`APPEND_FORWARD` with Subject, URI and DNS: `pilot/pkg/networking/core/v1alpha3/listener_inbound.go@1.14.6`).
     /// Every emulated version does; kept as a function so the source is named in one place.

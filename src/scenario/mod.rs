@@ -97,7 +97,15 @@ pub struct Cluster {
     /// root-namespace PeerAuthentication).
     #[serde(default)]
     pub mtls: Option<MtlsMode>,
+    /// Zones the cluster's pods run in, when more than `zone` (the gateway's zone): each service's
+    /// replicas go round-robin over this list (replica `i` in `zones[i % len]`). Empty: every pod
+    /// in `zone`. At most [`MAX_ZONES_PER_CLUSTER`], distinct label values.
+    #[serde(default)]
+    pub zones: Vec<Spanned<String>>,
 }
+
+/// Most zones a cluster's pods may be spread over.
+pub const MAX_ZONES_PER_CLUSTER: usize = 8;
 
 /// Envoy worker threads per proxy when a cluster does not say (Istio's default: `values.yaml`
 /// `global.proxy.resources` → `pilot-agent` concurrency 2).
@@ -106,6 +114,16 @@ pub const DEFAULT_PROXY_CONCURRENCY: u32 = 2;
 pub const MAX_PROXY_CONCURRENCY: u32 = 64;
 
 impl Cluster {
+    /// Zone of replica `index` of any service in this cluster: round-robin over `zones`, or
+    /// `zone` when the cluster lists none.
+    pub fn zone_of_replica(&self, index: u32) -> &str {
+        if self.zones.is_empty() {
+            return &self.zone;
+        }
+        let slot = usize::try_from(index).unwrap_or(usize::MAX) % self.zones.len();
+        &self.zones[slot].value
+    }
+
     /// Envoy worker threads of the cluster's proxies.
     pub fn proxy_concurrency(&self) -> u32 {
         self.proxy_concurrency

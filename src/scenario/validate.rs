@@ -10,8 +10,8 @@ use super::address_layout;
 use super::grammar::Grammar;
 use super::spans::{self, ScenarioSpans};
 use super::{
-    Cluster, Fault, FederationMode, Ipv4Cidr, IstioVersion, MAX_PROXY_CONCURRENCY, NEWEST_EMULATED_ISTIO,
-    OLDEST_EMULATED_ISTIO, Phase, Scenario, Service,
+    Cluster, Fault, FederationMode, Ipv4Cidr, IstioVersion, MAX_PROXY_CONCURRENCY, MAX_ZONES_PER_CLUSTER,
+    NEWEST_EMULATED_ISTIO, OLDEST_EMULATED_ISTIO, Phase, Scenario, Service,
 };
 
 /// Most clusters in a scenario. Every cluster runs at least a gateway and a router (a node or a
@@ -104,6 +104,34 @@ fn check_top(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
 
 /// Checks `text` against `grammar`; the message quotes the text with escapes, so a control
 /// character is never printed raw.
+/// A cluster's `zones`: label values, distinct, at most [`MAX_ZONES_PER_CLUSTER`].
+fn check_zones(cluster: &Cluster) -> Checked {
+    if let Some(extra) = cluster.zones.get(MAX_ZONES_PER_CLUSTER) {
+        return Err(problem(
+            extra.referenced,
+            format!(
+                "cluster {} lists {} zones, more than the {MAX_ZONES_PER_CLUSTER} allowed",
+                cluster.name.value,
+                cluster.zones.len()
+            ),
+        ));
+    }
+    for (index, zone) in cluster.zones.iter().enumerate() {
+        check_string(&zone.value, Grammar::LabelValue, "zone", zone.referenced)?;
+        if cluster.zones[..index].iter().any(|earlier| earlier.value == zone.value) {
+            return Err(problem(
+                zone.referenced,
+                format!(
+                    "zone {} is listed twice in cluster {}: each zone once (replicas go round-robin over the list)",
+                    quoted(&zone.value),
+                    cluster.name.value
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_string(text: &str, grammar: Grammar, what: &str, at: Location) -> Checked {
     if grammar.accepts(text) {
         Ok(())
@@ -174,6 +202,7 @@ fn check_clusters(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
             at(|c| c.region.as_ref()),
         )?;
         check_string(&cluster.zone, Grammar::LabelValue, "zone", at(|c| c.zone.as_ref()))?;
+        check_zones(cluster)?;
         if let Some(network) = &cluster.network {
             check_string(network, Grammar::LabelValue, "network", at(|c| c.network.as_ref()))?;
         }

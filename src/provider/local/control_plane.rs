@@ -134,14 +134,32 @@ fn passthrough_gateway_planned(plan: &ClusterPlan) -> bool {
     })
 }
 
-/// The SPIFFE identities of every pod of a service, in every cluster.
-fn server_identities(topology: &Topology, trust_domain: &str, service: &str) -> Vec<String> {
-    let identities: BTreeSet<String> = topology
-        .clusters
-        .iter()
-        .flat_map(|cluster| cluster.pods_of(service))
+/// The SPIFFE identities a client sidecar in `cluster` accepts from `service`'s servers, as
+/// istiod computes them (`pilot/pkg/model/push_context.go@1.30.3`, `ServiceAccounts` over the
+/// service's endpoint shards, plus `ServiceEntry.subjectAltNames`): the service accounts of the
+/// pods istiod knows — this cluster's, and with endpoint discovery those of every cluster it has a
+/// remote secret for — and the subject alt names of ServiceEntries for the host. ServiceEntry
+/// endpoints carry no service account, so in serviceentry mode a cluster without local pods gets
+/// an empty list, and an empty list means no SAN check at all.
+fn server_identities(
+    topology: &Topology,
+    trust_domain: &str,
+    cluster: &ClusterTopology,
+    plan: &ClusterPlan,
+    service: &PlannedService,
+) -> Vec<String> {
+    let shards = std::iter::once(cluster).chain(remote_secret_clusters(plan).filter_map(|name| topology.cluster(name)));
+    let mut identities: BTreeSet<String> = shards
+        .flat_map(|shard| shard.pods_of(&service.reference))
         .map(|pod| spiffe_id(trust_domain, &pod.namespace, &pod.service_account))
         .collect();
+    for object in &plan.objects {
+        if let Object::ServiceEntry(entry) = object
+            && entry.spec.hosts.contains(&service.host)
+        {
+            identities.extend(entry.spec.subject_alt_names.iter().cloned());
+        }
+    }
     identities.into_iter().collect()
 }
 
@@ -185,10 +203,11 @@ fn endpoints_for(
     plan: &ClusterPlan,
     service: &PlannedService,
     port: &PlannedPort,
+    client_zone: &str,
 ) -> Vec<LbEndpoint> {
     let local_locality = Locality {
         region: cluster.region.clone(),
-        zone: cluster.zone.clone(),
+        zone: client_zone.to_owned(),
     };
     let injected = namespace_injected(plan, service.reference.split_once('.').map_or("", |(_, ns)| ns));
     let mut endpoints: Vec<LbEndpoint> = cluster
@@ -197,7 +216,10 @@ fn endpoints_for(
             address: pod.ip,
             port: port.number,
             weight: 1,
-            locality: Some(local_locality.clone()),
+            locality: Some(Locality {
+                region: cluster.region.clone(),
+                zone: pod.zone.clone(),
+            }),
             priority: 0,
             istio_mtls: injected,
         })
@@ -253,23 +275,53 @@ fn remote_secret_clusters(plan: &ClusterPlan) -> impl Iterator<Item = &str> {
 /// sidecars that network's east-west gateway instead, weighted by the number of pods behind it
 /// and with their locality (Istio's split-horizon EDS). These carry `tlsMode: istio`.
 fn discovered_remote_endpoints(topology: &Topology, plan: &ClusterPlan, service: &PlannedService) -> Vec<LbEndpoint> {
+    let first_group_only = IstioBehaviour::of(plan.install.istio_version).split_horizon_first_locality_weight_only();
     remote_secret_clusters(plan)
         .filter_map(|remote| topology.cluster(remote))
         .filter_map(|remote| {
-            let pods = remote.pods_of(&service.reference).count();
-            (pods > 0).then(|| LbEndpoint {
-                address: remote.gateway_outside_ip,
-                port: crate::inventory::GATEWAY_PORT,
-                weight: u32::try_from(pods).unwrap_or(u32::MAX),
-                locality: Some(Locality {
-                    region: remote.region.clone(),
-                    zone: remote.zone.clone(),
-                }),
-                priority: 0,
-                istio_mtls: true,
-            })
+            let groups = locality_groups(remote, &service.reference);
+            split_horizon_gateway_endpoint(remote.gateway_outside_ip, &groups, first_group_only)
         })
         .collect()
+}
+
+/// A remote cluster's pods of `service` grouped by locality, in Istio's order (localities sorted
+/// as strings, `pilot/pkg/xds/endpoint_builder.go`), with each group's pod count.
+fn locality_groups(remote: &ClusterTopology, service: &str) -> Vec<(Locality, u32)> {
+    let mut groups: std::collections::BTreeMap<(String, String), u32> = std::collections::BTreeMap::new();
+    for pod in remote.pods_of(service) {
+        *groups.entry((remote.region.clone(), pod.zone.clone())).or_default() += 1;
+    }
+    groups
+        .into_iter()
+        .map(|((region, zone), count)| (Locality { region, zone }, count))
+        .collect()
+}
+
+/// The gateway endpoint a sidecar gets for one remote network. istiod emits it once per locality
+/// group, weighted by that group's pods; Envoy de-duplicates hosts by address, so with the bug
+/// (`first_group_only`) the first group's weight and locality are what Envoy balances with
+/// (istio/istio#56355); without it, one endpoint weighted by all the network's pods (the fix,
+/// PR #60835). No pods: no endpoint.
+fn split_horizon_gateway_endpoint(
+    gateway: Ipv4Addr,
+    groups: &[(Locality, u32)],
+    first_group_only: bool,
+) -> Option<LbEndpoint> {
+    let (first_locality, first_count) = groups.first()?;
+    let weight = if first_group_only {
+        *first_count
+    } else {
+        groups.iter().map(|(_, count)| count).sum()
+    };
+    Some(LbEndpoint {
+        address: gateway,
+        port: crate::inventory::GATEWAY_PORT,
+        weight,
+        locality: Some(first_locality.clone()),
+        priority: 0,
+        istio_mtls: true,
+    })
 }
 
 /// How a client sidecar talks to one service port, from the plan's DestinationRule and the
@@ -355,7 +407,7 @@ pub fn sidecar_spec(
         .iter()
         .filter_map(|service| Some((service, *cluster.service_ips.get(&service.reference)?)))
         .flat_map(|(service, cluster_ip)| {
-            let identities = server_identities(topology, trust_domain, &service.reference);
+            let identities = server_identities(topology, trust_domain, cluster, plan, service);
             service.ports.iter().map(move |port| {
                 if !injected {
                     return kube_proxy_port(cluster, service, port, cluster_ip);
@@ -367,7 +419,7 @@ pub fn sidecar_spec(
                     port: port.number,
                     protocol: port.protocol,
                     server_identities: identities.clone(),
-                    endpoints: endpoints_for(topology, cluster, plan, service, port),
+                    endpoints: endpoints_for(topology, cluster, plan, service, port, &pod.zone),
                     tls: policy.tls,
                     alpn: behaviour
                         .client_alpn(port.protocol.is_http(), policy.http2)
@@ -576,6 +628,58 @@ mod tests {
         assert_eq!((spec.inbound[0].port, spec.inbound[0].protocol), (80, Protocol::Http));
     }
 
+    fn bar_identities(spec: &SidecarSpec) -> Vec<String> {
+        spec.outbound
+            .iter()
+            .find(|port| port.host == "bar.ns2.svc.cluster.local")
+            .unwrap()
+            .server_identities
+            .clone()
+    }
+
+    /// Mirrors `pilot/pkg/model/push_context.go@1.30.3` (`ServiceAccounts`: the service accounts
+    /// of the service's endpoint shards plus `ServiceEntry.subjectAltNames`). In serviceentry mode
+    /// a cluster without local pods of the service knows no service account (ServiceEntry
+    /// endpoints carry none), so its sidecars check no SAN; with endpoint discovery the remote
+    /// cluster's shard brings its pods' service accounts.
+    #[test]
+    fn fidelity_server_san_check_uses_the_service_accounts_istiod_knows() {
+        let bar_remote_only =
+            |text: String| text.replace("replicas: { cluster1: 1, cluster2: 3 }", "replicas: { cluster2: 3 }");
+        let serviceentry = foo_sidecar_of(skew_edited(bar_remote_only, EndpointWeights::Equal));
+        assert_eq!(
+            bar_identities(&serviceentry),
+            Vec::<String>::new(),
+            "no local pods: no SAN check"
+        );
+        let resources = sidecar_resources(&serviceentry);
+        let bar_cluster = resources.clusters["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|cluster| cluster["name"].as_str().is_some_and(|name| name.ends_with(BAR)))
+            .unwrap();
+        let clusters = bar_cluster.to_string();
+        assert!(
+            !clusters.contains("subject_alt_names") && clusters.contains("trusted_ca"),
+            "an empty SAN list must not be written as a check"
+        );
+
+        let discovery =
+            move |text: String| bar_remote_only(text).replace("  mode: serviceentry", "  mode: endpoint-discovery");
+        let discovered = foo_sidecar_of(skew_edited(discovery, EndpointWeights::Equal));
+        assert_eq!(bar_identities(&discovered), ["spiffe://cluster.local/ns/ns2/sa/bar"]);
+
+        let (topology, mut plan) = skew_edited(bar_remote_only, EndpointWeights::Equal);
+        for object in &mut plan.clusters[0].objects {
+            if let Object::ServiceEntry(entry) = object {
+                entry.spec.subject_alt_names = vec!["spiffe://other.domain/ns/ns2/sa/bar".to_owned()];
+            }
+        }
+        let with_sans = foo_sidecar_of((topology, plan));
+        assert_eq!(bar_identities(&with_sans), ["spiffe://other.domain/ns/ns2/sa/bar"]);
+    }
+
     #[test]
     fn endpoint_discovery_gives_remote_gateways_weighted_by_their_pods() {
         let discovery = |text: String| text.replace("  mode: serviceentry", "  mode: endpoint-discovery");
@@ -591,6 +695,75 @@ mod tests {
             bar_endpoints(&spec),
             [("10.10.0.11".to_owned(), 80, 1), ("100.64.0.11".to_owned(), 15443, 3)]
         );
+    }
+
+    /// skew.yaml in endpoint-discovery mode on `version`, with cluster2's three bar pods spread
+    /// over zones `[zone2b, zone2a]`: zone2b gets bar-0 and bar-2, zone2a gets bar-1.
+    fn two_zone_remote_at(version: &str) -> (Topology, plan::Plan) {
+        let version = version.to_owned();
+        skew_edited(
+            move |text| {
+                text.replace("  mode: serviceentry", "  mode: endpoint-discovery")
+                    .replace(
+                        "    podCidr:",
+                        &format!("    istioVersion: \"{version}\"\n    podCidr:"),
+                    )
+                    .replace("    zone: zone2a\n", "    zone: zone2a\n    zones: [zone2b, zone2a]\n")
+            },
+            EndpointWeights::ReadyPods,
+        )
+    }
+
+    /// Mirrors `pilot/pkg/xds/ep_filters.go@1.8.0` (`EndpointsByNetworkFilter`: the remote
+    /// network's gateway is appended once per locality group, weighted by that group's count;
+    /// same shape on 1.30.2, istio/istio#56355) plus Envoy keeping one host per address: the
+    /// programmed gateway weight is the first locality's (zone2a: 1 pod), not the network's 3.
+    /// No emulated version lacks the bug (fix PR #60835 unmerged), so both sides of the 1.8
+    /// reference are buggy and the correct total is checked on the fix path itself.
+    #[test]
+    fn fidelity_two_zone_remote_gateway_keeps_only_the_first_localitys_weight() {
+        for version in ["1.8.6", "1.30.3"] {
+            let (topology, plan) = two_zone_remote_at(version);
+            let zones: Vec<(String, String)> = topology
+                .cluster("cluster2")
+                .unwrap()
+                .pods
+                .iter()
+                .filter(|pod| pod.service == "bar.ns2")
+                .map(|pod| (pod.name.clone(), pod.zone.clone()))
+                .collect();
+            assert_eq!(
+                zones,
+                [
+                    ("bar-0".to_owned(), "zone2b".to_owned()),
+                    ("bar-1".to_owned(), "zone2a".to_owned()),
+                    ("bar-2".to_owned(), "zone2b".to_owned())
+                ]
+            );
+            let spec = foo_sidecar_of((topology, plan));
+            assert_eq!(
+                bar_endpoints(&spec),
+                [("10.10.0.11".to_owned(), 80, 1), ("100.64.0.11".to_owned(), 15443, 1)],
+                "{version}: the gateway is programmed with zone2a's count only"
+            );
+            let bar = spec.outbound.iter().find(|port| port.host == BAR).unwrap();
+            let gateway_locality = bar.endpoints[1].locality.as_ref().unwrap();
+            assert_eq!(
+                (gateway_locality.region.as_str(), gateway_locality.zone.as_str()),
+                ("region2", "zone2a")
+            );
+        }
+        let (topology, _) = two_zone_remote_at("1.30.3");
+        let groups = locality_groups(topology.cluster("cluster2").unwrap(), "bar.ns2");
+        let gateway = Ipv4Addr::new(100, 64, 0, 11);
+        let fixed = split_horizon_gateway_endpoint(gateway, &groups, false).unwrap();
+        assert_eq!(
+            fixed.weight, 3,
+            "the fix (PR #60835) weighs the gateway by every zone's pods"
+        );
+        let buggy = split_horizon_gateway_endpoint(gateway, &groups, true).unwrap();
+        assert_eq!(buggy.weight, 1);
+        assert!(split_horizon_gateway_endpoint(gateway, &[], true).is_none());
     }
 
     #[test]

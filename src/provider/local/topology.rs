@@ -60,6 +60,8 @@ pub struct PodTopology {
     pub service_account: String,
     /// Pod IP.
     pub ip: Ipv4Addr,
+    /// Zone the pod runs in (the cluster's `zones` round-robin, else its `zone`).
+    pub zone: String,
 }
 
 impl Topology {
@@ -153,6 +155,7 @@ pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
                     namespace: service.namespace.value.clone(),
                     service_account: service.service_account().to_owned(),
                     ip,
+                    zone: cluster.zone_of_replica(replica).to_owned(),
                 });
             }
         }
