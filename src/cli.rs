@@ -171,7 +171,7 @@ enum WorkloadConnections {
 pub enum ProviderName {
     /// Network namespaces and real Envoy on this machine (default).
     Local,
-    /// kind clusters with real Istio (needs Docker and kind; not in this build yet).
+    /// kind clusters with real Istio, created by meshfed (needs Docker and kind).
     Kind,
     /// Existing clusters with Istio, by kubeconfig context (`clusters[].context`).
     Kubeconfig,

@@ -36,10 +36,13 @@ fn serviceentry_mode_puts_15443_back_on_the_ingress_gateway() {
         "no east-west gateway in serviceentry mode"
     );
     let log_format = operator["spec"]["meshConfig"]["accessLogFormat"].as_str().unwrap();
+    // What the kubeconfig measurements join requests on: caller identity, the connection's remote
+    // address, the sidecar's address toward the app, and the inbound cluster.
     for field in [
         "%DOWNSTREAM_PEER_URI_SAN%",
         "%DOWNSTREAM_REMOTE_ADDRESS%",
-        "%CONNECTION_ID%",
+        "%UPSTREAM_LOCAL_ADDRESS%",
+        "%UPSTREAM_CLUSTER_RAW%",
     ] {
         assert!(log_format.contains(field), "{field} missing from {log_format}");
     }

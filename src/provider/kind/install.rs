@@ -31,9 +31,10 @@ pub fn metallb_manifest_url() -> String {
     format!("https://raw.githubusercontent.com/metallb/metallb/{METALLB_VERSION}/config/manifests/metallb-native.yaml")
 }
 
-/// The sidecars' access log line (JSON): identity and connection of every request, TCP included.
-pub const ACCESS_LOG_FORMAT: &str = r#"{"start_time":"%START_TIME%","connection_id":"%CONNECTION_ID%","peer_uri_san":"%DOWNSTREAM_PEER_URI_SAN%","downstream_remote_address":"%DOWNSTREAM_REMOTE_ADDRESS%","downstream_local_address":"%DOWNSTREAM_LOCAL_ADDRESS%","upstream_host":"%UPSTREAM_HOST%","authority":"%REQ(:AUTHORITY)%","path":"%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%","request_id":"%REQ(X-REQUEST-ID)%","response_code":"%RESPONSE_CODE%","response_flags":"%RESPONSE_FLAGS%","bytes_received":"%BYTES_RECEIVED%","bytes_sent":"%BYTES_SENT%"}
-"#;
+/// The sidecars' access-log format: the one the kubeconfig measurements parse (caller identity,
+/// the connection's remote address and the sidecar's address toward the app), so kind and
+/// kubeconfig read the same evidence.
+pub use crate::provider::kubeconfig::evidence::ACCESS_LOG_FORMAT;
 
 /// The Istio network of a cluster (its `network`, else its name, as the plan labels it).
 pub fn network_of(cluster: &Cluster) -> String {
