@@ -828,10 +828,15 @@ mod tests {
 
     fn bar_inbound_at(version: &str, federation_extra: &str) -> Value {
         let (topology, plan) = skew_at(version, federation_extra);
+        bar_inbound_in(&topology, &plan)
+    }
+
+    /// cluster1's bar-0 inbound listener as the control plane builds it from `plan`.
+    fn bar_inbound_in(topology: &Topology, plan: &crate::plan::Plan) -> Value {
         let cluster = topology.cluster("cluster1").unwrap();
         let bar = cluster.pods.iter().find(|pod| pod.name == "bar-0").unwrap();
         let spec = sidecar_spec(
-            &topology,
+            topology,
             "cluster.local",
             cluster,
             &plan.clusters[0],
@@ -913,23 +918,7 @@ mod tests {
                     policy.spec.mtls.mode = "STRICT".into();
                 }
             }
-            let cluster = topology.cluster("cluster1").unwrap();
-            let bar = cluster.pods.iter().find(|pod| pod.name == "bar-0").unwrap();
-            let spec = sidecar_spec(
-                &topology,
-                "cluster.local",
-                cluster,
-                &plan.clusters[0],
-                bar,
-                CertPaths::in_dir(&PathBuf::from("/certs")),
-            );
-            sidecar_resources(&spec).listeners["resources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|listener| listener["name"].as_str().unwrap().starts_with("inbound_"))
-                .unwrap()
-                .clone()
+            bar_inbound_in(&topology, &plan)
         };
         let strict_listener = strict_at("1.30.3");
         assert_ne!(strict_listener.to_string(), strict);
