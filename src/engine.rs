@@ -315,6 +315,7 @@ async fn run_phase<P: Provider>(
                 })
                 .collect(),
         }),
+        rate_per_second: None,
     };
     let before = provider.tls_failures(&traffic.to_service).await?;
     let hops_before = provider.gateway_hops().await?;

@@ -21,6 +21,10 @@ pub struct RequestRecord {
     /// SPIFFE identity of the caller as seen by the server side (from `x-forwarded-client-cert` for
     /// HTTP, from the inbound sidecar's PROXY protocol header for TCP); `None` when none was seen.
     pub peer_identity: Option<String>,
+    /// When the request started, in microseconds from the start of its traffic (see
+    /// [`crate::provider::Provider::start_traffic`]); time buckets and windows are computed from it.
+    #[serde(default)]
+    pub started_us: u64,
     /// Wall-clock time from starting the request to the full reply, in microseconds.
     pub latency_us: u64,
     /// Client-side number of the TCP connection that carried the request (unique within a phase).

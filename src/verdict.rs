@@ -303,6 +303,7 @@ serverTlsFailuresAtLeast: 0
 
     fn unanswered(seq: u64) -> RequestRecord {
         RequestRecord {
+            started_us: 0,
             seq,
             target: "10.96.0.10:80".into(),
             status: None,
@@ -318,6 +319,7 @@ serverTlsFailuresAtLeast: 0
 
     fn answered(seq: u64, pod: &str) -> RequestRecord {
         RequestRecord {
+            started_us: 0,
             seq,
             target: "10.96.0.10:80".into(),
             status: Some(200),

@@ -102,6 +102,7 @@ impl Provider for ScriptedProvider {
         if self.responders.is_empty() {
             return Ok((0..traffic.requests)
                 .map(|seq| RequestRecord {
+                    started_us: 0,
                     seq,
                     target: "10.96.0.11:80".into(),
                     status: Some(503),
@@ -119,6 +120,7 @@ impl Provider for ScriptedProvider {
             .map(|seq| {
                 let (pod, cluster, identity) = &self.responders[seq as usize % self.responders.len()];
                 RequestRecord {
+                    started_us: 0,
                     seq,
                     target: "10.96.0.11:80".into(),
                     status: Some(200),

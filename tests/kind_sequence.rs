@@ -589,6 +589,7 @@ fn upgrade_installs_the_new_istio_over_the_named_cluster_while_traffic_runs() {
             to: "1.30.0".parse().unwrap(),
             clusters: vec!["cluster2".to_owned()],
         }),
+        rate_per_second: None,
     };
     let mut lines = Vec::new();
     runtime

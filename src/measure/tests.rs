@@ -8,6 +8,7 @@ const FOO: &str = "spiffe://cluster.local/ns/ns1/sa/foo";
 /// with the expected identity, taking 1 ms.
 fn answered(seq: u64, cluster: &str, pod: &str, connection: &str) -> RequestRecord {
     RequestRecord {
+        started_us: 0,
         seq,
         target: "10.96.0.10:80".into(),
         status: Some(200),
@@ -24,6 +25,7 @@ fn answered(seq: u64, cluster: &str, pod: &str, connection: &str) -> RequestReco
 /// A request that got no reply.
 fn failed(seq: u64, message: &str) -> RequestRecord {
     RequestRecord {
+        started_us: 0,
         seq,
         target: "10.96.0.10:80".into(),
         status: None,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::change::{InventoryEvent, WorldChange};
 use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -70,6 +71,9 @@ pub struct Traffic {
     /// An Istio upgrade to do while this traffic runs (only providers running real Istio accept
     /// a scenario with one).
     pub upgrade: Option<UpgradeAction>,
+    /// Requests started per second, spread evenly, when the traffic must span time (a phase with
+    /// timed actions); `None` sends as fast as `concurrency` allows.
+    pub rate_per_second: Option<u32>,
 }
 
 /// An in-place Istio upgrade of some clusters, done while a phase's traffic runs.
@@ -229,6 +233,55 @@ pub trait Provider: Send {
         traffic: &Traffic,
         progress: &mut dyn Progress,
     ) -> impl Future<Output = Result<Vec<RequestRecord>, ProviderError>> + Send;
+
+    /// Starts `traffic` in the background and returns once the sending side runs: the world can
+    /// then be changed ([`Provider::change_world`], [`Provider::apply_plan`]) while requests flow,
+    /// and [`Provider::await_traffic`] collects the records. Each record's `started_us` counts
+    /// from the moment this returns. The default refuses: a provider that runs traffic across
+    /// changes says so in its capabilities and implements this.
+    fn start_traffic(
+        &mut self,
+        traffic: &Traffic,
+        progress: &mut dyn Progress,
+    ) -> impl Future<Output = Result<(), ProviderError>> + Send {
+        let _ = (traffic, progress);
+        async {
+            Err(ProviderError::Unsupported(
+                "this provider cannot run traffic across world changes".to_owned(),
+            ))
+        }
+    }
+
+    /// Waits for the traffic [`Provider::start_traffic`] started, until it ends or `until` passes,
+    /// checking that the world lives and reporting progress. Returns every record once the traffic
+    /// has ended, `None` while it still runs.
+    fn await_traffic(
+        &mut self,
+        until: std::time::Instant,
+        progress: &mut dyn Progress,
+    ) -> impl Future<Output = Result<Option<Vec<RequestRecord>>, ProviderError>> + Send {
+        let _ = (until, progress);
+        async {
+            Err(ProviderError::Unsupported(
+                "this provider cannot run traffic across world changes".to_owned(),
+            ))
+        }
+    }
+
+    /// Makes one change to the running world and returns what it did to the inventory (pods ready
+    /// or gone, a gateway's address, a cluster that joined or left, a cluster's Istio version),
+    /// for the reconcile loop to re-plan from. Processes a change stops or kills are not deaths
+    /// [`Provider::check_alive`] reports. The default refuses: a provider lists the changes it can
+    /// make in its capabilities.
+    fn change_world(
+        &mut self,
+        change: &WorldChange,
+        progress: &mut dyn Progress,
+    ) -> impl Future<Output = Result<Vec<InventoryEvent>, ProviderError>> + Send {
+        let _ = progress;
+        let refused = format!("this provider cannot make the change {}", change.kind().name());
+        async move { Err(ProviderError::Unsupported(refused)) }
+    }
 
     /// Current server-side TLS failure counters of the pods of `service` and of every gateway.
     fn tls_failures(&mut self, service: &str) -> impl Future<Output = Result<TlsFailures, ProviderError>> + Send;

@@ -102,6 +102,14 @@ pub struct Cluster {
     /// in `zone`. At most [`MAX_ZONES_PER_CLUSTER`], distinct label values.
     #[serde(default)]
     pub zones: Vec<Spanned<String>>,
+    /// The cluster is not part of the world at the start: a `joinCluster` action creates it and
+    /// it joins the mesh then.
+    #[serde(default)]
+    pub joins_later: bool,
+    /// The cluster's intermediate CA is signed by a root of its own instead of the mesh root (a
+    /// cluster joining with the wrong root).
+    #[serde(default)]
+    pub foreign_root: bool,
 }
 
 /// Most zones a cluster's pods may be spread over.

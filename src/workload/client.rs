@@ -128,6 +128,7 @@ pub async fn client(config: ClientConfig, mut on_record: impl FnMut(RequestRecor
         request_bytes: mk_http_request(&config.host, config.connection_policy),
         next_seq: AtomicU64::new(workers),
         next_connection: AtomicU64::new(0),
+        epoch: Instant::now(),
         config,
     });
     let (records_tx, mut records_rx) = mpsc::unbounded_channel();
@@ -202,11 +203,17 @@ fn report_unsent(shared: &Shared, records: &mpsc::UnboundedSender<RequestRecord>
             pod: None,
             cluster: None,
             peer_identity: None,
+            started_us: micros_since(shared.epoch, Instant::now()),
             latency_us: 0,
             connection: 0,
             server_connection: None,
         });
     }
+}
+
+/// Microseconds from `epoch` to `instant`.
+fn micros_since(epoch: Instant, instant: Instant) -> u64 {
+    u64::try_from(instant.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Built once per run: every HTTP request of a run is the same bytes.
@@ -229,6 +236,8 @@ struct Shared {
     request_bytes: Vec<u8>,
     next_seq: AtomicU64,
     next_connection: AtomicU64,
+    /// The client's start: records' `started_us` count from here.
+    epoch: Instant,
 }
 
 /// The echo's reply fields a record carries (HTTP body or TCP line).
@@ -302,6 +311,7 @@ impl Worker {
             let mut attempt = Attempt::default();
             let result = tokio::time::timeout(timeout, self.exchange(seq, &mut attempt)).await;
             let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let started_us = micros_since(self.shared.epoch, started);
             let outcome = match result {
                 Ok(Ok(outcome)) => Ok(outcome),
                 Ok(Err(failure)) => Err(failure),
@@ -324,6 +334,7 @@ impl Worker {
                     pod: reply.pod,
                     cluster: reply.cluster,
                     peer_identity: reply.peer_identity,
+                    started_us,
                     latency_us,
                     connection: attempt.connection.unwrap_or_default(),
                     server_connection: reply.server_connection,
@@ -336,6 +347,7 @@ impl Worker {
                     pod: None,
                     cluster: None,
                     peer_identity: None,
+                    started_us,
                     latency_us,
                     connection: attempt.connection.unwrap_or_default(),
                     server_connection: None,

@@ -98,6 +98,7 @@ mod tests {
 
     fn tcp_record(seq: u64, pod: &str, app_peer: &str) -> RequestRecord {
         RequestRecord {
+            started_us: 0,
             seq,
             target: "10.97.0.20:9090".into(),
             status: None,

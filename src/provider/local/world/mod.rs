@@ -5,8 +5,10 @@
 //! [`isolation`] (the cross-cluster probe) and [`liveness`] (exited, stopped and silent processes).
 
 mod apps;
+mod faults;
 mod isolation;
 mod liveness;
+mod membership;
 mod proxies;
 mod traffic;
 
@@ -20,6 +22,7 @@ use super::network::{self, ClusterNetwork, GatewayAddress, Network, NetworkSpec,
 use super::sandbox::SandboxMode;
 use super::supervisor::{ChildOutput, Supervisor};
 use super::topology::{self, ClusterTopology, GATEWAY_POD, Topology};
+use crate::change::{InventoryEvent, WorldChange};
 use crate::inventory::Inventory;
 use crate::pki::{self, MeshPki};
 use crate::plan::Plan;
@@ -303,6 +306,29 @@ impl Provider for LocalProvider {
         let world = self.world()?;
         let sent = world.send_traffic(&meshfed, traffic, progress).await;
         world.explained(sent)
+    }
+
+    async fn change_world(
+        &mut self,
+        change: &WorldChange,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<InventoryEvent>, ProviderError> {
+        let options = self.options.clone();
+        let world = self.world()?;
+        let changed = match change {
+            WorldChange::Scale { .. } | WorldChange::JoinCluster { .. } | WorldChange::LeaveCluster { .. } => {
+                world.change_membership(&options, change, progress).await
+            }
+            WorldChange::StopGateway { .. }
+            | WorldChange::StartGateway { .. }
+            | WorldChange::Partition { .. }
+            | WorldChange::Heal { .. }
+            | WorldChange::Delay { .. }
+            | WorldChange::Kill { .. }
+            | WorldChange::RotateIntermediate { .. }
+            | WorldChange::Upgrade { .. } => world.change_data_plane(&options, change, progress).await,
+        };
+        world.explained(changed)
     }
 
     async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError> {
