@@ -95,6 +95,7 @@ impl KubeconfigProvider {
         provider: "kubeconfig",
         faults: &[],
         actions: &[Action::ChangeEndpointWeights, Action::NewConnectionPerRequest],
+        changes: &[],
     };
 
     /// A provider that has not connected yet.

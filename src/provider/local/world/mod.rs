@@ -22,6 +22,7 @@ use super::network::{self, ClusterNetwork, GatewayAddress, Network, NetworkSpec,
 use super::sandbox::SandboxMode;
 use super::supervisor::{ChildOutput, Supervisor};
 use super::topology::{self, ClusterTopology, GATEWAY_POD, Topology};
+use crate::change::ChangeKind;
 use crate::change::{InventoryEvent, WorldChange};
 use crate::inventory::Inventory;
 use crate::pki::{self, MeshPki};
@@ -94,11 +95,19 @@ struct World {
 }
 
 impl LocalProvider {
-    /// What `local` supports: a foreign client certificate, and both phase actions.
+    /// What `local` supports: every phase-long fault (gatewayDown, scale and delay are made as
+    /// changes at the phase's start and undone after its traffic), both phase actions, and every
+    /// change a timed action can ask for.
     pub const CAPABILITIES: Capabilities = Capabilities {
         provider: "local",
-        faults: &[FaultKind::ForeignClientCert],
+        faults: &[
+            FaultKind::GatewayDown,
+            FaultKind::Scale,
+            FaultKind::ForeignClientCert,
+            FaultKind::Delay,
+        ],
         actions: &[Action::ChangeEndpointWeights, Action::NewConnectionPerRequest],
+        changes: &ChangeKind::ALL,
     };
 
     /// A provider that has created nothing yet.
