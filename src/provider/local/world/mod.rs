@@ -92,6 +92,8 @@ struct World {
     /// By (cluster, pod); gateways under [`GATEWAY_POD`].
     proxies: BTreeMap<(String, String), Proxy>,
     apps_ready: bool,
+    /// Traffic started in the background and not yet collected.
+    traffic: Option<traffic::RunningTraffic>,
 }
 
 impl LocalProvider {
@@ -277,6 +279,7 @@ impl Provider for LocalProvider {
             foreign_pki: None,
             proxies: BTreeMap::new(),
             apps_ready: false,
+            traffic: None,
         };
         progress.step("starting the apps");
         world.start_apps(&self.options)?;
@@ -315,6 +318,23 @@ impl Provider for LocalProvider {
         let world = self.world()?;
         let sent = world.send_traffic(&meshfed, traffic, progress).await;
         world.explained(sent)
+    }
+
+    async fn start_traffic(&mut self, traffic: &Traffic, _progress: &mut dyn Progress) -> Result<(), ProviderError> {
+        let meshfed = self.options.meshfed.clone();
+        let world = self.world()?;
+        let started = world.start_traffic(&meshfed, traffic);
+        world.explained(started)
+    }
+
+    async fn await_traffic(
+        &mut self,
+        until: Instant,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<Vec<RequestRecord>>, ProviderError> {
+        let world = self.world()?;
+        let awaited = world.await_traffic(until, progress).await;
+        world.explained(awaited)
     }
 
     async fn change_world(
