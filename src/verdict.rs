@@ -269,7 +269,7 @@ pub fn change_verdicts(
                     ExpectationResult {
                         expectation: format!("every bucket {what} >="),
                         observed: format!("{:.3} in bucket {}", rate_of(worst), range(worst)),
-                        bound: bound.to_string(),
+                        bound: format!("{bound:.3}"),
                         passed: below.is_empty(),
                         detail: if below.is_empty() {
                             String::new()
