@@ -385,7 +385,7 @@ fn timeline_summary(out: &mut String, timeline: &Timeline) {
             .filter(|action| action.started_ms >= start && action.started_ms < stop)
             .map(|action| {
                 format!(
-                    "<- {} ({} {}, {}-{} ms)",
+                    "<- {} ({} {} at {} ms, done at {} ms)",
                     action.name, action.kind, action.cluster, action.started_ms, action.completed_ms
                 )
             })

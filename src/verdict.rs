@@ -627,6 +627,81 @@ serverTlsFailuresAtLeast: 0
         )
     }
 
+    /// Every change bound, each set so that zero samples would satisfy it if emptiness were not
+    /// checked: windows over no request, a recovery, convergence and calls-after-leave with no
+    /// action to judge.
+    const EVERY_CHANGE_BOUND_SATISFIED_BY_ZEROS: &str = "
+windows:
+  - { fromMillis: 5000, toMillis: 6000, successRateAtLeast: 0.0, failedCallsAtMost: 0, mtlsRateAtLeast: 0.0,
+      clustersReached: [], callsToClusterAtMost: { cluster: cluster2, calls: 0 } }
+everyBucket: { successRateAtLeast: 0.0 }
+recovery: { after: gw-down, successRateAtLeast: 0.0, withinMillis: 100000 }
+convergenceMillisAtMost: 100000
+callsAfterLeaveAtMost: 100000
+";
+
+    #[test]
+    fn every_change_bound_over_zero_samples_fails_naming_the_phase_and_why() {
+        let records: Vec<RequestRecord> = (0..10).map(|seq| answered(seq, "bar-0")).collect();
+        let timeline = crate::measure::timeline::timeline(&[], 100, FOO, Vec::new());
+        let results = change_verdicts(
+            "p1",
+            &expectations(EVERY_CHANGE_BOUND_SATISFIED_BY_ZEROS),
+            &records,
+            &timeline,
+            FOO,
+        );
+        let shown: Vec<(&str, bool, &str)> = results
+            .iter()
+            .map(|result| (result.expectation.as_str(), result.passed, result.detail.as_str()))
+            .collect();
+        assert_eq!(results.len(), 9, "{shown:#?}");
+        for result in &results {
+            assert!(!result.passed, "{result:?}");
+            assert!(
+                result.detail.starts_with("phase p1: ") && result.detail.contains("a bound over nothing cannot hold"),
+                "{result:?}"
+            );
+        }
+        assert!(
+            results[0]
+                .detail
+                .starts_with("phase p1: no request started in window [5000, 6000) ms"),
+            "{:?}",
+            results[0]
+        );
+        assert_eq!(
+            results[6].detail,
+            "phase p1: action gw-down was not taken; a bound over nothing cannot hold"
+        );
+    }
+
+    #[test]
+    fn every_bucket_reports_the_worst_bucket_and_lists_those_below() {
+        let mut records: Vec<RequestRecord> = (0..10).map(|seq| answered(seq, "bar-0")).collect();
+        for (index, record) in records.iter_mut().enumerate() {
+            record.started_us = index as u64 * 50_000;
+        }
+        records[2] = RequestRecord {
+            started_us: 100_000,
+            ..unanswered(2)
+        };
+        let timeline = crate::measure::timeline::timeline(&records, 100, FOO, Vec::new());
+        let results = change_verdicts(
+            "p1",
+            &expectations("everyBucket: { successRateAtLeast: 0.9, mtlsRateAtLeast: 0.5 }"),
+            &records,
+            &timeline,
+            FOO,
+        );
+        assert_eq!(results[0].expectation, "every bucket success_rate >=");
+        assert_eq!(results[0].observed, "0.500 in bucket [100, 200) ms");
+        assert_eq!(results[0].bound, "0.900");
+        assert!(!results[0].passed);
+        assert_eq!(results[0].detail, "phase p1: 1 of 5 buckets below: [100, 200) ms 0.500");
+        assert!(results[1].passed, "{:?}", results[1]);
+    }
+
     #[test]
     fn every_bound_over_unanswered_requests_fails_and_says_none_was_answered() {
         let records: Vec<RequestRecord> = (0..400).map(unanswered).collect();

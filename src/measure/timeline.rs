@@ -317,3 +317,256 @@ pub fn calls_after_leave(timeline: &Timeline, records: &[RequestRecord]) -> Vec<
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{ClusterInventory, GatewayAddress, ReadyPod};
+    use crate::scenario::IstioVersion;
+
+    const FOO: &str = "spiffe://cluster.local/ns/ns1/sa/foo";
+
+    /// A request started at `started_ms`, answered by `pod@cluster` with the expected identity, or
+    /// failed unanswered when `answered` is `None`.
+    fn record(seq: u64, started_ms: u64, answered: Option<(&str, &str)>) -> RequestRecord {
+        RequestRecord {
+            seq,
+            target: "10.96.0.11:80".into(),
+            status: answered.map(|_| 200),
+            error: answered.is_none().then(|| "connect refused".to_owned()),
+            pod: answered.map(|(pod, _)| pod.to_owned()),
+            cluster: answered.map(|(_, cluster)| cluster.to_owned()),
+            peer_identity: answered.map(|_| FOO.to_owned()),
+            started_us: started_ms * 1000,
+            latency_us: 2000,
+            connection: seq,
+            server_connection: None,
+        }
+    }
+
+    fn action(name: &str, change: WorldChange, started_ms: u64, completed_ms: u64) -> ActionRecord {
+        ActionRecord {
+            name: name.to_owned(),
+            kind: change.kind().name().to_owned(),
+            cluster: change.cluster().to_owned(),
+            at_ms: started_ms,
+            started_ms,
+            completed_ms,
+            change,
+            events: Vec::new(),
+        }
+    }
+
+    fn stop(cluster: &str) -> WorldChange {
+        WorldChange::StopGateway {
+            cluster: cluster.to_owned(),
+        }
+    }
+
+    #[test]
+    fn buckets_count_requests_by_start_time_with_success_mtls_and_answering_clusters() {
+        let records = [
+            record(0, 0, Some(("bar-0", "cluster1"))),
+            record(1, 99, Some(("bar-0", "cluster2"))),
+            record(2, 100, None),
+            record(3, 250, Some(("bar-1", "cluster2"))),
+        ];
+        let timeline = timeline(&records, 100, FOO, Vec::new());
+        let rows: Vec<(u64, u64, u64, u64, Vec<(&str, u64)>)> = timeline
+            .buckets
+            .iter()
+            .map(|bucket| {
+                (
+                    bucket.start_ms,
+                    bucket.requests,
+                    bucket.succeeded,
+                    bucket.mtls,
+                    bucket.per_cluster.iter().map(|(c, n)| (c.as_str(), *n)).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (0, 2, 2, 2, vec![("cluster1", 1), ("cluster2", 1)]),
+                (100, 1, 0, 0, vec![]),
+                (200, 1, 1, 1, vec![("cluster2", 1)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_window_holds_the_requests_started_in_its_half_open_range() {
+        let records = [
+            record(0, 9, Some(("bar-0", "cluster1"))),
+            record(1, 10, None),
+            record(2, 19, Some(("bar-0", "cluster2"))),
+            record(3, 20, Some(("bar-0", "cluster2"))),
+        ];
+        let tally = window(&records, 10, 20, FOO);
+        assert_eq!((tally.requests, tally.succeeded, tally.failed()), (2, 1, 1));
+        assert_eq!(tally.per_cluster.get("cluster2"), Some(&1));
+        assert_eq!(window(&records, 100, 200, FOO).requests, 0);
+    }
+
+    /// 100 ms buckets of 10 requests each, `ok` of which succeed, from `from_ms` on.
+    fn traffic(buckets: &[(u64, u64)]) -> Vec<RequestRecord> {
+        let mut records = Vec::new();
+        for (index, (start_ms, ok)) in buckets.iter().enumerate() {
+            for i in 0..10 {
+                let seq = index as u64 * 10 + i;
+                let answered = (i < *ok).then_some(("bar-0", "cluster1"));
+                records.push(record(seq, start_ms + i * 10, answered));
+            }
+        }
+        records
+    }
+
+    #[test]
+    fn recovery_is_the_start_of_the_last_stretch_of_buckets_at_the_rate_after_the_action() {
+        let records = traffic(&[(0, 10), (100, 10), (200, 2), (300, 10), (400, 5), (500, 10), (600, 10)]);
+        let actions = vec![action("gw-down", stop("cluster2"), 180, 210)];
+        let timeline = timeline(&records, 100, FOO, actions);
+        // Bucket 300 reached the rate but 400 fell again: success stayed up from 500 on.
+        assert_eq!(
+            recovery(&timeline, "gw-down", 0.9),
+            Some(Recovery::Recovered {
+                at_ms: 500,
+                after_ms: 290
+            })
+        );
+        assert_eq!(
+            recovery(&timeline, "gw-down", 0.4),
+            Some(Recovery::Recovered {
+                at_ms: 300,
+                after_ms: 90
+            })
+        );
+        assert_eq!(
+            recovery(&timeline, "gw-down", 0.2),
+            Some(Recovery::Recovered {
+                at_ms: 200,
+                after_ms: 0
+            }),
+            "the bucket the action completed in already holds the lower rate"
+        );
+        assert_eq!(recovery(&timeline, "nothing", 0.9), None);
+    }
+
+    #[test]
+    fn recovery_stops_at_the_next_action_and_says_when_it_never_came_or_nothing_ran() {
+        let records = traffic(&[(0, 10), (100, 1), (200, 3), (300, 10)]);
+        let actions = vec![
+            action("gw-down", stop("cluster2"), 100, 100),
+            action("again", stop("cluster3"), 300, 300),
+            action("late", stop("cluster4"), 900, 900),
+        ];
+        let timeline = timeline(&records, 100, FOO, actions);
+        assert_eq!(recovery(&timeline, "gw-down", 0.9), Some(Recovery::Never { best: 0.3 }));
+        assert_eq!(recovery(&timeline, "late", 0.9), Some(Recovery::NoTraffic));
+    }
+
+    #[test]
+    fn convergence_is_measured_from_the_action_to_the_first_reply_of_a_new_pod() {
+        let mut scale_up = action(
+            "scale-up",
+            WorldChange::Scale {
+                cluster: "cluster2".into(),
+                service: "bar.ns2".into(),
+                replicas: 2,
+            },
+            100,
+            150,
+        );
+        scale_up.events = vec![InventoryEvent::PodReady {
+            cluster: "cluster2".into(),
+            service: "bar.ns2".into(),
+            pod: ReadyPod {
+                name: "bar-1".into(),
+                region: "r".into(),
+                zone: "z".into(),
+            },
+        }];
+        let mut joined = action(
+            "join",
+            WorldChange::JoinCluster {
+                cluster: "cluster3".into(),
+            },
+            300,
+            320,
+        );
+        joined.events = vec![InventoryEvent::ClusterJoined {
+            cluster: "cluster3".into(),
+            inventory: ClusterInventory {
+                gateway: GatewayAddress {
+                    address: "192.0.2.3".into(),
+                    port: 15443,
+                    placeholder: false,
+                },
+                istio_version: IstioVersion::new(1, 30, 3),
+                region: "r".into(),
+                zone: "z".into(),
+                ready_pods: [(
+                    "bar.ns2".to_owned(),
+                    vec![ReadyPod {
+                        name: "bar-0".into(),
+                        region: "r".into(),
+                        zone: "z".into(),
+                    }],
+                )]
+                .into(),
+            },
+        }];
+        let records = [
+            // bar-1 of cluster1 is not the new pod; bar-1 of cluster2 answers at 400 + 2 ms.
+            record(0, 200, Some(("bar-1", "cluster1"))),
+            record(1, 400, Some(("bar-1", "cluster2"))),
+            record(2, 500, Some(("bar-1", "cluster2"))),
+        ];
+        let timeline = timeline(&records, 100, FOO, vec![scale_up, joined]);
+        assert_eq!(
+            convergences(&timeline, &records),
+            [
+                Convergence {
+                    action: "scale-up".into(),
+                    new_pods: 1,
+                    millis: Some(252),
+                },
+                Convergence {
+                    action: "join".into(),
+                    new_pods: 1,
+                    millis: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn calls_after_leave_count_replies_from_the_cluster_after_its_leave_completed() {
+        let leave = action(
+            "leave",
+            WorldChange::LeaveCluster {
+                cluster: "cluster2".into(),
+            },
+            100,
+            200,
+        );
+        let records = [
+            // Replied at 150 + 2 ms: before the leave completed.
+            record(0, 150, Some(("bar-0", "cluster2"))),
+            record(1, 250, Some(("bar-0", "cluster2"))),
+            record(2, 260, Some(("bar-0", "cluster1"))),
+            record(3, 270, None),
+        ];
+        let timeline = timeline(&records, 100, FOO, vec![leave]);
+        assert_eq!(
+            calls_after_leave(&timeline, &records),
+            [CallsAfterLeave {
+                action: "leave".into(),
+                cluster: "cluster2".into(),
+                replies_after: 3,
+                from_cluster: 1,
+            }]
+        );
+    }
+}
