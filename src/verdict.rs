@@ -231,7 +231,7 @@ pub fn change_verdicts(
     }
     if let Some(bounds) = &expect.every_bucket {
         let width = timeline.bucket_ms;
-        let rates: [(&str, Option<f64>, fn(&Bucket) -> f64); 2] = [
+        let rates: [(&str, Option<f64>, BucketRate); 2] = [
             (
                 "success_rate",
                 bounds.value.success_rate_at_least.as_ref().map(|bound| bound.value),
@@ -419,6 +419,9 @@ pub fn change_verdicts(
     }
     results
 }
+
+/// One of a bucket's rates.
+type BucketRate = fn(&Bucket) -> f64;
 
 /// Why the phase's request figures are about nothing, when they are: nothing was sent, or nothing
 /// that was sent was answered (no reply named a pod or cluster, and none succeeded).

@@ -372,7 +372,8 @@ mod tests {
             record(3, 250, Some(("bar-1", "cluster2"))),
         ];
         let timeline = timeline(&records, 100, FOO, Vec::new());
-        let rows: Vec<(u64, u64, u64, u64, Vec<(&str, u64)>)> = timeline
+        type Row<'a> = (u64, u64, u64, u64, Vec<(&'a str, u64)>);
+        let rows: Vec<Row> = timeline
             .buckets
             .iter()
             .map(|bucket| {
