@@ -765,6 +765,33 @@ const CASES: &[Case] = &[
         message: "rate 1.5 is out of range: rates are between 0 and 1",
     },
     Case {
+        name: "window after the traffic's end",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    expect:\n      windows:\n        - { fromMillis: 1000, toMillis: 2000, successRateAtLeast: 1.0 }\n",
+        ),
+        at: Line(28, 25),
+        message: "window fromMillis 1000 is not within the traffic, which lasts 1000 ms",
+    },
+    Case {
+        name: "convergence without a scale or join",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, partition: { cluster: cluster2 } }\n    expect:\n      convergenceMillisAtMost: 500\n",
+        ),
+        at: Line(29, 32),
+        message: "convergenceMillisAtMost needs a scale or joinCluster action in the phase",
+    },
+    Case {
+        name: "calls after leave without a leave",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    expect:\n      callsAfterLeaveAtMost: 0\n",
+        ),
+        at: Line(25, 30),
+        message: "callsAfterLeaveAtMost needs a leaveCluster action in the phase",
+    },
+    Case {
         name: "joinsLater cluster nobody joins",
         input: Edit("  - name: cluster2\n", "  - name: cluster2\n    joinsLater: true\n"),
         at: Line(6, 11),

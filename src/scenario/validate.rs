@@ -1109,6 +1109,18 @@ fn check_change_expectations(scenario: &Scenario, phase: &Phase) -> Checked {
                 ),
             ));
         }
+        if let Some(traffic_millis) = phase.traffic_millis()
+            && bounds.from_millis.value >= traffic_millis
+        {
+            return Err(problem(
+                bounds.from_millis.referenced,
+                format!(
+                    "phase {phase_name}: window fromMillis {} is not within the traffic, which lasts {traffic_millis} ms \
+                     (requests / ratePerSecond): no request would start in it",
+                    bounds.from_millis.value
+                ),
+            ));
+        }
         check_rate(&bounds.success_rate_at_least)?;
         check_rate(&bounds.mtls_rate_at_least)?;
         if bounds.success_rate_at_least.is_none()
@@ -1157,6 +1169,32 @@ fn check_change_expectations(scenario: &Scenario, phase: &Phase) -> Checked {
                 format!("phase {phase_name}: everyBucket sets no bound: use successRateAtLeast or mtlsRateAtLeast"),
             ));
         }
+    }
+    let has_action = |kinds: &[crate::change::ChangeKind]| {
+        phase
+            .actions
+            .iter()
+            .filter_map(|action| action.value.change())
+            .any(|change| kinds.contains(&change.kind()))
+    };
+    if let Some(bound) = &expect.convergence_millis_at_most
+        && !has_action(&[crate::change::ChangeKind::Scale, crate::change::ChangeKind::JoinCluster])
+    {
+        return Err(problem(
+            bound.referenced,
+            format!(
+                "phase {phase_name}: convergenceMillisAtMost needs a scale or joinCluster action in the phase \
+                 (convergence runs from new pods ready to their first reply)"
+            ),
+        ));
+    }
+    if let Some(bound) = &expect.calls_after_leave_at_most
+        && !has_action(&[crate::change::ChangeKind::LeaveCluster])
+    {
+        return Err(problem(
+            bound.referenced,
+            format!("phase {phase_name}: callsAfterLeaveAtMost needs a leaveCluster action in the phase"),
+        ));
     }
     if let Some(recovery) = &expect.recovery {
         let after = &recovery.value.after;
