@@ -13,8 +13,8 @@ use std::process::Command;
 use meshfed::provider::local::envoy_binary::find_envoy;
 use meshfed::provider::local::envoy_config::{
     CertPaths, GATEWAY_PORT, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort,
-    OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, XdsResources, gateway_resources, outbound_sni, sidecar_resources,
-    static_bootstrap,
+    OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, XdsResources, gateway_resources,
+    outbound_sni, sidecar_resources, static_bootstrap,
 };
 use meshfed::scenario::LoadBalancer;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};

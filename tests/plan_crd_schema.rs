@@ -67,10 +67,9 @@ fn plans_to_check() -> Vec<(String, plan::Plan)> {
         ("locality-variant.yaml", text),
         (
             "locality-resilience.yaml",
-            std::fs::read_to_string(dir.join("locality.yaml")).unwrap().replace(
-                "  outlierDetection: true\n",
-                RESILIENCE_SETTINGS,
-            ),
+            std::fs::read_to_string(dir.join("locality.yaml"))
+                .unwrap()
+                .replace("  outlierDetection: true\n", RESILIENCE_SETTINGS),
         ),
     ] {
         let scenario = scenario::parse(Path::new(name), &text).unwrap();
@@ -172,15 +171,25 @@ fn a_misspelt_resilience_field_is_caught_by_the_same_check() {
         .unwrap()
         .1;
     let find = |kind: &str| {
-        let object = plan.clusters[0].objects.iter().find(|object| object.kind() == kind).unwrap();
+        let object = plan.clusters[0]
+            .objects
+            .iter()
+            .find(|object| object.kind() == kind)
+            .unwrap();
         serde_json::to_value(object).unwrap()
     };
     let mut rule = find("DestinationRule");
     assert_eq!(rule["spec"]["trafficPolicy"]["outlierDetection"]["interval"], "250ms");
     rule["spec"]["trafficPolicy"]["outlierDetection"]["maxEjectionPercent"] = "all".into();
-    assert!(!schemas.validate(&rule).is_valid(), "the schema check must be able to fail");
+    assert!(
+        !schemas.validate(&rule).is_valid(),
+        "the schema check must be able to fail"
+    );
     let mut service = find("VirtualService");
     assert_eq!(service["spec"]["http"][0]["retries"]["attempts"], 3);
     service["spec"]["http"][0]["retries"]["attempts"] = "three".into();
-    assert!(!schemas.validate(&service).is_valid(), "the schema check must be able to fail");
+    assert!(
+        !schemas.validate(&service).is_valid(),
+        "the schema check must be able to fail"
+    );
 }

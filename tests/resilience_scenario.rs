@@ -51,12 +51,37 @@ const FIRST: u64 = 29;
 fn bad_resilience_values_are_refused_at_their_line_and_column_saying_what_is_allowed() {
     let cases: [(&str, u64, u64, &str); 10] = [
         ("  outlierDetection: yes-please\n", FIRST, 3, "true, false, or a map"),
-        ("  outlierDetection:\n    interval: 10\n", FIRST + 1, 15, "a whole number and a unit"),
-        ("  outlierDetection:\n    baseEjectionTime: 2h\n", FIRST + 1, 23, "from 1ms to 1h"),
-        ("  outlierDetection:\n    maxEjectionPercent: 101\n", FIRST + 1, 25, "0 to 100"),
-        ("  outlierDetection:\n    consecutiveErrors: 5\n", FIRST + 1, 5, "consecutive5xxErrors"),
+        (
+            "  outlierDetection:\n    interval: 10\n",
+            FIRST + 1,
+            15,
+            "a whole number and a unit",
+        ),
+        (
+            "  outlierDetection:\n    baseEjectionTime: 2h\n",
+            FIRST + 1,
+            23,
+            "from 1ms to 1h",
+        ),
+        (
+            "  outlierDetection:\n    maxEjectionPercent: 101\n",
+            FIRST + 1,
+            25,
+            "0 to 100",
+        ),
+        (
+            "  outlierDetection:\n    consecutiveErrors: 5\n",
+            FIRST + 1,
+            5,
+            "consecutive5xxErrors",
+        ),
         ("  retries: { attempts: 11 }\n", FIRST, 24, "more than 10"),
-        ("  retries: { attempts: 2, retryOn: \"5xx,timeout\" }\n", FIRST, 36, "\"timeout\" is not an HTTP status code"),
+        (
+            "  retries: { attempts: 2, retryOn: \"5xx,timeout\" }\n",
+            FIRST,
+            36,
+            "\"timeout\" is not an HTTP status code",
+        ),
         ("  timeout: 1.5s\n", FIRST, 12, "a whole number and a unit"),
         (
             "  localityLbSetting:\n    failover: [{ from: region1, to: region2 }]\n",
@@ -155,7 +180,10 @@ fn outlier_detection_true_still_plans_the_documented_example_values() {
         serde_json::json!({ "consecutive5xxErrors": 5, "interval": "10s", "baseEjectionTime": "30s" })
     );
     assert!(
-        plan.clusters[0].objects.iter().all(|object| object.kind() != "VirtualService"),
+        plan.clusters[0]
+            .objects
+            .iter()
+            .all(|object| object.kind() != "VirtualService"),
         "no retries or timeout set: Istio's defaults need no object"
     );
 }

@@ -26,8 +26,8 @@ use crate::scenario::{
 pub use istio::IstioApi;
 use istio::{
     ClientTls, ConnectionPoolSettings, DestinationRuleSpec, GatewayServer, GatewaySpec, HttpConnectionPool,
-    IstioObject, IstioPort, MeshPolicySpec, MtlsSetting, PeerAuthenticationSpec, PeerMethod,
-    ServerTls, ServiceEntrySpec, TrafficPolicy, VirtualServiceSpec, WorkloadEntry,
+    IstioObject, IstioPort, MeshPolicySpec, MtlsSetting, PeerAuthenticationSpec, PeerMethod, ServerTls,
+    ServiceEntrySpec, TrafficPolicy, VirtualServiceSpec, WorkloadEntry,
 };
 pub use render::{RenderedFile, render, summary};
 use versions::IstioBehaviour;
@@ -500,7 +500,10 @@ impl<'a> Planner<'a> {
             }),
             connection_pool: (http != HttpConnectionPool::default()).then_some(ConnectionPoolSettings { http }),
             load_balancer: self.mk_load_balancer(),
-            outlier_detection: federation.outlier_detection.as_ref().map(resilience::mk_outlier_detection),
+            outlier_detection: federation
+                .outlier_detection
+                .as_ref()
+                .map(resilience::mk_outlier_detection),
         };
         (traffic_policy != TrafficPolicy::default()).then(|| IstioObject {
             api_version: api.networking().to_owned(),

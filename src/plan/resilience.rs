@@ -24,22 +24,22 @@ impl Planner<'_> {
     /// `trafficPolicy.loadBalancer`: the policy in force and the failover rules; `None` when
     /// neither is set.
     pub(super) fn mk_load_balancer(&self) -> Option<LoadBalancerSettings> {
-        let locality_lb_setting = self
-            .scenario
-            .federation
-            .locality_lb_setting
-            .as_ref()
-            .map(|setting| LocalityLbSetting {
-                failover: setting
-                    .value
-                    .failover
-                    .iter()
-                    .map(|rule| LocalityFailover {
-                        from: rule.from.value.clone(),
-                        to: rule.to.value.clone(),
-                    })
-                    .collect(),
-            });
+        let locality_lb_setting =
+            self.scenario
+                .federation
+                .locality_lb_setting
+                .as_ref()
+                .map(|setting| LocalityLbSetting {
+                    failover: setting
+                        .value
+                        .failover
+                        .iter()
+                        .map(|rule| LocalityFailover {
+                            from: rule.from.value.clone(),
+                            to: rule.to.value.clone(),
+                        })
+                        .collect(),
+                });
         let simple = self.settings.load_balancer.map(|policy| policy.istio_name().to_owned());
         (simple.is_some() || locality_lb_setting.is_some()).then_some(LoadBalancerSettings {
             simple,
@@ -51,7 +51,11 @@ impl Planner<'_> {
     /// route to the service itself (a VirtualService needs a destination), in the service's
     /// namespace. `None` for a TCP-only service (retries and timeouts are HTTP route settings)
     /// or when neither is set (Istio's defaults then apply without an object).
-    pub(super) fn mk_virtual_service(&self, service: &Service, api: IstioApi) -> Option<IstioObject<VirtualServiceSpec>> {
+    pub(super) fn mk_virtual_service(
+        &self,
+        service: &Service,
+        api: IstioApi,
+    ) -> Option<IstioObject<VirtualServiceSpec>> {
         let federation = &self.scenario.federation;
         if federation.retries.is_none() && federation.timeout.is_none() {
             return None;

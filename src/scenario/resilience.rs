@@ -303,7 +303,8 @@ pub fn check_resilience(scenario: &super::Scenario) -> Result<(), (serde_saphyr:
     if federation.outlier_detection.is_none() {
         return Err((
             at,
-            "localityLbSetting.failover needs outlierDetection: Istio programs failover priorities only with it".to_owned(),
+            "localityLbSetting.failover needs outlierDetection: Istio programs failover priorities only with it"
+                .to_owned(),
         ));
     }
     if !federation.locality {
@@ -312,7 +313,11 @@ pub fn check_resilience(scenario: &super::Scenario) -> Result<(), (serde_saphyr:
             "localityLbSetting.failover needs `locality: true`: without it remote gateways carry no region".to_owned(),
         ));
     }
-    let regions: Vec<&str> = scenario.clusters.iter().map(|cluster| cluster.region.as_str()).collect();
+    let regions: Vec<&str> = scenario
+        .clusters
+        .iter()
+        .map(|cluster| cluster.region.as_str())
+        .collect();
     for rule in &setting.value.failover {
         for region in [&rule.from, &rule.to] {
             if !regions.contains(&region.value.as_str()) {
@@ -327,7 +332,10 @@ pub fn check_resilience(scenario: &super::Scenario) -> Result<(), (serde_saphyr:
             }
         }
         if rule.from.value == rule.to.value {
-            return Err((rule.to.referenced, "a failover rule's `from` and `to` must differ".to_owned()));
+            return Err((
+                rule.to.referenced,
+                "a failover rule's `from` and `to` must differ".to_owned(),
+            ));
         }
     }
     Ok(())
@@ -354,7 +362,10 @@ mod tests {
         assert_eq!(retry_on.conditions(), ["connect-failure", "retriable-status-codes"]);
         assert_eq!(retry_on.status_codes(), [503]);
         let error = "connect-failure,timeout".parse::<RetryOn>().unwrap_err();
-        assert!(error.contains("\"timeout\"") && error.contains("gateway-error"), "{error}");
+        assert!(
+            error.contains("\"timeout\"") && error.contains("gateway-error"),
+            "{error}"
+        );
         assert!(",".parse::<RetryOn>().is_err());
         assert!("999".parse::<RetryOn>().is_err());
     }

@@ -34,7 +34,9 @@ pub enum Ownership {
 #[non_exhaustive]
 pub enum ChangeError {
     /// The object is not meshfed's to change.
-    #[error("{what} in cluster {cluster} is not meshfed's (its {MANAGED_BY_LABEL} label is {manager:?}); meshfed changes only what it created")]
+    #[error(
+        "{what} in cluster {cluster} is not meshfed's (its {MANAGED_BY_LABEL} label is {manager:?}); meshfed changes only what it created"
+    )]
     NotOwned {
         /// The object: `deployment ns2/bar`.
         what: String,
@@ -82,7 +84,11 @@ impl Target<'_> {
         }
     }
 
-    fn check_owned(&self, what: &str, labels: Option<&std::collections::BTreeMap<String, String>>) -> Result<(), ChangeError> {
+    fn check_owned(
+        &self,
+        what: &str,
+        labels: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<(), ChangeError> {
         let manager = labels.and_then(|labels| labels.get(MANAGED_BY_LABEL)).cloned();
         if self.ownership == Ownership::WholeCluster || manager.as_deref() == Some(MANAGED_BY) {
             return Ok(());
@@ -166,9 +172,13 @@ async fn await_pods_settled(
         "{replicas} ready pods {pod_selector} in {namespace} of cluster {} after changing {after}",
         target.cluster
     );
-    let settled = await_condition(&pods, &Watched::Labels(pod_selector.to_owned()), &what, deadline, |pods| {
-        pods_settled(pods, replicas)
-    })
+    let settled = await_condition(
+        &pods,
+        &Watched::Labels(pod_selector.to_owned()),
+        &what,
+        deadline,
+        |pods| pods_settled(pods, replicas),
+    )
     .await?;
     let mut names: Vec<String> = settled.into_iter().filter_map(|pod| pod.metadata.name).collect();
     names.sort();
@@ -177,11 +187,17 @@ async fn await_pods_settled(
 
 /// Exactly `wanted` pods, none terminating, all `Ready`.
 pub fn pods_settled(pods: &[&Pod], wanted: usize) -> Observed {
-    let terminating = pods.iter().filter(|pod| pod.metadata.deletion_timestamp.is_some()).count();
+    let terminating = pods
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_some())
+        .count();
     let ready = pods.iter().filter(|pod| pod_ready(pod)).count();
     Observed::new(
         pods.len() == wanted && terminating == 0 && ready == wanted,
-        format!("{} pods, {ready} ready, {terminating} terminating, {wanted} wanted", pods.len()),
+        format!(
+            "{} pods, {ready} ready, {terminating} terminating, {wanted} wanted",
+            pods.len()
+        ),
     )
 }
 

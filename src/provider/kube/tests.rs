@@ -838,7 +838,9 @@ async fn a_deployment_meshfed_did_not_create_is_never_scaled_on_someone_elses_cl
     .unwrap_err();
     assert!(matches!(error, ChangeError::NotOwned { .. }), "{error}");
     assert!(
-        error.to_string().contains("deployment istio-system/istio-ingressgateway in cluster cluster1 is not meshfed's"),
+        error
+            .to_string()
+            .contains("deployment istio-system/istio-ingressgateway in cluster cluster1 is not meshfed's"),
         "{error}"
     );
     assert!(fake.requests().iter().all(|r| r.method == "GET"), "nothing was written");
@@ -848,13 +850,27 @@ async fn a_deployment_meshfed_did_not_create_is_never_scaled_on_someone_elses_cl
         ownership: Ownership::WholeCluster,
         ..target
     };
-    let stopped = scale_deployment(&kind, "istio-system", "istio-ingressgateway", "app=istio-ingressgateway", 0, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let stopped = scale_deployment(
+        &kind,
+        "istio-system",
+        "istio-ingressgateway",
+        "app=istio-ingressgateway",
+        0,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     assert!(stopped.is_empty());
-    let started = scale_deployment(&kind, "istio-system", "istio-ingressgateway", "app=istio-ingressgateway", 1, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let started = scale_deployment(
+        &kind,
+        "istio-system",
+        "istio-ingressgateway",
+        "app=istio-ingressgateway",
+        1,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(started, ["istio-ingressgateway-0"]);
 }
 
@@ -888,7 +904,10 @@ async fn killing_a_pod_deletes_it_and_waits_for_its_replacement_to_be_ready() {
         .await
         .unwrap_err();
     assert!(matches!(error, ChangeError::NotOwned { .. }), "{error}");
-    assert!(fake.has("/api/v1/namespaces/ns2/pods/not-ours"), "an unowned pod is never deleted");
+    assert!(
+        fake.has("/api/v1/namespaces/ns2/pods/not-ours"),
+        "an unowned pod is never deleted"
+    );
 }
 
 #[tokio::test]
@@ -907,6 +926,9 @@ async fn pods_that_never_settle_fail_at_the_deadline_saying_what_was_seen() {
         .unwrap_err();
     assert!(matches!(error, ChangeError::Wait(_)), "{error}");
     let shown = error.to_string();
-    assert!(shown.contains("2 ready pods app=bar in ns2 of cluster cluster2"), "{shown}");
+    assert!(
+        shown.contains("2 ready pods app=bar in ns2 of cluster cluster2"),
+        "{shown}"
+    );
     assert!(shown.contains("0 pods, 0 ready, 0 terminating, 2 wanted"), "{shown}");
 }

@@ -425,7 +425,11 @@ fn route_resilience(plan: &ClusterPlan, host: &str) -> (Option<RetryPolicy>, Opt
         Some(retries) => {
             let mut policy = RetryPolicy::istio_default();
             policy.num_retries = retries.attempts;
-            if let Some(retry_on) = retries.retry_on.as_deref().and_then(|text| text.parse::<RetryOn>().ok()) {
+            if let Some(retry_on) = retries
+                .retry_on
+                .as_deref()
+                .and_then(|text| text.parse::<RetryOn>().ok())
+            {
                 policy.retry_on = retry_on.conditions();
                 policy.retriable_status_codes = retry_on.status_codes();
             }
@@ -1217,12 +1221,15 @@ mod tests {
             inbound: Vec::new(),
             ..foo_sidecar_of(skew_edited(|text| text.to_owned(), EndpointWeights::Equal))
         })
-        .listeners["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
-            ["routes"][0]["route"]
+        .listeners["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+            [0]["routes"][0]["route"]
             .clone();
         assert_eq!(route["timeout"], "3s");
         assert_eq!(route["retry_policy"]["num_retries"], 4);
-        assert_eq!(route["retry_policy"]["retry_on"], "gateway-error,retriable-status-codes");
+        assert_eq!(
+            route["retry_policy"]["retry_on"],
+            "gateway-error,retriable-status-codes"
+        );
         assert_eq!(route["retry_policy"]["per_try_timeout"], "0.500s");
         assert_eq!(
             route["retry_policy"]["retry_host_predicate"][0]["name"],

@@ -241,9 +241,15 @@ impl RetryPolicy {
     pub fn istio_default() -> Self {
         RetryPolicy {
             num_retries: 2,
-            retry_on: ["connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes"]
-                .map(str::to_owned)
-                .to_vec(),
+            retry_on: [
+                "connect-failure",
+                "refused-stream",
+                "unavailable",
+                "cancelled",
+                "retriable-status-codes",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
             retriable_status_codes: vec![503],
             per_try_timeout_millis: None,
         }

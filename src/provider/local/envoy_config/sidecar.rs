@@ -386,7 +386,8 @@ fn outbound_route_action(outbound: &OutboundPort, cluster: &str) -> Value {
     action
 }
 
-const PREVIOUS_HOSTS_TYPE: &str = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+const PREVIOUS_HOSTS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 
 /// Envoy `outlier_detection` as Istio's `applyOutlierDetection` writes it: success-rate ejection
 /// off, each consecutive-error check enforced at 100 % when its count is above 0 (off at 0), and
