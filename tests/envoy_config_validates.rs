@@ -79,7 +79,7 @@ fn sidecar(certs: CertPaths) -> SidecarSpec {
         load_balancer: LoadBalancer::LeastRequest,
         max_requests_per_connection,
         // Port 80 carries every resilience setting Istio can write, so Envoy validates each.
-        outlier_detection: (port == 80).then(|| OutlierDetection {
+        outlier_detection: (port == 80).then_some(OutlierDetection {
             consecutive_5xx: Some(0),
             consecutive_gateway_failure: Some(3),
             interval_millis: Some(250),

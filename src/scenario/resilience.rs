@@ -57,7 +57,7 @@ impl FromStr for IstioDuration {
 
 impl fmt::Display for IstioDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.millis % 1_000 == 0 {
+        if self.millis.is_multiple_of(1_000) {
             write!(f, "{}s", self.millis / 1_000)
         } else {
             write!(f, "{}ms", self.millis)

@@ -416,7 +416,7 @@ fn outlier_detection(detection: &OutlierDetection) -> Value {
 
 /// A protobuf JSON duration: `10s`, `0.250s`.
 fn proto_duration(millis: u64) -> String {
-    if millis % 1_000 == 0 {
+    if millis.is_multiple_of(1_000) {
         format!("{}s", millis / 1_000)
     } else {
         format!("{}.{:03}s", millis / 1_000, millis % 1_000)
