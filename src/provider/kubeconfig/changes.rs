@@ -331,6 +331,169 @@ mod tests {
         assert!(none.is_empty(), "nothing changed: no event");
     }
 
+    /// A provider connected to one cluster `c2` whose API server is `answer` (method, path →
+    /// status, body), with bar.ns2's ready pods `bar-a` and `bar-b` in its inventory.
+    fn provider_with(
+        answer: impl Fn(&str, &str) -> (u16, String) + Send + 'static,
+        attached: bool,
+    ) -> (KubeconfigProvider, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Some((request, respond)) = handle.next_request().await {
+                let line = format!("{} {}", request.method(), request.uri().path());
+                log.lock().unwrap().push(line);
+                let (status, body) = answer(request.method().as_str(), request.uri().path());
+                respond.send_response(
+                    Response::builder()
+                        .status(status)
+                        .body(Body::from(body.into_bytes()))
+                        .unwrap(),
+                );
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        let mut provider = KubeconfigProvider::new(super::super::KubeconfigOptions::new(super::super::WorkloadImage {
+            image: "meshfed:test".into(),
+            command: "/meshfed".into(),
+        }));
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/seed.yaml"))
+            .unwrap()
+            .replace("cluster2", "c2");
+        let scenario = crate::scenario::parse(std::path::Path::new("seed.yaml"), &text).unwrap();
+        let mut inventory = crate::inventory::from_scenario(&scenario);
+        inventory
+            .clusters
+            .get_mut("c2")
+            .unwrap()
+            .ready_pods
+            .insert("bar.ns2".into(), vec![pod("bar-a"), pod("bar-b")]);
+        provider.scenario = Some(scenario);
+        provider.inventory = Some(inventory);
+        provider.clusters.insert(
+            "c2".into(),
+            super::super::Connected {
+                context: "ctx".into(),
+                client,
+            },
+        );
+        if attached {
+            provider
+                .attached
+                .insert("c2".into(), ("kubeconfig".into(), "ctx".into()));
+        }
+        (provider, seen)
+    }
+
+    fn ready(name: &str, owned: bool) -> serde_json::Value {
+        let mut labels = serde_json::json!({ "app": name.split('-').next().unwrap() });
+        if owned {
+            labels["app.kubernetes.io/managed-by"] = "meshfed".into();
+        }
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": name, "namespace": "ns2", "labels": labels },
+            "status": { "conditions": [{ "type": "Ready", "status": "True" }] },
+        })
+    }
+
+    #[tokio::test]
+    async fn scaling_on_kubeconfig_reports_the_pods_that_came_and_went_and_updates_the_inventory() {
+        let (mut provider, seen) = provider_with(
+            |method, path| {
+                match (method, path) {
+                ("GET", "/apis/apps/v1/namespaces/ns2/deployments/bar") | ("PATCH", "/apis/apps/v1/namespaces/ns2/deployments/bar") => (
+                    200,
+                    serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": "bar", "namespace": "ns2", "labels": {"app.kubernetes.io/managed-by": "meshfed"}},
+                        "spec": {"replicas": 1, "selector": {}, "template": {}}})
+                    .to_string(),
+                ),
+                ("GET", "/api/v1/namespaces/ns2/pods") => (
+                    200,
+                    serde_json::json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
+                        "items": [ready("bar-b", true)]})
+                    .to_string(),
+                ),
+                _ => (404, "{}".into()),
+            }
+            },
+            false,
+        );
+        let change = WorldChange::Scale {
+            cluster: "c2".into(),
+            service: "bar.ns2".into(),
+            replicas: 1,
+        };
+        let events = provider
+            .change_world_through_the_api(&change, &mut |_: &str| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            events,
+            [InventoryEvent::PodGone {
+                cluster: "c2".into(),
+                service: "bar.ns2".into(),
+                pod: "bar-a".into()
+            }]
+        );
+        assert_eq!(provider.ready_pods("c2", "bar.ns2"), [pod("bar-b")]);
+        assert_eq!(
+            seen.lock().unwrap()[..2],
+            [
+                "GET /apis/apps/v1/namespaces/ns2/deployments/bar".to_owned(),
+                "PATCH /apis/apps/v1/namespaces/ns2/deployments/bar".to_owned()
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_the_gateway_is_refused_on_kubeconfig_without_a_request_and_made_on_kind() {
+        let answer = |method: &str, path: &str| {
+            match (method, path) {
+            ("GET" | "PATCH", "/apis/apps/v1/namespaces/istio-system/deployments/istio-ingressgateway") => (
+                200,
+                serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system", "labels": {"app": "istio-ingressgateway"}},
+                    "spec": {"replicas": 0, "selector": {}, "template": {}}})
+                .to_string(),
+            ),
+            ("GET", "/api/v1/namespaces/istio-system/pods") => (
+                200,
+                serde_json::json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
+                    .to_string(),
+            ),
+            _ => (404, "{}".into()),
+        }
+        };
+        let stop = WorldChange::StopGateway { cluster: "c2".into() };
+        let (mut kubeconfig, seen) = provider_with(answer, false);
+        let error = kubeconfig
+            .change_world_through_the_api(&stop, &mut |_: &str| {})
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("not to meshfed (kind clusters only)"),
+            "{error}"
+        );
+        assert!(seen.lock().unwrap().is_empty(), "refused before any request");
+
+        let (mut kind, seen) = provider_with(answer, true);
+        let events = kind
+            .change_world_through_the_api(&stop, &mut |_: &str| {})
+            .await
+            .unwrap();
+        assert!(events.is_empty(), "the gateway's address stays: {events:?}");
+        assert!(
+            seen.lock()
+                .unwrap()
+                .contains(&"PATCH /apis/apps/v1/namespaces/istio-system/deployments/istio-ingressgateway".to_owned())
+        );
+    }
+
     #[test]
     fn every_refusal_names_the_provider_the_change_and_why() {
         let stop = WorldChange::StopGateway { cluster: "c1".into() };
