@@ -9,6 +9,7 @@
 pub mod address_layout;
 mod file;
 mod grammar;
+pub mod resilience;
 pub(crate) mod spans;
 mod validate;
 
@@ -272,10 +273,20 @@ pub struct Federation {
     /// mesh default DO_NOT_UPGRADE (HTTP/1.1 between sidecars for `http` ports).
     #[serde(default)]
     pub h2_upgrade_policy: Option<H2UpgradePolicy>,
-    /// Adds `trafficPolicy.outlierDetection` to the DestinationRule, which turns on Istio's
-    /// locality failover priorities (same zone, same region, other regions).
+    /// `trafficPolicy.outlierDetection` in the DestinationRule: `true` (Istio's documented
+    /// example values) or the fields. It also turns on Istio's locality failover priorities
+    /// (same zone, same region, other regions).
+    #[serde(default, deserialize_with = "resilience::deserialize_outlier_detection")]
+    pub outlier_detection: Option<resilience::OutlierDetection>,
+    /// `trafficPolicy.loadBalancer.localityLbSetting` (its `failover` rules).
     #[serde(default)]
-    pub outlier_detection: bool,
+    pub locality_lb_setting: Option<Spanned<resilience::LocalityLbSetting>>,
+    /// `http[].retries` of a VirtualService per HTTP service; absent = Istio's default retries.
+    #[serde(default)]
+    pub retries: Option<resilience::Retries>,
+    /// `http[].timeout` of that VirtualService; absent = none (Istio's default).
+    #[serde(default)]
+    pub timeout: Option<resilience::IstioDuration>,
 }
 
 impl Default for Federation {
@@ -288,7 +299,10 @@ impl Default for Federation {
             destination_rule: true,
             load_balancer: None,
             h2_upgrade_policy: None,
-            outlier_detection: false,
+            outlier_detection: None,
+            locality_lb_setting: None,
+            retries: None,
+            timeout: None,
         }
     }
 }

@@ -86,6 +86,7 @@ pub fn validate(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
     check_clusters(scenario, spans)?;
     check_services(scenario, spans)?;
     check_networks(scenario)?;
+    super::resilience::check_resilience(scenario).map_err(|(at, message)| problem(at, message))?;
     check_phases(scenario)
 }
 

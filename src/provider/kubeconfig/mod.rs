@@ -11,6 +11,7 @@
 //! logs ([`evidence`]). TLS failure counters come from `pilot-agent request GET stats` in the
 //! `istio-proxy` containers of the service's pods and of the gateways.
 
+pub mod changes;
 pub mod evidence;
 pub mod exec;
 mod kind_side;
@@ -425,6 +426,14 @@ impl Provider for KubeconfigProvider {
 
     fn capabilities(&self) -> Capabilities {
         KubeconfigProvider::CAPABILITIES
+    }
+
+    async fn change_world(
+        &mut self,
+        change: &crate::change::WorldChange,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<crate::change::InventoryEvent>, ProviderError> {
+        self.change_world_through_the_api(change, progress).await
     }
 
     async fn create_world(

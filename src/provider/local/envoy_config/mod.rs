@@ -194,10 +194,66 @@ pub struct OutboundPort {
     /// Requests per upstream connection (HTTP only): `Some(1)` opens a new mTLS connection per
     /// request, so a passthrough gateway balances each request. `None` pools connections.
     pub max_requests_per_connection: Option<u32>,
-    /// Envoy outlier detection (the DestinationRule's `outlierDetection`).
-    pub outlier_detection: bool,
+    /// Envoy outlier detection (the DestinationRule's `outlierDetection`), with Istio's panic
+    /// threshold 0.
+    pub outlier_detection: Option<OutlierDetection>,
+    /// The route's retry policy (HTTP only): Istio's default, the VirtualService's, or none.
+    pub retry_policy: Option<RetryPolicy>,
+    /// The route's whole-request timeout in milliseconds (the VirtualService's `timeout`).
+    pub timeout_millis: Option<u64>,
     /// Proxy bytes only (a pod without a sidecar: kube-proxy), whatever the port's protocol.
     pub l4_only: bool,
+}
+
+/// Envoy `outlier_detection` as Istio writes it from a DestinationRule: success-rate ejection
+/// off; unset fields keep Envoy's defaults (5 consecutive 5xx, 10 s, 30 s, 10 %).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutlierDetection {
+    /// `consecutive_5xx` (enforced at 100 % when above 0, off at 0).
+    pub consecutive_5xx: Option<u32>,
+    /// `consecutive_gateway_failure` (enforced at 100 % when above 0, off at 0).
+    pub consecutive_gateway_failure: Option<u32>,
+    /// `interval` in milliseconds.
+    pub interval_millis: Option<u64>,
+    /// `base_ejection_time` in milliseconds.
+    pub base_ejection_millis: Option<u64>,
+    /// `max_ejection_percent`.
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// An Envoy route `retry_policy` as Istio writes it (`pilot/pkg/networking/core/route/retry/retry.go`):
+/// retries prefer hosts not tried yet (`previous_hosts`, up to 5 host selections).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// `num_retries`.
+    pub num_retries: u32,
+    /// `retry_on` conditions.
+    pub retry_on: Vec<String>,
+    /// `retriable_status_codes`.
+    pub retriable_status_codes: Vec<u16>,
+    /// `per_try_timeout` in milliseconds.
+    pub per_try_timeout_millis: Option<u64>,
+}
+
+impl RetryPolicy {
+    /// Istio's retry policy for a route without a VirtualService `retries`: 2 retries on
+    /// connect failures, refused streams, gRPC unavailable/cancelled and HTTP 503.
+    pub fn istio_default() -> Self {
+        RetryPolicy {
+            num_retries: 2,
+            retry_on: [
+                "connect-failure",
+                "refused-stream",
+                "unavailable",
+                "cancelled",
+                "retriable-status-codes",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            retriable_status_codes: vec![503],
+            per_try_timeout_millis: None,
+        }
+    }
 }
 
 /// Everything one pod's sidecar needs.
@@ -377,7 +433,9 @@ mod tests {
             http2: false,
             load_balancer: crate::scenario::LoadBalancer::RoundRobin,
             max_requests_per_connection: max,
-            outlier_detection: false,
+            outlier_detection: None,
+            retry_policy: None,
+            timeout_millis: None,
             l4_only: false,
         }
     }
