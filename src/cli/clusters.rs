@@ -8,7 +8,7 @@ use std::path::Path;
 use super::{CliError, ProviderName, check_interrupted, infrastructure_or_interrupted};
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::provider::capabilities::Capabilities;
+use crate::provider::capabilities::{Capabilities, FaultKind};
 use crate::provider::kube as kube_layer;
 use crate::provider::kubeconfig::{KubeconfigOptions, KubeconfigProvider, WorkloadImage, workloads};
 use crate::provider::local::LocalProvider;
@@ -19,9 +19,11 @@ pub(super) fn capabilities(provider: ProviderName) -> Capabilities {
     match provider {
         ProviderName::Local => LocalProvider::CAPABILITIES,
         ProviderName::Kubeconfig => KubeconfigProvider::CAPABILITIES,
-        // kind = create clusters + the kubeconfig path: the same real-Istio abilities.
+        // kind = create clusters + the kubeconfig path: the same real-Istio abilities, plus
+        // stopping the east-west gateway meshfed installed (phase-long `gatewayDown`).
         ProviderName::Kind => Capabilities {
             provider: "kind",
+            faults: &[FaultKind::Scale, FaultKind::GatewayDown],
             ..KubeconfigProvider::CAPABILITIES
         },
     }
