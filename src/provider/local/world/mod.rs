@@ -80,6 +80,7 @@ pub struct PodExec {
 }
 
 use proxies::Proxy;
+pub use proxies::ProxyRestart;
 
 struct World {
     scenario: Scenario,
