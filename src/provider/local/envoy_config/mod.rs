@@ -648,12 +648,14 @@ mod tests {
             let context = &tls["common_tls_context"];
             assert_eq!(context["alpn_protocols"], alpn);
             assert_eq!(
-                context["tls_certificates"][0]["certificate_chain"]["filename"],
-                "/certs/foo-0/cert-chain.pem"
-            );
-            assert_eq!(
-                context["tls_certificates"][0]["private_key"]["filename"],
-                "/certs/foo-0/key.pem"
+                context["tls_certificate_sds_secret_configs"],
+                json!([{
+                    "name": "default",
+                    "sds_config": {
+                        "resource_api_version": "V3",
+                        "path_config_source": { "path": "/certs/foo-0/sds-default.json" },
+                    },
+                }])
             );
             assert_eq!(
                 context["validation_context"]["trusted_ca"]["filename"],
@@ -664,6 +666,18 @@ mod tests {
                 json!([{ "san_type": "URI", "matcher": { "exact": BAR_IDENTITY } }])
             );
         }
+    }
+
+    #[test]
+    fn the_sds_file_holds_the_identity_secret_inline_and_its_version_follows_the_chain() {
+        let secret = sds_secret("default", "CHAIN", "KEY");
+        let resource = &secret["resources"][0];
+        assert_eq!(resource["@type"], SECRET_TYPE);
+        assert_eq!(resource["name"], "default");
+        assert_eq!(resource["tls_certificate"]["certificate_chain"]["inline_string"], "CHAIN");
+        assert_eq!(resource["tls_certificate"]["private_key"]["inline_string"], "KEY");
+        assert_eq!(secret["version_info"], sds_secret("default", "CHAIN", "OTHER KEY")["version_info"]);
+        assert_ne!(secret["version_info"], sds_secret("default", "NEW CHAIN", "KEY")["version_info"]);
     }
 
     #[test]
