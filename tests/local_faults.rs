@@ -79,7 +79,10 @@ fn sandboxed(test: &str) -> bool {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "the sandboxed half failed:\n{all}");
-    assert!(all.contains("1 passed"), "the sandboxed half really ran the test:\n{all}");
+    assert!(
+        all.contains("1 passed"),
+        "the sandboxed half really ran the test:\n{all}"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left = processes_with_marker(&marker);
@@ -146,7 +149,10 @@ impl World {
             run_dir: run_dir.clone(),
             mode: SandboxMode::Root,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let mut provider = LocalProvider::new(options);
         let inventory = runtime
             .block_on(provider.create_world(&scenario, &mut no_progress()))
@@ -165,7 +171,10 @@ impl World {
     fn apply(&mut self) {
         let plan = meshfed::plan::plan(&self.scenario, &self.inventory);
         self.runtime
-            .block_on(self.provider.apply_plan(&plan, &PhaseSettings::default(), &mut no_progress()))
+            .block_on(
+                self.provider
+                    .apply_plan(&plan, &PhaseSettings::default(), &mut no_progress()),
+            )
             .expect("apply the plan");
     }
 
@@ -222,7 +231,10 @@ impl World {
 }
 
 fn answered(records: &[RequestRecord]) -> usize {
-    records.iter().filter(|record| record.status == Some(200) && record.error.is_none()).count()
+    records
+        .iter()
+        .filter(|record| record.status == Some(200) && record.error.is_none())
+        .count()
 }
 
 fn failures(records: &[RequestRecord]) -> Vec<String> {
@@ -250,7 +262,9 @@ fn a_stopped_gateway_fails_calls_to_its_cluster_and_a_started_one_answers_them_a
         let instances = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|fds| {
                 fds.flatten()
-                    .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy().contains("inotify")))
+                    .filter(|fd| {
+                        std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy().contains("inotify"))
+                    })
                     .count()
             })
             .unwrap_or(0);
@@ -263,7 +277,12 @@ fn a_stopped_gateway_fails_calls_to_its_cluster_and_a_started_one_answers_them_a
     let events = world.change(cluster2(|cluster| WorldChange::StopGateway { cluster }));
     assert!(events.is_empty(), "{events:?}");
     let stopped = world.foo_to_bar(20);
-    assert_eq!(answered(&stopped), 0, "with cluster2's gateway stopped: {:?}", failures(&stopped));
+    assert_eq!(
+        answered(&stopped),
+        0,
+        "with cluster2's gateway stopped: {:?}",
+        failures(&stopped)
+    );
     // A gateway stopped on purpose is no death.
     world.alive();
     assert!(world.runtime.block_on(world.provider.stuck()).is_empty());
@@ -291,7 +310,11 @@ fn a_partitioned_cluster_is_unreachable_from_the_others_and_answers_again_after_
     world.change(cluster2(|cluster| WorldChange::Heal { cluster }));
     let healed = world.foo_to_bar(20);
     assert_eq!(answered(&healed), 20, "after heal: {:?}", failures(&healed));
-    assert!(healed.iter().all(|record| record.cluster.as_deref() == Some("cluster2")));
+    assert!(
+        healed
+            .iter()
+            .all(|record| record.cluster.as_deref() == Some("cluster2"))
+    );
     assert_eq!(answered(&world.send("cluster2", "bar-0", "foo.ns1", 10)), 10);
     // A heal without a partition changes nothing and is no error.
     world.change(cluster2(|cluster| WorldChange::Heal { cluster }));
@@ -320,10 +343,19 @@ fn a_delay_shows_in_the_latency_of_replies_and_zero_removes_it() {
     let delayed = world.foo_to_bar(20);
     world.change(delay(0));
     let after = world.foo_to_bar(20);
-    let (before, delayed_ms, after) = (median_latency_ms(&before), median_latency_ms(&delayed), median_latency_ms(&after));
-    println!("MEASURED median latency before {before:.1} ms, with a 300 ms delay {delayed_ms:.1} ms, after removing it {after:.1} ms");
+    let (before, delayed_ms, after) = (
+        median_latency_ms(&before),
+        median_latency_ms(&delayed),
+        median_latency_ms(&after),
+    );
+    println!(
+        "MEASURED median latency before {before:.1} ms, with a 300 ms delay {delayed_ms:.1} ms, after removing it {after:.1} ms"
+    );
     assert_eq!(answered(&delayed), 20);
-    assert!(delayed.iter().all(|record| record.latency_us >= 300_000), "every reply waited 300 ms");
+    assert!(
+        delayed.iter().all(|record| record.latency_us >= 300_000),
+        "every reply waited 300 ms"
+    );
     assert!(after < 300.0, "the delay is gone after 0: median {after} ms");
     world.alive();
     world.teardown();
@@ -351,11 +383,23 @@ fn a_killed_sidecar_or_app_is_restarted_and_liveness_does_not_fail_the_run() {
         );
         world.alive();
         let records = world.foo_to_bar(20);
-        assert_eq!(answered(&records), 20, "after the {container:?} restarted: {:?}", failures(&records));
+        assert_eq!(
+            answered(&records),
+            20,
+            "after the {container:?} restarted: {:?}",
+            failures(&records)
+        );
     }
     let restarts = world.provider.proxy_restarts();
-    assert_eq!(restarts.len(), 1, "the sidecar kill is recorded as a restart: {restarts:?}");
-    assert!(restarts[0].proxy.contains("bar-0") && restarts[0].reason.contains("SIGKILL"), "{restarts:?}");
+    assert_eq!(
+        restarts.len(),
+        1,
+        "the sidecar kill is recorded as a restart: {restarts:?}"
+    );
+    assert!(
+        restarts[0].proxy.contains("bar-0") && restarts[0].reason.contains("SIGKILL"),
+        "{restarts:?}"
+    );
     world.teardown();
 }
 
@@ -386,7 +430,12 @@ fn presented_chain(world: &mut World) -> Vec<String> {
             chain.extend(current.take());
         }
     }
-    assert!(!chain.is_empty(), "openssl saw no certificate:\n{}\n{}", output.stdout, output.stderr);
+    assert!(
+        !chain.is_empty(),
+        "openssl saw no certificate:\n{}\n{}",
+        output.stdout,
+        output.stderr
+    );
     chain
 }
 
@@ -396,7 +445,10 @@ fn rotating_an_intermediate_under_traffic_fails_no_call_and_servers_present_the_
         return;
     }
     let mut world = World::start(parse(&seed_text()));
-    let old_intermediate = world.provider.intermediate_cert_pem("cluster2").expect("cluster2's intermediate");
+    let old_intermediate = world
+        .provider
+        .intermediate_cert_pem("cluster2")
+        .expect("cluster2's intermediate");
     assert_eq!(presented_chain(&mut world)[1].trim(), old_intermediate.trim());
     let envoy_pids_before = world.provider.process_ids().len();
 
@@ -410,7 +462,10 @@ fn rotating_an_intermediate_under_traffic_fails_no_call_and_servers_present_the_
         service: "bar.ns2".into(),
         millis: REPLY_DELAY.as_millis() as u32,
     });
-    let netns = world.provider.pod_netns("cluster1", "foo-0").expect("foo-0's namespace");
+    let netns = world
+        .provider
+        .pod_netns("cluster1", "foo-0")
+        .expect("foo-0's namespace");
     let target = world.provider.service_address("cluster1", "bar.ns2", 80).unwrap();
     let mut client = Command::new(MESHFED);
     client
@@ -446,7 +501,11 @@ fn rotating_an_intermediate_under_traffic_fails_no_call_and_servers_present_the_
         world
             .admin("cluster2", "bar-0", "/stats?filter=downstream_rq_active")
             .lines()
-            .filter(|line| line.starts_with("http.") && !line.starts_with("http.admin.") && line.contains(".downstream_rq_active: "))
+            .filter(|line| {
+                line.starts_with("http.")
+                    && !line.starts_with("http.admin.")
+                    && line.contains(".downstream_rq_active: ")
+            })
             .filter_map(|line| line.rsplit(": ").next()?.trim().parse::<u64>().ok())
             .sum()
     };
@@ -476,14 +535,29 @@ fn rotating_an_intermediate_under_traffic_fails_no_call_and_servers_present_the_
     // after each one means the rotation happened under load.
     for (took, before, after) in &rotations {
         assert!(*took < REPLY_DELAY, "a rotation took {took:?}");
-        assert!(*before > 0 && *after > 0, "traffic in flight across the rotation: {rotations:?}");
+        assert!(
+            *before > 0 && *after > 0,
+            "traffic in flight across the rotation: {rotations:?}"
+        );
     }
-    assert_eq!(failures(&all), Vec::<String>::new(), "zero failed calls across the rotation");
+    assert_eq!(
+        failures(&all),
+        Vec::<String>::new(),
+        "zero failed calls across the rotation"
+    );
     let new_intermediate = world.provider.intermediate_cert_pem("cluster2").unwrap();
     assert_ne!(new_intermediate, old_intermediate, "a new intermediate");
     let chain = presented_chain(&mut world);
-    assert_eq!(chain[1].trim(), new_intermediate.trim(), "bar-0 presents the new intermediate");
-    assert_eq!(world.provider.process_ids().len(), envoy_pids_before + 1, "no Envoy restarted (only openssl ran)");
+    assert_eq!(
+        chain[1].trim(),
+        new_intermediate.trim(),
+        "bar-0 presents the new intermediate"
+    );
+    assert_eq!(
+        world.provider.process_ids().len(),
+        envoy_pids_before + 1,
+        "no Envoy restarted (only openssl ran)"
+    );
     assert!(world.provider.proxy_restarts().is_empty());
     world.alive();
     world.teardown();
@@ -502,14 +576,34 @@ fn an_upgrade_restarts_the_clusters_proxies_one_at_a_time_with_the_new_versions_
     let mut world = World::start(parse(&text));
     let lb_policy = |world: &World, pod: &str| {
         let dump = world.admin("cluster2", pod, "/config_dump?resource=dynamic_active_clusters");
-        if dump.contains("\"LEAST_REQUEST\"") { "LEAST_REQUEST" } else { "ROUND_ROBIN" }
+        if dump.contains("\"LEAST_REQUEST\"") {
+            "LEAST_REQUEST"
+        } else {
+            "ROUND_ROBIN"
+        }
     };
     assert_eq!(lb_policy(&world, "bar-0"), "ROUND_ROBIN");
-    let to = IstioVersion { major: 1, minor: 14, patch: 6 };
-    let events = world.change(WorldChange::Upgrade { cluster: "cluster2".into(), to });
-    assert_eq!(events, vec![meshfed::change::InventoryEvent::IstioVersion { cluster: "cluster2".into(), version: to }]);
+    let to = IstioVersion {
+        major: 1,
+        minor: 14,
+        patch: 6,
+    };
+    let events = world.change(WorldChange::Upgrade {
+        cluster: "cluster2".into(),
+        to,
+    });
+    assert_eq!(
+        events,
+        vec![meshfed::change::InventoryEvent::IstioVersion {
+            cluster: "cluster2".into(),
+            version: to
+        }]
+    );
     assert_eq!(world.provider.istio_version("cluster2"), Some(to));
-    assert!(world.provider.proxy_restarts().is_empty(), "nothing restarts before the plan changes");
+    assert!(
+        world.provider.proxy_restarts().is_empty(),
+        "nothing restarts before the plan changes"
+    );
     // The reconcile loop turns the event into the inventory's version, and the plan follows it.
     world.inventory.clusters.get_mut("cluster2").unwrap().istio_version = to;
     world.apply();
@@ -529,9 +623,19 @@ fn an_upgrade_restarts_the_clusters_proxies_one_at_a_time_with_the_new_versions_
     let mut by_stop = restarts.clone();
     by_stop.sort_by_key(|restart| restart.stopped);
     for pair in by_stop.windows(2) {
-        assert!(pair[1].stopped >= pair[0].ready, "one at a time: {} stopped before {} was ready", pair[1].proxy, pair[0].proxy);
+        assert!(
+            pair[1].stopped >= pair[0].ready,
+            "one at a time: {} stopped before {} was ready",
+            pair[1].proxy,
+            pair[0].proxy
+        );
     }
-    assert!(restarts.iter().all(|restart| restart.reason == "istio 1.13.9 -> 1.14.6"), "{restarts:?}");
+    assert!(
+        restarts
+            .iter()
+            .all(|restart| restart.reason == "istio 1.13.9 -> 1.14.6"),
+        "{restarts:?}"
+    );
     assert_eq!(lb_policy(&world, "bar-0"), "LEAST_REQUEST");
     assert_eq!(lb_policy(&world, "bar-1"), "LEAST_REQUEST");
     world.alive();

@@ -637,7 +637,11 @@ fn a_rotated_intermediate_is_new_under_the_same_root_and_old_leaves_still_verify
     assert_ne!(new_chain[1], old_intermediate, "a new intermediate");
     assert_eq!(new_chain[1], mesh.intermediate("cluster1").unwrap().cert_pem());
     assert_eq!(mesh.root_cert_pem(), root_before, "the same root");
-    assert_eq!(mesh.intermediate("cluster2").unwrap().cert_pem(), other_intermediate, "other clusters keep theirs");
+    assert_eq!(
+        mesh.intermediate("cluster2").unwrap().cert_pem(),
+        other_intermediate,
+        "other clusters keep theirs"
+    );
 
     let root = dir.write("root.pem", mesh.root_cert_pem());
     for (name, cert) in [("new", &new_cert), ("old", &old_cert)] {
@@ -651,5 +655,8 @@ fn a_rotated_intermediate_is_new_under_the_same_root_and_old_leaves_still_verify
     let old_intermediate_file = dir.write("old-for-new.pem", &old_intermediate);
     let new_leaf = dir.write("new-leaf-again.pem", &new_chain[0]);
     assert!(openssl_verify(&root, Some(&old_intermediate_file), None, &new_leaf).is_err());
-    assert!(mesh.rotate_intermediate("cluster9").is_err(), "an unknown cluster is refused");
+    assert!(
+        mesh.rotate_intermediate("cluster9").is_err(),
+        "an unknown cluster is refused"
+    );
 }

@@ -449,7 +449,10 @@ mod tests {
         assert_eq!(parse_delay(&MAX_DELAY_MILLIS.to_string()), Ok(MAX_DELAY_MILLIS));
         for bad in ["-1", "1.5", "ten", "600001"] {
             let reason = parse_delay(bad).unwrap_err();
-            assert!(reason.contains("whole milliseconds from 0 to 600000"), "{bad}: {reason}");
+            assert!(
+                reason.contains("whole milliseconds from 0 to 600000"),
+                "{bad}: {reason}"
+            );
         }
     }
 }

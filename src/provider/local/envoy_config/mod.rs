@@ -75,7 +75,6 @@ pub use bootstrap::{CDS_FILE, LDS_FILE, bootstrap, static_bootstrap};
 pub use gateway::gateway_resources;
 pub use sidecar::sidecar_resources;
 
-
 /// Workload certificate files in Istio 1.1's layout (`cert-chain.pem`, `key.pem`,
 /// `root-cert.pem`). Envoy reads them itself, so they must be readable by the Envoy process.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -343,7 +342,6 @@ pub fn sds_secret(name: &str, cert_chain_pem: &str, key_pem: &str) -> Value {
         }],
     })
 }
-
 
 fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Value {
     json!({
@@ -674,10 +672,19 @@ mod tests {
         let resource = &secret["resources"][0];
         assert_eq!(resource["@type"], SECRET_TYPE);
         assert_eq!(resource["name"], "default");
-        assert_eq!(resource["tls_certificate"]["certificate_chain"]["inline_string"], "CHAIN");
+        assert_eq!(
+            resource["tls_certificate"]["certificate_chain"]["inline_string"],
+            "CHAIN"
+        );
         assert_eq!(resource["tls_certificate"]["private_key"]["inline_string"], "KEY");
-        assert_eq!(secret["version_info"], sds_secret("default", "CHAIN", "OTHER KEY")["version_info"]);
-        assert_ne!(secret["version_info"], sds_secret("default", "NEW CHAIN", "KEY")["version_info"]);
+        assert_eq!(
+            secret["version_info"],
+            sds_secret("default", "CHAIN", "OTHER KEY")["version_info"]
+        );
+        assert_ne!(
+            secret["version_info"],
+            sds_secret("default", "NEW CHAIN", "KEY")["version_info"]
+        );
     }
 
     #[test]

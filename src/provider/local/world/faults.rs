@@ -84,7 +84,10 @@ impl World {
                 Ok(Vec::new())
             }
             WorldChange::Delay { service, millis, .. } => {
-                progress.step(&format!("delaying replies of {service} in {} by {millis} ms", cluster.name));
+                progress.step(&format!(
+                    "delaying replies of {service} in {} by {millis} ms",
+                    cluster.name
+                ));
                 let pods: Vec<String> = cluster.pods_of(service).map(|pod| pod.name.clone()).collect();
                 if pods.is_empty() {
                     return Err(ProviderError::Unsupported(format!(
@@ -102,7 +105,9 @@ impl World {
                 tokio::time::sleep(crate::workload::echo::DELAY_POLL_INTERVAL * 3).await;
                 Ok(Vec::new())
             }
-            WorldChange::Kill { pod, container, .. } => self.kill(options, &cluster.name, pod, *container, progress).await,
+            WorldChange::Kill { pod, container, .. } => {
+                self.kill(options, &cluster.name, pod, *container, progress).await
+            }
             WorldChange::RotateIntermediate { .. } => {
                 progress.step(&format!("rotating the intermediate CA of {}", cluster.name));
                 self.rotate_intermediate(options, &cluster.name).await?;
@@ -138,7 +143,12 @@ impl World {
         container: Container,
         progress: &mut dyn Progress,
     ) -> Result<Vec<InventoryEvent>, ProviderError> {
-        let topology_pod = self.cluster(cluster)?.pods.iter().find(|candidate| candidate.name == pod).cloned();
+        let topology_pod = self
+            .cluster(cluster)?
+            .pods
+            .iter()
+            .find(|candidate| candidate.name == pod)
+            .cloned();
         let is_gateway = pod == GATEWAY_POD;
         if topology_pod.is_none() && !is_gateway {
             return Err(ProviderError::Unsupported(format!("{cluster} has no pod {pod}")));
@@ -282,33 +292,58 @@ impl World {
             crate::pki::create_workload_files(&cert, &dir)
                 .map_err(|error| failed(format!("writing certificates of {}", pod.name))(error.into()))?;
             create_sds_file(&CertPaths::in_dir(&dir))
-                .map_err(|error| failed(format!("writing the SDS secret of {}", pod.name))(error.into()))?;
+                .map_err(failed(format!("writing the SDS secret of {}", pod.name)))?;
             waiting.push((key, loaded_before));
         }
         self.await_secrets_loaded(&waiting).await
     }
 
-    /// `(successful, rejected)` loads of the identity secret by `key`'s running Envoy so far
-    /// (`None` when none runs).
-    async fn secret_updates(&self, key: &(String, String)) -> Result<Option<(u64, u64)>, ProviderError> {
-        let Some(proxy) = self.proxies.get(key) else { return Ok(None) };
+    /// How often `key`'s running Envoy has loaded its identity secret so far (`None` when none
+    /// runs).
+    async fn secret_updates(&self, key: &(String, String)) -> Result<Option<SecretLoads>, ProviderError> {
+        let Some(proxy) = self.proxies.get(key) else {
+            return Ok(None);
+        };
         if proxy.stopped_on_purpose || !proxy.started {
             return Ok(None);
         }
         let text = super::proxies::admin_call(proxy, "/stats?filter=sds", "reading SDS stats").await?;
         let counters = parse_counters(&text);
-        let count = |name: &str| counters.get(&format!("sds.{IDENTITY_SECRET}.{name}")).copied().unwrap_or(0);
-        Ok(Some((count("update_success"), count("update_rejected"))))
+        let count = |name: &str| {
+            counters
+                .get(&format!("sds.{IDENTITY_SECRET}.{name}"))
+                .copied()
+                .unwrap_or(0)
+        };
+        Ok(Some(SecretLoads {
+            succeeded: count("update_success"),
+            rejected: count("update_rejected"),
+        }))
     }
 
     /// Waits until each running Envoy has loaded its identity secret once more than before; a
     /// rejected load fails at once with the proxy's name.
-    async fn await_secrets_loaded(&mut self, waiting: &[((String, String), Option<(u64, u64)>)]) -> Result<(), ProviderError> {
+    async fn await_secrets_loaded(
+        &mut self,
+        waiting: &[((String, String), Option<SecretLoads>)],
+    ) -> Result<(), ProviderError> {
         let deadline = Instant::now() + CERTS_LOADED_TIMEOUT;
         for (key, before) in waiting {
-            let Some((success_before, rejected_before)) = *before else { continue };
+            let Some(SecretLoads {
+                succeeded: success_before,
+                rejected: rejected_before,
+            }) = *before
+            else {
+                continue;
+            };
             loop {
-                let Some((success, rejected)) = self.secret_updates(key).await? else { break };
+                let Some(SecretLoads {
+                    succeeded: success,
+                    rejected,
+                }) = self.secret_updates(key).await?
+                else {
+                    break;
+                };
                 let name = &self.proxies[key].name;
                 if rejected > rejected_before {
                     return Err(ProviderError::failed(
@@ -334,6 +369,15 @@ impl World {
     }
 }
 
+/// Counters of one Envoy's loads of its identity secret.
+#[derive(Clone, Copy, Debug)]
+struct SecretLoads {
+    /// `sds.default.update_success`.
+    succeeded: u64,
+    /// `sds.default.update_rejected`.
+    rejected: u64,
+}
+
 /// Writes the SDS file of the certificates in `certs` (the identity secret, inline), replacing
 /// the old one in one rename so the watching Envoy never reads half a secret.
 pub(super) fn create_sds_file(certs: &CertPaths) -> anyhow::Result<()> {
@@ -346,7 +390,10 @@ pub(super) fn create_sds_file(certs: &CertPaths) -> anyhow::Result<()> {
 /// Replaces a pod's delay file in one rename, so its app never reads half a number.
 fn write_delay_file(file: &Path, millis: u32) -> std::io::Result<()> {
     let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} is no file path", file.display())));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is no file path", file.display()),
+        ));
     };
     crate::output::Dir::open(dir)?.write_file_atomic(name, format!("{millis}\n").as_bytes(), 0o644)
 }
@@ -388,11 +435,18 @@ fn set_unreachable_routes(netns: &Path, addresses: &[Ipv4Addr], present: bool) -
     };
     // Removing a route that is not there is no error (a heal without a partition); the check
     // below catches one that stayed.
-    let batch = if present { vec!["-batch", "-"] } else { vec!["-force", "-batch", "-"] };
-    let _ = run_ip(&batch, Some(lines.join("\n") + "\n")).or_else(|error| if present { Err(error) } else { Ok(String::new()) })?;
+    let batch = if present {
+        vec!["-batch", "-"]
+    } else {
+        vec!["-force", "-batch", "-"]
+    };
+    let _ = run_ip(&batch, Some(lines.join("\n") + "\n"))
+        .or_else(|error| if present { Err(error) } else { Ok(String::new()) })?;
     let table = run_ip(&["route", "show", "type", "unreachable"], None)?;
     for address in addresses {
-        let listed = table.lines().any(|line| line.split_whitespace().any(|word| word == address.to_string()));
+        let listed = table
+            .lines()
+            .any(|line| line.split_whitespace().any(|word| word == address.to_string()));
         if listed != present {
             return Err(anyhow!(
                 "after the change the unreachable route to {address} is {} (routes: {table:?})",
@@ -408,7 +462,13 @@ impl LocalProvider {
     pub fn proxy_restarts(&self) -> Vec<ProxyRestart> {
         self.world
             .as_ref()
-            .map(|world| world.proxies.values().flat_map(|proxy| proxy.restarts.clone()).collect())
+            .map(|world| {
+                world
+                    .proxies
+                    .values()
+                    .flat_map(|proxy| proxy.restarts.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -428,7 +488,11 @@ impl LocalProvider {
     /// The Istio version the world records for `cluster` (changed by an `upgrade`).
     pub fn istio_version(&self, cluster: &str) -> Option<IstioVersion> {
         let world = self.world.as_ref()?;
-        let cluster = world.scenario.clusters.iter().find(|candidate| candidate.name.value == cluster)?;
+        let cluster = world
+            .scenario
+            .clusters
+            .iter()
+            .find(|candidate| candidate.name.value == cluster)?;
         Some(cluster.istio_version.value)
     }
 }

@@ -241,7 +241,14 @@ impl World {
                     None => genuine,
                 };
                 let name = format!("envoy for pod {} in {}", pod.name, cluster.name);
-                desired.push((cluster.name.clone(), pod.name.clone(), name, resources, concurrency, version));
+                desired.push((
+                    cluster.name.clone(),
+                    pod.name.clone(),
+                    name,
+                    resources,
+                    concurrency,
+                    version,
+                ));
             }
             let gateway = control_plane::gateway_spec(&cluster, cluster_plan);
             let name = format!("envoy of gateway {GATEWAY_POD} in {}", cluster.name);
@@ -281,7 +288,10 @@ impl World {
             {
                 let reason = format!(
                     "istio {} -> {version}",
-                    proxy.istio_version.map(|running| running.to_string()).unwrap_or_default()
+                    proxy
+                        .istio_version
+                        .map(|running| running.to_string())
+                        .unwrap_or_default()
                 );
                 upgraded.push((key, resources, version, concurrency, reason));
                 continue;
