@@ -283,6 +283,11 @@ fn a_stopped_gateway_fails_calls_to_its_cluster_and_a_started_one_answers_them_a
         "with cluster2's gateway stopped: {:?}",
         failures(&stopped)
     );
+    println!(
+        "MEASURED gateway stopped: median failed call {:.1} ms, e.g. {:?}",
+        median_latency_ms(&stopped),
+        failures(&stopped).first()
+    );
     // A gateway stopped on purpose is no death.
     world.alive();
     assert!(world.runtime.block_on(world.provider.stuck()).is_empty());
@@ -303,6 +308,11 @@ fn a_partitioned_cluster_is_unreachable_from_the_others_and_answers_again_after_
     world.change(cluster2(|cluster| WorldChange::Partition { cluster }));
     let cut = world.foo_to_bar(20);
     assert_eq!(answered(&cut), 0, "cluster1 -> cluster2 during the partition");
+    println!(
+        "MEASURED partition: median failed call {:.1} ms, failures {:?}",
+        median_latency_ms(&cut),
+        failures(&cut)
+    );
     // Both directions: bar-0 in cluster2 cannot reach foo in cluster1 either.
     let back = world.send("cluster2", "bar-0", "foo.ns1", 10);
     assert_eq!(answered(&back), 0, "cluster2 -> cluster1 during the partition");
@@ -327,6 +337,26 @@ fn median_latency_ms(records: &[RequestRecord]) -> f64 {
     latencies[latencies.len() / 2] as f64 / 1000.0
 }
 
+/// CPU time (user + system, ms) used so far by the world's echo apps.
+fn apps_cpu_ms(world: &World) -> u64 {
+    let ticks_per_second = 100; // USER_HZ on Linux
+    world
+        .provider
+        .process_ids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| cmdline.contains("echo"))
+        })
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+            // After the command: state is field 3, utime 14, stime 15 (1-based).
+            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some(ticks * 1000 / ticks_per_second)
+        })
+        .sum()
+}
+
 #[test]
 fn a_delay_shows_in_the_latency_of_replies_and_zero_removes_it() {
     if !sandboxed("a_delay_shows_in_the_latency_of_replies_and_zero_removes_it") {
@@ -339,6 +369,10 @@ fn a_delay_shows_in_the_latency_of_replies_and_zero_removes_it() {
         service: "bar.ns2".into(),
         millis,
     };
+    let cpu_before = apps_cpu_ms(&world);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_cpu = apps_cpu_ms(&world) - cpu_before;
+    println!("MEASURED the apps' CPU while idle for 2 s (re-reading their delay files every 20 ms): {idle_cpu} ms");
     world.change(delay(300));
     let delayed = world.foo_to_bar(20);
     world.change(delay(0));
@@ -513,7 +547,16 @@ fn rotating_an_intermediate_under_traffic_fails_no_call_and_servers_present_the_
     let mut rotations = Vec::new();
     for _ in 0..3 {
         await_records(records.len() + 40, &mut records);
-        let active_before = active(&world);
+        // Start the rotation while requests are in flight (the client's slots run in step, so
+        // there are short gaps between its waves).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let active_before = loop {
+            let now_active = active(&world);
+            if now_active > 0 || Instant::now() >= deadline {
+                break now_active;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
         let started = Instant::now();
         world.change(cluster2(|cluster| WorldChange::RotateIntermediate { cluster }));
         let took = started.elapsed();

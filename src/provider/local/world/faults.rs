@@ -155,8 +155,13 @@ impl World {
         }
         match container {
             Container::Sidecar => {
-                progress.step(&format!("killing the sidecar of {pod} in {cluster}"));
                 let key = (cluster.to_owned(), pod.to_owned());
+                if self.proxies.get(&key).is_some_and(|proxy| proxy.stopped_on_purpose) {
+                    return Err(ProviderError::Unsupported(format!(
+                        "the gateway of {cluster} is stopped (stopGateway): there is no sidecar to kill"
+                    )));
+                }
+                progress.step(&format!("killing the sidecar of {pod} in {cluster}"));
                 self.restart_envoy(
                     options,
                     &key,
