@@ -473,6 +473,16 @@ fn presented_chain(world: &mut World) -> Vec<String> {
     chain
 }
 
+/// TLS handshakes bar-0's inbound listeners completed so far.
+fn handshakes(world: &World) -> u64 {
+    world
+        .admin("cluster2", "bar-0", "/stats?filter=ssl.handshake")
+        .lines()
+        .filter(|line| line.starts_with("listener.") && line.contains(".ssl.handshake: "))
+        .filter_map(|line| line.rsplit(": ").next()?.trim().parse::<u64>().ok())
+        .sum()
+}
+
 #[test]
 fn rotating_an_intermediate_under_traffic_fails_no_call_and_servers_present_the_new_one() {
     if !sandboxed("rotating_an_intermediate_under_traffic_fails_no_call_and_servers_present_the_new_one") {
@@ -489,6 +499,21 @@ fn rotating_an_intermediate_under_traffic_fails_no_call_and_servers_present_the_
     // Continuous traffic foo -> bar (a new connection, so a new handshake, per request) from a
     // client this test starts in foo-0's pod, read as it goes (the client writes its records in
     // 8 KiB blocks, so their arrival times say little; the Envoy's gauge does).
+    // One request per upstream connection all the way to bar-0's sidecar, so every call after a
+    // rotation is a new TLS handshake with the certificate bar-0 has then.
+    let settings = meshfed::plan::TrafficSettings {
+        connections: ConnectionPolicy::NewConnectionPerRequest,
+        ..meshfed::plan::TrafficSettings::of_scenario(&world.scenario)
+    };
+    let plan = meshfed::plan::plan_with(&world.scenario, &world.inventory, settings);
+    world
+        .runtime
+        .block_on(
+            world
+                .provider
+                .apply_plan(&plan, &PhaseSettings::default(), &mut no_progress()),
+        )
+        .expect("apply the per-request plan");
     // Replies wait REPLY_DELAY so that requests are in flight whenever the rotation runs.
     const REPLY_DELAY: Duration = Duration::from_millis(200);
     world.change(WorldChange::Delay {
@@ -562,7 +587,9 @@ fn rotating_an_intermediate_under_traffic_fails_no_call_and_servers_present_the_
         let took = started.elapsed();
         rotations.push((took, active_before, active(&world)));
     }
+    let handshakes_after_rotations = handshakes(&world);
     await_records(records.len() + 80, &mut records);
+    let new_handshakes = handshakes(&world) - handshakes_after_rotations;
     let _ = client.kill();
     let _ = client.wait();
     drop(received);
@@ -570,12 +597,16 @@ fn rotating_an_intermediate_under_traffic_fails_no_call_and_servers_present_the_
 
     let all: Vec<RequestRecord> = records.into_iter().map(|(_, record)| record).collect();
     println!(
-        "MEASURED rotations (took, requests in flight at bar-0 before, after): {rotations:?}; {} calls, {} failed",
+        "MEASURED rotations (took, requests in flight at bar-0 before, after): {rotations:?}; {} calls, {new_handshakes} TLS handshakes at bar-0 after the last, {} failed",
         all.len(),
         all.len() - answered(&all)
     );
     // Each reply takes REPLY_DELAY, far longer than a rotation: requests in flight before and
     // after each one means the rotation happened under load.
+    assert!(
+        new_handshakes >= 80,
+        "calls after the rotations were new handshakes: {new_handshakes}"
+    );
     for (took, before, after) in &rotations {
         assert!(*took < REPLY_DELAY, "a rotation took {took:?}");
         assert!(
