@@ -765,6 +765,52 @@ mod tests {
     use super::excerpt;
 
     #[test]
+    fn a_child_ended_on_purpose_is_no_death_and_its_successor_is_watched() {
+        use super::{ChildOutput, NotRunning, Supervisor};
+        use std::process::Command;
+        use std::time::Duration;
+
+        let mut supervisor = Supervisor::new().unwrap();
+        let sleeper = || {
+            let mut command = Command::new("sleep");
+            command.arg("30");
+            command
+        };
+        let first = supervisor
+            .spawn("envoy of gateway g in c2", sleeper(), None, ChildOutput::Piped)
+            .unwrap();
+        assert_eq!(supervisor.running_named("envoy of gateway g in c2"), Some(first));
+        let exit = supervisor
+            .end_on_purpose(first, libc::SIGKILL, Duration::from_secs(2))
+            .unwrap();
+        assert!(exit.status.contains("SIGKILL"), "{exit}");
+        assert!(supervisor.not_running().is_empty(), "an on-purpose end is no death");
+        assert!(supervisor.check_running().is_ok());
+        assert_eq!(supervisor.running_named("envoy of gateway g in c2"), None);
+
+        let second = supervisor
+            .spawn("envoy of gateway g in c2", sleeper(), None, ChildOutput::Piped)
+            .unwrap();
+        assert_eq!(supervisor.running_named("envoy of gateway g in c2"), Some(second));
+        // The restarted child is watched again: killing it behind the supervisor's back is a death.
+        // SAFETY: kill(2) on a child this test started.
+        unsafe { libc::kill(supervisor.pid(second) as i32, libc::SIGKILL) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let down = loop {
+            let down = supervisor.not_running();
+            if !down.is_empty() || std::time::Instant::now() >= deadline {
+                break down;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(
+            matches!(&down[..], [NotRunning::Exited(exit)] if exit.pid == supervisor.pid(second)),
+            "{down:?}"
+        );
+        supervisor.shutdown(Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
     fn a_short_log_is_quoted_whole() {
         assert_eq!(excerpt("a\nb\n"), "a\nb");
     }
