@@ -124,6 +124,9 @@ enum WorkloadCommand {
         /// A TCP port (repeatable).
         #[arg(long = "tcp")]
         tcp_ports: Vec<u16>,
+        /// A file holding the delay before each reply in milliseconds, re-read while running.
+        #[arg(long)]
+        delay_file: Option<std::path::PathBuf>,
     },
     /// The client app: sends requests and prints one JSON record per request on stdout.
     Client {
@@ -752,6 +755,7 @@ fn workload_command(workload: WorkloadCommand) -> Result<(), CliError> {
             bind,
             http_ports,
             tcp_ports,
+            delay_file,
         } => runtime
             .block_on(echo::echo(echo::EchoConfig {
                 pod,
@@ -759,6 +763,7 @@ fn workload_command(workload: WorkloadCommand) -> Result<(), CliError> {
                 bind,
                 http_ports,
                 tcp_ports,
+                delay_file,
             }))
             .map_err(|error| CliError::Infrastructure(error.into())),
         WorkloadCommand::Client {

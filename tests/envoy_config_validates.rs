@@ -47,6 +47,12 @@ fn write_workload_certs(dir: &Path) -> CertPaths {
     std::fs::write(&certs.cert_chain, leaf.pem() + &root.pem()).unwrap();
     std::fs::write(&certs.key, leaf_key.serialize_pem()).unwrap();
     std::fs::write(&certs.root, root.pem()).unwrap();
+    let secret = meshfed::provider::local::envoy_config::sds_secret(
+        "default",
+        &(leaf.pem() + &root.pem()),
+        &leaf_key.serialize_pem(),
+    );
+    meshfed::provider::local::envoy_binary::write_sds(&certs.sds, &secret).unwrap();
     certs
 }
 

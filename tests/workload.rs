@@ -20,6 +20,7 @@ async fn start_echo() -> (SocketAddr, SocketAddr) {
         bind: Ipv4Addr::LOCALHOST.into(),
         http_ports: vec![0],
         tcp_ports: vec![0],
+        delay_file: None,
     })
     .await
     .unwrap();

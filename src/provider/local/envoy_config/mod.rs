@@ -85,15 +85,20 @@ pub struct CertPaths {
     pub key: PathBuf,
     /// The mesh root certificate peers are verified against.
     pub root: PathBuf,
+    /// The SDS file Envoy loads the identity certificate from ([`sds_secret`] of the chain and
+    /// key; replaced in one rename when the certificate is reissued).
+    pub sds: PathBuf,
 }
 
 impl CertPaths {
-    /// The files Istio 1.1 mounts, inside `dir`: `cert-chain.pem`, `key.pem`, `root-cert.pem`.
+    /// The files Istio 1.1 mounts, inside `dir`: `cert-chain.pem`, `key.pem`, `root-cert.pem`,
+    /// and the SDS file `sds-default.json` meshfed's Envoys load the certificate from.
     pub fn in_dir(dir: &Path) -> CertPaths {
         CertPaths {
             cert_chain: dir.join("cert-chain.pem"),
             key: dir.join("key.pem"),
             root: dir.join("root-cert.pem"),
+            sds: dir.join("sds-default.json"),
         }
     }
 }
@@ -359,10 +364,38 @@ fn socket_address(address: Ipv4Addr, port: u16) -> Value {
     json!({ "socket_address": { "address": address.to_string(), "port_value": port } })
 }
 
-fn tls_certificate(certs: &CertPaths) -> Value {
+/// The workload's identity certificate, delivered by SDS from the watched file `certs.sds`
+/// (Istio delivers it by SDS too, as the secret `default`): replacing that file in one rename
+/// hands running listeners and clusters a new certificate without a restart, and connections
+/// made before keep theirs. Each Envoy loads it once, whichever listeners and clusters name it,
+/// and the file watch costs the Envoy one inotify instance.
+fn tls_certificate_sds(certs: &CertPaths) -> Value {
     json!({
-        "certificate_chain": { "filename": certs.cert_chain },
-        "private_key": { "filename": certs.key },
+        "name": IDENTITY_SECRET_NAME,
+        "sds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": { "path": certs.sds },
+        },
+    })
+}
+
+/// The name of the identity secret (Istio's).
+const IDENTITY_SECRET_NAME: &str = "default";
+const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// The SDS file (a DiscoveryResponse) holding the identity secret `name` with the certificate
+/// chain and key inline, so one rename replaces both at once.
+pub fn sds_secret(name: &str, cert_chain_pem: &str, key_pem: &str) -> Value {
+    json!({
+        "version_info": format!("{:016x}", fnv1a(cert_chain_pem.as_bytes())),
+        "resources": [{
+            "@type": SECRET_TYPE,
+            "name": name,
+            "tls_certificate": {
+                "certificate_chain": { "inline_string": cert_chain_pem },
+                "private_key": { "inline_string": key_pem },
+            },
+        }],
     })
 }
 
@@ -671,12 +704,14 @@ mod tests {
             let context = &tls["common_tls_context"];
             assert_eq!(context["alpn_protocols"], alpn);
             assert_eq!(
-                context["tls_certificates"][0]["certificate_chain"]["filename"],
-                "/certs/foo-0/cert-chain.pem"
-            );
-            assert_eq!(
-                context["tls_certificates"][0]["private_key"]["filename"],
-                "/certs/foo-0/key.pem"
+                context["tls_certificate_sds_secret_configs"],
+                json!([{
+                    "name": "default",
+                    "sds_config": {
+                        "resource_api_version": "V3",
+                        "path_config_source": { "path": "/certs/foo-0/sds-default.json" },
+                    },
+                }])
             );
             assert_eq!(
                 context["validation_context"]["trusted_ca"]["filename"],
@@ -687,6 +722,27 @@ mod tests {
                 json!([{ "san_type": "URI", "matcher": { "exact": BAR_IDENTITY } }])
             );
         }
+    }
+
+    #[test]
+    fn the_sds_file_holds_the_identity_secret_inline_and_its_version_follows_the_chain() {
+        let secret = sds_secret("default", "CHAIN", "KEY");
+        let resource = &secret["resources"][0];
+        assert_eq!(resource["@type"], SECRET_TYPE);
+        assert_eq!(resource["name"], "default");
+        assert_eq!(
+            resource["tls_certificate"]["certificate_chain"]["inline_string"],
+            "CHAIN"
+        );
+        assert_eq!(resource["tls_certificate"]["private_key"]["inline_string"], "KEY");
+        assert_eq!(
+            secret["version_info"],
+            sds_secret("default", "CHAIN", "OTHER KEY")["version_info"]
+        );
+        assert_ne!(
+            secret["version_info"],
+            sds_secret("default", "NEW CHAIN", "KEY")["version_info"]
+        );
     }
 
     #[test]

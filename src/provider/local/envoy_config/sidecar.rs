@@ -73,7 +73,7 @@ fn inbound_mtls_chain(spec: &SidecarSpec, inbound: &InboundPort, stat_prefix: &s
         (inbound_tcp_proxy_filter(stat_prefix, cluster), &[])
     };
     let mut common_tls_context = json!({
-        "tls_certificates": [tls_certificate(&spec.certs)],
+        "tls_certificate_sds_secret_configs": [tls_certificate_sds(&spec.certs)],
         "validation_context": { "trusted_ca": { "filename": spec.certs.root } },
     });
     if !alpn.is_empty() {
@@ -236,7 +236,7 @@ fn upstream_mtls_socket(certs: &CertPaths, outbound: &OutboundPort) -> Value {
             "@type": UPSTREAM_TLS_TYPE,
             "sni": outbound_sni(outbound.port, &outbound.host),
             "common_tls_context": {
-                "tls_certificates": [tls_certificate(certs)],
+                "tls_certificate_sds_secret_configs": [tls_certificate_sds(certs)],
                 "alpn_protocols": outbound.alpn,
                 "validation_context": validation_context,
             },
