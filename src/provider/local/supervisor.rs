@@ -416,6 +416,45 @@ impl Supervisor {
         self.children[id.0].transient = true;
     }
 
+    /// The newest long-lived child named `name` that has not exited (e.g. the Envoy of a pod after
+    /// restarts), if any.
+    pub fn running_named(&mut self, name: &str) -> Option<ChildId> {
+        let index = self
+            .children
+            .iter_mut()
+            .enumerate()
+            .rev()
+            .filter(|(_, child)| !child.transient && child.name == name)
+            .find_map(|(index, child)| matches!(poll_exit(child), Ok(None)).then_some(index))?;
+        Some(ChildId(index))
+    }
+
+    /// Ends the child on purpose (a fault meshfed injects, a restart): marks it transient first,
+    /// so neither [`Supervisor::check_running`] nor [`Supervisor::not_running`] ever calls its end
+    /// a death, then sends `signal` to its process group (SIGKILL after `grace` if it is still
+    /// there) and reaps it. Returns how it ended.
+    pub fn end_on_purpose(&mut self, id: ChildId, signal: i32, grace: Duration) -> Result<ChildExit, SupervisorError> {
+        self.children[id.0].transient = true;
+        let pid = self.children[id.0].pid;
+        if poll_exit(&mut self.children[id.0])?.is_none() {
+            signal_group(pid, signal);
+            signal_group(pid, libc::SIGCONT);
+        }
+        let exit = match self.await_exit(id, Instant::now() + grace) {
+            Ok(exit) => exit,
+            Err(SupervisorError::StillRunning { .. }) => {
+                signal_group(pid, libc::SIGKILL);
+                self.await_exit(id, Instant::now() + grace)?
+            }
+            Err(other) => return Err(other),
+        };
+        // A grandchild that ignored the signal must not outlive its container either.
+        if !live_group_members(pid).is_empty() {
+            signal_group(pid, libc::SIGKILL);
+        }
+        Ok(exit)
+    }
+
     /// Long-lived children that are not running: exited, or stopped (the child or any process of
     /// its group in state `T`/`t`), in spawn order. Reads `/proc` once.
     pub fn not_running(&mut self) -> Vec<NotRunning> {
