@@ -161,7 +161,9 @@ impl Controller {
                 self.left.insert(cluster.clone());
             }
             InventoryEvent::PodReady { cluster, service, pod } => {
-                let Some(inventory) = self.member_mut(cluster) else { return };
+                let Some(inventory) = self.member_mut(cluster) else {
+                    return;
+                };
                 let pods = inventory.ready_pods.entry(service.clone()).or_default();
                 match pods.iter_mut().find(|known| known.name == pod.name) {
                     Some(known) => *known = pod.clone(),
@@ -169,7 +171,9 @@ impl Controller {
                 }
             }
             InventoryEvent::PodGone { cluster, service, pod } => {
-                let Some(inventory) = self.member_mut(cluster) else { return };
+                let Some(inventory) = self.member_mut(cluster) else {
+                    return;
+                };
                 if let Some(pods) = inventory.ready_pods.get_mut(service) {
                     pods.retain(|known| known.name != *pod);
                 }
@@ -227,7 +231,13 @@ pub fn diff_plans(old: &Plan, new: &Plan) -> PlanDiff {
         .filter_map(|desired| {
             let previous = old.clusters.iter().find(|cluster| cluster.cluster == desired.cluster);
             let before: BTreeMap<ObjectKey, &Object> = previous
-                .map(|cluster| cluster.objects.iter().map(|object| (ObjectKey::of(object), object)).collect())
+                .map(|cluster| {
+                    cluster
+                        .objects
+                        .iter()
+                        .map(|object| (ObjectKey::of(object), object))
+                        .collect()
+                })
                 .unwrap_or_default();
             let apply: Vec<Object> = desired
                 .objects

@@ -159,7 +159,10 @@ async fn membership_story(options: LocalOptions) {
         .apply_plan(controller.plan(), &PhaseSettings::default(), &mut quiet)
         .await
         .expect("plan");
-    let records = provider.send_traffic(&traffic_from("cluster1"), &mut quiet).await.unwrap();
+    let records = provider
+        .send_traffic(&traffic_from("cluster1"), &mut quiet)
+        .await
+        .unwrap();
     let (answered, failed) = tally(&records);
     assert_eq!(failed, 0, "{records:?}");
     assert!(answered.contains_key("cluster2"), "{answered:?}");
@@ -173,17 +176,31 @@ async fn membership_story(options: LocalOptions) {
         service: "bar.ns2".to_owned(),
         replicas: 0,
     };
-    let events = provider.change_world(&scale_down, &mut quiet).await.expect("scale to 0");
+    let events = provider
+        .change_world(&scale_down, &mut quiet)
+        .await
+        .expect("scale to 0");
     assert_eq!(events.len(), 2, "{events:?}");
-    assert!(events.iter().all(|event| matches!(event, InventoryEvent::PodGone { .. })));
+    assert!(
+        events
+            .iter()
+            .all(|event| matches!(event, InventoryEvent::PodGone { .. }))
+    );
     let plan = reconcile_and_apply(&mut provider, &mut controller, &events).await;
     assert!(
         !named_gateways(&plan, "cluster1").contains(&cluster2_gateway),
         "cluster1's ServiceEntries still name cluster2's gateway {cluster2_gateway}"
     );
-    assert_eq!(provider.process_ids().len(), started, "no process started: the rest were reconfigured live");
+    assert_eq!(
+        provider.process_ids().len(),
+        started,
+        "no process started: the rest were reconfigured live"
+    );
     provider.check_alive().await.expect("pods scaled away are no deaths");
-    let records = provider.send_traffic(&traffic_from("cluster1"), &mut quiet).await.unwrap();
+    let records = provider
+        .send_traffic(&traffic_from("cluster1"), &mut quiet)
+        .await
+        .unwrap();
     let (answered, failed) = tally(&records);
     assert_eq!(failed, 0, "{records:?}");
     assert_eq!(answered.keys().collect::<Vec<_>>(), ["cluster1"], "{answered:?}");
@@ -205,10 +222,16 @@ async fn membership_story(options: LocalOptions) {
         started + 4,
         "exactly the new pods' apps and sidecars started; nothing restarted"
     );
-    let records = provider.send_traffic(&traffic_from("cluster1"), &mut quiet).await.unwrap();
+    let records = provider
+        .send_traffic(&traffic_from("cluster1"), &mut quiet)
+        .await
+        .unwrap();
     let (answered, failed) = tally(&records);
     assert_eq!(failed, 0, "{records:?}");
-    assert!(answered.contains_key("cluster2"), "remote pods answer again: {answered:?}");
+    assert!(
+        answered.contains_key("cluster2"),
+        "remote pods answer again: {answered:?}"
+    );
     println!("CHECKED scaled back: {answered:?}");
 
     // cluster3 joins with a foreign root.
@@ -216,14 +239,23 @@ async fn membership_story(options: LocalOptions) {
         cluster: "cluster3".to_owned(),
     };
     let events = provider.change_world(&join, &mut quiet).await.expect("join");
-    assert!(matches!(events.as_slice(), [InventoryEvent::ClusterJoined { .. }]), "{events:?}");
+    assert!(
+        matches!(events.as_slice(), [InventoryEvent::ClusterJoined { .. }]),
+        "{events:?}"
+    );
     let plan = reconcile_and_apply(&mut provider, &mut controller, &events).await;
     let cluster3_gateway = gateway_of(&controller, "cluster3");
     assert!(named_gateways(&plan, "cluster1").contains(&cluster3_gateway));
     let before = provider.tls_failures("bar.ns2").await.unwrap();
-    let records = provider.send_traffic(&traffic_from("cluster1"), &mut quiet).await.unwrap();
+    let records = provider
+        .send_traffic(&traffic_from("cluster1"), &mut quiet)
+        .await
+        .unwrap();
     let (answered, failed) = tally(&records);
-    assert!(!answered.contains_key("cluster3"), "nothing of the foreign root answers: {answered:?}");
+    assert!(
+        !answered.contains_key("cluster3"),
+        "nothing of the foreign root answers: {answered:?}"
+    );
     assert!(failed > 0, "calls towards cluster3 fail: {answered:?}");
     let identity = "spiffe://cluster.local/ns/ns1/sa/foo";
     assert!(
@@ -233,10 +265,19 @@ async fn membership_story(options: LocalOptions) {
             .all(|record| record.peer_identity.as_deref() == Some(identity)),
         "calls answered by cluster1 and cluster2 are still mTLS with foo's identity"
     );
-    assert!(answered.contains_key("cluster1") && answered.contains_key("cluster2"), "{answered:?}");
-    let records = provider.send_traffic(&traffic_from("cluster3"), &mut quiet).await.unwrap();
+    assert!(
+        answered.contains_key("cluster1") && answered.contains_key("cluster2"),
+        "{answered:?}"
+    );
+    let records = provider
+        .send_traffic(&traffic_from("cluster3"), &mut quiet)
+        .await
+        .unwrap();
     let (answered_from_3, _) = tally(&records);
-    assert!(answered_from_3.is_empty(), "no call of the foreign root gets through: {answered_from_3:?}");
+    assert!(
+        answered_from_3.is_empty(),
+        "no call of the foreign root gets through: {answered_from_3:?}"
+    );
     let after = provider.tls_failures("bar.ns2").await.unwrap();
     assert!(
         after.fail_verify_error > before.fail_verify_error,
@@ -248,7 +289,10 @@ async fn membership_story(options: LocalOptions) {
     );
 
     // cluster3 leaves.
-    assert!(!processes_mentioning("cluster3").is_empty(), "cluster3 runs processes before it leaves");
+    assert!(
+        !processes_mentioning("cluster3").is_empty(),
+        "cluster3 runs processes before it leaves"
+    );
     let leave = WorldChange::LeaveCluster {
         cluster: "cluster3".to_owned(),
     };
@@ -261,10 +305,21 @@ async fn membership_story(options: LocalOptions) {
     );
     let plan = reconcile_and_apply(&mut provider, &mut controller, &events).await;
     assert!(!named_gateways(&plan, "cluster1").contains(&cluster3_gateway));
-    assert_eq!(namespaces_mentioning("cluster3."), Vec::<String>::new(), "its namespaces are gone");
-    assert_eq!(processes_mentioning("cluster3"), Vec::<String>::new(), "its processes are gone");
+    assert_eq!(
+        namespaces_mentioning("cluster3."),
+        Vec::<String>::new(),
+        "its namespaces are gone"
+    );
+    assert_eq!(
+        processes_mentioning("cluster3"),
+        Vec::<String>::new(),
+        "its processes are gone"
+    );
     provider.check_alive().await.expect("a cluster that left is no death");
-    let records = provider.send_traffic(&traffic_from("cluster1"), &mut quiet).await.unwrap();
+    let records = provider
+        .send_traffic(&traffic_from("cluster1"), &mut quiet)
+        .await
+        .unwrap();
     let (answered, failed) = tally(&records);
     assert_eq!(failed, 0, "{records:?}");
     assert!(!answered.contains_key("cluster3"), "{answered:?}");
@@ -342,7 +397,15 @@ fn scale_to_zero_and_back_then_a_foreign_root_cluster_joins_and_leaves() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     print!("{stdout}");
-    assert!(output.status.success(), "sandboxed half failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "sandboxed half failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
     assert!(stdout.contains("DONE"), "{stdout}");
-    assert_eq!(marked_processes(&marker), Vec::<u32>::new(), "processes of this run outlived it");
+    assert_eq!(
+        marked_processes(&marker),
+        Vec::<u32>::new(),
+        "processes of this run outlived it"
+    );
 }

@@ -58,7 +58,12 @@ fn service_entry_gateways(plan: &Plan, cluster: &str, host: &str) -> Option<Vec<
 }
 
 fn gateway_pairs(pairs: &[(&str, u32)]) -> Option<Vec<(String, Option<u32>)>> {
-    Some(pairs.iter().map(|(address, weight)| ((*address).to_owned(), Some(*weight))).collect())
+    Some(
+        pairs
+            .iter()
+            .map(|(address, weight)| ((*address).to_owned(), Some(*weight)))
+            .collect(),
+    )
 }
 
 fn ready(cluster: &str, pod: &str, zone: &str) -> InventoryEvent {
@@ -85,7 +90,13 @@ fn applied_kinds(reconciled: &meshfed::reconcile::Reconciled, cluster: &str) -> 
     reconciled
         .changes
         .cluster(cluster)
-        .map(|changes| changes.apply.iter().map(|object| ObjectKey::of(object).to_string()).collect())
+        .map(|changes| {
+            changes
+                .apply
+                .iter()
+                .map(|object| ObjectKey::of(object).to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -117,10 +128,17 @@ fn a_new_ready_pod_reweights_the_other_clusters_service_entries_and_a_duplicate_
         applied_kinds(&first, "cluster3"),
         ["ServiceEntry ns2/remote-endpoint-for-bar-in-cluster3"]
     );
-    assert!(first.changes.cluster("cluster2").is_none(), "cluster2's own objects do not change");
+    assert!(
+        first.changes.cluster("cluster2").is_none(),
+        "cluster2's own objects do not change"
+    );
 
     let again = controller.observe(&[event.clone(), event]);
-    assert!(again.changes.is_empty(), "duplicates are idempotent: {:?}", again.changes);
+    assert!(
+        again.changes.is_empty(),
+        "duplicates are idempotent: {:?}",
+        again.changes
+    );
     assert_eq!(again.plan, first.plan);
 }
 
@@ -128,7 +146,10 @@ fn a_new_ready_pod_reweights_the_other_clusters_service_entries_and_a_duplicate_
 fn the_plan_does_not_depend_on_the_order_pods_became_ready_in() {
     let (scenario, mut forwards) = three_clusters();
     let mut backwards = Controller::new(&scenario, live_inventory(&scenario));
-    let events = [ready("cluster2", "bar-2", "zone2a"), ready("cluster2", "bar-3", "zone2b")];
+    let events = [
+        ready("cluster2", "bar-2", "zone2a"),
+        ready("cluster2", "bar-3", "zone2b"),
+    ];
     let a = forwards.observe(&events);
     let b = backwards.observe(&[events[1].clone(), events[0].clone()]);
     assert_eq!(a.plan, b.plan);
@@ -141,7 +162,11 @@ fn a_pod_gone_before_it_was_ready_is_a_no_op_and_its_later_ready_counts() {
     let (scenario, mut controller) = three_clusters();
     let before = controller.plan().clone();
     let early = controller.observe(&[gone("cluster2", "bar-7")]);
-    assert!(early.changes.is_empty(), "an unknown pod's PodGone: {:?}", early.changes);
+    assert!(
+        early.changes.is_empty(),
+        "an unknown pod's PodGone: {:?}",
+        early.changes
+    );
     assert_eq!(early.plan, before);
 
     let late = controller.observe(&[ready("cluster2", "bar-7", "zone2a")]);
@@ -238,7 +263,11 @@ fn scaled_to_zero_a_cluster_is_named_by_no_service_entry_and_scaled_back_it_is_a
         Some(1),
         "cluster1 names cluster2's gateway"
     );
-    let down = controller.observe(&[gone("cluster2", "bar-0"), gone("cluster2", "bar-1"), gone("cluster2", "bar-2")]);
+    let down = controller.observe(&[
+        gone("cluster2", "bar-0"),
+        gone("cluster2", "bar-1"),
+        gone("cluster2", "bar-2"),
+    ]);
     assert_eq!(
         service_entry_gateways(&down.plan, "cluster1", BAR_HOST),
         None,
@@ -290,10 +319,20 @@ fn a_cluster_that_joins_is_planned_and_named_by_the_others() {
         cluster: "cluster3".to_owned(),
         inventory: joining,
     }]);
-    let cluster3 = joined.changes.cluster("cluster3").expect("the new cluster gets every object");
+    let cluster3 = joined
+        .changes
+        .cluster("cluster3")
+        .expect("the new cluster gets every object");
     assert_eq!(
         cluster3.apply.len(),
-        joined.plan.clusters.iter().find(|c| c.cluster == "cluster3").unwrap().objects.len()
+        joined
+            .plan
+            .clusters
+            .iter()
+            .find(|c| c.cluster == "cluster3")
+            .unwrap()
+            .objects
+            .len()
     );
     assert_eq!(
         service_entry_gateways(&joined.plan, "cluster1", BAR_HOST),
@@ -331,21 +370,23 @@ fn live_objects_meshfed_does_not_own_are_never_changed_or_deleted() {
             .find(|object| object.kind() == "ServiceEntry")
             .unwrap(),
     );
-    let mut live: Vec<LiveObject> = desired
-        .objects
-        .iter()
-        .map(as_live)
-        .collect();
+    let mut live: Vec<LiveObject> = desired.objects.iter().map(as_live).collect();
     // Identical and owned: nothing to do.
     let clean = diff_against_live(&desired, &live, &scenario.name);
-    assert!(clean.apply.is_empty() && clean.delete.is_empty() && clean.left_alone.is_empty(), "{clean:?}");
+    assert!(
+        clean.apply.is_empty() && clean.delete.is_empty() && clean.left_alone.is_empty(),
+        "{clean:?}"
+    );
 
     // The ServiceEntry is someone else's (same kind and name, other content): left alone.
     let entry = live.iter_mut().find(|object| object.key == entry_key).unwrap();
     entry.metadata.labels = labels(&[(MANAGED_BY_LABEL, "helm")]);
     entry.body["spec"]["endpoints"] = serde_json::json!([]);
     // A DestinationRule of another scenario's meshfed: left alone too.
-    let rule = live.iter_mut().find(|object| object.key.kind == "DestinationRule").unwrap();
+    let rule = live
+        .iter_mut()
+        .find(|object| object.key.kind == "DestinationRule")
+        .unwrap();
     rule.metadata.labels = labels(&[(MANAGED_BY_LABEL, MANAGED_BY), (SCENARIO_LABEL, "another")]);
     rule.body["spec"] = serde_json::json!({ "host": "changed" });
     let rule_key = rule.key.clone();
@@ -401,5 +442,8 @@ fn live_objects_meshfed_does_not_own_are_never_changed_or_deleted() {
         (entry_key.to_string(), "helm".to_owned()),
     ];
     expected.sort();
-    assert_eq!(left_alone, expected, "colliding objects meshfed does not own are named, not changed");
+    assert_eq!(
+        left_alone, expected,
+        "colliding objects meshfed does not own are named, not changed"
+    );
 }

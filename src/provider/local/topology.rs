@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use crate::inventory::{self, ClusterInventory, GATEWAY_PORT, GatewayAddress, Inventory, ReadyPod};
 use crate::scenario::address_layout;
-use crate::scenario::{IstioVersion, Ipv4Cidr, Scenario, Service};
+use crate::scenario::{Ipv4Cidr, IstioVersion, Scenario, Service};
 
 /// Name of each cluster's gateway pod (as Istio names its ingress gateway).
 pub const GATEWAY_POD: &str = "istio-ingressgateway";
@@ -88,7 +88,10 @@ impl ClusterTopology {
     pub fn inventory(&self, istio_version: IstioVersion) -> ClusterInventory {
         let mut ready_pods: BTreeMap<String, Vec<ReadyPod>> = BTreeMap::new();
         for pod in &self.pods {
-            ready_pods.entry(pod.service.clone()).or_default().push(self.ready_pod(pod));
+            ready_pods
+                .entry(pod.service.clone())
+                .or_default()
+                .push(self.ready_pod(pod));
         }
         ClusterInventory {
             gateway: GatewayAddress {
@@ -412,11 +415,18 @@ mod tests {
         let bar = scenario.service("bar.ns2").unwrap();
         let cluster2 = topology.cluster_mut("cluster2").unwrap();
         let down = cluster2.scale(&scenario, bar, 1).unwrap();
-        let names = |pods: &[PodTopology]| pods.iter().map(|pod| format!("{}={}", pod.name, pod.ip)).collect::<Vec<_>>();
+        let names = |pods: &[PodTopology]| {
+            pods.iter()
+                .map(|pod| format!("{}={}", pod.name, pod.ip))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&down.removed), ["bar-2=10.20.0.12", "bar-1=10.20.0.11"]);
         assert!(down.added.is_empty());
         let up = cluster2.scale(&scenario, bar, 4).unwrap();
-        assert_eq!(names(&up.added), ["bar-1=10.20.0.11", "bar-2=10.20.0.12", "bar-3=10.20.0.13"]);
+        assert_eq!(
+            names(&up.added),
+            ["bar-1=10.20.0.11", "bar-2=10.20.0.12", "bar-3=10.20.0.13"]
+        );
         assert_eq!(cluster2.pods_of("bar.ns2").count(), 4);
         let zero = cluster2.scale(&scenario, bar, 0).unwrap();
         assert_eq!(zero.removed.len(), 4);

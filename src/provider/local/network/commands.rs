@@ -286,11 +286,17 @@ fn mk_gateway_setup(
         "link set lo up".to_string(),
         format!("addr add {}/{} dev eth0", gateway.pod_ip, cluster.pod_cidr.prefix_len),
         "link set eth0 up".to_string(),
-        format!("addr add {}/{} dev eth1", gateway.outside_ip, spec.outside_cidr.prefix_len),
+        format!(
+            "addr add {}/{} dev eth1",
+            gateway.outside_ip, spec.outside_cidr.prefix_len
+        ),
         "link set eth1 up".to_string(),
     ];
     for other in spec.clusters.iter().filter(|other| other.name != cluster.name) {
-        ip_commands.push(format!("route add {} via {} dev eth1", other.pod_cidr, spec.router_outside_ip));
+        ip_commands.push(format!(
+            "route add {} via {} dev eth1",
+            other.pod_cidr, spec.router_outside_ip
+        ));
     }
     ip_commands.push(format!("route add local {} dev lo", cluster.service_cidr));
     let setup = NamespaceSetup {
@@ -339,7 +345,10 @@ pub fn mk_add_pod_commands(
     let router = NamespaceSetup {
         netns: names.router(),
         sysctls: Vec::new(),
-        ip_commands: vec![format!("link set {router_port} master {} up", cluster_bridge(bridge_index))],
+        ip_commands: vec![format!(
+            "link set {router_port} master {} up",
+            cluster_bridge(bridge_index)
+        )],
     };
     Ok(PodCommands { create, setup, router })
 }
@@ -377,7 +386,10 @@ pub fn mk_add_cluster_commands(
     let mut router_commands = vec![
         format!("link add {bridge} type bridge"),
         format!("link set {bridge} up"),
-        format!("addr add {}/{} dev {bridge}", cluster.router_ip, cluster.pod_cidr.prefix_len),
+        format!(
+            "addr add {}/{} dev {bridge}",
+            cluster.router_ip, cluster.pod_cidr.prefix_len
+        ),
     ];
     for pod in &cluster.pods {
         let host = u32::from(pod.ip) - u32::from(cluster.pod_cidr.network);
@@ -396,8 +408,14 @@ pub fn mk_add_cluster_commands(
     netns_names.push(setup.netns.clone());
     configure.push(setup);
     for other in spec.clusters.iter().filter(|other| other.name != cluster.name) {
-        router_commands.push(format!("rule add from {} to {} prohibit", cluster.pod_cidr, other.pod_cidr));
-        router_commands.push(format!("rule add from {} to {} prohibit", other.pod_cidr, cluster.pod_cidr));
+        router_commands.push(format!(
+            "rule add from {} to {} prohibit",
+            cluster.pod_cidr, other.pod_cidr
+        ));
+        router_commands.push(format!(
+            "rule add from {} to {} prohibit",
+            other.pod_cidr, cluster.pod_cidr
+        ));
         configure.push(NamespaceSetup {
             netns: names.pod(&other.name, &other.gateway.name),
             sysctls: Vec::new(),
@@ -432,8 +450,14 @@ pub fn mk_remove_cluster_router_commands(
     let cluster = spec.clusters.get(cluster_index)?;
     let mut ip_commands = vec![format!("link del {}", cluster_bridge(bridge_index))];
     for other in spec.clusters.iter().filter(|other| other.name != cluster.name) {
-        ip_commands.push(format!("rule del from {} to {} prohibit", cluster.pod_cidr, other.pod_cidr));
-        ip_commands.push(format!("rule del from {} to {} prohibit", other.pod_cidr, cluster.pod_cidr));
+        ip_commands.push(format!(
+            "rule del from {} to {} prohibit",
+            cluster.pod_cidr, other.pod_cidr
+        ));
+        ip_commands.push(format!(
+            "rule del from {} to {} prohibit",
+            other.pod_cidr, cluster.pod_cidr
+        ));
     }
     Some(NamespaceSetup {
         netns: names.router(),

@@ -88,9 +88,10 @@ impl World {
                 self.supervisor
                     .check_running()
                     .map_err(|exit| failed("starting apps")(exit.into()))?;
-                return Err(failed(format!("the app of pod {} in {cluster} never listened", pod.name))(
-                    error.into(),
-                ));
+                return Err(failed(format!(
+                    "the app of pod {} in {cluster} never listened",
+                    pod.name
+                ))(error.into()));
             }
         }
         Ok(())

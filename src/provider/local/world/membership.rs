@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 
 use super::apps::app_name;
-use super::{APP_READY_TIMEOUT, LocalOptions, World, check_inotify_budget, cluster_network, failed, pod_address, pod_dir, read_inotify_limit};
+use super::{
+    APP_READY_TIMEOUT, LocalOptions, World, check_inotify_budget, cluster_network, failed, pod_address, pod_dir,
+    read_inotify_limit,
+};
 use crate::change::{InventoryEvent, WorldChange};
 use crate::pki::{self, MeshPki};
 use crate::plan::Plan;
@@ -123,11 +126,10 @@ impl World {
         cluster: &str,
         progress: &mut dyn Progress,
     ) -> Result<Vec<InventoryEvent>, ProviderError> {
-        let scenario_cluster = self
-            .scenario
-            .cluster(cluster)
-            .cloned()
-            .ok_or_else(|| ProviderError::Unsupported(format!("joinCluster: the scenario has no cluster {cluster}")))?;
+        let scenario_cluster =
+            self.scenario.cluster(cluster).cloned().ok_or_else(|| {
+                ProviderError::Unsupported(format!("joinCluster: the scenario has no cluster {cluster}"))
+            })?;
         let (plan, settings) = self.applied_plan()?;
         let joining = self
             .topology
@@ -210,7 +212,13 @@ impl World {
         }
         let dir = options.run_dir.join(cluster);
         std::fs::remove_dir_all(&dir)
-            .or_else(|error| if error.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(error) })
+            .or_else(|error| {
+                if error.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            })
             .map_err(|error| failed(format!("removing {}", dir.display()))(error.into()))?;
         Ok(vec![InventoryEvent::ClusterLeft {
             cluster: cluster.to_owned(),
@@ -289,7 +297,13 @@ impl World {
             .map_err(|error| failed(format!("removing the network of pod {pod} in {cluster}"))(error.into()))?;
         let dir = pod_dir(&options.run_dir, cluster, pod);
         std::fs::remove_dir_all(&dir)
-            .or_else(|error| if error.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(error) })
+            .or_else(|error| {
+                if error.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            })
             .map_err(|error| failed(format!("removing {}", dir.display()))(error.into()))
     }
 
