@@ -319,14 +319,16 @@ pub struct PodCommands {
 }
 
 /// Commands that add `pod` to the cluster at `cluster_index` of `spec`, whose bridge is number
-/// `bridge_index`, in a running network (a scale-up). The router port is named after the pod's
-/// host number, so a pod added later never takes the name of one created with the network
-/// (`c<bridge>p<n>`) or of another added pod.
+/// `bridge_index`, in a running network (a scale-up). The router's end of its veth is named
+/// `c<bridge>n<added>`, `added` counting the pods added in the run: a removed pod's end may
+/// outlive its namespace for a moment (the kernel destroys a namespace's devices asynchronously),
+/// so a name is never used twice.
 pub fn mk_add_pod_commands(
     spec: &NetworkSpec,
     cluster_index: usize,
     bridge_index: usize,
     pod: &PodAddress,
+    added: usize,
     names: &NetnsNames,
 ) -> Result<PodCommands, NetworkSpecError> {
     let cluster = spec
@@ -339,8 +341,7 @@ pub fn mk_add_pod_commands(
             pod.name, pod.ip, cluster.name, cluster.pod_cidr
         )));
     }
-    let host = u32::from(pod.ip) - u32::from(cluster.pod_cidr.network);
-    let router_port = format!("c{bridge_index}a{host}");
+    let router_port = format!("c{bridge_index}n{added}");
     let (create, setup) = mk_pod_setup(spec.outside_cidr, cluster, pod, &router_port, names);
     let router = NamespaceSetup {
         netns: names.router(),

@@ -105,6 +105,8 @@ pub struct Network {
     spec: NetworkSpec,
     /// Each cluster's bridge number in the router (a number is never reused within a run).
     bridges: std::collections::BTreeMap<String, usize>,
+    /// Pods added so far (names the router's ends of their veths).
+    pods_added: usize,
 }
 
 static NETWORKS_CREATED: AtomicUsize = AtomicUsize::new(0);
@@ -138,6 +140,7 @@ pub fn create_network_named(spec: &NetworkSpec, names: NetnsNames) -> Result<Net
             .enumerate()
             .map(|(index, cluster)| (cluster.name.clone(), index))
             .collect(),
+        pods_added: 0,
     };
     // On error `network` is dropped here, which deletes whatever namespaces exist.
     run_ip_batch(
@@ -278,7 +281,8 @@ impl Network {
             .ok_or_else(|| NetworkSpecError::new(format!("no cluster {cluster} in the network")))?;
         let mut spec = self.spec.clone();
         spec.clusters[position].pods.push(pod.clone());
-        let commands = mk_add_pod_commands(&spec, position, bridge, pod, &self.names)?;
+        let commands = mk_add_pod_commands(&spec, position, bridge, pod, self.pods_added, &self.names)?;
+        self.pods_added += 1;
         // Listed first, so a failure half-way still removes it at teardown.
         self.netns_names.push(commands.setup.netns.clone());
         self.spec = spec;
