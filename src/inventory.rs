@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
-use crate::scenario::{IstioVersion, Scenario, ScenarioError};
+use crate::scenario::{Cluster, IstioVersion, Scenario, ScenarioError};
 
 /// The inventory of every cluster, by cluster name.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -98,7 +98,8 @@ pub fn from_scenario(scenario: &Scenario) -> Inventory {
     })
 }
 
-/// An inventory from the scenario with the gateway addresses a provider knows.
+/// An inventory from the scenario with the gateway addresses a provider knows. Clusters declared
+/// `joinsLater` are left out: they are not in the mesh until they join.
 pub fn from_scenario_with_gateways(
     scenario: &Scenario,
     mut gateway_of: impl FnMut(&str) -> GatewayAddress,
@@ -106,38 +107,46 @@ pub fn from_scenario_with_gateways(
     let clusters = scenario
         .clusters
         .iter()
+        .filter(|cluster| !cluster.joins_later)
         .map(|cluster| {
             let name = cluster.name.value.clone();
-            let ready_pods = scenario
-                .services
-                .iter()
-                .filter(|service| service.replicas_in(&name) > 0)
-                .map(|service| {
-                    let pods = (0..service.replicas_in(&name))
-                        .map(|index| ReadyPod {
-                            name: pod_name(&service.name.value, index),
-                            region: cluster.region.clone(),
-                            zone: cluster.zone_of_replica(index).to_owned(),
-                        })
-                        .collect();
-                    (service.reference(), pods)
-                })
-                .collect();
-            let inventory = ClusterInventory {
-                gateway: gateway_of(&name),
-                istio_version: cluster.istio_version.value,
-                region: cluster.region.clone(),
-                zone: cluster.zone.clone(),
-                ready_pods,
-            };
+            let inventory = cluster_from_scenario(scenario, cluster, gateway_of(&name));
             (name, inventory)
         })
         .collect();
     Inventory { clusters }
 }
 
+/// One cluster's inventory from the scenario (every replica ready in the cluster's locality),
+/// with its gateway at `gateway`: what a cluster brings when it joins.
+pub fn cluster_from_scenario(scenario: &Scenario, cluster: &Cluster, gateway: GatewayAddress) -> ClusterInventory {
+    let name = cluster.name.value.as_str();
+    let ready_pods = scenario
+        .services
+        .iter()
+        .filter(|service| service.replicas_in(name) > 0)
+        .map(|service| {
+            let pods = (0..service.replicas_in(name))
+                .map(|index| ReadyPod {
+                    name: pod_name(&service.name.value, index),
+                    region: cluster.region.clone(),
+                    zone: cluster.zone_of_replica(index).to_owned(),
+                })
+                .collect();
+            (service.reference(), pods)
+        })
+        .collect();
+    ClusterInventory {
+        gateway,
+        istio_version: cluster.istio_version.value,
+        region: cluster.region.clone(),
+        zone: cluster.zone.clone(),
+        ready_pods,
+    }
+}
+
 /// Reads an inventory file (a regular file of at most [`crate::scenario::MAX_INPUT_BYTES`]) and
-/// checks it covers exactly the scenario's clusters.
+/// checks it covers exactly the scenario's clusters (a `joinsLater` one may be missing).
 pub fn load(path: &Path, scenario: &Scenario) -> Result<Inventory, ScenarioError> {
     let text = crate::scenario::read_text(path, "inventory file")?;
     parse(&text, scenario).map_err(|problem| ScenarioError {
@@ -174,7 +183,8 @@ fn parse(text: &str, scenario: &Scenario) -> Result<Inventory, InventoryProblem>
         .clusters
         .as_ref()
         .map_or(Location::UNKNOWN, |clusters| clusters.referenced);
-    for cluster in &scenario.clusters {
+    // A `joinsLater` cluster may be listed (it joined) or not.
+    for cluster in scenario.clusters.iter().filter(|cluster| !cluster.joins_later) {
         if !inventory.clusters.contains_key(&cluster.name.value) {
             return Err(InventoryProblem {
                 at: clusters_at,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 const EDGE_CRATES: [&str; 6] = ["kube", "hyper", "rustls", "tower", "tokio", "k8s_openapi::api::apps"];
 
 /// Sources of the pure core.
-const PURE: [&str; 8] = [
+const PURE: [&str; 9] = [
     "src/scenario",
     "src/inventory.rs",
     "src/plan",
@@ -18,6 +18,7 @@ const PURE: [&str; 8] = [
     "src/record.rs",
     "src/verdict.rs",
     "src/report.rs",
+    "src/reconcile.rs",
 ];
 
 fn rust_files(path: &Path, found: &mut Vec<PathBuf>) {

@@ -216,9 +216,11 @@ pub fn plan_with(scenario: &Scenario, inventory: &Inventory, settings: TrafficSe
         gateway_endpoints: Vec::new(),
     };
     planner.gateway_endpoints = planner.mk_all_gateway_endpoints();
+    // A `joinsLater` cluster that has not joined (no inventory entry) is not in the mesh yet.
     let clusters = scenario
         .clusters
         .iter()
+        .filter(|cluster| !cluster.joins_later || inventory.clusters.contains_key(&cluster.name.value))
         .map(|cluster| planner.cluster_plan(&cluster.name.value))
         .collect();
     let warnings = planner.mk_warnings();

@@ -19,7 +19,6 @@ use serde_json::Value;
 
 use super::FIELD_MANAGER;
 use super::resources::{ObjectRef, ResourceError};
-use crate::plan::{MANAGED_BY, MANAGED_BY_LABEL, SCENARIO_LABEL};
 
 /// How many times one object is re-read and re-applied after optimistic-lock conflicts.
 pub const MAX_ATTEMPTS: usize = 3;
@@ -108,31 +107,10 @@ fn conflict_lines(conflicts: &[Conflict]) -> String {
         .join("\n")
 }
 
-/// Who owns an existing object, if not meshfed for `scenario`.
+/// Who owns an existing object, if not meshfed for `scenario` (the pure core's test, shared with
+/// the reconcile loop).
 fn foreign_manager(existing: &kube::api::DynamicObject, scenario: &str) -> Option<String> {
-    let labels = existing.metadata.labels.clone().unwrap_or_default();
-    match labels.get(MANAGED_BY_LABEL).map(String::as_str) {
-        Some(MANAGED_BY) => match labels.get(SCENARIO_LABEL) {
-            Some(owner) if owner == scenario => None,
-            Some(owner) => Some(format!("meshfed for scenario {owner}")),
-            None => Some("meshfed without a scenario label".to_owned()),
-        },
-        Some(other) => Some(other.to_owned()),
-        None => {
-            let managers: Vec<String> = existing
-                .metadata
-                .managed_fields
-                .iter()
-                .flatten()
-                .filter_map(|entry| entry.manager.clone())
-                .collect();
-            Some(if managers.is_empty() {
-                "an unknown manager (no managed-by label, no managedFields)".to_owned()
-            } else {
-                format!("{} (no {MANAGED_BY_LABEL} label)", managers.join(", "))
-            })
-        }
-    }
+    crate::reconcile::foreign_manager(&existing.metadata, scenario)
 }
 
 fn is_field_manager_conflict(error: &kube::Error) -> bool {

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use crate::inventory::{self, GATEWAY_PORT, GatewayAddress, Inventory};
+use crate::inventory::{self, ClusterInventory, GATEWAY_PORT, GatewayAddress, Inventory, ReadyPod};
 use crate::scenario::address_layout;
-use crate::scenario::{Ipv4Cidr, Scenario};
+use crate::scenario::{Ipv4Cidr, IstioVersion, Scenario, Service};
 
 /// Name of each cluster's gateway pod (as Istio names its ingress gateway).
 pub const GATEWAY_POD: &str = "istio-ingressgateway";
@@ -83,6 +83,38 @@ impl Topology {
 }
 
 impl ClusterTopology {
+    /// What this cluster has now, as a live inventory reports it: its pods (every one ready) and
+    /// its gateway's outside address.
+    pub fn inventory(&self, istio_version: IstioVersion) -> ClusterInventory {
+        let mut ready_pods: BTreeMap<String, Vec<ReadyPod>> = BTreeMap::new();
+        for pod in &self.pods {
+            ready_pods
+                .entry(pod.service.clone())
+                .or_default()
+                .push(self.ready_pod(pod));
+        }
+        ClusterInventory {
+            gateway: GatewayAddress {
+                address: self.gateway_outside_ip.to_string(),
+                port: GATEWAY_PORT,
+                placeholder: false,
+            },
+            istio_version,
+            region: self.region.clone(),
+            zone: self.zone.clone(),
+            ready_pods,
+        }
+    }
+
+    /// `pod` as an inventory lists it.
+    pub fn ready_pod(&self, pod: &PodTopology) -> ReadyPod {
+        ReadyPod {
+            name: pod.name.clone(),
+            region: self.region.clone(),
+            zone: pod.zone.clone(),
+        }
+    }
+
     /// The pods of service `name.namespace` in this cluster.
     pub fn pods_of<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a PodTopology> {
         self.pods.iter().filter(move |pod| pod.service == service)
@@ -115,10 +147,18 @@ pub enum TopologyError {
         address_layout::MAX_OUTSIDE_GATEWAYS
     )]
     TooManyClusters,
+    /// The scenario has no cluster of this name.
+    #[error("the scenario has no cluster {0}")]
+    UnknownCluster(String),
+    /// A cluster that is already in the world cannot join it.
+    #[error("cluster {0} is already in the world")]
+    AlreadyThere(String),
 }
 
 /// Lays out the addresses of every cluster of the scenario with [`address_layout`], the same
-/// functions scenario validation checks networks against.
+/// functions scenario validation checks networks against. A cluster declared `joinsLater` is left
+/// out ([`Topology::mk_joining_cluster`] lays it out when it joins), but its gateway keeps the
+/// outside address of its place in the scenario, so no address ever moves.
 pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
     let taken: Vec<Ipv4Cidr> = scenario
         .clusters
@@ -126,74 +166,12 @@ pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
         .flat_map(|cluster| [cluster.pod_cidr.value, cluster.service_cidr.value])
         .collect();
     let outside_cidr = address_layout::outside_network(&taken).ok_or(TopologyError::NoOutsideNetwork)?;
-    let mut services: Vec<_> = scenario.services.iter().collect();
-    services.sort_by_key(|service| (service.namespace.value.clone(), service.name.value.clone()));
-    let mut clusters = Vec::new();
-    for (index, cluster) in scenario.clusters.iter().enumerate() {
-        let name = cluster.name.value.clone();
-        let pod_cidr = cluster.pod_cidr.value;
-        let service_cidr = cluster.service_cidr.value;
-        let pod_count: u64 = services
-            .iter()
-            .map(|service| u64::from(service.replicas_in(&name)))
-            .sum();
-        let pod_network_too_small = || TopologyError::TooSmall {
-            cluster: name.clone(),
-            what: "pod network",
-            cidr: pod_cidr,
-            needed: address_layout::pod_addresses_needed(pod_count),
-        };
-        let mut pods = Vec::new();
-        let mut next_pod = 0u32;
-        for service in &services {
-            for replica in 0..service.replicas_in(&name) {
-                let ip = address_layout::pod_address(pod_cidr, next_pod).ok_or_else(pod_network_too_small)?;
-                next_pod += 1;
-                pods.push(PodTopology {
-                    name: inventory::pod_name(&service.name.value, replica),
-                    service: service.reference(),
-                    namespace: service.namespace.value.clone(),
-                    service_account: service.service_account().to_owned(),
-                    ip,
-                    zone: cluster.zone_of_replica(replica).to_owned(),
-                });
-            }
-        }
-        let service_ips = services
-            .iter()
-            .enumerate()
-            .map(|(position, service)| {
-                let ip = u32::try_from(position)
-                    .ok()
-                    .and_then(|position| address_layout::service_address(service_cidr, position))
-                    .ok_or_else(|| TopologyError::TooSmall {
-                        cluster: name.clone(),
-                        what: "service network",
-                        cidr: service_cidr,
-                        needed: address_layout::service_addresses_needed(services.len() as u64),
-                    })?;
-                Ok((service.reference(), ip))
-            })
-            .collect::<Result<_, TopologyError>>()?;
-        let router_ip = address_layout::router_address(pod_cidr).ok_or_else(pod_network_too_small)?;
-        let gateway_pod_ip = address_layout::gateway_pod_address(pod_cidr).ok_or_else(pod_network_too_small)?;
-        let gateway_outside_ip = u32::try_from(index)
-            .ok()
-            .and_then(|index| address_layout::gateway_outside_address(outside_cidr, index))
-            .ok_or(TopologyError::TooManyClusters)?;
-        clusters.push(ClusterTopology {
-            name,
-            region: cluster.region.clone(),
-            zone: cluster.zone.clone(),
-            pod_cidr,
-            service_cidr,
-            router_ip,
-            gateway_pod_ip,
-            gateway_outside_ip,
-            pods,
-            service_ips,
-        });
-    }
+    let clusters = scenario
+        .clusters
+        .iter()
+        .filter(|cluster| !cluster.joins_later)
+        .map(|cluster| mk_cluster(scenario, &cluster.name.value, outside_cidr))
+        .collect::<Result<_, _>>()?;
     let router_outside_ip =
         address_layout::router_outside_address(outside_cidr).ok_or(TopologyError::NoOutsideNetwork)?;
     Ok(Topology {
@@ -201,6 +179,180 @@ pub fn topology(scenario: &Scenario) -> Result<Topology, TopologyError> {
         outside_cidr,
         router_outside_ip,
     })
+}
+
+/// Services sorted by (namespace, name): the order pod and cluster IPs are handed out in.
+fn sorted_services(scenario: &Scenario) -> Vec<&Service> {
+    let mut services: Vec<_> = scenario.services.iter().collect();
+    services.sort_by_key(|service| (service.namespace.value.clone(), service.name.value.clone()));
+    services
+}
+
+/// One cluster's addresses, with every replica the scenario gives it.
+fn mk_cluster(scenario: &Scenario, name: &str, outside_cidr: Ipv4Cidr) -> Result<ClusterTopology, TopologyError> {
+    let index = scenario
+        .clusters
+        .iter()
+        .position(|cluster| cluster.name.value == name)
+        .ok_or_else(|| TopologyError::UnknownCluster(name.to_owned()))?;
+    let cluster = &scenario.clusters[index];
+    let services = sorted_services(scenario);
+    let name = cluster.name.value.clone();
+    let pod_cidr = cluster.pod_cidr.value;
+    let service_cidr = cluster.service_cidr.value;
+    let pod_count: u64 = services
+        .iter()
+        .map(|service| u64::from(service.replicas_in(&name)))
+        .sum();
+    let pod_network_too_small = || TopologyError::TooSmall {
+        cluster: name.clone(),
+        what: "pod network",
+        cidr: pod_cidr,
+        needed: address_layout::pod_addresses_needed(pod_count),
+    };
+    let mut pods = Vec::new();
+    let mut next_pod = 0u32;
+    for service in &services {
+        for replica in 0..service.replicas_in(&name) {
+            let ip = address_layout::pod_address(pod_cidr, next_pod).ok_or_else(pod_network_too_small)?;
+            next_pod += 1;
+            pods.push(PodTopology {
+                name: inventory::pod_name(&service.name.value, replica),
+                service: service.reference(),
+                namespace: service.namespace.value.clone(),
+                service_account: service.service_account().to_owned(),
+                ip,
+                zone: cluster.zone_of_replica(replica).to_owned(),
+            });
+        }
+    }
+    let service_ips = services
+        .iter()
+        .enumerate()
+        .map(|(position, service)| {
+            let ip = u32::try_from(position)
+                .ok()
+                .and_then(|position| address_layout::service_address(service_cidr, position))
+                .ok_or_else(|| TopologyError::TooSmall {
+                    cluster: name.clone(),
+                    what: "service network",
+                    cidr: service_cidr,
+                    needed: address_layout::service_addresses_needed(services.len() as u64),
+                })?;
+            Ok((service.reference(), ip))
+        })
+        .collect::<Result<_, TopologyError>>()?;
+    let router_ip = address_layout::router_address(pod_cidr).ok_or_else(pod_network_too_small)?;
+    let gateway_pod_ip = address_layout::gateway_pod_address(pod_cidr).ok_or_else(pod_network_too_small)?;
+    let gateway_outside_ip = u32::try_from(index)
+        .ok()
+        .and_then(|index| address_layout::gateway_outside_address(outside_cidr, index))
+        .ok_or(TopologyError::TooManyClusters)?;
+    Ok(ClusterTopology {
+        name,
+        region: cluster.region.clone(),
+        zone: cluster.zone.clone(),
+        pod_cidr,
+        service_cidr,
+        router_ip,
+        gateway_pod_ip,
+        gateway_outside_ip,
+        pods,
+        service_ips,
+    })
+}
+
+/// The pods a scale added and removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scaled {
+    /// New pods (not running yet), lowest index first.
+    pub added: Vec<PodTopology>,
+    /// Pods no longer in the topology, highest index first.
+    pub removed: Vec<PodTopology>,
+}
+
+impl Topology {
+    /// Lays out a cluster that joins the running world (declared `joinsLater`), at the addresses
+    /// its place in the scenario gives it; [`Topology::clusters`] is not changed.
+    pub fn mk_joining_cluster(&self, scenario: &Scenario, name: &str) -> Result<ClusterTopology, TopologyError> {
+        if self.cluster(name).is_some() {
+            return Err(TopologyError::AlreadyThere(name.to_owned()));
+        }
+        mk_cluster(scenario, name, self.outside_cidr)
+    }
+
+    /// The cluster with this name, to change.
+    pub fn cluster_mut(&mut self, name: &str) -> Option<&mut ClusterTopology> {
+        self.clusters.iter_mut().find(|cluster| cluster.name == name)
+    }
+}
+
+impl ClusterTopology {
+    /// Scales `service` to `replicas` pods, as a StatefulSet does: pods are `bar-0` up to
+    /// `bar-<replicas - 1>`; scaling down removes the highest indices, scaling up adds the lowest
+    /// free ones, each at the lowest free pod address of the layout and in the zone its index
+    /// gives ([`crate::scenario::Cluster::zone_of_replica`]).
+    pub fn scale(&mut self, scenario: &Scenario, service: &Service, replicas: u32) -> Result<Scaled, TopologyError> {
+        let reference = service.reference();
+        let scenario_cluster = scenario
+            .cluster(&self.name)
+            .ok_or_else(|| TopologyError::UnknownCluster(self.name.clone()))?;
+        let index_of = |pod: &PodTopology| {
+            pod.name
+                .rsplit_once('-')
+                .and_then(|(_, index)| index.parse::<u32>().ok())
+                .unwrap_or(u32::MAX)
+        };
+        let mut scaled = Scaled::default();
+        let mut indices: Vec<u32> = self.pods_of(&reference).map(index_of).collect();
+        indices.sort_unstable();
+        while indices.len() > replicas as usize {
+            let highest = indices.pop().unwrap_or_default();
+            let name = inventory::pod_name(&service.name.value, highest);
+            if let Some(position) = self
+                .pods
+                .iter()
+                .position(|pod| pod.service == reference && pod.name == name)
+            {
+                scaled.removed.push(self.pods.remove(position));
+            }
+        }
+        let mut replica = 0u32;
+        while indices.len() < replicas as usize {
+            if indices.contains(&replica) {
+                replica += 1;
+                continue;
+            }
+            let ip = self.free_pod_address().ok_or_else(|| TopologyError::TooSmall {
+                cluster: self.name.clone(),
+                what: "pod network",
+                cidr: self.pod_cidr,
+                needed: address_layout::pod_addresses_needed(self.pods.len() as u64 + 1),
+            })?;
+            let pod = PodTopology {
+                name: inventory::pod_name(&service.name.value, replica),
+                service: reference.clone(),
+                namespace: service.namespace.value.clone(),
+                service_account: service.service_account().to_owned(),
+                ip,
+                zone: scenario_cluster.zone_of_replica(replica).to_owned(),
+            };
+            self.pods.push(pod.clone());
+            scaled.added.push(pod);
+            indices.push(replica);
+            replica += 1;
+        }
+        Ok(scaled)
+    }
+
+    /// The lowest pod address of the layout no pod of this cluster has.
+    fn free_pod_address(&self) -> Option<Ipv4Addr> {
+        (0u32..)
+            .map(|index| address_layout::pod_address(self.pod_cidr, index))
+            .take_while(Option::is_some)
+            .flatten()
+            .find(|ip| self.pods.iter().all(|pod| pod.ip != *ip))
+    }
 }
 
 #[cfg(test)]
@@ -254,5 +406,52 @@ mod tests {
             topology.cluster("cluster1").unwrap().gateway_outside_ip,
             Ipv4Addr::new(100, 64, 2, 10)
         );
+    }
+
+    #[test]
+    fn scaling_removes_the_highest_pods_and_adds_the_lowest_free_ones_at_free_addresses() {
+        let scenario = seed();
+        let mut topology = topology(&scenario).unwrap();
+        let bar = scenario.service("bar.ns2").unwrap();
+        let cluster2 = topology.cluster_mut("cluster2").unwrap();
+        let down = cluster2.scale(&scenario, bar, 1).unwrap();
+        let names = |pods: &[PodTopology]| {
+            pods.iter()
+                .map(|pod| format!("{}={}", pod.name, pod.ip))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&down.removed), ["bar-2=10.20.0.12", "bar-1=10.20.0.11"]);
+        assert!(down.added.is_empty());
+        let up = cluster2.scale(&scenario, bar, 4).unwrap();
+        assert_eq!(
+            names(&up.added),
+            ["bar-1=10.20.0.11", "bar-2=10.20.0.12", "bar-3=10.20.0.13"]
+        );
+        assert_eq!(cluster2.pods_of("bar.ns2").count(), 4);
+        let zero = cluster2.scale(&scenario, bar, 0).unwrap();
+        assert_eq!(zero.removed.len(), 4);
+        assert_eq!(cluster2.pods_of("bar.ns2").count(), 0);
+    }
+
+    #[test]
+    fn a_cluster_that_joins_later_is_laid_out_only_when_it_joins_at_its_own_gateway_address() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/three-clusters.yaml"))
+            .unwrap()
+            .replace("  - name: cluster2\n", "  - name: cluster2\n    joinsLater: true\n");
+        let scenario = crate::scenario::parse(Path::new("x.yaml"), &text).unwrap();
+        assert!(scenario.cluster("cluster2").unwrap().joins_later);
+        let topology = topology(&scenario).unwrap();
+        let names: Vec<&str> = topology.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["cluster1", "cluster3"]);
+        assert_eq!(
+            topology.cluster("cluster3").unwrap().gateway_outside_ip,
+            Ipv4Addr::new(100, 64, 0, 12),
+            "cluster3 keeps the address of its place in the scenario"
+        );
+        let joining = topology.mk_joining_cluster(&scenario, "cluster2").unwrap();
+        assert_eq!(joining.gateway_outside_ip, Ipv4Addr::new(100, 64, 0, 11));
+        assert_eq!(joining.pods.len(), 2);
+        assert!(topology.mk_joining_cluster(&scenario, "cluster1").is_err());
+        assert!(!topology.inventory(&scenario).clusters.contains_key("cluster2"));
     }
 }

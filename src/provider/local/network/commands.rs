@@ -61,6 +61,13 @@ pub struct GatewayAddress {
 #[error("invalid network spec: {0}")]
 pub struct NetworkSpecError(String);
 
+impl NetworkSpecError {
+    /// A spec problem described by `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        NetworkSpecError(message.into())
+    }
+}
+
 /// A sysctl to set inside a namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sysctl {
@@ -142,77 +149,32 @@ pub fn mk_network_commands(spec: &NetworkSpec, names: &NetnsNames) -> Result<Net
     let mut router_bridge_ports = Vec::new();
     let mut configure = Vec::new();
     let mut netns_names = vec![router.clone()];
-    let outside_bridge = "brout";
+    let outside_bridge = OUTSIDE_BRIDGE;
 
     for (cluster_index, cluster) in spec.clusters.iter().enumerate() {
-        let bridge = format!("br{cluster_index}");
+        let bridge = cluster_bridge(cluster_index);
         router_commands.push(format!("link add {bridge} type bridge"));
         router_commands.push(format!("link set {bridge} up"));
         router_commands.push(format!(
             "addr add {}/{} dev {bridge}",
             cluster.router_ip, cluster.pod_cidr.prefix_len
         ));
-        let service_route = format!("route add local {} dev lo", cluster.service_cidr);
-        let pod_prefix = cluster.pod_cidr.prefix_len;
-
         for (pod_index, pod) in cluster.pods.iter().enumerate() {
-            let netns = names.pod(&cluster.name, &pod.name);
             let router_port = format!("c{cluster_index}p{pod_index}");
-            create.push(format!("netns add {netns}"));
-            create.push(format!(
-                "link add eth0 netns {netns} index {POD_ETH0_INDEX} type veth peer name {router_port} netns {router}"
-            ));
+            let (pod_create, setup) = mk_pod_setup(spec.outside_cidr, cluster, pod, &router_port, names);
+            create.extend(pod_create);
             router_bridge_ports.push((router_port, bridge.clone()));
-            configure.push(NamespaceSetup {
-                netns: netns.clone(),
-                sysctls: pod_sysctls(&["eth0"]),
-                ip_commands: vec![
-                    "link set lo up".to_string(),
-                    format!("addr add {}/{pod_prefix} dev eth0", pod.ip),
-                    "link set eth0 up".to_string(),
-                    format!("route add {} via {} dev eth0", spec.outside_cidr, cluster.router_ip),
-                    service_route.clone(),
-                ],
-            });
-            netns_names.push(netns);
+            netns_names.push(setup.netns.clone());
+            configure.push(setup);
         }
 
-        let gateway = &cluster.gateway;
-        let netns = names.pod(&cluster.name, &gateway.name);
-        let pod_port = format!("c{cluster_index}g");
-        let outside_port = format!("c{cluster_index}o");
-        create.push(format!("netns add {netns}"));
-        create.push(format!(
-            "link add eth0 netns {netns} index {POD_ETH0_INDEX} type veth peer name {pod_port} netns {router}"
-        ));
-        create.push(format!(
-            "link add eth1 netns {netns} index {POD_ETH1_INDEX} type veth peer name {outside_port} netns {router}"
-        ));
+        let (pod_port, outside_port) = (format!("c{cluster_index}g"), format!("c{cluster_index}o"));
+        let (gateway_create, setup) = mk_gateway_setup(spec, cluster, &pod_port, &outside_port, names);
+        create.extend(gateway_create);
         router_bridge_ports.push((pod_port, bridge.clone()));
-        router_bridge_ports.push((outside_port, outside_bridge.to_string()));
-        let mut gateway_commands = vec![
-            "link set lo up".to_string(),
-            format!("addr add {}/{pod_prefix} dev eth0", gateway.pod_ip),
-            "link set eth0 up".to_string(),
-            format!(
-                "addr add {}/{} dev eth1",
-                gateway.outside_ip, spec.outside_cidr.prefix_len
-            ),
-            "link set eth1 up".to_string(),
-        ];
-        for other in spec.clusters.iter().filter(|other| other.name != cluster.name) {
-            gateway_commands.push(format!(
-                "route add {} via {} dev eth1",
-                other.pod_cidr, spec.router_outside_ip
-            ));
-        }
-        gateway_commands.push(service_route);
-        configure.push(NamespaceSetup {
-            netns: netns.clone(),
-            sysctls: pod_sysctls(&["eth0", "eth1"]),
-            ip_commands: gateway_commands,
-        });
-        netns_names.push(netns);
+        router_bridge_ports.push((outside_port, OUTSIDE_BRIDGE.to_string()));
+        netns_names.push(setup.netns.clone());
+        configure.push(setup);
     }
 
     router_commands.push(format!("link add {outside_bridge} type bridge"));
@@ -250,6 +212,258 @@ pub fn mk_network_commands(spec: &NetworkSpec, names: &NetnsNames) -> Result<Net
         create,
         configure,
         netns_names,
+    })
+}
+
+/// The bridge in the router's namespace that joins the gateways' `eth1`.
+const OUTSIDE_BRIDGE: &str = "brout";
+
+/// The bridge of the `cluster_index`-th cluster (never reused in a run, even after it left).
+fn cluster_bridge(cluster_index: usize) -> String {
+    format!("br{cluster_index}")
+}
+
+/// An ordinary pod: the `ip` lines (run in meshfed's namespace) that create its namespace and its
+/// `eth0`, whose peer `router_port` lands in the router's namespace, and its own set-up.
+fn mk_pod_setup(
+    outside_cidr: Ipv4Cidr,
+    cluster: &ClusterNetwork,
+    pod: &PodAddress,
+    router_port: &str,
+    names: &NetnsNames,
+) -> (Vec<String>, NamespaceSetup) {
+    let netns = names.pod(&cluster.name, &pod.name);
+    let router = names.router();
+    let create = vec![
+        format!("netns add {netns}"),
+        format!(
+            "link add eth0 netns {netns} index {POD_ETH0_INDEX} address {} type veth peer name {router_port} netns {router}",
+            pod_mac(pod.ip)
+        ),
+    ];
+    let setup = NamespaceSetup {
+        netns,
+        sysctls: pod_sysctls(&["eth0"]),
+        ip_commands: vec![
+            "link set lo up".to_string(),
+            format!("addr add {}/{} dev eth0", pod.ip, cluster.pod_cidr.prefix_len),
+            "link set eth0 up".to_string(),
+            format!("route add {} via {} dev eth0", outside_cidr, cluster.router_ip),
+            format!("route add local {} dev lo", cluster.service_cidr),
+        ],
+    };
+    (create, setup)
+}
+
+/// The MAC address of a pod's `eth0`: derived from its IP (locally administered, `02:00:` and the
+/// IP's four bytes), so a pod that takes over the address of a removed one (a scale down and up)
+/// also has its MAC, and the neighbours' ARP entries for the address stay right. With a random
+/// MAC, the gateway kept sending to the removed pod's MAC: connects timed out for tens of seconds
+/// (measured) until its entry expired.
+fn pod_mac(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("02:00:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// A cluster's gateway pod: `eth0` on its pod network (peer `pod_port`), `eth1` on the outside
+/// network (peer `outside_port`), routes to every other cluster of `spec` via the router.
+fn mk_gateway_setup(
+    spec: &NetworkSpec,
+    cluster: &ClusterNetwork,
+    pod_port: &str,
+    outside_port: &str,
+    names: &NetnsNames,
+) -> (Vec<String>, NamespaceSetup) {
+    let gateway = &cluster.gateway;
+    let netns = names.pod(&cluster.name, &gateway.name);
+    let router = names.router();
+    let create = vec![
+        format!("netns add {netns}"),
+        format!("link add eth0 netns {netns} index {POD_ETH0_INDEX} type veth peer name {pod_port} netns {router}"),
+        format!("link add eth1 netns {netns} index {POD_ETH1_INDEX} type veth peer name {outside_port} netns {router}"),
+    ];
+    let mut ip_commands = vec![
+        "link set lo up".to_string(),
+        format!("addr add {}/{} dev eth0", gateway.pod_ip, cluster.pod_cidr.prefix_len),
+        "link set eth0 up".to_string(),
+        format!(
+            "addr add {}/{} dev eth1",
+            gateway.outside_ip, spec.outside_cidr.prefix_len
+        ),
+        "link set eth1 up".to_string(),
+    ];
+    for other in spec.clusters.iter().filter(|other| other.name != cluster.name) {
+        ip_commands.push(format!(
+            "route add {} via {} dev eth1",
+            other.pod_cidr, spec.router_outside_ip
+        ));
+    }
+    ip_commands.push(format!("route add local {} dev lo", cluster.service_cidr));
+    let setup = NamespaceSetup {
+        netns,
+        sysctls: pod_sysctls(&["eth0", "eth1"]),
+        ip_commands,
+    };
+    (create, setup)
+}
+
+/// What adds one pod to a running network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodCommands {
+    /// Run in meshfed's namespace: the pod's namespace and veth pair.
+    pub create: Vec<String>,
+    /// Inside the pod's namespace.
+    pub setup: NamespaceSetup,
+    /// Inside the router's namespace: the veth's peer joins the cluster's bridge.
+    pub router: NamespaceSetup,
+}
+
+/// Commands that add `pod` to the cluster at `cluster_index` of `spec`, whose bridge is number
+/// `bridge_index`, in a running network (a scale-up). The router's end of its veth is named
+/// `c<bridge>n<added>`, `added` counting the pods added in the run: a removed pod's end may
+/// outlive its namespace for a moment (the kernel destroys a namespace's devices asynchronously),
+/// so a name is never used twice.
+pub fn mk_add_pod_commands(
+    spec: &NetworkSpec,
+    cluster_index: usize,
+    bridge_index: usize,
+    pod: &PodAddress,
+    added: usize,
+    names: &NetnsNames,
+) -> Result<PodCommands, NetworkSpecError> {
+    let cluster = spec
+        .clusters
+        .get(cluster_index)
+        .ok_or_else(|| NetworkSpecError(format!("no cluster at index {cluster_index}")))?;
+    if !cluster.pod_cidr.contains(pod.ip) {
+        return Err(NetworkSpecError(format!(
+            "pod {} IP {} is not in cluster {}'s pod CIDR {}",
+            pod.name, pod.ip, cluster.name, cluster.pod_cidr
+        )));
+    }
+    let router_port = format!("c{bridge_index}n{added}");
+    let (create, setup) = mk_pod_setup(spec.outside_cidr, cluster, pod, &router_port, names);
+    let router = NamespaceSetup {
+        netns: names.router(),
+        sysctls: Vec::new(),
+        ip_commands: vec![format!(
+            "link set {router_port} master {} up",
+            cluster_bridge(bridge_index)
+        )],
+    };
+    Ok(PodCommands { create, setup, router })
+}
+
+/// What adds a whole cluster to a running network (a cluster that joins), or removes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterCommands {
+    /// Run in meshfed's namespace: the namespaces and veth pairs of its pods and gateway.
+    pub create: Vec<String>,
+    /// One set-up per new namespace, then the router's and the other gateways' changes.
+    pub configure: Vec<NamespaceSetup>,
+    /// The cluster's namespaces.
+    pub netns_names: Vec<String>,
+}
+
+/// Commands that add the cluster at `cluster_index` of `spec` (which lists every cluster of the
+/// network, the new one included) to a running network with bridge number `bridge_index` (one no
+/// cluster of the run has had): its bridge, pods and gateway, the router's refusals between its
+/// pod network and the others', and the routes the other gateways need to answer it.
+pub fn mk_add_cluster_commands(
+    spec: &NetworkSpec,
+    cluster_index: usize,
+    bridge_index: usize,
+    names: &NetnsNames,
+) -> Result<ClusterCommands, NetworkSpecError> {
+    validate(spec, names)?;
+    let cluster = spec
+        .clusters
+        .get(cluster_index)
+        .ok_or_else(|| NetworkSpecError(format!("no cluster at index {cluster_index}")))?;
+    let bridge = cluster_bridge(bridge_index);
+    let mut create = Vec::new();
+    let mut configure = Vec::new();
+    let mut netns_names = Vec::new();
+    let mut router_commands = vec![
+        format!("link add {bridge} type bridge"),
+        format!("link set {bridge} up"),
+        format!(
+            "addr add {}/{} dev {bridge}",
+            cluster.router_ip, cluster.pod_cidr.prefix_len
+        ),
+    ];
+    for pod in &cluster.pods {
+        let host = u32::from(pod.ip) - u32::from(cluster.pod_cidr.network);
+        let router_port = format!("c{bridge_index}a{host}");
+        let (pod_create, setup) = mk_pod_setup(spec.outside_cidr, cluster, pod, &router_port, names);
+        create.extend(pod_create);
+        router_commands.push(format!("link set {router_port} master {bridge} up"));
+        netns_names.push(setup.netns.clone());
+        configure.push(setup);
+    }
+    let (pod_port, outside_port) = (format!("c{bridge_index}g"), format!("c{bridge_index}o"));
+    let (gateway_create, setup) = mk_gateway_setup(spec, cluster, &pod_port, &outside_port, names);
+    create.extend(gateway_create);
+    router_commands.push(format!("link set {pod_port} master {bridge} up"));
+    router_commands.push(format!("link set {outside_port} master {OUTSIDE_BRIDGE} up"));
+    netns_names.push(setup.netns.clone());
+    configure.push(setup);
+    for other in spec.clusters.iter().filter(|other| other.name != cluster.name) {
+        router_commands.push(format!(
+            "rule add from {} to {} prohibit",
+            cluster.pod_cidr, other.pod_cidr
+        ));
+        router_commands.push(format!(
+            "rule add from {} to {} prohibit",
+            other.pod_cidr, cluster.pod_cidr
+        ));
+        configure.push(NamespaceSetup {
+            netns: names.pod(&other.name, &other.gateway.name),
+            sysctls: Vec::new(),
+            ip_commands: vec![format!(
+                "route add {} via {} dev eth1",
+                cluster.pod_cidr, spec.router_outside_ip
+            )],
+        });
+    }
+    configure.push(NamespaceSetup {
+        netns: names.router(),
+        sysctls: Vec::new(),
+        ip_commands: router_commands,
+    });
+    Ok(ClusterCommands {
+        create,
+        configure,
+        netns_names,
+    })
+}
+
+/// The router's commands that remove what [`mk_add_cluster_commands`] (or the network's creation)
+/// gave the cluster at `cluster_index` of `spec` (bridge number `bridge_index`) there: its bridge
+/// and its refusals. Its namespaces are deleted separately; the other gateways' routes to its pod
+/// network lead nowhere and stay.
+pub fn mk_remove_cluster_router_commands(
+    spec: &NetworkSpec,
+    cluster_index: usize,
+    bridge_index: usize,
+    names: &NetnsNames,
+) -> Option<NamespaceSetup> {
+    let cluster = spec.clusters.get(cluster_index)?;
+    let mut ip_commands = vec![format!("link del {}", cluster_bridge(bridge_index))];
+    for other in spec.clusters.iter().filter(|other| other.name != cluster.name) {
+        ip_commands.push(format!(
+            "rule del from {} to {} prohibit",
+            cluster.pod_cidr, other.pod_cidr
+        ));
+        ip_commands.push(format!(
+            "rule del from {} to {} prohibit",
+            other.pod_cidr, cluster.pod_cidr
+        ));
+    }
+    Some(NamespaceSetup {
+        netns: names.router(),
+        sysctls: Vec::new(),
+        ip_commands,
     })
 }
 

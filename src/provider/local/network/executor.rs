@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::commands::{NamespaceSetup, NetnsNames, NetworkSpec, NetworkSpecError, Sysctl, mk_network_commands};
+use super::commands::{
+    ClusterNetwork, NamespaceSetup, NetnsNames, NetworkSpec, NetworkSpecError, PodAddress, Sysctl,
+    mk_add_cluster_commands, mk_add_pod_commands, mk_network_commands, mk_remove_cluster_router_commands,
+};
 use super::netns::enter_netns_for_this_thread;
 use crate::provider::local::bounded_run::{BoundedRun, BoundedRunError, bounded_run};
 use crate::provider::local::sandbox::NETNS_DIR;
@@ -98,6 +101,12 @@ pub struct Network {
     names: NetnsNames,
     netns_names: Vec<String>,
     torn_down: bool,
+    /// What exists now: pods and clusters added and removed while it runs are kept here.
+    spec: NetworkSpec,
+    /// Each cluster's bridge number in the router (a number is never reused within a run).
+    bridges: std::collections::BTreeMap<String, usize>,
+    /// Pods added so far (names the router's ends of their veths).
+    pods_added: usize,
 }
 
 static NETWORKS_CREATED: AtomicUsize = AtomicUsize::new(0);
@@ -124,6 +133,14 @@ pub fn create_network_named(spec: &NetworkSpec, names: NetnsNames) -> Result<Net
         names,
         netns_names: commands.netns_names.clone(),
         torn_down: false,
+        spec: spec.clone(),
+        bridges: spec
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(index, cluster)| (cluster.name.clone(), index))
+            .collect(),
+        pods_added: 0,
     };
     // On error `network` is dropped here, which deletes whatever namespaces exist.
     run_ip_batch(
@@ -133,18 +150,23 @@ pub fn create_network_named(spec: &NetworkSpec, names: NetnsNames) -> Result<Net
         &commands.create,
         OnInterrupt::Stop,
     )?;
+    configure_in_parallel(&commands.configure)?;
+    Ok(network)
+}
+
+/// Runs each set-up in its own namespace, in parallel (each on a thread of its own, since entering
+/// a namespace is per thread).
+fn configure_in_parallel(setups: &[NamespaceSetup]) -> Result<(), NetworkError> {
     std::thread::scope(|scope| {
-        let setups: Vec<_> = commands
-            .configure
+        let running: Vec<_> = setups
             .iter()
             .map(|setup| scope.spawn(move || configure_namespace(setup)))
             .collect();
-        setups.into_iter().try_for_each(|setup| match setup.join() {
+        running.into_iter().try_for_each(|setup| match setup.join() {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
         })
-    })?;
-    Ok(network)
+    })
 }
 
 fn configure_namespace(setup: &NamespaceSetup) -> Result<(), NetworkError> {
@@ -245,6 +267,87 @@ impl Network {
     /// Every namespace of this network, router first.
     pub fn netns_names(&self) -> &[String] {
         &self.netns_names
+    }
+
+    fn cluster_position(&self, cluster: &str) -> Option<(usize, usize)> {
+        let position = self.spec.clusters.iter().position(|known| known.name == cluster)?;
+        Some((position, *self.bridges.get(cluster)?))
+    }
+
+    /// Adds a pod to a cluster of the running network (a scale-up) and returns its namespace.
+    pub fn add_pod(&mut self, cluster: &str, pod: &PodAddress) -> Result<PathBuf, NetworkError> {
+        let (position, bridge) = self
+            .cluster_position(cluster)
+            .ok_or_else(|| NetworkSpecError::new(format!("no cluster {cluster} in the network")))?;
+        let mut spec = self.spec.clone();
+        spec.clusters[position].pods.push(pod.clone());
+        let commands = mk_add_pod_commands(&spec, position, bridge, pod, self.pods_added, &self.names)?;
+        self.pods_added += 1;
+        // Listed first, so a failure half-way still removes it at teardown.
+        self.netns_names.push(commands.setup.netns.clone());
+        self.spec = spec;
+        run_ip_batch(
+            &format!("adding pod {} to {cluster}", pod.name),
+            "sandbox",
+            &[],
+            &commands.create,
+            OnInterrupt::Stop,
+        )?;
+        configure_in_parallel(&[commands.setup.clone(), commands.router])?;
+        Ok(netns_path(&commands.setup.netns))
+    }
+
+    /// Removes a pod's namespace (its veth pair goes with it) and checks it is gone.
+    pub fn remove_pod(&mut self, cluster: &str, pod: &str) -> Result<(), NetworkError> {
+        let name = self.names.pod(cluster, pod);
+        delete_namespaces(std::slice::from_ref(&name))?;
+        self.netns_names.retain(|known| *known != name);
+        if let Some(known) = self.spec.clusters.iter_mut().find(|known| known.name == cluster) {
+            known.pods.retain(|known| known.name != pod);
+        }
+        Ok(())
+    }
+
+    /// Adds a whole cluster (one that joins) to the running network.
+    pub fn add_cluster(&mut self, cluster: &ClusterNetwork) -> Result<(), NetworkError> {
+        let bridge = self.bridges.values().max().map_or(0, |highest| highest + 1);
+        let mut spec = self.spec.clone();
+        spec.clusters.push(cluster.clone());
+        let commands = mk_add_cluster_commands(&spec, spec.clusters.len() - 1, bridge, &self.names)?;
+        self.netns_names.extend(commands.netns_names.iter().cloned());
+        self.spec = spec;
+        self.bridges.insert(cluster.name.clone(), bridge);
+        run_ip_batch(
+            &format!("adding cluster {}", cluster.name),
+            "sandbox",
+            &[],
+            &commands.create,
+            OnInterrupt::Stop,
+        )?;
+        configure_in_parallel(&commands.configure)
+    }
+
+    /// Removes a whole cluster (one that leaves): its namespaces, then its bridge and the router's
+    /// refusals; checks its namespaces are gone.
+    pub fn remove_cluster(&mut self, cluster: &str) -> Result<(), NetworkError> {
+        let (position, bridge) = self
+            .cluster_position(cluster)
+            .ok_or_else(|| NetworkSpecError::new(format!("no cluster {cluster} in the network")))?;
+        let prefix = self.names.pod(cluster, "");
+        let namespaces: Vec<String> = self
+            .netns_names
+            .iter()
+            .filter(|name| name.starts_with(&prefix))
+            .cloned()
+            .collect();
+        delete_namespaces(&namespaces)?;
+        self.netns_names.retain(|name| !namespaces.contains(name));
+        if let Some(router) = mk_remove_cluster_router_commands(&self.spec, position, bridge, &self.names) {
+            configure_in_parallel(&[router])?;
+        }
+        self.spec.clusters.remove(position);
+        self.bridges.remove(cluster);
+        Ok(())
     }
 
     /// Deletes every namespace (and with them their veths and bridges), then checks none is left.

@@ -32,8 +32,9 @@ pub mod netns;
 
 pub use crate::scenario::Ipv4Cidr;
 pub use commands::{
-    ClusterNetwork, GatewayAddress, NamespaceSetup, NetnsNames, NetworkCommands, NetworkSpec, NetworkSpecError,
-    PodAddress, Sysctl, mk_network_commands,
+    ClusterCommands, ClusterNetwork, GatewayAddress, NamespaceSetup, NetnsNames, NetworkCommands, NetworkSpec,
+    NetworkSpecError, PodAddress, PodCommands, Sysctl, mk_add_cluster_commands, mk_add_pod_commands,
+    mk_network_commands, mk_remove_cluster_router_commands,
 };
 pub use executor::{
     IP_BATCH_TIMEOUT, Network, NetworkError, check_namespaces_work, create_network, create_network_named,

@@ -95,6 +95,10 @@ struct World {
     apps_ready: bool,
     /// Traffic started in the background and not yet collected.
     traffic: Option<traffic::RunningTraffic>,
+    /// The last plan applied, with its phase settings: what pods added later are configured from.
+    applied: Option<(Plan, PhaseSettings)>,
+    /// PKIs of clusters that joined with a foreign root (`foreignRoot`), by cluster.
+    foreign_roots: BTreeMap<String, MeshPki>,
 }
 
 impl LocalProvider {
@@ -181,33 +185,32 @@ fn failed(what: impl Into<String>) -> impl FnOnce(anyhow::Error) -> ProviderErro
 }
 
 fn network_spec(topology: &Topology) -> NetworkSpec {
-    let clusters = topology
-        .clusters
-        .iter()
-        .map(|cluster| ClusterNetwork {
-            name: cluster.name.clone(),
-            pod_cidr: cluster.pod_cidr,
-            service_cidr: cluster.service_cidr,
-            router_ip: cluster.router_ip,
-            pods: cluster
-                .pods
-                .iter()
-                .map(|pod| PodAddress {
-                    name: pod.name.clone(),
-                    ip: pod.ip,
-                })
-                .collect(),
-            gateway: GatewayAddress {
-                name: GATEWAY_POD.to_owned(),
-                pod_ip: cluster.gateway_pod_ip,
-                outside_ip: cluster.gateway_outside_ip,
-            },
-        })
-        .collect();
     NetworkSpec {
-        clusters,
+        clusters: topology.clusters.iter().map(cluster_network).collect(),
         outside_cidr: topology.outside_cidr,
         router_outside_ip: topology.router_outside_ip,
+    }
+}
+
+fn cluster_network(cluster: &ClusterTopology) -> ClusterNetwork {
+    ClusterNetwork {
+        name: cluster.name.clone(),
+        pod_cidr: cluster.pod_cidr,
+        service_cidr: cluster.service_cidr,
+        router_ip: cluster.router_ip,
+        pods: cluster.pods.iter().map(pod_address).collect(),
+        gateway: GatewayAddress {
+            name: GATEWAY_POD.to_owned(),
+            pod_ip: cluster.gateway_pod_ip,
+            outside_ip: cluster.gateway_outside_ip,
+        },
+    }
+}
+
+fn pod_address(pod: &topology::PodTopology) -> PodAddress {
+    PodAddress {
+        name: pod.name.clone(),
+        ip: pod.ip,
     }
 }
 
@@ -281,6 +284,8 @@ impl Provider for LocalProvider {
             proxies: BTreeMap::new(),
             apps_ready: false,
             traffic: None,
+            applied: None,
+            foreign_roots: BTreeMap::new(),
         };
         progress.step("starting the apps");
         world.start_apps(&self.options)?;
@@ -298,6 +303,7 @@ impl Provider for LocalProvider {
         let world = self.world()?;
         let applied = world.apply_plan(&options, plan, settings).await;
         world.explained(applied)?;
+        world.applied = Some((plan.clone(), settings.clone()));
         if !world.apps_ready {
             let listening = world.await_apps();
             world.explained(listening)?;
