@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::change::{InventoryEvent, WorldChange};
+use crate::change::WorldChange;
 use crate::inventory::Inventory;
 use crate::measure::timeline::ActionRecord;
 use crate::measure::{self, ExpectedPod};
@@ -19,6 +19,7 @@ use crate::plan;
 pub use crate::progress::Progress;
 use crate::provider::capabilities::Capabilities;
 use crate::provider::{PhaseSettings, Provider, ProviderError, REQUEST_TIMEOUT, Traffic};
+use crate::reconcile::Controller;
 use crate::record::RequestRecord;
 use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
@@ -94,7 +95,7 @@ pub async fn run_scenario<P: Provider>(
         scenario.clusters.len()
     ));
     let inventory = provider.create_world(scenario, &mut *progress).await?;
-    let mut reconciler = Reconciler::new(inventory.clone());
+    let mut reconciler = Controller::new(scenario, inventory.clone());
     // The world starts with the first phase's plan, so a first phase needs no reconfiguration.
     let first_plan = match scenario.phases.first() {
         Some(phase) => plan::plan_phase(scenario, &inventory, phase),
@@ -110,8 +111,14 @@ pub async fn run_scenario<P: Provider>(
     let mut to_first_request_ms = None;
     for phase in &scenario.phases {
         provider.check_alive().await?;
+        // The reconcile loop plans with this phase's traffic settings from here on.
+        reconciler = Controller::with_settings(
+            scenario,
+            reconciler.inventory().clone(),
+            plan::TrafficSettings::of_phase(scenario, phase),
+        );
         let undo = start_phase_faults(provider, &mut reconciler, phase, &mut *progress).await?;
-        let inventory = reconciler.inventory.clone();
+        let inventory = reconciler.inventory().clone();
         let traffic_settings = plan::TrafficSettings::of_phase(scenario, phase);
         let weights = traffic_settings.weights;
         let settings = phase_settings(phase, &inventory)?;
@@ -185,7 +192,7 @@ pub async fn run_scenario<P: Provider>(
                 change.cluster()
             ));
             let events = provider.change_world(&change, &mut *progress).await?;
-            reconciler.observe(&events);
+            let _reconciled = reconciler.observe(&events);
         }
         provider.check_alive().await?;
     }
@@ -310,7 +317,7 @@ fn expected_pods(inventory: &Inventory, service: &str) -> Vec<ExpectedPod> {
 /// actions change the world, and the plan and settings the proxies have now.
 struct PhaseWorld<'a> {
     inventory: &'a Inventory,
-    reconciler: &'a mut Reconciler,
+    reconciler: &'a mut Controller,
     applied: &'a mut (plan::Plan, PhaseSettings),
 }
 
@@ -360,16 +367,7 @@ async fn run_phase<P: Provider>(
     let (records, actions) = if phase.actions.is_empty() {
         (provider.send_traffic(&traffic, progress).await?, Vec::new())
     } else {
-        run_actions(
-            provider,
-            scenario,
-            world.reconciler,
-            world.applied,
-            phase,
-            &traffic,
-            progress,
-        )
-        .await?
+        run_actions(provider, world.reconciler, world.applied, phase, &traffic, progress).await?
     };
     let tls_failures = provider.tls_failures(&traffic.to_service).await?.since(&before);
     let gateway_hops = match (hops_before, provider.gateway_hops().await?) {
@@ -447,8 +445,7 @@ const TRAFFIC_POLL: Duration = Duration::from_secs(1);
 /// remaining actions are not taken (their expectations then fail as not taken).
 async fn run_actions<P: Provider>(
     provider: &mut P,
-    scenario: &Scenario,
-    reconciler: &mut Reconciler,
+    reconciler: &mut Controller,
     applied: &mut (plan::Plan, PhaseSettings),
     phase: &Phase,
     traffic: &Traffic,
@@ -488,7 +485,7 @@ async fn run_actions<P: Provider>(
         ));
         let events = provider.change_world(&change, progress).await?;
         let completed_ms = elapsed_ms(started);
-        let replanned = reconciler.replan(scenario, phase, &events);
+        let replanned = reconciler.observe(&events).plan;
         if replanned != applied.0 {
             progress.step(&format!(
                 "phase {}: the inventory changed; applying the re-planned federation",
@@ -520,13 +517,13 @@ async fn run_actions<P: Provider>(
 /// proxy setting, not a change.
 async fn start_phase_faults<P: Provider>(
     provider: &mut P,
-    reconciler: &mut Reconciler,
+    reconciler: &mut Controller,
     phase: &Phase,
     progress: &mut dyn Progress,
 ) -> Result<Vec<WorldChange>, ProviderError> {
     let mut undo = Vec::new();
     for fault in &phase.faults {
-        let Some((start, end)) = fault_changes(&fault.value, &reconciler.inventory) else {
+        let Some((start, end)) = fault_changes(&fault.value, reconciler.inventory()) else {
             continue;
         };
         progress.step(&format!(
@@ -536,7 +533,7 @@ async fn start_phase_faults<P: Provider>(
             start.cluster()
         ));
         let events = provider.change_world(&start, progress).await?;
-        reconciler.observe(&events);
+        let _reconciled = reconciler.observe(&events);
         undo.push(end);
     }
     undo.reverse();
@@ -594,69 +591,5 @@ pub fn fault_changes(fault: &Fault, inventory: &Inventory) -> Option<(WorldChang
             },
         )),
         Fault::ForeignClientCert {} => None,
-    }
-}
-
-// STAND-IN for helper M's `reconcile::Controller` (src/reconcile.rs, branch `membership`): at
-// merge, replace `Reconciler` with `Controller::new(scenario, inventory)` and `replan` with
-// `observe(events).plan` (re-planned for the phase's traffic settings). Until then it keeps the
-// inventory current from the events and re-plans with the pure planner.
-/// Keeps the live inventory current from the events changes report, and re-plans from it.
-struct Reconciler {
-    inventory: Inventory,
-}
-
-impl Reconciler {
-    fn new(inventory: Inventory) -> Reconciler {
-        Reconciler { inventory }
-    }
-
-    /// Applies `events` to the inventory (idempotent: a pod already listed or already gone is a
-    /// no-op; a pod of a cluster not in the mesh is ignored).
-    fn observe(&mut self, events: &[InventoryEvent]) {
-        for event in events {
-            match event {
-                InventoryEvent::PodReady { cluster, service, pod } => {
-                    if let Some(cluster) = self.inventory.clusters.get_mut(cluster) {
-                        let pods = cluster.ready_pods.entry(service.clone()).or_default();
-                        if !pods.iter().any(|known| known.name == pod.name) {
-                            pods.push(pod.clone());
-                        }
-                    }
-                }
-                InventoryEvent::PodGone { cluster, service, pod } => {
-                    if let Some(pods) = self
-                        .inventory
-                        .clusters
-                        .get_mut(cluster)
-                        .and_then(|cluster| cluster.ready_pods.get_mut(service))
-                    {
-                        pods.retain(|known| &known.name != pod);
-                    }
-                }
-                InventoryEvent::GatewayAddress { cluster, gateway } => {
-                    if let Some(cluster) = self.inventory.clusters.get_mut(cluster) {
-                        cluster.gateway = gateway.clone();
-                    }
-                }
-                InventoryEvent::ClusterJoined { cluster, inventory } => {
-                    self.inventory.clusters.insert(cluster.clone(), inventory.clone());
-                }
-                InventoryEvent::ClusterLeft { cluster } => {
-                    self.inventory.clusters.remove(cluster);
-                }
-                InventoryEvent::IstioVersion { cluster, version } => {
-                    if let Some(cluster) = self.inventory.clusters.get_mut(cluster) {
-                        cluster.istio_version = *version;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Observes `events` and returns the phase's plan for the inventory they leave.
-    fn replan(&mut self, scenario: &Scenario, phase: &Phase, events: &[InventoryEvent]) -> plan::Plan {
-        self.observe(events);
-        plan::plan_phase(scenario, &self.inventory, phase)
     }
 }
