@@ -389,7 +389,13 @@ pub fn diff(
     }
     for phase_b in &b.phases {
         if !a.phases.iter().any(|phase_a| phase_a.name == phase_b.name) {
-            phases.push(phase::phase_diff(&phase_b.name, None, Some(phase_b), thresholds, &mut differences));
+            phases.push(phase::phase_diff(
+                &phase_b.name,
+                None,
+                Some(phase_b),
+                thresholds,
+                &mut differences,
+            ));
         }
     }
     Ok(ReportDiff {
@@ -495,7 +501,11 @@ fn isolation_diffs(a: &Report, b: &Report, differences: &mut Vec<Difference>) ->
                 differences.push(Difference {
                     phase: None,
                     subject: format!("isolation {from_cluster} -> {to_cluster}"),
-                    detail: format!("{} in A, {} in B", isolation_word(isolated_a), isolation_word(isolated_b)),
+                    detail: format!(
+                        "{} in A, {} in B",
+                        isolation_word(isolated_a),
+                        isolation_word(isolated_b)
+                    ),
                     threshold: "any change of verdict".to_owned(),
                 });
             }

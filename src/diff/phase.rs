@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    CounterDiff, Difference, ExpectationDiff, LatencyDiff, PhaseDiff, Presence, RateDiff, RejectionDiff,
-    SettingChange, ShareCell, ShareDiff, Thresholds, changes, homogeneity_test,
+    CounterDiff, Difference, ExpectationDiff, LatencyDiff, PhaseDiff, Presence, RateDiff, RejectionDiff, SettingChange,
+    ShareCell, ShareDiff, Thresholds, changes, homogeneity_test,
 };
 use crate::measure::PhaseMeasurement;
 use crate::report::PhaseReport;
@@ -93,9 +93,17 @@ fn setting_changes(a: &PhaseReport, b: &PhaseReport) -> Vec<SettingChange> {
         ("requests", a.requests.to_string(), b.requests.to_string()),
         ("concurrency", a.concurrency.to_string(), b.concurrency.to_string()),
         ("connections", a.connections.clone(), b.connections.clone()),
-        ("endpoint_weights", a.endpoint_weights.clone(), b.endpoint_weights.clone()),
+        (
+            "endpoint_weights",
+            a.endpoint_weights.clone(),
+            b.endpoint_weights.clone(),
+        ),
         ("faults", a.faults.join(", "), b.faults.join(", ")),
-        ("expected_identity", a.expected_identity.clone(), b.expected_identity.clone()),
+        (
+            "expected_identity",
+            a.expected_identity.clone(),
+            b.expected_identity.clone(),
+        ),
     ])
 }
 
@@ -213,10 +221,17 @@ fn rate_diffs(
     .collect()
 }
 
+/// Share of a run's requests that may share a server-side connection with another and still count
+/// as one request per connection: over a long phase the callee sees ephemeral source ports reused,
+/// so a few distinct connections carry the same `ip:port` (measured: 599 for 600 requests).
+const COINCIDENT_CONNECTIONS: f64 = 0.01;
+
 /// The unit the share test counts: requests are independent samples only when each rode its own
 /// server-side connection; otherwise the connections are (a passthrough gateway balances them).
 fn share_unit(a: &PhaseMeasurement, b: &PhaseMeasurement) -> (Unit, String) {
-    let shared = |m: &PhaseMeasurement| m.connection_skew.samples < m.request_skew.samples;
+    let shared = |m: &PhaseMeasurement| {
+        (m.connection_skew.samples as f64) < m.request_skew.samples as f64 * (1.0 - COINCIDENT_CONNECTIONS)
+    };
     let none_recorded = |m: &PhaseMeasurement| m.connection_skew.samples == 0 && m.request_skew.samples > 0;
     if none_recorded(a) || none_recorded(b) {
         return (
@@ -228,7 +243,7 @@ fn share_unit(a: &PhaseMeasurement, b: &PhaseMeasurement) -> (Unit, String) {
     match (shared(a), shared(b)) {
         (false, false) => (
             Unit::Requests,
-            "requests: every request rode its own server-side connection in both runs".to_owned(),
+            "requests: (nearly) every request rode its own server-side connection in both runs".to_owned(),
         ),
         _ => (
             Unit::Connections,
@@ -265,7 +280,10 @@ fn pod_tally(m: &PhaseMeasurement, unit: Unit) -> Tally {
             Unit::Requests => pod.requests,
             Unit::Connections => pod.connections,
         };
-        tally.insert((pod.cluster.clone(), Some(pod.pod.clone())), (count, pod.expected_share, true));
+        tally.insert(
+            (pod.cluster.clone(), Some(pod.pod.clone())),
+            (count, pod.expected_share, true),
+        );
     }
     for pod in &m.unexpected_responders {
         let count = match unit {
@@ -305,7 +323,10 @@ fn cluster_tally(m: &PhaseMeasurement, unit: Unit) -> Tally {
 
 /// The expected pods of a run, by (cluster, pod).
 fn expected_pods(m: &PhaseMeasurement) -> BTreeSet<(&str, &str)> {
-    m.pods.iter().map(|pod| (pod.cluster.as_str(), pod.pod.as_str())).collect()
+    m.pods
+        .iter()
+        .map(|pod| (pod.cluster.as_str(), pod.pod.as_str()))
+        .collect()
 }
 
 /// Per-pod comparison when both runs expected the same pods; otherwise `None` and why.
@@ -553,7 +574,13 @@ fn counter_diffs(
         ("gateway_hops", a.gateway_hops, b.gateway_hops),
     ];
     let per_request = |count: Option<u64>, attempted: u64| {
-        count.map(|count| if attempted == 0 { 0.0 } else { count as f64 / attempted as f64 })
+        count.map(|count| {
+            if attempted == 0 {
+                0.0
+            } else {
+                count as f64 / attempted as f64
+            }
+        })
     };
     counters
         .into_iter()
@@ -592,7 +619,10 @@ fn counter_diffs(
 
 fn rejection_diff(a: &PhaseReport, b: &PhaseReport, flag: &mut impl FnMut(String, String, String)) -> RejectionDiff {
     let only = |mine: &[String], theirs: &[String]| -> Vec<String> {
-        mine.iter().filter(|rejection| !theirs.contains(rejection)).cloned().collect()
+        mine.iter()
+            .filter(|rejection| !theirs.contains(rejection))
+            .cloned()
+            .collect()
     };
     let rejections = RejectionDiff {
         only_in_a: only(&a.config_rejections, &b.config_rejections),

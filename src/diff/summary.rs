@@ -188,7 +188,10 @@ fn share_table(out: &mut String, shares: &ShareDiff) {
         test.degrees_of_freedom,
         format_p(test.p_value),
         if test.degrees_of_freedom > 0 && test.min_expected_count < 5.0 {
-            format!(" (approximate: smallest expected count {:.1} < 5)", test.min_expected_count)
+            format!(
+                " (approximate: smallest expected count {:.1} < 5)",
+                test.min_expected_count
+            )
         } else {
             String::new()
         },
@@ -206,7 +209,11 @@ fn share_table(out: &mut String, shares: &ShareDiff) {
         let expected = if cell.expected_share_a == cell.expected_share_b {
             format!("{:.1}%", cell.expected_share_a * 100.0)
         } else {
-            format!("{:.0}->{:.0}%", cell.expected_share_a * 100.0, cell.expected_share_b * 100.0)
+            format!(
+                "{:.0}->{:.0}%",
+                cell.expected_share_a * 100.0,
+                cell.expected_share_b * 100.0
+            )
         };
         let _ = writeln!(
             out,
@@ -219,7 +226,11 @@ fn share_table(out: &mut String, shares: &ShareDiff) {
             cell.delta * 100.0,
             expected,
             if cell.expected { "" } else { " (not expected)" },
-            if shares.flagged && cell.beyond_tolerance { " *" } else { "" }
+            if shares.flagged && cell.beyond_tolerance {
+                " *"
+            } else {
+                ""
+            }
         );
     }
 }

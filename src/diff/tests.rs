@@ -48,14 +48,19 @@ fn records(counts: &[(&str, &str, u64)], connections: Connections, latency_us: u
 
 /// bar-0 in cluster1 and bar-0..2 in cluster2, a quarter each.
 fn skew_pods() -> Vec<ExpectedPod> {
-    [("cluster1", "bar-0"), ("cluster2", "bar-0"), ("cluster2", "bar-1"), ("cluster2", "bar-2")]
-        .into_iter()
-        .map(|(cluster, pod)| ExpectedPod {
-            pod: pod.into(),
-            cluster: cluster.into(),
-            share: 0.25,
-        })
-        .collect()
+    [
+        ("cluster1", "bar-0"),
+        ("cluster2", "bar-0"),
+        ("cluster2", "bar-1"),
+        ("cluster2", "bar-2"),
+    ]
+    .into_iter()
+    .map(|(cluster, pod)| ExpectedPod {
+        pod: pod.into(),
+        cluster: cluster.into(),
+        share: 0.25,
+    })
+    .collect()
 }
 
 fn phase(name: &str, records: &[RequestRecord], expected: &[ExpectedPod]) -> PhaseReport {
@@ -192,11 +197,7 @@ fn equal_against_ready_pods_weights_flags_the_pods_their_shares_and_the_p_value(
     assert!(pods.flagged);
     assert_eq!(pods.unit, "requests");
     assert!(pods.test.p_value < 1e-30, "{:?}", pods.test);
-    let local = pods
-        .cells
-        .iter()
-        .find(|cell| cell.cluster == "cluster1")
-        .unwrap();
+    let local = pods.cells.iter().find(|cell| cell.cluster == "cluster1").unwrap();
     assert!((local.share_a - 0.5).abs() < 1e-12 && (local.share_b - 0.25).abs() < 1e-12);
     assert!(local.beyond_tolerance);
     let pod_difference = compared
@@ -205,7 +206,9 @@ fn equal_against_ready_pods_weights_flags_the_pods_their_shares_and_the_p_value(
         .find(|difference| difference.subject == "pod shares by requests")
         .expect("the pod split is a difference");
     assert!(
-        pod_difference.detail.contains("cluster1/bar-0 50.0% -> 25.0% (-25.0 points)"),
+        pod_difference
+            .detail
+            .contains("cluster1/bar-0 50.0% -> 25.0% (-25.0 points)"),
         "{pod_difference:?}"
     );
     assert!(pod_difference.detail.contains("p = "), "{pod_difference:?}");
@@ -213,7 +216,10 @@ fn equal_against_ready_pods_weights_flags_the_pods_their_shares_and_the_p_value(
     // Local versus remote moved too: 50/50 to 25/75.
     assert!(compared.phases[0].cluster_shares.as_ref().unwrap().flagged);
     let text = summary(&compared);
-    assert!(text.contains("[crossed: share tolerance 5.0 points and alpha 0.001]"), "{text}");
+    assert!(
+        text.contains("[crossed: share tolerance 5.0 points and alpha 0.001]"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -248,13 +254,20 @@ fn a_large_share_change_over_few_samples_is_not_significant() {
     let few = phase(
         "weights",
         &records(
-            &[("cluster1", "bar-0", 4), ("cluster2", "bar-0", 2), ("cluster2", "bar-1", 2)],
+            &[
+                ("cluster1", "bar-0", 4),
+                ("cluster2", "bar-0", 2),
+                ("cluster2", "bar-1", 2),
+            ],
             Connections::PerRequest,
             2_000,
         ),
         &skew_pods(),
     );
-    let compared = compare(&report("skew", vec![even_split("weights", 2)]), &report("skew", vec![few]));
+    let compared = compare(
+        &report("skew", vec![even_split("weights", 2)]),
+        &report("skew", vec![few]),
+    );
     let pods = compared.phases[0].pod_shares.as_ref().unwrap();
     assert!(pods.cells.iter().any(|cell| cell.beyond_tolerance));
     assert!(pods.test.p_value > 0.001, "{:?}", pods.test);
@@ -265,17 +278,29 @@ fn a_large_share_change_over_few_samples_is_not_significant() {
 fn pooled_requests_are_tested_by_connections_so_where_three_connections_landed_is_no_difference() {
     // skew.yaml's pooled phase: 600 requests on 3 connections; which pod missed out is chance.
     let pooled = |idle: &str| {
-        let counts: Vec<(&str, &str, u64)> = [("cluster1", "bar-0"), ("cluster2", "bar-0"), ("cluster2", "bar-1"), ("cluster2", "bar-2")]
-            .into_iter()
-            .filter(|(_, pod)| *pod != idle)
-            .map(|(cluster, pod)| (cluster, pod, 200))
-            .collect();
+        let counts: Vec<(&str, &str, u64)> = [
+            ("cluster1", "bar-0"),
+            ("cluster2", "bar-0"),
+            ("cluster2", "bar-1"),
+            ("cluster2", "bar-2"),
+        ]
+        .into_iter()
+        .filter(|(_, pod)| *pod != idle)
+        .map(|(cluster, pod)| (cluster, pod, 200))
+        .collect();
         phase("pooled", &records(&counts, Connections::OnePerPod, 2_000), &skew_pods())
     };
-    let compared = compare(&report("skew", vec![pooled("bar-2")]), &report("skew", vec![pooled("bar-1")]));
+    let compared = compare(
+        &report("skew", vec![pooled("bar-2")]),
+        &report("skew", vec![pooled("bar-1")]),
+    );
     let pods = compared.phases[0].pod_shares.as_ref().unwrap();
     assert_eq!(pods.unit, "connections");
-    assert!(pods.unit_reason.contains("600 requests on 3 connections"), "{}", pods.unit_reason);
+    assert!(
+        pods.unit_reason.contains("600 requests on 3 connections"),
+        "{}",
+        pods.unit_reason
+    );
     assert!(!pods.flagged, "{pods:?}");
     assert!(!compared.differs, "{:#?}", compared.differences);
 }
@@ -354,7 +379,9 @@ fn an_expectation_whose_verdict_changed_is_flagged_with_both_observations() {
     assert_eq!(difference.subject, "expectation mtls_rate >=");
     assert_eq!(difference.threshold, "any change of verdict");
     assert!(
-        difference.detail.contains("A: PASS 1.000 (observed 1.000); B: FAIL 1.000 (observed 0.900)"),
+        difference
+            .detail
+            .contains("A: PASS 1.000 (observed 1.000); B: FAIL 1.000 (observed 0.900)"),
         "{difference:?}"
     );
 }
@@ -382,7 +409,10 @@ fn rates_latency_and_counters_are_flagged_only_beyond_their_thresholds() {
         subjects,
         [
             ("mtls_rate", "rate tolerance 0.010"),
-            ("latency p90", "latency tolerance 100% (one run over 2.0x the other) and floor 5.00ms"),
+            (
+                "latency p90",
+                "latency tolerance 100% (one run over 2.0x the other) and floor 5.00ms"
+            ),
             ("tls_failures.fail_verify_no_cert", "rate tolerance 0.010 per request"),
         ]
     );
@@ -422,7 +452,10 @@ fn reports_of_different_scenarios_or_schemas_cannot_be_compared() {
     let skew = report("skew", vec![even_split("weights", 10)]);
     let error = diff(&seed, "a.json", &skew, "b.json", &Thresholds::default()).unwrap_err();
     assert!(matches!(error, Incomparable::ScenarioMismatch { .. }));
-    assert!(error.to_string().contains("\"seed\" in a.json, \"skew\" in b.json"), "{error}");
+    assert!(
+        error.to_string().contains("\"seed\" in a.json, \"skew\" in b.json"),
+        "{error}"
+    );
 
     let mut future = seed.clone();
     future.schema = "meshfed.report/v2".into();
@@ -456,4 +489,26 @@ fn the_json_form_round_trips_and_names_its_schema() {
     assert_eq!(json["differs"], false);
     let back: ReportDiff = serde_json::from_value(json).unwrap();
     assert_eq!(back, compared);
+}
+
+#[test]
+fn a_few_requests_on_a_reused_source_port_still_count_as_requests() {
+    // 600 requests seen on 599 connections (one ephemeral port reused): still one per request.
+    let mut per_request = records(
+        &[("cluster1", "bar-0", 300), ("cluster2", "bar-0", 300)],
+        Connections::PerRequest,
+        2_000,
+    );
+    per_request[1].server_connection = per_request[0].server_connection.clone();
+    let expected = &skew_pods()[..2];
+    let a = report("skew", vec![phase("p", &per_request, expected)]);
+    let compared = compare(&a, &a.clone());
+    assert_eq!(compared.phases[0].pod_shares.as_ref().unwrap().unit, "requests");
+    // A tenth of them sharing is pooling: tested by connections.
+    for record in per_request.iter_mut().take(60) {
+        record.server_connection = Some("10.0.0.1:1".into());
+    }
+    let b = report("skew", vec![phase("p", &per_request, expected)]);
+    let compared = compare(&a, &b);
+    assert_eq!(compared.phases[0].pod_shares.as_ref().unwrap().unit, "connections");
 }
