@@ -76,7 +76,9 @@ fn fraction(text: &str) -> Result<f64, String> {
     if (0.0..=1.0).contains(&value) {
         Ok(value)
     } else {
-        Err(format!("{value} is outside 0..=1 (a fraction: 0.05 = 5 percentage points)"))
+        Err(format!(
+            "{value} is outside 0..=1 (a fraction: 0.05 = 5 percentage points)"
+        ))
     }
 }
 
@@ -162,8 +164,7 @@ fn incomparable(error: diff::Incomparable) -> CliError {
 /// text: a regular UTF-8 file of at most [`MAX_REPORT_BYTES`].
 fn read_report_text(path: &Path) -> Result<(PathBuf, String), CliError> {
     let bad = |path: &Path, message: String| CliError::BadInput(format!("{}: {message}", path.display()));
-    let metadata =
-        std::fs::metadata(path).map_err(|error| bad(path, format!("cannot read the report: {error}")))?;
+    let metadata = std::fs::metadata(path).map_err(|error| bad(path, format!("cannot read the report: {error}")))?;
     let file_path = if metadata.is_dir() {
         path.join(REPORT_FILE)
     } else {
