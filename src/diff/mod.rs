@@ -356,13 +356,13 @@ pub struct RejectionDiff {
 /// ```
 /// # use meshfed::diff::{diff, Thresholds};
 /// # fn reports() -> (meshfed::report::Report, meshfed::report::Report) { unimplemented!() }
-/// # fn no_run() {
+/// # fn no_run() -> Result<(), meshfed::diff::Incomparable> {
 /// let (before, after) = reports();
 /// let compared = diff(&before, "before/report.json", &after, "after/report.json", &Thresholds::default())?;
 /// if compared.differs {
 ///     print!("{}", meshfed::diff::summary(&compared));
 /// }
-/// # Ok::<(), meshfed::diff::Incomparable>(()) }
+/// # Ok(()) }
 /// ```
 pub fn diff(
     a: &Report,
