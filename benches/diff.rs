@@ -59,7 +59,7 @@ fn records(requests: u64, seed: u64, skew: f64, slowdown: u64) -> Vec<RequestRec
             } else {
                 random.next() % pods
             };
-            let failed = roll % 997 == 0;
+            let failed = roll.is_multiple_of(997);
             RequestRecord {
                 seq,
                 target: "10.96.0.10:80".into(),
