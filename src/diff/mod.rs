@@ -319,8 +319,12 @@ pub struct LatencyDiff {
     pub b_us: Option<u64>,
     /// `(b − a) ÷ a`; `None` unless both exist and `a > 0`.
     pub relative_change: Option<f64>,
-    /// One run took more than `1 + latency_tolerance` times as long as the other, by more than the
-    /// latency floor; or only one run has the percentile.
+    /// Both runs have at least 10 successful requests beyond this percentile (p99: 1,000
+    /// requests; p90: 100; p50: 20); a percentile over fewer is shown but never flagged, since a
+    /// handful of slow requests decide it.
+    pub judged: bool,
+    /// Judged, and one run took more than `1 + latency_tolerance` times as long as the other, by
+    /// more than the latency floor; or only one run has the percentile.
     pub flagged: bool,
 }
 

@@ -118,13 +118,18 @@ fn phase_summary(out: &mut String, phase: &PhaseDiff) {
         .map(|latency| {
             let side = |us: Option<u64>| us.map_or("-".to_owned(), millis);
             format!(
-                "{} {} -> {}{}{}",
+                "{} {} -> {}{}{}{}",
                 latency.percentile,
                 side(latency.a_us),
                 side(latency.b_us),
                 latency
                     .relative_change
                     .map_or(String::new(), |change| format!(" ({:+.0}%)", change * 100.0)),
+                if latency.judged {
+                    ""
+                } else {
+                    " (too few samples to judge)"
+                },
                 if latency.flagged { " *" } else { "" }
             )
         })

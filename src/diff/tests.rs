@@ -512,3 +512,23 @@ fn a_few_requests_on_a_reused_source_port_still_count_as_requests() {
     let compared = compare(&a, &b);
     assert_eq!(compared.phases[0].pod_shares.as_ref().unwrap().unit, "connections");
 }
+
+#[test]
+fn a_percentile_with_fewer_than_ten_requests_beyond_it_is_shown_but_not_judged() {
+    // 400 requests: 4 lie beyond p99, so a fivefold p99 is two slow requests, not a difference.
+    let base = report("seed", vec![even_split("http", 100)]);
+    let mut b = base.clone();
+    b.phases[0].measurement.latency.as_mut().unwrap().p99_us = 10_100;
+    let compared = compare(&base, &b);
+    let p99 = &compared.phases[0].latency[2];
+    assert_eq!((p99.judged, p99.flagged), (false, false), "{p99:?}");
+    assert!(compared.phases[0].latency[1].judged, "40 requests lie beyond p90");
+    assert!(summary(&compared).contains("p99 2.00ms -> 10.10ms (+405%) (too few samples to judge)"));
+    // 1,000 requests: 10 beyond p99, judged, and the same change is a difference.
+    let base = report("seed", vec![even_split("http", 250)]);
+    let mut b = base.clone();
+    b.phases[0].measurement.latency.as_mut().unwrap().p99_us = 10_100;
+    let compared = compare(&base, &b);
+    assert!(compared.phases[0].latency[2].flagged);
+    assert_eq!(compared.differences[0].subject, "latency p99");
+}
