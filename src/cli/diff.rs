@@ -47,6 +47,10 @@ pub struct DiffArgs {
     /// ... and changes smaller than this many milliseconds never count.
     #[arg(long, default_value_t = Thresholds::default().latency_floor_us as f64 / 1000.0, value_parser = non_negative)]
     pub latency_floor_ms: f64,
+    /// Judge latency also when a run is on the `local` provider (an emulation: its latency is this
+    /// machine's load, so by default it is shown, never flagged).
+    #[arg(long)]
+    pub judge_local_latency: bool,
     /// `text` for people, `json` for machines (schema in docs/diff.md).
     #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
     pub format: DiffFormat,
@@ -109,6 +113,7 @@ pub fn diff_command(args: &DiffArgs) -> Result<(), CliError> {
         rate_tolerance: args.rate_tolerance,
         latency_tolerance: args.latency_tolerance,
         latency_floor_us: (args.latency_floor_ms * 1000.0).round() as u64,
+        judge_emulated_latency: args.judge_local_latency,
     };
     let (path_a, text_a) = read_report_text(&args.a)?;
     let (path_b, text_b) = read_report_text(&args.b)?;

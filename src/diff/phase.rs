@@ -17,6 +17,7 @@ pub(super) fn phase_diff(
     a: Option<&PhaseReport>,
     b: Option<&PhaseReport>,
     thresholds: &Thresholds,
+    latency_judged: bool,
     differences: &mut Vec<Difference>,
 ) -> PhaseDiff {
     let (a, b) = match (a, b) {
@@ -68,7 +69,7 @@ pub(super) fn phase_diff(
             flag_shares(shares, thresholds, &mut flag);
         }
     }
-    let latency = latency_diffs(&a.measurement, &b.measurement, thresholds, &mut flag);
+    let latency = latency_diffs(&a.measurement, &b.measurement, thresholds, latency_judged, &mut flag);
     let counters = counter_diffs(a, b, thresholds, &mut flag);
     let config_rejections = rejection_diff(a, b, &mut flag);
     PhaseDiff {
@@ -480,6 +481,7 @@ fn latency_diffs(
     a: &PhaseMeasurement,
     b: &PhaseMeasurement,
     thresholds: &Thresholds,
+    latency_judged: bool,
     flag: &mut impl FnMut(String, String, String),
 ) -> Vec<LatencyDiff> {
     let pick = |m: &PhaseMeasurement, index: usize| {
@@ -500,7 +502,7 @@ fn latency_diffs(
                 _ => None,
             };
             // Integer arithmetic: 100 × 0.1 is not 10 in floating point.
-            let judged = fewest_samples * (100 - percent) >= MIN_TAIL_SAMPLES * 100;
+            let judged = latency_judged && fewest_samples * (100 - percent) >= MIN_TAIL_SAMPLES * 100;
             let flagged = match (a_us, b_us) {
                 (Some(a_us), Some(b_us)) => {
                     let (low, high) = (a_us.min(b_us), a_us.max(b_us));
@@ -509,7 +511,7 @@ fn latency_diffs(
                         && high as f64 > low as f64 * (1.0 + thresholds.latency_tolerance)
                 }
                 (None, None) => false,
-                _ => true,
+                _ => latency_judged,
             };
             if flagged {
                 let side = |us: Option<u64>| us.map_or("none (no request succeeded)".to_owned(), millis);

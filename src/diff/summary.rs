@@ -31,6 +31,12 @@ pub fn summary(diff: &ReportDiff) -> String {
         thresholds.latency_tolerance * 100.0,
         millis(thresholds.latency_floor_us)
     );
+    if !diff.latency_judged {
+        let _ = writeln!(
+            out,
+            "  latency: shown, not judged (a run is on an emulation, whose latency is this machine's load; --judge-local-latency judges it)"
+        );
+    }
     settings(&mut out, "  runs differ in", &diff.context);
     for probe in diff.isolation.iter().filter(|probe| probe.flagged) {
         let _ = writeln!(
@@ -43,7 +49,7 @@ pub fn summary(diff: &ReportDiff) -> String {
         );
     }
     for phase in &diff.phases {
-        phase_summary(&mut out, phase);
+        phase_summary(&mut out, phase, diff.latency_judged);
     }
     if diff.differences.is_empty() {
         let _ = writeln!(out, "\nno difference beyond the thresholds");
@@ -78,7 +84,7 @@ fn settings(out: &mut String, heading: &str, changes: &[SettingChange]) {
     let _ = writeln!(out, "{heading}: {}", listed.join("; "));
 }
 
-fn phase_summary(out: &mut String, phase: &PhaseDiff) {
+fn phase_summary(out: &mut String, phase: &PhaseDiff, diff_latency_judged: bool) {
     match phase.presence {
         Presence::OnlyInA => {
             let _ = writeln!(out, "\nphase {}: in A only", phase.name);
@@ -125,7 +131,7 @@ fn phase_summary(out: &mut String, phase: &PhaseDiff) {
                 latency
                     .relative_change
                     .map_or(String::new(), |change| format!(" ({:+.0}%)", change * 100.0)),
-                if latency.judged {
+                if latency.judged || !diff_latency_judged {
                     ""
                 } else {
                     " (too few samples to judge)"

@@ -129,6 +129,14 @@ fn even_split(name: &str, per_pod: u64) -> PhaseReport {
     )
 }
 
+/// The same report as a real-Istio provider's (latency is judged only there by default).
+fn on_kind(mut report: Report) -> Report {
+    report.provider.name = "kind".into();
+    report.provider.emulates = None;
+    report.provider.proxy = "istio 1.30.0".into();
+    report
+}
+
 fn compare(a: &Report, b: &Report) -> ReportDiff {
     diff(a, "a/report.json", b, "b/report.json", &Thresholds::default()).expect("comparable")
 }
@@ -388,7 +396,7 @@ fn an_expectation_whose_verdict_changed_is_flagged_with_both_observations() {
 
 #[test]
 fn rates_latency_and_counters_are_flagged_only_beyond_their_thresholds() {
-    let base = report("skew", vec![even_split("weights", 100)]);
+    let base = on_kind(report("skew", vec![even_split("weights", 100)]));
     let mut b = base.clone();
     let measurement = &mut b.phases[0].measurement;
     measurement.success_rate = 0.995; // within the 0.01 rate tolerance
@@ -516,7 +524,7 @@ fn a_few_requests_on_a_reused_source_port_still_count_as_requests() {
 #[test]
 fn a_percentile_with_fewer_than_ten_requests_beyond_it_is_shown_but_not_judged() {
     // 400 requests: 4 lie beyond p99, so a fivefold p99 is two slow requests, not a difference.
-    let base = report("seed", vec![even_split("http", 100)]);
+    let base = on_kind(report("seed", vec![even_split("http", 100)]));
     let mut b = base.clone();
     b.phases[0].measurement.latency.as_mut().unwrap().p99_us = 10_100;
     let compared = compare(&base, &b);
@@ -525,10 +533,31 @@ fn a_percentile_with_fewer_than_ten_requests_beyond_it_is_shown_but_not_judged()
     assert!(compared.phases[0].latency[1].judged, "40 requests lie beyond p90");
     assert!(summary(&compared).contains("p99 2.00ms -> 10.10ms (+405%) (too few samples to judge)"));
     // 1,000 requests: 10 beyond p99, judged, and the same change is a difference.
-    let base = report("seed", vec![even_split("http", 250)]);
+    let base = on_kind(report("seed", vec![even_split("http", 250)]));
     let mut b = base.clone();
     b.phases[0].measurement.latency.as_mut().unwrap().p99_us = 10_100;
     let compared = compare(&base, &b);
     assert!(compared.phases[0].latency[2].flagged);
     assert_eq!(compared.differences[0].subject, "latency p99");
+}
+
+#[test]
+fn latency_of_an_emulation_is_shown_but_judged_only_when_asked() {
+    // On `local` latency is this machine's load: identical runs measured p90 2.5 ms then 8.2 ms.
+    let base = report("seed", vec![even_split("http", 250)]);
+    let mut slower = base.clone();
+    let latency = slower.phases[0].measurement.latency.as_mut().unwrap();
+    latency.p50_us = 20_000;
+    latency.p90_us = 30_000;
+    let compared = compare(&base, &slower);
+    assert!(!compared.latency_judged);
+    assert!(!compared.differs, "{:#?}", compared.differences);
+    assert!(summary(&compared).contains("latency: shown, not judged"));
+    let thresholds = Thresholds {
+        judge_emulated_latency: true,
+        ..Thresholds::default()
+    };
+    let judged = diff(&base, "a", &slower, "b", &thresholds).unwrap();
+    let subjects: Vec<&str> = judged.differences.iter().map(|d| d.subject.as_str()).collect();
+    assert_eq!(subjects, ["latency p50", "latency p90"]);
 }
