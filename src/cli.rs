@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod clusters;
+mod diff;
 
 use crate::provider::local::interrupt;
 use crate::scenario::ScenarioError;
@@ -98,6 +99,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ProviderName::Kind)]
         provider: ProviderName,
     },
+    /// Compare two run reports of one scenario: exit 0 when nothing differs beyond the thresholds,
+    /// 1 when something does, 2 when they cannot be compared (docs/diff.md).
+    Diff(diff::DiffArgs),
     /// Prepare this machine for the local provider: find or install Envoy, check namespaces work.
     Setup,
     /// Meshfed's own workloads, run inside a pod by the local provider.
@@ -303,6 +307,7 @@ fn execute(command: Command) -> Result<(), CliError> {
             )),
             (provider, _) => down_command(provider),
         },
+        Command::Diff(args) => diff::diff_command(&args),
         Command::Setup => setup_command(),
         Command::Workload(workload) => workload_command(workload),
     }

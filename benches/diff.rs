@@ -1,0 +1,191 @@
+//! Benchmark: `meshfed diff` of two reports of 100,000 requests each.
+//!
+//! Run with `cargo bench --bench diff`. The reports are built the way a run builds them: synthetic
+//! request records (5 clusters, 40 pods, a few failures, spread latencies; B skewed and slower than
+//! A) measured by `measure::measure`, four phases of 25,000 requests each. Prints the median of
+//! several runs of: parsing the two report.json texts alone (the baseline), `diff()` on parsed
+//! reports, and the whole command minus file reads (parse both, diff, render text and JSON).
+//! Target: the whole under 1 s.
+
+use std::time::{Duration, Instant};
+
+use meshfed::diff::{Thresholds, diff, summary};
+use meshfed::measure::{ExpectedPod, measure};
+use meshfed::provider::{ProviderInfo, TlsFailures};
+use meshfed::record::RequestRecord;
+use meshfed::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, Timings};
+
+const REQUESTS_PER_REPORT: u64 = 100_000;
+const PHASES: u64 = 4;
+const CLUSTERS: u64 = 5;
+const PODS_PER_CLUSTER: u64 = 8;
+const RUNS: usize = 11;
+const IDENTITY: &str = "spiffe://cluster.local/ns/ns1/sa/foo";
+
+/// A deterministic pseudo-random sequence (xorshift), so both runs of the bench see the same data.
+struct Sequence(u64);
+
+impl Sequence {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn expected_pods() -> Vec<ExpectedPod> {
+    (0..CLUSTERS)
+        .flat_map(|cluster| {
+            (0..PODS_PER_CLUSTER).map(move |pod| ExpectedPod {
+                pod: format!("bar-{pod}"),
+                cluster: format!("cluster{cluster}"),
+                share: 1.0,
+            })
+        })
+        .collect()
+}
+
+/// `requests` records; `skew` sends that fraction of all requests to cluster0's first pod, and
+/// `slowdown` multiplies latencies.
+fn records(requests: u64, seed: u64, skew: f64, slowdown: u64) -> Vec<RequestRecord> {
+    let mut random = Sequence(seed);
+    let pods = CLUSTERS * PODS_PER_CLUSTER;
+    (0..requests)
+        .map(|seq| {
+            let roll = random.next();
+            let pod_index = if (roll % 1000) as f64 / 1000.0 < skew {
+                0
+            } else {
+                random.next() % pods
+            };
+            let failed = roll.is_multiple_of(997);
+            RequestRecord {
+                seq,
+                target: "10.96.0.10:80".into(),
+                status: if failed { Some(503) } else { Some(200) },
+                error: None,
+                pod: Some(format!("bar-{}", pod_index % PODS_PER_CLUSTER)),
+                cluster: Some(format!("cluster{}", pod_index / PODS_PER_CLUSTER)),
+                peer_identity: Some(IDENTITY.into()),
+                started_us: seq * 100,
+                latency_us: (500 + random.next() % 20_000) * slowdown,
+                connection: seq,
+                server_connection: Some(format!("10.{}.0.9:{}", pod_index, 10_000 + seq % 50_000)),
+            }
+        })
+        .collect()
+}
+
+fn report(seed: u64, skew: f64, slowdown: u64) -> Report {
+    let expected = expected_pods();
+    let per_phase = REQUESTS_PER_REPORT / PHASES;
+    let phases = (0..PHASES)
+        .map(|index| {
+            let records = records(per_phase, seed + index, skew, slowdown);
+            PhaseReport {
+                name: format!("phase-{index}"),
+                from: "foo.ns1@cluster0".into(),
+                to: "bar.ns2:80 (http)".into(),
+                requests: per_phase,
+                concurrency: 8,
+                connections: "new-connection-per-request".into(),
+                endpoint_weights: "ready-pods".into(),
+                faults: Vec::new(),
+                expected_identity: IDENTITY.into(),
+                measurement: measure(&records, &expected, IDENTITY),
+                tls_failures: TlsFailures::default(),
+                gateway_hops: Some(0),
+                config_rejections: Vec::new(),
+                timeline: None,
+                expectations: Vec::new(),
+                passed: true,
+            }
+        })
+        .collect();
+    Report {
+        schema: REPORT_SCHEMA.into(),
+        meshfed_version: "0.1.0".into(),
+        scenario: ScenarioInfo {
+            name: "bench".into(),
+            file: "bench.yaml".into(),
+            description: None,
+        },
+        provider: ProviderInfo {
+            name: "local".into(),
+            emulates: Some("istio-gateway-connectivity".into()),
+            mode: "root".into(),
+            proxy: "envoy 1.40.0".into(),
+        },
+        timings: Timings::default(),
+        service_entries: Vec::new(),
+        isolation: Vec::new(),
+        phases,
+        passed: true,
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time<T>(mut work: impl FnMut() -> T) -> Duration {
+    let samples = (0..RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(work());
+            start.elapsed()
+        })
+        .collect();
+    median(samples)
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.3} ms", duration.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let start = Instant::now();
+    let a = report(1, 0.0, 1);
+    let b = report(7, 0.05, 2);
+    let built = start.elapsed();
+    let json_a = serde_json::to_string_pretty(&a).unwrap();
+    let json_b = serde_json::to_string_pretty(&b).unwrap();
+    let thresholds = Thresholds::default();
+    println!(
+        "diff of two reports of {REQUESTS_PER_REPORT} requests each ({PHASES} phases, {} pods; report.json {} and {} bytes; records measured in {}): median of {RUNS} runs",
+        CLUSTERS * PODS_PER_CLUSTER,
+        json_a.len(),
+        json_b.len(),
+        millis(built)
+    );
+    let parse = time(|| {
+        let a: Report = serde_json::from_str(&json_a).unwrap();
+        let b: Report = serde_json::from_str(&json_b).unwrap();
+        (a, b)
+    });
+    let compare = time(|| diff(&a, "a", &b, "b", &thresholds).unwrap());
+    let whole = time(|| {
+        let a: Report = serde_json::from_str(&json_a).unwrap();
+        let b: Report = serde_json::from_str(&json_b).unwrap();
+        let compared = diff(&a, "a", &b, "b", &thresholds).unwrap();
+        (summary(&compared), serde_json::to_string_pretty(&compared).unwrap())
+    });
+    let compared = diff(&a, "a", &b, "b", &thresholds).unwrap();
+    println!("  baseline: parse both report.json       {}", millis(parse));
+    println!("  diff() of the parsed reports           {}", millis(compare));
+    println!("  parse + diff + text + JSON (the command) {}", millis(whole));
+    println!(
+        "  differences found: {} (B is skewed and slower by design)",
+        compared.differences.len()
+    );
+    println!(
+        "  target < 1 s for the whole: {}",
+        if whole < Duration::from_secs(1) {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+}

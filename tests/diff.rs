@@ -1,0 +1,548 @@
+//! `meshfed diff A B` end to end: real `local` runs compared (identical runs diff clean; equal
+//! against ready-pods weights is flagged with the pods, their shares and the p-value), and reports
+//! that cannot be compared (another scenario, another schema, malformed, missing) exit 2 saying why.
+//! The real runs need what `meshfed setup` needs; without it they are skipped (never under CI).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[path = "support/skip.rs"]
+mod skip;
+
+use meshfed::measure::{ExpectedPod, measure};
+use meshfed::provider::{ProviderInfo, TlsFailures};
+use meshfed::record::RequestRecord;
+use meshfed::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, Timings};
+
+const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
+const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
+/// `meshfed run` of the small scenarios here takes 5–15 s on a loaded 2-core machine.
+const RUN_DEADLINE: Duration = Duration::from_secs(180);
+/// `meshfed diff` reads two small files.
+const DIFF_DEADLINE: Duration = Duration::from_secs(30);
+
+/// One real run at a time: the runs share two cores with the rest of the suite.
+static REAL_RUNS: Mutex<()> = Mutex::new(());
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let path = std::env::temp_dir().join(format!("meshfed-diff-{label}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `<test>-<pid>-<nanos>`: unique to one meshfed started by one test run.
+fn unique_marker(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{test}-{}-{nanos}", std::process::id())
+}
+
+/// Live processes whose environment carries `MESHFED_TEST_MARKER=<marker>`.
+fn processes_with_marker(marker: &str) -> Vec<u32> {
+    let needle = format!("{MARKER_ENV}={marker}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let alive = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(false);
+        if alive && environ.split(|byte| *byte == 0).any(|var| var == needle.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// What a meshfed process did.
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs meshfed with `args` and the marker, output to files in `dir`; kills it (by its own pid)
+/// and fails the test if it is still running at `deadline`.
+fn meshfed(args: &[&str], dir: &Path, label: &str, marker: &str, deadline: Duration) -> Outcome {
+    let stdout_path = dir.join(format!("{label}.stdout"));
+    let stderr_path = dir.join(format!("{label}.stderr"));
+    let mut child = Command::new(MESHFED)
+        .args(args)
+        .env(MARKER_ENV, marker)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start meshfed");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for meshfed") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "meshfed {} did not finish within {deadline:?}; stderr:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Outcome {
+        code: status.code(),
+        stdout: std::fs::read_to_string(&stdout_path).unwrap(),
+        stderr: std::fs::read_to_string(&stderr_path).unwrap(),
+    }
+}
+
+fn diff(a: &Path, b: &Path, extra: &[&str], dir: &Path, label: &str) -> Outcome {
+    let mut args = vec!["diff", a.to_str().unwrap(), b.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let marker = unique_marker(label);
+    let outcome = meshfed(&args, dir, label, &marker, DIFF_DEADLINE);
+    assert!(
+        processes_with_marker(&marker).is_empty(),
+        "meshfed diff left processes behind"
+    );
+    outcome
+}
+
+/// `meshfed setup` works here; otherwise the calling test is skipped (a failure under CI).
+fn local_provider_available(dir: &Path) -> bool {
+    let outcome = meshfed(
+        &["setup"],
+        dir,
+        "setup",
+        &unique_marker("diff-setup"),
+        Duration::from_secs(900),
+    );
+    if outcome.code == Some(0) {
+        true
+    } else {
+        skip::skip(&format!(
+            "the local provider cannot run here (`meshfed setup` failed):\n{}{}",
+            outcome.stdout, outcome.stderr
+        ));
+        false
+    }
+}
+
+/// `meshfed run scenario --report-dir dir/<label>`: exit 0 expected; nothing of it may remain.
+fn run_scenario(scenario: &Path, dir: &Path, label: &str) -> PathBuf {
+    let report_dir = dir.join(label);
+    let marker = unique_marker(label);
+    let outcome = meshfed(
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--report-dir",
+            report_dir.to_str().unwrap(),
+        ],
+        dir,
+        label,
+        &marker,
+        RUN_DEADLINE,
+    );
+    assert_eq!(
+        outcome.code,
+        Some(0),
+        "meshfed run {} failed:\n{}{}",
+        scenario.display(),
+        outcome.stdout,
+        outcome.stderr
+    );
+    assert!(
+        processes_with_marker(&marker).is_empty(),
+        "meshfed run {label} left processes behind"
+    );
+    report_dir
+}
+
+#[test]
+fn the_same_scenario_run_twice_diffs_clean_with_exit_0() {
+    let dir = TempDir::new("twice");
+    let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !local_provider_available(&dir.0) {
+        return;
+    }
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let first = run_scenario(&seed, &dir.0, "first");
+    let second = run_scenario(&seed, &dir.0, "second");
+
+    // Report directories are accepted as well as report files.
+    let text = diff(&first, &second, &[], &dir.0, "diff-text");
+    assert_eq!(text.code, Some(0), "{}{}", text.stdout, text.stderr);
+    assert!(text.stdout.contains("meshfed diff of scenario seed"), "{}", text.stdout);
+    for phase in ["foo-to-bar-http", "foo-to-bar-tcp", "bar-to-foo-http"] {
+        assert!(text.stdout.contains(&format!("\nphase {phase}\n")), "{}", text.stdout);
+    }
+    assert!(
+        text.stdout.contains("no difference beyond the thresholds"),
+        "{}",
+        text.stdout
+    );
+
+    let json = diff(
+        &first.join("report.json"),
+        &second.join("report.json"),
+        &["--format", "json"],
+        &dir.0,
+        "diff-json",
+    );
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("--format json prints JSON");
+    assert_eq!(value["schema"], "meshfed.diff/v1");
+    assert_eq!(value["differs"], false);
+    assert_eq!(value["differences"].as_array().map(Vec::len), Some(0));
+    assert_eq!(value["phases"].as_array().map(Vec::len), Some(3));
+}
+
+/// The skew topology (bar: 1 pod in cluster1, 3 in cluster2) with one phase named `weights`
+/// using `weights` endpoint weights, one request at a time, each on its own connection.
+fn weights_scenario(weights: &str) -> String {
+    format!(
+        "name: weights
+clusters:
+  - {{ name: cluster1, region: region1, zone: zone1a, podCidr: 10.10.0.0/16, serviceCidr: 10.96.0.0/16 }}
+  - {{ name: cluster2, region: region2, zone: zone2a, podCidr: 10.20.0.0/16, serviceCidr: 10.97.0.0/16 }}
+services:
+  - name: foo
+    namespace: ns1
+    ports: [{{ name: http, number: 80, protocol: http }}]
+    replicas: {{ cluster1: 1 }}
+  - name: bar
+    namespace: ns2
+    ports: [{{ name: http, number: 80, protocol: http }}]
+    replicas: {{ cluster1: 1, cluster2: 3 }}
+federation:
+  mode: serviceentry
+  endpointWeights: equal
+  locality: false
+  mtls: PERMISSIVE
+phases:
+  - name: weights
+    from: {{ service: foo.ns1, cluster: cluster1 }}
+    to: {{ service: bar.ns2, port: http }}
+    endpointWeights: {weights}
+    requests: 600
+    concurrency: 1
+    connections: new-connection-per-request
+    expect:
+      mtlsRateAtLeast: 1.0
+      successRateAtLeast: 1.0
+"
+    )
+}
+
+#[test]
+fn equal_against_ready_pods_weights_on_an_uneven_topology_is_flagged_with_the_pods_shares_and_p_value() {
+    let dir = TempDir::new("weights");
+    let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !local_provider_available(&dir.0) {
+        return;
+    }
+    let equal = dir.join("equal.yaml");
+    let ready_pods = dir.join("ready-pods.yaml");
+    std::fs::write(&equal, weights_scenario("equal")).unwrap();
+    std::fs::write(&ready_pods, weights_scenario("ready-pods")).unwrap();
+    let equal_run = run_scenario(&equal, &dir.0, "equal");
+    let ready_pods_run = run_scenario(&ready_pods, &dir.0, "ready-pods");
+
+    let text = diff(&equal_run, &ready_pods_run, &[], &dir.0, "diff-text");
+    assert_eq!(text.code, Some(1), "{}{}", text.stdout, text.stderr);
+    assert!(
+        text.stdout
+            .contains("settings differ: endpoint_weights equal -> ready-pods"),
+        "{}",
+        text.stdout
+    );
+    let flagged = text
+        .stdout
+        .lines()
+        .find(|line| line.contains("phase weights: pod shares by requests:"))
+        .unwrap_or_else(|| panic!("the pod split is not flagged:\n{}", text.stdout));
+    // The local pod goes from about a half to about a quarter: named with both shares.
+    assert!(flagged.contains("cluster1/bar-0 "), "{flagged}");
+    assert!(flagged.contains("p = "), "{flagged}");
+    assert!(
+        flagged.ends_with("[crossed: share tolerance 5.0 points and alpha 0.001]"),
+        "{flagged}"
+    );
+    assert!(
+        text.stderr.contains("difference(s) beyond the thresholds"),
+        "{}",
+        text.stderr
+    );
+
+    let json = diff(&equal_run, &ready_pods_run, &["--format", "json"], &dir.0, "diff-json");
+    assert_eq!(json.code, Some(1), "{}", json.stderr);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(value["differs"], true);
+    let pods = &value["phases"][0]["pod_shares"];
+    assert_eq!(pods["flagged"], true);
+    assert_eq!(pods["unit"], "requests");
+    let p_value = pods["test"]["p_value"].as_f64().unwrap();
+    assert!(p_value < 0.001, "p = {p_value}");
+    let local = pods["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|cell| cell["cluster"] == "cluster1")
+        .unwrap();
+    // 600 one-at-a-time requests: a half and a quarter, each within 4.4 standard errors.
+    let (share_a, share_b) = (local["share_a"].as_f64().unwrap(), local["share_b"].as_f64().unwrap());
+    assert!(
+        (share_a - 0.5).abs() < 0.09,
+        "equal weights gave the local pod {share_a}"
+    );
+    assert!(
+        (share_b - 0.25).abs() < 0.08,
+        "ready-pods weights gave the local pod {share_b}"
+    );
+    assert_eq!(local["beyond_tolerance"], true);
+}
+
+// ---- Reports that cannot be compared: built in code, so these run everywhere. ----
+
+fn built_report(scenario: &str) -> Report {
+    let identity = "spiffe://cluster.local/ns/ns1/sa/foo";
+    let records: Vec<RequestRecord> = (0..100)
+        .map(|seq| RequestRecord {
+            seq,
+            target: "10.97.0.10:80".into(),
+            status: Some(200),
+            error: None,
+            pod: Some("bar-0".into()),
+            cluster: Some("cluster2".into()),
+            peer_identity: Some(identity.into()),
+            started_us: 0,
+            latency_us: 1_500,
+            connection: seq,
+            server_connection: Some(format!("10.20.0.2:{seq}")),
+        })
+        .collect();
+    let expected = [ExpectedPod {
+        pod: "bar-0".into(),
+        cluster: "cluster2".into(),
+        share: 1.0,
+    }];
+    Report {
+        schema: REPORT_SCHEMA.into(),
+        meshfed_version: "0.1.0".into(),
+        scenario: ScenarioInfo {
+            name: scenario.into(),
+            file: format!("scenarios/{scenario}.yaml"),
+            description: None,
+        },
+        provider: ProviderInfo {
+            name: "local".into(),
+            emulates: Some("istio-gateway-connectivity".into()),
+            mode: "root".into(),
+            proxy: "envoy 1.40.0".into(),
+        },
+        timings: Timings::default(),
+        service_entries: Vec::new(),
+        isolation: Vec::new(),
+        phases: vec![PhaseReport {
+            name: "foo-to-bar-http".into(),
+            from: "foo.ns1@cluster1".into(),
+            to: "bar.ns2:80 (http)".into(),
+            requests: 100,
+            concurrency: 1,
+            connections: "new-connection-per-request".into(),
+            endpoint_weights: "equal".into(),
+            faults: Vec::new(),
+            expected_identity: identity.into(),
+            measurement: measure(&records, &expected, identity),
+            tls_failures: TlsFailures::default(),
+            gateway_hops: Some(0),
+            config_rejections: Vec::new(),
+            timeline: None,
+            expectations: Vec::new(),
+            passed: true,
+        }],
+        passed: true,
+    }
+}
+
+fn write_report(dir: &TempDir, name: &str, report: &Report) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(report).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn reports_of_two_different_scenarios_exit_2_naming_both() {
+    let dir = TempDir::new("scenarios");
+    let seed = write_report(&dir, "seed.json", &built_report("seed"));
+    let skew = write_report(&dir, "skew.json", &built_report("skew"));
+    let outcome = diff(&seed, &skew, &[], &dir.0, "diff");
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    assert!(outcome.stdout.is_empty(), "{}", outcome.stdout);
+    assert!(
+        outcome.stderr.contains("different scenarios (\"seed\" in")
+            && outcome.stderr.contains("\"skew\" in")
+            && outcome.stderr.contains("skew.json"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn reports_of_two_schema_versions_exit_2_naming_both_schemas() {
+    let dir = TempDir::new("schemas");
+    let current = write_report(&dir, "current.json", &built_report("seed"));
+    // A future schema whose fields this meshfed cannot read: the schema is the message, not a
+    // missing field.
+    let future = dir.join("future.json");
+    std::fs::write(&future, "{\"schema\": \"meshfed.report/v2\", \"runs\": []}\n").unwrap();
+    let outcome = diff(&current, &future, &[], &dir.0, "diff");
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .contains("different schema versions (\"meshfed.report/v1\" in")
+            && outcome.stderr.contains("\"meshfed.report/v2\" in"),
+        "{}",
+        outcome.stderr
+    );
+    let both_future = diff(&future, &future, &[], &dir.0, "diff-future");
+    assert_eq!(both_future.code, Some(2));
+    assert!(
+        both_future
+            .stderr
+            .contains("compares \"meshfed.report/v1\" reports only"),
+        "{}",
+        both_future.stderr
+    );
+}
+
+#[test]
+fn a_malformed_report_exits_2_with_its_file_line_and_column() {
+    let dir = TempDir::new("malformed");
+    let good = write_report(&dir, "good.json", &built_report("seed"));
+    let broken = dir.join("broken.json");
+    std::fs::write(
+        &broken,
+        "{\n  \"schema\": \"meshfed.report/v1\",\n  \"phases\": [1,,]\n}\n",
+    )
+    .unwrap();
+    let outcome = diff(&good, &broken, &[], &dir.0, "diff-syntax");
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains(&format!("{}:3:16: ", broken.display())),
+        "{}",
+        outcome.stderr
+    );
+
+    // Valid JSON, right schema, wrong shape: the position of the offending value.
+    let mut value = serde_json::to_value(built_report("seed")).unwrap();
+    value["phases"][0]["requests"] = serde_json::json!("many");
+    let wrong = dir.join("wrong.json");
+    std::fs::write(&wrong, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+    let outcome = diff(&good, &wrong, &[], &dir.0, "diff-shape");
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    let line = serde_json::to_string_pretty(&value)
+        .unwrap()
+        .lines()
+        .position(|line| line.contains("\"many\""))
+        .unwrap()
+        + 1;
+    assert!(
+        outcome.stderr.contains(&format!("{}:{line}:", wrong.display()))
+            && outcome
+                .stderr
+                .contains("does not match the report schema meshfed.report/v1"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn a_missing_report_or_a_directory_without_one_exits_2() {
+    let dir = TempDir::new("missing");
+    let good = write_report(&dir, "good.json", &built_report("seed"));
+    let outcome = diff(&good, &dir.join("nowhere.json"), &[], &dir.0, "diff-missing");
+    assert_eq!(outcome.code, Some(2));
+    assert!(
+        outcome.stderr.contains("nowhere.json: cannot read the report"),
+        "{}",
+        outcome.stderr
+    );
+    let empty = dir.join("empty-dir");
+    std::fs::create_dir(&empty).unwrap();
+    let outcome = diff(&empty, &good, &[], &dir.0, "diff-empty-dir");
+    assert_eq!(outcome.code, Some(2));
+    assert!(
+        outcome.stderr.contains(&format!(
+            "{}: cannot read the report",
+            empty.join("report.json").display()
+        )),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn thresholds_out_of_range_exit_2_saying_what_is_allowed() {
+    let dir = TempDir::new("thresholds");
+    let good = write_report(&dir, "good.json", &built_report("seed"));
+    let outcome = diff(&good, &good, &["--alpha", "1.5"], &dir.0, "diff-alpha");
+    assert_eq!(outcome.code, Some(2));
+    assert!(outcome.stderr.contains("outside 0 < alpha < 1"), "{}", outcome.stderr);
+    let outcome = diff(&good, &good, &["--share-tolerance", "5"], &dir.0, "diff-share");
+    assert_eq!(outcome.code, Some(2));
+    assert!(outcome.stderr.contains("outside 0..=1"), "{}", outcome.stderr);
+    // The same report against itself is clean: the flags, not the reports, were the problem.
+    let outcome = diff(&good, &good, &[], &dir.0, "diff-clean");
+    assert_eq!(outcome.code, Some(0), "{}", outcome.stderr);
+}
+
+#[test]
+fn a_tighter_rate_tolerance_turns_a_small_change_into_a_difference_and_says_so() {
+    let dir = TempDir::new("rate");
+    let a = built_report("seed");
+    let mut b = a.clone();
+    b.phases[0].measurement.success_rate = 0.995;
+    let (a, b) = (write_report(&dir, "a.json", &a), write_report(&dir, "b.json", &b));
+    let default = diff(&a, &b, &[], &dir.0, "diff-default");
+    assert_eq!(default.code, Some(0), "{}", default.stdout);
+    let tight = diff(&a, &b, &["--rate-tolerance", "0.001"], &dir.0, "diff-tight");
+    assert_eq!(tight.code, Some(1), "{}", tight.stdout);
+    assert!(
+        tight.stdout.contains(
+            "phase foo-to-bar-http: success_rate: 1.000 in A, 0.995 in B (-0.005) [crossed: rate tolerance 0.001]"
+        ),
+        "{}",
+        tight.stdout
+    );
+}
