@@ -20,7 +20,7 @@ pub use crate::progress::Progress;
 use crate::provider::capabilities::Capabilities;
 use crate::provider::{PhaseSettings, Provider, ProviderError, REQUEST_TIMEOUT, Traffic};
 use crate::record::RequestRecord;
-use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
+use crate::report::{ClusterInfo, PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
 
@@ -88,12 +88,21 @@ pub async fn run_scenario<P: Provider>(
     progress: &mut dyn Progress,
 ) -> Result<Report, ProviderError> {
     let started = Instant::now();
+    let started_at = crate::report::rfc3339_utc(std::time::SystemTime::now());
     progress.step(&format!(
         "creating the world for scenario {} ({} clusters)",
         scenario.name,
         scenario.clusters.len()
     ));
     let inventory = provider.create_world(scenario, &mut *progress).await?;
+    let clusters = inventory
+        .clusters
+        .iter()
+        .map(|(name, cluster)| ClusterInfo {
+            name: name.clone(),
+            istio_version: cluster.istio_version.to_string(),
+        })
+        .collect();
     let mut reconciler = Reconciler::new(inventory.clone());
     // The world starts with the first phase's plan, so a first phase needs no reconfiguration.
     let first_plan = match scenario.phases.first() {
@@ -193,6 +202,14 @@ pub async fn run_scenario<P: Provider>(
     Ok(Report {
         schema: REPORT_SCHEMA.to_owned(),
         meshfed_version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at,
+        // The kernel's UTS name; the sandbox shares the host's UTS namespace.
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty()),
+        exit_code: if passed { 0 } else { 1 },
+        clusters,
         scenario: ScenarioInfo {
             name: scenario.name.clone(),
             file: scenario_file.display().to_string(),
