@@ -17,6 +17,8 @@ pub const HTML_FILE: &str = "report.html";
 pub const BAR_COLOUR: &str = "#1f6fd0";
 /// Colour of the fair-share mark.
 const FAIR_COLOUR: &str = "#111111";
+/// Colour of a timeline bucket's succeeded requests (not [`BAR_COLOUR`]: the check counts bar pixels).
+const SUCCEEDED_COLOUR: &str = "#2f5a3a";
 /// Colour of the action marks on a timeline.
 const ACTION_COLOUR: &str = "#d0361f";
 /// Width of a full (100%) share bar in CSS pixels.
@@ -251,7 +253,7 @@ fn timeline_svg(out: &mut String, timeline: &Timeline) {
         let _ = write!(
             out,
             "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{bucket_px:.1}\" height=\"{started:.1}\" fill=\"#9cc3ef\"/>\
-             <rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{bucket_px:.1}\" height=\"{succeeded:.1}\" fill=\"{BAR_COLOUR}\"/>",
+             <rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{bucket_px:.1}\" height=\"{succeeded:.1}\" fill=\"{SUCCEEDED_COLOUR}\"/>",
             HEIGHT - started,
             HEIGHT - succeeded
         );
