@@ -145,12 +145,32 @@ fn check_junit(report: &Value, dir: &Path) {
             if result["passed"] == true {
                 continue;
             }
-            let observed = format!("observed: {}", xml_escaped(&result["observed"]));
-            let bound = format!("{} {}", xml_escaped(&result["expectation"]), xml_escaped(&result["bound"]));
+            let unit = result["unit"].as_str().unwrap();
+            let observed = format!("observed: {}", xml_escaped(&shown(&result["observed"], unit)));
+            let bound = format!(
+                "{} {}",
+                xml_escaped(&result["expectation"]),
+                xml_escaped(&shown(&result["bound"], unit))
+            );
             assert!(text.contains(&observed), "{observed} missing from\n{text}");
             assert!(text.contains(&bound), "{bound} missing from\n{text}");
         }
     }
+}
+
+/// A report.json value as the summary and junit.xml write it: ratios with 3 decimals, counts and
+/// milliseconds whole, cluster lists in brackets, null as "none".
+fn shown(value: &Value, unit: &str) -> Value {
+    Value::String(match value {
+        Value::Number(number) if unit == "ratio" => format!("{:.3}", number.as_f64().unwrap()),
+        Value::Number(number) => format!("{}", number.as_f64().unwrap()),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(|item| item.as_str().unwrap()).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Null => "none".to_owned(),
+        other => panic!("observed/bound must be a number, a cluster list or null: {other}"),
+    })
 }
 
 fn xml_escaped(value: &Value) -> String {
@@ -194,6 +214,17 @@ fn check_metadata(report: &Value, code: i32) {
         started_at.len() == 20 && bytes[4] == b'-' && bytes[10] == b'T' && started_at.ends_with('Z'),
         "{started_at}"
     );
+    for result in report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|phase| phase["expectations"].as_array().unwrap())
+    {
+        assert!(result["key"].as_str().is_some_and(|key| !key.contains(' ')), "{result}");
+        for value in [&result["observed"], &result["bound"]] {
+            assert!(value.is_number() || value.is_array() || value.is_null(), "{result}");
+        }
+    }
     assert!(report["host"].as_str().is_some_and(|host| !host.is_empty()));
     let clusters = report["clusters"].as_array().unwrap();
     assert_eq!(clusters.len(), 2);
@@ -245,6 +276,11 @@ fn a_failing_run_writes_junit_failures_with_observed_and_bound_and_a_drawn_page(
     };
     assert_eq!(code, 1);
     assert_eq!(failures(&report), 1);
+    let failed = &report["phases"][0]["expectations"][2];
+    assert_eq!(failed["key"], "clustersReached");
+    assert_eq!(failed["passed"], false);
+    assert_eq!(failed["observed"], serde_json::json!(["cluster2"]));
+    assert_eq!(failed["bound"], serde_json::json!(["cluster1"]));
     check_metadata(&report, code);
     check_documented(&report);
     check_junit(&report, &dir.0);

@@ -218,8 +218,8 @@ fn phase_section(out: &mut String, phase: &PhaseReport) {
             if result.passed { "pass" } else { "fail" },
             if result.passed { "PASS" } else { "FAIL" },
             escape(&result.expectation),
-            escape(&result.bound.to_string()),
-            escape(&result.observed.to_string()),
+            escape(&result.bound_text()),
+            escape(&result.observed_text()),
             escape(&result.detail)
         );
     }

@@ -110,20 +110,20 @@ fn phase_suite(out: &mut String, class_prefix: &str, phase: &PhaseReport, failed
             out,
             "    <testcase classname=\"{}\" name=\"{}\"",
             escape(&classname),
-            escape(&format!("{} {}", result.expectation, result.bound))
+            escape(&format!("{} {}", result.expectation, result.bound_text()))
         );
         if result.passed {
             out.push_str("/>\n");
             continue;
         }
-        let message = format!("observed {}; bound {} {}", result.observed, result.expectation, result.bound);
+        let message = format!("observed {}; bound {} {}", result.observed_text(), result.expectation, result.bound_text());
         let _ = writeln!(
             out,
             ">\n      <failure message=\"{}\" type=\"expectation\">observed: {}\nbound: {} {}\ndetail: {}</failure>\n    </testcase>",
             escape(&message),
-            escape(&result.observed.to_string()),
+            escape(&result.observed_text()),
             escape(&result.expectation),
-            escape(&result.bound.to_string()),
+            escape(&result.bound_text()),
             escape(&result.detail)
         );
     }

@@ -88,7 +88,7 @@ pub fn summary(report: &Report) -> String {
                 .map(move |result| {
                     format!(
                         "  phase {}: {} {} (observed {})",
-                        phase.name, result.expectation, result.bound, result.observed
+                        phase.name, result.expectation, result.bound_text(), result.observed_text()
                     )
                 })
         })
@@ -206,8 +206,8 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
             "  {} {} {} (observed {}){}",
             if result.passed { "PASS" } else { "FAIL" },
             result.expectation,
-            result.bound,
-            result.observed,
+            result.bound_text(),
+            result.observed_text(),
             if result.passed || result.detail.is_empty() {
                 String::new()
             } else {
