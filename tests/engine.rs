@@ -966,3 +966,63 @@ fn a_phase_deadline_out_of_range_is_refused_with_its_position() {
         );
     }
 }
+
+#[test]
+fn predicted_share_follows_the_plans_endpoint_weights_while_fair_share_stays_equal() {
+    let mut provider = ScriptedProvider::default();
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &skew(),
+        Path::new("skew.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    let shares = |phase: &str| -> Vec<(String, String, f64, Option<f64>)> {
+        let phase = report.phases.iter().find(|candidate| candidate.name == phase).unwrap();
+        phase
+            .measurement
+            .pods
+            .iter()
+            .map(|pod| {
+                let round = |share: f64| (share * 1000.0).round() / 1000.0;
+                (
+                    pod.cluster.clone(),
+                    pod.pod.clone(),
+                    round(pod.expected_share),
+                    pod.predicted_share.map(round),
+                )
+            })
+            .collect()
+    };
+    let pod = |cluster: &str, name: &str, fair: f64, predicted: f64| {
+        (cluster.to_owned(), name.to_owned(), fair, Some(predicted))
+    };
+    // Equal weights: the local pod weighs 1 and so does cluster2's gateway, whose 1 is split over
+    // its three pods (the seed's skew), while the fair share is a quarter each.
+    assert_eq!(
+        shares("equal-weights"),
+        [
+            pod("cluster1", "bar-0", 0.25, 0.5),
+            pod("cluster2", "bar-0", 0.25, 0.167),
+            pod("cluster2", "bar-1", 0.25, 0.167),
+            pod("cluster2", "bar-2", 0.25, 0.167),
+        ]
+    );
+    // Ready-pods weights: the gateway weighs 3, so the prediction is the fair share.
+    assert_eq!(
+        shares("ready-pods-weights"),
+        [
+            pod("cluster1", "bar-0", 0.25, 0.25),
+            pod("cluster2", "bar-0", 0.25, 0.25),
+            pod("cluster2", "bar-1", 0.25, 0.25),
+            pod("cluster2", "bar-2", 0.25, 0.25),
+        ]
+    );
+    let cluster2 = report.phases[0]
+        .measurement
+        .clusters
+        .iter()
+        .find(|cluster| cluster.cluster == "cluster2")
+        .unwrap();
+    assert!((cluster2.predicted_share.unwrap() - 0.5).abs() < 1e-9, "{cluster2:?}");
+}

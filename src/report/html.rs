@@ -15,6 +15,8 @@ pub const HTML_FILE: &str = "report.html";
 
 /// Colour of the observed-share bars (`scripts/check-html-report` looks for it in the rendering).
 pub const BAR_COLOUR: &str = "#1f6fd0";
+/// Colour of the predicted-share mark.
+const PREDICTED_COLOUR: &str = "#e08a00";
 /// Colour of the fair-share mark.
 const FAIR_COLOUR: &str = "#111111";
 /// Colour of a timeline bucket's succeeded requests (not [`BAR_COLOUR`]: the check counts bar pixels).
@@ -41,6 +43,10 @@ fn escape(text: &str) -> String {
 
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
+}
+
+fn optional_percent(share: Option<f64>) -> String {
+    share.map_or_else(|| "-".to_owned(), percent)
 }
 
 /// The page for a report.
@@ -79,7 +85,8 @@ pub fn html(report: &Report) -> String {
     let _ = writeln!(
         out,
         "<p class=\"legend\"><svg width=\"14\" height=\"10\"><rect width=\"14\" height=\"10\" fill=\"{BAR_COLOUR}\"/></svg> observed share \
-         <svg width=\"6\" height=\"12\"><rect width=\"3\" height=\"12\" fill=\"{FAIR_COLOUR}\"/></svg> fair share (equal over the ready pods)</p>"
+         <svg width=\"6\" height=\"12\"><rect width=\"3\" height=\"12\" fill=\"{FAIR_COLOUR}\"/></svg> fair share (equal over the ready pods) \
+         <svg width=\"6\" height=\"12\"><rect width=\"4\" height=\"6\" fill=\"{PREDICTED_COLOUR}\"/></svg> predicted share (from the plan's endpoint weights)</p>"
     );
     if !report.isolation.is_empty() {
         out.push_str("<h2>isolation</h2>\n<table><tr><th></th><th>from</th><th>to</th><th>pod</th><th>gateway</th></tr>\n");
@@ -114,15 +121,22 @@ td.num{text-align:right}\n\
 .pass{color:#176b2c;font-weight:bold}.fail{color:#b0201a;font-weight:bold}\n\
 svg{vertical-align:middle}\n";
 
-/// One share bar: the observed share filled, the fair share marked.
-fn share_bar(observed: f64, fair: f64) -> String {
+/// One share bar: the observed share filled, the fair share and (when known) the predicted share
+/// marked.
+fn share_bar(observed: f64, fair: f64, predicted: Option<f64>) -> String {
     let clamp = |share: f64| if share.is_finite() { share.clamp(0.0, 1.0) } else { 0.0 };
     let observed_px = clamp(observed) * BAR_WIDTH;
     let fair_px = (clamp(fair) * BAR_WIDTH).min(BAR_WIDTH - 2.0);
+    let predicted_mark = predicted.map_or_else(String::new, |predicted| {
+        format!(
+            "<rect class=\"predicted\" x=\"{:.1}\" y=\"0\" width=\"4\" height=\"6\" fill=\"{PREDICTED_COLOUR}\"/>",
+            (clamp(predicted) * BAR_WIDTH).min(BAR_WIDTH - 4.0)
+        )
+    });
     format!(
         "<svg class=\"share\" width=\"{w}\" height=\"16\" role=\"img\"><rect width=\"{w}\" height=\"16\" fill=\"#eeeeee\"/>\
          <rect class=\"bar\" width=\"{observed_px:.1}\" height=\"16\" fill=\"{BAR_COLOUR}\"/>\
-         <rect class=\"fair\" x=\"{fair_px:.1}\" width=\"2\" height=\"16\" fill=\"{FAIR_COLOUR}\"/></svg>",
+         <rect class=\"fair\" x=\"{fair_px:.1}\" width=\"2\" height=\"16\" fill=\"{FAIR_COLOUR}\"/>{predicted_mark}</svg>",
         w = BAR_WIDTH
     )
 }
@@ -148,41 +162,43 @@ fn phase_section(out: &mut String, phase: &PhaseReport) {
         }
     );
     out.push_str(
-        "<table><tr><th>pod</th><th>cluster</th><th>requests</th><th>share</th><th>fair share</th><th>connections</th><th>request share</th></tr>\n",
+        "<table><tr><th>pod</th><th>cluster</th><th>requests</th><th>share</th><th>fair share</th><th>predicted share</th><th>connections</th><th>request share</th></tr>\n",
     );
     for pod in &m.pods {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&pod.pod),
             escape(&pod.cluster),
             pod.requests,
             percent(pod.request_share),
             percent(pod.expected_share),
+            optional_percent(pod.predicted_share),
             pod.connections,
-            share_bar(pod.request_share, pod.expected_share)
+            share_bar(pod.request_share, pod.expected_share, pod.predicted_share)
         );
     }
     for pod in &m.unexpected_responders {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td colspan=\"4\">not expected to answer</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td colspan=\"5\">not expected to answer</td></tr>",
             escape(&pod.pod),
             escape(&pod.cluster),
             pod.requests
         );
     }
-    out.push_str("</table>\n<table><tr><th>cluster</th><th>pods</th><th>requests</th><th>share</th><th>fair share</th><th>request share</th></tr>\n");
+    out.push_str("</table>\n<table><tr><th>cluster</th><th>pods</th><th>requests</th><th>share</th><th>fair share</th><th>predicted share</th><th>request share</th></tr>\n");
     for cluster in &m.clusters {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&cluster.cluster),
             cluster.pods,
             cluster.requests,
             percent(cluster.request_share),
             percent(cluster.expected_share),
-            share_bar(cluster.request_share, cluster.expected_share)
+            optional_percent(cluster.predicted_share),
+            share_bar(cluster.request_share, cluster.expected_share, cluster.predicted_share)
         );
     }
     out.push_str("</table>\n");

@@ -132,18 +132,19 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
     );
     let _ = writeln!(
         out,
-        "  {:<22} {:<12} {:>8} {:>8} {:>9} {:>6} {:>10}",
-        "pod", "cluster", "requests", "share", "expected", "conns", "conn share"
+        "  {:<22} {:<12} {:>8} {:>8} {:>10} {:>9} {:>6} {:>10}",
+        "pod", "cluster", "requests", "share", "fair share", "predicted", "conns", "conn share"
     );
     for pod in &m.pods {
         let _ = writeln!(
             out,
-            "  {:<22} {:<12} {:>8} {:>8} {:>9} {:>6} {:>10}",
+            "  {:<22} {:<12} {:>8} {:>8} {:>10} {:>9} {:>6} {:>10}",
             pod.pod,
             pod.cluster,
             pod.requests,
             percent(pod.request_share),
             percent(pod.expected_share),
+            pod.predicted_share.map_or_else(|| "-".to_owned(), percent),
             pod.connections,
             percent(pod.connection_share)
         );
@@ -170,7 +171,7 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         "  skew: max observed/expected {:.2} by requests, {:.2} by connections; total variation {:.3}",
         m.request_skew.max_ratio, m.connection_skew.max_ratio, m.request_skew.total_variation_distance
     );
-    if let Some(note) = &m.connection_note {
+    if let Some(note) = connection_note_that_matters(phase) {
         let _ = writeln!(out, "  note: {note}");
     }
     if let Some(latency) = &m.latency {
@@ -215,6 +216,18 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
             }
         );
     }
+}
+
+/// The connection-limited note, only where it changes the reading: the phase judges skew by
+/// requests over pooled connections, so the few connections decide where requests land.
+fn connection_note_that_matters(phase: &PhaseReport) -> Option<&str> {
+    let judges_request_skew = phase
+        .expectations
+        .iter()
+        .any(|result| result.key.starts_with("maxSkewRatio") && result.expectation.contains("by requests"));
+    (judges_request_skew && phase.connections == "pooled" && phase.measurement.connection_limited)
+        .then_some(phase.measurement.connection_note.as_deref())
+        .flatten()
 }
 
 /// Most lines the summary gives a timeline: longer timelines group neighbouring buckets.
