@@ -342,9 +342,7 @@ fn predicted_shares(
         .filter(|cluster| cluster.cluster == traffic.from_cluster)
         .flat_map(|cluster| &cluster.objects)
         .find_map(|object| match object {
-            plan::Object::ServiceEntry(entry)
-                if entry.spec.hosts.iter().any(|host| host.starts_with(&host_prefix)) =>
-            {
+            plan::Object::ServiceEntry(entry) if entry.spec.hosts.iter().any(|host| host.starts_with(&host_prefix)) => {
                 Some(entry)
             }
             _ => None,
@@ -364,9 +362,10 @@ fn predicted_shares(
     for endpoint in &entry.spec.endpoints {
         // A remote endpoint is another cluster's gateway; one that names no cluster, or more than
         // one, leaves nothing to predict from.
-        let mut behind = inventory.clusters.iter().filter(|(name, cluster)| {
-            **name != traffic.from_cluster && cluster.gateway.address == endpoint.address
-        });
+        let mut behind = inventory
+            .clusters
+            .iter()
+            .filter(|(name, cluster)| **name != traffic.from_cluster && cluster.gateway.address == endpoint.address);
         let (cluster, None) = (behind.next()?.0, behind.next()) else {
             return None;
         };
@@ -377,12 +376,7 @@ fn predicted_shares(
         }
     }
     let total: f64 = weights.values().sum();
-    (total > 0.0).then(|| {
-        weights
-            .into_iter()
-            .map(|(pod, weight)| (pod, weight / total))
-            .collect()
-    })
+    (total > 0.0).then(|| weights.into_iter().map(|(pod, weight)| (pod, weight / total)).collect())
 }
 
 /// Writes the predicted shares into the measurement's pods and clusters (0 for an expected pod

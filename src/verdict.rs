@@ -340,7 +340,13 @@ pub fn change_verdicts(
                 .collect();
             let result = match worst {
                 None => unless_empty(
-                    at_least(key.to_owned(), &format!("every bucket {what}"), 0.0, bound, String::new()),
+                    at_least(
+                        key.to_owned(),
+                        &format!("every bucket {what}"),
+                        0.0,
+                        bound,
+                        String::new(),
+                    ),
                     Some(&format!("phase {phase}: no bucket holds a request")),
                 ),
                 Some(worst) => {
@@ -582,7 +588,14 @@ fn at_most(key: String, what: &str, observed: f64, bound: f64, detail: String) -
     compared(key, format!("{what} <="), observed, bound, observed <= bound, detail)
 }
 
-fn compared(key: String, expectation: String, observed: f64, bound: f64, passed: bool, detail: String) -> ExpectationResult {
+fn compared(
+    key: String,
+    expectation: String,
+    observed: f64,
+    bound: f64,
+    passed: bool,
+    detail: String,
+) -> ExpectationResult {
     ExpectationResult {
         key,
         expectation,

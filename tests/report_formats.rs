@@ -113,7 +113,9 @@ fn xmllint(args: &[&str]) -> Option<std::process::Output> {
     match Command::new("xmllint").args(args).output() {
         Ok(output) => Some(output),
         Err(error) => {
-            skip::skip(&format!("xmllint not installed (scripts/setup installs libxml2-utils): {error}"));
+            skip::skip(&format!(
+                "xmllint not installed (scripts/setup installs libxml2-utils): {error}"
+            ));
             None
         }
     }
@@ -166,7 +168,11 @@ fn shown(value: &Value, unit: &str) -> Value {
         Value::Number(number) => format!("{}", number.as_f64().unwrap()),
         Value::Array(items) => format!(
             "[{}]",
-            items.iter().map(|item| item.as_str().unwrap()).collect::<Vec<_>>().join(", ")
+            items
+                .iter()
+                .map(|item| item.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Value::Null => "none".to_owned(),
         other => panic!("observed/bound must be a number, a cluster list or null: {other}"),
@@ -198,11 +204,11 @@ fn check_documented(report: &Value) {
         }
     }
     walk(report, &mut keys);
-    let undocumented: Vec<&String> = keys
-        .iter()
-        .filter(|key| !docs.contains(key.as_str()))
-        .collect();
-    assert!(undocumented.is_empty(), "fields not in docs/report.md: {undocumented:?}");
+    let undocumented: Vec<&String> = keys.iter().filter(|key| !docs.contains(key.as_str())).collect();
+    assert!(
+        undocumented.is_empty(),
+        "fields not in docs/report.md: {undocumented:?}"
+    );
 }
 
 fn check_metadata(report: &Value, code: i32) {
@@ -228,7 +234,11 @@ fn check_metadata(report: &Value, code: i32) {
     assert!(report["host"].as_str().is_some_and(|host| !host.is_empty()));
     let clusters = report["clusters"].as_array().unwrap();
     assert_eq!(clusters.len(), 2);
-    assert!(clusters.iter().all(|cluster| cluster["istio_version"].as_str().unwrap().split('.').count() == 3));
+    assert!(
+        clusters
+            .iter()
+            .all(|cluster| cluster["istio_version"].as_str().unwrap().split('.').count() == 3)
+    );
 }
 
 fn check_html(dir: &Path) {

@@ -78,7 +78,12 @@ pub fn html(report: &Report) -> String {
         escape(&report.provider.proxy),
         escape(&report.meshfed_version),
         report.failures(),
-        report.phases.iter().map(|phase| phase.expectations.len()).sum::<usize>() + report.isolation.len(),
+        report
+            .phases
+            .iter()
+            .map(|phase| phase.expectations.len())
+            .sum::<usize>()
+            + report.isolation.len(),
         report.timings.world_ms,
         report.timings.total_ms
     );
@@ -89,7 +94,9 @@ pub fn html(report: &Report) -> String {
          <svg width=\"6\" height=\"12\"><rect width=\"4\" height=\"6\" fill=\"{PREDICTED_COLOUR}\"/></svg> predicted share (from the plan's endpoint weights)</p>"
     );
     if !report.isolation.is_empty() {
-        out.push_str("<h2>isolation</h2>\n<table><tr><th></th><th>from</th><th>to</th><th>pod</th><th>gateway</th></tr>\n");
+        out.push_str(
+            "<h2>isolation</h2>\n<table><tr><th></th><th>from</th><th>to</th><th>pod</th><th>gateway</th></tr>\n",
+        );
         for probe in &report.isolation {
             let _ = writeln!(
                 out,
@@ -251,9 +258,22 @@ fn timeline_svg(out: &mut String, timeline: &Timeline) {
         return;
     };
     let end_ms = (last.start_ms + timeline.bucket_ms)
-        .max(timeline.actions.iter().map(|action| action.started_ms + 1).max().unwrap_or(0))
+        .max(
+            timeline
+                .actions
+                .iter()
+                .map(|action| action.started_ms + 1)
+                .max()
+                .unwrap_or(0),
+        )
         .max(1) as f64;
-    let most = timeline.buckets.iter().map(|bucket| bucket.requests).max().unwrap_or(1).max(1) as f64;
+    let most = timeline
+        .buckets
+        .iter()
+        .map(|bucket| bucket.requests)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let bucket_px = (timeline.bucket_ms as f64 / end_ms * WIDTH).max(1.0);
     let _ = writeln!(
         out,

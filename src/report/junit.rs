@@ -92,7 +92,9 @@ fn isolation_case(out: &mut String, class_prefix: &str, probe: &IsolationProbe) 
     let _ = writeln!(
         out,
         ">\n      <failure message=\"{}\" type=\"isolation\">observed: {}\nbound: pod unreachable, gateway connected</failure>\n    </testcase>",
-        escape(&format!("observed {observed}; bound: pod unreachable, gateway connected")),
+        escape(&format!(
+            "observed {observed}; bound: pod unreachable, gateway connected"
+        )),
         escape(&observed)
     );
 }
@@ -116,7 +118,12 @@ fn phase_suite(out: &mut String, class_prefix: &str, phase: &PhaseReport, failed
             out.push_str("/>\n");
             continue;
         }
-        let message = format!("observed {}; bound {} {}", result.observed_text(), result.expectation, result.bound_text());
+        let message = format!(
+            "observed {}; bound {} {}",
+            result.observed_text(),
+            result.expectation,
+            result.bound_text()
+        );
         let _ = writeln!(
             out,
             ">\n      <failure message=\"{}\" type=\"expectation\">observed: {}\nbound: {} {}\ndetail: {}</failure>\n    </testcase>",

@@ -155,7 +155,6 @@ impl Report {
     }
 }
 
-
 /// `at` (seconds since the Unix epoch, UTC) as RFC 3339 (`2026-11-29T18:39:19Z`).
 pub fn rfc3339_utc(at: std::time::SystemTime) -> String {
     let seconds = at
@@ -171,7 +170,11 @@ pub fn rfc3339_utc(at: std::time::SystemTime) -> String {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
@@ -189,7 +192,13 @@ mod tests {
     #[test]
     fn rfc3339_utc_matches_known_instants() {
         assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_utc(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_796_150_359)), "2026-12-01T18:39:19Z");
+        assert_eq!(
+            rfc3339_utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_796_150_359)),
+            "2026-12-01T18:39:19Z"
+        );
     }
 }

@@ -88,7 +88,10 @@ pub fn summary(report: &Report) -> String {
                 .map(move |result| {
                     format!(
                         "  phase {}: {} {} (observed {})",
-                        phase.name, result.expectation, result.bound_text(), result.observed_text()
+                        phase.name,
+                        result.expectation,
+                        result.bound_text(),
+                        result.observed_text()
                     )
                 })
         })
