@@ -17,7 +17,7 @@ const PURE: [&str; 8] = [
     "src/measure",
     "src/record.rs",
     "src/verdict.rs",
-    "src/report.rs",
+    "src/report",
 ];
 
 fn rust_files(path: &Path, found: &mut Vec<PathBuf>) {
