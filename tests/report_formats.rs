@@ -258,6 +258,31 @@ fn check_html(dir: &Path) {
     );
 }
 
+/// The check can fail: a page naming an external image, and a page whose bars are not drawn in
+/// the bar colour, are both refused.
+fn check_html_refuses_broken_pages(dir: &Path) {
+    if which("chromium-headless-shell").is_none() {
+        return;
+    }
+    let page = std::fs::read_to_string(dir.join("report/report.html")).unwrap();
+    let external = page.replacen("<body>", "<body><img src=\"https://example.com/x.png\">", 1);
+    let undrawn = page.replace("fill=\"#1f6fd0\"", "fill=\"#eeeeee\"");
+    for (name, broken, says) in [
+        ("external.html", external, "outside itself"),
+        ("undrawn.html", undrawn, "share bars not drawn"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, broken).unwrap();
+        let output = Command::new(Path::new(ROOT).join("scripts/check-html-report"))
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(says), "{name}: {stderr}");
+    }
+}
+
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
@@ -277,6 +302,7 @@ fn a_passing_run_writes_a_documented_v2_report_valid_junit_and_a_drawn_self_cont
     check_documented(&report);
     check_junit(&report, &dir.0);
     check_html(&dir.0);
+    check_html_refuses_broken_pages(&dir.0);
 }
 
 #[test]
