@@ -1026,3 +1026,34 @@ fn predicted_share_follows_the_plans_endpoint_weights_while_fair_share_stays_equ
         .unwrap();
     assert!((cluster2.predicted_share.unwrap() - 0.5).abs() < 1e-9, "{cluster2:?}");
 }
+
+#[test]
+fn the_connection_limited_note_is_printed_only_where_pooled_connections_explain_a_request_skew() {
+    let mut provider = ScriptedProvider::default();
+    let mut report = block_on(engine::run_scenario(
+        &mut provider,
+        &skew(),
+        Path::new("skew.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    for phase in &mut report.phases {
+        phase.measurement.connection_limited = true;
+        phase.measurement.connection_note = Some(format!("NOTE-{}", phase.name));
+    }
+    let pooled = report
+        .phases
+        .iter()
+        .position(|phase| phase.name == "pooled-connections")
+        .unwrap();
+    report.phases[pooled].measurement.request_skew.max_ratio = 2.0;
+    let summary = meshfed::report::summary(&report);
+    // New connection per request: few connections cannot be the reason, whatever the flag says.
+    assert!(!summary.contains("NOTE-equal-weights"), "{summary}");
+    // Pooled, and one pod got twice its fair share: the note explains it.
+    assert!(summary.contains("note: NOTE-pooled-connections"), "{summary}");
+    // Pooled but an even split and no skew bound: the note would change nothing.
+    report.phases[pooled].measurement.request_skew.max_ratio = 1.05;
+    let summary = meshfed::report::summary(&report);
+    assert!(!summary.contains("NOTE-pooled-connections"), "{summary}");
+}

@@ -124,6 +124,7 @@ pub fn html(report: &Report) -> String {
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#111;max-width:72em}\n\
 table{border-collapse:collapse;margin:.5em 0}\n\
 td,th{padding:2px 8px;text-align:left;border-bottom:1px solid #ddd;vertical-align:middle}\n\
+td:first-child,td:nth-child(2){white-space:nowrap}\n\
 td.num{text-align:right}\n\
 .pass{color:#176b2c;font-weight:bold}.fail{color:#b0201a;font-weight:bold}\n\
 svg{vertical-align:middle}\n";

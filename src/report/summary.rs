@@ -221,15 +221,23 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
     }
 }
 
-/// The connection-limited note, only where it changes the reading: the phase judges skew by
-/// requests over pooled connections, so the few connections decide where requests land.
+/// How far (observed ÷ fair share, at some pod) the request split must stray before an unjudged
+/// phase's connection-limited note is worth a line: below it the split reads as even anyway.
+pub const NOTE_SKEW_RATIO: f64 = 1.2;
+
+/// The connection-limited note, only where it changes the reading: requests went over pooled
+/// connections too few to spread them, and either the phase judges skew by requests or the request
+/// split visibly strays from the fair share (max ratio at least [`NOTE_SKEW_RATIO`]), so the few
+/// connections are what explains the skew.
 fn connection_note_that_matters(phase: &PhaseReport) -> Option<&str> {
+    let m = &phase.measurement;
     let judges_request_skew = phase
         .expectations
         .iter()
         .any(|result| result.key.starts_with("maxSkewRatio") && result.expectation.contains("by requests"));
-    (judges_request_skew && phase.connections == "pooled" && phase.measurement.connection_limited)
-        .then_some(phase.measurement.connection_note.as_deref())
+    let visibly_skewed = m.request_skew.max_ratio >= NOTE_SKEW_RATIO;
+    (phase.connections == "pooled" && m.connection_limited && (judges_request_skew || visibly_skewed))
+        .then_some(m.connection_note.as_deref())
         .flatten()
 }
 
