@@ -106,6 +106,10 @@ fn report(seed: u64, skew: f64, slowdown: u64) -> Report {
     Report {
         schema: REPORT_SCHEMA.into(),
         meshfed_version: "0.1.0".into(),
+        started_at: "2026-11-29T18:00:00Z".into(),
+        host: None,
+        exit_code: 0,
+        clusters: Vec::new(),
         scenario: ScenarioInfo {
             name: "bench".into(),
             file: "bench.yaml".into(),

@@ -488,7 +488,22 @@ fn write_report(dir: &output::Dir, report: &crate::report::Report) -> Result<(),
                 if report.passed { "passed" } else { "failed" }
             )))
         })?;
-    eprintln!("report written to {}", path.display());
+    for (name, written) in [
+        (crate::report::JUNIT_FILE, crate::report::write_junit(dir, report)),
+        (crate::report::HTML_FILE, crate::report::write_html(dir, report)),
+    ] {
+        written.map_err(|error| {
+            CliError::Infrastructure(
+                anyhow::Error::new(error).context(format!("cannot write {}", dir.path().join(name).display())),
+            )
+        })?;
+    }
+    eprintln!(
+        "report written to {} (with {} and {})",
+        path.display(),
+        crate::report::JUNIT_FILE,
+        crate::report::HTML_FILE
+    );
     Ok(())
 }
 

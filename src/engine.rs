@@ -21,7 +21,7 @@ use crate::provider::capabilities::Capabilities;
 use crate::provider::{PhaseSettings, Provider, ProviderError, REQUEST_TIMEOUT, Traffic};
 use crate::reconcile::Controller;
 use crate::record::RequestRecord;
-use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
+use crate::report::{ClusterInfo, PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
 
@@ -89,12 +89,21 @@ pub async fn run_scenario<P: Provider>(
     progress: &mut dyn Progress,
 ) -> Result<Report, ProviderError> {
     let started = Instant::now();
+    let started_at = crate::report::rfc3339_utc(std::time::SystemTime::now());
     progress.step(&format!(
         "creating the world for scenario {} ({} clusters)",
         scenario.name,
         scenario.clusters.len()
     ));
     let inventory = provider.create_world(scenario, &mut *progress).await?;
+    let clusters = inventory
+        .clusters
+        .iter()
+        .map(|(name, cluster)| ClusterInfo {
+            name: name.clone(),
+            istio_version: cluster.istio_version.to_string(),
+        })
+        .collect();
     let mut reconciler = Controller::new(scenario, inventory.clone());
     // The world starts with the first phase's plan, so a first phase needs no reconfiguration.
     let first_plan = match scenario.phases.first() {
@@ -200,6 +209,14 @@ pub async fn run_scenario<P: Provider>(
     Ok(Report {
         schema: REPORT_SCHEMA.to_owned(),
         meshfed_version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at,
+        // The kernel's UTS name; the sandbox shares the host's UTS namespace.
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty()),
+        exit_code: if passed { 0 } else { 1 },
+        clusters,
         scenario: ScenarioInfo {
             name: scenario.name.clone(),
             file: scenario_file.display().to_string(),
@@ -313,6 +330,86 @@ fn expected_pods(inventory: &Inventory, service: &str) -> Vec<ExpectedPod> {
         .collect()
 }
 
+/// The share of the phase's requests each ready pod of the target gets if the caller's proxy
+/// follows the endpoint weights of the plan in force when the traffic starts: every ready pod in
+/// the caller's cluster weighs 1, and each remote gateway endpoint of the caller's ServiceEntry for
+/// the target weighs its weight (1 when unweighted), split evenly over the ready pods of the
+/// gateway's cluster. `None` when the caller's cluster has no such ServiceEntry (endpoint
+/// discovery: no weights in the plan to predict from), when an endpoint is not exactly one other
+/// cluster's gateway, or when the weights add up to nothing.
+fn predicted_shares(
+    plan: &plan::Plan,
+    inventory: &Inventory,
+    traffic: &Traffic,
+) -> Option<std::collections::BTreeMap<(String, String), f64>> {
+    let host_prefix = format!("{}.", traffic.to_service);
+    let entry = plan
+        .clusters
+        .iter()
+        .filter(|cluster| cluster.cluster == traffic.from_cluster)
+        .flat_map(|cluster| &cluster.objects)
+        .find_map(|object| match object {
+            plan::Object::ServiceEntry(entry) if entry.spec.hosts.iter().any(|host| host.starts_with(&host_prefix)) => {
+                Some(entry)
+            }
+            _ => None,
+        })?;
+    let ready = |cluster: &str| -> Vec<String> {
+        inventory
+            .clusters
+            .get(cluster)
+            .and_then(|inventory| inventory.ready_pods.get(&traffic.to_service))
+            .map(|pods| pods.iter().map(|pod| pod.name.clone()).collect())
+            .unwrap_or_default()
+    };
+    let mut weights: std::collections::BTreeMap<(String, String), f64> = std::collections::BTreeMap::new();
+    for pod in ready(&traffic.from_cluster) {
+        *weights.entry((traffic.from_cluster.clone(), pod)).or_default() += 1.0;
+    }
+    for endpoint in &entry.spec.endpoints {
+        // A remote endpoint is another cluster's gateway; one that names no cluster, or more than
+        // one, leaves nothing to predict from.
+        let mut behind = inventory
+            .clusters
+            .iter()
+            .filter(|(name, cluster)| **name != traffic.from_cluster && cluster.gateway.address == endpoint.address);
+        let (cluster, None) = (behind.next()?.0, behind.next()) else {
+            return None;
+        };
+        let pods = ready(cluster);
+        let per_pod = f64::from(endpoint.weight.unwrap_or(1)) / pods.len().max(1) as f64;
+        for pod in pods {
+            *weights.entry((cluster.clone(), pod)).or_default() += per_pod;
+        }
+    }
+    let total: f64 = weights.values().sum();
+    (total > 0.0).then(|| weights.into_iter().map(|(pod, weight)| (pod, weight / total)).collect())
+}
+
+/// Writes the predicted shares into the measurement's pods and clusters (0 for an expected pod
+/// the weights do not reach).
+fn fill_predicted_shares(
+    measurement: &mut measure::PhaseMeasurement,
+    predicted: &std::collections::BTreeMap<(String, String), f64>,
+) {
+    for pod in &mut measurement.pods {
+        let share = predicted
+            .get(&(pod.cluster.clone(), pod.pod.clone()))
+            .copied()
+            .unwrap_or(0.0);
+        pod.predicted_share = Some(share);
+    }
+    for cluster in &mut measurement.clusters {
+        let share = measurement
+            .pods
+            .iter()
+            .filter(|pod| pod.cluster == cluster.cluster)
+            .filter_map(|pod| pod.predicted_share)
+            .sum();
+        cluster.predicted_share = Some(share);
+    }
+}
+
 /// What a phase runs against: the inventory at its start, the loop that keeps the plan true as
 /// actions change the world, and the plan and settings the proxies have now.
 struct PhaseWorld<'a> {
@@ -362,6 +459,7 @@ async fn run_phase<P: Provider>(
         }),
         rate_per_second: phase.rate_per_second.as_ref().map(|rate| rate.value),
     };
+    let predicted = predicted_shares(&world.applied.0, world.inventory, &traffic);
     let before = provider.tls_failures(&traffic.to_service).await?;
     let hops_before = provider.gateway_hops().await?;
     let (records, actions) = if phase.actions.is_empty() {
@@ -380,11 +478,14 @@ async fn run_phase<P: Provider>(
         &source.namespace.value,
         source.service_account(),
     );
-    let measurement = measure::measure(
+    let mut measurement = measure::measure(
         &records,
         &expected_pods(world.inventory, &traffic.to_service),
         &expected_identity,
     );
+    if let Some(predicted) = &predicted {
+        fill_predicted_shares(&mut measurement, predicted);
+    }
     let timeline = measure::timeline::timeline(&records, phase.bucket_millis(), &expected_identity, actions);
     let mut expectations = verdict::verdicts(&phase.expect, &measurement, &tls_failures);
     expectations.extend(verdict::change_verdicts(

@@ -18,16 +18,79 @@ use crate::scenario::{Expectations, SkewBasis};
 /// The outcome of one expectation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExpectationResult {
-    /// What was expected, e.g. `mtls_rate >= 1`.
+    /// The expectation's key as written in the scenario's `expect:` (`mtlsRateAtLeast`,
+    /// `windows[0].successRateAtLeast`, `everyBucket.mtlsRateAtLeast`, `recovery`).
+    pub key: String,
+    /// What was expected, in words, e.g. `mtls_rate >=`.
     pub expectation: String,
-    /// The observed value, formatted.
-    pub observed: String,
-    /// The bound, formatted.
-    pub bound: String,
+    /// What `observed` and `bound` count.
+    pub unit: Unit,
+    /// The observed value: a number, a list of clusters, or null when nothing was observed (a
+    /// recovery or convergence that never happened).
+    pub observed: Value,
+    /// The bound, in the same unit.
+    pub bound: Value,
     /// Whether it held.
     pub passed: bool,
     /// Who/what was involved: the pods, clusters, errors or identities behind the value.
     pub detail: String,
+}
+
+/// What an expectation's `observed` and `bound` count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// A rate or a ratio (a number, rates from 0 to 1).
+    Ratio,
+    /// A count of requests, calls or rejections.
+    Count,
+    /// Milliseconds.
+    Ms,
+    /// A list of cluster names.
+    Clusters,
+}
+
+/// An observed value or a bound in report.json: a number, a list of clusters, or null.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    /// A number.
+    Number(f64),
+    /// Cluster names.
+    Clusters(Vec<String>),
+    /// Nothing was observed (serialised as null).
+    Nothing,
+}
+
+impl Value {
+    fn count(count: u64) -> Value {
+        Value::Number(count as f64)
+    }
+
+    fn clusters<S: AsRef<str>>(clusters: &[S]) -> Value {
+        Value::Clusters(clusters.iter().map(|cluster| cluster.as_ref().to_owned()).collect())
+    }
+}
+
+impl ExpectationResult {
+    /// `observed` as the summary shows it (`0.950`, `12`, `[cluster2]`, `none`).
+    pub fn observed_text(&self) -> String {
+        show(&self.observed, self.unit)
+    }
+
+    /// `bound` as the summary shows it.
+    pub fn bound_text(&self) -> String {
+        show(&self.bound, self.unit)
+    }
+}
+
+fn show(value: &Value, unit: Unit) -> String {
+    match value {
+        Value::Number(number) if unit == Unit::Ratio => format!("{number:.3}"),
+        Value::Number(number) => format!("{number}"),
+        Value::Clusters(clusters) => format!("[{}]", clusters.join(", ")),
+        Value::Nothing => "none".to_owned(),
+    }
 }
 
 /// Judges every expectation set for a phase.
@@ -37,6 +100,7 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
     if let Some(bound) = &expect.mtls_rate_at_least {
         results.push(unless_empty(
             at_least(
+                "mtlsRateAtLeast".to_owned(),
                 "mtls_rate",
                 measurement.mtls_rate,
                 bound.value,
@@ -49,6 +113,7 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
         // Plain text must still have been answered: an empty phase proves nothing about it.
         results.push(unless_empty(
             at_most(
+                "mtlsRateAtMost".to_owned(),
                 "mtls_rate",
                 measurement.mtls_rate,
                 bound.value,
@@ -60,6 +125,7 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
     if let Some(bound) = &expect.success_rate_at_least {
         results.push(unless_empty(
             at_least(
+                "successRateAtLeast".to_owned(),
                 "success_rate",
                 measurement.success_rate,
                 bound.value,
@@ -73,6 +139,7 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
         let nothing_sent = (measurement.attempted == 0).then_some("no request was sent");
         results.push(unless_empty(
             at_most(
+                "successRateAtMost".to_owned(),
                 "success_rate",
                 measurement.success_rate,
                 bound.value,
@@ -89,6 +156,7 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
     if let Some(bound) = &expect.max_skew_ratio_at_most {
         results.push(unless_empty(
             at_most(
+                "maxSkewRatioAtMost".to_owned(),
                 &format!("max_skew_ratio by {basis}"),
                 skew.max_ratio,
                 bound.value,
@@ -100,6 +168,7 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
     if let Some(bound) = &expect.max_skew_ratio_at_least {
         results.push(unless_empty(
             at_least(
+                "maxSkewRatioAtLeast".to_owned(),
                 &format!("max_skew_ratio by {basis}"),
                 skew.max_ratio,
                 bound.value,
@@ -116,9 +185,11 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
             .map(String::as_str)
             .collect();
         let result = ExpectationResult {
+            key: "clustersReached".to_owned(),
             expectation: "clusters_reached includes".to_owned(),
-            observed: format!("[{}]", measurement.clusters_reached.join(", ")),
-            bound: format!("[{}]", clusters.value.join(", ")),
+            unit: Unit::Clusters,
+            observed: Value::clusters(&measurement.clusters_reached),
+            bound: Value::clusters(&clusters.value),
             passed: missing.is_empty(),
             detail: if missing.is_empty() {
                 String::new()
@@ -131,9 +202,11 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
     if let Some(bound) = &expect.server_tls_failures_at_least {
         let observed = tls.client_cert_rejections();
         let result = ExpectationResult {
+            key: "serverTlsFailuresAtLeast".to_owned(),
             expectation: "server_tls_failures >=".to_owned(),
-            observed: observed.to_string(),
-            bound: bound.value.to_string(),
+            unit: Unit::Count,
+            observed: Value::count(observed),
+            bound: Value::count(bound.value),
             passed: observed >= bound.value,
             detail: format!(
                 "fail_verify_error {}, fail_verify_no_cert {}, gateway no_filter_chain_match {}",
@@ -159,7 +232,8 @@ pub fn change_verdicts(
     expected_identity: &str,
 ) -> Vec<ExpectationResult> {
     let mut results = Vec::new();
-    for window in &expect.windows {
+    for (index, window) in expect.windows.iter().enumerate() {
+        let key = |name: &str| format!("windows[{index}].{name}");
         let window = &window.value;
         let (from, to) = (window.from_millis.value, window.to_millis.value);
         let range = format!("[{from}, {to}) ms");
@@ -175,6 +249,7 @@ pub fn change_verdicts(
         };
         if let Some(bound) = &window.success_rate_at_least {
             judge(at_least(
+                key("successRateAtLeast"),
                 &format!("window {range} success_rate"),
                 tally.success_rate(),
                 bound.value,
@@ -183,15 +258,18 @@ pub fn change_verdicts(
         }
         if let Some(bound) = &window.failed_calls_at_most {
             judge(ExpectationResult {
+                key: key("failedCallsAtMost"),
                 expectation: format!("window {range} failed_calls <="),
-                observed: tally.failed().to_string(),
-                bound: bound.value.to_string(),
+                unit: Unit::Count,
+                observed: Value::count(tally.failed()),
+                bound: Value::count(bound.value),
                 passed: tally.failed() <= bound.value,
                 detail: format!("{} of {} failed", tally.failed(), tally.requests),
             });
         }
         if let Some(bound) = &window.mtls_rate_at_least {
             judge(at_least(
+                key("mtlsRateAtLeast"),
                 &format!("window {range} mtls_rate"),
                 tally.mtls_rate(),
                 bound.value,
@@ -207,9 +285,11 @@ pub fn change_verdicts(
                 .map(String::as_str)
                 .collect();
             judge(ExpectationResult {
+                key: key("clustersReached"),
                 expectation: format!("window {range} clusters_reached includes"),
-                observed: format!("[{}]", reached.join(", ")),
-                bound: format!("[{}]", clusters.value.join(", ")),
+                unit: Unit::Clusters,
+                observed: Value::clusters(&reached),
+                bound: Value::clusters(&clusters.value),
                 passed: missing.is_empty(),
                 detail: if missing.is_empty() {
                     String::new()
@@ -221,9 +301,11 @@ pub fn change_verdicts(
         if let Some(calls) = &window.calls_to_cluster_at_most {
             let observed = tally.per_cluster.get(&calls.value.cluster).copied().unwrap_or(0);
             judge(ExpectationResult {
+                key: key("callsToClusterAtMost"),
                 expectation: format!("window {range} calls answered by {} <=", calls.value.cluster),
-                observed: observed.to_string(),
-                bound: calls.value.calls.to_string(),
+                unit: Unit::Count,
+                observed: Value::count(observed),
+                bound: Value::count(calls.value.calls),
                 passed: observed <= calls.value.calls,
                 detail: format!("{observed} of {} requests", tally.requests),
             });
@@ -231,19 +313,21 @@ pub fn change_verdicts(
     }
     if let Some(bounds) = &expect.every_bucket {
         let width = timeline.bucket_ms;
-        let rates: [(&str, Option<f64>, BucketRate); 2] = [
+        let rates: [(&str, &str, Option<f64>, BucketRate); 2] = [
             (
                 "success_rate",
+                "everyBucket.successRateAtLeast",
                 bounds.value.success_rate_at_least.as_ref().map(|bound| bound.value),
                 Bucket::success_rate,
             ),
             (
                 "mtls_rate",
+                "everyBucket.mtlsRateAtLeast",
                 bounds.value.mtls_rate_at_least.as_ref().map(|bound| bound.value),
                 Bucket::mtls_rate,
             ),
         ];
-        for (what, bound, rate_of) in rates {
+        for (what, key, bound, rate_of) in rates {
             let Some(bound) = bound else { continue };
             let worst = timeline
                 .buckets
@@ -256,7 +340,13 @@ pub fn change_verdicts(
                 .collect();
             let result = match worst {
                 None => unless_empty(
-                    at_least(&format!("every bucket {what}"), 0.0, bound, String::new()),
+                    at_least(
+                        key.to_owned(),
+                        &format!("every bucket {what}"),
+                        0.0,
+                        bound,
+                        String::new(),
+                    ),
                     Some(&format!("phase {phase}: no bucket holds a request")),
                 ),
                 Some(worst) => {
@@ -267,19 +357,22 @@ pub fn change_verdicts(
                         .map(|bucket| format!("{} {:.3}", range(bucket), rate_of(bucket)))
                         .collect();
                     ExpectationResult {
+                        key: key.to_owned(),
                         expectation: format!("every bucket {what} >="),
-                        observed: format!("{:.3} in bucket {}", rate_of(worst), range(worst)),
-                        bound: format!("{bound:.3}"),
+                        unit: Unit::Ratio,
+                        observed: Value::Number(rate_of(worst)),
+                        bound: Value::Number(bound),
                         passed: below.is_empty(),
                         detail: if below.is_empty() {
-                            String::new()
+                            format!("lowest in bucket {}", range(worst))
                         } else {
                             format!(
-                                "phase {phase}: {} of {} buckets below: {}{}",
+                                "phase {phase}: {} of {} buckets below: {}{}; lowest in bucket {}",
                                 below.len(),
                                 timeline.buckets.len(),
                                 shown.join(", "),
-                                if below.len() > shown.len() { ", ..." } else { "" }
+                                if below.len() > shown.len() { ", ..." } else { "" },
+                                range(worst)
                             )
                         },
                     }
@@ -301,9 +394,11 @@ pub fn change_verdicts(
             .map(|action| action.completed_ms);
         let result = match (measure::timeline::recovery(timeline, after, rate), completed) {
             (Some(Recovery::Recovered { at_ms, after_ms }), Some(completed)) => ExpectationResult {
+                key: "recovery".to_owned(),
                 expectation,
-                observed: after_ms.to_string(),
-                bound: within.to_string(),
+                unit: Unit::Ms,
+                observed: Value::count(after_ms),
+                bound: Value::count(within),
                 passed: after_ms <= within,
                 detail: format!(
                     "phase {phase}: {after} completed at {completed} ms; success stayed at or above {rate} from bucket [{at_ms}, {}) ms on",
@@ -311,9 +406,11 @@ pub fn change_verdicts(
                 ),
             },
             (Some(Recovery::Never { best }), Some(completed)) => ExpectationResult {
+                key: "recovery".to_owned(),
                 expectation,
-                observed: "never".to_owned(),
-                bound: within.to_string(),
+                unit: Unit::Ms,
+                observed: Value::Nothing,
+                bound: Value::count(within),
                 passed: false,
                 detail: format!(
                     "phase {phase}: after {after} completed at {completed} ms success never stayed at or above {rate}                      (best bucket {best:.3})"
@@ -321,9 +418,11 @@ pub fn change_verdicts(
             },
             (Some(Recovery::NoTraffic), Some(completed)) => unless_empty(
                 ExpectationResult {
+                    key: "recovery".to_owned(),
                     expectation,
-                    observed: "none".to_owned(),
-                    bound: within.to_string(),
+                    unit: Unit::Ms,
+                    observed: Value::Nothing,
+                    bound: Value::count(within),
                     passed: false,
                     detail: String::new(),
                 },
@@ -333,9 +432,11 @@ pub fn change_verdicts(
             ),
             _ => unless_empty(
                 ExpectationResult {
+                    key: "recovery".to_owned(),
                     expectation,
-                    observed: "none".to_owned(),
-                    bound: within.to_string(),
+                    unit: Unit::Ms,
+                    observed: Value::Nothing,
+                    bound: Value::count(within),
                     passed: false,
                     detail: String::new(),
                 },
@@ -349,9 +450,11 @@ pub fn change_verdicts(
         if convergences.is_empty() {
             results.push(unless_empty(
                 ExpectationResult {
+                    key: "convergenceMillisAtMost".to_owned(),
                     expectation: "convergence ms <=".to_owned(),
-                    observed: "none".to_owned(),
-                    bound: bound.value.to_string(),
+                    unit: Unit::Ms,
+                    observed: Value::Nothing,
+                    bound: Value::count(bound.value),
                     passed: false,
                     detail: String::new(),
                 },
@@ -362,9 +465,11 @@ pub fn change_verdicts(
             let expectation = format!("convergence after {} ms <=", convergence.action);
             results.push(match convergence.millis {
                 Some(millis) => ExpectationResult {
+                    key: "convergenceMillisAtMost".to_owned(),
                     expectation,
-                    observed: millis.to_string(),
-                    bound: bound.value.to_string(),
+                    unit: Unit::Ms,
+                    observed: Value::count(millis),
+                    bound: Value::count(bound.value),
                     passed: millis <= bound.value,
                     detail: format!(
                         "phase {phase}: first reply from one of {} new pods {millis} ms after {} completed",
@@ -373,9 +478,11 @@ pub fn change_verdicts(
                 },
                 None => unless_empty(
                     ExpectationResult {
+                        key: "convergenceMillisAtMost".to_owned(),
                         expectation,
-                        observed: "never".to_owned(),
-                        bound: bound.value.to_string(),
+                        unit: Unit::Ms,
+                        observed: Value::Nothing,
+                        bound: Value::count(bound.value),
                         passed: false,
                         detail: String::new(),
                     },
@@ -392,9 +499,11 @@ pub fn change_verdicts(
         if leaves.is_empty() {
             results.push(unless_empty(
                 ExpectationResult {
+                    key: "callsAfterLeaveAtMost".to_owned(),
                     expectation: "calls after leave <=".to_owned(),
-                    observed: "none".to_owned(),
-                    bound: bound.value.to_string(),
+                    unit: Unit::Count,
+                    observed: Value::Nothing,
+                    bound: Value::count(bound.value),
                     passed: false,
                     detail: String::new(),
                 },
@@ -403,9 +512,11 @@ pub fn change_verdicts(
         }
         for leave in leaves {
             let result = ExpectationResult {
+                key: "callsAfterLeaveAtMost".to_owned(),
                 expectation: format!("calls answered by {} after {} <=", leave.cluster, leave.action),
-                observed: leave.from_cluster.to_string(),
-                bound: bound.value.to_string(),
+                unit: Unit::Count,
+                observed: Value::count(leave.from_cluster),
+                bound: Value::count(bound.value),
                 passed: leave.from_cluster <= bound.value,
                 detail: format!(
                     "phase {phase}: {} of {} replies after {} completed came from {}",
@@ -469,19 +580,28 @@ fn unless_empty(mut result: ExpectationResult, empty: Option<&str>) -> Expectati
     result
 }
 
-fn at_least(what: &str, observed: f64, bound: f64, detail: String) -> ExpectationResult {
-    compared(format!("{what} >="), observed, bound, observed >= bound, detail)
+fn at_least(key: String, what: &str, observed: f64, bound: f64, detail: String) -> ExpectationResult {
+    compared(key, format!("{what} >="), observed, bound, observed >= bound, detail)
 }
 
-fn at_most(what: &str, observed: f64, bound: f64, detail: String) -> ExpectationResult {
-    compared(format!("{what} <="), observed, bound, observed <= bound, detail)
+fn at_most(key: String, what: &str, observed: f64, bound: f64, detail: String) -> ExpectationResult {
+    compared(key, format!("{what} <="), observed, bound, observed <= bound, detail)
 }
 
-fn compared(expectation: String, observed: f64, bound: f64, passed: bool, detail: String) -> ExpectationResult {
+fn compared(
+    key: String,
+    expectation: String,
+    observed: f64,
+    bound: f64,
+    passed: bool,
+    detail: String,
+) -> ExpectationResult {
     ExpectationResult {
+        key,
         expectation,
-        observed: format!("{observed:.3}"),
-        bound: format!("{bound:.3}"),
+        unit: Unit::Ratio,
+        observed: Value::Number(observed),
+        bound: Value::Number(bound),
         passed,
         detail,
     }
@@ -698,10 +818,14 @@ callsAfterLeaveAtMost: 100000
             FOO,
         );
         assert_eq!(results[0].expectation, "every bucket success_rate >=");
-        assert_eq!(results[0].observed, "0.500 in bucket [100, 200) ms");
-        assert_eq!(results[0].bound, "0.900");
+        assert_eq!(results[0].key, "everyBucket.successRateAtLeast");
+        assert_eq!(results[0].observed, Value::Number(0.5));
+        assert_eq!(results[0].bound, Value::Number(0.9));
         assert!(!results[0].passed);
-        assert_eq!(results[0].detail, "phase p1: 1 of 5 buckets below: [100, 200) ms 0.500");
+        assert_eq!(
+            results[0].detail,
+            "phase p1: 1 of 5 buckets below: [100, 200) ms 0.500; lowest in bucket [100, 200) ms"
+        );
         assert!(results[1].passed, "{:?}", results[1]);
     }
 
@@ -751,7 +875,8 @@ callsAfterLeaveAtMost: 100000
         let records: Vec<RequestRecord> = (0..20).map(unanswered).collect();
         let results = judged("successRateAtMost: 0.0", &records, &bar_pods());
         assert!(results[0].passed, "{results:?}");
-        assert_eq!(results[0].observed, "0.000");
+        assert_eq!(results[0].observed, Value::Number(0.0));
+        assert_eq!(results[0].observed_text(), "0.000");
     }
 
     #[test]

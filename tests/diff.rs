@@ -358,6 +358,10 @@ fn built_report(scenario: &str) -> Report {
     Report {
         schema: REPORT_SCHEMA.into(),
         meshfed_version: "0.1.0".into(),
+        started_at: "2026-11-29T18:00:00Z".into(),
+        host: None,
+        exit_code: 0,
+        clusters: Vec::new(),
         scenario: ScenarioInfo {
             name: scenario.into(),
             file: format!("scenarios/{scenario}.yaml"),

@@ -417,7 +417,11 @@ fn a_failed_expectation_exits_1_and_every_expectation_is_still_reported() {
         .collect();
     assert_eq!(outcomes, [("mtls_rate >=", true), ("clusters_reached includes", false)]);
     let failed = &first.expectations[1];
-    assert_eq!(failed.observed, "[cluster2]");
+    assert_eq!(
+        failed.observed,
+        meshfed::verdict::Value::Clusters(vec!["cluster2".to_owned()])
+    );
+    assert_eq!(failed.key, "clustersReached");
     assert!(failed.detail.contains("cluster1"), "{failed:?}");
     assert!(
         phase(&run, "still-runs").passed,

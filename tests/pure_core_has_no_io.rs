@@ -17,7 +17,7 @@ const PURE: [&str; 10] = [
     "src/measure",
     "src/record.rs",
     "src/verdict.rs",
-    "src/report.rs",
+    "src/report",
     "src/reconcile.rs",
     "src/diff",
 ];

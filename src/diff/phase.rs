@@ -155,8 +155,8 @@ fn expectation_diffs(
                     Some(result) => format!(
                         "{} {} (observed {})",
                         verdict_word(result.passed),
-                        result.bound,
-                        result.observed
+                        result.bound_text(),
+                        result.observed_text()
                     ),
                     None => "not judged".to_owned(),
                 };
@@ -174,10 +174,10 @@ fn expectation_diffs(
             ExpectationDiff {
                 expectation: key.0.clone(),
                 presence,
-                bound_a: in_a.map(|result| result.bound.clone()),
-                bound_b: in_b.map(|result| result.bound.clone()),
-                observed_a: in_a.map(|result| result.observed.clone()),
-                observed_b: in_b.map(|result| result.observed.clone()),
+                bound_a: in_a.map(crate::verdict::ExpectationResult::bound_text),
+                bound_b: in_b.map(crate::verdict::ExpectationResult::bound_text),
+                observed_a: in_a.map(crate::verdict::ExpectationResult::observed_text),
+                observed_b: in_b.map(crate::verdict::ExpectationResult::observed_text),
                 passed_a,
                 passed_b,
                 flagged,

@@ -80,9 +80,11 @@ fn phase(name: &str, records: &[RequestRecord], expected: &[ExpectedPod]) -> Pha
         config_rejections: Vec::new(),
         timeline: None,
         expectations: vec![ExpectationResult {
+            key: "mtlsRateAtLeast".into(),
             expectation: "mtls_rate >=".into(),
-            observed: "1.000".into(),
-            bound: "1.000".into(),
+            unit: crate::verdict::Unit::Ratio,
+            observed: crate::verdict::Value::Number(1.0),
+            bound: crate::verdict::Value::Number(1.0),
             passed: true,
             detail: String::new(),
         }],
@@ -94,6 +96,10 @@ fn report(scenario: &str, phases: Vec<PhaseReport>) -> Report {
     Report {
         schema: REPORT_SCHEMA.into(),
         meshfed_version: "0.1.0".into(),
+        started_at: "2026-11-29T18:00:00Z".into(),
+        host: None,
+        exit_code: 0,
+        clusters: Vec::new(),
         scenario: ScenarioInfo {
             name: scenario.into(),
             file: format!("{scenario}.yaml"),
@@ -382,7 +388,7 @@ fn an_expectation_whose_verdict_changed_is_flagged_with_both_observations() {
     let a = report("skew", vec![even_split("weights", 100)]);
     let mut b = a.clone();
     b.phases[0].expectations[0].passed = false;
-    b.phases[0].expectations[0].observed = "0.900".into();
+    b.phases[0].expectations[0].observed = crate::verdict::Value::Number(0.9);
     let compared = compare(&a, &b);
     let difference = &compared.differences[0];
     assert_eq!(difference.subject, "expectation mtls_rate >=");

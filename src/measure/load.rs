@@ -172,6 +172,7 @@ fn mk_pod_load(key: &PodKey, expected_share: f64, tally: Option<&ResponderTally>
         connections: tally.map_or(0, ResponderTally::connections),
         connection_share: 0.0,
         expected_share,
+        predicted_share: None,
         mtls_verified: tally.map_or(0, |tally| tally.mtls_verified),
     }
 }
@@ -215,6 +216,7 @@ fn empty_cluster_load(cluster: &str) -> ClusterLoad {
         connections: 0,
         connection_share: 0.0,
         expected_share: 0.0,
+        predicted_share: None,
         mtls_verified: 0,
     }
 }

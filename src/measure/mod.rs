@@ -154,8 +154,13 @@ pub struct PodLoad {
     pub connections: u64,
     /// `connections` ÷ all server-side connections of the phase.
     pub connection_share: f64,
-    /// The share this pod should get (normalised).
+    /// The share this pod should get (normalised): the fair share, equal over the ready pods.
     pub expected_share: f64,
+    /// The share the endpoint weights the plan gave the caller's proxy predict (local pods 1 each,
+    /// a remote gateway endpoint its weight split over the ready pods behind it); absent when the
+    /// plan gives the caller no weighted endpoints for this service (filled in by the engine).
+    #[serde(default)]
+    pub predicted_share: Option<f64>,
     /// This pod's requests that succeeded with the expected client identity.
     pub mtls_verified: u64,
 }
@@ -177,6 +182,9 @@ pub struct ClusterLoad {
     pub connection_share: f64,
     /// Sum of its pods' expected shares.
     pub expected_share: f64,
+    /// Sum of its pods' predicted shares (see [`PodLoad::predicted_share`]).
+    #[serde(default)]
+    pub predicted_share: Option<f64>,
     /// Requests to its pods that succeeded with the expected client identity.
     pub mtls_verified: u64,
 }

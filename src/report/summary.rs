@@ -1,130 +1,9 @@
-//! The run report: `report.json` (schema [`REPORT_SCHEMA`], documented in `docs/report.md`) and the
-//! human summary printed at the end of `meshfed run` (pure rendering).
+//! The human summary printed at the end of `meshfed run` (pure rendering).
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
-
-use crate::measure::PhaseMeasurement;
+use super::{PhaseReport, Report};
 use crate::measure::timeline::{Bucket, Timeline};
-use crate::provider::{IsolationProbe, ProviderInfo, TlsFailures};
-use crate::verdict::ExpectationResult;
-
-/// Schema identifier of `report.json`; bumped on any incompatible change.
-pub const REPORT_SCHEMA: &str = "meshfed.report/v1";
-
-/// Everything a run found.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    /// [`REPORT_SCHEMA`].
-    pub schema: String,
-    /// meshfed's version.
-    pub meshfed_version: String,
-    /// The scenario.
-    pub scenario: ScenarioInfo,
-    /// The provider.
-    pub provider: ProviderInfo,
-    /// How long the steps took.
-    pub timings: Timings,
-    /// The ServiceEntries the plan gave each cluster (the seed's "route traffic for remote
-    /// services to remote cluster gateway"), as first applied.
-    pub service_entries: Vec<ServiceEntrySummary>,
-    /// Cross-cluster isolation probes.
-    pub isolation: Vec<IsolationProbe>,
-    /// The phases, in order.
-    pub phases: Vec<PhaseReport>,
-    /// Every expectation held and every isolation probe passed.
-    pub passed: bool,
-}
-
-/// Which scenario ran.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ScenarioInfo {
-    /// Its name.
-    pub name: String,
-    /// The file it came from.
-    pub file: String,
-    /// Its description.
-    pub description: Option<String>,
-}
-
-/// One planned ServiceEntry: in `cluster`, `host` goes to these remote gateways.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ServiceEntrySummary {
-    /// The cluster it is applied in.
-    pub cluster: String,
-    /// The replicated service's host.
-    pub host: String,
-    /// `address:port` of each remote gateway, with ` weight N` when weighted.
-    pub endpoints: Vec<String>,
-}
-
-/// Step durations in milliseconds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Timings {
-    /// Creating the world until the proxies and apps were ready.
-    pub world_ms: u64,
-    /// From the start of the run to the first request of the first phase.
-    pub to_first_request_ms: u64,
-    /// The whole run, teardown excluded.
-    pub total_ms: u64,
-}
-
-/// One phase's setting, measurements and verdicts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PhaseReport {
-    /// Phase name.
-    pub name: String,
-    /// `foo.ns1@cluster1`.
-    pub from: String,
-    /// `bar.ns2:80 (http)`.
-    pub to: String,
-    /// Requests sent.
-    pub requests: u64,
-    /// Concurrency.
-    pub concurrency: u32,
-    /// `pooled` or `new-connection-per-request`.
-    pub connections: String,
-    /// `equal` or `ready-pods`.
-    pub endpoint_weights: String,
-    /// Faults applied, as written in the scenario.
-    pub faults: Vec<String>,
-    /// The caller identity the servers were expected to see.
-    pub expected_identity: String,
-    /// The measurements.
-    pub measurement: PhaseMeasurement,
-    /// Growth of the server-side TLS failure counters during the phase.
-    pub tls_failures: TlsFailures,
-    /// Connections gateways opened to other gateways during the phase (a same-host ServiceEntry
-    /// merged into the gateway's passthrough cluster: Istio 1.5-1.18); absent when the provider
-    /// cannot count them.
-    #[serde(default)]
-    pub gateway_hops: Option<u64>,
-    /// Proxy configuration refused by the proxies at the end of the phase, with their reasons
-    /// (e.g. a gateway's 15443 listener with duplicated filter chains: Istio 1.10-1.21).
-    #[serde(default)]
-    pub config_rejections: Vec<String>,
-    /// The traffic over time and the actions taken while it ran; absent for a phase without
-    /// actions or change expectations.
-    #[serde(default)]
-    pub timeline: Option<Timeline>,
-    /// Every expectation, judged.
-    pub expectations: Vec<ExpectationResult>,
-    /// All expectations held.
-    pub passed: bool,
-}
-
-impl Report {
-    /// Number of expectations and isolation probes that failed.
-    pub fn failures(&self) -> usize {
-        let expectations: usize = self
-            .phases
-            .iter()
-            .map(|phase| phase.expectations.iter().filter(|result| !result.passed).count())
-            .sum();
-        expectations + self.isolation.iter().filter(|probe| !probe.isolated).count()
-    }
-}
 
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
@@ -209,7 +88,10 @@ pub fn summary(report: &Report) -> String {
                 .map(move |result| {
                     format!(
                         "  phase {}: {} {} (observed {})",
-                        phase.name, result.expectation, result.bound, result.observed
+                        phase.name,
+                        result.expectation,
+                        result.bound_text(),
+                        result.observed_text()
                     )
                 })
         })
@@ -253,18 +135,19 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
     );
     let _ = writeln!(
         out,
-        "  {:<22} {:<12} {:>8} {:>8} {:>9} {:>6} {:>10}",
-        "pod", "cluster", "requests", "share", "expected", "conns", "conn share"
+        "  {:<22} {:<12} {:>8} {:>8} {:>10} {:>9} {:>6} {:>10}",
+        "pod", "cluster", "requests", "share", "fair share", "predicted", "conns", "conn share"
     );
     for pod in &m.pods {
         let _ = writeln!(
             out,
-            "  {:<22} {:<12} {:>8} {:>8} {:>9} {:>6} {:>10}",
+            "  {:<22} {:<12} {:>8} {:>8} {:>10} {:>9} {:>6} {:>10}",
             pod.pod,
             pod.cluster,
             pod.requests,
             percent(pod.request_share),
             percent(pod.expected_share),
+            pod.predicted_share.map_or_else(|| "-".to_owned(), percent),
             pod.connections,
             percent(pod.connection_share)
         );
@@ -291,7 +174,7 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         "  skew: max observed/expected {:.2} by requests, {:.2} by connections; total variation {:.3}",
         m.request_skew.max_ratio, m.connection_skew.max_ratio, m.request_skew.total_variation_distance
     );
-    if let Some(note) = &m.connection_note {
+    if let Some(note) = connection_note_that_matters(phase) {
         let _ = writeln!(out, "  note: {note}");
     }
     if let Some(latency) = &m.latency {
@@ -327,8 +210,8 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
             "  {} {} {} (observed {}){}",
             if result.passed { "PASS" } else { "FAIL" },
             result.expectation,
-            result.bound,
-            result.observed,
+            result.bound_text(),
+            result.observed_text(),
             if result.passed || result.detail.is_empty() {
                 String::new()
             } else {
@@ -336,6 +219,26 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
             }
         );
     }
+}
+
+/// How far (observed ÷ fair share, at some pod) the request split must stray before an unjudged
+/// phase's connection-limited note is worth a line: below it the split reads as even anyway.
+pub const NOTE_SKEW_RATIO: f64 = 1.2;
+
+/// The connection-limited note, only where it changes the reading: requests went over pooled
+/// connections too few to spread them, and either the phase judges skew by requests or the request
+/// split visibly strays from the fair share (max ratio at least [`NOTE_SKEW_RATIO`]), so the few
+/// connections are what explains the skew.
+fn connection_note_that_matters(phase: &PhaseReport) -> Option<&str> {
+    let m = &phase.measurement;
+    let judges_request_skew = phase
+        .expectations
+        .iter()
+        .any(|result| result.key.starts_with("maxSkewRatio") && result.expectation.contains("by requests"));
+    let visibly_skewed = m.request_skew.max_ratio >= NOTE_SKEW_RATIO;
+    (phase.connections == "pooled" && m.connection_limited && (judges_request_skew || visibly_skewed))
+        .then_some(m.connection_note.as_deref())
+        .flatten()
 }
 
 /// Most lines the summary gives a timeline: longer timelines group neighbouring buckets.
