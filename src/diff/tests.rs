@@ -473,7 +473,7 @@ fn reports_of_different_scenarios_or_schemas_cannot_be_compared() {
     );
 
     let mut future = seed.clone();
-    future.schema = "meshfed.report/v2".into();
+    future.schema = "meshfed.report/v99".into();
     let error = diff(&seed, "a.json", &future, "b.json", &Thresholds::default()).unwrap_err();
     assert!(matches!(error, Incomparable::SchemaMismatch { .. }), "{error}");
     let error = diff(&future, "a.json", &future, "b.json", &Thresholds::default()).unwrap_err();
