@@ -32,6 +32,7 @@
 //! ```
 
 mod helper_role;
+pub(crate) mod in_process;
 mod report_view;
 
 use std::io::Read as _;
