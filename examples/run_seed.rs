@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let scenario = std::env::args().nth(1).unwrap_or_else(|| "scenarios/seed.yaml".to_owned());
+    let scenario = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "scenarios/seed.yaml".to_owned());
     let report = match meshfed::Run::new(meshfed::ScenarioSource::file(scenario)).run() {
         Ok(report) => report,
         Err(error @ meshfed::Error::BadInput { .. }) => {

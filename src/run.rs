@@ -274,9 +274,10 @@ impl Run {
                 Ok(())
             });
         }
-        let mut helper = command
-            .spawn()
-            .map_err(io_error("start meshfed's helper process from", Path::new("/proc/self/exe")))?;
+        let mut helper = command.spawn().map_err(io_error(
+            "start meshfed's helper process from",
+            Path::new("/proc/self/exe"),
+        ))?;
         let status = match await_exit(&mut helper, self.timeout) {
             Some(status) => status,
             None => {
@@ -442,7 +443,10 @@ mod tests {
     #[test]
     fn meshfed_message_is_the_last_error_without_its_prefix() {
         let stderr = "[  0.01s] checking envoy\nmeshfed: a.yaml:2:11: clusters: expected a list\n  more\n";
-        assert_eq!(meshfed_message(stderr), "a.yaml:2:11: clusters: expected a list\n  more");
+        assert_eq!(
+            meshfed_message(stderr),
+            "a.yaml:2:11: clusters: expected a list\n  more"
+        );
     }
 
     #[test]

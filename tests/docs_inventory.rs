@@ -64,8 +64,14 @@ fn documented_inventory_example_plans_the_seed_with_its_gateway_addresses() {
     let output = plan_with(&documented_example(), &scratch);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let plan = plan_text(&scratch.0.join("plan"));
-    assert!(plan.contains("172.18.255.20"), "cluster2's gateway address is in the plan");
-    assert!(plan.contains("172.18.255.10"), "cluster1's gateway address is in the plan");
+    assert!(
+        plan.contains("172.18.255.20"),
+        "cluster2's gateway address is in the plan"
+    );
+    assert!(
+        plan.contains("172.18.255.10"),
+        "cluster1's gateway address is in the plan"
+    );
     assert!(!plan.contains("gateway-address-of"), "no placeholder is left:\n{plan}");
 }
 

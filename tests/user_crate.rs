@@ -45,7 +45,10 @@ fn local_provider_available() -> bool {
 /// This build's target directory: the test binary is `<target>/<profile>/deps/user_crate-<hash>`.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.ancestors().nth(3).expect("target dir above the test binary").to_owned()
+    exe.ancestors()
+        .nth(3)
+        .expect("target dir above the test binary")
+        .to_owned()
 }
 
 fn marked_processes(marker: &str) -> Vec<String> {
@@ -91,9 +94,26 @@ fn user_crate_runs_the_seed_from_its_own_cargo_test() {
         .arg(crate_dir.join("Cargo.toml"))
         .args(["--", "--nocapture"])
         .env("CARGO_TARGET_DIR", target_dir())
-        .env("MESHFED_TEST_MARKER", &marker)
-        // The user crate's tests run whatever the outer run allows (CI=true stays set).
-        .env_remove("RUSTFLAGS");
+        .env("MESHFED_TEST_MARKER", &marker);
+    // cargo runs this test with variables describing meshfed (CARGO_PKG_NAME, CARGO_MANIFEST_DIR,
+    // ...). Build scripts that watch them (ring's does, through `rerun-if-env-changed`) would see
+    // them change, run again and rebuild everything above them in the shared target dir, twice per
+    // run. Without them the user crate's build sees the environment of the build that made this
+    // test. (CI=true and the rest stay.)
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_for_tests = name == "CARGO"
+            || name == "OUT_DIR"
+            || name == "CARGO_PRIMARY_PACKAGE"
+            || name == "CARGO_TARGET_TMPDIR"
+            || name == "CARGO_RUSTC_CURRENT_DIR"
+            || ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CRATE_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
+        if set_by_cargo_for_tests {
+            cargo.env_remove(name.as_ref());
+        }
+    }
     let output = bounded_run(
         cargo,
         &BoundedRun {
@@ -107,6 +127,8 @@ fn user_crate_runs_the_seed_from_its_own_cargo_test() {
     .expect("cargo test in the user crate finishes");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // Shown with --nocapture (and by libtest on failure): what the user crate's build compiled.
+    eprintln!("{stderr}");
     assert!(
         output.status.success(),
         "the user crate's cargo test failed ({}):\n{stdout}\n{stderr}",

@@ -141,7 +141,9 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
     crate::engine::check_runnable(&scenario, request.scenario_path, &capabilities(request.provider))?;
     crate::engine::check_provider_supports(&scenario, request.scenario_path, request.provider.cli_name())?;
     if request.reuse && request.provider != ProviderKind::Kind {
-        return Err(RunFailure::BadInput("--reuse applies to --provider kind only".to_owned()));
+        return Err(RunFailure::BadInput(
+            "--reuse applies to --provider kind only".to_owned(),
+        ));
     }
     // Opened before the sandbox: the handle still reaches it after the sandbox's tmpfs hides /run,
     // and a directory that cannot take a report fails before any world is built.

@@ -70,18 +70,23 @@ impl RunReport {
     /// One line per check that failed: isolation probes, then each phase's expectations with the
     /// observed value, the bound and the detail. Empty when the run passed.
     pub fn failures(&self) -> Vec<String> {
-        let isolation = self.report.isolation.iter().filter(|probe| !probe.isolated).map(|probe| {
-            format!(
-                "isolation {}/{} -> {}: pod {} {}, gateway {} {}",
-                probe.from_cluster,
-                probe.from_pod,
-                probe.to_cluster,
-                probe.pod_address,
-                probe.pod_connect,
-                probe.gateway_address,
-                probe.gateway_connect
-            )
-        });
+        let isolation = self
+            .report
+            .isolation
+            .iter()
+            .filter(|probe| !probe.isolated)
+            .map(|probe| {
+                format!(
+                    "isolation {}/{} -> {}: pod {} {}, gateway {} {}",
+                    probe.from_cluster,
+                    probe.from_pod,
+                    probe.to_cluster,
+                    probe.pod_address,
+                    probe.pod_connect,
+                    probe.gateway_address,
+                    probe.gateway_connect
+                )
+            });
         let expectations = self.phases().flat_map(|phase| {
             phase
                 .expectations()

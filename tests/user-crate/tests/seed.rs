@@ -33,7 +33,10 @@ fn seed_passes_with_full_mtls_from_a_plain_test() {
 
 #[tokio::test]
 async fn seed_passes_from_a_tokio_test() {
-    let report = Run::new(ScenarioSource::file(seed())).run_async().await.expect("the seed runs");
+    let report = Run::new(ScenarioSource::file(seed()))
+        .run_async()
+        .await
+        .expect("the seed runs");
     report.assert_passed();
     assert_eq!(report.phase("foo-to-bar-tcp").mtls_rate(), 1.0);
     println!("user-crate: seed passed from a tokio test");
@@ -43,19 +46,29 @@ async fn seed_passes_from_a_tokio_test() {
 /// `assert_passed` panics naming the failed check with its observed value.
 #[test]
 fn failed_expectation_is_reported_and_assert_passed_names_it() {
-    let text = std::fs::read_to_string(seed())
-        .unwrap()
-        .replacen("clustersReached: [cluster2]", "clustersReached: [cluster1]", 1);
-    let report = Run::new(ScenarioSource::yaml("wrong-cluster.yaml", text)).run().expect("the run completes");
+    let text = std::fs::read_to_string(seed()).unwrap().replacen(
+        "clustersReached: [cluster2]",
+        "clustersReached: [cluster1]",
+        1,
+    );
+    let report = Run::new(ScenarioSource::yaml("wrong-cluster.yaml", text))
+        .run()
+        .expect("the run completes");
     assert!(!report.passed());
     assert!(!report.phase("foo-to-bar-http").passed());
     assert!(report.phase("foo-to-bar-tcp").passed());
     let failures = report.failures();
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert!(failures[0].contains("phase foo-to-bar-http") && failures[0].contains("cluster1"), "{failures:?}");
+    assert!(
+        failures[0].contains("phase foo-to-bar-http") && failures[0].contains("cluster1"),
+        "{failures:?}"
+    );
     let panic = std::panic::catch_unwind(|| report.assert_passed()).expect_err("assert_passed panics");
     let message = panic.downcast_ref::<String>().expect("a formatted message");
-    assert!(message.contains("failed 1 check(s)") && message.contains("foo-to-bar-http"), "{message}");
+    assert!(
+        message.contains("failed 1 check(s)") && message.contains("foo-to-bar-http"),
+        "{message}"
+    );
     println!("user-crate: failed expectation reported");
 }
 
