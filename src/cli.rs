@@ -155,6 +155,9 @@ enum WorkloadCommand {
         /// A TCP port (repeatable).
         #[arg(long = "tcp")]
         tcp_ports: Vec<u16>,
+        /// A file holding the delay before each reply in milliseconds, re-read while running.
+        #[arg(long)]
+        delay_file: Option<std::path::PathBuf>,
     },
     /// The client app: sends requests and prints one JSON record per request on stdout.
     Client {
@@ -182,6 +185,13 @@ enum WorkloadCommand {
         /// OS threads (2 helps when every request opens a connection).
         #[arg(long, default_value_t = 1)]
         threads: u32,
+        /// Requests started per second, evenly spaced (each still waits for a free worker).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rate: Option<u32>,
+        /// Wall-clock start of the traffic in microseconds since the Unix epoch: records'
+        /// `started_us` and the pacing count from it (default: the client's start).
+        #[arg(long)]
+        epoch_unix_us: Option<u64>,
     },
 }
 
@@ -580,6 +590,7 @@ fn workload_command(workload: WorkloadCommand) -> Result<(), CliError> {
             bind,
             http_ports,
             tcp_ports,
+            delay_file,
         } => runtime
             .block_on(echo::echo(echo::EchoConfig {
                 pod,
@@ -587,6 +598,7 @@ fn workload_command(workload: WorkloadCommand) -> Result<(), CliError> {
                 bind,
                 http_ports,
                 tcp_ports,
+                delay_file,
             }))
             .map_err(|error| CliError::Infrastructure(error.into())),
         WorkloadCommand::Client {
@@ -598,6 +610,8 @@ fn workload_command(workload: WorkloadCommand) -> Result<(), CliError> {
             connections,
             timeout_ms,
             threads,
+            rate,
+            epoch_unix_us,
         } => {
             let config = client::ClientConfig {
                 target,
@@ -614,6 +628,8 @@ fn workload_command(workload: WorkloadCommand) -> Result<(), CliError> {
                 },
                 request_timeout: std::time::Duration::from_millis(timeout_ms),
                 threads,
+                rate_per_second: rate,
+                epoch: epoch_unix_us.map(|micros| std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros)),
             };
             let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
             let mut write_error = None;

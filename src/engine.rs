@@ -10,13 +10,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::change::{InventoryEvent, WorldChange};
 use crate::inventory::Inventory;
+use crate::measure::timeline::ActionRecord;
 use crate::measure::{self, ExpectedPod};
 use crate::pki::spiffe_id;
 use crate::plan;
 pub use crate::progress::Progress;
 use crate::provider::capabilities::Capabilities;
 use crate::provider::{PhaseSettings, Provider, ProviderError, REQUEST_TIMEOUT, Traffic};
+use crate::record::RequestRecord;
 use crate::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
@@ -63,14 +66,17 @@ pub const PHASE_DEADLINE_CAP: Duration = Duration::from_secs(3600);
 /// How long `phase` may take: its `timeoutSeconds` when set; otherwise generous enough for every
 /// request to run into the client's per-request timeout, one round of `concurrency` requests at a
 /// time: [`PHASE_DEADLINE_BASE`] + ⌈requests ÷ concurrency⌉ × [`REQUEST_TIMEOUT`], at most
-/// [`PHASE_DEADLINE_CAP`]. E.g. 400 requests at concurrency 4: 30 s + 100 × 5 s = 530 s.
+/// [`PHASE_DEADLINE_CAP`], plus the paced traffic's length (`requests / ratePerSecond`) when set.
+/// E.g. 400 requests at concurrency 4: 30 s + 100 × 5 s = 530 s.
 pub fn phase_deadline(phase: &Phase) -> Duration {
     if let Some(seconds) = &phase.timeout_seconds {
         return Duration::from_secs(seconds.value);
     }
     let rounds = phase.requests.value.div_ceil(u64::from(phase.concurrency.value.max(1)));
     let rounds = u32::try_from(rounds).unwrap_or(u32::MAX);
-    (PHASE_DEADLINE_BASE + REQUEST_TIMEOUT.saturating_mul(rounds)).min(PHASE_DEADLINE_CAP)
+    // A paced phase cannot end before its last request starts.
+    let paced = Duration::from_millis(phase.traffic_millis().unwrap_or(0));
+    (PHASE_DEADLINE_BASE + paced + REQUEST_TIMEOUT.saturating_mul(rounds)).min(PHASE_DEADLINE_CAP)
 }
 
 /// Runs the scenario on the provider. The caller tears the provider down afterwards, whatever
@@ -88,6 +94,7 @@ pub async fn run_scenario<P: Provider>(
         scenario.clusters.len()
     ));
     let inventory = provider.create_world(scenario, &mut *progress).await?;
+    let mut reconciler = Reconciler::new(inventory.clone());
     // The world starts with the first phase's plan, so a first phase needs no reconfiguration.
     let first_plan = match scenario.phases.first() {
         Some(phase) => plan::plan_phase(scenario, &inventory, phase),
@@ -103,6 +110,8 @@ pub async fn run_scenario<P: Provider>(
     let mut to_first_request_ms = None;
     for phase in &scenario.phases {
         provider.check_alive().await?;
+        let undo = start_phase_faults(provider, &mut reconciler, phase, &mut *progress).await?;
+        let inventory = reconciler.inventory.clone();
         let traffic_settings = plan::TrafficSettings::of_phase(scenario, phase);
         let weights = traffic_settings.weights;
         let settings = phase_settings(phase, &inventory)?;
@@ -137,7 +146,18 @@ pub async fn run_scenario<P: Provider>(
         ));
         let judged = tokio::time::timeout(
             deadline,
-            run_phase(provider, scenario, &inventory, phase, weights, &mut *progress),
+            run_phase(
+                provider,
+                scenario,
+                PhaseWorld {
+                    inventory: &inventory,
+                    reconciler: &mut reconciler,
+                    applied: &mut applied,
+                },
+                phase,
+                weights,
+                &mut *progress,
+            ),
         )
         .await;
         match judged {
@@ -156,6 +176,16 @@ pub async fn run_scenario<P: Provider>(
                     },
                 });
             }
+        }
+        for change in undo {
+            progress.step(&format!(
+                "phase {}: undoing fault: {} {}",
+                phase.name.value,
+                change.kind().name(),
+                change.cluster()
+            ));
+            let events = provider.change_world(&change, &mut *progress).await?;
+            reconciler.observe(&events);
         }
         provider.check_alive().await?;
     }
@@ -276,10 +306,18 @@ fn expected_pods(inventory: &Inventory, service: &str) -> Vec<ExpectedPod> {
         .collect()
 }
 
+/// What a phase runs against: the inventory at its start, the loop that keeps the plan true as
+/// actions change the world, and the plan and settings the proxies have now.
+struct PhaseWorld<'a> {
+    inventory: &'a Inventory,
+    reconciler: &'a mut Reconciler,
+    applied: &'a mut (plan::Plan, PhaseSettings),
+}
+
 async fn run_phase<P: Provider>(
     provider: &mut P,
     scenario: &Scenario,
-    inventory: &Inventory,
+    world: PhaseWorld<'_>,
     phase: &Phase,
     weights: EndpointWeights,
     progress: &mut dyn Progress,
@@ -296,7 +334,7 @@ async fn run_phase<P: Provider>(
     let traffic = Traffic {
         from_cluster: phase.from.cluster.value.clone(),
         from_service: source.reference(),
-        from_pod: sending_pod(inventory, &phase.from.cluster.value, &source.reference())?,
+        from_pod: sending_pod(world.inventory, &phase.from.cluster.value, &source.reference())?,
         to_service: target.reference(),
         port: port.number.value,
         protocol: port.protocol,
@@ -315,11 +353,24 @@ async fn run_phase<P: Provider>(
                 })
                 .collect(),
         }),
-        rate_per_second: None,
+        rate_per_second: phase.rate_per_second.as_ref().map(|rate| rate.value),
     };
     let before = provider.tls_failures(&traffic.to_service).await?;
     let hops_before = provider.gateway_hops().await?;
-    let records = provider.send_traffic(&traffic, progress).await?;
+    let (records, actions) = if phase.actions.is_empty() {
+        (provider.send_traffic(&traffic, progress).await?, Vec::new())
+    } else {
+        run_actions(
+            provider,
+            scenario,
+            world.reconciler,
+            world.applied,
+            phase,
+            &traffic,
+            progress,
+        )
+        .await?
+    };
     let tls_failures = provider.tls_failures(&traffic.to_service).await?.since(&before);
     let gateway_hops = match (hops_before, provider.gateway_hops().await?) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
@@ -333,10 +384,23 @@ async fn run_phase<P: Provider>(
     );
     let measurement = measure::measure(
         &records,
-        &expected_pods(inventory, &traffic.to_service),
+        &expected_pods(world.inventory, &traffic.to_service),
         &expected_identity,
     );
-    let expectations = verdict::verdicts(&phase.expect, &measurement, &tls_failures);
+    let timeline = measure::timeline::timeline(&records, phase.bucket_millis(), &expected_identity, actions);
+    let mut expectations = verdict::verdicts(&phase.expect, &measurement, &tls_failures);
+    expectations.extend(verdict::change_verdicts(
+        &phase.name.value,
+        &phase.expect,
+        &records,
+        &timeline,
+        &expected_identity,
+    ));
+    let shows_timeline = !phase.actions.is_empty()
+        || !phase.faults.is_empty()
+        || phase.rate_per_second.is_some()
+        || phase.bucket_millis.is_some()
+        || has_change_expectations(&phase.expect);
     Ok(PhaseReport {
         name: phase.name.value.clone(),
         from: format!("{}@{}", traffic.from_service, traffic.from_cluster),
@@ -360,6 +424,239 @@ async fn run_phase<P: Provider>(
         tls_failures,
         gateway_hops,
         config_rejections,
+        timeline: shows_timeline.then_some(timeline),
         expectations,
     })
+}
+
+fn has_change_expectations(expect: &crate::scenario::Expectations) -> bool {
+    !expect.windows.is_empty()
+        || expect.every_bucket.is_some()
+        || expect.recovery.is_some()
+        || expect.convergence_millis_at_most.is_some()
+        || expect.calls_after_leave_at_most.is_some()
+}
+
+/// How often the engine asks a provider about traffic that runs past the last action: each call
+/// checks that the world lives.
+const TRAFFIC_POLL: Duration = Duration::from_secs(1);
+
+/// Runs a phase with timed actions: starts the traffic, takes each action at its offset, lets the
+/// reconcile loop re-plan from what the action changed and applies the new plan when it differs,
+/// then collects the traffic's records. If the traffic ends before an action's offset, the
+/// remaining actions are not taken (their expectations then fail as not taken).
+async fn run_actions<P: Provider>(
+    provider: &mut P,
+    scenario: &Scenario,
+    reconciler: &mut Reconciler,
+    applied: &mut (plan::Plan, PhaseSettings),
+    phase: &Phase,
+    traffic: &Traffic,
+    progress: &mut dyn Progress,
+) -> Result<(Vec<RequestRecord>, Vec<ActionRecord>), ProviderError> {
+    provider.start_traffic(traffic, progress).await?;
+    let started = Instant::now();
+    let mut taken = Vec::new();
+    for action in &phase.actions {
+        let action = &action.value;
+        let at_ms = action.at_millis.value;
+        if let Some(records) = provider
+            .await_traffic(started + Duration::from_millis(at_ms), progress)
+            .await?
+        {
+            progress.step(&format!(
+                "phase {}: the traffic ended before {} at {at_ms} ms; the remaining actions were not taken",
+                phase.name.value,
+                action.label()
+            ));
+            return Ok((records, taken));
+        }
+        let change = action.change().ok_or_else(|| {
+            ProviderError::Unsupported(format!(
+                "phase {}: action {} names no change",
+                phase.name.value,
+                action.label()
+            ))
+        })?;
+        let started_ms = elapsed_ms(started);
+        progress.step(&format!(
+            "phase {}: at {started_ms} ms: {} ({} {})",
+            phase.name.value,
+            action.label(),
+            change.kind().name(),
+            change.cluster()
+        ));
+        let events = provider.change_world(&change, progress).await?;
+        let completed_ms = elapsed_ms(started);
+        let replanned = reconciler.replan(scenario, phase, &events);
+        if replanned != applied.0 {
+            progress.step(&format!(
+                "phase {}: the inventory changed; applying the re-planned federation",
+                phase.name.value
+            ));
+            provider.apply_plan(&replanned, &applied.1, progress).await?;
+            applied.0 = replanned;
+        }
+        taken.push(ActionRecord {
+            name: action.label(),
+            kind: change.kind().name().to_owned(),
+            cluster: change.cluster().to_owned(),
+            at_ms,
+            started_ms,
+            completed_ms,
+            change,
+            events,
+        });
+    }
+    loop {
+        if let Some(records) = provider.await_traffic(Instant::now() + TRAFFIC_POLL, progress).await? {
+            return Ok((records, taken));
+        }
+    }
+}
+
+/// The changes that start a phase's phase-long faults, made before its traffic; returns the
+/// changes that undo them (made after the traffic), in reverse order. `foreignClientCert` is a
+/// proxy setting, not a change.
+async fn start_phase_faults<P: Provider>(
+    provider: &mut P,
+    reconciler: &mut Reconciler,
+    phase: &Phase,
+    progress: &mut dyn Progress,
+) -> Result<Vec<WorldChange>, ProviderError> {
+    let mut undo = Vec::new();
+    for fault in &phase.faults {
+        let Some((start, end)) = fault_changes(&fault.value, &reconciler.inventory) else {
+            continue;
+        };
+        progress.step(&format!(
+            "phase {}: fault: {} {}",
+            phase.name.value,
+            start.kind().name(),
+            start.cluster()
+        ));
+        let events = provider.change_world(&start, progress).await?;
+        reconciler.observe(&events);
+        undo.push(end);
+    }
+    undo.reverse();
+    Ok(undo)
+}
+
+/// A phase-long fault as the change that starts it and the change that undoes it, given the
+/// inventory before it.
+pub fn fault_changes(fault: &Fault, inventory: &Inventory) -> Option<(WorldChange, WorldChange)> {
+    match fault {
+        Fault::GatewayDown { cluster } => Some((
+            WorldChange::StopGateway {
+                cluster: cluster.clone(),
+            },
+            WorldChange::StartGateway {
+                cluster: cluster.clone(),
+            },
+        )),
+        Fault::Scale {
+            cluster,
+            service,
+            replicas,
+        } => {
+            let before = inventory
+                .clusters
+                .get(cluster)
+                .map_or(0, |cluster| cluster.ready_count(service));
+            Some((
+                WorldChange::Scale {
+                    cluster: cluster.clone(),
+                    service: service.clone(),
+                    replicas: *replicas,
+                },
+                WorldChange::Scale {
+                    cluster: cluster.clone(),
+                    service: service.clone(),
+                    replicas: u32::try_from(before).unwrap_or(u32::MAX),
+                },
+            ))
+        }
+        Fault::Delay {
+            cluster,
+            service,
+            millis,
+        } => Some((
+            WorldChange::Delay {
+                cluster: cluster.clone(),
+                service: service.clone(),
+                millis: *millis,
+            },
+            WorldChange::Delay {
+                cluster: cluster.clone(),
+                service: service.clone(),
+                millis: 0,
+            },
+        )),
+        Fault::ForeignClientCert {} => None,
+    }
+}
+
+// STAND-IN for helper M's `reconcile::Controller` (src/reconcile.rs, branch `membership`): at
+// merge, replace `Reconciler` with `Controller::new(scenario, inventory)` and `replan` with
+// `observe(events).plan` (re-planned for the phase's traffic settings). Until then it keeps the
+// inventory current from the events and re-plans with the pure planner.
+/// Keeps the live inventory current from the events changes report, and re-plans from it.
+struct Reconciler {
+    inventory: Inventory,
+}
+
+impl Reconciler {
+    fn new(inventory: Inventory) -> Reconciler {
+        Reconciler { inventory }
+    }
+
+    /// Applies `events` to the inventory (idempotent: a pod already listed or already gone is a
+    /// no-op; a pod of a cluster not in the mesh is ignored).
+    fn observe(&mut self, events: &[InventoryEvent]) {
+        for event in events {
+            match event {
+                InventoryEvent::PodReady { cluster, service, pod } => {
+                    if let Some(cluster) = self.inventory.clusters.get_mut(cluster) {
+                        let pods = cluster.ready_pods.entry(service.clone()).or_default();
+                        if !pods.iter().any(|known| known.name == pod.name) {
+                            pods.push(pod.clone());
+                        }
+                    }
+                }
+                InventoryEvent::PodGone { cluster, service, pod } => {
+                    if let Some(pods) = self
+                        .inventory
+                        .clusters
+                        .get_mut(cluster)
+                        .and_then(|cluster| cluster.ready_pods.get_mut(service))
+                    {
+                        pods.retain(|known| &known.name != pod);
+                    }
+                }
+                InventoryEvent::GatewayAddress { cluster, gateway } => {
+                    if let Some(cluster) = self.inventory.clusters.get_mut(cluster) {
+                        cluster.gateway = gateway.clone();
+                    }
+                }
+                InventoryEvent::ClusterJoined { cluster, inventory } => {
+                    self.inventory.clusters.insert(cluster.clone(), inventory.clone());
+                }
+                InventoryEvent::ClusterLeft { cluster } => {
+                    self.inventory.clusters.remove(cluster);
+                }
+                InventoryEvent::IstioVersion { cluster, version } => {
+                    if let Some(cluster) = self.inventory.clusters.get_mut(cluster) {
+                        cluster.istio_version = *version;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Observes `events` and returns the phase's plan for the inventory they leave.
+    fn replan(&mut self, scenario: &Scenario, phase: &Phase, events: &[InventoryEvent]) -> plan::Plan {
+        self.observe(events);
+        plan::plan_phase(scenario, &self.inventory, phase)
+    }
 }

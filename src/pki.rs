@@ -405,6 +405,16 @@ impl MeshPki {
         })
     }
 
+    /// Replaces `cluster`'s intermediate CA by a new one (new key, same subject) signed by the
+    /// same root, as an operator rotating `cacerts` does. Certificates issued afterwards chain to
+    /// the new intermediate; ones issued before still verify, since peers trust only the root.
+    pub fn rotate_intermediate(&mut self, cluster: &str) -> Result<(), PkiError> {
+        self.intermediate(cluster)?;
+        let rotated = mk_intermediate_ca(cluster, &self.root, self.algorithm, OffsetDateTime::now_utc())?;
+        self.intermediates.insert(cluster.to_owned(), rotated);
+        Ok(())
+    }
+
     /// The contents of `cluster`'s `cacerts` secret.
     pub fn cacerts(&self, cluster: &str) -> Result<CaCerts, PkiError> {
         let intermediate = self.intermediate(cluster)?;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::measure::PhaseMeasurement;
+use crate::measure::timeline::{Bucket, Timeline};
 use crate::provider::{IsolationProbe, ProviderInfo, TlsFailures};
 use crate::verdict::ExpectationResult;
 
@@ -103,6 +104,10 @@ pub struct PhaseReport {
     /// (e.g. a gateway's 15443 listener with duplicated filter chains: Istio 1.10-1.21).
     #[serde(default)]
     pub config_rejections: Vec<String>,
+    /// The traffic over time and the actions taken while it ran; absent for a phase without
+    /// actions or change expectations.
+    #[serde(default)]
+    pub timeline: Option<Timeline>,
     /// Every expectation, judged.
     pub expectations: Vec<ExpectationResult>,
     /// All expectations held.
@@ -193,6 +198,28 @@ pub fn summary(report: &Report) -> String {
         .map(|phase| phase.expectations.len())
         .sum::<usize>()
         + report.isolation.len();
+    let failed: Vec<String> = report
+        .phases
+        .iter()
+        .flat_map(|phase| {
+            phase
+                .expectations
+                .iter()
+                .filter(|result| !result.passed)
+                .map(move |result| {
+                    format!(
+                        "  phase {}: {} {} (observed {})",
+                        phase.name, result.expectation, result.bound, result.observed
+                    )
+                })
+        })
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "\nfailed expectations:");
+        for line in &failed {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     let _ = writeln!(
         out,
         "\nverdict: {} ({} of {} checks failed); world ready in {} ms, first request at {} ms, total {} ms",
@@ -291,6 +318,9 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
     for rejection in &phase.config_rejections {
         let _ = writeln!(out, "  config rejected: {rejection}");
     }
+    if let Some(timeline) = &phase.timeline {
+        timeline_summary(out, timeline);
+    }
     for result in &phase.expectations {
         let _ = writeln!(
             out,
@@ -305,5 +335,80 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
                 format!(": {}", result.detail)
             }
         );
+    }
+}
+
+/// Most lines the summary gives a timeline: longer timelines group neighbouring buckets.
+pub const TIMELINE_LINES: usize = 24;
+
+/// The timeline as at most [`TIMELINE_LINES`] lines (neighbouring buckets grouped), each with
+/// its time range, requests, success and mTLS rates, the clusters that answered, and the actions
+/// taken in it.
+fn timeline_summary(out: &mut String, timeline: &Timeline) {
+    let Some(last) = timeline.buckets.last() else {
+        let _ = writeln!(out, "  timeline: no request started");
+        return;
+    };
+    let end_ms = last.start_ms + timeline.bucket_ms;
+    let buckets_spanned = end_ms.div_ceil(timeline.bucket_ms).max(1);
+    let group = buckets_spanned.div_ceil(TIMELINE_LINES as u64).max(1);
+    let line_ms = group * timeline.bucket_ms;
+    let _ = writeln!(
+        out,
+        "  timeline ({} ms per line; ok = success, mtls = verified identity, answered per cluster):",
+        line_ms
+    );
+    let mut start = 0;
+    while start < end_ms {
+        let stop = start + line_ms;
+        let in_line: Vec<&Bucket> = timeline
+            .buckets
+            .iter()
+            .filter(|bucket| bucket.start_ms >= start && bucket.start_ms < stop)
+            .collect();
+        let requests: u64 = in_line.iter().map(|bucket| bucket.requests).sum();
+        let succeeded: u64 = in_line.iter().map(|bucket| bucket.succeeded).sum();
+        let mtls: u64 = in_line.iter().map(|bucket| bucket.mtls).sum();
+        let mut per_cluster: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for bucket in &in_line {
+            for (cluster, answered) in &bucket.per_cluster {
+                *per_cluster.entry(cluster).or_default() += answered;
+            }
+        }
+        let clusters: Vec<String> = per_cluster
+            .iter()
+            .map(|(cluster, answered)| format!("{cluster} {answered}"))
+            .collect();
+        let marks: Vec<String> = timeline
+            .actions
+            .iter()
+            .filter(|action| action.started_ms >= start && action.started_ms < stop)
+            .map(|action| {
+                format!(
+                    "<- {} ({} {} at {} ms, done at {} ms)",
+                    action.name, action.kind, action.cluster, action.started_ms, action.completed_ms
+                )
+            })
+            .collect();
+        let rates = if requests == 0 {
+            "no request started".to_owned()
+        } else {
+            format!(
+                "ok {:>6} mtls {:>6}",
+                percent(succeeded as f64 / requests as f64),
+                percent(mtls as f64 / requests as f64)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "  {:>7}-{:<7} {:>5} req  {rates}  {}{}{}",
+            start,
+            stop,
+            requests,
+            clusters.join(", "),
+            if marks.is_empty() { "" } else { "  " },
+            marks.join(" ")
+        );
+        start = stop;
     }
 }

@@ -9,8 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::measure::{PhaseMeasurement, Skew};
+use crate::measure::timeline::{Bucket, Recovery, Timeline};
+use crate::measure::{self, PhaseMeasurement, Skew};
 use crate::provider::TlsFailures;
+use crate::record::RequestRecord;
 use crate::scenario::{Expectations, SkewBasis};
 
 /// The outcome of one expectation.
@@ -143,6 +145,283 @@ pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &Tls
     }
     results
 }
+
+/// Judges the phase's change expectations (windows, every bucket, recovery, convergence, calls
+/// after a cluster left) on its records and timeline. A bound evaluated over zero samples fails
+/// (a window where no request started, a recovery with no traffic after the action, no new pod
+/// that answered, no reply after a cluster left). Every failure names the phase, the window or
+/// bucket (ms range), the observed value and the bound.
+pub fn change_verdicts(
+    phase: &str,
+    expect: &Expectations,
+    records: &[RequestRecord],
+    timeline: &Timeline,
+    expected_identity: &str,
+) -> Vec<ExpectationResult> {
+    let mut results = Vec::new();
+    for window in &expect.windows {
+        let window = &window.value;
+        let (from, to) = (window.from_millis.value, window.to_millis.value);
+        let range = format!("[{from}, {to}) ms");
+        let tally = measure::timeline::window(records, from, to, expected_identity);
+        let empty = (tally.requests == 0).then(|| format!("phase {phase}: no request started in window {range}"));
+        let mut judge = |mut result: ExpectationResult| {
+            if !result.passed && empty.is_none() {
+                result.detail = format!("phase {phase}, window {range}: {}", result.detail)
+                    .trim_end_matches(": ")
+                    .to_owned();
+            }
+            results.push(unless_empty(result, empty.as_deref()));
+        };
+        if let Some(bound) = &window.success_rate_at_least {
+            judge(at_least(
+                &format!("window {range} success_rate"),
+                tally.success_rate(),
+                bound.value,
+                format!("{} of {} succeeded", tally.succeeded, tally.requests),
+            ));
+        }
+        if let Some(bound) = &window.failed_calls_at_most {
+            judge(ExpectationResult {
+                expectation: format!("window {range} failed_calls <="),
+                observed: tally.failed().to_string(),
+                bound: bound.value.to_string(),
+                passed: tally.failed() <= bound.value,
+                detail: format!("{} of {} failed", tally.failed(), tally.requests),
+            });
+        }
+        if let Some(bound) = &window.mtls_rate_at_least {
+            judge(at_least(
+                &format!("window {range} mtls_rate"),
+                tally.mtls_rate(),
+                bound.value,
+                format!("{} of {} verified over mTLS", tally.mtls, tally.requests),
+            ));
+        }
+        if let Some(clusters) = &window.clusters_reached {
+            let reached: Vec<&str> = tally.per_cluster.keys().map(String::as_str).collect();
+            let missing: Vec<&str> = clusters
+                .value
+                .iter()
+                .filter(|cluster| !tally.per_cluster.contains_key(*cluster))
+                .map(String::as_str)
+                .collect();
+            judge(ExpectationResult {
+                expectation: format!("window {range} clusters_reached includes"),
+                observed: format!("[{}]", reached.join(", ")),
+                bound: format!("[{}]", clusters.value.join(", ")),
+                passed: missing.is_empty(),
+                detail: if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!("never answered: {}", missing.join(", "))
+                },
+            });
+        }
+        if let Some(calls) = &window.calls_to_cluster_at_most {
+            let observed = tally.per_cluster.get(&calls.value.cluster).copied().unwrap_or(0);
+            judge(ExpectationResult {
+                expectation: format!("window {range} calls answered by {} <=", calls.value.cluster),
+                observed: observed.to_string(),
+                bound: calls.value.calls.to_string(),
+                passed: observed <= calls.value.calls,
+                detail: format!("{observed} of {} requests", tally.requests),
+            });
+        }
+    }
+    if let Some(bounds) = &expect.every_bucket {
+        let width = timeline.bucket_ms;
+        let rates: [(&str, Option<f64>, BucketRate); 2] = [
+            (
+                "success_rate",
+                bounds.value.success_rate_at_least.as_ref().map(|bound| bound.value),
+                Bucket::success_rate,
+            ),
+            (
+                "mtls_rate",
+                bounds.value.mtls_rate_at_least.as_ref().map(|bound| bound.value),
+                Bucket::mtls_rate,
+            ),
+        ];
+        for (what, bound, rate_of) in rates {
+            let Some(bound) = bound else { continue };
+            let worst = timeline
+                .buckets
+                .iter()
+                .min_by(|left, right| rate_of(left).total_cmp(&rate_of(right)));
+            let below: Vec<&Bucket> = timeline
+                .buckets
+                .iter()
+                .filter(|bucket| rate_of(bucket) < bound)
+                .collect();
+            let result = match worst {
+                None => unless_empty(
+                    at_least(&format!("every bucket {what}"), 0.0, bound, String::new()),
+                    Some(&format!("phase {phase}: no bucket holds a request")),
+                ),
+                Some(worst) => {
+                    let range = |bucket: &Bucket| format!("[{}, {}) ms", bucket.start_ms, bucket.start_ms + width);
+                    let shown: Vec<String> = below
+                        .iter()
+                        .take(5)
+                        .map(|bucket| format!("{} {:.3}", range(bucket), rate_of(bucket)))
+                        .collect();
+                    ExpectationResult {
+                        expectation: format!("every bucket {what} >="),
+                        observed: format!("{:.3} in bucket {}", rate_of(worst), range(worst)),
+                        bound: format!("{bound:.3}"),
+                        passed: below.is_empty(),
+                        detail: if below.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "phase {phase}: {} of {} buckets below: {}{}",
+                                below.len(),
+                                timeline.buckets.len(),
+                                shown.join(", "),
+                                if below.len() > shown.len() { ", ..." } else { "" }
+                            )
+                        },
+                    }
+                }
+            };
+            results.push(result);
+        }
+    }
+    if let Some(recovery) = &expect.recovery {
+        let recovery = &recovery.value;
+        let after = &recovery.after.value;
+        let rate = recovery.success_rate_at_least.value;
+        let within = recovery.within_millis.value;
+        let expectation = format!("recovery after {after} to success_rate {rate} within ms <=");
+        let completed = timeline
+            .actions
+            .iter()
+            .find(|action| &action.name == after)
+            .map(|action| action.completed_ms);
+        let result = match (measure::timeline::recovery(timeline, after, rate), completed) {
+            (Some(Recovery::Recovered { at_ms, after_ms }), Some(completed)) => ExpectationResult {
+                expectation,
+                observed: after_ms.to_string(),
+                bound: within.to_string(),
+                passed: after_ms <= within,
+                detail: format!(
+                    "phase {phase}: {after} completed at {completed} ms; success stayed at or above {rate} from bucket [{at_ms}, {}) ms on",
+                    at_ms + timeline.bucket_ms
+                ),
+            },
+            (Some(Recovery::Never { best }), Some(completed)) => ExpectationResult {
+                expectation,
+                observed: "never".to_owned(),
+                bound: within.to_string(),
+                passed: false,
+                detail: format!(
+                    "phase {phase}: after {after} completed at {completed} ms success never stayed at or above {rate}                      (best bucket {best:.3})"
+                ),
+            },
+            (Some(Recovery::NoTraffic), Some(completed)) => unless_empty(
+                ExpectationResult {
+                    expectation,
+                    observed: "none".to_owned(),
+                    bound: within.to_string(),
+                    passed: false,
+                    detail: String::new(),
+                },
+                Some(&format!(
+                    "phase {phase}: no request started after {after} completed at {completed} ms"
+                )),
+            ),
+            _ => unless_empty(
+                ExpectationResult {
+                    expectation,
+                    observed: "none".to_owned(),
+                    bound: within.to_string(),
+                    passed: false,
+                    detail: String::new(),
+                },
+                Some(&format!("phase {phase}: action {after} was not taken")),
+            ),
+        };
+        results.push(result);
+    }
+    if let Some(bound) = &expect.convergence_millis_at_most {
+        let convergences = measure::timeline::convergences(timeline, records);
+        if convergences.is_empty() {
+            results.push(unless_empty(
+                ExpectationResult {
+                    expectation: "convergence ms <=".to_owned(),
+                    observed: "none".to_owned(),
+                    bound: bound.value.to_string(),
+                    passed: false,
+                    detail: String::new(),
+                },
+                Some(&format!("phase {phase}: no action brought new ready pods")),
+            ));
+        }
+        for convergence in convergences {
+            let expectation = format!("convergence after {} ms <=", convergence.action);
+            results.push(match convergence.millis {
+                Some(millis) => ExpectationResult {
+                    expectation,
+                    observed: millis.to_string(),
+                    bound: bound.value.to_string(),
+                    passed: millis <= bound.value,
+                    detail: format!(
+                        "phase {phase}: first reply from one of {} new pods {millis} ms after {} completed",
+                        convergence.new_pods, convergence.action
+                    ),
+                },
+                None => unless_empty(
+                    ExpectationResult {
+                        expectation,
+                        observed: "never".to_owned(),
+                        bound: bound.value.to_string(),
+                        passed: false,
+                        detail: String::new(),
+                    },
+                    Some(&format!(
+                        "phase {phase}: none of the {} new pods of {} answered a request",
+                        convergence.new_pods, convergence.action
+                    )),
+                ),
+            });
+        }
+    }
+    if let Some(bound) = &expect.calls_after_leave_at_most {
+        let leaves = measure::timeline::calls_after_leave(timeline, records);
+        if leaves.is_empty() {
+            results.push(unless_empty(
+                ExpectationResult {
+                    expectation: "calls after leave <=".to_owned(),
+                    observed: "none".to_owned(),
+                    bound: bound.value.to_string(),
+                    passed: false,
+                    detail: String::new(),
+                },
+                Some(&format!("phase {phase}: no leaveCluster action was taken")),
+            ));
+        }
+        for leave in leaves {
+            let result = ExpectationResult {
+                expectation: format!("calls answered by {} after {} <=", leave.cluster, leave.action),
+                observed: leave.from_cluster.to_string(),
+                bound: bound.value.to_string(),
+                passed: leave.from_cluster <= bound.value,
+                detail: format!(
+                    "phase {phase}: {} of {} replies after {} completed came from {}",
+                    leave.from_cluster, leave.replies_after, leave.action, leave.cluster
+                ),
+            };
+            let empty = (leave.replies_after == 0)
+                .then(|| format!("phase {phase}: no reply came after {} completed", leave.action));
+            results.push(unless_empty(result, empty.as_deref()));
+        }
+    }
+    results
+}
+
+/// One of a bucket's rates.
+type BucketRate = fn(&Bucket) -> f64;
 
 /// Why the phase's request figures are about nothing, when they are: nothing was sent, or nothing
 /// that was sent was answered (no reply named a pod or cluster, and none succeeded).
@@ -349,6 +628,81 @@ serverTlsFailuresAtLeast: 0
             &measure(records, pods, FOO),
             &TlsFailures::default(),
         )
+    }
+
+    /// Every change bound, each set so that zero samples would satisfy it if emptiness were not
+    /// checked: windows over no request, a recovery, convergence and calls-after-leave with no
+    /// action to judge.
+    const EVERY_CHANGE_BOUND_SATISFIED_BY_ZEROS: &str = "
+windows:
+  - { fromMillis: 5000, toMillis: 6000, successRateAtLeast: 0.0, failedCallsAtMost: 0, mtlsRateAtLeast: 0.0,
+      clustersReached: [], callsToClusterAtMost: { cluster: cluster2, calls: 0 } }
+everyBucket: { successRateAtLeast: 0.0 }
+recovery: { after: gw-down, successRateAtLeast: 0.0, withinMillis: 100000 }
+convergenceMillisAtMost: 100000
+callsAfterLeaveAtMost: 100000
+";
+
+    #[test]
+    fn every_change_bound_over_zero_samples_fails_naming_the_phase_and_why() {
+        let records: Vec<RequestRecord> = (0..10).map(|seq| answered(seq, "bar-0")).collect();
+        let timeline = crate::measure::timeline::timeline(&[], 100, FOO, Vec::new());
+        let results = change_verdicts(
+            "p1",
+            &expectations(EVERY_CHANGE_BOUND_SATISFIED_BY_ZEROS),
+            &records,
+            &timeline,
+            FOO,
+        );
+        let shown: Vec<(&str, bool, &str)> = results
+            .iter()
+            .map(|result| (result.expectation.as_str(), result.passed, result.detail.as_str()))
+            .collect();
+        assert_eq!(results.len(), 9, "{shown:#?}");
+        for result in &results {
+            assert!(!result.passed, "{result:?}");
+            assert!(
+                result.detail.starts_with("phase p1: ") && result.detail.contains("a bound over nothing cannot hold"),
+                "{result:?}"
+            );
+        }
+        assert!(
+            results[0]
+                .detail
+                .starts_with("phase p1: no request started in window [5000, 6000) ms"),
+            "{:?}",
+            results[0]
+        );
+        assert_eq!(
+            results[6].detail,
+            "phase p1: action gw-down was not taken; a bound over nothing cannot hold"
+        );
+    }
+
+    #[test]
+    fn every_bucket_reports_the_worst_bucket_and_lists_those_below() {
+        let mut records: Vec<RequestRecord> = (0..10).map(|seq| answered(seq, "bar-0")).collect();
+        for (index, record) in records.iter_mut().enumerate() {
+            record.started_us = index as u64 * 50_000;
+        }
+        records[2] = RequestRecord {
+            started_us: 100_000,
+            ..unanswered(2)
+        };
+        let timeline = crate::measure::timeline::timeline(&records, 100, FOO, Vec::new());
+        let results = change_verdicts(
+            "p1",
+            &expectations("everyBucket: { successRateAtLeast: 0.9, mtlsRateAtLeast: 0.5 }"),
+            &records,
+            &timeline,
+            FOO,
+        );
+        assert_eq!(results[0].expectation, "every bucket success_rate >=");
+        assert_eq!(results[0].observed, "0.500 in bucket [100, 200) ms");
+        assert_eq!(results[0].bound, "0.900");
+        assert!(!results[0].passed);
+        assert_eq!(results[0].detail, "phase p1: 1 of 5 buckets below: [100, 200) ms 0.500");
+        assert!(results[1].passed, "{:?}", results[1]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! a phase overrunning its deadline ends the run naming what broke.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use meshfed::change::{InventoryEvent, WorldChange};
 use meshfed::engine;
 use meshfed::inventory::{self, GatewayAddress, Inventory};
 use meshfed::plan::{Object, Plan};
@@ -25,6 +27,91 @@ struct ScriptedProvider {
     /// `send_traffic` never returns (a stuck proxy); `stuck` then names this.
     hangs_with_stuck: Option<String>,
     phases_sent: usize,
+    /// The world as created, kept current by the changes made to it.
+    inventory: Option<Inventory>,
+    /// The inventory when the timed traffic started.
+    inventory_at_start: Option<Inventory>,
+    /// Every plan applied, in order.
+    plans: Vec<Plan>,
+    /// Traffic started in the background: what, when, and its length in ms at its rate.
+    running: Option<(Traffic, Instant, u64)>,
+    /// The offset (ms into the traffic) the engine last awaited: the moment the next change
+    /// counts as made, so the records do not depend on how late the test machine runs.
+    awaited_ms: u64,
+    /// (offset ms, change) for every change made while traffic ran.
+    timed_changes: Vec<(u64, WorldChange)>,
+}
+
+impl ScriptedProvider {
+    /// Records of timed traffic: request `i` starts at `i / rate`; it goes round-robin to the
+    /// target's pods as the changes made so far left them, and fails when it lands on a cluster
+    /// whose gateway was stopped at that moment.
+    fn timed_records(&self, traffic: &Traffic) -> Vec<RequestRecord> {
+        let created = self.inventory_at_start.clone().expect("traffic was started");
+        let rate = u64::from(traffic.rate_per_second.expect("timed traffic has a rate"));
+        (0..traffic.requests)
+            .map(|seq| {
+                let started_us = seq * 1_000_000 / rate;
+                let mut inventory = created.clone();
+                let mut stopped = std::collections::BTreeSet::new();
+                for (at_ms, change) in &self.timed_changes {
+                    if at_ms * 1000 > started_us {
+                        break;
+                    }
+                    match change {
+                        WorldChange::StopGateway { cluster } => {
+                            stopped.insert(cluster.clone());
+                        }
+                        WorldChange::StartGateway { cluster } => {
+                            stopped.remove(cluster);
+                        }
+                        WorldChange::Scale {
+                            cluster,
+                            service,
+                            replicas,
+                        } => {
+                            let pods = inventory
+                                .clusters
+                                .get_mut(cluster)
+                                .unwrap()
+                                .ready_pods
+                                .entry(service.clone())
+                                .or_default();
+                            pods.truncate(*replicas as usize);
+                        }
+                        _ => {}
+                    }
+                }
+                let pods: Vec<(String, String)> = inventory
+                    .clusters
+                    .iter()
+                    .flat_map(|(cluster, contents)| {
+                        contents
+                            .ready_pods
+                            .get(&traffic.to_service)
+                            .into_iter()
+                            .flatten()
+                            .map(move |pod| (cluster.clone(), pod.name.clone()))
+                    })
+                    .collect();
+                let (cluster, pod) = pods[seq as usize % pods.len()].clone();
+                let reachable = cluster == traffic.from_cluster || !stopped.contains(&cluster);
+                RequestRecord {
+                    started_us,
+                    seq,
+                    target: "10.96.0.11:80".into(),
+                    status: reachable.then_some(200),
+                    error: (!reachable).then(|| "connect refused".to_owned()),
+                    pod: reachable.then_some(pod),
+                    cluster: reachable.then_some(cluster),
+                    peer_identity: reachable.then(|| "spiffe://cluster.local/ns/ns1/sa/foo".to_owned()),
+                    latency_us: 500,
+                    connection: seq,
+                    server_connection: reachable.then(|| format!("100.64.0.10:{}", 40000 + seq)),
+                }
+            })
+            .collect()
+    }
 }
 
 impl Provider for ScriptedProvider {
@@ -43,13 +130,103 @@ impl Provider for ScriptedProvider {
         _progress: &mut dyn meshfed::progress::Progress,
     ) -> Result<Inventory, ProviderError> {
         self.calls.push("create_world".into());
-        Ok(inventory::from_scenario_with_gateways(scenario, |cluster| {
-            GatewayAddress {
-                address: format!("192.0.2.{}", cluster.len()),
-                port: 15443,
-                placeholder: false,
+        let created = inventory::from_scenario_with_gateways(scenario, |cluster| GatewayAddress {
+            address: format!("192.0.2.{}", cluster.len()),
+            port: 15443,
+            placeholder: false,
+        });
+        self.inventory = Some(created.clone());
+        Ok(created)
+    }
+
+    async fn start_traffic(
+        &mut self,
+        traffic: &Traffic,
+        _progress: &mut dyn meshfed::progress::Progress,
+    ) -> Result<(), ProviderError> {
+        let rate = traffic.rate_per_second.expect("a phase with actions is paced");
+        self.calls.push(format!(
+            "start_traffic {} -> {} at {rate}/s",
+            traffic.from_service, traffic.to_service
+        ));
+        let length_ms = traffic.requests * 1000 / u64::from(rate);
+        self.running = Some((traffic.clone(), Instant::now(), length_ms));
+        self.awaited_ms = 0;
+        self.timed_changes.clear();
+        self.inventory_at_start = self.inventory.clone();
+        Ok(())
+    }
+
+    async fn await_traffic(
+        &mut self,
+        until: Instant,
+        _progress: &mut dyn meshfed::progress::Progress,
+    ) -> Result<Option<Vec<RequestRecord>>, ProviderError> {
+        let (traffic, started, length_ms) = self.running.clone().expect("traffic was started");
+        let end = started + Duration::from_millis(length_ms);
+        if until < end {
+            tokio::time::sleep_until(until.into()).await;
+            let offset_ms = (until - started).as_millis() as u64;
+            self.awaited_ms = offset_ms;
+            self.calls.push(format!("await_traffic +{offset_ms}ms"));
+            return Ok(None);
+        }
+        tokio::time::sleep_until(end.into()).await;
+        self.calls.push("await_traffic done".into());
+        self.running = None;
+        Ok(Some(self.timed_records(&traffic)))
+    }
+
+    async fn change_world(
+        &mut self,
+        change: &WorldChange,
+        _progress: &mut dyn meshfed::progress::Progress,
+    ) -> Result<Vec<InventoryEvent>, ProviderError> {
+        self.calls
+            .push(format!("change_world {} {}", change.kind().name(), change.cluster()));
+        if self.running.is_some() {
+            self.timed_changes.push((self.awaited_ms, change.clone()));
+        }
+        let inventory = self.inventory.as_mut().expect("create_world ran");
+        Ok(match change {
+            WorldChange::Scale {
+                cluster,
+                service,
+                replicas,
+            } => {
+                let pods = inventory
+                    .clusters
+                    .get_mut(cluster)
+                    .unwrap()
+                    .ready_pods
+                    .entry(service.clone())
+                    .or_default();
+                let mut events = Vec::new();
+                while pods.len() > *replicas as usize {
+                    let gone = pods.pop().unwrap();
+                    events.push(InventoryEvent::PodGone {
+                        cluster: cluster.clone(),
+                        service: service.clone(),
+                        pod: gone.name,
+                    });
+                }
+                while pods.len() < *replicas as usize {
+                    let pod = inventory::ReadyPod {
+                        name: format!("{}-{}", service.split('.').next().unwrap(), pods.len()),
+                        region: "region2".into(),
+                        zone: "zone2a".into(),
+                    };
+                    pods.push(pod.clone());
+                    events.push(InventoryEvent::PodReady {
+                        cluster: cluster.clone(),
+                        service: service.clone(),
+                        pod,
+                    });
+                }
+                events
             }
-        }))
+            _ => Vec::new(),
+        })
     }
 
     async fn apply_plan(
@@ -62,7 +239,13 @@ impl Provider for ScriptedProvider {
             .objects
             .iter()
             .filter_map(|object| match object {
-                Object::ServiceEntry(entry) => Some(format!("{:?}", entry.spec.endpoints[0].weight)),
+                Object::ServiceEntry(entry) => Some(
+                    entry
+                        .spec
+                        .endpoints
+                        .first()
+                        .map_or("no-endpoint".to_owned(), |endpoint| format!("{:?}", endpoint.weight)),
+                ),
                 _ => None,
             })
             .collect();
@@ -78,6 +261,7 @@ impl Provider for ScriptedProvider {
             new_connection_per_request,
             settings.foreign_client_cert
         ));
+        self.plans.push(plan.clone());
         Ok(())
     }
 
@@ -324,25 +508,273 @@ fn a_wrong_identity_counts_as_success_but_not_as_mtls() {
 }
 
 #[test]
-fn faults_that_are_not_executed_yet_are_refused_before_anything_runs() {
+fn phase_long_faults_run_on_local_and_actions_are_refused_by_a_provider_without_changes() {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml"))
         .unwrap()
         .replacen(
             "    requests: 400\n",
-            "    requests: 400\n    faults:\n      - gatewayDown: { cluster: cluster2 }\n",
+            "    requests: 400\n    ratePerSecond: 200\n    faults:\n      - gatewayDown: { cluster: cluster2 }\n    \
+             actions:\n      - { atMillis: 500, partition: { cluster: cluster2 } }\n",
             1,
         );
     let scenario = scenario::parse(Path::new("faulty.yaml"), &text).unwrap();
-    let refusal = engine::check_runnable(&scenario, Path::new("faulty.yaml"), &LocalProvider::CAPABILITIES)
-        .unwrap_err()
-        .to_string();
+    engine::check_runnable(&scenario, Path::new("faulty.yaml"), &LocalProvider::CAPABILITIES).unwrap();
+    let refusal = engine::check_runnable(
+        &scenario,
+        Path::new("faulty.yaml"),
+        &meshfed::provider::kubeconfig::KubeconfigProvider::CAPABILITIES,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
-        refusal.starts_with("faulty.yaml:41:9: phase foo-to-bar-http: fault gatewayDown"),
+        refusal.starts_with("faulty.yaml:42:9: phase foo-to-bar-http: fault gatewayDown"),
         "{refusal}"
     );
+    let without_fault = text.replacen("    faults:\n      - gatewayDown: { cluster: cluster2 }\n", "", 1);
+    let scenario = scenario::parse(Path::new("acting.yaml"), &without_fault).unwrap();
+    let refusal = engine::check_runnable(
+        &scenario,
+        Path::new("acting.yaml"),
+        &meshfed::provider::kubeconfig::KubeconfigProvider::CAPABILITIES,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        refusal,
+        "acting.yaml:42:37: phase foo-to-bar-http: action partition@500ms (partition at 500 ms) is not supported by \
+         provider kubeconfig; it supports: none"
+    );
+}
+
+/// A phase whose traffic spans 200 ms (200 requests at 1000/s) with a gateway stop and start and
+/// a scale to zero under traffic; one window bound is wrong (cluster2's three pods fail while its
+/// gateway is down, so 1 in 4 requests succeeds there).
+const TIMED_PHASE: &str = "
+  - name: gateway-stop
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 200
+    ratePerSecond: 1000
+    bucketMillis: 20
+    actions:
+      - { atMillis: 40, name: gw-down, stopGateway: { cluster: cluster2 } }
+      - { atMillis: 80, name: gw-up, startGateway: { cluster: cluster2 } }
+      - { atMillis: 120, name: scale-away, scale: { cluster: cluster2, service: bar.ns2, replicas: 0 } }
+    expect:
+      successRateAtLeast: 0.5
+      windows:
+        - { fromMillis: 0, toMillis: 40, successRateAtLeast: 1.0, clustersReached: [cluster1, cluster2] }
+        - { fromMillis: 40, toMillis: 80, successRateAtLeast: 0.99 }
+        - { fromMillis: 120, toMillis: 200, callsToClusterAtMost: { cluster: cluster2, calls: 0 } }
+      everyBucket: { successRateAtLeast: 0.2 }
+      recovery: { after: gw-up, successRateAtLeast: 1.0, withinMillis: 20 }
+";
+
+#[test]
+fn actions_happen_at_their_offsets_in_order_and_the_reconciled_plan_is_applied() {
+    let mut provider = ScriptedProvider::default();
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &skew_with_phases(TIMED_PHASE),
+        Path::new("timed.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    let during: Vec<&str> = provider
+        .calls
+        .iter()
+        .map(String::as_str)
+        .skip_while(|call| !call.starts_with("start_traffic"))
+        .take_while(|call| *call != "await_traffic done")
+        .collect();
+    assert_eq!(
+        during,
+        [
+            "start_traffic foo.ns1 -> bar.ns2 at 1000/s",
+            "await_traffic +40ms",
+            "change_world stopGateway cluster2",
+            "await_traffic +80ms",
+            "change_world startGateway cluster2",
+            "await_traffic +120ms",
+            "change_world scale cluster2",
+            // The three PodGone events re-planned the federation: cluster1 has no ServiceEntry
+            // for bar any more (no remote pods), applied live while the traffic runs.
+            "apply_plan weights= new_conn=false foreign=None",
+        ]
+    );
+    let bar_endpoints = |plan: &Plan| -> usize {
+        plan.clusters
+            .iter()
+            .find(|cluster| cluster.cluster == "cluster1")
+            .unwrap()
+            .objects
+            .iter()
+            .filter_map(|object| match object {
+                Object::ServiceEntry(entry) if entry.spec.hosts.iter().any(|host| host.starts_with("bar.")) => {
+                    Some(entry.spec.endpoints.len())
+                }
+                _ => None,
+            })
+            .sum()
+    };
+    assert_eq!(
+        bar_endpoints(&provider.plans[0]),
+        1,
+        "cluster2's gateway before the scale"
+    );
+    assert_eq!(bar_endpoints(provider.plans.last().unwrap()), 0, "and none after it");
+
+    let timeline = report.phases[0]
+        .timeline
+        .as_ref()
+        .expect("a phase with actions has a timeline");
+    assert_eq!(timeline.bucket_ms, 20);
+    let taken: Vec<(&str, &str, u64)> = timeline
+        .actions
+        .iter()
+        .map(|action| (action.name.as_str(), action.kind.as_str(), action.at_ms))
+        .collect();
+    assert_eq!(
+        taken,
+        [
+            ("gw-down", "stopGateway", 40),
+            ("gw-up", "startGateway", 80),
+            ("scale-away", "scale", 120)
+        ]
+    );
+    for action in &timeline.actions {
+        assert!(
+            action.started_ms >= action.at_ms && action.completed_ms >= action.started_ms,
+            "{action:?}"
+        );
+    }
+    assert_eq!(timeline.actions[2].events.len(), 3, "three pods gone");
+    let buckets: Vec<(u64, u64, u64)> = timeline
+        .buckets
+        .iter()
+        .map(|bucket| (bucket.start_ms, bucket.requests, bucket.succeeded))
+        .collect();
+    assert_eq!(
+        buckets,
+        [
+            (0, 20, 20),
+            (20, 20, 20),
+            (40, 20, 5),
+            (60, 20, 5),
+            (80, 20, 20),
+            (100, 20, 20),
+            (120, 20, 20),
+            (140, 20, 20),
+            (160, 20, 20),
+            (180, 20, 20)
+        ]
+    );
+}
+
+#[test]
+fn a_wrong_change_expectation_fails_naming_phase_window_observed_and_bound_and_the_others_are_judged() {
+    let mut provider = ScriptedProvider::default();
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &skew_with_phases(TIMED_PHASE),
+        Path::new("timed.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    assert!(!report.passed);
+    let judged: Vec<(&str, &str, bool)> = report.phases[0]
+        .expectations
+        .iter()
+        .map(|result| (result.expectation.as_str(), result.observed.as_str(), result.passed))
+        .collect();
+    assert_eq!(
+        judged,
+        [
+            ("success_rate >=", "0.850", true),
+            ("window [0, 40) ms success_rate >=", "1.000", true),
+            (
+                "window [0, 40) ms clusters_reached includes",
+                "[cluster1, cluster2]",
+                true
+            ),
+            ("window [40, 80) ms success_rate >=", "0.250", false),
+            ("window [120, 200) ms calls answered by cluster2 <=", "0", true),
+            ("every bucket success_rate >=", "0.250 in bucket [40, 60) ms", true),
+            ("recovery after gw-up to success_rate 1 within ms <=", "0", true),
+        ]
+    );
+    assert_eq!(report.failures(), 1);
+    let summary = meshfed::report::summary(&report);
     assert!(
-        refusal.contains("not supported by provider local") && refusal.contains("it supports: foreignClientCert"),
-        "{refusal}"
+        summary.contains("phase gateway-stop: window [40, 80) ms success_rate >= 0.990 (observed 0.250)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("FAIL window [40, 80) ms success_rate >= 0.990 (observed 0.250): phase gateway-stop, window [40, 80) ms: 10 of 40 succeeded"),
+        "{summary}"
+    );
+    // The timeline is in the summary with the actions marked where they happened.
+    assert!(summary.contains("<- gw-down (stopGateway cluster2 at "), "{summary}");
+    assert!(summary.contains("<- scale-away (scale cluster2 at "), "{summary}");
+}
+
+#[test]
+fn phase_long_faults_are_changes_made_before_the_traffic_and_undone_after_it() {
+    let mut provider = ScriptedProvider {
+        responders: vec![(
+            "bar-0".into(),
+            "cluster1".into(),
+            Some("spiffe://cluster.local/ns/ns1/sa/foo".into()),
+        )],
+        ..ScriptedProvider::default()
+    };
+    let scenario = skew_with_phases(
+        "
+  - name: scaled-away
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 10
+    faults:
+      - scale: { cluster: cluster2, service: bar.ns2, replicas: 0 }
+      - gatewayDown: { cluster: cluster2 }
+    expect:
+      successRateAtLeast: 1.0
+",
+    );
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &scenario,
+        Path::new("faults.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    assert!(report.passed, "{}", meshfed::report::summary(&report));
+    let phase: Vec<&str> = provider
+        .calls
+        .iter()
+        .map(String::as_str)
+        .skip_while(|call| *call != "check_isolation")
+        .skip(1)
+        .collect();
+    assert_eq!(
+        phase,
+        [
+            "check_alive",
+            "change_world scale cluster2",
+            "change_world stopGateway cluster2",
+            // The world starts with the phase's plan from the created inventory; scaling
+            // cluster2's bar away re-plans it before the traffic.
+            "apply_plan weights= new_conn=false foreign=None",
+            "send_traffic foo.ns1 -> bar.ns2:80",
+            "change_world startGateway cluster2",
+            "change_world scale cluster2",
+            "check_alive",
+        ]
+    );
+    assert_eq!(
+        provider.inventory.unwrap().clusters["cluster2"].ready_count("bar.ns2"),
+        3,
+        "the scale was undone to the replicas before the fault"
     );
 }
 

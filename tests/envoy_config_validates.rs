@@ -12,9 +12,9 @@ use std::process::Command;
 
 use meshfed::provider::local::envoy_binary::find_envoy;
 use meshfed::provider::local::envoy_config::{
-    CertPaths, GATEWAY_PORT, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort, Protocol,
-    SidecarSpec, SniRoute, UpstreamTls, XdsResources, gateway_resources, outbound_sni, sidecar_resources,
-    static_bootstrap,
+    CertPaths, GATEWAY_PORT, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort,
+    OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, XdsResources, gateway_resources,
+    outbound_sni, sidecar_resources, static_bootstrap,
 };
 use meshfed::scenario::LoadBalancer;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
@@ -47,6 +47,12 @@ fn write_workload_certs(dir: &Path) -> CertPaths {
     std::fs::write(&certs.cert_chain, leaf.pem() + &root.pem()).unwrap();
     std::fs::write(&certs.key, leaf_key.serialize_pem()).unwrap();
     std::fs::write(&certs.root, root.pem()).unwrap();
+    let secret = meshfed::provider::local::envoy_config::sds_secret(
+        "default",
+        &(leaf.pem() + &root.pem()),
+        &leaf_key.serialize_pem(),
+    );
+    meshfed::provider::local::envoy_binary::write_sds(&certs.sds, &secret).unwrap();
     certs
 }
 
@@ -78,7 +84,21 @@ fn sidecar(certs: CertPaths) -> SidecarSpec {
         http2,
         load_balancer: LoadBalancer::LeastRequest,
         max_requests_per_connection,
-        outlier_detection: port == 80,
+        // Port 80 carries every resilience setting Istio can write, so Envoy validates each.
+        outlier_detection: (port == 80).then_some(OutlierDetection {
+            consecutive_5xx: Some(0),
+            consecutive_gateway_failure: Some(3),
+            interval_millis: Some(250),
+            base_ejection_millis: Some(30_000),
+            max_ejection_percent: Some(100),
+        }),
+        retry_policy: (port == 80).then(|| RetryPolicy {
+            num_retries: 3,
+            retry_on: vec!["gateway-error".into(), "retriable-status-codes".into()],
+            retriable_status_codes: vec![503, 504],
+            per_try_timeout_millis: Some(1_500),
+        }),
+        timeout_millis: (port == 80).then_some(5_000),
         l4_only: false,
     };
     let permissive = InboundMtls::Permissive {

@@ -621,3 +621,42 @@ fn names_that_are_not_spiffe_safe_or_collide_are_rejected() {
         r#"no intermediate CA for cluster "cluster9" (clusters: cluster1, cluster2)"#
     );
 }
+
+#[test]
+fn a_rotated_intermediate_is_new_under_the_same_root_and_old_leaves_still_verify() {
+    let mut mesh = two_cluster_pki(KeyAlgorithm::EcdsaP256);
+    let dir = TempDir::new("rotate");
+    let old_intermediate = mesh.intermediate("cluster1").unwrap().cert_pem().to_owned();
+    let other_intermediate = mesh.intermediate("cluster2").unwrap().cert_pem().to_owned();
+    let old_cert = mesh.workload_cert("cluster1", "ns1", "foo").unwrap();
+    let root_before = mesh.root_cert_pem().to_owned();
+
+    mesh.rotate_intermediate("cluster1").unwrap();
+    let new_cert = mesh.workload_cert("cluster1", "ns1", "foo").unwrap();
+    let new_chain = pem_blocks(&new_cert.cert_chain_pem);
+    assert_ne!(new_chain[1], old_intermediate, "a new intermediate");
+    assert_eq!(new_chain[1], mesh.intermediate("cluster1").unwrap().cert_pem());
+    assert_eq!(mesh.root_cert_pem(), root_before, "the same root");
+    assert_eq!(
+        mesh.intermediate("cluster2").unwrap().cert_pem(),
+        other_intermediate,
+        "other clusters keep theirs"
+    );
+
+    let root = dir.write("root.pem", mesh.root_cert_pem());
+    for (name, cert) in [("new", &new_cert), ("old", &old_cert)] {
+        let chain = pem_blocks(&cert.cert_chain_pem);
+        let intermediate = dir.write(&format!("{name}-intermediate.pem"), &chain[1]);
+        let leaf = dir.write(&format!("{name}-leaf.pem"), &chain[0]);
+        let verdict = openssl_verify(&root, Some(&intermediate), None, &leaf);
+        assert!(verdict.is_ok(), "the {name} leaf: {verdict:?}");
+    }
+    // The new leaf was signed by the new intermediate, not the old one.
+    let old_intermediate_file = dir.write("old-for-new.pem", &old_intermediate);
+    let new_leaf = dir.write("new-leaf-again.pem", &new_chain[0]);
+    assert!(openssl_verify(&root, Some(&old_intermediate_file), None, &new_leaf).is_err());
+    assert!(
+        mesh.rotate_intermediate("cluster9").is_err(),
+        "an unknown cluster is refused"
+    );
+}

@@ -65,6 +65,12 @@ fn plans_to_check() -> Vec<(String, plan::Plan)> {
             std::fs::read_to_string(dir.join("locality.yaml")).unwrap(),
         ),
         ("locality-variant.yaml", text),
+        (
+            "locality-resilience.yaml",
+            std::fs::read_to_string(dir.join("locality.yaml"))
+                .unwrap()
+                .replace("  outlierDetection: true\n", RESILIENCE_SETTINGS),
+        ),
     ] {
         let scenario = scenario::parse(Path::new(name), &text).unwrap();
         let inventory = inventory::from_scenario_with_gateways(&scenario, |_| GatewayAddress {
@@ -81,6 +87,20 @@ fn plans_to_check() -> Vec<(String, plan::Plan)> {
     }
     plans
 }
+
+/// Every resilience field the scenario can set, so each one is checked against the schema.
+const RESILIENCE_SETTINGS: &str = "  outlierDetection:
+    consecutive5xxErrors: 0
+    consecutiveGatewayErrors: 2
+    interval: 250ms
+    baseEjectionTime: 5s
+    maxEjectionPercent: 100
+  localityLbSetting:
+    failover:
+      - { from: region1, to: region2 }
+  retries: { attempts: 3, perTryTimeout: 500ms, retryOn: \"connect-failure,gateway-error,503\" }
+  timeout: 2s
+";
 
 #[test]
 fn generated_istio_objects_validate_against_istios_crd_schemas() {
@@ -116,8 +136,8 @@ fn generated_istio_objects_validate_against_istios_crd_schemas() {
     }
     eprintln!("validated {checked} Istio objects of kinds {kinds:?} (CEL rules are not evaluated here)");
     assert!(
-        kinds.len() >= 4,
-        "expected PeerAuthentication, DestinationRule, Gateway and ServiceEntry, got {kinds:?}"
+        kinds.len() >= 5,
+        "expected PeerAuthentication, DestinationRule, Gateway, ServiceEntry and VirtualService, got {kinds:?}"
     );
 }
 
@@ -136,6 +156,40 @@ fn a_broken_service_entry_is_caught_by_the_same_check() {
     value["spec"]["resolution"] = "SOMETIMES".into();
     assert!(
         !schemas.validate(&value).is_valid(),
+        "the schema check must be able to fail"
+    );
+}
+
+#[test]
+fn a_misspelt_resilience_field_is_caught_by_the_same_check() {
+    let Some(schemas) = crd_schema::shared_crd_schemas() else {
+        return;
+    };
+    let plan = plans_to_check()
+        .into_iter()
+        .find(|(label, _)| label.starts_with("locality-resilience.yaml"))
+        .unwrap()
+        .1;
+    let find = |kind: &str| {
+        let object = plan.clusters[0]
+            .objects
+            .iter()
+            .find(|object| object.kind() == kind)
+            .unwrap();
+        serde_json::to_value(object).unwrap()
+    };
+    let mut rule = find("DestinationRule");
+    assert_eq!(rule["spec"]["trafficPolicy"]["outlierDetection"]["interval"], "250ms");
+    rule["spec"]["trafficPolicy"]["outlierDetection"]["maxEjectionPercent"] = "all".into();
+    assert!(
+        !schemas.validate(&rule).is_valid(),
+        "the schema check must be able to fail"
+    );
+    let mut service = find("VirtualService");
+    assert_eq!(service["spec"]["http"][0]["retries"]["attempts"], 3);
+    service["spec"]["http"][0]["retries"]["attempts"] = "three".into();
+    assert!(
+        !schemas.validate(&service).is_valid(),
         "the schema check must be able to fail"
     );
 }

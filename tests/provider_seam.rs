@@ -220,6 +220,7 @@ fn a_provider_refuses_faults_and_actions_it_does_not_support_with_their_position
         provider: "minimal",
         faults: &[FaultKind::ForeignClientCert],
         actions: &[Action::NewConnectionPerRequest],
+        changes: &[],
     };
     let refusal = weights_only
         .check(&scenario, Path::new("w.yaml"))

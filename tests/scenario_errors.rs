@@ -565,6 +565,256 @@ const CASES: &[Case] = &[
         at: Line(23, 20),
         message: "unknown service \"bar.ns3\": refer to services as name.namespace, one of foo.ns1, bar.ns2",
     },
+    // Timed actions and change expectations.
+    Case {
+        name: "actions without ratePerSecond",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    actions:\n      - { atMillis: 10, stopGateway: { cluster: cluster2 } }\n",
+        ),
+        at: Line(25, 9),
+        message: "phase p has actions but no ratePerSecond",
+    },
+    Case {
+        name: "ratePerSecond 0",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    ratePerSecond: 0\n",
+        ),
+        at: Line(24, 20),
+        message: "ratePerSecond 0 is out of range: use 1 to 100000",
+    },
+    Case {
+        name: "bucketMillis too small",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    bucketMillis: 5\n",
+        ),
+        at: Line(24, 19),
+        message: "bucketMillis 5 is out of range: use 10 to 60000",
+    },
+    Case {
+        name: "atMillis beyond the traffic",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 1000, stopGateway: { cluster: cluster2 } }\n",
+        ),
+        at: Line(27, 21),
+        message: "atMillis 1000 is not within the traffic, which lasts 1000 ms (100 requests / ratePerSecond 100): use 0 to 999",
+    },
+    Case {
+        name: "actions out of order",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 500, stopGateway: { cluster: cluster2 } }\n      - { atMillis: 100, startGateway: { cluster: cluster2 } }\n",
+        ),
+        at: Line(28, 21),
+        message: "atMillis 100 comes before the previous action",
+    },
+    Case {
+        name: "two change keys in one action",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, stopGateway: { cluster: cluster2 }, heal: { cluster: cluster2 } }\n",
+        ),
+        at: Line(27, 67),
+        message: "the action sets both stopGateway and heal: one change per action",
+    },
+    Case {
+        name: "an action without a change",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, name: nothing }\n",
+        ),
+        at: Line(27, 9),
+        message: "the action names no change: use exactly one of stopGateway",
+    },
+    Case {
+        name: "unknown change key",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, explode: { cluster: cluster2 } }\n",
+        ),
+        at: Line(27, 25),
+        message: "unknown field",
+    },
+    Case {
+        name: "action on an unknown cluster",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, partition: { cluster: cluster9 } }\n",
+        ),
+        at: Line(27, 47),
+        message: "partition names unknown cluster \"cluster9\": clusters are cluster1, cluster2",
+    },
+    Case {
+        name: "scale of an unknown service",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, scale: { cluster: cluster2, service: baz.ns2, replicas: 1 } }\n",
+        ),
+        at: Line(27, 62),
+        message: "scale names unknown service \"baz.ns2\"",
+    },
+    Case {
+        name: "kill of a pod the cluster does not run",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, kill: { cluster: cluster2, pod: bar-7, container: app } }\n",
+        ),
+        at: Line(27, 57),
+        message: "kill names pod \"bar-7\", which cluster cluster2 does not run at that point; pods are named <service>-<index>, e.g. bar-0, bar-1",
+    },
+    Case {
+        name: "kill of a container that does not exist",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, kill: { cluster: cluster2, pod: bar-0, container: init } }\n",
+        ),
+        at: Line(27, 75),
+        message: "unknown variant",
+    },
+    Case {
+        name: "joinCluster of a cluster without joinsLater",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, joinCluster: { cluster: cluster2 } }\n",
+        ),
+        at: Line(27, 49),
+        message: "joinCluster cluster2: the cluster is in the mesh from the start; a cluster that joins says joinsLater: true",
+    },
+    Case {
+        name: "action on a cluster after it left",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, leaveCluster: { cluster: cluster2 } }\n      - { atMillis: 20, partition: { cluster: cluster2 } }\n",
+        ),
+        at: Line(28, 47),
+        message: "partition on cluster cluster2, which is not in the mesh at atMillis 20 (it joins later or has left)",
+    },
+    Case {
+        name: "leaveCluster of the sending cluster",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, leaveCluster: { cluster: cluster1 } }\n",
+        ),
+        at: Line(27, 50),
+        message: "leaveCluster cluster1: the phase sends from that cluster",
+    },
+    Case {
+        name: "duplicate action name",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, name: cut, partition: { cluster: cluster2 } }\n      - { atMillis: 20, name: cut, heal: { cluster: cluster2 } }\n",
+        ),
+        at: Line(28, 31),
+        message: "duplicate action name \"cut\"",
+    },
+    Case {
+        name: "upgrade outside the emulated range",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, upgrade: { cluster: cluster2, to: 1.40.0 } }\n",
+        ),
+        at: Line(27, 59),
+        message: "upgrade to 1.40.0 is outside the emulated range: use 1.1 to 1.30",
+    },
+    Case {
+        name: "recovery after no action",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, name: cut, partition: { cluster: cluster2 } }\n    expect:\n      recovery: { after: heal, successRateAtLeast: 0.9, withinMillis: 500 }\n",
+        ),
+        at: Line(29, 26),
+        message: "recovery.after names no action of the phase: \"heal\" is not among the named actions (cut)",
+    },
+    Case {
+        name: "empty window",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    expect:\n      windows:\n        - { fromMillis: 500, toMillis: 500, successRateAtLeast: 1.0 }\n",
+        ),
+        at: Line(26, 40),
+        message: "window toMillis 500 is not after fromMillis 500",
+    },
+    Case {
+        name: "window without a bound",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    expect:\n      windows:\n        - { fromMillis: 0, toMillis: 500 }\n",
+        ),
+        at: Line(26, 11),
+        message: "the window sets no bound",
+    },
+    Case {
+        name: "window naming an unknown cluster",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    expect:\n      windows:\n        - { fromMillis: 0, toMillis: 500, callsToClusterAtMost: { cluster: cluster7, calls: 0 } }\n",
+        ),
+        at: Line(26, 65),
+        message: "window names unknown cluster \"cluster7\"",
+    },
+    Case {
+        name: "everyBucket rate above 1",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    expect:\n      everyBucket: { successRateAtLeast: 1.5 }\n",
+        ),
+        at: Line(25, 42),
+        message: "rate 1.5 is out of range: rates are between 0 and 1",
+    },
+    Case {
+        name: "window after the traffic's end",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    expect:\n      windows:\n        - { fromMillis: 1000, toMillis: 2000, successRateAtLeast: 1.0 }\n",
+        ),
+        at: Line(28, 25),
+        message: "window fromMillis 1000 is not within the traffic, which lasts 1000 ms",
+    },
+    Case {
+        name: "convergence without a scale or join",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 10, partition: { cluster: cluster2 } }\n    expect:\n      convergenceMillisAtMost: 500\n",
+        ),
+        at: Line(29, 32),
+        message: "convergenceMillisAtMost needs a scale or joinCluster action in the phase",
+    },
+    Case {
+        name: "calls after leave without a leave",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    expect:\n      callsAfterLeaveAtMost: 0\n",
+        ),
+        at: Line(25, 30),
+        message: "callsAfterLeaveAtMost needs a leaveCluster action in the phase",
+    },
+    Case {
+        name: "joinsLater cluster nobody joins",
+        input: Edit("  - name: cluster2\n", "  - name: cluster2\n    joinsLater: true\n"),
+        at: Line(6, 11),
+        message: "cluster cluster2 says joinsLater but no phase has a joinCluster action for it",
+    },
+    Case {
+        name: "sending from a cluster that joins later",
+        input: Edit("  - name: cluster1\n", "  - name: cluster1\n    joinsLater: true\n"),
+        at: Line(23, 40),
+        message: "phase p: cluster cluster1 is not in the mesh when the phase starts",
+    },
+    Case {
+        name: "scale beyond the address layout's room",
+        input: Text(scale_beyond_pod_network),
+        at: Line(27, 81),
+        message: "makes 40 pods, but podCidr 10.20.0.0/27 has room for",
+    },
+    Case {
+        name: "too many actions",
+        input: Text(too_many_actions),
+        at: Line(91, 9),
+        message: "phase p has 65 actions, more than the 64 allowed",
+    },
     // Files that are not scenario files.
     Case {
         name: "a directory",
@@ -650,6 +900,26 @@ fn too_many_planned_ports() -> String {
         .map(|i| format!("  - name: s{i}\n    namespace: ns\n    ports:\n{ports}"))
         .collect();
     format!("name: t\nclusters:\n{clusters}services:\n{services}")
+}
+
+fn scale_beyond_pod_network() -> String {
+    VALID.replacen("10.20.0.0/16", "10.20.0.0/27", 1).replacen(
+        "    to: { service: bar.ns2, port: http }\n",
+        "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      \
+         - { atMillis: 10, scale: { cluster: cluster2, service: bar.ns2, replicas: 40 } }\n",
+        1,
+    )
+}
+
+fn too_many_actions() -> String {
+    let actions: String = (0..65)
+        .map(|index| format!("      - {{ atMillis: {index}, partition: {{ cluster: cluster2 }} }}\n"))
+        .collect();
+    VALID.replacen(
+        "    to: { service: bar.ns2, port: http }\n",
+        &format!("    to: {{ service: bar.ns2, port: http }}\n    requests: 1000\n    ratePerSecond: 100\n    actions:\n{actions}"),
+        1,
+    )
 }
 
 fn oversized() -> String {
@@ -838,4 +1108,87 @@ fn an_error_without_a_position_says_so_instead_of_0_0() {
         error.to_string(),
         "/nonexistent/meshfed/scenario.yaml: cannot read the scenario file: No such file or directory (os error 2)"
     );
+}
+
+#[test]
+fn a_phase_with_every_kind_of_action_parses_into_its_world_changes_in_order() {
+    use meshfed::change::{Container, WorldChange};
+    let text = VALID
+        .replacen(
+            "  - name: cluster2\n",
+            "  - name: cluster3\n    joinsLater: true\n    podCidr: 10.30.0.0/16\n    serviceCidr: 10.98.0.0/16\n  - name: cluster2\n",
+            1,
+        )
+        .replacen(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 1000\n    ratePerSecond: 100\n    bucketMillis: 250\n    actions:
+      - { atMillis: 0, name: down, stopGateway: { cluster: cluster2 } }
+      - { atMillis: 100, startGateway: { cluster: cluster2 } }
+      - { atMillis: 200, partition: { cluster: cluster2 } }
+      - { atMillis: 300, heal: { cluster: cluster2 } }
+      - { atMillis: 400, scale: { cluster: cluster2, service: bar.ns2, replicas: 3 } }
+      - { atMillis: 500, delay: { cluster: cluster2, service: bar.ns2, millis: 20 } }
+      - { atMillis: 600, kill: { cluster: cluster2, pod: bar-2, container: sidecar } }
+      - { atMillis: 700, rotateIntermediate: { cluster: cluster2 } }
+      - { atMillis: 800, joinCluster: { cluster: cluster3 } }
+      - { atMillis: 850, upgrade: { cluster: cluster3, to: 1.29.0 } }
+      - { atMillis: 900, leaveCluster: { cluster: cluster3 } }
+    expect:
+      windows:
+        - { fromMillis: 0, toMillis: 100, failedCallsAtMost: 100 }
+      everyBucket: { successRateAtLeast: 0.1 }
+      recovery: { after: down, successRateAtLeast: 0.9, withinMillis: 1000 }
+      convergenceMillisAtMost: 1000
+      callsAfterLeaveAtMost: 0
+",
+            1,
+        );
+    let parsed = scenario::parse(Path::new("every-action.yaml"), &text).unwrap_or_else(|error| panic!("{error}"));
+    let phase = &parsed.phases[0];
+    assert_eq!(phase.bucket_millis(), 250);
+    assert_eq!(phase.traffic_millis(), Some(10_000));
+    let changes: Vec<WorldChange> = phase
+        .actions
+        .iter()
+        .map(|action| action.value.change().unwrap())
+        .collect();
+    let c2 = || "cluster2".to_owned();
+    assert_eq!(
+        changes,
+        [
+            WorldChange::StopGateway { cluster: c2() },
+            WorldChange::StartGateway { cluster: c2() },
+            WorldChange::Partition { cluster: c2() },
+            WorldChange::Heal { cluster: c2() },
+            WorldChange::Scale {
+                cluster: c2(),
+                service: "bar.ns2".into(),
+                replicas: 3
+            },
+            WorldChange::Delay {
+                cluster: c2(),
+                service: "bar.ns2".into(),
+                millis: 20
+            },
+            WorldChange::Kill {
+                cluster: c2(),
+                pod: "bar-2".into(),
+                container: Container::Sidecar
+            },
+            WorldChange::RotateIntermediate { cluster: c2() },
+            WorldChange::JoinCluster {
+                cluster: "cluster3".into()
+            },
+            WorldChange::Upgrade {
+                cluster: "cluster3".into(),
+                to: scenario::IstioVersion::new(1, 29, 0)
+            },
+            WorldChange::LeaveCluster {
+                cluster: "cluster3".into()
+            },
+        ]
+    );
+    let labels: Vec<String> = phase.actions.iter().map(|action| action.value.label()).collect();
+    assert_eq!(labels[0], "down");
+    assert_eq!(labels[1], "startGateway@100ms");
 }

@@ -435,6 +435,46 @@ impl Generator<'_> {
             };
             format!("    faults: [{{ {fault} }}]\n")
         });
+        text += &self.optional(25, |g| {
+            let rate = 1 + g.rng.below(1000);
+            let mut actions = format!("    ratePerSecond: {}\n", g.number(rate));
+            if g.rng.chance(20) {
+                let bucket = 10 + g.rng.below(1000);
+                actions += &format!("    bucketMillis: {}\n", g.number(bucket));
+            }
+            actions += "    actions:\n";
+            let mut at = 0;
+            for index in 0..1 + g.rng.below(3) {
+                at += g.rng.below(300);
+                let change = match g.rng.below(7) {
+                    0 => format!("stopGateway: {{ cluster: {} }}", g.string(&cluster)),
+                    1 => format!("startGateway: {{ cluster: {} }}", g.string(&cluster)),
+                    2 => format!("partition: {{ cluster: {} }}", g.string(&cluster)),
+                    3 => format!(
+                        "scale: {{ cluster: {}, service: {}, replicas: {} }}",
+                        g.string(&cluster),
+                        g.string(&to),
+                        g.number(3)
+                    ),
+                    4 => format!(
+                        "delay: {{ cluster: {cluster}, service: {to}, millis: {} }}",
+                        g.number(50)
+                    ),
+                    5 => format!(
+                        "kill: {{ cluster: {cluster}, pod: {}, container: {} }}",
+                        g.string("bar-0"),
+                        g.choice(&["sidecar", "app"], &["init"])
+                    ),
+                    _ => format!("rotateIntermediate: {{ cluster: {} }}", g.string(&cluster)),
+                };
+                actions += &format!(
+                    "      - {{ atMillis: {}, name: {}, {change} }}\n",
+                    g.number(at),
+                    g.string(&format!("a{index}"))
+                );
+            }
+            actions
+        });
         text += &self.optional(60, |g| {
             let mut expect = String::from("    expect:\n");
             for field in ["mtlsRateAtLeast", "successRateAtLeast", "successRateAtMost"] {
@@ -454,6 +494,34 @@ impl Generator<'_> {
             }
             if g.rng.chance(20) {
                 expect += &format!("      serverTlsFailuresAtLeast: {}\n", g.number(1));
+            }
+            if g.rng.chance(15) {
+                let from = g.rng.below(500);
+                let to = from + 1 + g.rng.below(500);
+                expect += &format!(
+                    "      windows: [{{ fromMillis: {}, toMillis: {}, successRateAtLeast: {}, callsToClusterAtMost: {{ cluster: {}, calls: {} }} }}]\n",
+                    g.number(from),
+                    g.number(to),
+                    g.choice(&["1.0", "0.5"], &["2", ".nan"]),
+                    g.string(&cluster),
+                    g.number(0)
+                );
+            }
+            if g.rng.chance(10) {
+                expect += &format!(
+                    "      everyBucket: {{ successRateAtLeast: {} }}\n",
+                    g.choice(&["0.9", "0"], &["-1"])
+                );
+            }
+            if g.rng.chance(10) {
+                expect += &format!(
+                    "      recovery: {{ after: {}, successRateAtLeast: 0.9, withinMillis: {} }}\n",
+                    g.string("a0"),
+                    g.number(1000)
+                );
+            }
+            if g.rng.chance(10) {
+                expect += &format!("      convergenceMillisAtMost: {}\n", g.number(1000));
             }
             expect
         });

@@ -20,6 +20,7 @@ async fn start_echo() -> (SocketAddr, SocketAddr) {
         bind: Ipv4Addr::LOCALHOST.into(),
         http_ports: vec![0],
         tcp_ports: vec![0],
+        delay_file: None,
     })
     .await
     .unwrap();
@@ -44,6 +45,8 @@ fn config(
         connection_policy: policy,
         request_timeout: Duration::from_secs(5),
         threads: 1,
+        rate_per_second: None,
+        epoch: None,
     }
 }
 
@@ -126,6 +129,40 @@ async fn http_pooled_client_sends_every_request_over_concurrency_connections() {
         assert_eq!(record.peer_identity, None);
         assert_eq!(record.server_connection, None);
     }
+}
+
+#[tokio::test]
+async fn paced_client_starts_no_request_before_its_slot_from_the_given_epoch() {
+    let (http, _) = start_echo().await;
+    // The epoch is 200 ms ago: requests whose slot has passed start at once, later ones wait.
+    let epoch = std::time::SystemTime::now() - Duration::from_millis(200);
+    let requests = 40;
+    let records = run_client(ClientConfig {
+        rate_per_second: Some(100),
+        epoch: Some(epoch),
+        ..config(http, Protocol::Http, requests, 4, ConnectionPolicy::Pooled)
+    })
+    .await;
+    assert_one_record_per_seq(&records, requests);
+    for record in &records {
+        assert!(record.succeeded(), "{record:?}");
+        let slot_us = record.seq * 10_000;
+        assert!(
+            record.started_us >= slot_us,
+            "request {} started at {} us, before its slot at {slot_us} us",
+            record.seq,
+            record.started_us
+        );
+    }
+    // Counted from the given epoch, not the client's start: the first requests' slots had
+    // passed 200 ms before the client started.
+    let first = records.iter().map(|record| record.started_us).min().unwrap();
+    assert!(first >= 200_000, "first request started {first} us after the epoch");
+    let last = records.iter().map(|record| record.started_us).max().unwrap();
+    assert!(
+        last >= 390_000,
+        "the last of 40 requests at 100/s starts at its 390 ms slot, not {last} us"
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@
 mod load;
 mod skew;
 pub mod stats;
+pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
 

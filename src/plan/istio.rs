@@ -122,21 +122,105 @@ pub struct HttpConnectionPool {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancerSettings {
-    /// `ROUND_ROBIN`, `LEAST_REQUEST`, `RANDOM`.
-    pub simple: String,
+    /// `ROUND_ROBIN`, `LEAST_REQUEST`, `RANDOM` (absent: the version's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simple: Option<String>,
+    /// Locality failover rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_lb_setting: Option<LocalityLbSetting>,
 }
 
-/// `trafficPolicy.outlierDetection`.
+/// `loadBalancer.localityLbSetting` (only `failover`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+pub struct LocalityLbSetting {
+    /// Region failover rules.
+    pub failover: Vec<LocalityFailover>,
+}
+
+/// `localityLbSetting.failover[]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalityFailover {
+    /// The callers' region.
+    pub from: String,
+    /// The region tried first when the callers' own has no healthy endpoint.
+    pub to: String,
+}
+
+/// `trafficPolicy.outlierDetection`; an absent field keeps Envoy's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutlierDetection {
-    /// 5xx responses (or connect failures) before an endpoint is ejected.
-    #[serde(rename = "consecutive5xxErrors")]
-    pub consecutive_5xx_errors: u32,
+    /// 5xx responses (or connect failures) in a row before an endpoint is ejected.
+    #[serde(rename = "consecutive5xxErrors", default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx_errors: Option<u32>,
+    /// 502/503/504 responses (or connect failures) in a row before an endpoint is ejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<u32>,
     /// How often endpoints are checked, e.g. `10s`.
-    pub interval: String,
-    /// How long an ejected endpoint stays out, e.g. `30s`.
-    pub base_ejection_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long an ejected endpoint stays out at least, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<String>,
+    /// Most endpoints ejected at once, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// `VirtualService.spec` (one HTTP route to the host itself, carrying retries and timeout).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualServiceSpec {
+    /// Hosts the routes apply to.
+    pub hosts: Vec<String>,
+    /// HTTP routes.
+    pub http: Vec<HttpRoute>,
+}
+
+/// `VirtualService.spec.http[]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRoute {
+    /// Where requests go.
+    pub route: Vec<HttpRouteDestination>,
+    /// Retry policy (absent: Istio's default retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<HttpRetry>,
+    /// Whole-request timeout, e.g. `2s` (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// `http[].route[]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteDestination {
+    /// The destination.
+    pub destination: Destination,
+}
+
+/// `Destination` (only the host).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    /// Service host.
+    pub host: String,
+}
+
+/// `HTTPRetry`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRetry {
+    /// Retries after the first try; 0 turns retries off.
+    pub attempts: u32,
+    /// Deadline of each try.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<String>,
+    /// Conditions and status codes, comma separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on: Option<String>,
 }
 
 /// `ClientTLSSettings` (only the mode).

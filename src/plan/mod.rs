@@ -5,6 +5,7 @@
 
 pub mod istio;
 mod render;
+mod resilience;
 pub mod versions;
 
 use std::collections::BTreeMap;
@@ -25,8 +26,8 @@ use crate::scenario::{
 pub use istio::IstioApi;
 use istio::{
     ClientTls, ConnectionPoolSettings, DestinationRuleSpec, GatewayServer, GatewaySpec, HttpConnectionPool,
-    IstioObject, IstioPort, LoadBalancerSettings, MeshPolicySpec, MtlsSetting, OutlierDetection,
-    PeerAuthenticationSpec, PeerMethod, ServerTls, ServiceEntrySpec, TrafficPolicy, WorkloadEntry,
+    IstioObject, IstioPort, MeshPolicySpec, MtlsSetting, PeerAuthenticationSpec, PeerMethod, ServerTls,
+    ServiceEntrySpec, TrafficPolicy, VirtualServiceSpec, WorkloadEntry,
 };
 pub use render::{RenderedFile, render, summary};
 use versions::IstioBehaviour;
@@ -141,6 +142,8 @@ pub enum Object {
     Gateway(IstioObject<GatewaySpec>),
     /// Remote gateways as endpoints of a replicated service.
     ServiceEntry(IstioObject<ServiceEntrySpec>),
+    /// Retries and timeout of calls to an HTTP service.
+    VirtualService(IstioObject<VirtualServiceSpec>),
     /// A remote secret (endpoint discovery), with placeholders for credentials.
     Secret(Box<Secret>),
 }
@@ -156,6 +159,7 @@ impl Object {
             Object::DestinationRule(_) => "DestinationRule",
             Object::Gateway(_) => "Gateway",
             Object::ServiceEntry(_) => "ServiceEntry",
+            Object::VirtualService(_) => "VirtualService",
             Object::Secret(_) => "Secret",
         }
     }
@@ -171,6 +175,7 @@ impl Object {
             Object::DestinationRule(object) => &object.metadata,
             Object::Gateway(object) => &object.metadata,
             Object::ServiceEntry(object) => &object.metadata,
+            Object::VirtualService(object) => &object.metadata,
         }
     }
 }
@@ -329,6 +334,12 @@ impl<'a> Planner<'a> {
         );
         objects.push(self.mk_mtls_policy(cluster, api));
         objects.extend(self.mk_destination_rule(api).map(Object::DestinationRule));
+        objects.extend(
+            self.services
+                .iter()
+                .filter_map(|service| self.mk_virtual_service(service, api))
+                .map(Object::VirtualService),
+        );
         objects.push(Object::Gateway(self.mk_passthrough_gateway(api)));
         if endpoint_discovery {
             objects.extend(
@@ -488,14 +499,11 @@ impl<'a> Planner<'a> {
                 mode: "ISTIO_MUTUAL".to_owned(),
             }),
             connection_pool: (http != HttpConnectionPool::default()).then_some(ConnectionPoolSettings { http }),
-            load_balancer: self.settings.load_balancer.map(|policy| LoadBalancerSettings {
-                simple: policy.istio_name().to_owned(),
-            }),
-            outlier_detection: federation.outlier_detection.then(|| OutlierDetection {
-                consecutive_5xx_errors: 5,
-                interval: "10s".to_owned(),
-                base_ejection_time: "30s".to_owned(),
-            }),
+            load_balancer: self.mk_load_balancer(),
+            outlier_detection: federation
+                .outlier_detection
+                .as_ref()
+                .map(resilience::mk_outlier_detection),
         };
         (traffic_policy != TrafficPolicy::default()).then(|| IstioObject {
             api_version: api.networking().to_owned(),

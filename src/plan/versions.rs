@@ -66,6 +66,15 @@ impl IstioBehaviour {
         }
     }
 
+    /// Whether a sidecar route without VirtualService `retries` gets Istio's default retry policy
+    /// (2 retries on connect failure, refused stream, unavailable, cancelled and 503, preferring
+    /// other hosts): from 1.2, whose 1.2.1 notes let `attempts: 0` turn it off
+    /// (`pilot/pkg/networking/core/route/retry/retry.go@1.30`). Earlier versions are not emulated
+    /// with retries.
+    pub fn default_retries(self) -> bool {
+        self.at_least(2)
+    }
+
     /// Load-balancing policy when no DestinationRule sets one: ROUND_ROBIN before 1.14,
     /// LEAST_REQUEST from 1.14 (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.14.0`,
     /// `pilot/pkg/networking/core/cluster_traffic_policy.go@1.30.3`).

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::change::ChangeKind;
 use crate::scenario::{ConnectionPolicy, Fault, Scenario, ScenarioError};
 
 /// A kind of fault, as the scenario spells it.
@@ -70,14 +71,32 @@ pub struct Capabilities {
     pub faults: &'static [FaultKind],
     /// Phase actions it carries out.
     pub actions: &'static [Action],
+    /// Changes it makes to a running world ([`crate::provider::Provider::change_world`]) while
+    /// traffic runs across them (`start_traffic` / `await_traffic`): the kinds a phase's timed
+    /// `actions` may use.
+    pub changes: &'static [ChangeKind],
 }
 
 impl Capabilities {
+    /// The changes supported, as the scenario spells them, or `none`.
+    pub fn supported_changes(&self) -> String {
+        if self.changes.is_empty() {
+            "none".to_owned()
+        } else {
+            self.changes
+                .iter()
+                .map(|change| change.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+
     /// Nothing beyond sending traffic.
     pub const NONE: Capabilities = Capabilities {
         provider: "unnamed",
         faults: &[],
         actions: &[],
+        changes: &[],
     };
 
     /// Refuses the first fault or action of `scenario` this provider does not support, naming its
@@ -110,6 +129,26 @@ impl Capabilities {
                             supported_faults()
                         ),
                     });
+                }
+            }
+            for action in &phase.actions {
+                for (at, change) in action.value.changes() {
+                    if !self.changes.contains(&change.kind()) {
+                        return Err(ScenarioError {
+                            file: file.to_owned(),
+                            line: at.line(),
+                            column: at.column(),
+                            message: format!(
+                                "phase {}: action {} ({} at {} ms) is not supported by provider {}; it supports: {}",
+                                phase.name.value,
+                                action.value.label(),
+                                change.kind().name(),
+                                action.value.at_millis.value,
+                                self.provider,
+                                self.supported_changes()
+                            ),
+                        });
+                    }
                 }
             }
             let mut asked = Vec::new();

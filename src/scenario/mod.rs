@@ -9,6 +9,7 @@
 pub mod address_layout;
 mod file;
 mod grammar;
+pub mod resilience;
 pub(crate) mod spans;
 mod validate;
 
@@ -23,8 +24,9 @@ pub use serde_saphyr::Spanned;
 
 pub use file::{MAX_INPUT_BYTES, read_text};
 pub use validate::{
-    MAX_CLUSTERS, MAX_CONCURRENCY, MAX_DELAY_MILLIS, MAX_FAULTS_PER_PHASE, MAX_PHASE_TIMEOUT_SECONDS, MAX_PHASES,
-    MAX_PLANNED_PORTS, MAX_PODS, MAX_PORTS_PER_SERVICE, MAX_REQUESTS, MAX_SERVICES,
+    MAX_ACTIONS_PER_PHASE, MAX_BUCKET_MILLIS, MAX_CLUSTERS, MAX_CONCURRENCY, MAX_DELAY_MILLIS, MAX_FAULTS_PER_PHASE,
+    MAX_PHASE_TIMEOUT_SECONDS, MAX_PHASES, MAX_PLANNED_PORTS, MAX_PODS, MAX_PORTS_PER_SERVICE, MAX_RATE_PER_SECOND,
+    MAX_REQUESTS, MAX_SERVICES, MAX_WINDOWS_PER_PHASE, MIN_BUCKET_MILLIS,
 };
 
 /// A whole scenario: clusters, services, how they are federated, and the traffic phases to run.
@@ -271,10 +273,20 @@ pub struct Federation {
     /// mesh default DO_NOT_UPGRADE (HTTP/1.1 between sidecars for `http` ports).
     #[serde(default)]
     pub h2_upgrade_policy: Option<H2UpgradePolicy>,
-    /// Adds `trafficPolicy.outlierDetection` to the DestinationRule, which turns on Istio's
-    /// locality failover priorities (same zone, same region, other regions).
+    /// `trafficPolicy.outlierDetection` in the DestinationRule: `true` (Istio's documented
+    /// example values) or the fields. It also turns on Istio's locality failover priorities
+    /// (same zone, same region, other regions).
+    #[serde(default, deserialize_with = "resilience::deserialize_outlier_detection")]
+    pub outlier_detection: Option<resilience::OutlierDetection>,
+    /// `trafficPolicy.loadBalancer.localityLbSetting` (its `failover` rules).
     #[serde(default)]
-    pub outlier_detection: bool,
+    pub locality_lb_setting: Option<Spanned<resilience::LocalityLbSetting>>,
+    /// `http[].retries` of a VirtualService per HTTP service; absent = Istio's default retries.
+    #[serde(default)]
+    pub retries: Option<resilience::Retries>,
+    /// `http[].timeout` of that VirtualService; absent = none (Istio's default).
+    #[serde(default)]
+    pub timeout: Option<resilience::IstioDuration>,
 }
 
 impl Default for Federation {
@@ -287,7 +299,10 @@ impl Default for Federation {
             destination_rule: true,
             load_balancer: None,
             h2_upgrade_policy: None,
-            outlier_detection: false,
+            outlier_detection: None,
+            locality_lb_setting: None,
+            retries: None,
+            timeout: None,
         }
     }
 }
@@ -421,6 +436,18 @@ pub struct Phase {
     /// An Istio upgrade done while the phase's traffic runs (providers with real Istio only).
     #[serde(default)]
     pub upgrade: Option<Spanned<Upgrade>>,
+    /// Requests started per second, spread evenly (`ratePerSecond`); required when the phase has
+    /// `actions`, so the traffic spans a known time: `requests / ratePerSecond` seconds.
+    #[serde(default)]
+    pub rate_per_second: Option<Spanned<u32>>,
+    /// Width of the time buckets of the phase's timeline and per-bucket expectations
+    /// (`bucketMillis`, 10 to 60000; default [`DEFAULT_BUCKET_MILLIS`]).
+    #[serde(default)]
+    pub bucket_millis: Option<Spanned<u64>>,
+    /// Changes to the world made at offsets from the start of the phase's traffic, in `atMillis`
+    /// order, while requests flow.
+    #[serde(default)]
+    pub actions: Vec<Spanned<PhaseAction>>,
     /// What must hold at the end of the phase.
     #[serde(default)]
     pub expect: Expectations,
@@ -428,6 +455,204 @@ pub struct Phase {
     /// count (see docs/scenario.md); 1 to 86400.
     #[serde(default)]
     pub timeout_seconds: Option<Spanned<u64>>,
+}
+
+/// Time-bucket width when a phase does not set `bucketMillis`.
+pub const DEFAULT_BUCKET_MILLIS: u64 = 100;
+
+impl Phase {
+    /// Width of the phase's time buckets in milliseconds.
+    pub fn bucket_millis(&self) -> u64 {
+        self.bucket_millis
+            .as_ref()
+            .map_or(DEFAULT_BUCKET_MILLIS, |millis| millis.value)
+    }
+
+    /// How long the phase's traffic lasts when paced: `requests / ratePerSecond`, in milliseconds.
+    pub fn traffic_millis(&self) -> Option<u64> {
+        let rate = u64::from(self.rate_per_second.as_ref()?.value);
+        (rate > 0).then(|| self.requests.value.saturating_mul(1000) / rate)
+    }
+}
+
+/// One timed action of a phase: `{ atMillis: 1000, name: gw-down, stopGateway: { cluster: c2 } }`.
+/// Exactly one change key is set (validation refuses none or two).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PhaseAction {
+    /// When, in milliseconds from the start of the phase's traffic.
+    pub at_millis: Spanned<u64>,
+    /// A label for expectations to refer to (`recovery.after`).
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// `stopGateway: { cluster }`.
+    #[serde(default)]
+    pub stop_gateway: Option<Spanned<ClusterChange>>,
+    /// `startGateway: { cluster }`.
+    #[serde(default)]
+    pub start_gateway: Option<Spanned<ClusterChange>>,
+    /// `partition: { cluster }`.
+    #[serde(default)]
+    pub partition: Option<Spanned<ClusterChange>>,
+    /// `heal: { cluster }`.
+    #[serde(default)]
+    pub heal: Option<Spanned<ClusterChange>>,
+    /// `scale: { cluster, service, replicas }`.
+    #[serde(default)]
+    pub scale: Option<Spanned<ScaleChange>>,
+    /// `delay: { cluster, service, millis }`.
+    #[serde(default)]
+    pub delay: Option<Spanned<DelayChange>>,
+    /// `kill: { cluster, pod, container: sidecar|app }`.
+    #[serde(default)]
+    pub kill: Option<Spanned<KillChange>>,
+    /// `rotateIntermediate: { cluster }`.
+    #[serde(default)]
+    pub rotate_intermediate: Option<Spanned<ClusterChange>>,
+    /// `joinCluster: { cluster }`.
+    #[serde(default)]
+    pub join_cluster: Option<Spanned<ClusterChange>>,
+    /// `leaveCluster: { cluster }`.
+    #[serde(default)]
+    pub leave_cluster: Option<Spanned<ClusterChange>>,
+    /// `upgrade: { cluster, to }`.
+    #[serde(default)]
+    pub upgrade: Option<Spanned<UpgradeChange>>,
+}
+
+/// A change about one cluster.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterChange {
+    /// The cluster.
+    pub cluster: Spanned<String>,
+}
+
+/// `scale: { cluster, service, replicas }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScaleChange {
+    /// The cluster.
+    pub cluster: Spanned<String>,
+    /// The service, `name.namespace`.
+    pub service: Spanned<String>,
+    /// Ready pods afterwards (0 included).
+    pub replicas: Spanned<u32>,
+}
+
+/// `delay: { cluster, service, millis }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DelayChange {
+    /// The cluster.
+    pub cluster: Spanned<String>,
+    /// The service, `name.namespace`.
+    pub service: Spanned<String>,
+    /// Added reply delay in milliseconds (0 removes it).
+    pub millis: Spanned<u32>,
+}
+
+/// `kill: { cluster, pod, container }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KillChange {
+    /// The cluster.
+    pub cluster: Spanned<String>,
+    /// The pod, `<service>-<index>`.
+    pub pod: Spanned<String>,
+    /// `sidecar` or `app`.
+    pub container: crate::change::Container,
+}
+
+/// `upgrade: { cluster, to }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpgradeChange {
+    /// The cluster.
+    pub cluster: Spanned<String>,
+    /// The Istio version afterwards.
+    pub to: Spanned<IstioVersion>,
+}
+
+impl PhaseAction {
+    /// Every change key the action sets, with where it was written and the change it asks for
+    /// (validation accepts exactly one).
+    pub fn changes(&self) -> Vec<(serde_saphyr::Location, crate::change::WorldChange)> {
+        use crate::change::WorldChange;
+        let on_cluster = |key: &Option<Spanned<ClusterChange>>, make: fn(String) -> WorldChange| {
+            key.as_ref()
+                .map(|change| (change.referenced, make(change.value.cluster.value.clone())))
+        };
+        let mut changes: Vec<(serde_saphyr::Location, WorldChange)> = [
+            on_cluster(&self.stop_gateway, |cluster| WorldChange::StopGateway { cluster }),
+            on_cluster(&self.start_gateway, |cluster| WorldChange::StartGateway { cluster }),
+            on_cluster(&self.partition, |cluster| WorldChange::Partition { cluster }),
+            on_cluster(&self.heal, |cluster| WorldChange::Heal { cluster }),
+            on_cluster(&self.rotate_intermediate, |cluster| WorldChange::RotateIntermediate {
+                cluster,
+            }),
+            on_cluster(&self.join_cluster, |cluster| WorldChange::JoinCluster { cluster }),
+            on_cluster(&self.leave_cluster, |cluster| WorldChange::LeaveCluster { cluster }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let Some(scale) = &self.scale {
+            changes.push((
+                scale.referenced,
+                WorldChange::Scale {
+                    cluster: scale.value.cluster.value.clone(),
+                    service: scale.value.service.value.clone(),
+                    replicas: scale.value.replicas.value,
+                },
+            ));
+        }
+        if let Some(delay) = &self.delay {
+            changes.push((
+                delay.referenced,
+                WorldChange::Delay {
+                    cluster: delay.value.cluster.value.clone(),
+                    service: delay.value.service.value.clone(),
+                    millis: delay.value.millis.value,
+                },
+            ));
+        }
+        if let Some(kill) = &self.kill {
+            changes.push((
+                kill.referenced,
+                WorldChange::Kill {
+                    cluster: kill.value.cluster.value.clone(),
+                    pod: kill.value.pod.value.clone(),
+                    container: kill.value.container,
+                },
+            ));
+        }
+        if let Some(upgrade) = &self.upgrade {
+            changes.push((
+                upgrade.referenced,
+                WorldChange::Upgrade {
+                    cluster: upgrade.value.cluster.value.clone(),
+                    to: upgrade.value.to.value,
+                },
+            ));
+        }
+        changes.sort_by_key(|(at, _)| (at.line(), at.column()));
+        changes
+    }
+
+    /// The change the action asks for (validation made sure there is exactly one).
+    pub fn change(&self) -> Option<crate::change::WorldChange> {
+        self.changes().into_iter().next().map(|(_, change)| change)
+    }
+
+    /// The action's label: its `name`, else `<kind>@<atMillis>ms`.
+    pub fn label(&self) -> String {
+        match (&self.name, self.change()) {
+            (Some(name), _) => name.value.clone(),
+            (None, Some(change)) => format!("{}@{}ms", change.kind().name(), self.at_millis.value),
+            (None, None) => format!("action@{}ms", self.at_millis.value),
+        }
+    }
 }
 
 /// The sending side of a phase.
@@ -555,6 +780,83 @@ pub struct Expectations {
     /// Server-side TLS handshake failures (Envoy's `ssl.fail_verify_*` counters), at least.
     #[serde(default)]
     pub server_tls_failures_at_least: Option<Spanned<u64>>,
+    /// Bounds over the requests started in a time window of the phase's traffic.
+    #[serde(default)]
+    pub windows: Vec<Spanned<WindowExpectation>>,
+    /// Bounds every non-empty time bucket must meet.
+    #[serde(default)]
+    pub every_bucket: Option<Spanned<BucketExpectation>>,
+    /// After the named action, success must come back above a rate within a time.
+    #[serde(default)]
+    pub recovery: Option<Spanned<RecoveryExpectation>>,
+    /// After every scale-up and joinCluster action: from the action's completion (its new pods
+    /// ready) to the first request a new pod answered, at most this many milliseconds.
+    #[serde(default)]
+    pub convergence_millis_at_most: Option<Spanned<u64>>,
+    /// Requests answered by a cluster after its leaveCluster action completed, at most.
+    #[serde(default)]
+    pub calls_after_leave_at_most: Option<Spanned<u64>>,
+}
+
+/// Bounds over the requests started in `[fromMillis, toMillis)` of the phase's traffic.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WindowExpectation {
+    /// Start of the window, inclusive, in milliseconds from the start of the traffic.
+    pub from_millis: Spanned<u64>,
+    /// End of the window, exclusive.
+    pub to_millis: Spanned<u64>,
+    /// Share of the window's requests that succeeded, at least (0–1).
+    #[serde(default)]
+    pub success_rate_at_least: Option<Spanned<f64>>,
+    /// Failed requests in the window, at most.
+    #[serde(default)]
+    pub failed_calls_at_most: Option<Spanned<u64>>,
+    /// Share of the window's requests that succeeded over mTLS with the caller's identity (0–1).
+    #[serde(default)]
+    pub mtls_rate_at_least: Option<Spanned<f64>>,
+    /// Clusters that answered at least one of the window's requests.
+    #[serde(default)]
+    pub clusters_reached: Option<Spanned<Vec<String>>>,
+    /// Requests of the window one cluster answered, at most.
+    #[serde(default)]
+    pub calls_to_cluster_at_most: Option<Spanned<ClusterCalls>>,
+}
+
+/// `{ cluster, calls }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterCalls {
+    /// The cluster.
+    pub cluster: String,
+    /// Requests it answered.
+    pub calls: u64,
+}
+
+/// Bounds every non-empty bucket must meet.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BucketExpectation {
+    /// Share of the bucket's requests that succeeded, at least (0–1).
+    #[serde(default)]
+    pub success_rate_at_least: Option<Spanned<f64>>,
+    /// Share of the bucket's requests verified over mTLS, at least (0–1).
+    #[serde(default)]
+    pub mtls_rate_at_least: Option<Spanned<f64>>,
+}
+
+/// `recovery: { after, successRateAtLeast, withinMillis }`: the first bucket starting at or
+/// after the named action's completion whose success rate reaches the bound must start within
+/// `withinMillis` of that completion.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecoveryExpectation {
+    /// The action's `name`.
+    pub after: Spanned<String>,
+    /// The success rate a bucket must reach (0–1).
+    pub success_rate_at_least: Spanned<f64>,
+    /// How long recovery may take, in milliseconds.
+    pub within_millis: Spanned<u64>,
 }
 
 /// The unit a skew bound is computed over.

@@ -45,6 +45,16 @@ pub const MAX_FAULTS_PER_PHASE: usize = 16;
 pub const MAX_DELAY_MILLIS: u32 = 60_000;
 /// The longest deadline a phase may set (`timeoutSeconds`): a day.
 pub const MAX_PHASE_TIMEOUT_SECONDS: u64 = 86_400;
+/// Most timed actions per phase: each is a change to the world and a re-plan.
+pub const MAX_ACTIONS_PER_PHASE: usize = 64;
+/// Most requests started per second (`ratePerSecond`): beyond what one client in one pod sends.
+pub const MAX_RATE_PER_SECOND: u32 = 100_000;
+/// Narrowest time bucket: finer buckets hold too few requests to say anything.
+pub const MIN_BUCKET_MILLIS: u64 = 10;
+/// Widest time bucket: a minute.
+pub const MAX_BUCKET_MILLIS: u64 = 60_000;
+/// Most `windows` per phase.
+pub const MAX_WINDOWS_PER_PHASE: usize = 64;
 /// Longest pod name: pods are named `<service>-<index>` and a pod's hostname is a DNS label.
 const MAX_POD_NAME_LEN: usize = 63;
 
@@ -76,6 +86,7 @@ pub fn validate(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
     check_clusters(scenario, spans)?;
     check_services(scenario, spans)?;
     check_networks(scenario)?;
+    super::resilience::check_resilience(scenario).map_err(|(at, message)| problem(at, message))?;
     check_phases(scenario)
 }
 
@@ -618,8 +629,592 @@ fn check_phases(scenario: &Scenario) -> Checked {
         ));
     }
     check_unique(scenario.phases.iter().map(|phase| &phase.name), "phase name")?;
+    check_membership_flags(scenario)?;
+    let mut world = WorldState::at_start(scenario);
     for phase in &scenario.phases {
         check_phase(scenario, phase)?;
+        check_sender_present(phase, &world)?;
+        check_actions(scenario, phase, &mut world)?;
+        check_change_expectations(scenario, phase)?;
+    }
+    if let Some(never) = scenario
+        .clusters
+        .iter()
+        .find(|cluster| cluster.joins_later && !world.ever_joined.contains(&cluster.name.value))
+    {
+        return Err(problem(
+            never.name.referenced,
+            format!(
+                "cluster {} says joinsLater but no phase has a joinCluster action for it: add one, or drop joinsLater",
+                never.name.value
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `joinsLater` and `foreignRoot` leave a mesh to join: some cluster is there from the start and
+/// some cluster uses the mesh root.
+fn check_membership_flags(scenario: &Scenario) -> Checked {
+    if let Some(last) = scenario.clusters.last()
+        && scenario.clusters.iter().all(|cluster| cluster.joins_later)
+    {
+        return Err(problem(
+            last.name.referenced,
+            "every cluster says joinsLater: at least one cluster must be in the mesh from the start",
+        ));
+    }
+    if let Some(last) = scenario.clusters.last()
+        && scenario.clusters.iter().all(|cluster| cluster.foreign_root)
+    {
+        return Err(problem(
+            last.name.referenced,
+            "every cluster says foreignRoot: at least one cluster must use the mesh root for the others to be foreign to",
+        ));
+    }
+    Ok(())
+}
+
+/// The world as the actions leave it, phase after phase: which clusters are in the mesh and how
+/// many pods each service runs where.
+struct WorldState {
+    present: BTreeSet<String>,
+    ever_joined: BTreeSet<String>,
+    /// (cluster, service reference) -> replicas.
+    replicas: BTreeMap<(String, String), u32>,
+}
+
+impl WorldState {
+    fn at_start(scenario: &Scenario) -> WorldState {
+        let mut replicas = BTreeMap::new();
+        for service in &scenario.services {
+            for (cluster, count) in &service.replicas {
+                replicas.insert((cluster.clone(), service.reference()), count.value);
+            }
+        }
+        WorldState {
+            present: scenario
+                .clusters
+                .iter()
+                .filter(|cluster| !cluster.joins_later)
+                .map(|cluster| cluster.name.value.clone())
+                .collect(),
+            ever_joined: BTreeSet::new(),
+            replicas,
+        }
+    }
+
+    fn replicas(&self, cluster: &str, service: &str) -> u32 {
+        self.replicas
+            .get(&(cluster.to_owned(), service.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn pods_in(&self, cluster: &str) -> u64 {
+        self.replicas
+            .iter()
+            .filter(|((name, _), _)| name == cluster)
+            .map(|(_, count)| u64::from(*count))
+            .sum()
+    }
+}
+
+fn check_sender_present(phase: &Phase, world: &WorldState) -> Checked {
+    let cluster = &phase.from.cluster;
+    if !world.present.contains(&cluster.value) {
+        return Err(problem(
+            cluster.referenced,
+            format!(
+                "phase {}: cluster {} is not in the mesh when the phase starts (it joins later or has left), \
+                 so it cannot send; clusters in the mesh then: {}",
+                phase.name.value,
+                cluster.value,
+                listed(world.present.iter().map(String::as_str))
+            ),
+        ));
+    }
+    if world.replicas(&cluster.value, &phase.from.service.value) == 0 {
+        return Err(problem(
+            cluster.referenced,
+            format!(
+                "phase {}: {} has no pods in {} when the phase starts (an earlier action scaled it to 0)",
+                phase.name.value, phase.from.service.value, cluster.value
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn listed<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+const CHANGE_KEYS: &str = "stopGateway, startGateway, partition, heal, scale, delay, kill, rotateIntermediate, \
+                           joinCluster, leaveCluster, upgrade";
+
+fn check_actions(scenario: &Scenario, phase: &Phase, world: &mut WorldState) -> Checked {
+    let phase_name = &phase.name.value;
+    if let Some(bucket) = &phase.bucket_millis
+        && !(MIN_BUCKET_MILLIS..=MAX_BUCKET_MILLIS).contains(&bucket.value)
+    {
+        return Err(problem(
+            bucket.referenced,
+            format!(
+                "phase {phase_name}: bucketMillis {} is out of range: use {MIN_BUCKET_MILLIS} to {MAX_BUCKET_MILLIS}",
+                bucket.value
+            ),
+        ));
+    }
+    if let Some(rate) = &phase.rate_per_second
+        && !(1..=MAX_RATE_PER_SECOND).contains(&rate.value)
+    {
+        return Err(problem(
+            rate.referenced,
+            format!(
+                "phase {phase_name}: ratePerSecond {} is out of range: use 1 to {MAX_RATE_PER_SECOND} requests started per second",
+                rate.value
+            ),
+        ));
+    }
+    let Some(first) = phase.actions.first() else {
+        return Ok(());
+    };
+    if let Some(extra) = phase.actions.get(MAX_ACTIONS_PER_PHASE) {
+        return Err(problem(
+            extra.referenced,
+            format!(
+                "phase {phase_name} has {} actions, more than the {MAX_ACTIONS_PER_PHASE} allowed",
+                phase.actions.len()
+            ),
+        ));
+    }
+    let Some(traffic_millis) = phase.traffic_millis() else {
+        return Err(problem(
+            first.referenced,
+            format!(
+                "phase {phase_name} has actions but no ratePerSecond: actions happen at offsets into the traffic, \
+                 so the traffic must span time; set ratePerSecond (requests started per second)"
+            ),
+        ));
+    };
+    let mut names = BTreeSet::new();
+    let mut previous_at = 0;
+    for action in &phase.actions {
+        let changes = action.value.changes();
+        let (at, change) = match changes.as_slice() {
+            [] => {
+                return Err(problem(
+                    action.referenced,
+                    format!("phase {phase_name}: the action names no change: use exactly one of {CHANGE_KEYS}"),
+                ));
+            }
+            [one] => one.clone(),
+            [first, second, ..] => {
+                return Err(problem(
+                    second.0,
+                    format!(
+                        "phase {phase_name}: the action sets both {} and {}: one change per action (add a second \
+                         action at the same atMillis)",
+                        first.1.kind().name(),
+                        second.1.kind().name()
+                    ),
+                ));
+            }
+        };
+        let at_millis = &action.value.at_millis;
+        if at_millis.value >= traffic_millis {
+            return Err(problem(
+                at_millis.referenced,
+                format!(
+                    "phase {phase_name}: atMillis {} is not within the traffic, which lasts {traffic_millis} ms \
+                     ({} requests / ratePerSecond {}): use 0 to {}",
+                    at_millis.value,
+                    phase.requests.value,
+                    phase.rate_per_second.as_ref().map_or(0, |rate| rate.value),
+                    traffic_millis.saturating_sub(1)
+                ),
+            ));
+        }
+        if at_millis.value < previous_at {
+            return Err(problem(
+                at_millis.referenced,
+                format!(
+                    "phase {phase_name}: atMillis {} comes before the previous action's {previous_at}: list actions \
+                     in atMillis order",
+                    at_millis.value
+                ),
+            ));
+        }
+        previous_at = at_millis.value;
+        if let Some(name) = &action.value.name {
+            check_string(&name.value, Grammar::LabelValue, "action name", name.referenced)?;
+            if !names.insert(name.value.clone()) {
+                return Err(problem(
+                    name.referenced,
+                    format!(
+                        "phase {phase_name}: duplicate action name {}: names must be unique within a phase",
+                        quoted(&name.value)
+                    ),
+                ));
+            }
+        }
+        check_change(scenario, phase, action, at, &change, world)?;
+    }
+    Ok(())
+}
+
+/// Where the change's cluster was written, else the change key.
+fn cluster_at(action: &super::PhaseAction, fallback: Location) -> Location {
+    let spans = [
+        action.stop_gateway.as_ref().map(|c| c.value.cluster.referenced),
+        action.start_gateway.as_ref().map(|c| c.value.cluster.referenced),
+        action.partition.as_ref().map(|c| c.value.cluster.referenced),
+        action.heal.as_ref().map(|c| c.value.cluster.referenced),
+        action.rotate_intermediate.as_ref().map(|c| c.value.cluster.referenced),
+        action.join_cluster.as_ref().map(|c| c.value.cluster.referenced),
+        action.leave_cluster.as_ref().map(|c| c.value.cluster.referenced),
+        action.scale.as_ref().map(|c| c.value.cluster.referenced),
+        action.delay.as_ref().map(|c| c.value.cluster.referenced),
+        action.kill.as_ref().map(|c| c.value.cluster.referenced),
+        action.upgrade.as_ref().map(|c| c.value.cluster.referenced),
+    ];
+    spans.into_iter().flatten().next().unwrap_or(fallback)
+}
+
+fn check_change(
+    scenario: &Scenario,
+    phase: &Phase,
+    action: &Spanned<super::PhaseAction>,
+    at: Location,
+    change: &crate::change::WorldChange,
+    world: &mut WorldState,
+) -> Checked {
+    use crate::change::WorldChange;
+    let phase_name = &phase.name.value;
+    let kind = change.kind().name();
+    let cluster_name = change.cluster();
+    let cluster_at = cluster_at(&action.value, at);
+    let Some(cluster) = scenario.cluster(cluster_name) else {
+        return Err(problem(
+            cluster_at,
+            format!(
+                "phase {phase_name}: {kind} names unknown cluster {}: clusters are {}",
+                quoted(cluster_name),
+                cluster_names(scenario)
+            ),
+        ));
+    };
+    let present = world.present.contains(cluster_name);
+    if let WorldChange::JoinCluster { .. } = change {
+        if !cluster.joins_later {
+            return Err(problem(
+                cluster_at,
+                format!(
+                    "phase {phase_name}: joinCluster {cluster_name}: the cluster is in the mesh from the start; \
+                     a cluster that joins says joinsLater: true"
+                ),
+            ));
+        }
+        if present {
+            return Err(problem(
+                cluster_at,
+                format!("phase {phase_name}: joinCluster {cluster_name}: the cluster has already joined"),
+            ));
+        }
+        world.present.insert(cluster_name.to_owned());
+        world.ever_joined.insert(cluster_name.to_owned());
+        return Ok(());
+    }
+    if !present {
+        return Err(problem(
+            cluster_at,
+            format!(
+                "phase {phase_name}: {kind} on cluster {cluster_name}, which is not in the mesh at atMillis {} \
+                 (it joins later or has left); clusters in the mesh then: {}",
+                action.value.at_millis.value,
+                listed(world.present.iter().map(String::as_str))
+            ),
+        ));
+    }
+    match change {
+        WorldChange::LeaveCluster { .. } => {
+            if *cluster_name == phase.from.cluster.value {
+                return Err(problem(
+                    cluster_at,
+                    format!(
+                        "phase {phase_name}: leaveCluster {cluster_name}: the phase sends from that cluster; \
+                         send from another cluster"
+                    ),
+                ));
+            }
+            world.present.remove(cluster_name);
+        }
+        WorldChange::Scale { service, replicas, .. } => {
+            let scale = action.value.scale.as_ref().map(|scale| &scale.value);
+            let service_at = scale.map_or(at, |scale| scale.service.referenced);
+            if scenario.service(service).is_none() {
+                return Err(problem(
+                    service_at,
+                    format!(
+                        "phase {phase_name}: scale names unknown service {}: services are {}",
+                        quoted(service),
+                        service_names(scenario)
+                    ),
+                ));
+            }
+            let replicas_at = scale.map_or(at, |scale| scale.replicas.referenced);
+            if u64::from(*replicas) > MAX_PODS {
+                return Err(problem(
+                    replicas_at,
+                    format!(
+                        "phase {phase_name}: scale to {replicas} replicas is more than the {MAX_PODS} pods a scenario may have"
+                    ),
+                ));
+            }
+            if *cluster_name == phase.from.cluster.value && *service == phase.from.service.value && *replicas == 0 {
+                return Err(problem(
+                    replicas_at,
+                    format!(
+                        "phase {phase_name}: scale {service} in {cluster_name} to 0 removes the pod that sends the \
+                         phase's traffic"
+                    ),
+                ));
+            }
+            let others = world.pods_in(cluster_name) - u64::from(world.replicas(cluster_name, service));
+            let pods = others + u64::from(*replicas);
+            let needed = address_layout::pod_addresses_needed(pods);
+            if cluster.pod_cidr.value.size() < needed {
+                return Err(problem(
+                    replicas_at,
+                    format!(
+                        "phase {phase_name}: scale {service} in {cluster_name} to {replicas} makes {pods} pods, but \
+                         podCidr {} has room for {} in the local address layout (it needs {needed} addresses); \
+                         use a larger podCidr",
+                        cluster.pod_cidr.value,
+                        cluster
+                            .pod_cidr
+                            .value
+                            .size()
+                            .saturating_sub(address_layout::pod_addresses_needed(0)),
+                    ),
+                ));
+            }
+            world
+                .replicas
+                .insert((cluster_name.to_owned(), service.clone()), *replicas);
+        }
+        WorldChange::Delay { service, millis, .. } => {
+            let delay = action.value.delay.as_ref().map(|delay| &delay.value);
+            if scenario.service(service).is_none() {
+                return Err(problem(
+                    delay.map_or(at, |delay| delay.service.referenced),
+                    format!(
+                        "phase {phase_name}: delay names unknown service {}: services are {}",
+                        quoted(service),
+                        service_names(scenario)
+                    ),
+                ));
+            }
+            if *millis > MAX_DELAY_MILLIS {
+                return Err(problem(
+                    delay.map_or(at, |delay| delay.millis.referenced),
+                    format!(
+                        "phase {phase_name}: delay of {millis} ms is over the {MAX_DELAY_MILLIS} ms allowed: use 0 to {MAX_DELAY_MILLIS}"
+                    ),
+                ));
+            }
+        }
+        WorldChange::Kill { pod, .. } => {
+            let exists = scenario.services.iter().any(|service| {
+                let count = world.replicas(cluster_name, &service.reference());
+                (0..count).any(|index| crate::inventory::pod_name(&service.name.value, index) == *pod)
+            });
+            if !exists {
+                let pods: Vec<String> = scenario
+                    .services
+                    .iter()
+                    .flat_map(|service| {
+                        let count = world.replicas(cluster_name, &service.reference()).min(4);
+                        (0..count).map(|index| crate::inventory::pod_name(&service.name.value, index))
+                    })
+                    .collect();
+                return Err(problem(
+                    action.value.kill.as_ref().map_or(at, |kill| kill.value.pod.referenced),
+                    format!(
+                        "phase {phase_name}: kill names pod {}, which cluster {cluster_name} does not run at that \
+                         point; pods are named <service>-<index>, e.g. {}",
+                        quoted(pod),
+                        listed(pods.iter().map(String::as_str))
+                    ),
+                ));
+            }
+        }
+        WorldChange::Upgrade { to, .. } => {
+            let oldest = (OLDEST_EMULATED_ISTIO.major, OLDEST_EMULATED_ISTIO.minor);
+            let newest = (NEWEST_EMULATED_ISTIO.major, NEWEST_EMULATED_ISTIO.minor);
+            if (to.major, to.minor) < oldest || (to.major, to.minor) > newest {
+                return Err(problem(
+                    action
+                        .value
+                        .upgrade
+                        .as_ref()
+                        .map_or(at, |upgrade| upgrade.value.to.referenced),
+                    format!(
+                        "phase {phase_name}: upgrade to {to} is outside the emulated range: use {}.{} to {}.{}",
+                        oldest.0, oldest.1, newest.0, newest.1
+                    ),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn check_rate(rate: &Option<Spanned<f64>>) -> Checked {
+    match rate {
+        Some(rate) if !(0.0..=1.0).contains(&rate.value) => Err(problem(
+            rate.referenced,
+            format!("rate {} is out of range: rates are between 0 and 1", rate.value),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_change_expectations(scenario: &Scenario, phase: &Phase) -> Checked {
+    let expect = &phase.expect;
+    let phase_name = &phase.name.value;
+    if let Some(extra) = expect.windows.get(MAX_WINDOWS_PER_PHASE) {
+        return Err(problem(
+            extra.referenced,
+            format!(
+                "phase {phase_name} has {} windows, more than the {MAX_WINDOWS_PER_PHASE} allowed",
+                expect.windows.len()
+            ),
+        ));
+    }
+    for window in &expect.windows {
+        let bounds = &window.value;
+        if bounds.from_millis.value >= bounds.to_millis.value {
+            return Err(problem(
+                bounds.to_millis.referenced,
+                format!(
+                    "phase {phase_name}: window toMillis {} is not after fromMillis {}: a window is [fromMillis, toMillis)",
+                    bounds.to_millis.value, bounds.from_millis.value
+                ),
+            ));
+        }
+        if let Some(traffic_millis) = phase.traffic_millis()
+            && bounds.from_millis.value >= traffic_millis
+        {
+            return Err(problem(
+                bounds.from_millis.referenced,
+                format!(
+                    "phase {phase_name}: window fromMillis {} is not within the traffic, which lasts {traffic_millis} ms \
+                     (requests / ratePerSecond): no request would start in it",
+                    bounds.from_millis.value
+                ),
+            ));
+        }
+        check_rate(&bounds.success_rate_at_least)?;
+        check_rate(&bounds.mtls_rate_at_least)?;
+        if bounds.success_rate_at_least.is_none()
+            && bounds.failed_calls_at_most.is_none()
+            && bounds.mtls_rate_at_least.is_none()
+            && bounds.clusters_reached.is_none()
+            && bounds.calls_to_cluster_at_most.is_none()
+        {
+            return Err(problem(
+                window.referenced,
+                format!(
+                    "phase {phase_name}: the window sets no bound: use successRateAtLeast, failedCallsAtMost, \
+                     mtlsRateAtLeast, clustersReached or callsToClusterAtMost"
+                ),
+            ));
+        }
+        let named = bounds
+            .clusters_reached
+            .iter()
+            .flat_map(|clusters| clusters.value.iter().map(move |name| (name, clusters.referenced)))
+            .chain(
+                bounds
+                    .calls_to_cluster_at_most
+                    .iter()
+                    .map(|calls| (&calls.value.cluster, calls.referenced)),
+            );
+        for (name, at) in named {
+            if scenario.cluster(name).is_none() {
+                return Err(problem(
+                    at,
+                    format!(
+                        "phase {phase_name}: window names unknown cluster {}: clusters are {}",
+                        quoted(name),
+                        cluster_names(scenario)
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(bucket) = &expect.every_bucket {
+        check_rate(&bucket.value.success_rate_at_least)?;
+        check_rate(&bucket.value.mtls_rate_at_least)?;
+        if bucket.value.success_rate_at_least.is_none() && bucket.value.mtls_rate_at_least.is_none() {
+            return Err(problem(
+                bucket.referenced,
+                format!("phase {phase_name}: everyBucket sets no bound: use successRateAtLeast or mtlsRateAtLeast"),
+            ));
+        }
+    }
+    let has_action = |kinds: &[crate::change::ChangeKind]| {
+        phase
+            .actions
+            .iter()
+            .filter_map(|action| action.value.change())
+            .any(|change| kinds.contains(&change.kind()))
+    };
+    if let Some(bound) = &expect.convergence_millis_at_most
+        && !has_action(&[crate::change::ChangeKind::Scale, crate::change::ChangeKind::JoinCluster])
+    {
+        return Err(problem(
+            bound.referenced,
+            format!(
+                "phase {phase_name}: convergenceMillisAtMost needs a scale or joinCluster action in the phase \
+                 (convergence runs from new pods ready to their first reply)"
+            ),
+        ));
+    }
+    if let Some(bound) = &expect.calls_after_leave_at_most
+        && !has_action(&[crate::change::ChangeKind::LeaveCluster])
+    {
+        return Err(problem(
+            bound.referenced,
+            format!("phase {phase_name}: callsAfterLeaveAtMost needs a leaveCluster action in the phase"),
+        ));
+    }
+    if let Some(recovery) = &expect.recovery {
+        let after = &recovery.value.after;
+        let names: Vec<&str> = phase
+            .actions
+            .iter()
+            .filter_map(|action| action.value.name.as_ref().map(|name| name.value.as_str()))
+            .collect();
+        if !names.contains(&after.value.as_str()) {
+            return Err(problem(
+                after.referenced,
+                format!(
+                    "phase {phase_name}: recovery.after names no action of the phase: {} is not among the named actions ({})",
+                    quoted(&after.value),
+                    listed(names.iter().copied())
+                ),
+            ));
+        }
+        check_rate(&Some(recovery.value.success_rate_at_least.clone()))?;
     }
     Ok(())
 }

@@ -47,6 +47,33 @@ pub struct ClientConfig {
     /// a connection per request costs kernel time that a second thread spreads over two cores.
     /// Extra threads get a current-thread tokio runtime each.
     pub threads: u32,
+    /// Requests started per second: request `seq` starts no earlier than `seq / rate` seconds
+    /// after the epoch (and only when one of the `concurrency` workers is free). `None` sends as
+    /// fast as the workers go.
+    pub rate_per_second: Option<u32>,
+    /// The moment records' `started_us` count from and pacing starts at (wall clock, so the
+    /// process that started the client can share it); `None`: the client's own start.
+    pub epoch: Option<std::time::SystemTime>,
+}
+
+/// The client's epoch as a monotonic instant: `epoch` (wall clock) mapped onto now, or now.
+fn epoch_instant(epoch: Option<std::time::SystemTime>) -> Instant {
+    let now = Instant::now();
+    let Some(epoch) = epoch else {
+        return now;
+    };
+    match std::time::SystemTime::now().duration_since(epoch) {
+        // The epoch has passed: it was that long ago.
+        Ok(ago) => now.checked_sub(ago).unwrap_or(now),
+        // The epoch is ahead (clock skew or a start in the future): it is that far ahead.
+        Err(ahead) => now + ahead.duration(),
+    }
+}
+
+/// When request `seq` may start under `rate` requests per second from `epoch`.
+fn slot(epoch: Instant, seq: u64, rate: u32) -> Instant {
+    let micros = u128::from(seq) * 1_000_000 / u128::from(rate.max(1));
+    epoch + Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
 }
 
 /// Totals over a run.
@@ -128,7 +155,7 @@ pub async fn client(config: ClientConfig, mut on_record: impl FnMut(RequestRecor
         request_bytes: mk_http_request(&config.host, config.connection_policy),
         next_seq: AtomicU64::new(workers),
         next_connection: AtomicU64::new(0),
-        epoch: Instant::now(),
+        epoch: epoch_instant(config.epoch),
         config,
     });
     let (records_tx, mut records_rx) = mpsc::unbounded_channel();
@@ -306,6 +333,9 @@ impl Worker {
             };
             if seq >= self.shared.config.requests {
                 return;
+            }
+            if let Some(rate) = self.shared.config.rate_per_second {
+                tokio::time::sleep_until(slot(self.shared.epoch, seq, rate).into()).await;
             }
             let started = Instant::now();
             let mut attempt = Attempt::default();

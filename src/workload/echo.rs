@@ -1,9 +1,15 @@
 //! The echo workload: answers every HTTP request and every TCP line with who answered (pod,
 //! cluster) and what the inbound sidecar said about the caller (identity, connection).
+//!
+//! Replies can be delayed while it runs (the `delay` fault): the echo re-reads a small control file
+//! holding a number of milliseconds every [`DELAY_POLL_INTERVAL`], so a change takes effect within
+//! that interval without a restart, and a reply pays one atomic load for it.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -35,7 +41,15 @@ pub struct EchoConfig {
     pub http_ports: Vec<u16>,
     /// Ports answering line-based TCP, with or without a PROXY v2 header.
     pub tcp_ports: Vec<u16>,
+    /// A file holding the delay before each reply in milliseconds (decimal; missing or empty: no
+    /// delay), re-read every [`DELAY_POLL_INTERVAL`].
+    pub delay_file: Option<PathBuf>,
 }
+
+/// How often the echo re-reads its delay file: the longest a delay change takes to apply.
+pub const DELAY_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// The largest delay a delay file may ask for (longer than any request timeout meshfed uses).
+pub const MAX_DELAY_MILLIS: u64 = 600_000;
 
 /// A listener the echo could not open.
 #[derive(Debug, Error)]
@@ -60,6 +74,56 @@ pub async fn echo(config: EchoConfig) -> io::Result<()> {
 struct Who {
     pod: String,
     cluster: String,
+    /// Milliseconds every reply waits before it is written.
+    delay_millis: AtomicU64,
+}
+
+impl Who {
+    async fn delay(&self) {
+        let millis = self.delay_millis.load(Ordering::Relaxed);
+        if millis > 0 {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+        }
+    }
+}
+
+/// The delay a delay file's text asks for, or why it is not one.
+fn parse_delay(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    match text.parse::<u64>() {
+        Ok(millis) if millis <= MAX_DELAY_MILLIS => Ok(millis),
+        _ => Err(format!(
+            "{text:?} is not a delay: expected whole milliseconds from 0 to {MAX_DELAY_MILLIS}"
+        )),
+    }
+}
+
+/// Keeps `who.delay_millis` equal to what `file` says (0 while it is missing); a file that says
+/// something else is reported on stderr (the app's log) once per change and leaves the delay as it
+/// was.
+async fn follow_delay_file(file: PathBuf, who: Arc<Who>) {
+    let mut last_text: Option<String> = None;
+    let mut ticks = tokio::time::interval(DELAY_POLL_INTERVAL);
+    loop {
+        ticks.tick().await;
+        // A few bytes on the pod's tmpfs: reading them blocks no longer than an atomic load.
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(error) => format!("(unreadable: {error})"),
+        };
+        if last_text.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        match parse_delay(&text) {
+            Ok(millis) => who.delay_millis.store(millis, Ordering::Relaxed),
+            Err(reason) => eprintln!("echo: ignoring delay file {}: {reason}", file.display()),
+        }
+        last_text = Some(text);
+    }
 }
 
 /// The echo workload with its listeners open, before it serves. Binding first lets a caller learn
@@ -69,6 +133,7 @@ pub struct EchoServer {
     who: Arc<Who>,
     http: Vec<TcpListener>,
     tcp: Vec<TcpListener>,
+    delay_file: Option<PathBuf>,
 }
 
 impl EchoServer {
@@ -98,7 +163,9 @@ impl EchoServer {
             who: Arc::new(Who {
                 pod: config.pod,
                 cluster: config.cluster,
+                delay_millis: AtomicU64::new(0),
             }),
+            delay_file: config.delay_file,
         })
     }
 
@@ -121,6 +188,9 @@ impl EchoServer {
     /// Serves every listener until the process is killed (or the future is dropped).
     pub async fn serve(self) -> io::Result<()> {
         let mut accept_loops = JoinSet::new();
+        if let Some(file) = self.delay_file {
+            accept_loops.spawn(follow_delay_file(file, self.who.clone()));
+        }
         for listener in self.http {
             accept_loops.spawn(accept_loop(listener, self.who.clone(), Protocol::Http));
         }
@@ -259,6 +329,7 @@ async fn serve_http(mut stream: TcpStream, who: &Who) -> io::Result<()> {
             }
         }
         if !output.is_empty() {
+            who.delay().await;
             stream.write_all(&output).await?;
             output.clear();
         }
@@ -335,6 +406,7 @@ async fn serve_tcp(mut stream: TcpStream, who: &Who) -> io::Result<()> {
         }
         input.consume(consumed);
         if !output.is_empty() {
+            who.delay().await;
             stream.write_all(&output).await?;
             output.clear();
         }
@@ -367,5 +439,20 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&out[head.head_len..]).unwrap();
         assert_eq!(json["pod"], "bar-0");
         assert_eq!(json["server_connection"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_delay_file_holds_whole_milliseconds_and_empty_means_none() {
+        assert_eq!(parse_delay(""), Ok(0));
+        assert_eq!(parse_delay("250\n"), Ok(250));
+        assert_eq!(parse_delay("0"), Ok(0));
+        assert_eq!(parse_delay(&MAX_DELAY_MILLIS.to_string()), Ok(MAX_DELAY_MILLIS));
+        for bad in ["-1", "1.5", "ten", "600001"] {
+            let reason = parse_delay(bad).unwrap_err();
+            assert!(
+                reason.contains("whole milliseconds from 0 to 600000"),
+                "{bad}: {reason}"
+            );
+        }
     }
 }

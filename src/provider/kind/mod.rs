@@ -208,6 +208,16 @@ impl<K: KubeSide> Provider for KindProvider<K> {
         self.kube.tls_failures(service).await
     }
 
+    /// Changes go through the Kubernetes side, which knows the clusters are meshfed's (attached)
+    /// and so may also stop and start their gateways.
+    async fn change_world(
+        &mut self,
+        change: &crate::change::WorldChange,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<crate::change::InventoryEvent>, ProviderError> {
+        self.kube.change_world(change, progress).await
+    }
+
     async fn check_alive(&mut self) -> Result<(), ProviderError> {
         self.kube.check_alive().await
     }

@@ -8,6 +8,7 @@
 //! scenario, plan, measure, verdict and report.
 
 pub mod apply;
+pub mod change;
 pub mod connect;
 pub mod down;
 pub mod resources;

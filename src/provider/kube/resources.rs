@@ -48,6 +48,7 @@ fn plural_and_scope(kind: &str) -> Option<(&'static str, Scope)> {
         "DestinationRule" => ("destinationrules", Scope::Namespaced),
         "Gateway" => ("gateways", Scope::Namespaced),
         "ServiceEntry" => ("serviceentries", Scope::Namespaced),
+        "VirtualService" => ("virtualservices", Scope::Namespaced),
         "Telemetry" => ("telemetries", Scope::Namespaced),
         "CustomResourceDefinition" => ("customresourcedefinitions", Scope::Cluster),
         _ => return None,

@@ -720,3 +720,215 @@ async fn down_deletes_only_what_carries_meshfeds_labels_for_the_scenario() {
         .collect();
     assert_eq!(lists, ["app.kubernetes.io/managed-by=meshfed,meshfed.io/scenario=seed"]);
 }
+
+// ---- changes under traffic (change.rs) ----
+
+fn ready_pod(namespace: &str, name: &str, app: &str, owned: bool) -> (String, Value) {
+    let mut labels = json!({ "app": app });
+    if owned {
+        labels["app.kubernetes.io/managed-by"] = json!("meshfed");
+    }
+    (
+        format!("/api/v1/namespaces/{namespace}/pods/{name}"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": name, "namespace": namespace, "labels": labels },
+            "status": { "conditions": [{ "type": "Ready", "status": "True" }] },
+        }),
+    )
+}
+
+fn stored_deployment(namespace: &str, name: &str, replicas: u32, labels: Value) -> (String, Value) {
+    (
+        format!("/apis/apps/v1/namespaces/{namespace}/deployments/{name}"),
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": name, "namespace": namespace, "labels": labels },
+            "spec": { "replicas": replicas, "selector": { "matchLabels": { "app": name } }, "template": {} },
+        }),
+    )
+}
+
+/// A fake kubelet + controller: a merge patch of a Deployment's replicas makes exactly that many
+/// ready pods `<name>-<i>` (the store is changed before the answer, like a fast cluster).
+fn scaling_script(fake: &FakeApi, namespace: &'static str, app: &'static str, owned_pods: bool) -> Script {
+    let objects = fake.objects.clone();
+    Box::new(move |request| {
+        if request.method != "PATCH" || !request.path.contains("/deployments/") {
+            return None;
+        }
+        let replicas = request.body.as_ref()?.pointer("/spec/replicas")?.as_u64()?;
+        let mut objects = objects.lock().unwrap();
+        let stored = objects.get_mut(&request.path)?;
+        stored["spec"]["replicas"] = json!(replicas);
+        let answer = stored.to_string();
+        objects.retain(|path, object| !(path.contains("/pods/") && object["metadata"]["labels"]["app"] == app));
+        for index in 0..replicas {
+            let (path, pod) = ready_pod(namespace, &format!("{app}-{index}"), app, owned_pods);
+            objects.insert(path, pod);
+        }
+        Some((200, answer))
+    })
+}
+
+fn owned_labels() -> Value {
+    json!({ "app.kubernetes.io/managed-by": "meshfed", "app": "bar" })
+}
+
+#[tokio::test]
+async fn scaling_a_service_patches_only_replicas_and_waits_until_exactly_that_many_pods_are_ready() {
+    use super::change::{Ownership, Target, scale_deployment};
+    let fake = FakeApi::with(vec![
+        stored_deployment("ns2", "bar", 1, owned_labels()),
+        ready_pod("ns2", "bar-0", "bar", true),
+    ]);
+    let client = fake.client(scaling_script(&fake, "ns2", "bar", true));
+    let target = Target {
+        client: &client,
+        cluster: "cluster2",
+        ownership: Ownership::Labelled,
+    };
+    let up = scale_deployment(&target, "ns2", "bar", "app=bar", 3, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(up, ["bar-0", "bar-1", "bar-2"]);
+    let down = scale_deployment(&target, "ns2", "bar", "app=bar", 0, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(down.is_empty(), "{down:?}");
+    let lines: Vec<String> = fake.requests().iter().map(Recorded::line).collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "GET /apis/apps/v1/namespaces/ns2/deployments/bar".to_owned(),
+            "PATCH /apis/apps/v1/namespaces/ns2/deployments/bar?&fieldManager=meshfed".to_owned(),
+            "GET /api/v1/namespaces/ns2/pods?&labelSelector=app%3Dbar".to_owned(),
+        ],
+        "{lines:#?}"
+    );
+    let patch = fake.requests().into_iter().find(|r| r.method == "PATCH").unwrap();
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(patch.body, Some(json!({ "spec": { "replicas": 3 } })));
+}
+
+#[tokio::test]
+async fn a_deployment_meshfed_did_not_create_is_never_scaled_on_someone_elses_cluster() {
+    use super::change::{ChangeError, Ownership, Target, scale_deployment};
+    let fake = FakeApi::with(vec![stored_deployment(
+        "istio-system",
+        "istio-ingressgateway",
+        1,
+        json!({ "app": "istio-ingressgateway", "operator.istio.io/component": "IngressGateways" }),
+    )]);
+    let client = fake.client(scaling_script(&fake, "istio-system", "istio-ingressgateway", false));
+    let target = Target {
+        client: &client,
+        cluster: "cluster1",
+        ownership: Ownership::Labelled,
+    };
+    let error = scale_deployment(
+        &target,
+        "istio-system",
+        "istio-ingressgateway",
+        "app=istio-ingressgateway",
+        0,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, ChangeError::NotOwned { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("deployment istio-system/istio-ingressgateway in cluster cluster1 is not meshfed's"),
+        "{error}"
+    );
+    assert!(fake.requests().iter().all(|r| r.method == "GET"), "nothing was written");
+
+    // On a kind cluster meshfed created, the gateway is its to stop and start.
+    let kind = Target {
+        ownership: Ownership::WholeCluster,
+        ..target
+    };
+    let stopped = scale_deployment(
+        &kind,
+        "istio-system",
+        "istio-ingressgateway",
+        "app=istio-ingressgateway",
+        0,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(stopped.is_empty());
+    let started = scale_deployment(
+        &kind,
+        "istio-system",
+        "istio-ingressgateway",
+        "app=istio-ingressgateway",
+        1,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(started, ["istio-ingressgateway-0"]);
+}
+
+#[tokio::test]
+async fn killing_a_pod_deletes_it_and_waits_for_its_replacement_to_be_ready() {
+    use super::change::{ChangeError, Ownership, Target, delete_pod};
+    let fake = FakeApi::with(vec![
+        ready_pod("ns2", "bar-0", "bar", true),
+        ready_pod("ns2", "not-ours", "other", false),
+    ]);
+    let objects = fake.objects.clone();
+    let client = fake.client(Box::new(move |request| {
+        if request.method == "DELETE" && request.path.ends_with("/pods/bar-0") {
+            // The ReplicaSet replaces the deleted pod at once.
+            let (path, pod) = ready_pod("ns2", "bar-7", "bar", true);
+            objects.lock().unwrap().insert(path, pod);
+        }
+        None
+    }));
+    let target = Target {
+        client: &client,
+        cluster: "cluster2",
+        ownership: Ownership::Labelled,
+    };
+    let ready = delete_pod(&target, "ns2", "bar-0", "app=bar", 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(ready, ["bar-7"]);
+    assert!(!fake.has("/api/v1/namespaces/ns2/pods/bar-0"));
+    let error = delete_pod(&target, "ns2", "not-ours", "app=other", 1, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ChangeError::NotOwned { .. }), "{error}");
+    assert!(
+        fake.has("/api/v1/namespaces/ns2/pods/not-ours"),
+        "an unowned pod is never deleted"
+    );
+}
+
+#[tokio::test]
+async fn pods_that_never_settle_fail_at_the_deadline_saying_what_was_seen() {
+    use super::change::{ChangeError, Ownership, Target, scale_deployment};
+    let fake = FakeApi::with(vec![stored_deployment("ns2", "bar", 1, owned_labels())]);
+    // The controller never makes the pods: the PATCH is stored as sent.
+    let client = fake.client(unscripted());
+    let target = Target {
+        client: &client,
+        cluster: "cluster2",
+        ownership: Ownership::Labelled,
+    };
+    let error = scale_deployment(&target, "ns2", "bar", "app=bar", 2, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ChangeError::Wait(_)), "{error}");
+    let shown = error.to_string();
+    assert!(
+        shown.contains("2 ready pods app=bar in ns2 of cluster cluster2"),
+        "{shown}"
+    );
+    assert!(shown.contains("0 pods, 0 ready, 0 terminating, 2 wanted"), "{shown}");
+}

@@ -51,7 +51,7 @@ pub struct Observed {
 }
 
 impl Observed {
-    fn new(ready: bool, state: impl Into<String>) -> Observed {
+    pub(crate) fn new(ready: bool, state: impl Into<String>) -> Observed {
         Observed {
             ready,
             state: state.into(),

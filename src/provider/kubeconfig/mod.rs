@@ -11,6 +11,7 @@
 //! logs ([`evidence`]). TLS failure counters come from `pilot-agent request GET stats` in the
 //! `istio-proxy` containers of the service's pods and of the gateways.
 
+pub mod changes;
 pub mod evidence;
 pub mod exec;
 mod kind_side;
@@ -26,7 +27,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{ListParams, LogParams};
 use serde_json::Value;
 
-use super::capabilities::{Action, Capabilities};
+use super::capabilities::{Action, Capabilities, FaultKind};
 use super::kube as kube_layer;
 use super::kube::wait::{self, Watched};
 use super::{
@@ -89,12 +90,15 @@ fn unavailable(message: impl std::fmt::Display) -> ProviderError {
 impl KubeconfigProvider {
     /// What `kubeconfig` supports: per-phase endpoint weights (re-applied ServiceEntries) and a
     /// new connection per request (the client's side; the sidecars follow the plan's
-    /// DestinationRule). No faults yet: a foreign client certificate needs a pod with its own
-    /// certificate files, which real Istio does not let meshfed swap.
+    /// DestinationRule). Of the faults only a phase-long `scale` of a Deployment meshfed created
+    /// (made before the phase's traffic and undone after it): a foreign client certificate needs a
+    /// pod with its own certificate files, which real Istio does not let meshfed swap. No timed
+    /// actions: the exec-based client cannot run in the background across changes yet.
     pub const CAPABILITIES: Capabilities = Capabilities {
         provider: "kubeconfig",
-        faults: &[],
+        faults: &[FaultKind::Scale],
         actions: &[Action::ChangeEndpointWeights, Action::NewConnectionPerRequest],
+        changes: &[],
     };
 
     /// A provider that has not connected yet.
@@ -426,6 +430,14 @@ impl Provider for KubeconfigProvider {
         KubeconfigProvider::CAPABILITIES
     }
 
+    async fn change_world(
+        &mut self,
+        change: &crate::change::WorldChange,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<crate::change::InventoryEvent>, ProviderError> {
+        self.change_world_through_the_api(change, progress).await
+    }
+
     async fn create_world(
         &mut self,
         scenario: &Scenario,
@@ -591,7 +603,7 @@ impl Provider for KubeconfigProvider {
                     traffic.to_service, traffic.from_cluster
                 ))
             })?;
-        let command = vec![
+        let mut command = vec![
             self.options.image.command.clone(),
             "workload".to_owned(),
             "client".to_owned(),
@@ -618,6 +630,10 @@ impl Provider for KubeconfigProvider {
             "--timeout-ms".to_owned(),
             REQUEST_TIMEOUT.as_millis().to_string(),
         ];
+        // A paced phase is paced in the pod too (the image runs this meshfed's client).
+        if let Some(rate) = traffic.rate_per_second {
+            command.extend(["--rate".to_owned(), rate.to_string()]);
+        }
         progress.step(&format!(
             "sending {} requests from pod {} in {} (pods/exec)",
             traffic.requests, traffic.from_pod, traffic.from_cluster

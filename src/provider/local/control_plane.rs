@@ -12,14 +12,15 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::envoy_config::{
-    CertPaths, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort, Protocol, SidecarSpec,
-    SniRoute, UpstreamTls, outbound_sni,
+    CertPaths, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort, OutlierDetection, Protocol,
+    RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, outbound_sni,
 };
 use super::topology::{ClusterTopology, PodTopology, Topology};
 use crate::pki::spiffe_id;
-use crate::plan::istio::TrafficPolicy;
+use crate::plan::istio::{HttpRoute, LocalityFailover, TrafficPolicy};
 use crate::plan::versions::IstioBehaviour;
 use crate::plan::{ClusterPlan, INJECTION_LABEL, Object};
+use crate::scenario::resilience::{IstioDuration, RetryOn};
 use crate::scenario::{H2UpgradePolicy, LoadBalancer};
 
 /// A port of a replicated service, as read from the plan's `Service` object.
@@ -172,20 +173,27 @@ fn parse_locality(text: &str) -> Option<Locality> {
 }
 
 /// Istio's failover priority of an endpoint seen from `local`: 0 same region and zone, 1 same
-/// region, 2 another region; an endpoint without locality counts as another region. Istio then
-/// compacts the priorities so no level is empty (`pilot/pkg/networking/core/v1alpha3/loadbalancer/loadbalancer.go@1.14.6`
-/// `applyLocalityFailover`; subzones are not emulated).
-fn locality_priority(local: &Locality, endpoint: Option<&Locality>) -> u32 {
+/// region, 2 another region; an endpoint without locality counts as another region. A
+/// `localityLbSetting.failover` rule from the caller's region demotes every other region but its
+/// `to` one a level further. Istio then compacts the priorities so no level is empty
+/// (`pilot/pkg/networking/core/v1alpha3/loadbalancer/loadbalancer.go@1.14.6`
+/// `applyLocalityFailover`, `pilot/pkg/networking/core/loadbalancer/loadbalancer.go@1.30`;
+/// subzones are not emulated).
+fn locality_priority(local: &Locality, endpoint: Option<&Locality>, failover: &[LocalityFailover]) -> u32 {
     match endpoint {
         Some(other) if other == local => 0,
         Some(other) if other.region == local.region => 1,
-        _ => 2,
+        _ => match failover.iter().find(|rule| rule.from == local.region) {
+            Some(rule) if endpoint.is_some_and(|other| other.region == rule.to) => 2,
+            Some(_) => 3,
+            None => 2,
+        },
     }
 }
 
-fn apply_locality_failover(local: &Locality, endpoints: &mut [LbEndpoint]) {
+fn apply_locality_failover(local: &Locality, endpoints: &mut [LbEndpoint], failover: &[LocalityFailover]) {
     for endpoint in endpoints.iter_mut() {
-        endpoint.priority = locality_priority(local, endpoint.locality.as_ref());
+        endpoint.priority = locality_priority(local, endpoint.locality.as_ref(), failover);
     }
     let used: BTreeSet<u32> = endpoints.iter().map(|endpoint| endpoint.priority).collect();
     for endpoint in endpoints.iter_mut() {
@@ -246,9 +254,13 @@ fn endpoints_for(
         }
     }
     endpoints.extend(discovered_remote_endpoints(topology, plan, service));
-    let outlier_detection = destination_rule_for(plan, &service.host).is_some_and(|p| p.outlier_detection.is_some());
-    if outlier_detection {
-        apply_locality_failover(&local_locality, &mut endpoints);
+    let policy = destination_rule_for(plan, &service.host);
+    if policy.is_some_and(|p| p.outlier_detection.is_some()) {
+        let failover = policy
+            .and_then(|p| p.load_balancer.as_ref())
+            .and_then(|lb| lb.locality_lb_setting.as_ref())
+            .map_or(&[][..], |setting| setting.failover.as_slice());
+        apply_locality_failover(&local_locality, &mut endpoints, failover);
     }
     endpoints
 }
@@ -331,7 +343,7 @@ struct UpstreamPolicy {
     http2: bool,
     load_balancer: LoadBalancer,
     max_requests_per_connection: Option<u32>,
-    outlier_detection: bool,
+    outlier_detection: Option<OutlierDetection>,
 }
 
 fn upstream_policy(plan: &ClusterPlan, host: &str, protocol: Protocol) -> UpstreamPolicy {
@@ -354,7 +366,7 @@ fn upstream_policy(plan: &ClusterPlan, host: &str, protocol: Protocol) -> Upstre
         .is_some_and(|mode| mode == H2UpgradePolicy::Upgrade.istio_name());
     let load_balancer = match policy
         .and_then(|policy| policy.load_balancer.as_ref())
-        .map(|lb| lb.simple.as_str())
+        .and_then(|lb| lb.simple.as_deref())
     {
         Some("ROUND_ROBIN") => LoadBalancer::RoundRobin,
         Some("LEAST_REQUEST") => LoadBalancer::LeastRequest,
@@ -366,8 +378,66 @@ fn upstream_policy(plan: &ClusterPlan, host: &str, protocol: Protocol) -> Upstre
         http2: protocol == Protocol::Http2 || (protocol == Protocol::Http && upgrade),
         load_balancer,
         max_requests_per_connection: http_pool.and_then(|http| http.max_requests_per_connection),
-        outlier_detection: policy.is_some_and(|policy| policy.outlier_detection.is_some()),
+        outlier_detection: policy
+            .and_then(|policy| policy.outlier_detection.as_ref())
+            .map(envoy_outlier_detection),
     }
+}
+
+/// The DestinationRule's `outlierDetection` as Envoy values (durations were checked when the
+/// scenario was read; one the plan could not have written counts as unset).
+fn envoy_outlier_detection(detection: &crate::plan::istio::OutlierDetection) -> OutlierDetection {
+    let millis = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|text| text.parse::<IstioDuration>().ok())
+            .map(|duration| duration.millis)
+    };
+    OutlierDetection {
+        consecutive_5xx: detection.consecutive_5xx_errors,
+        consecutive_gateway_failure: detection.consecutive_gateway_errors,
+        interval_millis: millis(&detection.interval),
+        base_ejection_millis: millis(&detection.base_ejection_time),
+        max_ejection_percent: detection.max_ejection_percent,
+    }
+}
+
+/// The HTTP route of the plan's VirtualService for `host`, when there is one.
+fn virtual_service_route<'a>(plan: &'a ClusterPlan, host: &str) -> Option<&'a HttpRoute> {
+    plan.objects.iter().find_map(|object| match object {
+        Object::VirtualService(service) if service.spec.hosts.iter().any(|h| h == host) => service.spec.http.first(),
+        _ => None,
+    })
+}
+
+/// The route's retry policy and timeout as istiod writes them: the VirtualService's `retries`
+/// over Istio's default policy (`attempts: 0` turns retries off), its `timeout`; without a
+/// VirtualService, the version's default retries and no timeout.
+fn route_resilience(plan: &ClusterPlan, host: &str) -> (Option<RetryPolicy>, Option<u64>) {
+    let behaviour = IstioBehaviour::of(plan.install.istio_version);
+    let millis = |text: Option<&str>| {
+        text.and_then(|text| text.parse::<IstioDuration>().ok())
+            .map(|duration| duration.millis)
+    };
+    let route = virtual_service_route(plan, host);
+    let retries = match route.and_then(|route| route.retries.as_ref()) {
+        None => behaviour.default_retries().then(RetryPolicy::istio_default),
+        Some(retries) if retries.attempts == 0 => None,
+        Some(retries) => {
+            let mut policy = RetryPolicy::istio_default();
+            policy.num_retries = retries.attempts;
+            if let Some(retry_on) = retries
+                .retry_on
+                .as_deref()
+                .and_then(|text| text.parse::<RetryOn>().ok())
+            {
+                policy.retry_on = retry_on.conditions();
+                policy.retriable_status_codes = retry_on.status_codes();
+            }
+            policy.per_try_timeout_millis = millis(retries.per_try_timeout.as_deref());
+            Some(policy)
+        }
+    };
+    (retries, millis(route.and_then(|route| route.timeout.as_deref())))
 }
 
 /// The proxy of one application pod: an Istio sidecar when its namespace is injected; otherwise
@@ -413,6 +483,11 @@ pub fn sidecar_spec(
                     return kube_proxy_port(cluster, service, port, cluster_ip);
                 }
                 let policy = upstream_policy(plan, &service.host, port.protocol);
+                let (retry_policy, timeout_millis) = if port.protocol.is_http() {
+                    route_resilience(plan, &service.host)
+                } else {
+                    (None, None)
+                };
                 OutboundPort {
                     host: service.host.clone(),
                     cluster_ip,
@@ -430,6 +505,8 @@ pub fn sidecar_spec(
                     load_balancer: policy.load_balancer,
                     max_requests_per_connection: policy.max_requests_per_connection,
                     outlier_detection: policy.outlier_detection,
+                    retry_policy,
+                    timeout_millis,
                     l4_only: false,
                 }
             })
@@ -477,7 +554,9 @@ fn kube_proxy_port(
         http2: false,
         load_balancer: LoadBalancer::Random,
         max_requests_per_connection: None,
-        outlier_detection: false,
+        outlier_detection: None,
+        retry_policy: None,
+        timeout_millis: None,
         l4_only: true,
     }
 }
@@ -1060,11 +1139,139 @@ mod tests {
                     .iter()
                     .map(|endpoint| endpoint.priority)
                     .collect::<Vec<_>>(),
-                bar.outlier_detection,
+                bar.outlier_detection.is_some(),
             )
         };
         assert_eq!(priorities(""), (vec![0, 0], false));
         assert_eq!(priorities("  outlierDetection: true\n"), (vec![0, 1], true));
+    }
+
+    /// The foo sidecar's bar port in skew.yaml with `extra` added under `federation:`.
+    fn bar_port_with(extra: &str) -> OutboundPort {
+        let (topology, plan) = skew_edited(
+            |text| {
+                text.replace("  locality: false\n", "  locality: true\n")
+                    .replace("  mtls: PERMISSIVE\n", &format!("  mtls: PERMISSIVE\n{extra}"))
+            },
+            EndpointWeights::Equal,
+        );
+        let spec = foo_sidecar_of((topology, plan));
+        spec.outbound.iter().find(|port| port.host == BAR).unwrap().clone()
+    }
+
+    /// pilot/pkg/networking/core/cluster_traffic_policy.go@1.30 `applyOutlierDetection`: each
+    /// DestinationRule field becomes its Envoy field; unset ones stay unset (Envoy's defaults).
+    #[test]
+    fn fidelity_outlier_detection_fields_reach_envoy_as_istio_writes_them() {
+        let bar = bar_port_with(
+            "  outlierDetection:\n    consecutiveGatewayErrors: 1\n    interval: 250ms\n    baseEjectionTime: 5s\n    maxEjectionPercent: 100\n",
+        );
+        assert_eq!(
+            bar.outlier_detection,
+            Some(OutlierDetection {
+                consecutive_5xx: None,
+                consecutive_gateway_failure: Some(1),
+                interval_millis: Some(250),
+                base_ejection_millis: Some(5_000),
+                max_ejection_percent: Some(100),
+            })
+        );
+        let cluster = &super::super::envoy_config::sidecar_resources(&SidecarSpec {
+            outbound: vec![bar],
+            inbound: Vec::new(),
+            ..foo_sidecar_of(skew_edited(|text| text.to_owned(), EndpointWeights::Equal))
+        })
+        .clusters["resources"][0];
+        let detection = &cluster["outlier_detection"];
+        assert_eq!(detection["consecutive_gateway_failure"], 1);
+        assert_eq!(detection["enforcing_consecutive_gateway_failure"], 100);
+        assert_eq!(detection["enforcing_success_rate"], 0);
+        assert_eq!(detection["interval"], "0.250s");
+        assert_eq!(detection["base_ejection_time"], "5s");
+        assert_eq!(detection["max_ejection_percent"], 100);
+        assert!(detection.get("consecutive_5xx").is_none(), "{detection}");
+        assert_eq!(cluster["common_lb_config"]["healthy_panic_threshold"]["value"], 0);
+    }
+
+    /// pilot/pkg/networking/core/route/retry/retry.go@1.30: without a VirtualService a route
+    /// gets Istio's default retries; `retries` overrides them (status codes split out of
+    /// `retryOn`), `attempts: 0` removes them; `timeout` becomes the route timeout.
+    #[test]
+    fn fidelity_retries_and_timeout_come_from_the_virtual_service_over_istios_default() {
+        let default = bar_port_with("");
+        assert_eq!(default.retry_policy, Some(RetryPolicy::istio_default()));
+        assert_eq!(default.timeout_millis, None);
+        let set = bar_port_with(
+            "  retries: { attempts: 4, perTryTimeout: 500ms, retryOn: \"gateway-error,503\" }\n  timeout: 3s\n",
+        );
+        assert_eq!(
+            set.retry_policy,
+            Some(RetryPolicy {
+                num_retries: 4,
+                retry_on: vec!["gateway-error".into(), "retriable-status-codes".into()],
+                retriable_status_codes: vec![503],
+                per_try_timeout_millis: Some(500),
+            })
+        );
+        assert_eq!(set.timeout_millis, Some(3_000));
+        let off = bar_port_with("  retries: { attempts: 0 }\n");
+        assert_eq!(off.retry_policy, None);
+        let route = &super::super::envoy_config::sidecar_resources(&SidecarSpec {
+            outbound: vec![set],
+            inbound: Vec::new(),
+            ..foo_sidecar_of(skew_edited(|text| text.to_owned(), EndpointWeights::Equal))
+        })
+        .listeners["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
+            [0]["routes"][0]["route"]
+            .clone();
+        assert_eq!(route["timeout"], "3s");
+        assert_eq!(route["retry_policy"]["num_retries"], 4);
+        assert_eq!(
+            route["retry_policy"]["retry_on"],
+            "gateway-error,retriable-status-codes"
+        );
+        assert_eq!(route["retry_policy"]["per_try_timeout"], "0.500s");
+        assert_eq!(
+            route["retry_policy"]["retry_host_predicate"][0]["name"],
+            "envoy.retry_host_predicates.previous_hosts"
+        );
+    }
+
+    /// loadbalancer.go `applyLocalityFailover`: a failover rule from the caller's region puts its
+    /// `to` region before every other remote region.
+    #[test]
+    fn a_failover_rule_puts_its_region_before_the_other_remote_regions() {
+        let local = Locality {
+            region: "r1".into(),
+            zone: "z1".into(),
+        };
+        let at = |region: &str| {
+            Some(Locality {
+                region: region.into(),
+                zone: "z9".into(),
+            })
+        };
+        let mut endpoints: Vec<LbEndpoint> = ["r2", "r3", "r1"]
+            .iter()
+            .map(|region| LbEndpoint {
+                address: Ipv4Addr::new(10, 0, 0, 1),
+                port: 15443,
+                weight: 1,
+                locality: at(region),
+                priority: 0,
+                istio_mtls: false,
+            })
+            .collect();
+        let rule = |to: &str| LocalityFailover {
+            from: "r1".into(),
+            to: to.into(),
+        };
+        apply_locality_failover(&local, &mut endpoints, &[]);
+        assert_eq!(endpoints.iter().map(|e| e.priority).collect::<Vec<_>>(), [1, 1, 0]);
+        apply_locality_failover(&local, &mut endpoints, &[rule("r3")]);
+        assert_eq!(endpoints.iter().map(|e| e.priority).collect::<Vec<_>>(), [2, 1, 0]);
+        apply_locality_failover(&local, &mut endpoints, &[rule("r2")]);
+        assert_eq!(endpoints.iter().map(|e| e.priority).collect::<Vec<_>>(), [1, 2, 0]);
     }
 
     #[test]
@@ -1085,7 +1292,7 @@ mod tests {
             istio_mtls: false,
         };
         let mut endpoints = vec![at("r1", "z2"), at("r2", "z1"), at("r1", "z2")];
-        apply_locality_failover(&local, &mut endpoints);
+        apply_locality_failover(&local, &mut endpoints, &[]);
         let found: Vec<u32> = endpoints.iter().map(|endpoint| endpoint.priority).collect();
         assert_eq!(found, [0, 1, 0], "no local pod: the same region comes first");
     }

@@ -416,6 +416,45 @@ impl Supervisor {
         self.children[id.0].transient = true;
     }
 
+    /// The newest long-lived child named `name` that has not exited (e.g. the Envoy of a pod after
+    /// restarts), if any.
+    pub fn running_named(&mut self, name: &str) -> Option<ChildId> {
+        let index = self
+            .children
+            .iter_mut()
+            .enumerate()
+            .rev()
+            .filter(|(_, child)| !child.transient && child.name == name)
+            .find_map(|(index, child)| matches!(poll_exit(child), Ok(None)).then_some(index))?;
+        Some(ChildId(index))
+    }
+
+    /// Ends the child on purpose (a fault meshfed injects, a restart): marks it transient first,
+    /// so neither [`Supervisor::check_running`] nor [`Supervisor::not_running`] ever calls its end
+    /// a death, then sends `signal` to its process group (SIGKILL after `grace` if it is still
+    /// there) and reaps it. Returns how it ended.
+    pub fn end_on_purpose(&mut self, id: ChildId, signal: i32, grace: Duration) -> Result<ChildExit, SupervisorError> {
+        self.children[id.0].transient = true;
+        let pid = self.children[id.0].pid;
+        if poll_exit(&mut self.children[id.0])?.is_none() {
+            signal_group(pid, signal);
+            signal_group(pid, libc::SIGCONT);
+        }
+        let exit = match self.await_exit(id, Instant::now() + grace) {
+            Ok(exit) => exit,
+            Err(SupervisorError::StillRunning { .. }) => {
+                signal_group(pid, libc::SIGKILL);
+                self.await_exit(id, Instant::now() + grace)?
+            }
+            Err(other) => return Err(other),
+        };
+        // A grandchild that ignored the signal must not outlive its container either.
+        if !live_group_members(pid).is_empty() {
+            signal_group(pid, libc::SIGKILL);
+        }
+        Ok(exit)
+    }
+
     /// Long-lived children that are not running: exited, or stopped (the child or any process of
     /// its group in state `T`/`t`), in spawn order. Reads `/proc` once.
     pub fn not_running(&mut self) -> Vec<NotRunning> {
@@ -724,6 +763,52 @@ fn file_name_for(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::excerpt;
+
+    #[test]
+    fn a_child_ended_on_purpose_is_no_death_and_its_successor_is_watched() {
+        use super::{ChildOutput, NotRunning, Supervisor};
+        use std::process::Command;
+        use std::time::Duration;
+
+        let mut supervisor = Supervisor::new().unwrap();
+        let sleeper = || {
+            let mut command = Command::new("sleep");
+            command.arg("30");
+            command
+        };
+        let first = supervisor
+            .spawn("envoy of gateway g in c2", sleeper(), None, ChildOutput::Piped)
+            .unwrap();
+        assert_eq!(supervisor.running_named("envoy of gateway g in c2"), Some(first));
+        let exit = supervisor
+            .end_on_purpose(first, libc::SIGKILL, Duration::from_secs(2))
+            .unwrap();
+        assert!(exit.status.contains("SIGKILL"), "{exit}");
+        assert!(supervisor.not_running().is_empty(), "an on-purpose end is no death");
+        assert!(supervisor.check_running().is_ok());
+        assert_eq!(supervisor.running_named("envoy of gateway g in c2"), None);
+
+        let second = supervisor
+            .spawn("envoy of gateway g in c2", sleeper(), None, ChildOutput::Piped)
+            .unwrap();
+        assert_eq!(supervisor.running_named("envoy of gateway g in c2"), Some(second));
+        // The restarted child is watched again: killing it behind the supervisor's back is a death.
+        // SAFETY: kill(2) on a child this test started.
+        unsafe { libc::kill(supervisor.pid(second) as i32, libc::SIGKILL) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let down = loop {
+            let down = supervisor.not_running();
+            if !down.is_empty() || std::time::Instant::now() >= deadline {
+                break down;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(
+            matches!(&down[..], [NotRunning::Exited(exit)] if exit.pid == supervisor.pid(second)),
+            "{down:?}"
+        );
+        supervisor.shutdown(Duration::from_secs(1)).unwrap();
+    }
 
     #[test]
     fn a_short_log_is_quoted_whole() {

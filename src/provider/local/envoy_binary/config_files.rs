@@ -41,6 +41,25 @@ pub fn write_bootstrap(path: &Path, bootstrap: &Value) -> Result<(), WriteConfig
     write_atomically(path, bootstrap)
 }
 
+/// Replaces the SDS file at `path` (a [`crate::provider::local::envoy_config::sds_secret`]; it
+/// holds a private key, so mode 0600) in one rename, which the Envoy watching it notices.
+pub fn write_sds(path: &Path, secret: &Value) -> Result<(), WriteConfigError> {
+    let error = |source| WriteConfigError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "path has no directory or file name",
+        )));
+    };
+    let text = serde_json::to_vec_pretty(secret).map_err(|source| error(source.into()))?;
+    crate::output::Dir::open(dir)
+        .and_then(|dir| dir.write_file_atomic(name, &text, 0o600))
+        .map_err(error)
+}
+
 /// Replaces the clusters (CDS) in `dir`, the directory the bootstrap watches, by writing a hidden
 /// temporary file and renaming it over `cds.json` (Envoy notices only a rename); then, for a
 /// proxy with dynamic listeners (a gateway), `lds.json` the same way. A sidecar's listeners are

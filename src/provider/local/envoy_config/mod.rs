@@ -85,15 +85,20 @@ pub struct CertPaths {
     pub key: PathBuf,
     /// The mesh root certificate peers are verified against.
     pub root: PathBuf,
+    /// The SDS file Envoy loads the identity certificate from ([`sds_secret`] of the chain and
+    /// key; replaced in one rename when the certificate is reissued).
+    pub sds: PathBuf,
 }
 
 impl CertPaths {
-    /// The files Istio 1.1 mounts, inside `dir`: `cert-chain.pem`, `key.pem`, `root-cert.pem`.
+    /// The files Istio 1.1 mounts, inside `dir`: `cert-chain.pem`, `key.pem`, `root-cert.pem`,
+    /// and the SDS file `sds-default.json` meshfed's Envoys load the certificate from.
     pub fn in_dir(dir: &Path) -> CertPaths {
         CertPaths {
             cert_chain: dir.join("cert-chain.pem"),
             key: dir.join("key.pem"),
             root: dir.join("root-cert.pem"),
+            sds: dir.join("sds-default.json"),
         }
     }
 }
@@ -194,10 +199,66 @@ pub struct OutboundPort {
     /// Requests per upstream connection (HTTP only): `Some(1)` opens a new mTLS connection per
     /// request, so a passthrough gateway balances each request. `None` pools connections.
     pub max_requests_per_connection: Option<u32>,
-    /// Envoy outlier detection (the DestinationRule's `outlierDetection`).
-    pub outlier_detection: bool,
+    /// Envoy outlier detection (the DestinationRule's `outlierDetection`), with Istio's panic
+    /// threshold 0.
+    pub outlier_detection: Option<OutlierDetection>,
+    /// The route's retry policy (HTTP only): Istio's default, the VirtualService's, or none.
+    pub retry_policy: Option<RetryPolicy>,
+    /// The route's whole-request timeout in milliseconds (the VirtualService's `timeout`).
+    pub timeout_millis: Option<u64>,
     /// Proxy bytes only (a pod without a sidecar: kube-proxy), whatever the port's protocol.
     pub l4_only: bool,
+}
+
+/// Envoy `outlier_detection` as Istio writes it from a DestinationRule: success-rate ejection
+/// off; unset fields keep Envoy's defaults (5 consecutive 5xx, 10 s, 30 s, 10 %).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutlierDetection {
+    /// `consecutive_5xx` (enforced at 100 % when above 0, off at 0).
+    pub consecutive_5xx: Option<u32>,
+    /// `consecutive_gateway_failure` (enforced at 100 % when above 0, off at 0).
+    pub consecutive_gateway_failure: Option<u32>,
+    /// `interval` in milliseconds.
+    pub interval_millis: Option<u64>,
+    /// `base_ejection_time` in milliseconds.
+    pub base_ejection_millis: Option<u64>,
+    /// `max_ejection_percent`.
+    pub max_ejection_percent: Option<u32>,
+}
+
+/// An Envoy route `retry_policy` as Istio writes it (`pilot/pkg/networking/core/route/retry/retry.go`):
+/// retries prefer hosts not tried yet (`previous_hosts`, up to 5 host selections).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// `num_retries`.
+    pub num_retries: u32,
+    /// `retry_on` conditions.
+    pub retry_on: Vec<String>,
+    /// `retriable_status_codes`.
+    pub retriable_status_codes: Vec<u16>,
+    /// `per_try_timeout` in milliseconds.
+    pub per_try_timeout_millis: Option<u64>,
+}
+
+impl RetryPolicy {
+    /// Istio's retry policy for a route without a VirtualService `retries`: 2 retries on
+    /// connect failures, refused streams, gRPC unavailable/cancelled and HTTP 503.
+    pub fn istio_default() -> Self {
+        RetryPolicy {
+            num_retries: 2,
+            retry_on: [
+                "connect-failure",
+                "refused-stream",
+                "unavailable",
+                "cancelled",
+                "retriable-status-codes",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            retriable_status_codes: vec![503],
+            per_try_timeout_millis: None,
+        }
+    }
 }
 
 /// Everything one pod's sidecar needs.
@@ -303,10 +364,38 @@ fn socket_address(address: Ipv4Addr, port: u16) -> Value {
     json!({ "socket_address": { "address": address.to_string(), "port_value": port } })
 }
 
-fn tls_certificate(certs: &CertPaths) -> Value {
+/// The workload's identity certificate, delivered by SDS from the watched file `certs.sds`
+/// (Istio delivers it by SDS too, as the secret `default`): replacing that file in one rename
+/// hands running listeners and clusters a new certificate without a restart, and connections
+/// made before keep theirs. Each Envoy loads it once, whichever listeners and clusters name it,
+/// and the file watch costs the Envoy one inotify instance.
+fn tls_certificate_sds(certs: &CertPaths) -> Value {
     json!({
-        "certificate_chain": { "filename": certs.cert_chain },
-        "private_key": { "filename": certs.key },
+        "name": IDENTITY_SECRET_NAME,
+        "sds_config": {
+            "resource_api_version": "V3",
+            "path_config_source": { "path": certs.sds },
+        },
+    })
+}
+
+/// The name of the identity secret (Istio's).
+const IDENTITY_SECRET_NAME: &str = "default";
+const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// The SDS file (a DiscoveryResponse) holding the identity secret `name` with the certificate
+/// chain and key inline, so one rename replaces both at once.
+pub fn sds_secret(name: &str, cert_chain_pem: &str, key_pem: &str) -> Value {
+    json!({
+        "version_info": format!("{:016x}", fnv1a(cert_chain_pem.as_bytes())),
+        "resources": [{
+            "@type": SECRET_TYPE,
+            "name": name,
+            "tls_certificate": {
+                "certificate_chain": { "inline_string": cert_chain_pem },
+                "private_key": { "inline_string": key_pem },
+            },
+        }],
     })
 }
 
@@ -377,7 +466,9 @@ mod tests {
             http2: false,
             load_balancer: crate::scenario::LoadBalancer::RoundRobin,
             max_requests_per_connection: max,
-            outlier_detection: false,
+            outlier_detection: None,
+            retry_policy: None,
+            timeout_millis: None,
             l4_only: false,
         }
     }
@@ -613,12 +704,14 @@ mod tests {
             let context = &tls["common_tls_context"];
             assert_eq!(context["alpn_protocols"], alpn);
             assert_eq!(
-                context["tls_certificates"][0]["certificate_chain"]["filename"],
-                "/certs/foo-0/cert-chain.pem"
-            );
-            assert_eq!(
-                context["tls_certificates"][0]["private_key"]["filename"],
-                "/certs/foo-0/key.pem"
+                context["tls_certificate_sds_secret_configs"],
+                json!([{
+                    "name": "default",
+                    "sds_config": {
+                        "resource_api_version": "V3",
+                        "path_config_source": { "path": "/certs/foo-0/sds-default.json" },
+                    },
+                }])
             );
             assert_eq!(
                 context["validation_context"]["trusted_ca"]["filename"],
@@ -629,6 +722,27 @@ mod tests {
                 json!([{ "san_type": "URI", "matcher": { "exact": BAR_IDENTITY } }])
             );
         }
+    }
+
+    #[test]
+    fn the_sds_file_holds_the_identity_secret_inline_and_its_version_follows_the_chain() {
+        let secret = sds_secret("default", "CHAIN", "KEY");
+        let resource = &secret["resources"][0];
+        assert_eq!(resource["@type"], SECRET_TYPE);
+        assert_eq!(resource["name"], "default");
+        assert_eq!(
+            resource["tls_certificate"]["certificate_chain"]["inline_string"],
+            "CHAIN"
+        );
+        assert_eq!(resource["tls_certificate"]["private_key"]["inline_string"], "KEY");
+        assert_eq!(
+            secret["version_info"],
+            sds_secret("default", "CHAIN", "OTHER KEY")["version_info"]
+        );
+        assert_ne!(
+            secret["version_info"],
+            sds_secret("default", "NEW CHAIN", "KEY")["version_info"]
+        );
     }
 
     #[test]

@@ -73,7 +73,7 @@ fn inbound_mtls_chain(spec: &SidecarSpec, inbound: &InboundPort, stat_prefix: &s
         (inbound_tcp_proxy_filter(stat_prefix, cluster), &[])
     };
     let mut common_tls_context = json!({
-        "tls_certificates": [tls_certificate(&spec.certs)],
+        "tls_certificate_sds_secret_configs": [tls_certificate_sds(&spec.certs)],
         "validation_context": { "trusted_ca": { "filename": spec.certs.root } },
     });
     if !alpn.is_empty() {
@@ -199,7 +199,7 @@ fn outbound_listener(outbound: &OutboundPort) -> Value {
                         "domains": ["*"],
                         "routes": [{
                             "match": { "prefix": "/" },
-                            "route": { "cluster": cluster },
+                            "route": outbound_route_action(outbound, &cluster),
                         }],
                     }],
                 },
@@ -236,7 +236,7 @@ fn upstream_mtls_socket(certs: &CertPaths, outbound: &OutboundPort) -> Value {
             "@type": UPSTREAM_TLS_TYPE,
             "sni": outbound_sni(outbound.port, &outbound.host),
             "common_tls_context": {
-                "tls_certificates": [tls_certificate(certs)],
+                "tls_certificate_sds_secret_configs": [tls_certificate_sds(certs)],
                 "alpn_protocols": outbound.alpn,
                 "validation_context": validation_context,
             },
@@ -280,13 +280,10 @@ fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
         }
         UpstreamTls::Plaintext => {}
     }
-    if outbound.outlier_detection {
-        cluster["outlier_detection"] = json!({
-            "consecutive_5xx": 5,
-            "interval": "10s",
-            "base_ejection_time": "30s",
-        });
-        // Istio's default: fail over as soon as endpoints of a priority are ejected.
+    if let Some(detection) = &outbound.outlier_detection {
+        cluster["outlier_detection"] = outlier_detection(detection);
+        // Istio's default (`minHealthPercent` 0): fail over as soon as endpoints of a priority
+        // are ejected, never spread back over ejected ones.
         cluster["common_lb_config"] = json!({ "healthy_panic_threshold": { "value": 0 } });
     }
     if outbound.protocol.is_http() && !outbound.l4_only {
@@ -359,4 +356,69 @@ fn inbound_tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Value {
             }],
         },
     })
+}
+
+/// The outbound route's action: the cluster, Istio's retry policy and the timeout.
+fn outbound_route_action(outbound: &OutboundPort, cluster: &str) -> Value {
+    let mut action = json!({ "cluster": cluster });
+    if let Some(policy) = &outbound.retry_policy {
+        let mut retry = json!({
+            "retry_on": policy.retry_on.join(","),
+            "num_retries": policy.num_retries,
+            // Istio: retries prefer hosts not tried yet, choosing up to 5 times.
+            "retry_host_predicate": [{
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": { "@type": PREVIOUS_HOSTS_TYPE },
+            }],
+            "host_selection_retry_max_attempts": 5,
+        });
+        if !policy.retriable_status_codes.is_empty() {
+            retry["retriable_status_codes"] = json!(policy.retriable_status_codes);
+        }
+        if let Some(millis) = policy.per_try_timeout_millis {
+            retry["per_try_timeout"] = json!(proto_duration(millis));
+        }
+        action["retry_policy"] = retry;
+    }
+    if let Some(millis) = outbound.timeout_millis {
+        action["timeout"] = json!(proto_duration(millis));
+    }
+    action
+}
+
+const PREVIOUS_HOSTS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+
+/// Envoy `outlier_detection` as Istio's `applyOutlierDetection` writes it: success-rate ejection
+/// off, each consecutive-error check enforced at 100 % when its count is above 0 (off at 0), and
+/// unset fields left to Envoy's defaults.
+fn outlier_detection(detection: &OutlierDetection) -> Value {
+    let mut out = json!({ "enforcing_success_rate": 0 });
+    if let Some(count) = detection.consecutive_5xx {
+        out["consecutive_5xx"] = json!(count);
+        out["enforcing_consecutive_5xx"] = json!(if count > 0 { 100 } else { 0 });
+    }
+    if let Some(count) = detection.consecutive_gateway_failure {
+        out["consecutive_gateway_failure"] = json!(count);
+        out["enforcing_consecutive_gateway_failure"] = json!(if count > 0 { 100 } else { 0 });
+    }
+    if let Some(millis) = detection.interval_millis {
+        out["interval"] = json!(proto_duration(millis));
+    }
+    if let Some(millis) = detection.base_ejection_millis {
+        out["base_ejection_time"] = json!(proto_duration(millis));
+    }
+    if let Some(percent) = detection.max_ejection_percent.filter(|percent| *percent > 0) {
+        out["max_ejection_percent"] = json!(percent);
+    }
+    out
+}
+
+/// A protobuf JSON duration: `10s`, `0.250s`.
+fn proto_duration(millis: u64) -> String {
+    if millis.is_multiple_of(1_000) {
+        format!("{}s", millis / 1_000)
+    } else {
+        format!("{}.{:03}s", millis / 1_000, millis % 1_000)
+    }
 }

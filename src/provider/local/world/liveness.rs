@@ -1,5 +1,7 @@
 //! Liveness of the `local` world: which of its long-lived processes (apps, Envoys) have exited or
 //! are stopped, and, once a deadline has passed, which Envoys do not answer on their admin socket.
+//! A process a fault ended on purpose (a stopped gateway, a killed container before its restart)
+//! is none of these: the supervisor no longer expects it to run.
 
 use std::time::Duration;
 
@@ -49,7 +51,12 @@ impl World {
             })
             .collect();
         let mut pings = tokio::task::JoinSet::new();
-        for proxy in self.proxies.values().filter(|proxy| proxy.started) {
+        // A gateway stopped by a fault is expected not to answer.
+        for proxy in self
+            .proxies
+            .values()
+            .filter(|proxy| proxy.started && !proxy.stopped_on_purpose)
+        {
             if stuck.iter().any(|(name, _)| *name == proxy.name) {
                 continue;
             }

@@ -22,6 +22,7 @@ use super::network::{self, ClusterNetwork, GatewayAddress, Network, NetworkSpec,
 use super::sandbox::SandboxMode;
 use super::supervisor::{ChildOutput, Supervisor};
 use super::topology::{self, ClusterTopology, GATEWAY_POD, Topology};
+use crate::change::ChangeKind;
 use crate::change::{InventoryEvent, WorldChange};
 use crate::inventory::Inventory;
 use crate::pki::{self, MeshPki};
@@ -80,6 +81,7 @@ pub struct PodExec {
 }
 
 use proxies::Proxy;
+pub use proxies::ProxyRestart;
 
 struct World {
     scenario: Scenario,
@@ -91,14 +93,24 @@ struct World {
     /// By (cluster, pod); gateways under [`GATEWAY_POD`].
     proxies: BTreeMap<(String, String), Proxy>,
     apps_ready: bool,
+    /// Traffic started in the background and not yet collected.
+    traffic: Option<traffic::RunningTraffic>,
 }
 
 impl LocalProvider {
-    /// What `local` supports: a foreign client certificate, and both phase actions.
+    /// What `local` supports: every phase-long fault (gatewayDown, scale and delay are made as
+    /// changes at the phase's start and undone after its traffic), both phase actions, and every
+    /// change a timed action can ask for.
     pub const CAPABILITIES: Capabilities = Capabilities {
         provider: "local",
-        faults: &[FaultKind::ForeignClientCert],
+        faults: &[
+            FaultKind::GatewayDown,
+            FaultKind::Scale,
+            FaultKind::ForeignClientCert,
+            FaultKind::Delay,
+        ],
         actions: &[Action::ChangeEndpointWeights, Action::NewConnectionPerRequest],
+        changes: &ChangeKind::ALL,
     };
 
     /// A provider that has created nothing yet.
@@ -268,6 +280,7 @@ impl Provider for LocalProvider {
             foreign_pki: None,
             proxies: BTreeMap::new(),
             apps_ready: false,
+            traffic: None,
         };
         progress.step("starting the apps");
         world.start_apps(&self.options)?;
@@ -306,6 +319,23 @@ impl Provider for LocalProvider {
         let world = self.world()?;
         let sent = world.send_traffic(&meshfed, traffic, progress).await;
         world.explained(sent)
+    }
+
+    async fn start_traffic(&mut self, traffic: &Traffic, _progress: &mut dyn Progress) -> Result<(), ProviderError> {
+        let meshfed = self.options.meshfed.clone();
+        let world = self.world()?;
+        let started = world.start_traffic(&meshfed, traffic);
+        world.explained(started)
+    }
+
+    async fn await_traffic(
+        &mut self,
+        until: Instant,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<Vec<RequestRecord>>, ProviderError> {
+        let world = self.world()?;
+        let awaited = world.await_traffic(until, progress).await;
+        world.explained(awaited)
     }
 
     async fn change_world(
@@ -373,8 +403,10 @@ impl Provider for LocalProvider {
     }
 }
 
-/// Each Envoy watches its CDS file with one inotify instance; leave this many for everything
-/// else the same user runs.
+/// Inotify instances one Envoy holds: one per watched xDS file, CDS plus SDS (a sidecar's
+/// certificate) or CDS plus LDS (a gateway's listeners); measured in tests/local_faults.rs.
+const INOTIFY_PER_ENVOY: u64 = 2;
+/// Instances left for everything else the same user runs.
 const INOTIFY_RESERVE: u64 = 16;
 
 /// `fs.inotify.max_user_instances` (128 when it cannot be read, the kernel's default).
@@ -389,15 +421,16 @@ fn read_inotify_limit() -> u64 {
 /// otherwise), saying how to raise the limit.
 fn check_inotify_budget(envoys: usize, limit: u64) -> Result<(), String> {
     let available = limit.saturating_sub(INOTIFY_RESERVE);
-    if envoys as u64 <= available {
+    let needed = envoys as u64 * INOTIFY_PER_ENVOY;
+    if needed <= available {
         return Ok(());
     }
     Err(format!(
         "this scenario needs {envoys} Envoys (one per pod and one gateway per cluster), each watching its \
-         configuration with one inotify instance, but fs.inotify.max_user_instances is {limit} \
+         configuration with {INOTIFY_PER_ENVOY} inotify instances, but fs.inotify.max_user_instances is {limit} \
          ({available} usable after a reserve of {INOTIFY_RESERVE}); raise it, e.g. \
          `sysctl -w fs.inotify.max_user_instances={}`, or use fewer replicas",
-        (envoys as u64 + INOTIFY_RESERVE).next_power_of_two().max(256)
+        (needed + INOTIFY_RESERVE).next_power_of_two().max(256)
     ))
 }
 
@@ -440,9 +473,10 @@ mod tests {
 
     #[test]
     fn worlds_within_the_inotify_limit_pass_and_larger_ones_say_how_to_raise_it() {
-        assert_eq!(check_inotify_budget(112, 128), Ok(()));
-        let refusal = check_inotify_budget(113, 128).unwrap_err();
-        assert!(refusal.contains("needs 113 Envoys"), "{refusal}");
+        assert_eq!(check_inotify_budget(56, 128), Ok(()));
+        let refusal = check_inotify_budget(57, 128).unwrap_err();
+        assert!(refusal.contains("needs 57 Envoys"), "{refusal}");
+        assert!(refusal.contains("with 2 inotify instances"), "{refusal}");
         assert!(refusal.contains("fs.inotify.max_user_instances is 128"), "{refusal}");
         assert!(
             refusal.contains("sysctl -w fs.inotify.max_user_instances=256"),

@@ -24,9 +24,12 @@ use crate::provider::local::envoy_config::{self, CertPaths, XdsResources};
 use crate::provider::local::supervisor::{ChildExit, ChildExited, ChildOutput, Supervisor};
 use crate::provider::local::topology::GATEWAY_POD;
 use crate::provider::{PhaseSettings, ProviderError, TlsFailures};
+use crate::scenario::IstioVersion;
 
 /// How long one admin call (stats, config version) may take.
 pub(super) const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an Envoy stopped on purpose may take to exit after SIGTERM before it is SIGKILLed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often a start-up wait checks whether a child exited.
 const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -39,10 +42,31 @@ pub(super) struct Proxy {
     pub(super) started: bool,
     /// Envoy worker threads (the cluster's install values).
     concurrency: u32,
+    /// The Istio version whose behaviour the pushed configuration follows (the cluster's install
+    /// values): when a plan carries another one, the proxy restarts ([`World::restart_envoy`]).
+    istio_version: Option<IstioVersion>,
+    /// Stopped by a fault (a stopped gateway): a plan is written to its files but nothing waits
+    /// for it, and liveness checks leave it alone until it is started again.
+    pub(super) stopped_on_purpose: bool,
+    /// Every restart so far, oldest first.
+    pub(super) restarts: Vec<ProxyRestart>,
+}
+
+/// One restart of an Envoy: why, when the old process was ended and when the new one was ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyRestart {
+    /// The Envoy, e.g. "envoy for pod bar-0 in cluster2".
+    pub proxy: String,
+    /// Why it restarted, e.g. "istio 1.29.0 -> 1.30.3" or "sidecar killed".
+    pub reason: String,
+    /// When the old process was gone.
+    pub stopped: Instant,
+    /// When the new process answered `/ready` with LIVE.
+    pub ready: Instant,
 }
 
 /// `GET path` on `proxy`'s admin socket, failing after [`ADMIN_TIMEOUT`] naming the proxy.
-async fn admin_call(proxy: &Proxy, path: &str, what: &str) -> Result<String, ProviderError> {
+pub(super) async fn admin_call(proxy: &Proxy, path: &str, what: &str) -> Result<String, ProviderError> {
     match tokio::time::timeout(ADMIN_TIMEOUT, admin_get(&proxy.admin_socket, path)).await {
         Ok(answer) => answer.map_err(|error| failed(format!("{what} of {}", proxy.name))(error.into())),
         Err(_) => Err(ProviderError::failed(
@@ -54,6 +78,15 @@ async fn admin_call(proxy: &Proxy, path: &str, what: &str) -> Result<String, Pro
             ),
         )),
     }
+}
+
+/// `certs`, once its SDS file exists (written from its PEM files the first time).
+fn ensure_sds_file(certs: CertPaths) -> Result<CertPaths, ProviderError> {
+    if !certs.sds.exists() {
+        super::faults::create_sds_file(&certs)
+            .map_err(failed(format!("writing the SDS secret {}", certs.sds.display())))?;
+    }
+    Ok(certs)
 }
 
 /// Why Envoys did not become ready.
@@ -129,7 +162,7 @@ impl World {
     ) -> Result<CertPaths, ProviderError> {
         let dir = pod_dir(&options.run_dir, cluster, pod);
         if !foreign {
-            return Ok(CertPaths::in_dir(&dir.join("certs")));
+            return ensure_sds_file(CertPaths::in_dir(&dir.join("certs")));
         }
         let foreign_dir = dir.join("foreign-certs");
         if !foreign_dir.exists() {
@@ -163,7 +196,7 @@ impl World {
             pki::create_workload_files(&cert, &foreign_dir)
                 .map_err(|error| failed("writing a foreign certificate")(error.into()))?;
         }
-        Ok(CertPaths::in_dir(&foreign_dir))
+        ensure_sds_file(CertPaths::in_dir(&foreign_dir))
     }
 
     pub(super) async fn apply_plan(
@@ -176,6 +209,7 @@ impl World {
         for cluster_plan in &plan.clusters {
             let cluster = self.cluster(&cluster_plan.cluster)?.clone();
             let concurrency = cluster_plan.install.proxy_concurrency;
+            let version = cluster_plan.install.istio_version;
             for pod in &cluster.pods {
                 let foreign = settings.foreign_client_cert.as_ref() == Some(&(cluster.name.clone(), pod.name.clone()));
                 let genuine_certs = self.certs_for(options, &cluster.name, &pod.name, false)?;
@@ -207,7 +241,14 @@ impl World {
                     None => genuine,
                 };
                 let name = format!("envoy for pod {} in {}", pod.name, cluster.name);
-                desired.push((cluster.name.clone(), pod.name.clone(), name, resources, concurrency));
+                desired.push((
+                    cluster.name.clone(),
+                    pod.name.clone(),
+                    name,
+                    resources,
+                    concurrency,
+                    version,
+                ));
             }
             let gateway = control_plane::gateway_spec(&cluster, cluster_plan);
             let name = format!("envoy of gateway {GATEWAY_POD} in {}", cluster.name);
@@ -217,11 +258,13 @@ impl World {
                 name,
                 envoy_config::gateway_resources(&gateway),
                 concurrency,
+                version,
             ));
         }
         let mut started = Vec::new();
         let mut updated = Vec::new();
-        for (cluster, pod, name, resources, concurrency) in desired {
+        let mut upgraded = Vec::new();
+        for (cluster, pod, name, resources, concurrency, version) in desired {
             let key = (cluster.clone(), pod.clone());
             let proxy = self.proxies.entry(key.clone()).or_insert_with(|| {
                 let dir = pod_dir(&options.run_dir, &cluster, &pod).join("envoy");
@@ -232,8 +275,29 @@ impl World {
                     pushed: None,
                     started: false,
                     concurrency,
+                    istio_version: None,
+                    stopped_on_purpose: false,
+                    restarts: Vec::new(),
                 }
             });
+            // A running proxy of another Istio version is replaced, not reconfigured: its new
+            // configuration is written once the old process is gone (see `restart_envoy`).
+            if proxy.started
+                && !proxy.stopped_on_purpose
+                && proxy.istio_version.is_some_and(|running| running != version)
+            {
+                let reason = format!(
+                    "istio {} -> {version}",
+                    proxy
+                        .istio_version
+                        .map(|running| running.to_string())
+                        .unwrap_or_default()
+                );
+                upgraded.push((key, resources, version, concurrency, reason));
+                continue;
+            }
+            proxy.istio_version = Some(version);
+            proxy.concurrency = concurrency;
             if proxy.pushed.as_ref() == Some(&resources) {
                 continue;
             }
@@ -256,7 +320,9 @@ impl World {
             write_xds(&proxy.dir, &resources)
                 .map_err(|error| failed(format!("configuring {}", proxy.name))(error.into()))?;
             proxy.pushed = Some(resources);
-            if proxy.started {
+            if proxy.stopped_on_purpose {
+                // Written for when it starts again; nothing runs to apply it now.
+            } else if proxy.started {
                 updated.push(key);
             } else {
                 started.push(key);
@@ -266,7 +332,71 @@ impl World {
             self.start_envoy(options, key)?;
         }
         self.await_envoys_ready(&started).await?;
-        self.await_config_applied(&updated).await
+        self.await_config_applied(&updated).await?;
+        // Pod by pod, as a rolling restart after an upgrade: each ready before the next stops.
+        for (key, resources, version, concurrency, reason) in upgraded {
+            let proxy = self
+                .proxies
+                .get_mut(&key)
+                .ok_or_else(|| ProviderError::Unavailable("unknown proxy".into()))?;
+            proxy.pushed = Some(resources);
+            proxy.istio_version = Some(version);
+            proxy.concurrency = concurrency;
+            self.restart_envoy(options, &key, &reason, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends `key`'s Envoy on purpose (SIGTERM, or `signal`), waits `back_off` when given (a
+    /// kubelet's restart delay), writes its pushed configuration, starts it again in the same pod
+    /// and waits until it is ready; records the restart.
+    pub(super) async fn restart_envoy(
+        &mut self,
+        options: &LocalOptions,
+        key: &(String, String),
+        reason: &str,
+        kill: Option<(i32, Duration)>,
+    ) -> Result<(), ProviderError> {
+        let name = self
+            .proxies
+            .get(key)
+            .map(|proxy| proxy.name.clone())
+            .ok_or_else(|| ProviderError::Unavailable(format!("no proxy for {} in {}", key.1, key.0)))?;
+        let (signal, back_off) = kill.unwrap_or((libc::SIGTERM, Duration::ZERO));
+        self.end_envoy(key, signal)?;
+        let stopped = Instant::now();
+        tokio::time::sleep(back_off).await;
+        let proxy = &self.proxies[key];
+        if let Some(resources) = &proxy.pushed {
+            write_xds(&proxy.dir, resources).map_err(|error| failed(format!("configuring {name}"))(error.into()))?;
+        }
+        self.start_envoy(options, key)?;
+        self.await_envoys_ready(std::slice::from_ref(key)).await?;
+        let ready = Instant::now();
+        if let Some(proxy) = self.proxies.get_mut(key) {
+            proxy.restarts.push(ProxyRestart {
+                proxy: name,
+                reason: reason.to_owned(),
+                stopped,
+                ready,
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends `key`'s running Envoy on purpose with `signal` (its exit is no death), if one runs.
+    pub(super) fn end_envoy(&mut self, key: &(String, String), signal: i32) -> Result<(), ProviderError> {
+        let name = self
+            .proxies
+            .get(key)
+            .map(|proxy| proxy.name.clone())
+            .ok_or_else(|| ProviderError::Unavailable(format!("no proxy for {} in {}", key.1, key.0)))?;
+        if let Some(id) = self.supervisor.running_named(&name) {
+            self.supervisor
+                .end_on_purpose(id, signal, STOP_GRACE)
+                .map_err(|error| failed(format!("stopping {name}"))(error.into()))?;
+        }
+        Ok(())
     }
 
     pub(super) fn start_envoy(&mut self, options: &LocalOptions, key: &(String, String)) -> Result<(), ProviderError> {

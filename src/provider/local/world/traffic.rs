@@ -1,12 +1,14 @@
 //! Traffic in the `local` world: meshfed's client workload in the sending pod, its per-request
-//! records read as they come. While a phase runs it reports progress every few seconds (also when
+//! records read as they come. While traffic runs it reports progress every few seconds (also when
 //! no request finishes, e.g. when each runs into its timeout) and checks that the world's apps and
 //! Envoys still run, so a death ends the phase at once rather than after every request failed.
+//! Traffic can run in the background ([`World::start_traffic`]) while the world is changed, and
+//! be collected in steps ([`World::await_traffic`]); `send_traffic` is both, to the end.
 
 use std::net::SocketAddrV4;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow};
 
@@ -17,6 +19,17 @@ use crate::provider::{ProviderError, REQUEST_TIMEOUT, Traffic};
 use crate::record::RequestRecord;
 use crate::scenario::{ConnectionPolicy, Protocol};
 
+/// The client of traffic started in the background, and what has been read from it so far.
+pub(super) struct RunningTraffic {
+    id: ChildId,
+    name: String,
+    requests: u64,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::pipe::Receiver>>,
+    stderr: std::thread::JoinHandle<String>,
+    records: Vec<RequestRecord>,
+    last_report: Instant,
+}
+
 impl World {
     pub(super) async fn send_traffic(
         &mut self,
@@ -24,6 +37,27 @@ impl World {
         traffic: &Traffic,
         progress: &mut dyn Progress,
     ) -> Result<Vec<RequestRecord>, ProviderError> {
+        self.start_traffic(meshfed, traffic)?;
+        loop {
+            // Each step checks liveness; the phase deadline bounds the whole.
+            if let Some(records) = self
+                .await_traffic(Instant::now() + Duration::from_secs(3600), progress)
+                .await?
+            {
+                return Ok(records);
+            }
+        }
+    }
+
+    /// Starts the client in the sending pod, paced when the traffic has a rate; records count
+    /// from the moment this returns.
+    pub(super) fn start_traffic(&mut self, meshfed: &Path, traffic: &Traffic) -> Result<(), ProviderError> {
+        if let Some(running) = &self.traffic {
+            return Err(ProviderError::Unsupported(format!(
+                "traffic is already running (the {}); await it before starting more",
+                running.name
+            )));
+        }
         let cluster = self.cluster(&traffic.from_cluster)?;
         let sender = cluster
             .pods_of(&traffic.from_service)
@@ -71,24 +105,92 @@ impl World {
             "--timeout-ms",
             &REQUEST_TIMEOUT.as_millis().to_string(),
         ]);
+        if let Some(rate) = traffic.rate_per_second {
+            command.args(["--rate", &rate.to_string()]);
+        }
+        // The client counts from the moment this returns (within the spawn's duration), so the
+        // engine's action offsets and the records' start times share one clock.
+        let epoch_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
+        command.args(["--epoch-unix-us", &epoch_us.to_string()]);
         let name = format!("client in pod {sender} of {}", traffic.from_cluster);
         let id = self
             .supervisor
             .spawn(&name, command, Some(&netns), ChildOutput::Piped)
             .map_err(|error| failed(format!("starting the {name}"))(error.into()))?;
         self.supervisor.set_transient(id);
-        let records = self.read_records(id, &name, traffic.requests, progress).await?;
+        let stdout = self
+            .supervisor
+            .take_stdout(id)
+            .ok_or_else(|| ProviderError::Unavailable(format!("no output from the {name}")))?;
+        let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(stdout))
+            .context("reading the client's output")
+            .map_err(failed(format!("reading the {name}")))?;
+        let stderr = read_in_background(self.supervisor.take_stderr(id));
+        use tokio::io::AsyncBufReadExt as _;
+        self.traffic = Some(RunningTraffic {
+            id,
+            name,
+            requests: traffic.requests,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+            stderr,
+            records: Vec::new(),
+            last_report: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Reads the running client's records until its output ends (then waits for it to exit and
+    /// returns every record) or `until` passes (`None`). Without blocking the runtime, so that
+    /// Ctrl-C and the phase deadline interrupt at once; reports progress every
+    /// [`PROGRESS_INTERVAL`] and fails as soon as an app or Envoy of the world is not running.
+    pub(super) async fn await_traffic(
+        &mut self,
+        until: Instant,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<Vec<RequestRecord>>, ProviderError> {
+        let mut running = self
+            .traffic
+            .take()
+            .ok_or_else(|| ProviderError::Unsupported("no traffic is running to await".to_owned()))?;
+        match self.read_records(&mut running, until, progress).await {
+            Ok(false) => {
+                self.traffic = Some(running);
+                Ok(None)
+            }
+            Ok(true) => self.finish_traffic(running).await.map(Some),
+            Err(error) => {
+                // The client is transient: teardown or the next phase reaps it.
+                Err(error)
+            }
+        }
+    }
+
+    /// The client's output ended: its exit, and every record it promised.
+    async fn finish_traffic(&mut self, running: RunningTraffic) -> Result<Vec<RequestRecord>, ProviderError> {
+        let RunningTraffic {
+            id,
+            name,
+            requests,
+            stderr,
+            records,
+            ..
+        } = running;
+        let stderr_text = stderr.join().unwrap_or_default();
+        if records.is_empty() && !stderr_text.is_empty() {
+            return Err(ProviderError::failed(
+                format!("the {name} sent nothing"),
+                anyhow!("{stderr_text}"),
+            ));
+        }
         let exit = self.await_client_exit(id, &name).await?;
         if !exit.success {
             return Err(ProviderError::failed(format!("the {name} failed"), anyhow!("{exit}")));
         }
-        if records.len() as u64 != traffic.requests {
+        if records.len() as u64 != requests {
             return Err(ProviderError::failed(
-                format!(
-                    "the {name} reported {} records for {} requests",
-                    records.len(),
-                    traffic.requests
-                ),
+                format!("the {name} reported {} records for {requests} requests", records.len()),
                 anyhow!("see its output"),
             ));
         }
@@ -120,61 +222,42 @@ impl World {
         }
     }
 
-    /// Reads the client's records as they come, without blocking the runtime, so that Ctrl-C
-    /// and the phase deadline interrupt a long phase at once; reports progress every
-    /// [`PROGRESS_INTERVAL`] and fails as soon as an app or Envoy of the world is not running.
-    pub(super) async fn read_records(
+    /// Reads records into `running` as they come until the output ends (`true`) or `until`
+    /// passes (`false`), checking liveness every [`LIVENESS_INTERVAL`].
+    async fn read_records(
         &mut self,
-        id: ChildId,
-        name: &str,
-        expected: u64,
+        running: &mut RunningTraffic,
+        until: Instant,
         progress: &mut dyn Progress,
-    ) -> Result<Vec<RequestRecord>, ProviderError> {
-        use tokio::io::AsyncBufReadExt as _;
-
-        let stdout = self
-            .supervisor
-            .take_stdout(id)
-            .ok_or_else(|| ProviderError::Unavailable(format!("no output from the {name}")))?;
-        let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(stdout))
-            .context("reading the client's output")
-            .map_err(failed(format!("reading the {name}")))?;
-        let stderr_reader = read_in_background(self.supervisor.take_stderr(id));
-        let mut records = Vec::new();
-        let mut last_report = Instant::now();
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
+    ) -> Result<bool, ProviderError> {
+        let name = running.name.clone();
         let mut checks = tokio::time::interval(LIVENESS_INTERVAL);
+        let stop = tokio::time::sleep_until(until.into());
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 // Cancel-safe: a line is either returned or stays buffered for the next call.
-                line = lines.next_line() => {
+                line = running.lines.next_line() => {
                     let Some(line) = line
                         .context("reading the client's output")
                         .map_err(failed(format!("reading the {name}")))?
                     else {
-                        break;
+                        return Ok(true);
                     };
                     let record: RequestRecord = serde_json::from_str(&line)
                         .with_context(|| format!("not a request record: {line}"))
                         .map_err(failed(format!("reading the {name}")))?;
-                    records.push(record);
+                    running.records.push(record);
                 }
                 _ = checks.tick() => {
                     self.check_alive()?;
-                    if last_report.elapsed() >= PROGRESS_INTERVAL {
-                        progress.step(&format!("  {} of {expected} requests done", records.len()));
-                        last_report = Instant::now();
+                    if running.last_report.elapsed() >= PROGRESS_INTERVAL {
+                        progress.step(&format!("  {} of {} requests done", running.records.len(), running.requests));
+                        running.last_report = Instant::now();
                     }
                 }
+                () = &mut stop => return Ok(false),
             }
         }
-        let stderr_text = stderr_reader.join().unwrap_or_default();
-        if records.is_empty() && !stderr_text.is_empty() {
-            return Err(ProviderError::failed(
-                format!("the {name} sent nothing"),
-                anyhow!("{stderr_text}"),
-            ));
-        }
-        Ok(records)
     }
 }
