@@ -10,6 +10,8 @@ mod clusters;
 mod diff;
 
 use crate::provider::local::interrupt;
+use crate::run::ProviderKind;
+use crate::run::in_process::{self, RunFailure, RunRequest};
 use crate::scenario::ScenarioError;
 use crate::{inventory, output, pki, plan, scenario};
 
@@ -24,9 +26,37 @@ pub const EXIT_INFRASTRUCTURE: u8 = 3;
 /// Exit code: interrupted (Ctrl-C / SIGINT / SIGTERM); everything was torn down.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
+/// Shown after `meshfed --help`: what a caller needs beyond the flags.
+const AFTER_HELP: &str = "\
+Exit codes:
+  0    every expectation held (run), or the command did what it says
+  1    the run completed and at least one expectation or isolation probe failed
+       (plan --server-dry-run: an API server rejected an object)
+  2    bad input or usage: the message names file, line and column; nothing was changed
+  3    infrastructure: the world could not be created, reached or torn down (names what)
+  130  interrupted (SIGINT/SIGTERM); everything meshfed created was torn down
+
+Environment:
+  MESHFED_ENVOY               the Envoy binary for --provider local (else PATH, the cache, then pip)
+  MESHFED_CACHE_DIR           cache for Envoy and istioctl (default $XDG_CACHE_HOME/meshfed or
+                              ~/.cache/meshfed)
+  MESHFED_WORKLOAD_IMAGE      kind: use this image for foo and bar instead of building one
+  MESHFED_ISTIO_RELEASES_URL  kind: where istioctl releases are downloaded from
+  KUBECONFIG                  kind/kubeconfig: the kubeconfig file(s), as for kubectl
+  MESHFED_LIBRARY_HELPER      set by the meshfed library when it re-executes a test binary as meshfed;
+                              not for users
+
+Documentation (in the meshfed source tree):
+  README.md            commands, providers, tests
+  docs/scenario.md     the scenario file
+  docs/inventory.md    the --inventory file of `meshfed plan`, with an example
+  docs/report.md       report.json, field by field
+  docs/library.md      running scenarios from Rust and `cargo test` (meshfed::run)
+  docs/fidelity.md     what the local provider emulates of each Istio version";
+
 /// meshfed: stand up an Istio mesh across clusters, federate it, and measure cross-cluster mTLS and load skew.
 #[derive(Debug, Parser)]
-#[command(name = "meshfed", version, about, long_about = None)]
+#[command(name = "meshfed", version, about, long_about = None, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,7 +72,8 @@ enum Command {
         /// one step (a symlink is resolved to its target); any other non-empty directory is refused.
         #[arg(long)]
         out: PathBuf,
-        /// A real inventory (ready pods, gateway addresses, Istio versions) instead of the scenario's.
+        /// A real inventory (ready pods, gateway addresses, Istio versions) instead of the scenario's;
+        /// format and example in docs/inventory.md.
         #[arg(long)]
         inventory: Option<PathBuf>,
         /// Also validate the plan against each cluster's API server (`clusters[].context`, default
@@ -220,6 +251,16 @@ impl CliError {
     }
 }
 
+impl From<RunFailure> for CliError {
+    fn from(failure: RunFailure) -> Self {
+        match failure {
+            RunFailure::BadInput(message) => CliError::BadInput(message),
+            RunFailure::Infrastructure(error) => CliError::Infrastructure(error),
+            RunFailure::Interrupted => CliError::Interrupted,
+        }
+    }
+}
+
 impl From<ScenarioError> for CliError {
     fn from(error: ScenarioError) -> Self {
         CliError::BadInput(error.to_string())
@@ -228,17 +269,23 @@ impl From<ScenarioError> for CliError {
 
 /// Entry point of the `meshfed` binary.
 pub fn main() -> ExitCode {
+    ExitCode::from(main_with_args(std::env::args_os()))
+}
+
+/// The command line on `args` (the program name first); returns the exit code. Also what a test
+/// binary runs when the library re-executes it as meshfed's helper (see [`crate::run`]).
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     // First: from here on SIGINT/SIGTERM only set a flag that every long step looks at, so an
     // interrupt at any moment ends in a clean teardown and exit 130.
     if let Err(error) = interrupt::install() {
         eprintln!("meshfed: cannot install signal handlers: {error}");
-        return ExitCode::from(EXIT_INFRASTRUCTURE);
+        return EXIT_INFRASTRUCTURE;
     }
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return ExitCode::from(if error.use_stderr() { EXIT_BAD_INPUT } else { EXIT_OK });
+            return if error.use_stderr() { EXIT_BAD_INPUT } else { EXIT_OK };
         }
     };
     if !matches!(cli.command, Command::Run { .. } | Command::Setup | Command::Down { .. }) {
@@ -246,7 +293,7 @@ pub fn main() -> ExitCode {
         // workloads with SIGTERM and expects them to go).
         if let Err(error) = interrupt::restore_default() {
             eprintln!("meshfed: cannot reset signal handlers: {error}");
-            return ExitCode::from(EXIT_INFRASTRUCTURE);
+            return EXIT_INFRASTRUCTURE;
         }
     }
     let result = if interrupt::is_interrupted() {
@@ -255,30 +302,17 @@ pub fn main() -> ExitCode {
         execute(cli.command)
     };
     match result {
-        Ok(()) => ExitCode::from(EXIT_OK),
+        Ok(()) => EXIT_OK,
         Err(error) => {
             eprintln!("meshfed: {error}");
-            ExitCode::from(error.exit_code())
+            error.exit_code()
         }
     }
 }
 
 /// An error of a step after which an interrupt may be the real cause: exit 130 if one came.
 pub(crate) fn infrastructure_or_interrupted(error: impl Into<anyhow::Error>) -> CliError {
-    if interrupt::is_interrupted() {
-        CliError::Interrupted
-    } else {
-        CliError::Infrastructure(error.into())
-    }
-}
-
-/// Fails with [`CliError::Interrupted`] if SIGINT/SIGTERM came; called between long steps.
-fn check_interrupted() -> Result<(), CliError> {
-    if interrupt::is_interrupted() {
-        Err(CliError::Interrupted)
-    } else {
-        Ok(())
-    }
+    in_process::infrastructure_or_interrupted(error).into()
 }
 
 fn execute(command: Command) -> Result<(), CliError> {
@@ -448,67 +482,6 @@ fn write_plan_dir(out_dir: &output::OutDir, files: &[plan::RenderedFile]) -> std
     staged.commit()
 }
 
-/// The `--report-dir`, created, opened and checked before the run: the handle still reaches it
-/// after the sandbox's tmpfs hides `/run`, and a directory that cannot take a report fails the
-/// command before any world is built.
-fn open_report_dir(dir: &Path) -> Result<output::Dir, CliError> {
-    let handle = output::Dir::create_all(dir).map_err(|error| {
-        let message = format!("cannot create the report directory {}: {error}", dir.display());
-        if output::is_out_of_space(&error) {
-            CliError::Infrastructure(anyhow::anyhow!(message))
-        } else {
-            CliError::BadInput(message)
-        }
-    })?;
-    handle.check_writable().map_err(|error| {
-        let out_of_space = error.is_out_of_space();
-        let message = format!(
-            "cannot write reports to {}: {:#}",
-            dir.display(),
-            anyhow::Error::new(error)
-        );
-        if out_of_space {
-            CliError::Infrastructure(anyhow::anyhow!(message))
-        } else {
-            CliError::BadInput(message)
-        }
-    })?;
-    Ok(handle)
-}
-
-/// Replaces `report.json` in one step; on failure the earlier report is unchanged (exit 3).
-fn write_report(dir: &output::Dir, report: &crate::report::Report) -> Result<(), CliError> {
-    let path = dir.path().join(REPORT_FILE);
-    let json = serde_json::to_string_pretty(report).map_err(|error| CliError::Infrastructure(error.into()))?;
-    dir.write_file_atomic(REPORT_FILE, (json + "\n").as_bytes(), 0o644)
-        .map_err(|error| {
-            CliError::Infrastructure(anyhow::Error::new(error).context(format!(
-                "cannot write {} (the run itself {}; any earlier {REPORT_FILE} there is unchanged)",
-                path.display(),
-                if report.passed { "passed" } else { "failed" }
-            )))
-        })?;
-    for (name, written) in [
-        (crate::report::JUNIT_FILE, crate::report::write_junit(dir, report)),
-        (crate::report::HTML_FILE, crate::report::write_html(dir, report)),
-    ] {
-        written.map_err(|error| {
-            CliError::Infrastructure(
-                anyhow::Error::new(error).context(format!("cannot write {}", dir.path().join(name).display())),
-            )
-        })?;
-    }
-    eprintln!(
-        "report written to {} (with {} and {})",
-        path.display(),
-        crate::report::JUNIT_FILE,
-        crate::report::HTML_FILE
-    );
-    Ok(())
-}
-
-const REPORT_FILE: &str = "report.json";
-
 fn certs_command(scenario_path: &Path, out: &Path, force: bool) -> Result<(), CliError> {
     let scenario = scenario::load(scenario_path)?;
     let clusters: Vec<&str> = scenario
@@ -538,13 +511,18 @@ fn certs_command(scenario_path: &Path, out: &Path, force: bool) -> Result<(), Cl
     Ok(())
 }
 
-fn provider_name(provider: ProviderName) -> String {
-    provider
-        .to_possible_value()
-        .map(|value| value.get_name().to_owned())
-        .unwrap_or_default()
+impl From<ProviderName> for ProviderKind {
+    fn from(provider: ProviderName) -> Self {
+        match provider {
+            ProviderName::Local => ProviderKind::Local,
+            ProviderName::Kind => ProviderKind::Kind,
+            ProviderName::Kubeconfig => ProviderKind::Kubeconfig,
+        }
+    }
 }
 
+/// `meshfed run`: the run happens in the library ([`in_process::run_scenario_file`]); here the
+/// summary is printed, the report written and the verdict mapped to the exit code.
 fn run_command(
     scenario_path: &Path,
     provider: ProviderName,
@@ -552,96 +530,24 @@ fn run_command(
     (image, image_command): (Option<String>, String),
     reuse: bool,
 ) -> Result<(), CliError> {
-    use crate::provider::local::{LocalOptions, sandbox};
-
-    let scenario = scenario::load(scenario_path)?;
-    crate::engine::check_runnable(&scenario, scenario_path, &clusters::capabilities(provider))?;
-    crate::engine::check_provider_supports(&scenario, scenario_path, &provider_name(provider))?;
-    if reuse && provider != ProviderName::Kind {
-        return Err(CliError::BadInput("--reuse applies to --provider kind only".to_owned()));
-    }
-    if provider == ProviderName::Kubeconfig {
-        let report_dir = report_dir.map(open_report_dir).transpose()?;
-        let outcome = clusters::run_kubeconfig(&scenario, scenario_path, image, image_command)?;
-        return finish_run(&outcome, report_dir.as_ref());
-    }
-    let report_dir = report_dir.map(open_report_dir).transpose()?;
-    let started = std::time::Instant::now();
-    let mut progress = move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64());
-    if provider == ProviderName::Kind {
-        let provider = kind_provider(reuse, started, scenario.federation.mode)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(infrastructure_or_interrupted)?;
-        let outcome = runtime.block_on(run_world(provider, &scenario, scenario_path, &mut progress))?;
-        return finish_run(&outcome, report_dir.as_ref());
-    }
-    // Everything from here on (pip, envoy --version, Envoys, apps, and whatever they start) lives
-    // in meshfed's PID namespace and dies with it, even on SIGKILL. Must happen while meshfed is
-    // single-threaded: before any runtime exists.
-    check_interrupted()?;
-    let mode = sandbox::contain_processes().map_err(infrastructure_or_interrupted)?;
-    check_interrupted()?;
-    progress("checking envoy");
-    let (envoy, envoy_version) = provision_envoy(true)?;
-    let meshfed = std::env::current_exe().map_err(infrastructure_or_interrupted)?;
-    check_interrupted()?;
-    sandbox::isolate_network().map_err(infrastructure_or_interrupted)?;
-    check_interrupted()?;
-    progress(&format!(
-        "sandbox entered ({mode}); envoy {envoy_version} at {}",
-        envoy.display()
-    ));
-    let options = LocalOptions {
-        envoy,
-        envoy_version: envoy_version.to_string(),
-        meshfed,
-        run_dir: PathBuf::from(sandbox::RUN_DIR).join("world"),
-        mode,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(infrastructure_or_interrupted)?;
-    let provider = crate::provider::local::LocalProvider::new(options);
-    let outcome = runtime.block_on(run_world(provider, &scenario, scenario_path, &mut progress))?;
-    finish_run(&outcome, report_dir.as_ref())
-}
-
-/// The kind provider for this machine: tools from `PATH`, meshfed's cache, a run directory of its
-/// own, the workload image built from this binary unless `MESHFED_WORKLOAD_IMAGE` names one.
-fn kind_provider(
-    reuse: bool,
-    started: std::time::Instant,
-    mode: scenario::FederationMode,
-) -> Result<crate::provider::kind::KindProvider<crate::provider::kubeconfig::KubeconfigProvider>, CliError> {
-    use crate::provider::kind::{KindOptions, KindProvider, Tools, istioctl};
-    use crate::provider::kubeconfig::{KubeconfigOptions, KubeconfigProvider, WorkloadImage};
-    let cache_dir = crate::provider::local::envoy_binary::locate::cache_dir().map_err(infrastructure_or_interrupted)?;
-    let options = KindOptions {
-        tools: Tools::from_env(),
-        cache_dir,
-        releases_url: istioctl::releases_url(),
-        run_dir: crate::provider::kind::run_dir(&std::env::temp_dir()),
+    let finished = in_process::run_scenario_file(RunRequest {
+        scenario_path,
+        provider: provider.into(),
+        report_dir,
+        image,
+        image_command,
         reuse,
-        workload_binary: std::env::current_exe().map_err(infrastructure_or_interrupted)?,
-        workload_image: std::env::var("MESHFED_WORKLOAD_IMAGE")
-            .ok()
-            .filter(|image| !image.is_empty()),
-        progress: Box::new(move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())),
-    };
-    // The Kubernetes half: the kubeconfig provider on the clusters kind made (it learns their
-    // kubeconfig files and the workload image when kind attaches them).
-    let mut kube = KubeconfigOptions::new(WorkloadImage {
-        image: String::new(),
-        command: "/usr/local/bin/meshfed".to_owned(),
-    });
-    kube.gateway_service = (
-        "istio-system".to_owned(),
-        crate::provider::kind::install::federation_gateway(mode).to_owned(),
-    );
-    Ok(KindProvider::new(options, KubeconfigProvider::new(kube)))
+    })?;
+    print!("{}", crate::report::summary(&finished.report));
+    finished.write_report()?;
+    if finished.report.passed {
+        Ok(())
+    } else {
+        Err(CliError::ExpectationFailed(format!(
+            "{} check(s) failed; see the summary above",
+            finished.report.failures()
+        )))
+    }
 }
 
 fn down_command(provider: ProviderName) -> Result<(), CliError> {
@@ -669,94 +575,8 @@ fn down_command(provider: ProviderName) -> Result<(), CliError> {
     }
 }
 
-/// Prints the summary, writes the report, maps the verdict to the exit code.
-fn finish_run(outcome: &crate::report::Report, report_dir: Option<&output::Dir>) -> Result<(), CliError> {
-    let report_text = crate::report::summary(outcome);
-    print!("{report_text}");
-    if let Some(dir) = report_dir {
-        write_report(dir, outcome)?;
-    }
-    if outcome.passed {
-        Ok(())
-    } else {
-        Err(CliError::ExpectationFailed(format!(
-            "{} check(s) failed; see the summary above",
-            outcome.failures()
-        )))
-    }
-}
-
-async fn run_world<P: crate::provider::Provider>(
-    mut provider: P,
-    scenario: &scenario::Scenario,
-    scenario_path: &Path,
-    progress: &mut impl crate::progress::Progress,
-) -> Result<crate::report::Report, CliError> {
-    // Registered before any work, so a signal during world creation is handled, not fatal.
-    let interrupted = interrupted().map_err(|error| CliError::Infrastructure(error.into()))?;
-    let outcome = tokio::select! {
-        result = crate::engine::run_scenario(&mut provider, scenario, scenario_path, progress) => Some(result),
-        () = interrupted => None,
-    };
-    progress.step("tearing down");
-    let teardown = provider.teardown(progress).await;
-    // A step that failed because of the interrupt (an `ip` batch or a child stopped by it) is an
-    // interrupt too, not an infrastructure failure.
-    if interrupt::is_interrupted() {
-        return Err(CliError::Interrupted);
-    }
-    match (outcome, teardown) {
-        (None, _) => Err(CliError::Interrupted),
-        (Some(Err(error)), _) => Err(CliError::Infrastructure(error.into())),
-        (Some(Ok(_)), Err(error)) => Err(CliError::Infrastructure(
-            anyhow::Error::new(error).context("teardown failed"),
-        )),
-        (Some(Ok(report)), Ok(())) => Ok(report),
-    }
-}
-
-/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. tokio's handlers are installed at once
-/// (they chain the flag-setting handler of [`interrupt::install`]); a signal that came before them
-/// is seen in the flag.
-pub(crate) fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt_stream = signal(SignalKind::interrupt())?;
-    let mut terminate_stream = signal(SignalKind::terminate())?;
-    let already = interrupt::is_interrupted();
-    Ok(async move {
-        if already {
-            return;
-        }
-        tokio::select! {
-            _ = interrupt_stream.recv() => {}
-            _ = terminate_stream.recv() => {}
-        }
-    })
-}
-
-/// Finds or installs Envoy ([`crate::provider::local::provision_envoy`]); exit 130 if interrupted.
-fn provision_envoy(
-    show_progress: bool,
-) -> Result<(PathBuf, crate::provider::local::envoy_binary::EnvoyVersion), CliError> {
-    crate::provider::local::provision_envoy(show_progress).map_err(|error| {
-        if error.is_interrupted() || interrupt::is_interrupted() {
-            CliError::Interrupted
-        } else {
-            CliError::Infrastructure(error.into())
-        }
-    })
-}
-
 fn setup_command() -> Result<(), CliError> {
-    use crate::provider::local::{network, sandbox};
-
-    check_interrupted()?;
-    let mode = sandbox::contain_processes().map_err(infrastructure_or_interrupted)?;
-    let (envoy, version) = provision_envoy(true)?;
-    println!("envoy {version}: {}", envoy.display());
-    check_interrupted()?;
-    sandbox::isolate_network().map_err(infrastructure_or_interrupted)?;
-    network::check_namespaces_work().map_err(infrastructure_or_interrupted)?;
+    let mode = in_process::setup(|version, envoy| println!("envoy {version}: {}", envoy.display()))?;
     println!("network namespaces: ok ({mode})");
     Ok(())
 }

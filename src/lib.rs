@@ -1,26 +1,63 @@
 //! meshfed: stand up an Istio mesh across clusters, federate it, and measure cross-cluster mTLS and skew.
 //!
-//! The pure core (no I/O): [`scenario`] (the model and its validation), [`inventory`], [`plan`] (the
-//! federation plan), [`change`] (world changes and the inventory events they cause), [`reconcile`] (events in, the plan's difference out), [`pki`], [`measure`], [`record`], [`verdict`], [`report`] and [`diff`] (comparing two reports); [`engine`] drives a provider
-//! through a scenario. The edges: [`provider`] (the worlds meshfed
-//! runs scenarios in), [`process`] (bounded child processes), [`workload`] (meshfed's own echo and client apps), [`output`] (files
-//! replaced in one step, never through a symlink) and [`cli`].
+//! As a library, meshfed has one way in: [`Run`] (module [`run`]). It loads a scenario (a file, or
+//! YAML built in code), picks a provider, runs the scenario in a helper process (so it works from
+//! libtest's multi-threaded process and from `#[tokio::test]`), and returns a typed [`RunReport`]
+//! with assertion helpers. The guide is `docs/library.md`.
+//!
+//! ```no_run
+//! let report = meshfed::Run::new(meshfed::ScenarioSource::file("scenarios/seed.yaml")).run()?;
+//! report.assert_passed(); // panics listing every failed check, then the summary
+//! let http = report.phase("foo-to-bar-http");
+//! assert_eq!(http.mtls_rate(), 1.0);
+//! assert_eq!(http.clusters_reached(), ["cluster2"]);
+//! # Ok::<(), meshfed::run::Error>(())
+//! ```
+//!
+//! The other modules are meshfed's own building blocks, public only for its command line, tests
+//! and benches; they are hidden from these docs and are not a stable API. The report types a
+//! [`RunReport`] hands out ([`report`], [`measure`], [`verdict`]) are shown.
+//!
+//! Inside: the pure core (no I/O) is `scenario` (the model and its validation), `inventory`,
+//! `plan` (the federation plan), `change`, `reconcile` (inventory events in, the plan's difference
+//! out), `pki`, [`measure`], `record`, [`verdict`], [`report`] and `diff` (comparing two reports); `engine` drives a provider through a scenario. The edges: `provider` (the worlds
+//! meshfed runs scenarios in), `process` (bounded child processes), `workload` (meshfed's own echo
+//! and client apps), `output` (files replaced in one step), [`run`] (the library entry point) and
+//! `cli`.
 
+#[doc(hidden)]
 pub mod change;
+#[doc(hidden)]
 pub mod cli;
+#[doc(hidden)]
 pub mod diff;
+#[doc(hidden)]
 pub mod engine;
+#[doc(hidden)]
 pub mod inventory;
 pub mod measure;
+#[doc(hidden)]
 pub mod output;
+#[doc(hidden)]
 pub mod pki;
+#[doc(hidden)]
 pub mod plan;
+#[doc(hidden)]
 pub mod process;
+#[doc(hidden)]
 pub mod progress;
+#[doc(hidden)]
 pub mod provider;
+#[doc(hidden)]
 pub mod reconcile;
+#[doc(hidden)]
 pub mod record;
 pub mod report;
+pub mod run;
+#[doc(hidden)]
 pub mod scenario;
 pub mod verdict;
+#[doc(hidden)]
 pub mod workload;
+
+pub use run::{Error, PhaseResult, ProviderKind, Run, RunReport, ScenarioSource};

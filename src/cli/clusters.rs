@@ -1,97 +1,23 @@
-//! The command line's real-cluster side: `run --provider kubeconfig`, `down`, and
-//! `plan --server-dry-run`. Each builds a multi-threaded runtime (the providers' futures are `Send`)
+//! The command line's real-cluster side: `down` and `plan --server-dry-run` (`run` on any
+//! provider is in the library, `run::in_process`). Each builds a multi-threaded runtime (the providers' futures are `Send`)
 //! and maps what goes wrong to the documented exit codes: missing contexts or image are bad input
 //! (2), an unreachable cluster is infrastructure (3), a rejected plan is a failed expectation (1).
 
 use std::path::Path;
 
-use super::{CliError, ProviderName, check_interrupted, infrastructure_or_interrupted};
+use super::{CliError, ProviderName};
 use crate::plan::Plan;
-use crate::progress::Progress;
-use crate::provider::capabilities::{Capabilities, FaultKind};
 use crate::provider::kube as kube_layer;
-use crate::provider::kubeconfig::{KubeconfigOptions, KubeconfigProvider, WorkloadImage, workloads};
-use crate::provider::local::LocalProvider;
-use crate::scenario::{Scenario, ScenarioError};
+use crate::provider::kubeconfig::{WorkloadImage, workloads};
+use crate::run::in_process;
+use crate::scenario::Scenario;
 
-/// What each provider supports, known before it is built.
-pub(super) fn capabilities(provider: ProviderName) -> Capabilities {
-    match provider {
-        ProviderName::Local => LocalProvider::CAPABILITIES,
-        ProviderName::Kubeconfig => KubeconfigProvider::CAPABILITIES,
-        // kind = create clusters + the kubeconfig path: the same real-Istio abilities, plus
-        // stopping the east-west gateway meshfed installed (phase-long `gatewayDown`).
-        ProviderName::Kind => Capabilities {
-            provider: "kind",
-            faults: &[FaultKind::Scale, FaultKind::GatewayDown],
-            ..KubeconfigProvider::CAPABILITIES
-        },
-    }
-}
-
-/// The kubeconfig context of each cluster: `clusters[].context`, or kind's `kind-<name>` when
-/// `default_to_kind`. A missing one is bad input pointing at the cluster.
 fn contexts(scenario: &Scenario, file: &Path, default_to_kind: bool) -> Result<Vec<(String, String)>, CliError> {
-    scenario
-        .clusters
-        .iter()
-        .map(|cluster| {
-            let name = cluster.name.value.clone();
-            match (&cluster.context, default_to_kind) {
-                (Some(context), _) => Ok((name, context.clone())),
-                (None, true) => Ok((name.clone(), format!("kind-{name}"))),
-                (None, false) => Err(CliError::from(ScenarioError {
-                    file: file.to_owned(),
-                    line: cluster.name.referenced.line(),
-                    column: cluster.name.referenced.column(),
-                    message: format!(
-                        "cluster {name} has no `context`: --provider kubeconfig needs the kubeconfig context of every cluster"
-                    ),
-                })),
-            }
-        })
-        .collect()
+    Ok(in_process::contexts(scenario, file, default_to_kind)?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(infrastructure_or_interrupted)
-}
-
-fn stderr_progress() -> impl Progress {
-    let started = std::time::Instant::now();
-    move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())
-}
-
-/// `meshfed run --provider kubeconfig`.
-pub(super) fn run_kubeconfig(
-    scenario: &Scenario,
-    scenario_path: &Path,
-    image: Option<String>,
-    image_command: String,
-) -> Result<crate::report::Report, CliError> {
-    contexts(scenario, scenario_path, false)?;
-    let image = image.ok_or_else(|| {
-        CliError::BadInput(
-            "--provider kubeconfig needs --image IMAGE: the image foo and bar run (meshfed's echo and client)"
-                .to_owned(),
-        )
-    })?;
-    check_interrupted()?;
-    let options = KubeconfigOptions::new(WorkloadImage {
-        image,
-        command: image_command,
-    });
-    let mut progress = stderr_progress();
-    runtime()?.block_on(super::run_world(
-        KubeconfigProvider::new(options),
-        scenario,
-        scenario_path,
-        &mut progress,
-    ))
+    Ok(in_process::multi_thread_runtime()?)
 }
 
 /// One sample object per kind meshfed writes for `cluster`, for `down` to list.

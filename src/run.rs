@@ -1,0 +1,456 @@
+//! Running a scenario from Rust, e.g. from a user's own `cargo test`: [`Run`] loads a scenario,
+//! picks a provider, runs it in a helper process and returns a typed [`RunReport`].
+//!
+//! A test process is multi-threaded (libtest, `#[tokio::test]`), and the kernel only moves a
+//! single-threaded process into new namespaces. So the run happens in a helper: [`Run::run`]
+//! re-executes the current executable with [`helper_role::HELPER_ENV`] set, and a constructor
+//! that meshfed places in `.init_array` turns that process into the `meshfed` command line
+//! before its `main` (and before any thread) starts. The helper finds or installs Envoy as
+//! `meshfed setup` does, enters its sandbox, runs the scenario, tears everything down and writes
+//! `report.json`, which [`Run::run`] reads back. No path to a `meshfed` binary is needed.
+//!
+//! ```no_run
+//! use meshfed::run::{Run, ScenarioSource};
+//!
+//! let report = Run::new(ScenarioSource::file("scenarios/seed.yaml")).run()?;
+//! report.assert_passed();
+//! assert_eq!(report.phase("foo-to-bar-http").mtls_rate(), 1.0);
+//! assert_eq!(report.phase("foo-to-bar-http").cluster_share("cluster2"), Some(1.0));
+//! # Ok::<(), meshfed::run::Error>(())
+//! ```
+//!
+//! Bad input comes back as [`Error::BadInput`] with the file, line and column:
+//!
+//! ```
+//! use meshfed::run::{Error, Run, ScenarioSource};
+//!
+//! let outcome = Run::new(ScenarioSource::yaml("broken.yaml", "name: seed\nclusters: 7\n")).run();
+//! match outcome {
+//!     Err(Error::BadInput { message }) => assert!(message.contains("broken.yaml:2:"), "{message}"),
+//!     other => panic!("expected bad input, got {other:?}"),
+//! }
+//! ```
+
+mod helper_role;
+pub(crate) mod in_process;
+mod report_view;
+
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub use helper_role::HELPER_ENV;
+pub use report_view::{PhaseResult, RunReport};
+
+use crate::cli::{EXIT_BAD_INPUT, EXIT_EXPECTATION_FAILED, EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED, EXIT_OK};
+
+/// How long [`Run::run`] waits for the helper by default. Each phase has its own deadline inside
+/// (docs/scenario.md); this one only bounds the whole run, set-up and teardown included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// After [`Run::timeout`] the helper gets SIGTERM (it tears down); after this grace, SIGKILL
+/// (the local provider's sandbox dies with it).
+const TEARDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// At most this much of the helper's output is kept (its tail), so a chatty run cannot fill memory.
+const OUTPUT_TAIL_BYTES: u64 = 64 * 1024;
+
+/// `report.json` larger than this is refused rather than read (the scenario bounds keep real
+/// reports far below it).
+const MAX_REPORT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Where the scenario comes from.
+#[derive(Clone, Debug)]
+pub enum ScenarioSource {
+    /// A scenario file (format: docs/scenario.md).
+    File(PathBuf),
+    /// Scenario YAML built in code; `name` is the file name errors point at.
+    Yaml {
+        /// File name used in messages and in the report, e.g. `my-test.yaml`.
+        name: String,
+        /// The YAML text.
+        text: String,
+    },
+}
+
+impl ScenarioSource {
+    /// A scenario file.
+    pub fn file(path: impl Into<PathBuf>) -> ScenarioSource {
+        ScenarioSource::File(path.into())
+    }
+
+    /// Scenario YAML built in code (e.g. with `format!`); errors point at `name:LINE:COLUMN`.
+    pub fn yaml(name: impl Into<String>, text: impl Into<String>) -> ScenarioSource {
+        ScenarioSource::Yaml {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+}
+
+/// Where the clusters come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProviderKind {
+    /// Network namespaces and real Envoy on this machine (root or unprivileged user namespaces).
+    #[default]
+    Local,
+    /// kind clusters with real Istio, created by meshfed (needs Docker and kind; set
+    /// `MESHFED_WORKLOAD_IMAGE`, since a test binary cannot be the workload image).
+    Kind,
+    /// Existing clusters by kubeconfig context (needs [`Run::image`]).
+    Kubeconfig,
+}
+
+impl ProviderKind {
+    fn cli_name(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Kind => "kind",
+            ProviderKind::Kubeconfig => "kubeconfig",
+        }
+    }
+}
+
+/// Why a run gave no report. A run whose expectations failed is not an error: it returns a
+/// [`RunReport`] that says so.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The scenario (or an option) is invalid; the message names file, line and column. Nothing
+    /// was created.
+    #[error("bad input: {message}")]
+    BadInput {
+        /// meshfed's message.
+        message: String,
+    },
+    /// The world could not be created, reached or torn down (Envoy missing, namespaces refused,
+    /// a process died, a deadline passed).
+    #[error("the run failed: {message}")]
+    Infrastructure {
+        /// meshfed's message, naming what failed.
+        message: String,
+    },
+    /// The helper was interrupted (SIGINT/SIGTERM) and tore everything down.
+    #[error("the run was interrupted; everything it created was torn down")]
+    Interrupted,
+    /// The helper did not finish within [`Run::timeout`]; it was stopped.
+    #[error("the run did not finish within {timeout:?} and was stopped; its last output:\n{output_tail}")]
+    TimedOut {
+        /// The deadline.
+        timeout: Duration,
+        /// The end of the helper's error output (progress lines).
+        output_tail: String,
+    },
+    /// The helper ended in a way meshfed never ends (killed by a signal, unknown exit code).
+    #[error("meshfed's helper process ended with {status}; its last output:\n{output_tail}")]
+    HelperFailed {
+        /// How it ended.
+        status: ExitStatus,
+        /// The end of its error output.
+        output_tail: String,
+    },
+    /// A file or directory the run needs could not be prepared or read.
+    #[error("cannot {what} {path}")]
+    Io {
+        /// What was being done, e.g. "create the work directory".
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The helper wrote a `report.json` that is not a meshfed report.
+    #[error("{path} is not a meshfed report")]
+    Report {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One scenario run, configured with a builder and started with [`Run::run`] (blocking) or
+/// [`Run::run_async`].
+#[derive(Clone, Debug)]
+pub struct Run {
+    scenario: ScenarioSource,
+    provider: ProviderKind,
+    report_dir: Option<PathBuf>,
+    image: Option<String>,
+    timeout: Duration,
+}
+
+impl Run {
+    /// A run of `scenario` on the local provider, report kept in memory only, [`DEFAULT_TIMEOUT`].
+    pub fn new(scenario: ScenarioSource) -> Run {
+        Run {
+            scenario,
+            provider: ProviderKind::Local,
+            report_dir: None,
+            image: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Where the clusters come from (default [`ProviderKind::Local`]).
+    pub fn provider(mut self, provider: ProviderKind) -> Run {
+        self.provider = provider;
+        self
+    }
+
+    /// Also keep `report.json` in `dir` (created if missing), as `meshfed run --report-dir`.
+    pub fn report_dir(mut self, dir: impl Into<PathBuf>) -> Run {
+        self.report_dir = Some(dir.into());
+        self
+    }
+
+    /// kubeconfig: the image foo and bar run (`meshfed run --image`).
+    pub fn image(mut self, image: impl Into<String>) -> Run {
+        self.image = Some(image.into());
+        self
+    }
+
+    /// Stop the run (teardown included) after this long; default [`DEFAULT_TIMEOUT`].
+    pub fn timeout(mut self, timeout: Duration) -> Run {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs the scenario in a helper process and waits for it (at most [`Run::timeout`]).
+    ///
+    /// Safe to call from any thread of a multi-threaded process, and from async code that may
+    /// block (prefer [`Run::run_async`] there).
+    pub fn run(self) -> Result<RunReport, Error> {
+        let work = WorkDir::create()?;
+        let scenario_path = match &self.scenario {
+            ScenarioSource::File(path) => absolute(path)?,
+            ScenarioSource::Yaml { name, text } => {
+                let file_name = Path::new(name).file_name().map_or_else(
+                    || std::ffi::OsString::from("scenario.yaml"),
+                    std::ffi::OsStr::to_os_string,
+                );
+                let path = work.path.join(&file_name);
+                std::fs::write(&path, text).map_err(io_error("write the scenario to", &path))?;
+                // Relative to the helper's working directory (the work directory), so messages
+                // and the report name the file as the caller did.
+                PathBuf::from(file_name)
+            }
+        };
+        let report_dir = match &self.report_dir {
+            Some(dir) => absolute(dir)?,
+            None => work.path.join("report"),
+        };
+        let stdout_path = work.path.join("stdout");
+        let stderr_path = work.path.join("stderr");
+        let create = |path: &Path| std::fs::File::create(path).map_err(io_error("create", path));
+        let mut command = Command::new("/proc/self/exe");
+        command
+            .arg0("meshfed")
+            .arg("run")
+            .arg(&scenario_path)
+            .args(["--provider", self.provider.cli_name()])
+            .arg("--report-dir")
+            .arg(&report_dir)
+            .env(HELPER_ENV, "1")
+            .current_dir(&work.path)
+            .stdin(Stdio::null())
+            .stdout(create(&stdout_path)?)
+            .stderr(create(&stderr_path)?);
+        if let Some(image) = &self.image {
+            command.args(["--image", image]);
+        }
+        // SAFETY: prctl is async-signal-safe. The helper gets SIGTERM (and tears down) if the thread
+        // that started it dies, e.g. when the test process is killed.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut helper = command.spawn().map_err(io_error(
+            "start meshfed's helper process from",
+            Path::new("/proc/self/exe"),
+        ))?;
+        let status = match await_exit(&mut helper, self.timeout) {
+            Some(status) => status,
+            None => {
+                stop(&mut helper);
+                return Err(Error::TimedOut {
+                    timeout: self.timeout,
+                    output_tail: read_tail(&stderr_path),
+                });
+            }
+        };
+        match status.code().and_then(|code| u8::try_from(code).ok()) {
+            Some(EXIT_OK | EXIT_EXPECTATION_FAILED) => {
+                let report = read_report(&report_dir.join("report.json"))?;
+                Ok(RunReport::new(report, read_tail(&stdout_path)))
+            }
+            Some(EXIT_BAD_INPUT) => Err(Error::BadInput {
+                message: meshfed_message(&read_tail(&stderr_path)),
+            }),
+            Some(EXIT_INFRASTRUCTURE) => Err(Error::Infrastructure {
+                message: meshfed_message(&read_tail(&stderr_path)),
+            }),
+            Some(EXIT_INTERRUPTED) => Err(Error::Interrupted),
+            _ => Err(Error::HelperFailed {
+                status,
+                output_tail: read_tail(&stderr_path),
+            }),
+        }
+    }
+
+    /// [`Run::run`] on tokio's blocking pool, for `#[tokio::test]` and other async code.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub async fn run_async(self) -> Result<RunReport, Error> {
+        match tokio::task::spawn_blocking(move || self.run()).await {
+            Ok(outcome) => outcome,
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io { what, path, source }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, Error> {
+    std::path::absolute(path).map_err(io_error("resolve", path))
+}
+
+/// A private directory for one run (scenario text, helper output, report), removed on drop.
+struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    fn create() -> Result<WorkDir, Error> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("meshfed-run-{}-{run}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(io_error("create the work directory", &path))?;
+        Ok(WorkDir { path })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Waits for the helper until `timeout`; `None` if it is still running then.
+fn await_exit(helper: &mut std::process::Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match helper.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() >= deadline => return None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            // Not our child any more (cannot happen for a Child we own); treat as gone.
+            Err(_) => return helper.wait().ok(),
+        }
+    }
+}
+
+/// SIGTERM (meshfed tears down and exits 130), then SIGKILL after [`TEARDOWN_GRACE`].
+fn stop(helper: &mut std::process::Child) {
+    if let Ok(pid) = libc::pid_t::try_from(helper.id()) {
+        // SAFETY: kill(2) on our own, not yet reaped child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    if await_exit(helper, TEARDOWN_GRACE).is_none() {
+        let _ = helper.kill();
+        let _ = helper.wait();
+    }
+}
+
+/// The last [`OUTPUT_TAIL_BYTES`] of a file, lossily decoded.
+fn read_tail(path: &Path) -> String {
+    use std::io::Seek as _;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let length = file.metadata().map_or(0, |metadata| metadata.len());
+    let _ = file.seek(std::io::SeekFrom::Start(length.saturating_sub(OUTPUT_TAIL_BYTES)));
+    let mut bytes = Vec::new();
+    let _ = file.take(OUTPUT_TAIL_BYTES).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// meshfed's own error: from the last line starting `meshfed: ` (or clap's `error: `) to the end,
+/// without the prefix; the whole tail if there is none.
+fn meshfed_message(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let start = lines
+        .iter()
+        .rposition(|line| line.starts_with("meshfed: ") || line.starts_with("error: "));
+    match start {
+        Some(start) => {
+            let first = lines[start];
+            let first = first
+                .strip_prefix("meshfed: ")
+                .or_else(|| first.strip_prefix("error: "))
+                .unwrap_or(first);
+            std::iter::once(first)
+                .chain(lines[start + 1..].iter().copied())
+                .collect::<Vec<_>>()
+                .join("\n")
+                .trim_end()
+                .to_owned()
+        }
+        None => stderr.trim_end().to_owned(),
+    }
+}
+
+fn read_report(path: &Path) -> Result<crate::report::Report, Error> {
+    let file = std::fs::File::open(path).map_err(io_error("open the report", path))?;
+    let mut text = Vec::new();
+    file.take(MAX_REPORT_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(io_error("read the report", path))?;
+    if text.len() as u64 > MAX_REPORT_BYTES {
+        return Err(Error::Io {
+            what: "read the report (larger than 256 MiB)",
+            path: path.to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::FileTooLarge),
+        });
+    }
+    serde_json::from_slice(&text).map_err(|source| Error::Report {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meshfed_message;
+
+    #[test]
+    fn meshfed_message_is_the_last_error_without_its_prefix() {
+        let stderr = "[  0.01s] checking envoy\nmeshfed: a.yaml:2:11: clusters: expected a list\n  more\n";
+        assert_eq!(
+            meshfed_message(stderr),
+            "a.yaml:2:11: clusters: expected a list\n  more"
+        );
+    }
+
+    #[test]
+    fn meshfed_message_falls_back_to_the_whole_tail() {
+        assert_eq!(meshfed_message("something odd\n"), "something odd");
+    }
+}

@@ -1,0 +1,72 @@
+//! `meshfed --help` tells a caller the exit codes, the environment variables meshfed reads and
+//! where the documentation is, and every document it names exists.
+
+use std::path::Path;
+use std::process::Command;
+
+const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
+
+fn help() -> String {
+    let output = Command::new(MESHFED).arg("--help").output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn help_names_every_exit_code() {
+    let help = help();
+    let section = &help[help.find("Exit codes:").expect("an exit code section")..];
+    for code in ["0", "1", "2", "3", "130"] {
+        assert!(
+            section
+                .lines()
+                .any(|line| line.trim_start().starts_with(&format!("{code} "))),
+            "exit code {code} is not explained:\n{section}"
+        );
+    }
+}
+
+#[test]
+fn help_names_the_environment_variables_meshfed_reads() {
+    let help = help();
+    // Every MESHFED_* variable the sources read must be in the help.
+    let mut read = std::collections::BTreeSet::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for piece in text.split('"').skip(1).step_by(2) {
+                    if piece.starts_with("MESHFED_")
+                        && piece.bytes().all(|byte| byte.is_ascii_uppercase() || byte == b'_')
+                    {
+                        read.insert(piece.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    assert!(read.contains("MESHFED_ENVOY"), "the scan finds the variables: {read:?}");
+    for variable in &read {
+        assert!(help.contains(variable.as_str()), "--help does not mention {variable}");
+    }
+}
+
+#[test]
+fn help_points_at_documents_that_exist() {
+    let help = help();
+    let docs: Vec<&str> = help.split_whitespace().filter(|word| word.ends_with(".md")).collect();
+    assert!(
+        docs.contains(&"docs/inventory.md") && docs.contains(&"docs/library.md"),
+        "{docs:?}"
+    );
+    for doc in docs {
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(doc).is_file(),
+            "--help names {doc}, which does not exist"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! A user's crate that tests its mesh with meshfed (see tests/).
