@@ -46,16 +46,24 @@ fn scenario() -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/three-clusters.yaml");
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace(
-            "  - name: cluster3\n",
-            "  - name: cluster3\n    joinsLater: true\n    foreignRoot: true\n",
-        )
         .replace("replicas: { cluster1: 1 }", "replicas: { cluster1: 1, cluster3: 1 }")
+        // Istio's default retries (2, on connect failures among others) would send a call refused
+        // by the foreign-root cluster on to another cluster; without them the refusal is counted.
+        .replace("  mtls: STRICT\n", "  mtls: STRICT\n  retries: { attempts: 0 }\n")
         .replace(
             "replicas: { cluster1: 1, cluster2: 2, cluster3: 3 }",
             "replicas: { cluster1: 1, cluster2: 2, cluster3: 1 }",
         );
-    let scenario = meshfed::scenario::parse(&path, &text).unwrap();
+    // Validation wants a joinCluster action for a joinsLater cluster (this test joins it through
+    // the provider itself), so the flags are set on the parsed scenario.
+    let mut scenario = meshfed::scenario::parse(&path, &text).unwrap();
+    let cluster3 = scenario
+        .clusters
+        .iter_mut()
+        .find(|cluster| cluster.name.value == "cluster3")
+        .unwrap();
+    cluster3.joins_later = true;
+    cluster3.foreign_root = true;
     let cluster3 = scenario.cluster("cluster3").unwrap();
     assert!(cluster3.joins_later && cluster3.foreign_root, "the edit took");
     scenario
