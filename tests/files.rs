@@ -572,7 +572,11 @@ fn report_dir_under_run_gets_the_report_despite_the_sandbox_tmpfs() {
     let report = std::fs::read_to_string(report_dir.join("report.json")).expect("report.json under /run");
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["passed"], serde_json::Value::Bool(true));
-    assert_eq!(names(&report_dir), ["report.json"], "no temporary file left behind");
+    assert_eq!(
+        names(&report_dir),
+        ["junit.xml", "report.html", "report.json"],
+        "the three reports and no temporary file left behind"
+    );
 }
 
 #[test]

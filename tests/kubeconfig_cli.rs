@@ -259,7 +259,7 @@ fn a_fault_the_kubeconfig_provider_does_not_execute_is_refused_with_its_position
     );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(
-        ran.stderr.contains("seed-contexts.yaml:43:9: phase foo-to-bar-http: fault foreignClientCert is not supported by provider kubeconfig; it supports: none"),
+        ran.stderr.contains("seed-contexts.yaml:43:9: phase foo-to-bar-http: fault foreignClientCert is not supported by provider kubeconfig; it supports: scale"),
         "{}",
         ran.stderr
     );

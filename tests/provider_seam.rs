@@ -208,7 +208,7 @@ fn a_provider_refuses_faults_and_actions_it_does_not_support_with_their_position
         .to_string();
     assert_eq!(
         refusal,
-        "f.yaml:41:9: phase foo-to-bar-http: fault foreignClientCert is not supported by provider kubeconfig; it supports: none"
+        "f.yaml:41:9: phase foo-to-bar-http: fault foreignClientCert is not supported by provider kubeconfig; it supports: scale"
     );
     let with_weights = text.replacen(
         "    requests: 400\n",
