@@ -8,6 +8,9 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[path = "support/marker.rs"]
+mod marker;
+use marker::{MARKER_ENV, processes_with_marker, unique_marker};
 #[path = "support/skip.rs"]
 mod skip;
 
@@ -17,7 +20,6 @@ use meshfed::record::RequestRecord;
 use meshfed::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, Timings};
 
 const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
-const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
 /// `meshfed run` of the small scenarios here takes 5–15 s on a loaded 2-core machine.
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
 /// `meshfed diff` reads two small files.
@@ -49,36 +51,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// `<test>-<pid>-<nanos>`: unique to one meshfed started by one test run.
-fn unique_marker(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{test}-{}-{nanos}", std::process::id())
-}
-
-/// Live processes whose environment carries `MESHFED_TEST_MARKER=<marker>`.
-fn processes_with_marker(marker: &str) -> Vec<u32> {
-    let needle = format!("{MARKER_ENV}={marker}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let alive = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-            .unwrap_or(false);
-        if alive && environ.split(|byte| *byte == 0).any(|var| var == needle.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// What a meshfed process did.

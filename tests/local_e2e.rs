@@ -9,6 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+#[path = "support/marker.rs"]
+mod marker;
+use marker::{MARKER_ENV, processes_with_marker, unique_marker};
 #[path = "support/skip.rs"]
 mod skip;
 
@@ -436,28 +439,6 @@ fn a_failed_expectation_exits_1_and_every_expectation_is_still_reported() {
 }
 
 /// The environment variable every process of a test's meshfed run inherits.
-const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
-
-/// PIDs of live processes whose environment carries `MESHFED_TEST_MARKER=<marker>`.
-fn processes_with_marker(marker: &str) -> Vec<u32> {
-    let needle = format!("{MARKER_ENV}={marker}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let alive = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-            .unwrap_or(false);
-        if alive && environ.split(|byte| *byte == 0).any(|var| var == needle.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
 
 #[test]
 fn nothing_remains_after_success_failure_or_sigint() {
@@ -586,15 +567,6 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
     assert_eq!(report.provider.mode, "rootless (user namespace)");
     assert!(report.passed);
     assert!(processes_with_marker(&marker).is_empty());
-}
-
-/// A marker unique to this run of `test`, for [`processes_with_marker`].
-fn unique_marker(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{test}-{}-{nanos}", std::process::id())
 }
 
 /// PIDs of this run's live processes (by marker) whose command line contains `needle`.

@@ -9,6 +9,9 @@
 //! checks the sandboxed half passed and that none of its processes (found by a unique
 //! `MESHFED_TEST_MARKER`) outlived it.
 
+#[path = "support/marker.rs"]
+mod marker;
+use marker::{MARKER_ENV, processes_with_marker};
 #[path = "support/skip.rs"]
 mod skip;
 
@@ -30,7 +33,6 @@ use meshfed::scenario::{self, ConnectionPolicy, IstioVersion, Protocol, Scenario
 const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 /// Set by the outer half: the re-run test binary enters the sandbox before `main`.
 const SANDBOX_ENV: &str = "MESHFED_FAULTS_SANDBOX";
-const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
 
 static SANDBOX: OnceLock<Result<SandboxMode, String>> = OnceLock::new();
 
@@ -94,27 +96,6 @@ fn sandboxed(test: &str) -> bool {
     }
     println!("{all}");
     false
-}
-
-/// PIDs of live processes whose environment carries `MESHFED_TEST_MARKER=<marker>`.
-fn processes_with_marker(marker: &str) -> Vec<u32> {
-    let needle = format!("{MARKER_ENV}={marker}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let alive = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-            .unwrap_or(false);
-        if alive && environ.split(|byte| *byte == 0).any(|var| var == needle.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 fn seed_text() -> String {
