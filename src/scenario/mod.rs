@@ -870,8 +870,9 @@ pub enum SkewBasis {
     Connections,
 }
 
-/// An Istio version `major.minor[.patch]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// An Istio version `major.minor[.patch]`. Serialised as the text it is read from (`"1.22.0"`), so
+/// what meshfed writes (report.json's inventory events) reads back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct IstioVersion {
     /// Major version.
     pub major: u32,
@@ -910,6 +911,12 @@ impl FromStr for IstioVersion {
             return Err(invalid());
         }
         Ok(IstioVersion::new(major, minor, patch))
+    }
+}
+
+impl Serialize for IstioVersion {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
