@@ -251,7 +251,10 @@ fn expectation<'a>(phase: &'a PhaseReport, key: &str) -> &'a meshfed::verdict::E
 
 /// The end of the traffic: the last bucket's end.
 fn traffic_end_ms(timeline: &Timeline) -> u64 {
-    timeline.buckets.last().map_or(0, |bucket| bucket.start_ms + timeline.bucket_ms)
+    timeline
+        .buckets
+        .last()
+        .map_or(0, |bucket| bucket.start_ms + timeline.bucket_ms)
 }
 
 #[test]
@@ -290,7 +293,9 @@ fn a_stopped_gateway_fails_calls_without_outlier_detection_and_with_it_success_r
         "calls fail for the whole stop, in every bucket: {stopped:?}"
     );
     assert!(!expectation(phase, "recovery").passed);
-    println!("MEASURED without outlier detection: {failures} of {requests} calls failed while cluster2's gateway was stopped");
+    println!(
+        "MEASURED without outlier detection: {failures} of {requests} calls failed while cluster2's gateway was stopped"
+    );
 
     let run_with = run(&path, "gateway-failover-with");
     run_with.assert_exit(0);
@@ -311,8 +316,14 @@ fn a_stopped_gateway_fails_calls_without_outlier_detection_and_with_it_success_r
     let after = buckets_within(timeline, down.completed_ms + interval_ms, traffic_end_ms(timeline));
     assert_eq!(failed(&after), 0, "{after:?}");
     assert!(answered_by(&after, "cluster3") > 0);
-    let failed_at_stop = failed(&buckets_within(timeline, down.started_ms - down.started_ms % timeline.bucket_ms, traffic_end_ms(timeline)));
-    println!("MEASURED with outlier detection: recovered {recovered_ms} ms after the stop; {failed_at_stop} calls failed");
+    let failed_at_stop = failed(&buckets_within(
+        timeline,
+        down.started_ms - down.started_ms % timeline.bucket_ms,
+        traffic_end_ms(timeline),
+    ));
+    println!(
+        "MEASURED with outlier detection: recovered {recovered_ms} ms after the stop; {failed_at_stop} calls failed"
+    );
 }
 
 #[test]
@@ -354,12 +365,18 @@ fn a_ca_rotation_under_traffic_fails_no_call() {
     assert_eq!(failed(&all), 0, "{all:?}");
     let m = &phase.measurement;
     assert!(m.attempted > 0);
-    assert_eq!(m.mtls_verified, m.attempted, "every call is mTLS with foo's identity: {m:?}");
+    assert_eq!(
+        m.mtls_verified, m.attempted,
+        "every call is mTLS with foo's identity: {m:?}"
+    );
     // The reissued certificates were used: calls crossed to cluster2 after the rotation.
     let after = buckets_within(timeline, rotate.completed_ms, traffic_end_ms(timeline));
     let crossed = answered_by(&after, "cluster2");
     assert!(crossed > 0);
-    println!("MEASURED CA rotation: 0 of {} calls failed, {crossed} crossed after the rotation", m.attempted);
+    println!(
+        "MEASURED CA rotation: 0 of {} calls failed, {crossed} crossed after the rotation",
+        m.attempted
+    );
 }
 
 #[test]
@@ -379,7 +396,12 @@ fn with_a_foreign_root_no_call_to_that_cluster_is_mtls_its_callers_are_refused_a
     assert_eq!(to_foreign.mtls_verified, 0, "{to_foreign:?}");
     assert_eq!(to_foreign.succeeded, 0, "{to_foreign:?}");
     assert_eq!(to_foreign.answered, 0, "cluster3 answered none: {to_foreign:?}");
-    assert!(to_foreign.clusters.iter().all(|load| load.requests == 0 && load.mtls_verified == 0));
+    assert!(
+        to_foreign
+            .clusters
+            .iter()
+            .all(|load| load.requests == 0 && load.mtls_verified == 0)
+    );
     let refused = &run.phase("from-the-foreign-cluster").tls_failures;
     assert!(
         refused.fail_verify_error > 0,
@@ -425,7 +447,10 @@ fn after_a_scale_to_zero_no_request_reaches_that_cluster_and_the_service_entries
     let empty = buckets_within(timeline, to_zero.completed_ms, back.started_ms);
     assert_eq!(answered_by(&empty, "cluster2"), 0, "{empty:?}");
     let after = buckets_within(timeline, back.completed_ms, traffic_end_ms(timeline));
-    assert!(answered_by(&after, "cluster2") > 0, "the scaled-up pods answer: {after:?}");
+    assert!(
+        answered_by(&after, "cluster2") > 0,
+        "the scaled-up pods answer: {after:?}"
+    );
 
     // The plan: cluster1's ServiceEntry for bar named cluster2's gateway when the run started...
     let started_with: Vec<&String> = run
@@ -482,7 +507,10 @@ fn a_joining_cluster_converges_under_load_and_after_it_leaves_no_call_reaches_it
     assert_eq!(answered_by(&left, "cluster3"), 0, "{left:?}");
     assert!(answered_by(&left, "cluster2") > 0);
     let after_leave = expectation(phase, "callsAfterLeaveAtMost");
-    assert!(after_leave.passed && observed_u64(after_leave) == Some(0), "{after_leave:?}");
+    assert!(
+        after_leave.passed && observed_u64(after_leave) == Some(0),
+        "{after_leave:?}"
+    );
     println!("MEASURED cluster join: converged in {converged_ms} ms; 0 calls reached cluster3 after it left");
 }
 
@@ -505,7 +533,10 @@ fn locality_failover_crosses_to_the_other_region_only_when_the_same_regions_gate
     assert!(answered_by(&after, "cluster3") > 0);
     let recovery = expectation(phase, "recovery");
     assert!(recovery.passed, "{recovery:?}");
-    println!("MEASURED locality failover: recovered in {} ms", recovery.observed_text());
+    println!(
+        "MEASURED locality failover: recovered in {} ms",
+        recovery.observed_text()
+    );
 }
 
 #[test]
