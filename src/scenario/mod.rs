@@ -1198,7 +1198,15 @@ fn strip_location_prefix(message: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::Ipv4Cidr;
+    use super::{Ipv4Cidr, IstioVersion};
+
+    #[test]
+    fn an_istio_version_serialises_as_the_text_it_is_read_from() {
+        let version = IstioVersion::new(1, 22, 0);
+        let json = serde_json::to_string(&version).unwrap();
+        assert_eq!(json, "\"1.22.0\"");
+        assert_eq!(serde_json::from_str::<IstioVersion>(&json).unwrap(), version);
+    }
 
     fn cidr(text: &str) -> Ipv4Cidr {
         text.parse().unwrap()
