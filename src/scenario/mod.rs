@@ -870,8 +870,9 @@ pub enum SkewBasis {
     Connections,
 }
 
-/// An Istio version `major.minor[.patch]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// An Istio version `major.minor[.patch]`. Serialised as the text it is read from (`"1.22.0"`), so
+/// what meshfed writes (report.json's inventory events) reads back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct IstioVersion {
     /// Major version.
     pub major: u32,
@@ -910,6 +911,12 @@ impl FromStr for IstioVersion {
             return Err(invalid());
         }
         Ok(IstioVersion::new(major, minor, patch))
+    }
+}
+
+impl Serialize for IstioVersion {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -1191,7 +1198,15 @@ fn strip_location_prefix(message: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::Ipv4Cidr;
+    use super::{Ipv4Cidr, IstioVersion};
+
+    #[test]
+    fn an_istio_version_serialises_as_the_text_it_is_read_from() {
+        let version = IstioVersion::new(1, 22, 0);
+        let json = serde_json::to_string(&version).unwrap();
+        assert_eq!(json, "\"1.22.0\"");
+        assert_eq!(serde_json::from_str::<IstioVersion>(&json).unwrap(), version);
+    }
 
     fn cidr(text: &str) -> Ipv4Cidr {
         text.parse().unwrap()
