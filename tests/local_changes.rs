@@ -10,6 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+#[path = "support/marker.rs"]
+mod marker;
+use marker::{MARKER_ENV, processes_with_marker, unique_marker};
 #[path = "support/skip.rs"]
 mod skip;
 
@@ -20,7 +23,6 @@ use meshfed::reconcile::Controller;
 use meshfed::report::{PhaseReport, Report};
 
 const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
-const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
@@ -102,14 +104,6 @@ impl Run {
     }
 }
 
-fn unique_marker(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{test}-{}-{nanos}", std::process::id())
-}
-
 /// Runs `meshfed run` on `scenario` with a marker of its own, reads its report.json, and checks the
 /// run left none of its processes or temporary entries. Runs are serialised: the recovery bounds
 /// are in milliseconds, and two worlds on two shared cores would measure the machine instead.
@@ -144,27 +138,6 @@ fn run(scenario: &Path, label: &str) -> Run {
         stderr,
         report,
     }
-}
-
-/// PIDs of live processes whose environment carries `MESHFED_TEST_MARKER=<marker>`.
-fn processes_with_marker(marker: &str) -> Vec<u32> {
-    let needle = format!("{MARKER_ENV}={marker}");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let alive = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-            .unwrap_or(false);
-        if alive && environ.split(|byte| *byte == 0).any(|var| var == needle.as_bytes()) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// Polls (5 s deadline) until no process of this run is left, then checks no temporary entry of
