@@ -571,7 +571,10 @@ fn run_command(
     report_dir: Option<&Path>,
     (image, image_command): (Option<String>, String),
     reuse: bool,
-    (istio_version, compare_to): (Option<scenario::IstioVersion>, Option<(PathBuf, crate::diff::Thresholds)>),
+    (istio_version, compare_to): (
+        Option<scenario::IstioVersion>,
+        Option<(PathBuf, crate::diff::Thresholds)>,
+    ),
 ) -> Result<(), CliError> {
     // The baseline is read and checked first: one that cannot be compared changes nothing.
     let baseline = match compare_to {
@@ -595,7 +598,10 @@ fn run_command(
     let run_failed = (!finished.report.passed).then(|| format!("{} check(s) failed", finished.report.failures()));
     let mut differs = None;
     if let Some(((label, baseline), thresholds)) = baseline {
-        let new_label = report_dir.map_or_else(|| "this run".to_owned(), |dir| dir.join("report.json").display().to_string());
+        let new_label = report_dir.map_or_else(
+            || "this run".to_owned(),
+            |dir| dir.join("report.json").display().to_string(),
+        );
         let (summary, differ) = diff::compare((&label, &baseline), (&new_label, &finished.report), &thresholds)?;
         print!("\ncompared to {label}:\n{summary}");
         differs = differ.then(|| format!("this run differs from {label} beyond the thresholds"));

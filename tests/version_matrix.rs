@@ -23,7 +23,10 @@ fn scenario(name: &str) -> PathBuf {
 fn local_provider_available() -> bool {
     static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
     let outcome = AVAILABLE.get_or_init(|| {
-        let output = Command::new(MESHFED).arg("setup").output().map_err(|error| error.to_string())?;
+        let output = Command::new(MESHFED)
+            .arg("setup")
+            .output()
+            .map_err(|error| error.to_string())?;
         if output.status.success() {
             Ok(())
         } else {
@@ -37,7 +40,9 @@ fn local_provider_available() -> bool {
     match outcome {
         Ok(()) => true,
         Err(reason) => {
-            skip::skip(&format!("the local provider cannot run here (`meshfed setup` failed):\n{reason}"));
+            skip::skip(&format!(
+                "the local provider cannot run here (`meshfed setup` failed):\n{reason}"
+            ));
             false
         }
     }
@@ -122,7 +127,11 @@ fn meshfed(test: &str, args: &[&str]) -> Output {
     while !processes_with_marker(&marker).is_empty() && Instant::now() < leftover_deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(processes_with_marker(&marker), Vec::<u32>::new(), "nothing of meshfed {args:?} outlives it");
+    assert_eq!(
+        processes_with_marker(&marker),
+        Vec::<u32>::new(),
+        "nothing of meshfed {args:?} outlives it"
+    );
     Output {
         status,
         stdout: std::fs::read(&stdout_path).unwrap(),
@@ -159,7 +168,11 @@ fn the_gateway_bounce_fixed_after_istio_1_18_shows_up_in_the_version_matrix_diff
         ],
     );
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
-    assert_eq!(output.status.code(), Some(1), "a flagged difference exits 1:\n{stdout}\n{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a flagged difference exits 1:\n{stdout}\n{stderr}"
+    );
     for version in ["1.7.8", "1.30.3"] {
         assert!(
             reports.0.join(version).join("report.json").is_file(),
@@ -172,9 +185,15 @@ fn the_gateway_bounce_fixed_after_istio_1_18_shows_up_in_the_version_matrix_diff
         .lines()
         .find(|line| line.contains("gateway_hops:") && line.contains("[crossed: rate tolerance"))
         .unwrap_or_else(|| panic!("the gateway hops are flagged with the threshold they crossed:\n{stdout}"));
-    assert!(flagged.contains(", 0 in B (0.000 per request)"), "1.30 does not bounce: {flagged}");
+    assert!(
+        flagged.contains(", 0 in B (0.000 per request)"),
+        "1.30 does not bounce: {flagged}"
+    );
     assert!(!flagged.contains(" 0 in A "), "1.7 bounces: {flagged}");
-    assert!(stderr.contains("differences beyond the thresholds: 1.7.8 -> 1.30.3"), "{stderr}");
+    assert!(
+        stderr.contains("differences beyond the thresholds: 1.7.8 -> 1.30.3"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("checks failed"), "both runs passed: {stderr}");
 }
 
@@ -187,10 +206,21 @@ fn versions_with_no_emulated_difference_diff_clean_in_the_matrix() {
     let scenario = scenario("gateway-loop.yaml");
     let output = meshfed(
         TEST,
-        &["run", scenario.to_str().unwrap(), "--istio-version", "1.29.0", "--istio-version", "1.30.3"],
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--istio-version",
+            "1.29.0",
+            "--istio-version",
+            "1.30.3",
+        ],
     );
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
-    assert_eq!(output.status.code(), Some(0), "clean matrix exits 0:\n{stdout}\n{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "clean matrix exits 0:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("=== diff Istio 1.29.0 -> 1.30.3 ==="), "{stdout}");
     assert!(
         stdout.contains("every run passed on 1.29.0, 1.30.3 and no neighbouring versions differ"),
@@ -202,7 +232,14 @@ fn versions_with_no_emulated_difference_diff_clean_in_the_matrix() {
 fn an_istio_version_outside_the_emulated_range_exits_2_saying_what_is_allowed() {
     let output = meshfed(
         "an_istio_version_outside_the_emulated_range_exits_2_saying_what_is_allowed",
-        &["run", scenario("seed.yaml").to_str().unwrap(), "--istio-version", "1.29.0", "--istio-version", "1.31.0"],
+        &[
+            "run",
+            scenario("seed.yaml").to_str().unwrap(),
+            "--istio-version",
+            "1.29.0",
+            "--istio-version",
+            "1.31.0",
+        ],
     );
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -219,7 +256,15 @@ fn compare_to_a_report_of_another_scenario_exits_2_before_running() {
     }
     let baseline = TempDir::new(TEST);
     let seed = scenario("seed.yaml");
-    let first = meshfed(TEST, &["run", seed.to_str().unwrap(), "--report-dir", baseline.0.to_str().unwrap()]);
+    let first = meshfed(
+        TEST,
+        &[
+            "run",
+            seed.to_str().unwrap(),
+            "--report-dir",
+            baseline.0.to_str().unwrap(),
+        ],
+    );
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
     // The same scenario compares (exit 0 or 1 by what changed); another scenario cannot.
     let other = meshfed(
@@ -234,11 +279,19 @@ fn compare_to_a_report_of_another_scenario_exits_2_before_running() {
     let stderr = text(&other.stderr);
     assert_eq!(other.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot compare"), "{stderr}");
-    assert!(stderr.contains("seed") && stderr.contains("gateway-loop"), "names both scenarios: {stderr}");
+    assert!(
+        stderr.contains("seed") && stderr.contains("gateway-loop"),
+        "names both scenarios: {stderr}"
+    );
     assert!(other.stdout.is_empty(), "nothing ran: {}", text(&other.stdout));
     let same = meshfed(
         TEST,
-        &["run", seed.to_str().unwrap(), "--compare-to", baseline.0.to_str().unwrap()],
+        &[
+            "run",
+            seed.to_str().unwrap(),
+            "--compare-to",
+            baseline.0.to_str().unwrap(),
+        ],
     );
     let stdout = text(&same.stdout);
     assert!(stdout.contains("compared to "), "{stdout}");

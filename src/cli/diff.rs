@@ -281,9 +281,7 @@ pub fn matrix_command(args: MatrixArgs<'_>) -> Result<(), CliError> {
         },
     )
     .map_err(|(version, error)| match error {
-        crate::run::Error::BadInput { message } => {
-            CliError::BadInput(format!("the run on Istio {version}: {message}"))
-        }
+        crate::run::Error::BadInput { message } => CliError::BadInput(format!("the run on Istio {version}: {message}")),
         crate::run::Error::Interrupted => CliError::Interrupted,
         other => CliError::Infrastructure(anyhow::Error::new(other).context(format!("the run on Istio {version}"))),
     })?;
@@ -329,17 +327,16 @@ pub fn matrix_command(args: MatrixArgs<'_>) -> Result<(), CliError> {
         reasons.push(format!("checks failed on Istio {}", failed_runs.join(", ")));
     }
     if !differing_pairs.is_empty() {
-        reasons.push(format!("differences beyond the thresholds: {}", differing_pairs.join(", ")));
+        reasons.push(format!(
+            "differences beyond the thresholds: {}",
+            differing_pairs.join(", ")
+        ));
     }
     Err(CliError::ExpectationFailed(format!("matrix: {}", reasons.join("; "))))
 }
 
 fn versions_list(versions: &[IstioVersion]) -> String {
-    versions
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    versions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// Diffs `b` against `a` and returns the summary for people and whether anything differs beyond
