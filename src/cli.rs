@@ -118,6 +118,18 @@ enum Command {
         /// starts in seconds (`meshfed down` deletes them).
         #[arg(long)]
         reuse: bool,
+        /// Then diff the new report against this one (a report.json or a report directory of the
+        /// same scenario) as `meshfed diff REPORT NEW` does; exit with the worse of the two.
+        #[arg(long, value_name = "REPORT")]
+        compare_to: Option<PathBuf>,
+        /// Every cluster runs this Istio version instead of its `istioVersion`. Given twice or more:
+        /// a version matrix, one run per version (reports in <report-dir>/<version>/), each version
+        /// diffed against the one before it (docs/diff.md).
+        #[arg(long = "istio-version", value_name = "VERSION", value_parser = diff::istio_version_flag)]
+        istio_versions: Vec<scenario::IstioVersion>,
+        /// Thresholds of --compare-to and of the version matrix's diffs.
+        #[command(flatten)]
+        thresholds: diff::ThresholdArgs,
     },
     /// Remove what meshfed created: for kind, every kind cluster named `meshfed-*` and every image
     /// labelled `io.meshfed.managed-by=meshfed`, nothing else; for kubeconfig (which needs the
@@ -332,7 +344,37 @@ fn execute(command: Command) -> Result<(), CliError> {
             image,
             image_command,
             reuse,
-        } => run_command(&scenario, provider, report_dir.as_deref(), (image, image_command), reuse),
+            compare_to,
+            istio_versions,
+            thresholds,
+        } => {
+            if istio_versions.len() > 1 {
+                if reuse || compare_to.is_some() || image_command != "meshfed" {
+                    return Err(CliError::BadInput(
+                        "a version matrix (--istio-version given twice or more) takes neither --reuse, --compare-to \
+                         nor --image-command: run one version with them, or diff the matrix's reports with meshfed diff"
+                            .to_owned(),
+                    ));
+                }
+                return diff::matrix_command(diff::MatrixArgs {
+                    scenario_path: &scenario,
+                    versions: &istio_versions,
+                    provider: provider.into(),
+                    report_dir: report_dir.as_deref(),
+                    image,
+                    thresholds: thresholds.thresholds(),
+                });
+            }
+            let comparison = compare_to.map(|baseline| (baseline, thresholds.thresholds()));
+            run_command(
+                &scenario,
+                provider,
+                report_dir.as_deref(),
+                (image, image_command),
+                reuse,
+                (istio_versions.first().copied(), comparison),
+            )
+        }
         Command::Down { scenario, provider } => match (provider, scenario) {
             (ProviderName::Kubeconfig, Some(scenario)) => clusters::down_command(&scenario, provider),
             (ProviderName::Kubeconfig, None) => Err(CliError::BadInput(
@@ -529,7 +571,19 @@ fn run_command(
     report_dir: Option<&Path>,
     (image, image_command): (Option<String>, String),
     reuse: bool,
+    (istio_version, compare_to): (
+        Option<scenario::IstioVersion>,
+        Option<(PathBuf, crate::diff::Thresholds)>,
+    ),
 ) -> Result<(), CliError> {
+    // The baseline is read and checked first: one that cannot be compared changes nothing.
+    let baseline = match compare_to {
+        Some((path, thresholds)) => {
+            let name = scenario::load_with_istio_version(scenario_path, istio_version)?.name;
+            Some((diff::read_baseline(&path, scenario_path, &name)?, thresholds))
+        }
+        None => None,
+    };
     let finished = in_process::run_scenario_file(RunRequest {
         scenario_path,
         provider: provider.into(),
@@ -537,16 +591,27 @@ fn run_command(
         image,
         image_command,
         reuse,
+        istio_version,
     })?;
     print!("{}", crate::report::summary(&finished.report));
     finished.write_report()?;
-    if finished.report.passed {
-        Ok(())
-    } else {
-        Err(CliError::ExpectationFailed(format!(
-            "{} check(s) failed; see the summary above",
-            finished.report.failures()
-        )))
+    let run_failed = (!finished.report.passed).then(|| format!("{} check(s) failed", finished.report.failures()));
+    let mut differs = None;
+    if let Some(((label, baseline), thresholds)) = baseline {
+        let new_label = report_dir.map_or_else(
+            || "this run".to_owned(),
+            |dir| dir.join("report.json").display().to_string(),
+        );
+        let (summary, differ) = diff::compare((&label, &baseline), (&new_label, &finished.report), &thresholds)?;
+        print!("\ncompared to {label}:\n{summary}");
+        differs = differ.then(|| format!("this run differs from {label} beyond the thresholds"));
+    }
+    match (run_failed, differs) {
+        (None, None) => Ok(()),
+        (run_failed, differs) => Err(CliError::ExpectationFailed(format!(
+            "{}; see the summary above",
+            run_failed.into_iter().chain(differs).collect::<Vec<_>>().join("; ")
+        ))),
     }
 }
 

@@ -33,6 +33,7 @@
 
 mod helper_role;
 pub(crate) mod in_process;
+pub(crate) mod matrix;
 mod report_view;
 
 use std::io::Read as _;
@@ -182,6 +183,7 @@ pub struct Run {
     provider: ProviderKind,
     report_dir: Option<PathBuf>,
     image: Option<String>,
+    istio_version: Option<crate::scenario::IstioVersion>,
     timeout: Duration,
 }
 
@@ -193,6 +195,7 @@ impl Run {
             provider: ProviderKind::Local,
             report_dir: None,
             image: None,
+            istio_version: None,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -212,6 +215,13 @@ impl Run {
     /// kubeconfig: the image foo and bar run (`meshfed run --image`).
     pub fn image(mut self, image: impl Into<String>) -> Run {
         self.image = Some(image.into());
+        self
+    }
+
+    /// Every cluster runs this Istio version instead of the scenario's `istioVersion`
+    /// (`meshfed run --istio-version`); a version outside the emulated range is [`Error::BadInput`].
+    pub fn istio_version(mut self, version: crate::scenario::IstioVersion) -> Run {
+        self.istio_version = Some(version);
         self
     }
 
@@ -263,6 +273,9 @@ impl Run {
             .stderr(create(&stderr_path)?);
         if let Some(image) = &self.image {
             command.args(["--image", image]);
+        }
+        if let Some(version) = self.istio_version {
+            command.args(["--istio-version", &version.to_string()]);
         }
         // SAFETY: prctl is async-signal-safe. The helper gets SIGTERM (and tears down) if the thread
         // that started it dies, e.g. when the test process is killed.

@@ -2,6 +2,9 @@
 //! compares them with [`crate::diff::diff`] and prints the result for people or as JSON.
 //! Exit 0: nothing differs beyond the thresholds; 1: something does; 2: the reports cannot be
 //! compared (unreadable, malformed, another schema, another scenario).
+//!
+//! Also the runs that compare themselves: the baseline of `meshfed run --compare-to`, and the
+//! version matrix of `meshfed run --istio-version A --istio-version B`.
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
@@ -13,6 +16,9 @@ use clap::{Args, ValueEnum};
 use super::CliError;
 use crate::diff::{self, Thresholds};
 use crate::report::{REPORT_SCHEMA, Report};
+use crate::run::ProviderKind;
+use crate::run::matrix::{self, Matrix};
+use crate::scenario::{self, IstioVersion, NEWEST_EMULATED_ISTIO, OLDEST_EMULATED_ISTIO};
 
 /// Largest report meshfed reads: a report holds aggregates, not requests, so even a thousand-pod
 /// phase list stays far below this; anything bigger is not a report.
@@ -28,6 +34,18 @@ pub struct DiffArgs {
     pub a: PathBuf,
     /// Run B, compared against A.
     pub b: PathBuf,
+    /// How much may change before it is a difference.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    /// `text` for people, `json` for machines (schema in docs/diff.md).
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    pub format: DiffFormat,
+}
+
+/// The thresholds of a comparison, shared by `meshfed diff` and `meshfed run --compare-to` /
+/// `--istio-version A --istio-version B`.
+#[derive(Debug, Args)]
+pub struct ThresholdArgs {
     /// A pod's or cluster's share may move by this much (0.05 = 5 percentage points) before it is
     /// a difference; a move counts only if the homogeneity test also rejects at --alpha.
     #[arg(long, default_value_t = Thresholds::default().share_tolerance, value_parser = fraction)]
@@ -51,9 +69,20 @@ pub struct DiffArgs {
     /// machine's load, so by default it is shown, never flagged).
     #[arg(long)]
     pub judge_local_latency: bool,
-    /// `text` for people, `json` for machines (schema in docs/diff.md).
-    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
-    pub format: DiffFormat,
+}
+
+impl ThresholdArgs {
+    /// The thresholds these flags set.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            share_tolerance: self.share_tolerance,
+            alpha: self.alpha,
+            rate_tolerance: self.rate_tolerance,
+            latency_tolerance: self.latency_tolerance,
+            latency_floor_us: (self.latency_floor_ms * 1000.0).round() as u64,
+            judge_emulated_latency: self.judge_local_latency,
+        }
+    }
 }
 
 /// How `meshfed diff` prints.
@@ -107,14 +136,7 @@ fn non_negative(text: &str) -> Result<f64, String> {
 
 /// Runs `meshfed diff`.
 pub fn diff_command(args: &DiffArgs) -> Result<(), CliError> {
-    let thresholds = Thresholds {
-        share_tolerance: args.share_tolerance,
-        alpha: args.alpha,
-        rate_tolerance: args.rate_tolerance,
-        latency_tolerance: args.latency_tolerance,
-        latency_floor_us: (args.latency_floor_ms * 1000.0).round() as u64,
-        judge_emulated_latency: args.judge_local_latency,
-    };
+    let thresholds = args.thresholds.thresholds();
     let (path_a, text_a) = read_report_text(&args.a)?;
     let (path_b, text_b) = read_report_text(&args.b)?;
     let label_a = path_a.display().to_string();
@@ -159,6 +181,173 @@ pub fn diff_command(args: &DiffArgs) -> Result<(), CliError> {
     } else {
         Ok(())
     }
+}
+
+/// A baseline report for `meshfed run --compare-to`: read and checked (bounded, UTF-8, this
+/// schema, well-formed) before the run starts, so a report that cannot be compared changes nothing.
+/// Returns its label (the report file) and the report.
+/// A baseline of another scenario than `scenario_name` (of `scenario_path`) cannot be compared.
+pub fn read_baseline(path: &Path, scenario_path: &Path, scenario_name: &str) -> Result<(String, Report), CliError> {
+    let (file, text) = read_report_text(path)?;
+    let label = file.display().to_string();
+    let schema = schema_of(&file, &text)?;
+    if schema != REPORT_SCHEMA {
+        return Err(incomparable(diff::Incomparable::UnsupportedSchema { label, schema }));
+    }
+    let report = parse_report(&file, &text)?;
+    if report.scenario.name != scenario_name {
+        return Err(incomparable(diff::Incomparable::ScenarioMismatch {
+            label_a: label,
+            scenario_a: report.scenario.name,
+            label_b: scenario_path.display().to_string(),
+            scenario_b: scenario_name.to_owned(),
+        }));
+    }
+    Ok((label, report))
+}
+
+/// `--istio-version`: `major.minor[.patch]` within the emulated range, as the scenario field.
+pub fn istio_version_flag(text: &str) -> Result<IstioVersion, String> {
+    let version: IstioVersion = text.parse()?;
+    let oldest = (OLDEST_EMULATED_ISTIO.major, OLDEST_EMULATED_ISTIO.minor);
+    let newest = (NEWEST_EMULATED_ISTIO.major, NEWEST_EMULATED_ISTIO.minor);
+    if (version.major, version.minor) < oldest || (version.major, version.minor) > newest {
+        return Err(format!(
+            "Istio {version} is outside the emulated range: use {}.{} to {}.{} (any patch; see docs/fidelity.md)",
+            oldest.0, oldest.1, newest.0, newest.1
+        ));
+    }
+    Ok(version)
+}
+
+/// `meshfed run SCENARIO --istio-version A --istio-version B [...]`.
+pub struct MatrixArgs<'args> {
+    /// The scenario file.
+    pub scenario_path: &'args Path,
+    /// The versions, in order; at least two.
+    pub versions: &'args [IstioVersion],
+    /// Where the clusters come from.
+    pub provider: ProviderKind,
+    /// Each version's report goes to `<report_dir>/<version>/`.
+    pub report_dir: Option<&'args Path>,
+    /// kind/kubeconfig: the image foo and bar run.
+    pub image: Option<String>,
+    /// How much may change between neighbouring versions.
+    pub thresholds: Thresholds,
+}
+
+/// Runs the scenario once per version and diffs each version against the one before it. Exit 0
+/// when every run passed and no diff flagged anything, 1 otherwise; every version is checked
+/// against the scenario (exit 2, nothing run) before the first run starts.
+pub fn matrix_command(args: MatrixArgs<'_>) -> Result<(), CliError> {
+    for (index, version) in args.versions.iter().enumerate() {
+        if args.versions[..index].contains(version) {
+            return Err(CliError::BadInput(format!(
+                "--istio-version {version} is given twice: each version runs once (its report goes to <report-dir>/{version}/)"
+            )));
+        }
+        scenario::load_with_istio_version(args.scenario_path, Some(*version))
+            .map_err(|error| CliError::BadInput(format!("with --istio-version {version}: {error}")))?;
+    }
+    let print = |text: &str| {
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .map_err(|error| CliError::Infrastructure(anyhow::Error::new(error).context("cannot write to stdout")))
+    };
+    let mut print_error = None;
+    let runs = matrix::matrix(
+        Matrix {
+            scenario_path: args.scenario_path,
+            versions: args.versions,
+            provider: args.provider,
+            report_dir: args.report_dir,
+            image: args.image,
+        },
+        crate::provider::local::interrupt::is_interrupted,
+        |run| {
+            let written = run
+                .report_dir
+                .as_ref()
+                .map_or_else(String::new, |dir| format!(" (report in {})", dir.display()));
+            if let Err(error) = print(&format!(
+                "=== Istio {}{written} ===\n{}\n",
+                run.version,
+                run.report.summary().trim_end()
+            )) {
+                print_error.get_or_insert(error);
+            }
+        },
+    )
+    .map_err(|(version, error)| match error {
+        crate::run::Error::BadInput { message } => CliError::BadInput(format!("the run on Istio {version}: {message}")),
+        crate::run::Error::Interrupted => CliError::Interrupted,
+        other => CliError::Infrastructure(anyhow::Error::new(other).context(format!("the run on Istio {version}"))),
+    })?;
+    if let Some(error) = print_error {
+        return Err(error);
+    }
+    let failed_runs: Vec<String> = runs
+        .iter()
+        .filter(|run| !run.report.passed())
+        .map(|run| run.version.to_string())
+        .collect();
+    let mut differing_pairs = Vec::new();
+    for pair in runs.windows(2) {
+        let label = |run: &matrix::VersionRun| match &run.report_dir {
+            Some(dir) => format!("{} ({})", run.version, dir.display()),
+            None => run.version.to_string(),
+        };
+        let (label_a, label_b) = (label(&pair[0]), label(&pair[1]));
+        let (summary, differs) = compare(
+            (&label_a, pair[0].report.report()),
+            (&label_b, pair[1].report.report()),
+            &args.thresholds,
+        )?;
+        print(&format!(
+            "=== diff Istio {} -> {} ===\n{}\n",
+            pair[0].version,
+            pair[1].version,
+            summary.trim_end()
+        ))?;
+        if differs {
+            differing_pairs.push(format!("{} -> {}", pair[0].version, pair[1].version));
+        }
+    }
+    if failed_runs.is_empty() && differing_pairs.is_empty() {
+        print(&format!(
+            "matrix: every run passed on {} and no neighbouring versions differ beyond the thresholds\n",
+            versions_list(args.versions)
+        ))?;
+        return Ok(());
+    }
+    let mut reasons = Vec::new();
+    if !failed_runs.is_empty() {
+        reasons.push(format!("checks failed on Istio {}", failed_runs.join(", ")));
+    }
+    if !differing_pairs.is_empty() {
+        reasons.push(format!(
+            "differences beyond the thresholds: {}",
+            differing_pairs.join(", ")
+        ));
+    }
+    Err(CliError::ExpectationFailed(format!("matrix: {}", reasons.join("; "))))
+}
+
+fn versions_list(versions: &[IstioVersion]) -> String {
+    versions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Diffs `b` against `a` and returns the summary for people and whether anything differs beyond
+/// the thresholds; reports that cannot be compared are bad input (exit 2).
+pub fn compare(
+    (label_a, report_a): (&str, &Report),
+    (label_b, report_b): (&str, &Report),
+    thresholds: &Thresholds,
+) -> Result<(String, bool), CliError> {
+    let compared = diff::diff(report_a, label_a, report_b, label_b, thresholds).map_err(incomparable)?;
+    Ok((diff::summary(&compared), compared.differs))
 }
 
 fn incomparable(error: diff::Incomparable) -> CliError {

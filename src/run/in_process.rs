@@ -51,6 +51,8 @@ pub(crate) struct RunRequest<'request> {
     pub image_command: String,
     /// kind: keep and reuse `meshfed-<cluster>` clusters.
     pub reuse: bool,
+    /// Every cluster's `istioVersion` instead of the scenario's (`--istio-version`).
+    pub istio_version: Option<scenario::IstioVersion>,
 }
 
 /// An error of a step after which an interrupt may be the real cause: exit 130 if one came.
@@ -139,7 +141,7 @@ impl FinishedRun {
 
 /// Runs the scenario of `request`. A run whose expectations failed is `Ok`: the report says so.
 pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, RunFailure> {
-    let scenario = scenario::load(request.scenario_path)?;
+    let scenario = scenario::load_with_istio_version(request.scenario_path, request.istio_version)?;
     crate::engine::check_runnable(&scenario, request.scenario_path, &capabilities(request.provider))?;
     crate::engine::check_provider_supports(&scenario, request.scenario_path, request.provider.cli_name())?;
     if request.reuse && request.provider != ProviderKind::Kind {

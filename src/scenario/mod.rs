@@ -1113,13 +1113,29 @@ impl fmt::Display for ScenarioError {
 /// Reads, parses and validates a scenario file. Only a regular file of at most
 /// [`MAX_INPUT_BYTES`] is read: a FIFO, device or directory is refused without reading it.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    load_with_istio_version(path, None)
+}
+
+/// [`load`], with every cluster's `istioVersion` replaced by `istio_version` (when given) before
+/// validation, so the checks that depend on the version (endpoint discovery, upgrades) see it.
+/// `meshfed run --istio-version` checks the range first, naming the flag.
+pub fn load_with_istio_version(path: &Path, istio_version: Option<IstioVersion>) -> Result<Scenario, ScenarioError> {
     let text = file::read_text(path, "scenario file")?;
-    parse(path, &text)
+    parse_with_istio_version(path, &text, istio_version)
 }
 
 /// Parses and validates scenario text; `path` is only used in error messages. Pure: no I/O, and
 /// nothing is allocated in proportion to a count before the count is checked.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    parse_with_istio_version(path, text, None)
+}
+
+/// [`parse`], overriding every cluster's `istioVersion` before validation when one is given.
+pub fn parse_with_istio_version(
+    path: &Path,
+    text: &str,
+    istio_version: Option<IstioVersion>,
+) -> Result<Scenario, ScenarioError> {
     if text.len() as u64 > MAX_INPUT_BYTES {
         return Err(ScenarioError::whole_file(
             path,
@@ -1129,7 +1145,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             ),
         ));
     }
-    let scenario: Scenario = serde_saphyr::from_str(text).map_err(|error| {
+    let mut scenario: Scenario = serde_saphyr::from_str(text).map_err(|error| {
         let location = error.location().unwrap_or(serde_saphyr::Location::UNKNOWN);
         ScenarioError {
             file: path.to_owned(),
@@ -1138,6 +1154,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             message: syntax_message(&error),
         }
     })?;
+    if let Some(version) = istio_version {
+        for cluster in &mut scenario.clusters {
+            cluster.istio_version.value = version;
+        }
+    }
     let spans = spans::ScenarioSpans::read(text);
     validate::validate(&scenario, &spans).map_err(|problem| ScenarioError {
         file: path.to_owned(),

@@ -1,0 +1,299 @@
+//! `meshfed run --istio-version A --istio-version B` and `--compare-to` on the `local` provider
+//! (real namespaces, real Envoy): a documented behaviour change between two Istio versions shows up
+//! in the diff, versions with no emulated difference diff clean, and a baseline of another scenario
+//! is refused before anything runs. Needs what `meshfed setup` checks; skips (counted) elsewhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+#[path = "support/skip.rs"]
+mod skip;
+
+const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
+/// Two short runs (400 requests per phase) and their teardown take seconds; this bounds a hang.
+const RUN_DEADLINE: Duration = Duration::from_secs(300);
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
+}
+
+/// Runs `meshfed setup` once; `false` (with a counted skip) when the local provider cannot run here.
+fn local_provider_available() -> bool {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    let outcome = AVAILABLE.get_or_init(|| {
+        let output = Command::new(MESHFED)
+            .arg("setup")
+            .output()
+            .map_err(|error| error.to_string())?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    });
+    match outcome {
+        Ok(()) => true,
+        Err(reason) => {
+            skip::skip(&format!(
+                "the local provider cannot run here (`meshfed setup` failed):\n{reason}"
+            ));
+            false
+        }
+    }
+}
+
+/// `MESHFED_TEST_MARKER=<test>-<pid>-<nanos>`: unique to one meshfed started by one test run.
+fn marker(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{test}-{}-{nanos}", std::process::id())
+}
+
+/// Live (not zombie) processes whose environment has `MESHFED_TEST_MARKER=<marker>`.
+fn processes_with_marker(marker: &str) -> Vec<u32> {
+    let needle = format!("MESHFED_TEST_MARKER={marker}");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|environ| environ.split(|byte| *byte == 0).any(|var| var == needle.as_bytes()))
+        })
+        .filter(|pid| {
+            !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        })
+        .collect()
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(marker(label));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs meshfed with `args` under a unique marker, waits at most [`RUN_DEADLINE`] (then kills it
+/// and fails naming the command), and checks that none of its processes outlived it.
+fn meshfed(test: &str, args: &[&str]) -> Output {
+    let marker = marker(test);
+    let out = TempDir::new(&format!("{test}-out"));
+    let stdout_path = out.0.join("stdout");
+    let stderr_path = out.0.join("stderr");
+    let mut child = Command::new(MESHFED)
+        .args(args)
+        .env("MESHFED_TEST_MARKER", &marker)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + RUN_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "meshfed {args:?} did not finish within {RUN_DEADLINE:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let leftover_deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with_marker(&marker).is_empty() && Instant::now() < leftover_deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        processes_with_marker(&marker),
+        Vec::<u32>::new(),
+        "nothing of meshfed {args:?} outlives it"
+    );
+    Output {
+        status,
+        stdout: std::fs::read(&stdout_path).unwrap(),
+        stderr: std::fs::read(&stderr_path).unwrap(),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// docs/fidelity.md 2b: from 1.5 to 1.18 a gateway's passthrough cluster for a host with a
+/// same-host ServiceEntry also holds the other clusters' gateways, so connections bounce between
+/// gateways; from 1.19 it holds local pods only. gateway-loop.yaml counts the hops.
+#[test]
+fn the_gateway_bounce_fixed_after_istio_1_18_shows_up_in_the_version_matrix_diff() {
+    const TEST: &str = "the_gateway_bounce_fixed_after_istio_1_18_shows_up_in_the_version_matrix_diff";
+    if !local_provider_available() {
+        return;
+    }
+    let reports = TempDir::new(TEST);
+    let scenario = scenario("gateway-loop.yaml");
+    let output = meshfed(
+        TEST,
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--istio-version",
+            "1.7.8",
+            "--istio-version",
+            "1.30.3",
+            "--report-dir",
+            reports.0.to_str().unwrap(),
+        ],
+    );
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a flagged difference exits 1:\n{stdout}\n{stderr}"
+    );
+    for version in ["1.7.8", "1.30.3"] {
+        assert!(
+            reports.0.join(version).join("report.json").is_file(),
+            "each version's report goes to <report-dir>/{version}/"
+        );
+        assert!(stdout.contains(&format!("=== Istio {version}")), "{stdout}");
+    }
+    assert!(stdout.contains("=== diff Istio 1.7.8 -> 1.30.3 ==="), "{stdout}");
+    let flagged = stdout
+        .lines()
+        .find(|line| line.contains("gateway_hops:") && line.contains("[crossed: rate tolerance"))
+        .unwrap_or_else(|| panic!("the gateway hops are flagged with the threshold they crossed:\n{stdout}"));
+    assert!(
+        flagged.contains(", 0 in B (0.000 per request)"),
+        "1.30 does not bounce: {flagged}"
+    );
+    assert!(!flagged.contains(" 0 in A "), "1.7 bounces: {flagged}");
+    assert!(
+        stderr.contains("differences beyond the thresholds: 1.7.8 -> 1.30.3"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("checks failed"), "both runs passed: {stderr}");
+}
+
+#[test]
+fn versions_with_no_emulated_difference_diff_clean_in_the_matrix() {
+    const TEST: &str = "versions_with_no_emulated_difference_diff_clean_in_the_matrix";
+    if !local_provider_available() {
+        return;
+    }
+    let scenario = scenario("gateway-loop.yaml");
+    let output = meshfed(
+        TEST,
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--istio-version",
+            "1.29.0",
+            "--istio-version",
+            "1.30.3",
+        ],
+    );
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "clean matrix exits 0:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("=== diff Istio 1.29.0 -> 1.30.3 ==="), "{stdout}");
+    assert!(
+        stdout.contains("every run passed on 1.29.0, 1.30.3 and no neighbouring versions differ"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_istio_version_outside_the_emulated_range_exits_2_saying_what_is_allowed() {
+    let output = meshfed(
+        "an_istio_version_outside_the_emulated_range_exits_2_saying_what_is_allowed",
+        &[
+            "run",
+            scenario("seed.yaml").to_str().unwrap(),
+            "--istio-version",
+            "1.29.0",
+            "--istio-version",
+            "1.31.0",
+        ],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("1.31"), "{stderr}");
+    assert!(stderr.contains("use 1.1 to 1.30"), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing ran");
+}
+
+#[test]
+fn compare_to_a_report_of_another_scenario_exits_2_before_running() {
+    const TEST: &str = "compare_to_a_report_of_another_scenario_exits_2_before_running";
+    if !local_provider_available() {
+        return;
+    }
+    let baseline = TempDir::new(TEST);
+    let seed = scenario("seed.yaml");
+    let first = meshfed(
+        TEST,
+        &[
+            "run",
+            seed.to_str().unwrap(),
+            "--report-dir",
+            baseline.0.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    // The same scenario compares (exit 0 or 1 by what changed); another scenario cannot.
+    let other = meshfed(
+        TEST,
+        &[
+            "run",
+            scenario("gateway-loop.yaml").to_str().unwrap(),
+            "--compare-to",
+            baseline.0.to_str().unwrap(),
+        ],
+    );
+    let stderr = text(&other.stderr);
+    assert_eq!(other.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot compare"), "{stderr}");
+    assert!(
+        stderr.contains("seed") && stderr.contains("gateway-loop"),
+        "names both scenarios: {stderr}"
+    );
+    assert!(other.stdout.is_empty(), "nothing ran: {}", text(&other.stdout));
+    let same = meshfed(
+        TEST,
+        &[
+            "run",
+            seed.to_str().unwrap(),
+            "--compare-to",
+            baseline.0.to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&same.stdout);
+    assert!(stdout.contains("compared to "), "{stdout}");
+    assert!(matches!(same.status.code(), Some(0 | 1)), "{}", text(&same.stderr));
+}
