@@ -8,6 +8,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+#[path = "support/marker.rs"]
+mod marker;
+use marker::{processes_with_marker, unique_marker};
 #[path = "support/skip.rs"]
 mod skip;
 
@@ -48,40 +51,12 @@ fn local_provider_available() -> bool {
     }
 }
 
-/// `MESHFED_TEST_MARKER=<test>-<pid>-<nanos>`: unique to one meshfed started by one test run.
-fn marker(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{test}-{}-{nanos}", std::process::id())
-}
-
-/// Live (not zombie) processes whose environment has `MESHFED_TEST_MARKER=<marker>`.
-fn processes_with_marker(marker: &str) -> Vec<u32> {
-    let needle = format!("MESHFED_TEST_MARKER={marker}");
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|environ| environ.split(|byte| *byte == 0).any(|var| var == needle.as_bytes()))
-        })
-        .filter(|pid| {
-            !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-        })
-        .collect()
-}
-
 /// A directory removed when dropped.
 struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(label: &str) -> TempDir {
-        let path = std::env::temp_dir().join(marker(label));
+        let path = std::env::temp_dir().join(unique_marker(label));
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
     }
@@ -96,7 +71,7 @@ impl Drop for TempDir {
 /// Runs meshfed with `args` under a unique marker, waits at most [`RUN_DEADLINE`] (then kills it
 /// and fails naming the command), and checks that none of its processes outlived it.
 fn meshfed(test: &str, args: &[&str]) -> Output {
-    let marker = marker(test);
+    let marker = unique_marker(test);
     let out = TempDir::new(&format!("{test}-out"));
     let stdout_path = out.0.join("stdout");
     let stderr_path = out.0.join("stderr");
