@@ -118,6 +118,11 @@ enum Command {
         /// starts in seconds (`meshfed down` deletes them).
         #[arg(long)]
         reuse: bool,
+        /// Keep every Envoy's log and config dump, the plan applied in each phase (YAML) and each
+        /// phase's request records (CSV) in DIR. A failed run keeps them in `<report-dir>/logs/`
+        /// without it. Private keys are never copied.
+        #[arg(long, value_name = "DIR")]
+        keep_logs: Option<PathBuf>,
     },
     /// Remove what meshfed created: for kind, every kind cluster named `meshfed-*` and every image
     /// labelled `io.meshfed.managed-by=meshfed`, nothing else; for kubeconfig (which needs the
@@ -332,7 +337,14 @@ fn execute(command: Command) -> Result<(), CliError> {
             image,
             image_command,
             reuse,
-        } => run_command(&scenario, provider, report_dir.as_deref(), (image, image_command), reuse),
+            keep_logs,
+        } => run_command(
+            &scenario,
+            provider,
+            (report_dir.as_deref(), keep_logs.as_deref()),
+            (image, image_command),
+            reuse,
+        ),
         Command::Down { scenario, provider } => match (provider, scenario) {
             (ProviderName::Kubeconfig, Some(scenario)) => clusters::down_command(&scenario, provider),
             (ProviderName::Kubeconfig, None) => Err(CliError::BadInput(
@@ -526,7 +538,7 @@ impl From<ProviderName> for ProviderKind {
 fn run_command(
     scenario_path: &Path,
     provider: ProviderName,
-    report_dir: Option<&Path>,
+    (report_dir, keep_logs): (Option<&Path>, Option<&Path>),
     (image, image_command): (Option<String>, String),
     reuse: bool,
 ) -> Result<(), CliError> {
@@ -537,6 +549,7 @@ fn run_command(
         image,
         image_command,
         reuse,
+        keep_logs,
     })?;
     print!("{}", crate::report::summary(&finished.report));
     finished.write_report()?;
