@@ -332,7 +332,11 @@ async fn run_world<P: crate::provider::Provider>(
             .ok(),
         _ => None,
     };
-    let targets: Vec<&output::Dir> = keeping.always.into_iter().chain(failed_run_logs.as_ref()).collect();
+    // An interrupted run tears down at once: nothing is asked of its proxies.
+    let targets: Vec<&output::Dir> = match outcome {
+        Some(_) => keeping.always.into_iter().chain(failed_run_logs.as_ref()).collect(),
+        None => Vec::new(),
+    };
     if !targets.is_empty() {
         progress.step("keeping proxy logs, config dumps, plans and records");
         let mut files = provider.proxy_files().await;

@@ -16,8 +16,10 @@ impl World {
     /// `envoy/<cluster>/<pod>/<log>` and `envoy/<cluster>/<pod>/config_dump.json` for every proxy
     /// (gateways under their gateway pod name). A dump that fails is
     /// `config_dump.error.txt` naming why.
+    /// The dumps are asked for all at once, so stopped Envoys cost one admin deadline in all.
     pub(super) async fn proxy_files(&self) -> Vec<KeptFile> {
         let mut files = Vec::new();
+        let mut dumps = Vec::new();
         for ((cluster, pod), proxy) in &self.proxies {
             let base = PathBuf::from("envoy").join(file_safe(cluster)).join(file_safe(pod));
             for (name, contents) in log_files(&proxy.dir) {
@@ -26,8 +28,9 @@ impl World {
                     contents,
                 });
             }
-            files.push(config_dump(proxy, &base).await);
+            dumps.push(async move { config_dump(proxy, &base).await });
         }
+        files.extend(futures::future::join_all(dumps).await);
         files
     }
 }
