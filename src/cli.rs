@@ -130,6 +130,11 @@ enum Command {
         /// Thresholds of --compare-to and of the version matrix's diffs.
         #[command(flatten)]
         thresholds: diff::ThresholdArgs,
+        /// Keep every Envoy's log and config dump, the plan applied in each phase (YAML) and each
+        /// phase's request records (CSV) in DIR. A failed run keeps them in `<report-dir>/logs/`
+        /// without it. Private keys are never copied.
+        #[arg(long, value_name = "DIR")]
+        keep_logs: Option<PathBuf>,
     },
     /// Remove what meshfed created: for kind, every kind cluster named `meshfed-*` and every image
     /// labelled `io.meshfed.managed-by=meshfed`, nothing else; for kubeconfig (which needs the
@@ -347,12 +352,13 @@ fn execute(command: Command) -> Result<(), CliError> {
             compare_to,
             istio_versions,
             thresholds,
+            keep_logs,
         } => {
             if istio_versions.len() > 1 {
-                if reuse || compare_to.is_some() || image_command != "meshfed" {
+                if reuse || compare_to.is_some() || keep_logs.is_some() || image_command != "meshfed" {
                     return Err(CliError::BadInput(
-                        "a version matrix (--istio-version given twice or more) takes neither --reuse, --compare-to \
-                         nor --image-command: run one version with them, or diff the matrix's reports with meshfed diff"
+                        "a version matrix (--istio-version given twice or more) takes neither --reuse, --compare-to, \
+                         --keep-logs nor --image-command: run one version with them, or diff the matrix's reports with meshfed diff"
                             .to_owned(),
                     ));
                 }
@@ -369,7 +375,7 @@ fn execute(command: Command) -> Result<(), CliError> {
             run_command(
                 &scenario,
                 provider,
-                report_dir.as_deref(),
+                (report_dir.as_deref(), keep_logs.as_deref()),
                 (image, image_command),
                 reuse,
                 (istio_versions.first().copied(), comparison),
@@ -568,7 +574,7 @@ impl From<ProviderName> for ProviderKind {
 fn run_command(
     scenario_path: &Path,
     provider: ProviderName,
-    report_dir: Option<&Path>,
+    (report_dir, keep_logs): (Option<&Path>, Option<&Path>),
     (image, image_command): (Option<String>, String),
     reuse: bool,
     (istio_version, compare_to): (
@@ -592,6 +598,7 @@ fn run_command(
         image_command,
         reuse,
         istio_version,
+        keep_logs,
     })?;
     print!("{}", crate::report::summary(&finished.report));
     finished.write_report()?;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::change::WorldChange;
+use crate::diagnostics::Evidence;
 use crate::inventory::Inventory;
 use crate::measure::timeline::ActionRecord;
 use crate::measure::{self, ExpectedPod};
@@ -88,6 +89,18 @@ pub async fn run_scenario<P: Provider>(
     scenario_file: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Report, ProviderError> {
+    run_scenario_noting(provider, scenario, scenario_file, progress, &mut Evidence::default()).await
+}
+
+/// [`run_scenario`], noting in `evidence` the plan in force in each phase and its records (kept
+/// for `--keep-logs`); what was noted stays there when the run fails part-way.
+pub async fn run_scenario_noting<P: Provider>(
+    provider: &mut P,
+    scenario: &Scenario,
+    scenario_file: &Path,
+    progress: &mut dyn Progress,
+    evidence: &mut Evidence,
+) -> Result<Report, ProviderError> {
     let started = Instant::now();
     let started_at = crate::report::rfc3339_utc(std::time::SystemTime::now());
     progress.step(&format!(
@@ -150,6 +163,7 @@ pub async fn run_scenario<P: Provider>(
             provider.apply_plan(&phase_plan, &settings, &mut *progress).await?;
             applied = (phase_plan, settings);
         }
+        evidence.plan_in_force(&phase.name.value, &applied.0);
         to_first_request_ms.get_or_insert_with(|| elapsed_ms(started));
         let deadline = phase_deadline(phase);
         progress.step(&format!(
@@ -169,6 +183,7 @@ pub async fn run_scenario<P: Provider>(
                     inventory: &inventory,
                     reconciler: &mut reconciler,
                     applied: &mut applied,
+                    evidence: &mut *evidence,
                 },
                 phase,
                 weights,
@@ -416,6 +431,7 @@ struct PhaseWorld<'a> {
     inventory: &'a Inventory,
     reconciler: &'a mut Controller,
     applied: &'a mut (plan::Plan, PhaseSettings),
+    evidence: &'a mut Evidence,
 }
 
 async fn run_phase<P: Provider>(
@@ -465,8 +481,16 @@ async fn run_phase<P: Provider>(
     let (records, actions) = if phase.actions.is_empty() {
         (provider.send_traffic(&traffic, progress).await?, Vec::new())
     } else {
-        run_actions(provider, world.reconciler, world.applied, phase, &traffic, progress).await?
+        run_actions(
+            provider,
+            (world.reconciler, world.applied, &mut *world.evidence),
+            phase,
+            &traffic,
+            progress,
+        )
+        .await?
     };
+    world.evidence.records(&phase.name.value, &records);
     let tls_failures = provider.tls_failures(&traffic.to_service).await?.since(&before);
     let gateway_hops = match (hops_before, provider.gateway_hops().await?) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
@@ -546,8 +570,7 @@ const TRAFFIC_POLL: Duration = Duration::from_secs(1);
 /// remaining actions are not taken (their expectations then fail as not taken).
 async fn run_actions<P: Provider>(
     provider: &mut P,
-    reconciler: &mut Controller,
-    applied: &mut (plan::Plan, PhaseSettings),
+    (reconciler, applied, evidence): (&mut Controller, &mut (plan::Plan, PhaseSettings), &mut Evidence),
     phase: &Phase,
     traffic: &Traffic,
     progress: &mut dyn Progress,
@@ -594,6 +617,7 @@ async fn run_actions<P: Provider>(
             ));
             provider.apply_plan(&replanned, &applied.1, progress).await?;
             applied.0 = replanned;
+            evidence.plan_in_force(&phase.name.value, &applied.0);
         }
         taken.push(ActionRecord {
             name: action.label(),

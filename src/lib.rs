@@ -30,6 +30,8 @@ pub mod change;
 #[doc(hidden)]
 pub mod cli;
 #[doc(hidden)]
+pub mod diagnostics;
+#[doc(hidden)]
 pub mod diff;
 #[doc(hidden)]
 pub mod engine;

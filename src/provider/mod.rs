@@ -306,6 +306,13 @@ pub trait Provider: Send {
     /// within a few seconds.
     fn stuck(&mut self) -> impl Future<Output = Vec<String>> + Send;
 
+    /// Before teardown, for `--keep-logs`: each proxy's logs and configuration dump, as files
+    /// relative to the logs directory. Each call to a proxy has a deadline; a dump that could not
+    /// be taken is a file saying why. The default keeps nothing.
+    fn proxy_files(&mut self) -> impl Future<Output = Vec<crate::diagnostics::KeptFile>> + Send {
+        async { Vec::new() }
+    }
+
     /// Removes everything the provider created (reporting progress on slow steps).
     fn teardown(&mut self, progress: &mut dyn Progress) -> impl Future<Output = Result<(), ProviderError>> + Send;
 }

@@ -53,6 +53,9 @@ pub(crate) struct RunRequest<'request> {
     pub reuse: bool,
     /// Every cluster's `istioVersion` instead of the scenario's (`--istio-version`).
     pub istio_version: Option<scenario::IstioVersion>,
+    /// Where to keep proxy logs, config dumps, plans and records (`--keep-logs`); a failed run
+    /// keeps them in `<report_dir>/logs/` without it.
+    pub keep_logs: Option<&'request Path>,
 }
 
 /// An error of a step after which an interrupt may be the real cause: exit 130 if one came.
@@ -152,6 +155,11 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
     // Opened before the sandbox: the handle still reaches it after the sandbox's tmpfs hides /run,
     // and a directory that cannot take a report fails before any world is built.
     let report_dir = request.report_dir.map(open_report_dir).transpose()?;
+    let keep_dir = request.keep_logs.map(open_report_dir).transpose()?;
+    let keeping = Keeping {
+        always: keep_dir.as_ref(),
+        on_failure: report_dir.as_ref(),
+    };
     let started = std::time::Instant::now();
     let mut progress = stderr_progress(started);
     let report = match request.provider {
@@ -173,15 +181,28 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
                 &scenario,
                 request.scenario_path,
                 &mut progress,
+                keeping,
             ))?
         }
         ProviderKind::Kind => {
             let provider = kind_provider(request.reuse, started, scenario.federation.mode)?;
-            current_thread_runtime()?.block_on(run_world(provider, &scenario, request.scenario_path, &mut progress))?
+            current_thread_runtime()?.block_on(run_world(
+                provider,
+                &scenario,
+                request.scenario_path,
+                &mut progress,
+                keeping,
+            ))?
         }
         ProviderKind::Local => {
             let provider = local_provider(&mut progress)?;
-            current_thread_runtime()?.block_on(run_world(provider, &scenario, request.scenario_path, &mut progress))?
+            current_thread_runtime()?.block_on(run_world(
+                provider,
+                &scenario,
+                request.scenario_path,
+                &mut progress,
+                keeping,
+            ))?
         }
     };
     Ok(FinishedRun { report, report_dir })
@@ -266,19 +287,83 @@ fn kind_provider(
     Ok(KindProvider::new(options, KubeconfigProvider::new(kube)))
 }
 
+/// Where a run keeps its diagnostics ([`crate::diagnostics`]).
+#[derive(Clone, Copy)]
+struct Keeping<'dirs> {
+    /// `--keep-logs DIR`: kept whatever the verdict.
+    always: Option<&'dirs output::Dir>,
+    /// The report directory: a failed run (exit 1 or 3) keeps them in its `logs/`.
+    on_failure: Option<&'dirs output::Dir>,
+}
+
+/// The subdirectory of the report directory a failed run keeps its diagnostics in.
+pub(crate) const FAILED_RUN_LOGS: &str = "logs";
+
 /// Runs the engine until it ends or SIGINT/SIGTERM comes, then tears the world down either way.
+/// Before teardown, the diagnostics are taken from the proxies when `keeping` asks for them.
 async fn run_world<P: crate::provider::Provider>(
     mut provider: P,
     scenario: &Scenario,
     scenario_path: &Path,
     progress: &mut impl Progress,
+    keeping: Keeping<'_>,
 ) -> Result<Report, RunFailure> {
     // Registered before any work, so a signal during world creation is handled, not fatal.
     let interrupted = interrupted().map_err(|error| RunFailure::Infrastructure(error.into()))?;
+    let mut evidence = crate::diagnostics::Evidence::default();
     let outcome = tokio::select! {
-        result = crate::engine::run_scenario(&mut provider, scenario, scenario_path, progress) => Some(result),
+        result = crate::engine::run_scenario_noting(&mut provider, scenario, scenario_path, progress, &mut evidence) => Some(result),
         () = interrupted => None,
     };
+    // Exit 1 (an expectation failed) or 3 (the world failed); not an interrupt.
+    let failed = matches!(&outcome, Some(Err(_)) | Some(Ok(Report { passed: false, .. })));
+    // A failed run's earlier logs are replaced; a passing one leaves none behind.
+    let stale = keeping
+        .on_failure
+        .map(|dir| dir.remove_tree(FAILED_RUN_LOGS))
+        .transpose();
+    let failed_run_logs = match (failed, keeping.on_failure) {
+        (true, Some(report_dir)) => report_dir
+            .create_dir(FAILED_RUN_LOGS, 0o755)
+            .map_err(|error| {
+                warn(&format!(
+                    "cannot create {}: {error}",
+                    report_dir.path().join(FAILED_RUN_LOGS).display()
+                ));
+            })
+            .ok(),
+        _ => None,
+    };
+    // An interrupted run tears down at once: nothing is asked of its proxies.
+    let targets: Vec<&output::Dir> = match outcome {
+        Some(_) => keeping.always.into_iter().chain(failed_run_logs.as_ref()).collect(),
+        None => Vec::new(),
+    };
+    if !targets.is_empty() {
+        progress.step("keeping proxy logs, config dumps, plans and records");
+        let mut files = provider.proxy_files().await;
+        match evidence.files() {
+            Ok(kept) => files.extend(kept),
+            Err(error) => warn(&format!("cannot render the applied plans as YAML: {error}")),
+        }
+        for dir in targets {
+            match crate::diagnostics::write_kept(dir, &files) {
+                Ok(withheld) => {
+                    for file in withheld {
+                        warn(&format!(
+                            "not kept (it holds a private key): {}",
+                            dir.path().join(file).display()
+                        ));
+                    }
+                    progress.step(&format!("diagnostics kept in {}", dir.path().display()));
+                }
+                Err(error) => warn(&format!("{:#}", anyhow::Error::new(error))),
+            }
+        }
+    }
+    if let Err(error) = stale {
+        warn(&format!("cannot remove earlier logs in the report directory: {error}"));
+    }
     progress.step("tearing down");
     let teardown = provider.teardown(progress).await;
     // A step that failed because of the interrupt (an `ip` batch or a child stopped by it) is an
@@ -313,6 +398,11 @@ fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = terminate_stream.recv() => {}
         }
     })
+}
+
+/// A diagnostic that must not change the verdict: shown, not raised.
+fn warn(message: &str) {
+    eprintln!("meshfed: {message}");
 }
 
 /// Finds or installs Envoy ([`crate::provider::local::provision_envoy`]); interrupted if a signal

@@ -7,6 +7,7 @@
 mod apps;
 mod faults;
 mod isolation;
+mod kept;
 mod liveness;
 mod membership;
 mod proxies;
@@ -392,6 +393,13 @@ impl Provider for LocalProvider {
     async fn stuck(&mut self) -> Vec<String> {
         match self.world.as_mut() {
             Some(world) => world.stuck().await,
+            None => Vec::new(),
+        }
+    }
+
+    async fn proxy_files(&mut self) -> Vec<crate::diagnostics::KeptFile> {
+        match self.world.as_ref() {
+            Some(world) => world.proxy_files().await,
             None => Vec::new(),
         }
     }

@@ -36,7 +36,7 @@ const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// One Envoy and what was last pushed to it.
 pub(super) struct Proxy {
     pub(super) name: String,
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     pub(super) admin_socket: PathBuf,
     pushed: Option<XdsResources>,
     pub(super) started: bool,
