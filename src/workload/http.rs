@@ -579,6 +579,9 @@ mod tests {
         assert_eq!(chunked_body(b"zz\r\n", None), Err(HttpError::Chunked));
         assert_eq!(chunked_body(b"2\r\nabX\r\n", None), Err(HttpError::Chunked));
         assert_eq!(chunked_body(b"fffffffffffffffff\r\n", None), Err(HttpError::Chunked));
-        assert_eq!(chunked_body(b"0\r\nBad Trailer: x\r\n\r\n", None), Err(HttpError::Chunked));
+        assert_eq!(
+            chunked_body(b"0\r\nBad Trailer: x\r\n\r\n", None),
+            Err(HttpError::Chunked)
+        );
     }
 }
