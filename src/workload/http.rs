@@ -1,5 +1,7 @@
-//! Just enough HTTP/1.1 for the echo workload and its client: request and response heads, body
-//! framing (Content-Length, chunked, until-close), and the `x-forwarded-client-cert` header.
+//! The one HTTP/1.1 parser the echo workload and its client share: request and response heads and
+//! chunked bodies through `httparse`, plus what meshfed reads from them (body framing, keep-alive,
+//! the `x-forwarded-client-cert` header). Connections stay the callers' own: this module only reads
+//! bytes they already have.
 //!
 //! Parsers work on borrowed bytes and return `Ok(None)` while a message is still incomplete, so a
 //! connection can call them again after every read without copying.
@@ -30,13 +32,16 @@ pub enum HttpError {
     /// A header line has no colon, a bad name, or is an obsolete folded continuation.
     #[error("malformed header line")]
     HeaderLine,
+    /// More header fields than a workload message ever needs.
+    #[error("more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
     /// `Content-Length` is not a number, or repeated with different values.
     #[error("invalid Content-Length")]
     ContentLength,
     /// A transfer coding other than `chunked` last.
     #[error("unsupported Transfer-Encoding")]
     TransferEncoding,
-    /// A chunked body with a bad chunk size or missing CRLF.
+    /// A chunked body with a bad chunk size, missing CRLF or malformed trailers.
     #[error("malformed chunked body")]
     Chunked,
 }
@@ -81,14 +86,8 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-/// One line ending in LF (CR before it removed) starting at `pos`, and where the next line starts;
-/// `None` when no LF has arrived yet.
-fn next_line(buf: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let newline = buf[pos..].iter().position(|&byte| byte == b'\n')? + pos;
-    let line = &buf[pos..newline];
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    Some((line, newline + 1))
-}
+/// The most header fields (or trailer fields) one message may carry; more is [`HttpError::TooManyHeaders`].
+const MAX_HEADERS: usize = 64;
 
 fn trim_whitespace(bytes: &[u8]) -> &[u8] {
     let start = bytes
@@ -102,10 +101,6 @@ fn trim_whitespace(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
-fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-}
-
 /// Whether a comma-separated header value (e.g. `Connection: keep-alive, Upgrade`) holds `token`.
 fn has_token(value: &[u8], token: &str) -> bool {
     value
@@ -113,12 +108,24 @@ fn has_token(value: &[u8], token: &str) -> bool {
         .any(|item| trim_whitespace(item).eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// The version's minor number for `HTTP/1.0` and `HTTP/1.1`.
-fn http1_minor(version: &[u8]) -> Option<u8> {
-    match version {
-        b"HTTP/1.1" => Some(1),
-        b"HTTP/1.0" => Some(0),
-        _ => None,
+/// What httparse's verdict on a head means here: header-field errors are [`HttpError::HeaderLine`]
+/// (or too many of them), anything about the method, target, version or status is
+/// [`HttpError::StartLine`].
+fn head_error(error: httparse::Error) -> HttpError {
+    match error {
+        httparse::Error::HeaderName | httparse::Error::HeaderValue => HttpError::HeaderLine,
+        httparse::Error::TooManyHeaders => HttpError::TooManyHeaders,
+        _ => HttpError::StartLine,
+    }
+}
+
+/// A complete head's length, `None` while incomplete; either way bounded by [`MAX_HEAD_BYTES`].
+fn bounded_head(buf: &[u8], status: httparse::Status<usize>) -> Result<Option<usize>, HttpError> {
+    match status {
+        httparse::Status::Complete(head_len) if head_len > MAX_HEAD_BYTES => Err(HttpError::HeadTooLarge),
+        httparse::Status::Complete(head_len) => Ok(Some(head_len)),
+        httparse::Status::Partial if buf.len() > MAX_HEAD_BYTES => Err(HttpError::HeadTooLarge),
+        httparse::Status::Partial => Ok(None),
     }
 }
 
@@ -132,8 +139,8 @@ struct FramingHeaders {
 }
 
 impl FramingHeaders {
-    fn note(&mut self, name: &[u8], value: &[u8]) -> Result<(), HttpError> {
-        if name.eq_ignore_ascii_case(b"content-length") {
+    fn note(&mut self, name: &str, value: &[u8]) -> Result<(), HttpError> {
+        if name.eq_ignore_ascii_case("content-length") {
             let length = std::str::from_utf8(value)
                 .ok()
                 .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
@@ -143,7 +150,7 @@ impl FramingHeaders {
                 return Err(HttpError::ContentLength);
             }
             self.content_length = Some(length);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
             let last = value
                 .rsplit(|&b| b == b',')
                 .next()
@@ -153,7 +160,7 @@ impl FramingHeaders {
                 return Err(HttpError::TransferEncoding);
             }
             self.chunked = true;
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if name.eq_ignore_ascii_case("connection") {
             self.connection_close |= has_token(value, "close");
             self.connection_keep_alive |= has_token(value, "keep-alive");
         }
@@ -169,86 +176,36 @@ impl FramingHeaders {
     }
 }
 
-/// Walks header lines from `pos` to the blank line, calling `on_header(name, value)` for each;
-/// returns the head length, or `None` if the blank line has not arrived.
-fn walk_headers<'a>(
-    buf: &'a [u8],
-    mut pos: usize,
-    mut on_header: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), HttpError>,
-) -> Result<Option<usize>, HttpError> {
-    loop {
-        let Some((line, next)) = next_line(buf, pos) else {
-            return if buf.len() > MAX_HEAD_BYTES {
-                Err(HttpError::HeadTooLarge)
-            } else {
-                Ok(None)
-            };
-        };
-        if next > MAX_HEAD_BYTES {
-            return Err(HttpError::HeadTooLarge);
-        }
-        if line.is_empty() {
-            return Ok(Some(next));
-        }
-        let colon = line.iter().position(|&b| b == b':').ok_or(HttpError::HeaderLine)?;
-        let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
-            return Err(HttpError::HeaderLine);
-        }
-        on_header(name, trim_whitespace(&line[colon + 1..]))?;
-        pos = next;
-    }
-}
-
 /// Parses a request head at the start of `buf`; `Ok(None)` while it is incomplete.
 ///
 /// Any method and target are accepted (the echo answers them all); only HTTP/1.0 and HTTP/1.1.
+/// Empty lines before the request line are skipped (RFC 9112 §2.2).
 pub fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HttpError> {
-    // A server should ignore empty lines before the request line (RFC 9112 §2.2).
-    let mut pos = 0;
-    let request_line = loop {
-        let Some((line, next)) = next_line(buf, pos) else {
-            return if buf.len() > MAX_HEAD_BYTES {
-                Err(HttpError::HeadTooLarge)
-            } else {
-                Ok(None)
-            };
-        };
-        pos = next;
-        if !line.is_empty() {
-            break line;
-        }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut fields);
+    let status = request.parse(buf).map_err(head_error)?;
+    let Some(head_len) = bounded_head(buf, status)? else {
+        return Ok(None);
     };
-    let mut parts = request_line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HttpError::StartLine);
-    };
-    if method.is_empty() || !method.iter().all(|&b| is_token_byte(b)) || target.is_empty() {
-        return Err(HttpError::StartLine);
-    }
-    let minor = http1_minor(version).ok_or(HttpError::StartLine)?;
+    let minor = request.version.ok_or(HttpError::StartLine)?;
 
     let mut framing = FramingHeaders::default();
     let mut xfcc: Option<Cow<'_, str>> = None;
     let mut downstream_peer = None;
-    let head_len = walk_headers(buf, pos, |name, value| {
-        framing.note(name, value)?;
-        if name.eq_ignore_ascii_case(XFCC_HEADER.as_bytes()) {
+    for field in request.headers.iter() {
+        let value = trim_whitespace(field.value);
+        framing.note(field.name, value)?;
+        if field.name.eq_ignore_ascii_case(XFCC_HEADER) {
             if let Ok(value) = std::str::from_utf8(value) {
                 xfcc = Some(match xfcc.take() {
                     None => Cow::Borrowed(value),
                     Some(earlier) => Cow::Owned(format!("{earlier},{value}")),
                 });
             }
-        } else if name.eq_ignore_ascii_case(DOWNSTREAM_PEER_HEADER.as_bytes()) {
+        } else if field.name.eq_ignore_ascii_case(DOWNSTREAM_PEER_HEADER) {
             downstream_peer = std::str::from_utf8(value).ok();
         }
-        Ok(())
-    })?;
-    let Some(head_len) = head_len else {
-        return Ok(None);
-    };
+    }
     let body = if framing.chunked {
         BodyFraming::Chunked
     } else {
@@ -265,25 +222,20 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HttpErr
 
 /// Parses a response head at the start of `buf`; `Ok(None)` while it is incomplete.
 pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HttpError> {
-    let Some((status_line, pos)) = next_line(buf, 0) else {
-        return if buf.len() > MAX_HEAD_BYTES {
-            Err(HttpError::HeadTooLarge)
-        } else {
-            Ok(None)
-        };
-    };
-    let mut parts = status_line.splitn(3, |&b| b == b' ');
-    let minor = parts.next().and_then(http1_minor).ok_or(HttpError::StartLine)?;
-    let status = parts
-        .next()
-        .filter(|code| code.len() == 3 && code.iter().all(u8::is_ascii_digit))
-        .map(|code| code.iter().fold(0u16, |acc, &digit| acc * 10 + u16::from(digit - b'0')))
-        .ok_or(HttpError::StartLine)?;
-
-    let mut framing = FramingHeaders::default();
-    let Some(head_len) = walk_headers(buf, pos, |name, value| framing.note(name, value))? else {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let parsed = response.parse(buf).map_err(head_error)?;
+    let Some(head_len) = bounded_head(buf, parsed)? else {
         return Ok(None);
     };
+    let (Some(minor), Some(status)) = (response.version, response.code) else {
+        return Err(HttpError::StartLine);
+    };
+
+    let mut framing = FramingHeaders::default();
+    for field in response.headers.iter() {
+        framing.note(field.name, trim_whitespace(field.value))?;
+    }
     let mut keep_alive = framing.keep_alive(minor);
     let body = if (100..200).contains(&status) || status == 204 || status == 304 {
         BodyFraming::Length(0)
@@ -312,34 +264,26 @@ pub fn chunked_body(buf: &[u8], mut decoded: Option<&mut Vec<u8>>) -> Result<Opt
     }
     let mut pos = 0;
     loop {
-        let Some((size_line, data_start)) = next_line(buf, pos) else {
-            return Ok(None);
+        let (size_line_len, size) = match httparse::parse_chunk_size(&buf[pos..]) {
+            Ok(httparse::Status::Complete(parsed)) => parsed,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::InvalidChunkSize) => return Err(HttpError::Chunked),
         };
-        let size_text = size_line
-            .split(|&b| b == b';')
-            .next()
-            .map(trim_whitespace)
-            .unwrap_or_default();
-        if size_text.is_empty() || size_text.len() > 15 || !size_text.iter().all(u8::is_ascii_hexdigit) {
-            return Err(HttpError::Chunked);
-        }
-        let size = size_text.iter().fold(0usize, |acc, &digit| {
-            acc * 16 + (char::from(digit).to_digit(16).unwrap_or(0) as usize)
-        });
+        let data_start = pos + size_line_len;
         if size == 0 {
             // Trailer fields, then the blank line.
-            let mut trailer_pos = data_start;
-            loop {
-                let Some((line, next)) = next_line(buf, trailer_pos) else {
-                    return Ok(None);
-                };
-                if line.is_empty() {
-                    return Ok(Some(next));
-                }
-                trailer_pos = next;
-            }
+            let mut trailers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            return match httparse::parse_headers(&buf[data_start..], &mut trailers) {
+                Ok(httparse::Status::Complete((trailers_len, _))) => Ok(Some(data_start + trailers_len)),
+                Ok(httparse::Status::Partial) => Ok(None),
+                Err(_) => Err(HttpError::Chunked),
+            };
         }
-        let data_end = data_start + size;
+        let data_end = usize::try_from(size)
+            .ok()
+            .and_then(|size| data_start.checked_add(size))
+            .filter(|end| *end <= MAX_CHUNK_END)
+            .ok_or(HttpError::Chunked)?;
         if buf.len() < data_end + 2 {
             return Ok(None);
         }
@@ -354,6 +298,10 @@ pub fn chunked_body(buf: &[u8], mut decoded: Option<&mut Vec<u8>>) -> Result<Opt
         pos = after;
     }
 }
+
+/// Where a chunk may end at the latest: far beyond any reply a buffer holds, and far enough from
+/// `usize::MAX` that adding the CRLF cannot overflow.
+const MAX_CHUNK_END: usize = usize::MAX / 2;
 
 /// Why an `x-forwarded-client-cert` value could not be parsed.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -570,6 +518,20 @@ mod tests {
         );
         let huge = vec![b'a'; MAX_HEAD_BYTES + 1];
         assert_eq!(parse_request_head(&huge), Err(HttpError::HeadTooLarge));
+        let mut long_value = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+        long_value.extend(std::iter::repeat_n(b'v', MAX_HEAD_BYTES));
+        long_value.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parse_request_head(&long_value), Err(HttpError::HeadTooLarge));
+        assert_eq!(
+            parse_request_head(b"GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n"),
+            Err(HttpError::HeaderLine)
+        );
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for index in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{index}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse_request_head(&many), Err(HttpError::TooManyHeaders));
     }
 
     #[test]
@@ -616,5 +578,10 @@ mod tests {
         assert_eq!(decoded, b"hello world");
         assert_eq!(chunked_body(b"zz\r\n", None), Err(HttpError::Chunked));
         assert_eq!(chunked_body(b"2\r\nabX\r\n", None), Err(HttpError::Chunked));
+        assert_eq!(chunked_body(b"fffffffffffffffff\r\n", None), Err(HttpError::Chunked));
+        assert_eq!(
+            chunked_body(b"0\r\nBad Trailer: x\r\n\r\n", None),
+            Err(HttpError::Chunked)
+        );
     }
 }
