@@ -43,6 +43,7 @@ Environment:
   MESHFED_WORKLOAD_IMAGE      kind: use this image for foo and bar instead of building one
   MESHFED_ISTIO_RELEASES_URL  kind: where istioctl releases are downloaded from
   KUBECONFIG                  kind/kubeconfig: the kubeconfig file(s), as for kubectl
+  RUST_LOG                    which diagnostics reach stderr (e.g. meshfed=debug); overrides -v/-vv
   MESHFED_LIBRARY_HELPER      set by the meshfed library when it re-executes a test binary as meshfed;
                               not for users
 
@@ -58,6 +59,10 @@ Documentation (in the meshfed source tree):
 #[derive(Debug, Parser)]
 #[command(name = "meshfed", version, about, long_about = None, after_help = AFTER_HELP)]
 struct Cli {
+    /// More detail on stderr: -v adds meshfed's debug events (processes, plans applied, changes),
+    /// -vv its trace events. RUST_LOG (e.g. `meshfed=debug,kube=debug`) overrides both.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -305,11 +310,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 
             return if error.use_stderr() { EXIT_BAD_INPUT } else { EXIT_OK };
         }
     };
+    crate::logging::init(cli.verbose);
     if !matches!(cli.command, Command::Run { .. } | Command::Setup | Command::Down { .. }) {
         // Nothing to tear down: a signal may end these at once, as usual (the supervisor stops
         // workloads with SIGTERM and expects them to go).
         if let Err(error) = interrupt::restore_default() {
-            eprintln!("meshfed: cannot reset signal handlers: {error}");
+            tracing::error!("meshfed: cannot reset signal handlers: {error}");
             return EXIT_INFRASTRUCTURE;
         }
     }
@@ -321,7 +327,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 
     match result {
         Ok(()) => EXIT_OK,
         Err(error) => {
-            eprintln!("meshfed: {error}");
+            tracing::error!("meshfed: {error}");
             error.exit_code()
         }
     }
@@ -433,6 +439,9 @@ fn plan_command(
         None => plan::plan(&scenario, &inventory),
     };
     let files = plan::render(&plan).map_err(|error| CliError::Infrastructure(error.into()))?;
+    for cluster in &plan.clusters {
+        tracing::debug!(cluster = %cluster.cluster, objects = cluster.objects.len(), "planned");
+    }
     let out_dir = output::OutDir::resolve(out).map_err(out_dir_error)?;
     check_replaceable(&out_dir, out)?;
     write_plan_dir(&out_dir, &files).map_err(|error| {
@@ -625,7 +634,7 @@ fn run_command(
 fn down_command(provider: ProviderName) -> Result<(), CliError> {
     match provider {
         ProviderName::Local => {
-            eprintln!("meshfed: nothing to remove: the local provider's worlds end with their run");
+            tracing::info!("meshfed: nothing to remove: the local provider's worlds end with their run");
             Ok(())
         }
         ProviderName::Kubeconfig => Err(CliError::BadInput(
@@ -633,14 +642,14 @@ fn down_command(provider: ProviderName) -> Result<(), CliError> {
         )),
         ProviderName::Kind => {
             let tools = crate::provider::kind::Tools::from_env();
-            let mut progress = |message: &str| eprintln!("{message}");
+            let mut progress = |message: &str| tracing::info!("{message}");
             let deleted = crate::provider::kind::down(&tools, &mut progress).map_err(infrastructure_or_interrupted)?;
             if deleted.is_empty() {
-                eprintln!(
+                tracing::info!(
                     "meshfed: no kind cluster named meshfed-* and no image labelled by meshfed exists; nothing deleted"
                 );
             } else {
-                eprintln!("meshfed: deleted {}", deleted.join(", "));
+                tracing::info!("meshfed: deleted {}", deleted.join(", "));
             }
             Ok(())
         }

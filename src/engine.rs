@@ -609,7 +609,10 @@ async fn run_actions<P: Provider>(
         ));
         let events = provider.change_world(&change, progress).await?;
         let completed_ms = elapsed_ms(started);
-        let replanned = reconciler.observe(&events).plan;
+        tracing::debug!(?change, ?events, started_ms, completed_ms, "change made");
+        let reconciled = reconciler.observe(&events);
+        tracing::debug!(changes = ?reconciled.changes, "reconciled");
+        let replanned = reconciled.plan;
         if replanned != applied.0 {
             progress.step(&format!(
                 "phase {}: the inventory changed; applying the re-planned federation",

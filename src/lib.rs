@@ -37,6 +37,8 @@ pub mod diff;
 pub mod engine;
 #[doc(hidden)]
 pub mod inventory;
+#[doc(hidden)]
+pub mod logging;
 pub mod measure;
 #[doc(hidden)]
 pub mod output;

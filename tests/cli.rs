@@ -226,3 +226,33 @@ fn plan_with_an_inventory_uses_its_gateway_addresses_and_ready_pods() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("the inventory has no entry for cluster cluster1"));
 }
+
+#[test]
+fn v_and_rust_log_choose_which_diagnostics_reach_stderr() {
+    let dir = TempDir::new("verbosity");
+    let run = |out: &str, extra: &[&str], rust_log: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_meshfed"));
+        command
+            .args(extra)
+            .args(["plan", &scenario("seed.yaml"), "--out"])
+            .arg(dir.join(out));
+        command.env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let output = command.output().expect("run meshfed");
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        text(&output.stderr)
+    };
+    let quiet = run("quiet", &[], None);
+    assert!(!quiet.contains("DEBUG"), "no debug events by default: {quiet}");
+    let verbose = run("verbose", &["-v"], None);
+    assert!(
+        verbose.contains("DEBUG") && verbose.contains("planned") && verbose.contains("cluster=cluster2"),
+        "-v shows meshfed's debug events with their fields: {verbose}"
+    );
+    let filtered = run("filtered", &[], Some("meshfed=debug"));
+    assert!(filtered.contains("planned"), "RUST_LOG alone turns them on: {filtered}");
+    let off = run("off", &["-v"], Some("off"));
+    assert!(!off.contains("planned"), "RUST_LOG overrides -v: {off}");
+}

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+#[path = "support/marker.rs"]
+mod marker;
+use marker::{MARKER_ENV, processes_with_marker, unique_marker};
 #[path = "support/skip.rs"]
 mod skip;
 
 const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
-const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
 const RECORDS_HEADER: &str =
     "seq,target,status,error,pod,cluster,peer_identity,started_us,latency_us,connection,server_connection";
 
@@ -91,30 +93,6 @@ fn write_scenario(dir: &Path, phases: &str) -> PathBuf {
     let path = dir.join("scenario.yaml");
     std::fs::write(&path, format!("{body}phases:\n{phases}")).unwrap();
     path
-}
-
-fn unique_marker(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{test}-{}-{nanos}", std::process::id())
-}
-
-/// Live processes whose environment carries this test's marker.
-fn processes_with_marker(marker: &str) -> Vec<u32> {
-    let needle = format!("{MARKER_ENV}={marker}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let environ = std::fs::read(entry.path().join("environ")).ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let zombie = stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
-            (!zombie && environ.split(|byte| *byte == 0).any(|var| var == needle.as_bytes())).then_some(pid)
-        })
-        .collect()
 }
 
 /// Runs `meshfed run` with `args` after the scenario; returns the exit code and stderr, and checks

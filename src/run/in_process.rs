@@ -121,7 +121,7 @@ pub(crate) fn contexts(
 
 /// Progress lines on stderr, timed from `started`.
 fn stderr_progress(started: std::time::Instant) -> impl FnMut(&str) + Send + 'static {
-    move |message: &str| eprintln!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())
+    move |message: &str| tracing::info!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())
 }
 
 /// A finished run whose report is not written yet: the caller shows the summary first, so a
@@ -402,7 +402,7 @@ fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
 
 /// A diagnostic that must not change the verdict: shown, not raised.
 fn warn(message: &str) {
-    eprintln!("meshfed: {message}");
+    tracing::warn!("meshfed: {message}");
 }
 
 /// Finds or installs Envoy ([`crate::provider::local::provision_envoy`]); interrupted if a signal
@@ -484,7 +484,7 @@ fn write_report(dir: &output::Dir, report: &Report) -> Result<(), RunFailure> {
             )
         })?;
     }
-    eprintln!(
+    tracing::info!(
         "report written to {} (with {} and {})",
         path.display(),
         crate::report::JUNIT_FILE,

