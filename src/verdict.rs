@@ -413,7 +413,7 @@ pub fn change_verdicts(
                 bound: Value::count(within),
                 passed: false,
                 detail: format!(
-                    "phase {phase}: after {after} completed at {completed} ms success never stayed at or above {rate}                      (best bucket {best:.3})"
+                    "phase {phase}: after {after} completed at {completed} ms success never stayed at or above {rate} (best bucket {best:.3})"
                 ),
             },
             (Some(Recovery::NoTraffic), Some(completed)) => unless_empty(
