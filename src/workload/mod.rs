@@ -2,8 +2,9 @@
 //! server that says who answered and what its sidecar saw of the caller, and a load client that
 //! records one [`RequestRecord`](crate::record::RequestRecord) per request.
 //!
-//! Plain HTTP/1.1 and PROXY protocol parsing live in [`http`] and [`proxy_protocol`]: a few hundred
-//! lines instead of an HTTP stack, so the client keeps up with `wrk`.
+//! HTTP/1.1 and PROXY protocol v2 are read in [`http`] (heads by `httparse`) and [`proxy_protocol`]
+//! (headers by `ppp`); connections stay meshfed's, not an HTTP stack's, so the client keeps up with
+//! `wrk`.
 
 mod buffer;
 pub mod client;

@@ -2,12 +2,13 @@
 //! connection it hands to the echo workload: who the downstream peer was and which identity it
 //! proved.
 //!
-//! Layout (haproxy's `proxy-protocol.txt` §2.2): 12-byte signature, version/command byte,
-//! family/transport byte, 16-bit big-endian length of what follows, the addresses for the family,
-//! then TLVs (type byte, 16-bit big-endian length, value).
+//! Parsing (signature, version/command, family/transport, length, addresses, TLVs) is the `ppp`
+//! crate's; this module only decides what a connection's first bytes mean for the echo workload
+//! (no header, not yet complete, a header, or an invalid one) and reads the identity TLV.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
+use ppp::v2::{Addresses, Command, Header, ParseError, TypeLengthValues};
 use thiserror::Error;
 
 /// The 12 bytes every version 2 header starts with.
@@ -17,8 +18,8 @@ pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// can send here is still being verified, so every use goes through [`peer_identity_from_tlvs`].
 pub const PEER_IDENTITY_TLV: u8 = 0xE0;
 
-/// Bytes before the addresses: signature, version/command, family/transport, length.
-const FIXED_LEN: usize = 16;
+/// Index of the family/transport byte (after the signature and the version/command byte).
+const FAMILY_TRANSPORT: usize = 13;
 
 /// Why a PROXY v2 header is invalid. The connection cannot be trusted after one.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
@@ -29,6 +30,12 @@ pub enum ProxyProtocolError {
     /// The command nibble is neither LOCAL (0) nor PROXY (1).
     #[error("PROXY protocol header has unknown command {0}")]
     Command(u8),
+    /// The family nibble is none of UNSPEC (0), INET (1), INET6 (2), UNIX (3).
+    #[error("PROXY protocol header has unknown address family {0}, expected 0 to 3")]
+    AddressFamily(u8),
+    /// The transport nibble is none of UNSPEC (0), STREAM (1), DGRAM (2).
+    #[error("PROXY protocol header has unknown transport {0}, expected 0 to 2")]
+    Transport(u8),
     /// The declared length is shorter than the addresses of the declared family.
     #[error("PROXY protocol header length {length} is too short for address family {family}")]
     AddressesTruncated {
@@ -40,6 +47,9 @@ pub enum ProxyProtocolError {
     /// A TLV runs past the end of the header.
     #[error("PROXY protocol TLV of type {0:#04x} runs past the header")]
     TlvTruncated(u8),
+    /// The TLVs end in fewer than the 3 bytes a TLV's type and length need.
+    #[error("PROXY protocol TLVs end in a fragment shorter than a TLV's type and length")]
+    TlvFragment,
     /// The identity TLV is not UTF-8.
     #[error("PROXY protocol identity TLV is not UTF-8")]
     IdentityNotUtf8,
@@ -61,7 +71,8 @@ pub struct ProxyHeader {
 pub enum Detected {
     /// Too few bytes to tell (a prefix of the signature, or a header not yet complete).
     Incomplete,
-    /// No PROXY v2 header: the stream's data starts at byte 0.
+    /// No PROXY v2 header: the stream's data starts at byte 0. A version 1 (text) header is not
+    /// one either: the sidecar only sends version 2.
     Absent,
     /// A header of `len` bytes; the stream's data starts after it.
     Present {
@@ -74,98 +85,78 @@ pub enum Detected {
 
 /// Looks for a PROXY v2 header at the start of `buf`.
 pub fn detect(buf: &[u8]) -> Result<Detected, ProxyProtocolError> {
-    let compared = buf.len().min(SIGNATURE.len());
-    if buf[..compared] != SIGNATURE[..compared] {
-        return Ok(Detected::Absent);
-    }
-    if buf.len() < FIXED_LEN {
-        return Ok(Detected::Incomplete);
-    }
-    let version = buf[12] >> 4;
-    let command = buf[12] & 0x0f;
-    let family = buf[13] >> 4;
-    let length = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
-    if version != 2 {
-        return Err(ProxyProtocolError::Version(version));
-    }
-    if command > 1 {
-        return Err(ProxyProtocolError::Command(command));
-    }
-    let total = FIXED_LEN + length;
-    if buf.len() < total {
-        return Ok(Detected::Incomplete);
-    }
-    let body = &buf[FIXED_LEN..total];
-    let address_len = match family {
-        1 => 12,
-        2 => 36,
-        3 => 216,
-        _ => 0,
+    let parsed = match Header::try_from(buf) {
+        Ok(parsed) => parsed,
+        Err(ParseError::Prefix) => return Ok(Detected::Absent),
+        Err(ParseError::Incomplete(_) | ParseError::Partial(..)) => return Ok(Detected::Incomplete),
+        // ppp reports the version as the masked high nibble (0x10 for version 1).
+        Err(ParseError::Version(masked)) => return Err(ProxyProtocolError::Version(masked >> 4)),
+        Err(ParseError::Command(command)) => return Err(ProxyProtocolError::Command(command)),
+        Err(ParseError::AddressFamily(masked)) => {
+            return Err(ProxyProtocolError::AddressFamily(masked >> 4));
+        }
+        Err(ParseError::Protocol(transport)) => {
+            return Err(ProxyProtocolError::Transport(transport));
+        }
+        Err(ParseError::InvalidAddresses(length, _)) => {
+            return Err(ProxyProtocolError::AddressesTruncated {
+                family: buf[FAMILY_TRANSPORT] >> 4,
+                length,
+            });
+        }
+        // Only the TLV iterator yields these; kept exhaustive so a new ppp error is not ignored.
+        Err(error @ (ParseError::InvalidTLV(..) | ParseError::Leftovers(_))) => {
+            return Err(tlv_error(error));
+        }
     };
-    if body.len() < address_len {
-        return Err(ProxyProtocolError::AddressesTruncated { family, length });
-    }
-    let (addresses, tlvs) = body.split_at(address_len);
-    let (source, destination) = match (command, family) {
-        (1, 1) => {
-            let ip = |at: usize| {
-                IpAddr::V4(Ipv4Addr::new(
-                    addresses[at],
-                    addresses[at + 1],
-                    addresses[at + 2],
-                    addresses[at + 3],
-                ))
-            };
-            let port = |at: usize| u16::from_be_bytes([addresses[at], addresses[at + 1]]);
-            (
-                Some(SocketAddr::new(ip(0), port(8))),
-                Some(SocketAddr::new(ip(4), port(10))),
-            )
-        }
-        (1, 2) => {
-            let ip = |at: usize| {
-                let mut octets = [0u8; 16];
-                octets.copy_from_slice(&addresses[at..at + 16]);
-                IpAddr::V6(Ipv6Addr::from(octets))
-            };
-            let port = |at: usize| u16::from_be_bytes([addresses[at], addresses[at + 1]]);
-            (
-                Some(SocketAddr::new(ip(0), port(32))),
-                Some(SocketAddr::new(ip(16), port(34))),
-            )
-        }
+    let (source, destination) = match (parsed.command, parsed.addresses) {
+        (Command::Proxy, Addresses::IPv4(ip)) => (
+            Some(SocketAddr::from((ip.source_address, ip.source_port))),
+            Some(SocketAddr::from((ip.destination_address, ip.destination_port))),
+        ),
+        (Command::Proxy, Addresses::IPv6(ip)) => (
+            Some(SocketAddr::from((ip.source_address, ip.source_port))),
+            Some(SocketAddr::from((ip.destination_address, ip.destination_port))),
+        ),
         // LOCAL (health checks by the proxy itself), UNSPEC and UNIX carry no usable peer.
         _ => (None, None),
     };
-    let peer_identity = peer_identity_from_tlvs(tlvs)?;
+    let peer_identity = identity_among(parsed.tlvs())?;
     Ok(Detected::Present {
         header: ProxyHeader {
             source,
             destination,
             peer_identity,
         },
-        len: total,
+        len: parsed.len(),
     })
 }
 
 /// The caller's SPIFFE URI among the TLVs: the value of the first [`PEER_IDENTITY_TLV`].
 /// Every TLV is bounds-checked, including the ones after it.
-pub fn peer_identity_from_tlvs(mut tlvs: &[u8]) -> Result<Option<String>, ProxyProtocolError> {
+pub fn peer_identity_from_tlvs(tlvs: &[u8]) -> Result<Option<String>, ProxyProtocolError> {
+    identity_among(TypeLengthValues::from(tlvs))
+}
+
+fn identity_among(tlvs: TypeLengthValues<'_>) -> Result<Option<String>, ProxyProtocolError> {
     let mut identity = None;
-    while !tlvs.is_empty() {
-        let kind = tlvs[0];
-        if tlvs.len() < 3 {
-            return Err(ProxyProtocolError::TlvTruncated(kind));
-        }
-        let len = usize::from(u16::from_be_bytes([tlvs[1], tlvs[2]]));
-        let value = tlvs.get(3..3 + len).ok_or(ProxyProtocolError::TlvTruncated(kind))?;
-        if kind == PEER_IDENTITY_TLV && identity.is_none() {
-            let uri = std::str::from_utf8(value).map_err(|_| ProxyProtocolError::IdentityNotUtf8)?;
+    for tlv in tlvs {
+        let tlv = tlv.map_err(tlv_error)?;
+        if tlv.kind == PEER_IDENTITY_TLV && identity.is_none() {
+            let uri = std::str::from_utf8(&tlv.value).map_err(|_| ProxyProtocolError::IdentityNotUtf8)?;
             identity = Some(uri.to_string());
         }
-        tlvs = &tlvs[3 + len..];
     }
     Ok(identity)
+}
+
+/// The error for a TLV that does not fit: ppp names the type when the value overruns and
+/// reports a fragment under 3 bytes as "leftovers".
+fn tlv_error(error: ParseError) -> ProxyProtocolError {
+    match error {
+        ParseError::InvalidTLV(kind, _) => ProxyProtocolError::TlvTruncated(kind),
+        _ => ProxyProtocolError::TlvFragment,
+    }
 }
 
 #[cfg(test)]
@@ -268,5 +259,46 @@ mod tests {
             peer_identity_from_tlvs(&tlv(PEER_IDENTITY_TLV, &[0xff, 0xfe])),
             Err(ProxyProtocolError::IdentityNotUtf8)
         );
+    }
+
+    #[test]
+    fn version_1_text_header_is_absent() {
+        // The sidecar sends version 2 only; a text header is the stream's data, echoed as is.
+        let text = b"PROXY TCP4 10.20.0.9 10.20.0.5 41202 9000\r\nhello\n";
+        assert_eq!(detect(text).unwrap(), Detected::Absent);
+    }
+
+    #[test]
+    fn unknown_family_or_transport_is_an_error() {
+        // The hand-written parser read family 4 as "no addresses"; ppp rejects it, as the spec's
+        // "other values are unspecified and must not be emitted" allows.
+        let mut family_4 = header(1, 1, &IPV4_ADDRESSES, &[]);
+        family_4[13] = 0x41;
+        assert_eq!(detect(&family_4), Err(ProxyProtocolError::AddressFamily(4)));
+        let mut transport_3 = header(1, 1, &IPV4_ADDRESSES, &[]);
+        transport_3[13] = 0x13;
+        assert_eq!(detect(&transport_3), Err(ProxyProtocolError::Transport(3)));
+    }
+
+    #[test]
+    fn too_short_length_is_an_error_before_the_header_is_complete() {
+        // ppp checks the declared length against the family as soon as the 16 fixed bytes are
+        // there, so a lying header is refused without waiting for (and buffering) its body.
+        let bytes = header(1, 1, &IPV4_ADDRESSES[..8], &[]);
+        assert_eq!(
+            detect(&bytes[..16]),
+            Err(ProxyProtocolError::AddressesTruncated { family: 1, length: 8 })
+        );
+    }
+
+    #[test]
+    fn tlv_fragment_shorter_than_type_and_length_is_an_error() {
+        let mut tlvs = tlv(PEER_IDENTITY_TLV, b"spiffe://x");
+        tlvs.extend_from_slice(&[0x04, 0]);
+        assert_eq!(
+            detect(&header(1, 1, &IPV4_ADDRESSES, &tlvs)),
+            Err(ProxyProtocolError::TlvFragment)
+        );
+        assert_eq!(peer_identity_from_tlvs(&[0x04]), Err(ProxyProtocolError::TlvFragment));
     }
 }
