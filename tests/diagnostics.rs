@@ -5,11 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 #[path = "support/marker.rs"]
 mod marker;
 use marker::{MARKER_ENV, processes_with_marker, unique_marker};
+#[path = "support/local_provider.rs"]
+mod local_provider;
+use local_provider::local_provider_available;
 #[path = "support/skip.rs"]
 mod skip;
 
@@ -42,31 +44,6 @@ const PASSING_PHASES: &str = "
     expect:
       clustersReached: [cluster2]
 ";
-
-fn local_provider_available() -> bool {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    let outcome = AVAILABLE.get_or_init(|| {
-        let output = Command::new(MESHFED).arg("setup").output().map_err(|e| e.to_string())?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    });
-    match outcome {
-        Ok(()) => true,
-        Err(reason) => {
-            skip::skip(&format!(
-                "the local provider cannot run here (`meshfed setup` failed):\n{reason}"
-            ));
-            false
-        }
-    }
-}
 
 /// A directory removed when dropped.
 struct TempDir(PathBuf);

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 #[path = "support/marker.rs"]
 mod marker;
 use marker::{MARKER_ENV, processes_with_marker, unique_marker};
+#[path = "support/local_provider.rs"]
+mod local_provider;
+use local_provider::local_provider_available;
 #[path = "support/skip.rs"]
 mod skip;
 
@@ -24,36 +27,6 @@ const Z: f64 = 4.4;
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
-}
-
-/// Runs `meshfed setup` once; `false` (with a printed reason) when the local provider cannot run
-/// here and this is not CI.
-fn local_provider_available() -> bool {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    let outcome = AVAILABLE.get_or_init(|| {
-        let output = Command::new(MESHFED)
-            .arg("setup")
-            .output()
-            .map_err(|error| error.to_string())?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ))
-        }
-    });
-    match outcome {
-        Ok(()) => true,
-        Err(reason) => {
-            skip::skip(&format!(
-                "the local provider cannot run here (`meshfed setup` failed):\n{reason}"
-            ));
-            false
-        }
-    }
 }
 
 /// A directory removed when dropped.
