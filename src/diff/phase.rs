@@ -62,8 +62,9 @@ pub(super) fn phase_diff(
     };
     let expectations = expectation_diffs(a, b, &mut flag);
     let rates = rate_diffs(&a.measurement, &b.measurement, thresholds, &mut flag);
-    let (pod_shares, pod_match) = pod_share_diff(&a.measurement, &b.measurement, thresholds);
-    let cluster_shares = Some(cluster_share_diff(&a.measurement, &b.measurement, thresholds));
+    let unit = share_unit(a, b);
+    let (pod_shares, pod_match) = pod_share_diff(&a.measurement, &b.measurement, &unit, thresholds);
+    let cluster_shares = Some(cluster_share_diff(&a.measurement, &b.measurement, &unit, thresholds));
     for shares in [&pod_shares, &cluster_shares].into_iter().flatten() {
         if shares.flagged {
             flag_shares(shares, thresholds, &mut flag);
@@ -222,26 +223,46 @@ fn rate_diffs(
     .collect()
 }
 
-/// Share of a run's requests that may share a server-side connection with another and still count
-/// as one request per connection: over a long phase the callee sees ephemeral source ports reused,
-/// so a few distinct connections carry the same `ip:port` (measured: 599 for 600 requests).
+/// Share of a pooled run's requests that may share a server-side connection with another and
+/// still count as one request per connection (a pooled phase with few requests per connection).
 const COINCIDENT_CONNECTIONS: f64 = 0.01;
+
+/// The connection policy that opens a connection per request, as a report names it.
+const NEW_CONNECTION_PER_REQUEST: &str = "new-connection-per-request";
 
 /// The unit the share test counts: requests are independent samples only when each rode its own
 /// server-side connection; otherwise the connections are (a passthrough gateway balances them).
-fn share_unit(a: &PhaseMeasurement, b: &PhaseMeasurement) -> (Unit, String) {
+///
+/// A phase whose policy is a new connection per request in both runs counts requests, whatever the
+/// server-side `ip:port`s say: over a long phase the callee sees ephemeral source ports reused, so
+/// distinct connections carry the same `ip:port` (measured: 593 for 600 requests). Otherwise the
+/// records decide.
+fn share_unit(a: &PhaseReport, b: &PhaseReport) -> (Unit, String) {
+    let (ma, mb) = (&a.measurement, &b.measurement);
+    if a.connections == NEW_CONNECTION_PER_REQUEST && b.connections == NEW_CONNECTION_PER_REQUEST {
+        return (
+            Unit::Requests,
+            format!(
+                "requests: both runs opened a new connection per request ({} requests on {} distinct server-side ip:port in A, {} on {} in B; fewer ip:port than requests are reused source ports)",
+                ma.request_skew.samples,
+                ma.connection_skew.samples,
+                mb.request_skew.samples,
+                mb.connection_skew.samples
+            ),
+        );
+    }
     let shared = |m: &PhaseMeasurement| {
         (m.connection_skew.samples as f64) < m.request_skew.samples as f64 * (1.0 - COINCIDENT_CONNECTIONS)
     };
     let none_recorded = |m: &PhaseMeasurement| m.connection_skew.samples == 0 && m.request_skew.samples > 0;
-    if none_recorded(a) || none_recorded(b) {
+    if none_recorded(ma) || none_recorded(mb) {
         return (
             Unit::Requests,
             "requests: a run recorded no server-side connections, so the test assumes requests are independent"
                 .to_owned(),
         );
     }
-    match (shared(a), shared(b)) {
+    match (shared(ma), shared(mb)) {
         (false, false) => (
             Unit::Requests,
             "requests: (nearly) every request rode its own server-side connection in both runs".to_owned(),
@@ -250,7 +271,10 @@ fn share_unit(a: &PhaseMeasurement, b: &PhaseMeasurement) -> (Unit, String) {
             Unit::Connections,
             format!(
                 "connections: requests shared server-side connections ({} requests on {} connections in A, {} on {} in B), so requests are not independent samples",
-                a.request_skew.samples, a.connection_skew.samples, b.request_skew.samples, b.connection_skew.samples
+                ma.request_skew.samples,
+                ma.connection_skew.samples,
+                mb.request_skew.samples,
+                mb.connection_skew.samples
             ),
         ),
     }
@@ -331,7 +355,12 @@ fn expected_pods(m: &PhaseMeasurement) -> BTreeSet<(&str, &str)> {
 }
 
 /// Per-pod comparison when both runs expected the same pods; otherwise `None` and why.
-fn pod_share_diff(a: &PhaseMeasurement, b: &PhaseMeasurement, thresholds: &Thresholds) -> (Option<ShareDiff>, String) {
+fn pod_share_diff(
+    a: &PhaseMeasurement,
+    b: &PhaseMeasurement,
+    (unit, unit_reason): &(Unit, String),
+    thresholds: &Thresholds,
+) -> (Option<ShareDiff>, String) {
     let pods_a = expected_pods(a);
     let pods_b = expected_pods(b);
     if pods_a != pods_b {
@@ -352,13 +381,12 @@ fn pod_share_diff(a: &PhaseMeasurement, b: &PhaseMeasurement, thresholds: &Thres
             ),
         );
     }
-    let (unit, unit_reason) = share_unit(a, b);
     let shares = share_diff(
         "pod",
-        unit,
-        unit_reason,
-        pod_tally(a, unit),
-        pod_tally(b, unit),
+        *unit,
+        unit_reason.clone(),
+        pod_tally(a, *unit),
+        pod_tally(b, *unit),
         thresholds,
     );
     (Some(shares), "by cluster and pod name".to_owned())
@@ -372,14 +400,18 @@ fn list_or_none(items: &[String]) -> String {
     }
 }
 
-fn cluster_share_diff(a: &PhaseMeasurement, b: &PhaseMeasurement, thresholds: &Thresholds) -> ShareDiff {
-    let (unit, unit_reason) = share_unit(a, b);
+fn cluster_share_diff(
+    a: &PhaseMeasurement,
+    b: &PhaseMeasurement,
+    (unit, unit_reason): &(Unit, String),
+    thresholds: &Thresholds,
+) -> ShareDiff {
     share_diff(
         "cluster",
-        unit,
-        unit_reason,
-        cluster_tally(a, unit),
-        cluster_tally(b, unit),
+        *unit,
+        unit_reason.clone(),
+        cluster_tally(a, *unit),
+        cluster_tally(b, *unit),
         thresholds,
     )
 }

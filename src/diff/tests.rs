@@ -18,8 +18,24 @@ enum Connections {
     OnePerPod,
 }
 
+impl Connections {
+    /// The connection policy a phase that behaves like this names in its report.
+    fn policy(self) -> &'static str {
+        match self {
+            Connections::PerRequest => "new-connection-per-request",
+            Connections::OnePerPod => "pooled",
+        }
+    }
+}
+
+/// A phase's request records and the connection policy that produced them.
+struct Records {
+    records: Vec<RequestRecord>,
+    connections: Connections,
+}
+
 /// `count` requests answered by each `(cluster, pod, count)`, taking `latency_us` each.
-fn records(counts: &[(&str, &str, u64)], connections: Connections, latency_us: u64) -> Vec<RequestRecord> {
+fn records(counts: &[(&str, &str, u64)], connections: Connections, latency_us: u64) -> Records {
     let mut records = Vec::new();
     for (cluster, pod, count) in counts {
         for _ in 0..*count {
@@ -43,7 +59,7 @@ fn records(counts: &[(&str, &str, u64)], connections: Connections, latency_us: u
             });
         }
     }
-    records
+    Records { records, connections }
 }
 
 /// bar-0 in cluster1 and bar-0..2 in cluster2, a quarter each.
@@ -63,14 +79,15 @@ fn skew_pods() -> Vec<ExpectedPod> {
     .collect()
 }
 
-fn phase(name: &str, records: &[RequestRecord], expected: &[ExpectedPod]) -> PhaseReport {
+fn phase(name: &str, records: &Records, expected: &[ExpectedPod]) -> PhaseReport {
+    let Records { records, connections } = records;
     PhaseReport {
         name: name.into(),
         from: "foo.ns1@cluster1".into(),
         to: "bar.ns2:80 (http)".into(),
         requests: records.len() as u64,
         concurrency: 1,
-        connections: "new-connection-per-request".into(),
+        connections: connections.policy().into(),
         endpoint_weights: "ready-pods".into(),
         faults: Vec::new(),
         expected_identity: FOO.into(),
@@ -507,23 +524,49 @@ fn the_json_form_round_trips_and_names_its_schema() {
 }
 
 #[test]
-fn a_few_requests_on_a_reused_source_port_still_count_as_requests() {
-    // 600 requests seen on 599 connections (one ephemeral port reused): still one per request.
+fn a_new_connection_per_request_counts_requests_even_where_source_ports_were_reused() {
+    // CI saw 600 requests of a new-connection-per-request phase on 593 distinct server-side
+    // ip:port (ephemeral ports reused): still one connection per request, so requests are counted.
     let mut per_request = records(
         &[("cluster1", "bar-0", 300), ("cluster2", "bar-0", 300)],
         Connections::PerRequest,
         2_000,
     );
-    per_request[1].server_connection = per_request[0].server_connection.clone();
+    for record in per_request.records.iter_mut().take(8) {
+        record.server_connection = Some("10.0.0.1:40000".into());
+    }
     let expected = &skew_pods()[..2];
     let a = report("skew", vec![phase("p", &per_request, expected)]);
     let compared = compare(&a, &a.clone());
+    let pods = compared.phases[0].pod_shares.as_ref().unwrap();
+    assert_eq!(pods.unit, "requests", "{}", pods.unit_reason);
+    assert!(
+        pods.unit_reason
+            .contains("600 requests on 593 distinct server-side ip:port in A"),
+        "{}",
+        pods.unit_reason
+    );
+}
+
+#[test]
+fn in_a_pooled_phase_a_few_coincident_connections_still_count_as_requests_but_a_tenth_is_pooling() {
+    // Records with one connection per request under the pooled policy: the records decide.
+    let mut pooled = records(
+        &[("cluster1", "bar-0", 300), ("cluster2", "bar-0", 300)],
+        Connections::PerRequest,
+        2_000,
+    );
+    pooled.connections = Connections::OnePerPod;
+    pooled.records[1].server_connection = pooled.records[0].server_connection.clone();
+    let expected = &skew_pods()[..2];
+    let a = report("skew", vec![phase("p", &pooled, expected)]);
+    let compared = compare(&a, &a.clone());
     assert_eq!(compared.phases[0].pod_shares.as_ref().unwrap().unit, "requests");
     // A tenth of them sharing is pooling: tested by connections.
-    for record in per_request.iter_mut().take(60) {
+    for record in pooled.records.iter_mut().take(60) {
         record.server_connection = Some("10.0.0.1:1".into());
     }
-    let b = report("skew", vec![phase("p", &per_request, expected)]);
+    let b = report("skew", vec![phase("p", &pooled, expected)]);
     let compared = compare(&a, &b);
     assert_eq!(compared.phases[0].pod_shares.as_ref().unwrap().unit, "connections");
 }
