@@ -15,17 +15,21 @@
 //!   `renameat2(RENAME_EXCHANGE)` ([`Staged::commit`]), so at every moment the path holds either
 //!   the complete old tree or the complete new one.
 //!
-//! The system calls are behind the safe methods of this module; nothing else in meshfed needs
-//! `unsafe` to write files.
+//! The system calls go through nix's safe wrappers behind the methods of this module; nothing in
+//! meshfed needs `unsafe` to write files.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write as _};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::UnlinkatFlags;
 use thiserror::Error;
 
 /// An open directory; every operation is relative to it and follows no symlink below it.
@@ -52,11 +56,11 @@ pub enum EntryKind {
 impl Dir {
     /// Opens an existing directory. Symlinks in `path` itself are followed: the user named them.
     pub fn open(path: &Path) -> io::Result<Dir> {
-        let c_path = CString::new(path.as_os_str().as_bytes()).map_err(invalid_input)?;
-        // SAFETY: a valid NUL-terminated path; the returned descriptor is owned below.
-        let fd = unsafe { libc::open(c_path.as_ptr(), DIR_FLAGS) };
+        if path.as_os_str().as_bytes().contains(&0) {
+            return Err(invalid_input(format!("{} contains a NUL byte", path.display())));
+        }
         Ok(Dir {
-            fd: owned(fd)?,
+            fd: nix::fcntl::open(path, dir_flags(), Mode::empty())?,
             path: path.to_path_buf(),
         })
     }
@@ -74,30 +78,21 @@ impl Dir {
 
     /// What `name` is, or `None` when it does not exist. A symlink is reported, not followed.
     pub fn entry(&self, name: impl AsRef<OsStr>) -> io::Result<Option<EntryKind>> {
-        let c_name = component(name.as_ref())?;
-        // SAFETY: `stat` is plain old data; zeroed is a valid value.
-        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor, NUL-terminated name, a `stat` we own.
-        let result = unsafe {
-            libc::fstatat(
-                self.fd.as_raw_fd(),
-                c_name.as_ptr(),
-                &mut stat,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
+        let name = component(name.as_ref())?;
+        let stat = match nix::sys::stat::fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(error) => return Err(error.into()),
         };
-        if result != 0 {
-            let error = io::Error::last_os_error();
-            return match error.kind() {
-                io::ErrorKind::NotFound => Ok(None),
-                _ => Err(error),
-            };
-        }
-        Ok(Some(match stat.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => EntryKind::Directory,
-            libc::S_IFREG => EntryKind::File,
-            libc::S_IFLNK => EntryKind::Symlink,
-            _ => EntryKind::Other,
+        let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+        Ok(Some(if kind == SFlag::S_IFDIR {
+            EntryKind::Directory
+        } else if kind == SFlag::S_IFREG {
+            EntryKind::File
+        } else if kind == SFlag::S_IFLNK {
+            EntryKind::Symlink
+        } else {
+            EntryKind::Other
         }))
     }
 
@@ -112,21 +107,16 @@ impl Dir {
 
     /// Creates the directory `name` (it must not exist, not even as a symlink) and opens it.
     pub fn create_dir(&self, name: impl AsRef<OsStr>, mode: u32) -> io::Result<Dir> {
-        let name = name.as_ref();
-        let c_name = component(name)?;
-        // SAFETY: valid descriptor and NUL-terminated name.
-        cvt(unsafe { libc::mkdirat(self.fd.as_raw_fd(), c_name.as_ptr(), mode as libc::mode_t) })?;
+        let name = component(name.as_ref())?;
+        nix::sys::stat::mkdirat(&self.fd, name, Mode::from_bits_truncate(mode))?;
         self.open_dir(name)
     }
 
     /// Opens the directory `name`; fails if it is a symlink.
     pub fn open_dir(&self, name: impl AsRef<OsStr>) -> io::Result<Dir> {
-        let name = name.as_ref();
-        let c_name = component(name)?;
-        // SAFETY: valid descriptor and NUL-terminated name; the descriptor is owned below.
-        let fd = unsafe { libc::openat(self.fd.as_raw_fd(), c_name.as_ptr(), DIR_FLAGS | libc::O_NOFOLLOW) };
+        let name = component(name.as_ref())?;
         Ok(Dir {
-            fd: owned(fd)?,
+            fd: nix::fcntl::openat(&self.fd, name, dir_flags() | OFlag::O_NOFOLLOW, Mode::empty())?,
             path: self.path.join(name),
         })
     }
@@ -134,17 +124,14 @@ impl Dir {
     /// Creates the file `name` with `mode` from the start (it must not exist, not even as a
     /// symlink), writes `contents` and syncs it.
     pub fn create_file(&self, name: impl AsRef<OsStr>, contents: &[u8], mode: u32) -> io::Result<()> {
-        let c_name = component(name.as_ref())?;
-        // SAFETY: valid descriptor and NUL-terminated name; the descriptor is owned below.
-        let fd = unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c_name.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                mode as libc::c_uint,
-            )
-        };
-        let mut file = File::from(owned(fd)?);
+        let name = component(name.as_ref())?;
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )?;
+        let mut file = File::from(fd);
         file.write_all(contents)?;
         file.sync_all()
     }
@@ -187,25 +174,14 @@ impl Dir {
     /// file is untouched and the temporary file is removed. A symlink at `name` is replaced, never
     /// followed.
     pub fn write_file_atomic(&self, name: impl AsRef<OsStr>, contents: &[u8], mode: u32) -> io::Result<()> {
-        let name = name.as_ref();
-        let c_name = component(name)?;
+        let name = component(name.as_ref())?;
         let temporary = temporary_name(name, "tmp");
-        let c_temporary = component(&temporary)?;
-        let written = self.create_file(&temporary, contents, mode).and_then(|()| {
-            // SAFETY: valid descriptor and NUL-terminated names.
-            cvt(unsafe {
-                libc::renameat(
-                    self.fd.as_raw_fd(),
-                    c_temporary.as_ptr(),
-                    self.fd.as_raw_fd(),
-                    c_name.as_ptr(),
-                )
-            })
-        });
+        let written = self
+            .create_file(&temporary, contents, mode)
+            .and_then(|()| Ok(nix::fcntl::renameat(&self.fd, temporary.as_os_str(), &self.fd, name)?));
         if let Err(error) = written {
             // Also when create_file failed half-way: it may have created the file.
-            // SAFETY: valid descriptor and NUL-terminated name.
-            unsafe { libc::unlinkat(self.fd.as_raw_fd(), c_temporary.as_ptr(), 0) };
+            let _ = nix::unistd::unlinkat(&self.fd, temporary.as_os_str(), UnlinkatFlags::NoRemoveDir);
             return Err(error);
         }
         self.sync()
@@ -214,14 +190,12 @@ impl Dir {
     /// Removes `name`: a file or symlink is unlinked, a directory is removed with its contents,
     /// never following a symlink inside it. A missing `name` is not an error.
     pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
-        let name = name.as_ref();
-        let c_name = component(name)?;
+        let name = component(name.as_ref())?;
         let result = match self.entry(name)? {
             None => return Ok(()),
             // std's remove_dir_all opens every level with O_NOFOLLOW and unlinks symlinks.
             Some(EntryKind::Directory) => std::fs::remove_dir_all(self.proc_path().join(name)),
-            // SAFETY: valid descriptor and NUL-terminated name.
-            Some(_) => cvt(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c_name.as_ptr(), 0) }),
+            Some(_) => nix::unistd::unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir).map_err(io::Error::from),
         };
         match result {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -231,8 +205,7 @@ impl Dir {
 
     /// Syncs the directory itself, so renames and new entries survive a crash.
     pub fn sync(&self) -> io::Result<()> {
-        // SAFETY: valid descriptor.
-        cvt(unsafe { libc::fsync(self.fd.as_raw_fd()) })
+        Ok(nix::unistd::fsync(&self.fd)?)
     }
 
     /// Checks that a file can be created here and that the file system is not full.
@@ -241,15 +214,11 @@ impl Dir {
         self.create_file(&probe, b"", 0o600)
             .map_err(NotWritable::CannotCreate)?;
         self.remove_tree(&probe).map_err(NotWritable::CannotCreate)?;
-        // SAFETY: `statvfs` is plain old data; zeroed is a valid value.
-        let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor and a `statvfs` we own.
-        cvt(unsafe { libc::fstatvfs(self.fd.as_raw_fd(), &mut stats) }).map_err(NotWritable::CannotCreate)?;
-        // SAFETY: geteuid has no preconditions.
-        let free_blocks = if unsafe { libc::geteuid() } == 0 {
-            stats.f_bfree
+        let stats = nix::sys::statvfs::fstatvfs(&self.fd).map_err(|error| NotWritable::CannotCreate(error.into()))?;
+        let free_blocks = if nix::unistd::geteuid().is_root() {
+            stats.blocks_free()
         } else {
-            stats.f_bavail
+            stats.blocks_available()
         };
         if free_blocks == 0 {
             return Err(NotWritable::Full);
@@ -262,24 +231,9 @@ impl Dir {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 
-    fn rename(&self, from: &OsStr, to: &OsStr, flags: libc::c_uint) -> io::Result<()> {
-        let (c_from, c_to) = (component(from)?, component(to)?);
-        // SAFETY: valid descriptors and NUL-terminated names; renameat2 has no other preconditions.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_renameat2,
-                self.fd.as_raw_fd(),
-                c_from.as_ptr(),
-                self.fd.as_raw_fd(),
-                c_to.as_ptr(),
-                flags,
-            )
-        };
-        if result == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+    fn rename(&self, from: &OsStr, to: &OsStr, flags: RenameFlags) -> io::Result<()> {
+        let (from, to) = (component(from)?, component(to)?);
+        Ok(nix::fcntl::renameat2(&self.fd, from, &self.fd, to, flags)?)
     }
 }
 
@@ -306,7 +260,10 @@ impl NotWritable {
 
 /// True for "no space left" and "quota exceeded".
 pub fn is_out_of_space(error: &io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    matches!(
+        error.raw_os_error().map(Errno::from_raw),
+        Some(Errno::ENOSPC | Errno::EDQUOT)
+    )
 }
 
 /// Why an output directory cannot be used.
@@ -365,7 +322,9 @@ impl OutDirError {
     /// True when the user can fix it by choosing another path (exit code 2); false for an OS failure.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            OutDirError::Io { source, .. } => !is_out_of_space(source) && source.raw_os_error() != Some(libc::EIO),
+            OutDirError::Io { source, .. } => {
+                !is_out_of_space(source) && source.raw_os_error().map(Errno::from_raw) != Some(Errno::EIO)
+            }
             _ => true,
         }
     }
@@ -525,19 +484,19 @@ impl Staged<'_> {
         // Where the old tree is once the new one is in place.
         let old = match parent.entry(target)? {
             None => {
-                match parent.rename(&self.name, target, libc::RENAME_NOREPLACE) {
-                    Err(error) if unsupported(&error) => parent.rename(&self.name, target, 0),
+                match parent.rename(&self.name, target, RenameFlags::RENAME_NOREPLACE) {
+                    Err(error) if unsupported(&error) => parent.rename(&self.name, target, RenameFlags::empty()),
                     other => other,
                 }?;
                 None
             }
-            Some(_) => match parent.rename(&self.name, target, libc::RENAME_EXCHANGE) {
+            Some(_) => match parent.rename(&self.name, target, RenameFlags::RENAME_EXCHANGE) {
                 Ok(()) => Some(self.name.clone()),
                 Err(error) if unsupported(&error) => {
                     let aside = temporary_name(target, "old");
-                    parent.rename(target, &aside, libc::RENAME_NOREPLACE)?;
-                    if let Err(error) = parent.rename(&self.name, target, 0) {
-                        let _ = parent.rename(&aside, target, 0);
+                    parent.rename(target, &aside, RenameFlags::RENAME_NOREPLACE)?;
+                    if let Err(error) = parent.rename(&self.name, target, RenameFlags::empty()) {
+                        let _ = parent.rename(&aside, target, RenameFlags::empty());
                         return Err(error);
                     }
                     Some(aside)
@@ -564,7 +523,10 @@ impl Drop for Staged<'_> {
     }
 }
 
-const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+/// How directories are opened: for `*at` calls only, never inherited.
+fn dir_flags() -> OFlag {
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC
+}
 
 /// `.<name>.meshfed-<what>-<pid>-<n>`: hidden, recognisable, unique within and across processes.
 fn temporary_name(name: &OsStr, what: &str) -> OsString {
@@ -579,39 +541,23 @@ fn temporary_name(name: &OsStr, what: &str) -> OsString {
     temporary
 }
 
-/// A single plain path component as a C string: no `/`, not `.`/`..`, not empty, no NUL.
-fn component(name: &OsStr) -> io::Result<CString> {
+/// `name` when it is a single plain path component: no `/`, not `.`/`..`, not empty, no NUL.
+fn component(name: &OsStr) -> io::Result<&OsStr> {
     let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') || bytes.contains(&0) {
         return Err(invalid_input(format!("{name:?} is not a single file name")));
     }
-    CString::new(bytes).map_err(invalid_input)
+    Ok(name)
 }
 
 fn invalid_input(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, error)
 }
 
-fn cvt(result: libc::c_int) -> io::Result<()> {
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by open/openat and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// The file system does not implement this `renameat2` flag.
 fn unsupported(error: &io::Error) -> bool {
     matches!(
-        error.raw_os_error(),
-        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+        error.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP)
     )
 }

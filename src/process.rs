@@ -10,11 +10,17 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{self, Signal};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use thiserror::Error;
 
 use crate::provider::local::interrupt;
@@ -125,15 +131,11 @@ pub fn bounded_run(mut command: Command, run: &BoundedRun) -> Result<BoundedOutp
         })
         .stdout(if run.capture { Stdio::piped() } else { Stdio::inherit() })
         .stderr(if run.capture { Stdio::piped() } else { Stdio::inherit() });
-    // SAFETY: only async-signal-safe calls (prctl, setpgid) between fork and exec.
+    // SAFETY: only async-signal-safe calls (prctl, setpgid; no allocation) between fork and exec.
     unsafe {
         command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
             Ok(())
         });
     }
@@ -143,7 +145,7 @@ pub fn bounded_run(mut command: Command, run: &BoundedRun) -> Result<BoundedOutp
         what: run.what.clone(),
         source,
     })?;
-    let pid = child.id() as libc::pid_t;
+    let pid = Pid::from_raw(child.id() as i32);
     // From here on, every way out kills the process group and reaps the child.
     let exit_watch = pidfd_open(pid);
     let mut pipes = Pipes {
@@ -198,41 +200,32 @@ pub fn bounded_run(mut command: Command, run: &BoundedRun) -> Result<BoundedOutp
 /// Kills what is left of the child's process group (grandchildren; the child too, if it still
 /// runs), then reaps the child. Called while the child is not yet reaped, so its pid still names
 /// its group.
-fn kill_group_and_reap(child: &mut std::process::Child, pid: libc::pid_t) -> io::Result<ExitStatus> {
-    // SAFETY: kill(2) on the process group of a child we have not reaped yet.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
+fn kill_group_and_reap(child: &mut std::process::Child, pid: Pid) -> io::Result<ExitStatus> {
+    // The group of a child we have not reaped yet, so its pid still names it.
+    let _ = signal::killpg(pid, Signal::SIGKILL);
     let _ = child.kill();
     child.wait()
 }
 
 /// Whether the child has exited, without reaping it (so its pid keeps naming its group).
-fn has_exited(pid: libc::pid_t) -> io::Result<bool> {
-    // SAFETY: siginfo_t is plain old data; waitid with WNOWAIT leaves the child waitable.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let result = libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
-        if result != 0 {
-            let error = io::Error::last_os_error();
-            return if error.raw_os_error() == Some(libc::EINTR) {
-                Ok(false)
-            } else {
-                Err(error)
-            };
-        }
-        Ok(info.si_pid() != 0)
+fn has_exited(pid: Pid) -> io::Result<bool> {
+    // WNOWAIT leaves the child waitable.
+    match nix::sys::wait::waitid(
+        Id::Pid(pid),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+    ) {
+        Ok(WaitStatus::StillAlive) | Err(Errno::EINTR) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(error) => Err(error.into()),
     }
 }
 
 /// A descriptor that becomes readable when process `pid` exits (Linux ≥ 5.3); `None` without it
 /// (then the 50 ms tick notices the exit).
-fn pidfd_open(pid: libc::pid_t) -> Option<OwnedFd> {
+fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // nix has no wrapper for pidfd_open(2).
     // SAFETY: pidfd_open returns a new descriptor we own, or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     (fd >= 0).then(|| {
         // SAFETY: a fresh descriptor from the kernel, owned by nobody else.
         unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) }
@@ -252,13 +245,8 @@ struct Pipes {
 impl Pipes {
     fn set_nonblocking(&self) -> io::Result<()> {
         for fd in [&self.stdin, &self.stdout, &self.stderr].into_iter().flatten() {
-            // SAFETY: fcntl on a descriptor we own.
-            unsafe {
-                let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-                if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
+            let flags = OFlag::from_bits_truncate(nix::fcntl::fcntl(fd, FcntlArg::F_GETFL)?);
+            nix::fcntl::fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         }
         Ok(())
     }
@@ -268,39 +256,30 @@ impl Pipes {
         if self.stdin.is_some() && self.stdin_written >= self.stdin_data.len() {
             self.stdin = None;
         }
-        let mut fds = Vec::new();
-        let mut roles = Vec::new();
-        if let Some(fd) = &self.stdin {
-            fds.push(pollfd(fd, libc::POLLOUT));
-            roles.push(Role::Stdin);
+        let watched = [
+            (self.stdin.as_ref().map(AsFd::as_fd), PollFlags::POLLOUT, Role::Stdin),
+            (self.stdout.as_ref().map(AsFd::as_fd), PollFlags::POLLIN, Role::Stdout),
+            (self.stderr.as_ref().map(AsFd::as_fd), PollFlags::POLLIN, Role::Stderr),
+            (exit_watch.map(AsFd::as_fd), PollFlags::POLLIN, Role::Exit),
+        ];
+        let (mut fds, roles): (Vec<PollFd>, Vec<Role>) = watched
+            .into_iter()
+            .filter_map(|(fd, events, role)| Some((PollFd::new(fd?, events), role)))
+            .unzip();
+        let millis = u32::try_from(timeout.as_millis()).unwrap_or(i32::MAX as u32);
+        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => return Ok(()),
+            Err(error) => return Err(error.into()),
         }
-        if let Some(fd) = &self.stdout {
-            fds.push(pollfd(fd, libc::POLLIN));
-            roles.push(Role::Stdout);
-        }
-        if let Some(fd) = &self.stderr {
-            fds.push(pollfd(fd, libc::POLLIN));
-            roles.push(Role::Stderr);
-        }
-        if let Some(fd) = exit_watch {
-            fds.push(pollfd(fd, libc::POLLIN));
-            roles.push(Role::Exit);
-        }
-        let millis = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: fds is a valid array of pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
-        if ready < 0 {
-            let error = io::Error::last_os_error();
-            return if error.raw_os_error() == Some(libc::EINTR) {
-                Ok(())
-            } else {
-                Err(error)
-            };
-        }
-        for (fd, role) in fds.iter().zip(roles) {
-            if fd.revents == 0 {
-                continue;
-            }
+        let ready: Vec<Role> = fds
+            .iter()
+            .zip(roles)
+            .filter(|(fd, _)| fd.revents().is_some_and(|events| !events.is_empty()))
+            .map(|(_, role)| role)
+            .collect();
+        for role in ready {
             match role {
                 Role::Stdin => self.write_stdin(),
                 Role::Stdout => drain(&mut self.stdout, &mut self.stdout_data),
@@ -332,14 +311,6 @@ enum Role {
     Stdout,
     Stderr,
     Exit,
-}
-
-fn pollfd(fd: &impl AsRawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    }
 }
 
 /// Reads what is available; closes the pipe at EOF.

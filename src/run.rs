@@ -280,12 +280,7 @@ impl Run {
         // SAFETY: prctl is async-signal-safe. The helper gets SIGTERM (and tears down) if the thread
         // that started it dies, e.g. when the test process is killed.
         unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            command.pre_exec(|| Ok(nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?));
         }
         let mut helper = command.spawn().map_err(io_error(
             "start meshfed's helper process from",
@@ -382,9 +377,9 @@ fn await_exit(helper: &mut std::process::Child, timeout: Duration) -> Option<Exi
 
 /// SIGTERM (meshfed tears down and exits 130), then SIGKILL after [`TEARDOWN_GRACE`].
 fn stop(helper: &mut std::process::Child) {
-    if let Ok(pid) = libc::pid_t::try_from(helper.id()) {
-        // SAFETY: kill(2) on our own, not yet reaped child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+    if let Ok(pid) = i32::try_from(helper.id()) {
+        // Our own, not yet reaped child.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
     }
     if await_exit(helper, TEARDOWN_GRACE).is_none() {
         let _ = helper.kill();

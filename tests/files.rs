@@ -430,7 +430,7 @@ fn atomic_write_creates_private_files_with_their_mode_from_the_start() {
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// `meshfed setup` once per test binary: `Err` says why the local provider cannot run here.

@@ -9,6 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
+use nix::unistd::Pid;
+
 #[path = "support/marker.rs"]
 mod marker;
 use marker::{MARKER_ENV, processes_with_marker, unique_marker};
@@ -462,7 +465,7 @@ fn nothing_remains_after_success_failure_or_sigint() {
         "the world is up: meshfed, apps and envoys"
     );
     // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "stderr:\n{seen}{}", rest.join("\n"));
@@ -488,7 +491,7 @@ fn the_report_says_whether_the_run_was_root_or_rootless() {
     }
     let report = seed_run().report.as_ref().expect("seed report");
     // SAFETY: geteuid has no preconditions.
-    let expected = if unsafe { libc::geteuid() } == 0 {
+    let expected = if nix::unistd::geteuid().is_root() {
         "root"
     } else {
         "rootless (user namespace)"
@@ -501,7 +504,7 @@ fn the_report_says_whether_the_run_was_root_or_rootless() {
 #[test]
 fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
     // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = nix::unistd::geteuid().is_root();
     if !local_provider_available() || !is_root || Command::new("setpriv").arg("--version").output().is_err() {
         skip::skip("needs root (to drop to an unprivileged user) and setpriv");
         return;
@@ -650,11 +653,9 @@ impl Drop for LiveRun {
             let _ = self.child.wait();
         }
         for pid in processes_with_marker(&self.marker) {
-            // SAFETY: kill(2) on processes this test's own run started (found by its marker).
-            unsafe {
-                libc::kill(pid as i32, libc::SIGCONT);
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
+            // Processes this test's own run started (found by its marker).
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
 }
@@ -687,15 +688,15 @@ fn assert_own_run_left_nothing(marker: &str, meshfed_pid: u32) {
 }
 
 /// Sends `signal` to the one process of this run whose command line contains `needle`.
-fn signal_marked_process(marker: &str, needle: &str, signal: i32) {
+fn signal_marked_process(marker: &str, needle: &str, signal: Signal) {
     let pids = marked_processes_running(marker, needle);
     assert_eq!(
         pids.len(),
         1,
         "exactly one process of the run runs `{needle}`: {pids:?}"
     );
-    // SAFETY: kill(2) on a process this test's own run started (found by its marker).
-    assert_eq!(unsafe { libc::kill(pids[0] as i32, signal) }, 0);
+    // A process this test's own run started (found by its marker).
+    kill(Pid::from_raw(pids[0] as i32), signal).unwrap();
 }
 
 /// A phase long enough to act on the world while it runs (it would take minutes).
@@ -723,7 +724,7 @@ fn an_app_killed_during_a_phase_fails_the_run_with_exit_3_naming_the_app_its_pod
         "the phase never started:\n{}",
         run.stderr()
     );
-    signal_marked_process(&marker, "workload echo --pod bar-0 --cluster cluster2", libc::SIGKILL);
+    signal_marked_process(&marker, "workload echo --pod bar-0 --cluster cluster2", Signal::SIGKILL);
     let code = run.await_exit(Duration::from_secs(60));
     let stderr = run.stderr();
     assert_eq!(code, Some(3), "stderr:\n{stderr}");
@@ -754,7 +755,7 @@ fn a_gateway_envoy_stopped_during_a_phase_ends_the_run_within_the_phase_deadline
     signal_marked_process(
         &marker,
         "cluster2/istio-ingressgateway/envoy/bootstrap.json",
-        libc::SIGSTOP,
+        Signal::SIGSTOP,
     );
     // LONG_PHASE's timeoutSeconds is 20; a hang would show as no exit at all.
     let code = run.await_exit(Duration::from_secs(60));
@@ -1099,7 +1100,7 @@ fn sigkill_of_meshfed_with_a_wrapper_script_envoy_leaves_no_process_namespace_or
     let status = meshfed.wait().unwrap();
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
+        Some(Signal::SIGKILL as i32)
     );
     lifecycle_await_nothing_left(&marker, &namespaces, &mounts_before, Duration::from_secs(10));
     eprintln!(
@@ -1137,13 +1138,9 @@ fn sigint_at_ten_moments_in_the_first_two_seconds_exits_130_and_leaves_nothing()
         // SAFETY: only sigprocmask between fork and exec.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGINT);
-                if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
+                let mut set = SigSet::empty();
+                set.add(Signal::SIGINT);
+                Ok(nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?)
             });
         }
         let spawned = Instant::now();
@@ -1161,7 +1158,7 @@ fn sigint_at_ten_moments_in_the_first_two_seconds_exits_130_and_leaves_nothing()
             std::thread::sleep(Duration::from_millis(5).min(moment.saturating_sub(spawned.elapsed())));
         }
         // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
-        assert_eq!(unsafe { libc::kill(meshfed.id() as i32, libc::SIGINT) }, 0);
+        kill(Pid::from_raw(meshfed.id() as i32), Signal::SIGINT).unwrap();
         let signalled = Instant::now();
         let deadline = signalled + Duration::from_secs(60);
         let status = loop {

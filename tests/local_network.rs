@@ -22,6 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+
 use meshfed::provider::local::network::{self, ClusterNetwork, GatewayAddress, Ipv4Cidr, NetworkSpec, PodAddress};
 use meshfed::provider::local::sandbox::{self, SandboxMode};
 use meshfed::provider::local::supervisor::{self, ChildOutput, Supervisor};
@@ -57,7 +60,7 @@ fn sandboxed_half() -> Option<SandboxMode> {
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 fn net(text: &str) -> Ipv4Cidr {
@@ -207,8 +210,8 @@ fn check_topology_inside_sandbox(mode: SandboxMode) {
                     Err(error) => {
                         assert!(
                             matches!(
-                                error.raw_os_error(),
-                                Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ECONNREFUSED)
+                                error.raw_os_error().map(Errno::from_raw),
+                                Some(Errno::ENETUNREACH | Errno::EHOSTUNREACH | Errno::ECONNREFUSED)
                             ),
                             "{from_cluster}/{from_pod} -> {to_ip}: unexpected error {error}"
                         );
@@ -683,14 +686,14 @@ fn a_signal_reaches_both_the_interrupt_flag_and_tokio_after_tokio_listens() {
         runtime.block_on(async {
             let mut stream = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).unwrap();
             // SAFETY: raise(3) sends SIGINT to this process, which handles it.
-            assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+            nix::sys::signal::raise(Signal::SIGINT).unwrap();
             tokio::time::timeout(Duration::from_secs(5), stream.recv())
                 .await
                 .expect("tokio saw the signal")
                 .expect("stream open");
         });
         assert!(interrupt::is_interrupted(), "the chained handler set the flag");
-        assert_eq!(interrupt::received_signal(), Some(libc::SIGINT));
+        assert_eq!(interrupt::received_signal(), Some(Signal::SIGINT));
         println!("BOTH_SAW_SIGINT");
         return;
     }

@@ -382,7 +382,7 @@ fn read_report_text(path: &Path) -> Result<(PathBuf, String), CliError> {
     // O_NONBLOCK: a FIFO swapped in after the check must not block the open.
     let file = File::options()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
         .open(&file_path)
         .map_err(|error| bad(&file_path, format!("cannot read the report: {error}")))?;
     if !file.metadata().is_ok_and(|metadata| metadata.is_file()) {

@@ -26,7 +26,7 @@ pub fn read_text(path: &Path, what: &str) -> Result<String, ScenarioError> {
     }
     let file = File::options()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
         .open(path)
         .map_err(|error| refuse(format!("cannot read the {what}: {error}")))?;
     let metadata = file

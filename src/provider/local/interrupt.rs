@@ -9,25 +9,40 @@
 use std::io;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
-/// The signals meshfed treats as "stop, tear down, exit 130".
-pub const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+use nix::errno::Errno;
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::unistd::Pid;
 
-/// The last interrupting signal received (0: none).
+/// The signals meshfed treats as "stop, tear down, exit 130".
+pub const SIGNALS: [Signal; 2] = [Signal::SIGINT, Signal::SIGTERM];
+
+/// The last interrupting signal received, as its number (0: none).
 static RECEIVED_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// How many interrupting signals were received.
 static RECEIVED_COUNT: AtomicU32 = AtomicU32::new(0);
 /// A process every received signal is passed on to (0: none).
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn record_and_forward(signal: libc::c_int) {
-    // Only async-signal-safe work here: atomics and kill(2).
+extern "C" fn record_and_forward(signal: std::ffi::c_int) {
+    // Only async-signal-safe work here: atomics, kill(2), and errno saved and given back so the
+    // interrupted code never sees kill's.
+    let errno = Errno::last_raw();
     RECEIVED_SIGNAL.store(signal, Ordering::SeqCst);
     RECEIVED_COUNT.fetch_add(1, Ordering::SeqCst);
     let target = FORWARD_TO.load(Ordering::SeqCst);
-    if target > 0 {
-        // SAFETY: kill(2) is async-signal-safe; errno is not read afterwards.
-        unsafe { libc::kill(target, signal) };
+    if let (true, Ok(signal)) = (target > 0, Signal::try_from(signal)) {
+        let _ = signal::kill(Pid::from_raw(target), signal);
     }
+    Errno::set_raw(errno);
+}
+
+/// [`SIGNALS`] as a signal set.
+fn signal_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in SIGNALS {
+        set.add(signal);
+    }
+    set
 }
 
 /// Installs the recording handler for [`SIGNALS`] and unblocks them (a blocked mask is inherited
@@ -39,18 +54,8 @@ pub fn install() -> io::Result<()> {
     for signal in SIGNALS {
         set_disposition(signal, Disposition::Record)?;
     }
-    // SAFETY: sigset operations on a local set; sigprocmask only changes this thread's mask
-    // (meshfed is single-threaded when this runs).
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in SIGNALS {
-            libc::sigaddset(&mut set, signal);
-        }
-        if libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    // Only this thread's mask: meshfed is single-threaded when this runs.
+    signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&signal_set()), None)?;
     Ok(())
 }
 
@@ -70,11 +75,8 @@ pub fn is_interrupted() -> bool {
 }
 
 /// The last interrupting signal received, if any.
-pub fn received_signal() -> Option<libc::c_int> {
-    match RECEIVED_SIGNAL.load(Ordering::SeqCst) {
-        0 => None,
-        signal => Some(signal),
-    }
+pub fn received_signal() -> Option<Signal> {
+    Signal::try_from(RECEIVED_SIGNAL.load(Ordering::SeqCst)).ok()
 }
 
 /// How many interrupting signals were received so far.
@@ -84,26 +86,24 @@ pub(crate) fn received_count() -> u32 {
 
 /// From now on, passes every interrupting signal on to `pid`; one that already came is passed on
 /// at once. Used by the processes that wait for the sandbox (they never run meshfed's work).
-pub(crate) fn forward_to(pid: libc::pid_t) {
-    FORWARD_TO.store(pid, Ordering::SeqCst);
+pub(crate) fn forward_to(pid: Pid) {
+    FORWARD_TO.store(pid.as_raw(), Ordering::SeqCst);
     // A signal that arrived before the store was recorded but not forwarded.
     if let Some(signal) = received_signal() {
-        // SAFETY: kill(2) on the child this process just forked.
-        unsafe { libc::kill(pid, signal) };
+        let _ = signal::kill(pid, signal);
     }
 }
 
 /// The dispositions of [`SIGNALS`] before [`install_forwarding`], to give them back.
-pub(crate) struct SavedDispositions([libc::sigaction; SIGNALS.len()]);
+pub(crate) struct SavedDispositions([SigAction; SIGNALS.len()]);
 
 /// Installs the recording (and forwarding) handler, returning what was there before.
 pub(crate) fn install_forwarding() -> io::Result<SavedDispositions> {
-    // SAFETY: sigaction is plain old data; zeroed is a valid value.
-    let mut saved: [libc::sigaction; SIGNALS.len()] = unsafe { std::mem::zeroed() };
-    for (slot, signal) in saved.iter_mut().zip(SIGNALS) {
-        *slot = set_disposition(signal, Disposition::Record)?;
-    }
-    Ok(SavedDispositions(saved))
+    let [first, second] = SIGNALS;
+    Ok(SavedDispositions([
+        set_disposition(first, Disposition::Record)?,
+        set_disposition(second, Disposition::Record)?,
+    ]))
 }
 
 /// Gives back the dispositions saved by [`install_forwarding`] and forgets any forwarding target.
@@ -111,9 +111,7 @@ pub(crate) fn restore(saved: &SavedDispositions) -> io::Result<()> {
     FORWARD_TO.store(0, Ordering::SeqCst);
     for (old, signal) in saved.0.iter().zip(SIGNALS) {
         // SAFETY: restoring an action the kernel handed us.
-        if unsafe { libc::sigaction(signal, old, std::ptr::null_mut()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        unsafe { signal::sigaction(signal, old) }?;
     }
     Ok(())
 }
@@ -123,24 +121,13 @@ enum Disposition {
     Default,
 }
 
-fn set_disposition(signal: libc::c_int, disposition: Disposition) -> io::Result<libc::sigaction> {
-    // SAFETY: sigaction is plain old data; the handler only touches atomics and calls kill(2).
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = match disposition {
-            Disposition::Record => record_and_forward as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            Disposition::Default => libc::SIG_DFL,
-        };
-        // No SA_RESTART: blocking waits return EINTR and look at the flag.
-        action.sa_flags = 0;
-        libc::sigemptyset(&mut action.sa_mask);
-        for other in SIGNALS {
-            libc::sigaddset(&mut action.sa_mask, other);
-        }
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(signal, &action, &mut old) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(old)
-    }
+fn set_disposition(signal: Signal, disposition: Disposition) -> io::Result<SigAction> {
+    let handler = match disposition {
+        Disposition::Record => SigHandler::Handler(record_and_forward),
+        Disposition::Default => SigHandler::SigDfl,
+    };
+    // No SA_RESTART: blocking waits return EINTR and look at the flag.
+    let action = SigAction::new(handler, SaFlags::empty(), signal_set());
+    // SAFETY: the handler only touches atomics and errno and calls kill(2), all async-signal-safe.
+    Ok(unsafe { signal::sigaction(signal, &action) }?)
 }

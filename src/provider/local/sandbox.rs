@@ -29,12 +29,20 @@
 //! thread exists): the kernel refuses to move a multi-threaded process into new mount or user
 //! namespaces, and a network namespace is per thread.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::{self, Write as _};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{self, Signal};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use thiserror::Error;
 
 use super::interrupt;
@@ -184,13 +192,12 @@ pub fn contain_processes() -> Result<SandboxMode, SandboxError> {
         return Ok(*mode);
     }
     ensure_single_threaded()?;
-    // SAFETY: geteuid/getegid cannot fail and have no preconditions.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let mode = if uid == 0 {
-        match unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNS) {
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    let mode = if uid.is_root() {
+        match unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS) {
             Ok(()) => SandboxMode::Root,
             // root without CAP_SYS_ADMIN (unprivileged container): a user namespace may still work.
-            Err(error) if error.raw_os_error() == Some(libc::EPERM) => {
+            Err(error) if error.raw_os_error().map(Errno::from_raw) == Some(Errno::EPERM) => {
                 enter_user_namespace(uid, gid)?;
                 SandboxMode::Rootless
             }
@@ -248,7 +255,7 @@ pub fn isolate_network() -> Result<(), SandboxError> {
         return Err(SandboxError::NotContained);
     }
     ensure_single_threaded()?;
-    unshare(libc::CLONE_NEWNET).map_err(|source| SandboxError::Unshare {
+    unshare(CloneFlags::CLONE_NEWNET).map_err(|source| SandboxError::Unshare {
         namespaces: "network",
         hint: "the kernel refused a new network namespace".to_string(),
         source,
@@ -273,29 +280,22 @@ struct ParentWatch(OwnedFd);
 /// Forks. In the parent, waits for the child and exits with its status (never returns); in the
 /// child, returns a watch on the parent.
 fn spawn_copy(saved: &interrupt::SavedDispositions) -> io::Result<ParentWatch> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two descriptors that we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptors from pipe2.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // Buffered output would otherwise be written twice.
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
     // SAFETY: the process is single-threaded (checked by the callers), so the child may go on
     // running ordinary code.
-    match unsafe { libc::fork() } {
-        -1 => {
-            let error = io::Error::last_os_error();
+    match unsafe { nix::unistd::fork() } {
+        Err(error) => {
             let _ = interrupt::restore(saved);
-            Err(error)
+            Err(error.into())
         }
-        0 => {
+        Ok(ForkResult::Child) => {
             drop(write_end);
             Ok(ParentWatch(read_end))
         }
-        child => {
+        Ok(ForkResult::Parent { child }) => {
             drop(read_end);
             wait_for_and_exit_like(child, write_end)
         }
@@ -306,68 +306,60 @@ fn spawn_copy(saved: &interrupt::SavedDispositions) -> io::Result<ParentWatch> {
 /// other child that ends meanwhile (PID 1's orphans), and exits with `child`'s status. A second
 /// interrupt received here (e.g. a second Ctrl-C) SIGKILLs `child`, which for PID 1 takes the whole
 /// namespace with it.
-fn wait_for_and_exit_like(child: libc::pid_t, _keep_parent_alive_pipe: OwnedFd) -> ! {
+fn wait_for_and_exit_like(child: Pid, _keep_parent_alive_pipe: OwnedFd) -> ! {
     let signals_before = interrupt::received_count();
     interrupt::forward_to(child);
     loop {
-        let mut status = 0;
-        // SAFETY: waitpid on our own children; status is a valid out pointer.
-        let reaped = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if reaped == child {
-            // SAFETY: _exit ends the process without running anything else (the worker owns
-            // stdout and every resource).
-            unsafe { libc::_exit(exit_code_of(status)) };
-        }
-        if reaped < 0 {
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::ECHILD) {
-                // Cannot happen while `child` is ours; do not spin.
-                unsafe { libc::_exit(crate::cli::EXIT_INFRASTRUCTURE.into()) };
-            }
-            if interrupt::received_count() >= signals_before + 2 {
-                // SAFETY: kill(2) on our own child.
-                unsafe { libc::kill(child, libc::SIGKILL) };
+        match waitpid(None, None) {
+            Ok(status) if status.pid() == Some(child) => exit_now(exit_code_of(status)),
+            // One of PID 1's orphans, reaped.
+            Ok(_) => {}
+            // Cannot happen while `child` is ours; do not spin.
+            Err(Errno::ECHILD) => exit_now(crate::cli::EXIT_INFRASTRUCTURE.into()),
+            Err(_) => {
+                if interrupt::received_count() >= signals_before + 2 {
+                    let _ = signal::kill(child, Signal::SIGKILL);
+                }
             }
         }
     }
 }
 
+/// Ends this process at once with `code`, running nothing else: no exit handlers and no flushing
+/// (the worker owns stdout and every resource). nix has no wrapper for `_exit(2)`.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
 /// The exit status a shell would report: the code, or 128 + the signal that killed it.
-fn exit_code_of(status: libc::c_int) -> libc::c_int {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        crate::cli::EXIT_INFRASTRUCTURE.into()
+fn exit_code_of(status: WaitStatus) -> i32 {
+    match status {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
+        _ => crate::cli::EXIT_INFRASTRUCTURE.into(),
     }
 }
 
 /// `PR_SET_PDEATHSIG = SIGKILL`, then checks the parent did not die before that (its pid cannot be
 /// compared: a parent outside the PID namespace has pid 0 here).
 fn die_with_parent(parent_alive: ParentWatch) -> io::Result<()> {
-    // SAFETY: prctl with constant arguments.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut watch = libc::pollfd {
-        fd: parent_alive.0.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let ready = unsafe { libc::poll(&mut watch, 1, 0) };
-    if ready > 0 && watch.revents & (libc::POLLHUP | libc::POLLIN) != 0 {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let mut watch = [PollFd::new(parent_alive.0.as_fd(), PollFlags::POLLIN)];
+    let ready = nix::poll::poll(&mut watch, PollTimeout::ZERO)?;
+    let gone = watch[0]
+        .revents()
+        .is_some_and(|events| events.intersects(PollFlags::POLLHUP | PollFlags::POLLIN));
+    if ready > 0 && gone {
         // The parent is already gone, so no death signal will come: go now.
-        // SAFETY: ending this process.
-        unsafe { libc::_exit(128 + libc::SIGKILL) };
+        exit_now(128 + Signal::SIGKILL as i32);
     }
     Ok(())
 }
 
 fn mount_private_root_and_proc(mode: SandboxMode) -> Result<(), SandboxError> {
     // Without this, mounts below would propagate back to the host's mount namespace.
-    mount("none", "/", None, libc::MS_REC | libc::MS_PRIVATE, None).map_err(|source| SandboxError::Mount {
+    mount("none", "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None).map_err(|source| SandboxError::Mount {
         what: "make / rprivate in the sandbox's mount namespace",
         source,
     })?;
@@ -375,12 +367,12 @@ fn mount_private_root_and_proc(mode: SandboxMode) -> Result<(), SandboxError> {
         "proc",
         "/proc",
         Some("proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     )
     .map_err(|source| SandboxError::MountProc {
-        hint: match (mode, source.raw_os_error()) {
-            (SandboxMode::Rootless, Some(libc::EPERM)) => {
+        hint: match (mode, source.raw_os_error().map(Errno::from_raw)) {
+            (SandboxMode::Rootless, Some(Errno::EPERM)) => {
                 "the kernel lets a user namespace mount /proc only where the \
                  existing /proc is fully visible; a container runtime that masks parts of /proc \
                  (e.g. /proc/kcore, /proc/sys) forbids it: run meshfed as root, or give the \
@@ -403,20 +395,17 @@ pub fn count_threads() -> io::Result<usize> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Threads: line"))
 }
 
-fn unshare(flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: unshare only changes this process's namespaces; flags are plain constants.
-    if unsafe { libc::unshare(flags) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+fn unshare(flags: CloneFlags) -> io::Result<()> {
+    Ok(nix::sched::unshare(flags)?)
 }
 
-fn enter_user_namespace(uid: libc::uid_t, gid: libc::gid_t) -> Result<(), SandboxError> {
-    unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS).map_err(|source| SandboxError::Unshare {
-        namespaces: "user+pid+mount",
-        hint: user_namespace_hint(&source),
-        source,
+fn enter_user_namespace(uid: Uid, gid: Gid) -> Result<(), SandboxError> {
+    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS).map_err(|source| {
+        SandboxError::Unshare {
+            namespaces: "user+pid+mount",
+            hint: user_namespace_hint(&source),
+            source,
+        }
     })?;
     // An unprivileged process may only write a gid map after giving up setgroups(2).
     write_proc_self("setgroups", "deny")?;
@@ -446,10 +435,11 @@ fn user_namespace_hint(error: &io::Error) -> String {
             hint.push_str(&format!(", `sysctl {sysctl}` (is {}, must be {wanted})", value.trim()));
         }
     }
-    if error.raw_os_error() == Some(libc::EPERM) {
+    let errno = error.raw_os_error().map(Errno::from_raw);
+    if errno == Some(Errno::EPERM) {
         hint.push_str("; inside a container, a seccomp profile may also forbid unshare(2)");
     }
-    if error.raw_os_error() == Some(libc::ENOSPC) {
+    if errno == Some(Errno::ENOSPC) {
         hint.push_str("; the user namespace limit is reached");
     }
     hint
@@ -463,27 +453,8 @@ fn write_proc_self(file: &'static str, content: &str) -> Result<(), SandboxError
     })
 }
 
-fn mount(source: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> io::Result<()> {
-    let to_c = |text: &str| CString::new(text).map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error));
-    let source = to_c(source)?;
-    let target = to_c(target)?;
-    let fstype = fstype.map(to_c).transpose()?;
-    let data = data.map(to_c).transpose()?;
-    // SAFETY: every pointer is a valid NUL-terminated string or null, alive for the call.
-    let result = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ref().map_or(std::ptr::null(), |value| value.as_ptr()),
-            flags,
-            data.as_ref().map_or(std::ptr::null(), |value| value.as_ptr().cast()),
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+fn mount(source: &str, target: &str, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
+    Ok(nix::mount::mount(Some(source), target, fstype, flags, data)?)
 }
 
 fn mount_private_run() -> Result<(), SandboxError> {
@@ -492,7 +463,7 @@ fn mount_private_run() -> Result<(), SandboxError> {
         "meshfed-run",
         "/run",
         Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=0755"),
     )
     .map_err(|source| SandboxError::Mount {
@@ -505,28 +476,23 @@ fn mount_private_run() -> Result<(), SandboxError> {
     Ok(())
 }
 
+// SIOCGIFFLAGS/SIOCSIFFLAGS: read and write an interface's flags through an `ifreq` (nix has
+// typed ioctl macros, not these requests themselves).
+nix::ioctl_readwrite_bad!(read_interface_flags, libc::SIOCGIFFLAGS, libc::ifreq);
+nix::ioctl_write_ptr_bad!(write_interface_flags, libc::SIOCSIFFLAGS, libc::ifreq);
+
 fn set_loopback_up() -> io::Result<()> {
-    // SAFETY: plain socket(2); the descriptor is closed below on every path.
-    let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if socket < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let socket = nix::sys::socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
     // SAFETY: ifreq is plain old data; zeroed is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
         *slot = *byte as libc::c_char;
     }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
-    let result = unsafe {
-        if libc::ioctl(socket, libc::SIOCGIFFLAGS, &mut request) < 0 {
-            -1
-        } else {
-            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            libc::ioctl(socket, libc::SIOCSIFFLAGS, &request)
-        }
-    };
-    let error = io::Error::last_os_error();
-    // SAFETY: closing the descriptor we opened.
-    unsafe { libc::close(socket) };
-    if result < 0 { Err(error) } else { Ok(()) }
+    // SAFETY: a socket we own and an ifreq naming `lo`; the kernel fills its flags.
+    unsafe { read_interface_flags(socket.as_raw_fd(), &mut request) }?;
+    // SAFETY: the union member SIOCGIFFLAGS just wrote.
+    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: the same socket and ifreq, now with IFF_UP set.
+    unsafe { write_interface_flags(socket.as_raw_fd(), &request) }?;
+    Ok(())
 }

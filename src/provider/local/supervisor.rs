@@ -13,7 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
@@ -21,6 +21,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use thiserror::Error;
 
 /// Identifies a child of a [`Supervisor`].
@@ -305,27 +309,22 @@ impl Supervisor {
             }
         };
         command.stdin(Stdio::null());
-        // SAFETY: getpid has no preconditions.
-        let parent = unsafe { libc::getpid() };
+        let parent = nix::unistd::getpid();
         // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid, setns,
         // setpgid) and builds io::Errors from errno, which does not allocate.
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // meshfed died between fork and prctl: the death signal will never come.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                if nix::unistd::getppid() != parent {
+                    return Err(Errno::ESRCH.into());
                 }
-                if let Some(fd) = netns_fd
-                    && libc::setns(fd, libc::CLONE_NEWNET) != 0
-                {
-                    return Err(io::Error::last_os_error());
+                if let Some(fd) = netns_fd {
+                    // The namespace file outlives the spawn (`netns_file` is held until it returns).
+                    let fd = BorrowedFd::borrow_raw(fd);
+                    nix::sched::setns(fd, CloneFlags::CLONE_NEWNET)?;
                 }
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
                 Ok(())
             });
         }
@@ -434,24 +433,29 @@ impl Supervisor {
     /// so neither [`Supervisor::check_running`] nor [`Supervisor::not_running`] ever calls its end
     /// a death, then sends `signal` to its process group (SIGKILL after `grace` if it is still
     /// there) and reaps it. Returns how it ended.
-    pub fn end_on_purpose(&mut self, id: ChildId, signal: i32, grace: Duration) -> Result<ChildExit, SupervisorError> {
+    pub fn end_on_purpose(
+        &mut self,
+        id: ChildId,
+        signal: Signal,
+        grace: Duration,
+    ) -> Result<ChildExit, SupervisorError> {
         self.children[id.0].transient = true;
         let pid = self.children[id.0].pid;
         if poll_exit(&mut self.children[id.0])?.is_none() {
             signal_group(pid, signal);
-            signal_group(pid, libc::SIGCONT);
+            signal_group(pid, Signal::SIGCONT);
         }
         let exit = match self.await_exit(id, Instant::now() + grace) {
             Ok(exit) => exit,
             Err(SupervisorError::StillRunning { .. }) => {
-                signal_group(pid, libc::SIGKILL);
+                signal_group(pid, Signal::SIGKILL);
                 self.await_exit(id, Instant::now() + grace)?
             }
             Err(other) => return Err(other),
         };
         // A grandchild that ignored the signal must not outlive its container either.
         if !live_group_members(pid).is_empty() {
-            signal_group(pid, libc::SIGKILL);
+            signal_group(pid, Signal::SIGKILL);
         }
         Ok(exit)
     }
@@ -521,9 +525,9 @@ impl Supervisor {
         let mut running = Vec::new();
         for (index, child) in self.children.iter_mut().enumerate() {
             if poll_exit(child)?.is_none() {
-                signal_group(child.pid, libc::SIGTERM);
+                signal_group(child.pid, Signal::SIGTERM);
                 // A stopped process handles SIGTERM only once continued.
-                signal_group(child.pid, libc::SIGCONT);
+                signal_group(child.pid, Signal::SIGCONT);
                 running.push(index);
             }
         }
@@ -551,7 +555,7 @@ impl Supervisor {
                 report.terminated.push(child.name.clone());
                 continue;
             }
-            signal_group(child.pid, libc::SIGKILL);
+            signal_group(child.pid, Signal::SIGKILL);
             report.killed.push(child.name.clone());
             let status = child.child.wait().map_err(|source| SupervisorError::Wait {
                 name: child.name.clone(),
@@ -564,7 +568,7 @@ impl Supervisor {
         let mut stray = Vec::new();
         for child in &self.children {
             if !live_group_members(child.pid).is_empty() {
-                signal_group(child.pid, libc::SIGKILL);
+                signal_group(child.pid, Signal::SIGKILL);
                 report.stray_groups_killed.push(child.name.clone());
                 stray.push(child);
             }
@@ -595,7 +599,7 @@ impl Drop for Supervisor {
     fn drop(&mut self) {
         for child in &mut self.children {
             if child.exit.is_none() {
-                signal_group(child.pid, libc::SIGKILL);
+                signal_group(child.pid, Signal::SIGKILL);
                 let _ = child.child.wait();
             }
         }
@@ -636,23 +640,19 @@ fn mk_exit(child: &Supervised, status: ExitStatus) -> ChildExit {
     }
 }
 
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGKILL => " (SIGKILL)",
-        libc::SIGTERM => " (SIGTERM)",
-        libc::SIGSEGV => " (SIGSEGV)",
-        libc::SIGABRT => " (SIGABRT)",
-        libc::SIGINT => " (SIGINT)",
-        _ => "",
-    }
+/// ` (SIGKILL)` for signal 9, and so on; empty for a number that names no signal.
+fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal)
+        .map(|signal| format!(" ({})", signal.as_str()))
+        .unwrap_or_default()
 }
 
-fn signal_group(pgid: u32, signal: i32) {
-    if let Ok(pgid) = libc::pid_t::try_from(pgid)
+fn signal_group(pgid: u32, signal: Signal) {
+    if let Ok(pgid) = i32::try_from(pgid)
         && pgid > 0
     {
-        // SAFETY: kill(2) with a negative pid signals that process group; ESRCH (gone) is fine.
-        unsafe { libc::kill(-pgid, signal) };
+        // ESRCH (the group is gone) is fine.
+        let _ = killpg(Pid::from_raw(pgid), signal);
     }
 }
 
@@ -767,7 +767,7 @@ mod tests {
 
     #[test]
     fn a_child_ended_on_purpose_is_no_death_and_its_successor_is_watched() {
-        use super::{ChildOutput, NotRunning, Supervisor};
+        use super::{ChildOutput, NotRunning, Pid, Signal, Supervisor};
         use std::process::Command;
         use std::time::Duration;
 
@@ -782,7 +782,7 @@ mod tests {
             .unwrap();
         assert_eq!(supervisor.running_named("envoy of gateway g in c2"), Some(first));
         let exit = supervisor
-            .end_on_purpose(first, libc::SIGKILL, Duration::from_secs(2))
+            .end_on_purpose(first, Signal::SIGKILL, Duration::from_secs(2))
             .unwrap();
         assert!(exit.status.contains("SIGKILL"), "{exit}");
         assert!(supervisor.not_running().is_empty(), "an on-purpose end is no death");
@@ -794,8 +794,8 @@ mod tests {
             .unwrap();
         assert_eq!(supervisor.running_named("envoy of gateway g in c2"), Some(second));
         // The restarted child is watched again: killing it behind the supervisor's back is a death.
-        // SAFETY: kill(2) on a child this test started.
-        unsafe { libc::kill(supervisor.pid(second) as i32, libc::SIGKILL) };
+        // A child this test started.
+        nix::sys::signal::kill(Pid::from_raw(supervisor.pid(second) as i32), Signal::SIGKILL).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let down = loop {
             let down = supervisor.not_running();

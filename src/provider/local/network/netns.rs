@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,12 +14,8 @@ use thiserror::Error;
 /// Only for threads that exist for this purpose (see [`run_in_netns`]): the thread stays there.
 pub(crate) fn enter_netns_for_this_thread(netns: &Path) -> io::Result<()> {
     let file = File::open(netns)?;
-    // SAFETY: setns on a descriptor we own; CLONE_NEWNET only affects the calling thread.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    // CLONE_NEWNET only moves the calling thread.
+    Ok(nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?)
 }
 
 /// Runs `work` on a short-lived thread inside the network namespace at `netns` and returns its

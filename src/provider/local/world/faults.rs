@@ -51,7 +51,7 @@ impl World {
             WorldChange::StopGateway { .. } => {
                 progress.step(&format!("stopping the gateway of {}", cluster.name));
                 let key = (cluster.name.clone(), GATEWAY_POD.to_owned());
-                self.end_envoy(&key, libc::SIGTERM)?;
+                self.end_envoy(&key, nix::sys::signal::Signal::SIGTERM)?;
                 if let Some(proxy) = self.proxies.get_mut(&key) {
                     proxy.stopped_on_purpose = true;
                 }
@@ -166,7 +166,7 @@ impl World {
                     options,
                     &key,
                     "killed (SIGKILL)",
-                    Some((libc::SIGKILL, KILL_RESTART_BACK_OFF)),
+                    Some((nix::sys::signal::Signal::SIGKILL, KILL_RESTART_BACK_OFF)),
                 )
                 .await?;
             }
@@ -180,7 +180,7 @@ impl World {
                 let name = app_name(cluster, pod);
                 if let Some(id) = self.supervisor.running_named(&name) {
                     self.supervisor
-                        .end_on_purpose(id, libc::SIGKILL, Duration::from_secs(2))
+                        .end_on_purpose(id, nix::sys::signal::Signal::SIGKILL, Duration::from_secs(2))
                         .map_err(|error| failed(format!("killing the {name}"))(error.into()))?;
                 }
                 tokio::time::sleep(KILL_RESTART_BACK_OFF).await;

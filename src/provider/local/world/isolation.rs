@@ -11,6 +11,8 @@
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::Path;
 
+use nix::errno::Errno;
+
 use super::{PROBE_TIMEOUT, World};
 use crate::inventory::GATEWAY_PORT;
 use crate::provider::local::network;
@@ -56,11 +58,11 @@ pub(super) fn pod_is_isolated(outcome: &str) -> bool {
 fn probe(netns: &Path, address: SocketAddr) -> String {
     match network::connect_in_netns(netns, address, PROBE_TIMEOUT) {
         Ok(_) => "connected".to_owned(),
-        Err(error) => match error.raw_os_error() {
-            Some(libc::ENETUNREACH) => "unreachable (no route)".to_owned(),
-            Some(libc::EHOSTUNREACH) => "unreachable (host)".to_owned(),
-            Some(libc::ECONNREFUSED) => "refused".to_owned(),
-            Some(libc::EACCES) | Some(libc::EPERM) => "prohibited".to_owned(),
+        Err(error) => match error.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ENETUNREACH) => "unreachable (no route)".to_owned(),
+            Some(Errno::EHOSTUNREACH) => "unreachable (host)".to_owned(),
+            Some(Errno::ECONNREFUSED) => "refused".to_owned(),
+            Some(Errno::EACCES | Errno::EPERM) => "prohibited".to_owned(),
             _ if error.kind() == std::io::ErrorKind::TimedOut => "timed out".to_owned(),
             _ => format!("failed ({error})"),
         },

@@ -322,7 +322,7 @@ impl World {
             return Ok(());
         };
         self.supervisor
-            .end_on_purpose(id, libc::SIGTERM, STOP_GRACE)
+            .end_on_purpose(id, nix::sys::signal::Signal::SIGTERM, STOP_GRACE)
             .map_err(|error| ProviderError::failed(format!("stopping {name}"), anyhow!(error)))?;
         Ok(())
     }

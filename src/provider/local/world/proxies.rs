@@ -355,14 +355,14 @@ impl World {
         options: &LocalOptions,
         key: &(String, String),
         reason: &str,
-        kill: Option<(i32, Duration)>,
+        kill: Option<(nix::sys::signal::Signal, Duration)>,
     ) -> Result<(), ProviderError> {
         let name = self
             .proxies
             .get(key)
             .map(|proxy| proxy.name.clone())
             .ok_or_else(|| ProviderError::Unavailable(format!("no proxy for {} in {}", key.1, key.0)))?;
-        let (signal, back_off) = kill.unwrap_or((libc::SIGTERM, Duration::ZERO));
+        let (signal, back_off) = kill.unwrap_or((nix::sys::signal::Signal::SIGTERM, Duration::ZERO));
         self.end_envoy(key, signal)?;
         let stopped = Instant::now();
         tokio::time::sleep(back_off).await;
@@ -385,7 +385,11 @@ impl World {
     }
 
     /// Ends `key`'s running Envoy on purpose with `signal` (its exit is no death), if one runs.
-    pub(super) fn end_envoy(&mut self, key: &(String, String), signal: i32) -> Result<(), ProviderError> {
+    pub(super) fn end_envoy(
+        &mut self,
+        key: &(String, String),
+        signal: nix::sys::signal::Signal,
+    ) -> Result<(), ProviderError> {
         let name = self
             .proxies
             .get(key)
