@@ -3,7 +3,11 @@
 //! providers are the only place those crates may appear; this test is what keeps it so while the
 //! crate is one package (a workspace split would make it a compile error instead).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+#[path = "support/rust_sources.rs"]
+mod rust_sources;
+use rust_sources::{rust_files, starts_a_path};
 
 /// Crates the pure core must not name.
 const EDGE_CRATES: [&str; 6] = ["kube", "hyper", "rustls", "tower", "tokio", "k8s_openapi::api::apps"];
@@ -22,16 +26,6 @@ const PURE: [&str; 10] = [
     "src/diff",
 ];
 
-fn rust_files(path: &Path, found: &mut Vec<PathBuf>) {
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).unwrap() {
-            rust_files(&entry.unwrap().path(), found);
-        }
-    } else if path.extension().is_some_and(|extension| extension == "rs") {
-        found.push(path.to_owned());
-    }
-}
-
 /// Lines of `source` that name one of the edge crates as a path (`kube::`, `use tokio`).
 fn edge_uses(source: &str) -> Vec<String> {
     source
@@ -40,10 +34,8 @@ fn edge_uses(source: &str) -> Vec<String> {
         .filter(|line| {
             EDGE_CRATES.iter().any(|name| {
                 line.match_indices(name).any(|(at, _)| {
-                    let before = line[..at].chars().next_back();
                     let after = &line[at + name.len()..];
-                    let starts_a_path = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-                    starts_a_path
+                    starts_a_path(line, at)
                         && (after.starts_with("::")
                             || (line.trim_start().starts_with("use ") && after.starts_with([';', ' ', ','])))
                 })
@@ -66,10 +58,7 @@ fn the_check_finds_an_edge_crate_where_there_is_one() {
 #[test]
 fn pure_core_modules_do_not_use_kubernetes_or_async_io_crates() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    for pure in PURE {
-        rust_files(&root.join(pure), &mut files);
-    }
+    let files: Vec<_> = PURE.iter().flat_map(|pure| rust_files(&root.join(pure))).collect();
     assert!(
         files.len() >= PURE.len(),
         "the pure core's files were not found: {files:?}"

@@ -2,7 +2,11 @@
 //! `Errno`, owned descriptors), not through raw `libc` and `unsafe`. The few `libc` names left are
 //! those nix has no wrapper for, each listed here with why; this test keeps the list honest.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+#[path = "support/rust_sources.rs"]
+mod rust_sources;
+use rust_sources::{rust_files, starts_a_path};
 
 /// `(file, libc name, why nix does not serve)`.
 const ALLOWED: [(&str, &str, &str); 10] = [
@@ -30,16 +34,6 @@ const ALLOWED: [(&str, &str, &str); 10] = [
     ("src/process.rs", "c_int", "the descriptor pidfd_open returns"),
 ];
 
-fn rust_files(path: &Path, found: &mut Vec<PathBuf>) {
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).unwrap() {
-            rust_files(&entry.unwrap().path(), found);
-        }
-    } else if path.extension().is_some_and(|extension| extension == "rs") {
-        found.push(path.to_owned());
-    }
-}
-
 /// Every `libc::NAME` in `source` that is not in a comment.
 fn libc_names(source: &str) -> Vec<String> {
     source
@@ -47,13 +41,11 @@ fn libc_names(source: &str) -> Vec<String> {
         .filter(|line| !line.trim_start().starts_with("//"))
         .flat_map(|line| {
             line.match_indices("libc::").filter_map(move |(at, _)| {
-                let before = line[..at].chars().next_back();
-                let starts_a_path = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
                 let name: String = line[at + "libc::".len()..]
                     .chars()
                     .take_while(|c| c.is_alphanumeric() || *c == '_')
                     .collect();
-                starts_a_path.then_some(name)
+                starts_a_path(line, at).then_some(name)
             })
         })
         .collect()
@@ -72,8 +64,8 @@ fn the_check_finds_a_libc_call_where_there_is_one() {
 #[test]
 fn system_calls_go_through_nix_except_where_nix_has_no_wrapper() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    rust_files(&root.join("src"), &mut files);
+    let files = rust_files(&root.join("src"));
+    assert!(!files.is_empty(), "meshfed's sources were not found");
     let mut unexpected = Vec::new();
     let mut used = std::collections::BTreeSet::new();
     for file in &files {

@@ -523,15 +523,21 @@ fn the_json_form_round_trips_and_names_its_schema() {
     assert_eq!(back, compared);
 }
 
+/// 300 requests to each of cluster1/bar-0 and cluster2/bar-0, each on its own server-side
+/// connection, under the new-connection-per-request policy.
+fn one_connection_per_request_on_two_pods() -> Records {
+    records(
+        &[("cluster1", "bar-0", 300), ("cluster2", "bar-0", 300)],
+        Connections::PerRequest,
+        2_000,
+    )
+}
+
 #[test]
 fn a_new_connection_per_request_counts_requests_even_where_source_ports_were_reused() {
     // CI saw 600 requests of a new-connection-per-request phase on 593 distinct server-side
     // ip:port (ephemeral ports reused): still one connection per request, so requests are counted.
-    let mut per_request = records(
-        &[("cluster1", "bar-0", 300), ("cluster2", "bar-0", 300)],
-        Connections::PerRequest,
-        2_000,
-    );
+    let mut per_request = one_connection_per_request_on_two_pods();
     for record in per_request.records.iter_mut().take(8) {
         record.server_connection = Some("10.0.0.1:40000".into());
     }
@@ -551,11 +557,7 @@ fn a_new_connection_per_request_counts_requests_even_where_source_ports_were_reu
 #[test]
 fn in_a_pooled_phase_a_few_coincident_connections_still_count_as_requests_but_a_tenth_is_pooling() {
     // Records with one connection per request under the pooled policy: the records decide.
-    let mut pooled = records(
-        &[("cluster1", "bar-0", 300), ("cluster2", "bar-0", 300)],
-        Connections::PerRequest,
-        2_000,
-    );
+    let mut pooled = one_connection_per_request_on_two_pods();
     pooled.connections = Connections::OnePerPod;
     pooled.records[1].server_connection = pooled.records[0].server_connection.clone();
     let expected = &skew_pods()[..2];
