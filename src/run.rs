@@ -286,14 +286,19 @@ impl Run {
             "start meshfed's helper process from",
             Path::new("/proc/self/exe"),
         ))?;
-        let status = match await_exit(&mut helper, self.timeout) {
-            Some(status) => status,
-            None => {
+        let status = match await_exit(&mut helper, self.timeout, Interruptible::Yes) {
+            Waited::Exited(status) => status,
+            Waited::TimedOut => {
                 stop(&mut helper);
                 return Err(Error::TimedOut {
                     timeout: self.timeout,
                     output_tail: read_tail(&stderr_path),
                 });
+            }
+            Waited::Interrupted => {
+                // The helper tears down on SIGTERM like meshfed on Ctrl-C.
+                stop(&mut helper);
+                return Err(Error::Interrupted);
             }
         };
         match status.code().and_then(|code| u8::try_from(code).ok()) {
@@ -361,16 +366,42 @@ impl Drop for WorkDir {
     }
 }
 
-/// Waits for the helper until `timeout`; `None` if it is still running then.
-fn await_exit(helper: &mut std::process::Child, timeout: Duration) -> Option<ExitStatus> {
+/// How a wait for the helper ended.
+enum Waited {
+    Exited(ExitStatus),
+    TimedOut,
+    /// This process received SIGINT or SIGTERM (recorded by the CLI's handler: `meshfed run
+    /// --istio-version ...` runs its versions through [`Run`]). A library user's process installs
+    /// no handler, so there this never happens.
+    Interrupted,
+}
+
+/// Whether a wait ends early when this process is interrupted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interruptible {
+    Yes,
+    /// The wait for a helper that is already being stopped.
+    No,
+}
+
+/// Waits for the helper until `timeout` (or an interrupt, if `interruptible`).
+fn await_exit(helper: &mut std::process::Child, timeout: Duration, interruptible: Interruptible) -> Waited {
     let deadline = Instant::now() + timeout;
     loop {
         match helper.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() >= deadline => return None,
+            Ok(Some(status)) => return Waited::Exited(status),
+            Ok(None) if interruptible == Interruptible::Yes && crate::provider::local::interrupt::is_interrupted() => {
+                return Waited::Interrupted;
+            }
+            Ok(None) if Instant::now() >= deadline => return Waited::TimedOut,
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             // Not our child any more (cannot happen for a Child we own); treat as gone.
-            Err(_) => return helper.wait().ok(),
+            Err(_) => {
+                return match helper.wait() {
+                    Ok(status) => Waited::Exited(status),
+                    Err(_) => Waited::TimedOut,
+                };
+            }
         }
     }
 }
@@ -381,7 +412,7 @@ fn stop(helper: &mut std::process::Child) {
         // Our own, not yet reaped child.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
     }
-    if await_exit(helper, TEARDOWN_GRACE).is_none() {
+    if !matches!(await_exit(helper, TEARDOWN_GRACE, Interruptible::No), Waited::Exited(_)) {
         let _ = helper.kill();
         let _ = helper.wait();
     }

@@ -245,3 +245,112 @@ fn compare_to_a_report_of_another_scenario_exits_2_before_running() {
     assert!(stdout.contains("compared to "), "{stdout}");
     assert!(matches!(same.status.code(), Some(0 | 1)), "{}", text(&same.stderr));
 }
+
+/// The seed's topology with one phase that would run for a minute.
+const LONG_SCENARIO: &str = "name: long-matrix
+clusters:
+  - { name: cluster1, region: region1, zone: zone1a, podCidr: 10.10.0.0/16, serviceCidr: 10.96.0.0/16 }
+  - { name: cluster2, region: region2, zone: zone2a, podCidr: 10.20.0.0/16, serviceCidr: 10.97.0.0/16 }
+services:
+  - name: foo
+    namespace: ns1
+    ports: [{ name: http, number: 80, protocol: http }]
+    replicas: { cluster1: 1 }
+  - name: bar
+    namespace: ns2
+    ports: [{ name: http, number: 80, protocol: http }]
+    replicas: { cluster2: 1 }
+federation: { mode: serviceentry, endpointWeights: equal, locality: false, mtls: PERMISSIVE }
+phases:
+  - name: long-phase
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 1000000
+    concurrency: 2
+    timeoutSeconds: 60
+    expect:
+      successRateAtLeast: 1.0
+";
+
+/// A SIGTERM to meshfed alone (a CI job cancelled, `kill PID`; not a terminal's Ctrl-C, which
+/// reaches the whole process group) while a version's run is in its helper: the helper is stopped
+/// and tears down, meshfed exits 130 at once, and the next version never starts.
+#[test]
+fn sigterm_to_meshfed_alone_stops_the_running_version_and_starts_no_other() {
+    const TEST: &str = "sigterm_to_meshfed_alone_stops_the_running_version_and_starts_no_other";
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new(TEST);
+    let scenario = dir.0.join("long.yaml");
+    std::fs::write(&scenario, LONG_SCENARIO).unwrap();
+    let reports = dir.0.join("reports");
+    let stderr_path = dir.0.join("stderr");
+    let marker = unique_marker(TEST);
+    let mut child = Command::new(MESHFED)
+        .args(["run", scenario.to_str().unwrap()])
+        .args(["--istio-version", "1.29.0", "--istio-version", "1.30.3"])
+        .args(["--report-dir", reports.to_str().unwrap()])
+        .env("MESHFED_TEST_MARKER", &marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    // The first version's world is up once its Envoys run (the helper carries the marker).
+    let envoy_running = || {
+        processes_with_marker(&marker).into_iter().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("bootstrap.json"))
+        })
+    };
+    let world_deadline = Instant::now() + Duration::from_secs(60);
+    while !envoy_running() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "meshfed ended before its first run's world was up:\n{}",
+            stderr()
+        );
+        assert!(
+            Instant::now() < world_deadline,
+            "no Envoy of the first run within 60 s:\n{}",
+            stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stderr().contains("Istio 1.29.0 (1 of 2): running"), "{}", stderr());
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let signalled = Instant::now();
+    // The phase alone would run for 60 s; the helper's teardown grace is 20 s.
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("meshfed went on for 30 s after SIGTERM:\n{}", stderr());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = signalled.elapsed();
+    let stderr = stderr();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(!stderr.contains("(2 of 2)"), "the next version started: {stderr}");
+    assert!(
+        !reports.join("1.29.0").join("report.json").exists(),
+        "the interrupted run was stopped, not finished"
+    );
+    let leftover_deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with_marker(&marker).is_empty() && Instant::now() < leftover_deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(processes_with_marker(&marker), Vec::<u32>::new(), "{stderr}");
+    eprintln!("SIGTERM to exit 130 with the helper torn down: {took:?}");
+}

@@ -48,10 +48,17 @@ pub(crate) fn matrix(
     mut finished: impl FnMut(&VersionRun),
 ) -> Result<Vec<VersionRun>, (IstioVersion, Error)> {
     let mut runs = Vec::with_capacity(matrix.versions.len());
-    for &version in matrix.versions {
+    for (index, &version) in matrix.versions.iter().enumerate() {
         if interrupted() {
             return Err((version, Error::Interrupted));
         }
+        // The run's own progress goes to its helper's captured output: say what is running.
+        tracing::info!(
+            "meshfed: Istio {version} ({} of {}): running {}",
+            index + 1,
+            matrix.versions.len(),
+            matrix.scenario_path.display()
+        );
         let report_dir = matrix
             .report_dir
             .map(|report_dir| version_report_dir(report_dir, version));
