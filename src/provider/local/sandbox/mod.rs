@@ -30,22 +30,23 @@
 //! namespaces, and a network namespace is per thread.
 
 use std::fs;
-use std::io::{self, Write as _};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::io;
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::mount::MsFlags;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{self, Signal};
-use nix::sys::socket::{AddressFamily, SockFlag, SockType};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use thiserror::Error;
 
 use super::interrupt;
+
+mod fork;
+mod loopback;
+mod mounts;
+mod namespaces;
+
+use fork::{ParentWatch, die_with_parent, spawn_copy};
+use loopback::set_loopback_up;
+use mounts::{mount_private_root_and_proc, mount_private_run};
+use namespaces::{enter_user_namespace, unshare};
 
 /// meshfed's work directory inside the sandbox (on the private tmpfs mounted over `/run`).
 pub const RUN_DIR: &str = "/run/meshfed";
@@ -273,118 +274,6 @@ fn ensure_single_threaded() -> Result<(), SandboxError> {
     }
 }
 
-/// The read end of a pipe whose write end only the parent holds: it reports end-of-file once the
-/// parent is gone.
-struct ParentWatch(OwnedFd);
-
-/// Forks. In the parent, waits for the child and exits with its status (never returns); in the
-/// child, returns a watch on the parent.
-fn spawn_copy(saved: &interrupt::SavedDispositions) -> io::Result<ParentWatch> {
-    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    // Buffered output would otherwise be written twice.
-    let _ = io::stdout().flush();
-    let _ = io::stderr().flush();
-    // SAFETY: the process is single-threaded (checked by the callers), so the child may go on
-    // running ordinary code.
-    match unsafe { nix::unistd::fork() } {
-        Err(error) => {
-            let _ = interrupt::restore(saved);
-            Err(error.into())
-        }
-        Ok(ForkResult::Child) => {
-            drop(write_end);
-            Ok(ParentWatch(read_end))
-        }
-        Ok(ForkResult::Parent { child }) => {
-            drop(read_end);
-            wait_for_and_exit_like(child, write_end)
-        }
-    }
-}
-
-/// The parent side of [`spawn_copy`]: passes interrupts on to `child`, waits for it, reaps any
-/// other child that ends meanwhile (PID 1's orphans), and exits with `child`'s status. A second
-/// interrupt received here (e.g. a second Ctrl-C) SIGKILLs `child`, which for PID 1 takes the whole
-/// namespace with it.
-fn wait_for_and_exit_like(child: Pid, _keep_parent_alive_pipe: OwnedFd) -> ! {
-    let signals_before = interrupt::received_count();
-    interrupt::forward_to(child);
-    loop {
-        match waitpid(None, None) {
-            Ok(status) if status.pid() == Some(child) => exit_now(exit_code_of(status)),
-            // One of PID 1's orphans, reaped.
-            Ok(_) => {}
-            // Cannot happen while `child` is ours; do not spin.
-            Err(Errno::ECHILD) => exit_now(crate::cli::EXIT_INFRASTRUCTURE.into()),
-            Err(_) => {
-                if interrupt::received_count() >= signals_before + 2 {
-                    let _ = signal::kill(child, Signal::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
-/// Ends this process at once with `code`, running nothing else: no exit handlers and no flushing
-/// (the worker owns stdout and every resource). nix has no wrapper for `_exit(2)`.
-fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit has no preconditions; it never returns.
-    unsafe { libc::_exit(code) }
-}
-
-/// The exit status a shell would report: the code, or 128 + the signal that killed it.
-fn exit_code_of(status: WaitStatus) -> i32 {
-    match status {
-        WaitStatus::Exited(_, code) => code,
-        WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
-        _ => crate::cli::EXIT_INFRASTRUCTURE.into(),
-    }
-}
-
-/// `PR_SET_PDEATHSIG = SIGKILL`, then checks the parent did not die before that (its pid cannot be
-/// compared: a parent outside the PID namespace has pid 0 here).
-fn die_with_parent(parent_alive: ParentWatch) -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    let mut watch = [PollFd::new(parent_alive.0.as_fd(), PollFlags::POLLIN)];
-    let ready = nix::poll::poll(&mut watch, PollTimeout::ZERO)?;
-    let gone = watch[0]
-        .revents()
-        .is_some_and(|events| events.intersects(PollFlags::POLLHUP | PollFlags::POLLIN));
-    if ready > 0 && gone {
-        // The parent is already gone, so no death signal will come: go now.
-        exit_now(128 + Signal::SIGKILL as i32);
-    }
-    Ok(())
-}
-
-fn mount_private_root_and_proc(mode: SandboxMode) -> Result<(), SandboxError> {
-    // Without this, mounts below would propagate back to the host's mount namespace.
-    mount("none", "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None).map_err(|source| SandboxError::Mount {
-        what: "make / rprivate in the sandbox's mount namespace",
-        source,
-    })?;
-    mount(
-        "proc",
-        "/proc",
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None,
-    )
-    .map_err(|source| SandboxError::MountProc {
-        hint: match (mode, source.raw_os_error().map(Errno::from_raw)) {
-            (SandboxMode::Rootless, Some(Errno::EPERM)) => {
-                "the kernel lets a user namespace mount /proc only where the \
-                 existing /proc is fully visible; a container runtime that masks parts of /proc \
-                 (e.g. /proc/kcore, /proc/sys) forbids it: run meshfed as root, or give the \
-                 container an unmasked /proc (e.g. docker --security-opt systempaths=unconfined)"
-                    .to_string()
-            }
-            _ => "the kernel refused the mount".to_string(),
-        },
-        source,
-    })
-}
-
 /// Number of threads of this process, from the `Threads:` line of `/proc/self/status`.
 pub fn count_threads() -> io::Result<usize> {
     let status = fs::read_to_string("/proc/self/status")?;
@@ -393,106 +282,4 @@ pub fn count_threads() -> io::Result<usize> {
         .find_map(|line| line.strip_prefix("Threads:"))
         .and_then(|count| count.trim().parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no Threads: line"))
-}
-
-fn unshare(flags: CloneFlags) -> io::Result<()> {
-    Ok(nix::sched::unshare(flags)?)
-}
-
-fn enter_user_namespace(uid: Uid, gid: Gid) -> Result<(), SandboxError> {
-    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS).map_err(|source| {
-        SandboxError::Unshare {
-            namespaces: "user+pid+mount",
-            hint: user_namespace_hint(&source),
-            source,
-        }
-    })?;
-    // An unprivileged process may only write a gid map after giving up setgroups(2).
-    write_proc_self("setgroups", "deny")?;
-    write_proc_self("uid_map", &format!("0 {uid} 1"))?;
-    write_proc_self("gid_map", &format!("0 {gid} 1"))?;
-    Ok(())
-}
-
-fn user_namespace_hint(error: &io::Error) -> String {
-    let mut hint = String::from(
-        "user namespaces look disabled or restricted; check `sysctl user.max_user_namespaces` \
-         (must be > 0)",
-    );
-    for (sysctl, file, wanted) in [
-        (
-            "kernel.unprivileged_userns_clone",
-            "/proc/sys/kernel/unprivileged_userns_clone",
-            "1",
-        ),
-        (
-            "kernel.apparmor_restrict_unprivileged_userns",
-            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
-            "0",
-        ),
-    ] {
-        if let Ok(value) = fs::read_to_string(file) {
-            hint.push_str(&format!(", `sysctl {sysctl}` (is {}, must be {wanted})", value.trim()));
-        }
-    }
-    let errno = error.raw_os_error().map(Errno::from_raw);
-    if errno == Some(Errno::EPERM) {
-        hint.push_str("; inside a container, a seccomp profile may also forbid unshare(2)");
-    }
-    if errno == Some(Errno::ENOSPC) {
-        hint.push_str("; the user namespace limit is reached");
-    }
-    hint
-}
-
-fn write_proc_self(file: &'static str, content: &str) -> Result<(), SandboxError> {
-    fs::write(Path::new("/proc/self").join(file), content).map_err(|source| SandboxError::WriteIdMap {
-        file,
-        content: content.to_string(),
-        source,
-    })
-}
-
-fn mount(source: &str, target: &str, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> io::Result<()> {
-    Ok(nix::mount::mount(Some(source), target, fstype, flags, data)?)
-}
-
-fn mount_private_run() -> Result<(), SandboxError> {
-    // `/` is rprivate since contain_processes(), so this stays in meshfed's mount namespace.
-    mount(
-        "meshfed-run",
-        "/run",
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )
-    .map_err(|source| SandboxError::Mount {
-        what: "mount a private tmpfs on /run",
-        source,
-    })?;
-    for path in [NETNS_DIR, RUN_DIR] {
-        fs::create_dir(path).map_err(|source| SandboxError::CreateDir { path, source })?;
-    }
-    Ok(())
-}
-
-// SIOCGIFFLAGS/SIOCSIFFLAGS: read and write an interface's flags through an `ifreq` (nix has
-// typed ioctl macros, not these requests themselves).
-nix::ioctl_readwrite_bad!(read_interface_flags, libc::SIOCGIFFLAGS, libc::ifreq);
-nix::ioctl_write_ptr_bad!(write_interface_flags, libc::SIOCSIFFLAGS, libc::ifreq);
-
-fn set_loopback_up() -> io::Result<()> {
-    let socket = nix::sys::socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
-    // SAFETY: ifreq is plain old data; zeroed is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
-        *slot = *byte as libc::c_char;
-    }
-    // SAFETY: a socket we own and an ifreq naming `lo`; the kernel fills its flags.
-    unsafe { read_interface_flags(socket.as_raw_fd(), &mut request) }?;
-    // SAFETY: the union member SIOCGIFFLAGS just wrote.
-    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    // SAFETY: the same socket and ifreq, now with IFF_UP set.
-    unsafe { write_interface_flags(socket.as_raw_fd(), &request) }?;
-    Ok(())
 }
