@@ -410,4 +410,74 @@ mod tests {
             .expect("the exec future was dropped within 10 s of the traffic")
             .expect("the signal is sent, not lost");
     }
+
+    fn provider() -> super::super::KubeconfigProvider {
+        let mut provider =
+            super::super::KubeconfigProvider::new(super::super::KubeconfigOptions::new(super::super::WorkloadImage {
+                image: "meshfed:test".into(),
+                command: "/meshfed".into(),
+            }));
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/seed.yaml")).unwrap();
+        provider.scenario = Some(crate::scenario::parse(std::path::Path::new("seed.yaml"), &text).unwrap());
+        provider
+    }
+
+    #[tokio::test]
+    async fn the_provider_awaits_its_background_traffic_once_and_refuses_a_second_start_meanwhile() {
+        use crate::provider::Provider as _;
+        let mut provider = provider();
+        let (finish, finished) = tokio::sync::oneshot::channel::<ExecOutput>();
+        provider.background = Some(BackgroundTraffic::spawn(
+            async move { Ok(finished.await.expect("the test sends the output")) },
+            &traffic(2),
+            SystemTime::now(),
+        ));
+        let second = provider
+            .start_traffic(&traffic(2), &mut |_: &str| {})
+            .await
+            .unwrap_err();
+        assert!(second.to_string().contains("already running"), "{second}");
+        let running = provider
+            .await_traffic(Instant::now() + Duration::from_millis(20), &mut |_: &str| {})
+            .await
+            .unwrap();
+        assert!(
+            running.is_none() && provider.background.is_some(),
+            "still running, still held"
+        );
+        finish.send(output(2, true)).unwrap();
+        let records = provider
+            .await_traffic(Instant::now() + Duration::from_secs(10), &mut |_: &str| {})
+            .await
+            .unwrap()
+            .expect("ended before the deadline");
+        assert_eq!(records.len(), 2);
+        let again = provider
+            .await_traffic(Instant::now() + Duration::from_secs(1), &mut |_: &str| {})
+            .await
+            .unwrap_err();
+        assert!(again.to_string().contains("no traffic is running"), "{again}");
+    }
+
+    #[tokio::test]
+    async fn teardown_aborts_background_traffic_still_running() {
+        use crate::provider::Provider as _;
+        let mut provider = provider();
+        let (dropped_tx, dropped) = tokio::sync::oneshot::channel();
+        let signal = DropSignal(Some(dropped_tx));
+        provider.background = Some(BackgroundTraffic::spawn(
+            async move {
+                let _signal = signal;
+                std::future::pending::<Result<ExecOutput, ExecError>>().await
+            },
+            &traffic(2),
+            SystemTime::now(),
+        ));
+        provider.teardown(&mut |_: &str| {}).await.unwrap();
+        assert!(provider.background.is_none());
+        tokio::time::timeout(Duration::from_secs(10), dropped)
+            .await
+            .expect("teardown dropped the exec future within 10 s")
+            .expect("the signal is sent, not lost");
+    }
 }
