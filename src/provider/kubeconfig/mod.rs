@@ -6,7 +6,8 @@
 //!
 //! Traffic is sent from inside the sending pod (`pods/exec` of meshfed's client in its `app`
 //! container: the request leaves through that pod's sidecar, as the scenario means; a separate Job
-//! would be another pod with its own identity). HTTP records carry the caller identity the echo
+//! would be another pod with its own identity), to the end or in the background while timed
+//! actions change the world ([`traffic`]). HTTP records carry the caller identity the echo
 //! read from `x-forwarded-client-cert`; TCP records get theirs from the answering sidecars' access
 //! logs ([`evidence`]). TLS failure counters come from `pilot-agent request GET stats` in the
 //! `istio-proxy` containers of the service's pods and of the gateways.
