@@ -508,7 +508,7 @@ fn a_wrong_identity_counts_as_success_but_not_as_mtls() {
 }
 
 #[test]
-fn phase_long_faults_run_on_local_and_actions_are_refused_by_a_provider_without_changes() {
+fn phase_long_faults_run_on_local_and_actions_are_refused_by_a_provider_without_that_change() {
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml"))
         .unwrap()
         .replacen(
@@ -542,7 +542,7 @@ fn phase_long_faults_run_on_local_and_actions_are_refused_by_a_provider_without_
     assert_eq!(
         refusal,
         "acting.yaml:42:37: phase foo-to-bar-http: action partition@500ms (partition at 500 ms) is not supported by \
-         provider kubeconfig; it supports: none"
+         provider kubeconfig; it supports: scale, kill"
     );
 }
 

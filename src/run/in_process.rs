@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::output;
 use crate::progress::Progress;
-use crate::provider::capabilities::{Capabilities, FaultKind};
+use crate::provider::capabilities::Capabilities;
 use crate::provider::kubeconfig::{KubeconfigOptions, KubeconfigProvider, WorkloadImage};
 use crate::provider::local::{LocalProvider, interrupt};
 use crate::report::Report;
@@ -81,13 +81,7 @@ pub(crate) fn capabilities(provider: ProviderKind) -> Capabilities {
     match provider {
         ProviderKind::Local => LocalProvider::CAPABILITIES,
         ProviderKind::Kubeconfig => KubeconfigProvider::CAPABILITIES,
-        // kind = create clusters + the kubeconfig path: the same real-Istio abilities, plus
-        // stopping the east-west gateway meshfed installed (phase-long `gatewayDown`).
-        ProviderKind::Kind => Capabilities {
-            provider: "kind",
-            faults: &[FaultKind::Scale, FaultKind::GatewayDown],
-            ..KubeconfigProvider::CAPABILITIES
-        },
+        ProviderKind::Kind => crate::provider::kind::KIND_CAPABILITIES,
     }
 }
 

@@ -37,7 +37,21 @@ use crate::progress::Progress;
 use crate::record::RequestRecord;
 use crate::scenario::Scenario;
 
+use super::capabilities::{Capabilities, FaultKind};
+use super::kubeconfig::{KubeconfigProvider, changes::KIND_CHANGES};
 use super::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
+
+/// What `kind` supports: the `kubeconfig` provider's abilities (kind = create clusters + the
+/// kubeconfig path), plus stopping and starting the east-west gateway meshfed installed, as a
+/// phase-long `gatewayDown` and as timed `stopGateway`/`startGateway` actions. A timed `upgrade`
+/// stays refused: an upgrade on kind runs phase-long (a phase's `upgrade:`), and istioctl gives no
+/// moment at which it "happened" for a timeline to mark.
+pub const KIND_CAPABILITIES: Capabilities = Capabilities {
+    provider: "kind",
+    faults: &[FaultKind::Scale, FaultKind::GatewayDown],
+    changes: KIND_CHANGES,
+    ..KubeconfigProvider::CAPABILITIES
+};
 
 pub use tools::{Invocation, ToolError, Tools};
 
@@ -155,6 +169,10 @@ impl<K: KubeSide> Provider for KindProvider<K> {
         }
     }
 
+    fn capabilities(&self) -> Capabilities {
+        KIND_CAPABILITIES
+    }
+
     async fn create_world(
         &mut self,
         scenario: &Scenario,
@@ -202,6 +220,27 @@ impl<K: KubeSide> Provider for KindProvider<K> {
                 Ok(records)
             }
         }
+    }
+
+    /// Background traffic is the Kubernetes side's (the nodes share this host's clock, so the
+    /// records' epoch and the engine's offsets agree). A phase's `upgrade:` is phase-long and runs
+    /// through `send_traffic` only.
+    async fn start_traffic(&mut self, traffic: &Traffic, progress: &mut dyn Progress) -> Result<(), ProviderError> {
+        if traffic.upgrade.is_some() {
+            return Err(ProviderError::Unsupported(
+                "--provider kind runs a phase's `upgrade:` with its whole traffic, not together with timed actions"
+                    .to_owned(),
+            ));
+        }
+        self.kube.start_traffic(traffic, progress).await
+    }
+
+    async fn await_traffic(
+        &mut self,
+        until: std::time::Instant,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<Vec<RequestRecord>>, ProviderError> {
+        self.kube.await_traffic(until, progress).await
     }
 
     async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError> {

@@ -153,9 +153,12 @@ impl KubeconfigProvider {
                 pod,
                 container,
             } => {
-                let service = self
-                    .service_of_pod(cluster, pod)
-                    .ok_or_else(|| ProviderError::Unsupported(format!("no ready pod {pod} in cluster {cluster}")))?;
+                let (service, pod) = self.live_pod(cluster, pod).ok_or_else(|| {
+                    ProviderError::Unsupported(format!(
+                        "no ready pod {pod} in cluster {cluster} (a pod is named as the cluster lists it, or <service>-<index>)"
+                    ))
+                })?;
+                let pod = &pod;
                 let (name, namespace) = service.split_once('.').unwrap_or((service.as_str(), ""));
                 let replicas = self.ready_pods(cluster, &service).len();
                 let which = match container {
@@ -210,13 +213,32 @@ impl KubeconfigProvider {
             .unwrap_or_default()
     }
 
-    fn service_of_pod(&self, cluster: &str, pod: &str) -> Option<String> {
+    /// The service and live name of `pod` in `cluster`: a pod the cluster lists under that name,
+    /// else, for a scenario's `<service>-<index>` (real pods have generated names), the index-th
+    /// ready pod of that service by name.
+    fn live_pod(&self, cluster: &str, pod: &str) -> Option<(String, String)> {
         let inventory = self.inventory.as_ref()?.clusters.get(cluster)?;
-        inventory
+        if let Some((service, _)) = inventory
             .ready_pods
             .iter()
             .find(|(_, pods)| pods.iter().any(|ready| ready.name == pod))
-            .map(|(service, _)| service.clone())
+        {
+            return Some((service.clone(), pod.to_owned()));
+        }
+        let (name, index) = pod.rsplit_once('-')?;
+        let index: usize = index.parse().ok()?;
+        inventory.ready_pods.iter().find_map(|(service, pods)| {
+            if service
+                .split_once('.')
+                .map_or(service.as_str(), |(service_name, _)| service_name)
+                != name
+            {
+                return None;
+            }
+            let mut names: Vec<&str> = pods.iter().map(|ready| ready.name.as_str()).collect();
+            names.sort_unstable();
+            names.get(index).map(|live| (service.clone(), (*live).to_owned()))
+        })
     }
 
     fn note_pods(
@@ -492,6 +514,25 @@ mod tests {
                 .unwrap()
                 .contains(&"PATCH /apis/apps/v1/namespaces/istio-system/deployments/istio-ingressgateway".to_owned())
         );
+    }
+
+    #[tokio::test]
+    async fn a_scenario_pod_name_is_the_service_s_ready_pod_at_that_index_by_name() {
+        let (provider, _) = provider_with(|_, _| (404, "{}".into()), false);
+        assert_eq!(
+            provider.live_pod("c2", "bar-b"),
+            Some(("bar.ns2".into(), "bar-b".into()))
+        );
+        assert_eq!(
+            provider.live_pod("c2", "bar-0"),
+            Some(("bar.ns2".into(), "bar-a".into()))
+        );
+        assert_eq!(
+            provider.live_pod("c2", "bar-1"),
+            Some(("bar.ns2".into(), "bar-b".into()))
+        );
+        assert_eq!(provider.live_pod("c2", "bar-2"), None, "bar has two ready pods in c2");
+        assert_eq!(provider.live_pod("c2", "baz-0"), None);
     }
 
     #[test]

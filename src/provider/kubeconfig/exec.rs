@@ -51,33 +51,45 @@ pub enum ExecError {
     },
 }
 
-/// Runs `command` in `container` of `namespace/pod`; the connection is dropped (and the kubelet
-/// ends the command) when `deadline` passes.
-pub async fn exec(
+/// A command started in a pod, whose output has not been read yet.
+pub struct StartedExec {
+    process: kube::api::AttachedProcess,
+}
+
+/// Starts `command` in `container` of `namespace/pod` and returns once the API server has opened
+/// the exec stream (the kubelet has started the command); the error names the pod and container.
+pub async fn start(
     client: &kube::Client,
     namespace: &str,
     pod: &str,
     container: &str,
     command: Vec<String>,
-    deadline: Duration,
-) -> Result<ExecOutput, ExecError> {
+) -> Result<StartedExec, ExecError> {
     let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
-    let first_word = command.first().cloned().unwrap_or_default();
-    let run = async {
-        let params = AttachParams::default()
-            .container(container)
-            .stdin(false)
-            .stdout(true)
-            .stderr(true);
-        let mut process = api
-            .exec(pod, command, &params)
-            .await
-            .map_err(|source| ExecError::Start {
-                namespace: namespace.to_owned(),
-                pod: pod.to_owned(),
-                container: container.to_owned(),
-                source: Box::new(source),
-            })?;
+    let params = AttachParams::default()
+        .container(container)
+        .stdin(false)
+        .stdout(true)
+        .stderr(true);
+    let process = api
+        .exec(pod, command, &params)
+        .await
+        .map_err(|source| ExecError::Start {
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            container: container.to_owned(),
+            source: Box::new(source),
+        })?;
+    Ok(StartedExec { process })
+}
+
+impl StartedExec {
+    /// Reads the command's output to its end and its status. No deadline of its own: the caller
+    /// bounds it. Dropping this future closes the exec stream; that does not signal the command
+    /// (a non-TTY exec gets no SIGHUP, kubernetes/kubernetes#89031), so a command must be bounded
+    /// by its own arguments too.
+    pub async fn finish(self) -> ExecOutput {
+        let mut process = self.process;
         let mut stdout = process.stdout();
         let mut stderr = process.stderr();
         let status = process.take_status();
@@ -106,20 +118,49 @@ pub async fn exec(
             None => "no status from the kubelet".to_owned(),
         };
         let _ = process.join().await;
-        Ok(ExecOutput {
+        ExecOutput {
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
             status,
             succeeded,
-        })
+        }
+    }
+}
+
+/// Runs `command` in `container` of `namespace/pod` to its end; when `deadline` passes first the
+/// exec stream is closed and the error names the command, pod and deadline. Closing the stream
+/// does not end the command in the pod (see [`StartedExec::finish`]).
+pub async fn exec(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    command: Vec<String>,
+    deadline: Duration,
+) -> Result<ExecOutput, ExecError> {
+    let first_word = command.first().cloned().unwrap_or_default();
+    let run = async {
+        let started = start(client, namespace, pod, container, command).await?;
+        Ok(started.finish().await)
     };
-    tokio::time::timeout(deadline, run).await.unwrap_or_else(|_| {
-        Err(ExecError::Deadline {
-            command: first_word,
-            namespace: namespace.to_owned(),
-            pod: pod.to_owned(),
-            container: container.to_owned(),
-            deadline,
-        })
-    })
+    tokio::time::timeout(deadline, run)
+        .await
+        .unwrap_or_else(|_| Err(deadline_exceeded(first_word, namespace, pod, container, deadline)))
+}
+
+/// The error of a command in a pod that did not end within `deadline`.
+pub fn deadline_exceeded(
+    command: String,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    deadline: Duration,
+) -> ExecError {
+    ExecError::Deadline {
+        command,
+        namespace: namespace.to_owned(),
+        pod: pod.to_owned(),
+        container: container.to_owned(),
+        deadline,
+    }
 }

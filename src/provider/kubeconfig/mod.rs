@@ -6,7 +6,8 @@
 //!
 //! Traffic is sent from inside the sending pod (`pods/exec` of meshfed's client in its `app`
 //! container: the request leaves through that pod's sidecar, as the scenario means; a separate Job
-//! would be another pod with its own identity). HTTP records carry the caller identity the echo
+//! would be another pod with its own identity), to the end or in the background while timed
+//! actions change the world ([`traffic`]). HTTP records carry the caller identity the echo
 //! read from `x-forwarded-client-cert`; TCP records get theirs from the answering sidecars' access
 //! logs ([`evidence`]). TLS failure counters come from `pilot-agent request GET stats` in the
 //! `istio-proxy` containers of the service's pods and of the gateways.
@@ -15,6 +16,7 @@ pub mod changes;
 pub mod evidence;
 pub mod exec;
 mod kind_side;
+pub mod traffic;
 pub mod workloads;
 
 use std::collections::BTreeMap;
@@ -30,14 +32,12 @@ use serde_json::Value;
 use super::capabilities::{Action, Capabilities, FaultKind};
 use super::kube as kube_layer;
 use super::kube::wait::{self, Watched};
-use super::{
-    IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, REQUEST_TIMEOUT, TlsFailures, Traffic,
-};
+use super::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 use crate::inventory::{ClusterInventory, GatewayAddress, Inventory, ReadyPod};
 use crate::plan::{PLACEHOLDER_ANNOTATION, Plan, SCENARIO_LABEL};
 use crate::progress::Progress;
 use crate::record::RequestRecord;
-use crate::scenario::{ConnectionPolicy, Protocol, Scenario};
+use crate::scenario::{Protocol, Scenario};
 pub use workloads::WorkloadImage;
 
 /// How the provider runs.
@@ -76,6 +76,9 @@ pub struct KubeconfigProvider {
     attached: BTreeMap<String, (std::path::PathBuf, String)>,
     scenario: Option<Scenario>,
     inventory: Option<Inventory>,
+    /// Traffic started by `start_traffic` and not yet awaited to its end; dropping it (a failed
+    /// or interrupted run drops the provider) aborts the exec.
+    background: Option<traffic::BackgroundTraffic>,
 }
 
 /// The CRD whose presence shows Istio's networking API is served.
@@ -92,13 +95,14 @@ impl KubeconfigProvider {
     /// new connection per request (the client's side; the sidecars follow the plan's
     /// DestinationRule). Of the faults only a phase-long `scale` of a Deployment meshfed created
     /// (made before the phase's traffic and undone after it): a foreign client certificate needs a
-    /// pod with its own certificate files, which real Istio does not let meshfed swap. No timed
-    /// actions: the exec-based client cannot run in the background across changes yet.
+    /// pod with its own certificate files, which real Istio does not let meshfed swap. Timed
+    /// actions: the changes [`changes::KUBECONFIG_CHANGES`] (`scale`, `kill`), made while the
+    /// client runs in the background ([`traffic::BackgroundTraffic`]).
     pub const CAPABILITIES: Capabilities = Capabilities {
         provider: "kubeconfig",
         faults: &[FaultKind::Scale],
         actions: &[Action::ChangeEndpointWeights, Action::NewConnectionPerRequest],
-        changes: &[],
+        changes: changes::KUBECONFIG_CHANGES,
     };
 
     /// A provider that has not connected yet.
@@ -109,6 +113,7 @@ impl KubeconfigProvider {
             attached: BTreeMap::new(),
             scenario: None,
             inventory: None,
+            background: None,
         }
     }
 
@@ -579,110 +584,110 @@ impl Provider for KubeconfigProvider {
     ) -> Result<Vec<RequestRecord>, ProviderError> {
         let scenario = self.scenario()?.clone();
         let client = self.client(&traffic.from_cluster)?.clone();
-        let target_service = scenario
-            .service(&traffic.to_service)
-            .ok_or_else(|| ProviderError::Unsupported(format!("unknown service {}", traffic.to_service)))?;
-        let services: kube::Api<Service> = kube::Api::namespaced(client.clone(), &target_service.namespace.value);
-        let cluster_ip = services
-            .get(&target_service.name.value)
-            .await
-            .map_err(|error| {
-                ProviderError::failed(
-                    format!(
-                        "reading Service {} in cluster {}",
-                        traffic.to_service, traffic.from_cluster
-                    ),
-                    error,
-                )
-            })?
-            .spec
-            .and_then(|spec| spec.cluster_ip)
-            .ok_or_else(|| {
-                ProviderError::Unsupported(format!(
-                    "Service {} has no cluster IP in {}",
-                    traffic.to_service, traffic.from_cluster
-                ))
-            })?;
-        let mut command = vec![
-            self.options.image.command.clone(),
-            "workload".to_owned(),
-            "client".to_owned(),
-            "--target".to_owned(),
-            format!("{cluster_ip}:{}", traffic.port),
-            "--host".to_owned(),
-            target_service.host(),
-            "--protocol".to_owned(),
-            match traffic.protocol {
-                Protocol::Http | Protocol::Http2 => "http",
-                Protocol::Tcp => "tcp",
-            }
-            .to_owned(),
-            "--requests".to_owned(),
-            traffic.requests.to_string(),
-            "--concurrency".to_owned(),
-            traffic.concurrency.to_string(),
-            "--connections".to_owned(),
-            match traffic.connections {
-                ConnectionPolicy::Pooled => "pooled",
-                ConnectionPolicy::NewConnectionPerRequest => "new-connection-per-request",
-            }
-            .to_owned(),
-            "--timeout-ms".to_owned(),
-            REQUEST_TIMEOUT.as_millis().to_string(),
-        ];
-        // A paced phase is paced in the pod too (the image runs this meshfed's client).
-        if let Some(rate) = traffic.rate_per_second {
-            command.extend(["--rate".to_owned(), rate.to_string()]);
-        }
+        let command = self.client_command(&scenario, traffic, None).await?;
         progress.step(&format!(
             "sending {} requests from pod {} in {} (pods/exec)",
             traffic.requests, traffic.from_pod, traffic.from_cluster
         ));
         let started = std::time::SystemTime::now();
-        let rounds =
-            u32::try_from(traffic.requests.div_ceil(u64::from(traffic.concurrency.max(1)))).unwrap_or(u32::MAX);
-        let deadline = REQUEST_TIMEOUT.saturating_mul(rounds) + Duration::from_secs(30);
         let output = exec::exec(
             &client,
             service_namespace(&traffic.from_service),
             &traffic.from_pod,
             workloads::APP_CONTAINER,
             command,
-            deadline,
+            traffic::client_deadline(traffic),
         )
         .await
         .map_err(|error| ProviderError::failed("sending traffic", error))?;
-        let mut records = Vec::new();
-        for line in output.stdout.lines().filter(|line| !line.trim().is_empty()) {
-            let record: RequestRecord = serde_json::from_str(line).map_err(|error| {
-                ProviderError::failed(
-                    format!("reading the client's output in pod {}", traffic.from_pod),
-                    anyhow::anyhow!("{error}: {line}"),
-                )
-            })?;
-            records.push(record);
-        }
-        if !output.succeeded || records.len() as u64 != traffic.requests {
-            return Err(ProviderError::failed(
-                format!("the client in pod {} ({})", traffic.from_pod, traffic.from_cluster),
-                anyhow::anyhow!(
-                    "{} records of {}; {}; stderr: {}",
-                    records.len(),
-                    traffic.requests,
-                    output.status,
-                    output.stderr.trim()
-                ),
-            ));
-        }
-        if traffic.protocol == Protocol::Tcp {
-            let since = started
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let logs = self.inbound_logs(&scenario, &traffic.to_service, since).await?;
-            evidence::attribute_tcp_records(&mut records, &logs);
-        }
+        let mut records = traffic::records(&output, traffic)?;
+        self.attribute_tcp(&scenario, traffic, started, &mut records).await?;
         Ok(records)
+    }
+
+    /// Starts the client in the sending pod with an epoch [`traffic::EPOCH_LEAD`] ahead, and
+    /// returns when the exec stream is open and the epoch has come: the engine's action offsets
+    /// then count from the client's epoch (see [`traffic`] for the clock assumption).
+    async fn start_traffic(&mut self, traffic: &Traffic, progress: &mut dyn Progress) -> Result<(), ProviderError> {
+        if let Some(running) = &self.background {
+            return Err(ProviderError::Unsupported(format!(
+                "traffic from pod {} is already running; await it before starting more",
+                running.traffic().from_pod
+            )));
+        }
+        let scenario = self.scenario()?.clone();
+        let client = self.client(&traffic.from_cluster)?.clone();
+        let epoch = std::time::SystemTime::now() + traffic::EPOCH_LEAD;
+        let command = self.client_command(&scenario, traffic, Some(epoch)).await?;
+        progress.step(&format!(
+            "starting {} requests from pod {} in {} in the background (pods/exec)",
+            traffic.requests, traffic.from_pod, traffic.from_cluster
+        ));
+        let namespace = service_namespace(&traffic.from_service).to_owned();
+        let first_word = command.first().cloned().unwrap_or_default();
+        let started = tokio::time::timeout(
+            SHORT_CALL,
+            exec::start(
+                &client,
+                &namespace,
+                &traffic.from_pod,
+                workloads::APP_CONTAINER,
+                command,
+            ),
+        )
+        .await
+        .map_err(|_| {
+            exec::deadline_exceeded(
+                first_word.clone(),
+                &namespace,
+                &traffic.from_pod,
+                workloads::APP_CONTAINER,
+                SHORT_CALL,
+            )
+        })
+        .and_then(|started| started)
+        .map_err(|error| ProviderError::failed("starting traffic", error))?;
+        let deadline = traffic::client_deadline(traffic);
+        let pod = traffic.from_pod.clone();
+        let run = async move {
+            tokio::time::timeout(deadline, started.finish())
+                .await
+                .map_err(|_| exec::deadline_exceeded(first_word, &namespace, &pod, workloads::APP_CONTAINER, deadline))
+        };
+        self.background = Some(traffic::BackgroundTraffic::spawn(run, traffic, epoch));
+        match epoch.duration_since(std::time::SystemTime::now()) {
+            Ok(until_epoch) => tokio::time::sleep(until_epoch).await,
+            Err(late) => progress.step(&format!(
+                "  the exec took {} ms longer than its lead of {} s: the actions run that much later on the records' clock",
+                late.duration().as_millis(),
+                traffic::EPOCH_LEAD.as_secs()
+            )),
+        }
+        Ok(())
+    }
+
+    /// The records of the background traffic once it ended (checked like `send_traffic`'s, TCP
+    /// records attributed from the access logs), `None` while it runs. It does not list the pods
+    /// while waiting: pods replaced by a timed `kill` or `scale` are not ready for a while, which
+    /// is what the phase measures, not a death; the engine's `check_alive` follows the phase.
+    async fn await_traffic(
+        &mut self,
+        until: std::time::Instant,
+        progress: &mut dyn Progress,
+    ) -> Result<Option<Vec<RequestRecord>>, ProviderError> {
+        let mut running = self
+            .background
+            .take()
+            .ok_or_else(|| ProviderError::Unsupported("no traffic is running to await".to_owned()))?;
+        let Some(mut records) = running.await_records(until, progress).await? else {
+            self.background = Some(running);
+            return Ok(None);
+        };
+        let scenario = self.scenario()?.clone();
+        let traffic = running.traffic().clone();
+        self.attribute_tcp(&scenario, &traffic, running.epoch, &mut records)
+            .await?;
+        Ok(Some(records))
     }
 
     async fn tls_failures(&mut self, service: &str) -> Result<TlsFailures, ProviderError> {
@@ -769,12 +774,84 @@ impl Provider for KubeconfigProvider {
                 scenario.name
             ));
         }
+        // A client still running (the run failed mid-phase) is aborted before the clients go.
+        self.background = None;
         self.clusters.clear();
         Ok(())
     }
 }
 
 impl KubeconfigProvider {
+    /// The client's command for `traffic`: aimed at the target Service's cluster IP as the
+    /// sending cluster has it.
+    async fn client_command(
+        &self,
+        scenario: &Scenario,
+        traffic: &Traffic,
+        epoch: Option<std::time::SystemTime>,
+    ) -> Result<Vec<String>, ProviderError> {
+        let client = self.client(&traffic.from_cluster)?;
+        let target_service = scenario
+            .service(&traffic.to_service)
+            .ok_or_else(|| ProviderError::Unsupported(format!("unknown service {}", traffic.to_service)))?;
+        let services: kube::Api<Service> = kube::Api::namespaced(client.clone(), &target_service.namespace.value);
+        let cluster_ip = tokio::time::timeout(SHORT_CALL, services.get(&target_service.name.value))
+            .await
+            .map_err(|_| {
+                unavailable(format!(
+                    "cluster {}: reading Service {} did not answer within {} s",
+                    traffic.from_cluster,
+                    traffic.to_service,
+                    SHORT_CALL.as_secs()
+                ))
+            })?
+            .map_err(|error| {
+                ProviderError::failed(
+                    format!(
+                        "reading Service {} in cluster {}",
+                        traffic.to_service, traffic.from_cluster
+                    ),
+                    error,
+                )
+            })?
+            .spec
+            .and_then(|spec| spec.cluster_ip)
+            .ok_or_else(|| {
+                ProviderError::Unsupported(format!(
+                    "Service {} has no cluster IP in {}",
+                    traffic.to_service, traffic.from_cluster
+                ))
+            })?;
+        Ok(traffic::client_command(
+            &self.options.image.command,
+            &format!("{cluster_ip}:{}", traffic.port),
+            &target_service.host(),
+            traffic,
+            epoch,
+        ))
+    }
+
+    /// TCP records carry no caller identity of their own: it comes from the answering sidecars'
+    /// access logs since `started`.
+    async fn attribute_tcp(
+        &self,
+        scenario: &Scenario,
+        traffic: &Traffic,
+        started: std::time::SystemTime,
+        records: &mut [RequestRecord],
+    ) -> Result<(), ProviderError> {
+        if traffic.protocol != Protocol::Tcp {
+            return Ok(());
+        }
+        let since = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let logs = self.inbound_logs(scenario, &traffic.to_service, since).await?;
+        evidence::attribute_tcp_records(records, &logs);
+        Ok(())
+    }
+
     async fn first_pod_ip(
         &self,
         scenario: &Scenario,
