@@ -218,6 +218,11 @@ enum WorkloadCommand {
         /// `started_us` and the pacing count from it (default: the client's start).
         #[arg(long)]
         epoch_unix_us: Option<u64>,
+        /// Ends the client after this many seconds whatever it is doing (SIGALRM, whose default
+        /// action terminates it; also while blocked writing records nobody reads): a client whose
+        /// caller went away, e.g. an aborted pods/exec, must not run on in its pod.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        stop_after_s: Option<u32>,
     },
 }
 
@@ -698,7 +703,12 @@ fn workload_command(workload: WorkloadCommand) -> Result<(), CliError> {
             threads,
             rate,
             epoch_unix_us,
+            stop_after_s,
         } => {
+            if let Some(seconds) = stop_after_s {
+                // The kernel delivers it even while every thread is blocked.
+                nix::unistd::alarm::set(seconds);
+            }
             let config = client::ClientConfig {
                 target,
                 host,

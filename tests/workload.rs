@@ -417,3 +417,42 @@ async fn server_closing_mid_reply_is_reported_as_closed() {
         "{records:?}"
     );
 }
+
+/// A client whose caller stopped reading (an aborted pods/exec does not signal the command it ran)
+/// blocks writing its records; `--stop-after-s` ends it anyway, by SIGALRM.
+#[tokio::test]
+async fn a_client_nobody_reads_ends_by_its_stop_after_bound() {
+    let (http, _) = start_echo().await;
+    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_meshfed"))
+        .args(["workload", "client", "--target", &http.to_string(), "--host", "bar"])
+        .args(["--protocol", "http", "--requests", "1000000", "--concurrency", "4"])
+        .args(["--stop-after-s", "1"])
+        .stdin(std::process::Stdio::null())
+        // Piped and never read: after 64 KiB of records every write blocks.
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = client.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = client.kill();
+            let _ = client.wait();
+            panic!("the client still ran 30 s after a 1 s --stop-after-s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(nix::sys::signal::Signal::SIGALRM as i32),
+        "{status}"
+    );
+    // It did block on its output: more records than a pipe holds were ready to be written.
+    let mut stdout = client.stdout.take().unwrap();
+    let mut written = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut written).unwrap();
+    assert!(written.len() >= 60 * 1024, "only {} bytes written", written.len());
+}

@@ -75,6 +75,11 @@ pub fn client_command(
             .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
         command.extend(["--epoch-unix-us".to_owned(), micros.to_string()]);
     }
+    // Closing the exec stream does not signal a non-TTY command (kubernetes/kubernetes#89031): a
+    // client meshfed stopped waiting for (deadline, failed run, Ctrl-C) ends itself by the same
+    // bound, plus the epoch's lead.
+    let stop_after = client_deadline(traffic) + EPOCH_LEAD;
+    command.extend(["--stop-after-s".to_owned(), stop_after.as_secs().max(1).to_string()]);
     command
 }
 
@@ -129,8 +134,9 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// A client running in a pod in the background, on a tokio task that owns the exec stream.
-/// Dropping it aborts the task, which closes the stream (the client in the pod then ends by its
-/// own bounds: its request count, rate and per-request timeout).
+/// Dropping it aborts the task, which closes the stream; the client in the pod is not signalled by
+/// that, and ends by its own bounds: its request count, rate and per-request timeout, and at the
+/// latest by `--stop-after-s` (see [`client_command`]).
 pub struct BackgroundTraffic {
     task: AbortOnDrop<Result<ExecOutput, ExecError>>,
     traffic: Traffic,
@@ -283,9 +289,12 @@ mod tests {
             joined.starts_with("/meshfed workload client --target 10.96.0.7:9080 --host bar.ns2.svc.cluster.local")
         );
         assert!(
-            joined.ends_with("--rate 100 --epoch-unix-us 1700000000123456"),
+            joined.contains("--rate 100 --epoch-unix-us 1700000000123456"),
             "{joined}"
         );
+        // The client ends itself by meshfed's own bound for it (plus the epoch's lead).
+        let stop_after = (client_deadline(&traffic(10)) + EPOCH_LEAD).as_secs().to_string();
+        assert!(joined.ends_with(&format!("--stop-after-s {stop_after}")), "{joined}");
         let unpaced = client_command("/meshfed", "10.96.0.7:9080", "bar", &traffic(10), None).join(" ");
         assert!(!unpaced.contains("--epoch-unix-us"), "{unpaced}");
     }
