@@ -584,7 +584,8 @@ impl Provider for KubeconfigProvider {
     ) -> Result<Vec<RequestRecord>, ProviderError> {
         let scenario = self.scenario()?.clone();
         let client = self.client(&traffic.from_cluster)?.clone();
-        let command = self.client_command(&scenario, traffic, None).await?;
+        let (target, host) = self.client_target(&scenario, traffic).await?;
+        let command = traffic::client_command(&self.options.image.command, &target, &host, traffic, None);
         progress.step(&format!(
             "sending {} requests from pod {} in {} (pods/exec)",
             traffic.requests, traffic.from_pod, traffic.from_cluster
@@ -617,8 +618,10 @@ impl Provider for KubeconfigProvider {
         }
         let scenario = self.scenario()?.clone();
         let client = self.client(&traffic.from_cluster)?.clone();
+        let (target, host) = self.client_target(&scenario, traffic).await?;
+        // Taken after the Service lookup: only the exec's own start has to fit in the lead.
         let epoch = std::time::SystemTime::now() + traffic::EPOCH_LEAD;
-        let command = self.client_command(&scenario, traffic, Some(epoch)).await?;
+        let command = traffic::client_command(&self.options.image.command, &target, &host, traffic, Some(epoch));
         progress.step(&format!(
             "starting {} requests from pod {} in {} in the background (pods/exec)",
             traffic.requests, traffic.from_pod, traffic.from_cluster
@@ -782,14 +785,9 @@ impl Provider for KubeconfigProvider {
 }
 
 impl KubeconfigProvider {
-    /// The client's command for `traffic`: aimed at the target Service's cluster IP as the
-    /// sending cluster has it.
-    async fn client_command(
-        &self,
-        scenario: &Scenario,
-        traffic: &Traffic,
-        epoch: Option<std::time::SystemTime>,
-    ) -> Result<Vec<String>, ProviderError> {
+    /// Where the client aims `traffic`: the target Service's cluster IP as the sending cluster has
+    /// it (`ip:port`), and the Host header.
+    async fn client_target(&self, scenario: &Scenario, traffic: &Traffic) -> Result<(String, String), ProviderError> {
         let client = self.client(&traffic.from_cluster)?;
         let target_service = scenario
             .service(&traffic.to_service)
@@ -822,13 +820,7 @@ impl KubeconfigProvider {
                     traffic.to_service, traffic.from_cluster
                 ))
             })?;
-        Ok(traffic::client_command(
-            &self.options.image.command,
-            &format!("{cluster_ip}:{}", traffic.port),
-            &target_service.host(),
-            traffic,
-            epoch,
-        ))
+        Ok((format!("{cluster_ip}:{}", traffic.port), target_service.host()))
     }
 
     /// TCP records carry no caller identity of their own: it comes from the answering sidecars'
