@@ -1,5 +1,6 @@
 //! Running a command in a pod's container through the `pods/exec` subresource, with a deadline.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -88,7 +89,10 @@ impl StartedExec {
     /// bounds it. Dropping this future closes the exec stream; that does not signal the command
     /// (a non-TTY exec gets no SIGHUP, kubernetes/kubernetes#89031), so a command must be bounded
     /// by its own arguments too.
-    pub async fn finish(self) -> ExecOutput {
+    ///
+    /// `stdout_lines` counts the lines of standard output as they arrive (the client prints one
+    /// record a line), for progress while the command runs.
+    pub async fn finish(self, stdout_lines: &AtomicU64) -> ExecOutput {
         let mut process = self.process;
         let mut stdout = process.stdout();
         let mut stderr = process.stderr();
@@ -96,7 +100,12 @@ impl StartedExec {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let read_out = async {
             if let Some(reader) = stdout.as_mut() {
-                let _ = reader.read_to_end(&mut out).await;
+                let mut chunk = [0u8; 16 * 1024];
+                while let Ok(read @ 1..) = reader.read(&mut chunk).await {
+                    let newlines = chunk[..read].iter().filter(|byte| **byte == b'\n').count();
+                    stdout_lines.fetch_add(newlines as u64, Ordering::Relaxed);
+                    out.extend_from_slice(&chunk[..read]);
+                }
             }
         };
         let read_err = async {
@@ -141,7 +150,7 @@ pub async fn exec(
     let first_word = command.first().cloned().unwrap_or_default();
     let run = async {
         let started = start(client, namespace, pod, container, command).await?;
-        Ok(started.finish().await)
+        Ok(started.finish(&AtomicU64::new(0)).await)
     };
     tokio::time::timeout(deadline, run)
         .await

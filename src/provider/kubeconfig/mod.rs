@@ -583,26 +583,15 @@ impl Provider for KubeconfigProvider {
         progress: &mut dyn Progress,
     ) -> Result<Vec<RequestRecord>, ProviderError> {
         let scenario = self.scenario()?.clone();
-        let client = self.client(&traffic.from_cluster)?.clone();
-        let (target, host) = self.client_target(&scenario, traffic).await?;
-        let command = traffic::client_command(&self.options.image.command, &target, &host, traffic, None);
-        progress.step(&format!(
-            "sending {} requests from pod {} in {} (pods/exec)",
-            traffic.requests, traffic.from_pod, traffic.from_cluster
-        ));
-        let started = std::time::SystemTime::now();
-        let output = exec::exec(
-            &client,
-            service_namespace(&traffic.from_service),
-            &traffic.from_pod,
-            workloads::APP_CONTAINER,
-            command,
-            traffic::client_deadline(traffic),
-        )
-        .await
-        .map_err(|error| ProviderError::failed("sending traffic", error))?;
-        let mut records = traffic::records(&output, traffic)?;
-        self.attribute_tcp(&scenario, traffic, started, &mut records).await?;
+        let mut running = self.start_client(&scenario, traffic, Pacing::FromNow, progress).await?;
+        // The exec carries its own deadline (client_deadline); this bound is only a backstop.
+        let until = std::time::Instant::now() + traffic::client_deadline(traffic) + SHORT_CALL;
+        let mut records = running
+            .await_records(until, progress)
+            .await?
+            .ok_or_else(|| unavailable(format!("the client in pod {} never ended", traffic.from_pod)))?;
+        self.attribute_tcp(&scenario, traffic, running.epoch, &mut records)
+            .await?;
         Ok(records)
     }
 
@@ -617,47 +606,11 @@ impl Provider for KubeconfigProvider {
             )));
         }
         let scenario = self.scenario()?.clone();
-        let client = self.client(&traffic.from_cluster)?.clone();
-        let (target, host) = self.client_target(&scenario, traffic).await?;
-        // Taken after the Service lookup: only the exec's own start has to fit in the lead.
-        let epoch = std::time::SystemTime::now() + traffic::EPOCH_LEAD;
-        let command = traffic::client_command(&self.options.image.command, &target, &host, traffic, Some(epoch));
-        progress.step(&format!(
-            "starting {} requests from pod {} in {} in the background (pods/exec)",
-            traffic.requests, traffic.from_pod, traffic.from_cluster
-        ));
-        let namespace = service_namespace(&traffic.from_service).to_owned();
-        let first_word = command.first().cloned().unwrap_or_default();
-        let started = tokio::time::timeout(
-            SHORT_CALL,
-            exec::start(
-                &client,
-                &namespace,
-                &traffic.from_pod,
-                workloads::APP_CONTAINER,
-                command,
-            ),
-        )
-        .await
-        .map_err(|_| {
-            exec::deadline_exceeded(
-                first_word.clone(),
-                &namespace,
-                &traffic.from_pod,
-                workloads::APP_CONTAINER,
-                SHORT_CALL,
-            )
-        })
-        .and_then(|started| started)
-        .map_err(|error| ProviderError::failed("starting traffic", error))?;
-        let deadline = traffic::client_deadline(traffic);
-        let pod = traffic.from_pod.clone();
-        let run = async move {
-            tokio::time::timeout(deadline, started.finish())
-                .await
-                .map_err(|_| exec::deadline_exceeded(first_word, &namespace, &pod, workloads::APP_CONTAINER, deadline))
-        };
-        self.background = Some(traffic::BackgroundTraffic::spawn(run, traffic, epoch));
+        let running = self
+            .start_client(&scenario, traffic, Pacing::FromEpochAhead, progress)
+            .await?;
+        let epoch = running.epoch;
+        self.background = Some(running);
         match epoch.duration_since(std::time::SystemTime::now()) {
             Ok(until_epoch) => tokio::time::sleep(until_epoch).await,
             Err(late) => progress.step(&format!(
@@ -784,7 +737,86 @@ impl Provider for KubeconfigProvider {
     }
 }
 
+/// Where a client's clock starts.
+#[derive(Clone, Copy)]
+enum Pacing {
+    /// When it starts (a phase without timed actions).
+    FromNow,
+    /// At an epoch [`traffic::EPOCH_LEAD`] ahead, which the engine's action clock also counts from.
+    FromEpochAhead,
+}
+
 impl KubeconfigProvider {
+    /// Starts meshfed's client in the sending pod through pods/exec and returns it running on its
+    /// own task (its output read as it comes, its records counted for progress, aborted on drop).
+    async fn start_client(
+        &self,
+        scenario: &Scenario,
+        traffic: &Traffic,
+        pacing: Pacing,
+        progress: &mut dyn Progress,
+    ) -> Result<traffic::BackgroundTraffic, ProviderError> {
+        let client = self.client(&traffic.from_cluster)?.clone();
+        let (target, host) = self.client_target(scenario, traffic).await?;
+        // Taken after the Service lookup: only the exec's own start has to fit in the lead.
+        let (epoch, command) = match pacing {
+            Pacing::FromNow => (
+                std::time::SystemTime::now(),
+                traffic::client_command(&self.options.image.command, &target, &host, traffic, None),
+            ),
+            Pacing::FromEpochAhead => {
+                let epoch = std::time::SystemTime::now() + traffic::EPOCH_LEAD;
+                let command =
+                    traffic::client_command(&self.options.image.command, &target, &host, traffic, Some(epoch));
+                (epoch, command)
+            }
+        };
+        progress.step(&format!(
+            "sending {} requests from pod {} in {} (pods/exec{})",
+            traffic.requests,
+            traffic.from_pod,
+            traffic.from_cluster,
+            match pacing {
+                Pacing::FromNow => "",
+                Pacing::FromEpochAhead => ", in the background",
+            }
+        ));
+        let namespace = service_namespace(&traffic.from_service).to_owned();
+        let first_word = command.first().cloned().unwrap_or_default();
+        let started = tokio::time::timeout(
+            SHORT_CALL,
+            exec::start(
+                &client,
+                &namespace,
+                &traffic.from_pod,
+                workloads::APP_CONTAINER,
+                command,
+            ),
+        )
+        .await
+        .map_err(|_| {
+            exec::deadline_exceeded(
+                first_word.clone(),
+                &namespace,
+                &traffic.from_pod,
+                workloads::APP_CONTAINER,
+                SHORT_CALL,
+            )
+        })
+        .and_then(|started| started)
+        .map_err(|error| ProviderError::failed("starting traffic", error))?;
+        let deadline = traffic::client_deadline(traffic);
+        let pod = traffic.from_pod.clone();
+        let records_so_far = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = records_so_far.clone();
+        let run = async move {
+            tokio::time::timeout(deadline, started.finish(&counted))
+                .await
+                .map_err(|_| exec::deadline_exceeded(first_word, &namespace, &pod, workloads::APP_CONTAINER, deadline))
+        };
+        Ok(traffic::BackgroundTraffic::spawn(run, records_so_far, traffic, epoch))
+    }
+
     /// Where the client aims `traffic`: the target Service's cluster IP as the sending cluster has
     /// it (`ip:port`), and the Host header.
     async fn client_target(&self, scenario: &Scenario, traffic: &Traffic) -> Result<(String, String), ProviderError> {

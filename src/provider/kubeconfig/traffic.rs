@@ -12,6 +12,8 @@
 //! much.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::exec::{ExecError, ExecOutput};
@@ -139,23 +141,28 @@ impl<T> Drop for AbortOnDrop<T> {
 /// latest by `--stop-after-s` (see [`client_command`]).
 pub struct BackgroundTraffic {
     task: AbortOnDrop<Result<ExecOutput, ExecError>>,
+    /// Records the client has printed so far (the exec counts its output lines into it).
+    records_so_far: Arc<AtomicU64>,
     traffic: Traffic,
     /// Wall-clock moment the client counts from (TCP evidence is read from the logs since then).
     pub epoch: SystemTime,
-    began: Instant,
-    last_report: Instant,
+    began: tokio::time::Instant,
+    last_report: tokio::time::Instant,
 }
 
 impl BackgroundTraffic {
-    /// Runs `run` (the started exec, read to its end under its deadline) on its own task.
+    /// Runs `run` (the started exec, read to its end under its deadline, counting its output
+    /// lines into `records_so_far`) on its own task.
     pub fn spawn(
         run: impl Future<Output = Result<ExecOutput, ExecError>> + Send + 'static,
+        records_so_far: Arc<AtomicU64>,
         traffic: &Traffic,
         epoch: SystemTime,
     ) -> BackgroundTraffic {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         BackgroundTraffic {
             task: AbortOnDrop(tokio::spawn(run)),
+            records_so_far,
             traffic: traffic.clone(),
             epoch,
             began: now,
@@ -169,7 +176,7 @@ impl BackgroundTraffic {
     }
 
     /// Waits until the client ended (its checked records) or `until` passed (`None`), reporting
-    /// every [`PROGRESS_INTERVAL`] that it still runs.
+    /// every [`PROGRESS_INTERVAL`] how many requests it has done so far.
     pub async fn await_records(
         &mut self,
         until: Instant,
@@ -177,7 +184,7 @@ impl BackgroundTraffic {
     ) -> Result<Option<Vec<RequestRecord>>, ProviderError> {
         let stop = tokio::time::sleep_until(until.into());
         tokio::pin!(stop);
-        let mut reports = tokio::time::interval_at((self.last_report + PROGRESS_INTERVAL).into(), PROGRESS_INTERVAL);
+        let mut reports = tokio::time::interval_at(self.last_report + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
         loop {
             tokio::select! {
                 // Polling a JoinHandle by reference is cancel-safe: the output stays for the next call.
@@ -194,9 +201,11 @@ impl BackgroundTraffic {
                     return records(&output, &self.traffic).map(Some);
                 }
                 _ = reports.tick() => {
-                    self.last_report = Instant::now();
+                    self.last_report = tokio::time::Instant::now();
                     progress.step(&format!(
-                        "  the client in pod {} ({}) still runs after {} s",
+                        "  {} of {} requests done from pod {} ({}) after {} s",
+                        self.records_so_far.load(Ordering::Relaxed),
+                        self.traffic.requests,
                         self.traffic.from_pod,
                         self.traffic.from_cluster,
                         self.began.elapsed().as_secs()
@@ -333,6 +342,7 @@ mod tests {
         let (finish, finished) = tokio::sync::oneshot::channel::<ExecOutput>();
         let mut running = BackgroundTraffic::spawn(
             async move { Ok(finished.await.expect("the test sends the output")) },
+            Arc::default(),
             &traffic(4),
             SystemTime::now(),
         );
@@ -356,9 +366,44 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn background_traffic_reports_how_many_requests_are_done_while_it_runs() {
+        let records_so_far = Arc::new(AtomicU64::new(0));
+        let counted = records_so_far.clone();
+        let mut running = BackgroundTraffic::spawn(
+            async move {
+                // Three records printed, then the client keeps going.
+                counted.fetch_add(3, Ordering::Relaxed);
+                std::future::pending::<Result<ExecOutput, ExecError>>().await
+            },
+            records_so_far,
+            &traffic(4),
+            SystemTime::now(),
+        );
+        let mut lines = Vec::new();
+        // Paused time: the 5 s progress tick and the 6 s bound pass without waiting.
+        let polled = running
+            .await_records(Instant::now() + Duration::from_secs(6), &mut |line: &str| {
+                lines.push(line.to_owned())
+            })
+            .await
+            .unwrap();
+        assert!(polled.is_none(), "the client still runs");
+        assert_eq!(
+            lines,
+            ["  3 of 4 requests done from pod foo-7d9f-abcde (cluster1) after 5 s"],
+            "one progress line at the 5 s tick"
+        );
+    }
+
     #[tokio::test]
     async fn background_traffic_that_ends_short_or_fails_is_an_error_naming_the_pod() {
-        let mut short = BackgroundTraffic::spawn(async { Ok(output(3, true)) }, &traffic(4), SystemTime::now());
+        let mut short = BackgroundTraffic::spawn(
+            async { Ok(output(3, true)) },
+            Arc::default(),
+            &traffic(4),
+            SystemTime::now(),
+        );
         let error = short
             .await_records(Instant::now() + Duration::from_secs(10), &mut |_: &str| {})
             .await
@@ -377,6 +422,7 @@ mod tests {
                     Duration::from_secs(65),
                 ))
             },
+            Arc::default(),
             &traffic(4),
             SystemTime::now(),
         );
@@ -403,6 +449,7 @@ mod tests {
                 let _signal = signal;
                 std::future::pending::<Result<ExecOutput, ExecError>>().await
             },
+            Arc::default(),
             &traffic(4),
             SystemTime::now(),
         );
@@ -438,6 +485,7 @@ mod tests {
         let (finish, finished) = tokio::sync::oneshot::channel::<ExecOutput>();
         provider.background = Some(BackgroundTraffic::spawn(
             async move { Ok(finished.await.expect("the test sends the output")) },
+            Arc::default(),
             &traffic(2),
             SystemTime::now(),
         ));
@@ -479,6 +527,7 @@ mod tests {
                 let _signal = signal;
                 std::future::pending::<Result<ExecOutput, ExecError>>().await
             },
+            Arc::default(),
             &traffic(2),
             SystemTime::now(),
         ));
