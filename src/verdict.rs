@@ -416,31 +416,19 @@ pub fn change_verdicts(
                     "phase {phase}: after {after} completed at {completed} ms success never stayed at or above {rate} (best bucket {best:.3})"
                 ),
             },
-            (Some(Recovery::NoTraffic), Some(completed)) => unless_empty(
-                ExpectationResult {
-                    key: "recovery".to_owned(),
-                    expectation,
-                    unit: Unit::Ms,
-                    observed: Value::Nothing,
-                    bound: Value::count(within),
-                    passed: false,
-                    detail: String::new(),
-                },
-                Some(&format!(
-                    "phase {phase}: no request started after {after} completed at {completed} ms"
-                )),
+            (Some(Recovery::NoTraffic), Some(completed)) => over_nothing(
+                "recovery",
+                expectation,
+                Unit::Ms,
+                within,
+                &format!("phase {phase}: no request started after {after} completed at {completed} ms"),
             ),
-            _ => unless_empty(
-                ExpectationResult {
-                    key: "recovery".to_owned(),
-                    expectation,
-                    unit: Unit::Ms,
-                    observed: Value::Nothing,
-                    bound: Value::count(within),
-                    passed: false,
-                    detail: String::new(),
-                },
-                Some(&format!("phase {phase}: action {after} was not taken")),
+            _ => over_nothing(
+                "recovery",
+                expectation,
+                Unit::Ms,
+                within,
+                &format!("phase {phase}: action {after} was not taken"),
             ),
         };
         results.push(result);
@@ -448,17 +436,12 @@ pub fn change_verdicts(
     if let Some(bound) = &expect.convergence_millis_at_most {
         let convergences = measure::timeline::convergences(timeline, records);
         if convergences.is_empty() {
-            results.push(unless_empty(
-                ExpectationResult {
-                    key: "convergenceMillisAtMost".to_owned(),
-                    expectation: "convergence ms <=".to_owned(),
-                    unit: Unit::Ms,
-                    observed: Value::Nothing,
-                    bound: Value::count(bound.value),
-                    passed: false,
-                    detail: String::new(),
-                },
-                Some(&format!("phase {phase}: no action brought new ready pods")),
+            results.push(over_nothing(
+                "convergenceMillisAtMost",
+                "convergence ms <=".to_owned(),
+                Unit::Ms,
+                bound.value,
+                &format!("phase {phase}: no action brought new ready pods"),
             ));
         }
         for convergence in convergences {
@@ -476,20 +459,15 @@ pub fn change_verdicts(
                         convergence.new_pods, convergence.action
                     ),
                 },
-                None => unless_empty(
-                    ExpectationResult {
-                        key: "convergenceMillisAtMost".to_owned(),
-                        expectation,
-                        unit: Unit::Ms,
-                        observed: Value::Nothing,
-                        bound: Value::count(bound.value),
-                        passed: false,
-                        detail: String::new(),
-                    },
-                    Some(&format!(
+                None => over_nothing(
+                    "convergenceMillisAtMost",
+                    expectation,
+                    Unit::Ms,
+                    bound.value,
+                    &format!(
                         "phase {phase}: none of the {} new pods of {} answered a request",
                         convergence.new_pods, convergence.action
-                    )),
+                    ),
                 ),
             });
         }
@@ -497,17 +475,12 @@ pub fn change_verdicts(
     if let Some(bound) = &expect.calls_after_leave_at_most {
         let leaves = measure::timeline::calls_after_leave(timeline, records);
         if leaves.is_empty() {
-            results.push(unless_empty(
-                ExpectationResult {
-                    key: "callsAfterLeaveAtMost".to_owned(),
-                    expectation: "calls after leave <=".to_owned(),
-                    unit: Unit::Count,
-                    observed: Value::Nothing,
-                    bound: Value::count(bound.value),
-                    passed: false,
-                    detail: String::new(),
-                },
-                Some(&format!("phase {phase}: no leaveCluster action was taken")),
+            results.push(over_nothing(
+                "callsAfterLeaveAtMost",
+                "calls after leave <=".to_owned(),
+                Unit::Count,
+                bound.value,
+                &format!("phase {phase}: no leaveCluster action was taken"),
             ));
         }
         for leave in leaves {
@@ -565,6 +538,22 @@ fn empty_skew(measurement: &PhaseMeasurement, skew: &Skew, basis: &str) -> Optio
         ));
     }
     None
+}
+
+/// A bound with nothing to judge it on: failed, observing nothing, saying why.
+fn over_nothing(key: &str, expectation: String, unit: Unit, bound: u64, why: &str) -> ExpectationResult {
+    unless_empty(
+        ExpectationResult {
+            key: key.to_owned(),
+            expectation,
+            unit,
+            observed: Value::Nothing,
+            bound: Value::count(bound),
+            passed: false,
+            detail: String::new(),
+        },
+        Some(why),
+    )
 }
 
 /// `result`, or a failure saying why, when the bound was evaluated over nothing.

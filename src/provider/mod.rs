@@ -142,6 +142,21 @@ pub struct IsolationProbe {
     pub isolated: bool,
 }
 
+impl IsolationProbe {
+    /// `cluster/pod -> other-cluster`.
+    pub fn route(&self) -> String {
+        format!("{}/{} -> {}", self.from_cluster, self.from_pod, self.to_cluster)
+    }
+
+    /// What both connects did: `pod ADDRESS OUTCOME, gateway ADDRESS OUTCOME`.
+    pub fn observed(&self) -> String {
+        format!(
+            "pod {} {}, gateway {} {}",
+            self.pod_address, self.pod_connect, self.gateway_address, self.gateway_connect
+        )
+    }
+}
+
 /// Something a provider could not do.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {

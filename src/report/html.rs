@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use super::markup::escape;
 use super::{PhaseReport, Report};
 use crate::measure::timeline::Timeline;
 use crate::output;
@@ -25,21 +26,6 @@ const SUCCEEDED_COLOUR: &str = "#2f5a3a";
 const ACTION_COLOUR: &str = "#d0361f";
 /// Width of a full (100%) share bar in CSS pixels.
 const BAR_WIDTH: f64 = 320.0;
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)

@@ -5,31 +5,13 @@
 
 use std::fmt::Write as _;
 
+use super::markup::escape;
 use super::{PhaseReport, Report};
 use crate::output;
 use crate::provider::IsolationProbe;
 
 /// File name of the JUnit report, next to `report.json`.
 pub const JUNIT_FILE: &str = "junit.xml";
-
-/// Escapes text for XML content and attribute values; control characters XML 1.0 cannot carry
-/// are written as U+FFFD so the file always parses.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(character),
-            c if (c as u32) < 0x20 => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// The JUnit XML document for a report.
 pub fn junit(report: &Report) -> String {
@@ -85,10 +67,7 @@ fn isolation_case(out: &mut String, class_prefix: &str, probe: &IsolationProbe) 
         out.push_str("/>\n");
         return;
     }
-    let observed = format!(
-        "pod {} {}, gateway {} {}",
-        probe.pod_address, probe.pod_connect, probe.gateway_address, probe.gateway_connect
-    );
+    let observed = probe.observed();
     let _ = writeln!(
         out,
         ">\n      <failure message=\"{}\" type=\"isolation\">observed: {}\nbound: pod unreachable, gateway connected</failure>\n    </testcase>",

@@ -4,6 +4,7 @@
 
 mod html;
 mod junit;
+mod markup;
 mod summary;
 
 pub use html::{HTML_FILE, html, write_html};

@@ -56,15 +56,10 @@ pub fn summary(report: &Report) -> String {
         for probe in &report.isolation {
             let _ = writeln!(
                 out,
-                "  {} {}/{} -> {}: pod {} {}, gateway {} {}",
+                "  {} {}: {}",
                 if probe.isolated { "PASS" } else { "FAIL" },
-                probe.from_cluster,
-                probe.from_pod,
-                probe.to_cluster,
-                probe.pod_address,
-                probe.pod_connect,
-                probe.gateway_address,
-                probe.gateway_connect
+                probe.route(),
+                probe.observed()
             );
         }
     }

@@ -75,18 +75,7 @@ impl RunReport {
             .isolation
             .iter()
             .filter(|probe| !probe.isolated)
-            .map(|probe| {
-                format!(
-                    "isolation {}/{} -> {}: pod {} {}, gateway {} {}",
-                    probe.from_cluster,
-                    probe.from_pod,
-                    probe.to_cluster,
-                    probe.pod_address,
-                    probe.pod_connect,
-                    probe.gateway_address,
-                    probe.gateway_connect
-                )
-            });
+            .map(|probe| format!("isolation {}: {}", probe.route(), probe.observed()));
         let expectations = self.phases().flat_map(|phase| {
             phase
                 .expectations()

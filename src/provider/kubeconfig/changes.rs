@@ -114,7 +114,7 @@ impl KubeconfigProvider {
         change: &WorldChange,
         progress: &mut dyn Progress,
     ) -> Result<Vec<InventoryEvent>, ProviderError> {
-        let cluster = change_cluster(change);
+        let cluster = change.cluster();
         if !self.changes_for(cluster).contains(&change.kind()) {
             return Err(ProviderError::Unsupported(refusal(
                 change,
@@ -259,22 +259,6 @@ impl KubeconfigProvider {
             inventory.ready_pods.insert(service.to_owned(), now);
         }
         events
-    }
-}
-
-fn change_cluster(change: &WorldChange) -> &str {
-    match change {
-        WorldChange::StopGateway { cluster }
-        | WorldChange::StartGateway { cluster }
-        | WorldChange::Partition { cluster }
-        | WorldChange::Heal { cluster }
-        | WorldChange::Scale { cluster, .. }
-        | WorldChange::Delay { cluster, .. }
-        | WorldChange::Kill { cluster, .. }
-        | WorldChange::RotateIntermediate { cluster }
-        | WorldChange::JoinCluster { cluster }
-        | WorldChange::LeaveCluster { cluster }
-        | WorldChange::Upgrade { cluster, .. } => cluster,
     }
 }
 
