@@ -1125,15 +1125,7 @@ mod tests {
     #[test]
     fn fidelity_locality_priorities_need_outlier_detection() {
         let priorities = |extra: &str| {
-            let (topology, plan) = skew_edited(
-                |text| {
-                    text.replace("  locality: false\n", "  locality: true\n")
-                        .replace("  mtls: PERMISSIVE\n", &format!("  mtls: PERMISSIVE\n{extra}"))
-                },
-                EndpointWeights::Equal,
-            );
-            let spec = foo_sidecar_of((topology, plan));
-            let bar = spec.outbound.iter().find(|port| port.host == BAR).unwrap().clone();
+            let bar = bar_port_with(extra);
             (
                 bar.endpoints
                     .iter()

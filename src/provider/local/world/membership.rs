@@ -210,16 +210,7 @@ impl World {
         if let Some((plan, _)) = self.applied.as_mut() {
             plan.clusters.retain(|planned| planned.cluster != cluster);
         }
-        let dir = options.run_dir.join(cluster);
-        std::fs::remove_dir_all(&dir)
-            .or_else(|error| {
-                if error.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            })
-            .map_err(|error| failed(format!("removing {}", dir.display()))(error.into()))?;
+        remove_dir_if_present(&options.run_dir.join(cluster))?;
         Ok(vec![InventoryEvent::ClusterLeft {
             cluster: cluster.to_owned(),
         }])
@@ -295,16 +286,7 @@ impl World {
             .ok_or_else(|| ProviderError::Unavailable("the local network is gone".to_owned()))?
             .remove_pod(cluster, pod)
             .map_err(|error| failed(format!("removing the network of pod {pod} in {cluster}"))(error.into()))?;
-        let dir = pod_dir(&options.run_dir, cluster, pod);
-        std::fs::remove_dir_all(&dir)
-            .or_else(|error| {
-                if error.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            })
-            .map_err(|error| failed(format!("removing {}", dir.display()))(error.into()))
+        remove_dir_if_present(&pod_dir(&options.run_dir, cluster, pod))
     }
 
     /// Ends the Envoy of `pod` (or the gateway) on purpose and forgets it.
@@ -326,4 +308,19 @@ impl World {
             .map_err(|error| ProviderError::failed(format!("stopping {name}"), anyhow!(error)))?;
         Ok(())
     }
+}
+
+/// Removes `dir` and what it holds (never following a symlink below it); a missing `dir` is fine.
+fn remove_dir_if_present(dir: &std::path::Path) -> Result<(), ProviderError> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(ProviderError::Unavailable(format!(
+            "{} has no parent directory",
+            dir.display()
+        )));
+    };
+    match crate::output::Dir::open(parent) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        opened => opened.and_then(|parent| parent.remove_tree(name)),
+    }
+    .map_err(|error| failed(format!("removing {}", dir.display()))(error.into()))
 }

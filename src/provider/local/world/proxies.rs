@@ -357,11 +357,7 @@ impl World {
         reason: &str,
         kill: Option<(nix::sys::signal::Signal, Duration)>,
     ) -> Result<(), ProviderError> {
-        let name = self
-            .proxies
-            .get(key)
-            .map(|proxy| proxy.name.clone())
-            .ok_or_else(|| ProviderError::Unavailable(format!("no proxy for {} in {}", key.1, key.0)))?;
+        let name = self.proxy_name(key)?;
         let (signal, back_off) = kill.unwrap_or((nix::sys::signal::Signal::SIGTERM, Duration::ZERO));
         self.end_envoy(key, signal)?;
         let stopped = Instant::now();
@@ -384,17 +380,21 @@ impl World {
         Ok(())
     }
 
+    /// The supervisor's name of `key`'s Envoy.
+    fn proxy_name(&self, key: &(String, String)) -> Result<String, ProviderError> {
+        self.proxies
+            .get(key)
+            .map(|proxy| proxy.name.clone())
+            .ok_or_else(|| ProviderError::Unavailable(format!("no proxy for {} in {}", key.1, key.0)))
+    }
+
     /// Ends `key`'s running Envoy on purpose with `signal` (its exit is no death), if one runs.
     pub(super) fn end_envoy(
         &mut self,
         key: &(String, String),
         signal: nix::sys::signal::Signal,
     ) -> Result<(), ProviderError> {
-        let name = self
-            .proxies
-            .get(key)
-            .map(|proxy| proxy.name.clone())
-            .ok_or_else(|| ProviderError::Unavailable(format!("no proxy for {} in {}", key.1, key.0)))?;
+        let name = self.proxy_name(key)?;
         if let Some(id) = self.supervisor.running_named(&name) {
             self.supervisor
                 .end_on_purpose(id, signal, STOP_GRACE)
