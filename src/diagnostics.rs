@@ -55,9 +55,10 @@ impl Evidence {
         self.phase(phase).plans.push(plan.clone());
     }
 
-    /// Notes the records phase `phase`'s traffic returned.
-    pub fn records(&mut self, phase: &str, records: &[RequestRecord]) {
-        self.phase(phase).records = Some(records.to_vec());
+    /// Keeps the records phase `phase`'s traffic returned and lends them back (kept, not copied,
+    /// so the phase measures from the same records a failure would leave).
+    pub fn records(&mut self, phase: &str, records: Vec<RequestRecord>) -> &[RequestRecord] {
+        self.phase(phase).records.insert(records)
     }
 
     /// The files this evidence is kept as: `plans/NN-<phase>.yaml` (one YAML stream per phase,

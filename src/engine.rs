@@ -490,7 +490,7 @@ async fn run_phase<P: Provider>(
         )
         .await?
     };
-    world.evidence.records(&phase.name.value, &records);
+    let records = world.evidence.records(&phase.name.value, records);
     let tls_failures = provider.tls_failures(&traffic.to_service).await?.since(&before);
     let gateway_hops = match (hops_before, provider.gateway_hops().await?) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
@@ -503,19 +503,19 @@ async fn run_phase<P: Provider>(
         source.service_account(),
     );
     let mut measurement = measure::measure(
-        &records,
+        records,
         &expected_pods(world.inventory, &traffic.to_service),
         &expected_identity,
     );
     if let Some(predicted) = &predicted {
         fill_predicted_shares(&mut measurement, predicted);
     }
-    let timeline = measure::timeline::timeline(&records, phase.bucket_millis(), &expected_identity, actions);
+    let timeline = measure::timeline::timeline(records, phase.bucket_millis(), &expected_identity, actions);
     let mut expectations = verdict::verdicts(&phase.expect, &measurement, &tls_failures);
     expectations.extend(verdict::change_verdicts(
         &phase.name.value,
         &phase.expect,
-        &records,
+        records,
         &timeline,
         &expected_identity,
     ));
@@ -535,10 +535,7 @@ async fn run_phase<P: Provider>(
         ),
         requests: traffic.requests,
         concurrency: traffic.concurrency,
-        connections: match phase.connections {
-            ConnectionPolicy::Pooled => "pooled".to_owned(),
-            ConnectionPolicy::NewConnectionPerRequest => "new-connection-per-request".to_owned(),
-        },
+        connections: phase.connections.name().to_owned(),
         endpoint_weights: weights_name(weights).to_owned(),
         faults: phase.faults.iter().map(|fault| format!("{:?}", fault.value)).collect(),
         expected_identity,

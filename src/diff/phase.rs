@@ -9,6 +9,7 @@ use super::{
 };
 use crate::measure::PhaseMeasurement;
 use crate::report::PhaseReport;
+use crate::scenario::ConnectionPolicy;
 
 /// Compares phase `name` of A (`a`) with that of B (`b`); at least one is present. Flagged items
 /// are appended to `differences`.
@@ -227,9 +228,6 @@ fn rate_diffs(
 /// still count as one request per connection (a pooled phase with few requests per connection).
 const COINCIDENT_CONNECTIONS: f64 = 0.01;
 
-/// The connection policy that opens a connection per request, as a report names it.
-const NEW_CONNECTION_PER_REQUEST: &str = "new-connection-per-request";
-
 /// The unit the share test counts: requests are independent samples only when each rode its own
 /// server-side connection; otherwise the connections are (a passthrough gateway balances them).
 ///
@@ -239,7 +237,8 @@ const NEW_CONNECTION_PER_REQUEST: &str = "new-connection-per-request";
 /// records decide.
 fn share_unit(a: &PhaseReport, b: &PhaseReport) -> (Unit, String) {
     let (ma, mb) = (&a.measurement, &b.measurement);
-    if a.connections == NEW_CONNECTION_PER_REQUEST && b.connections == NEW_CONNECTION_PER_REQUEST {
+    let per_request = ConnectionPolicy::NewConnectionPerRequest.name();
+    if a.connections == per_request && b.connections == per_request {
         return (
             Unit::Requests,
             format!(

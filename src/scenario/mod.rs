@@ -706,6 +706,16 @@ pub enum ConnectionPolicy {
     NewConnectionPerRequest,
 }
 
+impl ConnectionPolicy {
+    /// As a scenario, the client's `--connections` and the report spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectionPolicy::Pooled => "pooled",
+            ConnectionPolicy::NewConnectionPerRequest => "new-connection-per-request",
+        }
+    }
+}
+
 /// A fault applied during a phase.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

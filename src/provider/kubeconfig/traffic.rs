@@ -20,7 +20,7 @@ use super::exec::{ExecError, ExecOutput};
 use crate::progress::Progress;
 use crate::provider::{ProviderError, REQUEST_TIMEOUT, Traffic};
 use crate::record::RequestRecord;
-use crate::scenario::{ConnectionPolicy, Protocol};
+use crate::scenario::Protocol;
 
 /// How far ahead of the exec's start a background client's epoch lies: the exec's round trip
 /// (API server, kubelet, container runtime) must fit in it for the records' clock and the
@@ -59,11 +59,7 @@ pub fn client_command(
         "--concurrency".to_owned(),
         traffic.concurrency.to_string(),
         "--connections".to_owned(),
-        match traffic.connections {
-            ConnectionPolicy::Pooled => "pooled",
-            ConnectionPolicy::NewConnectionPerRequest => "new-connection-per-request",
-        }
-        .to_owned(),
+        traffic.connections.name().to_owned(),
         "--timeout-ms".to_owned(),
         REQUEST_TIMEOUT.as_millis().to_string(),
     ];

@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::provider::local::supervisor::{ChildId, ChildOutput};
 use crate::provider::{ProviderError, REQUEST_TIMEOUT, Traffic};
 use crate::record::RequestRecord;
-use crate::scenario::{ConnectionPolicy, Protocol};
+use crate::scenario::Protocol;
 
 /// The client of traffic started in the background, and what has been read from it so far.
 pub(super) struct RunningTraffic {
@@ -98,10 +98,7 @@ impl World {
             "--concurrency",
             &traffic.concurrency.to_string(),
             "--connections",
-            match traffic.connections {
-                ConnectionPolicy::Pooled => "pooled",
-                ConnectionPolicy::NewConnectionPerRequest => "new-connection-per-request",
-            },
+            traffic.connections.name(),
             "--timeout-ms",
             &REQUEST_TIMEOUT.as_millis().to_string(),
         ]);
