@@ -261,10 +261,15 @@ pub fn convergences(timeline: &Timeline, records: &[RequestRecord]) -> Vec<Conve
                 return None;
             }
             let completed_us = action.completed_ms.saturating_mul(1000);
+            // Borrowed, so that matching a record allocates nothing.
+            let is_new: BTreeSet<(&str, &str)> = new_pods
+                .iter()
+                .map(|(cluster, pod)| (cluster.as_str(), pod.as_str()))
+                .collect();
             let first_reply_us = records
                 .iter()
                 .filter(|record| match (&record.cluster, &record.pod) {
-                    (Some(cluster), Some(pod)) => new_pods.contains(&(cluster.clone(), pod.clone())),
+                    (Some(cluster), Some(pod)) => is_new.contains(&(cluster.as_str(), pod.as_str())),
                     _ => false,
                 })
                 .map(|record| record.started_us.saturating_add(record.latency_us))
