@@ -8,6 +8,9 @@
 
 #[path = "support/skip.rs"]
 mod skip;
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -35,28 +38,14 @@ fn unique(label: &str) -> String {
     )
 }
 
-/// A directory removed when dropped, even when the test fails.
-struct TempDir(PathBuf);
-
+/// Where this file's scratch directories live and how they are named.
 impl TempDir {
     fn new(label: &str) -> TempDir {
         TempDir::under(&std::env::temp_dir(), label)
     }
 
     fn under(parent: &Path, label: &str) -> TempDir {
-        let path = parent.join(format!("meshfed-files-{}", unique(label)));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir::at(parent.join(format!("meshfed-files-{}", unique(label))))
     }
 }
 
