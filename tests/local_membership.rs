@@ -6,13 +6,15 @@
 //! set, and a constructor in `.init_array` enters the sandbox before libtest starts a thread; the
 //! outer half then checks that no process carrying its marker outlived the run.
 
+#[path = "support/sandbox_before_main.rs"]
+mod sandbox_before_main;
 #[path = "support/skip.rs"]
 mod skip;
+use sandbox_before_main::SANDBOX;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use meshfed::change::{InventoryEvent, WorldChange};
 use meshfed::plan::{Object, Plan};
@@ -26,19 +28,6 @@ const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 const SANDBOX_ENV: &str = "MESHFED_TEST_SANDBOX";
 const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
 const REQUESTS: u64 = 120;
-
-static SANDBOX: OnceLock<Result<sandbox::SandboxMode, String>> = OnceLock::new();
-
-/// Runs before `main`, while the process has one thread.
-extern "C" fn enter_sandbox_if_asked() {
-    if std::env::var_os(SANDBOX_ENV).is_some() {
-        let _ = SANDBOX.set(sandbox::enter().map_err(|error| format!("{error:#?}: {error}")));
-    }
-}
-
-#[used]
-#[unsafe(link_section = ".init_array")]
-static ENTER_SANDBOX_BEFORE_MAIN: extern "C" fn() = enter_sandbox_if_asked;
 
 /// three-clusters.yaml with foo also in cluster3, bar at 1, 2 and 1 pods, and cluster3 joining
 /// later with an intermediate signed by a foreign root.
