@@ -8,11 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 #[path = "support/marker.rs"]
 mod marker;
-use marker::{MARKER_ENV, processes_with_marker, unique_marker};
+use marker::{MARKER_ENV, assert_own_run_left_nothing, unique_marker};
 #[path = "support/local_provider.rs"]
 mod local_provider;
 use local_provider::local_provider_available;
@@ -103,32 +102,6 @@ fn run(scenario: &Path, label: &str) -> Run {
         stderr,
         report,
     }
-}
-
-/// Polls (5 s deadline) until no process of this run is left, then checks no temporary entry of
-/// this meshfed process remains.
-fn assert_own_run_left_nothing(marker: &str, meshfed_pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_with_marker(marker).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        processes_with_marker(marker),
-        Vec::<u32>::new(),
-        "{marker}: processes remain"
-    );
-    let suffix = format!("-{meshfed_pid}");
-    let temporary: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("meshfed") && (name.ends_with(&suffix) || name.contains(&format!("{suffix}-"))))
-        .collect();
-    assert_eq!(
-        temporary,
-        Vec::<String>::new(),
-        "{marker}: temporary entries of meshfed {meshfed_pid} remain"
-    );
 }
 
 fn timeline_of(phase: &PhaseReport) -> &Timeline {
