@@ -20,10 +20,12 @@ mod skip;
 #[path = "support/temp_dir.rs"]
 mod temp_dir;
 use temp_dir::TempDir;
+#[path = "support/plan_gateways.rs"]
+mod plan_gateways;
+use plan_gateways::named_gateways;
 
 use meshfed::change::InventoryEvent;
 use meshfed::measure::timeline::{ActionRecord, Bucket, Timeline};
-use meshfed::plan::{Object, Plan};
 use meshfed::reconcile::Controller;
 use meshfed::report::{PhaseReport, Report};
 
@@ -328,20 +330,6 @@ fn with_a_foreign_root_no_call_to_that_cluster_is_mtls_its_callers_are_refused_a
         "MEASURED foreign root: 0 of {} calls to cluster3 mTLS; {} client certificates refused",
         to_foreign.attempted, refused.fail_verify_error
     );
-}
-
-/// Gateway addresses the ServiceEntries of `cluster` name.
-fn named_gateways(plan: &Plan, cluster: &str) -> Vec<String> {
-    plan.clusters
-        .iter()
-        .filter(|planned| planned.cluster == cluster)
-        .flat_map(|planned| planned.objects.iter())
-        .filter_map(|object| match object {
-            Object::ServiceEntry(entry) => Some(entry.spec.endpoints.iter().map(|endpoint| endpoint.address.clone())),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 #[test]

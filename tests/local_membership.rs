@@ -11,13 +11,16 @@ mod sandbox_before_main;
 #[path = "support/skip.rs"]
 mod skip;
 use sandbox_before_main::SANDBOX;
+#[path = "support/plan_gateways.rs"]
+mod plan_gateways;
+use plan_gateways::named_gateways;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use meshfed::change::{InventoryEvent, WorldChange};
-use meshfed::plan::{Object, Plan};
+use meshfed::plan::Plan;
 use meshfed::provider::local::{LocalOptions, LocalProvider, provision_envoy, sandbox};
 use meshfed::provider::{PhaseSettings, Provider as _, Traffic};
 use meshfed::reconcile::Controller;
@@ -85,20 +88,6 @@ fn tally(records: &[RequestRecord]) -> (BTreeMap<String, u64>, u64) {
         }
     }
     (answered, failed)
-}
-
-/// Every gateway address named by a ServiceEntry in `cluster`'s plan.
-fn named_gateways(plan: &Plan, cluster: &str) -> Vec<String> {
-    plan.clusters
-        .iter()
-        .filter(|planned| planned.cluster == cluster)
-        .flat_map(|planned| planned.objects.iter())
-        .filter_map(|object| match object {
-            Object::ServiceEntry(entry) => Some(entry.spec.endpoints.iter().map(|e| e.address.clone())),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 fn gateway_of(controller: &Controller, cluster: &str) -> String {
