@@ -1,7 +1,11 @@
 //! The `meshfed` binary: exit codes, what `plan` and `certs` write, and that bad input writes nothing.
 
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn meshfed(args: &[&str]) -> Output {
@@ -15,25 +19,10 @@ fn scenario(name: &str) -> String {
     format!("{}/scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A temporary directory removed when dropped, even when the test fails.
-struct TempDir(PathBuf);
-
+/// Where this file's scratch directories live and how they are named.
 impl TempDir {
     fn new(label: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("meshfed-cli-test-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir::for_this_process("meshfed-cli-test", label)
     }
 }
 

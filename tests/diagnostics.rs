@@ -14,6 +14,9 @@ mod local_provider;
 use local_provider::local_provider_available;
 #[path = "support/skip.rs"]
 mod skip;
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 
 const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 const RECORDS_HEADER: &str =
@@ -45,21 +48,10 @@ const PASSING_PHASES: &str = "
       clustersReached: [cluster2]
 ";
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
+/// Where this file's scratch directories live and how they are named.
 impl TempDir {
     fn new(label: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("meshfed-diag-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir::for_this_process("meshfed-diag", label)
     }
 }
 

@@ -13,6 +13,9 @@ mod marker;
 use marker::{MARKER_ENV, processes_with_marker, unique_marker};
 #[path = "support/skip.rs"]
 mod skip;
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 
 use meshfed::measure::{ExpectedPod, measure};
 use meshfed::provider::{ProviderInfo, TlsFailures};
@@ -28,28 +31,14 @@ const DIFF_DEADLINE: Duration = Duration::from_secs(30);
 /// One real run at a time: the runs share two cores with the rest of the suite.
 static REAL_RUNS: Mutex<()> = Mutex::new(());
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
+/// Where this file's scratch directories live and how they are named.
 impl TempDir {
     fn new(label: &str) -> TempDir {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let path = std::env::temp_dir().join(format!("meshfed-diff-{label}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir::at(std::env::temp_dir().join(format!("meshfed-diff-{label}-{}-{nanos}", std::process::id())))
     }
 }
 

@@ -6,14 +6,19 @@
 //! targets), so "nothing was lost" means exactly that. Tests that need root (mounting a tmpfs) or
 //! the local provider (Envoy) skip with a message outside CI and fail under `CI=true`.
 
+#[path = "support/local_provider.rs"]
+mod local_provider;
+use local_provider::local_provider_available;
 #[path = "support/skip.rs"]
 mod skip;
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,28 +40,14 @@ fn unique(label: &str) -> String {
     )
 }
 
-/// A directory removed when dropped, even when the test fails.
-struct TempDir(PathBuf);
-
+/// Where this file's scratch directories live and how they are named.
 impl TempDir {
     fn new(label: &str) -> TempDir {
         TempDir::under(&std::env::temp_dir(), label)
     }
 
     fn under(parent: &Path, label: &str) -> TempDir {
-        let path = parent.join(format!("meshfed-files-{}", unique(label)));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir::at(parent.join(format!("meshfed-files-{}", unique(label))))
     }
 }
 
@@ -433,24 +424,6 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// `meshfed setup` once per test binary: `Err` says why the local provider cannot run here.
-fn local_provider() -> Result<(), String> {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    AVAILABLE
-        .get_or_init(|| {
-            let output = Command::new(MESHFED)
-                .arg("setup")
-                .output()
-                .map_err(|error| error.to_string())?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                Err(format!("`meshfed setup` failed: {}", text(&output.stderr)))
-            }
-        })
-        .clone()
-}
-
 /// The old report a full-disk run must not lose.
 const OLD_REPORT: &str = "{\"schema\": \"an earlier, good report\"}\n";
 
@@ -523,8 +496,8 @@ fn report_that_no_longer_fits_exits_3_and_keeps_the_old_report() {
     if !is_root() {
         return skip::skip("needs root to mount a tmpfs");
     }
-    if let Err(reason) = local_provider() {
-        return skip::skip(&reason);
+    if !local_provider_available() {
+        return;
     }
     let work = TempDir::new("full-disk-late");
     // One free page passes the up-front check; seed's report (about 14 KB) does not fit in it.
@@ -553,8 +526,8 @@ fn report_dir_under_run_gets_the_report_despite_the_sandbox_tmpfs() {
     if !is_root() {
         return skip::skip("needs root to write under /run");
     }
-    if let Err(reason) = local_provider() {
-        return skip::skip(&reason);
+    if !local_provider_available() {
+        return;
     }
     let run_dir = RunDir(PathBuf::from(format!("/run/{}", unique("meshfed-test"))));
     let report_dir = run_dir.0.join("r");

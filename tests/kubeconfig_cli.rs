@@ -3,6 +3,10 @@
 //! cluster, its context and what is missing; a scenario or command line the kubeconfig provider
 //! cannot use is bad input (exit 2) naming file, line and column. No cluster is needed.
 
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,20 +14,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Longest a command that cannot reach a cluster may run before this test calls it hung.
 const HUNG_AFTER: Duration = Duration::from_secs(30);
 
-struct TempDir(PathBuf);
-
+/// Where this file's scratch directories live and how they are named.
 impl TempDir {
     fn new(label: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("meshfed-kubeconfig-cli-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir::for_this_process("meshfed-kubeconfig-cli", label)
     }
 }
 

@@ -8,20 +8,24 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 #[path = "support/marker.rs"]
 mod marker;
-use marker::{MARKER_ENV, processes_with_marker, unique_marker};
+use marker::{MARKER_ENV, assert_own_run_left_nothing, unique_marker};
 #[path = "support/local_provider.rs"]
 mod local_provider;
 use local_provider::local_provider_available;
 #[path = "support/skip.rs"]
 mod skip;
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
+#[path = "support/plan_gateways.rs"]
+mod plan_gateways;
+use plan_gateways::named_gateways;
 
 use meshfed::change::InventoryEvent;
 use meshfed::measure::timeline::{ActionRecord, Bucket, Timeline};
-use meshfed::plan::{Object, Plan};
 use meshfed::reconcile::Controller;
 use meshfed::report::{PhaseReport, Report};
 
@@ -31,21 +35,10 @@ fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
 }
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
+/// Where this file's scratch directories live and how they are named.
 impl TempDir {
     fn new(label: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("meshfed-changes-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir::for_this_process("meshfed-changes", label)
     }
 }
 
@@ -111,32 +104,6 @@ fn run(scenario: &Path, label: &str) -> Run {
         stderr,
         report,
     }
-}
-
-/// Polls (5 s deadline) until no process of this run is left, then checks no temporary entry of
-/// this meshfed process remains.
-fn assert_own_run_left_nothing(marker: &str, meshfed_pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_with_marker(marker).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        processes_with_marker(marker),
-        Vec::<u32>::new(),
-        "{marker}: processes remain"
-    );
-    let suffix = format!("-{meshfed_pid}");
-    let temporary: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("meshfed") && (name.ends_with(&suffix) || name.contains(&format!("{suffix}-"))))
-        .collect();
-    assert_eq!(
-        temporary,
-        Vec::<String>::new(),
-        "{marker}: temporary entries of meshfed {meshfed_pid} remain"
-    );
 }
 
 fn timeline_of(phase: &PhaseReport) -> &Timeline {
@@ -363,20 +330,6 @@ fn with_a_foreign_root_no_call_to_that_cluster_is_mtls_its_callers_are_refused_a
         "MEASURED foreign root: 0 of {} calls to cluster3 mTLS; {} client certificates refused",
         to_foreign.attempted, refused.fail_verify_error
     );
-}
-
-/// Gateway addresses the ServiceEntries of `cluster` name.
-fn named_gateways(plan: &Plan, cluster: &str) -> Vec<String> {
-    plan.clusters
-        .iter()
-        .filter(|planned| planned.cluster == cluster)
-        .flat_map(|planned| planned.objects.iter())
-        .filter_map(|object| match object {
-            Object::ServiceEntry(entry) => Some(entry.spec.endpoints.iter().map(|endpoint| endpoint.address.clone())),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 #[test]

@@ -14,12 +14,15 @@ use nix::unistd::Pid;
 
 #[path = "support/marker.rs"]
 mod marker;
-use marker::{MARKER_ENV, processes_with_marker, unique_marker};
+use marker::{MARKER_ENV, assert_own_run_left_nothing, processes_with_marker, unique_marker};
 #[path = "support/local_provider.rs"]
 mod local_provider;
 use local_provider::local_provider_available;
 #[path = "support/skip.rs"]
 mod skip;
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 
 use meshfed::measure::share_tolerance;
 use meshfed::report::{PhaseReport, Report};
@@ -32,21 +35,10 @@ fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
 }
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
+/// Where this file's scratch directories live and how they are named.
 impl TempDir {
     fn new(label: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("meshfed-e2e-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir::for_this_process("meshfed-e2e", label)
     }
 }
 
@@ -658,33 +650,6 @@ impl Drop for LiveRun {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
-}
-
-/// Nothing of one run is left: none of its processes (by marker), no temporary entry named after
-/// its meshfed's pid. Other runs on the machine (parallel tests, other checkouts) are not looked
-/// at; meshfed's namespaces live in its private sandbox and go with its processes.
-fn assert_own_run_left_nothing(marker: &str, meshfed_pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_with_marker(marker).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        processes_with_marker(marker),
-        Vec::<u32>::new(),
-        "{marker}: processes remain"
-    );
-    let suffix = format!("-{meshfed_pid}");
-    let temporary: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("meshfed") && (name.ends_with(&suffix) || name.contains(&format!("{suffix}-"))))
-        .collect();
-    assert_eq!(
-        temporary,
-        Vec::<String>::new(),
-        "{marker}: temporary entries of meshfed {meshfed_pid} remain"
-    );
 }
 
 /// Sends `signal` to the one process of this run whose command line contains `needle`.

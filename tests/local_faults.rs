@@ -12,13 +12,15 @@
 #[path = "support/marker.rs"]
 mod marker;
 use marker::{MARKER_ENV, processes_with_marker};
+#[path = "support/sandbox_before_main.rs"]
+mod sandbox_before_main;
 #[path = "support/skip.rs"]
 mod skip;
+use sandbox_before_main::SANDBOX;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -33,19 +35,6 @@ use meshfed::scenario::{self, ConnectionPolicy, IstioVersion, Protocol, Scenario
 const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 /// Set by the outer half: the re-run test binary enters the sandbox before `main`.
 const SANDBOX_ENV: &str = "MESHFED_FAULTS_SANDBOX";
-
-static SANDBOX: OnceLock<Result<SandboxMode, String>> = OnceLock::new();
-
-/// Runs before `main`, while the process has one thread.
-extern "C" fn enter_sandbox_if_asked() {
-    if std::env::var_os(SANDBOX_ENV).is_some() {
-        let _ = SANDBOX.set(sandbox::enter().map_err(|error| format!("{error:#?}: {error}")));
-    }
-}
-
-#[used]
-#[unsafe(link_section = ".init_array")]
-static ENTER_SANDBOX_BEFORE_MAIN: extern "C" fn() = enter_sandbox_if_asked;
 
 /// `true` in the sandboxed half. In the outer half, runs `test` sandboxed, checks it passed and
 /// left nothing, and returns `false`.

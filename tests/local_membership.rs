@@ -6,16 +6,21 @@
 //! set, and a constructor in `.init_array` enters the sandbox before libtest starts a thread; the
 //! outer half then checks that no process carrying its marker outlived the run.
 
+#[path = "support/sandbox_before_main.rs"]
+mod sandbox_before_main;
 #[path = "support/skip.rs"]
 mod skip;
+use sandbox_before_main::SANDBOX;
+#[path = "support/plan_gateways.rs"]
+mod plan_gateways;
+use plan_gateways::named_gateways;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use meshfed::change::{InventoryEvent, WorldChange};
-use meshfed::plan::{Object, Plan};
+use meshfed::plan::Plan;
 use meshfed::provider::local::{LocalOptions, LocalProvider, provision_envoy, sandbox};
 use meshfed::provider::{PhaseSettings, Provider as _, Traffic};
 use meshfed::reconcile::Controller;
@@ -26,19 +31,6 @@ const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 const SANDBOX_ENV: &str = "MESHFED_TEST_SANDBOX";
 const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
 const REQUESTS: u64 = 120;
-
-static SANDBOX: OnceLock<Result<sandbox::SandboxMode, String>> = OnceLock::new();
-
-/// Runs before `main`, while the process has one thread.
-extern "C" fn enter_sandbox_if_asked() {
-    if std::env::var_os(SANDBOX_ENV).is_some() {
-        let _ = SANDBOX.set(sandbox::enter().map_err(|error| format!("{error:#?}: {error}")));
-    }
-}
-
-#[used]
-#[unsafe(link_section = ".init_array")]
-static ENTER_SANDBOX_BEFORE_MAIN: extern "C" fn() = enter_sandbox_if_asked;
 
 /// three-clusters.yaml with foo also in cluster3, bar at 1, 2 and 1 pods, and cluster3 joining
 /// later with an intermediate signed by a foreign root.
@@ -96,20 +88,6 @@ fn tally(records: &[RequestRecord]) -> (BTreeMap<String, u64>, u64) {
         }
     }
     (answered, failed)
-}
-
-/// Every gateway address named by a ServiceEntry in `cluster`'s plan.
-fn named_gateways(plan: &Plan, cluster: &str) -> Vec<String> {
-    plan.clusters
-        .iter()
-        .filter(|planned| planned.cluster == cluster)
-        .flat_map(|planned| planned.objects.iter())
-        .filter_map(|object| match object {
-            Object::ServiceEntry(entry) => Some(entry.spec.endpoints.iter().map(|e| e.address.clone())),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 fn gateway_of(controller: &Controller, cluster: &str) -> String {

@@ -10,8 +10,11 @@
 //! that namespace's, which the outer half maps to host pids by marker. The outer half checks what
 //! the sandboxed half printed, and that nothing is left on the host afterwards.
 
+#[path = "support/sandbox_before_main.rs"]
+mod sandbox_before_main;
 #[path = "support/skip.rs"]
 mod skip;
+use sandbox_before_main::SANDBOX;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,7 +22,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -35,19 +37,6 @@ const SANDBOX_ENV: &str = "MESHFED_TEST_SANDBOX";
 const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
 /// The uid the rootless tests run as when the outer half is root.
 const NOBODY: u32 = 65534;
-
-static SANDBOX: OnceLock<Result<SandboxMode, String>> = OnceLock::new();
-
-/// Runs before `main`, while the process has one thread.
-extern "C" fn enter_sandbox_if_asked() {
-    if std::env::var_os(SANDBOX_ENV).is_some() {
-        let _ = SANDBOX.set(sandbox::enter().map_err(|error| format!("{error:#?}: {error}")));
-    }
-}
-
-#[used]
-#[unsafe(link_section = ".init_array")]
-static ENTER_SANDBOX_BEFORE_MAIN: extern "C" fn() = enter_sandbox_if_asked;
 
 /// In the sandboxed half: the sandbox mode (panics with the reason if entering failed).
 /// In the outer half: `None`.

@@ -6,6 +6,9 @@
 
 #[path = "support/skip.rs"]
 mod skip;
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,24 +18,14 @@ use serde_json::Value;
 const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
+/// Where this file's scratch directories live and how they are named.
 impl TempDir {
     fn new(label: &str) -> TempDir {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let path = std::env::temp_dir().join(format!("meshfed-formats-{label}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir::at(std::env::temp_dir().join(format!("meshfed-formats-{label}-{}-{nanos}", std::process::id())))
     }
 }
 

@@ -15,6 +15,9 @@ mod local_provider;
 use local_provider::local_provider_available;
 #[path = "support/skip.rs"]
 mod skip;
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+use temp_dir::TempDir;
 
 const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 /// Two short runs (400 requests per phase) and their teardown take seconds; this bounds a hang.
@@ -24,20 +27,10 @@ fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
 }
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
+/// Where this file's scratch directories live and how they are named.
 impl TempDir {
     fn new(label: &str) -> TempDir {
-        let path = std::env::temp_dir().join(unique_marker(label));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir::at(std::env::temp_dir().join(unique_marker(label)))
     }
 }
 

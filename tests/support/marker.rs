@@ -37,3 +37,31 @@ pub fn processes_with_marker(marker: &str) -> Vec<u32> {
     }
     pids
 }
+
+/// Nothing of one run is left: none of its processes (by marker; polled for up to 5 s), no
+/// temporary entry named after its meshfed's pid. Other runs on the machine (parallel tests, other
+/// checkouts) are not looked at; meshfed's namespaces live in its private sandbox and go with its
+/// processes.
+pub fn assert_own_run_left_nothing(marker: &str, meshfed_pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !processes_with_marker(marker).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        processes_with_marker(marker),
+        Vec::<u32>::new(),
+        "{marker}: processes remain"
+    );
+    let suffix = format!("-{meshfed_pid}");
+    let temporary: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("meshfed") && (name.ends_with(&suffix) || name.contains(&format!("{suffix}-"))))
+        .collect();
+    assert_eq!(
+        temporary,
+        Vec::<String>::new(),
+        "{marker}: temporary entries of meshfed {meshfed_pid} remain"
+    );
+}
