@@ -98,7 +98,7 @@ fn the_kubeconfig_job_builds_the_image_exports_the_kind_contexts_and_names_the_i
         .get("MESHFED_IMAGE")
         .expect("MESHFED_IMAGE is set for kubeconfig_live");
     assert!(all.contains(&format!("docker build --tag {image} .")), "{all}");
-    assert!(all.contains(&format!("docker save --output")), "{all}");
+    assert!(all.contains("docker save --output"), "{all}");
     // The contexts kubeconfig_live uses are those `kind export kubeconfig` writes for meshfed's
     // clusters (kind names a context `kind-<cluster name>`).
     let live_test = std::fs::read_to_string(repo().join("tests/kubeconfig_live.rs")).unwrap();
@@ -107,7 +107,7 @@ fn the_kubeconfig_job_builds_the_image_exports_the_kind_contexts_and_names_the_i
             all.contains(&format!("kind export kubeconfig --name meshfed-{cluster}")),
             "{all}"
         );
-        assert!(all.contains(&format!("kind load image-archive")), "{all}");
+        assert!(all.contains("kind load image-archive"), "{all}");
         assert!(
             live_test.contains(&format!("context: kind-meshfed-{cluster}")),
             "{cluster}"

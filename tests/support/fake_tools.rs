@@ -11,7 +11,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// `docker network inspect kind` as Docker 27 prints it (IPv6 subnet first, one node attached).
+/// `docker network inspect kind` as Docker 27 prints it (IPv6 subnet first, one node attached):
+/// a JSON array of the network's resource, as in the Docker CLI reference for `docker network
+/// inspect`, with `IPAM.Config[].Subnet` and `Containers.<id>.IPv4Address` in CIDR form, and the
+/// dual-stack subnets kind v0.30.0 asks for (`pkg/cluster/internal/providers/docker/network.go`).
 pub const NETWORK_INSPECT: &str = r#"[
     {
         "Name": "kind",
@@ -120,7 +123,10 @@ impl FakeTools {
 log='{log}'; state='{state}'
 printf 'kind %s\n' "$*" >> "$log"
 case "$1 $2" in
+  # kind v0.30.0 pkg/cmd/kind/version/version.go DisplayVersion: "kind v<version> <go> <os>/<arch>".
   "version ") echo "kind v0.30.0 go1.24.6 linux/amd64" ;;
+  # kind v0.30.0 pkg/cmd/kind/get/clusters/clusters.go: one name per line on stdout, or the
+  # logger's "No kind clusters found." (stderr) when there are none.
   "get clusters")
     if [ -s "$state/clusters" ]; then cat "$state/clusters"; else echo "No kind clusters found." >&2; fi ;;
   "create cluster")
@@ -286,7 +292,13 @@ printf '# fake download of %s\napiVersion: v1\nkind: Namespace\nmetadata:\n  nam
 log='{log}'; state='{state}'
 printf 'istioctl-{version} %s\n' "$*" >> "$log"
 case "$1" in
-  version) echo "client version: {version}" ;;
+  # istio/istio pkg/version/cobra.go (CobraCommandWithOptions): with no remote version, `--short`
+  # prints the client's version alone; without it, the BuildInfo long form.
+  version)
+    case " $* " in
+      *" --short "*) echo "{version}" ;;
+      *) echo 'version.BuildInfo{{Version:"{version}", GitRevision:"0000000000000000000000000000000000000000", GolangVersion:"go1.24.6", BuildStatus:"Clean", GitTag:"{version}"}}' ;;
+    esac ;;
   install)
     context=""; file=""
     while [ $# -gt 0 ]; do

@@ -484,9 +484,11 @@ pub(super) fn build_image(tag: &str, context: &Path) -> Invocation {
     .stdin(dockerfile())
 }
 
-/// `istioctl version --remote=false` (the client's own version, no cluster needed).
+/// `istioctl version --remote=false --short`: the client's own version, no cluster needed, as
+/// the bare version (`1.30.3`); without `--short` istioctl prints its `BuildInfo` long form
+/// (`pkg/version/cobra.go`, `CobraCommandWithOptions`), whose version is not a word of its own.
 pub(super) fn istioctl_version(istioctl: &Path) -> Invocation {
-    Invocation::new(istioctl, ["version", "--remote=false"], QUERY_TIMEOUT)
+    Invocation::new(istioctl, ["version", "--remote=false", "--short"], QUERY_TIMEOUT)
 }
 
 /// `docker save` of the workload image into `archive`.
