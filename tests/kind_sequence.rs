@@ -670,12 +670,33 @@ fn seed_on_kind_pins_the_node_image_makes_other_networks_unreachable_and_loads_a
 }
 
 #[test]
-fn on_kind_a_probe_that_times_out_is_not_isolated() {
+fn on_kind_a_probe_that_times_out_is_not_isolated_and_on_kubeconfig_it_is_when_the_gateway_connects() {
     use meshfed::provider::IsolationRule;
     let options = meshfed::provider::kind::kubeconfig_options(meshfed::scenario::FederationMode::Serviceentry);
     assert_eq!(options.isolation, IsolationRule::Unreachable);
     assert!(!options.isolation.isolated("timed out", "connected"));
     assert!(options.isolation.isolated("unreachable", "connected"));
+    // Clusters meshfed did not network itself: a dropped packet times out there.
+    let kubeconfig =
+        meshfed::provider::kubeconfig::KubeconfigOptions::new(meshfed::provider::kubeconfig::WorkloadImage {
+            image: "unused".to_owned(),
+            command: "meshfed".to_owned(),
+        });
+    assert_eq!(kubeconfig.isolation, IsolationRule::UnreachableOrTimeout);
+    assert!(kubeconfig.isolation.isolated("timed out", "connected"));
+    assert!(!kubeconfig.isolation.isolated("timed out", "timed out"));
+}
+
+#[test]
+fn dry_run_is_refused_for_other_providers() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let (output, _) = meshfed(
+        Path::new("/usr/bin:/bin"),
+        &["run", seed.to_str().unwrap(), "--dry-run"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--dry-run shows a kind run"), "{stderr}");
 }
 
 /// `meshfed run SCENARIO --provider kind` on the fakes, the scenario given as text.
