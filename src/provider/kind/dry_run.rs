@@ -22,7 +22,7 @@ use super::install::{
 };
 use super::isolation::unreachable_routes;
 use super::tools::{DOCKER_INFO_TIMEOUT, Invocation};
-use super::workload_image::{ARCHIVE_NAME, IMAGE_REPOSITORY};
+use super::workload_image::{ARCHIVE_NAME, IMAGE_REPOSITORY, check_binary_runs_in_pods};
 use super::world::{
     GATEWAY_ADDRESS_TIMEOUT, METALLB_TIMEOUT, build_image, create_cluster, export_kubeconfig, istioctl_install,
     istioctl_version, load_image_archive, save_image,
@@ -71,8 +71,12 @@ fn heading(out: &mut String, text: &str) {
     let _ = writeln!(out, "\n# {text}");
 }
 
-/// The printout, or why the live run would refuse (no istioctl published for this platform).
+/// The printout, or why the live run would refuse (no istioctl published for this platform, a
+/// workload image to build from a binary that cannot run in Linux pods).
 pub fn dry_run(scenario: &Scenario, inputs: &DryRunInputs) -> Result<String, String> {
+    if inputs.workload_image.is_none() {
+        check_binary_runs_in_pods(&inputs.os)?;
+    }
     let mut out = String::new();
     let versions: std::collections::BTreeSet<_> = scenario
         .clusters
@@ -319,4 +323,41 @@ pub fn dry_run(scenario: &Scenario, inputs: &DryRunInputs) -> Result<String, Str
 
 fn pool_len(first: Ipv4Addr, last: Ipv4Addr) -> u32 {
     u32::from(last) - u32::from(first) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed() -> Scenario {
+        crate::scenario::parse(Path::new("seed.yaml"), include_str!("../../../scenarios/seed.yaml")).unwrap()
+    }
+
+    fn inputs(os: &str, arch: &str, workload_image: Option<&str>) -> DryRunInputs {
+        DryRunInputs {
+            releases_url: super::super::istioctl::DEFAULT_RELEASES_URL.to_owned(),
+            os: os.to_owned(),
+            arch: arch.to_owned(),
+            workload_image: workload_image.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn on_macos_the_dry_run_refuses_as_the_run_does_unless_an_image_is_named() {
+        let refused = dry_run(&seed(), &inputs("macos", "x86_64", None)).unwrap_err();
+        assert!(refused.contains("MESHFED_WORKLOAD_IMAGE"), "{refused}");
+        let printed = dry_run(&seed(), &inputs("macos", "x86_64", Some("registry.example/meshfed:1"))).unwrap();
+        assert!(printed.contains("/1.30.3/istioctl-1.30.3-osx.tar.gz"), "{printed}");
+        assert!(
+            printed.contains("registry.example/meshfed:1 (MESHFED_WORKLOAD_IMAGE)"),
+            "{printed}"
+        );
+        assert!(!printed.contains("docker build"), "{printed}");
+    }
+
+    #[test]
+    fn a_platform_without_istioctl_is_refused() {
+        let refused = dry_run(&seed(), &inputs("linux", "riscv64", None)).unwrap_err();
+        assert!(refused.contains("linux/riscv64"), "{refused}");
+    }
 }
