@@ -659,6 +659,8 @@ fn seed_on_kind_pins_the_node_image_makes_other_networks_unreachable_and_loads_a
         ]
     );
     assert!(!fakes.log().contains("docker-image"), "{}", fakes.log());
+    // The report names the image the clusters ran on.
+    assert!(provider.info().mode.contains(pinned), "{}", provider.info().mode);
     runtime.block_on(provider.teardown(&mut |_: &str| {})).unwrap();
     let progress: Vec<String> = progress.try_iter().collect();
     assert!(

@@ -164,8 +164,9 @@ impl<K: KubeSide> Provider for KindProvider<K> {
             name: "kind".to_owned(),
             emulates: None,
             mode: format!(
-                "{}; MetalLB {}",
+                "{}; node image {}; MetalLB {}",
                 self.world.kind_version.as_deref().unwrap_or("kind"),
+                crate::plan::support_matrix::KIND.node_image,
                 install::METALLB_VERSION
             ),
             proxy: self.world.istio_versions(),
