@@ -135,6 +135,11 @@ enum Command {
         /// Thresholds of --compare-to and of the version matrix's diffs.
         #[command(flatten)]
         thresholds: diff::ThresholdArgs,
+        /// kind: print every command and Kubernetes object the run would run or apply, in order,
+        /// and exit without running anything (no Docker or network needed); refuses what the run
+        /// would refuse (exit 2).
+        #[arg(long)]
+        dry_run: bool,
         /// Keep every Envoy's log and config dump, the plan applied in each phase (YAML) and each
         /// phase's request records (CSV) in DIR. A failed run keeps them in `<report-dir>/logs/`
         /// without it. Private keys are never copied.
@@ -364,7 +369,18 @@ fn execute(command: Command) -> Result<(), CliError> {
             istio_versions,
             thresholds,
             keep_logs,
+            dry_run,
         } => {
+            if dry_run {
+                if provider != ProviderName::Kind || istio_versions.len() > 1 {
+                    return Err(CliError::BadInput(
+                        "--dry-run shows a kind run: use it with --provider kind and at most one --istio-version"
+                            .to_owned(),
+                    ));
+                }
+                print!("{}", in_process::kind_dry_run(&scenario, istio_versions.first().copied())?);
+                return Ok(());
+            }
             if istio_versions.len() > 1 {
                 if reuse || compare_to.is_some() || keep_logs.is_some() || image_command != "meshfed" {
                     return Err(CliError::BadInput(

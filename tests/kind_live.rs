@@ -6,6 +6,9 @@
 //! cargo test --release --test kind_live -- --ignored --test-threads=1
 //! ```
 //!
+//! (The workflow skips `seed_passes_on_kind` there: its kubeconfig job runs the seed on kind and
+//! keeps those clusters for `tests/kubeconfig_live.rs`, so no scenario runs twice.)
+//!
 //! Each runs `meshfed run scenarios/<name>.yaml --provider kind`, expects exit 0 and a passing
 //! report from the `kind` provider, and then no `meshfed-*` kind cluster left. Reports go to
 //! `$MESHFED_LIVE_REPORT_DIR/<name>/report.json` when that is set.

@@ -609,7 +609,7 @@ fn upgrade_installs_the_new_istio_over_the_named_cluster_while_traffic_runs() {
         during,
         [
             "istioctl-1.30.0 install --skip-confirmation --kubeconfig [TMP]/run/cluster2/kubeconfig --context kind-meshfed-cluster2 --readiness-timeout 5m0s --filename [TMP]/run/cluster2/istio-operator.yaml",
-            "istioctl-1.30.0 version --remote=false",
+            "istioctl-1.30.0 version --remote=false --short",
             "kube send_traffic 6000 requests from foo.ns1 to bar.ns2",
         ]
     );
@@ -620,4 +620,299 @@ fn upgrade_installs_the_new_istio_over_the_named_cluster_while_traffic_runs() {
         "{lines:?}"
     );
     drop(progress);
+}
+
+#[test]
+fn seed_on_kind_pins_the_node_image_makes_other_networks_unreachable_and_loads_an_image_archive() {
+    let fakes = FakeTools::new("pinned-isolated", &[], 2);
+    let scenario = load_scenario("seed.yaml");
+    let (mut provider, progress) = kind_provider(&fakes, &["1.30.3"], false);
+    let runtime = runtime();
+    runtime
+        .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
+        .unwrap();
+    // kind v0.30.0's default node image, by digest (pkg/apis/config/defaults/image.go@v0.30.0).
+    let pinned = "kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a";
+    assert_eq!(
+        fakes.node_images_created(),
+        [
+            format!("meshfed-cluster1 {pinned}"),
+            format!("meshfed-cluster2 {pinned}")
+        ]
+    );
+    // Each node: the other cluster's pod and service networks, and nothing of its own.
+    assert_eq!(
+        fakes.unreachable_routes(),
+        [
+            "meshfed-cluster1-control-plane 10.20.0.0/16",
+            "meshfed-cluster1-control-plane 10.97.0.0/16",
+            "meshfed-cluster2-control-plane 10.10.0.0/16",
+            "meshfed-cluster2-control-plane 10.96.0.0/16",
+        ]
+    );
+    // `docker save` + `kind load image-archive`, never `kind load docker-image` (kind#3795, #4066).
+    assert_eq!(
+        fakes.loaded_archives(),
+        [
+            "meshfed-cluster1 archive of meshfed-workload:450942e915326e45",
+            "meshfed-cluster2 archive of meshfed-workload:450942e915326e45",
+        ]
+    );
+    assert!(!fakes.log().contains("docker-image"), "{}", fakes.log());
+    // The report names the image the clusters ran on.
+    assert!(provider.info().mode.contains(pinned), "{}", provider.info().mode);
+    runtime.block_on(provider.teardown(&mut |_: &str| {})).unwrap();
+    let progress: Vec<String> = progress.try_iter().collect();
+    assert!(
+        progress
+            .iter()
+            .any(|line| line == "cluster1: other clusters' networks unreachable (10.20.0.0/16, 10.97.0.0/16)"),
+        "{progress:#?}"
+    );
+}
+
+#[test]
+fn on_kind_a_probe_that_times_out_is_not_isolated_and_on_kubeconfig_it_is_when_the_gateway_connects() {
+    use meshfed::provider::IsolationRule;
+    let options = meshfed::provider::kind::kubeconfig_options(meshfed::scenario::FederationMode::Serviceentry);
+    assert_eq!(options.isolation, IsolationRule::Unreachable);
+    assert!(!options.isolation.isolated("timed out", "connected"));
+    assert!(options.isolation.isolated("unreachable", "connected"));
+    // Clusters meshfed did not network itself: a dropped packet times out there.
+    let kubeconfig =
+        meshfed::provider::kubeconfig::KubeconfigOptions::new(meshfed::provider::kubeconfig::WorkloadImage {
+            image: "unused".to_owned(),
+            command: "meshfed".to_owned(),
+        });
+    assert_eq!(kubeconfig.isolation, IsolationRule::UnreachableOrTimeout);
+    assert!(kubeconfig.isolation.isolated("timed out", "connected"));
+    assert!(!kubeconfig.isolation.isolated("timed out", "timed out"));
+}
+
+#[test]
+fn dry_run_is_refused_for_other_providers() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let (output, _) = meshfed(
+        Path::new("/usr/bin:/bin"),
+        &["run", seed.to_str().unwrap(), "--dry-run"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--dry-run shows a kind run"), "{stderr}");
+}
+
+/// `meshfed run SCENARIO --provider kind` on the fakes, the scenario given as text.
+fn run_on_kind(fakes: &FakeTools, name: &str, text: &str, provider: &str) -> std::process::Output {
+    let file = fakes.root.join(name);
+    std::fs::write(&file, text).unwrap();
+    let mut args = vec!["run", file.to_str().unwrap(), "--provider", provider];
+    if provider == "kubeconfig" {
+        args.extend(["--image", "unused"]);
+    }
+    meshfed(Path::new(&fakes.path()), &args).0
+}
+
+#[test]
+fn an_istio_that_does_not_install_on_the_pinned_node_image_is_refused_before_anything_runs() {
+    let fakes = FakeTools::new("not-installable", &[], 0);
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/rolling-upgrade.yaml")).unwrap();
+    let output = run_on_kind(&fakes, "rolling-upgrade.yaml", &text, "kind");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("rolling-upgrade.yaml:16:"), "{stderr}");
+    assert!(
+        stderr.contains("Istio 1.9.9 does not install on Kubernetes 1.34"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Kubernetes 1.17–1.20"), "{stderr}");
+    assert!(stderr.contains("1.28, 1.29, 1.30"), "{stderr}");
+    assert_eq!(fakes.log(), "", "nothing ran");
+}
+
+#[test]
+fn an_in_place_upgrade_skipping_a_minor_is_refused_on_kind_and_kubeconfig_offering_a_canary() {
+    let fakes = FakeTools::new("skips-minor", &[], 0);
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/upgrade.yaml"))
+        .unwrap()
+        .replace("istioVersion: 1.29.0", "istioVersion: 1.28.4");
+    for provider in ["kind", "kubeconfig"] {
+        let text = if provider == "kubeconfig" {
+            text.replace(
+                "  - name: cluster1\n",
+                "  - name: cluster1\n    context: kind-meshfed-cluster1\n",
+            )
+            .replace(
+                "  - name: cluster2\n",
+                "  - name: cluster2\n    context: kind-meshfed-cluster2\n",
+            )
+        } else {
+            text.clone()
+        };
+        let output = run_on_kind(&fakes, "upgrade-skipping.yaml", &text, provider);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{provider}: {stderr}");
+        assert!(
+            stderr.contains("the in-place upgrade of cluster2 from Istio 1.28.4 to 1.30.0 skips minor versions"),
+            "{provider}: {stderr}"
+        );
+        assert!(stderr.contains("canary (revision) upgrade"), "{provider}: {stderr}");
+    }
+    assert_eq!(fakes.log(), "", "nothing ran");
+}
+
+/// `meshfed run SCENARIO --provider kind --dry-run` with nothing on PATH (no docker, no kind).
+fn dry_run(scenario: &str) -> std::process::Output {
+    dry_run_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(scenario))
+}
+
+fn dry_run_file(file: &Path) -> std::process::Output {
+    let empty = std::env::temp_dir().join(format!("meshfed-dry-run-path-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_meshfed"))
+        .args(["run", file.to_str().unwrap(), "--provider", "kind", "--dry-run"])
+        .env("PATH", &empty)
+        .env_remove("MESHFED_WORKLOAD_IMAGE")
+        .env_remove("MESHFED_ISTIO_RELEASES_URL")
+        .output()
+        .unwrap()
+}
+
+/// The platform's istioctl asset suffix, redacted so the snapshot holds on amd64 and arm64.
+fn redact_arch(text: &str) -> String {
+    text.replace("linux-amd64", "linux-[ARCH]")
+        .replace("linux-arm64", "linux-[ARCH]")
+}
+
+#[test]
+fn seed_dry_run_prints_every_command_and_object_in_order_without_docker_or_network() {
+    let output = dry_run("seed.yaml");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "--image kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a",
+        "$ docker exec meshfed-cluster1-control-plane ip route replace unreachable 10.20.0.0/16",
+        "$ docker exec meshfed-cluster1-control-plane ip route replace unreachable 10.97.0.0/16",
+        "wait [kind-meshfed-cluster2] deployment metallb-system/controller available",
+        "fetch https://github.com/istio/istio/releases/download/1.30.3/istioctl-1.30.3-linux-",
+        "install --skip-confirmation --kubeconfig <run-dir>/cluster2/kubeconfig --context kind-meshfed-cluster2",
+        "$ kind load image-archive <run-dir>/workload-image.tar --name meshfed-cluster2",
+    ] {
+        assert!(stdout.contains(expected), "{expected}\n{stdout}");
+    }
+    insta::assert_snapshot!("seed_kind_dry_run", redact_arch(&stdout));
+}
+
+#[test]
+fn rolling_upgrade_dry_run_exits_2_naming_the_version_that_cannot_install() {
+    let output = dry_run("rolling-upgrade.yaml");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("Istio 1.9.9 does not install on Kubernetes 1.34"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stdout));
+}
+
+/// The external commands and API steps of a printout or a fake run's log, in one spelling:
+/// `$ program args` with the run directory, istioctl's path and the image tag made alike, and
+/// `apply [context] what` / `wait [context] kind namespace/name`.
+fn steps(lines: impl Iterator<Item = String>, printed: bool) -> Vec<String> {
+    fn same_tag(line: &str) -> String {
+        match line.find("meshfed-workload:") {
+            None => line.to_owned(),
+            Some(start) => {
+                let end = line[start..].find(' ').map_or(line.len(), |end| start + end);
+                format!("{}meshfed-workload:<tag>{}", &line[..start], &line[end..])
+            }
+        }
+    }
+    lines
+        .filter_map(|line| {
+            if let Some(rest) = line.strip_prefix("kube[") {
+                let (context, rest) = rest.split_once("] ").unwrap();
+                return Some(match rest.strip_prefix("await ") {
+                    Some(wait) => format!(
+                        "wait [{context}] {}",
+                        wait.split(' ').take(2).collect::<Vec<_>>().join(" ")
+                    ),
+                    None => format!(
+                        "[{context}] {}",
+                        rest.strip_prefix("apply ").unwrap().split_once(':').unwrap().0
+                    ),
+                });
+            }
+            if let Some(rest) = line.strip_prefix("apply [") {
+                return Some(format!("[{}", rest.split_once(':').unwrap().0));
+            }
+            if let Some(rest) = line.strip_prefix("wait [") {
+                return Some(format!(
+                    "wait [{}",
+                    rest.split(' ').take(3).collect::<Vec<_>>().join(" ")
+                ));
+            }
+            let command = if printed {
+                line.strip_prefix("$ ")?
+            } else {
+                line.as_str()
+            };
+            let program = command.split(' ').next().unwrap();
+            let known = ["kind", "docker"].contains(&program)
+                || program.starts_with("istioctl-")
+                || program.ends_with("/istioctl");
+            if !known {
+                return None;
+            }
+            let command = match program.strip_suffix("/istioctl") {
+                Some(dir) => command.replacen(
+                    program,
+                    &format!("istioctl-{}", dir.rsplit_once("istio-").unwrap().1),
+                    1,
+                ),
+                None => command.to_owned(),
+            };
+            // The API server's address (endpoint discovery) is known only live.
+            let command = command.split(" --server ").next().unwrap();
+            Some(same_tag(&command.replace("[TMP]/run", "<run-dir>")))
+        })
+        .filter(|step| !step.starts_with("kind delete"))
+        .collect()
+}
+
+/// The live run of `text` on the fakes and its dry run, as [`steps`].
+fn live_and_printed_steps(test: &str, text: &str, clusters: usize) -> (Vec<String>, Vec<String>) {
+    let fakes = FakeTools::new(test, &[], clusters);
+    let file = fakes.root.join("scenario.yaml");
+    std::fs::write(&file, text).unwrap();
+    let scenario = scenario::load(&file).unwrap();
+    let (mut provider, _progress) = kind_provider(&fakes, &["1.30.3"], false);
+    let runtime = runtime();
+    runtime
+        .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
+        .unwrap();
+    let live = steps(normalised_log(&fakes).lines().map(str::to_owned), false);
+    let output = dry_run_file(&file);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = steps(String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned), true);
+    runtime.block_on(provider.teardown(&mut |_: &str| {})).unwrap();
+    (live, printed)
+}
+
+#[test]
+fn the_dry_run_lists_the_commands_and_api_steps_of_the_live_run_in_its_order() {
+    let seed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml")).unwrap();
+    let (live, printed) = live_and_printed_steps("dry-run-order", &seed, 2);
+    assert!(live.len() > 20, "{live:#?}");
+    assert_eq!(printed, live);
 }

@@ -2,12 +2,19 @@
 //! environment (no Docker there); CI runs it from `.github/workflows/kind-e2e.yml`.
 //!
 //! To run it: two clusters with Istio, whose gateways (`istio-system/istio-ingressgateway`, port
-//! 15443) get LoadBalancer addresses, as contexts `kind-cluster1` and `kind-cluster2` (what
-//! `meshfed run --provider kind --reuse` leaves behind), meshfed's access-log format in the mesh
-//! config, and the workload image loaded into both:
+//! 15443) get LoadBalancer addresses, as contexts `kind-meshfed-cluster1` and
+//! `kind-meshfed-cluster2`, meshfed's access-log format in the mesh config, and the workload image
+//! loaded into both. `meshfed run scenarios/seed.yaml --provider kind --reuse` leaves such clusters
+//! (kind clusters `meshfed-cluster1`, `meshfed-cluster2`), but its kubeconfig lives in the run's
+//! temp directory and goes with it: export the contexts into your own kubeconfig first, as the
+//! kubeconfig job of `.github/workflows/kind-e2e.yml` does:
 //!
 //! ```sh
-//! MESHFED_IMAGE=meshfed:dev cargo test --test kubeconfig_live -- --ignored --test-threads 1
+//! meshfed run scenarios/seed.yaml --provider kind --reuse
+//! kind export kubeconfig --name meshfed-cluster1 && kind export kubeconfig --name meshfed-cluster2
+//! docker build -t meshfed-workload:dev . && docker save -o /tmp/workload.tar meshfed-workload:dev
+//! kind load image-archive /tmp/workload.tar --name meshfed-cluster1   # and meshfed-cluster2
+//! MESHFED_IMAGE=meshfed-workload:dev cargo test --test kubeconfig_live -- --ignored --test-threads 1
 //! ```
 //!
 //! Expect 3–6 minutes (deployments, sidecar injection, 1,000 requests through exec).
@@ -20,11 +27,11 @@ fn seed_on_kind_contexts() -> PathBuf {
     let text = text
         .replace(
             "  - name: cluster1\n",
-            "  - name: cluster1\n    context: kind-cluster1\n",
+            "  - name: cluster1\n    context: kind-meshfed-cluster1\n",
         )
         .replace(
             "  - name: cluster2\n",
-            "  - name: cluster2\n    context: kind-cluster2\n",
+            "  - name: cluster2\n    context: kind-meshfed-cluster2\n",
         );
     let path = std::env::temp_dir().join(format!("meshfed-kubeconfig-live-{}.yaml", std::process::id()));
     std::fs::write(&path, text).unwrap();
@@ -74,7 +81,7 @@ fn seed_passes_on_live_clusters_and_down_removes_only_meshfeds_objects() {
     let left = Command::new("kubectl")
         .args([
             "--context",
-            "kind-cluster2",
+            "kind-meshfed-cluster2",
             "get",
             "all,serviceentries",
             "-A",
@@ -91,7 +98,7 @@ fn seed_passes_on_live_clusters_and_down_removes_only_meshfeds_objects() {
     let istio = Command::new("kubectl")
         .args([
             "--context",
-            "kind-cluster2",
+            "kind-meshfed-cluster2",
             "get",
             "deployment",
             "istiod",

@@ -6,6 +6,8 @@
 pub mod istio;
 mod render;
 mod resilience;
+pub mod support_matrix;
+pub mod upgrade_rules;
 pub mod versions;
 
 use std::collections::BTreeMap;

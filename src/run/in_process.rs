@@ -136,11 +136,62 @@ impl FinishedRun {
     }
 }
 
+/// On the providers with real Istio, refuses (before anything is created) what real Istio cannot
+/// do: an Istio that does not install on kind's pinned node image, an in-place upgrade that skips
+/// a minor ([`crate::plan::support_matrix`]). The Kubernetes of `kubeconfig` clusters is not known
+/// before connecting, so there only the upgrade rule applies.
+pub(crate) fn check_real_istio(
+    scenario: &Scenario,
+    file: &std::path::Path,
+    provider: ProviderKind,
+) -> Result<(), scenario::ScenarioError> {
+    use crate::plan::support_matrix::{KIND, check_real_istio};
+    match provider {
+        ProviderKind::Local => Ok(()),
+        ProviderKind::Kind => check_real_istio(scenario, file, provider.cli_name(), Some(KIND.kubernetes_minor)),
+        ProviderKind::Kubeconfig => check_real_istio(scenario, file, provider.cli_name(), None),
+    }
+}
+
+/// The scenario at `path`, checked for everything `provider` would refuse before creating
+/// anything (the live run and `--dry-run` refuse the same scenarios).
+fn load_runnable(
+    path: &std::path::Path,
+    provider: ProviderKind,
+    istio_version: Option<scenario::IstioVersion>,
+) -> Result<Scenario, RunFailure> {
+    let scenario = scenario::load_with_istio_version(path, istio_version)?;
+    check_real_istio(&scenario, path, provider)?;
+    crate::engine::check_runnable(&scenario, path, &capabilities(provider))?;
+    crate::engine::check_provider_supports(&scenario, path, provider.cli_name())?;
+    Ok(scenario)
+}
+
+/// `meshfed run SCENARIO --provider kind --dry-run`: what the kind run would run and apply, in
+/// order ([`crate::provider::kind::dry_run`]), after the same refusals as a live run.
+pub(crate) fn kind_dry_run(
+    path: &std::path::Path,
+    istio_version: Option<scenario::IstioVersion>,
+) -> Result<String, RunFailure> {
+    use crate::provider::kind::{dry_run, istioctl};
+    let scenario = load_runnable(path, ProviderKind::Kind, istio_version)?;
+    dry_run::dry_run(
+        &scenario,
+        &dry_run::DryRunInputs {
+            releases_url: istioctl::releases_url(),
+            os: std::env::consts::OS.to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
+            workload_image: std::env::var("MESHFED_WORKLOAD_IMAGE")
+                .ok()
+                .filter(|image| !image.is_empty()),
+        },
+    )
+    .map_err(RunFailure::BadInput)
+}
+
 /// Runs the scenario of `request`. A run whose expectations failed is `Ok`: the report says so.
 pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, RunFailure> {
-    let scenario = scenario::load_with_istio_version(request.scenario_path, request.istio_version)?;
-    crate::engine::check_runnable(&scenario, request.scenario_path, &capabilities(request.provider))?;
-    crate::engine::check_provider_supports(&scenario, request.scenario_path, request.provider.cli_name())?;
+    let scenario = load_runnable(request.scenario_path, request.provider, request.istio_version)?;
     if request.reuse && request.provider != ProviderKind::Kind {
         return Err(RunFailure::BadInput(
             "--reuse applies to --provider kind only".to_owned(),
@@ -270,14 +321,7 @@ fn kind_provider(
     };
     // The Kubernetes half: the kubeconfig provider on the clusters kind made (it learns their
     // kubeconfig files and the workload image when kind attaches them).
-    let mut kube = KubeconfigOptions::new(WorkloadImage {
-        image: String::new(),
-        command: "/usr/local/bin/meshfed".to_owned(),
-    });
-    kube.gateway_service = (
-        "istio-system".to_owned(),
-        crate::provider::kind::install::federation_gateway(mode).to_owned(),
-    );
+    let kube = crate::provider::kind::kubeconfig_options(mode);
     Ok(KindProvider::new(options, KubeconfigProvider::new(kube)))
 }
 

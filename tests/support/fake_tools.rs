@@ -11,7 +11,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// `docker network inspect kind` as Docker 27 prints it (IPv6 subnet first, one node attached).
+/// `docker network inspect kind` as Docker 27 prints it (IPv6 subnet first, one node attached):
+/// a JSON array of the network's resource, as in the Docker CLI reference for `docker network
+/// inspect`, with `IPAM.Config[].Subnet` and `Containers.<id>.IPv4Address` in CIDR form, and the
+/// dual-stack subnets kind v0.30.0 asks for (`pkg/cluster/internal/providers/docker/network.go`).
 pub const NETWORK_INSPECT: &str = r#"[
     {
         "Name": "kind",
@@ -120,11 +123,15 @@ impl FakeTools {
 log='{log}'; state='{state}'
 printf 'kind %s\n' "$*" >> "$log"
 case "$1 $2" in
+  # kind v0.30.0 pkg/cmd/kind/version/version.go DisplayVersion: "kind v<version> <go> <os>/<arch>".
   "version ") echo "kind v0.30.0 go1.24.6 linux/amd64" ;;
+  # kind v0.30.0 pkg/cmd/kind/get/clusters/clusters.go: one name per line on stdout, or the
+  # logger's "No kind clusters found." (stderr) when there are none.
   "get clusters")
     if [ -s "$state/clusters" ]; then cat "$state/clusters"; else echo "No kind clusters found." >&2; fi ;;
   "create cluster")
-    name="$4"; config="$6"; kubeconfig="$8"
+    name="$4"; image="$6"; config="$8"; kubeconfig="${{10}}"
+    echo "$name $image" >> "$state/images-created"
     cp "$config" "$state/config-$name.yaml" || exit 1
     touch "$state/started-$name"
     tries=0
@@ -145,7 +152,13 @@ case "$1 $2" in
     name="$4"
     grep -vx "$name" "$state/clusters" > "$state/clusters.new"; mv "$state/clusters.new" "$state/clusters"
     echo "Deleting cluster \"$name\" ..." >&2 ;;
-  "load docker-image") echo "Image: \"$3\" with ID \"sha256:0000\" not yet present on node \"$5-control-plane\", loading..." >&2 ;;
+  # kind v0.30.0 pkg/cmd/kind/load/image-archive/image-archive.go: silent on success, `no nodes
+  # found for cluster "NAME"` when the cluster does not exist.
+  "load image-archive")
+    archive="$3"; name="$5"
+    [ -f "$archive" ] || {{ echo "ERROR: failed to load image: open $archive: no such file or directory" >&2; exit 1; }}
+    grep -qx "$name" "$state/clusters" || {{ echo "ERROR: no nodes found for cluster \"$name\"" >&2; exit 1; }}
+    echo "$name $(cat "$archive")" >> "$state/loaded" ;;
   *) echo "fake kind: unexpected arguments: $*" >&2; exit 64 ;;
 esac
 "#,
@@ -185,6 +198,16 @@ JSON
       *) exit 64 ;;
     esac ;;
   inspect) n=$(printf '%s' "$4" | cksum | cut -d' ' -f1); echo "172.18.0.$((n % 200 + 3))" ;;
+  # `docker save --output FILE IMAGE` writes the archive and prints nothing (docker CLI reference,
+  # `docker image save`).
+  save) [ "$2" = "--output" ] || exit 64; printf 'archive of %s\n' "$4" > "$3" ;;
+  # `docker exec NODE ip route replace unreachable CIDR`: `ip route replace` prints nothing on
+  # success; a container that does not exist is the daemon's "No such container".
+  exec)
+    node="$2"
+    grep -qx "${{node%-control-plane}}" "$state/clusters" || {{ echo "Error response from daemon: No such container: $node" >&2; exit 1; }}
+    [ "$3 $4 $5 $6" = "ip route replace unreachable" ] || exit 64
+    echo "$node $7" >> "$state/routes" ;;
   *) echo "fake docker: unexpected arguments: $*" >&2; exit 64 ;;
 esac
 "#,
@@ -198,6 +221,35 @@ esac
     pub fn set_labelled_images(&self, images: &[&str]) {
         let list: String = images.iter().map(|image| format!("{image}\n")).collect();
         std::fs::write(self.root.join("state/images"), list).unwrap();
+    }
+
+    /// `KIND_CLUSTER IMAGE` per `kind create cluster`, as `--image` named it.
+    pub fn node_images_created(&self) -> Vec<String> {
+        let mut lines: Vec<String> = std::fs::read_to_string(self.root.join("state/images-created"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// `NODE CIDR` per `unreachable` route added on a node, in order.
+    pub fn unreachable_routes(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root.join("state/routes"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `KIND_CLUSTER ARCHIVE-CONTENT` per image archive loaded.
+    pub fn loaded_archives(&self) -> Vec<String> {
+        std::fs::read_to_string(self.root.join("state/loaded"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The labelled images left.
@@ -240,7 +292,13 @@ printf '# fake download of %s\napiVersion: v1\nkind: Namespace\nmetadata:\n  nam
 log='{log}'; state='{state}'
 printf 'istioctl-{version} %s\n' "$*" >> "$log"
 case "$1" in
-  version) echo "client version: {version}" ;;
+  # istio/istio pkg/version/cobra.go (CobraCommandWithOptions): with no remote version, `--short`
+  # prints the client's version alone; without it, the BuildInfo long form.
+  version)
+    case " $* " in
+      *" --short "*) echo "{version}" ;;
+      *) echo 'version.BuildInfo{{Version:"{version}", GitRevision:"0000000000000000000000000000000000000000", GolangVersion:"go1.24.6", BuildStatus:"Clean", GitTag:"{version}"}}' ;;
+    esac ;;
   install)
     context=""; file=""
     while [ $# -gt 0 ]; do

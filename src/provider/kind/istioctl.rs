@@ -78,23 +78,13 @@ pub enum IstioctlError {
     },
 }
 
-/// The release asset for this version and platform: `istioctl-1.29.0-linux-amd64.tar.gz`.
+/// The release asset for this version and platform: `istioctl-1.29.0-linux-amd64.tar.gz`
+/// ([`crate::plan::support_matrix::istioctl_asset`] has the naming rules).
 pub fn asset_name(version: IstioVersion, os: &str, arch: &str) -> Result<String, IstioctlError> {
-    let unsupported = || IstioctlError::UnsupportedPlatform {
-        os: os.to_owned(),
-        arch: arch.to_owned(),
-    };
-    let os_name = match os {
-        "linux" => "linux",
-        "macos" => "osx",
-        _ => return Err(unsupported()),
-    };
-    let arch_name = match arch {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        _ => return Err(unsupported()),
-    };
-    Ok(format!("istioctl-{version}-{os_name}-{arch_name}.tar.gz"))
+    crate::plan::support_matrix::istioctl_asset(version, os, arch).map_err(|none| IstioctlError::UnsupportedPlatform {
+        os: none.os,
+        arch: none.arch,
+    })
 }
 
 /// Where the cached istioctl of `version` lives.
@@ -259,6 +249,16 @@ mod tests {
         assert_eq!(
             asset_name(version, "macos", "aarch64").unwrap(),
             "istioctl-1.29.0-osx-arm64.tar.gz"
+        );
+        assert_eq!(
+            asset_name(IstioVersion::new(1, 5, 10), "linux", "x86_64").unwrap(),
+            "istioctl-1.5.10-linux.tar.gz",
+            "before 1.6 Istio published Linux istioctl without an arch suffix"
+        );
+        assert_eq!(
+            asset_name(version, "macos", "x86_64").unwrap(),
+            "istioctl-1.29.0-osx.tar.gz",
+            "Intel macOS istioctl has no arch suffix"
         );
         assert!(asset_name(version, "windows", "x86_64").is_err());
     }

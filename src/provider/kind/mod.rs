@@ -16,12 +16,15 @@
 //! inside each cluster (deleted with it, no privileged host container with the Docker socket to
 //! clean up), and its pools are a pure function of `docker network inspect kind`
 //! ([`addresses`]), so every gateway's address is known in advance and tested. Clusters reach each
-//! other only through those addresses: meshfed adds no routes between the clusters' pod or service
-//! networks (Istio's CI adds them only for clusters on the same network).
+//! other only through those addresses: every node gets an `unreachable` route for each other
+//! cluster's pod and service network ([`isolation`]), so the isolation probe reads as on `local`
+//! (Istio's CI instead routes between clusters on the same network).
 
 pub mod addresses;
 pub mod config;
+pub mod dry_run;
 pub mod install;
+pub mod isolation;
 pub mod istioctl;
 pub mod tools;
 pub mod workload_image;
@@ -161,8 +164,9 @@ impl<K: KubeSide> Provider for KindProvider<K> {
             name: "kind".to_owned(),
             emulates: None,
             mode: format!(
-                "{}; MetalLB {}",
+                "{}; node image {}; MetalLB {}",
                 self.world.kind_version.as_deref().unwrap_or("kind"),
+                crate::plan::support_matrix::KIND.node_image,
                 install::METALLB_VERSION
             ),
             proxy: self.world.istio_versions(),
@@ -275,6 +279,19 @@ impl<K: KubeSide> Provider for KindProvider<K> {
         let clusters = world::teardown(&mut self.options, &mut self.world);
         kube.and(clusters)
     }
+}
+
+/// The options of the Kubernetes half of a kind run: the gateway Service of `mode`, the workload
+/// command inside meshfed's image, and the strict isolation rule (the nodes' `unreachable` routes
+/// make a direct connect to another cluster fail fast, so a timeout is a failure as on `local`).
+pub fn kubeconfig_options(mode: crate::scenario::FederationMode) -> super::kubeconfig::KubeconfigOptions {
+    let mut options = super::kubeconfig::KubeconfigOptions::new(super::kubeconfig::WorkloadImage {
+        image: String::new(),
+        command: "/usr/local/bin/meshfed".to_owned(),
+    });
+    options.gateway_service = ("istio-system".to_owned(), install::federation_gateway(mode).to_owned());
+    options.isolation = super::IsolationRule::Unreachable;
+    options
 }
 
 /// `meshfed down` for kind: deletes every kind cluster whose name has meshfed's prefix and every

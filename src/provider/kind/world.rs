@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::plan::support_matrix::KIND;
 use crate::progress::Progress;
 use crate::provider::{ProviderError, UpgradeAction};
 use crate::scenario::{FederationMode, IstioVersion, Scenario};
@@ -19,9 +20,10 @@ use super::install::{
     METALLB_VERSION, federation_gateway, metallb_manifest_url, mk_cacerts_secret, mk_istio_namespace,
     mk_istio_operator, mk_metallb_pool,
 };
+use super::isolation::unreachable_routes;
 use super::istioctl::{fetch_istioctl, sha256_hex};
 use super::tools::{Invocation, ToolError, Tools};
-use super::workload_image::{IMAGE_LABEL, dockerfile, image_tag};
+use super::workload_image::{ARCHIVE_NAME, IMAGE_LABEL, check_binary_runs_in_pods, dockerfile, image_tag};
 use super::{KindCluster, KindOptions, KubeSide};
 
 /// `kind create cluster` may take this long (image pull on a cold machine included).
@@ -34,15 +36,15 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
 /// `docker build` of the workload image (base image pull included).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
-/// `kind load docker-image` into one cluster.
+/// `kind load image-archive` into one cluster.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// MetalLB's controller becoming available.
-const METALLB_TIMEOUT: Duration = Duration::from_secs(240);
+pub(super) const METALLB_TIMEOUT: Duration = Duration::from_secs(240);
 /// istioctl's own readiness wait; the process deadline adds a margin.
 const ISTIO_READINESS: &str = "5m0s";
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(420);
 /// A gateway's LoadBalancer address being assigned.
-const GATEWAY_ADDRESS_TIMEOUT: Duration = Duration::from_secs(180);
+pub(super) const GATEWAY_ADDRESS_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// What the kind world holds so far.
 #[derive(Debug, Default)]
@@ -117,6 +119,9 @@ pub(super) async fn create_world<K: KubeSide>(
         ))
     })?;
     kube.check_available()?;
+    if options.workload_image.is_none() {
+        check_binary_runs_in_pods(std::env::consts::OS).map_err(ProviderError::Unavailable)?;
+    }
     world.scenario = Some(scenario.clone());
     let kind_version = text(
         tools
@@ -124,6 +129,12 @@ pub(super) async fn create_world<K: KubeSide>(
             .map_err(failed("asking kind for its version"))?,
     );
     progress(&format!("{kind_version}; docker engine answers"));
+    if !kind_version.split_whitespace().any(|word| word == KIND.kind_version) {
+        progress(&format!(
+            "warning: meshfed pins kind {}'s node image {}; this kind may not run it",
+            KIND.kind_version, KIND.node_image
+        ));
+    }
     world.kind_version = Some(kind_version);
 
     // istioctl first: a missing or corrupt release fails before any cluster exists.
@@ -175,24 +186,7 @@ pub(super) async fn create_world<K: KubeSide>(
             let config_file = dir.join("kind-config.yaml");
             std::fs::write(&config_file, kind_config(cluster))
                 .map_err(io_failed(format!("writing {}", config_file.display())))?;
-            let create = Invocation::new(
-                "kind",
-                [
-                    "create".into(),
-                    "cluster".into(),
-                    "--name".into(),
-                    kind_name.clone().into(),
-                    "--config".into(),
-                    config_file.into_os_string(),
-                    "--kubeconfig".into(),
-                    kubeconfig.clone().into_os_string(),
-                    "--wait".into(),
-                    KIND_WAIT.into(),
-                ]
-                .into_iter()
-                .collect::<Vec<std::ffi::OsString>>(),
-                CREATE_TIMEOUT,
-            );
+            let create = create_cluster(&kind_name, &config_file, &kubeconfig);
             to_create.push((name.clone(), create));
             // Recorded before it starts: a half-created cluster is deleted at teardown too.
             world.created.push(kind_name.clone());
@@ -208,21 +202,21 @@ pub(super) async fn create_world<K: KubeSide>(
     create_clusters(tools, &to_create, progress)?;
     for cluster in &world.clusters {
         tools
-            .run(&Invocation::new(
-                "kind",
-                [
-                    "export".into(),
-                    "kubeconfig".into(),
-                    "--name".into(),
-                    cluster.kind_name.clone().into(),
-                    "--kubeconfig".into(),
-                    cluster.kubeconfig.clone().into_os_string(),
-                ]
-                .into_iter()
-                .collect::<Vec<std::ffi::OsString>>(),
-                QUERY_TIMEOUT,
-            ))
+            .run(&export_kubeconfig(&cluster.kind_name, &cluster.kubeconfig))
             .map_err(failed(format!("writing the kubeconfig of {}", cluster.kind_name)))?;
+    }
+
+    // Other clusters' networks answer "unreachable" on every node, as on `local`.
+    for (cluster, cidrs, routes) in unreachable_routes(scenario) {
+        progress(&format!(
+            "{cluster}: other clusters' networks unreachable ({})",
+            cidrs.join(", ")
+        ));
+        for route in &routes {
+            tools.run(route).map_err(failed(format!(
+                "making other clusters' networks unreachable in {cluster}"
+            )))?;
+        }
     }
 
     // Gateway address pools from the end of the `kind` network.
@@ -331,11 +325,7 @@ fn istioctl_for(
         .map_err(|error| ProviderError::failed(format!("providing istioctl {version}"), error))?;
     let reported = text(
         tools
-            .run(&Invocation::new(
-                path.clone(),
-                ["version", "--remote=false"],
-                QUERY_TIMEOUT,
-            ))
+            .run(&istioctl_version(&path))
             .map_err(failed(format!("running istioctl {version}")))?,
     );
     if !reported.split_whitespace().any(|word| word == version.to_string()) {
@@ -415,42 +405,123 @@ fn workload_image(
         .map_err(io_failed(format!("making {} executable", copy.display())))?;
     progress.step(&format!("building workload image {tag} from {}", binary.display()));
     tools
-        .run(
-            &Invocation::new(
-                "docker",
-                [
-                    "build".into(),
-                    "--tag".into(),
-                    tag.clone().into(),
-                    "--label".into(),
-                    IMAGE_LABEL.into(),
-                    "--file".into(),
-                    "-".into(),
-                    context.into_os_string(),
-                ]
-                .into_iter()
-                .collect::<Vec<std::ffi::OsString>>(),
-                BUILD_TIMEOUT,
-            )
-            .stdin(dockerfile()),
-        )
+        .run(&build_image(&tag, &context))
         .map_err(failed(format!("building the workload image {tag}")))?;
+    // Beside the build context, not in it (the next build would send it to the daemon).
+    let archive = run_dir.join(ARCHIVE_NAME);
+    tools
+        .run(&save_image(&tag, &archive))
+        .map_err(failed(format!("saving the workload image {tag}")))?;
     for cluster in clusters {
         tools
-            .run(&Invocation::new(
-                "kind",
-                [
-                    "load",
-                    "docker-image",
-                    tag.as_str(),
-                    "--name",
-                    cluster.kind_name.as_str(),
-                ],
-                LOAD_TIMEOUT,
-            ))
+            .run(&load_image_archive(&archive, &cluster.kind_name))
             .map_err(failed(format!("loading {tag} into {}", cluster.kind_name)))?;
     }
+    let _ = std::fs::remove_file(&archive);
     Ok(tag)
+}
+
+/// `kind create cluster` of one cluster, on the pinned node image.
+pub(super) fn create_cluster(kind_name: &str, config_file: &Path, kubeconfig: &Path) -> Invocation {
+    Invocation::new(
+        "kind",
+        [
+            "create".into(),
+            "cluster".into(),
+            "--name".into(),
+            kind_name.into(),
+            "--image".into(),
+            KIND.node_image.into(),
+            "--config".into(),
+            config_file.as_os_str().to_owned(),
+            "--kubeconfig".into(),
+            kubeconfig.as_os_str().to_owned(),
+            "--wait".into(),
+            KIND_WAIT.into(),
+        ]
+        .into_iter()
+        .collect::<Vec<std::ffi::OsString>>(),
+        CREATE_TIMEOUT,
+    )
+}
+
+/// `kind export kubeconfig` of one cluster into meshfed's own kubeconfig file.
+pub(super) fn export_kubeconfig(kind_name: &str, kubeconfig: &Path) -> Invocation {
+    Invocation::new(
+        "kind",
+        [
+            "export".into(),
+            "kubeconfig".into(),
+            "--name".into(),
+            kind_name.into(),
+            "--kubeconfig".into(),
+            kubeconfig.as_os_str().to_owned(),
+        ]
+        .into_iter()
+        .collect::<Vec<std::ffi::OsString>>(),
+        QUERY_TIMEOUT,
+    )
+}
+
+/// `docker build` of the workload image from `context`, the Dockerfile on stdin.
+pub(super) fn build_image(tag: &str, context: &Path) -> Invocation {
+    Invocation::new(
+        "docker",
+        [
+            "build".into(),
+            "--tag".into(),
+            tag.into(),
+            "--label".into(),
+            IMAGE_LABEL.into(),
+            "--file".into(),
+            "-".into(),
+            context.as_os_str().to_owned(),
+        ]
+        .into_iter()
+        .collect::<Vec<std::ffi::OsString>>(),
+        BUILD_TIMEOUT,
+    )
+    .stdin(dockerfile())
+}
+
+/// `istioctl version --remote=false --short`: the client's own version, no cluster needed, as
+/// the bare version (`1.30.3`); without `--short` istioctl prints its `BuildInfo` long form
+/// (`pkg/version/cobra.go`, `CobraCommandWithOptions`), whose version is not a word of its own.
+pub(super) fn istioctl_version(istioctl: &Path) -> Invocation {
+    Invocation::new(istioctl, ["version", "--remote=false", "--short"], QUERY_TIMEOUT)
+}
+
+/// `docker save` of the workload image into `archive`.
+pub(super) fn save_image(tag: &str, archive: &Path) -> Invocation {
+    Invocation::new(
+        "docker",
+        [
+            "save".into(),
+            "--output".into(),
+            archive.as_os_str().to_owned(),
+            tag.into(),
+        ]
+        .into_iter()
+        .collect::<Vec<std::ffi::OsString>>(),
+        BUILD_TIMEOUT,
+    )
+}
+
+/// `kind load image-archive` of `archive` into every node of `kind_name`.
+pub(super) fn load_image_archive(archive: &Path, kind_name: &str) -> Invocation {
+    Invocation::new(
+        "kind",
+        [
+            "load".into(),
+            "image-archive".into(),
+            archive.as_os_str().to_owned(),
+            "--name".into(),
+            kind_name.into(),
+        ]
+        .into_iter()
+        .collect::<Vec<std::ffi::OsString>>(),
+        LOAD_TIMEOUT,
+    )
 }
 
 /// A file fetched once into the cache (no published checksum exists: the pinned tag in the URL
@@ -499,7 +570,7 @@ fn operator_file(run_dir: &Path, cluster: &str, operator: &str) -> Result<PathBu
     Ok(file)
 }
 
-fn istioctl_install(istioctl: &Path, cluster: &KindCluster, operator: &Path) -> Invocation {
+pub(super) fn istioctl_install(istioctl: &Path, cluster: &KindCluster, operator: &Path) -> Invocation {
     Invocation::new(
         istioctl,
         [

@@ -32,7 +32,10 @@ use serde_json::Value;
 use super::capabilities::{Action, Capabilities, FaultKind};
 use super::kube as kube_layer;
 use super::kube::wait::{self, Watched};
-use super::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
+use super::{
+    IsolationProbe, IsolationRule, PhaseSettings, Provider, ProviderError, ProviderInfo, TIMED_OUT, TlsFailures,
+    Traffic,
+};
 use crate::inventory::{ClusterInventory, GatewayAddress, Inventory, ReadyPod};
 use crate::plan::{PLACEHOLDER_ANNOTATION, Plan, SCENARIO_LABEL};
 use crate::progress::Progress;
@@ -49,6 +52,10 @@ pub struct KubeconfigOptions {
     pub gateway_service: (String, String),
     /// How long deployments, endpoints and the gateway address may take to become ready.
     pub ready_timeout: Duration,
+    /// When a direct connect to another cluster's pod counts as isolated: on clusters meshfed did
+    /// not network itself a timeout counts when the gateway connects; `kind` makes the other
+    /// clusters' networks unreachable and asks for that.
+    pub isolation: IsolationRule,
 }
 
 impl KubeconfigOptions {
@@ -59,6 +66,7 @@ impl KubeconfigOptions {
             image,
             gateway_service: ("istio-system".to_owned(), "istio-ingressgateway".to_owned()),
             ready_timeout: Duration::from_secs(300),
+            isolation: IsolationRule::UnreachableOrTimeout,
         }
     }
 }
@@ -566,7 +574,7 @@ impl Provider for KubeconfigProvider {
                     from_cluster: from.clone(),
                     from_pod: pod.clone(),
                     to_cluster: to.clone(),
-                    isolated: pod_connect == "unreachable" && gateway_connect == "connected",
+                    isolated: self.options.isolation.isolated(&pod_connect, &gateway_connect),
                     pod_address: target_pod,
                     pod_connect,
                     gateway_address,
@@ -927,7 +935,7 @@ impl KubeconfigProvider {
             Ok(output) if output.stderr.contains("No route") || output.stderr.contains("unreachable") => {
                 "unreachable".to_owned()
             }
-            Ok(output) if output.status.contains("124") => "timed out".to_owned(),
+            Ok(output) if output.status.contains("124") => TIMED_OUT.to_owned(),
             Ok(output) => format!("probe failed: {} {}", output.status, output.stderr.trim()),
             Err(error) => format!("probe could not run: {error}"),
         }
