@@ -164,15 +164,29 @@ impl KubeSide for RecordingKube {
         ));
         Ok(())
     }
-    async fn await_deployment_available(
+    async fn apply_manifests_when_webhooks_serve(
+        &mut self,
+        cluster: &KindCluster,
+        what: &str,
+        yaml: &str,
+        webhooks: &[&str],
+    ) -> Result<(), ProviderError> {
+        self.record(&format!(
+            "kube[{}] (retried while webhooks {} do not serve)",
+            cluster.context,
+            webhooks.join(", ")
+        ));
+        self.apply_manifests(cluster, what, yaml).await
+    }
+    async fn await_pods_ready(
         &mut self,
         cluster: &KindCluster,
         namespace: &str,
-        name: &str,
+        labels: &str,
         deadline: Duration,
     ) -> Result<(), ProviderError> {
         self.record(&format!(
-            "kube[{}] await deployment {namespace}/{name} available within {} s",
+            "kube[{}] await every pod {labels} in {namespace} Ready within {} s",
             cluster.context,
             deadline.as_secs()
         ));

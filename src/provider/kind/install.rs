@@ -26,6 +26,15 @@ pub const MANAGED_BY: &str = "meshfed";
 /// The MetalLB release meshfed installs (the one Istio's `samples/kind-lb/setupkind.sh` uses).
 pub const METALLB_VERSION: &str = "v0.14.9";
 
+/// The label of every MetalLB pod (controller and speakers) in `metallb-native.yaml`.
+pub const METALLB_PODS: &str = "app=metallb";
+/// The validating webhooks of the pool's two kinds (`metallb-webhook-configuration` in
+/// `metallb-native.yaml`).
+pub const METALLB_POOL_WEBHOOKS: [&str; 2] = [
+    "ipaddresspoolvalidationwebhook.metallb.io",
+    "l2advertisementvalidationwebhook.metallb.io",
+];
+
 /// Where MetalLB's manifest for [`METALLB_VERSION`] is published.
 pub fn metallb_manifest_url() -> String {
     format!("https://raw.githubusercontent.com/metallb/metallb/{METALLB_VERSION}/config/manifests/metallb-native.yaml")

@@ -16,8 +16,8 @@ use crate::scenario::{FederationMode, IstioVersion, Scenario};
 use super::addresses::{address_pools, parse_network_inspect};
 use super::config::{control_plane_container, is_meshfed_cluster, kind_cluster_name, kind_config};
 use super::install::{
-    METALLB_VERSION, federation_gateway, metallb_manifest_url, mk_cacerts_secret, mk_istio_namespace,
-    mk_istio_operator, mk_metallb_pool,
+    METALLB_PODS, METALLB_POOL_WEBHOOKS, METALLB_VERSION, federation_gateway, metallb_manifest_url, mk_cacerts_secret,
+    mk_istio_namespace, mk_istio_operator, mk_metallb_pool,
 };
 use super::istioctl::{fetch_istioctl, sha256_hex};
 use super::tools::{Invocation, ToolError, Tools};
@@ -36,7 +36,7 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// `kind load docker-image` into one cluster.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
-/// MetalLB's controller becoming available.
+/// Every MetalLB pod becoming Ready.
 const METALLB_TIMEOUT: Duration = Duration::from_secs(240);
 /// istioctl's own readiness wait; the process deadline adds a margin.
 const ISTIO_READINESS: &str = "5m0s";
@@ -270,10 +270,17 @@ pub(super) async fn create_world<K: KubeSide>(
         ));
         kube.apply_manifests(cluster, &format!("MetalLB {METALLB_VERSION}"), &metallb)
             .await?;
-        kube.await_deployment_available(cluster, "metallb-system", "controller", METALLB_TIMEOUT)
+        // As Istio's kind_provisioner.sh: every MetalLB pod Ready, then the pool, retried while
+        // MetalLB's validating webhook does not serve yet (its controller is Ready before it).
+        kube.await_pods_ready(cluster, "metallb-system", METALLB_PODS, METALLB_TIMEOUT)
             .await?;
-        kube.apply_manifests(cluster, "MetalLB address pool", &mk_metallb_pool(pool))
-            .await?;
+        kube.apply_manifests_when_webhooks_serve(
+            cluster,
+            "MetalLB address pool",
+            &mk_metallb_pool(pool),
+            &METALLB_POOL_WEBHOOKS,
+        )
+        .await?;
     }
 
     // Istio, with meshfed's CA.
