@@ -140,7 +140,7 @@ pub fn mk_istio_operator(scenario: &Scenario, cluster: &Cluster) -> String {
         "enabled": true,
         "k8s": { "service": { "type": "LoadBalancer", "ports": ingress_ports } },
     })];
-    if scenario.federation.mode == FederationMode::EndpointDiscovery {
+    if scenario.federation.mode.value == FederationMode::EndpointDiscovery {
         gateways.push(json!({
             "name": "istio-eastwestgateway",
             "enabled": true,

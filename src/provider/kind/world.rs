@@ -287,7 +287,7 @@ pub(super) async fn create_world<K: KubeSide>(
     let cluster_names: Vec<&str> = names.clone();
     let mesh_pki = crate::pki::pki(&scenario.trust_domain, &cluster_names, scenario.pki.key_algorithm)
         .map_err(|error| ProviderError::failed("creating the mesh PKI", error))?;
-    let gateway = federation_gateway(scenario.federation.mode);
+    let gateway = federation_gateway(scenario.federation.mode.value);
     for (cluster, scenario_cluster) in world.clusters.iter_mut().zip(&scenario.clusters) {
         let version = scenario_cluster.istio_version.value;
         progress(&format!("{}: installing Istio {version}", cluster.cluster));
@@ -319,7 +319,7 @@ pub(super) async fn create_world<K: KubeSide>(
         ));
     }
 
-    if scenario.federation.mode == FederationMode::EndpointDiscovery {
+    if scenario.federation.mode.value == FederationMode::EndpointDiscovery {
         create_remote_secrets(tools, kube, &world.clusters, &istioctl, scenario, progress).await?;
     }
     kube.attach(&world.clusters, &image);

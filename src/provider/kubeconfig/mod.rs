@@ -38,7 +38,7 @@ use crate::inventory::{ClusterInventory, GatewayAddress, Inventory, ReadyPod};
 use crate::plan::{PLACEHOLDER_ANNOTATION, Plan, SCENARIO_LABEL};
 use crate::progress::Progress;
 use crate::record::RequestRecord;
-use crate::scenario::{Protocol, Scenario};
+use crate::scenario::{FederationMode, Protocol, Scenario};
 pub use workloads::WorkloadImage;
 
 /// How the provider runs.
@@ -104,6 +104,7 @@ impl KubeconfigProvider {
         faults: &[FaultKind::Scale],
         actions: &[Action::ChangeEndpointWeights, Action::NewConnectionPerRequest],
         changes: changes::KUBECONFIG_CHANGES,
+        federation_modes: &[FederationMode::Serviceentry],
     };
 
     /// A provider that has not connected yet.
