@@ -85,6 +85,9 @@ fn istio_system_carries_the_network_and_metallb_gets_the_carved_pool() {
 
 #[path = "support/skip.rs"]
 mod skip;
+#[path = "support/upstream.rs"]
+mod upstream;
+use upstream::upstream_file as upstream;
 
 /// The seed with `cluster1` at Istio `version` on network `network1`, in `mode`.
 fn seed_at(version: &str, mode: &str) -> Scenario {
@@ -165,16 +168,6 @@ fn the_federation_gateway_runs_sni_dnat_through_istio_1_11_only() {
         assert_eq!(router_mode(version, "serviceentry", 0), None, "{version}");
         assert_eq!(router_mode(version, "endpoint-discovery", 1), None, "{version}");
     }
-}
-
-/// A file of the upstream artefacts (`$MESHFED_UPSTREAM`, which `.ci/run` sets), or a skip.
-fn upstream(relative: &str) -> Option<String> {
-    let Some(dir) = std::env::var_os("MESHFED_UPSTREAM") else {
-        skip::skip("MESHFED_UPSTREAM is not set (the folder of upstream artefacts; .ci/run sets it)");
-        return None;
-    };
-    let path = Path::new(&dir).join(relative);
-    Some(std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display())))
 }
 
 /// meshfed's east-west gateway against the IstioOperator Istio's own

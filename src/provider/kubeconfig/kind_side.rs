@@ -180,6 +180,9 @@ const KIND_INSTALL: &str = "kind-install";
 #[cfg(test)]
 #[path = "../../../tests/support/skip.rs"]
 mod skip;
+#[cfg(test)]
+#[path = "../../../tests/support/upstream.rs"]
+mod upstream;
 
 #[cfg(test)]
 mod tests {
@@ -191,15 +194,8 @@ mod tests {
     use crate::provider::kind::install::{METALLB_POOL_WEBHOOKS, mk_metallb_pool};
     use crate::provider::kube::fake_api::{FakeApi, Recorded, status, unscripted};
 
-    /// A file of the upstream artefacts (`$MESHFED_UPSTREAM`, which `.ci/run` sets), or a
-    /// recorded skip.
     fn upstream(relative: &str) -> Option<String> {
-        let Some(dir) = std::env::var_os("MESHFED_UPSTREAM") else {
-            super::skip::skip("MESHFED_UPSTREAM is not set (the folder of upstream artefacts; .ci/run sets it)");
-            return None;
-        };
-        let path = std::path::Path::new(&dir).join(relative);
-        Some(std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display())))
+        super::upstream::upstream_file(relative)
     }
 
     fn kind_cluster() -> KindCluster {
