@@ -164,15 +164,29 @@ impl KubeSide for RecordingKube {
         ));
         Ok(())
     }
-    async fn await_deployment_available(
+    async fn apply_manifests_when_webhooks_serve(
+        &mut self,
+        cluster: &KindCluster,
+        what: &str,
+        yaml: &str,
+        webhooks: &[&str],
+    ) -> Result<(), ProviderError> {
+        self.record(&format!(
+            "kube[{}] (retried while webhooks {} do not serve)",
+            cluster.context,
+            webhooks.join(", ")
+        ));
+        self.apply_manifests(cluster, what, yaml).await
+    }
+    async fn await_pods_ready(
         &mut self,
         cluster: &KindCluster,
         namespace: &str,
-        name: &str,
+        labels: &str,
         deadline: Duration,
     ) -> Result<(), ProviderError> {
         self.record(&format!(
-            "kube[{}] await deployment {namespace}/{name} available within {} s",
+            "kube[{}] await every pod {labels} in {namespace} Ready within {} s",
             cluster.context,
             deadline.as_secs()
         ));
@@ -798,7 +812,7 @@ fn seed_dry_run_prints_every_command_and_object_in_order_without_docker_or_netwo
         "--image kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a",
         "$ docker exec meshfed-cluster1-control-plane ip route replace unreachable 10.20.0.0/16",
         "$ docker exec meshfed-cluster1-control-plane ip route replace unreachable 10.97.0.0/16",
-        "wait [kind-meshfed-cluster2] deployment metallb-system/controller available",
+        "wait [kind-meshfed-cluster2] every pod app=metallb in metallb-system Ready",
         "fetch https://github.com/istio/istio/releases/download/1.30.3/istioctl-1.30.3-linux-",
         "install --skip-confirmation --kubeconfig <run-dir>/cluster2/kubeconfig --context kind-meshfed-cluster2",
         "$ kind load image-archive <run-dir>/workload-image.tar --name meshfed-cluster2",
@@ -837,6 +851,10 @@ fn steps(lines: impl Iterator<Item = String>, printed: bool) -> Vec<String> {
         .filter_map(|line| {
             if let Some(rest) = line.strip_prefix("kube[") {
                 let (context, rest) = rest.split_once("] ").unwrap();
+                // A note on how the next apply is retried, not a step of its own.
+                if rest.starts_with("(retried while") {
+                    return None;
+                }
                 return Some(match rest.strip_prefix("await ") {
                     Some(wait) => format!(
                         "wait [{context}] {}",

@@ -221,6 +221,7 @@ fn a_provider_refuses_faults_and_actions_it_does_not_support_with_their_position
         faults: &[FaultKind::ForeignClientCert],
         actions: &[Action::NewConnectionPerRequest],
         changes: &[],
+        federation_modes: &[meshfed::scenario::FederationMode::Serviceentry],
     };
     let refusal = weights_only
         .check(&scenario, Path::new("w.yaml"))
@@ -237,4 +238,64 @@ fn a_provider_refuses_faults_and_actions_it_does_not_support_with_their_position
             .check(&scenario, Path::new("w.yaml"))
             .is_ok()
     );
+}
+
+/// The seed in endpoint-discovery mode, written to a temporary file: (its path, the line of `mode:`).
+fn endpoint_discovery_seed(dir: &Path) -> (std::path::PathBuf, usize) {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml"))
+        .unwrap()
+        .replace("  mode: serviceentry", "  mode: endpoint-discovery");
+    let line = text
+        .lines()
+        .position(|line| line == "  mode: endpoint-discovery")
+        .unwrap()
+        + 1;
+    let path = dir.join("seed-endpoint-discovery.yaml");
+    std::fs::write(&path, text).unwrap();
+    (path, line)
+}
+
+#[test]
+fn endpoint_discovery_is_refused_by_kind_and_kubeconfig_at_its_position_and_run_by_local() {
+    let dir = std::env::temp_dir().join(format!("meshfed-provider-seam-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (path, line) = endpoint_discovery_seed(&dir);
+    let scenario = scenario::load(&path).unwrap();
+    assert!(LocalProvider::CAPABILITIES.check(&scenario, &path).is_ok());
+    for (capabilities, provider) in [
+        (meshfed::provider::kind::KIND_CAPABILITIES, "kind"),
+        (KubeconfigProvider::CAPABILITIES, "kubeconfig"),
+    ] {
+        let refusal = capabilities.check(&scenario, &path).unwrap_err().to_string();
+        assert_eq!(
+            refusal,
+            format!(
+                "{}:{line}:9: federation mode endpoint-discovery is not supported by provider {provider}; it supports: serviceentry",
+                path.display()
+            )
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn endpoint_discovery_on_kind_exits_2_before_looking_for_kind_or_docker() {
+    let dir = std::env::temp_dir().join(format!("meshfed-provider-seam-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (path, line) = endpoint_discovery_seed(&dir);
+    // No kind and no docker on PATH: a refusal that came later would be exit 3 naming them.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshfed"))
+        .args(["run", path.to_str().unwrap(), "--provider", "kind"])
+        .env("PATH", "/usr/bin:/bin")
+        .env("MESHFED_CACHE_DIR", dir.join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("seed-endpoint-discovery.yaml:{line}:9: federation mode endpoint-discovery is not supported by provider kind")),
+        "{stderr}"
+    );
+    assert!(!dir.join("cache").exists(), "nothing was created");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -279,7 +279,7 @@ impl<'a> Planner<'a> {
     /// Rows 2b and 2d of docs/fidelity.md: a cluster with pods of a service and a ServiceEntry for
     /// the same host (because other clusters have pods too) meets a gateway bug on some versions.
     fn mk_warnings(&self) -> Vec<PlanWarning> {
-        if self.scenario.federation.mode != FederationMode::Serviceentry {
+        if self.scenario.federation.mode.value != FederationMode::Serviceentry {
             return Vec::new();
         }
         let mut warnings = Vec::new();
@@ -321,7 +321,7 @@ impl<'a> Planner<'a> {
     fn cluster_plan(&self, cluster: &str) -> ClusterPlan {
         let install = self.install_values(cluster);
         let api = IstioApi::of(install.istio_version);
-        let endpoint_discovery = self.scenario.federation.mode == FederationMode::EndpointDiscovery;
+        let endpoint_discovery = self.scenario.federation.mode.value == FederationMode::EndpointDiscovery;
         let mut objects = Vec::new();
         if endpoint_discovery {
             objects.push(Object::Namespace(Box::new(self.mk_root_namespace(cluster))));
@@ -523,7 +523,7 @@ impl<'a> Planner<'a> {
     /// The seed relied on a chart flag that pre-configured this gateway, and released charts matched
     /// only `*.global`; meshfed therefore always writes it for `*.local`.
     fn mk_passthrough_gateway(&self, api: IstioApi) -> IstioObject<GatewaySpec> {
-        let (name, gateway_label) = match self.scenario.federation.mode {
+        let (name, gateway_label) = match self.scenario.federation.mode.value {
             FederationMode::Serviceentry => ("cross-cluster-passthrough", "ingressgateway"),
             FederationMode::EndpointDiscovery => ("cross-network-gateway", "eastwestgateway"),
         };

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::change::ChangeKind;
-use crate::scenario::{ConnectionPolicy, Fault, Scenario, ScenarioError};
+use crate::scenario::{ConnectionPolicy, Fault, FederationMode, Scenario, ScenarioError};
 
 /// A kind of fault, as the scenario spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +75,8 @@ pub struct Capabilities {
     /// traffic runs across them (`start_traffic` / `await_traffic`): the kinds a phase's timed
     /// `actions` may use.
     pub changes: &'static [ChangeKind],
+    /// Federation modes it builds (`federation.mode`).
+    pub federation_modes: &'static [FederationMode],
 }
 
 impl Capabilities {
@@ -97,11 +99,27 @@ impl Capabilities {
         faults: &[],
         actions: &[],
         changes: &[],
+        federation_modes: &[FederationMode::Serviceentry],
     };
 
     /// Refuses the first fault or action of `scenario` this provider does not support, naming its
     /// position in `file` and what the provider supports.
     pub fn check(&self, scenario: &Scenario, file: &Path) -> Result<(), ScenarioError> {
+        let mode = &scenario.federation.mode;
+        if !self.federation_modes.contains(&mode.value) {
+            let supported: Vec<&str> = self.federation_modes.iter().map(|mode| mode.name()).collect();
+            return Err(ScenarioError {
+                file: file.to_owned(),
+                line: mode.referenced.line(),
+                column: mode.referenced.column(),
+                message: format!(
+                    "federation mode {} is not supported by provider {}; it supports: {}",
+                    mode.value.name(),
+                    self.provider,
+                    supported.join(", ")
+                ),
+            });
+        }
         let supported_faults = || {
             if self.faults.is_empty() {
                 "none".to_owned()

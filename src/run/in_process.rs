@@ -230,7 +230,7 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
             ))?
         }
         ProviderKind::Kind => {
-            let provider = kind_provider(request.reuse, started, scenario.federation.mode)?;
+            let provider = kind_provider(request.reuse, started, scenario.federation.mode.value)?;
             current_thread_runtime()?.block_on(run_world(
                 provider,
                 &scenario,

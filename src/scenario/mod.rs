@@ -248,9 +248,10 @@ impl Protocol {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Federation {
     /// `serviceentry` (the seed: ServiceEntries pointing at remote gateways) or
-    /// `endpoint-discovery` (Istio's multi-primary on different networks).
-    #[serde(default)]
-    pub mode: FederationMode,
+    /// `endpoint-discovery` (Istio's multi-primary on different networks). Located, so a
+    /// provider that cannot run a mode points at it.
+    #[serde(default = "default_mode")]
+    pub mode: Spanned<FederationMode>,
     /// `equal` (the seed: every remote gateway endpoint weighs as one pod) or `ready-pods`
     /// (gateway endpoint weight = the remote cluster's ready pods).
     #[serde(default)]
@@ -292,7 +293,7 @@ pub struct Federation {
 impl Default for Federation {
     fn default() -> Self {
         Federation {
-            mode: FederationMode::default(),
+            mode: default_mode(),
             endpoint_weights: EndpointWeights::default(),
             locality: false,
             mtls: MtlsMode::default(),
@@ -305,6 +306,15 @@ impl Default for Federation {
             timeout: None,
         }
     }
+}
+
+/// `serviceentry`, at no position (the key is absent).
+fn default_mode() -> Spanned<FederationMode> {
+    Spanned::new(
+        FederationMode::default(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
 }
 
 fn default_true() -> bool {
@@ -366,6 +376,16 @@ pub enum FederationMode {
     Serviceentry,
     /// Multi-primary on different networks: remote secrets and an east-west gateway.
     EndpointDiscovery,
+}
+
+impl FederationMode {
+    /// The scenario's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            FederationMode::Serviceentry => "serviceentry",
+            FederationMode::EndpointDiscovery => "endpoint-discovery",
+        }
+    }
 }
 
 /// How remote gateway endpoints are weighted.

@@ -220,7 +220,7 @@ fn check_clusters(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
         if let Some(context) = &cluster.context {
             check_string(context, Grammar::ContextName, "context", at(|c| c.context.as_ref()))?;
         }
-        if scenario.federation.mode == FederationMode::EndpointDiscovery
+        if scenario.federation.mode.value == FederationMode::EndpointDiscovery
             && cluster.istio_version.value < ENDPOINT_DISCOVERY_SINCE
         {
             return Err(problem(

@@ -13,12 +13,14 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use crate::plan::support_matrix::{KIND, istio_minors_for, istioctl_asset};
+use crate::provider::kube::webhooks::{WEBHOOK_ATTEMPTS, WEBHOOK_RETRY_PAUSE};
 use crate::scenario::{FederationMode, Scenario};
 
 use super::addresses::{KindNetwork, address_pools};
 use super::config::{kind_cluster_name, kind_config};
 use super::install::{
-    METALLB_VERSION, federation_gateway, metallb_manifest_url, mk_istio_namespace, mk_istio_operator, mk_metallb_pool,
+    METALLB_PODS, METALLB_POOL_WEBHOOKS, METALLB_VERSION, federation_gateway, metallb_manifest_url, mk_istio_namespace,
+    mk_istio_operator, mk_metallb_pool,
 };
 use super::isolation::unreachable_routes;
 use super::tools::{DOCKER_INFO_TIMEOUT, Invocation};
@@ -224,10 +226,16 @@ pub fn dry_run(scenario: &Scenario, inputs: &DryRunInputs) -> Result<String, Str
         );
         let _ = writeln!(
             out,
-            "wait [{context}] deployment metallb-system/controller available, at most {} s",
+            "wait [{context}] every pod {METALLB_PODS} in metallb-system Ready, at most {} s",
             METALLB_TIMEOUT.as_secs()
         );
-        let _ = writeln!(out, "apply [{context}] MetalLB address pool:");
+        let _ = writeln!(
+            out,
+            "apply [{context}] MetalLB address pool: tried again (at most {WEBHOOK_ATTEMPTS} times, {} s apart) \
+             while the API server reports failed calling webhook {}",
+            WEBHOOK_RETRY_PAUSE.as_secs(),
+            METALLB_POOL_WEBHOOKS.join(" or ")
+        );
         quote(
             &mut out,
             &format!(
@@ -238,7 +246,7 @@ pub fn dry_run(scenario: &Scenario, inputs: &DryRunInputs) -> Result<String, Str
         );
     }
 
-    let gateway = federation_gateway(scenario.federation.mode);
+    let gateway = federation_gateway(scenario.federation.mode.value);
     for cluster in &scenario.clusters {
         let name = &cluster.name.value;
         let version = cluster.istio_version.value;
@@ -273,7 +281,7 @@ pub fn dry_run(scenario: &Scenario, inputs: &DryRunInputs) -> Result<String, Str
         );
     }
 
-    if scenario.federation.mode == FederationMode::EndpointDiscovery {
+    if scenario.federation.mode.value == FederationMode::EndpointDiscovery {
         heading(
             &mut out,
             "remote secrets: each cluster's API server, for every other cluster's istiod",

@@ -26,6 +26,15 @@ pub const MANAGED_BY: &str = "meshfed";
 /// The MetalLB release meshfed installs (the one Istio's `samples/kind-lb/setupkind.sh` uses).
 pub const METALLB_VERSION: &str = "v0.14.9";
 
+/// The label of every MetalLB pod (controller and speakers) in `metallb-native.yaml`.
+pub const METALLB_PODS: &str = "app=metallb";
+/// The validating webhooks of the pool's two kinds (`metallb-webhook-configuration` in
+/// `metallb-native.yaml`).
+pub const METALLB_POOL_WEBHOOKS: [&str; 2] = [
+    "ipaddresspoolvalidationwebhook.metallb.io",
+    "l2advertisementvalidationwebhook.metallb.io",
+];
+
 /// Where MetalLB's manifest for [`METALLB_VERSION`] is published.
 pub fn metallb_manifest_url() -> String {
     format!("https://raw.githubusercontent.com/metallb/metallb/{METALLB_VERSION}/config/manifests/metallb-native.yaml")
@@ -112,6 +121,40 @@ pub fn federation_gateway(mode: FederationMode) -> &'static str {
     }
 }
 
+/// Gateway pods keep the counters meshfed reads: Istio's default stats inclusion list drops most
+/// listener stats, and only workloads get meshfed's `proxyStatsMatcher` (through
+/// `proxy.istio.io/config`); without this the gateways' `listener.*.no_filter_chain_match` (the
+/// report's "unknown SNI" counter) always reads 0 on kind. The annotation is read by every Istio
+/// version's bootstrap (`pkg/bootstrap/config.go`, `SidecarStatsInclusionRegexps`, 1.8.0 through
+/// 1.30.0), and `k8s.podAnnotations` is an IstioOperator field since the operator's first release.
+pub const GATEWAY_STATS_ANNOTATION: (&str, &str) = (
+    "sidecar.istio.io/statsInclusionRegexps",
+    r".*\.ssl\..*,.*no_filter_chain_match.*",
+);
+
+/// The last Istio minor whose `samples/multicluster/gen-eastwest-gateway.sh` sets
+/// `ISTIO_META_ROUTER_MODE=sni-dnat` (1.8 through 1.11; 1.12 dropped it). Before 1.11 a gateway
+/// builds the `outbound_.<port>_._.<host>` clusters AUTO_PASSTHROUGH needs only in `sni-dnat` mode
+/// (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.10.0`; 1.11 builds them for any gateway with an
+/// AUTO_PASSTHROUGH server, istio/istio#33129), and from 1.9 the ingress gateway chart's default is
+/// `standard` (`manifests/charts/gateways/istio-ingress/values.yaml@1.9.0`).
+pub const LAST_SNI_DNAT_MINOR: u32 = 11;
+
+/// Whether the federation gateway of an Istio `version` runs in `sni-dnat` router mode.
+pub fn needs_sni_dnat(version: crate::scenario::IstioVersion) -> bool {
+    version.major == 1 && version.minor <= LAST_SNI_DNAT_MINOR
+}
+
+/// The environment of the federation gateway: `sni-dnat` where Istio's script sets it, then `extra`.
+fn gateway_env(cluster: &Cluster, extra: Vec<Value>) -> Vec<Value> {
+    let mut env = Vec::new();
+    if needs_sni_dnat(cluster.istio_version.value) {
+        env.push(json!({ "name": "ISTIO_META_ROUTER_MODE", "value": "sni-dnat" }));
+    }
+    env.extend(extra);
+    env
+}
+
 fn port(name: &str, port: u16, target: u16) -> Value {
     json!({ "name": name, "port": port, "targetPort": target })
 }
@@ -126,22 +169,36 @@ pub fn mk_istio_operator(scenario: &Scenario, cluster: &Cluster) -> String {
         // Dropped from the default profile in 1.9; the seed's federation goes through it.
         port("tls", 15443, 15443),
     ];
+    let stats = json!({ GATEWAY_STATS_ANNOTATION.0: GATEWAY_STATS_ANNOTATION.1 });
+    let endpoint_discovery = scenario.federation.mode.value == FederationMode::EndpointDiscovery;
+    let mut ingress_k8s = json!({
+        "podAnnotations": stats,
+        "service": { "type": "LoadBalancer", "ports": ingress_ports },
+    });
+    if !endpoint_discovery {
+        // The ingress gateway is the federation gateway (the plan's AUTO_PASSTHROUGH on 15443).
+        let env = gateway_env(cluster, Vec::new());
+        if !env.is_empty() {
+            ingress_k8s["env"] = json!(env);
+        }
+    }
     let mut gateways = vec![json!({
         "name": "istio-ingressgateway",
         "enabled": true,
-        "k8s": { "service": { "type": "LoadBalancer", "ports": ingress_ports } },
+        "k8s": ingress_k8s,
     })];
-    if scenario.federation.mode == FederationMode::EndpointDiscovery {
+    if endpoint_discovery {
         gateways.push(json!({
             "name": "istio-eastwestgateway",
-            "enabled": true,
             "label": {
                 "istio": "eastwestgateway",
                 "app": "istio-eastwestgateway",
                 "topology.istio.io/network": network,
             },
+            "enabled": true,
             "k8s": {
-                "env": [{ "name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": network }],
+                "env": gateway_env(cluster, vec![json!({ "name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": network })]),
+                "podAnnotations": stats,
                 "service": {
                     "type": "LoadBalancer",
                     "ports": [

@@ -88,12 +88,23 @@ pub trait KubeSide: Provider {
         yaml: &str,
     ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
 
-    /// Waits until the deployment reports `Available`; the error names it and the deadline.
-    fn await_deployment_available(
+    /// [`KubeSide::apply_manifests`] for objects that admission `webhooks` validate: while the
+    /// API server cannot call one of them yet, the apply is tried again, a bounded number of times
+    /// ([`crate::provider::kube::webhooks`]).
+    fn apply_manifests_when_webhooks_serve(
+        &mut self,
+        cluster: &KindCluster,
+        what: &str,
+        yaml: &str,
+        webhooks: &[&str],
+    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
+
+    /// Waits until every pod with `labels` (`app=metallb`) in `namespace` is Ready.
+    fn await_pods_ready(
         &mut self,
         cluster: &KindCluster,
         namespace: &str,
-        name: &str,
+        labels: &str,
         deadline: Duration,
     ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
 
@@ -361,13 +372,16 @@ impl KubeSide for NoKubernetesClient {
     async fn apply_manifests(&mut self, _: &KindCluster, _: &str, _: &str) -> Result<(), ProviderError> {
         no_client()
     }
-    async fn await_deployment_available(
+    async fn apply_manifests_when_webhooks_serve(
         &mut self,
         _: &KindCluster,
         _: &str,
         _: &str,
-        _: Duration,
+        _: &[&str],
     ) -> Result<(), ProviderError> {
+        no_client()
+    }
+    async fn await_pods_ready(&mut self, _: &KindCluster, _: &str, _: &str, _: Duration) -> Result<(), ProviderError> {
         no_client()
     }
     async fn await_load_balancer_address(

@@ -17,8 +17,8 @@ use crate::scenario::{FederationMode, IstioVersion, Scenario};
 use super::addresses::{address_pools, parse_network_inspect};
 use super::config::{control_plane_container, is_meshfed_cluster, kind_cluster_name, kind_config};
 use super::install::{
-    METALLB_VERSION, federation_gateway, metallb_manifest_url, mk_cacerts_secret, mk_istio_namespace,
-    mk_istio_operator, mk_metallb_pool,
+    METALLB_PODS, METALLB_POOL_WEBHOOKS, METALLB_VERSION, federation_gateway, metallb_manifest_url, mk_cacerts_secret,
+    mk_istio_namespace, mk_istio_operator, mk_metallb_pool,
 };
 use super::isolation::unreachable_routes;
 use super::istioctl::{fetch_istioctl, sha256_hex};
@@ -38,7 +38,7 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
 const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// `kind load image-archive` into one cluster.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
-/// MetalLB's controller becoming available.
+/// Every MetalLB pod becoming Ready.
 pub(super) const METALLB_TIMEOUT: Duration = Duration::from_secs(240);
 /// istioctl's own readiness wait; the process deadline adds a margin.
 const ISTIO_READINESS: &str = "5m0s";
@@ -264,17 +264,24 @@ pub(super) async fn create_world<K: KubeSide>(
         ));
         kube.apply_manifests(cluster, &format!("MetalLB {METALLB_VERSION}"), &metallb)
             .await?;
-        kube.await_deployment_available(cluster, "metallb-system", "controller", METALLB_TIMEOUT)
+        // As Istio's kind_provisioner.sh: every MetalLB pod Ready, then the pool, retried while
+        // MetalLB's validating webhook does not serve yet (its controller is Ready before it).
+        kube.await_pods_ready(cluster, "metallb-system", METALLB_PODS, METALLB_TIMEOUT)
             .await?;
-        kube.apply_manifests(cluster, "MetalLB address pool", &mk_metallb_pool(pool))
-            .await?;
+        kube.apply_manifests_when_webhooks_serve(
+            cluster,
+            "MetalLB address pool",
+            &mk_metallb_pool(pool),
+            &METALLB_POOL_WEBHOOKS,
+        )
+        .await?;
     }
 
     // Istio, with meshfed's CA.
     let cluster_names: Vec<&str> = names.clone();
     let mesh_pki = crate::pki::pki(&scenario.trust_domain, &cluster_names, scenario.pki.key_algorithm)
         .map_err(|error| ProviderError::failed("creating the mesh PKI", error))?;
-    let gateway = federation_gateway(scenario.federation.mode);
+    let gateway = federation_gateway(scenario.federation.mode.value);
     for (cluster, scenario_cluster) in world.clusters.iter_mut().zip(&scenario.clusters) {
         let version = scenario_cluster.istio_version.value;
         progress(&format!("{}: installing Istio {version}", cluster.cluster));
@@ -306,7 +313,7 @@ pub(super) async fn create_world<K: KubeSide>(
         ));
     }
 
-    if scenario.federation.mode == FederationMode::EndpointDiscovery {
+    if scenario.federation.mode.value == FederationMode::EndpointDiscovery {
         create_remote_secrets(tools, kube, &world.clusters, &istioctl, scenario, progress).await?;
     }
     kube.attach(&world.clusters, &image);

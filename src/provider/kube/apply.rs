@@ -6,6 +6,14 @@
 //! so an object someone changed between the read and the write (e.g. took meshfed's label off) is
 //! re-read and re-checked instead of being overwritten.
 //!
+//! Kinds are resolved through the server's discovery ([`super::discovery`]), so any manifest
+//! applies. Every CRD an apply writes is waited for until it reports `Established` (so what is
+//! applied next, a MetalLB pool after MetalLB, finds its kind served). An object whose kind only a
+//! CustomResourceDefinition of the same manifest serves (an operator and its resources) is
+//! applied after the rest: once those CRDs are established meshfed asks discovery again until
+//! the kinds are served (bounded by [`CRD_SERVED_TIMEOUT`]), then applies them. A kind the server does not serve and no
+//! CRD of the manifest defines is refused by name before anything is written.
+//!
 //! 409 handling: an *optimistic-lock* 409 ("the object has been modified") re-reads and retries
 //! (at most [`MAX_ATTEMPTS`]); a *field-manager* 409 ("Apply failed with N conflicts") on an
 //! object that carries meshfed's labels is retried once with `force=true`. Forcing is safe there
@@ -14,14 +22,22 @@
 //! fields meshfed does not set stay with their managers. Each forced take-over is reported in
 //! [`Applied::forced`], naming the other manager's message.
 
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use serde_json::Value;
 
 use super::FIELD_MANAGER;
+use super::discovery::{ServedKinds, kinds_defined_by};
 use super::resources::{ObjectRef, ResourceError};
+use super::wait::{self, WaitError, Watched};
 
 /// How many times one object is re-read and re-applied after optimistic-lock conflicts.
 pub const MAX_ATTEMPTS: usize = 3;
+
+/// How long a manifest's CRDs may take to be established and their kinds served.
+pub const CRD_SERVED_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Whether the apply changes the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,9 +87,33 @@ pub enum ApplyError {
     /// Objects exist that meshfed does not own; nothing was written.
     #[error("{} object(s) in the way, nothing was applied:\n{}", .0.len(), conflict_lines(.0))]
     Conflicts(Vec<Conflict>),
-    /// An object cannot be addressed.
-    #[error(transparent)]
-    Resource(#[from] ResourceError),
+    /// An object cannot be addressed (its kind is not served, ...); nothing of its stage was written.
+    #[error("cluster {cluster}: {source}")]
+    Resource {
+        /// Cluster name.
+        cluster: String,
+        /// Why.
+        #[source]
+        source: ResourceError,
+    },
+    /// The server's discovery could not be read.
+    #[error("cluster {cluster}: reading the API server's discovery (/api, /apis) failed: {source}")]
+    Discovery {
+        /// Cluster name.
+        cluster: String,
+        /// kube-rs's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// A CRD of the manifest did not become established.
+    #[error("cluster {cluster}: {source}")]
+    CrdNotEstablished {
+        /// Cluster name.
+        cluster: String,
+        /// The wait's error (names the CRD and its last condition).
+        #[source]
+        source: WaitError,
+    },
     /// The API server refused or failed a call.
     #[error("cluster {cluster}: {action} {object} failed: {source}")]
     Api {
@@ -129,7 +169,8 @@ fn api_message(error: &kube::Error) -> String {
 }
 
 /// Applies `objects` (desired objects, each with `apiVersion`, `kind` and `metadata`) to
-/// `cluster` in order. See the module documentation for conflicts and retries.
+/// `cluster` in order, kinds served by the manifest's own CRDs last. See the module
+/// documentation for discovery, conflicts and retries.
 pub async fn apply(
     client: &kube::Client,
     cluster: &str,
@@ -137,9 +178,142 @@ pub async fn apply(
     objects: &[Value],
     mode: ApplyMode,
 ) -> Result<Applied, ApplyError> {
-    let refs = objects.iter().map(ObjectRef::of).collect::<Result<Vec<_>, _>>()?;
+    let resource_error = |source| ApplyError::Resource {
+        cluster: cluster.to_owned(),
+        source,
+    };
+    let served = discover(client, cluster, objects).await?;
+    let defined = kinds_defined_by(objects);
+    let mut now = Vec::new();
+    let mut later = Vec::new();
+    for object in objects {
+        match ObjectRef::resolve(object, &served) {
+            Ok(reference) => now.push((reference, object)),
+            Err(ResourceError::NotServed { api_version, kind, .. })
+                if defined.iter().any(|(v, k, _)| *v == api_version && *k == kind) =>
+            {
+                later.push(object.clone());
+            }
+            Err(source) => return Err(resource_error(source)),
+        }
+    }
+    let mut applied = Applied::default();
+    apply_stage(client, cluster, scenario, &now, mode, &mut applied).await?;
+    if mode == ApplyMode::Apply {
+        // The manifest's CRDs serve their kinds only once established: wait here, so whatever is
+        // applied next (this manifest's own resources, or a pool after MetalLB) finds them.
+        let started = Instant::now();
+        for crd in defined
+            .iter()
+            .map(|(_, _, crd)| crd.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            await_established(
+                client,
+                cluster,
+                crd,
+                CRD_SERVED_TIMEOUT.saturating_sub(started.elapsed()),
+            )
+            .await?;
+        }
+    }
+    if later.is_empty() {
+        return Ok(applied);
+    }
+    if mode == ApplyMode::ServerDryRun {
+        // A dry run creates no CRD, so their kinds are never served: say so for each object.
+        for object in &later {
+            applied.rejected.push((
+                describe(object),
+                "its kind is served only once a CRD of this manifest is established; a dry run creates none".to_owned(),
+            ));
+        }
+        return Ok(applied);
+    }
+    let served = await_served(client, cluster, &later).await?;
+    let later_refs = later
+        .iter()
+        .map(|object| ObjectRef::resolve(object, &served).map(|reference| (reference, object)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(resource_error)?;
+    apply_stage(client, cluster, scenario, &later_refs, mode, &mut applied).await?;
+    Ok(applied)
+}
+
+async fn discover(client: &kube::Client, cluster: &str, objects: &[Value]) -> Result<ServedKinds, ApplyError> {
+    ServedKinds::discover(client, objects)
+        .await
+        .map_err(|source| ApplyError::Discovery {
+            cluster: cluster.to_owned(),
+            source,
+        })
+}
+
+/// `Kind namespace/name` of an object that has no resource yet.
+fn describe(object: &Value) -> String {
+    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    match object.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(namespace) => format!("{} {namespace}/{}", text("/kind"), text("/metadata/name")),
+        None => format!("{} {}", text("/kind"), text("/metadata/name")),
+    }
+}
+
+async fn await_established(
+    client: &kube::Client,
+    cluster: &str,
+    crd: &str,
+    deadline: Duration,
+) -> Result<(), ApplyError> {
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    wait::await_condition(
+        &api,
+        &Watched::Name(crd.to_owned()),
+        &format!("CustomResourceDefinition {crd} established in cluster {cluster}"),
+        deadline,
+        wait::crd_established,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| ApplyError::CrdNotEstablished {
+        cluster: cluster.to_owned(),
+        source,
+    })
+}
+
+/// Once the manifest's CRDs are established, asks discovery until it serves every kind of
+/// `later` (it may lag the condition), within [`CRD_SERVED_TIMEOUT`].
+async fn await_served(client: &kube::Client, cluster: &str, later: &[Value]) -> Result<ServedKinds, ApplyError> {
+    let started = Instant::now();
+    loop {
+        let served = discover(client, cluster, later).await?;
+        let missing = later
+            .iter()
+            .find_map(|object| ObjectRef::resolve(object, &served).err());
+        match missing {
+            None => return Ok(served),
+            Some(source) if started.elapsed() >= CRD_SERVED_TIMEOUT => {
+                return Err(ApplyError::Resource {
+                    cluster: cluster.to_owned(),
+                    source,
+                });
+            }
+            // Discovery notices an established CRD a moment later: ask again.
+            Some(_) => tokio::time::sleep(wait::RETRY_PAUSE).await,
+        }
+    }
+}
+
+/// The two passes of the module documentation over objects whose resources are known.
+async fn apply_stage(
+    client: &kube::Client,
+    cluster: &str,
+    scenario: &str,
+    objects: &[(ObjectRef, &Value)],
+    mode: ApplyMode,
+    applied: &mut Applied,
+) -> Result<(), ApplyError> {
     let mut conflicts = Vec::new();
-    for object in &refs {
+    for (object, _) in objects {
         if let Some(manager) = read_foreign_manager(client, cluster, scenario, object).await? {
             conflicts.push(Conflict {
                 cluster: cluster.to_owned(),
@@ -151,16 +325,15 @@ pub async fn apply(
     if !conflicts.is_empty() {
         return Err(ApplyError::Conflicts(conflicts));
     }
-    let mut applied = Applied::default();
-    for (object, desired) in refs.iter().zip(objects) {
-        match apply_one(client, cluster, scenario, object, desired, mode, &mut applied).await {
+    for (object, desired) in objects {
+        match apply_one(client, cluster, scenario, object, desired, mode, applied).await {
             Err(ApplyError::Api { source, .. }) if mode == ApplyMode::ServerDryRun && is_rejection(&source) => {
                 applied.rejected.push((object.to_string(), api_message(&source)));
             }
             other => other?,
         }
     }
-    Ok(applied)
+    Ok(())
 }
 
 /// A 4xx that says the object is invalid (not an outage): the dry run reports it and goes on.

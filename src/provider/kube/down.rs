@@ -10,6 +10,7 @@
 use kube::api::{DeleteParams, DynamicObject, ListParams};
 use serde_json::Value;
 
+use super::discovery::ServedKinds;
 use super::resources::{ObjectRef, ResourceError, Scope};
 use crate::plan::{MANAGED_BY, MANAGED_BY_LABEL, SCENARIO_LABEL};
 
@@ -68,11 +69,28 @@ const NAMESPACE_DEFAULTS: [&str; 3] = ["kube-root-ca.crt", "istio-ca-root-cert",
 
 /// Deletes, in `cluster`, every object of the kinds in `kinds` (sample objects: one desired object
 /// per `apiVersion`/`kind`, e.g. the scenario's plan) that carries meshfed's labels for `scenario`.
-/// A kind the cluster does not serve (404: Istio's CRDs are gone) has nothing to delete.
+/// A kind the cluster does not serve (its discovery does not list it: Istio's CRDs are gone) has
+/// nothing to delete.
 pub async fn down(client: &kube::Client, cluster: &str, scenario: &str, kinds: &[Value]) -> Result<Removed, DownError> {
+    let content_samples: Vec<Value> = NAMESPACE_CONTENT
+        .iter()
+        .map(|(api_version, kind)| namespace_content_sample(api_version, kind))
+        .collect();
+    let asked: Vec<Value> = kinds.iter().chain(&content_samples).cloned().collect();
+    let served = ServedKinds::discover(client, &asked)
+        .await
+        .map_err(|source| DownError::Api {
+            cluster: cluster.to_owned(),
+            action: "reading the API server's discovery (/api, /apis)".to_owned(),
+            source,
+        })?;
     let mut refs = Vec::new();
     for sample in kinds {
-        let object = ObjectRef::of(sample)?;
+        let object = match ObjectRef::resolve(sample, &served) {
+            Ok(object) => object,
+            Err(ResourceError::NotServed { .. }) => continue,
+            Err(error) => return Err(error.into()),
+        };
         if !refs.iter().any(|known: &ObjectRef| {
             known.resource.api_version == object.resource.api_version && known.resource.kind == object.resource.kind
         }) {
@@ -108,7 +126,7 @@ pub async fn down(client: &kube::Client, cluster: &str, scenario: &str, kinds: &
                 ..kind.clone()
             };
             if target.resource.kind == "Namespace" {
-                let strangers = unowned_content(client, cluster, &target.name, scenario).await?;
+                let strangers = unowned_content(client, &served, cluster, &target.name, scenario).await?;
                 if !strangers.is_empty() {
                     removed.kept.push((target.to_string(), strangers));
                     continue;
@@ -128,16 +146,22 @@ pub async fn down(client: &kube::Client, cluster: &str, scenario: &str, kinds: &
     Ok(removed)
 }
 
+fn namespace_content_sample(api_version: &str, kind: &str) -> Value {
+    serde_json::json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x", "namespace": "x"}})
+}
+
 async fn unowned_content(
     client: &kube::Client,
+    served: &ServedKinds,
     cluster: &str,
     namespace: &str,
     scenario: &str,
 ) -> Result<Vec<String>, DownError> {
     let mut strangers = Vec::new();
     for (api_version, kind) in NAMESPACE_CONTENT {
-        let sample = serde_json::json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "x", "namespace": namespace}});
-        let resource = ObjectRef::of(&sample)?.resource;
+        let Some((resource, _)) = served.resource(api_version, kind) else {
+            continue;
+        };
         let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(client.clone(), namespace, &resource);
         let listed = api
             .list(&ListParams::default())

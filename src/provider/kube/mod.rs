@@ -10,10 +10,14 @@
 pub mod apply;
 pub mod change;
 pub mod connect;
+pub mod discovery;
 pub mod down;
 pub mod resources;
 pub mod wait;
+pub mod webhooks;
 
+#[cfg(test)]
+pub(crate) mod fake_api;
 #[cfg(test)]
 mod tests;
 

@@ -1,22 +1,34 @@
-//! Which API resource each kind meshfed writes lives at (plural, scope), and how an object is
-//! named in messages (`ServiceEntry ns2/bar-cluster2`).
+//! How meshfed addresses one object: its resource (plural, scope) as the server's discovery gives
+//! it ([`super::discovery`]), its namespace and name, and how it is named in messages
+//! (`ServiceEntry ns2/bar-cluster2`).
 
 use std::fmt;
 
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{ApiResource, DynamicObject};
 use serde_json::Value;
 
-/// A kind meshfed does not know the resource of.
+use super::discovery::ServedKinds;
+
+/// An object that cannot be addressed.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
-    /// The object has no `apiVersion`/`kind`, or a kind meshfed never writes.
-    #[error("meshfed does not write {api_version} {kind} objects (object {name})")]
-    UnknownKind {
+    /// The object has no `apiVersion` or `kind`.
+    #[error("object {name} has no apiVersion or kind, so it cannot be applied")]
+    Untyped {
+        /// Its name.
+        name: String,
+    },
+    /// The API server does not serve the object's kind (its discovery does not list it).
+    #[error(
+        "the API server does not serve {kind} in {api_version} (object {name}): its discovery lists no such kind; \
+         install the CRD or API that serves it first"
+    )]
+    NotServed {
         /// `apiVersion` of the object.
         api_version: String,
         /// `kind` of the object.
         kind: String,
-        /// Its name.
+        /// Its name (`namespace/name` for a namespaced object).
         name: String,
     },
     /// The object is not a JSON object with metadata.name.
@@ -33,28 +45,6 @@ pub enum Scope {
     Cluster,
 }
 
-/// The plural and scope of a kind meshfed writes; the group and version come from the object.
-fn plural_and_scope(kind: &str) -> Option<(&'static str, Scope)> {
-    Some(match kind {
-        "Namespace" => ("namespaces", Scope::Cluster),
-        "Service" => ("services", Scope::Namespaced),
-        "Pod" => ("pods", Scope::Namespaced),
-        "Secret" => ("secrets", Scope::Namespaced),
-        "ConfigMap" => ("configmaps", Scope::Namespaced),
-        "ServiceAccount" => ("serviceaccounts", Scope::Namespaced),
-        "Deployment" => ("deployments", Scope::Namespaced),
-        "MeshPolicy" => ("meshpolicies", Scope::Cluster),
-        "PeerAuthentication" => ("peerauthentications", Scope::Namespaced),
-        "DestinationRule" => ("destinationrules", Scope::Namespaced),
-        "Gateway" => ("gateways", Scope::Namespaced),
-        "ServiceEntry" => ("serviceentries", Scope::Namespaced),
-        "VirtualService" => ("virtualservices", Scope::Namespaced),
-        "Telemetry" => ("telemetries", Scope::Namespaced),
-        "CustomResourceDefinition" => ("customresourcedefinitions", Scope::Cluster),
-        _ => return None,
-    })
-}
-
 /// One object as meshfed addresses it: its resource, namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectRef {
@@ -69,25 +59,27 @@ pub struct ObjectRef {
 }
 
 impl ObjectRef {
-    /// The reference of a desired object (its `apiVersion`, `kind`, `metadata`).
-    pub fn of(object: &Value) -> Result<ObjectRef, ResourceError> {
+    /// The reference of a desired object (its `apiVersion`, `kind`, `metadata`), at the resource
+    /// the server's discovery gives its kind.
+    pub fn resolve(object: &Value, served: &ServedKinds) -> Result<ObjectRef, ResourceError> {
         let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
         let name = text("/metadata/name").ok_or_else(|| ResourceError::Unnamed(short(object)))?;
-        let api_version = text("/apiVersion").unwrap_or_default();
-        let kind = text("/kind").unwrap_or_default();
-        let unknown = || ResourceError::UnknownKind {
-            api_version: api_version.clone(),
-            kind: kind.clone(),
-            name: name.clone(),
+        let namespace = text("/metadata/namespace");
+        let (Some(api_version), Some(kind)) = (text("/apiVersion"), text("/kind")) else {
+            return Err(ResourceError::Untyped { name });
         };
-        let (plural, scope) = plural_and_scope(&kind).ok_or_else(unknown)?;
-        if api_version.is_empty() {
-            return Err(unknown());
-        }
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version.as_str()));
-        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, &kind), plural);
+        let Some((resource, scope)) = served.resource(&api_version, &kind) else {
+            return Err(ResourceError::NotServed {
+                api_version,
+                kind,
+                name: match namespace {
+                    Some(namespace) => format!("{namespace}/{name}"),
+                    None => name,
+                },
+            });
+        };
         let namespace = match scope {
-            Scope::Namespaced => Some(text("/metadata/namespace").unwrap_or_else(|| "default".to_owned())),
+            Scope::Namespaced => Some(namespace.unwrap_or_else(|| "default".to_owned())),
             Scope::Cluster => None,
         };
         Ok(ObjectRef {

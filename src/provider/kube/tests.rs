@@ -1,224 +1,15 @@
-//! The Kubernetes client layer against an in-process fake API server (`tower_test::mock`) that
-//! stores objects like a real one and can be scripted to answer a request its own way (409, 410,
-//! 422). Every request is recorded: method, path, query and body.
+//! The Kubernetes client layer against the in-process fake API server of [`super::fake_api`].
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::client::Body;
 use serde_json::{Value, json};
+
+use super::fake_api::{FakeApi, Recorded, Script, query_param, status, unscripted};
 
 use super::apply::{ApplyError, ApplyMode, apply};
 use super::down::down;
 use super::wait::{WaitError, Watched, await_condition, deployment_available};
-
-/// One request the fake received.
-#[derive(Clone, Debug)]
-struct Recorded {
-    method: String,
-    path: String,
-    query: String,
-    content_type: String,
-    body: Option<Value>,
-}
-
-impl Recorded {
-    fn line(&self) -> String {
-        format!(
-            "{} {}{}",
-            self.method,
-            self.path,
-            if self.query.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", self.query)
-            }
-        )
-    }
-}
-
-/// A scripted answer: `Some((status, body))` overrides the fake's own behaviour.
-type Script = Box<dyn FnMut(&Recorded) -> Option<(u16, String)> + Send>;
-
-/// The fake's state: objects by path (`/api/v1/namespaces/ns2/services/bar`).
-#[derive(Clone, Default)]
-struct FakeApi {
-    objects: Arc<Mutex<BTreeMap<String, Value>>>,
-    log: Arc<Mutex<Vec<Recorded>>>,
-    /// Whether list calls ignore `labelSelector` (a hostile or buggy server).
-    ignore_selectors: bool,
-}
-
-fn status(code: u16, reason: &str, message: &str) -> String {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": message}).to_string()
-}
-
-/// Splits an API path into (collection path, name): `/api/v1/namespaces/ns2/services/bar` →
-/// (`/api/v1/namespaces/ns2/services`, `bar`).
-fn split_path(path: &str) -> (String, Option<String>) {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let prefix = if segments.first() == Some(&"api") { 2 } else { 3 };
-    let rest = &segments[prefix.min(segments.len())..];
-    let (collection_len, has_name) = match rest {
-        ["namespaces", _, _plural] => (prefix + 3, false),
-        ["namespaces", _, _plural, _name] => (prefix + 3, true),
-        [_plural] => (prefix + 1, false),
-        [_plural, _name] => (prefix + 1, true),
-        _ => (segments.len(), false),
-    };
-    let collection = format!("/{}", segments[..collection_len].join("/"));
-    (collection, has_name.then(|| segments[collection_len].to_owned()))
-}
-
-fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        (name == key).then(|| value.replace("%3D", "=").replace("%2C", ",").replace("%2F", "/"))
-    })
-}
-
-fn labels_match(object: &Value, selector: &str) -> bool {
-    selector.split(',').filter(|term| !term.is_empty()).all(|term| {
-        let (key, value) = term.split_once('=').unwrap_or((term, ""));
-        object
-            .pointer("/metadata/labels")
-            .and_then(|labels| labels.get(key))
-            .and_then(Value::as_str)
-            == Some(value)
-    })
-}
-
-/// Whether `object` (stored at `path`) is in the collection `collection`, which may span all
-/// namespaces (`/api/v1/services` holds `/api/v1/namespaces/ns2/services/bar`).
-fn in_collection(path: &str, collection: &str) -> bool {
-    let (own_collection, _) = split_path(path);
-    if own_collection == collection {
-        return true;
-    }
-    let segments: Vec<&str> = own_collection.trim_start_matches('/').split('/').collect();
-    let prefix = if segments.first() == Some(&"api") { 2 } else { 3 };
-    if segments.len() == prefix + 3 && segments[prefix] == "namespaces" {
-        let all = format!("/{}/{}", segments[..prefix].join("/"), segments[prefix + 2]);
-        return all == collection;
-    }
-    false
-}
-
-impl FakeApi {
-    fn with<P: AsRef<str>>(objects: Vec<(P, Value)>) -> FakeApi {
-        let fake = FakeApi::default();
-        fake.objects.lock().unwrap().extend(
-            objects
-                .into_iter()
-                .map(|(path, object)| (path.as_ref().to_owned(), object)),
-        );
-        fake
-    }
-
-    /// Starts serving; returns a client whose requests this fake answers.
-    fn client(&self, mut script: Script) -> kube::Client {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let fake = self.clone();
-        tokio::spawn(async move {
-            while let Some((request, respond)) = handle.next_request().await {
-                let (parts, body) = request.into_parts();
-                let bytes = body.collect_bytes().await.unwrap_or_default();
-                let recorded = Recorded {
-                    method: parts.method.to_string(),
-                    path: parts.uri.path().to_owned(),
-                    query: parts.uri.query().unwrap_or_default().to_owned(),
-                    content_type: parts
-                        .headers
-                        .get(http::header::CONTENT_TYPE)
-                        .map(|value| value.to_str().unwrap_or_default().to_owned())
-                        .unwrap_or_default(),
-                    body: serde_json::from_slice(&bytes).ok(),
-                };
-                fake.log.lock().unwrap().push(recorded.clone());
-                // The script may change the store itself: no lock is held while it runs.
-                let scripted = script(&recorded);
-                let (code, body) = scripted.unwrap_or_else(|| fake.answer(&recorded));
-                let response = Response::builder()
-                    .status(code)
-                    .body(Body::from(body.into_bytes()))
-                    .unwrap();
-                respond.send_response(response);
-            }
-        });
-        kube::Client::new(service, "default")
-    }
-
-    fn answer(&self, request: &Recorded) -> (u16, String) {
-        let mut objects = self.objects.lock().unwrap();
-        let (collection, name) = split_path(&request.path);
-        let dry_run = query_param(&request.query, "dryRun").is_some();
-        match (request.method.as_str(), name) {
-            ("GET", Some(_)) => match objects.get(&request.path) {
-                Some(object) => (200, object.to_string()),
-                None => (404, status(404, "NotFound", &format!("{} not found", request.path))),
-            },
-            ("GET", None) => {
-                let selector = query_param(&request.query, "labelSelector").unwrap_or_default();
-                let field = query_param(&request.query, "fieldSelector").unwrap_or_default();
-                let items: Vec<Value> = objects
-                    .iter()
-                    .filter(|(path, _)| in_collection(path, &collection))
-                    .filter(|(_, object)| self.ignore_selectors || labels_match(object, &selector))
-                    .filter(|(_, object)| match field.strip_prefix("metadata.name=") {
-                        Some(name) => object.pointer("/metadata/name").and_then(Value::as_str) == Some(name),
-                        None => true,
-                    })
-                    .map(|(_, object)| object.clone())
-                    .collect();
-                if query_param(&request.query, "watch").is_some() {
-                    // A watch that ends at once: the caller relists.
-                    return (200, String::new());
-                }
-                (
-                    200,
-                    json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "100"}, "items": items})
-                        .to_string(),
-                )
-            }
-            ("PATCH", Some(_)) => {
-                let mut object = request.body.clone().unwrap_or(Value::Null);
-                if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                    let version = objects
-                        .get(&request.path)
-                        .and_then(|old| old.pointer("/metadata/resourceVersion"))
-                        .and_then(Value::as_str)
-                        .and_then(|version| version.parse::<u64>().ok())
-                        .unwrap_or(0);
-                    metadata.insert("resourceVersion".to_owned(), json!((version + 1).to_string()));
-                }
-                if !dry_run {
-                    objects.insert(request.path.clone(), object.clone());
-                }
-                (200, object.to_string())
-            }
-            ("DELETE", Some(_)) => match objects.remove(&request.path) {
-                Some(_) => (200, status(200, "", "deleted").replace("Failure", "Success")),
-                None => (404, status(404, "NotFound", "not found")),
-            },
-            _ => (405, status(405, "MethodNotAllowed", "the fake does not do that")),
-        }
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn has(&self, path: &str) -> bool {
-        self.objects.lock().unwrap().contains_key(path)
-    }
-}
-
-fn unscripted() -> Script {
-    Box::new(|_| None)
-}
 
 fn seed_plan_objects(cluster: &str) -> Vec<Value> {
     let scenario = crate::scenario::load(std::path::Path::new(concat!(
@@ -931,4 +722,103 @@ async fn pods_that_never_settle_fail_at_the_deadline_saying_what_was_seen() {
         "{shown}"
     );
     assert!(shown.contains("0 pods, 0 ready, 0 terminating, 2 wanted"), "{shown}");
+}
+
+// ---- kinds through discovery (discovery.rs, apply.rs) ----
+
+#[tokio::test]
+async fn a_kind_the_server_does_not_serve_is_refused_by_name_and_nothing_is_written() {
+    let fake = FakeApi::default();
+    let client = fake.client(unscripted());
+    let mut objects = seed_plan_objects("cluster1");
+    objects.push(json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "meshfed", "namespace": "metallb-system"},
+        "spec": {"addresses": ["172.18.255.205-172.18.255.254"]},
+    }));
+    let error = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
+        .await
+        .unwrap_err();
+    let shown = error.to_string();
+    assert!(
+        shown.contains("cluster1: the API server does not serve IPAddressPool in metallb.io/v1beta1 (object metallb-system/meshfed)"),
+        "{shown}"
+    );
+    assert!(
+        fake.all_requests().iter().any(|r| r.path == "/apis"),
+        "the kinds come from discovery"
+    );
+    assert!(
+        !fake.requests().iter().any(|r| r.method == "PATCH"),
+        "nothing may be written"
+    );
+}
+
+fn widget_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+    })
+}
+
+#[tokio::test]
+async fn a_manifests_own_kinds_are_applied_once_its_crd_is_established_and_served() {
+    let fake = FakeApi::without_istio();
+    let client = fake.client(unscripted());
+    let widget =
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns1"}});
+    // The widget first: meshfed must not apply it before its CRD.
+    let objects = vec![widget, widget_crd()];
+    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied.applied,
+        ["CustomResourceDefinition widgets.example.com", "Widget ns1/w"]
+    );
+    let steps: Vec<String> = fake
+        .all_requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" || r.query.contains("watch=true") || r.path == "/apis/example.com/v1")
+        .map(|r| match r.method.as_str() {
+            "PATCH" => format!("apply {}", r.path.rsplit('/').next().unwrap()),
+            _ if r.query.contains("watch=true") => "watch until established".to_owned(),
+            _ => "discover example.com/v1".to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "apply widgets.example.com",
+            "watch until established",
+            "discover example.com/v1",
+            "apply w"
+        ]
+    );
+    assert!(fake.has("/apis/example.com/v1/namespaces/ns1/widgets/w"));
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_objects_whose_crd_it_cannot_create() {
+    let fake = FakeApi::without_istio();
+    let client = fake.client(unscripted());
+    let widget =
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns1"}});
+    let outcome = apply(
+        &client,
+        "cluster1",
+        "seed",
+        &[widget_crd(), widget],
+        ApplyMode::ServerDryRun,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.applied, ["CustomResourceDefinition widgets.example.com"]);
+    assert_eq!(outcome.rejected.len(), 1);
+    assert_eq!(outcome.rejected[0].0, "Widget ns1/w");
+    assert!(fake.objects.lock().unwrap().is_empty(), "a dry run persists nothing");
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, WatchEvent, WatchParams};
@@ -254,6 +254,35 @@ pub fn deployment_available(objects: &[&Deployment]) -> Observed {
                 format!(", conditions: {condition_text}")
             }
         ),
+    )
+}
+
+/// Every listed pod is Ready and at least one exists (`kubectl wait pod -l … --for=condition=Ready`).
+pub fn pods_ready(pods: &[&Pod]) -> Observed {
+    let not_ready: Vec<String> = pods
+        .iter()
+        .filter(|pod| {
+            !pod.status
+                .as_ref()
+                .and_then(|status| status.conditions.as_ref())
+                .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(|pod| pod.name_any())
+        .collect();
+    Observed::new(
+        !pods.is_empty() && not_ready.is_empty(),
+        if pods.is_empty() {
+            "no pods yet".to_owned()
+        } else if not_ready.is_empty() {
+            format!("{} pods Ready", pods.len())
+        } else {
+            format!(
+                "{} of {} pods not Ready: {}",
+                not_ready.len(),
+                pods.len(),
+                not_ready.join(", ")
+            )
+        },
     )
 }
 

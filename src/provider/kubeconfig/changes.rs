@@ -182,7 +182,7 @@ impl KubeconfigProvider {
             }
             WorldChange::StopGateway { cluster } | WorldChange::StartGateway { cluster } => {
                 let replicas = u32::from(matches!(change, WorldChange::StartGateway { .. }));
-                let gateway = federation_gateway(scenario.federation.mode);
+                let gateway = federation_gateway(scenario.federation.mode.value);
                 progress.step(&format!("cluster {cluster}: scaling {gateway} to {replicas}"));
                 scale_deployment(
                     &self.target(cluster)?,

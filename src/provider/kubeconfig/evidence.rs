@@ -25,30 +25,64 @@ pub const ACCESS_LOG_FORMAT: &str = r#"{"meshfed":"1","start":"%START_TIME%","up
 pub const REQUIRED_OPERATOR: &str = "%DOWNSTREAM_PEER_URI_SAN%";
 
 /// One access-log line in [`ACCESS_LOG_FORMAT`] (the `kind` install's field names are accepted
-/// too).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// too). Envoy's JSON access log writes a value it does not have as `null`, not `-` (Istio
+/// configures `json_format` without `omit_empty_values`, `telemetry_logging.go@1.30.0`): a plain
+/// text connection has `"peer":null`, a TCP line `"request_id":null`. Every field is therefore
+/// optional, and a missing identity reads as "no identity".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct AccessLogLine {
     /// Envoy cluster the connection went to (`inbound|9090||` on the server side).
-    pub upstream_cluster: String,
-    /// The caller's SPIFFE identity, `-` when none.
-    #[serde(alias = "peer_uri_san")]
-    pub peer: String,
+    #[serde(default)]
+    pub upstream_cluster: Option<String>,
+    /// The caller's SPIFFE identity (`null`, `-` or empty when the connection was plain text).
+    #[serde(default, alias = "peer_uri_san")]
+    pub peer: Option<String>,
     /// The connection's remote address as the sidecar saw it (client sidecar or gateway).
-    #[serde(alias = "downstream_remote_address")]
-    pub downstream: String,
+    #[serde(default, alias = "downstream_remote_address")]
+    pub downstream: Option<String>,
     /// The sidecar's own address toward the app (`127.0.0.6:<port>`).
-    #[serde(alias = "upstream_local_address")]
-    pub upstream_local: String,
+    #[serde(default, alias = "upstream_local_address")]
+    pub upstream_local: Option<String>,
 }
 
-/// The inbound lines of a sidecar's log; other lines (Envoy's own messages, outbound lines) are
-/// skipped.
+impl AccessLogLine {
+    /// The caller's identity, if the connection had one.
+    pub fn identity(&self) -> Option<&str> {
+        self.peer.as_deref().filter(|peer| !peer.is_empty() && *peer != "-")
+    }
+}
+
+/// The inbound lines of a sidecar's log; other lines (Envoy's and pilot-agent's own messages,
+/// outbound lines) are skipped.
 pub fn inbound_lines(log: &str) -> Vec<AccessLogLine> {
     log.lines()
         .filter(|line| line.trim_start().starts_with('{'))
         .filter_map(|line| serde_json::from_str::<AccessLogLine>(line.trim()).ok())
-        .filter(|line| line.upstream_cluster.starts_with("inbound|"))
+        .filter(|line| {
+            line.upstream_cluster
+                .as_deref()
+                .is_some_and(|cluster| cluster.starts_with("inbound|"))
+        })
         .collect()
+}
+
+fn line_of<'a>(record: &RequestRecord, logs: &'a BTreeMap<String, Vec<AccessLogLine>>) -> Option<&'a AccessLogLine> {
+    let (pod, app_peer) = (record.pod.as_ref()?, record.server_connection.as_ref()?);
+    logs.get(pod)?
+        .iter()
+        .rev()
+        .find(|line| line.upstream_local.as_ref() == Some(app_peer))
+}
+
+/// How many answered TCP records (a pod and the app side of its connection known) have no
+/// access-log line yet: Envoy writes a TCP line when the connection closes and flushes the file
+/// on an interval, so the tail of a phase may not be there at once.
+pub fn records_without_lines(records: &[RequestRecord], logs: &BTreeMap<String, Vec<AccessLogLine>>) -> usize {
+    records
+        .iter()
+        .filter(|record| record.pod.is_some() && record.server_connection.is_some())
+        .filter(|record| line_of(record, logs).is_none())
+        .count()
 }
 
 /// Fills the caller identity and server connection of TCP records from the answering pods'
@@ -56,17 +90,17 @@ pub fn inbound_lines(log: &str) -> Vec<AccessLogLine> {
 /// identity: it then counts against the mTLS rate, as it must.
 pub fn attribute_tcp_records(records: &mut [RequestRecord], logs: &BTreeMap<String, Vec<AccessLogLine>>) {
     for record in records.iter_mut() {
-        let (Some(pod), Some(app_peer)) = (&record.pod, &record.server_connection) else {
+        if record.pod.is_none() || record.server_connection.is_none() {
             continue;
-        };
-        let line = logs
-            .get(pod)
-            .and_then(|lines| lines.iter().rev().find(|line| &line.upstream_local == app_peer));
-        if let Some(line) = line {
-            record.peer_identity = (line.peer != "-" && !line.peer.is_empty()).then(|| line.peer.clone());
-            record.server_connection = Some(line.downstream.clone());
-        } else {
-            record.peer_identity = None;
+        }
+        match line_of(record, logs) {
+            Some(line) => {
+                record.peer_identity = line.identity().map(str::to_owned);
+                if let Some(downstream) = &line.downstream {
+                    record.server_connection = Some(downstream.clone());
+                }
+            }
+            None => record.peer_identity = None,
         }
     }
 }
@@ -145,6 +179,61 @@ mod tests {
         assert_eq!(records[1].server_connection.as_deref(), Some("10.20.0.7:40002"));
         assert_eq!(records[2].peer_identity, None, "no line: no identity");
         assert_eq!(records[3].peer_identity, None, "lines of another pod never match");
+    }
+
+    /// Lines a real Envoy (1.40.0) wrote with meshfed's format configured as Istio configures a
+    /// JSON access log: TCP over mTLS, TCP in plain text, HTTP in plain text (twice), HTTP over
+    /// mTLS, in that order. `testdata/envoy-access-log-config.py` says how they were produced.
+    const REAL_ENVOY_LINES: &str = include_str!("testdata/envoy-1.40.0-istio-json-access-log.jsonl");
+
+    #[test]
+    fn lines_a_real_envoy_writes_give_the_identity_of_mtls_and_none_for_plain_text() {
+        let log = format!("2026-12-03T17:31:45.000000Z\tinfo\tEnvoy proxy is ready\n{REAL_ENVOY_LINES}");
+        let lines = inbound_lines(&log);
+        assert_eq!(
+            lines.len(),
+            5,
+            "every line Envoy wrote is read, null values included: {lines:?}"
+        );
+        let identities: Vec<Option<&str>> = lines.iter().map(AccessLogLine::identity).collect();
+        let foo = Some("spiffe://cluster.local/ns/ns1/sa/foo");
+        assert_eq!(identities, [foo, None, None, None, foo]);
+        assert_eq!(lines[1].upstream_cluster.as_deref(), Some("inbound|9090||"));
+        assert!(lines.iter().all(|line| {
+            line.upstream_local
+                .as_deref()
+                .is_some_and(|a| a.starts_with("127.0.0.6:"))
+        }));
+
+        // A plain-text TCP caller's record is attributed: its connection, and no identity.
+        let plain = &lines[1];
+        let pod = "bar-5d8f7-x2x9q";
+        let mut records = vec![
+            tcp_record(0, pod, lines[0].upstream_local.as_deref().unwrap()),
+            tcp_record(1, pod, plain.upstream_local.as_deref().unwrap()),
+        ];
+        records[1].peer_identity = Some("stale".into());
+        let logs = BTreeMap::from([(pod.to_owned(), lines.clone())]);
+        assert_eq!(records_without_lines(&records, &logs), 0);
+        attribute_tcp_records(&mut records, &logs);
+        assert_eq!(records[0].peer_identity.as_deref(), foo);
+        assert_eq!(records[1].peer_identity, None);
+        assert_eq!(records[1].server_connection, plain.downstream);
+    }
+
+    #[test]
+    fn records_whose_lines_are_not_written_yet_are_counted() {
+        let lines = inbound_lines(REAL_ENVOY_LINES);
+        let pod = "bar-5d8f7-x2x9q";
+        let logs = BTreeMap::from([(pod.to_owned(), lines[..1].to_vec())]);
+        let mut unanswered = tcp_record(2, pod, "127.0.0.6:1");
+        unanswered.pod = None;
+        let records = vec![
+            tcp_record(0, pod, lines[0].upstream_local.as_deref().unwrap()),
+            tcp_record(1, pod, lines[1].upstream_local.as_deref().unwrap()),
+            unanswered,
+        ];
+        assert_eq!(records_without_lines(&records, &logs), 1);
     }
 
     #[test]

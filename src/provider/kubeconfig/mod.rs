@@ -12,6 +12,7 @@
 //! logs ([`evidence`]). TLS failure counters come from `pilot-agent request GET stats` in the
 //! `istio-proxy` containers of the service's pods and of the gateways.
 
+pub mod access_log;
 pub mod changes;
 pub mod evidence;
 pub mod exec;
@@ -26,7 +27,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, LogParams};
+use kube::api::ListParams;
 use serde_json::Value;
 
 use super::capabilities::{Action, Capabilities, FaultKind};
@@ -40,7 +41,7 @@ use crate::inventory::{ClusterInventory, GatewayAddress, Inventory, ReadyPod};
 use crate::plan::{PLACEHOLDER_ANNOTATION, Plan, SCENARIO_LABEL};
 use crate::progress::Progress;
 use crate::record::RequestRecord;
-use crate::scenario::{Protocol, Scenario};
+use crate::scenario::{FederationMode, Protocol, Scenario};
 pub use workloads::WorkloadImage;
 
 /// How the provider runs.
@@ -111,6 +112,7 @@ impl KubeconfigProvider {
         faults: &[FaultKind::Scale],
         actions: &[Action::ChangeEndpointWeights, Action::NewConnectionPerRequest],
         changes: changes::KUBECONFIG_CHANGES,
+        federation_modes: &[FederationMode::Serviceentry],
     };
 
     /// A provider that has not connected yet.
@@ -863,27 +865,6 @@ impl KubeconfigProvider {
         Ok((format!("{cluster_ip}:{}", traffic.port), target_service.host()))
     }
 
-    /// TCP records carry no caller identity of their own: it comes from the answering sidecars'
-    /// access logs since `started`.
-    async fn attribute_tcp(
-        &self,
-        scenario: &Scenario,
-        traffic: &Traffic,
-        started: std::time::SystemTime,
-        records: &mut [RequestRecord],
-    ) -> Result<(), ProviderError> {
-        if traffic.protocol != Protocol::Tcp {
-            return Ok(());
-        }
-        let since = started
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let logs = self.inbound_logs(scenario, &traffic.to_service, since).await?;
-        evidence::attribute_tcp_records(records, &logs);
-        Ok(())
-    }
-
     async fn first_pod_ip(
         &self,
         scenario: &Scenario,
@@ -939,44 +920,5 @@ impl KubeconfigProvider {
             Ok(output) => format!("probe failed: {} {}", output.status, output.stderr.trim()),
             Err(error) => format!("probe could not run: {error}"),
         }
-    }
-
-    /// Inbound access-log lines of the target service's pods in every cluster since `since`
-    /// (seconds since the epoch), by pod.
-    async fn inbound_logs(
-        &self,
-        scenario: &Scenario,
-        service: &str,
-        since: u64,
-    ) -> Result<BTreeMap<String, Vec<evidence::AccessLogLine>>, ProviderError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(since);
-        let mut logs = BTreeMap::new();
-        for cluster in scenario.clusters.iter().map(|cluster| cluster.name.value.clone()) {
-            let pods: kube::Api<Pod> =
-                kube::Api::namespaced(self.client(&cluster)?.clone(), service_namespace(service));
-            for pod in self.pods_of(&cluster, service).await? {
-                let params = LogParams {
-                    container: Some(workloads::SIDECAR_CONTAINER.to_owned()),
-                    since_seconds: Some(i64::try_from(now.saturating_sub(since) + 5).unwrap_or(i64::MAX)),
-                    ..LogParams::default()
-                };
-                let text = tokio::time::timeout(SHORT_CALL, pods.logs(&pod, &params))
-                    .await
-                    .map_err(|_| {
-                        unavailable(format!(
-                            "cluster {cluster}: the log of {pod} did not arrive within {} s",
-                            SHORT_CALL.as_secs()
-                        ))
-                    })?
-                    .map_err(|error| {
-                        ProviderError::failed(format!("reading the sidecar log of {pod} in cluster {cluster}"), error)
-                    })?;
-                logs.insert(pod, evidence::inbound_lines(&text));
-            }
-        }
-        Ok(logs)
     }
 }

@@ -32,7 +32,7 @@ use crate::progress::Progress;
 use crate::provider::capabilities::{Action, Capabilities, FaultKind};
 use crate::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 use crate::record::RequestRecord;
-use crate::scenario::Scenario;
+use crate::scenario::{FederationMode, Scenario};
 
 /// How long an Envoy may take from launch to `/ready` = LIVE.
 const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -116,6 +116,7 @@ impl LocalProvider {
         ],
         actions: &[Action::ChangeEndpointWeights, Action::NewConnectionPerRequest],
         changes: &ChangeKind::ALL,
+        federation_modes: &[FederationMode::Serviceentry, FederationMode::EndpointDiscovery],
     };
 
     /// A provider that has created nothing yet.
