@@ -1,4 +1,4 @@
-//! Interrupts (SIGINT, SIGTERM) from the first instruction of `main`: a handler that only records
+//! Interrupts (SIGINT, SIGTERM, SIGHUP) from the first instruction of `main`: a handler that only records
 //! the signal, so every long step can check [`is_interrupted`], stop, tear down and exit 130.
 //!
 //! While meshfed waits for its sandbox (see `sandbox`), the same handler also forwards the signal to
@@ -13,8 +13,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 
-/// The signals meshfed treats as "stop, tear down, exit 130".
-pub const SIGNALS: [Signal; 2] = [Signal::SIGINT, Signal::SIGTERM];
+/// The signals meshfed treats as "stop, tear down, exit 130". SIGHUP is what a closed terminal or
+/// SSH session sends: its default action would end meshfed without a teardown.
+pub const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
 /// The last interrupting signal received, as its number (0: none).
 static RECEIVED_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -69,10 +70,21 @@ pub fn restore_default() -> io::Result<()> {
     Ok(())
 }
 
-/// Whether SIGINT or SIGTERM was received since [`install`].
+/// Whether SIGINT, SIGTERM or SIGHUP was received since [`install`].
 pub fn is_interrupted() -> bool {
     RECEIVED_SIGNAL.load(Ordering::SeqCst) != 0
 }
+
+/// Fails with [`Interrupted`] once an interrupting signal came: the one check every blocking
+/// wait (`await_*`) makes on each round, so exit 130 follows an interrupt within a round.
+pub fn check() -> Result<(), Interrupted> {
+    if is_interrupted() { Err(Interrupted) } else { Ok(()) }
+}
+
+/// An interrupting signal came while waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted (SIGINT, SIGTERM or SIGHUP)")]
+pub struct Interrupted;
 
 /// The last interrupting signal received, if any.
 pub fn received_signal() -> Option<Signal> {
@@ -99,10 +111,11 @@ pub(crate) struct SavedDispositions([SigAction; SIGNALS.len()]);
 
 /// Installs the recording (and forwarding) handler, returning what was there before.
 pub(crate) fn install_forwarding() -> io::Result<SavedDispositions> {
-    let [first, second] = SIGNALS;
+    let [first, second, third] = SIGNALS;
     Ok(SavedDispositions([
         set_disposition(first, Disposition::Record)?,
         set_disposition(second, Disposition::Record)?,
+        set_disposition(third, Disposition::Record)?,
     ]))
 }
 
