@@ -26,7 +26,7 @@ pub const EXIT_EXPECTATION_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: the world could not be created or reached.
 pub const EXIT_INFRASTRUCTURE: u8 = 3;
-/// Exit code: interrupted (Ctrl-C / SIGINT / SIGTERM); everything was torn down.
+/// Exit code: interrupted (Ctrl-C / SIGINT / SIGTERM / SIGHUP); everything was torn down.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Shown after `meshfed --help`: what a caller needs beyond the flags.
@@ -37,7 +37,7 @@ Exit codes:
        (plan --server-dry-run: an API server rejected an object)
   2    bad input or usage: the message names file, line and column; nothing was changed
   3    infrastructure: the world could not be created, reached or torn down (names what)
-  130  interrupted (SIGINT/SIGTERM); everything meshfed created was torn down
+  130  interrupted (SIGINT/SIGTERM/SIGHUP); everything meshfed created was torn down
 
 Environment:
   MESHFED_ENVOY               the Envoy binary for --provider local (else PATH, the cache, then pip)

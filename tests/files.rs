@@ -547,8 +547,10 @@ fn report_that_no_longer_fits_exits_3_and_keeps_the_old_report() {
         return;
     }
     let work = TempDir::new("full-disk-late");
-    // One free page passes the up-front check; seed's report (about 14 KB) does not fit in it.
-    let output = run_with_full_report_dir(&work.0, 1);
+    // Two free pages: the run's holder note (`.meshfed-run`, one page while the run holds the
+    // directory) takes one and the up-front check passes on the other; seed's report (about
+    // 14 KB) does not fit in it.
+    let output = run_with_full_report_dir(&work.0, 2);
     let stdout = text(&output.stdout);
     assert!(stdout.contains("verdict: PASS"), "the run itself passed: {stdout}");
     assert_old_report_kept(&work.join("after"), &output);
@@ -761,6 +763,7 @@ fn a_report_dir_whose_junit_xml_is_a_directory_is_refused_before_the_run() {
 fn a_matrix_checks_every_versions_report_directory_before_creating_anything() {
     let dir = TempDir::new("matrix-dirs");
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    empty_path(&dir);
     let reports = dir.join("reports");
     std::fs::create_dir_all(reports.join("1.29.0")).unwrap();
     // The second version's directory is a file; then, separately, its junit.xml is a directory.

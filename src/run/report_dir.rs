@@ -66,17 +66,35 @@ pub(crate) fn open(path: &Path) -> Result<ReportDir, RunFailure> {
         ))
     };
     let Some(lock) = dir.try_lock().map_err(cannot_read)? else {
-        let holder = std::fs::read(path.join(HOLDER_FILE))
-            .map(|text| String::from_utf8_lossy(&text).trim().to_owned())
-            .ok()
-            .filter(|text| !text.is_empty())
-            .unwrap_or_else(|| "it has not written who it is yet".to_owned());
         return Err(RunFailure::BadInput(format!(
-            "the report directory {} is in use by another meshfed run ({holder}); nothing was changed. \
+            "the report directory {} is in use by another meshfed run ({}); nothing was changed. \
              Wait for that run to end or choose another --report-dir",
-            path.display()
+            path.display(),
+            await_holder_note(&dir)
         )));
     };
+    // Said at once, before any check, so a run refused meanwhile can name this one.
+    let holder = format!(
+        "pid {} on {}, since {}: {}",
+        std::process::id(),
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "this host".to_owned(), |host| host.trim().to_owned()),
+        crate::report::rfc3339_utc(std::time::SystemTime::now()),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    dir.write_file_atomic(HOLDER_FILE, format!("{holder}\n").as_bytes(), 0o644)
+        .map_err(|error| {
+            RunFailure::Infrastructure(
+                anyhow::Error::new(error).context("cannot note this run in the report directory"),
+            )
+        })?;
+    // From here on dropping it (also on a failed check) removes the note and releases the lock.
+    let report_dir = ReportDir {
+        resolved: std::fs::canonicalize(path).map_err(cannot_read)?,
+        dir,
+        _lock: lock,
+    };
+    let dir = &report_dir.dir;
     for name in REPORT_FILES {
         match dir.entry(name).map_err(cannot_read)? {
             None | Some(EntryKind::File | EntryKind::Symlink) => {}
@@ -106,28 +124,30 @@ pub(crate) fn open(path: &Path) -> Result<ReportDir, RunFailure> {
             RunFailure::BadInput(message)
         }
     })?;
-    remove_leftover_temporaries(&dir);
-    let holder = format!(
-        "pid {} on {}, since {}: {}",
-        std::process::id(),
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map_or_else(|_| "this host".to_owned(), |host| host.trim().to_owned()),
-        crate::report::rfc3339_utc(std::time::SystemTime::now()),
-        std::env::args().collect::<Vec<_>>().join(" ")
-    );
-    dir.write_file_atomic(HOLDER_FILE, format!("{holder}\n").as_bytes(), 0o644)
-        .map_err(|error| {
-            RunFailure::Infrastructure(
-                anyhow::Error::new(error).context("cannot note this run in the report directory"),
-            )
-        })?;
-    let resolved = std::fs::canonicalize(path).map_err(cannot_read)?;
-    Ok(ReportDir {
-        dir,
-        resolved,
-        _lock: lock,
-    })
+    remove_leftover_temporaries(dir);
+    Ok(report_dir)
 }
+
+/// The holder's note: it writes it right after taking the lock, so a run that found the lock
+/// taken a moment before waits for it (at most [`HOLDER_NOTE_WAIT`]).
+fn await_holder_note(dir: &output::Dir) -> String {
+    let deadline = std::time::Instant::now() + HOLDER_NOTE_WAIT;
+    loop {
+        let note = std::fs::read(dir.path().join(HOLDER_FILE))
+            .map(|text| String::from_utf8_lossy(&text).trim().to_owned())
+            .unwrap_or_default();
+        if !note.is_empty() {
+            return note;
+        }
+        if std::time::Instant::now() >= deadline {
+            return "it has not said who it is".to_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// How long a refused run waits for the holder's note.
+const HOLDER_NOTE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Removes `.<report file>.meshfed-*` temporaries: with the lock held no other run writes here,
 /// so they are left by one that was killed while writing.
