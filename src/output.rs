@@ -661,3 +661,51 @@ fn unsupported(error: &io::Error) -> bool {
         Some(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// Set in the child that prints a temporary name.
+    const CHILD_ENV: &str = "MESHFED_TEMPORARY_NAME_CHILD";
+    const TEST_NAME: &str = "output::tests::temporary_names_differ_between_processes_with_the_same_pid";
+
+    #[test]
+    fn temporary_names_differ_between_processes_with_the_same_pid() {
+        if std::env::var_os(CHILD_ENV).is_some() {
+            let name = super::temporary_name(std::ffi::OsStr::new("report.json"), "tmp");
+            println!("name={}", name.to_string_lossy());
+            return;
+        }
+        // Each child is PID 1 of a PID namespace of its own (as every meshfed is PID 2 in its
+        // sandbox), when this machine lets us make one; else plain children.
+        let exe = std::env::current_exe().unwrap();
+        let child_name = |in_new_pid_namespace: bool| {
+            let mut command = if in_new_pid_namespace {
+                let mut command = Command::new("unshare");
+                command.args(["--pid", "--fork"]).arg(&exe);
+                command
+            } else {
+                Command::new(&exe)
+            };
+            let output = command
+                .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, "1")
+                .output()
+                .ok()
+                .filter(|output| output.status.success())?;
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .find_map(|line| line.strip_prefix("name=").map(str::to_owned))
+        };
+        let isolated = child_name(true).is_some();
+        let names: Vec<String> = (0..2).filter_map(|_| child_name(isolated)).collect();
+        assert_eq!(names.len(), 2, "both children answered");
+        if isolated {
+            let pid_part = |name: &str| name.split('-').nth(2).map(str::to_owned);
+            assert_eq!(pid_part(&names[0]), pid_part(&names[1]), "same PID: {names:?}");
+        }
+        assert_ne!(names[0], names[1]);
+        assert!(names[0].starts_with(".report.json.meshfed-tmp-"), "{names:?}");
+    }
+}

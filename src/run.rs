@@ -31,6 +31,7 @@
 //! }
 //! ```
 
+mod failure;
 mod helper_role;
 pub(crate) mod in_process;
 mod kept_logs;
@@ -208,7 +209,9 @@ impl Run {
         self
     }
 
-    /// Also keep `report.json` in `dir` (created if missing), as `meshfed run --report-dir`.
+    /// Also keep `report.json` in `dir` (created if missing), as `meshfed run --report-dir`. The
+    /// directory is locked for the run: another run into it at the same time is
+    /// [`Error::BadInput`], naming the run that holds it.
     pub fn report_dir(mut self, dir: impl Into<PathBuf>) -> Run {
         self.report_dir = Some(dir.into());
         self
@@ -365,7 +368,7 @@ impl WorkDir {
         let temp = std::env::temp_dir();
         let parent = crate::output::Dir::open(&temp).map_err(io_error("open the temporary directory", &temp))?;
         remove_abandoned_work_dirs(&parent);
-        loop {
+        for _ in 0..8 {
             let name = format!(
                 "{WORK_DIR_PREFIX}{}-{:016x}",
                 std::process::id(),
@@ -387,6 +390,11 @@ impl WorkDir {
                 .map_err(io_error("mark the work directory", &path))?;
             return Ok(WorkDir { path, _lock: lock });
         }
+        Err(Error::Io {
+            what: "create the work directory (it kept disappearing) in",
+            path: temp,
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        })
     }
 }
 

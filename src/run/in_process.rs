@@ -15,28 +15,9 @@ use crate::report::Report;
 use crate::scenario::{self, Scenario, ScenarioError};
 
 use super::ProviderKind;
+pub(crate) use super::failure::RunFailure;
 use super::kept_logs::{self, LogsDir};
 use super::report_dir::{self, ReportDir};
-
-/// Why a run in this process gave no report; the command line maps each to its exit code.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RunFailure {
-    /// Bad input (exit 2); nothing was created.
-    #[error("{0}")]
-    BadInput(String),
-    /// The world could not be created, reached or torn down (exit 3).
-    #[error("{0:#}")]
-    Infrastructure(anyhow::Error),
-    /// SIGINT/SIGTERM came; everything was torn down (exit 130).
-    #[error("interrupted; everything meshfed created was torn down")]
-    Interrupted,
-}
-
-impl From<ScenarioError> for RunFailure {
-    fn from(error: ScenarioError) -> Self {
-        RunFailure::BadInput(error.to_string())
-    }
-}
 
 /// What to run.
 pub(crate) struct RunRequest<'request> {
@@ -310,7 +291,7 @@ struct Keeping<'dirs> {
     on_failure: Option<&'dirs LogsDir>,
 }
 
-/// Runs the engine until it ends or SIGINT/SIGTERM comes, then tears the world down either way.
+/// Runs the engine until it ends or SIGINT/SIGTERM/SIGHUP comes, then tears the world down either way.
 /// Before teardown, the diagnostics are taken from the proxies when `keeping` asks for them.
 async fn run_world<P: crate::provider::Provider>(
     mut provider: P,
@@ -329,15 +310,15 @@ async fn run_world<P: crate::provider::Provider>(
     // Exit 1 (an expectation failed) or 3 (the world failed); not an interrupt.
     let failed = matches!(&outcome, Some(Err(_)) | Some(Ok(Report { passed: false, .. })));
     // A passing run leaves no earlier failed run's logs behind (only meshfed's own).
-    if !failed && outcome.is_some() {
-        if let Some(logs) = keeping.on_failure {
-            if let Err(error) = logs.remove_if_kept_by_meshfed() {
-                warn(&format!(
-                    "cannot remove earlier logs {}: {error}",
-                    logs.path().display()
-                ));
-            }
-        }
+    if !failed
+        && outcome.is_some()
+        && let Some(logs) = keeping.on_failure
+        && let Err(error) = logs.remove_if_kept_by_meshfed()
+    {
+        warn(&format!(
+            "cannot remove earlier logs {}: {error}",
+            logs.path().display()
+        ));
     }
     // An interrupted run tears down at once: nothing is asked of its proxies.
     let targets: Vec<&LogsDir> = match outcome {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::diagnostics::{self, KeptFile};
 use crate::output::{self, Existing, OutDir};
 
-use super::in_process::RunFailure;
+use super::failure::RunFailure;
 
 /// The file that marks a directory as diagnostics meshfed kept (and may replace).
 pub(crate) const LOGS_MARKER: &str = ".meshfed-logs";

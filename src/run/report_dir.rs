@@ -10,10 +10,12 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+
 use crate::output::{self, DirLock, EntryKind};
 use crate::report::{HTML_FILE, JUNIT_FILE, Report};
 
-use super::in_process::RunFailure;
+use super::failure::RunFailure;
 
 /// `report.json`.
 pub(crate) const REPORT_FILE: &str = "report.json";
@@ -30,7 +32,8 @@ pub(crate) struct ReportDir {
     dir: output::Dir,
     /// Where the directory resolved to (absolute, symlinks resolved).
     resolved: PathBuf,
-    _lock: DirLock,
+    /// `None` on a file system without `flock` (then concurrent runs are not kept apart).
+    _lock: Option<DirLock>,
 }
 
 impl ReportDir {
@@ -65,7 +68,25 @@ pub(crate) fn open(path: &Path) -> Result<ReportDir, RunFailure> {
             path.display()
         ))
     };
-    let Some(lock) = dir.try_lock().map_err(cannot_read)? else {
+    let lock = match dir.try_lock() {
+        Ok(lock) => lock.map(Some),
+        // A file system without flock (some network file systems): run unlocked, and say so.
+        Err(error)
+            if matches!(
+                error.raw_os_error().map(Errno::from_raw),
+                Some(Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::ENOSYS)
+            ) =>
+        {
+            tracing::warn!(
+                "meshfed: cannot lock the report directory {} ({error}); another run writing there at the same \
+                 time would not be refused",
+                path.display()
+            );
+            Some(None)
+        }
+        Err(error) => return Err(cannot_read(error)),
+    };
+    let Some(lock) = lock else {
         return Err(RunFailure::BadInput(format!(
             "the report directory {} is in use by another meshfed run ({}); nothing was changed. \
              Wait for that run to end or choose another --report-dir",
