@@ -667,7 +667,8 @@ mod tests {
     use std::process::Command;
 
     /// Set in the child that prints a temporary name.
-    const CHILD_ENV: &str = "MESHFED_TEMPORARY_NAME_CHILD";
+    // Lower case: a variable of this test only, not one meshfed reads (tests/help.rs).
+    const CHILD_ENV: &str = "meshfed_test_temporary_name_child";
     const TEST_NAME: &str = "output::tests::temporary_names_differ_between_processes_with_the_same_pid";
 
     #[test]
@@ -696,7 +697,12 @@ mod tests {
                 .filter(|output| output.status.success())?;
             String::from_utf8_lossy(&output.stdout)
                 .lines()
-                .find_map(|line| line.strip_prefix("name=").map(str::to_owned))
+                // libtest prints `test NAME ... ` before the child's own output on that line.
+                .find_map(|line| {
+                    line.split_once("name=")
+                        .and_then(|(_, name)| name.split_whitespace().next())
+                })
+                .map(str::to_owned)
         };
         let isolated = child_name(true).is_some();
         let names: Vec<String> = (0..2).filter_map(|_| child_name(isolated)).collect();
