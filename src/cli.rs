@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod clusters;
 mod diff;
+mod plan_dir;
+
+use plan_dir::{check_replaceable, out_dir_error, write_plan_dir};
 
 use crate::provider::local::interrupt;
 use crate::run::ProviderKind;
@@ -23,7 +26,7 @@ pub const EXIT_EXPECTATION_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: the world could not be created or reached.
 pub const EXIT_INFRASTRUCTURE: u8 = 3;
-/// Exit code: interrupted (Ctrl-C / SIGINT / SIGTERM); everything was torn down.
+/// Exit code: interrupted (Ctrl-C / SIGINT / SIGTERM / SIGHUP); everything was torn down.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Shown after `meshfed --help`: what a caller needs beyond the flags.
@@ -34,7 +37,7 @@ Exit codes:
        (plan --server-dry-run: an API server rejected an object)
   2    bad input or usage: the message names file, line and column; nothing was changed
   3    infrastructure: the world could not be created, reached or torn down (names what)
-  130  interrupted (SIGINT/SIGTERM); everything meshfed created was torn down
+  130  interrupted (SIGINT/SIGTERM/SIGHUP); everything meshfed created was torn down
 
 Environment:
   MESHFED_ENVOY               the Envoy binary for --provider local (else PATH, the cache, then pip)
@@ -510,54 +513,6 @@ fn plan_command(
         clusters::server_dry_run(&scenario, scenario_path, &plan)?;
     }
     Ok(())
-}
-
-/// Marker file that identifies a directory meshfed wrote a plan into (and may therefore replace).
-const PLAN_MARKER: &str = ".meshfed-plan";
-
-/// An `--out` that cannot be used: exit 2 when another path would do, 3 for an OS failure.
-fn out_dir_error(error: output::OutDirError) -> CliError {
-    if error.is_bad_input() {
-        CliError::BadInput(format!("{:#}", anyhow::Error::new(error)))
-    } else {
-        CliError::Infrastructure(error.into())
-    }
-}
-
-/// Only an empty directory or an earlier plan (it has [`PLAN_MARKER`]) may be replaced.
-fn check_replaceable(out_dir: &output::OutDir, out: &Path) -> Result<(), CliError> {
-    let cannot_read = |error: std::io::Error| {
-        CliError::Infrastructure(anyhow::Error::new(error).context(format!("cannot read {}", out.display())))
-    };
-    let output::Existing::Directory(old) = out_dir.existing().map_err(cannot_read)? else {
-        return Ok(());
-    };
-    let is_plan = old.entry(PLAN_MARKER).map_err(cannot_read)? == Some(output::EntryKind::File);
-    if is_plan || old.names().map_err(cannot_read)?.is_empty() {
-        return Ok(());
-    }
-    Err(CliError::BadInput(format!(
-        "{} exists and is not a meshfed plan directory (it has no {PLAN_MARKER} file): refusing to \
-         overwrite it; choose another --out",
-        out.display()
-    )))
-}
-
-/// Builds the plan in a temporary sibling, then swaps it in with one rename, so the output path
-/// holds either the whole old plan or the whole new one, even if writing fails half-way.
-fn write_plan_dir(out_dir: &output::OutDir, files: &[plan::RenderedFile]) -> std::io::Result<()> {
-    const DIR_MODE: u32 = 0o755;
-    const FILE_MODE: u32 = 0o644;
-    let staged = out_dir.stage(DIR_MODE)?;
-    staged
-        .dir()
-        .create_file(PLAN_MARKER, b"written by meshfed plan\n", FILE_MODE)?;
-    for file in files {
-        staged
-            .dir()
-            .create_file_at(&file.path, file.yaml.as_bytes(), FILE_MODE, DIR_MODE)?;
-    }
-    staged.commit()
 }
 
 fn certs_command(scenario_path: &Path, out: &Path, force: bool) -> Result<(), CliError> {

@@ -15,11 +15,21 @@
 //!   `renameat2(RENAME_EXCHANGE)` ([`Staged::commit`]), so at every moment the path holds either
 //!   the complete old tree or the complete new one.
 //!
+//! Temporary names carry the PID and a random part (the PID alone is 2 for every meshfed inside
+//! its PID namespace), and a staged tree is locked ([`lock`]) by the process building it: a
+//! later [`OutDir::stage`] removes the temporary siblings of the same name that nobody holds any
+//! more (left by a process killed half-way), and never anything else.
+//!
 //! The system calls go through nix's safe wrappers behind the methods of this module; nothing in
 //! meshfed needs `unsafe` to write files.
 
+mod lock;
+
+pub use lock::DirLock;
+
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
+use std::hash::{BuildHasher as _, RandomState};
 use std::io::{self, Write as _};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -444,17 +454,94 @@ impl OutDir {
         }
     }
 
-    /// Creates an empty temporary sibling directory with `mode` to build the new tree in. It is
-    /// removed again unless [`Staged::commit`] moves it into place.
+    /// Removes the directory when it holds the file `marker` (so meshfed wrote it); returns
+    /// whether it did. It is renamed aside first, so the path never holds a half-removed tree.
+    pub fn remove_if_marked(&self, marker: &str) -> io::Result<bool> {
+        let Existing::Directory(dir) = self.existing()? else {
+            return Ok(false);
+        };
+        if dir.entry(marker)? != Some(EntryKind::File) {
+            return Ok(false);
+        }
+        let aside = temporary_name(&self.name, "tmp");
+        self.parent.rename(&self.name, &aside, RenameFlags::RENAME_NOREPLACE)?;
+        self.parent.remove_tree(&aside)?;
+        Ok(true)
+    }
+
+    /// Creates an empty temporary sibling directory with `mode` to build the new tree in, locked
+    /// by this process while it exists. It is removed again unless [`Staged::commit`] moves it
+    /// into place. Temporary siblings of the same name that no process holds (left by a meshfed
+    /// killed half-way) are removed first; an old tree set aside by one is put back.
     pub fn stage(&self, mode: u32) -> io::Result<Staged<'_>> {
-        let name = temporary_name(&self.name, "tmp");
-        let dir = self.parent.create_dir(&name, mode)?;
-        Ok(Staged {
-            out: self,
-            name,
-            dir,
-            committed: false,
-        })
+        self.remove_stale_siblings()?;
+        // A stale-sibling sweep of another process may take a fresh name before its creator
+        // locks it; the creator then sees it gone and takes another.
+        for _ in 0..8 {
+            let name = temporary_name(&self.name, "tmp");
+            let dir = self.parent.create_dir(&name, mode)?;
+            let lock = dir.lock()?;
+            if dir.is_still_at(&self.parent, &name)? {
+                return Ok(Staged {
+                    out: self,
+                    name,
+                    dir,
+                    _lock: lock,
+                    committed: false,
+                });
+            }
+        }
+        Err(io::Error::other(format!(
+            "cannot stage a new tree next to {}: its temporary directories keep disappearing",
+            self.resolved.display()
+        )))
+    }
+
+    /// Removes `.<name>.meshfed-tmp-*` and `.<name>.meshfed-old-*` siblings that no process holds.
+    /// An old tree set aside (`-old-`) while the output path is empty is renamed back instead.
+    fn remove_stale_siblings(&self) -> io::Result<()> {
+        let prefixes = [".meshfed-tmp-", ".meshfed-old-"].map(|kind| {
+            let mut prefix = OsString::from(".");
+            prefix.push(&self.name);
+            prefix.push(kind);
+            prefix
+        });
+        for sibling in self.parent.names()? {
+            let Some(kind) = prefixes
+                .iter()
+                .position(|prefix| sibling.as_bytes().starts_with(prefix.as_bytes()))
+            else {
+                continue;
+            };
+            if self.parent.entry(&sibling)? != Some(EntryKind::Directory) {
+                continue;
+            }
+            let Ok(stale) = self.parent.open_dir(&sibling) else {
+                continue;
+            };
+            let Some(_held) = stale.try_lock()? else {
+                continue;
+            };
+            if !stale.is_still_at(&self.parent, &sibling)? {
+                continue;
+            }
+            let set_aside = kind == 1;
+            if set_aside && self.parent.entry(&self.name)?.is_none() {
+                self.parent
+                    .rename(&sibling, &self.name, RenameFlags::RENAME_NOREPLACE)?;
+                tracing::warn!(
+                    "meshfed: put back {} (set aside by a meshfed that was killed while replacing it)",
+                    self.resolved.display()
+                );
+            } else {
+                self.parent.remove_tree(&sibling)?;
+                tracing::debug!(
+                    "removed {} (left by a meshfed that was killed while writing)",
+                    self.parent.path().join(&sibling).display()
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -464,6 +551,8 @@ pub struct Staged<'a> {
     out: &'a OutDir,
     name: OsString,
     dir: Dir,
+    /// Held while the tree is built: tells a concurrent [`OutDir::stage`] it is not a leftover.
+    _lock: DirLock,
     committed: bool,
 }
 
@@ -481,6 +570,13 @@ impl Staged<'_> {
         self.dir.sync()?;
         let parent = &self.out.parent;
         let target = self.out.name.as_os_str();
+        // The old tree lies under a temporary name for a moment after the swap: locked, so a
+        // concurrent stale-sibling sweep leaves it to us.
+        let old_tree = match parent.entry(target)? {
+            Some(EntryKind::Directory) => parent.open_dir(target).ok(),
+            _ => None,
+        };
+        let _old_lock = old_tree.as_ref().map(Dir::lock).transpose()?;
         // Where the old tree is once the new one is in place.
         let old = match parent.entry(target)? {
             None => {
@@ -528,17 +624,21 @@ fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC
 }
 
-/// `.<name>.meshfed-<what>-<pid>-<n>`: hidden, recognisable, unique within and across processes.
-fn temporary_name(name: &OsStr, what: &str) -> OsString {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// `.<name>.meshfed-<what>-<pid>-<random>`: hidden, recognisable, unique within and across
+/// processes, also across PID namespaces (where every meshfed is PID 2): the random part comes
+/// from std's per-process random hash keys, mixed with a counter.
+pub(crate) fn temporary_name(name: &OsStr, what: &str) -> OsString {
     let mut temporary = OsString::from(".");
     temporary.push(name);
-    temporary.push(format!(
-        ".meshfed-{what}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    temporary.push(format!(".meshfed-{what}-{}-{:016x}", std::process::id(), unique_u64()));
     temporary
+}
+
+/// A number no other process (and no earlier call) is likely to get: std seeds its hash keys
+/// from the OS's random source once per thread; the counter makes calls in one process differ.
+pub(crate) fn unique_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    RandomState::new().hash_one((std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// `name` when it is a single plain path component: no `/`, not `.`/`..`, not empty, no NUL.
@@ -560,4 +660,58 @@ fn unsupported(error: &io::Error) -> bool {
         error.raw_os_error().map(Errno::from_raw),
         Some(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// Set in the child that prints a temporary name.
+    // Lower case: a variable of this test only, not one meshfed reads (tests/help.rs).
+    const CHILD_ENV: &str = "meshfed_test_temporary_name_child";
+    const TEST_NAME: &str = "output::tests::temporary_names_differ_between_processes_with_the_same_pid";
+
+    #[test]
+    fn temporary_names_differ_between_processes_with_the_same_pid() {
+        if std::env::var_os(CHILD_ENV).is_some() {
+            let name = super::temporary_name(std::ffi::OsStr::new("report.json"), "tmp");
+            println!("name={}", name.to_string_lossy());
+            return;
+        }
+        // Each child is PID 1 of a PID namespace of its own (as every meshfed is PID 2 in its
+        // sandbox), when this machine lets us make one; else plain children.
+        let exe = std::env::current_exe().unwrap();
+        let child_name = |in_new_pid_namespace: bool| {
+            let mut command = if in_new_pid_namespace {
+                let mut command = Command::new("unshare");
+                command.args(["--pid", "--fork"]).arg(&exe);
+                command
+            } else {
+                Command::new(&exe)
+            };
+            let output = command
+                .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, "1")
+                .output()
+                .ok()
+                .filter(|output| output.status.success())?;
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                // libtest prints `test NAME ... ` before the child's own output on that line.
+                .find_map(|line| {
+                    line.split_once("name=")
+                        .and_then(|(_, name)| name.split_whitespace().next())
+                })
+                .map(str::to_owned)
+        };
+        let isolated = child_name(true).is_some();
+        let names: Vec<String> = (0..2).filter_map(|_| child_name(isolated)).collect();
+        assert_eq!(names.len(), 2, "both children answered");
+        if isolated {
+            let pid_part = |name: &str| name.split('-').nth(2).map(str::to_owned);
+            assert_eq!(pid_part(&names[0]), pid_part(&names[1]), "same PID: {names:?}");
+        }
+        assert_ne!(names[0], names[1]);
+        assert!(names[0].starts_with(".report.json.meshfed-tmp-"), "{names:?}");
+    }
 }

@@ -617,6 +617,18 @@ pub enum CacertsDirError {
     /// The output path cannot be used (not a directory, the current directory, …).
     #[error(transparent)]
     Out(#[from] OutDirError),
+    /// The output path is a symlink: its target (perhaps a PKI some cluster trusts) would be
+    /// replaced through it, so it is refused, also with [`ExistingPki::Replace`].
+    #[error(
+        "{dir} is a symlink (to {target}); meshfed never writes a PKI through a symlink, also not with \
+         --force; nothing was changed. Name the directory itself with --out"
+    )]
+    Symlink {
+        /// The output directory as given.
+        dir: PathBuf,
+        /// Where it resolves to.
+        target: PathBuf,
+    },
     /// A PKI is there and [`ExistingPki::Keep`] was asked for.
     #[error(
         "{dir} already holds a PKI ({files}); meshfed never replaces one unasked, because clusters \
@@ -660,7 +672,7 @@ impl CacertsDirError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             CacertsDirError::Out(error) => error.is_bad_input(),
-            CacertsDirError::Exists { .. } | CacertsDirError::Foreign { .. } => true,
+            CacertsDirError::Exists { .. } | CacertsDirError::Foreign { .. } | CacertsDirError::Symlink { .. } => true,
             CacertsDirError::Pki(_) | CacertsDirError::Write { .. } => false,
         }
     }
@@ -672,7 +684,7 @@ impl CacertsDirError {
 /// The whole tree is built in a temporary sibling of `out` and swapped in with one rename, so
 /// `out` always holds either the complete old PKI or the complete new one. An existing PKI is
 /// replaced only with [`ExistingPki::Replace`]; a directory holding anything else (or any
-/// symlink) is never replaced. Nothing is written through a symlink. Key files are created with
+/// symlink), or an `out` that is itself a symlink, is never replaced. Nothing is written through a symlink. Key files are created with
 /// mode 0600 (never chmod-ed later), certificates 0644, directories 0700.
 ///
 /// ```no_run
@@ -684,6 +696,12 @@ impl CacertsDirError {
 /// ```
 pub fn create_cacerts_dir(pki: &MeshPki, out: &Path, existing: ExistingPki) -> Result<Vec<PathBuf>, CacertsDirError> {
     let out_dir = OutDir::resolve(out)?;
+    if out_dir.via_symlink() {
+        return Err(CacertsDirError::Symlink {
+            dir: out.to_path_buf(),
+            target: out_dir.path().to_path_buf(),
+        });
+    }
     let write_error = |source| CacertsDirError::Write {
         dir: out.to_path_buf(),
         source,

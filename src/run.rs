@@ -31,9 +31,12 @@
 //! }
 //! ```
 
+mod failure;
 mod helper_role;
 pub(crate) mod in_process;
+mod kept_logs;
 pub(crate) mod matrix;
+pub(crate) mod report_dir;
 mod report_view;
 
 use std::io::Read as _;
@@ -206,7 +209,9 @@ impl Run {
         self
     }
 
-    /// Also keep `report.json` in `dir` (created if missing), as `meshfed run --report-dir`.
+    /// Also keep `report.json` in `dir` (created if missing), as `meshfed run --report-dir`. The
+    /// directory is locked for the run: another run into it at the same time is
+    /// [`Error::BadInput`], naming the run that holds it.
     pub fn report_dir(mut self, dir: impl Into<PathBuf>) -> Run {
         self.report_dir = Some(dir.into());
         self
@@ -342,21 +347,82 @@ fn absolute(path: &Path) -> Result<PathBuf, Error> {
 }
 
 /// A private directory for one run (scenario text, helper output, report), removed on drop.
+///
+/// Named `meshfed-run-<pid>-<random>` (the PID alone repeats across PID namespaces) and locked by
+/// this process while it exists ([`crate::output::DirLock`]), with [`WORK_DIR_MARKER`] written
+/// once the lock is held. A process killed before its drop (SIGKILL, or a signal meshfed does
+/// not handle, such as SIGUSR1 or SIGALRM) leaves its directory behind unlocked: the next
+/// [`WorkDir::create`] removes every such one, and never a directory without the marker.
 struct WorkDir {
     path: PathBuf,
+    _lock: crate::output::DirLock,
 }
+
+/// Marks a work directory as [`WorkDir`]'s, written while its lock is held.
+const WORK_DIR_MARKER: &str = ".meshfed-work";
+/// The name of every work directory starts so.
+const WORK_DIR_PREFIX: &str = "meshfed-run-";
 
 impl WorkDir {
     fn create() -> Result<WorkDir, Error> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("meshfed-run-{}-{run}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .map_err(io_error("create the work directory", &path))?;
-        Ok(WorkDir { path })
+        let temp = std::env::temp_dir();
+        let parent = crate::output::Dir::open(&temp).map_err(io_error("open the temporary directory", &temp))?;
+        remove_abandoned_work_dirs(&parent);
+        for _ in 0..8 {
+            let name = format!(
+                "{WORK_DIR_PREFIX}{}-{:016x}",
+                std::process::id(),
+                crate::output::unique_u64()
+            );
+            let path = temp.join(&name);
+            let dir = parent
+                .create_dir(&name, 0o700)
+                .map_err(io_error("create the work directory", &path))?;
+            let lock = dir.lock().map_err(io_error("lock the work directory", &path))?;
+            // A sweep by another process may have taken it before the lock: then take another.
+            if !dir
+                .is_still_at(&parent, std::ffi::OsStr::new(&name))
+                .map_err(io_error("check the work directory", &path))?
+            {
+                continue;
+            }
+            dir.create_file(WORK_DIR_MARKER, b"a meshfed run's work directory\n", 0o600)
+                .map_err(io_error("mark the work directory", &path))?;
+            return Ok(WorkDir { path, _lock: lock });
+        }
+        Err(Error::Io {
+            what: "create the work directory (it kept disappearing) in",
+            path: temp,
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        })
+    }
+}
+
+/// Removes work directories whose process is gone: marked, and locked by nobody.
+fn remove_abandoned_work_dirs(parent: &crate::output::Dir) {
+    use crate::output::EntryKind;
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(names) = parent.names() else { return };
+    for name in names {
+        if !name.as_bytes().starts_with(WORK_DIR_PREFIX.as_bytes())
+            || parent.entry(&name).ok().flatten() != Some(EntryKind::Directory)
+        {
+            continue;
+        }
+        let Ok(dir) = parent.open_dir(&name) else { continue };
+        if dir.entry(WORK_DIR_MARKER).ok().flatten() != Some(EntryKind::File) {
+            continue;
+        }
+        let Ok(Some(_held)) = dir.try_lock() else { continue };
+        if dir.is_still_at(parent, &name).unwrap_or(false) {
+            match parent.remove_tree(&name) {
+                Ok(()) => tracing::debug!(
+                    "removed {} (left by a meshfed run that was killed)",
+                    parent.path().join(&name).display()
+                ),
+                Err(error) => tracing::debug!("cannot remove {}: {error}", parent.path().join(&name).display()),
+            }
+        }
     }
 }
 
@@ -390,7 +456,7 @@ fn await_exit(helper: &mut std::process::Child, timeout: Duration, interruptible
     loop {
         match helper.try_wait() {
             Ok(Some(status)) => return Waited::Exited(status),
-            Ok(None) if interruptible == Interruptible::Yes && crate::provider::local::interrupt::is_interrupted() => {
+            Ok(None) if interruptible == Interruptible::Yes && crate::provider::local::interrupt::check().is_err() => {
                 return Waited::Interrupted;
             }
             Ok(None) if Instant::now() >= deadline => return Waited::TimedOut,

@@ -202,9 +202,15 @@ fn a_passing_run_keeps_nothing_without_keep_logs_and_everything_with_it() {
     let dir = TempDir::new("passing");
     let scenario = write_scenario(&dir.0, PASSING_PHASES);
     let report_dir = dir.0.join("report");
-    // Logs of an earlier failed run must not sit next to a passing report.
+    // Logs of an earlier failed run (meshfed's: they carry its marker) must not sit next to a
+    // passing report.
     std::fs::create_dir_all(report_dir.join("logs/records")).unwrap();
     std::fs::write(report_dir.join("logs/records/01-old.csv"), "stale").unwrap();
+    std::fs::write(
+        report_dir.join("logs/.meshfed-logs"),
+        "diagnostics kept by meshfed run\n",
+    )
+    .unwrap();
     let (code, output) = meshfed_run("diag-passing", &scenario, &[Path::new("--report-dir"), &report_dir]);
     assert_eq!(code, Some(0), "{output}");
     assert_eq!(
@@ -238,4 +244,84 @@ fn a_passing_run_keeps_nothing_without_keep_logs_and_everything_with_it() {
         4,
         "{files:#?}"
     );
+}
+
+#[test]
+fn a_passing_run_keeps_a_users_own_logs_folder_in_the_report_directory() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("users-logs");
+    let scenario = write_scenario(&dir.0, PASSING_PHASES);
+    let report_dir = dir.0.join("report");
+    std::fs::create_dir_all(report_dir.join("logs")).unwrap();
+    std::fs::write(report_dir.join("logs/notes.txt"), "the user's, not meshfed's").unwrap();
+    let (code, output) = meshfed_run("diag-users-logs", &scenario, &[Path::new("--report-dir"), &report_dir]);
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(
+        files_below(&report_dir),
+        [
+            PathBuf::from("junit.xml"),
+            "logs/notes.txt".into(),
+            "report.html".into(),
+            "report.json".into()
+        ],
+        "{output}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(report_dir.join("logs/notes.txt")).unwrap(),
+        "the user's, not meshfed's"
+    );
+}
+
+#[test]
+fn keep_logs_inside_the_report_directory_is_reused_whole_and_a_symlink_in_it_changes_nothing() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("keep-nested");
+    let failing = write_scenario(&dir.0, FAILING_PHASES);
+    let passing_dir = dir.0.join("passing");
+    std::fs::create_dir_all(&passing_dir).unwrap();
+    let passing = write_scenario(&passing_dir, PASSING_PHASES);
+    let report_dir = dir.0.join("report");
+    let kept = report_dir.join("logs");
+    let args = [Path::new("--report-dir"), &report_dir, Path::new("--keep-logs"), &kept];
+
+    // --keep-logs R/logs with --report-dir R: the failed run's diagnostics are there, once.
+    let (code, output) = meshfed_run("diag-nested-failed", &failing, &args);
+    assert_eq!(code, Some(1), "{output}");
+    assert_complete_diagnostics(&kept, &output);
+
+    // Reused by a passing run: replaced as a whole (not deleted as stale, and no record of the
+    // earlier run left to look current).
+    let (code, output) = meshfed_run("diag-nested-passing", &passing, &args);
+    assert_eq!(code, Some(0), "{output}");
+    let files = files_below(&kept);
+    assert!(
+        files.contains(&PathBuf::from("records/01-http-passes.csv")),
+        "{files:#?}\n{output}"
+    );
+    assert!(
+        !files
+            .iter()
+            .any(|file| file.to_string_lossy().contains("wrong-cluster")),
+        "nothing of the earlier run is left: {files:#?}"
+    );
+
+    // A symlink a user put inside it: the next run still keeps everything, and never writes
+    // through it.
+    let elsewhere = dir.0.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("mine.txt"), "mine").unwrap();
+    std::fs::remove_dir_all(kept.join("records")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, kept.join("records")).unwrap();
+    let (code, output) = meshfed_run("diag-nested-symlink", &passing, &args);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        kept.join("records").is_dir() && !kept.join("records").is_symlink(),
+        "{output}"
+    );
+    assert!(kept.join("records/01-http-passes.csv").is_file(), "{output}");
+    assert_eq!(files_below(&elsewhere), [PathBuf::from("mine.txt")]);
 }

@@ -203,19 +203,47 @@ fn plan_out_through_a_symlink_replaces_the_plan_it_points_to_and_keeps_the_link(
     assert_eq!(names(&dir.0), ["link-to-p", "p"]);
 }
 
+// A symlink inside a plan directory is something a user put there (meshfed plan writes regular
+// files only): replacing the plan would delete it, so it is refused like any added file (issue 18,
+// point 1; before, the link was removed, its target kept).
 #[test]
-fn replacing_a_plan_removes_a_symlink_inside_it_but_never_what_it_points_to() {
+fn replacing_a_plan_that_holds_a_symlink_the_user_added_refuses_and_keeps_the_link_and_its_target() {
     let dir = TempDir::new("plan-inner-link");
     plan(&dir.0, "seed.yaml", "p");
     let precious = dir.join("precious");
     std::fs::create_dir(&precious).unwrap();
     std::fs::write(precious.join("keep.txt"), "mine").unwrap();
     std::os::unix::fs::symlink(&precious, dir.join("p/cluster1/extra")).unwrap();
-    let precious_before = tree(&precious);
+    let before = tree(&dir.0);
 
+    let output = meshfed_in(&dir.0, &["plan", &scenario("skew.yaml"), "--out", "p"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cluster1/extra"), "names what is in the way: {stderr}");
+    assert_eq!(tree(&dir.0), before, "nothing changed, inside or out");
+}
+
+#[test]
+fn plan_out_over_a_plan_with_a_file_the_user_added_refuses_with_exit_2_and_keeps_everything() {
+    let dir = TempDir::new("plan-added-file");
+    plan(&dir.0, "seed.yaml", "p");
+    std::fs::write(dir.join("p/notes.txt"), "my notes").unwrap();
+    std::fs::write(dir.join("p/cluster1/99-my-extra.yaml"), "kind: Mine\n").unwrap();
+    let before = tree(&dir.0);
+
+    let output = meshfed_in(&dir.0, &["plan", &scenario("skew.yaml"), "--out", "p"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("notes.txt") && stderr.contains("cluster1/99-my-extra.yaml"),
+        "names every added file: {stderr}"
+    );
+    assert_eq!(tree(&dir.0), before, "the plan and the added files are byte-identical");
+
+    // Without the added files the same plan is replaced as before.
+    std::fs::remove_file(dir.join("p/notes.txt")).unwrap();
+    std::fs::remove_file(dir.join("p/cluster1/99-my-extra.yaml")).unwrap();
     plan(&dir.0, "skew.yaml", "p");
-    assert_eq!(tree(&precious), precious_before);
-    assert!(!dir.join("p/cluster1/extra").exists());
     let (_reference_dir, skew) = reference_plan("skew.yaml");
     assert_eq!(file_contents(&dir.join("p")), skew);
 }
@@ -340,6 +368,25 @@ fn certs_never_follow_a_symlink_in_the_out_dir_even_with_force() {
                 "{out} force={force}: nothing changed, inside or out"
             );
         }
+    }
+}
+
+#[test]
+fn certs_out_that_is_a_symlink_to_a_pki_is_refused_even_with_force_and_the_pki_kept() {
+    let dir = TempDir::new("certs-out-link");
+    assert_eq!(certs(&dir.0, "real-pki", false).status.code(), Some(0));
+    std::os::unix::fs::symlink("real-pki", dir.join("link")).unwrap();
+    let before = tree(&dir.0);
+    for (out, force) in [("link", true), ("link", false), ("link/", true)] {
+        let output = certs(&dir.0, out, force);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "--out {out} force={force}: {stderr}");
+        assert!(stderr.contains("symlink"), "says why: {stderr}");
+        assert_eq!(
+            tree(&dir.0),
+            before,
+            "--out {out} force={force}: the PKI it points to is unchanged"
+        );
     }
 }
 
@@ -500,8 +547,10 @@ fn report_that_no_longer_fits_exits_3_and_keeps_the_old_report() {
         return;
     }
     let work = TempDir::new("full-disk-late");
-    // One free page passes the up-front check; seed's report (about 14 KB) does not fit in it.
-    let output = run_with_full_report_dir(&work.0, 1);
+    // Two free pages: the run's holder note (`.meshfed-run`, one page while the run holds the
+    // directory) takes one and the up-front check passes on the other; seed's report (about
+    // 14 KB) does not fit in it.
+    let output = run_with_full_report_dir(&work.0, 2);
     let stdout = text(&output.stdout);
     assert!(stdout.contains("verdict: PASS"), "the run itself passed: {stdout}");
     assert_old_report_kept(&work.join("after"), &output);
@@ -636,4 +685,384 @@ fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
     let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
     assert!(output.status.success(), "{all}");
     assert!(all.contains("1 passed"), "the child really ran the test: {all}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// run --report-dir: what meshfed does not own, one run at a time, leftovers (issue 18)
+// ---------------------------------------------------------------------------------------------
+
+/// A directory for `PATH` with no program in it: `--provider kind` then fails at once (exit 3),
+/// a failed run that needs no Envoy.
+fn empty_path(dir: &TempDir) -> PathBuf {
+    let empty = dir.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    empty
+}
+
+/// `meshfed run` on kind with nothing on `PATH`, in `cwd`, with `args` after the scenario.
+fn failing_kind_run(dir: &TempDir, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(MESHFED)
+        .args(["run", &scenario("seed.yaml"), "--provider", "kind"])
+        .args(args)
+        .current_dir(cwd)
+        .env("PATH", empty_path(dir))
+        .env("TMPDIR", dir.join("tmp"))
+        .env("MESHFED_CACHE_DIR", dir.join("cache"))
+        .env("MESHFED_TEST_MARKER", unique("files"))
+        .output()
+        .expect("run meshfed")
+}
+
+#[test]
+fn a_failed_run_into_report_dir_dot_keeps_a_users_logs_folder_and_its_diagnostics_go_beside_it() {
+    let dir = TempDir::new("report-dot-logs");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let project = dir.join("project");
+    std::fs::create_dir_all(project.join("logs/app")).unwrap();
+    std::fs::write(project.join("logs/app/today.log"), "the user's own log").unwrap();
+    let logs_before = tree(&project.join("logs"));
+
+    for _ in 0..2 {
+        let output = failing_kind_run(&dir, &project, &["--report-dir", "."]);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{stderr}");
+        assert_eq!(
+            tree(&project.join("logs")),
+            logs_before,
+            "the user's logs/ is untouched: {stderr}"
+        );
+        assert!(
+            project.join("meshfed-logs/.meshfed-logs").is_file(),
+            "the failed run kept its diagnostics in meshfed-logs/ (marked as meshfed's): {:?}\n{stderr}",
+            names(&project)
+        );
+    }
+}
+
+#[test]
+fn a_report_dir_whose_junit_xml_is_a_directory_is_refused_before_the_run() {
+    let dir = TempDir::new("report-junit-dir");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let report = dir.join("report");
+    std::fs::create_dir_all(report.join("junit.xml")).unwrap();
+    std::fs::write(report.join("report.json"), "{\"an\": \"earlier report\"}\n").unwrap();
+    let before = tree(&report);
+    let output = failing_kind_run(&dir, &dir.0, &["--report-dir", report.to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "refused up front, not after the run: {stderr}"
+    );
+    assert!(stderr.contains("junit.xml") && stderr.contains("directory"), "{stderr}");
+    assert!(!stderr.contains("kind` was not found"), "nothing ran: {stderr}");
+    assert_eq!(tree(&report), before);
+}
+
+#[test]
+fn a_matrix_checks_every_versions_report_directory_before_creating_anything() {
+    let dir = TempDir::new("matrix-dirs");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    empty_path(&dir);
+    let reports = dir.join("reports");
+    std::fs::create_dir_all(reports.join("1.29.0")).unwrap();
+    // The second version's directory is a file; then, separately, its junit.xml is a directory.
+    for (label, prepare) in [
+        (
+            "a file",
+            (|reports: &Path| std::fs::write(reports.join("1.30.3"), "a file").unwrap()) as fn(&Path),
+        ),
+        ("a directory as junit.xml", |reports: &Path| {
+            let _ = std::fs::remove_file(reports.join("1.30.3"));
+            std::fs::create_dir_all(reports.join("1.30.3/junit.xml")).unwrap();
+        }),
+    ] {
+        prepare(&reports);
+        let before = tree(&dir.0);
+        let output = failing_kind_run(
+            &dir,
+            &dir.0,
+            &[
+                "--istio-version",
+                "1.29.0",
+                "--istio-version",
+                "1.30.3",
+                "--report-dir",
+                reports.to_str().unwrap(),
+            ],
+        );
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{label}: {stderr}");
+        assert!(
+            stderr.contains("1.30.3"),
+            "{label}: names the version's directory: {stderr}"
+        );
+        assert!(!stderr.contains("running"), "{label}: no version ran: {stderr}");
+        assert_eq!(tree(&dir.0), before, "{label}: nothing was created");
+    }
+}
+
+#[test]
+fn leftover_temporaries_of_a_killed_writer_are_removed_by_the_next_run_and_only_those() {
+    let dir = TempDir::new("leftover-temporaries");
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    // What a meshfed killed while writing left, named as it names them (inside its PID namespace
+    // its PID is 2), next to files of the user's that look alike.
+    let report = dir.join("report");
+    std::fs::create_dir_all(&report).unwrap();
+    std::fs::write(report.join(".report.json.meshfed-tmp-2-0"), "{\"half\": ").unwrap();
+    std::fs::write(report.join(".junit.xml.meshfed-tmp-2-3"), "<testsuites").unwrap();
+    std::fs::write(report.join(".notes.txt.meshfed-tmp-2-0"), "not a report file's").unwrap();
+    let output = failing_kind_run(&dir, &dir.0, &["--report-dir", report.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let left = names(&report);
+    assert!(
+        !left
+            .iter()
+            .any(|name| name.starts_with(".report.json.") || name.starts_with(".junit.xml.")),
+        "{left:?}"
+    );
+    assert!(left.contains(&".notes.txt.meshfed-tmp-2-0".to_owned()), "{left:?}");
+
+    // A plan: a half-built staging tree is removed; an old plan set aside is put back first.
+    plan(&dir.0, "seed.yaml", "p");
+    std::fs::create_dir_all(dir.join(".p.meshfed-tmp-2-7/cluster1")).unwrap();
+    std::fs::write(dir.join(".p.meshfed-tmp-2-7/cluster1/00-half.yaml"), "kind: Na").unwrap();
+    std::fs::rename(dir.join("p"), dir.join(".p.meshfed-old-2-8")).unwrap();
+    let output = meshfed_in(&dir.0, &["plan", &scenario("skew.yaml"), "--out", "p"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let (_reference_dir, skew) = reference_plan("skew.yaml");
+    assert_eq!(file_contents(&dir.join("p")), skew);
+    let left = names(&dir.0);
+    assert!(!left.iter().any(|name| name.starts_with(".p.")), "{left:?}");
+}
+
+/// The seed scenario with a kubeconfig context on each cluster.
+fn seed_with_contexts(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(scenario("seed.yaml")).unwrap();
+    let text = text
+        .replace("  - name: cluster1\n", "  - name: cluster1\n    context: ctx-one\n")
+        .replace("  - name: cluster2\n", "  - name: cluster2\n    context: ctx-two\n");
+    assert_eq!(text.matches("context: ctx-").count(), 2);
+    let path = dir.join("seed-contexts.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A kubeconfig whose API server is `port` on loopback.
+fn kubeconfig(dir: &Path, name: &str, port: u16) -> PathBuf {
+    let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for cluster in ["one", "two"] {
+        text += &format!(
+            "- name: c-{cluster}\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\n"
+        );
+    }
+    text += "users:\n- name: u\n  user:\n    token: not-a-real-token\ncontexts:\n";
+    for cluster in ["one", "two"] {
+        text += &format!("- name: ctx-{cluster}\n  context:\n    cluster: c-{cluster}\n    user: u\n");
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// An API server that accepts connections (the kernel completes them in the listen backlog) and
+/// never answers: a kubeconfig run waits for it until meshfed's reachability deadline (10 s),
+/// holding its report directory meanwhile. Dropping the listener ends it.
+fn silent_api_server() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+/// A loopback port nothing listens on: a kubeconfig run against it fails at once (exit 3).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `meshfed run SCENARIO --provider kubeconfig --image unused ARGS` against `kubeconfig`.
+fn spawn_kubeconfig_run(
+    scenario: &Path,
+    kubeconfig: &Path,
+    tmpdir: &Path,
+    marker: &str,
+    args: &[&str],
+) -> std::process::Child {
+    Command::new(MESHFED)
+        .arg("run")
+        .arg(scenario)
+        .args(["--provider", "kubeconfig", "--image", "example.invalid/unused:1"])
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("TMPDIR", tmpdir)
+        .env("MESHFED_TEST_MARKER", marker)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start meshfed")
+}
+
+/// Waits (at most `within`) for `condition`; returns whether it held.
+fn await_condition(within: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// PIDs of live processes whose environment carries `MESHFED_TEST_MARKER=<marker>`.
+fn processes_with_marker(marker: &str) -> Vec<u32> {
+    let needle = format!("MESHFED_TEST_MARKER={marker}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let zombie = stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
+            (!zombie && environ.split(|byte| *byte == 0).any(|var| var == needle.as_bytes())).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn three_runs_into_one_report_directory_one_runs_and_the_others_are_refused_up_front_naming_it() {
+    let dir = TempDir::new("report-lock");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let scenario = seed_with_contexts(&dir.0);
+    let server = silent_api_server();
+    let silent = kubeconfig(&dir.0, "silent", server.local_addr().unwrap().port());
+    let report = dir.join("report");
+    let marker = unique("report-lock");
+    let args = ["--report-dir", report.to_str().unwrap()];
+    let mut runs: Vec<std::process::Child> = (0..3)
+        .map(|_| spawn_kubeconfig_run(&scenario, &silent, &tmp, &marker, &args))
+        .collect();
+
+    // Two are refused at once; the third holds the directory while it waits for the API server.
+    let mut ended: Vec<(u32, Output)> = Vec::new();
+    let two_ended = await_condition(std::time::Duration::from_secs(9), || {
+        let mut index = 0;
+        while index < runs.len() {
+            if runs[index].try_wait().unwrap().is_some() {
+                let child = runs.remove(index);
+                let pid = child.id();
+                ended.push((pid, child.wait_with_output().unwrap()));
+            } else {
+                index += 1;
+            }
+        }
+        ended.len() >= 2
+    });
+    let mut holder = runs.pop().expect("one run still holds the directory");
+    let holder_pid = holder.id();
+    let _ = holder.kill();
+    let holder_output = holder.wait_with_output().unwrap();
+    assert!(
+        two_ended && ended.len() == 2,
+        "two runs ended at once: {:?}\nholder: {}",
+        ended.iter().map(|(_, output)| text(&output.stderr)).collect::<Vec<_>>(),
+        text(&holder_output.stderr)
+    );
+    for (pid, output) in &ended {
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "run {pid}: {stderr}");
+        assert!(
+            stderr.contains("in use by another meshfed run") && stderr.contains(&format!("pid {holder_pid} ")),
+            "run {pid} names the holder (pid {holder_pid}): {stderr}"
+        );
+    }
+    assert!(await_condition(std::time::Duration::from_secs(20), || {
+        processes_with_marker(&marker).is_empty()
+    }));
+
+    // The holder was killed (SIGKILL): its lock went with it, so the next run is not refused.
+    let refused_port = kubeconfig(&dir.0, "refused", closed_port());
+    let next = spawn_kubeconfig_run(&scenario, &refused_port, &tmp, &unique("report-lock-next"), &args)
+        .wait_with_output()
+        .unwrap();
+    let stderr = text(&next.stderr);
+    assert_eq!(next.status.code(), Some(3), "{stderr}");
+    assert!(!stderr.contains("in use"), "{stderr}");
+    let left = names(&report);
+    assert!(
+        !left
+            .iter()
+            .any(|name| name.contains(".meshfed-tmp-") || name == ".meshfed-run"),
+        "no temporary or holder note left: {left:?}"
+    );
+    drop(server);
+}
+
+/// Work directories (`meshfed-run-*`) in `tmp`.
+fn work_dirs(tmp: &Path) -> Vec<String> {
+    names(tmp)
+        .into_iter()
+        .filter(|name| name.starts_with("meshfed-run-"))
+        .collect()
+}
+
+#[test]
+fn a_matrix_ended_by_sighup_exits_130_and_after_sigkill_sigusr1_or_sigalrm_the_next_run_removes_its_work_dir() {
+    use nix::sys::signal::Signal;
+    let dir = TempDir::new("matrix-signals");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let scenario = seed_with_contexts(&dir.0);
+    let server = silent_api_server();
+    let silent = kubeconfig(&dir.0, "silent", server.local_addr().unwrap().port());
+    let refused_port = kubeconfig(&dir.0, "refused", closed_port());
+    let matrix = ["--istio-version", "1.29.0", "--istio-version", "1.30.3"];
+    for signal in [Signal::SIGHUP, Signal::SIGKILL, Signal::SIGUSR1, Signal::SIGALRM] {
+        let marker = unique("matrix-signal");
+        let mut run = spawn_kubeconfig_run(&scenario, &silent, &tmp, &marker, &matrix);
+        assert!(
+            await_condition(std::time::Duration::from_secs(8), || !work_dirs(&tmp).is_empty()),
+            "{signal}: the matrix made its work directory"
+        );
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.id() as i32), signal).unwrap();
+        let ended = await_condition(std::time::Duration::from_secs(20), || run.try_wait().unwrap().is_some());
+        if !ended {
+            let _ = run.kill();
+        }
+        let output = run.wait_with_output().unwrap();
+        let stderr = text(&output.stderr);
+        assert!(ended, "{signal}: the matrix ended: {stderr}");
+        assert!(
+            await_condition(std::time::Duration::from_secs(20), || processes_with_marker(&marker)
+                .is_empty()),
+            "{signal}: its helper ended too"
+        );
+        if signal == Signal::SIGHUP {
+            assert_eq!(
+                output.status.code(),
+                Some(130),
+                "{signal}: handled like SIGTERM: {stderr}"
+            );
+            assert_eq!(work_dirs(&tmp), Vec::<String>::new(), "{signal}: nothing left");
+            continue;
+        }
+        // Not handled (SIGKILL cannot be): the next run removes what it left.
+        let next = spawn_kubeconfig_run(&scenario, &refused_port, &tmp, &unique("matrix-next"), &matrix)
+            .wait_with_output()
+            .unwrap();
+        assert_eq!(next.status.code(), Some(3), "{signal}: {}", text(&next.stderr));
+        assert_eq!(
+            work_dirs(&tmp),
+            Vec::<String>::new(),
+            "{signal}: the next run cleaned up"
+        );
+    }
+    drop(server);
 }

@@ -249,6 +249,15 @@ pub fn matrix_command(args: MatrixArgs<'_>) -> Result<(), CliError> {
         scenario::load_with_istio_version(args.scenario_path, Some(*version))
             .map_err(|error| CliError::BadInput(format!("with --istio-version {version}: {error}")))?;
     }
+    // Every version's report directory is checked before anything is created, then the matrix's
+    // own directory is locked for the whole matrix (each version's run locks its own).
+    let _report_dir = match args.report_dir {
+        Some(dir) => {
+            matrix::check_report_dirs(dir, args.versions).map_err(CliError::BadInput)?;
+            Some(crate::run::report_dir::open(dir)?)
+        }
+        None => None,
+    };
     let print = |text: &str| {
         let mut stdout = std::io::stdout().lock();
         stdout

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::output;
 use crate::progress::Progress;
 use crate::provider::capabilities::Capabilities;
 use crate::provider::kubeconfig::{KubeconfigOptions, KubeconfigProvider, WorkloadImage};
@@ -16,26 +15,9 @@ use crate::report::Report;
 use crate::scenario::{self, Scenario, ScenarioError};
 
 use super::ProviderKind;
-
-/// Why a run in this process gave no report; the command line maps each to its exit code.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RunFailure {
-    /// Bad input (exit 2); nothing was created.
-    #[error("{0}")]
-    BadInput(String),
-    /// The world could not be created, reached or torn down (exit 3).
-    #[error("{0:#}")]
-    Infrastructure(anyhow::Error),
-    /// SIGINT/SIGTERM came; everything was torn down (exit 130).
-    #[error("interrupted; everything meshfed created was torn down")]
-    Interrupted,
-}
-
-impl From<ScenarioError> for RunFailure {
-    fn from(error: ScenarioError) -> Self {
-        RunFailure::BadInput(error.to_string())
-    }
-}
+pub(crate) use super::failure::RunFailure;
+use super::kept_logs::{self, LogsDir};
+use super::report_dir::{self, ReportDir};
 
 /// What to run.
 pub(crate) struct RunRequest<'request> {
@@ -123,14 +105,14 @@ fn stderr_progress(started: std::time::Instant) -> impl FnMut(&str) + Send + 'st
 pub(crate) struct FinishedRun {
     /// What the run found.
     pub report: Report,
-    report_dir: Option<output::Dir>,
+    report_dir: Option<ReportDir>,
 }
 
 impl FinishedRun {
     /// Replaces `report.json` in the report directory, if one was asked for.
     pub(crate) fn write_report(&self) -> Result<(), RunFailure> {
         match &self.report_dir {
-            Some(dir) => write_report(dir, &self.report),
+            Some(dir) => report_dir::write_report(dir, &self.report),
             None => Ok(()),
         }
     }
@@ -197,13 +179,31 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
             "--reuse applies to --provider kind only".to_owned(),
         ));
     }
-    // Opened before the sandbox: the handle still reaches it after the sandbox's tmpfs hides /run,
-    // and a directory that cannot take a report fails before any world is built.
-    let report_dir = request.report_dir.map(open_report_dir).transpose()?;
-    let keep_dir = request.keep_logs.map(open_report_dir).transpose()?;
+    // Opened (and locked) before the sandbox: the handle still reaches it after the sandbox's
+    // tmpfs hides /run, and a directory that cannot take a report fails before any world is built.
+    let report_dir = request.report_dir.map(report_dir::open).transpose()?;
+    let keep_dir = request
+        .keep_logs
+        .map(|path| {
+            LogsDir::resolve(path)
+                .map_err(|error| RunFailure::BadInput(format!("--keep-logs: {:#}", anyhow::Error::new(error))))
+        })
+        .transpose()?;
+    if let (Some(keep), Some(report_dir)) = (&keep_dir, &report_dir) {
+        kept_logs::check_apart(keep, report_dir.resolved())?;
+    }
+    // A failed run's `logs/` is left alone when --keep-logs is it or lies inside it.
+    let failed_run_logs = report_dir
+        .as_ref()
+        .and_then(|dir| kept_logs::failed_run_logs(dir.resolved()))
+        .filter(|logs| {
+            !keep_dir
+                .as_ref()
+                .is_some_and(|keep| keep.path().starts_with(logs.path()))
+        });
     let keeping = Keeping {
         always: keep_dir.as_ref(),
-        on_failure: report_dir.as_ref(),
+        on_failure: failed_run_logs.as_ref(),
     };
     let started = std::time::Instant::now();
     let mut progress = stderr_progress(started);
@@ -329,15 +329,13 @@ fn kind_provider(
 #[derive(Clone, Copy)]
 struct Keeping<'dirs> {
     /// `--keep-logs DIR`: kept whatever the verdict.
-    always: Option<&'dirs output::Dir>,
-    /// The report directory: a failed run (exit 1 or 3) keeps them in its `logs/`.
-    on_failure: Option<&'dirs output::Dir>,
+    always: Option<&'dirs LogsDir>,
+    /// The report directory's `logs/` (or `meshfed-logs/`): replaced by a failed run (exit 1 or
+    /// 3), removed by a passing one, and only when meshfed kept it there.
+    on_failure: Option<&'dirs LogsDir>,
 }
 
-/// The subdirectory of the report directory a failed run keeps its diagnostics in.
-pub(crate) const FAILED_RUN_LOGS: &str = "logs";
-
-/// Runs the engine until it ends or SIGINT/SIGTERM comes, then tears the world down either way.
+/// Runs the engine until it ends or SIGINT/SIGTERM/SIGHUP comes, then tears the world down either way.
 /// Before teardown, the diagnostics are taken from the proxies when `keeping` asks for them.
 async fn run_world<P: crate::provider::Provider>(
     mut provider: P,
@@ -355,26 +353,24 @@ async fn run_world<P: crate::provider::Provider>(
     };
     // Exit 1 (an expectation failed) or 3 (the world failed); not an interrupt.
     let failed = matches!(&outcome, Some(Err(_)) | Some(Ok(Report { passed: false, .. })));
-    // A failed run's earlier logs are replaced; a passing one leaves none behind.
-    let stale = keeping
-        .on_failure
-        .map(|dir| dir.remove_tree(FAILED_RUN_LOGS))
-        .transpose();
-    let failed_run_logs = match (failed, keeping.on_failure) {
-        (true, Some(report_dir)) => report_dir
-            .create_dir(FAILED_RUN_LOGS, 0o755)
-            .map_err(|error| {
-                warn(&format!(
-                    "cannot create {}: {error}",
-                    report_dir.path().join(FAILED_RUN_LOGS).display()
-                ));
-            })
-            .ok(),
-        _ => None,
-    };
+    // A passing run leaves no earlier failed run's logs behind (only meshfed's own).
+    if !failed
+        && outcome.is_some()
+        && let Some(logs) = keeping.on_failure
+        && let Err(error) = logs.remove_if_kept_by_meshfed()
+    {
+        warn(&format!(
+            "cannot remove earlier logs {}: {error}",
+            logs.path().display()
+        ));
+    }
     // An interrupted run tears down at once: nothing is asked of its proxies.
-    let targets: Vec<&output::Dir> = match outcome {
-        Some(_) => keeping.always.into_iter().chain(failed_run_logs.as_ref()).collect(),
+    let targets: Vec<&LogsDir> = match outcome {
+        Some(_) => keeping
+            .always
+            .into_iter()
+            .chain(keeping.on_failure.filter(|_| failed))
+            .collect(),
         None => Vec::new(),
     };
     if !targets.is_empty() {
@@ -385,7 +381,7 @@ async fn run_world<P: crate::provider::Provider>(
             Err(error) => warn(&format!("cannot render the applied plans as YAML: {error}")),
         }
         for dir in targets {
-            match crate::diagnostics::write_kept(dir, &files) {
+            match dir.replace(&files) {
                 Ok(withheld) => {
                     for file in withheld {
                         warn(&format!(
@@ -395,12 +391,12 @@ async fn run_world<P: crate::provider::Provider>(
                     }
                     progress.step(&format!("diagnostics kept in {}", dir.path().display()));
                 }
-                Err(error) => warn(&format!("{:#}", anyhow::Error::new(error))),
+                Err(error) => warn(&format!(
+                    "cannot keep diagnostics in {} (anything kept there before is unchanged): {error:#}",
+                    dir.path().display()
+                )),
             }
         }
-    }
-    if let Err(error) = stale {
-        warn(&format!("cannot remove earlier logs in the report directory: {error}"));
     }
     progress.step("tearing down");
     let teardown = provider.teardown(progress).await;
@@ -419,13 +415,14 @@ async fn run_world<P: crate::provider::Provider>(
     }
 }
 
-/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. tokio's handlers are installed at once
+/// A future that resolves on SIGINT (Ctrl-C), SIGTERM or SIGHUP. tokio's handlers are installed at once
 /// (they chain the flag-setting handler of [`interrupt::install`]); a signal that came before them
 /// is seen in the flag.
 fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt_stream = signal(SignalKind::interrupt())?;
     let mut terminate_stream = signal(SignalKind::terminate())?;
+    let mut hangup_stream = signal(SignalKind::hangup())?;
     let already = interrupt::is_interrupted();
     Ok(async move {
         if already {
@@ -434,6 +431,7 @@ fn interrupted() -> std::io::Result<impl std::future::Future<Output = ()>> {
         tokio::select! {
             _ = interrupt_stream.recv() => {}
             _ = terminate_stream.recv() => {}
+            _ = hangup_stream.recv() => {}
         }
     })
 }
@@ -469,64 +467,4 @@ pub(crate) fn setup(mut on_envoy: impl FnMut(&str, &Path)) -> Result<String, Run
     sandbox::isolate_network().map_err(infrastructure_or_interrupted)?;
     network::check_namespaces_work().map_err(infrastructure_or_interrupted)?;
     Ok(mode.to_string())
-}
-
-/// The report directory, created, opened and checked: exit 2 if it cannot be used, 3 if the disk
-/// is full.
-fn open_report_dir(dir: &Path) -> Result<output::Dir, RunFailure> {
-    let handle = output::Dir::create_all(dir).map_err(|error| {
-        let message = format!("cannot create the report directory {}: {error}", dir.display());
-        if output::is_out_of_space(&error) {
-            RunFailure::Infrastructure(anyhow::anyhow!(message))
-        } else {
-            RunFailure::BadInput(message)
-        }
-    })?;
-    handle.check_writable().map_err(|error| {
-        let out_of_space = error.is_out_of_space();
-        let message = format!(
-            "cannot write reports to {}: {:#}",
-            dir.display(),
-            anyhow::Error::new(error)
-        );
-        if out_of_space {
-            RunFailure::Infrastructure(anyhow::anyhow!(message))
-        } else {
-            RunFailure::BadInput(message)
-        }
-    })?;
-    Ok(handle)
-}
-
-const REPORT_FILE: &str = "report.json";
-
-/// Replaces `report.json` in one step; on failure the earlier report is unchanged (exit 3).
-fn write_report(dir: &output::Dir, report: &Report) -> Result<(), RunFailure> {
-    let path = dir.path().join(REPORT_FILE);
-    let json = serde_json::to_string_pretty(report).map_err(|error| RunFailure::Infrastructure(error.into()))?;
-    dir.write_file_atomic(REPORT_FILE, (json + "\n").as_bytes(), 0o644)
-        .map_err(|error| {
-            RunFailure::Infrastructure(anyhow::Error::new(error).context(format!(
-                "cannot write {} (the run itself {}; any earlier {REPORT_FILE} there is unchanged)",
-                path.display(),
-                if report.passed { "passed" } else { "failed" }
-            )))
-        })?;
-    for (name, written) in [
-        (crate::report::JUNIT_FILE, crate::report::write_junit(dir, report)),
-        (crate::report::HTML_FILE, crate::report::write_html(dir, report)),
-    ] {
-        written.map_err(|error| {
-            RunFailure::Infrastructure(
-                anyhow::Error::new(error).context(format!("cannot write {}", dir.path().join(name).display())),
-            )
-        })?;
-    }
-    tracing::info!(
-        "report written to {} (with {} and {})",
-        path.display(),
-        crate::report::JUNIT_FILE,
-        crate::report::HTML_FILE
-    );
-    Ok(())
 }

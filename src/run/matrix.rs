@@ -38,6 +38,55 @@ pub(crate) fn version_report_dir(report_dir: &Path, version: IstioVersion) -> Pa
     report_dir.join(version.to_string())
 }
 
+/// Checks, before anything is created, that every version's report directory
+/// (`<report_dir>/<version>/`) can take a report: absent, or a directory that no other run holds
+/// and in which no report file's name is taken by a directory. Bad input (exit 2) otherwise,
+/// naming the directory and what is in the way.
+pub(crate) fn check_report_dirs(report_dir: &Path, versions: &[IstioVersion]) -> Result<(), String> {
+    use crate::output::{Dir, EntryKind};
+    for &version in versions {
+        let dir = version_report_dir(report_dir, version);
+        let unusable = |why: String| {
+            format!(
+                "the report directory of Istio {version}, {}, {why}; nothing was created. Move it away or \
+                 choose another --report-dir",
+                dir.display()
+            )
+        };
+        match std::fs::metadata(&dir) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if std::fs::symlink_metadata(&dir).is_ok() {
+                    return Err(unusable("is a symlink to nothing".to_owned()));
+                }
+                continue;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotADirectory => {
+                return Err(unusable(format!(
+                    "cannot exist: {} is not a directory",
+                    report_dir.display()
+                )));
+            }
+            Err(error) => return Err(unusable(format!("cannot be read: {error}"))),
+            Ok(metadata) if !metadata.is_dir() => return Err(unusable("is not a directory".to_owned())),
+            Ok(_) => {}
+        }
+        let handle = Dir::open(&dir).map_err(|error| unusable(format!("cannot be opened: {error}")))?;
+        for name in super::report_dir::REPORT_FILES {
+            match handle.entry(name) {
+                Ok(None | Some(EntryKind::File | EntryKind::Symlink)) => {}
+                Ok(Some(_)) => return Err(unusable(format!("holds a {name} that is not a file"))),
+                Err(error) => return Err(unusable(format!("cannot be read: {error}"))),
+            }
+        }
+        match handle.try_lock() {
+            Ok(Some(_free)) => {}
+            Ok(None) => return Err(unusable("is in use by another meshfed run".to_owned())),
+            Err(error) => return Err(unusable(format!("cannot be locked: {error}"))),
+        }
+    }
+    Ok(())
+}
+
 /// Runs the scenario once per version, in order, calling `finished` after each run (so its summary
 /// shows while the next one runs). Stops at the first run that gives no report (bad input,
 /// infrastructure, interrupt), returning the version it was for: a matrix with a hole compares

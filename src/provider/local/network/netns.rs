@@ -65,7 +65,8 @@ pub struct AwaitConnectError {
 }
 
 /// Connects to `addr` from inside `netns`, retrying until it succeeds or `deadline` passes
-/// (e.g. until a freshly started Envoy listens). Blocking: call it from `spawn_blocking` in async code.
+/// (e.g. until a freshly started Envoy listens), or until meshfed is interrupted. Blocking: call
+/// it from `spawn_blocking` in async code.
 pub fn await_tcp_connect(netns: &Path, addr: SocketAddr, deadline: Instant) -> Result<TcpStream, AwaitConnectError> {
     let started = Instant::now();
     let mut attempts = 0;
@@ -78,7 +79,12 @@ pub fn await_tcp_connect(netns: &Path, addr: SocketAddr, deadline: Instant) -> R
             Ok(stream) => return Ok(stream),
             Err(error) => error,
         };
-        if Instant::now() >= deadline {
+        // An interrupt ends the wait at once (exit 130 within a round, not at the deadline).
+        let error = match crate::provider::local::interrupt::check() {
+            Ok(()) => error,
+            Err(interrupted) => io::Error::new(io::ErrorKind::Interrupted, interrupted),
+        };
+        if Instant::now() >= deadline || error.kind() == io::ErrorKind::Interrupted {
             return Err(AwaitConnectError {
                 addr,
                 netns: netns.to_path_buf(),

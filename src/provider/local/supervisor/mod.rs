@@ -27,6 +27,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use thiserror::Error;
 
+use super::interrupt;
+
 mod log_excerpt;
 mod proc_table;
 
@@ -186,6 +188,12 @@ pub enum SupervisorError {
     /// Processes were still alive after everything was killed.
     #[error("processes still alive after shutdown: {0:?} (name, pid)")]
     Leftover(Vec<(String, u32)>),
+    /// meshfed was interrupted while waiting for a child.
+    #[error("interrupted while waiting for {name}")]
+    Interrupted {
+        /// The child.
+        name: String,
+    },
     /// A child did not exit before the deadline.
     #[error("{name} (pid {pid}) was still running after {waited:?}")]
     StillRunning {
@@ -388,12 +396,29 @@ impl Supervisor {
         poll_exit(&mut self.children[id.0])
     }
 
-    /// Waits until the child exits or `deadline` passes.
+    /// Waits until the child exits or `deadline` passes; an interrupt (SIGINT, SIGTERM, SIGHUP)
+    /// ends the wait at once with [`SupervisorError::Interrupted`].
     pub fn await_exit(&mut self, id: ChildId, deadline: Instant) -> Result<ChildExit, SupervisorError> {
+        self.await_exit_until(id, deadline, true)
+    }
+
+    /// [`Supervisor::await_exit`]; `interruptible: false` for a child being stopped, whose
+    /// bounded grace must run out also after an interrupt.
+    fn await_exit_until(
+        &mut self,
+        id: ChildId,
+        deadline: Instant,
+        interruptible: bool,
+    ) -> Result<ChildExit, SupervisorError> {
         let started = Instant::now();
         loop {
             if let Some(exit) = self.try_wait(id)? {
                 return Ok(exit);
+            }
+            if interruptible && interrupt::check().is_err() {
+                return Err(SupervisorError::Interrupted {
+                    name: self.children[id.0].name.clone(),
+                });
             }
             if Instant::now() >= deadline {
                 let child = &self.children[id.0];
@@ -442,11 +467,11 @@ impl Supervisor {
             signal_group(pid, signal);
             signal_group(pid, Signal::SIGCONT);
         }
-        let exit = match self.await_exit(id, Instant::now() + grace) {
+        let exit = match self.await_exit_until(id, Instant::now() + grace, false) {
             Ok(exit) => exit,
             Err(SupervisorError::StillRunning { .. }) => {
                 signal_group(pid, Signal::SIGKILL);
-                self.await_exit(id, Instant::now() + grace)?
+                self.await_exit_until(id, Instant::now() + grace, false)?
             }
             Err(other) => return Err(other),
         };
