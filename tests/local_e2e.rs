@@ -1291,7 +1291,7 @@ fn pods_answering_in(phase: &PhaseReport, cluster: &str) -> Vec<String> {
 }
 
 /// scenarios/permissive.yaml: PERMISSIVE lets a sidecar-less caller through in plain text, STRICT
-/// refuses it; without the DestinationRule, Istio 1.5 (no auto-mTLS) sends plain text and the
+/// refuses it; without the DestinationRule, Istio 1.4 (no auto-mTLS) sends plain text and the
 /// default version's auto-mTLS keeps the call mutual.
 #[test]
 fn permissive_accepts_a_caller_without_sidecar_in_plain_text_and_strict_refuses_it() {
@@ -1312,7 +1312,7 @@ fn permissive_accepts_a_caller_without_sidecar_in_plain_text_and_strict_refuses_
     assert_eq!(
         (old.measurement.success_rate, old.measurement.mtls_rate),
         (1.0, 0.0),
-        "Istio 1.5 without the DestinationRule sends plain text"
+        "Istio 1.4 without the DestinationRule sends plain text"
     );
     assert_eq!(old.measurement.plaintext_calls, old.measurement.attempted);
     let auto = phase(&run, "no-destination-rule-with-auto-mtls");

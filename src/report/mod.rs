@@ -138,6 +138,10 @@ pub struct PhaseReport {
     /// actions or change expectations.
     #[serde(default)]
     pub timeline: Option<Timeline>,
+    /// What the emulated Istio version makes unpredictable about this phase's shares (e.g. the
+    /// 1.8-1.9 multi-zone gateway weight, docs/fidelity.md row 6b); absent when nothing is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caveats: Vec<String>,
     /// Every expectation, judged.
     pub expectations: Vec<ExpectationResult>,
     /// All expectations held.
