@@ -162,7 +162,7 @@ fn local_share(reports: &Path, version: &str, phase: &str) -> (f64, u64) {
 /// docs/fidelity.md row 5 (locality weights): 1.12-1.23 set `locality_weighted_lb_config` by
 /// default (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.12.0`), 1.24+ only on request
 /// (`pilot/pkg/networking/core/cluster_traffic_policy.go@1.24.0`, istio/istio#52898). In
-/// scenarios/locality-weights.yaml (local pod weight 1, gateway weight 3, remote replies 20 ms
+/// scenarios/locality-weights.yaml (local pod weight 1, gateway weight 3, remote replies 30 ms
 /// slower, concurrency 4) 1.23 keeps the local pod at the weights' 25 % and 1.30's LEAST_REQUEST
 /// favours it; the matrix's chi-square flags the split at the default alpha in each of three
 /// repetitions.
