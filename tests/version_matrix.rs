@@ -84,7 +84,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// docs/fidelity.md 2b: from 1.5 to 1.18 a gateway's passthrough cluster for a host with a
+/// docs/fidelity.md 2b: from 1.1 to 1.18 a gateway's passthrough cluster for a host with a
 /// same-host ServiceEntry also holds the other clusters' gateways, so connections bounce between
 /// gateways; from 1.19 it holds local pods only. gateway-loop.yaml counts the hops.
 #[test]

@@ -126,7 +126,7 @@ pub struct PhaseReport {
     /// Growth of the server-side TLS failure counters during the phase.
     pub tls_failures: TlsFailures,
     /// Connections gateways opened to other gateways during the phase (a same-host ServiceEntry
-    /// merged into the gateway's passthrough cluster: Istio 1.5-1.18); absent when the provider
+    /// merged into the gateway's passthrough cluster: Istio 1.1-1.18); absent when the provider
     /// cannot count them.
     #[serde(default)]
     pub gateway_hops: Option<u64>,

@@ -613,7 +613,7 @@ fn gateway_keeps_service_entry_endpoints(behaviour: IstioBehaviour, plan: &Clust
 /// has the AUTO_PASSTHROUGH Gateway (without it, the gateway routes nothing, as Istio's would).
 ///
 /// Version rows 2b and 2d (docs/fidelity.md) apply where the cluster has pods of a service and
-/// the plan also has a ServiceEntry for the same host: on 1.5-1.18 the route's cluster also holds
+/// the plan also has a ServiceEntry for the same host: on 1.1-1.18 (from 1.8.6/1.9.5 only with an ISTIO_MUTUAL rule) the route's cluster also holds
 /// the ServiceEntry's endpoints (other gateways), on 1.10-1.21 the route's filter chain is
 /// emitted twice (and Envoy rejects the listener).
 pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpec {

@@ -317,7 +317,7 @@ pub struct SniRoute {
     /// Local pods' `podIP:port`; one choice per TCP connection.
     pub endpoints: Vec<SocketAddrV4>,
     /// Other clusters' gateways (`address:15443`, weight) merged in from a same-host ServiceEntry
-    /// (Istio 1.5-1.18, docs/fidelity.md row 2b): the ClientHello goes on unchanged, so the next
+    /// (Istio 1.1-1.18, docs/fidelity.md row 2b): the ClientHello goes on unchanged, so the next
     /// gateway chooses again.
     pub merged_gateways: Vec<(SocketAddrV4, u32)>,
     /// The filter chain is emitted twice (Istio 1.10-1.21, row 2d): Envoy rejects the listener.
