@@ -12,9 +12,9 @@ use std::process::Command;
 
 use meshfed::provider::local::envoy_binary::find_envoy;
 use meshfed::provider::local::envoy_config::{
-    CertPaths, CircuitBreaker, GATEWAY_PORT, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort,
-    OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, XdsResources, gateway_resources,
-    outbound_sni, sidecar_resources, static_bootstrap,
+    CertPaths, CircuitBreaker, GATEWAY_PORT, GatewayFailover, GatewaySpec, InboundMtls, InboundPort, LbEndpoint,
+    Locality, OutboundPort, OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, XdsResources,
+    gateway_resources, outbound_sni, sidecar_resources, static_bootstrap,
 };
 use meshfed::scenario::LoadBalancer;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
@@ -158,6 +158,15 @@ fn gateway() -> GatewaySpec {
                 endpoints: vec![SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), port)],
                 merged_gateways: vec![(SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 12), GATEWAY_PORT), 3)],
                 duplicated_chain: false,
+                // Port 80's cluster carries the gateway's locality failover, so Envoy validates it.
+                failover: (port == 80).then(|| GatewayFailover {
+                    priorities: vec![1],
+                    merged_gateways_priority: 2,
+                    outlier_detection: OutlierDetection {
+                        consecutive_gateway_failure: Some(1),
+                        ..OutlierDetection::default()
+                    },
+                }),
             })
             .collect(),
         load_balancer: LoadBalancer::LeastRequest,

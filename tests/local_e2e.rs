@@ -1507,6 +1507,92 @@ fn with_outlier_detection_callers_stay_local_or_fail_over_to_the_nearest_region(
     assert_own_run_left_nothing(&marker, control.pid);
 }
 
+/// bar only in cluster2, its three pods over two zones (bar-0 and bar-2 in zone2a, the gateway's
+/// zone; bar-1 in zone2b), outlier detection in the rule.
+const GATEWAY_IN_ZONE2A_WITH_A_POD_IN_ZONE2B: &str = "\
+name: gateway-locality
+clusters:
+  - name: cluster1
+    region: region1
+    zone: zone1a
+    podCidr: 10.10.0.0/16
+    serviceCidr: 10.96.0.0/16
+  - name: cluster2
+    region: region2
+    zone: zone2a
+    zones: [zone2a, zone2b]
+    podCidr: 10.20.0.0/16
+    serviceCidr: 10.97.0.0/16
+services:
+  - name: foo
+    namespace: ns1
+    ports:
+      - { name: http, number: 80, protocol: http }
+    replicas: { cluster1: 1 }
+  - name: bar
+    namespace: ns2
+    ports:
+      - { name: http, number: 80, protocol: http }
+    replicas: { cluster2: 3 }
+federation:
+  mode: serviceentry
+  locality: true
+  outlierDetection: true
+phases:
+  - name: through-the-zone2a-gateway
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 300
+    concurrency: 2
+    connections: new-connection-per-request
+    expect:
+      successRateAtLeast: 1.0
+";
+
+/// Row 5 at gateways (issue 17 point 6; `pilot/pkg/xds/endpoints/endpoint_builder.go@1.30.3`
+/// builds failover priorities for any proxy): with outlier detection, calls entering cluster2's
+/// gateway (zone2a) go to the pods in its zone only; without it the zone2b pod gets its share.
+#[test]
+fn with_outlier_detection_a_gateway_keeps_calls_in_its_own_zone() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("gateway-locality");
+    let path = dir.0.join("gateway-locality.yaml");
+    std::fs::write(&path, GATEWAY_IN_ZONE2A_WITH_A_POD_IN_ZONE2B).unwrap();
+    let requests_to = |phase: &PhaseReport, pod: &str| {
+        phase
+            .measurement
+            .pods
+            .iter()
+            .find(|load| load.pod == pod)
+            .map_or(0, |load| load.requests)
+    };
+    let marker = unique_marker("gateway-locality");
+    let with = run(&path, "gateway-locality", &marker);
+    assert_eq!(with.code, Some(0), "stdout:\n{}\nstderr:\n{}", with.stdout, with.stderr);
+    let kept = phase(&with, "through-the-zone2a-gateway");
+    assert_eq!(requests_to(kept, "bar-1"), 0, "{:?}", kept.measurement.pods);
+    assert!(requests_to(kept, "bar-0") > 0 && requests_to(kept, "bar-2") > 0);
+    assert_own_run_left_nothing(&marker, with.pid);
+
+    let control = dir.0.join("no-outlier-detection.yaml");
+    std::fs::write(
+        &control,
+        GATEWAY_IN_ZONE2A_WITH_A_POD_IN_ZONE2B.replace("  outlierDetection: true\n", ""),
+    )
+    .unwrap();
+    let marker = unique_marker("gateway-locality-control");
+    let without = run(&control, "gateway-locality-control", &marker);
+    let spread = phase(&without, "through-the-zone2a-gateway");
+    assert!(
+        requests_to(spread, "bar-1") > 0,
+        "without outlier detection the gateway's cluster is flat: {:?}",
+        spread.measurement.pods
+    );
+    assert_own_run_left_nothing(&marker, without.pid);
+}
+
 /// scenarios/multi-zone-weight-bug.yaml (row 6b: `pilot/pkg/xds/ep_filters.go@1.8.0`, same shape
 /// on 1.30.2, istio/istio#56355): cluster2's three bar pods sit in two zones (zone2a: 1,
 /// zone2b: 2) and endpoint discovery programs cluster2's gateway with zone2a's weight only, so

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::envoy_config::{
-    CertPaths, CircuitBreaker, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort,
-    OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, outbound_sni,
+    CertPaths, CircuitBreaker, GatewayFailover, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality,
+    OutboundPort, OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, outbound_sni,
 };
 use super::topology::{ClusterTopology, PodTopology, Topology};
 use crate::pki::spiffe_id;
@@ -597,6 +597,52 @@ fn kube_proxy_port(
     }
 }
 
+/// Row 5 at the gateway: istiod builds EDS failover priorities for any proxy, gateways included
+/// (`pilot/pkg/xds/endpoints/endpoint_builder.go@1.30.3`), when the rule for the host has outlier
+/// detection, so the gateway's SNI cluster prefers the pods in the gateway's own zone, then its
+/// region. The merged gateways of row 2b carry no locality of this region.
+fn gateway_failover(
+    cluster: &ClusterTopology,
+    plan: &ClusterPlan,
+    service: &PlannedService,
+) -> Option<GatewayFailover> {
+    let behaviour = IstioBehaviour::of(plan.install.istio_version);
+    let detection = destination_rule_for(plan, &service.host)?.outlier_detection.as_ref()?;
+    if !behaviour.locality_lb_by_default() {
+        return None;
+    }
+    let gateway = Locality {
+        region: cluster.region.clone(),
+        zone: cluster.zone.clone(),
+    };
+    let endpoint = |locality: Option<Locality>| LbEndpoint {
+        address: Ipv4Addr::UNSPECIFIED,
+        port: 0,
+        weight: 1,
+        locality,
+        priority: 0,
+        istio_mtls: true,
+    };
+    let mut endpoints: Vec<LbEndpoint> = cluster
+        .pods_of(&service.reference)
+        .map(|pod| {
+            endpoint(Some(Locality {
+                region: cluster.region.clone(),
+                zone: pod.zone.clone(),
+            }))
+        })
+        .collect();
+    // Stands for the merged gateways, which come last.
+    endpoints.push(endpoint(None));
+    apply_locality_failover(&gateway, &mut endpoints, failover_rules(plan, &service.host));
+    let merged_gateways_priority = endpoints.pop()?.priority;
+    Some(GatewayFailover {
+        priorities: endpoints.iter().map(|endpoint| endpoint.priority).collect(),
+        merged_gateways_priority,
+        outlier_detection: envoy_outlier_detection(detection, behaviour),
+    })
+}
+
 /// Row 2b: whether the gateway's passthrough cluster for `host` keeps a same-host ServiceEntry's
 /// endpoints. From the 1.8.6/1.9.5 security fix to 1.18 the gateway's mTLS endpoint filter keeps
 /// them only when an ISTIO_MUTUAL DestinationRule applies to the host
@@ -656,6 +702,7 @@ pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpe
                             Vec::new()
                         },
                         duplicated_chain: collides && behaviour.gateway_duplicates_passthrough_chains(),
+                        failover: gateway_failover(cluster, plan, service),
                     })
                 })
             })

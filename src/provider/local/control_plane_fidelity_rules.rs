@@ -255,3 +255,53 @@ fn fidelity_cross_network_eds_drops_remote_pods_without_a_sidecar() {
     assert_eq!(gateway_weights(true), [3]);
     assert_eq!(gateway_weights(false), Vec::<u32>::new());
 }
+
+/// Row 5 at gateways (issue 17 point 6): istiod applies locality failover for any proxy
+/// (`pilot/pkg/xds/endpoints/endpoint_builder.go@1.30.3`), so with outlier detection cluster2's
+/// gateway (zone2a) puts its zone2a pods first and its zone2b pod second; without outlier
+/// detection, or on 1.2 (no locality load balancing by default), the SNI cluster stays flat.
+#[test]
+fn fidelity_gateway_clusters_fail_over_by_locality_with_outlier_detection() {
+    let route = |version: &str, extra: &str| {
+        let version = version.to_owned();
+        let extra = extra.to_owned();
+        let (topology, plan) = skew_edited(
+            move |text| {
+                text.replace(
+                    "    podCidr:",
+                    &format!("    istioVersion: \"{version}\"\n    podCidr:"),
+                )
+                .replace("    zone: zone2a\n", "    zone: zone2a\n    zones: [zone2a, zone2b]\n")
+                .replace("  mtls: PERMISSIVE\n", &format!("  mtls: PERMISSIVE\n{extra}"))
+            },
+            EndpointWeights::ReadyPods,
+        );
+        gateway_spec(topology.cluster("cluster2").unwrap(), &plan.clusters[1])
+            .routes
+            .into_iter()
+            .find(|route| route.sni.ends_with(BAR))
+            .unwrap()
+    };
+    let outlier = "  outlierDetection: true\n";
+    let failover = route("1.30.3", outlier).failover.expect("outlier detection: failover");
+    assert_eq!(
+        failover.priorities,
+        [0, 1, 0],
+        "bar-0, bar-2 in zone2a; bar-1 in zone2b"
+    );
+    assert_eq!(failover.outlier_detection.consecutive_5xx, Some(5));
+    assert!(route("1.30.3", "").failover.is_none());
+    assert!(route("1.2.2", outlier).failover.is_none());
+    let resources = crate::provider::local::envoy_config::gateway_resources(&GatewaySpec {
+        node_id: "gw".into(),
+        routes: vec![route("1.30.3", outlier)],
+        load_balancer: LoadBalancer::RoundRobin,
+    });
+    let cluster = &resources.clusters["resources"][0];
+    let groups = cluster["load_assignment"]["endpoints"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{cluster}");
+    assert_eq!(groups[0]["lb_endpoints"].as_array().unwrap().len(), 2);
+    assert_eq!(groups[1]["priority"], 1);
+    assert_eq!(cluster["outlier_detection"]["consecutive_5xx"], 5);
+    assert_eq!(cluster["common_lb_config"]["healthy_panic_threshold"]["value"], 0);
+}

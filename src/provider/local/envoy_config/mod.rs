@@ -322,6 +322,22 @@ pub struct SniRoute {
     pub merged_gateways: Vec<(SocketAddrV4, u32)>,
     /// The filter chain is emitted twice (Istio 1.10-1.21, row 2d): Envoy rejects the listener.
     pub duplicated_chain: bool,
+    /// Locality failover at the gateway (row 5): with outlier detection in the rule istiod gives
+    /// the gateway's cluster priorities too, so it prefers the pods in its own zone. `None`: flat.
+    pub failover: Option<GatewayFailover>,
+}
+
+/// A gateway SNI cluster's locality failover, as istiod's EDS builds it for any proxy
+/// (`pilot/pkg/xds/endpoints/endpoint_builder.go@1.30.3`) when the rule has outlier detection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayFailover {
+    /// Envoy priority of each of the route's `endpoints`, in the same order (0 = the gateway's
+    /// own zone).
+    pub priorities: Vec<u32>,
+    /// Priority of the merged gateways (they carry no locality of the gateway's region).
+    pub merged_gateways_priority: u32,
+    /// The rule's outlier detection, as on the sidecars.
+    pub outlier_detection: OutlierDetection,
 }
 
 /// Everything one cluster's SNI gateway needs.
@@ -556,12 +572,14 @@ mod tests {
                     ],
                     merged_gateways: vec![],
                     duplicated_chain: false,
+                    failover: None,
                 },
                 SniRoute {
                     sni: outbound_sni(9090, BAR),
                     endpoints: vec![SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), 9090)],
                     merged_gateways: vec![],
                     duplicated_chain: false,
+                    failover: None,
                 },
             ],
             load_balancer: crate::scenario::LoadBalancer::RoundRobin,

@@ -423,7 +423,7 @@ const PREVIOUS_HOSTS_TYPE: &str =
 /// Envoy `outlier_detection` as Istio's `applyOutlierDetection` writes it: success-rate ejection
 /// off, each consecutive-error check enforced at 100 % when its count is above 0 (off at 0), and
 /// unset fields left to Envoy's defaults.
-fn outlier_detection(detection: &OutlierDetection) -> Value {
+pub(super) fn outlier_detection(detection: &OutlierDetection) -> Value {
     let mut out = json!({ "enforcing_success_rate": 0 });
     if let Some(count) = detection.consecutive_5xx {
         out["consecutive_5xx"] = json!(count);
