@@ -954,13 +954,16 @@ fn a_phase_deadline_out_of_range_is_refused_with_its_position() {
             "requests: 400",
             &format!("requests: 400\n    timeoutSeconds: {seconds}"),
         );
-        let error = scenario::parse(Path::new("edited-skew.yaml"), &format!("{world}\nphases:\n{phases}"))
+        let edited = format!("{world}\nphases:\n{phases}");
+        // The line of `timeoutSeconds` in the edited text (skew.yaml's header may grow).
+        let line = edited.lines().position(|text| text.contains("timeoutSeconds")).unwrap() + 1;
+        let error = scenario::parse(Path::new("edited-skew.yaml"), &edited)
             .unwrap_err()
             .to_string();
         assert_eq!(
             error,
             format!(
-                "edited-skew.yaml:42:{column}: phase skew-only: timeoutSeconds {seconds} is out of range: \
+                "edited-skew.yaml:{line}:{column}: phase skew-only: timeoutSeconds {seconds} is out of range: \
                  a phase deadline is 1 to 86400 seconds"
             )
         );
