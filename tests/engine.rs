@@ -1060,3 +1060,32 @@ fn the_connection_limited_note_is_printed_only_where_pooled_connections_explain_
     let summary = meshfed::report::summary(&report);
     assert!(!summary.contains("NOTE-pooled-connections"), "{summary}");
 }
+
+/// docs/fidelity.md row 6b: on 1.8-1.9 istiod emits a multi-zone remote cluster's locality groups
+/// in Go map order (sorted from 1.10, `pilot/pkg/xds/endpoint_builder.go@1.10.0`), so the report
+/// says the shares are not predictable there; on 1.10+ it says nothing.
+#[test]
+fn the_report_says_multi_zone_shares_are_unpredictable_on_1_8_and_1_9_only() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/multi-zone-weight-bug.yaml");
+    let run_at = |version: &str| {
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "    podCidr:",
+            &format!("    istioVersion: \"{version}\"\n    podCidr:"),
+        );
+        let scenario = scenario::parse(&path, &text).unwrap();
+        let mut provider = ScriptedProvider::default();
+        block_on(engine::run_scenario(
+            &mut provider,
+            &scenario,
+            Path::new("multi-zone-weight-bug.yaml"),
+            &mut |_: &str| {},
+        ))
+        .unwrap()
+    };
+    let old = run_at("1.8.6");
+    assert_eq!(old.phases[0].caveats.len(), 1, "{:?}", old.phases[0].caveats);
+    assert!(old.phases[0].caveats[0].contains("shares are not predictable on Istio 1.8.6"));
+    assert!(meshfed::report::summary(&old).contains("note: shares are not predictable"));
+    let sorted = run_at("1.10.6");
+    assert!(sorted.phases[0].caveats.is_empty(), "{:?}", sorted.phases[0].caveats);
+}
