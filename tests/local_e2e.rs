@@ -1593,6 +1593,36 @@ fn with_outlier_detection_a_gateway_keeps_calls_in_its_own_zone() {
     assert_own_run_left_nothing(&marker, without.pid);
 }
 
+/// Row 6c (`pilot/pkg/xds/ep_filters.go@1.8.0`, "dont allow cross-network endpoints for
+/// uninjected traffic"): with endpoint discovery and bar's pods without a sidecar, istiod gives
+/// cluster1's sidecar no gateway for cluster2's pods, so every call goes to the local pod and
+/// cluster2 is never reached (and none fails on a TLS connection to a pod without a sidecar).
+#[test]
+fn cross_network_discovery_leaves_out_remote_pods_without_a_sidecar() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("uninjected-remote");
+    let path = dir.0.join("uninjected-remote.yaml");
+    let text = std::fs::read_to_string(scenario("multi-zone-weight-bug.yaml"))
+        .unwrap()
+        .replace("    namespace: ns2\n", "    namespace: ns2\n    sidecar: false\n")
+        .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  destinationRule: false\n");
+    let phases = text.find("\nphases:\n").unwrap();
+    let scenario_text = format!(
+        "{}\nphases:\n  - name: to-uninjected-bar\n    from: {{ service: foo.ns1, cluster: cluster1 }}\n    to: {{ service: bar.ns2, port: http }}\n    requests: 200\n    concurrency: 2\n    connections: new-connection-per-request\n    expect:\n      successRateAtLeast: 1.0\n      clustersReached: [cluster1]\n",
+        &text[..phases]
+    );
+    std::fs::write(&path, scenario_text).unwrap();
+    let marker = unique_marker("uninjected-remote");
+    let run = run(&path, "uninjected-remote", &marker);
+    assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let phase = phase(&run, "to-uninjected-bar");
+    assert_eq!(requests_to_cluster(phase, "cluster1"), phase.measurement.attempted);
+    assert_eq!(requests_to_cluster(phase, "cluster2"), 0);
+    assert_own_run_left_nothing(&marker, run.pid);
+}
+
 /// scenarios/multi-zone-weight-bug.yaml (row 6b: `pilot/pkg/xds/ep_filters.go@1.8.0`, same shape
 /// on 1.30.2, istio/istio#56355): cluster2's three bar pods sit in two zones (zone2a: 1,
 /// zone2b: 2) and endpoint discovery programs cluster2's gateway with zone2a's weight only, so
