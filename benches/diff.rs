@@ -98,6 +98,7 @@ fn report(seed: u64, skew: f64, slowdown: u64) -> Report {
                 gateway_hops: Some(0),
                 config_rejections: Vec::new(),
                 timeline: None,
+                caveats: Vec::new(),
                 expectations: Vec::new(),
                 passed: true,
             }

@@ -476,6 +476,22 @@ async fn run_phase<P: Provider>(
         rate_per_second: phase.rate_per_second.as_ref().map(|rate| rate.value),
     };
     let predicted = predicted_shares(&world.applied.0, world.inventory, &traffic);
+    let caveats: Vec<String> = world
+        .applied
+        .0
+        .clusters
+        .iter()
+        .find(|cluster| cluster.cluster == traffic.from_cluster)
+        .and_then(|cluster| {
+            plan::version_warnings::unpredictable_shares(
+                scenario,
+                &traffic.from_cluster,
+                &traffic.to_service,
+                cluster.install.istio_version,
+            )
+        })
+        .into_iter()
+        .collect();
     let before = provider.tls_failures(&traffic.to_service).await?;
     let hops_before = provider.gateway_hops().await?;
     let (records, actions) = if phase.actions.is_empty() {
@@ -545,6 +561,7 @@ async fn run_phase<P: Provider>(
         gateway_hops,
         config_rejections,
         timeline: shows_timeline.then_some(timeline),
+        caveats,
         expectations,
     })
 }

@@ -352,6 +352,7 @@ fn built_report(scenario: &str) -> Report {
             gateway_hops: Some(0),
             config_rejections: Vec::new(),
             timeline: None,
+            caveats: Vec::new(),
             expectations: Vec::new(),
             passed: true,
         }],

@@ -954,13 +954,16 @@ fn a_phase_deadline_out_of_range_is_refused_with_its_position() {
             "requests: 400",
             &format!("requests: 400\n    timeoutSeconds: {seconds}"),
         );
-        let error = scenario::parse(Path::new("edited-skew.yaml"), &format!("{world}\nphases:\n{phases}"))
+        let edited = format!("{world}\nphases:\n{phases}");
+        // The line of `timeoutSeconds` in the edited text (skew.yaml's header may grow).
+        let line = edited.lines().position(|text| text.contains("timeoutSeconds")).unwrap() + 1;
+        let error = scenario::parse(Path::new("edited-skew.yaml"), &edited)
             .unwrap_err()
             .to_string();
         assert_eq!(
             error,
             format!(
-                "edited-skew.yaml:42:{column}: phase skew-only: timeoutSeconds {seconds} is out of range: \
+                "edited-skew.yaml:{line}:{column}: phase skew-only: timeoutSeconds {seconds} is out of range: \
                  a phase deadline is 1 to 86400 seconds"
             )
         );
@@ -1056,4 +1059,33 @@ fn the_connection_limited_note_is_printed_only_where_pooled_connections_explain_
     report.phases[pooled].measurement.request_skew.max_ratio = 1.05;
     let summary = meshfed::report::summary(&report);
     assert!(!summary.contains("NOTE-pooled-connections"), "{summary}");
+}
+
+/// docs/fidelity.md row 6b: on 1.8-1.9 istiod emits a multi-zone remote cluster's locality groups
+/// in Go map order (sorted from 1.10, `pilot/pkg/xds/endpoint_builder.go@1.10.0`), so the report
+/// says the shares are not predictable there; on 1.10+ it says nothing.
+#[test]
+fn the_report_says_multi_zone_shares_are_unpredictable_on_1_8_and_1_9_only() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/multi-zone-weight-bug.yaml");
+    let run_at = |version: &str| {
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "    podCidr:",
+            &format!("    istioVersion: \"{version}\"\n    podCidr:"),
+        );
+        let scenario = scenario::parse(&path, &text).unwrap();
+        let mut provider = ScriptedProvider::default();
+        block_on(engine::run_scenario(
+            &mut provider,
+            &scenario,
+            Path::new("multi-zone-weight-bug.yaml"),
+            &mut |_: &str| {},
+        ))
+        .unwrap()
+    };
+    let old = run_at("1.8.6");
+    assert_eq!(old.phases[0].caveats.len(), 1, "{:?}", old.phases[0].caveats);
+    assert!(old.phases[0].caveats[0].contains("shares are not predictable on Istio 1.8.6"));
+    assert!(meshfed::report::summary(&old).contains("note: shares are not predictable"));
+    let sorted = run_at("1.10.6");
+    assert!(sorted.phases[0].caveats.is_empty(), "{:?}", sorted.phases[0].caveats);
 }

@@ -12,9 +12,9 @@ use std::process::Command;
 
 use meshfed::provider::local::envoy_binary::find_envoy;
 use meshfed::provider::local::envoy_config::{
-    CertPaths, GATEWAY_PORT, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort,
-    OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, XdsResources, gateway_resources,
-    outbound_sni, sidecar_resources, static_bootstrap,
+    CertPaths, CircuitBreaker, GATEWAY_PORT, GatewayFailover, GatewaySpec, InboundMtls, InboundPort, LbEndpoint,
+    Locality, OutboundPort, OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, XdsResources,
+    gateway_resources, outbound_sni, sidecar_resources, static_bootstrap,
 };
 use meshfed::scenario::LoadBalancer;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
@@ -91,6 +91,7 @@ fn sidecar(certs: CertPaths) -> SidecarSpec {
             interval_millis: Some(250),
             base_ejection_millis: Some(30_000),
             max_ejection_percent: Some(100),
+            envoy_panic_threshold: false,
         }),
         retry_policy: (port == 80).then(|| RetryPolicy {
             num_retries: 3,
@@ -100,6 +101,12 @@ fn sidecar(certs: CertPaths) -> SidecarSpec {
         }),
         timeout_millis: (port == 80).then_some(5_000),
         l4_only: false,
+        // Istio's circuit breaker (1.4+) and locality weights (1.12-1.23 by default) on port 80.
+        circuit_breaker: CircuitBreaker {
+            max_retries: u32::MAX,
+            max_requests: (port == 80).then_some(u32::MAX),
+        },
+        locality_weighted: port == 80,
     };
     let permissive = InboundMtls::Permissive {
         istio_alpn: vec!["istio-http/1.1".into(), "istio".into()],
@@ -151,6 +158,15 @@ fn gateway() -> GatewaySpec {
                 endpoints: vec![SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), port)],
                 merged_gateways: vec![(SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 12), GATEWAY_PORT), 3)],
                 duplicated_chain: false,
+                // Port 80's cluster carries the gateway's locality failover, so Envoy validates it.
+                failover: (port == 80).then(|| GatewayFailover {
+                    priorities: vec![1],
+                    merged_gateways_priority: 2,
+                    outlier_detection: OutlierDetection {
+                        consecutive_gateway_failure: Some(1),
+                        ..OutlierDetection::default()
+                    },
+                }),
             })
             .collect(),
         load_balancer: LoadBalancer::LeastRequest,

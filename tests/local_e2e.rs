@@ -1291,7 +1291,7 @@ fn pods_answering_in(phase: &PhaseReport, cluster: &str) -> Vec<String> {
 }
 
 /// scenarios/permissive.yaml: PERMISSIVE lets a sidecar-less caller through in plain text, STRICT
-/// refuses it; without the DestinationRule, Istio 1.5 (no auto-mTLS) sends plain text and the
+/// refuses it; without the DestinationRule, Istio 1.4 (no auto-mTLS) sends plain text and the
 /// default version's auto-mTLS keeps the call mutual.
 #[test]
 fn permissive_accepts_a_caller_without_sidecar_in_plain_text_and_strict_refuses_it() {
@@ -1312,7 +1312,7 @@ fn permissive_accepts_a_caller_without_sidecar_in_plain_text_and_strict_refuses_
     assert_eq!(
         (old.measurement.success_rate, old.measurement.mtls_rate),
         (1.0, 0.0),
-        "Istio 1.5 without the DestinationRule sends plain text"
+        "Istio 1.4 without the DestinationRule sends plain text"
     );
     assert_eq!(old.measurement.plaintext_calls, old.measurement.attempted);
     let auto = phase(&run, "no-destination-rule-with-auto-mtls");
@@ -1505,6 +1505,127 @@ fn with_outlier_detection_callers_stay_local_or_fail_over_to_the_nearest_region(
         spread.measurement.pods
     );
     assert_own_run_left_nothing(&marker, control.pid);
+}
+
+/// bar only in cluster2, its three pods over two zones (bar-0 and bar-2 in zone2a, the gateway's
+/// zone; bar-1 in zone2b), outlier detection in the rule.
+const GATEWAY_IN_ZONE2A_WITH_A_POD_IN_ZONE2B: &str = "\
+name: gateway-locality
+clusters:
+  - name: cluster1
+    region: region1
+    zone: zone1a
+    podCidr: 10.10.0.0/16
+    serviceCidr: 10.96.0.0/16
+  - name: cluster2
+    region: region2
+    zone: zone2a
+    zones: [zone2a, zone2b]
+    podCidr: 10.20.0.0/16
+    serviceCidr: 10.97.0.0/16
+services:
+  - name: foo
+    namespace: ns1
+    ports:
+      - { name: http, number: 80, protocol: http }
+    replicas: { cluster1: 1 }
+  - name: bar
+    namespace: ns2
+    ports:
+      - { name: http, number: 80, protocol: http }
+    replicas: { cluster2: 3 }
+federation:
+  mode: serviceentry
+  locality: true
+  outlierDetection: true
+phases:
+  - name: through-the-zone2a-gateway
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 300
+    concurrency: 2
+    connections: new-connection-per-request
+    expect:
+      successRateAtLeast: 1.0
+";
+
+/// Row 5 at gateways (issue 17 point 6; `pilot/pkg/xds/endpoints/endpoint_builder.go@1.30.3`
+/// builds failover priorities for any proxy): with outlier detection, calls entering cluster2's
+/// gateway (zone2a) go to the pods in its zone only; without it the zone2b pod gets its share.
+#[test]
+fn with_outlier_detection_a_gateway_keeps_calls_in_its_own_zone() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("gateway-locality");
+    let path = dir.0.join("gateway-locality.yaml");
+    std::fs::write(&path, GATEWAY_IN_ZONE2A_WITH_A_POD_IN_ZONE2B).unwrap();
+    let requests_to = |phase: &PhaseReport, pod: &str| {
+        phase
+            .measurement
+            .pods
+            .iter()
+            .find(|load| load.pod == pod)
+            .map_or(0, |load| load.requests)
+    };
+    let marker = unique_marker("gateway-locality");
+    let with = run(&path, "gateway-locality", &marker);
+    assert_eq!(with.code, Some(0), "stdout:\n{}\nstderr:\n{}", with.stdout, with.stderr);
+    let kept = phase(&with, "through-the-zone2a-gateway");
+    assert_eq!(requests_to(kept, "bar-1"), 0, "{:?}", kept.measurement.pods);
+    assert!(requests_to(kept, "bar-0") > 0 && requests_to(kept, "bar-2") > 0);
+    assert_own_run_left_nothing(&marker, with.pid);
+
+    let control = dir.0.join("no-outlier-detection.yaml");
+    std::fs::write(
+        &control,
+        GATEWAY_IN_ZONE2A_WITH_A_POD_IN_ZONE2B.replace("  outlierDetection: true\n", ""),
+    )
+    .unwrap();
+    let marker = unique_marker("gateway-locality-control");
+    let without = run(&control, "gateway-locality-control", &marker);
+    let spread = phase(&without, "through-the-zone2a-gateway");
+    assert!(
+        requests_to(spread, "bar-1") > 0,
+        "without outlier detection the gateway's cluster is flat: {:?}",
+        spread.measurement.pods
+    );
+    assert_own_run_left_nothing(&marker, without.pid);
+}
+
+/// Row 6c (`pilot/pkg/xds/ep_filters.go@1.8.0`, "dont allow cross-network endpoints for
+/// uninjected traffic"): with endpoint discovery and bar's pods without a sidecar, istiod gives
+/// cluster1's sidecar no gateway for cluster2's pods, so every call goes to the local pod and
+/// cluster2 is never reached (and none fails on a TLS connection to a pod without a sidecar).
+#[test]
+fn cross_network_discovery_leaves_out_remote_pods_without_a_sidecar() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("uninjected-remote");
+    let path = dir.0.join("uninjected-remote.yaml");
+    let text = std::fs::read_to_string(scenario("multi-zone-weight-bug.yaml"))
+        .unwrap()
+        .replace("    namespace: ns2\n", "    namespace: ns2\n    sidecar: false\n")
+        // No retries: Istio's default retries would hide a call sent to the gateway by retrying it
+        // on the local pod.
+        .replace(
+            "  mtls: PERMISSIVE\n",
+            "  mtls: PERMISSIVE\n  destinationRule: false\n  retries: { attempts: 0 }\n",
+        );
+    let phases = text.find("\nphases:\n").unwrap();
+    let scenario_text = format!(
+        "{}\nphases:\n  - name: to-uninjected-bar\n    from: {{ service: foo.ns1, cluster: cluster1 }}\n    to: {{ service: bar.ns2, port: http }}\n    requests: 200\n    concurrency: 2\n    connections: new-connection-per-request\n    expect:\n      successRateAtLeast: 1.0\n      clustersReached: [cluster1]\n",
+        &text[..phases]
+    );
+    std::fs::write(&path, scenario_text).unwrap();
+    let marker = unique_marker("uninjected-remote");
+    let run = run(&path, "uninjected-remote", &marker);
+    assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    let phase = phase(&run, "to-uninjected-bar");
+    assert_eq!(requests_to_cluster(phase, "cluster1"), phase.measurement.attempted);
+    assert_eq!(requests_to_cluster(phase, "cluster2"), 0);
+    assert_own_run_left_nothing(&marker, run.pid);
 }
 
 /// scenarios/multi-zone-weight-bug.yaml (row 6b: `pilot/pkg/xds/ep_filters.go@1.8.0`, same shape

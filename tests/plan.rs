@@ -416,11 +416,16 @@ fn without_the_destination_rule_and_traffic_policy_no_destination_rule_is_planne
         .flat_map(|cluster| cluster.objects.iter())
         .filter_map(|object| match object {
             Object::PeerAuthentication(policy) => Some(policy.spec.mtls.mode.clone()),
+            Object::MeshPolicy(policy) => policy.spec.peers.first().map(|peer| peer.mtls.mode.clone()),
             _ => None,
         })
         .collect();
-    assert_eq!(modes, ["PERMISSIVE", "STRICT"], "each cluster's own mode");
-    assert_eq!(plan.clusters[0].install.istio_version.to_string(), "1.5.10");
+    assert_eq!(
+        modes,
+        ["PERMISSIVE", "STRICT"],
+        "each cluster's own mode (1.4: MeshPolicy)"
+    );
+    assert_eq!(plan.clusters[0].install.istio_version.to_string(), "1.4.10");
     assert_eq!(plan.clusters[1].install.istio_version.to_string(), "1.30.3");
 }
 
@@ -445,7 +450,25 @@ fn the_plan_warns_about_gateway_bugs_only_on_affected_versions() {
         twenty[0].message.contains("rejects the gateway's whole 15443 listener"),
         "{twenty:?}"
     );
-    assert!(at("1.4.6").is_empty());
+    // Row 2b starts at 1.1 (registry shards merge, pilot/pkg/proxy/envoy/v2/eds.go@1.1.0) and, from
+    // the 1.8.6/1.9.5 security fix, needs the ISTIO_MUTUAL rule (pilot/pkg/xds/endpoint_builder.go@1.8.6).
+    let four = at("1.4.6");
+    assert_eq!(four.len(), 2, "{four:?}");
+    assert!(four[0].message.contains("bounce between gateways"), "{four:?}");
+    let without_rule = |version: &str| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(
+                "    podCidr:",
+                &format!("    istioVersion: \"{version}\"\n    podCidr:"),
+            )
+            .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  destinationRule: false\n");
+        let scenario = scenario::parse(&path, &text).unwrap();
+        plan::plan(&scenario, &inventory_with_gateways(&scenario)).warnings
+    };
+    assert_eq!(without_rule("1.8.5").len(), 2);
+    assert!(without_rule("1.8.6").is_empty(), "{:?}", without_rule("1.8.6"));
     assert!(at("1.22.8").is_empty());
     assert!(at("1.30.3").is_empty());
     let seed = scenario_file("seed.yaml");

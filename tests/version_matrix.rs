@@ -84,7 +84,7 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// docs/fidelity.md 2b: from 1.5 to 1.18 a gateway's passthrough cluster for a host with a
+/// docs/fidelity.md 2b: from 1.1 to 1.18 a gateway's passthrough cluster for a host with a
 /// same-host ServiceEntry also holds the other clusters' gateways, so connections bounce between
 /// gateways; from 1.19 it holds local pods only. gateway-loop.yaml counts the hops.
 #[test]
@@ -136,6 +136,90 @@ fn the_gateway_bounce_fixed_after_istio_1_18_shows_up_in_the_version_matrix_diff
         "{stderr}"
     );
     assert!(!stderr.contains("checks failed"), "both runs passed: {stderr}");
+}
+
+/// The local pod's share of a phase in `<reports>/<version>/report.json`, and the requests it
+/// was measured over.
+fn local_share(reports: &Path, version: &str, phase: &str) -> (f64, u64) {
+    let text = std::fs::read_to_string(reports.join(version).join("report.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let phase = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|candidate| candidate["name"] == phase)
+        .unwrap_or_else(|| panic!("{version}: no phase {phase}"));
+    let pods = phase["measurement"]["pods"].as_array().unwrap();
+    let requests: u64 = pods.iter().map(|pod| pod["requests"].as_u64().unwrap()).sum();
+    let local: u64 = pods
+        .iter()
+        .filter(|pod| pod["cluster"] == "cluster1")
+        .map(|pod| pod["requests"].as_u64().unwrap())
+        .sum();
+    (local as f64 / requests.max(1) as f64, requests)
+}
+
+/// docs/fidelity.md row 5 (locality weights): 1.12-1.23 set `locality_weighted_lb_config` by
+/// default (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.12.0`), 1.24+ only on request
+/// (`pilot/pkg/networking/core/cluster_traffic_policy.go@1.24.0`, istio/istio#52898). In
+/// scenarios/locality-weights.yaml (local pod weight 1, gateway weight 3, remote replies 30 ms
+/// slower, concurrency 4) 1.23 keeps the local pod at the weights' 25 % and 1.30's LEAST_REQUEST
+/// favours it; the matrix's chi-square flags the split at the default alpha in each of three
+/// repetitions.
+#[test]
+fn locality_weights_keep_the_split_on_1_23_and_1_30_favours_the_local_pod_in_the_matrix() {
+    const TEST: &str = "locality_weights_keep_the_split_on_1_23_and_1_30_favours_the_local_pod_in_the_matrix";
+    const PHASE: &str = "overlapping-requests-with-a-slower-remote";
+    if !local_provider_available() {
+        return;
+    }
+    let scenario = scenario("locality-weights.yaml");
+    for repetition in 1..=3 {
+        let reports = TempDir::new(&format!("{TEST}-{repetition}"));
+        let output = meshfed(
+            TEST,
+            &[
+                "run",
+                scenario.to_str().unwrap(),
+                "--istio-version",
+                "1.23.6",
+                "--istio-version",
+                "1.30.3",
+                "--report-dir",
+                reports.0.to_str().unwrap(),
+            ],
+        );
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "repetition {repetition}: a flagged difference exits 1:\n{stdout}\n{stderr}"
+        );
+        assert!(!stderr.contains("checks failed"), "both runs passed: {stderr}");
+        let (weighted, requests) = local_share(&reports.0, "1.23.6", PHASE);
+        // Three standard errors of a 25 % share over the phase's requests.
+        let bound = 3.0 * (0.25 * 0.75 / requests as f64).sqrt();
+        assert!(
+            (weighted - 0.25).abs() <= bound,
+            "repetition {repetition}: 1.23 keeps the local pod at the weights' 25 % (within {bound:.3}): {weighted:.3}"
+        );
+        let (favoured, _) = local_share(&reports.0, "1.30.3", PHASE);
+        assert!(
+            favoured > 0.25 + bound,
+            "repetition {repetition}: 1.30 favours the local pod: {favoured:.3}"
+        );
+        let flagged = stdout
+            .lines()
+            .find(|line| line.contains("shares by") && line.contains("chi-square"))
+            .unwrap_or_else(|| panic!("repetition {repetition}: the matrix tests the shares:\n{stdout}"));
+        assert!(
+            stdout.contains("[crossed: share tolerance"),
+            "repetition {repetition}: the share change is flagged at the default alpha ({flagged}):\n{stdout}"
+        );
+        eprintln!(
+            "MEASURED repetition {repetition}: local share 1.23.6 {weighted:.3}, 1.30.3 {favoured:.3} over {requests} requests; {flagged}"
+        );
+    }
 }
 
 #[test]

@@ -96,6 +96,7 @@ fn phase(name: &str, records: &Records, expected: &[ExpectedPod]) -> PhaseReport
         gateway_hops: Some(0),
         config_rejections: Vec::new(),
         timeline: None,
+        caveats: Vec::new(),
         expectations: vec![ExpectationResult {
             key: "mtlsRateAtLeast".into(),
             expectation: "mtls_rate >=".into(),

@@ -8,6 +8,7 @@ mod render;
 mod resilience;
 pub mod support_matrix;
 pub mod upgrade_rules;
+pub mod version_warnings;
 pub mod versions;
 
 use std::collections::BTreeMap;
@@ -225,7 +226,8 @@ pub fn plan_with(scenario: &Scenario, inventory: &Inventory, settings: TrafficSe
         .filter(|cluster| !cluster.joins_later || inventory.clusters.contains_key(&cluster.name.value))
         .map(|cluster| planner.cluster_plan(&cluster.name.value))
         .collect();
-    let warnings = planner.mk_warnings();
+    let mut warnings = planner.mk_warnings();
+    warnings.extend(planner.mk_ignored_field_warnings());
     Plan { clusters, warnings }
 }
 
@@ -276,6 +278,19 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Rows 5b, 5d and 7b of docs/fidelity.md: fields of the plan's DestinationRule each cluster's
+    /// version ignores.
+    fn mk_ignored_field_warnings(&self) -> Vec<PlanWarning> {
+        self.scenario
+            .clusters
+            .iter()
+            .flat_map(|cluster| {
+                let name = cluster.name.value.as_str();
+                version_warnings::ignored_field_warnings(self.scenario, name, self.install_values(name).istio_version)
+            })
+            .collect()
+    }
+
     /// Rows 2b and 2d of docs/fidelity.md: a cluster with pods of a service and a ServiceEntry for
     /// the same host (because other clusters have pods too) meets a gateway bug on some versions.
     fn mk_warnings(&self) -> Vec<PlanWarning> {
@@ -299,11 +314,14 @@ impl<'a> Planner<'a> {
                          and a ServiceEntry, and Envoy rejects the gateway's whole 15443 listener (istio/istio#44356): \
                          upgrade to 1.22+, or use the *.global host + tcp_cluster_rewrite form the pre-1.8 docs used"
                     )
-                } else if behaviour.gateway_merges_service_entry_endpoints() {
+                } else if behaviour.gateway_merges_service_entry_endpoints()
+                    && (self.scenario.federation.destination_rule || !behaviour.gateway_merge_needs_istio_mutual_rule())
+                {
                     format!(
-                        "Istio {version} (1.5-1.18) merges the same-host ServiceEntry's endpoints (other clusters' gateways) \
-                         into the gateway's passthrough cluster, so connections can bounce between gateways: upgrade to \
-                         1.19+, or use the *.global host + tcp_cluster_rewrite form the pre-1.8 docs used"
+                        "Istio {version} (1.1-1.18; from 1.8.6/1.9.5 with an ISTIO_MUTUAL DestinationRule) merges the \
+                         same-host ServiceEntry's endpoints (other clusters' gateways) into the gateway's passthrough \
+                         cluster, so connections can bounce between gateways: upgrade to 1.19+, or use the *.global \
+                         host + tcp_cluster_rewrite form the pre-1.8 docs used"
                     )
                 } else {
                     continue;

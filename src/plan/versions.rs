@@ -27,11 +27,12 @@ impl IstioBehaviour {
     }
 
     /// Whether sidecars originate mTLS without a DestinationRule, to endpoints labelled
-    /// `tlsMode: istio` (auto-mTLS). Off by default in 1.4 and 1.5, on from 1.6
-    /// (`enableAutoMtls` in `manifests/charts/istio-control/istio-discovery/values.yaml@1.6.0`;
+    /// `tlsMode: istio` (auto-mTLS). Off by default up to 1.4 (`global.mtls.auto: false` in
+    /// `install/kubernetes/helm/istio/values.yaml@1.4.10`), on from 1.5 (`mtls.auto: true` in
+    /// `operator/data/profiles/default.yaml@1.5.0` and `manifests/global.yaml@1.5.0`;
     /// `pilot/pkg/networking/core/v1alpha3/cluster.go@1.6.0` `transport_socket_matches`).
     pub fn auto_mtls(self) -> bool {
-        self.at_least(6)
+        self.at_least(5)
     }
 
     /// ALPN a client sidecar offers on mTLS to an upstream sidecar. 1.4 and older: `istio` (plus
@@ -68,11 +69,104 @@ impl IstioBehaviour {
 
     /// Whether a sidecar route without VirtualService `retries` gets Istio's default retry policy
     /// (2 retries on connect failure, refused stream, unavailable, cancelled and 503, preferring
-    /// other hosts): from 1.2, whose 1.2.1 notes let `attempts: 0` turn it off
-    /// (`pilot/pkg/networking/core/route/retry/retry.go@1.30`). Earlier versions are not emulated
-    /// with retries.
+    /// other hosts): every emulated version, from 1.1 (`BuildDefaultHTTPOutboundRoute` sets
+    /// `retry.DefaultPolicy()`, `pilot/pkg/networking/core/v1alpha3/route/route.go@1.1.0`); the
+    /// 1.2.1 notes let `attempts: 0` turn it off (`pilot/pkg/networking/core/route/retry/retry.go@1.30.3`).
     pub fn default_retries(self) -> bool {
-        self.at_least(2)
+        self.at_least(1)
+    }
+
+    /// The cluster circuit breaker's `max_retries` istiod writes when the DestinationRule sets
+    /// none: 1024 up to 1.3 (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.3.0`), `MaxUint32`
+    /// from 1.4 (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.4.0`,
+    /// `pilot/pkg/networking/core/cluster_traffic_policy.go@1.30.3`). Envoy's own default, 3,
+    /// would drop retries under concurrency.
+    pub fn circuit_breaker_max_retries(self) -> u32 {
+        if self.at_least(4) { u32::MAX } else { 1024 }
+    }
+
+    /// Whether istiod also lifts the circuit breaker's `max_requests`, `max_connections` and
+    /// `max_pending_requests` to `MaxUint32` (from 1.4, `pilot/pkg/networking/core/v1alpha3/cluster.go@1.4.0`;
+    /// before, Envoy's 1024 each).
+    pub fn circuit_breaker_unlimited(self) -> bool {
+        self.at_least(4)
+    }
+
+    /// Whether a cluster's `common_lb_config` gets `locality_weighted_lb_config`, so Envoy first
+    /// picks a locality by its weight (the sum of its endpoints' weights) and only then an endpoint
+    /// with the load balancer (which then cannot favour a faster locality):
+    /// - 1.1–1.8: with outlier detection, locality load balancing being on
+    ///   (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.8.0` `applyLoadBalancer`);
+    /// - 1.9–1.11: with a `localityLbSetting.failover` (or `distribute`) in the rule
+    ///   (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.11.0`);
+    /// - 1.12–1.23: always, because the mesh default (`pkg/config/mesh/mesh.go@1.12.0`,
+    ///   `LocalityLbSetting{Enabled: true}`) is a locality setting
+    ///   (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.12.0`,
+    ///   `pilot/pkg/networking/core/cluster_traffic_policy.go@1.23.0`);
+    /// - 1.24+: with outlier detection and a failover rule only; `ENABLE_LOCALITY_WEIGHTED_LB_CONFIG`
+    ///   (default false) makes it opt-in, istio/istio#52898
+    ///   (`pilot/pkg/networking/core/cluster_traffic_policy.go@1.24.0` `applyLocalityLoadBalancer`).
+    pub fn locality_weighted_lb(self, outlier_detection: bool, failover_rule: bool) -> bool {
+        if self.at_least(24) {
+            outlier_detection && failover_rule
+        } else if self.at_least(12) {
+            true
+        } else if self.at_least(9) {
+            failover_rule
+        } else {
+            outlier_detection && self.locality_lb_by_default()
+        }
+    }
+
+    /// Whether locality load balancing (failover priorities) is on without configuration: from
+    /// 1.3 (`localityLbSetting: { enabled: true }` in `install/kubernetes/helm/istio/values.yaml@1.3.0`);
+    /// 1.1 and 1.2 need `PILOT_ENABLE_LOCALITY_LOAD_BALANCING` on istiod
+    /// (`pilot.EnableLocalityLoadBalancing()` in `pilot/pkg/proxy/envoy/v2/eds.go@1.2.0`), which
+    /// meshfed's install does not set.
+    pub fn locality_lb_by_default(self) -> bool {
+        self.at_least(3)
+    }
+
+    /// Whether istiod reads a DestinationRule's `trafficPolicy.loadBalancer.localityLbSetting`
+    /// (from 1.5, `pilot/pkg/networking/core/v1alpha3/cluster.go@1.5.0`; before, only the mesh
+    /// config's): older versions ignore the field meshfed writes.
+    pub fn destination_rule_locality_lb_setting(self) -> bool {
+        self.at_least(5)
+    }
+
+    /// Whether istiod reads `connectionPool.http.h2UpgradePolicy` (from 1.6, istio/istio#21809);
+    /// older versions ignore it and keep HTTP/1.1 on `http` ports.
+    pub fn h2_upgrade_policy(self) -> bool {
+        self.at_least(6)
+    }
+
+    /// Whether `outlierDetection.consecutive5xxErrors` and `consecutiveGatewayErrors` exist (from
+    /// 1.5, `pilot/pkg/networking/core/v1alpha3/cluster.go@1.5.0`; 1.1–1.4 have only
+    /// `consecutiveErrors`, so istiod ignores the newer fields and Envoy keeps its defaults).
+    pub fn outlier_detection_5xx_and_gateway_errors(self) -> bool {
+        self.at_least(5)
+    }
+
+    /// Whether istiod sets the cluster's healthy panic threshold from `minHealthPercent` (0 by
+    /// default) when outlier detection is on: from 1.3; 1.1 and 1.2 leave Envoy's 50 %
+    /// (`pilot/pkg/networking/core/v1alpha3/cluster.go@1.3.0` `applyOutlierDetection`).
+    pub fn outlier_panic_threshold_zero(self) -> bool {
+        self.at_least(3)
+    }
+
+    /// Whether split-horizon EDS emits a remote network's locality groups in Go map order (1.8 and
+    /// 1.9), so which zone's weight survives istio/istio#56355 changes from push to push; sorted
+    /// from 1.10 (`pilot/pkg/xds/endpoint_builder.go@1.10.0`).
+    pub fn locality_groups_in_map_order(self) -> bool {
+        self.at_least(8) && !self.at_least(10)
+    }
+
+    /// Whether cross-network (split-horizon) EDS drops a remote endpoint whose `tlsMode` is not
+    /// `istio` (a pod without a sidecar), so the gateway's weight counts only remote pods with a
+    /// sidecar ("dont allow cross-network endpoints for uninjected traffic",
+    /// `pilot/pkg/xds/ep_filters.go@1.8.0`). Every version that has endpoint discovery.
+    pub fn cross_network_drops_uninjected_endpoints(self) -> bool {
+        true
     }
 
     /// Load-balancing policy when no DestinationRule sets one: ROUND_ROBIN before 1.14,
@@ -87,11 +181,30 @@ impl IstioBehaviour {
     }
 
     /// Whether the gateway's AUTO_PASSTHROUGH SNI cluster also holds a same-host ServiceEntry's
-    /// endpoints (other clusters' gateways), so connections can bounce between gateways: 1.5 to
-    /// 1.18 (`pilot/pkg/xds/endpoint_builder.go@1.14.6` merges the registries' shards; PR #45230
-    /// in 1.19 made the gateway check endpoint tlsMode, `pilot/pkg/networking/core/v1alpha3/mtls_checker.go`).
+    /// endpoints (other clusters' gateways), so connections can bounce between gateways: 1.1 to
+    /// 1.18, because EDS merges the registries' shards of one hostname (`pilot/pkg/proxy/envoy/v2/eds.go@1.1.0`,
+    /// `pilot/pkg/xds/endpoint_builder.go@1.14.6`); from 1.8.6 and 1.9.5 only when an ISTIO_MUTUAL
+    /// rule applies ([`Self::gateway_merge_needs_istio_mutual_rule`]); 1.19 checks the endpoint's
+    /// tlsMode (PR #45230, `pilot/pkg/xds/mtls_checker.go@1.19.0`) and drops it.
     pub fn gateway_merges_service_entry_endpoints(self) -> bool {
-        self.at_least(5) && !self.at_least(19)
+        !self.at_least(19)
+    }
+
+    /// Whether the gateway keeps a same-host ServiceEntry endpoint only when a DestinationRule with
+    /// `ISTIO_MUTUAL` applies to the host (`EndpointsWithMTLSFilter`, which the AUTO_PASSTHROUGH
+    /// gateway applies from the security cherry-pick in 1.8.6 and 1.9.5, and in every 1.10+:
+    /// `pilot/pkg/xds/endpoint_builder.go@1.8.6`, `pilot/pkg/xds/mtls_checker.go@1.18.0`). 1.1–1.8.5
+    /// and 1.9.0–1.9.4 keep it whatever the rule says.
+    pub fn gateway_merge_needs_istio_mutual_rule(self) -> bool {
+        self.per_service_passthrough_security_fix()
+    }
+
+    /// Whether a version carries the AUTO_PASSTHROUGH security fix (per-service chains, mTLS
+    /// endpoint filter at the gateway): 1.8.6+, 1.9.5+ and every 1.10+ (istio/istio#32840 and its
+    /// cherry-picks).
+    fn per_service_passthrough_security_fix(self) -> bool {
+        let IstioVersion { minor, patch, .. } = self.version;
+        self.at_least(10) || (minor == 9 && patch >= 5) || (minor == 8 && patch >= 6)
     }
 
     /// Whether the gateway's 15443 listener gets two identical filter chains for a hostname that
@@ -103,10 +216,11 @@ impl IstioBehaviour {
     }
 
     /// Whether the AUTO_PASSTHROUGH listener has one chain per service port with exact SNI and
-    /// Istio mTLS ALPN (1.10+) instead of one `sni_cluster` chain for the Gateway's hosts
-    /// (`pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`).
+    /// Istio mTLS ALPN instead of one `sni_cluster` chain for the Gateway's hosts: from 1.8.6,
+    /// 1.9.5 and 1.10 (`builtAutoPassthroughFilterChains`, `pilot/pkg/networking/core/v1alpha3/gateway.go@1.8.6`,
+    /// `pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`).
     pub fn gateway_chain_per_service_port(self) -> bool {
-        self.at_least(10)
+        self.per_service_passthrough_security_fix()
     }
 
     /// Whether endpoint-discovery (split-horizon) EDS programs a remote network's gateway with the
@@ -140,10 +254,37 @@ mod tests {
         IstioBehaviour::of(IstioVersion::new(1, minor, 0))
     }
 
+    fn patch(minor: u32, patch: u32) -> IstioBehaviour {
+        IstioBehaviour::of(IstioVersion::new(1, minor, patch))
+    }
+
     #[test]
-    fn auto_mtls_starts_at_1_6() {
-        assert!(!at(5).auto_mtls());
-        assert!(at(6).auto_mtls());
+    fn auto_mtls_starts_at_1_5() {
+        assert!(!patch(4, 10).auto_mtls());
+        assert!(at(5).auto_mtls());
+    }
+
+    #[test]
+    fn per_service_chains_and_the_gateway_mtls_filter_come_with_the_1_8_6_and_1_9_5_cherry_picks() {
+        for (minor, fixed_from) in [(8, 6), (9, 5)] {
+            assert!(!patch(minor, fixed_from - 1).gateway_chain_per_service_port());
+            assert!(patch(minor, fixed_from).gateway_chain_per_service_port());
+            assert!(!patch(minor, fixed_from - 1).gateway_merge_needs_istio_mutual_rule());
+            assert!(patch(minor, fixed_from).gateway_merge_needs_istio_mutual_rule());
+        }
+        assert!(!patch(7, 8).gateway_chain_per_service_port());
+        assert!(at(10).gateway_chain_per_service_port());
+    }
+
+    #[test]
+    fn locality_weighting_is_on_by_default_from_1_12_to_1_23() {
+        let by_default: Vec<u32> = (1..=30)
+            .filter(|minor| at(*minor).locality_weighted_lb(false, false))
+            .collect();
+        assert_eq!(by_default, (12..=23).collect::<Vec<_>>());
+        assert!(at(24).locality_weighted_lb(true, true) && !at(24).locality_weighted_lb(true, false));
+        assert!(at(10).locality_weighted_lb(false, true));
+        assert!(at(8).locality_weighted_lb(true, false) && !at(2).locality_weighted_lb(true, false));
     }
 
     #[test]
@@ -151,7 +292,7 @@ mod tests {
         let merges: Vec<u32> = (4..=30)
             .filter(|minor| at(*minor).gateway_merges_service_entry_endpoints())
             .collect();
-        assert_eq!(merges, (5..=18).collect::<Vec<_>>());
+        assert_eq!(merges, (4..=18).collect::<Vec<_>>());
         let duplicates: Vec<u32> = (4..=30)
             .filter(|minor| at(*minor).gateway_duplicates_passthrough_chains())
             .collect();

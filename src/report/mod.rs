@@ -126,7 +126,7 @@ pub struct PhaseReport {
     /// Growth of the server-side TLS failure counters during the phase.
     pub tls_failures: TlsFailures,
     /// Connections gateways opened to other gateways during the phase (a same-host ServiceEntry
-    /// merged into the gateway's passthrough cluster: Istio 1.5-1.18); absent when the provider
+    /// merged into the gateway's passthrough cluster: Istio 1.1-1.18); absent when the provider
     /// cannot count them.
     #[serde(default)]
     pub gateway_hops: Option<u64>,
@@ -138,6 +138,10 @@ pub struct PhaseReport {
     /// actions or change expectations.
     #[serde(default)]
     pub timeline: Option<Timeline>,
+    /// What the emulated Istio version makes unpredictable about this phase's shares (e.g. the
+    /// 1.8-1.9 multi-zone gateway weight, docs/fidelity.md row 6b); absent when nothing is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caveats: Vec<String>,
     /// Every expectation, judged.
     pub expectations: Vec<ExpectationResult>,
     /// All expectations held.

@@ -196,6 +196,9 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
     for rejection in &phase.config_rejections {
         let _ = writeln!(out, "  config rejected: {rejection}");
     }
+    for caveat in &phase.caveats {
+        let _ = writeln!(out, "  note: {caveat}");
+    }
     if let Some(timeline) = &phase.timeline {
         timeline_summary(out, timeline);
     }

@@ -263,7 +263,7 @@ pub struct Federation {
     #[serde(default)]
     pub mtls: MtlsMode,
     /// Whether the plan has the seed's `*.local` DestinationRule with `tls: ISTIO_MUTUAL` (default
-    /// true). Without it, sidecars originate mTLS only where the Istio version has auto-mTLS (1.6+).
+    /// true). Without it, sidecars originate mTLS only where the Istio version has auto-mTLS (on by default from 1.5).
     #[serde(default = "default_true")]
     pub destination_rule: bool,
     /// `trafficPolicy.loadBalancer.simple` for every service; absent = the version's default

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::envoy_config::{
-    CertPaths, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality, OutboundPort, OutlierDetection, Protocol,
-    RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, outbound_sni,
+    CertPaths, CircuitBreaker, GatewayFailover, GatewaySpec, InboundMtls, InboundPort, LbEndpoint, Locality,
+    OutboundPort, OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, outbound_sni,
 };
 use super::topology::{ClusterTopology, PodTopology, Topology};
 use crate::pki::spiffe_id;
@@ -254,15 +254,24 @@ fn endpoints_for(
         }
     }
     endpoints.extend(discovered_remote_endpoints(topology, plan, service));
+    let behaviour = IstioBehaviour::of(plan.install.istio_version);
     let policy = destination_rule_for(plan, &service.host);
-    if policy.is_some_and(|p| p.outlier_detection.is_some()) {
-        let failover = policy
-            .and_then(|p| p.load_balancer.as_ref())
-            .and_then(|lb| lb.locality_lb_setting.as_ref())
-            .map_or(&[][..], |setting| setting.failover.as_slice());
-        apply_locality_failover(&local_locality, &mut endpoints, failover);
+    if policy.is_some_and(|p| p.outlier_detection.is_some()) && behaviour.locality_lb_by_default() {
+        apply_locality_failover(&local_locality, &mut endpoints, failover_rules(plan, &service.host));
     }
     endpoints
+}
+
+/// The DestinationRule's `localityLbSetting.failover` rules for `host`, as the cluster's istiod
+/// reads them: versions before 1.5 ignore the rule's `localityLbSetting` (row 5d).
+fn failover_rules<'a>(plan: &'a ClusterPlan, host: &str) -> &'a [LocalityFailover] {
+    if !IstioBehaviour::of(plan.install.istio_version).destination_rule_locality_lb_setting() {
+        return &[];
+    }
+    destination_rule_for(plan, host)
+        .and_then(|p| p.load_balancer.as_ref())
+        .and_then(|lb| lb.locality_lb_setting.as_ref())
+        .map_or(&[][..], |setting| setting.failover.as_slice())
 }
 
 /// Remote clusters this cluster discovers endpoints from: those it has a remote secret for.
@@ -287,7 +296,14 @@ fn remote_secret_clusters(plan: &ClusterPlan) -> impl Iterator<Item = &str> {
 /// sidecars that network's east-west gateway instead, weighted by the number of pods behind it
 /// and with their locality (Istio's split-horizon EDS). These carry `tlsMode: istio`.
 fn discovered_remote_endpoints(topology: &Topology, plan: &ClusterPlan, service: &PlannedService) -> Vec<LbEndpoint> {
-    let first_group_only = IstioBehaviour::of(plan.install.istio_version).split_horizon_first_locality_weight_only();
+    let behaviour = IstioBehaviour::of(plan.install.istio_version);
+    let first_group_only = behaviour.split_horizon_first_locality_weight_only();
+    // Row 10: remote pods without a sidecar (tlsMode disabled) are not sent across networks. A
+    // namespace's injection label is the same in every cluster's plan.
+    let namespace = service.reference.split_once('.').map_or("", |(_, ns)| ns);
+    if behaviour.cross_network_drops_uninjected_endpoints() && !namespace_injected(plan, namespace) {
+        return Vec::new();
+    }
     remote_secret_clusters(plan)
         .filter_map(|remote| topology.cluster(remote))
         .filter_map(|remote| {
@@ -340,6 +356,7 @@ fn split_horizon_gateway_endpoint(
 /// cluster's Istio version.
 struct UpstreamPolicy {
     tls: UpstreamTls,
+    locality_weighted: bool,
     http2: bool,
     load_balancer: LoadBalancer,
     max_requests_per_connection: Option<u32>,
@@ -361,9 +378,11 @@ fn upstream_policy(plan: &ClusterPlan, host: &str, protocol: Protocol) -> Upstre
     let http_pool = policy
         .and_then(|policy| policy.connection_pool.as_ref())
         .map(|pool| &pool.http);
-    let upgrade = http_pool
-        .and_then(|http| http.h2_upgrade_policy.as_deref())
-        .is_some_and(|mode| mode == H2UpgradePolicy::Upgrade.istio_name());
+    // Versions before 1.6 ignore `h2UpgradePolicy` (row 7b).
+    let upgrade = behaviour.h2_upgrade_policy()
+        && http_pool
+            .and_then(|http| http.h2_upgrade_policy.as_deref())
+            .is_some_and(|mode| mode == H2UpgradePolicy::Upgrade.istio_name());
     let load_balancer = match policy
         .and_then(|policy| policy.load_balancer.as_ref())
         .and_then(|lb| lb.simple.as_deref())
@@ -373,31 +392,41 @@ fn upstream_policy(plan: &ClusterPlan, host: &str, protocol: Protocol) -> Upstre
         Some("RANDOM") => LoadBalancer::Random,
         _ => behaviour.default_load_balancer(),
     };
+    let outlier_detection = policy
+        .and_then(|policy| policy.outlier_detection.as_ref())
+        .map(|detection| envoy_outlier_detection(detection, behaviour));
     UpstreamPolicy {
         tls,
+        locality_weighted: behaviour
+            .locality_weighted_lb(outlier_detection.is_some(), !failover_rules(plan, host).is_empty()),
         http2: protocol == Protocol::Http2 || (protocol == Protocol::Http && upgrade),
         load_balancer,
         max_requests_per_connection: http_pool.and_then(|http| http.max_requests_per_connection),
-        outlier_detection: policy
-            .and_then(|policy| policy.outlier_detection.as_ref())
-            .map(envoy_outlier_detection),
+        outlier_detection,
     }
 }
 
-/// The DestinationRule's `outlierDetection` as Envoy values (durations were checked when the
-/// scenario was read; one the plan could not have written counts as unset).
-fn envoy_outlier_detection(detection: &crate::plan::istio::OutlierDetection) -> OutlierDetection {
+/// The DestinationRule's `outlierDetection` as the cluster's istiod turns it into Envoy values
+/// (durations were checked when the scenario was read; one the plan could not have written counts
+/// as unset). Before 1.5 the `consecutive5xxErrors`/`consecutiveGatewayErrors` fields do not
+/// exist and are ignored; before 1.3 Envoy's panic threshold stays (row 5b).
+fn envoy_outlier_detection(
+    detection: &crate::plan::istio::OutlierDetection,
+    behaviour: IstioBehaviour,
+) -> OutlierDetection {
+    let error_fields = behaviour.outlier_detection_5xx_and_gateway_errors();
     let millis = |text: &Option<String>| {
         text.as_deref()
             .and_then(|text| text.parse::<IstioDuration>().ok())
             .map(|duration| duration.millis)
     };
     OutlierDetection {
-        consecutive_5xx: detection.consecutive_5xx_errors,
-        consecutive_gateway_failure: detection.consecutive_gateway_errors,
+        consecutive_5xx: detection.consecutive_5xx_errors.filter(|_| error_fields),
+        consecutive_gateway_failure: detection.consecutive_gateway_errors.filter(|_| error_fields),
         interval_millis: millis(&detection.interval),
         base_ejection_millis: millis(&detection.base_ejection_time),
         max_ejection_percent: detection.max_ejection_percent,
+        envoy_panic_threshold: !behaviour.outlier_panic_threshold_zero(),
     }
 }
 
@@ -508,6 +537,11 @@ pub fn sidecar_spec(
                     retry_policy,
                     timeout_millis,
                     l4_only: false,
+                    circuit_breaker: CircuitBreaker {
+                        max_retries: behaviour.circuit_breaker_max_retries(),
+                        max_requests: behaviour.circuit_breaker_unlimited().then_some(u32::MAX),
+                    },
+                    locality_weighted: policy.locality_weighted,
                 }
             })
         })
@@ -558,14 +592,74 @@ fn kube_proxy_port(
         retry_policy: None,
         timeout_millis: None,
         l4_only: true,
+        circuit_breaker: CircuitBreaker::ENVOY_DEFAULT,
+        locality_weighted: false,
     }
+}
+
+/// Row 5 at the gateway: istiod builds EDS failover priorities for any proxy, gateways included
+/// (`pilot/pkg/xds/endpoints/endpoint_builder.go@1.30.3`), when the rule for the host has outlier
+/// detection, so the gateway's SNI cluster prefers the pods in the gateway's own zone, then its
+/// region. The merged gateways of row 2b carry no locality of this region.
+fn gateway_failover(
+    cluster: &ClusterTopology,
+    plan: &ClusterPlan,
+    service: &PlannedService,
+) -> Option<GatewayFailover> {
+    let behaviour = IstioBehaviour::of(plan.install.istio_version);
+    let detection = destination_rule_for(plan, &service.host)?.outlier_detection.as_ref()?;
+    if !behaviour.locality_lb_by_default() {
+        return None;
+    }
+    let gateway = Locality {
+        region: cluster.region.clone(),
+        zone: cluster.zone.clone(),
+    };
+    let endpoint = |locality: Option<Locality>| LbEndpoint {
+        address: Ipv4Addr::UNSPECIFIED,
+        port: 0,
+        weight: 1,
+        locality,
+        priority: 0,
+        istio_mtls: true,
+    };
+    let mut endpoints: Vec<LbEndpoint> = cluster
+        .pods_of(&service.reference)
+        .map(|pod| {
+            endpoint(Some(Locality {
+                region: cluster.region.clone(),
+                zone: pod.zone.clone(),
+            }))
+        })
+        .collect();
+    // Stands for the merged gateways, which come last.
+    endpoints.push(endpoint(None));
+    apply_locality_failover(&gateway, &mut endpoints, failover_rules(plan, &service.host));
+    let merged_gateways_priority = endpoints.pop()?.priority;
+    Some(GatewayFailover {
+        priorities: endpoints.iter().map(|endpoint| endpoint.priority).collect(),
+        merged_gateways_priority,
+        outlier_detection: envoy_outlier_detection(detection, behaviour),
+    })
+}
+
+/// Row 2b: whether the gateway's passthrough cluster for `host` keeps a same-host ServiceEntry's
+/// endpoints. From the 1.8.6/1.9.5 security fix to 1.18 the gateway's mTLS endpoint filter keeps
+/// them only when an ISTIO_MUTUAL DestinationRule applies to the host
+/// (`pilot/pkg/xds/endpoint_builder.go@1.8.6`, `pilot/pkg/xds/mtls_checker.go@1.18.0`).
+fn gateway_keeps_service_entry_endpoints(behaviour: IstioBehaviour, plan: &ClusterPlan, host: &str) -> bool {
+    behaviour.gateway_merges_service_entry_endpoints()
+        && (!behaviour.gateway_merge_needs_istio_mutual_rule()
+            || destination_rule_for(plan, host)
+                .and_then(|policy| policy.tls.as_ref())
+                .is_some_and(|tls| tls.mode == "ISTIO_MUTUAL"))
 }
 
 /// The cluster's 15443 gateway: one SNI route per service port with local pods, when the plan
 /// has the AUTO_PASSTHROUGH Gateway (without it, the gateway routes nothing, as Istio's would).
 ///
 /// Version rows 2b and 2d (docs/fidelity.md) apply where the cluster has pods of a service and
-/// the plan also has a ServiceEntry for the same host: on 1.5-1.18 the route's cluster also holds
+/// the plan also has a ServiceEntry for the same host: on 1.1-1.18 (from 1.8.6/1.9.5 only with an ISTIO_MUTUAL rule) the route's cluster also holds
 /// the ServiceEntry's endpoints (other gateways), on 1.10-1.21 the route's filter chain is
 /// emitted twice (and Envoy rejects the listener).
 pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpec {
@@ -600,12 +694,15 @@ pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpe
                     Some(SniRoute {
                         sni: outbound_sni(port.number, &service.host),
                         endpoints,
-                        merged_gateways: if collides && behaviour.gateway_merges_service_entry_endpoints() {
+                        merged_gateways: if collides
+                            && gateway_keeps_service_entry_endpoints(behaviour, plan, &service.host)
+                        {
                             same_host_entries
                         } else {
                             Vec::new()
                         },
                         duplicated_chain: collides && behaviour.gateway_duplicates_passthrough_chains(),
+                        failover: gateway_failover(cluster, plan, service),
                     })
                 })
             })
@@ -624,6 +721,10 @@ pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpe
 }
 
 #[cfg(test)]
+#[path = "control_plane_fidelity_rules.rs"]
+mod fidelity_rules;
+
+#[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};
 
@@ -634,7 +735,7 @@ mod tests {
     use crate::scenario::EndpointWeights;
 
     /// `scenarios/skew.yaml` with `edit` applied to its text, laid out and planned.
-    fn skew_edited(edit: impl Fn(String) -> String, weights: EndpointWeights) -> (Topology, plan::Plan) {
+    pub(super) fn skew_edited(edit: impl Fn(String) -> String, weights: EndpointWeights) -> (Topology, plan::Plan) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml");
         let text = edit(std::fs::read_to_string(&path).unwrap());
         let scenario = crate::scenario::parse(&path, &text).unwrap();
@@ -648,7 +749,7 @@ mod tests {
     }
 
     /// The sidecar of foo-0 in cluster1 for a planned world.
-    fn foo_sidecar_of((topology, plan): (Topology, plan::Plan)) -> SidecarSpec {
+    pub(super) fn foo_sidecar_of((topology, plan): (Topology, plan::Plan)) -> SidecarSpec {
         let cluster = topology.cluster("cluster1").unwrap();
         let foo = cluster.pods.iter().find(|pod| pod.name == "foo-0").unwrap();
         let certs = CertPaths::in_dir(&PathBuf::from("/certs"));
@@ -944,16 +1045,17 @@ mod tests {
         assert_eq!(alpn("1.30.3"), json!(["istio-http/1.1", "istio", "http/1.1"]));
     }
 
-    /// Row 1d: auto-mTLS, manifests/charts/istio-control/istio-discovery/values.yaml@1.6.0
-    /// (enableAutoMtls) and pilot/pkg/networking/core/v1alpha3/cluster.go@1.6.0
-    /// (transport_socket_matches on tlsMode). Without the DestinationRule: 1.5 plain text,
-    /// 1.6 mTLS to sidecar pods only (the ServiceEntry's gateway has no tlsMode label).
+    /// Row 1d: auto-mTLS, on by default from 1.5 (`mtls.auto: true` in
+    /// operator/data/profiles/default.yaml@1.5.0 and manifests/global.yaml@1.5.0; `auto: false` in
+    /// install/kubernetes/helm/istio/values.yaml@1.4.10) and pilot/pkg/networking/core/v1alpha3/cluster.go@1.6.0
+    /// (transport_socket_matches on tlsMode). Without the DestinationRule: 1.4 plain text, 1.5
+    /// mTLS to sidecar pods only (the ServiceEntry's gateway has no tlsMode label).
     #[test]
-    fn fidelity_without_a_destination_rule_mtls_needs_auto_mtls_from_1_6() {
+    fn fidelity_without_a_destination_rule_mtls_needs_auto_mtls_from_1_5() {
         let no_rule = "  destinationRule: false\n";
-        let old = bar_cluster_at("1.5.10", no_rule);
+        let old = bar_cluster_at("1.4.10", no_rule);
         assert!(old.get("transport_socket").is_none() && old.get("transport_socket_matches").is_none());
-        let new = bar_cluster_at("1.6.0", no_rule);
+        let new = bar_cluster_at("1.5.0", no_rule);
         assert!(new.get("transport_socket").is_none());
         assert_eq!(
             new["transport_socket_matches"][0]["match"],
@@ -962,7 +1064,7 @@ mod tests {
         assert_eq!(new["transport_socket_matches"][1]["match"], json!({}));
         let endpoints = new["load_assignment"]["endpoints"].to_string();
         assert_eq!(endpoints.matches("\"tlsMode\":\"istio\"").count(), 1, "{endpoints}");
-        let with_rule = bar_cluster_at("1.5.10", "");
+        let with_rule = bar_cluster_at("1.4.10", "");
         assert_eq!(with_rule["transport_socket"]["name"], "envoy.transport_sockets.tls");
     }
 
@@ -1065,7 +1167,7 @@ mod tests {
     }
 
     /// Rows 2b and 2d: pilot/pkg/xds/endpoint_builder.go@1.14.6 (SE endpoints merged into the
-    /// gateway's SNI cluster, 1.5-1.18; gone with pilot/pkg/networking/core/v1alpha3/mtls_checker.go
+    /// gateway's SNI cluster, 1.1-1.18; gone with pilot/pkg/xds/mtls_checker.go@1.19.0
     /// in 1.19), pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6 (a chain per service, twice
     /// for a Service + same-host ServiceEntry, 1.10-1.21, istio/istio#44356) and
     /// pilot/pkg/networking/core/gateway.go@1.22.8 (one service per host).
@@ -1073,7 +1175,7 @@ mod tests {
     fn fidelity_gateway_merges_and_duplicates_by_version() {
         let cluster1_gateway = SocketAddrV4::new(Ipv4Addr::new(100, 64, 0, 10), 15443);
         let cases = [
-            ("1.4.6", false, false),
+            ("1.4.6", true, false),
             ("1.5.10", true, false),
             ("1.9.9", true, false),
             ("1.10.6", true, true),
@@ -1166,6 +1268,7 @@ mod tests {
                 interval_millis: Some(250),
                 base_ejection_millis: Some(5_000),
                 max_ejection_percent: Some(100),
+                envoy_panic_threshold: false,
             })
         );
         let cluster = &super::super::envoy_config::sidecar_resources(&SidecarSpec {

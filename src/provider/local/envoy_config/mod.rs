@@ -46,8 +46,10 @@ pub const DOWNSTREAM_PEER_HEADER: &str = "x-meshfed-downstream-peer";
 /// ALPN the server sidecar accepts on HTTP ports: it picks `h2` when the client offers it.
 const INBOUND_HTTP_ALPN: [&str; 2] = ["h2", "http/1.1"];
 
-/// Timeout for establishing an upstream connection (TCP + TLS handshake).
-const CONNECT_TIMEOUT: &str = "5s";
+/// Timeout for establishing an upstream connection (TCP + TLS handshake): Istio's mesh
+/// `connectTimeout`, 10 s (`pkg/config/mesh/mesh.go@1.30.3`; the 1.1 install's mesh config,
+/// `install/kubernetes/helm/istio/templates/configmap.yaml@1.1.0`, already set 10 s).
+const CONNECT_TIMEOUT: &str = "10s";
 
 const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
@@ -204,10 +206,34 @@ pub struct OutboundPort {
     pub outlier_detection: Option<OutlierDetection>,
     /// The route's retry policy (HTTP only): Istio's default, the VirtualService's, or none.
     pub retry_policy: Option<RetryPolicy>,
-    /// The route's whole-request timeout in milliseconds (the VirtualService's `timeout`).
+    /// The route's whole-request timeout in milliseconds (the VirtualService's `timeout`); `None`
+    /// writes Istio's `0s` (no timeout), not Envoy's 15 s default.
     pub timeout_millis: Option<u64>,
     /// Proxy bytes only (a pod without a sidecar: kube-proxy), whatever the port's protocol.
     pub l4_only: bool,
+    /// The cluster's circuit-breaker thresholds as istiod writes them.
+    pub circuit_breaker: CircuitBreaker,
+    /// Envoy's `locality_weighted_lb_config`: pick a locality by its weight (the sum of its
+    /// endpoints' weights) before picking an endpoint in it.
+    pub locality_weighted: bool,
+}
+
+/// The default circuit-breaker thresholds istiod writes on a cluster (see
+/// [`crate::plan::versions::IstioBehaviour::circuit_breaker_max_retries`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitBreaker {
+    /// `max_retries` (Envoy's own default is 3).
+    pub max_retries: u32,
+    /// `max_requests`, `max_connections` and `max_pending_requests`; `None` keeps Envoy's 1024.
+    pub max_requests: Option<u32>,
+}
+
+impl CircuitBreaker {
+    /// Envoy's own thresholds (what a plain kube-proxy path has: no Istio cluster).
+    pub const ENVOY_DEFAULT: CircuitBreaker = CircuitBreaker {
+        max_retries: 3,
+        max_requests: None,
+    };
 }
 
 /// Envoy `outlier_detection` as Istio writes it from a DestinationRule: success-rate ejection
@@ -224,6 +250,9 @@ pub struct OutlierDetection {
     pub base_ejection_millis: Option<u64>,
     /// `max_ejection_percent`.
     pub max_ejection_percent: Option<u32>,
+    /// Leave Envoy's 50 % healthy panic threshold (Istio 1.1-1.2) instead of Istio's
+    /// `minHealthPercent` 0.
+    pub envoy_panic_threshold: bool,
 }
 
 /// An Envoy route `retry_policy` as Istio writes it (`pilot/pkg/networking/core/route/retry/retry.go`):
@@ -288,11 +317,27 @@ pub struct SniRoute {
     /// Local pods' `podIP:port`; one choice per TCP connection.
     pub endpoints: Vec<SocketAddrV4>,
     /// Other clusters' gateways (`address:15443`, weight) merged in from a same-host ServiceEntry
-    /// (Istio 1.5-1.18, docs/fidelity.md row 2b): the ClientHello goes on unchanged, so the next
+    /// (Istio 1.1-1.18, docs/fidelity.md row 2b): the ClientHello goes on unchanged, so the next
     /// gateway chooses again.
     pub merged_gateways: Vec<(SocketAddrV4, u32)>,
     /// The filter chain is emitted twice (Istio 1.10-1.21, row 2d): Envoy rejects the listener.
     pub duplicated_chain: bool,
+    /// Locality failover at the gateway (row 5): with outlier detection in the rule istiod gives
+    /// the gateway's cluster priorities too, so it prefers the pods in its own zone. `None`: flat.
+    pub failover: Option<GatewayFailover>,
+}
+
+/// A gateway SNI cluster's locality failover, as istiod's EDS builds it for any proxy
+/// (`pilot/pkg/xds/endpoints/endpoint_builder.go@1.30.3`) when the rule has outlier detection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayFailover {
+    /// Envoy priority of each of the route's `endpoints`, in the same order (0 = the gateway's
+    /// own zone).
+    pub priorities: Vec<u32>,
+    /// Priority of the merged gateways (they carry no locality of the gateway's region).
+    pub merged_gateways_priority: u32,
+    /// The rule's outlier detection, as on the sidecars.
+    pub outlier_detection: OutlierDetection,
 }
 
 /// Everything one cluster's SNI gateway needs.
@@ -470,6 +515,8 @@ mod tests {
             retry_policy: None,
             timeout_millis: None,
             l4_only: false,
+            circuit_breaker: CircuitBreaker::ENVOY_DEFAULT,
+            locality_weighted: false,
         }
     }
 
@@ -525,12 +572,14 @@ mod tests {
                     ],
                     merged_gateways: vec![],
                     duplicated_chain: false,
+                    failover: None,
                 },
                 SniRoute {
                     sni: outbound_sni(9090, BAR),
                     endpoints: vec![SocketAddrV4::new(Ipv4Addr::new(10, 20, 0, 7), 9090)],
                     merged_gateways: vec![],
                     duplicated_chain: false,
+                    failover: None,
                 },
             ],
             load_balancer: crate::scenario::LoadBalancer::RoundRobin,

@@ -280,12 +280,22 @@ fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
         }
         UpstreamTls::Plaintext => {}
     }
+    let mut common_lb_config = serde_json::Map::new();
     if let Some(detection) = &outbound.outlier_detection {
         cluster["outlier_detection"] = outlier_detection(detection);
-        // Istio's default (`minHealthPercent` 0): fail over as soon as endpoints of a priority
-        // are ejected, never spread back over ejected ones.
-        cluster["common_lb_config"] = json!({ "healthy_panic_threshold": { "value": 0 } });
+        if !detection.envoy_panic_threshold {
+            // Istio's default (`minHealthPercent` 0): fail over as soon as endpoints of a
+            // priority are ejected, never spread back over ejected ones.
+            common_lb_config.insert("healthy_panic_threshold".into(), json!({ "value": 0 }));
+        }
     }
+    if outbound.locality_weighted {
+        common_lb_config.insert("locality_weighted_lb_config".into(), json!({}));
+    }
+    if !common_lb_config.is_empty() {
+        cluster["common_lb_config"] = Value::Object(common_lb_config);
+    }
+    cluster["circuit_breakers"] = circuit_breakers(outbound.circuit_breaker);
     if outbound.protocol.is_http() && !outbound.l4_only {
         let mut options = json!({ "@type": HTTP_PROTOCOL_OPTIONS_TYPE });
         options["explicit_http_config"] = if outbound.http2 {
@@ -301,10 +311,24 @@ fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
     cluster
 }
 
+/// The cluster's `circuit_breakers` as istiod writes them (default priority only).
+fn circuit_breakers(breaker: CircuitBreaker) -> Value {
+    let mut thresholds = json!({ "max_retries": breaker.max_retries });
+    if let Some(max) = breaker.max_requests {
+        thresholds["max_requests"] = json!(max);
+        thresholds["max_connections"] = json!(max);
+        thresholds["max_pending_requests"] = json!(max);
+    }
+    json!({ "thresholds": [thresholds] })
+}
+
 /// Groups endpoints by (locality, priority) in order of first appearance, as Envoy wants one
-/// `LocalityLbEndpoints` per locality and priority. Weight-0 endpoints are dropped.
+/// `LocalityLbEndpoints` per locality and priority, each weighted by the sum of its endpoints'
+/// weights as istiod writes it (Envoy reads it only with `locality_weighted_lb_config`).
+/// Weight-0 endpoints are dropped.
 fn locality_lb_endpoints(endpoints: &[LbEndpoint], tls_mode_metadata: bool) -> Vec<Value> {
     let mut groups: Vec<(Option<&Locality>, u32, Vec<Value>)> = Vec::new();
+    let mut group_weights: Vec<u32> = Vec::new();
     for endpoint in endpoints.iter().filter(|endpoint| endpoint.weight > 0) {
         let mut entry = lb_endpoint(endpoint.address, endpoint.port, endpoint.weight);
         if tls_mode_metadata && endpoint.istio_mtls {
@@ -313,16 +337,23 @@ fn locality_lb_endpoints(endpoints: &[LbEndpoint], tls_mode_metadata: bool) -> V
         let key = (endpoint.locality.as_ref(), endpoint.priority);
         match groups
             .iter_mut()
-            .find(|(locality, priority, _)| (*locality, *priority) == key)
+            .position(|(locality, priority, _)| (*locality, *priority) == key)
         {
-            Some((_, _, members)) => members.push(entry),
-            None => groups.push((key.0, key.1, vec![entry])),
+            Some(index) => {
+                groups[index].2.push(entry);
+                group_weights[index] = group_weights[index].saturating_add(endpoint.weight);
+            }
+            None => {
+                groups.push((key.0, key.1, vec![entry]));
+                group_weights.push(endpoint.weight);
+            }
         }
     }
     groups
         .into_iter()
-        .map(|(locality, priority, members)| {
-            let mut group = json!({ "lb_endpoints": members });
+        .zip(group_weights)
+        .map(|((locality, priority, members), weight)| {
+            let mut group = json!({ "lb_endpoints": members, "load_balancing_weight": weight });
             if let Some(locality) = locality {
                 group["locality"] = json!({ "region": locality.region, "zone": locality.zone });
             }
@@ -380,9 +411,9 @@ fn outbound_route_action(outbound: &OutboundPort, cluster: &str) -> Value {
         }
         action["retry_policy"] = retry;
     }
-    if let Some(millis) = outbound.timeout_millis {
-        action["timeout"] = json!(proto_duration(millis));
-    }
+    // Without a VirtualService timeout Istio writes `0s` (no timeout: `Notimeout` in
+    // `pilot/pkg/networking/core/route/route.go@1.30.3`), not Envoy's 15 s route default.
+    action["timeout"] = json!(proto_duration(outbound.timeout_millis.unwrap_or(0)));
     action
 }
 
@@ -392,7 +423,7 @@ const PREVIOUS_HOSTS_TYPE: &str =
 /// Envoy `outlier_detection` as Istio's `applyOutlierDetection` writes it: success-rate ejection
 /// off, each consecutive-error check enforced at 100 % when its count is above 0 (off at 0), and
 /// unset fields left to Envoy's defaults.
-fn outlier_detection(detection: &OutlierDetection) -> Value {
+pub(super) fn outlier_detection(detection: &OutlierDetection) -> Value {
     let mut out = json!({ "enforcing_success_rate": 0 });
     if let Some(count) = detection.consecutive_5xx {
         out["consecutive_5xx"] = json!(count);

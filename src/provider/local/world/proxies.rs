@@ -536,7 +536,7 @@ impl World {
         Ok(failures)
     }
 
-    /// Connections the gateways opened to other gateways so far (Istio 1.5-1.18 merge a same-host
+    /// Connections the gateways opened to other gateways so far (Istio 1.1-1.18 merge a same-host
     /// ServiceEntry's gateways into the passthrough cluster, row 2b): from each gateway's
     /// `/clusters`, the `cx_total` of every host on port 15443 of an `outbound_` SNI cluster.
     pub(super) async fn gateway_hops(&self) -> Result<u64, ProviderError> {
