@@ -95,11 +95,19 @@ impl IstioBehaviour {
     }
 
     /// Whether the gateway's 15443 listener gets two identical filter chains for a hostname that
-    /// is both a Service and a ServiceEntry, which makes Envoy reject the whole listener: 1.10 to
-    /// 1.21 (`pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`, istio/istio#44356; 1.22 keeps
-    /// one Service per hostname, PR #48896, `pilot/pkg/networking/core/gateway.go@1.22.8`).
+    /// is both a Service and a ServiceEntry, which makes Envoy reject the whole listener. The
+    /// chains come from `builtAutoPassthroughFilterChains`
+    /// (`pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`): one per service and port of
+    /// `push.Services(proxy)`, endpoints never looked at, and the aggregate registry appends
+    /// ServiceEntry services without de-duplicating them against the Kubernetes Service of the
+    /// same host (`pilot/pkg/serviceregistry/aggregate/controller.go@1.10.6`, `Services()`), so
+    /// the gateway's cluster needs no pods of the service. From the per-service chains (1.8.6 and
+    /// 1.9.5, the security cherry-pick istio/istio#32840, see
+    /// [`IstioBehaviour::has_per_service_passthrough_chains`]) to 1.21; 1.22 keeps one service per
+    /// hostname in the gateway's scope (`pilot/pkg/model/sidecar.go@1.22.0`
+    /// `appendSidecarServices`, PR istio/istio#48896; the user report is istio/istio#44356).
     pub fn gateway_duplicates_passthrough_chains(self) -> bool {
-        self.at_least(10) && !self.at_least(22)
+        self.has_per_service_passthrough_chains() && !self.at_least(22)
     }
 
     /// Whether the AUTO_PASSTHROUGH listener has one chain per service port with exact SNI and
@@ -118,6 +126,21 @@ impl IstioBehaviour {
     /// not merged; `false` (the correct total) is the documented fix, kept for the day it lands.
     pub fn split_horizon_first_locality_weight_only(self) -> bool {
         true
+    }
+
+    /// Whether istiod builds the AUTO_PASSTHROUGH listener from `builtAutoPassthroughFilterChains`
+    /// (one exact-SNI chain per service port) rather than one `sni_cluster` chain for the
+    /// Gateway's hosts: from 1.8.6 and 1.9.5, where the CVE-2021-31921 fix was cherry-picked
+    /// (istio/istio#32840; the function is in `pilot/pkg/networking/core/v1alpha3/gateway.go` at
+    /// 1.8.6 and 1.9.5 and absent at 1.8.5 and 1.9.4), and in every 1.10 and later
+    /// (`pilot/pkg/networking/core/gateway.go@1.22.0`). Row 2d's range starts here.
+    pub fn has_per_service_passthrough_chains(self) -> bool {
+        let v = |minor, patch| IstioVersion::new(1, minor, patch);
+        match self.version {
+            version if version >= v(10, 0) => true,
+            version if version >= v(9, 0) => version >= v(9, 5),
+            version => version >= v(8, 6),
+        }
     }
 
     /// Whether the inbound HTTP listener forwards the client certificate as Istio does
@@ -156,5 +179,32 @@ mod tests {
             .filter(|minor| at(*minor).gateway_duplicates_passthrough_chains())
             .collect();
         assert_eq!(duplicates, (10..=21).collect::<Vec<_>>());
+    }
+
+    /// Row 2d's patch-level boundaries: `builtAutoPassthroughFilterChains` exists at
+    /// `pilot/pkg/networking/core/v1alpha3/gateway.go@1.8.6` and `@1.9.5`, not at 1.8.5 or 1.9.4;
+    /// `pilot/pkg/model/sidecar.go@1.22.0` de-duplicates by hostname, 1.21.6 does not.
+    #[test]
+    fn duplicated_passthrough_chains_start_at_1_8_6_and_1_9_5_and_end_at_1_22() {
+        let duplicates = |minor, patch| {
+            IstioBehaviour::of(IstioVersion::new(1, minor, patch)).gateway_duplicates_passthrough_chains()
+        };
+        for (minor, patch, expected) in [
+            (7, 8, false),
+            (8, 5, false),
+            (8, 6, true),
+            (9, 0, false),
+            (9, 4, false),
+            (9, 5, true),
+            (9, 9, true),
+            (10, 0, true),
+            (13, 9, true),
+            (20, 8, true),
+            (21, 6, true),
+            (22, 0, false),
+            (30, 3, false),
+        ] {
+            assert_eq!(duplicates(minor, patch), expected, "1.{minor}.{patch}");
+        }
     }
 }
