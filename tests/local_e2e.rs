@@ -1535,6 +1535,51 @@ fn the_seed_takes_both_gateways_15443_listeners_down_on_1_20_and_passes_on_1_22_
     }
 }
 
+/// The way out of row 2d (docs/fidelity.md row 2e): with `federation.dnsProxying` the plan
+/// replicates a Service only where the service runs, the sidecars resolve the other cluster's
+/// service through their DNS proxy to the ServiceEntry's address (Istio 1.8.0
+/// `releasenotes/notes/agent-dns-capture.yaml`, `pkg/dns/server/name_table.go@1.20.8`), and no
+/// gateway lists a host twice: the seed passes on 1.20.8, every call mTLS with the caller's
+/// identity, and no gateway refuses its listener.
+#[test]
+fn the_seed_with_dns_proxying_passes_on_1_20() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("seed-dns-proxying");
+    let text = std::fs::read_to_string(scenario("seed.yaml"))
+        .unwrap()
+        .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n");
+    assert!(text.contains("dnsProxying: true"));
+    let path = dir.0.join("seed-dns-proxying.yaml");
+    std::fs::write(&path, text).unwrap();
+    let marker = unique_marker("seed-dns-1.20");
+    let passed = run_with(&path, &["--istio-version", "1.20.8"], "seed-dns-1.20", &marker);
+    assert_eq!(
+        passed.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        passed.stdout,
+        passed.stderr
+    );
+    let report = passed.report.as_ref().unwrap();
+    for phase in &report.phases {
+        assert!(
+            phase.config_rejections.is_empty(),
+            "{}: {:?}",
+            phase.name,
+            phase.config_rejections
+        );
+        assert_eq!(
+            phase.measurement.mtls_verified, phase.measurement.attempted,
+            "{}",
+            phase.name
+        );
+        assert!(phase.measurement.attempted > 0, "{}", phase.name);
+    }
+    assert_own_run_left_nothing(&marker, passed.pid);
+}
+
 fn requests_to_cluster(phase: &PhaseReport, cluster: &str) -> u64 {
     phase
         .measurement

@@ -39,6 +39,8 @@ struct PlannedService {
     /// The ServiceEntry's address when no Service carries the host (DNS proxying); `None` for a
     /// Service, whose address is its cluster IP.
     entry_address: Option<Ipv4Addr>,
+    /// Whether a Kubernetes Service carries the host (else only a ServiceEntry does).
+    kubernetes: bool,
 }
 
 /// Every host istiod gives the cluster's proxies: its Services, then the ServiceEntries whose
@@ -77,6 +79,7 @@ fn planned_services(plan: &ClusterPlan) -> Vec<PlannedService> {
                     })
                     .collect(),
                 entry_address: entry.spec.addresses.first().and_then(|address| address.parse().ok()),
+                kubernetes: false,
             })
         })
         .collect();
@@ -140,6 +143,7 @@ fn planned_kubernetes_services(plan: &ClusterPlan) -> Vec<PlannedService> {
                 host: format!("{name}.{namespace}.svc.cluster.local"),
                 ports,
                 entry_address: None,
+                kubernetes: true,
             })
         })
         .collect()
@@ -639,7 +643,8 @@ fn kube_proxy_port(
 /// Version rows 2b and 2d (docs/fidelity.md) apply where the plan also has a ServiceEntry for a
 /// service's host: on 1.5-1.18 the route's cluster also holds the ServiceEntry's endpoints (other
 /// gateways), on 1.8.6/1.9.5-1.21 the route's filter chain is emitted twice (and Envoy rejects
-/// the listener), whether or not this cluster has pods of the service.
+/// the listener), whether or not this cluster has pods of the service. A host only a ServiceEntry
+/// carries (`federation.dnsProxying`) is one service: one chain.
 pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpec {
     let behaviour = IstioBehaviour::of(plan.install.istio_version);
     let routes = if passthrough_gateway_planned(plan) {
@@ -674,7 +679,9 @@ pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpe
                         } else {
                             Vec::new()
                         },
-                        duplicated_chain: collides && behaviour.gateway_duplicates_passthrough_chains(),
+                        duplicated_chain: collides
+                            && service.kubernetes
+                            && behaviour.gateway_duplicates_passthrough_chains(),
                     }
                 })
             })
@@ -1197,6 +1204,63 @@ mod tests {
                     .to_owned()
             })
             .collect()
+    }
+
+    /// Row 2e: with `federation.dnsProxying` on 1.20.8 neither gateway holds a Service and a
+    /// ServiceEntry for one host, so each host has one chain (the ServiceEntry's, for the service
+    /// the gateway's cluster does not run: `builtAutoPassthroughFilterChains` skips only
+    /// MeshExternal services, `pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`); foo's
+    /// sidecar serves bar on the ServiceEntry's address, which its DNS proxy answers for the host
+    /// (`pkg/dns/server/name_table.go@1.20.8`), and without the proxy the host resolves to nothing.
+    #[test]
+    fn fidelity_dns_proxying_gives_each_gateway_one_chain_per_host() {
+        let (topology, plan) = skew_edited(
+            |text| {
+                text.replace("replicas: { cluster1: 1, cluster2: 3 }", "replicas: { cluster2: 3 }")
+                    .replace("    podCidr:", "    istioVersion: \"1.20.8\"\n    podCidr:")
+                    .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n")
+            },
+            EndpointWeights::Equal,
+        );
+        let foo = outbound_sni(80, "foo.ns1.svc.cluster.local");
+        let bar = outbound_sni(80, BAR);
+        for cluster in [0, 1] {
+            let mut snis = gateway_listener_snis(&topology, &plan, cluster);
+            snis.sort();
+            assert_eq!(snis, [bar.clone(), foo.clone()], "cluster{}", cluster + 1);
+        }
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        let entry_address = plan.clusters[0]
+            .objects
+            .iter()
+            .find_map(|object| match object {
+                Object::ServiceEntry(entry) => entry.spec.addresses.first().cloned(),
+                _ => None,
+            })
+            .unwrap()
+            .parse::<Ipv4Addr>()
+            .unwrap();
+        let cluster1 = topology.cluster("cluster1").unwrap();
+        assert_eq!(
+            resolved_service_address(cluster1, &plan.clusters[0], "bar.ns2"),
+            Some(entry_address)
+        );
+        assert_eq!(
+            resolved_service_address(cluster1, &plan.clusters[0], "foo.ns1"),
+            cluster1.service_ips.get("foo.ns1").copied(),
+            "a Service resolves to its cluster IP"
+        );
+        let sidecar = foo_sidecar_of((topology.clone(), plan.clone()));
+        let outbound = sidecar.outbound.iter().find(|port| port.host == BAR).unwrap();
+        assert_eq!(outbound.cluster_ip, entry_address);
+        assert_eq!(
+            bar_endpoints(&sidecar),
+            [("100.64.0.11".to_owned(), 15443, 1)],
+            "the ServiceEntry's gateway"
+        );
+        let mut without_proxy = plan.clusters[0].clone();
+        without_proxy.install.dns_capture = false;
+        assert_eq!(resolved_service_address(cluster1, &without_proxy, "bar.ns2"), None);
     }
 
     /// Row 2d on the seed's shape (every service with pods in one cluster only):
