@@ -130,9 +130,10 @@ impl IstioBehaviour {
 
     /// Whether istiod builds the AUTO_PASSTHROUGH listener from `builtAutoPassthroughFilterChains`
     /// (one exact-SNI chain per service port) rather than one `sni_cluster` chain for the
-    /// Gateway's hosts: from 1.8.6 and 1.9.5, where the CVE-2021-31921 fix was cherry-picked
-    /// (istio/istio#32840; the function is in `pilot/pkg/networking/core/v1alpha3/gateway.go` at
-    /// 1.8.6 and 1.9.5 and absent at 1.8.5 and 1.9.4), and in every 1.10 and later
+    /// Gateway's hosts: from 1.8.6 and 1.9.5, the CVE-2021-31921 security release ("Lock down
+    /// AUTO_PASSTRHOUGH gateway to only valid mTLS requests" on both branches, brought to master
+    /// by istio/istio#32840; the function is in `pilot/pkg/networking/core/v1alpha3/gateway.go`
+    /// at 1.8.6 and 1.9.5 and absent at 1.8.5 and 1.9.4), and in every 1.10 and later
     /// (`pilot/pkg/networking/core/gateway.go@1.22.0`). Row 2d's range starts here.
     pub fn has_per_service_passthrough_chains(self) -> bool {
         let v = |minor, patch| IstioVersion::new(1, minor, patch);
