@@ -236,7 +236,7 @@ fn envoy_validation_catches_missing_certificate_files() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Istio 1.10-1.21 emit the same AUTO_PASSTHROUGH filter chain twice for a host that is both a
+/// Istio 1.8.6, 1.9.5-1.21 emit the same AUTO_PASSTHROUGH filter chain twice for a host that is both a
 /// Service and a ServiceEntry (istio/istio#44356; `pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`),
 /// and Envoy refuses such a listener: the emulation relies on Envoy itself to reject it.
 #[test]

@@ -68,6 +68,28 @@ fn endpoint_discovery_mode_names_mesh_cluster_network_and_adds_an_east_west_gate
     insta::assert_snapshot!("seed_endpoint_discovery_cluster2_istio_operator", yaml);
 }
 
+/// `federation.dnsProxying` turns on the sidecar's DNS proxy the way Istio's 1.8.0 release note
+/// (`releasenotes/notes/agent-dns-capture.yaml`) says:
+/// `meshConfig.defaultConfig.proxyMetadata.ISTIO_META_DNS_CAPTURE="true"`; without it, nothing.
+#[test]
+fn dns_proxying_turns_on_the_sidecars_dns_capture() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml"))
+        .unwrap()
+        .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n");
+    let scenario = scenario::parse(Path::new("seed-dns.yaml"), &text).unwrap();
+    let operator: Value = serde_saphyr::from_str(&mk_istio_operator(&scenario, &scenario.clusters[0])).unwrap();
+    let default_config = &operator["spec"]["meshConfig"]["defaultConfig"];
+    assert_eq!(default_config["proxyMetadata"]["ISTIO_META_DNS_CAPTURE"], "true");
+    assert_eq!(default_config["concurrency"], 2);
+    let plain = load("seed.yaml");
+    let operator: Value = serde_saphyr::from_str(&mk_istio_operator(&plain, &plain.clusters[0])).unwrap();
+    assert!(
+        operator["spec"]["meshConfig"]["defaultConfig"]
+            .get("proxyMetadata")
+            .is_none()
+    );
+}
+
 #[test]
 fn istio_system_carries_the_network_and_metallb_gets_the_carved_pool() {
     let scenario = load("seed.yaml");

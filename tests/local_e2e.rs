@@ -54,6 +54,11 @@ struct Run {
 
 /// Runs meshfed on `scenario`; every process of the run carries `marker` (see [`unique_marker`]).
 fn run(scenario: &Path, label: &str, marker: &str) -> Run {
+    run_with(scenario, &[], label, marker)
+}
+
+/// [`run`] with `extra` arguments after the report directory (e.g. `--istio-version 1.20.8`).
+fn run_with(scenario: &Path, extra: &[&str], label: &str, marker: &str) -> Run {
     let dir = TempDir::new(&format!("report-{label}"));
     let child = Command::new(MESHFED)
         .args([
@@ -62,6 +67,7 @@ fn run(scenario: &Path, label: &str, marker: &str) -> Run {
             "--report-dir",
             dir.0.to_str().unwrap(),
         ])
+        .args(extra)
         .env(MARKER_ENV, marker)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1455,6 +1461,123 @@ fn same_host_service_entries_bounce_between_1_7_gateways_and_take_down_1_20_gate
     assert_eq!(clean.gateway_hops, Some(0));
     assert!(clean.config_rejections.is_empty());
     assert_own_run_left_nothing(&marker, fixed.pid);
+}
+
+/// Row 2d on the seed itself (pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6
+/// `builtAutoPassthroughFilterChains`, pilot/pkg/serviceregistry/aggregate/controller.go@1.10.6
+/// `Services()`, istio/istio#44356): every cluster has a Service and a ServiceEntry for the other
+/// cluster's service, so on 1.20.8 both gateways get a duplicated chain and Envoy rejects both
+/// 15443 listeners. meshfed applies a plan's objects back to back, inside istiod's 100 ms debounce
+/// (`PILOT_DEBOUNCE_AFTER`, pilot/pkg/features/pilot.go@1.20.8), so the first listener the
+/// gateway is pushed already has the duplicate: no earlier one stays, and every cross-cluster
+/// call fails. 1.22.0 (pilot/pkg/model/sidecar.go@1.22.0, one service per hostname) and 1.30.3 pass.
+#[test]
+fn the_seed_takes_both_gateways_15443_listeners_down_on_1_20_and_passes_on_1_22_and_1_30() {
+    if !local_provider_available() {
+        return;
+    }
+    let marker = unique_marker("seed-1.20");
+    let broken = run_with(
+        &scenario("seed.yaml"),
+        &["--istio-version", "1.20.8"],
+        "seed-1.20",
+        &marker,
+    );
+    assert_eq!(
+        broken.code,
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        broken.stdout,
+        broken.stderr
+    );
+    for name in ["foo-to-bar-http", "foo-to-bar-tcp", "bar-to-foo-http"] {
+        let rejected = phase(&broken, name);
+        let rejections = &rejected.config_rejections;
+        assert_eq!(rejections.len(), 2, "{name}: {rejections:?}");
+        for (rejection, cluster) in rejections.iter().zip(["cluster1", "cluster2"]) {
+            assert!(
+                rejection.contains(&format!("gateway istio-ingressgateway in {cluster}")),
+                "{rejection}"
+            );
+            assert!(
+                rejection.contains("rejected its 15443 listener 0.0.0.0_15443"),
+                "{rejection}"
+            );
+            assert!(rejection.contains("the same matching rules"), "{rejection}");
+            assert!(rejection.contains("has no 15443 listener"), "{rejection}");
+        }
+        assert_eq!(
+            rejected.measurement.succeeded, 0,
+            "{name}: no call crosses a listener-less gateway"
+        );
+    }
+    assert!(broken.stdout.contains("config rejected: "), "{}", broken.stdout);
+    assert!(broken.stdout.contains("has no 15443 listener"), "{}", broken.stdout);
+    assert_own_run_left_nothing(&marker, broken.pid);
+
+    for version in ["1.22.0", "1.30.3"] {
+        let label = format!("seed-{version}");
+        let marker = unique_marker(&label);
+        let fixed = run_with(&scenario("seed.yaml"), &["--istio-version", version], &label, &marker);
+        assert_eq!(
+            fixed.code,
+            Some(0),
+            "{version} stdout:\n{}\nstderr:\n{}",
+            fixed.stdout,
+            fixed.stderr
+        );
+        let report = fixed.report.as_ref().unwrap();
+        assert!(
+            report.phases.iter().all(|phase| phase.config_rejections.is_empty()),
+            "{version}"
+        );
+        assert_own_run_left_nothing(&marker, fixed.pid);
+    }
+}
+
+/// The way out of row 2d (docs/fidelity.md row 2e): with `federation.dnsProxying` the plan
+/// replicates a Service only where the service runs, the sidecars resolve the other cluster's
+/// service through their DNS proxy to the ServiceEntry's address (Istio 1.8.0
+/// `releasenotes/notes/agent-dns-capture.yaml`, `pkg/dns/server/name_table.go@1.20.8`), and no
+/// gateway lists a host twice: the seed passes on 1.20.8, every call mTLS with the caller's
+/// identity, and no gateway refuses its listener.
+#[test]
+fn the_seed_with_dns_proxying_passes_on_1_20() {
+    if !local_provider_available() {
+        return;
+    }
+    let dir = TempDir::new("seed-dns-proxying");
+    let text = std::fs::read_to_string(scenario("seed.yaml"))
+        .unwrap()
+        .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n");
+    assert!(text.contains("dnsProxying: true"));
+    let path = dir.0.join("seed-dns-proxying.yaml");
+    std::fs::write(&path, text).unwrap();
+    let marker = unique_marker("seed-dns-1.20");
+    let passed = run_with(&path, &["--istio-version", "1.20.8"], "seed-dns-1.20", &marker);
+    assert_eq!(
+        passed.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        passed.stdout,
+        passed.stderr
+    );
+    let report = passed.report.as_ref().unwrap();
+    for phase in &report.phases {
+        assert!(
+            phase.config_rejections.is_empty(),
+            "{}: {:?}",
+            phase.name,
+            phase.config_rejections
+        );
+        assert_eq!(
+            phase.measurement.mtls_verified, phase.measurement.attempted,
+            "{}",
+            phase.name
+        );
+        assert!(phase.measurement.attempted > 0, "{}", phase.name);
+    }
+    assert_own_run_left_nothing(&marker, passed.pid);
 }
 
 fn requests_to_cluster(phase: &PhaseReport, cluster: &str) -> u64 {

@@ -613,10 +613,15 @@ fn an_upgrade_restarts_the_clusters_proxies_one_at_a_time_with_the_new_versions_
         return;
     }
     // 1.13 balances with ROUND_ROBIN by default, 1.14 with LEAST_REQUEST (src/plan/versions.rs).
+    // Both are in docs/fidelity.md row 2d's range, where the seed's replicated Services beside
+    // their ServiceEntries take both gateways' 15443 listeners down and no call crosses clusters:
+    // the seed runs with `dnsProxying`, the way out of row 2d, so the calls at the end can succeed.
     let text = seed_text()
         .replace("    zone: zone1a\n", "    zone: zone1a\n    istioVersion: \"1.13.9\"\n")
         .replace("    zone: zone2a\n", "    zone: zone2a\n    istioVersion: \"1.13.9\"\n")
-        .replace("replicas: { cluster2: 1 }", "replicas: { cluster2: 2 }");
+        .replace("replicas: { cluster2: 1 }", "replicas: { cluster2: 2 }")
+        .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n");
+    assert!(text.contains("dnsProxying: true"));
     let mut world = World::start(parse(&text));
     let lb_policy = |world: &World, pod: &str| {
         let dump = world.admin("cluster2", pod, "/config_dump?resource=dynamic_active_clusters");
@@ -684,5 +689,85 @@ fn an_upgrade_restarts_the_clusters_proxies_one_at_a_time_with_the_new_versions_
     assert_eq!(lb_policy(&world, "bar-1"), "LEAST_REQUEST");
     world.alive();
     assert_eq!(answered(&world.foo_to_bar(20)), 20);
+    world.teardown();
+}
+
+/// Row 2d and order: a listener update Envoy rejects leaves the one it accepted earlier in place.
+/// On 1.20.8 with bar at 0 pods, cluster1 has no ServiceEntry, so its gateway accepts a listener
+/// with foo's and bar's chains (`builtAutoPassthroughFilterChains`,
+/// pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6); cluster2's is pushed with foo's chain
+/// twice (its Service and the ServiceEntry for cluster1's foo) and never has one. Scaling bar up
+/// in cluster2 brings a ServiceEntry for bar into cluster1: the reconciled push gives cluster1's
+/// gateway bar's chain twice, real Envoy rejects it and keeps the earlier listener, so calls into
+/// cluster1 (bar -> foo) still get through while calls into cluster2 (foo -> bar) are refused.
+#[test]
+fn a_rejected_gateway_update_keeps_the_listener_accepted_before_it() {
+    if !sandboxed("a_rejected_gateway_update_keeps_the_listener_accepted_before_it") {
+        return;
+    }
+    let text = seed_text()
+        .replace("    zone: zone1a\n", "    zone: zone1a\n    istioVersion: \"1.20.8\"\n")
+        .replace("    zone: zone2a\n", "    zone: zone2a\n    istioVersion: \"1.20.8\"\n")
+        .replace("replicas: { cluster2: 1 }", "replicas: { cluster2: 0 }");
+    // bar has no pod to send from before the scale: the world needs no phase from it.
+    let text = &text[..text.find("  - name: bar-to-foo-http").unwrap()];
+    let mut world = World::start(parse(text));
+    let rejections = |world: &mut World| {
+        world
+            .runtime
+            .block_on(world.provider.config_rejections())
+            .expect("read rejections")
+    };
+    let before = rejections(&mut world);
+    assert_eq!(before.len(), 1, "only cluster2's gateway: {before:?}");
+    assert!(
+        before[0].contains("gateway istio-ingressgateway in cluster2"),
+        "{before:?}"
+    );
+    assert!(before[0].contains("has no 15443 listener"), "{before:?}");
+
+    let mut controller = meshfed::reconcile::Controller::new(&world.scenario, world.inventory.clone());
+    let events = world.change(WorldChange::Scale {
+        cluster: "cluster2".into(),
+        service: "bar.ns2".into(),
+        replicas: 1,
+    });
+    let reconciled = controller.observe(&events);
+    assert!(
+        reconciled.plan.clusters[0]
+            .objects
+            .iter()
+            .any(|object| object.kind() == "ServiceEntry"),
+        "cluster1 now has a ServiceEntry for bar"
+    );
+    world
+        .runtime
+        .block_on(
+            world
+                .provider
+                .apply_plan(&reconciled.plan, &PhaseSettings::default(), &mut no_progress()),
+        )
+        .expect("apply the reconciled plan");
+    world.inventory = controller.inventory().clone();
+    let after = rejections(&mut world);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after[0].contains("gateway istio-ingressgateway in cluster1"),
+        "{after:?}"
+    );
+    assert!(after[0].contains("the same matching rules"), "{after:?}");
+    assert!(after[0].contains("accepted earlier stays in place"), "{after:?}");
+    assert!(after[1].contains("has no 15443 listener"), "{after:?}");
+    world.alive();
+    assert_eq!(
+        answered(&world.send("cluster2", "bar-0", "foo.ns1", 20)),
+        20,
+        "cluster1's earlier listener still routes foo"
+    );
+    assert_eq!(
+        answered(&world.foo_to_bar(20)),
+        0,
+        "cluster2's gateway has no 15443 listener"
+    );
     world.teardown();
 }

@@ -474,3 +474,129 @@ fn the_plan_warns_about_gateway_bugs_only_on_affected_versions() {
     let seed = scenario_file("seed.yaml");
     assert!(plan::plan(&seed, &inventory_with_gateways(&seed)).warnings.is_empty());
 }
+
+/// seed.yaml with every cluster on `version`, and `federation.dnsProxying: true` when asked.
+fn seed_at(version: &str, dns_proxying: bool) -> (Scenario, plan::Plan) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let mut text = std::fs::read_to_string(&path).unwrap().replace(
+        "    podCidr:",
+        &format!("    istioVersion: \"{version}\"\n    podCidr:"),
+    );
+    if dns_proxying {
+        text = text.replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n");
+    }
+    let scenario = scenario::parse(&path, &text).unwrap();
+    let plan = plan::plan(&scenario, &inventory_with_gateways(&scenario));
+    (scenario, plan)
+}
+
+/// Row 2d on the seed itself: every cluster replicates the other's service and points a
+/// ServiceEntry at it, so both gateways meet istio/istio#44356 on 1.8.6, 1.9.5-1.21
+/// (`pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`,
+/// `pilot/pkg/serviceregistry/aggregate/controller.go@1.10.6`), and the warning offers DNS
+/// proxying, since neither cluster has pods of the service it collides on.
+#[test]
+fn the_plan_warns_that_the_seed_takes_both_gateways_down_on_1_8_6_to_1_21_and_offers_dns_proxying() {
+    for version in ["1.8.6", "1.9.5", "1.13.9", "1.20.8", "1.21.6"] {
+        let (_, plan) = seed_at(version, false);
+        let warned: Vec<(&str, &str)> = plan
+            .warnings
+            .iter()
+            .map(|warning| (warning.cluster.as_str(), warning.host.as_str()))
+            .collect();
+        assert_eq!(
+            warned,
+            [
+                ("cluster1", "bar.ns2.svc.cluster.local"),
+                ("cluster2", "foo.ns1.svc.cluster.local")
+            ],
+            "{version}"
+        );
+        for warning in &plan.warnings {
+            assert!(
+                warning.message.contains("rejects the gateway's whole 15443 listener"),
+                "{warning:?}"
+            );
+            assert!(warning.message.contains("federation.dnsProxying: true"), "{warning:?}");
+        }
+        let (_, with_dns) = seed_at(version, true);
+        assert!(with_dns.warnings.is_empty(), "{version}: {:?}", with_dns.warnings);
+    }
+    for version in ["1.7.8", "1.8.5", "1.9.4", "1.22.0", "1.30.3"] {
+        assert!(seed_at(version, false).1.warnings.is_empty(), "{version}");
+    }
+}
+
+/// `federation.dnsProxying`: a Service only where the service runs, and there a ServiceEntry
+/// without an address; elsewhere the ServiceEntry alone, with an address from Istio's
+/// 240.240.0.0/16 (`pilot/pkg/serviceregistry/serviceentry/controller.go@1.20.8`) that the DNS
+/// proxy answers (`pkg/dns/server/name_table.go@1.20.8`), and the install values turn the proxy on.
+#[test]
+fn dns_proxying_replicates_a_service_only_where_it_runs() {
+    let (_, plan) = seed_at("1.20.8", true);
+    for (cluster, own, other, other_host) in [
+        (0, "foo", "bar", "bar.ns2.svc.cluster.local"),
+        (1, "bar", "foo", "foo.ns1.svc.cluster.local"),
+    ] {
+        let objects = &plan.clusters[cluster].objects;
+        let services: Vec<&str> = objects
+            .iter()
+            .filter_map(|object| match object {
+                Object::Service(service) => service.metadata.name.as_deref(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(services, [own], "cluster{}", cluster + 1);
+        let entries: Vec<(&str, &[String])> = objects
+            .iter()
+            .filter_map(|object| match object {
+                Object::ServiceEntry(entry) => Some((entry.spec.hosts[0].as_str(), entry.spec.addresses.as_slice())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries[0].0, other_host, "{other}");
+        assert_eq!(entries[0].1.len(), 1, "{entries:?}");
+        assert!(entries[0].1[0].starts_with("240.240."), "{entries:?}");
+        assert!(plan.clusters[cluster].install.dns_capture);
+    }
+    let (_, plain) = seed_at("1.20.8", false);
+    assert!(plain.clusters.iter().all(|cluster| !cluster.install.dns_capture));
+    assert!(
+        plain
+            .clusters
+            .iter()
+            .flat_map(|cluster| &cluster.objects)
+            .all(|object| match object {
+                Object::ServiceEntry(entry) => entry.spec.addresses.is_empty(),
+                _ => true,
+            })
+    );
+    // Where the service runs and other clusters have pods too, the Service stays beside the
+    // ServiceEntry (which gets no address): the collision remains and the warning says so.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("    podCidr:", "    istioVersion: \"1.20.8\"\n    podCidr:")
+        .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n");
+    let skew = scenario::parse(&path, &text).unwrap();
+    let warnings = plan::plan(&skew, &inventory_with_gateways(&skew)).warnings;
+    let warned: Vec<(&str, &str)> = warnings
+        .iter()
+        .map(|warning| (warning.cluster.as_str(), warning.host.as_str()))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            ("cluster1", "bar.ns2.svc.cluster.local"),
+            ("cluster2", "bar.ns2.svc.cluster.local")
+        ],
+        "bar runs in both clusters, foo only in cluster1"
+    );
+    assert!(
+        warnings
+            .iter()
+            .all(|warning| warning.message.contains("mode: endpoint-discovery")),
+        "{warnings:?}"
+    );
+}

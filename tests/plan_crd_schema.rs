@@ -39,6 +39,29 @@ fn plans_to_check() -> Vec<(String, plan::Plan)> {
         "endpoint-discovery STRICT".to_owned(),
         plan::plan(&scenario, &inventory::from_scenario(&scenario)),
     ));
+    // DNS proxying: ServiceEntries with `addresses` where no Service carries the host.
+    let text = std::fs::read_to_string(dir.join("seed.yaml"))
+        .unwrap()
+        .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n");
+    let scenario = scenario::parse(Path::new("seed-dns-proxying.yaml"), &text).unwrap();
+    let dns_plan = plan::plan(
+        &scenario,
+        &inventory::from_scenario_with_gateways(&scenario, |_| GatewayAddress {
+            address: "192.0.2.9".to_owned(),
+            port: 15443,
+            placeholder: false,
+        }),
+    );
+    assert!(
+        dns_plan
+            .clusters
+            .iter()
+            .flat_map(|cluster| &cluster.objects)
+            .any(|object| matches!(object,
+            Object::ServiceEntry(entry) if !entry.spec.addresses.is_empty())),
+        "the DNS-proxying plan writes ServiceEntry addresses"
+    );
+    plans.push(("seed dnsProxying".to_owned(), dns_plan));
     let text = std::fs::read_to_string(dir.join("skew.yaml"))
         .unwrap()
         .replace("  locality: false", "  locality: true");

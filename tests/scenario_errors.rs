@@ -140,6 +140,24 @@ const CASES: &[Case] = &[
         message: "istioVersion 1.31.0 of cluster cluster2 is outside the emulated range: use 1.1 to 1.30",
     },
     Case {
+        name: "dns proxying on a version without the sidecar's DNS proxy",
+        input: Edit(
+            "    serviceCidr: 10.97.0.0/16\nservices:",
+            "    serviceCidr: 10.97.0.0/16\n    istioVersion: \"1.7.8\"\nfederation:\n  dnsProxying: true\nservices:",
+        ),
+        at: Line(11, 16),
+        message: "dnsProxying needs Istio 1.8.0 or newer (the sidecar's DNS proxy came in 1.8), cluster cluster2 has 1.7.8",
+    },
+    Case {
+        name: "dns proxying with endpoint discovery",
+        input: Edit(
+            "    serviceCidr: 10.97.0.0/16\nservices:",
+            "    serviceCidr: 10.97.0.0/16\nfederation:\n  mode: endpoint-discovery\n  dnsProxying: true\nservices:",
+        ),
+        at: Line(11, 16),
+        message: "dnsProxying applies to mode serviceentry",
+    },
+    Case {
         name: "proxy concurrency out of range",
         input: Edit(
             "    podCidr: 10.20.0.0/16",

@@ -27,6 +27,11 @@ pub struct IstioObject<Spec> {
 pub struct ServiceEntrySpec {
     /// Hosts the entry is for.
     pub hosts: Vec<String>,
+    /// Virtual addresses of the hosts: with DNS proxying (`federation.dnsProxying`) the address
+    /// the sidecar's DNS proxy answers for a host no Service carries, and the one its outbound
+    /// listener serves; none otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// The service's ports.
     pub ports: Vec<IstioPort>,
     /// `STATIC`: endpoints are IP addresses.

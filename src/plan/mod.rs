@@ -78,6 +78,10 @@ pub struct InstallValues {
     pub istio_version: IstioVersion,
     /// Envoy workers per proxy (`meshConfig.defaultConfig.concurrency`; Istio's default is 2).
     pub proxy_concurrency: u32,
+    /// Whether sidecars run Istio's DNS proxy (`meshConfig.defaultConfig.proxyMetadata`
+    /// `ISTIO_META_DNS_CAPTURE: "true"`, `federation.dnsProxying`): a ServiceEntry's host then
+    /// resolves to its address without a Kubernetes Service.
+    pub dns_capture: bool,
 }
 
 /// A known Istio bug the plan's objects trigger on a cluster's version.
@@ -275,6 +279,7 @@ impl<'a> Planner<'a> {
                 .or(scenario_cluster.map(|c| c.istio_version.value))
                 .unwrap_or(crate::scenario::DEFAULT_ISTIO_VERSION),
             proxy_concurrency: scenario_cluster.map_or(versions::ISTIO_DEFAULT_CONCURRENCY, |c| c.proxy_concurrency()),
+            dns_capture: self.scenario.federation.dns_proxying(),
         }
     }
 
@@ -291,8 +296,33 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// Rows 2b and 2d of docs/fidelity.md: a cluster with pods of a service and a ServiceEntry for
-    /// the same host (because other clusters have pods too) meets a gateway bug on some versions.
+    /// Whether `cluster` gets a Kubernetes Service for `service`: always in the seed's
+    /// replication; with DNS proxying only where the service runs (replicas declared there, or
+    /// ready pods a change brought), since elsewhere the ServiceEntry carries the host.
+    fn replicates_service(&self, cluster: &str, service: &Service) -> bool {
+        !self.scenario.federation.dns_proxying()
+            || service.replicas.contains_key(cluster)
+            || self
+                .inventory
+                .clusters
+                .get(cluster)
+                .is_some_and(|inventory| inventory.ready_count(&service.reference()) > 0)
+    }
+
+    /// The address a ServiceEntry for the service at `position` (in `self.services`) gets where
+    /// no Service carries its host and sidecars proxy DNS: one per service in Istio's own range
+    /// for ServiceEntry addresses, 240.240.0.0/16 (Class E, unreachable outside the pod;
+    /// `pilot/pkg/serviceregistry/serviceentry/controller.go@1.20.8`), skipping the .0 and .255
+    /// of each /24 as Istio's allocator does.
+    fn mk_service_entry_address(position: usize) -> String {
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        let (third, fourth) = (position / 254, position % 254 + 1);
+        format!("240.240.{}.{}", third.min(255), fourth)
+    }
+
+    /// Rows 2b and 2d of docs/fidelity.md: a cluster with a Service and a ServiceEntry for the same
+    /// host (because other clusters have pods of it) meets a gateway bug on some versions: 2d
+    /// whether or not the cluster has pods of it (the seed's own plan), 2b where it has.
     fn mk_warnings(&self) -> Vec<PlanWarning> {
         if self.scenario.federation.mode.value != FederationMode::Serviceentry {
             return Vec::new();
@@ -304,16 +334,14 @@ impl<'a> Planner<'a> {
             for (service, endpoints) in self.services.iter().zip(&self.gateway_endpoints) {
                 let local = endpoints.iter().any(|(owner, _)| *owner == name);
                 let remote = endpoints.iter().any(|(owner, _)| *owner != name);
-                if !(local && remote) {
+                if !remote || !self.replicates_service(name, service) {
                     continue;
                 }
                 let version = behaviour.version;
                 let message = if behaviour.gateway_duplicates_passthrough_chains() {
-                    format!(
-                        "Istio {version} (1.10-1.21) builds two identical 15443 filter chains for a host that is both a Service \
-                         and a ServiceEntry, and Envoy rejects the gateway's whole 15443 listener (istio/istio#44356): \
-                         upgrade to 1.22+, or use the *.global host + tcp_cluster_rewrite form the pre-1.8 docs used"
-                    )
+                    duplicated_chains_warning(version, local)
+                } else if !local {
+                    continue;
                 } else if behaviour.gateway_merges_service_entry_endpoints()
                     && (self.scenario.federation.destination_rule || !behaviour.gateway_merge_needs_istio_mutual_rule())
                 {
@@ -352,6 +380,7 @@ impl<'a> Planner<'a> {
         objects.extend(
             self.services
                 .iter()
+                .filter(|service| self.replicates_service(cluster, service))
                 .map(|service| Object::Service(Box::new(self.mk_service(service)))),
         );
         objects.push(self.mk_mtls_policy(cluster, api));
@@ -373,7 +402,14 @@ impl<'a> Planner<'a> {
                 self.services
                     .iter()
                     .zip(&self.gateway_endpoints)
-                    .filter_map(|(service, endpoints)| self.mk_service_entry(cluster, service, endpoints, api))
+                    .enumerate()
+                    .filter_map(|(position, (service, endpoints))| {
+                        let mut entry = self.mk_service_entry(cluster, service, endpoints, api)?;
+                        if !self.replicates_service(cluster, service) {
+                            entry.spec.addresses = vec![Self::mk_service_entry_address(position)];
+                        }
+                        Some(entry)
+                    })
                     .map(Object::ServiceEntry),
             );
         }
@@ -606,6 +642,7 @@ impl<'a> Planner<'a> {
             metadata,
             spec: ServiceEntrySpec {
                 hosts: vec![service.host()],
+                addresses: Vec::new(),
                 ports,
                 resolution: "STATIC".to_owned(),
                 location: "MESH_INTERNAL".to_owned(),
@@ -668,6 +705,25 @@ impl<'a> Planner<'a> {
             ..Secret::default()
         }
     }
+}
+
+/// Row 2d's warning: what happens on `version` and the way out that fits. Where the cluster has
+/// no pods of the service, sidecars can resolve the ServiceEntry's host without a replicated
+/// Service (Istio's DNS proxying, 1.8+); where it has pods it needs the Service, so only endpoint
+/// discovery (no ServiceEntry) or an upgrade avoids the collision.
+fn duplicated_chains_warning(version: IstioVersion, local_pods: bool) -> String {
+    let way_out = if local_pods {
+        "upgrade to 1.22+, or federate with `mode: endpoint-discovery` (no ServiceEntry); this cluster has pods of \
+         the service, so it needs the Service"
+    } else {
+        "upgrade to 1.22+, or set `federation.dnsProxying: true` (Istio's DNS proxy resolves the ServiceEntry's \
+         host, so the Service is replicated only where the service has pods)"
+    };
+    format!(
+        "Istio {version} (1.8.6, 1.9.5-1.21) builds two identical 15443 filter chains for a host that is both a Service \
+         and a ServiceEntry, whether or not this cluster has pods of it, and Envoy rejects the gateway's whole 15443 \
+         listener (istio/istio#44356): calls into this cluster through its gateway fail; {way_out}"
+    )
 }
 
 fn labels_of(metadata: &mut ObjectMeta) -> &mut BTreeMap<String, String> {

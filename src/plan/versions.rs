@@ -196,31 +196,23 @@ impl IstioBehaviour {
     /// `pilot/pkg/xds/endpoint_builder.go@1.8.6`, `pilot/pkg/xds/mtls_checker.go@1.18.0`). 1.1–1.8.5
     /// and 1.9.0–1.9.4 keep it whatever the rule says.
     pub fn gateway_merge_needs_istio_mutual_rule(self) -> bool {
-        self.per_service_passthrough_security_fix()
-    }
-
-    /// Whether a version carries the AUTO_PASSTHROUGH security fix (per-service chains, mTLS
-    /// endpoint filter at the gateway): 1.8.6+, 1.9.5+ and every 1.10+ (istio/istio#32840 and its
-    /// cherry-picks).
-    fn per_service_passthrough_security_fix(self) -> bool {
-        let IstioVersion { minor, patch, .. } = self.version;
-        self.at_least(10) || (minor == 9 && patch >= 5) || (minor == 8 && patch >= 6)
+        self.has_per_service_passthrough_chains()
     }
 
     /// Whether the gateway's 15443 listener gets two identical filter chains for a hostname that
-    /// is both a Service and a ServiceEntry, which makes Envoy reject the whole listener: 1.10 to
-    /// 1.21 (`pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`, istio/istio#44356; 1.22 keeps
-    /// one Service per hostname, PR #48896, `pilot/pkg/networking/core/gateway.go@1.22.8`).
+    /// is both a Service and a ServiceEntry, which makes Envoy reject the whole listener. The
+    /// chains come from `builtAutoPassthroughFilterChains`
+    /// (`pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`): one per service and port of
+    /// `push.Services(proxy)`, endpoints never looked at, and the aggregate registry appends
+    /// ServiceEntry services without de-duplicating them against the Kubernetes Service of the
+    /// same host (`pilot/pkg/serviceregistry/aggregate/controller.go@1.10.6`, `Services()`), so
+    /// the gateway's cluster needs no pods of the service. From the per-service chains (1.8.6 and
+    /// 1.9.5, the security cherry-pick istio/istio#32840, see
+    /// [`IstioBehaviour::has_per_service_passthrough_chains`]) to 1.21; 1.22 keeps one service per
+    /// hostname in the gateway's scope (`pilot/pkg/model/sidecar.go@1.22.0`
+    /// `appendSidecarServices`, PR istio/istio#48896; the user report is istio/istio#44356).
     pub fn gateway_duplicates_passthrough_chains(self) -> bool {
-        self.at_least(10) && !self.at_least(22)
-    }
-
-    /// Whether the AUTO_PASSTHROUGH listener has one chain per service port with exact SNI and
-    /// Istio mTLS ALPN instead of one `sni_cluster` chain for the Gateway's hosts: from 1.8.6,
-    /// 1.9.5 and 1.10 (`builtAutoPassthroughFilterChains`, `pilot/pkg/networking/core/v1alpha3/gateway.go@1.8.6`,
-    /// `pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`).
-    pub fn gateway_chain_per_service_port(self) -> bool {
-        self.per_service_passthrough_security_fix()
+        self.has_per_service_passthrough_chains() && !self.at_least(22)
     }
 
     /// Whether endpoint-discovery (split-horizon) EDS programs a remote network's gateway with the
@@ -232,6 +224,22 @@ impl IstioBehaviour {
     /// not merged; `false` (the correct total) is the documented fix, kept for the day it lands.
     pub fn split_horizon_first_locality_weight_only(self) -> bool {
         true
+    }
+
+    /// Whether istiod builds the AUTO_PASSTHROUGH listener from `builtAutoPassthroughFilterChains`
+    /// (one exact-SNI chain per service port) rather than one `sni_cluster` chain for the
+    /// Gateway's hosts: from 1.8.6 and 1.9.5, the CVE-2021-31921 security release ("Lock down
+    /// AUTO_PASSTRHOUGH gateway to only valid mTLS requests" on both branches, brought to master
+    /// by istio/istio#32840; the function is in `pilot/pkg/networking/core/v1alpha3/gateway.go`
+    /// at 1.8.6 and 1.9.5 and absent at 1.8.5 and 1.9.4), and in every 1.10 and later
+    /// (`pilot/pkg/networking/core/gateway.go@1.22.0`). Row 2d's range starts here.
+    pub fn has_per_service_passthrough_chains(self) -> bool {
+        let v = |minor, patch| IstioVersion::new(1, minor, patch);
+        match self.version {
+            version if version >= v(10, 0) => true,
+            version if version >= v(9, 0) => version >= v(9, 5),
+            version => version >= v(8, 6),
+        }
     }
 
     /// Whether the inbound HTTP listener forwards the client certificate as Istio does
@@ -267,13 +275,13 @@ mod tests {
     #[test]
     fn per_service_chains_and_the_gateway_mtls_filter_come_with_the_1_8_6_and_1_9_5_cherry_picks() {
         for (minor, fixed_from) in [(8, 6), (9, 5)] {
-            assert!(!patch(minor, fixed_from - 1).gateway_chain_per_service_port());
-            assert!(patch(minor, fixed_from).gateway_chain_per_service_port());
+            assert!(!patch(minor, fixed_from - 1).has_per_service_passthrough_chains());
+            assert!(patch(minor, fixed_from).has_per_service_passthrough_chains());
             assert!(!patch(minor, fixed_from - 1).gateway_merge_needs_istio_mutual_rule());
             assert!(patch(minor, fixed_from).gateway_merge_needs_istio_mutual_rule());
         }
-        assert!(!patch(7, 8).gateway_chain_per_service_port());
-        assert!(at(10).gateway_chain_per_service_port());
+        assert!(!patch(7, 8).has_per_service_passthrough_chains());
+        assert!(at(10).has_per_service_passthrough_chains());
     }
 
     #[test]
@@ -297,5 +305,32 @@ mod tests {
             .filter(|minor| at(*minor).gateway_duplicates_passthrough_chains())
             .collect();
         assert_eq!(duplicates, (10..=21).collect::<Vec<_>>());
+    }
+
+    /// Row 2d's patch-level boundaries: `builtAutoPassthroughFilterChains` exists at
+    /// `pilot/pkg/networking/core/v1alpha3/gateway.go@1.8.6` and `@1.9.5`, not at 1.8.5 or 1.9.4;
+    /// `pilot/pkg/model/sidecar.go@1.22.0` de-duplicates by hostname, 1.21.6 does not.
+    #[test]
+    fn duplicated_passthrough_chains_start_at_1_8_6_and_1_9_5_and_end_at_1_22() {
+        let duplicates = |minor, patch| {
+            IstioBehaviour::of(IstioVersion::new(1, minor, patch)).gateway_duplicates_passthrough_chains()
+        };
+        for (minor, patch, expected) in [
+            (7, 8, false),
+            (8, 5, false),
+            (8, 6, true),
+            (9, 0, false),
+            (9, 4, false),
+            (9, 5, true),
+            (9, 9, true),
+            (10, 0, true),
+            (13, 9, true),
+            (20, 8, true),
+            (21, 6, true),
+            (22, 0, false),
+            (30, 3, false),
+        ] {
+            assert_eq!(duplicates(minor, patch), expected, "1.{minor}.{patch}");
+        }
     }
 }

@@ -288,6 +288,22 @@ pub struct Federation {
     /// `http[].timeout` of that VirtualService; absent = none (Istio's default).
     #[serde(default)]
     pub timeout: Option<resilience::IstioDuration>,
+    /// Whether sidecars resolve ServiceEntry hosts with Istio's DNS proxy
+    /// (`ISTIO_META_DNS_CAPTURE`, Istio 1.8+): a Service is then replicated only into the
+    /// clusters that run the service, and elsewhere the ServiceEntry alone carries the host, with
+    /// an address the proxy answers with. This keeps a gateway from seeing a Service and a
+    /// ServiceEntry for the same host where the service has no pods, which takes its 15443
+    /// listener down on 1.8.6/1.9.5-1.21 (docs/fidelity.md row 2d). Default false: the seed's
+    /// replication into every cluster.
+    #[serde(default)]
+    pub dns_proxying: Option<Spanned<bool>>,
+}
+
+impl Federation {
+    /// Whether `dnsProxying: true` was given.
+    pub fn dns_proxying(&self) -> bool {
+        self.dns_proxying.as_ref().is_some_and(|flag| flag.value)
+    }
 }
 
 impl Default for Federation {
@@ -304,6 +320,7 @@ impl Default for Federation {
             locality_lb_setting: None,
             retries: None,
             timeout: None,
+            dns_proxying: None,
         }
     }
 }

@@ -167,6 +167,9 @@ fn quoted(text: &str) -> String {
 
 /// Istio version from which multi-network endpoint discovery through an east-west gateway exists.
 const ENDPOINT_DISCOVERY_SINCE: IstioVersion = IstioVersion::new(1, 8, 0);
+/// DNS proxying in the sidecar (`ISTIO_META_DNS_CAPTURE`): Istio 1.8.0's release note
+/// `releasenotes/notes/agent-dns-capture.yaml`.
+const DNS_PROXYING_SINCE: IstioVersion = IstioVersion::new(1, 8, 0);
 
 fn check_clusters(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
     if scenario.clusters.is_empty() {
@@ -183,6 +186,15 @@ fn check_clusters(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
                  and a router, and the plan grows with the square of the clusters",
                 scenario.clusters.len()
             ),
+        ));
+    }
+    if let Some(flag) = scenario.federation.dns_proxying.as_ref().filter(|flag| flag.value)
+        && scenario.federation.mode == FederationMode::EndpointDiscovery
+    {
+        return Err(problem(
+            flag.referenced,
+            "dnsProxying applies to mode serviceentry: endpoint discovery writes no ServiceEntry whose host the \
+             proxy could resolve; remove dnsProxying or use mode serviceentry",
         ));
     }
     for (index, cluster) in scenario.clusters.iter().enumerate() {
@@ -228,6 +240,18 @@ fn check_clusters(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
                 format!(
                     "federation mode endpoint-discovery needs Istio {ENDPOINT_DISCOVERY_SINCE} or newer, cluster {} has {}; \
                      use mode serviceentry for older versions",
+                    cluster.name.value, cluster.istio_version.value
+                ),
+            ));
+        }
+        if let Some(flag) = scenario.federation.dns_proxying.as_ref().filter(|flag| flag.value)
+            && cluster.istio_version.value < DNS_PROXYING_SINCE
+        {
+            return Err(problem(
+                flag.referenced,
+                format!(
+                    "dnsProxying needs Istio {DNS_PROXYING_SINCE} or newer (the sidecar's DNS proxy came in 1.8), \
+                     cluster {} has {}; remove dnsProxying or use 1.8 or newer",
                     cluster.name.value, cluster.istio_version.value
                 ),
             ));

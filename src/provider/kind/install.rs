@@ -211,6 +211,13 @@ pub fn mk_istio_operator(scenario: &Scenario, cluster: &Cluster) -> String {
             },
         }));
     }
+    // The same worker count the local emulation runs (plan::InstallValues), and with
+    // `federation.dnsProxying` the sidecar's DNS proxy (Istio 1.8.0's release note
+    // `releasenotes/notes/agent-dns-capture.yaml`: `proxyMetadata.ISTIO_META_DNS_CAPTURE`).
+    let mut default_config = json!({ "concurrency": cluster.proxy_concurrency() });
+    if scenario.federation.dns_proxying() {
+        default_config["proxyMetadata"] = json!({ "ISTIO_META_DNS_CAPTURE": "true" });
+    }
     let operator = json!({
         "apiVersion": "install.istio.io/v1alpha1",
         "kind": "IstioOperator",
@@ -219,8 +226,7 @@ pub fn mk_istio_operator(scenario: &Scenario, cluster: &Cluster) -> String {
             "profile": "default",
             "meshConfig": {
                 "trustDomain": scenario.trust_domain,
-                // The same worker count the local emulation runs (plan::InstallValues).
-                "defaultConfig": { "concurrency": cluster.proxy_concurrency() },
+                "defaultConfig": default_config,
                 "accessLogFile": "/dev/stdout",
                 "accessLogEncoding": "JSON",
                 "accessLogFormat": ACCESS_LOG_FORMAT,

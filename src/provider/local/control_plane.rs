@@ -36,9 +36,81 @@ struct PlannedService {
     reference: String,
     host: String,
     ports: Vec<PlannedPort>,
+    /// The ServiceEntry's address when no Service carries the host (DNS proxying); `None` for a
+    /// Service, whose address is its cluster IP.
+    entry_address: Option<Ipv4Addr>,
+    /// Whether a Kubernetes Service carries the host (else only a ServiceEntry does).
+    kubernetes: bool,
 }
 
+/// Every host istiod gives the cluster's proxies: its Services, then the ServiceEntries whose
+/// host no Service carries (with `federation.dnsProxying`), in plan order.
 fn planned_services(plan: &ClusterPlan) -> Vec<PlannedService> {
+    let mut services = planned_kubernetes_services(plan);
+    let entry_only: Vec<PlannedService> = plan
+        .objects
+        .iter()
+        .filter_map(|object| match object {
+            Object::ServiceEntry(entry) => Some(entry),
+            _ => None,
+        })
+        .filter_map(|entry| {
+            let host = entry.spec.hosts.first()?;
+            if services.iter().any(|service| service.host == *host) {
+                return None;
+            }
+            let (name, rest) = host.split_once('.')?;
+            let namespace = rest.strip_suffix(".svc.cluster.local")?;
+            Some(PlannedService {
+                reference: format!("{name}.{namespace}"),
+                host: host.clone(),
+                ports: entry
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|port| PlannedPort {
+                        name: port.name.clone(),
+                        number: port.number,
+                        protocol: match port.protocol.as_str() {
+                            "TCP" => Protocol::Tcp,
+                            "HTTP2" | "GRPC" => Protocol::Http2,
+                            _ => Protocol::Http,
+                        },
+                    })
+                    .collect(),
+                entry_address: entry.spec.addresses.first().and_then(|address| address.parse().ok()),
+                kubernetes: false,
+            })
+        })
+        .collect();
+    services.extend(entry_only);
+    services
+}
+
+/// The address a sidecar in `cluster` serves `service` on: a Service's cluster IP, or the
+/// address of the ServiceEntry that alone carries the host.
+fn outbound_address(cluster: &ClusterTopology, service: &PlannedService) -> Option<Ipv4Addr> {
+    match service.entry_address {
+        Some(address) => Some(address),
+        None => cluster.service_ips.get(&service.reference).copied(),
+    }
+}
+
+/// The address a pod in `cluster` reaches `service` (`name.namespace`) at, as its DNS lookup of
+/// the host answers under `plan`: the Service's cluster IP (kube-dns) when the plan has the
+/// Service; else, with DNS proxying (`install.dns_capture`), the ServiceEntry's address, which
+/// the sidecar's proxy answers (`pkg/dns/server/name_table.go@1.20.8` `BuildNameTable`); else
+/// nothing resolves the host.
+pub fn resolved_service_address(cluster: &ClusterTopology, plan: &ClusterPlan, service: &str) -> Option<Ipv4Addr> {
+    let planned = planned_services(plan);
+    let found = planned.iter().find(|planned| planned.reference == service)?;
+    if found.entry_address.is_some() && !plan.install.dns_capture {
+        return None;
+    }
+    outbound_address(cluster, found)
+}
+
+fn planned_kubernetes_services(plan: &ClusterPlan) -> Vec<PlannedService> {
     plan.objects
         .iter()
         .filter_map(|object| match object {
@@ -70,6 +142,8 @@ fn planned_services(plan: &ClusterPlan) -> Vec<PlannedService> {
                 reference: format!("{name}.{namespace}"),
                 host: format!("{name}.{namespace}.svc.cluster.local"),
                 ports,
+                entry_address: None,
+                kubernetes: true,
             })
         })
         .collect()
@@ -504,7 +578,7 @@ pub fn sidecar_spec(
         .collect();
     let outbound = services
         .iter()
-        .filter_map(|service| Some((service, *cluster.service_ips.get(&service.reference)?)))
+        .filter_map(|service| Some((service, outbound_address(cluster, service)?)))
         .flat_map(|(service, cluster_ip)| {
             let identities = server_identities(topology, trust_domain, cluster, plan, service);
             service.ports.iter().map(move |port| {
@@ -655,27 +729,27 @@ fn gateway_keeps_service_entry_endpoints(behaviour: IstioBehaviour, plan: &Clust
                 .is_some_and(|tls| tls.mode == "ISTIO_MUTUAL"))
 }
 
-/// The cluster's 15443 gateway: one SNI route per service port with local pods, when the plan
-/// has the AUTO_PASSTHROUGH Gateway (without it, the gateway routes nothing, as Istio's would).
+/// The cluster's 15443 gateway: one SNI route per planned service port, when the plan has the
+/// AUTO_PASSTHROUGH Gateway (without it, the gateway routes nothing, as Istio's would). Like
+/// `builtAutoPassthroughFilterChains` (`pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`)
+/// it never looks at endpoints: a service without pods here gets a chain whose cluster is empty.
 ///
-/// Version rows 2b and 2d (docs/fidelity.md) apply where the cluster has pods of a service and
-/// the plan also has a ServiceEntry for the same host: on 1.1-1.18 (from 1.8.6/1.9.5 only with an ISTIO_MUTUAL rule) the route's cluster also holds
-/// the ServiceEntry's endpoints (other gateways), on 1.10-1.21 the route's filter chain is
-/// emitted twice (and Envoy rejects the listener).
+/// Version rows 2b and 2d (docs/fidelity.md) apply where the plan also has a ServiceEntry for a
+/// service's host: on 1.1-1.18 (from 1.8.6/1.9.5 only with an ISTIO_MUTUAL rule) the route's cluster also
+/// holds the ServiceEntry's endpoints (other gateways), on 1.8.6/1.9.5-1.21 the route's filter chain is emitted twice (and Envoy rejects
+/// the listener), whether or not this cluster has pods of the service. A host only a ServiceEntry
+/// carries (`federation.dnsProxying`) is one service: one chain.
 pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpec {
     let behaviour = IstioBehaviour::of(plan.install.istio_version);
     let routes = if passthrough_gateway_planned(plan) {
         planned_services(plan)
             .iter()
             .flat_map(|service| {
-                service.ports.iter().filter_map(|port| {
+                service.ports.iter().map(|port| {
                     let endpoints: Vec<SocketAddrV4> = cluster
                         .pods_of(&service.reference)
                         .map(|pod| SocketAddrV4::new(pod.ip, port.number))
                         .collect();
-                    if endpoints.is_empty() {
-                        return None;
-                    }
                     let same_host_entries: Vec<(SocketAddrV4, u32)> = plan
                         .objects
                         .iter()
@@ -691,7 +765,7 @@ pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpe
                         })
                         .collect();
                     let collides = !same_host_entries.is_empty();
-                    Some(SniRoute {
+                    SniRoute {
                         sni: outbound_sni(port.number, &service.host),
                         endpoints,
                         merged_gateways: if collides
@@ -701,9 +775,11 @@ pub fn gateway_spec(cluster: &ClusterTopology, plan: &ClusterPlan) -> GatewaySpe
                         } else {
                             Vec::new()
                         },
-                        duplicated_chain: collides && behaviour.gateway_duplicates_passthrough_chains(),
+                        duplicated_chain: collides
+                            && service.kubernetes
+                            && behaviour.gateway_duplicates_passthrough_chains(),
                         failover: gateway_failover(cluster, plan, service),
-                    })
+                    }
                 })
             })
             .collect()
@@ -946,6 +1022,8 @@ mod tests {
         assert!(split_horizon_gateway_endpoint(gateway, &[], true).is_none());
     }
 
+    /// A route per planned service port, to this cluster's pods only (foo has none in cluster2:
+    /// its chain exists, as Istio's does, with an empty cluster).
     #[test]
     fn gateway_routes_sni_to_its_own_clusters_pods_only() {
         let (topology, plan) = skew(EndpointWeights::Equal);
@@ -955,7 +1033,13 @@ mod tests {
             .iter()
             .map(|route| (route.sni.clone(), route.endpoints.len()))
             .collect();
-        assert_eq!(routes, [("outbound_.80_._.bar.ns2.svc.cluster.local".to_owned(), 3)]);
+        assert_eq!(
+            routes,
+            [
+                ("outbound_.80_._.foo.ns1.svc.cluster.local".to_owned(), 0),
+                ("outbound_.80_._.bar.ns2.svc.cluster.local".to_owned(), 3)
+            ]
+        );
     }
 
     #[test]
@@ -1163,7 +1247,8 @@ mod tests {
     fn gateway_route_at(version: &str) -> SniRoute {
         let (topology, plan) = skew_at(version, "");
         let gateway = gateway_spec(topology.cluster("cluster2").unwrap(), &plan.clusters[1]);
-        gateway.routes.into_iter().next().unwrap()
+        let bar = outbound_sni(80, BAR);
+        gateway.routes.into_iter().find(|route| route.sni == bar).unwrap()
     }
 
     /// Rows 2b and 2d: pilot/pkg/xds/endpoint_builder.go@1.14.6 (SE endpoints merged into the
@@ -1177,7 +1262,7 @@ mod tests {
         let cases = [
             ("1.4.6", true, false),
             ("1.5.10", true, false),
-            ("1.9.9", true, false),
+            ("1.9.9", true, true),
             ("1.10.6", true, true),
             ("1.18.7", true, true),
             ("1.19.0", false, true),
@@ -1205,21 +1290,127 @@ mod tests {
         }
     }
 
-    /// The seed itself (bar only in cluster2) has no same-host collision anywhere.
+    /// The SNIs of `cluster`'s gateway listener, each once per filter chain, as Envoy receives them.
+    fn gateway_listener_snis(topology: &Topology, plan: &plan::Plan, cluster: usize) -> Vec<String> {
+        let name = &plan.clusters[cluster].cluster;
+        let spec = gateway_spec(topology.cluster(name).unwrap(), &plan.clusters[cluster]);
+        let resources = crate::provider::local::envoy_config::gateway_resources(&spec);
+        resources.listeners["resources"][0]["filter_chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|chain| {
+                chain["filter_chain_match"]["server_names"][0]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// Row 2e: with `federation.dnsProxying` on 1.20.8 neither gateway holds a Service and a
+    /// ServiceEntry for one host, so each host has one chain (the ServiceEntry's, for the service
+    /// the gateway's cluster does not run: `builtAutoPassthroughFilterChains` skips only
+    /// MeshExternal services, `pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`); foo's
+    /// sidecar serves bar on the ServiceEntry's address, which its DNS proxy answers for the host
+    /// (`pkg/dns/server/name_table.go@1.20.8`), and without the proxy the host resolves to nothing.
     #[test]
-    fn a_service_with_pods_in_one_cluster_meets_neither_gateway_bug() {
+    fn fidelity_dns_proxying_gives_each_gateway_one_chain_per_host() {
         let (topology, plan) = skew_edited(
             |text| {
                 text.replace("replicas: { cluster1: 1, cluster2: 3 }", "replicas: { cluster2: 3 }")
-                    .replace("    podCidr:", "    istioVersion: \"1.12.0\"\n    podCidr:")
+                    .replace("    podCidr:", "    istioVersion: \"1.20.8\"\n    podCidr:")
+                    .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n")
             },
             EndpointWeights::Equal,
         );
-        let route = gateway_spec(topology.cluster("cluster2").unwrap(), &plan.clusters[1])
-            .routes
-            .remove(0);
-        assert!(route.merged_gateways.is_empty() && !route.duplicated_chain);
+        let foo = outbound_sni(80, "foo.ns1.svc.cluster.local");
+        let bar = outbound_sni(80, BAR);
+        for cluster in [0, 1] {
+            let mut snis = gateway_listener_snis(&topology, &plan, cluster);
+            snis.sort();
+            assert_eq!(snis, [bar.clone(), foo.clone()], "cluster{}", cluster + 1);
+        }
         assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        let entry_address = plan.clusters[0]
+            .objects
+            .iter()
+            .find_map(|object| match object {
+                Object::ServiceEntry(entry) => entry.spec.addresses.first().cloned(),
+                _ => None,
+            })
+            .unwrap()
+            .parse::<Ipv4Addr>()
+            .unwrap();
+        let cluster1 = topology.cluster("cluster1").unwrap();
+        assert_eq!(
+            resolved_service_address(cluster1, &plan.clusters[0], "bar.ns2"),
+            Some(entry_address)
+        );
+        assert_eq!(
+            resolved_service_address(cluster1, &plan.clusters[0], "foo.ns1"),
+            cluster1.service_ips.get("foo.ns1").copied(),
+            "a Service resolves to its cluster IP"
+        );
+        let sidecar = foo_sidecar_of((topology.clone(), plan.clone()));
+        let outbound = sidecar.outbound.iter().find(|port| port.host == BAR).unwrap();
+        assert_eq!(outbound.cluster_ip, entry_address);
+        assert_eq!(
+            bar_endpoints(&sidecar),
+            [("100.64.0.11".to_owned(), 15443, 1)],
+            "the ServiceEntry's gateway"
+        );
+        let mut without_proxy = plan.clusters[0].clone();
+        without_proxy.install.dns_capture = false;
+        assert_eq!(resolved_service_address(cluster1, &without_proxy, "bar.ns2"), None);
+    }
+
+    /// Row 2d on the seed's shape (every service with pods in one cluster only):
+    /// `builtAutoPassthroughFilterChains` (`pilot/pkg/networking/core/v1alpha3/gateway.go@1.10.6`)
+    /// emits a chain per service port of `push.Services(proxy)` without looking at endpoints, and
+    /// the aggregate registry (`pilot/pkg/serviceregistry/aggregate/controller.go@1.10.6`,
+    /// `Services()`) lists a ServiceEntry beside the Kubernetes Service of its host, so each
+    /// gateway gets foo's (cluster2) or bar's (cluster1) chain twice although it has no pods of
+    /// it: from 1.8.6 and 1.9.5 (istio/istio#32840) to 1.21.6; not at 1.8.5, 1.9.4 or 1.22.0
+    /// (`pilot/pkg/model/sidecar.go@1.22.0` keeps one service per hostname).
+    #[test]
+    fn fidelity_a_service_with_pods_in_one_cluster_duplicates_its_chain_in_the_other_gateway() {
+        let foo = outbound_sni(80, "foo.ns1.svc.cluster.local");
+        let bar = outbound_sni(80, BAR);
+        let twice = |snis: &[String], sni: &str| snis.iter().filter(|chain| *chain == sni).count();
+        for (version, duplicated) in [
+            ("1.8.5", false),
+            ("1.8.6", true),
+            ("1.9.4", false),
+            ("1.9.5", true),
+            ("1.12.0", true),
+            ("1.20.8", true),
+            ("1.21.6", true),
+            ("1.22.0", false),
+            ("1.30.3", false),
+        ] {
+            let version_owned = version.to_owned();
+            let (topology, plan) = skew_edited(
+                move |text| {
+                    text.replace("replicas: { cluster1: 1, cluster2: 3 }", "replicas: { cluster2: 3 }")
+                        .replace(
+                            "    podCidr:",
+                            &format!("    istioVersion: \"{version_owned}\"\n    podCidr:"),
+                        )
+                },
+                EndpointWeights::Equal,
+            );
+            let expected = if duplicated { 2 } else { 1 };
+            let cluster1 = gateway_listener_snis(&topology, &plan, 0);
+            let cluster2 = gateway_listener_snis(&topology, &plan, 1);
+            assert_eq!(twice(&cluster1, &bar), expected, "{version} cluster1: {cluster1:?}");
+            assert_eq!(twice(&cluster1, &foo), 1, "{version} cluster1: {cluster1:?}");
+            assert_eq!(twice(&cluster2, &foo), expected, "{version} cluster2: {cluster2:?}");
+            assert_eq!(twice(&cluster2, &bar), 1, "{version} cluster2: {cluster2:?}");
+            let warned: Vec<&str> = plan.warnings.iter().map(|warning| warning.cluster.as_str()).collect();
+            let expected_warnings: &[&str] = if duplicated { &["cluster1", "cluster2"] } else { &[] };
+            assert_eq!(warned, expected_warnings, "{version}: {:?}", plan.warnings);
+        }
     }
 
     /// Row 5: pilot/pkg/networking/core/v1alpha3/loadbalancer/loadbalancer.go@1.14.6 and

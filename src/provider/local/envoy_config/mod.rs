@@ -320,7 +320,8 @@ pub struct SniRoute {
     /// (Istio 1.1-1.18, docs/fidelity.md row 2b): the ClientHello goes on unchanged, so the next
     /// gateway chooses again.
     pub merged_gateways: Vec<(SocketAddrV4, u32)>,
-    /// The filter chain is emitted twice (Istio 1.10-1.21, row 2d): Envoy rejects the listener.
+    /// The filter chain is emitted twice (Istio 1.8.6/1.9.5-1.21, row 2d): Envoy rejects the
+    /// listener.
     pub duplicated_chain: bool,
     /// Locality failover at the gateway (row 5): with outlier detection in the rule istiod gives
     /// the gateway's cluster priorities too, so it prefers the pods in its own zone. `None`: flat.
@@ -345,7 +346,7 @@ pub struct GatewayFailover {
 pub struct GatewaySpec {
     /// Envoy node id.
     pub node_id: String,
-    /// One route per (service, port) with local pods.
+    /// One route per planned (service, port), with or without local pods.
     pub routes: Vec<SniRoute>,
     /// Load-balancing policy of the SNI clusters (the version's default).
     pub load_balancer: crate::scenario::LoadBalancer,

@@ -250,10 +250,17 @@ fn mk_pod_setup(
             "link set eth0 up".to_string(),
             format!("route add {} via {} dev eth0", outside_cidr, cluster.router_ip),
             format!("route add local {} dev lo", cluster.service_cidr),
+            // ServiceEntry addresses (Istio's 240.240.0.0/16) are virtual like cluster IPs: the
+            // sidecar serves them, so they are local to every pod.
+            format!("route add local {SERVICE_ENTRY_ADDRESSES} dev lo"),
         ],
     };
     (create, setup)
 }
+
+/// Where the plan's ServiceEntry addresses live (`federation.dnsProxying`): Istio's range for
+/// them, `pilot/pkg/serviceregistry/serviceentry/controller.go@1.20.8`.
+const SERVICE_ENTRY_ADDRESSES: &str = "240.240.0.0/16";
 
 /// The MAC address of a pod's `eth0`: derived from its IP (locally administered, `02:00:` and the
 /// IP's four bytes), so a pod that takes over the address of a removed one (a scale down and up)

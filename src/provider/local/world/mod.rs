@@ -14,11 +14,12 @@ mod proxies;
 mod traffic;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::control_plane;
 use super::network::{self, ClusterNetwork, GatewayAddress, Network, NetworkSpec, PodAddress};
 use super::sandbox::SandboxMode;
 use super::supervisor::{ChildOutput, Supervisor};
@@ -159,10 +160,12 @@ impl LocalProvider {
         })
     }
 
-    /// The cluster IP and port a pod in `cluster` uses to call `service` (`name.namespace`).
+    /// The address and port a pod in `cluster` uses to call `service` (`name.namespace`): what
+    /// its DNS lookup answers under the applied plan (a cluster IP, or with DNS proxying the
+    /// ServiceEntry's address).
     pub fn service_address(&self, cluster: &str, service: &str, port: u16) -> Option<SocketAddrV4> {
         let world = self.world.as_ref()?;
-        let ip = *world.topology.cluster(cluster)?.service_ips.get(service)?;
+        let ip = world.resolved_service_address(cluster, service).ok()?;
         Some(SocketAddrV4::new(ip, port))
     }
 
@@ -472,6 +475,27 @@ impl World {
         self.topology
             .cluster(name)
             .ok_or_else(|| ProviderError::Unsupported(format!("unknown cluster {name}")))
+    }
+
+    /// Where a pod in `cluster` reaches `service` (`name.namespace`), as its DNS lookup answers
+    /// under the last applied plan ([`control_plane::resolved_service_address`]); before any plan,
+    /// its cluster IP.
+    fn resolved_service_address(&self, cluster: &str, service: &str) -> Result<Ipv4Addr, ProviderError> {
+        let topology = self.cluster(cluster)?;
+        let resolved = match self
+            .applied
+            .as_ref()
+            .and_then(|(plan, _)| plan.clusters.iter().find(|planned| planned.cluster == cluster))
+        {
+            Some(planned) => control_plane::resolved_service_address(topology, planned, service),
+            None => topology.service_ips.get(service).copied(),
+        };
+        resolved.ok_or_else(|| {
+            ProviderError::Unsupported(format!(
+                "{service} does not resolve in {cluster}: the plan has no Service for it there and no \
+                 ServiceEntry address a DNS proxy could answer with"
+            ))
+        })
     }
 
     fn first_port(&self, service: &str) -> u16 {

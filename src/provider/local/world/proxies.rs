@@ -575,13 +575,37 @@ impl World {
                 continue;
             }
             let reason = last_rejection_in_logs(&proxy.dir).unwrap_or_else(|| "no reason found in its log".to_owned());
-            rejections.push(format!(
-                "{} rejected its listeners (listener_manager.lds.update_rejected = {rejected}): {reason}",
-                proxy.name
-            ));
+            let listeners = admin_call(proxy, "/listeners?format=json", "reading listeners").await?;
+            rejections.push(gateway_rejection(&proxy.name, rejected, &reason, &listeners));
         }
         Ok(rejections)
     }
+}
+
+/// A gateway's refused 15443 listener, as the report says it: Envoy's reason, and what traffic
+/// meets now, read from the listeners the gateway still serves (admin `/listeners?format=json`,
+/// `admin.v3.Listeners`: `listener_statuses[].name`). A refused LDS update leaves the previously
+/// accepted listener in place, which routes only the SNIs it had then; without one there is no
+/// 15443 listener at all.
+fn gateway_rejection(proxy: &str, rejected: u64, reason: &str, listeners_json: &str) -> String {
+    let listener = envoy_config::gateway_listener_name();
+    let serving = serde_json::from_str::<serde_json::Value>(listeners_json)
+        .ok()
+        .and_then(|listeners| listeners.get("listener_statuses").and_then(|v| v.as_array()).cloned())
+        .unwrap_or_default()
+        .iter()
+        .any(|status| status.get("name").and_then(|name| name.as_str()) == Some(listener.as_str()));
+    let traffic = if serving {
+        "the listener it accepted earlier stays in place and routes only the SNIs it had then: \
+         connections for services added since are refused (no_filter_chain_match)"
+    } else {
+        "it never accepted one, so the gateway has no 15443 listener: every connection to it is \
+         refused, and calls through it fail unless a retry reaches another endpoint"
+    };
+    format!(
+        "{proxy} rejected its 15443 listener {listener} (listener_manager.lds.update_rejected = {rejected}): \
+         {reason}; {traffic}"
+    )
 }
 
 /// Sums `cx_total` of upstream hosts on the gateway port in `outbound_…` (SNI) clusters of an
@@ -635,6 +659,32 @@ outbound|80||bar.ns2.svc.cluster.local::100.64.0.11:15443::cx_total::5
 outbound_.9090_._.bar.ns2.svc.cluster.local::100.64.0.12:15443::cx_total::2
 ";
         assert_eq!(gateway_to_gateway_connections(text), 5);
+    }
+}
+
+#[cfg(test)]
+mod rejection_tests {
+    use super::gateway_rejection;
+
+    /// Envoy's admin `/listeners?format=json` is an `admin.v3.Listeners`
+    /// (envoyproxy.io `api-v3/admin/v3/listeners.proto`): `listener_statuses[]` with `name` and
+    /// `local_address`.
+    #[test]
+    fn a_rejected_gateway_listener_says_whether_an_earlier_one_still_serves() {
+        let reason =
+            "error adding listener '0.0.0.0:15443': filter chain 'x' has the same matching rules defined as 'x'";
+        let none = gateway_rejection("gw", 1, reason, r#"{"listener_statuses":[]}"#);
+        assert!(none.contains("rejected its 15443 listener 0.0.0.0_15443"), "{none}");
+        assert!(none.contains("has the same matching rules"), "{none}");
+        assert!(none.contains("has no 15443 listener"), "{none}");
+        let earlier = gateway_rejection(
+            "gw",
+            2,
+            reason,
+            r#"{"listener_statuses":[{"name":"0.0.0.0_15443","local_address":{"socket_address":{"address":"0.0.0.0","port_value":15443}}}]}"#,
+        );
+        assert!(earlier.contains("accepted earlier stays in place"), "{earlier}");
+        assert!(earlier.contains("update_rejected = 2"), "{earlier}");
     }
 }
 

@@ -70,10 +70,7 @@ impl World {
             })?
             .name
             .clone();
-        let cluster_ip = *cluster
-            .service_ips
-            .get(&traffic.to_service)
-            .ok_or_else(|| ProviderError::Unsupported(format!("unknown service {}", traffic.to_service)))?;
+        let cluster_ip = self.resolved_service_address(&traffic.from_cluster, &traffic.to_service)?;
         let host = self
             .scenario
             .service(&traffic.to_service)
