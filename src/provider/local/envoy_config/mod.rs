@@ -625,6 +625,16 @@ mod tests {
     }
 
     #[test]
+    fn fidelity_outbound_clusters_carry_istios_unlimited_circuit_breakers() {
+        let resources = sidecar_resources(&foo_sidecar());
+        let cluster = named(&resources.clusters, &outbound_cluster_name(80, BAR));
+        let thresholds = &cluster["circuit_breakers"]["thresholds"][0];
+        for field in ["max_connections", "max_pending_requests", "max_requests", "max_retries"] {
+            assert_eq!(thresholds[field], 4_294_967_295_u64, "{field}: {thresholds}");
+        }
+    }
+
+    #[test]
     fn outbound_endpoints_keep_weight_locality_and_priority() {
         let resources = sidecar_resources(&foo_sidecar());
         let cluster = named(&resources.clusters, &outbound_cluster_name(80, BAR));

@@ -256,6 +256,7 @@ fn outbound_cluster(certs: &CertPaths, outbound: &OutboundPort) -> Value {
             "cluster_name": name,
             "endpoints": locality_lb_endpoints(&outbound.endpoints, outbound.tls == UpstreamTls::Auto),
         },
+        "circuit_breakers": istio_default_circuit_breakers(),
     });
     match outbound.tls {
         UpstreamTls::IstioMutual => cluster["transport_socket"] = upstream_mtls_socket(certs, outbound),
@@ -388,6 +389,24 @@ fn outbound_route_action(outbound: &OutboundPort, cluster: &str) -> Value {
 
 const PREVIOUS_HOSTS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+
+/// The circuit-breaker thresholds Istio puts on every cluster unless a DestinationRule's
+/// `connectionPool` lowers them: all at `math.MaxUint32`
+/// (`pilot/pkg/networking/core/cluster_traffic_policy.go@1.30.3`, `getDefaultCircuitBreakerThresholds`,
+/// applied with an empty `ConnectionPoolSettings` when the rule sets none). Envoy's own defaults
+/// (3 concurrent retries, 1,024 requests) would refuse retries under load ("retry overflow") where
+/// Istio retries, making a verdict depend on the machine's speed.
+fn istio_default_circuit_breakers() -> Value {
+    let unlimited = u64::from(u32::MAX);
+    json!({
+        "thresholds": [{
+            "max_connections": unlimited,
+            "max_pending_requests": unlimited,
+            "max_requests": unlimited,
+            "max_retries": unlimited,
+        }],
+    })
+}
 
 /// Envoy `outlier_detection` as Istio's `applyOutlierDetection` writes it: success-rate ejection
 /// off, each consecutive-error check enforced at 100 % when its count is above 0 (off at 0), and
