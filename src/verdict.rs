@@ -455,7 +455,7 @@ pub fn change_verdicts(
                     bound: Value::count(bound.value),
                     passed: millis <= bound.value,
                     detail: format!(
-                        "phase {phase}: first reply from one of {} new pods {millis} ms after {} completed",
+                        "phase {phase}: first request answered by one of {} new pods started {millis} ms after {} completed",
                         convergence.new_pods, convergence.action
                     ),
                 },
