@@ -627,12 +627,16 @@ async fn run_actions<P: Provider>(
         let reconciled = reconciler.observe(&events);
         tracing::debug!(changes = ?reconciled.changes, "reconciled");
         let replanned = reconciled.plan;
+        // A pod or cluster that left still serves while it drains (on `local` as on Kubernetes):
+        // the re-plan is pushed now, and calls after a leave count from when it is in force.
+        let mut replanned_ms = None;
         if replanned != applied.0 {
             progress.step(&format!(
                 "phase {}: the inventory changed; applying the re-planned federation",
                 phase.name.value
             ));
             provider.apply_plan(&replanned, &applied.1, progress).await?;
+            replanned_ms = Some(elapsed_ms(started));
             applied.0 = replanned;
             evidence.plan_in_force(&phase.name.value, &applied.0);
         }
@@ -643,6 +647,7 @@ async fn run_actions<P: Provider>(
             at_ms,
             started_ms,
             completed_ms,
+            replanned_ms,
             change,
             events,
         });

@@ -237,8 +237,8 @@ pub fn change_verdicts(
         let window = &window.value;
         let (from, to) = (window.from_millis.value, window.to_millis.value);
         let range = format!("[{from}, {to}) ms");
-        let tally = measure::timeline::window(records, from, to, expected_identity);
-        let empty = (tally.requests == 0).then(|| format!("phase {phase}: no request started in window {range}"));
+        let tally = measure::timeline::window(records, &timeline.actions, from, to, expected_identity);
+        let empty = (tally.requests == 0).then(|| format!("phase {phase}: no request counted in window {range}"));
         let mut judge = |mut result: ExpectationResult| {
             if !result.passed && empty.is_none() {
                 result.detail = format!("phase {phase}, window {range}: {}", result.detail)
@@ -455,7 +455,7 @@ pub fn change_verdicts(
                     bound: Value::count(bound.value),
                     passed: millis <= bound.value,
                     detail: format!(
-                        "phase {phase}: first reply from one of {} new pods {millis} ms after {} completed",
+                        "phase {phase}: first request answered by one of {} new pods started {millis} ms after {} completed",
                         convergence.new_pods, convergence.action
                     ),
                 },
@@ -492,12 +492,16 @@ pub fn change_verdicts(
                 bound: Value::count(bound.value),
                 passed: leave.from_cluster <= bound.value,
                 detail: format!(
-                    "phase {phase}: {} of {} replies after {} completed came from {}",
-                    leave.from_cluster, leave.replies_after, leave.action, leave.cluster
+                    "phase {phase}: {} of {} requests started from {} ms on (the federation without {} applied) were answered by {}",
+                    leave.from_cluster, leave.requests_after, leave.from_ms, leave.cluster, leave.cluster
                 ),
             };
-            let empty = (leave.replies_after == 0)
-                .then(|| format!("phase {phase}: no reply came after {} completed", leave.action));
+            let empty = (leave.requests_after == 0).then(|| {
+                format!(
+                    "phase {phase}: no request started from {} ms on (after {})",
+                    leave.from_ms, leave.action
+                )
+            });
             results.push(unless_empty(result, empty.as_deref()));
         }
     }
@@ -778,13 +782,70 @@ callsAfterLeaveAtMost: 100000
         assert!(
             results[0]
                 .detail
-                .starts_with("phase p1: no request started in window [5000, 6000) ms"),
+                .starts_with("phase p1: no request counted in window [5000, 6000) ms"),
             "{:?}",
             results[0]
         );
         assert_eq!(
             results[6].detail,
             "phase p1: action gw-down was not taken; a bound over nothing cannot hold"
+        );
+    }
+
+    /// Issue 18 point 11: a request still in flight when a gateway stops fails or not depending
+    /// on the machine's load; it must not decide the window that ends where the stop starts.
+    #[test]
+    fn a_request_in_flight_when_an_action_starts_counts_at_the_action_not_in_the_window_before_it() {
+        let mut records: Vec<RequestRecord> = (0..99)
+            .map(|seq| RequestRecord {
+                started_us: seq * 10_000,
+                latency_us: 2_000,
+                ..answered(seq, "bar-0")
+            })
+            .collect();
+        // Started at 995 ms, failed at 1015 ms: the gateway stopped at 1000 ms while it ran.
+        records.push(RequestRecord {
+            started_us: 995_000,
+            latency_us: 20_000,
+            ..unanswered(99)
+        });
+        let stop = crate::change::WorldChange::StopGateway {
+            cluster: "cluster2".into(),
+        };
+        let gw_down = crate::measure::timeline::ActionRecord {
+            name: "gw-down".into(),
+            kind: stop.kind().name().into(),
+            cluster: "cluster2".into(),
+            at_ms: 1000,
+            started_ms: 1000,
+            completed_ms: 1002,
+            replanned_ms: None,
+            change: stop,
+            events: Vec::new(),
+        };
+        let timeline = crate::measure::timeline::timeline(&records, 100, FOO, vec![gw_down]);
+        let results = change_verdicts(
+            "p1",
+            &expectations(
+                "windows:
+  - { fromMillis: 0, toMillis: 1000, successRateAtLeast: 1.0 }
+  - { fromMillis: 1000, toMillis: 2000, failedCallsAtMost: 0 }",
+            ),
+            &records,
+            &timeline,
+            FOO,
+        );
+        let shown: Vec<(&str, bool, String)> = results
+            .iter()
+            .map(|result| (result.key.as_str(), result.passed, result.observed_text()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("windows[0].successRateAtLeast", true, "1.000".to_owned()),
+                ("windows[1].failedCallsAtMost", false, "1".to_owned()),
+            ],
+            "the straddling failure belongs to the stop: {results:#?}"
         );
     }
 

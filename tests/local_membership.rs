@@ -1,6 +1,8 @@
 //! Membership changes on the `local` provider with real Envoy, driven through `LocalProvider`
 //! and the reconcile loop directly: a service scaled to zero in a cluster and back, a cluster
-//! that joins with a foreign root, the same cluster leaving.
+//! that joins with a foreign root, the same cluster leaving. Pods scaled away and a cluster that
+//! left keep running while they drain (Istio's `terminationDrainDuration`, docs/fidelity.md row 8)
+//! and are gone once it is over.
 //!
 //! Like tests/local_network.rs, the test re-runs this binary for itself with `MESHFED_TEST_SANDBOX`
 //! set, and a constructor in `.init_array` enters the sandbox before libtest starts a thread; the
@@ -18,10 +20,11 @@ use plan_gateways::named_gateways;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use meshfed::change::{InventoryEvent, WorldChange};
 use meshfed::plan::Plan;
-use meshfed::provider::local::{LocalOptions, LocalProvider, provision_envoy, sandbox};
+use meshfed::provider::local::{LocalOptions, LocalProvider, TERMINATION_DRAIN, provision_envoy, sandbox};
 use meshfed::provider::{PhaseSettings, Provider as _, Traffic};
 use meshfed::reconcile::Controller;
 use meshfed::record::RequestRecord;
@@ -162,6 +165,7 @@ async fn membership_story(options: LocalOptions) {
         service: "bar.ns2".to_owned(),
         replicas: 0,
     };
+    let started_scale_down = Instant::now();
     let events = provider
         .change_world(&scale_down, &mut quiet)
         .await
@@ -180,7 +184,11 @@ async fn membership_story(options: LocalOptions) {
     assert_eq!(
         provider.process_ids().len(),
         started,
-        "no process started: the rest were reconfigured live"
+        "no process started (the rest were reconfigured live) and none ended yet: the scaled-away pods drain"
+    );
+    assert!(
+        !processes_mentioning("--pod bar-1 --cluster cluster2").is_empty(),
+        "a scaled-away pod keeps serving while its sidecar drains (Istio's terminationDrainDuration)"
     );
     provider.check_alive().await.expect("pods scaled away are no deaths");
     let records = provider
@@ -191,6 +199,24 @@ async fn membership_story(options: LocalOptions) {
     assert_eq!(failed, 0, "{records:?}");
     assert_eq!(answered.keys().collect::<Vec<_>>(), ["cluster1"], "{answered:?}");
     println!("CHECKED scaled to 0: {answered:?}");
+    provider
+        .await_terminated()
+        .await
+        .expect("the scaled-away pods end after their drain");
+    assert!(
+        started_scale_down.elapsed() >= TERMINATION_DRAIN,
+        "ended after the drain, not before: {:?}",
+        started_scale_down.elapsed()
+    );
+    assert_eq!(
+        processes_mentioning("--pod bar-1 --cluster cluster2"),
+        Vec::<String>::new(),
+        "drained pods end"
+    );
+    println!(
+        "CHECKED drained: the scaled-away pods ended {:?} after the scale-down",
+        started_scale_down.elapsed()
+    );
 
     // Back to 2.
     let started = provider.process_ids().len();
@@ -282,6 +308,7 @@ async fn membership_story(options: LocalOptions) {
     let leave = WorldChange::LeaveCluster {
         cluster: "cluster3".to_owned(),
     };
+    let started_leave = Instant::now();
     let events = provider.change_world(&leave, &mut quiet).await.expect("leave");
     assert_eq!(
         events,
@@ -291,6 +318,19 @@ async fn membership_story(options: LocalOptions) {
     );
     let plan = reconcile_and_apply(&mut provider, &mut controller, &events).await;
     assert!(!named_gateways(&plan, "cluster1").contains(&cluster3_gateway));
+    assert!(
+        !processes_mentioning("cluster3").is_empty() && !namespaces_mentioning("cluster3.").is_empty(),
+        "a cluster that left keeps serving while it drains, after the re-plan was applied"
+    );
+    provider
+        .await_terminated()
+        .await
+        .expect("cluster3 ends after its drain");
+    assert!(
+        started_leave.elapsed() >= TERMINATION_DRAIN,
+        "{:?}",
+        started_leave.elapsed()
+    );
     assert_eq!(
         namespaces_mentioning("cluster3."),
         Vec::<String>::new(),

@@ -2,6 +2,13 @@
 //! mTLS and per-cluster answers per bucket, the actions taken while the traffic ran, and the
 //! figures the change expectations are judged on (windows, recovery, convergence, calls after a
 //! cluster left).
+//!
+//! A request that was still in flight when an action started straddles it: whether it succeeds
+//! depends on how far it had got when the world changed, i.e. on the machine's load, not on the
+//! mesh. Buckets and windows therefore count every request at the moment it started, except a
+//! straddling one, which counts at the start of the (first) action it straddled: its outcome is
+//! the action's ([`counted_at_ms`]). A window that ends where an action starts then holds only
+//! requests that finished before the world changed, however slow the machine.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,9 +28,14 @@ pub struct Timeline {
     pub buckets: Vec<Bucket>,
     /// The actions, in the order they were taken.
     pub actions: Vec<ActionRecord>,
+    /// Requests still in flight when an action started, counted in buckets and windows at that
+    /// action's start rather than at their own ([`counted_at_ms`]).
+    #[serde(default)]
+    pub straddling: u64,
 }
 
-/// The requests that started in `[start_ms, start_ms + bucket_ms)` of the traffic.
+/// The requests counted in `[start_ms, start_ms + bucket_ms)` of the traffic: started there, or
+/// in flight when an action started there ([`counted_at_ms`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Bucket {
     /// Start of the bucket, in milliseconds from the start of the traffic.
@@ -66,6 +78,10 @@ pub struct ActionRecord {
     pub started_ms: u64,
     /// When the provider reported it done.
     pub completed_ms: u64,
+    /// When the federation the reconcile loop re-planned from its events was applied to every
+    /// proxy; `None` when the re-plan changed nothing (or in reports written before this field).
+    #[serde(default)]
+    pub replanned_ms: Option<u64>,
     /// The change itself.
     pub change: WorldChange,
     /// What the provider reported it did to the inventory.
@@ -139,12 +155,30 @@ fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
-fn started_ms(record: &RequestRecord) -> u64 {
-    record.started_us / 1000
+/// When a request counts for buckets and windows, in milliseconds from the start of the traffic:
+/// when it started, or, when an action started while it was in flight (after it started and
+/// before it ended, success or failure), when the first such action started. Action times are
+/// whole milliseconds, rounded down, so a request that ended within the millisecond an action
+/// started in counts as straddling it: the rule errs towards the action.
+pub fn counted_at_ms(record: &RequestRecord, actions: &[ActionRecord]) -> u64 {
+    straddled_action_ms(record, actions).unwrap_or(record.started_us / 1000)
 }
 
-/// Buckets `records` by start time into `bucket_ms`-wide buckets (at least 1 ms) and attaches
-/// `actions`.
+/// The start of the first action `record` was in flight at, if any.
+fn straddled_action_ms(record: &RequestRecord, actions: &[ActionRecord]) -> Option<u64> {
+    let ended_us = record.started_us.saturating_add(record.latency_us);
+    actions
+        .iter()
+        .map(|action| action.started_ms)
+        .filter(|started_ms| {
+            let started_us = started_ms.saturating_mul(1000);
+            record.started_us < started_us && started_us < ended_us
+        })
+        .min()
+}
+
+/// Buckets `records` into `bucket_ms`-wide buckets (at least 1 ms) by [`counted_at_ms`] and
+/// attaches `actions`.
 pub fn timeline(
     records: &[RequestRecord],
     bucket_ms: u64,
@@ -153,8 +187,12 @@ pub fn timeline(
 ) -> Timeline {
     let bucket_ms = bucket_ms.max(1);
     let mut tallies: BTreeMap<u64, Tally> = BTreeMap::new();
+    let mut straddling = 0;
     for record in records {
-        let start_ms = started_ms(record) / bucket_ms * bucket_ms;
+        if straddled_action_ms(record, &actions).is_some() {
+            straddling += 1;
+        }
+        let start_ms = counted_at_ms(record, &actions) / bucket_ms * bucket_ms;
         tallies.entry(start_ms).or_default().add(record, expected_identity);
     }
     Timeline {
@@ -170,15 +208,23 @@ pub fn timeline(
             })
             .collect(),
         actions,
+        straddling,
     }
 }
 
-/// The requests started in `[from_ms, to_ms)`.
-pub fn window(records: &[RequestRecord], from_ms: u64, to_ms: u64, expected_identity: &str) -> Tally {
+/// The requests counted in `[from_ms, to_ms)` ([`counted_at_ms`]): started there and not in
+/// flight when a later action started, or in flight when an action started there.
+pub fn window(
+    records: &[RequestRecord],
+    actions: &[ActionRecord],
+    from_ms: u64,
+    to_ms: u64,
+    expected_identity: &str,
+) -> Tally {
     let mut tally = Tally::default();
     for record in records.iter().filter(|record| {
-        let started = started_ms(record);
-        from_ms <= started && started < to_ms
+        let counted = counted_at_ms(record, actions);
+        from_ms <= counted && counted < to_ms
     }) {
         tally.add(record, expected_identity);
     }
@@ -237,16 +283,19 @@ pub fn recovery(timeline: &Timeline, after: &str, rate: f64) -> Option<Recovery>
     })
 }
 
-/// Convergence after one action that brought new pods: from its completion to the first reply
-/// from one of them.
+/// Convergence after one action that brought new pods: from its completion to the start of the
+/// first request one of them answered (0 when one was answered already at the completion). The
+/// start, not the reply: when traffic reaches the new pods is the mesh's convergence, how long
+/// that request then took is the machine's (on a loaded machine calls took 150-350 ms, which
+/// decided a 1 s bound).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Convergence {
     /// The action's name.
     pub action: String,
     /// How many pods became ready.
     pub new_pods: usize,
-    /// Milliseconds from the action's completion to the first reply by a new pod; `None` when no
-    /// new pod answered.
+    /// Milliseconds from the action's completion to the start of the first request a new pod
+    /// answered (replied at or after the completion); `None` when no new pod answered.
     pub millis: Option<u64>,
 }
 
@@ -266,54 +315,58 @@ pub fn convergences(timeline: &Timeline, records: &[RequestRecord]) -> Vec<Conve
                 .iter()
                 .map(|(cluster, pod)| (cluster.as_str(), pod.as_str()))
                 .collect();
-            let first_reply_us = records
+            let first_start_us = records
                 .iter()
                 .filter(|record| match (&record.cluster, &record.pod) {
                     (Some(cluster), Some(pod)) => is_new.contains(&(cluster.as_str(), pod.as_str())),
                     _ => false,
                 })
-                .map(|record| record.started_us.saturating_add(record.latency_us))
-                .filter(|replied_us| *replied_us >= completed_us)
+                .filter(|record| record.started_us.saturating_add(record.latency_us) >= completed_us)
+                .map(|record| record.started_us)
                 .min();
             Some(Convergence {
                 action: action.name.clone(),
                 new_pods: new_pods.len(),
-                millis: first_reply_us.map(|replied_us| (replied_us - completed_us) / 1000),
+                millis: first_start_us.map(|started_us| started_us.saturating_sub(completed_us) / 1000),
             })
         })
         .collect()
 }
 
-/// Requests answered by a cluster after its leaveCluster action completed.
+/// Requests answered by a cluster that left, among those started once the mesh knew: after the
+/// federation re-planned without it was applied (after the leave completed when nothing was
+/// re-planned). A request started before that may still reach the cluster and be answered while
+/// its pods drain, as on Kubernetes; one started after it must not.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CallsAfterLeave {
     /// The action's name.
     pub action: String,
     /// The cluster that left.
     pub cluster: String,
-    /// Requests whose reply came after the completion, whoever answered: the samples.
-    pub replies_after: u64,
-    /// Of these, replies from the cluster that left.
+    /// From when requests count, in ms from the start of the traffic.
+    pub from_ms: u64,
+    /// Requests started from `from_ms` on, whoever answered (or none): the samples.
+    pub requests_after: u64,
+    /// Of these, requests answered by the cluster that left.
     pub from_cluster: u64,
 }
 
-/// For every leaveCluster action: the replies after it completed, and how many came from the
-/// cluster that left.
+/// For every leaveCluster action: the requests started once the federation without the cluster
+/// was in force, and how many of them the cluster answered.
 pub fn calls_after_leave(timeline: &Timeline, records: &[RequestRecord]) -> Vec<CallsAfterLeave> {
     timeline
         .actions
         .iter()
         .filter(|action| matches!(action.change, WorldChange::LeaveCluster { .. }))
         .map(|action| {
-            let completed_us = action.completed_ms.saturating_mul(1000);
-            let after: Vec<&RequestRecord> = records
-                .iter()
-                .filter(|record| record.started_us.saturating_add(record.latency_us) >= completed_us)
-                .collect();
+            let from_ms = action.replanned_ms.unwrap_or(action.completed_ms);
+            let from_us = from_ms.saturating_mul(1000);
+            let after: Vec<&RequestRecord> = records.iter().filter(|record| record.started_us >= from_us).collect();
             CallsAfterLeave {
                 action: action.name.clone(),
                 cluster: action.cluster.clone(),
-                replies_after: after.len() as u64,
+                from_ms,
+                requests_after: after.len() as u64,
                 from_cluster: after
                     .iter()
                     .filter(|record| record.cluster.as_deref() == Some(action.cluster.as_str()))
@@ -357,6 +410,7 @@ mod tests {
             at_ms: started_ms,
             started_ms,
             completed_ms,
+            replanned_ms: None,
             change,
             events: Vec::new(),
         }
@@ -409,10 +463,49 @@ mod tests {
             record(2, 19, Some(("bar-0", "cluster2"))),
             record(3, 20, Some(("bar-0", "cluster2"))),
         ];
-        let tally = window(&records, 10, 20, FOO);
+        let tally = window(&records, &[], 10, 20, FOO);
         assert_eq!((tally.requests, tally.succeeded, tally.failed()), (2, 1, 1));
         assert_eq!(tally.per_cluster.get("cluster2"), Some(&1));
-        assert_eq!(window(&records, 100, 200, FOO).requests, 0);
+        assert_eq!(window(&records, &[], 100, 200, FOO).requests, 0);
+    }
+
+    #[test]
+    fn a_request_in_flight_when_an_action_starts_counts_at_that_action_in_windows_and_buckets() {
+        let records = vec![
+            // Ended at 992 ms, before the stop at 1000 ms.
+            record(0, 990, Some(("bar-0", "cluster2"))),
+            // In flight from 998 ms to 1010 ms: straddles the stop (and no later action).
+            RequestRecord {
+                latency_us: 12_000,
+                ..record(1, 998, None)
+            },
+            record(2, 1001, Some(("bar-0", "cluster3"))),
+            // In flight across both actions: counts at the first.
+            RequestRecord {
+                latency_us: 2_000_000,
+                ..record(3, 999, None)
+            },
+            // Ended exactly when the stop started: not in flight at it.
+            record(4, 998, Some(("bar-0", "cluster2"))),
+        ];
+        let actions = vec![
+            action("gw-down", stop("cluster2"), 1000, 1003),
+            action("again", stop("cluster3"), 1500, 1501),
+        ];
+        let before = window(&records, &actions, 0, 1000, FOO);
+        assert_eq!((before.requests, before.failed()), (2, 0), "{before:?}");
+        let after = window(&records, &actions, 1000, 1500, FOO);
+        assert_eq!((after.requests, after.failed()), (3, 2), "{after:?}");
+        assert_eq!(counted_at_ms(&records[3], &actions), 1000);
+        assert_eq!(counted_at_ms(&records[2], &actions), 1001);
+        let timeline = timeline(&records, 100, FOO, actions);
+        let rows: Vec<(u64, u64, u64)> = timeline
+            .buckets
+            .iter()
+            .map(|bucket| (bucket.start_ms, bucket.requests, bucket.succeeded))
+            .collect();
+        assert_eq!(rows, [(900, 2, 2), (1000, 3, 1)]);
+        assert_eq!(timeline.straddling, 2);
     }
 
     /// 100 ms buckets of 10 requests each, `ok` of which succeed, from `from_ms` on.
@@ -473,7 +566,7 @@ mod tests {
     }
 
     #[test]
-    fn convergence_is_measured_from_the_action_to_the_first_reply_of_a_new_pod() {
+    fn convergence_is_measured_from_the_action_to_the_start_of_the_first_request_a_new_pod_answered() {
         let mut scale_up = action(
             "scale-up",
             WorldChange::Scale {
@@ -524,7 +617,8 @@ mod tests {
             },
         }];
         let records = [
-            // bar-1 of cluster1 is not the new pod; bar-1 of cluster2 answers at 400 + 2 ms.
+            // bar-1 of cluster1 is not the new pod; bar-1 of cluster2 answers a request started
+            // at 400 ms (replying at 402 ms, on a loaded machine it could be 750 ms).
             record(0, 200, Some(("bar-1", "cluster1"))),
             record(1, 400, Some(("bar-1", "cluster2"))),
             record(2, 500, Some(("bar-1", "cluster2"))),
@@ -536,7 +630,7 @@ mod tests {
                 Convergence {
                     action: "scale-up".into(),
                     new_pods: 1,
-                    millis: Some(252),
+                    millis: Some(250),
                 },
                 Convergence {
                     action: "join".into(),
@@ -548,31 +642,44 @@ mod tests {
     }
 
     #[test]
-    fn calls_after_leave_count_replies_from_the_cluster_after_its_leave_completed() {
-        let leave = action(
+    fn calls_after_leave_count_requests_started_once_the_replanned_federation_was_applied() {
+        let mut leave = action(
             "leave",
             WorldChange::LeaveCluster {
                 cluster: "cluster2".into(),
             },
             100,
-            200,
+            120,
         );
+        leave.replanned_ms = Some(200);
         let records = [
-            // Replied at 150 + 2 ms: before the leave completed.
-            record(0, 150, Some(("bar-0", "cluster2"))),
-            record(1, 250, Some(("bar-0", "cluster2"))),
-            record(2, 260, Some(("bar-0", "cluster1"))),
-            record(3, 270, None),
+            // Started before the leave, answered by cluster2 after it completed: drained.
+            record(0, 115, Some(("bar-0", "cluster2"))),
+            // Started after the leave completed but before the re-plan reached the callers:
+            // still routed to cluster2, which serves while it drains.
+            record(1, 150, Some(("bar-0", "cluster2"))),
+            record(2, 200, Some(("bar-0", "cluster2"))),
+            record(3, 260, Some(("bar-0", "cluster1"))),
+            record(4, 270, None),
         ];
-        let timeline = timeline(&records, 100, FOO, vec![leave]);
+        let timeline = timeline(&records, 100, FOO, vec![leave.clone()]);
         assert_eq!(
             calls_after_leave(&timeline, &records),
             [CallsAfterLeave {
                 action: "leave".into(),
                 cluster: "cluster2".into(),
-                replies_after: 3,
+                from_ms: 200,
+                requests_after: 3,
                 from_cluster: 1,
             }]
+        );
+        // Nothing re-planned: counted from the completion.
+        leave.replanned_ms = None;
+        let timeline = super::timeline(&records, 100, FOO, vec![leave]);
+        let counted = &calls_after_leave(&timeline, &records)[0];
+        assert_eq!(
+            (counted.from_ms, counted.requests_after, counted.from_cluster),
+            (120, 4, 2)
         );
     }
 }

@@ -264,7 +264,7 @@ fn timeline_svg(out: &mut String, timeline: &Timeline) {
     let bucket_px = (timeline.bucket_ms as f64 / end_ms * WIDTH).max(1.0);
     let _ = writeln!(
         out,
-        "<p>timeline ({} ms buckets, by request start; light: requests started, dark: succeeded; red: actions)</p>\n\
+        "<p>timeline ({} ms buckets, by request start, a request in flight when an action started at that action; light: requests started, dark: succeeded; red: actions)</p>\n\
          <svg class=\"timeline\" width=\"{WIDTH}\" height=\"{}\" role=\"img\"><rect width=\"{WIDTH}\" height=\"{HEIGHT}\" fill=\"#f6f6f6\"/>",
         timeline.bucket_ms,
         HEIGHT + 16.0

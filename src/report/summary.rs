@@ -256,9 +256,16 @@ fn timeline_summary(out: &mut String, timeline: &Timeline) {
     let line_ms = group * timeline.bucket_ms;
     let _ = writeln!(
         out,
-        "  timeline ({} ms per line; ok = success, mtls = verified identity, answered per cluster):",
+        "  timeline ({} ms per line, requests by start; ok = success, mtls = verified identity, answered per cluster):",
         line_ms
     );
+    if !timeline.actions.is_empty() {
+        let _ = writeln!(
+            out,
+            "  a request in flight when an action started counts at that action, in lines and windows: {} did",
+            timeline.straddling
+        );
+    }
     let mut start = 0;
     while start < end_ms {
         let stop = start + line_ms;

@@ -14,4 +14,4 @@ pub mod topology;
 pub mod world;
 
 pub use envoy_binary::provision_envoy;
-pub use world::{LocalOptions, LocalProvider, PodExec};
+pub use world::{LocalOptions, LocalProvider, PodExec, TERMINATION_DRAIN};

@@ -12,22 +12,22 @@ use crate::provider::local::bounded_run::format_duration;
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// Connecting, writing or reading the socket failed.
-    #[error("envoy admin request GET {path} on {socket} failed")]
+    #[error("envoy admin request {path} on {socket} failed")]
     Io {
         /// The admin socket.
         socket: PathBuf,
-        /// The request path.
+        /// The request: method and path (`GET /ready`).
         path: String,
         /// The OS error.
         #[source]
         source: std::io::Error,
     },
     /// Envoy answered with a non-200 status.
-    #[error("envoy admin request GET {path} on {socket} answered {status_line:?}: {body}")]
+    #[error("envoy admin request {path} on {socket} answered {status_line:?}: {body}")]
     Status {
         /// The admin socket.
         socket: PathBuf,
-        /// The request path.
+        /// The request: method and path (`GET /ready`).
         path: String,
         /// The HTTP status line.
         status_line: String,
@@ -35,21 +35,21 @@ pub enum AdminError {
         body: String,
     },
     /// No complete answer within the deadline (a stopped or stuck Envoy).
-    #[error("envoy admin request GET {path} on {socket} got no answer within {}", format_duration(*waited))]
+    #[error("envoy admin request {path} on {socket} got no answer within {}", format_duration(*waited))]
     TimedOut {
         /// The admin socket.
         socket: PathBuf,
-        /// The request path.
+        /// The request: method and path (`GET /ready`).
         path: String,
         /// The deadline that passed.
         waited: Duration,
     },
     /// The reply was not HTTP.
-    #[error("envoy admin request GET {path} on {socket} got a malformed reply: {reply:?}")]
+    #[error("envoy admin request {path} on {socket} got a malformed reply: {reply:?}")]
     Malformed {
         /// The admin socket.
         socket: PathBuf,
-        /// The request path.
+        /// The request: method and path (`GET /ready`).
         path: String,
         /// The start of the reply.
         reply: String,
@@ -83,32 +83,51 @@ pub async fn admin_get(socket: &Path, path: &str) -> Result<String, AdminError> 
 
 /// [`admin_get`] with the deadline given; on expiry [`AdminError::TimedOut`] names the socket.
 pub async fn admin_get_within(socket: &Path, path: &str, timeout: Duration) -> Result<String, AdminError> {
-    match tokio::time::timeout(timeout, admin_exchange(socket, path)).await {
+    admin_request_within(socket, "GET", path, timeout).await
+}
+
+/// `POST path` (no body) on an Envoy admin unix socket within [`ADMIN_TIMEOUT`]: the admin
+/// endpoints that change Envoy's state (`/drain_listeners`) refuse `GET`.
+pub async fn admin_post(socket: &Path, path: &str) -> Result<String, AdminError> {
+    admin_request_within(socket, "POST", path, ADMIN_TIMEOUT).await
+}
+
+async fn admin_request_within(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, AdminError> {
+    match tokio::time::timeout(timeout, admin_exchange(socket, method, path)).await {
         Ok(result) => result,
         Err(_) => Err(AdminError::TimedOut {
             socket: socket.to_path_buf(),
-            path: path.to_string(),
+            path: format!("{method} {path}"),
             waited: timeout,
         }),
     }
 }
 
-async fn admin_exchange(socket: &Path, path: &str) -> Result<String, AdminError> {
+async fn admin_exchange(socket: &Path, method: &str, path: &str) -> Result<String, AdminError> {
+    let request = format!("{method} {path}");
     let io_error = |source| AdminError::Io {
         socket: socket.to_path_buf(),
-        path: path.to_string(),
+        path: request.clone(),
         source,
     };
     let mut stream = UnixStream::connect(socket).await.map_err(io_error)?;
+    let length = if method == "GET" { "" } else { "Content-Length: 0\r\n" };
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: envoy-admin\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("{method} {path} HTTP/1.1\r\nHost: envoy-admin\r\n{length}Connection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .map_err(io_error)?;
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).await.map_err(io_error)?;
     let malformed = || AdminError::Malformed {
         socket: socket.to_path_buf(),
-        path: path.to_string(),
+        path: request.clone(),
         reply: String::from_utf8_lossy(&reply).chars().take(200).collect(),
     };
     let head_end = reply
@@ -134,7 +153,7 @@ async fn admin_exchange(socket: &Path, path: &str) -> Result<String, AdminError>
     } else {
         Err(AdminError::Status {
             socket: socket.to_path_buf(),
-            path: path.to_string(),
+            path: request,
             status_line: status_line.to_string(),
             body: body.trim().to_string(),
         })

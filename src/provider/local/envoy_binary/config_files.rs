@@ -24,6 +24,13 @@ pub struct WriteConfigError {
 /// memory lives in `/dev/shm`, which network namespaces share, so two Envoys would collide),
 /// `concurrency` worker threads (the plan's install values: Istio's default is 2), and the log
 /// level. Run the binary inside the pod's network namespace.
+///
+/// Draining as istio-agent starts Envoy (`pkg/envoy/proxy.go@1.30.3`: `--drain-time-s` from
+/// ProxyConfig `drainDuration`, 45 s by default in `pkg/config/mesh/mesh.go`, and
+/// `--drain-strategy immediate`, "clients are notified as soon as the drain process starts"): a
+/// terminating pod's sidecar asked to drain (`/drain_listeners?inboundonly&graceful`) closes
+/// each HTTP/1.1 connection after its next response and keeps accepting for those 45 s, longer
+/// than the termination drain (5 s) after which it is ended.
 pub fn envoy_args(bootstrap: &Path, log_level: &str, concurrency: u32) -> Vec<OsString> {
     vec![
         "-c".into(),
@@ -33,8 +40,15 @@ pub fn envoy_args(bootstrap: &Path, log_level: &str, concurrency: u32) -> Vec<Os
         concurrency.to_string().into(),
         "--log-level".into(),
         log_level.into(),
+        "--drain-time-s".into(),
+        ISTIO_DRAIN_DURATION_SECS.to_string().into(),
+        "--drain-strategy".into(),
+        "immediate".into(),
     ]
 }
+
+/// Istio's default ProxyConfig `drainDuration` in seconds (`pkg/config/mesh/mesh.go@1.30.3`).
+const ISTIO_DRAIN_DURATION_SECS: u32 = 45;
 
 /// Writes a bootstrap (pretty JSON) atomically.
 pub fn write_bootstrap(path: &Path, bootstrap: &Value) -> Result<(), WriteConfigError> {
@@ -111,7 +125,7 @@ mod tests {
     }
 
     #[test]
-    fn envoy_runs_without_hot_restart_on_one_worker() {
+    fn envoy_runs_without_hot_restart_on_one_worker_draining_as_istio_agent_starts_it() {
         let args = envoy_args(Path::new("/b.json"), "warn", 1);
         let args: Vec<&str> = args.iter().map(|arg| arg.to_str().unwrap()).collect();
         assert_eq!(
@@ -123,7 +137,11 @@ mod tests {
                 "--concurrency",
                 "1",
                 "--log-level",
-                "warn"
+                "warn",
+                "--drain-time-s",
+                "45",
+                "--drain-strategy",
+                "immediate"
             ]
         );
     }

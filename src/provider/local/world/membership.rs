@@ -6,13 +6,12 @@
 //! change returns; the cluster's own sidecars and gateway learn its pods at once (the last applied
 //! plan is re-applied, which changes only their endpoints). What crosses clusters (the other
 //! clusters' ServiceEntries) changes only when the reconcile loop re-plans from the returned
-//! inventory events and the engine applies that plan.
+//! inventory events and the engine applies that plan. A pod scaled away, and every pod and the
+//! gateway of a cluster that leaves, terminate as on Kubernetes with Istio ([`super::termination`]):
+//! out of the endpoints at once, serving while they drain, ended after the drain.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::anyhow;
-
-use super::apps::app_name;
 use super::{
     APP_READY_TIMEOUT, LocalOptions, World, check_inotify_budget, cluster_network, failed, pod_address, pod_dir,
     read_inotify_limit,
@@ -23,9 +22,6 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::provider::local::topology::{GATEWAY_POD, PodTopology};
 use crate::provider::{PhaseSettings, ProviderError};
-
-/// How long an app or Envoy ended on purpose may take to exit after SIGTERM before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(2);
 
 impl World {
     /// Carries out a membership change; returns the inventory events it caused.
@@ -42,7 +38,7 @@ impl World {
                 replicas,
             } => self.scale(options, cluster, service, *replicas, progress).await,
             WorldChange::JoinCluster { cluster } => self.join_cluster(options, cluster, progress).await,
-            WorldChange::LeaveCluster { cluster } => self.leave_cluster(options, cluster, progress),
+            WorldChange::LeaveCluster { cluster } => self.leave_cluster(options, cluster, progress).await,
             other => Err(ProviderError::Unsupported(format!(
                 "{} is not a membership change",
                 other.kind().name()
@@ -69,7 +65,11 @@ impl World {
         let (plan, settings) = self.applied_plan()?;
         let current = self.cluster(cluster)?.pods_of(service).count();
         let adding = (replicas as usize).saturating_sub(current);
-        check_inotify_budget(self.proxies.len() + adding, read_inotify_limit()).map_err(ProviderError::Unavailable)?;
+        check_inotify_budget(
+            self.proxies.len() + self.draining_proxies() + adding,
+            read_inotify_limit(),
+        )
+        .map_err(ProviderError::Unavailable)?;
         let scenario = self.scenario.clone();
         let topology_cluster = self
             .topology
@@ -86,19 +86,25 @@ impl World {
         ));
         let mut events = Vec::new();
         if !scaled.removed.is_empty() {
-            // Out of the cluster's endpoints first, as a terminating pod is.
+            // Out of the cluster's endpoints first (the EndpointSlice marks a terminating pod not
+            // ready); the pods keep serving while they drain, and the PodGone events let the
+            // engine push the re-planned federation meanwhile.
             self.apply_plan(options, &plan, &settings).await?;
-            for pod in &scaled.removed {
-                self.remove_pod(options, cluster, &pod.name)?;
-                events.push(InventoryEvent::PodGone {
-                    cluster: cluster.to_owned(),
-                    service: service.to_owned(),
-                    pod: pod.name.clone(),
-                });
-            }
+            let removed: Vec<String> = scaled.removed.iter().map(|pod| pod.name.clone()).collect();
+            let dirs = removed
+                .iter()
+                .map(|pod| pod_dir(&options.run_dir, cluster, pod))
+                .collect();
+            self.start_termination(cluster, removed, false, dirs).await;
+            events.extend(scaled.removed.iter().map(|pod| InventoryEvent::PodGone {
+                cluster: cluster.to_owned(),
+                service: service.to_owned(),
+                pod: pod.name.clone(),
+            }));
         }
         if !scaled.added.is_empty() {
             for pod in &scaled.added {
+                self.end_terminating_now(cluster, Some(&pod.name))?;
                 self.create_pod(options, cluster, pod)?;
             }
             let deadline = Instant::now() + APP_READY_TIMEOUT;
@@ -130,13 +136,17 @@ impl World {
             self.scenario.cluster(cluster).cloned().ok_or_else(|| {
                 ProviderError::Unsupported(format!("joinCluster: the scenario has no cluster {cluster}"))
             })?;
+        self.end_terminating_now(cluster, None)?;
         let (plan, settings) = self.applied_plan()?;
         let joining = self
             .topology
             .mk_joining_cluster(&self.scenario, cluster)
             .map_err(|error| failed(format!("laying out cluster {cluster}"))(error.into()))?;
-        check_inotify_budget(self.proxies.len() + joining.pods.len() + 1, read_inotify_limit())
-            .map_err(ProviderError::Unavailable)?;
+        check_inotify_budget(
+            self.proxies.len() + self.draining_proxies() + joining.pods.len() + 1,
+            read_inotify_limit(),
+        )
+        .map_err(ProviderError::Unavailable)?;
         progress.step(&format!(
             "cluster {cluster} joins with {} pods{}",
             joining.pods.len(),
@@ -185,32 +195,35 @@ impl World {
         }])
     }
 
-    /// Removes a cluster: every process of it ended on purpose, its namespaces, bridge and
-    /// files deleted. Other clusters keep naming its gateway until the reconciled plan is applied.
-    fn leave_cluster(
+    /// Removes a cluster from the mesh: it leaves the topology and the applied plan at once (the
+    /// ClusterLeft event lets the engine push the re-planned federation without it), while its
+    /// pods and gateway keep serving for their drain; then every process of it is ended on
+    /// purpose and its namespaces, bridge and files deleted ([`super::termination`]).
+    async fn leave_cluster(
         &mut self,
         options: &LocalOptions,
         cluster: &str,
         progress: &mut dyn Progress,
     ) -> Result<Vec<InventoryEvent>, ProviderError> {
         let leaving = self.cluster(cluster)?.clone();
-        progress.step(&format!("cluster {cluster} leaves with {} pods", leaving.pods.len()));
-        for pod in &leaving.pods {
-            self.end_named(&app_name(cluster, &pod.name))?;
-            self.end_proxy(cluster, &pod.name)?;
-        }
-        self.end_proxy(cluster, GATEWAY_POD)?;
-        self.network
-            .as_mut()
-            .ok_or_else(|| ProviderError::Unavailable("the local network is gone".to_owned()))?
-            .remove_cluster(cluster)
-            .map_err(|error| failed(format!("removing the network of cluster {cluster}"))(error.into()))?;
+        progress.step(&format!(
+            "cluster {cluster} leaves with {} pods (they drain for {} ms)",
+            leaving.pods.len(),
+            super::TERMINATION_DRAIN.as_millis()
+        ));
         self.topology.clusters.retain(|known| known.name != cluster);
         self.foreign_roots.remove(cluster);
         if let Some((plan, _)) = self.applied.as_mut() {
             plan.clusters.retain(|planned| planned.cluster != cluster);
         }
-        remove_dir_if_present(&options.run_dir.join(cluster))?;
+        let pods = leaving
+            .pods
+            .iter()
+            .map(|pod| pod.name.clone())
+            .chain([GATEWAY_POD.to_owned()])
+            .collect();
+        self.start_termination(cluster, pods, true, vec![options.run_dir.join(cluster)])
+            .await;
         Ok(vec![InventoryEvent::ClusterLeft {
             cluster: cluster.to_owned(),
         }])
@@ -276,42 +289,10 @@ impl World {
         pki::create_workload_files(&cert, &dir)
             .map_err(|error| failed(format!("writing certificates of {}", pod.name))(error.into()))
     }
-
-    /// Ends a removed pod's app and sidecar on purpose, deletes its namespace and files.
-    fn remove_pod(&mut self, options: &LocalOptions, cluster: &str, pod: &str) -> Result<(), ProviderError> {
-        self.end_named(&app_name(cluster, pod))?;
-        self.end_proxy(cluster, pod)?;
-        self.network
-            .as_mut()
-            .ok_or_else(|| ProviderError::Unavailable("the local network is gone".to_owned()))?
-            .remove_pod(cluster, pod)
-            .map_err(|error| failed(format!("removing the network of pod {pod} in {cluster}"))(error.into()))?;
-        remove_dir_if_present(&pod_dir(&options.run_dir, cluster, pod))
-    }
-
-    /// Ends the Envoy of `pod` (or the gateway) on purpose and forgets it.
-    fn end_proxy(&mut self, cluster: &str, pod: &str) -> Result<(), ProviderError> {
-        if let Some(proxy) = self.proxies.remove(&(cluster.to_owned(), pod.to_owned())) {
-            self.end_named(&proxy.name)?;
-        }
-        Ok(())
-    }
-
-    /// Ends the running child named `name` on purpose (SIGTERM, SIGKILL after [`STOP_GRACE`]):
-    /// its exit is no death for the liveness checks.
-    fn end_named(&mut self, name: &str) -> Result<(), ProviderError> {
-        let Some(id) = self.supervisor.running_named(name) else {
-            return Ok(());
-        };
-        self.supervisor
-            .end_on_purpose(id, nix::sys::signal::Signal::SIGTERM, STOP_GRACE)
-            .map_err(|error| ProviderError::failed(format!("stopping {name}"), anyhow!(error)))?;
-        Ok(())
-    }
 }
 
 /// Removes `dir` and what it holds (never following a symlink below it); a missing `dir` is fine.
-fn remove_dir_if_present(dir: &std::path::Path) -> Result<(), ProviderError> {
+pub(super) fn remove_dir_if_present(dir: &std::path::Path) -> Result<(), ProviderError> {
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return Err(ProviderError::Unavailable(format!(
             "{} has no parent directory",

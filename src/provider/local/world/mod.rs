@@ -11,6 +11,7 @@ mod kept;
 mod liveness;
 mod membership;
 mod proxies;
+mod termination;
 mod traffic;
 
 use std::collections::BTreeMap;
@@ -84,6 +85,7 @@ pub struct PodExec {
 
 use proxies::Proxy;
 pub use proxies::ProxyRestart;
+pub use termination::TERMINATION_DRAIN;
 
 struct World {
     scenario: Scenario,
@@ -101,6 +103,8 @@ struct World {
     applied: Option<(Plan, PhaseSettings)>,
     /// PKIs of clusters that joined with a foreign root (`foreignRoot`), by cluster.
     foreign_roots: BTreeMap<String, MeshPki>,
+    /// Pods out of every endpoint that still serve while their sidecar drains.
+    terminating: Vec<termination::Terminating>,
 }
 
 impl LocalProvider {
@@ -167,6 +171,20 @@ impl LocalProvider {
         let world = self.world.as_ref()?;
         let ip = world.resolved_service_address(cluster, service).ok()?;
         Some(SocketAddrV4::new(ip, port))
+    }
+
+    /// Waits until every pod that is terminating (scaled away, or of a cluster that left) has
+    /// drained ([`TERMINATION_DRAIN`] after its change) and ends it: its processes, namespace
+    /// and files are gone when this returns. Without it they go at the next change, plan or
+    /// traffic step after their drain, or at teardown.
+    ///
+    /// # Errors
+    ///
+    /// When a process cannot be ended or a namespace removed.
+    pub async fn await_terminated(&mut self) -> Result<(), ProviderError> {
+        let world = self.world()?;
+        let terminated = world.await_terminated().await;
+        world.explained(terminated)
     }
 
     /// Process ids of every Envoy and app of the world (for memory measurements).
@@ -291,6 +309,7 @@ impl Provider for LocalProvider {
             traffic: None,
             applied: None,
             foreign_roots: BTreeMap::new(),
+            terminating: Vec::new(),
         };
         progress.step("starting the apps");
         world.start_apps(&self.options)?;
@@ -306,6 +325,8 @@ impl Provider for LocalProvider {
     ) -> Result<(), ProviderError> {
         let options = self.options.clone();
         let world = self.world()?;
+        let drained = world.end_drained();
+        world.explained(drained)?;
         let applied = world.apply_plan(&options, plan, settings).await;
         world.explained(applied)?;
         world.applied = Some((plan.clone(), settings.clone()));
@@ -356,6 +377,8 @@ impl Provider for LocalProvider {
     ) -> Result<Vec<InventoryEvent>, ProviderError> {
         let options = self.options.clone();
         let world = self.world()?;
+        let drained = world.end_drained();
+        world.explained(drained)?;
         let changed = match change {
             WorldChange::Scale { .. } | WorldChange::JoinCluster { .. } | WorldChange::LeaveCluster { .. } => {
                 world.change_membership(&options, change, progress).await

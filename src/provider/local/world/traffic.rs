@@ -217,7 +217,8 @@ impl World {
     }
 
     /// Reads records into `running` as they come until the output ends (`true`) or `until`
-    /// passes (`false`), checking liveness every [`LIVENESS_INTERVAL`].
+    /// passes (`false`), checking liveness (and ending terminated pods whose drain is over) every
+    /// [`LIVENESS_INTERVAL`].
     async fn read_records(
         &mut self,
         running: &mut RunningTraffic,
@@ -244,6 +245,8 @@ impl World {
                     running.records.push(record);
                 }
                 _ = checks.tick() => {
+                    // Pods whose termination drain is over end now, while traffic runs.
+                    self.end_drained()?;
                     self.check_alive()?;
                     if running.last_report.elapsed() >= PROGRESS_INTERVAL {
                         progress.step(&format!("  {} of {} requests done", running.records.len(), running.requests));
