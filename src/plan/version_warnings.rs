@@ -70,7 +70,7 @@ pub fn unpredictable_shares(
     to_service: &str,
     version: IstioVersion,
 ) -> Option<String> {
-    if scenario.federation.mode != FederationMode::EndpointDiscovery
+    if scenario.federation.mode.value != FederationMode::EndpointDiscovery
         || !IstioBehaviour::of(version).locality_groups_in_map_order()
     {
         return None;

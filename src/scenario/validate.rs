@@ -189,7 +189,7 @@ fn check_clusters(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
         ));
     }
     if let Some(flag) = scenario.federation.dns_proxying.as_ref().filter(|flag| flag.value)
-        && scenario.federation.mode == FederationMode::EndpointDiscovery
+        && scenario.federation.mode.value == FederationMode::EndpointDiscovery
     {
         return Err(problem(
             flag.referenced,
