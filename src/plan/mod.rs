@@ -6,6 +6,7 @@
 pub mod istio;
 mod render;
 mod resilience;
+pub mod upgrade_rules;
 pub mod versions;
 
 use std::collections::BTreeMap;

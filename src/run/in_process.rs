@@ -140,7 +140,6 @@ impl FinishedRun {
 pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, RunFailure> {
     let scenario = scenario::load_with_istio_version(request.scenario_path, request.istio_version)?;
     crate::engine::check_runnable(&scenario, request.scenario_path, &capabilities(request.provider))?;
-    crate::engine::check_provider_supports(&scenario, request.scenario_path, request.provider.cli_name())?;
     if request.reuse && request.provider != ProviderKind::Kind {
         return Err(RunFailure::BadInput(
             "--reuse applies to --provider kind only".to_owned(),
