@@ -33,6 +33,7 @@
 
 mod helper_role;
 pub(crate) mod in_process;
+mod live_display;
 pub(crate) mod matrix;
 mod report_view;
 

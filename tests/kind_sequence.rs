@@ -619,3 +619,79 @@ fn an_upgrade_is_istioctl_of_the_new_version_installing_over_the_cluster_and_don
     );
     runtime.block_on(provider.teardown(&mut |_: &str| {})).unwrap();
 }
+
+/// A `meshfed run --provider kind` on the fakes, with stderr a pseudo-terminal when `on_a_terminal`
+/// (util-linux `script -qec CMD /dev/null` runs CMD on a new pty and copies what it prints to its
+/// own stdout) or a pipe otherwise; returns what stderr got. The run gets as far as the Kubernetes
+/// API (there is none behind the fake kubeconfigs), which is far enough for every cluster to show
+/// steps.
+fn kind_run_stderr(fakes: &FakeTools, script: &Path, on_a_terminal: bool) -> String {
+    let cache = fakes.root.join("cache");
+    fakes.write_istioctl(&cache.join("istio-1.30.3").join("istioctl"), "1.30.3");
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let meshfed = env!("CARGO_BIN_EXE_meshfed");
+    let mut command = if on_a_terminal {
+        let mut command = Command::new(script);
+        command.args([
+            "-qec",
+            &format!("{meshfed} run {} --provider kind", seed.display()),
+            "/dev/null",
+        ]);
+        command
+    } else {
+        let mut command = Command::new(meshfed);
+        command.args(["run", seed.to_str().unwrap(), "--provider", "kind"]);
+        command
+    };
+    let output = command
+        .env("PATH", fakes.path())
+        .env("TERM", "xterm-256color")
+        .env("COLUMNS", "100")
+        .env_remove("NO_COLOR")
+        .env_remove("CI")
+        .env("TMPDIR", &fakes.root)
+        .env("MESHFED_CACHE_DIR", &cache)
+        .env("KUBECONFIG", fakes.root.join("no-kubeconfig"))
+        .output()
+        .unwrap();
+    // On the pty, stdout and stderr are one stream, which script copies to its stdout.
+    String::from_utf8_lossy(if on_a_terminal { &output.stdout } else { &output.stderr }).into_owned()
+}
+
+#[test]
+fn on_a_terminal_a_kind_run_redraws_each_clusters_step_in_place_and_elsewhere_prints_plain_lines() {
+    let Some(script) = meshfed::process::find_on_path("script", Some(std::ffi::OsStr::new("/usr/bin:/bin"))) else {
+        skip::skip("no util-linux `script` to give meshfed a pseudo-terminal");
+        return;
+    };
+    let fakes = FakeTools::new("live-view", &[], 2);
+    let live = kind_run_stderr(&fakes, &script, true);
+    // Frames: each redraw moves the cursor up over the previous frame and rewrites its rows.
+    assert!(
+        live.contains("\x1b[3A\r\x1b[2K["),
+        "no in-place redraw of 3 rows:\n{live:?}"
+    );
+    let last_frame = live.rsplit("\x1b[3A").next().unwrap();
+    let rows: Vec<&str> = last_frame
+        .split("\r\x1b[2K")
+        .skip(1)
+        .map(|row| row.trim_end_matches(['\r', '\n']))
+        .collect();
+    assert_eq!(rows.len(), 3, "{last_frame:?}");
+    assert!(
+        rows[0].starts_with('['),
+        "the run's elapsed time and latest step: {rows:?}"
+    );
+    for (row, cluster) in rows[1..].iter().zip(["cluster1", "cluster2"]) {
+        assert!(row.starts_with(&format!("  {cluster}  ")), "{row:?}");
+        assert!(
+            row.ends_with('s') || row.contains("s  "),
+            "the time on its step: {row:?}"
+        );
+        assert!(!row.ends_with("waiting"), "{cluster} got steps: {row:?}");
+    }
+    // Plain lines for a pipe, as before: no terminal control at all.
+    let plain = kind_run_stderr(&fakes, &script, false);
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    assert!(plain.contains("] cluster1: creating kind cluster"), "{plain}");
+}

@@ -16,6 +16,7 @@ use crate::report::Report;
 use crate::scenario::{self, Scenario, ScenarioError};
 
 use super::ProviderKind;
+use super::live_display::LiveDisplay;
 
 /// Why a run in this process gave no report; the command line maps each to its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -113,9 +114,13 @@ pub(crate) fn contexts(
         .collect()
 }
 
-/// Progress lines on stderr, timed from `started`.
-fn stderr_progress(started: std::time::Instant) -> impl FnMut(&str) + Send + 'static {
-    move |message: &str| tracing::info!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())
+/// Progress lines on stderr, timed from `started`: into the live view when one is shown, else
+/// plain lines.
+fn stderr_progress(started: std::time::Instant, live: Option<&LiveDisplay>) -> Box<dyn FnMut(&str) + Send> {
+    match live {
+        Some(live) => Box::new(live.progress()),
+        None => Box::new(move |message: &str| tracing::info!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())),
+    }
 }
 
 /// A finished run whose report is not written yet: the caller shows the summary first, so a
@@ -154,7 +159,20 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
         on_failure: report_dir.as_ref(),
     };
     let started = std::time::Instant::now();
-    let mut progress = stderr_progress(started);
+    // A kind or kubeconfig run takes minutes: on a terminal it shows each cluster's step live.
+    // Dropped before this returns, so its last frame is drawn before the summary or an error.
+    let live = match request.provider {
+        ProviderKind::Local => None,
+        ProviderKind::Kind | ProviderKind::Kubeconfig => LiveDisplay::start_if_wanted(
+            &scenario
+                .clusters
+                .iter()
+                .map(|cluster| cluster.name.value.clone())
+                .collect::<Vec<_>>(),
+            started,
+        ),
+    };
+    let mut progress = stderr_progress(started, live.as_ref());
     let report = match request.provider {
         ProviderKind::Kubeconfig => {
             contexts(&scenario, request.scenario_path, false)?;
@@ -178,7 +196,11 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
             ))?
         }
         ProviderKind::Kind => {
-            let provider = kind_provider(request.reuse, started, scenario.federation.mode)?;
+            let provider = kind_provider(
+                request.reuse,
+                stderr_progress(started, live.as_ref()),
+                scenario.federation.mode,
+            )?;
             current_thread_runtime()?.block_on(run_world(
                 provider,
                 &scenario,
@@ -250,7 +272,7 @@ fn local_provider(progress: &mut impl Progress) -> Result<LocalProvider, RunFail
 /// own, the workload image built from this binary unless `MESHFED_WORKLOAD_IMAGE` names one.
 fn kind_provider(
     reuse: bool,
-    started: std::time::Instant,
+    progress: Box<dyn FnMut(&str) + Send>,
     mode: scenario::FederationMode,
 ) -> Result<crate::provider::kind::KindProvider<KubeconfigProvider>, RunFailure> {
     use crate::provider::kind::{KindOptions, KindProvider, Tools, istioctl};
@@ -265,7 +287,7 @@ fn kind_provider(
         workload_image: std::env::var("MESHFED_WORKLOAD_IMAGE")
             .ok()
             .filter(|image| !image.is_empty()),
-        progress: Box::new(stderr_progress(started)),
+        progress,
     };
     // The Kubernetes half: the kubeconfig provider on the clusters kind made (it learns their
     // kubeconfig files and the workload image when kind attaches them).
