@@ -587,7 +587,7 @@ fn unlike_real_istio(change: &WorldChange, inventory: &Inventory) -> Option<Stri
         format!(
             "{cluster}: Istio {from} to {to} skips minor versions, which real Istio does not upgrade in place \
              (istio.io in-place upgrades: at most one minor version up; a canary upgrade otherwise); \
-             emulated anyway"
+             made anyway"
         )
     })
 }

@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(
             board.lines(at(95.25)),
             [
-                "[1m35s] cluster cluster2: scaling bar.ns2 to 0",
+                "[ 1m35s] cluster cluster2: scaling bar.ns2 to 0",
                 "  cluster1   25.2s  installing Istio 1.29.0",
                 "  cluster2   15.2s  scaling bar.ns2 to 0",
             ]
@@ -201,7 +201,7 @@ mod tests {
         let lines = board.lines(at(96.0));
         assert_eq!(
             lines[0],
-            "[1m36s] phase before-upgrade: 400 requests foo.ns1 -> bar.ns2 (deadline 530 s)"
+            "[ 1m36s] phase before-upgrade: 400 requests foo.ns1 -> bar.ns2 (deadline 530 s)"
         );
         assert_eq!(lines[1], "  cluster1   26.0s  installing Istio 1.29.0");
     }

@@ -1,8 +1,9 @@
 //! The live progress view of a `kind` or `kubeconfig` run on a terminal: progress lines feed a
 //! [`Board`], and the board is redrawn on stderr as each line comes and every
 //! [`REDRAW_INTERVAL`] between them (so the time on a step keeps counting while istioctl or kind
-//! works). Started only where [`live_display_wanted`] says so; everywhere else the run prints its
-//! plain progress lines.
+//! works). Warnings and errors printed meanwhile go above the frame (`logging::route_stderr_through`).
+//! Started only where [`live_display_wanted`] says so; everywhere else the run prints its plain
+//! progress lines.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,17 @@ struct View {
 }
 
 impl View {
+    /// Removes the frame, prints `bytes` (an event) where it was, and draws the frame below.
+    fn print_above(&mut self, bytes: &[u8]) {
+        let clear = redraw(self.drawn, &[]);
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(clear.as_bytes());
+        let _ = stderr.write_all(bytes);
+        drop(stderr);
+        self.drawn = 0;
+        self.draw();
+    }
+
     fn draw(&mut self) {
         let lines = self.board.lines(self.started.elapsed());
         let frame = redraw(self.drawn, &lines);
@@ -79,6 +91,13 @@ impl LiveDisplay {
                 })
                 .ok()
         };
+        let route = Arc::clone(&view);
+        crate::logging::route_stderr_through(Some(Arc::new(move |bytes: &[u8]| {
+            route
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .print_above(bytes);
+        })));
         LiveDisplay { view, stop, ticker }
     }
 
@@ -96,6 +115,7 @@ impl LiveDisplay {
 
 impl Drop for LiveDisplay {
     fn drop(&mut self) {
+        crate::logging::route_stderr_through(None);
         self.stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = self.ticker.take() {
             ticker.thread().unpark();
