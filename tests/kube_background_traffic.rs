@@ -86,7 +86,7 @@ fn a_timed_partition_is_refused_by_kind_and_kubeconfig_with_its_position_and_wha
         on_kind,
         format!(
             "{position}: phase scale-down-and-up: action cut (partition at 1000 ms) is not supported by provider kind; \
-             it supports: scale, kill, stopGateway, startGateway"
+             it supports: scale, kill, stopGateway, startGateway, upgrade"
         )
     );
     let on_kubeconfig = check(&text, "cut.yaml", &KubeconfigProvider::CAPABILITIES).unwrap_err();
