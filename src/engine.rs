@@ -26,31 +26,6 @@ use crate::report::{ClusterInfo, PhaseReport, REPORT_SCHEMA, Report, ScenarioInf
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
 
-/// Refuses a scenario with an action `provider` cannot perform, pointing at it: only providers
-/// running real Istio (`kind`, `kubeconfig`) can upgrade it.
-pub fn check_provider_supports(scenario: &Scenario, file: &Path, provider: &str) -> Result<(), ScenarioError> {
-    if matches!(provider, "kind" | "kubeconfig") {
-        return Ok(());
-    }
-    match scenario
-        .phases
-        .iter()
-        .find_map(|phase| Some((phase, phase.upgrade.as_ref()?)))
-    {
-        None => Ok(()),
-        Some((phase, upgrade)) => Err(ScenarioError {
-            file: file.to_owned(),
-            line: upgrade.referenced.line(),
-            column: upgrade.referenced.column(),
-            message: format!(
-                "phase {}: provider {provider} cannot upgrade Istio (it emulates Istio's data plane); \
-                 providers that can: kind, kubeconfig",
-                phase.name.value
-            ),
-        }),
-    }
-}
-
 pub use crate::scenario::MAX_PHASE_TIMEOUT_SECONDS;
 
 /// Refuses a scenario whose faults or phase actions the chosen provider does not support
@@ -461,18 +436,6 @@ async fn run_phase<P: Provider>(
         requests: phase.requests.value,
         concurrency: phase.concurrency.value,
         connections: phase.connections,
-        upgrade: phase.upgrade.as_ref().map(|upgrade| crate::provider::UpgradeAction {
-            to: upgrade.value.to.value,
-            clusters: scenario
-                .clusters
-                .iter()
-                .map(|cluster| cluster.name.value.clone())
-                .filter(|name| {
-                    let named = &upgrade.value.clusters;
-                    named.is_empty() || named.iter().any(|upgraded| &upgraded.value == name)
-                })
-                .collect(),
-        }),
         rate_per_second: phase.rate_per_second.as_ref().map(|rate| rate.value),
     };
     let predicted = predicted_shares(&world.applied.0, world.inventory, &traffic);
@@ -494,13 +457,14 @@ async fn run_phase<P: Provider>(
         .collect();
     let before = provider.tls_failures(&traffic.to_service).await?;
     let hops_before = provider.gateway_hops().await?;
-    let (records, actions) = if phase.actions.is_empty() {
+    let timed = timed_changes(scenario, phase)?;
+    let (records, actions) = if timed.is_empty() {
         (provider.send_traffic(&traffic, progress).await?, Vec::new())
     } else {
         run_actions(
             provider,
             (world.reconciler, world.applied, &mut *world.evidence),
-            phase,
+            (phase, &timed),
             &traffic,
             progress,
         )
@@ -535,7 +499,7 @@ async fn run_phase<P: Provider>(
         &timeline,
         &expected_identity,
     ));
-    let shows_timeline = !phase.actions.is_empty()
+    let shows_timeline = !timed.is_empty()
         || !phase.faults.is_empty()
         || phase.rate_per_second.is_some()
         || phase.bucket_millis.is_some()
@@ -578,34 +542,39 @@ fn has_change_expectations(expect: &crate::scenario::Expectations) -> bool {
 /// checks that the world lives.
 const TRAFFIC_POLL: Duration = Duration::from_secs(1);
 
-/// Runs a phase with timed actions: starts the traffic, takes each action at its offset, lets the
-/// reconcile loop re-plan from what the action changed and applies the new plan when it differs,
-/// then collects the traffic's records. If the traffic ends before an action's offset, the
-/// remaining actions are not taken (their expectations then fail as not taken).
-async fn run_actions<P: Provider>(
-    provider: &mut P,
-    (reconciler, applied, evidence): (&mut Controller, &mut (plan::Plan, PhaseSettings), &mut Evidence),
-    phase: &Phase,
-    traffic: &Traffic,
-    progress: &mut dyn Progress,
-) -> Result<(Vec<RequestRecord>, Vec<ActionRecord>), ProviderError> {
-    provider.start_traffic(traffic, progress).await?;
-    let started = Instant::now();
-    let mut taken = Vec::new();
+/// A change made at an offset into a phase's traffic: a timed action, or one cluster's part of
+/// the phase's `upgrade:`.
+struct TimedChange {
+    /// The action's label; `upgrade@0ms` for the phase's `upgrade:`.
+    label: String,
+    /// Milliseconds from the start of the traffic.
+    at_ms: u64,
+    change: WorldChange,
+}
+
+/// The changes a phase makes while its traffic runs, in time order. A phase's `upgrade:` is the
+/// same change as an `upgrade` action, one per upgraded cluster (in scenario order), at 0 ms: one
+/// mechanism, so both spellings run wherever a provider can upgrade.
+fn timed_changes(scenario: &Scenario, phase: &Phase) -> Result<Vec<TimedChange>, ProviderError> {
+    let mut timed = Vec::new();
+    if let Some(upgrade) = &phase.upgrade {
+        let named = &upgrade.value.clusters;
+        for cluster in &scenario.clusters {
+            let name = &cluster.name.value;
+            if named.is_empty() || named.iter().any(|upgraded| &upgraded.value == name) {
+                timed.push(TimedChange {
+                    label: "upgrade@0ms".to_owned(),
+                    at_ms: 0,
+                    change: WorldChange::Upgrade {
+                        cluster: name.clone(),
+                        to: upgrade.value.to.value,
+                    },
+                });
+            }
+        }
+    }
     for action in &phase.actions {
         let action = &action.value;
-        let at_ms = action.at_millis.value;
-        if let Some(records) = provider
-            .await_traffic(started + Duration::from_millis(at_ms), progress)
-            .await?
-        {
-            progress.step(&format!(
-                "phase {}: the traffic ended before {} at {at_ms} ms; the remaining actions were not taken",
-                phase.name.value,
-                action.label()
-            ));
-            return Ok((records, taken));
-        }
         let change = action.change().ok_or_else(|| {
             ProviderError::Unsupported(format!(
                 "phase {}: action {} names no change",
@@ -613,15 +582,71 @@ async fn run_actions<P: Provider>(
                 action.label()
             ))
         })?;
+        timed.push(TimedChange {
+            label: action.label(),
+            at_ms: action.at_millis.value,
+            change,
+        });
+    }
+    // Stable: actions written at one offset keep their order.
+    timed.sort_by_key(|change| change.at_ms);
+    Ok(timed)
+}
+
+/// What the report says about `change` when real Istio would not make it: an upgrade that skips
+/// a minor version in place ([`plan::upgrade_rules`]), which an emulation still carries out.
+fn unlike_real_istio(change: &WorldChange, inventory: &Inventory) -> Option<String> {
+    let WorldChange::Upgrade { cluster, to } = change else {
+        return None;
+    };
+    let from = inventory.clusters.get(cluster)?.istio_version;
+    plan::upgrade_rules::in_place_upgrade_skips_minors(&from, to).then(|| {
+        format!(
+            "{cluster}: Istio {from} to {to} skips minor versions, which real Istio does not upgrade in place \
+             (istio.io in-place upgrades: at most one minor version up; a canary upgrade otherwise); \
+             made anyway"
+        )
+    })
+}
+
+/// Runs a phase with timed changes: starts the traffic, makes each change at its offset, lets the
+/// reconcile loop re-plan from what the change did and applies the new plan when it differs,
+/// then collects the traffic's records. If the traffic ends before a change's offset, the
+/// remaining changes are not made (their expectations then fail as not taken).
+async fn run_actions<P: Provider>(
+    provider: &mut P,
+    (reconciler, applied, evidence): (&mut Controller, &mut (plan::Plan, PhaseSettings), &mut Evidence),
+    (phase, timed): (&Phase, &[TimedChange]),
+    traffic: &Traffic,
+    progress: &mut dyn Progress,
+) -> Result<(Vec<RequestRecord>, Vec<ActionRecord>), ProviderError> {
+    provider.start_traffic(traffic, progress).await?;
+    let started = Instant::now();
+    let mut taken = Vec::new();
+    for TimedChange { label, at_ms, change } in timed {
+        let at_ms = *at_ms;
+        if let Some(records) = provider
+            .await_traffic(started + Duration::from_millis(at_ms), progress)
+            .await?
+        {
+            progress.step(&format!(
+                "phase {}: the traffic ended before {label} at {at_ms} ms; the remaining actions were not taken",
+                phase.name.value,
+            ));
+            return Ok((records, taken));
+        }
+        let note = unlike_real_istio(change, reconciler.inventory());
         let started_ms = elapsed_ms(started);
         progress.step(&format!(
-            "phase {}: at {started_ms} ms: {} ({} {})",
+            "phase {}: at {started_ms} ms: {label} ({} {})",
             phase.name.value,
-            action.label(),
             change.kind().name(),
             change.cluster()
         ));
-        let events = provider.change_world(&change, progress).await?;
+        if let Some(note) = &note {
+            progress.step(&format!("phase {}: note: {note}", phase.name.value));
+        }
+        let events = provider.change_world(change, progress).await?;
         let completed_ms = elapsed_ms(started);
         tracing::debug!(?change, ?events, started_ms, completed_ms, "change made");
         let reconciled = reconciler.observe(&events);
@@ -641,15 +666,16 @@ async fn run_actions<P: Provider>(
             evidence.plan_in_force(&phase.name.value, &applied.0);
         }
         taken.push(ActionRecord {
-            name: action.label(),
+            name: label.clone(),
             kind: change.kind().name().to_owned(),
             cluster: change.cluster().to_owned(),
             at_ms,
             started_ms,
             completed_ms,
             replanned_ms,
-            change,
+            change: change.clone(),
             events,
+            note,
         });
     }
     loop {

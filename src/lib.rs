@@ -38,6 +38,8 @@ pub mod engine;
 #[doc(hidden)]
 pub mod inventory;
 #[doc(hidden)]
+pub mod live_progress;
+#[doc(hidden)]
 pub mod logging;
 pub mod measure;
 #[doc(hidden)]

@@ -35,6 +35,7 @@ mod failure;
 mod helper_role;
 pub(crate) mod in_process;
 mod kept_logs;
+mod live_display;
 pub(crate) mod matrix;
 pub(crate) mod report_dir;
 mod report_view;

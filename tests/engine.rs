@@ -225,6 +225,16 @@ impl Provider for ScriptedProvider {
                 }
                 events
             }
+            WorldChange::Upgrade { cluster, to } => {
+                // An upgrade takes time on a real cluster (istioctl waits for readiness): the
+                // action's completed time must come from here, not from when it was asked.
+                tokio::time::sleep(UPGRADE_TAKES).await;
+                inventory.clusters.get_mut(cluster).unwrap().istio_version = *to;
+                vec![InventoryEvent::IstioVersion {
+                    cluster: cluster.clone(),
+                    version: *to,
+                }]
+            }
             _ => Vec::new(),
         })
     }
@@ -348,6 +358,9 @@ impl Provider for ScriptedProvider {
         Ok(())
     }
 }
+
+/// How long the scripted provider's upgrade takes.
+const UPGRADE_TAKES: Duration = Duration::from_millis(60);
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -1088,4 +1101,115 @@ fn the_report_says_multi_zone_shares_are_unpredictable_on_1_8_and_1_9_only() {
     assert!(meshfed::report::summary(&old).contains("note: shares are not predictable"));
     let sorted = run_at("1.10.6");
     assert!(sorted.phases[0].caveats.is_empty(), "{:?}", sorted.phases[0].caveats);
+}
+
+/// A paced phase with a phase-level `upgrade:` of both clusters (the spelling of
+/// scenarios/upgrade.yaml).
+const UPGRADE_PHASE: &str = "
+  - name: during-upgrade
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 200
+    ratePerSecond: 1000
+    bucketMillis: 20
+    upgrade: { to: 1.22.0 }
+    expect:
+      successRateAtLeast: 1.0
+";
+
+#[test]
+fn a_phase_upgrade_is_the_upgrade_change_at_0_ms_per_cluster_timed_by_the_provider_and_notes_a_skipped_minor() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/skew.yaml")).unwrap();
+    let world = &text[..text.find("\nphases:\n").expect("skew.yaml has phases")];
+    let scenario = scenario::parse_with_istio_version(
+        Path::new("upgrading.yaml"),
+        &format!("{world}\nphases:\n{UPGRADE_PHASE}"),
+        Some("1.21.0".parse().unwrap()),
+    )
+    .unwrap();
+    let mut provider = ScriptedProvider::default();
+    let mut progress = Vec::new();
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &scenario,
+        Path::new("upgrading.yaml"),
+        &mut |line: &str| progress.push(line.to_owned()),
+    ))
+    .unwrap();
+    let during: Vec<&str> = provider
+        .calls
+        .iter()
+        .map(String::as_str)
+        .skip_while(|call| !call.starts_with("start_traffic"))
+        .filter(|call| call.starts_with("start_traffic") || call.starts_with("change_world"))
+        .collect();
+    assert_eq!(
+        during,
+        [
+            "start_traffic foo.ns1 -> bar.ns2 at 1000/s",
+            "change_world upgrade cluster1",
+            "change_world upgrade cluster2",
+        ],
+        "the traffic runs across the upgrade, one cluster after the other"
+    );
+    let timeline = report.phases[0]
+        .timeline
+        .as_ref()
+        .expect("an upgrading phase has a timeline");
+    let actions: Vec<(&str, &str, &str, u64)> = timeline
+        .actions
+        .iter()
+        .map(|action| {
+            (
+                action.name.as_str(),
+                action.kind.as_str(),
+                action.cluster.as_str(),
+                action.at_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("upgrade@0ms", "upgrade", "cluster1", 0),
+            ("upgrade@0ms", "upgrade", "cluster2", 0)
+        ]
+    );
+    for action in &timeline.actions {
+        assert!(
+            action.completed_ms - action.started_ms >= UPGRADE_TAKES.as_millis() as u64,
+            "completed when the provider finished: {action:?}"
+        );
+        // 1.21 to 1.22 is one minor: what real Istio upgrades in place.
+        assert_eq!(action.note, None);
+    }
+    assert!(timeline.actions[1].started_ms >= timeline.actions[0].completed_ms);
+
+    // The same from 1.9: twelve minors at once, which only an emulation does; the report says so.
+    let skipping = scenario::parse_with_istio_version(
+        Path::new("upgrading.yaml"),
+        &format!("{world}\nphases:\n{UPGRADE_PHASE}"),
+        Some("1.9.9".parse().unwrap()),
+    )
+    .unwrap();
+    let mut provider = ScriptedProvider::default();
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &skipping,
+        Path::new("upgrading.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    let timeline = report.phases[0].timeline.as_ref().unwrap();
+    let note = timeline.actions[1].note.as_deref().expect("a skipped minor is noted");
+    assert!(
+        note.starts_with(
+            "cluster2: Istio 1.9.9 to 1.22.0 skips minor versions, which real Istio does not upgrade in place"
+        ),
+        "{note}"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["phases"][0]["timeline"]["actions"][1]["note"], note);
+    let summary = meshfed::report::summary(&report);
+    assert!(summary.contains(&format!("note: upgrade@0ms: {note}")), "{summary}");
 }

@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fake_tools::FakeTools;
+use meshfed::change::{InventoryEvent, WorldChange};
 use meshfed::inventory::{self, Inventory};
 use meshfed::plan::Plan;
 use meshfed::progress::Progress;
@@ -569,62 +570,59 @@ fn run_on_kind_with_a_fake_docker_whose_engine_is_down_exits_3() {
 }
 
 #[test]
-fn upgrade_is_refused_by_local_at_validation_with_its_location() {
-    let upgrade = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/upgrade.yaml");
-    let (output, _) = meshfed(Path::new("/usr/bin:/bin"), &["run", upgrade.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("upgrade.yaml:54:"), "{stderr}");
-    assert!(stderr.contains("provider local cannot upgrade Istio"), "{stderr}");
-}
-
-#[test]
-fn upgrade_installs_the_new_istio_over_the_named_cluster_while_traffic_runs() {
+fn an_upgrade_is_istioctl_of_the_new_version_installing_over_the_cluster_and_done_when_istioctl_is() {
     let fakes = FakeTools::new("upgrade", &[], 2);
     let scenario = load_scenario("upgrade.yaml");
-    let (mut provider, progress) = kind_provider(&fakes, &["1.29.0", "1.30.0"], false);
+    let (mut provider, _progress) = kind_provider(&fakes, &["1.29.0", "1.30.0"], false);
     let runtime = runtime();
     runtime
         .block_on(provider.create_world(&scenario, &mut |_: &str| {}))
         .unwrap();
+    // istioctl of the version upgraded to is fetched and checked with the world, before any
+    // cluster exists: the upgrade under traffic downloads nothing.
+    let log = fakes.log();
+    let checked = log.find("istioctl-1.30.0 version --remote=false").expect(&log);
+    assert!(checked < log.find("kind create cluster").unwrap(), "{log}");
     assert_eq!(provider.info().proxy, "istio 1.29.0");
     let before = fakes.log().lines().count();
-    let traffic = Traffic {
-        from_cluster: "cluster1".to_owned(),
-        from_service: "foo.ns1".to_owned(),
-        from_pod: "foo-0".to_owned(),
-        to_service: "bar.ns2".to_owned(),
-        port: 80,
-        protocol: meshfed::scenario::Protocol::Http,
-        requests: 6000,
-        concurrency: 4,
-        connections: meshfed::scenario::ConnectionPolicy::NewConnectionPerRequest,
-        upgrade: Some(meshfed::provider::UpgradeAction {
-            to: "1.30.0".parse().unwrap(),
-            clusters: vec!["cluster2".to_owned()],
-        }),
-        rate_per_second: None,
-    };
+
+    let asked = std::time::SystemTime::now();
     let mut lines = Vec::new();
-    runtime
-        .block_on(provider.send_traffic(&traffic, &mut |line: &str| lines.push(line.to_owned())))
+    let events = runtime
+        .block_on(provider.change_world(
+            &WorldChange::Upgrade {
+                cluster: "cluster2".to_owned(),
+                to: "1.30.0".parse().unwrap(),
+            },
+            &mut |line: &str| lines.push(line.to_owned()),
+        ))
         .unwrap();
+    let returned = std::time::SystemTime::now();
+    // The change is done exactly when istioctl is: it started after meshfed was asked and ended
+    // before meshfed answered, so the action's started and completed times bracket the real
+    // install (which waits for readiness, see the fake).
+    let (install_started, install_ended) = fakes.install_times("kind-meshfed-cluster2");
+    assert!(asked <= install_started && install_ended <= returned);
+    assert!(returned.duration_since(asked).unwrap() >= install_ended.duration_since(install_started).unwrap());
+    assert_eq!(
+        events,
+        [InventoryEvent::IstioVersion {
+            cluster: "cluster2".to_owned(),
+            version: "1.30.0".parse().unwrap()
+        }]
+    );
     assert_eq!(provider.info().proxy, "istio 1.29.0 (cluster1), 1.30.0 (cluster2)");
-    runtime.block_on(provider.teardown(&mut |_: &str| {})).unwrap();
-    let log = fakes.log().replace(&fakes.root.display().to_string(), "[TMP]");
-    let mut during: Vec<&str> = log
+    let during: Vec<String> = fakes
+        .log()
+        .replace(&fakes.root.display().to_string(), "[TMP]")
         .lines()
         .skip(before)
-        .filter(|line| !line.starts_with("kind delete"))
+        .map(str::to_owned)
         .collect();
-    // The install runs on its own thread while the traffic is sent: their order is not fixed.
-    during.sort();
     assert_eq!(
         during,
         [
             "istioctl-1.30.0 install --skip-confirmation --kubeconfig [TMP]/run/cluster2/kubeconfig --context kind-meshfed-cluster2 --readiness-timeout 5m0s --filename [TMP]/run/cluster2/istio-operator.yaml",
-            "istioctl-1.30.0 version --remote=false --short",
-            "kube send_traffic 6000 requests from foo.ns1 to bar.ns2",
         ]
     );
     assert!(
@@ -633,7 +631,85 @@ fn upgrade_installs_the_new_istio_over_the_named_cluster_while_traffic_runs() {
             .any(|line| line.starts_with("cluster2: upgraded in place to Istio 1.30.0")),
         "{lines:?}"
     );
-    drop(progress);
+    runtime.block_on(provider.teardown(&mut |_: &str| {})).unwrap();
+}
+
+/// A `meshfed run --provider kind` on the fakes, with stderr a pseudo-terminal when `on_a_terminal`
+/// (util-linux `script -qec CMD /dev/null` runs CMD on a new pty and copies what it prints to its
+/// own stdout) or a pipe otherwise; returns what stderr got. The run gets as far as the Kubernetes
+/// API (there is none behind the fake kubeconfigs), which is far enough for every cluster to show
+/// steps.
+fn kind_run_stderr(fakes: &FakeTools, script: &Path, on_a_terminal: bool) -> String {
+    let cache = fakes.root.join("cache");
+    fakes.write_istioctl(&cache.join("istio-1.30.3").join("istioctl"), "1.30.3");
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let meshfed = env!("CARGO_BIN_EXE_meshfed");
+    let mut command = if on_a_terminal {
+        let mut command = Command::new(script);
+        command.args([
+            "-qec",
+            &format!("{meshfed} run {} --provider kind", seed.display()),
+            "/dev/null",
+        ]);
+        command
+    } else {
+        let mut command = Command::new(meshfed);
+        command.args(["run", seed.to_str().unwrap(), "--provider", "kind"]);
+        command
+    };
+    let output = command
+        .env("PATH", fakes.path())
+        .env("TERM", "xterm-256color")
+        .env("COLUMNS", "100")
+        .env_remove("NO_COLOR")
+        .env_remove("CI")
+        .env("TMPDIR", &fakes.root)
+        .env("MESHFED_CACHE_DIR", &cache)
+        .env("KUBECONFIG", fakes.root.join("no-kubeconfig"))
+        .output()
+        .unwrap();
+    // On the pty, stdout and stderr are one stream, which script copies to its stdout.
+    String::from_utf8_lossy(if on_a_terminal { &output.stdout } else { &output.stderr }).into_owned()
+}
+
+#[test]
+fn on_a_terminal_a_kind_run_redraws_each_clusters_step_in_place_and_elsewhere_prints_plain_lines() {
+    let Some(script) = meshfed::process::find_on_path("script", Some(std::ffi::OsStr::new("/usr/bin:/bin"))) else {
+        skip::skip("no util-linux `script` to give meshfed a pseudo-terminal");
+        return;
+    };
+    let fakes = FakeTools::new("live-view", &[], 2);
+    let live = kind_run_stderr(&fakes, &script, true);
+    // Frames: each redraw moves the cursor up over the previous frame and rewrites its rows.
+    assert!(
+        live.contains("\x1b[3A\r\x1b[2K["),
+        "no in-place redraw of 3 rows:\n{live:?}"
+    );
+    let last_frame = live.rsplit("\x1b[3A").next().unwrap();
+    let rows: Vec<&str> = last_frame
+        .split("\r\x1b[2K")
+        .skip(1)
+        .map(|row| row.trim_end_matches(['\r', '\n']))
+        .collect();
+    assert_eq!(rows.len(), 3, "{last_frame:?}");
+    assert!(
+        rows[0].starts_with('['),
+        "the run's elapsed time and latest step: {rows:?}"
+    );
+    for (row, cluster) in rows[1..].iter().zip(["cluster1", "cluster2"]) {
+        let mut words = row.split_whitespace();
+        assert_eq!(words.next(), Some(cluster), "{row:?}");
+        let time = words.next().unwrap_or_default();
+        assert!(
+            time.ends_with('s') && time.starts_with(|c: char| c.is_ascii_digit()),
+            "the time on its step, then the step: {row:?}"
+        );
+        assert!(words.next().is_some(), "{row:?}");
+    }
+    // Plain lines for a pipe, as before: no terminal control at all.
+    let plain = kind_run_stderr(&fakes, &script, false);
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    assert!(plain.contains("] cluster1: creating kind cluster"), "{plain}");
 }
 
 #[test]

@@ -299,3 +299,37 @@ fn down_and_server_dry_run_against_an_unreachable_cluster_exit_3() {
         ran.stderr
     );
 }
+
+/// Issue 18 point 13: a phase's `upgrade:` used to pass validation on kubeconfig and be skipped
+/// without a word (a run could pass as if an upgrade had been tested). It is refused before any
+/// cluster is reached: exit 2, the `upgrade:` key's position, and what the provider can do.
+#[test]
+fn a_phase_upgrade_on_kubeconfig_is_refused_up_front_with_its_position() {
+    let dir = TempDir::new("upgrade-refused");
+    let upgrade = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/upgrade.yaml");
+    let text = std::fs::read_to_string(&upgrade)
+        .unwrap()
+        .replace("  - name: cluster1\n", "  - name: cluster1\n    context: ctx-one\n")
+        .replace("  - name: cluster2\n", "  - name: cluster2\n    context: ctx-two\n");
+    let scenario = dir.0.join("upgrade-contexts.yaml");
+    std::fs::write(&scenario, &text).unwrap();
+    let line = text.lines().position(|line| line.contains("upgrade: { to:")).unwrap() + 1;
+    let ran = meshfed(
+        &[
+            "run",
+            scenario.to_str().unwrap(),
+            "--provider",
+            "kubeconfig",
+            "--image",
+            "example.com/meshfed:test",
+        ],
+        &unreachable_kubeconfig(&dir.0),
+        &dir.0,
+    );
+    assert_eq!(ran.code, Some(2), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains(&format!("upgrade-contexts.yaml:{line}:14: phase during-upgrade: upgrade to 1.30.0 is not supported by provider kubeconfig; it supports: scale, kill")),
+        "{}",
+        ran.stderr
+    );
+}

@@ -471,6 +471,11 @@ fn a_rolling_upgrade_keeps_calls_answered_and_the_gateways_stop_bouncing_after_i
         "{:?}",
         upgrade.events
     );
+    // 1.9 to 1.22 in place is not what real Istio does (one minor at most): local emulates it and
+    // says so, in report.json and in the summary.
+    let note = upgrade.note.as_deref().expect("a jump of 13 minors is noted");
+    assert!(note.contains("Istio 1.9.9 to 1.22.0 skips minor versions"), "{note}");
+    assert!(run.stdout.contains(&format!("note: upgrade: {note}")), "{}", run.stdout);
     let m = &during.measurement;
     assert!(m.attempted > 0 && m.success_rate >= 0.9, "{m:?}");
     let after = run.phase("after-upgrade");
@@ -480,6 +485,36 @@ fn a_rolling_upgrade_keeps_calls_answered_and_the_gateways_stop_bouncing_after_i
         "MEASURED rolling upgrade: hops {:?} before, {:?} after; {} of {} calls failed during it",
         before.gateway_hops,
         after.gateway_hops,
+        m.attempted - m.succeeded,
+        m.attempted
+    );
+}
+
+#[test]
+fn the_phase_level_upgrade_scenario_runs_on_local_as_the_upgrade_change_at_the_start_of_the_traffic() {
+    if !local_provider_available() {
+        return;
+    }
+    let run = run(&scenario("upgrade.yaml"), "phase-upgrade");
+    run.assert_exit(0);
+    let during = run.phase("during-upgrade");
+    let timeline = timeline_of(during);
+    let upgrade = action(timeline, "upgrade@0ms");
+    assert_eq!((upgrade.cluster.as_str(), upgrade.at_ms), ("cluster2", 0));
+    assert!(
+        matches!(upgrade.events.as_slice(),
+            [InventoryEvent::IstioVersion { cluster, version }] if cluster == "cluster2" && version.to_string() == "1.30.0"),
+        "{:?}",
+        upgrade.events
+    );
+    // 1.29 to 1.30 is one minor: what real Istio upgrades in place, so nothing to note.
+    assert_eq!(upgrade.note, None);
+    assert_eq!(run.report.phases.len(), 3);
+    let after = run.phase("after-upgrade");
+    assert_eq!(after.measurement.mtls_verified, after.measurement.attempted);
+    let m = &during.measurement;
+    println!(
+        "MEASURED phase-level upgrade on local: {} of {} calls failed during it (bound: 5%)",
         m.attempted - m.succeeded,
         m.attempted
     );

@@ -172,7 +172,6 @@ impl World {
             requests,
             concurrency: 2,
             connections: ConnectionPolicy::NewConnectionPerRequest,
-            upgrade: None,
             rate_per_second: None,
         };
         self.runtime

@@ -75,7 +75,6 @@ fn traffic_from(cluster: &str) -> Traffic {
         requests: REQUESTS,
         concurrency: 1,
         connections: ConnectionPolicy::NewConnectionPerRequest,
-        upgrade: None,
         rate_per_second: None,
     }
 }

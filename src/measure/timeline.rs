@@ -86,6 +86,11 @@ pub struct ActionRecord {
     pub change: WorldChange,
     /// What the provider reported it did to the inventory.
     pub events: Vec<InventoryEvent>,
+    /// What makes the change unlike anything real Istio does, when something does: an upgrade
+    /// that skips a minor version, which real Istio does not do in place and `local` emulates
+    /// anyway. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl ActionRecord {
@@ -413,6 +418,7 @@ mod tests {
             replanned_ms: None,
             change,
             events: Vec::new(),
+            note: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! What a provider can do: the faults it executes and the phase actions it carries out. A scenario
+//! What a provider can do: the faults it executes, the phase actions it carries out and the changes
+//! it makes under traffic (a phase's `upgrade:` among them). A scenario
 //! that asks for anything else is refused before any world is created, with the file, line and
 //! column of what it asked for and what the chosen provider supports instead.
 
@@ -148,6 +149,25 @@ impl Capabilities {
                         ),
                     });
                 }
+            }
+            // A phase's `upgrade:` is the `upgrade` change made at the traffic's start
+            // (crate::engine), so a provider that cannot make it refuses it here rather than
+            // letting a run pass as if an upgrade had been tested.
+            if let Some(upgrade) = &phase.upgrade
+                && !self.changes.contains(&ChangeKind::Upgrade)
+            {
+                return Err(ScenarioError {
+                    file: file.to_owned(),
+                    line: upgrade.referenced.line(),
+                    column: upgrade.referenced.column(),
+                    message: format!(
+                        "phase {}: upgrade to {} is not supported by provider {}; it supports: {}",
+                        phase.name.value,
+                        upgrade.value.to.value,
+                        self.provider,
+                        self.supported_changes()
+                    ),
+                });
             }
             for action in &phase.actions {
                 for (at, change) in action.value.changes() {

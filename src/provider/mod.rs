@@ -21,7 +21,7 @@ use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::record::RequestRecord;
-use crate::scenario::{ConnectionPolicy, IstioVersion, Protocol, Scenario};
+use crate::scenario::{ConnectionPolicy, Protocol, Scenario};
 
 /// How long one request may take before the client gives up on it; phase deadlines are derived
 /// from it.
@@ -68,21 +68,9 @@ pub struct Traffic {
     pub concurrency: u32,
     /// Connection policy of the client.
     pub connections: ConnectionPolicy,
-    /// An Istio upgrade to do while this traffic runs (only providers running real Istio accept
-    /// a scenario with one).
-    pub upgrade: Option<UpgradeAction>,
     /// Requests started per second, spread evenly, when the traffic must span time (a phase with
     /// timed actions); `None` sends as fast as `concurrency` allows.
     pub rate_per_second: Option<u32>,
-}
-
-/// An in-place Istio upgrade of some clusters, done while a phase's traffic runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpgradeAction {
-    /// The version installed over the running one.
-    pub to: IstioVersion,
-    /// The clusters upgraded, in scenario order (all of them when the scenario names none).
-    pub clusters: Vec<String>,
 }
 
 /// Server-side TLS failure counters of a service's proxies (summed over its pods in all clusters)

@@ -319,4 +319,9 @@ fn timeline_summary(out: &mut String, timeline: &Timeline) {
         );
         start = stop;
     }
+    for action in &timeline.actions {
+        if let Some(note) = &action.note {
+            let _ = writeln!(out, "  note: {}: {note}", action.name);
+        }
+    }
 }

@@ -95,9 +95,13 @@ pub(crate) fn contexts(
         .collect()
 }
 
-/// Progress lines on stderr, timed from `started`.
-fn stderr_progress(started: std::time::Instant) -> impl FnMut(&str) + Send + 'static {
-    move |message: &str| tracing::info!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())
+/// Progress lines on stderr, timed from `started`: into the live view when one is shown, else
+/// plain lines.
+fn stderr_progress(started: std::time::Instant, live: Option<&LiveDisplay>) -> Box<dyn FnMut(&str) + Send> {
+    match live {
+        Some(live) => Box::new(live.progress()),
+        None => Box::new(move |message: &str| tracing::info!("[{:6.2}s] {message}", started.elapsed().as_secs_f64())),
+    }
 }
 
 /// A finished run whose report is not written yet: the caller shows the summary first, so a
@@ -145,7 +149,6 @@ fn load_runnable(
     let scenario = scenario::load_with_istio_version(path, istio_version)?;
     check_real_istio(&scenario, path, provider)?;
     crate::engine::check_runnable(&scenario, path, &capabilities(provider))?;
-    crate::engine::check_provider_supports(&scenario, path, provider.cli_name())?;
     Ok(scenario)
 }
 
@@ -206,7 +209,20 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
         on_failure: failed_run_logs.as_ref(),
     };
     let started = std::time::Instant::now();
-    let mut progress = stderr_progress(started);
+    // A kind or kubeconfig run takes minutes: on a terminal it shows each cluster's step live.
+    // Dropped before this returns, so its last frame is drawn before the summary or an error.
+    let live = match request.provider {
+        ProviderKind::Local => None,
+        ProviderKind::Kind | ProviderKind::Kubeconfig => LiveDisplay::start_if_wanted(
+            &scenario
+                .clusters
+                .iter()
+                .map(|cluster| cluster.name.value.clone())
+                .collect::<Vec<_>>(),
+            started,
+        ),
+    };
+    let mut progress = stderr_progress(started, live.as_ref());
     let report = match request.provider {
         ProviderKind::Kubeconfig => {
             contexts(&scenario, request.scenario_path, false)?;
@@ -230,7 +246,11 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
             ))?
         }
         ProviderKind::Kind => {
-            let provider = kind_provider(request.reuse, started, scenario.federation.mode.value)?;
+            let provider = kind_provider(
+                request.reuse,
+                stderr_progress(started, live.as_ref()),
+                scenario.federation.mode.value,
+            )?;
             current_thread_runtime()?.block_on(run_world(
                 provider,
                 &scenario,
@@ -302,7 +322,7 @@ fn local_provider(progress: &mut impl Progress) -> Result<LocalProvider, RunFail
 /// own, the workload image built from this binary unless `MESHFED_WORKLOAD_IMAGE` names one.
 fn kind_provider(
     reuse: bool,
-    started: std::time::Instant,
+    progress: Box<dyn FnMut(&str) + Send>,
     mode: scenario::FederationMode,
 ) -> Result<crate::provider::kind::KindProvider<KubeconfigProvider>, RunFailure> {
     use crate::provider::kind::{KindOptions, KindProvider, Tools, istioctl};
@@ -317,7 +337,7 @@ fn kind_provider(
         workload_image: std::env::var("MESHFED_WORKLOAD_IMAGE")
             .ok()
             .filter(|image| !image.is_empty()),
-        progress: Box::new(stderr_progress(started)),
+        progress,
     };
     // The Kubernetes half: the kubeconfig provider on the clusters kind made (it learns their
     // kubeconfig files and the workload image when kind attaches them).

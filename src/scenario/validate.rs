@@ -1383,6 +1383,19 @@ fn check_fault(scenario: &Scenario, fault: &Spanned<Fault>) -> Checked {
 }
 
 fn check_upgrade(scenario: &Scenario, phase: &Phase, upgrade: &super::Upgrade) -> Checked {
+    // The same range as an `upgrade` action's: `local` emulates the version upgraded to.
+    let to = upgrade.to.value;
+    let oldest = (OLDEST_EMULATED_ISTIO.major, OLDEST_EMULATED_ISTIO.minor);
+    let newest = (NEWEST_EMULATED_ISTIO.major, NEWEST_EMULATED_ISTIO.minor);
+    if (to.major, to.minor) < oldest || (to.major, to.minor) > newest {
+        return Err(problem(
+            upgrade.to.referenced,
+            format!(
+                "phase {}: upgrade to {to} is outside the emulated range: use {}.{} to {}.{}",
+                phase.name.value, oldest.0, oldest.1, newest.0, newest.1
+            ),
+        ));
+    }
     check_unique(upgrade.clusters.iter(), "upgraded cluster")?;
     for name in &upgrade.clusters {
         known_cluster(scenario, name)?;

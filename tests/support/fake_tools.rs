@@ -113,6 +113,19 @@ impl FakeTools {
         std::fs::read_to_string(self.root.join(format!("state/operator-{context}.yaml"))).unwrap()
     }
 
+    /// When the last `istioctl install` for `context` started and ended (Unix time).
+    pub fn install_times(&self, context: &str) -> (std::time::SystemTime, std::time::SystemTime) {
+        let read = |what: &str| {
+            let nanos: u64 = std::fs::read_to_string(self.root.join(format!("state/install-{what}-{context}")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos)
+        };
+        (read("started"), read("ended"))
+    }
+
     fn write_kind(&self, parallel: usize) {
         let log = self.root.join("log");
         let state = self.root.join("state");
@@ -306,7 +319,14 @@ case "$1" in
       shift
     done
     cp "$file" "$state/operator-$context.yaml" || exit 1
-    echo "✔ Istio core installed"; echo "✔ Installation complete" ;;
+    # istioctl install returns once every component is ready, up to --readiness-timeout
+    # ("Maximum time to wait for Istio resources in each component to be ready", 5m0s by
+    # default: istio/istio operator/cmd/mesh/install.go, addInstallFlags), then prints
+    # "Installation complete". When it started and ended is kept for the tests to compare with.
+    date +%s%N > "$state/install-started-$context"
+    sleep 0.2
+    echo "✔ Istio core installed"; echo "✔ Installation complete"
+    date +%s%N > "$state/install-ended-$context" ;;
   create-remote-secret)
     printf 'apiVersion: v1\nkind: Secret\nmetadata:\n  name: istio-remote-secret-%s\n  namespace: istio-system\n' "$7" ;;
   *) echo "fake istioctl: unexpected arguments: $*" >&2; exit 64 ;;

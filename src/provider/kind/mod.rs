@@ -34,6 +34,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::change::{ChangeKind, InventoryEvent, WorldChange};
 use crate::inventory::Inventory;
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -41,20 +42,32 @@ use crate::record::RequestRecord;
 use crate::scenario::Scenario;
 
 use super::capabilities::{Capabilities, FaultKind};
-use super::kubeconfig::{KubeconfigProvider, changes::KIND_CHANGES};
+use super::kubeconfig::KubeconfigProvider;
 use super::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 
 /// What `kind` supports: the `kubeconfig` provider's abilities (kind = create clusters + the
 /// kubeconfig path), plus stopping and starting the east-west gateway meshfed installed, as a
-/// phase-long `gatewayDown` and as timed `stopGateway`/`startGateway` actions. A timed `upgrade`
-/// stays refused: an upgrade on kind runs phase-long (a phase's `upgrade:`), and istioctl gives no
-/// moment at which it "happened" for a timeline to mark.
+/// phase-long `gatewayDown` and as timed `stopGateway`/`startGateway` actions, and upgrading the
+/// Istio meshfed installed (a timed `upgrade` action or a phase's `upgrade:`, which is the same
+/// change at 0 ms): istioctl of the new version installs over the running one, and the action's
+/// started and completed times are when that install started and when istioctl reported it done.
 pub const KIND_CAPABILITIES: Capabilities = Capabilities {
     provider: "kind",
     faults: &[FaultKind::Scale, FaultKind::GatewayDown],
-    changes: KIND_CHANGES,
+    changes: KIND_RUN_CHANGES,
     ..KubeconfigProvider::CAPABILITIES
 };
+
+/// The changes of [`KIND_CAPABILITIES`]: the Kubernetes side's
+/// ([`KIND_CHANGES`](super::kubeconfig::changes::KIND_CHANGES)) and the upgrade,
+/// which the kind provider makes itself.
+const KIND_RUN_CHANGES: &[ChangeKind] = &[
+    ChangeKind::Scale,
+    ChangeKind::Kill,
+    ChangeKind::StopGateway,
+    ChangeKind::StartGateway,
+    ChangeKind::Upgrade,
+];
 
 pub use tools::{Invocation, ToolError, Tools};
 
@@ -215,38 +228,12 @@ impl<K: KubeSide> Provider for KindProvider<K> {
         traffic: &Traffic,
         progress: &mut dyn Progress,
     ) -> Result<Vec<RequestRecord>, ProviderError> {
-        match &traffic.upgrade {
-            None => self.kube.send_traffic(traffic, progress).await,
-            Some(upgrade) => {
-                let upgrades = world::prepare_upgrade(&mut self.options, &self.world, upgrade)?;
-                let tools = self.options.tools.clone();
-                // The upgrade runs on its own thread (istioctl blocks) while the traffic flows.
-                let upgrading = tokio::task::spawn_blocking(move || world::run_upgrade(&tools, &upgrades));
-                let records = self.kube.send_traffic(traffic, progress).await;
-                let upgraded = upgrading
-                    .await
-                    .map_err(|error| ProviderError::failed("the Istio upgrade thread failed", error))?;
-                let records = records?;
-                let upgraded = upgraded?;
-                for line in &upgraded {
-                    progress.step(line);
-                }
-                self.world.note_upgrade(upgrade);
-                Ok(records)
-            }
-        }
+        self.kube.send_traffic(traffic, progress).await
     }
 
     /// Background traffic is the Kubernetes side's (the nodes share this host's clock, so the
-    /// records' epoch and the engine's offsets agree). A phase's `upgrade:` is phase-long and runs
-    /// through `send_traffic` only.
+    /// records' epoch and the engine's offsets agree).
     async fn start_traffic(&mut self, traffic: &Traffic, progress: &mut dyn Progress) -> Result<(), ProviderError> {
-        if traffic.upgrade.is_some() {
-            return Err(ProviderError::Unsupported(
-                "--provider kind runs a phase's `upgrade:` with its whole traffic, not together with timed actions"
-                    .to_owned(),
-            ));
-        }
         self.kube.start_traffic(traffic, progress).await
     }
 
@@ -262,14 +249,28 @@ impl<K: KubeSide> Provider for KindProvider<K> {
         self.kube.tls_failures(service).await
     }
 
-    /// Changes go through the Kubernetes side, which knows the clusters are meshfed's (attached)
-    /// and so may also stop and start their gateways.
+    /// An upgrade is istioctl's ([`world::upgrade_in_place`], on its own thread while the traffic
+    /// runs in its pod); every other change goes through the Kubernetes side, which knows the
+    /// clusters are meshfed's (attached) and so may also stop and start their gateways.
     async fn change_world(
         &mut self,
-        change: &crate::change::WorldChange,
+        change: &WorldChange,
         progress: &mut dyn Progress,
-    ) -> Result<Vec<crate::change::InventoryEvent>, ProviderError> {
-        self.kube.change_world(change, progress).await
+    ) -> Result<Vec<InventoryEvent>, ProviderError> {
+        let WorldChange::Upgrade { cluster, to } = change else {
+            return self.kube.change_world(change, progress).await;
+        };
+        let upgrade = world::prepare_upgrade(&self.options, &self.world, cluster, *to)?;
+        let tools = self.options.tools.clone();
+        let upgraded = tokio::task::spawn_blocking(move || world::upgrade_in_place(&tools, &upgrade))
+            .await
+            .map_err(|error| ProviderError::failed("the Istio upgrade thread failed", error))??;
+        progress.step(&upgraded);
+        self.world.versions.insert(cluster.clone(), *to);
+        Ok(vec![InventoryEvent::IstioVersion {
+            cluster: cluster.clone(),
+            version: *to,
+        }])
     }
 
     async fn check_alive(&mut self) -> Result<(), ProviderError> {

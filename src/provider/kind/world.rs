@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::plan::support_matrix::KIND;
 use crate::progress::Progress;
-use crate::provider::{ProviderError, UpgradeAction};
+use crate::provider::ProviderError;
 use crate::scenario::{FederationMode, IstioVersion, Scenario};
 
 use super::addresses::{address_pools, parse_network_inspect};
@@ -59,6 +59,9 @@ pub(super) struct KindWorld {
     pub versions: BTreeMap<String, IstioVersion>,
     /// The scenario (for the upgrade's install files).
     scenario: Option<Scenario>,
+    /// istioctl of every version the scenario installs or upgrades to, fetched and checked before
+    /// any cluster exists.
+    istioctl: BTreeMap<IstioVersion, PathBuf>,
     /// Whether this run made `run_dir`.
     made_run_dir: bool,
 }
@@ -78,12 +81,6 @@ impl KindWorld {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        }
-    }
-
-    pub fn note_upgrade(&mut self, upgrade: &UpgradeAction) {
-        for cluster in &upgrade.clusters {
-            self.versions.insert(cluster.clone(), upgrade.to);
         }
     }
 }
@@ -137,10 +134,10 @@ pub(super) async fn create_world<K: KubeSide>(
     }
     world.kind_version = Some(kind_version);
 
-    // istioctl first: a missing or corrupt release fails before any cluster exists.
+    // istioctl first, for the versions installed and those upgraded to: a missing or corrupt
+    // release fails before any cluster exists, and an upgrade under traffic downloads nothing.
     let mut istioctl = BTreeMap::new();
-    for cluster in &scenario.clusters {
-        let version = cluster.istio_version.value;
+    for version in istio_versions_used(scenario) {
         if let std::collections::btree_map::Entry::Vacant(entry) = istioctl.entry(version) {
             entry.insert(istioctl_for(
                 tools,
@@ -316,8 +313,27 @@ pub(super) async fn create_world<K: KubeSide>(
     if scenario.federation.mode.value == FederationMode::EndpointDiscovery {
         create_remote_secrets(tools, kube, &world.clusters, &istioctl, scenario, progress).await?;
     }
+    world.istioctl = istioctl;
     kube.attach(&world.clusters, &image);
     Ok(())
+}
+
+/// Every Istio version `scenario` runs: its clusters' and those its phases upgrade to (a phase's
+/// `upgrade:` or an `upgrade` action), in order, each once.
+fn istio_versions_used(scenario: &Scenario) -> BTreeSet<IstioVersion> {
+    let installed = scenario.clusters.iter().map(|cluster| cluster.istio_version.value);
+    let upgraded = scenario.phases.iter().flat_map(|phase| {
+        let actions = phase.actions.iter().filter_map(|action| match action.value.change() {
+            Some(crate::change::WorldChange::Upgrade { to, .. }) => Some(to),
+            _ => None,
+        });
+        phase
+            .upgrade
+            .iter()
+            .map(|upgrade| upgrade.value.to.value)
+            .chain(actions)
+    });
+    installed.chain(upgraded).collect()
 }
 
 /// istioctl of `version`, checked to report that version.
@@ -667,62 +683,55 @@ pub(super) struct PreparedUpgrade {
     install: Invocation,
 }
 
-/// Fetches the new istioctl and writes the install files (before the traffic starts).
+/// The in-place upgrade of `cluster` to `to`: istioctl of `to` (fetched with the world) installing
+/// the cluster's IstioOperator over the running Istio, as istio.io's in-place upgrade does with the
+/// new release's istioctl.
 pub(super) fn prepare_upgrade(
-    options: &mut KindOptions,
+    options: &KindOptions,
     world: &KindWorld,
-    upgrade: &UpgradeAction,
-) -> Result<Vec<PreparedUpgrade>, ProviderError> {
+    cluster: &str,
+    to: IstioVersion,
+) -> Result<PreparedUpgrade, ProviderError> {
     let scenario = world
         .scenario
         .as_ref()
         .ok_or_else(|| ProviderError::Unsupported("upgrade before the world exists".to_owned()))?;
-    let istioctl = istioctl_for(
-        &options.tools,
-        &options.cache_dir,
-        &options.releases_url,
-        upgrade.to,
-        &mut options.progress,
-    )?;
-    upgrade
+    let istioctl = world.istioctl.get(&to).ok_or_else(|| {
+        ProviderError::Unsupported(format!(
+            "upgrade of {cluster} to Istio {to}: no istioctl {to} was fetched with the world"
+        ))
+    })?;
+    let unknown = || ProviderError::Unsupported(format!("upgrade of unknown cluster {cluster}"));
+    let kind_cluster = world
         .clusters
         .iter()
-        .map(|name| {
-            let cluster = world
-                .clusters
-                .iter()
-                .find(|cluster| &cluster.cluster == name)
-                .ok_or_else(|| ProviderError::Unsupported(format!("upgrade of unknown cluster {name}")))?;
-            let scenario_cluster = scenario
-                .cluster(name)
-                .ok_or_else(|| ProviderError::Unsupported(format!("upgrade of unknown cluster {name}")))?;
-            let operator = operator_file(&options.run_dir, name, &mk_istio_operator(scenario, scenario_cluster))?;
-            Ok(PreparedUpgrade {
-                cluster: name.clone(),
-                version: upgrade.to,
-                install: istioctl_install(&istioctl, cluster, &operator),
-            })
-        })
-        .collect()
+        .find(|known| known.cluster == cluster)
+        .ok_or_else(unknown)?;
+    // The operator of the version upgraded to (its version-dependent settings follow it).
+    let mut upgraded = scenario.cluster(cluster).ok_or_else(unknown)?.clone();
+    upgraded.istio_version.value = to;
+    let operator = operator_file(&options.run_dir, cluster, &mk_istio_operator(scenario, &upgraded))?;
+    Ok(PreparedUpgrade {
+        cluster: cluster.to_owned(),
+        version: to,
+        install: istioctl_install(istioctl, kind_cluster, &operator),
+    })
 }
 
-/// Runs the prepared upgrades one cluster after the other; returns progress lines.
-pub(super) fn run_upgrade(tools: &Tools, upgrades: &[PreparedUpgrade]) -> Result<Vec<String>, ProviderError> {
-    let mut lines = Vec::new();
-    for upgrade in upgrades {
-        let started = Instant::now();
-        tools.run(&upgrade.install).map_err(failed(format!(
-            "upgrading {} to Istio {}",
-            upgrade.cluster, upgrade.version
-        )))?;
-        lines.push(format!(
-            "{}: upgraded in place to Istio {} in {:.0} s",
-            upgrade.cluster,
-            upgrade.version,
-            started.elapsed().as_secs_f64()
-        ));
-    }
-    Ok(lines)
+/// Runs a prepared upgrade; istioctl returns once the upgraded components are ready (its
+/// `--readiness-timeout`), so its return is when the upgrade completed. Returns a progress line.
+pub(super) fn upgrade_in_place(tools: &Tools, upgrade: &PreparedUpgrade) -> Result<String, ProviderError> {
+    let started = Instant::now();
+    tools.run(&upgrade.install).map_err(failed(format!(
+        "upgrading {} to Istio {}",
+        upgrade.cluster, upgrade.version
+    )))?;
+    Ok(format!(
+        "{}: upgraded in place to Istio {} in {:.0} s",
+        upgrade.cluster,
+        upgrade.version,
+        started.elapsed().as_secs_f64()
+    ))
 }
 
 /// Deletes the clusters this run created (none with `--reuse` kept ones) and the run directory.

@@ -277,9 +277,10 @@ fn refusal(change: &WorldChange, meshfed_cluster: bool) -> String {
         ChangeKind::JoinCluster | ChangeKind::LeaveCluster => {
             "adding or removing a whole cluster during a run is not built"
         }
-        ChangeKind::Upgrade => {
-            "an upgrade on kind runs as a phase's `upgrade:` (in place under traffic), not as a timed action"
+        ChangeKind::Upgrade if !meshfed_cluster => {
+            "Istio belongs to the cluster's own installation, not to meshfed (kind and local upgrade it)"
         }
+        ChangeKind::Upgrade => "the kind provider upgrades Istio itself, with istioctl",
         _ => "it is not built",
     };
     format!(

@@ -229,7 +229,6 @@ mod tests {
             requests,
             concurrency: 2,
             connections: ConnectionPolicy::Pooled,
-            upgrade: None,
             rate_per_second: Some(100),
         }
     }
