@@ -519,6 +519,19 @@ async fn run_phase<P: Provider>(
         &timeline,
         &expected_identity,
     ));
+    let planned: Vec<verdict::PlannedAction> = phase
+        .actions
+        .iter()
+        .map(|action| verdict::PlannedAction {
+            label: action.value.label(),
+            at_ms: action.value.at_millis.value,
+        })
+        .collect();
+    expectations.extend(verdict::actions_not_taken(
+        &phase.name.value,
+        &planned,
+        timeline.actions.len(),
+    ));
     let shows_timeline = !phase.actions.is_empty()
         || !phase.faults.is_empty()
         || phase.rate_per_second.is_some()

@@ -404,6 +404,26 @@ const CASES: &[Case] = &[
         at: Line(2, 14),
         message: "invalid description \"ring\\u{7}\": use one line of at most 1000 characters without control characters",
     },
+    // Issue 18: descriptions took bidi overrides, U+2028 and noncharacters and the summary printed
+    // them raw; the message shows each as the one escaper does, never raw.
+    Case {
+        name: "description with a bidi override",
+        input: Edit("name: t\n", "name: t\ndescription: \"safe \\u202Eexe.txt\"\n"),
+        at: Line(2, 14),
+        message: "invalid description \"safe \\u{202e}exe.txt\": use one line of at most 1000 characters without control characters, bidirectional formatting characters",
+    },
+    Case {
+        name: "description with a line separator",
+        input: Edit("name: t\n", "name: t\ndescription: \"one\\Ltwo\"\n"),
+        at: Line(2, 14),
+        message: "invalid description \"one\\u{2028}two\"",
+    },
+    Case {
+        name: "description with a noncharacter",
+        input: Edit("name: t\n", "name: t\ndescription: \"x\\uFDD0\"\n"),
+        at: Line(2, 14),
+        message: "invalid description \"x\\u{fdd0}\"",
+    },
     Case {
         name: "phase name with spaces",
         input: Edit("  - name: p\n", "  - name: p one\n"),
@@ -600,7 +620,18 @@ const CASES: &[Case] = &[
             "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 1000, stopGateway: { cluster: cluster2 } }\n",
         ),
         at: Line(27, 21),
-        message: "atMillis 1000 is not within the traffic, which lasts 1000 ms (100 requests / ratePerSecond 100): use 0 to 999",
+        message: "atMillis 1000 is after the last request starts: request 100 of 100 starts at 990 ms (the traffic, 100 requests at ratePerSecond 100, lasts 1000 ms), and an action later than that may find the traffic over and never be taken: use 0 to 990",
+    },
+    Case {
+        // Issue 18's false PASS: the last of 4 requests at 1 per second starts at 3000 ms, so an
+        // action at 3500 ms found the traffic over, was not taken, and the run passed.
+        name: "atMillis after the last request starts, within the traffic",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 4\n    ratePerSecond: 1\n    actions:\n      - { atMillis: 3500, stopGateway: { cluster: cluster2 } }\n",
+        ),
+        at: Line(27, 21),
+        message: "atMillis 3500 is after the last request starts: request 4 of 4 starts at 3000 ms (the traffic, 4 requests at ratePerSecond 1, lasts 4000 ms), and an action later than that may find the traffic over and never be taken: use 0 to 3000",
     },
     Case {
         name: "actions out of order",

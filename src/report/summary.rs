@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::{PhaseReport, Report};
 use crate::measure::timeline::{Bucket, Timeline};
+use crate::printable::printable;
 
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
@@ -13,25 +14,27 @@ fn millis(micros: u64) -> String {
     format!("{:.2}ms", micros as f64 / 1000.0)
 }
 
-/// The summary printed after a run: one table per phase and every verdict.
+/// The summary printed after a run: one table per phase and every verdict. Every string taken
+/// from the report goes through [`printable`]: a report may come from a stranger (`--compare-to`,
+/// a report.json attached to an issue), and pod names, errors and rejections come from the world.
 pub fn summary(report: &Report) -> String {
     let mut out = String::new();
     let provider = &report.provider;
     let _ = writeln!(
         out,
         "\nscenario {} on provider {} ({}{}, {})",
-        report.scenario.name,
-        provider.name,
+        printable(&report.scenario.name),
+        printable(&provider.name),
         provider
             .emulates
             .as_deref()
-            .map(|what| format!("emulates {what}; "))
+            .map(|what| format!("emulates {}; ", printable(what)))
             .unwrap_or_default(),
-        provider.mode,
-        provider.proxy
+        printable(&provider.mode),
+        printable(&provider.proxy)
     );
     if let Some(description) = &report.scenario.description {
-        let _ = writeln!(out, "{description}");
+        let _ = writeln!(out, "{}", printable(description));
     }
     if !report.service_entries.is_empty() {
         let _ = writeln!(
@@ -42,9 +45,9 @@ pub fn summary(report: &Report) -> String {
             let _ = writeln!(
                 out,
                 "  in {}: {} -> {}",
-                entry.cluster,
-                entry.host,
-                entry.endpoints.join(", ")
+                printable(&entry.cluster),
+                printable(&entry.host),
+                printable(&entry.endpoints.join(", "))
             );
         }
     }
@@ -58,8 +61,8 @@ pub fn summary(report: &Report) -> String {
                 out,
                 "  {} {}: {}",
                 if probe.isolated { "PASS" } else { "FAIL" },
-                probe.route(),
-                probe.observed()
+                printable(&probe.route()),
+                printable(&probe.observed())
             );
         }
     }
@@ -83,10 +86,10 @@ pub fn summary(report: &Report) -> String {
                 .map(move |result| {
                     format!(
                         "  phase {}: {} {} (observed {})",
-                        phase.name,
-                        result.expectation,
-                        result.bound_text(),
-                        result.observed_text()
+                        printable(&phase.name),
+                        printable(&result.expectation),
+                        printable(&result.bound_text()),
+                        printable(&result.observed_text())
                     )
                 })
         })
@@ -96,6 +99,20 @@ pub fn summary(report: &Report) -> String {
         for line in &failed {
             let _ = writeln!(out, "{line}");
         }
+    }
+    let unjudged: Vec<String> = report
+        .phases
+        .iter()
+        .filter(|phase| phase.expectations.is_empty())
+        .map(|phase| printable(&phase.name).into_owned())
+        .collect();
+    if !unjudged.is_empty() {
+        // A PASS over a phase that checked nothing must not read as that phase holding.
+        let _ = writeln!(
+            out,
+            "\njudged nothing (no expectations): phase {}; the verdict says nothing about them",
+            unjudged.join(", ")
+        );
     }
     let _ = writeln!(
         out,
@@ -115,17 +132,17 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
     let _ = writeln!(
         out,
         "\nphase {}: {} -> {}, {} requests, concurrency {}, {}, endpoint weights {}{}",
-        phase.name,
-        phase.from,
-        phase.to,
+        printable(&phase.name),
+        printable(&phase.from),
+        printable(&phase.to),
         phase.requests,
         phase.concurrency,
-        phase.connections,
-        phase.endpoint_weights,
+        printable(&phase.connections),
+        printable(&phase.endpoint_weights),
         if phase.faults.is_empty() {
             String::new()
         } else {
-            format!(", faults: {}", phase.faults.join(", "))
+            format!(", faults: {}", printable(&phase.faults.join(", ")))
         }
     );
     let _ = writeln!(
@@ -137,8 +154,8 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         let _ = writeln!(
             out,
             "  {:<22} {:<12} {:>8} {:>8} {:>10} {:>9} {:>6} {:>10}",
-            pod.pod,
-            pod.cluster,
+            printable(&pod.pod),
+            printable(&pod.cluster),
             pod.requests,
             percent(pod.request_share),
             percent(pod.expected_share),
@@ -151,13 +168,19 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         let _ = writeln!(
             out,
             "  {:<22} {:<12} {:>8}  (not expected to answer)",
-            pod.pod, pod.cluster, pod.requests
+            printable(&pod.pod),
+            printable(&pod.cluster),
+            pod.requests
         );
     }
     let _ = writeln!(
         out,
         "  mTLS with the caller's identity ({}): {} of {} (rate {:.3}); success rate {:.3}",
-        phase.expected_identity, m.mtls_verified, m.attempted, m.mtls_rate, m.success_rate
+        printable(&phase.expected_identity),
+        m.mtls_verified,
+        m.attempted,
+        m.mtls_rate,
+        m.success_rate
     );
     let _ = writeln!(
         out,
@@ -170,7 +193,7 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         m.request_skew.max_ratio, m.connection_skew.max_ratio, m.request_skew.total_variation_distance
     );
     if let Some(note) = connection_note_that_matters(phase) {
-        let _ = writeln!(out, "  note: {note}");
+        let _ = writeln!(out, "  note: {}", printable(note));
     }
     if let Some(latency) = &m.latency {
         let _ = writeln!(
@@ -182,7 +205,7 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         );
     }
     for error in &m.errors {
-        let _ = writeln!(out, "  error x{}: {}", error.count, error.message);
+        let _ = writeln!(out, "  error x{}: {}", error.count, printable(&error.message));
     }
     let tls = &phase.tls_failures;
     let _ = writeln!(
@@ -194,23 +217,30 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         let _ = writeln!(out, "  gateway-to-gateway hops: {hops}");
     }
     for rejection in &phase.config_rejections {
-        let _ = writeln!(out, "  config rejected: {rejection}");
+        let _ = writeln!(out, "  config rejected: {}", printable(rejection));
     }
     if let Some(timeline) = &phase.timeline {
         timeline_summary(out, timeline);
+    }
+    if phase.expectations.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no expectations: this phase judged nothing (success rate {:.3} and mTLS rate {:.3} were not checked)",
+            m.success_rate, m.mtls_rate
+        );
     }
     for result in &phase.expectations {
         let _ = writeln!(
             out,
             "  {} {} {} (observed {}){}",
             if result.passed { "PASS" } else { "FAIL" },
-            result.expectation,
-            result.bound_text(),
-            result.observed_text(),
+            printable(&result.expectation),
+            printable(&result.bound_text()),
+            printable(&result.observed_text()),
             if result.passed || result.detail.is_empty() {
                 String::new()
             } else {
-                format!(": {}", result.detail)
+                format!(": {}", printable(&result.detail))
             }
         );
     }
@@ -275,7 +305,7 @@ fn timeline_summary(out: &mut String, timeline: &Timeline) {
         }
         let clusters: Vec<String> = per_cluster
             .iter()
-            .map(|(cluster, answered)| format!("{cluster} {answered}"))
+            .map(|(cluster, answered)| format!("{} {answered}", printable(cluster)))
             .collect();
         let marks: Vec<String> = timeline
             .actions
@@ -284,7 +314,11 @@ fn timeline_summary(out: &mut String, timeline: &Timeline) {
             .map(|action| {
                 format!(
                     "<- {} ({} {} at {} ms, done at {} ms)",
-                    action.name, action.kind, action.cluster, action.started_ms, action.completed_ms
+                    printable(&action.name),
+                    printable(&action.kind),
+                    printable(&action.cluster),
+                    action.started_ms,
+                    action.completed_ms
                 )
             })
             .collect();

@@ -148,8 +148,14 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
     }
     // Opened before the sandbox: the handle still reaches it after the sandbox's tmpfs hides /run,
     // and a directory that cannot take a report fails before any world is built.
-    let report_dir = request.report_dir.map(open_report_dir).transpose()?;
-    let keep_dir = request.keep_logs.map(open_report_dir).transpose()?;
+    let report_dir = request
+        .report_dir
+        .map(|dir| open_output_dir(dir, "the report directory (--report-dir)"))
+        .transpose()?;
+    let keep_dir = request
+        .keep_logs
+        .map(|dir| open_output_dir(dir, "the --keep-logs directory"))
+        .transpose()?;
     let keeping = Keeping {
         always: keep_dir.as_ref(),
         on_failure: report_dir.as_ref(),
@@ -427,11 +433,12 @@ pub(crate) fn setup(mut on_envoy: impl FnMut(&str, &Path)) -> Result<String, Run
     Ok(mode.to_string())
 }
 
-/// The report directory, created, opened and checked: exit 2 if it cannot be used, 3 if the disk
+/// A directory the run writes to (`what`: the report directory, or the `--keep-logs` one, named
+/// as such in messages), created, opened and checked: exit 2 if it cannot be used, 3 if the disk
 /// is full.
-fn open_report_dir(dir: &Path) -> Result<output::Dir, RunFailure> {
+fn open_output_dir(dir: &Path, what: &str) -> Result<output::Dir, RunFailure> {
     let handle = output::Dir::create_all(dir).map_err(|error| {
-        let message = format!("cannot create the report directory {}: {error}", dir.display());
+        let message = format!("cannot create {what} {}: {error}", dir.display());
         if output::is_out_of_space(&error) {
             RunFailure::Infrastructure(anyhow::anyhow!(message))
         } else {
@@ -441,7 +448,7 @@ fn open_report_dir(dir: &Path) -> Result<output::Dir, RunFailure> {
     handle.check_writable().map_err(|error| {
         let out_of_space = error.is_out_of_space();
         let message = format!(
-            "cannot write reports to {}: {:#}",
+            "cannot write to {what} {}: {:#}",
             dir.display(),
             anyhow::Error::new(error)
         );

@@ -154,14 +154,23 @@ fn check_string(text: &str, grammar: Grammar, what: &str, at: Location) -> Check
     }
 }
 
-/// `text` in double quotes with control characters escaped, shortened to 80 characters.
+/// `text` in double quotes (`"` and `\` escaped, then through the one escaper,
+/// [`crate::printable`]), shortened to 80 characters.
 fn quoted(text: &str) -> String {
     const SHOWN: usize = 80;
-    let shown: String = text.chars().take(SHOWN).collect();
+    let shown: String = text
+        .chars()
+        .take(SHOWN)
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    let shown = crate::printable::printable(&shown);
     if text.chars().count() > SHOWN {
-        format!("{shown:?}... ({} characters)", text.chars().count())
+        format!("\"{shown}\"... ({} characters)", text.chars().count())
     } else {
-        format!("{shown:?}")
+        format!("\"{shown}\"")
     }
 }
 
@@ -828,16 +837,19 @@ fn check_actions(scenario: &Scenario, phase: &Phase, world: &mut WorldState) -> 
             }
         };
         let at_millis = &action.value.at_millis;
-        if at_millis.value >= traffic_millis {
+        let last_start = phase.last_request_start_millis().unwrap_or(0);
+        if at_millis.value > last_start {
             return Err(problem(
                 at_millis.referenced,
                 format!(
-                    "phase {phase_name}: atMillis {} is not within the traffic, which lasts {traffic_millis} ms \
-                     ({} requests / ratePerSecond {}): use 0 to {}",
+                    "phase {phase_name}: atMillis {} is after the last request starts: request {} of {} starts at \
+                     {last_start} ms (the traffic, {} requests at ratePerSecond {}, lasts {traffic_millis} ms), and an \
+                     action later than that may find the traffic over and never be taken: use 0 to {last_start}",
                     at_millis.value,
                     phase.requests.value,
+                    phase.requests.value,
+                    phase.requests.value,
                     phase.rate_per_second.as_ref().map_or(0, |rate| rate.value),
-                    traffic_millis.saturating_sub(1)
                 ),
             ));
         }
