@@ -550,7 +550,7 @@ async fn run_phase<P: Provider>(
         concurrency: traffic.concurrency,
         connections: phase.connections.name().to_owned(),
         endpoint_weights: weights_name(weights).to_owned(),
-        faults: phase.faults.iter().map(|fault| format!("{:?}", fault.value)).collect(),
+        faults: phase.faults.iter().map(|fault| fault.value.to_string()).collect(),
         expected_identity,
         passed: expectations.iter().all(|result| result.passed),
         measurement,

@@ -185,6 +185,29 @@ fn an_unusable_keep_logs_directory_is_named_as_such_not_as_the_report_directory(
     assert!(!stderr.contains("the report directory"), "{stderr}");
 }
 
+/// docs/diff.md: a scenario invalid under one version of a matrix exits 2 naming the version and
+/// the position (issue 18: the position was missing when the cluster's version was the default).
+#[test]
+fn a_scenario_invalid_under_one_matrix_version_names_the_version_and_the_position() {
+    let output = meshfed(&[
+        "run",
+        &scenario("multi-zone-weight-bug.yaml"),
+        "--istio-version",
+        "1.7",
+        "--istio-version",
+        "1.30",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "with --istio-version 1.7.0: {}:12:11: federation mode endpoint-discovery needs Istio 1.8.0 or newer",
+            scenario("multi-zone-weight-bug.yaml")
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn plan_with_an_inventory_uses_its_gateway_addresses_and_ready_pods() {
     let dir = TempDir::new("inventory");

@@ -854,6 +854,15 @@ fn phase_long_faults_are_changes_made_before_the_traffic_and_undone_after_it() {
         3,
         "the scale was undone to the replicas before the fault"
     );
+    // docs/report.md: `faults[]` as written in the scenario (issue 18: it was Rust's Debug text,
+    // `Scale { cluster: "cluster2", ... }`).
+    assert_eq!(
+        report.phases[0].faults,
+        [
+            "scale: { cluster: cluster2, service: bar.ns2, replicas: 0 }",
+            "gatewayDown: { cluster: cluster2 }"
+        ]
+    );
 }
 
 #[test]

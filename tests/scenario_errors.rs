@@ -1223,3 +1223,70 @@ fn a_phase_with_every_kind_of_action_parses_into_its_world_changes_in_order() {
     assert_eq!(labels[0], "down");
     assert_eq!(labels[1], "startGateway@100ms");
 }
+
+/// The numbers in a Markdown table cell, commas removed (`1–1,000,000` → [1, 1000000]).
+fn numbers_in(cell: &str) -> Vec<u64> {
+    cell.replace(',', "")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse().unwrap())
+        .collect()
+}
+
+/// Issue 18, point 15: docs/scenario.md's bounds table must say what the validator enforces.
+#[test]
+fn the_bounds_table_in_docs_scenario_md_is_the_validators() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scenario.md")).unwrap();
+    let table = &doc[doc.find("## Bounds").expect("docs/scenario.md has a Bounds section")..];
+    let rows: std::collections::BTreeMap<String, Vec<u64>> = table
+        .lines()
+        .skip_while(|line| !line.starts_with("| what |"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            (cells[1].to_owned(), numbers_in(cells[2]))
+        })
+        .collect();
+    let max_zones = u64::try_from(scenario::MAX_ZONES_PER_CLUSTER).unwrap();
+    let expected: [(&str, Vec<u64>); 16] = [
+        ("file size", vec![scenario::MAX_INPUT_BYTES / (1024 * 1024)]),
+        ("clusters", vec![1, scenario::MAX_CLUSTERS as u64]),
+        ("services", vec![scenario::MAX_SERVICES as u64]),
+        ("ports per service", vec![1, scenario::MAX_PORTS_PER_SERVICE as u64]),
+        (
+            "ports in the plan (clusters × all ports of all services)",
+            vec![scenario::MAX_PLANNED_PORTS],
+        ),
+        ("pods (sum of all `replicas`)", vec![scenario::MAX_PODS]),
+        ("`requests` per phase", vec![1, scenario::MAX_REQUESTS]),
+        ("`concurrency`", vec![1, u64::from(scenario::MAX_CONCURRENCY)]),
+        ("`zones` per cluster", vec![max_zones]),
+        ("phases", vec![scenario::MAX_PHASES as u64]),
+        ("faults per phase", vec![scenario::MAX_FAULTS_PER_PHASE as u64]),
+        ("actions per phase", vec![scenario::MAX_ACTIONS_PER_PHASE as u64]),
+        ("`ratePerSecond`", vec![1, u64::from(scenario::MAX_RATE_PER_SECOND)]),
+        (
+            "`bucketMillis`",
+            vec![scenario::MIN_BUCKET_MILLIS, scenario::MAX_BUCKET_MILLIS],
+        ),
+        ("`windows` per phase", vec![scenario::MAX_WINDOWS_PER_PHASE as u64]),
+        ("`delay.millis`", vec![u64::from(scenario::MAX_DELAY_MILLIS)]),
+    ];
+    for (what, bound) in expected {
+        assert_eq!(rows.get(what), Some(&bound), "docs/scenario.md's bound for {what}");
+    }
+    assert_eq!(rows.len(), 16, "a row of the table is not checked here: {rows:?}");
+}
+
+/// docs/scenario.md once warned that YAML reads `1.10` as a number; meshfed reads the version as
+/// written, so an unquoted `1.10` is 1.10 (issue 18, point 15).
+#[test]
+fn an_unquoted_istio_version_is_read_as_written() {
+    let text = VALID.replace(
+        "    podCidr: 10.10.0.0/16\n",
+        "    podCidr: 10.10.0.0/16\n    istioVersion: 1.10\n",
+    );
+    let parsed = scenario::parse(Path::new("v.yaml"), &text).expect("valid");
+    assert_eq!(parsed.clusters[0].istio_version.value.to_string(), "1.10.0");
+}

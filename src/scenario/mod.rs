@@ -756,6 +756,33 @@ pub enum Fault {
     },
 }
 
+/// The fault as a scenario writes it (`gatewayDown: { cluster: cluster2 }`): what report.json's
+/// `faults[]` and the summaries show.
+impl std::fmt::Display for Fault {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::GatewayDown { cluster } => write!(out, "gatewayDown: {{ cluster: {cluster} }}"),
+            Fault::Scale {
+                cluster,
+                service,
+                replicas,
+            } => write!(
+                out,
+                "scale: {{ cluster: {cluster}, service: {service}, replicas: {replicas} }}"
+            ),
+            Fault::ForeignClientCert {} => write!(out, "foreignClientCert: {{}}"),
+            Fault::Delay {
+                cluster,
+                service,
+                millis,
+            } => write!(
+                out,
+                "delay: {{ cluster: {cluster}, service: {service}, millis: {millis} }}"
+            ),
+        }
+    }
+}
+
 /// An in-place Istio upgrade during a phase: `upgrade: { to: 1.30.0, clusters: [cluster2] }`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

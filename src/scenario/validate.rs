@@ -233,7 +233,7 @@ fn check_clusters(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
             && cluster.istio_version.value < ENDPOINT_DISCOVERY_SINCE
         {
             return Err(problem(
-                cluster.istio_version.referenced,
+                version_at(cluster),
                 format!(
                     "federation mode endpoint-discovery needs Istio {ENDPOINT_DISCOVERY_SINCE} or newer, cluster {} has {}; \
                      use mode serviceentry for older versions",
@@ -287,6 +287,16 @@ fn check_networks(scenario: &Scenario) -> Checked {
     Ok(())
 }
 
+/// Where a cluster's Istio version is written, or the cluster's name when it is not (the default,
+/// or a version `--istio-version` set): an error about the version always has a position.
+fn version_at(cluster: &Cluster) -> Location {
+    if cluster.istio_version.referenced.line() == 0 {
+        cluster.name.referenced
+    } else {
+        cluster.istio_version.referenced
+    }
+}
+
 /// Versions outside the emulated range would get behaviour nobody checked against Istio's source.
 fn check_istio_version(cluster: &Cluster) -> Checked {
     let version = cluster.istio_version.value;
@@ -294,7 +304,7 @@ fn check_istio_version(cluster: &Cluster) -> Checked {
     let newest = (NEWEST_EMULATED_ISTIO.major, NEWEST_EMULATED_ISTIO.minor);
     if (version.major, version.minor) < oldest || (version.major, version.minor) > newest {
         return Err(problem(
-            cluster.istio_version.referenced,
+            version_at(cluster),
             format!(
                 "istioVersion {version} of cluster {} is outside the emulated range: use {}.{} to {}.{} (any patch; see docs/fidelity.md)",
                 cluster.name.value, oldest.0, oldest.1, newest.0, newest.1
