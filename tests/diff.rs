@@ -730,3 +730,88 @@ fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
     assert!(refused.stderr.contains("unknown variant"), "{}", refused.stderr);
     assert_eq!(raw_hostile_character(&refused.stderr), None, "{}", refused.stderr);
 }
+
+/// Issue 18, point 10: `diff` took rates outside 0..1, printed 1e308 as 309 digits, reported
+/// invalid UTF-8 as `file: 4:36` and an empty file at column 0.
+#[test]
+fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely() {
+    let dir = TempDir::new("sanity");
+    let good = write_report(&dir, "good.json", &built_report("seed"));
+
+    let mut value = serde_json::to_value(built_report("seed")).unwrap();
+    value["phases"][0]["measurement"]["mtls_rate"] = serde_json::json!(5.0);
+    let text = serde_json::to_string_pretty(&value).unwrap();
+    let line = text
+        .lines()
+        .position(|line| line.contains("\"mtls_rate\": 5.0"))
+        .unwrap()
+        + 1;
+    let column = text.lines().nth(line - 1).unwrap().len() - 1;
+    let out_of_range = dir.join("rate.json");
+    std::fs::write(&out_of_range, &text).unwrap();
+    let outcome = diff(&good, &out_of_range, &[], &dir.0, "diff-rate");
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains(&format!(
+            "{}:{line}:{column}: does not match the report schema {REPORT_SCHEMA} (docs/report.md): 5 is not a rate or share: use a number from 0 to 1",
+            out_of_range.display()
+        )),
+        "{}",
+        outcome.stderr
+    );
+
+    let mut huge = built_report("seed");
+    huge.phases[0].expectations = vec![meshfed::verdict::ExpectationResult {
+        key: "serverTlsFailuresAtLeast".into(),
+        expectation: "server_tls_failures >=".into(),
+        unit: meshfed::verdict::Unit::Count,
+        observed: meshfed::verdict::Value::Number(1e308),
+        bound: meshfed::verdict::Value::Number(1.0),
+        passed: true,
+        detail: String::new(),
+    }];
+    let mut failed = huge.clone();
+    failed.phases[0].expectations[0].passed = false;
+    let (huge, failed) = (
+        write_report(&dir, "huge.json", &huge),
+        write_report(&dir, "failed.json", &failed),
+    );
+    let outcome = diff(&huge, &failed, &[], &dir.0, "diff-huge");
+    assert_eq!(outcome.code, Some(1), "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stdout
+            .contains("PASS -> FAIL server_tls_failures >= 1 (observed 1e308 -> 1e308) *"),
+        "{}",
+        outcome.stdout
+    );
+    assert!(!outcome.stdout.contains("00000000000000000000"), "{}", outcome.stdout);
+
+    let bad_bytes = dir.join("bytes.json");
+    let mut bytes = b"{\n\n\n  \"schema\": \"meshfed.report/v2\", \"\xc3\xa9t\xc3\xa9\": \"".to_vec();
+    bytes.extend_from_slice(b"\xff\"}\n");
+    std::fs::write(&bad_bytes, &bytes).unwrap();
+    let outcome = diff(&good, &bad_bytes, &[], &dir.0, "diff-bytes");
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains(&format!(
+            "{}:4:42: not UTF-8: invalid byte 0xff here",
+            bad_bytes.display()
+        )),
+        "{}",
+        outcome.stderr
+    );
+
+    let empty = dir.join("empty.json");
+    std::fs::write(&empty, "").unwrap();
+    let outcome = diff(&good, &empty, &[], &dir.0, "diff-empty-file");
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .contains(&format!("{}:1:1: not a meshfed report", empty.display())),
+        "{}",
+        outcome.stderr
+    );
+    assert!(!outcome.stderr.contains("column 0"), "{}", outcome.stderr);
+}
