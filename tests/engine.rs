@@ -1158,3 +1158,43 @@ fn the_connection_limited_note_is_printed_only_where_pooled_connections_explain_
     let summary = meshfed::report::summary(&report);
     assert!(!summary.contains("NOTE-pooled-connections"), "{summary}");
 }
+
+/// Issue 18, point 10: an `upgrade` action to an older version was taken without a word; the
+/// summary names the versions and says it is a downgrade (and not for a real upgrade).
+#[test]
+fn an_upgrade_action_to_an_older_version_is_named_a_downgrade() {
+    let phase = "
+  - name: versions
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 200
+    ratePerSecond: 1000
+    actions:
+      - { atMillis: 40, name: down, upgrade: { cluster: cluster2, to: 1.9.0 } }
+      - { atMillis: 80, name: up, upgrade: { cluster: cluster2, to: 1.22.0 } }
+";
+    let mut provider = ScriptedProvider::default();
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &skew_with_phases(phase),
+        Path::new("edited-skew.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    let before = report
+        .clusters
+        .iter()
+        .find(|cluster| cluster.name == "cluster2")
+        .unwrap()
+        .istio_version
+        .clone();
+    let summary = meshfed::report::summary(&report);
+    assert!(
+        summary.contains(&format!("<- down (upgrade cluster2 {before} -> 1.9.0, a downgrade at ")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("<- up (upgrade cluster2 1.9.0 -> 1.22.0 at "),
+        "{summary}"
+    );
+}

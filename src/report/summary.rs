@@ -66,8 +66,15 @@ pub fn summary(report: &Report) -> String {
             );
         }
     }
+    // Each cluster's Istio version as the run goes: an `upgrade` action to an older version is a
+    // downgrade, and the summary says so (issue 18: it was accepted without a word).
+    let mut versions: std::collections::BTreeMap<String, String> = report
+        .clusters
+        .iter()
+        .map(|cluster| (cluster.name.clone(), cluster.istio_version.clone()))
+        .collect();
     for phase in &report.phases {
-        phase_summary(&mut out, phase);
+        phase_summary(&mut out, phase, &mut versions);
     }
     let total: usize = report
         .phases
@@ -127,7 +134,7 @@ pub fn summary(report: &Report) -> String {
     out
 }
 
-fn phase_summary(out: &mut String, phase: &PhaseReport) {
+fn phase_summary(out: &mut String, phase: &PhaseReport, versions: &mut std::collections::BTreeMap<String, String>) {
     let m = &phase.measurement;
     let _ = writeln!(
         out,
@@ -220,7 +227,7 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         let _ = writeln!(out, "  config rejected: {}", printable(rejection));
     }
     if let Some(timeline) = &phase.timeline {
-        timeline_summary(out, timeline);
+        timeline_summary(out, timeline, versions);
     }
     if phase.expectations.is_empty() {
         let _ = writeln!(
@@ -243,6 +250,23 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
                 format!(": {}", printable(&result.detail))
             }
         );
+    }
+}
+
+/// For an `upgrade` action: ` 1.22.0 -> 1.9.0, a downgrade` (or without the last part), keeping
+/// `versions` current; nothing for other actions.
+fn version_change(
+    action: &crate::measure::timeline::ActionRecord,
+    versions: &mut std::collections::BTreeMap<String, String>,
+) -> String {
+    let crate::change::WorldChange::Upgrade { cluster, to } = &action.change else {
+        return String::new();
+    };
+    let before = versions.insert(cluster.clone(), to.to_string());
+    match before.and_then(|before| Some((before.parse::<crate::scenario::IstioVersion>().ok()?, before))) {
+        Some((from, text)) if from > *to => format!(" {} -> {to}, a downgrade", printable(&text)),
+        Some((_, text)) => format!(" {} -> {to}", printable(&text)),
+        None => format!(" -> {to}"),
     }
 }
 
@@ -272,7 +296,12 @@ pub const TIMELINE_LINES: usize = 24;
 /// The timeline as at most [`TIMELINE_LINES`] lines (neighbouring buckets grouped), each with
 /// its time range, requests, success and mTLS rates, the clusters that answered, and the actions
 /// taken in it.
-fn timeline_summary(out: &mut String, timeline: &Timeline) {
+fn timeline_summary(out: &mut String, timeline: &Timeline, versions: &mut std::collections::BTreeMap<String, String>) {
+    let version_changes: Vec<String> = timeline
+        .actions
+        .iter()
+        .map(|action| version_change(action, versions))
+        .collect();
     let Some(last) = timeline.buckets.last() else {
         let _ = writeln!(out, "  timeline: no request started");
         return;
@@ -310,13 +339,15 @@ fn timeline_summary(out: &mut String, timeline: &Timeline) {
         let marks: Vec<String> = timeline
             .actions
             .iter()
-            .filter(|action| action.started_ms >= start && action.started_ms < stop)
-            .map(|action| {
+            .zip(&version_changes)
+            .filter(|(action, _)| action.started_ms >= start && action.started_ms < stop)
+            .map(|(action, version_change)| {
                 format!(
-                    "<- {} ({} {} at {} ms, done at {} ms)",
+                    "<- {} ({} {}{} at {} ms, done at {} ms)",
                     printable(&action.name),
                     printable(&action.kind),
                     printable(&action.cluster),
+                    version_change,
                     action.started_ms,
                     action.completed_ms
                 )
