@@ -187,11 +187,14 @@ pub fn diff_command(args: &DiffArgs) -> Result<(), CliError> {
     }
 }
 
-/// A report file's path, its `schema`, and the report parsed when the schema is the one this
-/// meshfed reads (`Ok(None)` otherwise; the caller decides which message fits). The text is
-/// dropped once parsed. A malformed report of the right schema is the inner error, reported
-/// only after both schemas were compared.
-fn read_report_of_schema(path: &Path) -> Result<(PathBuf, String, Result<Option<Report>, CliError>), CliError> {
+/// A report file read for `meshfed diff`: its path, its `schema`, and the report parsed when the
+/// schema is the one this meshfed reads (`Ok(None)` otherwise; the caller decides which message
+/// fits). A malformed report of the right schema is the inner error, reported only after both
+/// schemas were compared.
+type ReadReport = (PathBuf, String, Result<Option<Report>, CliError>);
+
+/// Reads and parses one report; its text is dropped once parsed.
+fn read_report_of_schema(path: &Path) -> Result<ReadReport, CliError> {
     let (file, text) = read_report_text(path)?;
     let schema = schema_of(&file, &text)?;
     let report = if schema == REPORT_SCHEMA {
