@@ -6,7 +6,16 @@
 //! several runs of: parsing the two report.json texts alone (the baseline), `diff()` on parsed
 //! reports, and the whole command minus file reads (parse both, diff, render text and JSON).
 //! Target: the whole under 1 s.
+//!
+//! Then the adversarial size (issue 18, point 4): two reports of one phase with 20,000
+//! configuration rejections and 20,000 expectations each (half the rejections and a tenth of the
+//! verdicts differ), written to files and compared by the built `meshfed diff` binary, as a user
+//! runs it: wall time, and peak RSS as GNU time (`/usr/bin/time`, wait4's ru_maxrss) reports it.
+//! Targets: under 1 s, and peak RSS under 50 MB + 3x the two files' combined size. A missed target
+//! fails the bench (exit 101). `MESHFED_BENCH_KEEP_FILES=1` keeps the two files and prints where.
 
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshfed::diff::{Thresholds, diff, summary};
@@ -14,6 +23,7 @@ use meshfed::measure::{ExpectedPod, measure};
 use meshfed::provider::{ProviderInfo, TlsFailures};
 use meshfed::record::RequestRecord;
 use meshfed::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, Timings};
+use meshfed::verdict::{ExpectationResult, Unit, Value};
 
 const REQUESTS_PER_REPORT: u64 = 100_000;
 const PHASES: u64 = 4;
@@ -150,7 +160,110 @@ fn millis(duration: Duration) -> String {
     format!("{:.3} ms", duration.as_secs_f64() * 1e3)
 }
 
+/// Rejections and expectations per report in the adversarial comparison.
+const ADVERSARIAL_ITEMS: usize = 20_000;
+
+/// A report of one phase with [`ADVERSARIAL_ITEMS`] rejections and expectations; `variant` 1
+/// shares half the rejections of variant 0 and flips every tenth verdict.
+fn adversarial_report(variant: usize) -> Report {
+    let mut report = report(1, 0.0, 1);
+    report.phases.truncate(1);
+    let phase = &mut report.phases[0];
+    phase.config_rejections = (0..ADVERSARIAL_ITEMS)
+        .map(|index| {
+            let owner = if index % 2 == 0 { 0 } else { variant };
+            format!(
+                "gateway istio-eastwestgateway-{owner} in cluster{}: listener 0.0.0.0_15443 rejected: error adding listener \
+                 '0.0.0.0:15443': multiple filter chains with the same matching rules are defined (#{index})",
+                index % 7
+            )
+        })
+        .collect();
+    phase.expectations = (0..ADVERSARIAL_ITEMS)
+        .map(|index| ExpectationResult {
+            key: format!("windows[{index}].successRateAtLeast"),
+            expectation: format!("window [{index}, {}) ms success_rate >=", index + 1),
+            unit: Unit::Ratio,
+            observed: Value::Number(0.995),
+            bound: Value::Number(0.99),
+            passed: variant == 0 || index % 10 != 0,
+            detail: format!("{index} of {} succeeded", index + 1),
+        })
+        .collect();
+    report
+}
+
+/// Runs `meshfed diff a b` under GNU time; returns the wall time and the peak RSS in KiB (None
+/// without GNU time).
+fn run_diff_binary(a: &Path, b: &Path, scratch: &Path) -> (Duration, Option<u64>) {
+    let meshfed = env!("CARGO_BIN_EXE_meshfed");
+    let time = Path::new("/usr/bin/time");
+    let rss_file = scratch.join("rss");
+    let mut command = if time.exists() {
+        let mut command = Command::new(time);
+        command.args(["-f", "%M", "-o"]).arg(&rss_file).arg(meshfed);
+        command
+    } else {
+        Command::new(meshfed)
+    };
+    command
+        .arg("diff")
+        .arg(a)
+        .arg(b)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let start = Instant::now();
+    let status = command.status().expect("run meshfed diff");
+    let elapsed = start.elapsed();
+    assert_eq!(status.code(), Some(1), "the two reports differ by design");
+    let rss = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|text| text.lines().last()?.trim().parse().ok());
+    (elapsed, rss)
+}
+
+fn adversarial() {
+    let scratch = std::env::temp_dir().join(format!("meshfed-bench-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (a, b) = (scratch.join("a.json"), scratch.join("b.json"));
+    std::fs::write(&a, serde_json::to_string_pretty(&adversarial_report(0)).unwrap()).unwrap();
+    std::fs::write(&b, serde_json::to_string_pretty(&adversarial_report(1)).unwrap()).unwrap();
+    let inputs = std::fs::metadata(&a).unwrap().len() + std::fs::metadata(&b).unwrap().len();
+    let runs: Vec<(Duration, Option<u64>)> = (0..5).map(|_| run_diff_binary(&a, &b, &scratch)).collect();
+    let wall = median(runs.iter().map(|(wall, _)| *wall).collect());
+    let rss_kib = runs.iter().filter_map(|(_, rss)| *rss).max();
+    let rss_limit_bytes = 50_000_000 + 3 * inputs;
+    println!(
+        "meshfed diff of two reports with {ADVERSARIAL_ITEMS} rejections and {ADVERSARIAL_ITEMS} expectations each ({:.1} MB together): median of 5 runs",
+        inputs as f64 / 1e6
+    );
+    println!(
+        "  wall time                              {}  (target < 1 s: {})",
+        millis(wall),
+        if wall < Duration::from_secs(1) { "met" } else { "MISSED" }
+    );
+    match rss_kib {
+        Some(kib) => println!(
+            "  peak RSS (GNU time, largest of 5)       {:.1} MB  (target < 50 MB + 3 x inputs = {:.1} MB: {})",
+            kib as f64 * 1024.0 / 1e6,
+            rss_limit_bytes as f64 / 1e6,
+            if kib * 1024 < rss_limit_bytes { "met" } else { "MISSED" }
+        ),
+        None => println!("  peak RSS: not measured (/usr/bin/time, GNU time, is not installed)"),
+    }
+    if std::env::var_os("MESHFED_BENCH_KEEP_FILES").is_some() {
+        println!("  kept: {} {}", a.display(), b.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    assert!(wall < Duration::from_secs(1), "meshfed diff took {wall:?}");
+    if let Some(kib) = rss_kib {
+        assert!(kib * 1024 < rss_limit_bytes, "meshfed diff peaked at {kib} KiB");
+    }
+}
+
 fn main() {
+    adversarial();
     let start = Instant::now();
     let a = report(1, 0.0, 1);
     let b = report(7, 0.05, 2);

@@ -340,7 +340,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 
     match result {
         Ok(()) => EXIT_OK,
         Err(error) => {
-            tracing::error!("meshfed: {error}");
+            // Messages quote what they are about (a path, a report's field, a log line): through
+            // the one escaper, as every text output.
+            tracing::error!("meshfed: {}", crate::printable::printable_lines(&error.to_string()));
             error.exit_code()
         }
     }
@@ -590,12 +592,26 @@ fn run_command(
     let run_failed = (!finished.report.passed).then(|| format!("{} check(s) failed", finished.report.failures()));
     let mut differs = None;
     if let Some(((label, baseline), thresholds)) = baseline {
+        // The README promises exit 130 for an interrupt at any moment: the comparison and its
+        // output (which may block on a slow reader) are moments too (issue 18).
+        check_interrupt()?;
         let new_label = report_dir.map_or_else(
             || "this run".to_owned(),
             |dir| dir.join("report.json").display().to_string(),
         );
         let (summary, differ) = diff::compare((&label, &baseline), (&new_label, &finished.report), &thresholds)?;
-        print!("\ncompared to {label}:\n{summary}");
+        check_interrupt()?;
+        let mut stdout = std::io::stdout().lock();
+        write!(
+            stdout,
+            "\ncompared to {}:\n{summary}",
+            crate::printable::printable(&label)
+        )
+        .and_then(|()| stdout.flush())
+        .map_err(|error| {
+            infrastructure_or_interrupted(anyhow::Error::new(error).context("cannot print the comparison"))
+        })?;
+        check_interrupt()?;
         differs = differ.then(|| format!("this run differs from {label} beyond the thresholds"));
     }
     match (run_failed, differs) {
@@ -604,6 +620,15 @@ fn run_command(
             "{}; see the summary above",
             run_failed.into_iter().chain(differs).collect::<Vec<_>>().join("; ")
         ))),
+    }
+}
+
+/// Exit 130 if an interrupt came since the last look.
+fn check_interrupt() -> Result<(), CliError> {
+    if interrupt::is_interrupted() {
+        Err(CliError::Interrupted)
+    } else {
+        Ok(())
     }
 }
 

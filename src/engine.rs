@@ -499,6 +499,19 @@ async fn run_phase<P: Provider>(
         &timeline,
         &expected_identity,
     ));
+    // Every timed change (a phase's upgrade at 0 ms, then the actions), in the order they are taken.
+    let planned: Vec<verdict::PlannedAction> = timed
+        .iter()
+        .map(|change| verdict::PlannedAction {
+            label: change.label.clone(),
+            at_ms: change.at_ms,
+        })
+        .collect();
+    expectations.extend(verdict::actions_not_taken(
+        &phase.name.value,
+        &planned,
+        timeline.actions.len(),
+    ));
     let shows_timeline = !timed.is_empty()
         || !phase.faults.is_empty()
         || phase.rate_per_second.is_some()
@@ -517,7 +530,7 @@ async fn run_phase<P: Provider>(
         concurrency: traffic.concurrency,
         connections: phase.connections.name().to_owned(),
         endpoint_weights: weights_name(weights).to_owned(),
-        faults: phase.faults.iter().map(|fault| format!("{:?}", fault.value)).collect(),
+        faults: phase.faults.iter().map(|fault| fault.value.to_string()).collect(),
         expected_identity,
         passed: expectations.iter().all(|result| result.passed),
         measurement,

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
-use crate::scenario::{Cluster, IstioVersion, Scenario, ScenarioError};
+use crate::scenario::{Cluster, IstioVersion, NEWEST_EMULATED_ISTIO, OLDEST_EMULATED_ISTIO, Scenario, ScenarioError};
 
 /// The inventory of every cluster, by cluster name.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -158,6 +158,7 @@ pub fn load(path: &Path, scenario: &Scenario) -> Result<Inventory, ScenarioError
 }
 
 /// What is wrong in an inventory and where.
+#[derive(Debug)]
 struct InventoryProblem {
     at: Location,
     message: String,
@@ -168,6 +169,73 @@ struct InventoryProblem {
 struct InventorySpans {
     #[serde(default)]
     clusters: Option<Spanned<BTreeMap<String, Spanned<serde::de::IgnoredAny>>>>,
+}
+
+/// Where each cluster's gateway address and Istio version were written.
+#[derive(Default, Deserialize)]
+struct ValueSpans {
+    #[serde(default)]
+    clusters: BTreeMap<String, ClusterSpans>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterSpans {
+    #[serde(default)]
+    gateway: Option<GatewaySpans>,
+    #[serde(default)]
+    istio_version: Option<Spanned<serde::de::IgnoredAny>>,
+}
+
+#[derive(Default, Deserialize)]
+struct GatewaySpans {
+    #[serde(default)]
+    address: Option<Spanned<serde::de::IgnoredAny>>,
+}
+
+/// docs/inventory.md's promises about each cluster's values: the gateway address is an IP address
+/// (it becomes a `resolution: STATIC` ServiceEntry endpoint, where a host name is not resolved)
+/// unless `placeholder: true` marks it unknown, and the Istio version is in the emulated range.
+fn check_values(inventory: &Inventory, text: &str) -> Result<(), InventoryProblem> {
+    let spans: ValueSpans =
+        serde_saphyr::from_str_with_options(text, crate::scenario::spans::lenient_options()).unwrap_or_default();
+    for (name, cluster) in &inventory.clusters {
+        let spans = spans.clusters.get(name);
+        let gateway = &cluster.gateway;
+        if !gateway.placeholder && gateway.address.parse::<std::net::IpAddr>().is_err() {
+            let at = spans
+                .and_then(|spans| spans.gateway.as_ref())
+                .and_then(|gateway| gateway.address.as_ref())
+                .map_or(Location::UNKNOWN, |address| address.referenced);
+            return Err(InventoryProblem {
+                at,
+                message: format!(
+                    "cluster {name}: gateway address {:?} is not an IP address: the ServiceEntry endpoint it becomes \
+                     has resolution STATIC, so use an IPv4 or IPv6 address (e.g. 172.18.255.10), or set \
+                     `placeholder: true` if it is not known yet",
+                    gateway.address
+                ),
+            });
+        }
+        let version = cluster.istio_version;
+        let (oldest, newest) = (OLDEST_EMULATED_ISTIO, NEWEST_EMULATED_ISTIO);
+        if (version.major, version.minor) < (oldest.major, oldest.minor)
+            || (version.major, version.minor) > (newest.major, newest.minor)
+        {
+            let at = spans
+                .and_then(|spans| spans.istio_version.as_ref())
+                .map_or(Location::UNKNOWN, |version| version.referenced);
+            return Err(InventoryProblem {
+                at,
+                message: format!(
+                    "cluster {name}: istioVersion {version} is outside the range meshfed plans for: use {}.{} to {}.{} \
+                     (any patch; see docs/fidelity.md)",
+                    oldest.major, oldest.minor, newest.major, newest.minor
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn parse(text: &str, scenario: &Scenario) -> Result<Inventory, InventoryProblem> {
@@ -214,6 +282,7 @@ fn parse(text: &str, scenario: &Scenario) -> Result<Inventory, InventoryProblem>
             ),
         });
     }
+    check_values(&inventory, text)?;
     Ok(inventory)
 }
 
@@ -239,6 +308,61 @@ mod tests {
     }
 
     const CLUSTER: &str = "gateway: { address: 10.0.0.1 }\n    istioVersion: 1.24.3\n    region: r\n    zone: z";
+
+    /// Issue 18: docs/inventory.md promised an IP address and a version in range, and neither was
+    /// checked (`address: gw.example.com` became a `resolution: STATIC` ServiceEntry endpoint).
+    #[test]
+    fn a_host_name_address_or_a_version_out_of_range_is_refused_at_its_position() {
+        let scenario = skew();
+        let two = |first: &str| format!("clusters:\n  cluster1:\n    {first}\n  cluster2:\n    {CLUSTER}\n");
+        let problem = parse(&two(&CLUSTER.replace("10.0.0.1", "gw.example.com")), &scenario)
+            .expect_err("a host name is not an IP address");
+        assert!(
+            problem
+                .message
+                .contains("gateway address \"gw.example.com\" is not an IP address"),
+            "{}",
+            problem.message
+        );
+        assert_eq!((problem.at.line(), problem.at.column()), (3, 25), "the address");
+        let placeholder = CLUSTER.replace("{ address: 10.0.0.1 }", "{ address: gw-tbd, placeholder: true }");
+        parse(&two(&placeholder), &scenario).expect("a placeholder may be anything");
+        parse(&two(&CLUSTER.replace("10.0.0.1", "fd00::1")), &scenario).expect("IPv6 is an IP address");
+        let problem = parse(&two(&CLUSTER.replace("1.24.3", "1.99.0")), &scenario).expect_err("out of range");
+        assert!(
+            problem
+                .message
+                .contains("istioVersion 1.99.0 is outside the range meshfed plans for: use 1.1 to 1.30"),
+            "{}",
+            problem.message
+        );
+        assert_eq!((problem.at.line(), problem.at.column()), (4, 19), "the version");
+    }
+
+    /// docs/inventory.md: `placeholder: true` gives the plan the `meshfed.io/placeholders`
+    /// annotation, whatever the address is spelled like (only `<...>` addresses got it).
+    #[test]
+    fn placeholder_true_annotates_the_service_entries_that_use_it() {
+        let scenario = skew();
+        let placeholder = CLUSTER.replace("{ address: 10.0.0.1 }", "{ address: 10.0.0.9, placeholder: true }");
+        let text = format!(
+            "clusters:\n  cluster1:\n    {CLUSTER}\n  cluster2:\n    {placeholder}\n    readyPods:\n      bar.ns2: [{{ name: bar-0, region: r, zone: z }}]\n"
+        );
+        let inventory = parse(&text, &scenario).unwrap();
+        let plan = crate::plan::plan(&scenario, &inventory);
+        let rendered = crate::plan::render(&plan).unwrap();
+        let annotated: Vec<&str> = rendered
+            .iter()
+            .filter(|file| file.yaml.contains(crate::plan::PLACEHOLDER_ANNOTATION))
+            .map(|file| file.path.to_str().unwrap())
+            .collect();
+        assert!(
+            annotated
+                .iter()
+                .any(|path| path.starts_with("cluster1/") && path.contains("serviceentry")),
+            "{annotated:?}"
+        );
+    }
 
     #[test]
     fn a_missing_or_extra_cluster_points_at_the_clusters() {

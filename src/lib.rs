@@ -20,7 +20,8 @@
 //!
 //! Inside: the pure core (no I/O) is `scenario` (the model and its validation), `inventory`,
 //! `plan` (the federation plan), `change`, `reconcile` (inventory events in, the plan's difference
-//! out), `pki`, [`measure`], `record`, [`verdict`], [`report`] and `diff` (comparing two reports); `engine` drives a provider through a scenario. The edges: `provider` (the worlds
+//! out), `pki`, [`measure`], `record`, [`verdict`], [`report`], `diff` (comparing two reports) and
+//! `printable` (the one escaper of every text output); `engine` drives a provider through a scenario. The edges: `provider` (the worlds
 //! meshfed runs scenarios in), `process` (bounded child processes), `workload` (meshfed's own echo
 //! and client apps), `output` (files replaced in one step), [`run`] (the library entry point) and
 //! `cli`.
@@ -48,6 +49,8 @@ pub mod output;
 pub mod pki;
 #[doc(hidden)]
 pub mod plan;
+#[doc(hidden)]
+pub mod printable;
 #[doc(hidden)]
 pub mod process;
 #[doc(hidden)]

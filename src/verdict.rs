@@ -86,8 +86,8 @@ impl ExpectationResult {
 
 fn show(value: &Value, unit: Unit) -> String {
     match value {
-        Value::Number(number) if unit == Unit::Ratio => format!("{number:.3}"),
-        Value::Number(number) => format!("{number}"),
+        Value::Number(number) if unit == Unit::Ratio && number.abs() < 1e15 => format!("{number:.3}"),
+        Value::Number(number) => crate::printable::number(*number),
         Value::Clusters(clusters) => format!("[{}]", clusters.join(", ")),
         Value::Nothing => "none".to_owned(),
     }
@@ -542,6 +542,40 @@ fn empty_skew(measurement: &PhaseMeasurement, skew: &Skew, basis: &str) -> Optio
         ));
     }
     None
+}
+
+/// A timed action as the phase planned it: its label (`name`, or `<kind>@<atMillis>ms`) and
+/// `atMillis`.
+pub struct PlannedAction {
+    /// The action's label.
+    pub label: String,
+    /// When it was planned, in ms from the start of the traffic.
+    pub at_ms: u64,
+}
+
+/// One failed result per planned action that was not taken: the engine takes actions in order
+/// and stops at the first whose moment the traffic did not reach, so the first `taken` of
+/// `planned` were taken and the rest were not. A change the scenario asked for that never
+/// happened means the phase did not test what it says, so it fails, named (issue 18: an action
+/// at 3500 ms of traffic whose last request started at 3000 ms was skipped and the run passed).
+pub fn actions_not_taken(phase: &str, planned: &[PlannedAction], taken: usize) -> Vec<ExpectationResult> {
+    planned
+        .iter()
+        .enumerate()
+        .skip(taken)
+        .map(|(index, action)| {
+            over_nothing(
+                &format!("actions[{index}]"),
+                format!("action {} taken, planned at ms", action.label),
+                Unit::Ms,
+                action.at_ms,
+                &format!(
+                    "phase {phase}: the traffic ended before action {} at {} ms, so it was not taken and the phase did not test it",
+                    action.label, action.at_ms
+                ),
+            )
+        })
+        .collect()
 }
 
 /// A bound with nothing to judge it on: failed, observing nothing, saying why.

@@ -159,6 +159,55 @@ fn run_with_a_malformed_scenario_exits_2_before_building_anything() {
     assert!(!report_dir.exists(), "nothing is created for a rejected scenario");
 }
 
+/// Issue 18: an unusable `--keep-logs DIR` was reported as "the report directory", which names
+/// the wrong flag when both are given.
+#[test]
+fn an_unusable_keep_logs_directory_is_named_as_such_not_as_the_report_directory() {
+    let dir = TempDir::new("keep-logs-wording");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let keep = file.join("logs");
+    let reports = dir.join("reports");
+    let output = meshfed(&[
+        "run",
+        &scenario("seed.yaml"),
+        "--report-dir",
+        reports.to_str().unwrap(),
+        "--keep-logs",
+        keep.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot create the --keep-logs directory {}", keep.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("the report directory"), "{stderr}");
+}
+
+/// docs/diff.md: a scenario invalid under one version of a matrix exits 2 naming the version and
+/// the position (issue 18: the position was missing when the cluster's version was the default).
+#[test]
+fn a_scenario_invalid_under_one_matrix_version_names_the_version_and_the_position() {
+    let output = meshfed(&[
+        "run",
+        &scenario("multi-zone-weight-bug.yaml"),
+        "--istio-version",
+        "1.7",
+        "--istio-version",
+        "1.30",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "with --istio-version 1.7.0: {}:12:11: federation mode endpoint-discovery needs Istio 1.8.0 or newer",
+            scenario("multi-zone-weight-bug.yaml")
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn plan_with_an_inventory_uses_its_gateway_addresses_and_ready_pods() {
     let dir = TempDir::new("inventory");

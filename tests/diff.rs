@@ -512,3 +512,307 @@ fn a_tighter_rate_tolerance_turns_a_small_change_into_a_difference_and_says_so()
         tight.stdout
     );
 }
+
+/// Issue 18: `run --compare-to` ignored SIGINT/SIGTERM during the comparison (exit 1 after it,
+/// or running on after `timeout`'s SIGTERM), though the README promises 130 at any moment. The
+/// baseline has thousands of phases the new run lacks, so the comparison's output is far larger
+/// than a pipe holds: meshfed blocks writing it while this test holds off reading, and the
+/// SIGTERM arrives exactly during the comparison, whatever the machine's speed.
+#[test]
+fn run_compare_to_exits_130_on_a_sigterm_during_the_comparison() {
+    use std::io::Read as _;
+
+    let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = TempDir::new("compare-sigterm");
+    if !local_provider_available(&dir.0) {
+        return;
+    }
+    let mut baseline = built_report("seed");
+    let template = baseline.phases[0].clone();
+    baseline.phases = (0..3000)
+        .map(|index| PhaseReport {
+            name: format!("baseline-only-{index:04}-{}", "x".repeat(60)),
+            ..template.clone()
+        })
+        .collect();
+    let baseline_path = write_report(&dir, "baseline.json", &baseline);
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+    let marker = unique_marker("compare-sigterm");
+    let stderr_path = dir.join("compare.stderr");
+    let mut child = Command::new(MESHFED)
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--compare-to",
+            baseline_path.to_str().unwrap(),
+        ])
+        .env(MARKER_ENV, &marker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start meshfed");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\ncompared to ") {
+        let read = stdout.read(&mut chunk).expect("read meshfed's output");
+        assert!(
+            read > 0,
+            "meshfed ended before comparing:\n{}\n{}",
+            String::from_utf8_lossy(&seen),
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        );
+        seen.extend_from_slice(&chunk[..read]);
+    }
+    // meshfed is now writing the comparison into a full pipe.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal meshfed");
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).expect("drain meshfed's output");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for meshfed") {
+            break status;
+        }
+        assert!(started.elapsed() < RUN_DEADLINE, "meshfed did not end after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        processes_with_marker(&marker).is_empty(),
+        "meshfed left processes behind"
+    );
+}
+
+/// Characters that rewrite a terminal or make text read other than it is: an escape sequence
+/// (clear screen), a C1 CSI, a carriage return, bidi overrides and isolates, the line separator,
+/// an invisible character and noncharacters.
+const HOSTILE: &str = "\u{1b}[2J\u{9b}31m\r\u{202e}\u{2066}\u{2028}\u{200b}\u{fdd0}\u{10fffe}";
+
+/// The first character of `text` (outside its own line breaks) that must never reach a terminal.
+fn raw_hostile_character(text: &str) -> Option<(usize, char)> {
+    text.char_indices()
+        .find(|(_, c)| *c != '\n' && meshfed::printable::is_escaped(*c))
+}
+
+/// A report whose every string a stranger controls carries [`HOSTILE`]: pod, cluster, identity,
+/// error, phase, rejection, expectation, provider, description, isolation and ServiceEntry text.
+fn hostile_report(rejection: &str, passed: bool) -> Report {
+    let hostile = |what: &str| format!("{what}{HOSTILE}");
+    let identity = hostile("spiffe://");
+    let records: Vec<RequestRecord> = (0..100)
+        .map(|seq| RequestRecord {
+            seq,
+            target: "10.97.0.10:80".into(),
+            status: Some(if seq % 10 == 0 { 503 } else { 200 }),
+            error: (seq % 10 == 0).then(|| hostile("error")),
+            pod: Some(hostile("pod")),
+            cluster: Some(hostile("cluster")),
+            peer_identity: Some(if seq % 3 == 0 {
+                hostile("mallory")
+            } else {
+                identity.clone()
+            }),
+            started_us: seq * 1_000,
+            latency_us: 1_500,
+            connection: seq,
+            server_connection: Some(format!("10.20.0.2:{seq}")),
+        })
+        .collect();
+    let expected = [ExpectedPod {
+        pod: hostile("pod"),
+        cluster: hostile("cluster"),
+        share: 1.0,
+    }];
+    let mut report = built_report("seed");
+    report.scenario.description = Some(hostile("description"));
+    report.provider.mode = hostile("mode");
+    report.provider.proxy = hostile(if passed { "proxy-a" } else { "proxy-b" });
+    report.meshfed_version = hostile("version");
+    report.service_entries = vec![meshfed::report::ServiceEntrySummary {
+        cluster: hostile("cluster"),
+        host: hostile("host"),
+        endpoints: vec![hostile("endpoint")],
+    }];
+    report.isolation = vec![meshfed::provider::IsolationProbe {
+        from_cluster: hostile("from"),
+        from_pod: hostile("pod"),
+        to_cluster: hostile("to"),
+        pod_address: hostile("address"),
+        pod_connect: hostile("connect"),
+        gateway_address: hostile("gateway"),
+        gateway_connect: hostile("connect"),
+        isolated: passed,
+    }];
+    let phase = &mut report.phases[0];
+    phase.name = hostile("phase");
+    phase.from = hostile("from");
+    phase.to = hostile("to");
+    phase.faults = vec![hostile("fault")];
+    phase.expected_identity = identity.clone();
+    phase.measurement = measure(&records, &expected, &identity);
+    phase.config_rejections = vec![hostile(rejection)];
+    phase.expectations = vec![meshfed::verdict::ExpectationResult {
+        key: hostile("key"),
+        expectation: hostile("expectation"),
+        unit: meshfed::verdict::Unit::Clusters,
+        observed: meshfed::verdict::Value::Clusters(vec![hostile("observed")]),
+        bound: meshfed::verdict::Value::Clusters(vec![hostile("bound")]),
+        passed,
+        detail: hostile("detail"),
+    }];
+    report
+}
+
+/// Issue 18, points 6 and 10: `diff` printed pod names, proxies, expectations and rejections from
+/// a report raw, and descriptions could carry bidi overrides, U+2028 and noncharacters. Every text
+/// output (the run summary, the diff for people, error messages) goes through one escaper.
+#[test]
+fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
+    let dir = TempDir::new("hostile");
+    let a = hostile_report("rejected-a", true);
+    let b = hostile_report("rejected-b", false);
+    for report in [&a, &b] {
+        let summary = meshfed::report::summary(report);
+        assert_eq!(raw_hostile_character(&summary), None, "run summary:\n{summary}");
+        assert!(summary.contains("\\u{1b}[2J\\u{9b}31m\\r\\u{202e}"), "{summary}");
+    }
+    let (path_a, path_b) = (write_report(&dir, "a.json", &a), write_report(&dir, "b.json", &b));
+    let text = diff(&path_a, &path_b, &[], &dir.0, "diff-hostile");
+    assert_eq!(text.code, Some(1), "{}", text.stderr);
+    for (what, output) in [("stdout", &text.stdout), ("stderr", &text.stderr)] {
+        assert_eq!(raw_hostile_character(output), None, "diff {what}:\n{output}");
+    }
+    for shown in [
+        "config rejected in A only: rejected-a\\u{1b}[2J",
+        "pod\\u{1b}[2J\\u{9b}31m\\r\\u{202e}\\u{2066}\\u{2028}\\u{200b}\\u{fdd0}\\u{10fffe}",
+        "phase phase\\u{1b}[2J",
+    ] {
+        assert!(text.stdout.contains(shown), "{shown} in:\n{}", text.stdout);
+    }
+    let json = diff(&path_a, &path_b, &["--format", "json"], &dir.0, "diff-hostile-json");
+    assert_eq!(json.code, Some(1), "{}", json.stderr);
+    for (what, output) in [("stdout", &json.stdout), ("stderr", &json.stderr)] {
+        assert_eq!(
+            raw_hostile_character(output),
+            None,
+            "diff --format json {what}:\n{output}"
+        );
+    }
+    let parsed: serde_json::Value = serde_json::from_str(&json.stdout).expect("the JSON stays valid");
+    assert_eq!(
+        parsed["phases"][0]["name"],
+        format!("phase{HOSTILE}"),
+        "the JSON escapes, it does not change the value"
+    );
+    // Error messages: two scenarios whose names are hostile, and a report whose error quotes a
+    // hostile value.
+    let mut other = built_report("seed");
+    other.scenario.name = format!("other{HOSTILE}");
+    let other = write_report(&dir, "other.json", &other);
+    let refused = diff(&path_a, &other, &[], &dir.0, "diff-hostile-names");
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert_eq!(raw_hostile_character(&refused.stderr), None, "{}", refused.stderr);
+    let malformed = dir.join("malformed.json");
+    let text_a = std::fs::read_to_string(&path_a).unwrap();
+    std::fs::write(
+        &malformed,
+        text_a.replacen("\"unit\": \"clusters\"", "\"unit\": \"\\u202e\\u001b[2J\"", 1),
+    )
+    .unwrap();
+    let refused = diff(&path_a, &malformed, &[], &dir.0, "diff-hostile-malformed");
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(refused.stderr.contains("unknown variant"), "{}", refused.stderr);
+    assert_eq!(raw_hostile_character(&refused.stderr), None, "{}", refused.stderr);
+}
+
+/// Issue 18, point 10: `diff` took rates outside 0..1, printed 1e308 as 309 digits, reported
+/// invalid UTF-8 as `file: 4:36` and an empty file at column 0.
+#[test]
+fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely() {
+    let dir = TempDir::new("sanity");
+    let good = write_report(&dir, "good.json", &built_report("seed"));
+
+    let mut value = serde_json::to_value(built_report("seed")).unwrap();
+    value["phases"][0]["measurement"]["mtls_rate"] = serde_json::json!(5.0);
+    let text = serde_json::to_string_pretty(&value).unwrap();
+    let line = text
+        .lines()
+        .position(|line| line.contains("\"mtls_rate\": 5.0"))
+        .unwrap()
+        + 1;
+    let column = text.lines().nth(line - 1).unwrap().len() - 1;
+    let out_of_range = dir.join("rate.json");
+    std::fs::write(&out_of_range, &text).unwrap();
+    let outcome = diff(&good, &out_of_range, &[], &dir.0, "diff-rate");
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains(&format!(
+            "{}:{line}:{column}: does not match the report schema {REPORT_SCHEMA} (docs/report.md): 5 is not a rate or share: use a number from 0 to 1",
+            out_of_range.display()
+        )),
+        "{}",
+        outcome.stderr
+    );
+
+    let mut huge = built_report("seed");
+    huge.phases[0].expectations = vec![meshfed::verdict::ExpectationResult {
+        key: "serverTlsFailuresAtLeast".into(),
+        expectation: "server_tls_failures >=".into(),
+        unit: meshfed::verdict::Unit::Count,
+        observed: meshfed::verdict::Value::Number(1e308),
+        bound: meshfed::verdict::Value::Number(1.0),
+        passed: true,
+        detail: String::new(),
+    }];
+    let mut failed = huge.clone();
+    failed.phases[0].expectations[0].passed = false;
+    let (huge, failed) = (
+        write_report(&dir, "huge.json", &huge),
+        write_report(&dir, "failed.json", &failed),
+    );
+    let outcome = diff(&huge, &failed, &[], &dir.0, "diff-huge");
+    assert_eq!(outcome.code, Some(1), "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stdout
+            .contains("PASS -> FAIL server_tls_failures >= 1 (observed 1e308 -> 1e308) *"),
+        "{}",
+        outcome.stdout
+    );
+    assert!(!outcome.stdout.contains("00000000000000000000"), "{}", outcome.stdout);
+
+    let bad_bytes = dir.join("bytes.json");
+    let mut bytes = b"{\n\n\n  \"schema\": \"meshfed.report/v2\", \"\xc3\xa9t\xc3\xa9\": \"".to_vec();
+    bytes.extend_from_slice(b"\xff\"}\n");
+    std::fs::write(&bad_bytes, &bytes).unwrap();
+    let outcome = diff(&good, &bad_bytes, &[], &dir.0, "diff-bytes");
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains(&format!(
+            "{}:4:42: not UTF-8: invalid byte 0xff here",
+            bad_bytes.display()
+        )),
+        "{}",
+        outcome.stderr
+    );
+
+    let empty = dir.join("empty.json");
+    std::fs::write(&empty, "").unwrap();
+    let outcome = diff(&good, &empty, &[], &dir.0, "diff-empty-file");
+    assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
+    assert!(
+        outcome
+            .stderr
+            .contains(&format!("{}:1:1: not a meshfed report", empty.display())),
+        "{}",
+        outcome.stderr
+    );
+    assert!(!outcome.stderr.contains("column 0"), "{}", outcome.stderr);
+}

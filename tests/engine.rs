@@ -40,6 +40,9 @@ struct ScriptedProvider {
     awaited_ms: u64,
     /// (offset ms, change) for every change made while traffic ran.
     timed_changes: Vec<(u64, WorldChange)>,
+    /// The timed traffic ends after this many ms, earlier than its rate says (a client that
+    /// stopped early, or a scheduler that ran the last request late and the action later).
+    traffic_ends_after_ms: Option<u64>,
 }
 
 impl ScriptedProvider {
@@ -149,7 +152,9 @@ impl Provider for ScriptedProvider {
             "start_traffic {} -> {} at {rate}/s",
             traffic.from_service, traffic.to_service
         ));
-        let length_ms = traffic.requests * 1000 / u64::from(rate);
+        let length_ms = self
+            .traffic_ends_after_ms
+            .unwrap_or(traffic.requests * 1000 / u64::from(rate));
         self.running = Some((traffic.clone(), Instant::now(), length_ms));
         self.awaited_ms = 0;
         self.timed_changes.clear();
@@ -684,6 +689,58 @@ fn actions_happen_at_their_offsets_in_order_and_the_reconciled_plan_is_applied()
     );
 }
 
+/// Issue 18: an action the traffic never reached was skipped with one progress line and the
+/// phase passed. Validation now refuses an `atMillis` after the last request's start, but the
+/// traffic can still end first (a client ending early, a late scheduler); the phase then fails,
+/// naming the action, in the report every output renders (summary, report.json, junit.xml,
+/// report.html all list the phase's expectation results).
+#[test]
+fn an_action_the_traffic_ended_before_fails_its_phase_naming_the_action() {
+    let phase = "
+  - name: late-action
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 200
+    ratePerSecond: 1000
+    actions:
+      - { atMillis: 40, name: gw-down, stopGateway: { cluster: cluster2 } }
+      - { atMillis: 150, name: gw-up, startGateway: { cluster: cluster2 } }
+";
+    let mut provider = ScriptedProvider {
+        traffic_ends_after_ms: Some(100),
+        ..ScriptedProvider::default()
+    };
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &skew_with_phases(phase),
+        Path::new("edited-skew.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    assert!(!report.passed, "a phase whose action was not taken must not pass");
+    let phase = &report.phases[0];
+    assert!(!phase.passed);
+    let failed: Vec<(&str, &str, bool)> = phase
+        .expectations
+        .iter()
+        .map(|result| (result.key.as_str(), result.expectation.as_str(), result.passed))
+        .collect();
+    assert_eq!(failed, [("actions[1]", "action gw-up taken, planned at ms", false)]);
+    let summary = meshfed::report::summary(&report);
+    assert!(
+        summary.contains(
+            "FAIL action gw-up taken, planned at ms 150 (observed none): phase late-action: the traffic ended before \
+             action gw-up at 150 ms, so it was not taken and the phase did not test it"
+        ),
+        "{summary}"
+    );
+    assert!(summary.contains("verdict: FAIL"), "{summary}");
+    let junit = meshfed::report::junit(&report);
+    assert!(junit.contains("action gw-up taken, planned at ms"), "{junit}");
+    let html = meshfed::report::html(&report);
+    assert!(html.contains("action gw-up taken, planned at ms"), "{html}");
+}
+
 #[test]
 fn a_wrong_change_expectation_fails_naming_phase_window_observed_and_bound_and_the_others_are_judged() {
     let mut provider = ScriptedProvider::default();
@@ -810,6 +867,15 @@ fn phase_long_faults_are_changes_made_before_the_traffic_and_undone_after_it() {
         3,
         "the scale was undone to the replicas before the fault"
     );
+    // docs/report.md: `faults[]` as written in the scenario (issue 18: it was Rust's Debug text,
+    // `Scale { cluster: "cluster2", ... }`).
+    assert_eq!(
+        report.phases[0].faults,
+        [
+            "scale: { cluster: cluster2, service: bar.ns2, replicas: 0 }",
+            "gatewayDown: { cluster: cluster2 }"
+        ]
+    );
 }
 
 #[test]
@@ -879,6 +945,41 @@ fn a_skew_only_phase_in_which_no_request_was_answered_fails_and_says_so() {
     assert!(
         summary
             .contains("FAIL max_skew_ratio by requests <= 1.500 (observed 0.000): no request was answered: 0 of 400"),
+        "{summary}"
+    );
+}
+
+/// Issue 18: a phase with no expectations in which every request failed read `verdict: PASS`
+/// with no word that it judged nothing.
+#[test]
+fn a_phase_without_expectations_says_it_judged_nothing() {
+    let phase = "
+  - name: unjudged
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 40
+";
+    let mut provider = ScriptedProvider::default();
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &skew_with_phases(phase),
+        Path::new("edited-skew.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    assert_eq!(
+        report.phases[0].measurement.success_rate, 0.0,
+        "no responder: every request failed"
+    );
+    let summary = meshfed::report::summary(&report);
+    assert!(
+        summary.contains(
+            "  no expectations: this phase judged nothing (success rate 0.000 and mTLS rate 0.000 were not checked)"
+        ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("judged nothing (no expectations): phase unjudged; the verdict says nothing about them"),
         "{summary}"
     );
 }
@@ -1212,4 +1313,44 @@ fn a_phase_upgrade_is_the_upgrade_change_at_0_ms_per_cluster_timed_by_the_provid
     assert_eq!(json["phases"][0]["timeline"]["actions"][1]["note"], note);
     let summary = meshfed::report::summary(&report);
     assert!(summary.contains(&format!("note: upgrade@0ms: {note}")), "{summary}");
+}
+
+/// Issue 18, point 10: an `upgrade` action to an older version was taken without a word; the
+/// summary names the versions and says it is a downgrade (and not for a real upgrade).
+#[test]
+fn an_upgrade_action_to_an_older_version_is_named_a_downgrade() {
+    let phase = "
+  - name: versions
+    from: { service: foo.ns1, cluster: cluster1 }
+    to: { service: bar.ns2, port: http }
+    requests: 200
+    ratePerSecond: 1000
+    actions:
+      - { atMillis: 40, name: down, upgrade: { cluster: cluster2, to: 1.9.0 } }
+      - { atMillis: 80, name: up, upgrade: { cluster: cluster2, to: 1.22.0 } }
+";
+    let mut provider = ScriptedProvider::default();
+    let report = block_on(engine::run_scenario(
+        &mut provider,
+        &skew_with_phases(phase),
+        Path::new("edited-skew.yaml"),
+        &mut |_: &str| {},
+    ))
+    .unwrap();
+    let before = report
+        .clusters
+        .iter()
+        .find(|cluster| cluster.name == "cluster2")
+        .unwrap()
+        .istio_version
+        .clone();
+    let summary = meshfed::report::summary(&report);
+    assert!(
+        summary.contains(&format!("<- down (upgrade cluster2 {before} -> 1.9.0, a downgrade at ")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("<- up (upgrade cluster2 1.9.0 -> 1.22.0 at "),
+        "{summary}"
+    );
 }

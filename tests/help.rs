@@ -70,3 +70,53 @@ fn help_points_at_documents_that_exist() {
         );
     }
 }
+
+/// Issue 18, point 15: docs/fidelity.md named `envoy_config.rs`, a folder. Every repository path
+/// the README and docs/ write in backquotes exists, as a folder when written with a trailing `/`
+/// and as a file otherwise.
+#[test]
+fn every_repository_path_the_docs_name_exists_as_what_they_say() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut documents = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "md") {
+            documents.push(path);
+        }
+    }
+    let mut wrong = Vec::new();
+    for document in &documents {
+        let text = std::fs::read_to_string(document).unwrap();
+        for (index, quoted) in text.split('`').enumerate() {
+            let is_path = [
+                "src/",
+                "tests/",
+                "benches/",
+                "scenarios/",
+                "docs/",
+                "scripts/",
+                "kind-configs/",
+            ]
+            .iter()
+            .any(|prefix| quoted.starts_with(prefix));
+            // Odd pieces are inside backquotes; globs, placeholders and commands are not paths.
+            if index % 2 == 0 || !is_path || quoted.contains(['*', '<', ' ', '{']) {
+                continue;
+            }
+            let path = root.join(quoted);
+            let right = if quoted.ends_with('/') {
+                path.is_dir()
+            } else {
+                path.is_file()
+            };
+            if !right {
+                wrong.push(format!("{}: {quoted}", document.display()));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "paths the docs name that are not there as named:\n{}",
+        wrong.join("\n")
+    );
+}

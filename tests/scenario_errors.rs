@@ -422,6 +422,26 @@ const CASES: &[Case] = &[
         at: Line(2, 14),
         message: "invalid description \"ring\\u{7}\": use one line of at most 1000 characters without control characters",
     },
+    // Issue 18: descriptions took bidi overrides, U+2028 and noncharacters and the summary printed
+    // them raw; the message shows each as the one escaper does, never raw.
+    Case {
+        name: "description with a bidi override",
+        input: Edit("name: t\n", "name: t\ndescription: \"safe \\u202Eexe.txt\"\n"),
+        at: Line(2, 14),
+        message: "invalid description \"safe \\u{202e}exe.txt\": use one line of at most 1000 characters without control characters, bidirectional formatting characters",
+    },
+    Case {
+        name: "description with a line separator",
+        input: Edit("name: t\n", "name: t\ndescription: \"one\\Ltwo\"\n"),
+        at: Line(2, 14),
+        message: "invalid description \"one\\u{2028}two\"",
+    },
+    Case {
+        name: "description with a noncharacter",
+        input: Edit("name: t\n", "name: t\ndescription: \"x\\uFDD0\"\n"),
+        at: Line(2, 14),
+        message: "invalid description \"x\\u{fdd0}\"",
+    },
     Case {
         name: "phase name with spaces",
         input: Edit("  - name: p\n", "  - name: p one\n"),
@@ -618,7 +638,18 @@ const CASES: &[Case] = &[
             "    to: { service: bar.ns2, port: http }\n    requests: 100\n    ratePerSecond: 100\n    actions:\n      - { atMillis: 1000, stopGateway: { cluster: cluster2 } }\n",
         ),
         at: Line(27, 21),
-        message: "atMillis 1000 is not within the traffic, which lasts 1000 ms (100 requests / ratePerSecond 100): use 0 to 999",
+        message: "atMillis 1000 is after the last request starts: request 100 of 100 starts at 990 ms (the traffic, 100 requests at ratePerSecond 100, lasts 1000 ms), and an action later than that may find the traffic over and never be taken: use 0 to 990",
+    },
+    Case {
+        // Issue 18's false PASS: the last of 4 requests at 1 per second starts at 3000 ms, so an
+        // action at 3500 ms found the traffic over, was not taken, and the run passed.
+        name: "atMillis after the last request starts, within the traffic",
+        input: Edit(
+            "    to: { service: bar.ns2, port: http }\n",
+            "    to: { service: bar.ns2, port: http }\n    requests: 4\n    ratePerSecond: 1\n    actions:\n      - { atMillis: 3500, stopGateway: { cluster: cluster2 } }\n",
+        ),
+        at: Line(27, 21),
+        message: "atMillis 3500 is after the last request starts: request 4 of 4 starts at 3000 ms (the traffic, 4 requests at ratePerSecond 1, lasts 4000 ms), and an action later than that may find the traffic over and never be taken: use 0 to 3000",
     },
     Case {
         name: "actions out of order",
@@ -1209,4 +1240,71 @@ fn a_phase_with_every_kind_of_action_parses_into_its_world_changes_in_order() {
     let labels: Vec<String> = phase.actions.iter().map(|action| action.value.label()).collect();
     assert_eq!(labels[0], "down");
     assert_eq!(labels[1], "startGateway@100ms");
+}
+
+/// The numbers in a Markdown table cell, commas removed (`1–1,000,000` → [1, 1000000]).
+fn numbers_in(cell: &str) -> Vec<u64> {
+    cell.replace(',', "")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .map(|part| part.parse().unwrap())
+        .collect()
+}
+
+/// Issue 18, point 15: docs/scenario.md's bounds table must say what the validator enforces.
+#[test]
+fn the_bounds_table_in_docs_scenario_md_is_the_validators() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scenario.md")).unwrap();
+    let table = &doc[doc.find("## Bounds").expect("docs/scenario.md has a Bounds section")..];
+    let rows: std::collections::BTreeMap<String, Vec<u64>> = table
+        .lines()
+        .skip_while(|line| !line.starts_with("| what |"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            (cells[1].to_owned(), numbers_in(cells[2]))
+        })
+        .collect();
+    let max_zones = u64::try_from(scenario::MAX_ZONES_PER_CLUSTER).unwrap();
+    let expected: [(&str, Vec<u64>); 16] = [
+        ("file size", vec![scenario::MAX_INPUT_BYTES / (1024 * 1024)]),
+        ("clusters", vec![1, scenario::MAX_CLUSTERS as u64]),
+        ("services", vec![scenario::MAX_SERVICES as u64]),
+        ("ports per service", vec![1, scenario::MAX_PORTS_PER_SERVICE as u64]),
+        (
+            "ports in the plan (clusters × all ports of all services)",
+            vec![scenario::MAX_PLANNED_PORTS],
+        ),
+        ("pods (sum of all `replicas`)", vec![scenario::MAX_PODS]),
+        ("`requests` per phase", vec![1, scenario::MAX_REQUESTS]),
+        ("`concurrency`", vec![1, u64::from(scenario::MAX_CONCURRENCY)]),
+        ("`zones` per cluster", vec![max_zones]),
+        ("phases", vec![scenario::MAX_PHASES as u64]),
+        ("faults per phase", vec![scenario::MAX_FAULTS_PER_PHASE as u64]),
+        ("actions per phase", vec![scenario::MAX_ACTIONS_PER_PHASE as u64]),
+        ("`ratePerSecond`", vec![1, u64::from(scenario::MAX_RATE_PER_SECOND)]),
+        (
+            "`bucketMillis`",
+            vec![scenario::MIN_BUCKET_MILLIS, scenario::MAX_BUCKET_MILLIS],
+        ),
+        ("`windows` per phase", vec![scenario::MAX_WINDOWS_PER_PHASE as u64]),
+        ("`delay.millis`", vec![u64::from(scenario::MAX_DELAY_MILLIS)]),
+    ];
+    for (what, bound) in expected {
+        assert_eq!(rows.get(what), Some(&bound), "docs/scenario.md's bound for {what}");
+    }
+    assert_eq!(rows.len(), 16, "a row of the table is not checked here: {rows:?}");
+}
+
+/// docs/scenario.md once warned that YAML reads `1.10` as a number; meshfed reads the version as
+/// written, so an unquoted `1.10` is 1.10 (issue 18, point 15).
+#[test]
+fn an_unquoted_istio_version_is_read_as_written() {
+    let text = VALID.replace(
+        "    podCidr: 10.10.0.0/16\n",
+        "    podCidr: 10.10.0.0/16\n    istioVersion: 1.10\n",
+    );
+    let parsed = scenario::parse(Path::new("v.yaml"), &text).expect("valid");
+    assert_eq!(parsed.clusters[0].istio_version.value.to_string(), "1.10.0");
 }

@@ -15,6 +15,7 @@ use clap::{Args, ValueEnum};
 
 use super::CliError;
 use crate::diff::{self, Thresholds};
+use crate::printable::printable;
 use crate::report::{REPORT_SCHEMA, Report};
 use crate::run::ProviderKind;
 use crate::run::matrix::{self, Matrix};
@@ -135,16 +136,17 @@ fn non_negative(text: &str) -> Result<f64, String> {
 }
 
 /// Runs `meshfed diff`.
+///
+/// Each report's text lives only until it is parsed (A is parsed before B is read), and the
+/// output is written as it is rendered, so memory stays near the two parsed reports.
 pub fn diff_command(args: &DiffArgs) -> Result<(), CliError> {
     let thresholds = args.thresholds.thresholds();
-    let (path_a, text_a) = read_report_text(&args.a)?;
-    let (path_b, text_b) = read_report_text(&args.b)?;
+    let (path_a, schema_a, report_a) = read_report_of_schema(&args.a)?;
+    let (path_b, schema_b, report_b) = read_report_of_schema(&args.b)?;
     let label_a = path_a.display().to_string();
     let label_b = path_b.display().to_string();
     // The schema first: a report of another schema may not parse as this one, and "another
     // schema" is the message that helps, not the first field it lacks.
-    let schema_a = schema_of(&path_a, &text_a)?;
-    let schema_b = schema_of(&path_b, &text_b)?;
     if schema_a != schema_b {
         return Err(incomparable(diff::Incomparable::SchemaMismatch {
             label_a,
@@ -153,24 +155,26 @@ pub fn diff_command(args: &DiffArgs) -> Result<(), CliError> {
             schema_b,
         }));
     }
-    if schema_a != REPORT_SCHEMA {
+    let (Some(report_a), Some(report_b)) = (report_a?, report_b?) else {
         return Err(incomparable(diff::Incomparable::UnsupportedSchema {
             label: label_a,
             schema: schema_a,
         }));
-    }
-    let report_a = parse_report(&path_a, &text_a)?;
-    let report_b = parse_report(&path_b, &text_b)?;
+    };
     let compared = diff::diff(&report_a, &label_a, &report_b, &label_b, &thresholds).map_err(incomparable)?;
-    let rendered = match args.format {
-        DiffFormat::Text => diff::summary(&compared),
+    drop((report_a, report_b));
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match args.format {
+        DiffFormat::Text => stdout.write_all(diff::summary(&compared).as_bytes()),
         DiffFormat::Json => {
-            serde_json::to_string_pretty(&compared).map_err(|error| CliError::Infrastructure(error.into()))? + "\n"
+            let mut serializer =
+                serde_json::Serializer::with_formatter(&mut stdout, crate::printable::JsonFormatter::pretty());
+            serde::Serialize::serialize(&compared, &mut serializer)
+                .map_err(std::io::Error::from)
+                .and_then(|()| stdout.write_all(b"\n"))
         }
     };
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(rendered.as_bytes())
+    written
         .and_then(|()| stdout.flush())
         .map_err(|error| CliError::Infrastructure(anyhow::Error::new(error).context("cannot write the diff")))?;
     if compared.differs {
@@ -181,6 +185,25 @@ pub fn diff_command(args: &DiffArgs) -> Result<(), CliError> {
     } else {
         Ok(())
     }
+}
+
+/// A report file read for `meshfed diff`: its path, its `schema`, and the report parsed when the
+/// schema is the one this meshfed reads (`Ok(None)` otherwise; the caller decides which message
+/// fits). A malformed report of the right schema is the inner error, reported only after both
+/// schemas were compared.
+type ReadReport = (PathBuf, String, Result<Option<Report>, CliError>);
+
+/// Reads and parses one report; its text is dropped once parsed.
+fn read_report_of_schema(path: &Path) -> Result<ReadReport, CliError> {
+    let (file, text) = read_report_text(path)?;
+    let schema = schema_of(&file, &text)?;
+    let report = if schema == REPORT_SCHEMA {
+        parse_report(&file, &text).map(Some)
+    } else {
+        Ok(None)
+    };
+    drop(text);
+    Ok((file, schema, report))
 }
 
 /// A baseline report for `meshfed run --compare-to`: read and checked (bounded, UTF-8, this
@@ -410,22 +433,37 @@ fn read_report_text(path: &Path) -> Result<(PathBuf, String), CliError> {
     let text = String::from_utf8(bytes).map_err(|error| {
         let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|byte| **byte == b'\n').count() + 1;
-        let column = valid.iter().rev().take_while(|byte| **byte != b'\n').count() + 1;
-        bad(
-            &file_path,
-            format!("{line}:{column}: not UTF-8 (a report.json is UTF-8 JSON)"),
-        )
+        // Columns count characters, as for JSON errors: the valid prefix is UTF-8, so counting
+        // the bytes that start a character counts characters.
+        let column = valid
+            .iter()
+            .rev()
+            .take_while(|byte| **byte != b'\n')
+            .filter(|byte| **byte & 0xC0 != 0x80)
+            .count()
+            + 1;
+        CliError::BadInput(format!(
+            "{}:{line}:{column}: not UTF-8: invalid byte 0x{:02x} here (a report.json is UTF-8 JSON)",
+            file_path.display(),
+            error.as_bytes()[valid.len()]
+        ))
     })?;
     Ok((file_path, text))
 }
 
-/// A JSON error at its position: `path:line:column: message`.
+/// A JSON error at its position: `path:line:column: message`. serde_json reports column 0 at the
+/// very end of input (an empty file, a file ending in a newline); positions here start at 1, and
+/// the position is given once, in front, not again in serde_json's own words.
 fn json_error(path: &Path, error: &serde_json::Error, what: &str) -> CliError {
+    let (line, column) = (error.line().max(1), error.column().max(1));
+    let message = error.to_string();
+    let message = message
+        .strip_suffix(&format!(" at line {} column {}", error.line(), error.column()))
+        .unwrap_or(&message);
     CliError::BadInput(format!(
-        "{}:{}:{}: {what}: {error}",
+        "{}:{line}:{column}: {what}: {}",
         path.display(),
-        error.line(),
-        error.column()
+        printable(message)
     ))
 }
 

@@ -403,8 +403,11 @@ pub fn diff(
         );
         phases.push(compared);
     }
+    // Looked up by key, never by scanning: a hostile or huge report must not make the diff
+    // quadratic (issue 18: 100,000 rejections took 64 s).
+    let a_names: std::collections::BTreeSet<&str> = a.phases.iter().map(|phase| phase.name.as_str()).collect();
     for phase_b in &b.phases {
-        if !a.phases.iter().any(|phase_a| phase_a.name == phase_b.name) {
+        if !a_names.contains(phase_b.name.as_str()) {
             phases.push(phase::phase_diff(
                 &phase_b.name,
                 None,

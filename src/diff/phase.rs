@@ -110,8 +110,11 @@ fn setting_changes(a: &PhaseReport, b: &PhaseReport) -> Vec<SettingChange> {
     ])
 }
 
-/// Expectations keyed by their text and, for a text that repeats, its occurrence.
-fn keyed(phase: &PhaseReport) -> Vec<((String, usize), &crate::verdict::ExpectationResult)> {
+/// An expectation's key: its text and, for a text that repeats, its occurrence (1, 2, ...).
+type ExpectationKey<'a> = (&'a str, usize);
+
+/// Expectations keyed by their text and occurrence, in the phase's order.
+fn keyed(phase: &PhaseReport) -> Vec<(ExpectationKey<'_>, &crate::verdict::ExpectationResult)> {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     phase
         .expectations
@@ -119,7 +122,7 @@ fn keyed(phase: &PhaseReport) -> Vec<((String, usize), &crate::verdict::Expectat
         .map(|result| {
             let occurrence = seen.entry(result.expectation.as_str()).or_default();
             *occurrence += 1;
-            ((result.expectation.clone(), *occurrence), result)
+            ((result.expectation.as_str(), *occurrence), result)
         })
         .collect()
 }
@@ -131,18 +134,21 @@ fn expectation_diffs(
 ) -> Vec<ExpectationDiff> {
     let keyed_a = keyed(a);
     let keyed_b = keyed(b);
-    let mut order: Vec<&(String, usize)> = keyed_a.iter().map(|(key, _)| key).collect();
+    // Matched through maps: a linear search per expectation made 20,000 of them quadratic.
+    let by_key_a: BTreeMap<ExpectationKey<'_>, &crate::verdict::ExpectationResult> = keyed_a.iter().copied().collect();
+    let by_key_b: BTreeMap<ExpectationKey<'_>, &crate::verdict::ExpectationResult> = keyed_b.iter().copied().collect();
+    let mut order: Vec<ExpectationKey<'_>> = keyed_a.iter().map(|(key, _)| *key).collect();
     order.extend(
         keyed_b
             .iter()
-            .map(|(key, _)| key)
-            .filter(|key| !keyed_a.iter().any(|(seen, _)| seen == *key)),
+            .map(|(key, _)| *key)
+            .filter(|key| !by_key_a.contains_key(key)),
     );
     order
         .into_iter()
         .map(|key| {
-            let in_a = keyed_a.iter().find(|(k, _)| k == key).map(|(_, result)| *result);
-            let in_b = keyed_b.iter().find(|(k, _)| k == key).map(|(_, result)| *result);
+            let in_a = by_key_a.get(&key).copied();
+            let in_b = by_key_b.get(&key).copied();
             let presence = match (in_a, in_b) {
                 (Some(_), Some(_)) => Presence::Both,
                 (Some(_), None) => Presence::OnlyInA,
@@ -174,7 +180,7 @@ fn expectation_diffs(
                 );
             }
             ExpectationDiff {
-                expectation: key.0.clone(),
+                expectation: key.0.to_owned(),
                 presence,
                 bound_a: in_a.map(crate::verdict::ExpectationResult::bound_text),
                 bound_b: in_b.map(crate::verdict::ExpectationResult::bound_text),
@@ -662,9 +668,11 @@ fn counter_diffs(
 }
 
 fn rejection_diff(a: &PhaseReport, b: &PhaseReport, flag: &mut impl FnMut(String, String, String)) -> RejectionDiff {
+    // A set per side: `contains` on the other run's list made 100,000 rejections take a minute.
     let only = |mine: &[String], theirs: &[String]| -> Vec<String> {
+        let theirs: BTreeSet<&str> = theirs.iter().map(String::as_str).collect();
         mine.iter()
-            .filter(|rejection| !theirs.contains(rejection))
+            .filter(|rejection| !theirs.contains(rejection.as_str()))
             .cloned()
             .collect()
     };

@@ -5,19 +5,22 @@ use std::fmt::Write as _;
 
 use super::phase::{cell_name, format_p, millis, verdict_word};
 use super::{PhaseDiff, Presence, ReportDiff, SettingChange, ShareDiff};
+use crate::printable::printable;
 
-/// The summary `meshfed diff` prints for people.
+/// The summary `meshfed diff` prints for people. Every string taken from a report goes through
+/// [`printable`]: maintainers diff strangers' report.json files (issue 18), so a pod name, an
+/// expectation or a rejection must not be able to move the cursor, recolour or reorder the text.
 pub fn summary(diff: &ReportDiff) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "meshfed diff of scenario {}", diff.scenario);
+    let _ = writeln!(out, "meshfed diff of scenario {}", printable(&diff.scenario));
     for (side, run) in [("A", &diff.a), ("B", &diff.b)] {
         let _ = writeln!(
             out,
             "  {side}: {} (provider {}, {}, meshfed {}, verdict {})",
-            run.label,
-            run.provider,
-            run.proxy,
-            run.meshfed_version,
+            printable(&run.label),
+            printable(&run.provider),
+            printable(&run.proxy),
+            printable(&run.meshfed_version),
             verdict_word(run.passed)
         );
     }
@@ -42,8 +45,8 @@ pub fn summary(diff: &ReportDiff) -> String {
         let _ = writeln!(
             out,
             "  isolation {} -> {}: {} in A, {} in B *",
-            probe.from_cluster,
-            probe.to_cluster,
+            printable(&probe.from_cluster),
+            printable(&probe.to_cluster),
             super::isolation_word(probe.isolated_a),
             super::isolation_word(probe.isolated_b)
         );
@@ -62,11 +65,11 @@ pub fn summary(diff: &ReportDiff) -> String {
                 difference
                     .phase
                     .as_deref()
-                    .map(|phase| format!("phase {phase}: "))
+                    .map(|phase| format!("phase {}: ", printable(phase)))
                     .unwrap_or_default(),
-                difference.subject,
-                difference.detail,
-                difference.threshold
+                printable(&difference.subject),
+                printable(&difference.detail),
+                printable(&difference.threshold)
             );
         }
     }
@@ -79,7 +82,14 @@ fn settings(out: &mut String, heading: &str, changes: &[SettingChange]) {
     }
     let listed: Vec<String> = changes
         .iter()
-        .map(|change| format!("{} {} -> {}", change.field, change.a, change.b))
+        .map(|change| {
+            format!(
+                "{} {} -> {}",
+                printable(&change.field),
+                printable(&change.a),
+                printable(&change.b)
+            )
+        })
         .collect();
     let _ = writeln!(out, "{heading}: {}", listed.join("; "));
 }
@@ -87,19 +97,19 @@ fn settings(out: &mut String, heading: &str, changes: &[SettingChange]) {
 fn phase_summary(out: &mut String, phase: &PhaseDiff, diff_latency_judged: bool) {
     match phase.presence {
         Presence::OnlyInA => {
-            let _ = writeln!(out, "\nphase {}: in A only", phase.name);
+            let _ = writeln!(out, "\nphase {}: in A only", printable(&phase.name));
             return;
         }
         Presence::OnlyInB => {
-            let _ = writeln!(out, "\nphase {}: in B only", phase.name);
+            let _ = writeln!(out, "\nphase {}: in B only", printable(&phase.name));
             return;
         }
         Presence::Both => {}
     }
-    let _ = writeln!(out, "\nphase {}", phase.name);
+    let _ = writeln!(out, "\nphase {}", printable(&phase.name));
     settings(out, "  settings differ", &phase.settings);
     if phase.pod_shares.is_none() {
-        let _ = writeln!(out, "  pods compared {}", phase.pod_match);
+        let _ = writeln!(out, "  pods compared {}", printable(&phase.pod_match));
     }
     for shares in [&phase.pod_shares, &phase.cluster_shares].into_iter().flatten() {
         share_table(out, shares);
@@ -162,10 +172,10 @@ fn phase_summary(out: &mut String, phase: &PhaseDiff, diff_latency_judged: bool)
         let _ = writeln!(out, "  counters {}", counters.join(", "));
     }
     for rejection in &phase.config_rejections.only_in_a {
-        let _ = writeln!(out, "  config rejected in A only: {rejection} *");
+        let _ = writeln!(out, "  config rejected in A only: {} *", printable(rejection));
     }
     for rejection in &phase.config_rejections.only_in_b {
-        let _ = writeln!(out, "  config rejected in B only: {rejection} *");
+        let _ = writeln!(out, "  config rejected in B only: {} *", printable(rejection));
     }
     for expectation in &phase.expectations {
         let verdict = |passed: Option<bool>| passed.map_or("-", verdict_word);
@@ -175,14 +185,16 @@ fn phase_summary(out: &mut String, phase: &PhaseDiff, diff_latency_judged: bool)
             "  {} -> {} {} {} (observed {} -> {}){}",
             verdict(expectation.passed_a),
             verdict(expectation.passed_b),
-            expectation.expectation,
-            expectation
-                .bound_b
-                .as_deref()
-                .or(expectation.bound_a.as_deref())
-                .unwrap_or("-"),
-            expectation.observed_a.as_deref().unwrap_or("-"),
-            expectation.observed_b.as_deref().unwrap_or("-"),
+            printable(&expectation.expectation),
+            printable(
+                expectation
+                    .bound_b
+                    .as_deref()
+                    .or(expectation.bound_a.as_deref())
+                    .unwrap_or("-")
+            ),
+            printable(expectation.observed_a.as_deref().unwrap_or("-")),
+            printable(expectation.observed_b.as_deref().unwrap_or("-")),
             if changed { " *" } else { "" }
         );
     }
@@ -209,7 +221,7 @@ fn share_table(out: &mut String, shares: &ShareDiff) {
         if shares.flagged { " *" } else { "" }
     );
     if shares.unit == "connections" {
-        let _ = writeln!(out, "    tested by {}", shares.unit_reason);
+        let _ = writeln!(out, "    tested by {}", printable(&shares.unit_reason));
     }
     let _ = writeln!(
         out,
@@ -229,7 +241,7 @@ fn share_table(out: &mut String, shares: &ShareDiff) {
         let _ = writeln!(
             out,
             "    {:<30} {:>8} {:>7.1}% {:>8} {:>7.1}% {:>+9.1} {:>9}{}{}",
-            cell_name(cell),
+            printable(&cell_name(cell)),
             cell.count_a,
             cell.share_a * 100.0,
             cell.count_b,

@@ -57,6 +57,21 @@ pub struct ExpectedPod {
     pub share: f64,
 }
 
+/// Reads a rate or share from report.json: a number from 0 to 1. Anything else is not a value
+/// meshfed wrote, and a comparison over it would mislead (issue 18: `meshfed diff` took an mTLS
+/// rate of 5); serde_json puts the file's line and column in front of this message.
+fn rate_or_share<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let value = f64::deserialize(deserializer)?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{} is not a rate or share: use a number from 0 to 1",
+            crate::printable::number(value)
+        )))
+    }
+}
+
 /// Everything measured about one traffic phase. Part of report.json: field names are schema.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PhaseMeasurement {
@@ -65,11 +80,13 @@ pub struct PhaseMeasurement {
     /// Requests that got a complete, successful reply ([`RequestRecord::succeeded`]).
     pub succeeded: u64,
     /// `succeeded / attempted`; 0 when nothing was attempted.
+    #[serde(deserialize_with = "rate_or_share")]
     pub success_rate: f64,
     /// Requests that succeeded *and* whose server saw exactly the expected client SPIFFE identity.
     pub mtls_verified: u64,
     /// `mtls_verified / attempted` (failed requests count against it); 0 when nothing was attempted,
     /// so an empty phase never passes an mTLS bound.
+    #[serde(deserialize_with = "rate_or_share")]
     pub mtls_rate: f64,
     /// Successful requests whose server saw a client certificate (any identity): mutual TLS.
     pub mtls_calls: u64,
@@ -155,6 +172,7 @@ pub struct PodLoad {
     /// `connections` ÷ all server-side connections of the phase.
     pub connection_share: f64,
     /// The share this pod should get (normalised): the fair share, equal over the ready pods.
+    #[serde(deserialize_with = "rate_or_share")]
     pub expected_share: f64,
     /// The share the endpoint weights the plan gave the caller's proxy predict (local pods 1 each,
     /// a remote gateway endpoint its weight split over the ready pods behind it); absent when the
@@ -181,6 +199,7 @@ pub struct ClusterLoad {
     /// `connections` ÷ all server-side connections of the phase.
     pub connection_share: f64,
     /// Sum of its pods' expected shares.
+    #[serde(deserialize_with = "rate_or_share")]
     pub expected_share: f64,
     /// Sum of its pods' predicted shares (see [`PodLoad::predicted_share`]).
     #[serde(default)]
@@ -365,7 +384,9 @@ fn unverified_identity_groups(records: &[RequestRecord], expected_identity: &str
     let unverified = records
         .iter()
         .filter(|record| record.succeeded() && !is_mtls_verified(record, expected_identity))
-        .map(|record| record.peer_identity.clone());
+        // Envoy's `-` placeholder (TCP) and an absent identity (HTTP) are the same thing: no
+        // identity reached the server, so both group as none and read "seen as no identity".
+        .map(|record| (!is_plaintext(record)).then(|| record.peer_identity.clone()).flatten());
     let (listed, not_listed) = most_frequent(unverified);
     let listed = listed
         .into_iter()

@@ -183,6 +183,33 @@ fn mtls_rate_counts_only_expected_identity() {
     );
 }
 
+/// Issue 18: a TCP call without a client identity read "seen as -" (Envoy's placeholder) where an
+/// HTTP one read "seen as no identity"; both are the same fact and group together.
+#[test]
+fn envoys_dash_placeholder_and_a_missing_identity_group_as_no_identity() {
+    let mut tcp_plain = answered(0, "cluster2", "bar-0", "c0");
+    tcp_plain.peer_identity = Some("-".into());
+    let mut http_plain = answered(1, "cluster2", "bar-0", "c1");
+    http_plain.peer_identity = None;
+    let mut empty = answered(2, "cluster2", "bar-0", "c2");
+    empty.peer_identity = Some(String::new());
+
+    let measurement = measure(
+        &[tcp_plain, http_plain, empty],
+        &[expect("cluster2", "bar-0", 1.0)],
+        FOO,
+    );
+
+    assert_eq!(
+        measurement.unverified_identities,
+        vec![IdentityCount {
+            identity: None,
+            count: 3
+        }]
+    );
+    assert_eq!(measurement.plaintext_calls, 3);
+}
+
 #[test]
 fn pooled_connections_are_reported_connection_limited() {
     // DESIGN §3: with the client's pooled connection, 300 / 300 / 0.

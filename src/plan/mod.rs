@@ -630,7 +630,17 @@ impl<'a> Planner<'a> {
             .collect();
         let name = format!("remote-endpoint-for-{}-in-{cluster}", service.name.value);
         let mut metadata = self.mk_metadata(&name, Some(&service.namespace.value));
-        if endpoints.iter().any(|endpoint| endpoint.address.starts_with('<')) {
+        // What the inventory marks a placeholder (`placeholder: true`, as docs/inventory.md says;
+        // the scenario-only inventory marks its `<gateway-address-of-C>` so), not a spelling.
+        let placeholder = gateway_endpoints.iter().any(|(remote, _)| {
+            *remote != cluster
+                && self
+                    .inventory
+                    .clusters
+                    .get(*remote)
+                    .is_some_and(|remote| remote.gateway.placeholder)
+        });
+        if placeholder {
             metadata.annotations = Some(BTreeMap::from([(
                 PLACEHOLDER_ANNOTATION.to_owned(),
                 "spec.endpoints[].address: gateway addresses are unknown until the clusters exist".to_owned(),

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::{PhaseReport, Report};
 use crate::measure::timeline::{Bucket, Timeline};
+use crate::printable::printable;
 
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
@@ -13,25 +14,27 @@ fn millis(micros: u64) -> String {
     format!("{:.2}ms", micros as f64 / 1000.0)
 }
 
-/// The summary printed after a run: one table per phase and every verdict.
+/// The summary printed after a run: one table per phase and every verdict. Every string taken
+/// from the report goes through [`printable`]: a report may come from a stranger (`--compare-to`,
+/// a report.json attached to an issue), and pod names, errors and rejections come from the world.
 pub fn summary(report: &Report) -> String {
     let mut out = String::new();
     let provider = &report.provider;
     let _ = writeln!(
         out,
         "\nscenario {} on provider {} ({}{}, {})",
-        report.scenario.name,
-        provider.name,
+        printable(&report.scenario.name),
+        printable(&provider.name),
         provider
             .emulates
             .as_deref()
-            .map(|what| format!("emulates {what}; "))
+            .map(|what| format!("emulates {}; ", printable(what)))
             .unwrap_or_default(),
-        provider.mode,
-        provider.proxy
+        printable(&provider.mode),
+        printable(&provider.proxy)
     );
     if let Some(description) = &report.scenario.description {
-        let _ = writeln!(out, "{description}");
+        let _ = writeln!(out, "{}", printable(description));
     }
     if !report.service_entries.is_empty() {
         let _ = writeln!(
@@ -42,9 +45,9 @@ pub fn summary(report: &Report) -> String {
             let _ = writeln!(
                 out,
                 "  in {}: {} -> {}",
-                entry.cluster,
-                entry.host,
-                entry.endpoints.join(", ")
+                printable(&entry.cluster),
+                printable(&entry.host),
+                printable(&entry.endpoints.join(", "))
             );
         }
     }
@@ -58,13 +61,20 @@ pub fn summary(report: &Report) -> String {
                 out,
                 "  {} {}: {}",
                 if probe.isolated { "PASS" } else { "FAIL" },
-                probe.route(),
-                probe.observed()
+                printable(&probe.route()),
+                printable(&probe.observed())
             );
         }
     }
+    // Each cluster's Istio version as the run goes: an `upgrade` action to an older version is a
+    // downgrade, and the summary says so (issue 18: it was accepted without a word).
+    let mut versions: std::collections::BTreeMap<String, String> = report
+        .clusters
+        .iter()
+        .map(|cluster| (cluster.name.clone(), cluster.istio_version.clone()))
+        .collect();
     for phase in &report.phases {
-        phase_summary(&mut out, phase);
+        phase_summary(&mut out, phase, &mut versions);
     }
     let total: usize = report
         .phases
@@ -83,10 +93,10 @@ pub fn summary(report: &Report) -> String {
                 .map(move |result| {
                     format!(
                         "  phase {}: {} {} (observed {})",
-                        phase.name,
-                        result.expectation,
-                        result.bound_text(),
-                        result.observed_text()
+                        printable(&phase.name),
+                        printable(&result.expectation),
+                        printable(&result.bound_text()),
+                        printable(&result.observed_text())
                     )
                 })
         })
@@ -96,6 +106,20 @@ pub fn summary(report: &Report) -> String {
         for line in &failed {
             let _ = writeln!(out, "{line}");
         }
+    }
+    let unjudged: Vec<String> = report
+        .phases
+        .iter()
+        .filter(|phase| phase.expectations.is_empty())
+        .map(|phase| printable(&phase.name).into_owned())
+        .collect();
+    if !unjudged.is_empty() {
+        // A PASS over a phase that checked nothing must not read as that phase holding.
+        let _ = writeln!(
+            out,
+            "\njudged nothing (no expectations): phase {}; the verdict says nothing about them",
+            unjudged.join(", ")
+        );
     }
     let _ = writeln!(
         out,
@@ -110,22 +134,22 @@ pub fn summary(report: &Report) -> String {
     out
 }
 
-fn phase_summary(out: &mut String, phase: &PhaseReport) {
+fn phase_summary(out: &mut String, phase: &PhaseReport, versions: &mut std::collections::BTreeMap<String, String>) {
     let m = &phase.measurement;
     let _ = writeln!(
         out,
         "\nphase {}: {} -> {}, {} requests, concurrency {}, {}, endpoint weights {}{}",
-        phase.name,
-        phase.from,
-        phase.to,
+        printable(&phase.name),
+        printable(&phase.from),
+        printable(&phase.to),
         phase.requests,
         phase.concurrency,
-        phase.connections,
-        phase.endpoint_weights,
+        printable(&phase.connections),
+        printable(&phase.endpoint_weights),
         if phase.faults.is_empty() {
             String::new()
         } else {
-            format!(", faults: {}", phase.faults.join(", "))
+            format!(", faults: {}", printable(&phase.faults.join(", ")))
         }
     );
     let _ = writeln!(
@@ -137,8 +161,8 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         let _ = writeln!(
             out,
             "  {:<22} {:<12} {:>8} {:>8} {:>10} {:>9} {:>6} {:>10}",
-            pod.pod,
-            pod.cluster,
+            printable(&pod.pod),
+            printable(&pod.cluster),
             pod.requests,
             percent(pod.request_share),
             percent(pod.expected_share),
@@ -151,13 +175,19 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         let _ = writeln!(
             out,
             "  {:<22} {:<12} {:>8}  (not expected to answer)",
-            pod.pod, pod.cluster, pod.requests
+            printable(&pod.pod),
+            printable(&pod.cluster),
+            pod.requests
         );
     }
     let _ = writeln!(
         out,
         "  mTLS with the caller's identity ({}): {} of {} (rate {:.3}); success rate {:.3}",
-        phase.expected_identity, m.mtls_verified, m.attempted, m.mtls_rate, m.success_rate
+        printable(&phase.expected_identity),
+        m.mtls_verified,
+        m.attempted,
+        m.mtls_rate,
+        m.success_rate
     );
     let _ = writeln!(
         out,
@@ -170,7 +200,7 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         m.request_skew.max_ratio, m.connection_skew.max_ratio, m.request_skew.total_variation_distance
     );
     if let Some(note) = connection_note_that_matters(phase) {
-        let _ = writeln!(out, "  note: {note}");
+        let _ = writeln!(out, "  note: {}", printable(note));
     }
     if let Some(latency) = &m.latency {
         let _ = writeln!(
@@ -182,7 +212,7 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         );
     }
     for error in &m.errors {
-        let _ = writeln!(out, "  error x{}: {}", error.count, error.message);
+        let _ = writeln!(out, "  error x{}: {}", error.count, printable(&error.message));
     }
     let tls = &phase.tls_failures;
     let _ = writeln!(
@@ -194,28 +224,52 @@ fn phase_summary(out: &mut String, phase: &PhaseReport) {
         let _ = writeln!(out, "  gateway-to-gateway hops: {hops}");
     }
     for rejection in &phase.config_rejections {
-        let _ = writeln!(out, "  config rejected: {rejection}");
+        let _ = writeln!(out, "  config rejected: {}", printable(rejection));
     }
     for caveat in &phase.caveats {
         let _ = writeln!(out, "  note: {caveat}");
     }
     if let Some(timeline) = &phase.timeline {
-        timeline_summary(out, timeline);
+        timeline_summary(out, timeline, versions);
+    }
+    if phase.expectations.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no expectations: this phase judged nothing (success rate {:.3} and mTLS rate {:.3} were not checked)",
+            m.success_rate, m.mtls_rate
+        );
     }
     for result in &phase.expectations {
         let _ = writeln!(
             out,
             "  {} {} {} (observed {}){}",
             if result.passed { "PASS" } else { "FAIL" },
-            result.expectation,
-            result.bound_text(),
-            result.observed_text(),
+            printable(&result.expectation),
+            printable(&result.bound_text()),
+            printable(&result.observed_text()),
             if result.passed || result.detail.is_empty() {
                 String::new()
             } else {
-                format!(": {}", result.detail)
+                format!(": {}", printable(&result.detail))
             }
         );
+    }
+}
+
+/// For an `upgrade` action: ` 1.22.0 -> 1.9.0, a downgrade` (or without the last part), keeping
+/// `versions` current; nothing for other actions.
+fn version_change(
+    action: &crate::measure::timeline::ActionRecord,
+    versions: &mut std::collections::BTreeMap<String, String>,
+) -> String {
+    let crate::change::WorldChange::Upgrade { cluster, to } = &action.change else {
+        return String::new();
+    };
+    let before = versions.insert(cluster.clone(), to.to_string());
+    match before.and_then(|before| Some((before.parse::<crate::scenario::IstioVersion>().ok()?, before))) {
+        Some((from, text)) if from > *to => format!(" {} -> {to}, a downgrade", printable(&text)),
+        Some((_, text)) => format!(" {} -> {to}", printable(&text)),
+        None => format!(" -> {to}"),
     }
 }
 
@@ -245,7 +299,12 @@ pub const TIMELINE_LINES: usize = 24;
 /// The timeline as at most [`TIMELINE_LINES`] lines (neighbouring buckets grouped), each with
 /// its time range, requests, success and mTLS rates, the clusters that answered, and the actions
 /// taken in it.
-fn timeline_summary(out: &mut String, timeline: &Timeline) {
+fn timeline_summary(out: &mut String, timeline: &Timeline, versions: &mut std::collections::BTreeMap<String, String>) {
+    let version_changes: Vec<String> = timeline
+        .actions
+        .iter()
+        .map(|action| version_change(action, versions))
+        .collect();
     let Some(last) = timeline.buckets.last() else {
         let _ = writeln!(out, "  timeline: no request started");
         return;
@@ -285,16 +344,22 @@ fn timeline_summary(out: &mut String, timeline: &Timeline) {
         }
         let clusters: Vec<String> = per_cluster
             .iter()
-            .map(|(cluster, answered)| format!("{cluster} {answered}"))
+            .map(|(cluster, answered)| format!("{} {answered}", printable(cluster)))
             .collect();
         let marks: Vec<String> = timeline
             .actions
             .iter()
-            .filter(|action| action.started_ms >= start && action.started_ms < stop)
-            .map(|action| {
+            .zip(&version_changes)
+            .filter(|(action, _)| action.started_ms >= start && action.started_ms < stop)
+            .map(|(action, version_change)| {
                 format!(
-                    "<- {} ({} {} at {} ms, done at {} ms)",
-                    action.name, action.kind, action.cluster, action.started_ms, action.completed_ms
+                    "<- {} ({} {}{} at {} ms, done at {} ms)",
+                    printable(&action.name),
+                    printable(&action.kind),
+                    printable(&action.cluster),
+                    version_change,
+                    action.started_ms,
+                    action.completed_ms
                 )
             })
             .collect();

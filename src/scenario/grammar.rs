@@ -2,6 +2,8 @@
 //! values, port names, SPIFFE trust domains and path segments, and free text. Each check returns
 //! what is allowed when the text does not fit; the caller adds where and which field.
 
+use crate::printable;
+
 /// A grammar a string must follow, named after where it ends up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grammar {
@@ -54,8 +56,15 @@ impl Grammar {
             Grammar::TrustDomain => {
                 "a SPIFFE trust domain: 1-255 lowercase letters, digits, '.', '-' and '_', e.g. cluster.local"
             }
-            Grammar::Text => "one line of at most 1000 characters without control characters",
-            Grammar::ContextName => "at most 253 characters without control characters or spaces",
+            Grammar::Text => {
+                "one line of at most 1000 characters without control characters, bidirectional formatting \
+                 characters (U+202A-U+202E, U+2066-U+2069, ...), line or paragraph separators (U+2028, U+2029), \
+                 invisible characters or noncharacters"
+            }
+            Grammar::ContextName => {
+                "at most 253 characters without spaces, control characters, bidirectional formatting characters, \
+                 line or paragraph separators, invisible characters or noncharacters"
+            }
         }
     }
 
@@ -74,9 +83,12 @@ impl Grammar {
                         .bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
             }
-            Grammar::Text => text.chars().count() <= MAX_TEXT_CHARS && !text.chars().any(char::is_control),
+            // What the one escaper would escape is refused: a description is printed in every
+            // summary, and text that reads other than it is has no place in one.
+            Grammar::Text => text.chars().count() <= MAX_TEXT_CHARS && !text.chars().any(printable::is_escaped),
             Grammar::ContextName => {
-                text.chars().count() <= MAX_CONTEXT_CHARS && !text.chars().any(|c| c.is_control() || c.is_whitespace())
+                text.chars().count() <= MAX_CONTEXT_CHARS
+                    && !text.chars().any(|c| printable::is_escaped(c) || c.is_whitespace())
             }
         }
     }

@@ -510,6 +510,15 @@ impl Phase {
         let rate = u64::from(self.rate_per_second.as_ref()?.value);
         (rate > 0).then(|| self.requests.value.saturating_mul(1000) / rate)
     }
+
+    /// When the paced phase's last request starts, in whole milliseconds from the start of its
+    /// traffic: request `n` (from 0) starts at `n × 1000 / ratePerSecond` ms, so the last one at
+    /// `(requests − 1) × 1000 / ratePerSecond`. An action later than this may find the traffic
+    /// already over (it would not be taken), so validation refuses it.
+    pub fn last_request_start_millis(&self) -> Option<u64> {
+        let rate = u64::from(self.rate_per_second.as_ref()?.value);
+        (rate > 0).then(|| self.requests.value.saturating_sub(1).saturating_mul(1000) / rate)
+    }
 }
 
 /// One timed action of a phase: `{ atMillis: 1000, name: gw-down, stopGateway: { cluster: c2 } }`.
@@ -782,6 +791,33 @@ pub enum Fault {
         /// Added delay in milliseconds.
         millis: u32,
     },
+}
+
+/// The fault as a scenario writes it (`gatewayDown: { cluster: cluster2 }`): what report.json's
+/// `faults[]` and the summaries show.
+impl std::fmt::Display for Fault {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::GatewayDown { cluster } => write!(out, "gatewayDown: {{ cluster: {cluster} }}"),
+            Fault::Scale {
+                cluster,
+                service,
+                replicas,
+            } => write!(
+                out,
+                "scale: {{ cluster: {cluster}, service: {service}, replicas: {replicas} }}"
+            ),
+            Fault::ForeignClientCert {} => write!(out, "foreignClientCert: {{}}"),
+            Fault::Delay {
+                cluster,
+                service,
+                millis,
+            } => write!(
+                out,
+                "delay: {{ cluster: {cluster}, service: {service}, millis: {millis} }}"
+            ),
+        }
+    }
 }
 
 /// An in-place Istio upgrade during a phase: `upgrade: { to: 1.30.0, clusters: [cluster2] }`.
@@ -1230,23 +1266,13 @@ pub(crate) fn syntax_message(error: &serde_saphyr::Error) -> String {
     }
 }
 
-/// `text` with control characters escaped (the YAML reader quotes keys and values it did not
-/// expect as written) and cut at 300 characters, so a message never writes raw control
-/// characters to a terminal.
+/// `text` through the one escaper ([`crate::printable`]; the YAML reader quotes keys and values it
+/// did not expect as written) and cut at 300 characters, so a message never writes raw control or
+/// bidi characters to a terminal.
 fn printable(text: &str) -> String {
     const SHOWN: usize = 300;
-    let mut shown: String = text
-        .chars()
-        .take(SHOWN)
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_debug().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect();
+    let shown: String = text.chars().take(SHOWN).collect();
+    let mut shown = crate::printable::printable(&shown).into_owned();
     if text.chars().nth(SHOWN).is_some() {
         shown.push_str("...");
     }

@@ -154,14 +154,23 @@ fn check_string(text: &str, grammar: Grammar, what: &str, at: Location) -> Check
     }
 }
 
-/// `text` in double quotes with control characters escaped, shortened to 80 characters.
+/// `text` in double quotes (`"` and `\` escaped, then through the one escaper,
+/// [`crate::printable`]), shortened to 80 characters.
 fn quoted(text: &str) -> String {
     const SHOWN: usize = 80;
-    let shown: String = text.chars().take(SHOWN).collect();
+    let shown: String = text
+        .chars()
+        .take(SHOWN)
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    let shown = crate::printable::printable(&shown);
     if text.chars().count() > SHOWN {
-        format!("{shown:?}... ({} characters)", text.chars().count())
+        format!("\"{shown}\"... ({} characters)", text.chars().count())
     } else {
-        format!("{shown:?}")
+        format!("\"{shown}\"")
     }
 }
 
@@ -236,7 +245,7 @@ fn check_clusters(scenario: &Scenario, spans: &ScenarioSpans) -> Checked {
             && cluster.istio_version.value < ENDPOINT_DISCOVERY_SINCE
         {
             return Err(problem(
-                cluster.istio_version.referenced,
+                version_at(cluster),
                 format!(
                     "federation mode endpoint-discovery needs Istio {ENDPOINT_DISCOVERY_SINCE} or newer, cluster {} has {}; \
                      use mode serviceentry for older versions",
@@ -302,6 +311,16 @@ fn check_networks(scenario: &Scenario) -> Checked {
     Ok(())
 }
 
+/// Where a cluster's Istio version is written, or the cluster's name when it is not (the default,
+/// or a version `--istio-version` set): an error about the version always has a position.
+fn version_at(cluster: &Cluster) -> Location {
+    if cluster.istio_version.referenced.line() == 0 {
+        cluster.name.referenced
+    } else {
+        cluster.istio_version.referenced
+    }
+}
+
 /// Versions outside the emulated range would get behaviour nobody checked against Istio's source.
 fn check_istio_version(cluster: &Cluster) -> Checked {
     let version = cluster.istio_version.value;
@@ -309,7 +328,7 @@ fn check_istio_version(cluster: &Cluster) -> Checked {
     let newest = (NEWEST_EMULATED_ISTIO.major, NEWEST_EMULATED_ISTIO.minor);
     if (version.major, version.minor) < oldest || (version.major, version.minor) > newest {
         return Err(problem(
-            cluster.istio_version.referenced,
+            version_at(cluster),
             format!(
                 "istioVersion {version} of cluster {} is outside the emulated range: use {}.{} to {}.{} (any patch; see docs/fidelity.md)",
                 cluster.name.value, oldest.0, oldest.1, newest.0, newest.1
@@ -852,16 +871,19 @@ fn check_actions(scenario: &Scenario, phase: &Phase, world: &mut WorldState) -> 
             }
         };
         let at_millis = &action.value.at_millis;
-        if at_millis.value >= traffic_millis {
+        let last_start = phase.last_request_start_millis().unwrap_or(0);
+        if at_millis.value > last_start {
             return Err(problem(
                 at_millis.referenced,
                 format!(
-                    "phase {phase_name}: atMillis {} is not within the traffic, which lasts {traffic_millis} ms \
-                     ({} requests / ratePerSecond {}): use 0 to {}",
+                    "phase {phase_name}: atMillis {} is after the last request starts: request {} of {} starts at \
+                     {last_start} ms (the traffic, {} requests at ratePerSecond {}, lasts {traffic_millis} ms), and an \
+                     action later than that may find the traffic over and never be taken: use 0 to {last_start}",
                     at_millis.value,
                     phase.requests.value,
+                    phase.requests.value,
+                    phase.requests.value,
                     phase.rate_per_second.as_ref().map_or(0, |rate| rate.value),
-                    traffic_millis.saturating_sub(1)
                 ),
             ));
         }
