@@ -856,6 +856,7 @@ callsAfterLeaveAtMost: 100000
             replanned_ms: None,
             change: stop,
             events: Vec::new(),
+            note: None,
         };
         let timeline = crate::measure::timeline::timeline(&records, 100, FOO, vec![gw_down]);
         let results = change_verdicts(

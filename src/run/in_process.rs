@@ -18,6 +18,7 @@ use super::ProviderKind;
 pub(crate) use super::failure::RunFailure;
 use super::kept_logs::{self, LogsDir};
 use super::report_dir::{self, ReportDir};
+use super::live_display::LiveDisplay;
 
 /// What to run.
 pub(crate) struct RunRequest<'request> {
