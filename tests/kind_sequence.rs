@@ -812,7 +812,7 @@ fn an_istio_that_does_not_install_on_the_pinned_node_image_is_refused_before_any
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("rolling-upgrade.yaml:16:"), "{stderr}");
     assert!(
-        stderr.contains("Istio 1.9.9 does not install on Kubernetes 1.34"),
+        stderr.contains("Istio 1.9.4 does not install on Kubernetes 1.34"),
         "{stderr}"
     );
     assert!(stderr.contains("Kubernetes 1.17–1.20"), "{stderr}");
@@ -904,7 +904,7 @@ fn rolling_upgrade_dry_run_exits_2_naming_the_version_that_cannot_install() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("Istio 1.9.9 does not install on Kubernetes 1.34"),
+        stderr.contains("Istio 1.9.4 does not install on Kubernetes 1.34"),
         "{stderr}"
     );
     assert!(output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stdout));
