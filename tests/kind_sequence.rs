@@ -810,7 +810,13 @@ fn an_istio_that_does_not_install_on_the_pinned_node_image_is_refused_before_any
     let output = run_on_kind(&fakes, "rolling-upgrade.yaml", &text, "kind");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("rolling-upgrade.yaml:16:"), "{stderr}");
+    // The position of cluster1's istioVersion, found rather than hard-coded.
+    let line = text
+        .lines()
+        .position(|line| line.contains("name: cluster1") && line.contains("istioVersion"))
+        .expect("rolling-upgrade.yaml names cluster1's version on its line")
+        + 1;
+    assert!(stderr.contains(&format!("rolling-upgrade.yaml:{line}:")), "{stderr}");
     assert!(
         stderr.contains("Istio 1.9.4 does not install on Kubernetes 1.34"),
         "{stderr}"
