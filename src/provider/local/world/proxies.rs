@@ -280,10 +280,17 @@ impl World {
                     restarts: Vec::new(),
                 }
             });
-            // A running proxy of another Istio version is replaced, not reconfigured: its new
-            // configuration is written once the old process is gone (see `restart_envoy`).
+            // A running sidecar of another Istio version is replaced, not reconfigured: its new
+            // configuration is written once the old process is gone (see `restart_envoy`). A
+            // gateway is not: Istio's gateway Deployment rolls out with `rollingMaxSurge: 100%`
+            // and `rollingMaxUnavailable: 25%` (`manifests/charts/gateways/istio-ingress/values.yaml`
+            // @1.30.3), so with one replica the new pod is ready before the old one stops and
+            // drains, and callers reach the gateway's address throughout. Pushing the new
+            // version's configuration to the running gateway live (Envoy drains the listeners it
+            // replaces) is that rollout without a second process on the same address.
             if proxy.started
                 && !proxy.stopped_on_purpose
+                && pod != GATEWAY_POD
                 && proxy.istio_version.is_some_and(|running| running != version)
             {
                 let reason = format!(
