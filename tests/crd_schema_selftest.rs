@@ -1,7 +1,7 @@
 //! Self-tests of the CRD schema checker (`tests/support/crd_schema.rs`) against Istio's real CRD
 //! file: the seed's objects validate, broken ones are caught with a JSON path.
 //!
-//! Run with `MESHFED_ISTIO_CRDS=/work/shared/istio-crds/customresourcedefinitions.gen.yaml cargo
+//! Run with `MESHFED_ISTIO_CRDS=<path to Istio's customresourcedefinitions.gen.yaml> cargo
 //! test --test crd_schema_selftest -- --nocapture` to see what the file holds and what went
 //! unchecked. Without the variable the tests that need the file say they were skipped (and fail
 //! under `CI=true`).

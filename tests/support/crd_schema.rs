@@ -100,7 +100,7 @@ pub fn crd_file_or_skip() -> Option<PathBuf> {
     };
     let hint = format!(
         "set {CRD_FILE_ENV} to Istio's customresourcedefinitions.gen.yaml \
-         (e.g. /work/shared/istio-crds/customresourcedefinitions.gen.yaml)"
+         (from the istio/api repository: kubernetes/customresourcedefinitions.gen.yaml; .ci/run points at a copy)"
     );
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("Istio CRD schema check cannot run under CI=true: {reason}; {hint}");
