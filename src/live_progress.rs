@@ -10,6 +10,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::printable::printable;
+
 /// What the live view shows: each cluster's step, and the run's latest step.
 #[derive(Clone, Debug)]
 pub struct Board {
@@ -82,7 +84,7 @@ impl Board {
 
     /// `text` made printable and cut to the width (an ellipsis where it was cut).
     fn cut(&self, text: &str) -> String {
-        let printable = printable(text);
+        let printable = printable(text).into_owned();
         if printable.chars().count() <= self.width {
             return printable;
         }
@@ -101,30 +103,6 @@ fn elapsed(time: Duration) -> String {
         let whole = time.as_secs();
         format!("{}m{:02}s", whole / 60, whole % 60)
     }
-}
-
-/// Whether `c` may change what a terminal shows beyond one glyph: control characters (escape
-/// sequences start with one), and the bidirectional formatting characters that reorder text
-/// (Unicode's Bidi_Control set), line and paragraph separators.
-fn unsafe_on_a_terminal(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-        || matches!(c, '\u{2028}' | '\u{2029}')
-}
-
-/// `text` with every character that could act on a terminal written as its Rust escape
-/// (`\u{1b}`), so a progress line that quotes a tool's output cannot move the cursor or recolour
-/// the screen.
-pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if unsafe_on_a_terminal(c) {
-            let _ = write!(out, "{}", c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The bytes that replace the previous frame (`previous_lines` rows, directly above the cursor)
@@ -215,7 +193,7 @@ mod tests {
         );
         for line in board.lines(at(2.0)) {
             assert!(line.chars().count() <= 40, "{line}");
-            assert!(!line.chars().any(unsafe_on_a_terminal), "{line:?}");
+            assert!(!line.chars().any(crate::printable::is_escaped), "{line:?}");
         }
         assert_eq!(
             printable("a\u{1b}[31mb\u{202e}c\u{2028}"),
