@@ -12,22 +12,12 @@ mod plan_dir;
 
 use plan_dir::{check_replaceable, out_dir_error, write_plan_dir};
 
+use crate::exit_code::{EXIT_BAD_INPUT, EXIT_EXPECTATION_FAILED, EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED, EXIT_OK};
 use crate::provider::local::interrupt;
 use crate::run::ProviderKind;
 use crate::run::in_process::{self, RunFailure, RunRequest};
 use crate::scenario::ScenarioError;
 use crate::{inventory, output, pki, plan, scenario};
-
-/// Exit code: every expectation held.
-pub const EXIT_OK: u8 = 0;
-/// Exit code: the run completed and at least one expectation failed.
-pub const EXIT_EXPECTATION_FAILED: u8 = 1;
-/// Exit code: bad input or usage (nothing was changed).
-pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code: the world could not be created or reached.
-pub const EXIT_INFRASTRUCTURE: u8 = 3;
-/// Exit code: interrupted (Ctrl-C / SIGINT / SIGTERM / SIGHUP); everything was torn down.
-pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Shown after `meshfed --help`: what a caller needs beyond the flags.
 const AFTER_HELP: &str = "\

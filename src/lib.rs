@@ -37,6 +37,8 @@ pub mod diff;
 #[doc(hidden)]
 pub mod engine;
 #[doc(hidden)]
+pub mod exit_code;
+#[doc(hidden)]
 pub mod inventory;
 #[doc(hidden)]
 pub mod live_progress;

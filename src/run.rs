@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 pub use helper_role::HELPER_ENV;
 pub use report_view::{PhaseResult, RunReport};
 
-use crate::cli::{EXIT_BAD_INPUT, EXIT_EXPECTATION_FAILED, EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED, EXIT_OK};
+use crate::exit_code::{EXIT_BAD_INPUT, EXIT_EXPECTATION_FAILED, EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED, EXIT_OK};
 
 /// How long [`Run::run`] waits for the helper by default. Each phase has its own deadline inside
 /// (docs/scenario.md); this one only bounds the whole run, set-up and teardown included.

@@ -34,7 +34,7 @@ extern "C" fn act_as_meshfed_if_asked() {
             .collect(),
         Err(error) => {
             eprintln!("meshfed: helper role: cannot read /proc/self/cmdline: {error}");
-            std::process::exit(crate::cli::EXIT_INFRASTRUCTURE.into());
+            std::process::exit(crate::exit_code::EXIT_INFRASTRUCTURE.into());
         }
     };
     let code = crate::cli::main_with_args(args);

@@ -55,7 +55,7 @@ fn wait_for_and_exit_like(child: Pid, _keep_parent_alive_pipe: OwnedFd) -> ! {
             // One of PID 1's orphans, reaped.
             Ok(_) => {}
             // Cannot happen while `child` is ours; do not spin.
-            Err(Errno::ECHILD) => exit_now(crate::cli::EXIT_INFRASTRUCTURE.into()),
+            Err(Errno::ECHILD) => exit_now(crate::exit_code::EXIT_INFRASTRUCTURE.into()),
             Err(_) => {
                 if interrupt::received_count() >= signals_before + 2 {
                     let _ = signal::kill(child, Signal::SIGKILL);
@@ -77,7 +77,7 @@ fn exit_code_of(status: WaitStatus) -> i32 {
     match status {
         WaitStatus::Exited(_, code) => code,
         WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
-        _ => crate::cli::EXIT_INFRASTRUCTURE.into(),
+        _ => crate::exit_code::EXIT_INFRASTRUCTURE.into(),
     }
 }
 
