@@ -38,6 +38,7 @@ pub mod diff;
 pub mod engine;
 #[doc(hidden)]
 pub mod exit_code;
+mod helper_role;
 #[doc(hidden)]
 pub mod inventory;
 #[doc(hidden)]

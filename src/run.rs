@@ -3,7 +3,7 @@
 //!
 //! A test process is multi-threaded (libtest, `#[tokio::test]`), and the kernel only moves a
 //! single-threaded process into new namespaces. So the run happens in a helper: [`Run::run`]
-//! re-executes the current executable with [`helper_role::HELPER_ENV`] set, and a constructor
+//! re-executes the current executable with [`HELPER_ENV`] set, and a constructor
 //! that meshfed places in `.init_array` turns that process into the `meshfed` command line
 //! before its `main` (and before any thread) starts. The helper finds or installs Envoy as
 //! `meshfed setup` does, enters its sandbox, runs the scenario, tears everything down and writes
@@ -32,7 +32,6 @@
 //! ```
 
 mod failure;
-mod helper_role;
 pub(crate) mod in_process;
 mod kept_logs;
 mod live_display;
@@ -46,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub use helper_role::HELPER_ENV;
+pub use crate::helper_role::HELPER_ENV;
 pub use report_view::{PhaseResult, RunReport};
 
 use crate::exit_code::{EXIT_BAD_INPUT, EXIT_EXPECTATION_FAILED, EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED, EXIT_OK};

@@ -301,7 +301,7 @@ fn local_provider(progress: &mut impl Progress) -> Result<LocalProvider, RunFail
     progress.step("checking envoy");
     let (envoy, envoy_version) = provision_envoy(true)?;
     // The workloads run as `<this executable> workload ...`: the meshfed binary, or a test binary
-    // acting as meshfed (see `run::helper_role`).
+    // acting as meshfed (see `helper_role`).
     let meshfed = std::env::current_exe().map_err(infrastructure_or_interrupted)?;
     check_interrupted()?;
     sandbox::isolate_network().map_err(infrastructure_or_interrupted)?;
