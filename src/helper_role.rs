@@ -8,13 +8,14 @@
 //! the start of its `main`. The processes the local provider starts from "the meshfed binary"
 //! (the echo and client apps: `<current exe> workload ...`) inherit the variable and take the same
 //! path. The user never needs the path of the `meshfed` binary.
+//!
+//! It sits above the command line it enters (`cli`), apart from the library entry point (`run`),
+//! which only sets the variable.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt as _;
 
-/// Set (to `1`) on a process that must act as the `meshfed` command line instead of running its
-/// own `main`. Set only by [`crate::run::Run`]; inherited by the helper's own children.
-pub const HELPER_ENV: &str = "MESHFED_LIBRARY_HELPER";
+use crate::run::HELPER_ENV;
 
 /// Runs before `main` in every executable that links meshfed. Does nothing unless [`HELPER_ENV`]
 /// is set; then runs meshfed's command line on this process's arguments and exits with its code.

@@ -45,10 +45,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub use crate::helper_role::HELPER_ENV;
 pub use report_view::{PhaseResult, RunReport};
 
 use crate::exit_code::{EXIT_BAD_INPUT, EXIT_EXPECTATION_FAILED, EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED, EXIT_OK};
+
+/// Set (to `1`) on a process that must act as the `meshfed` command line instead of running its
+/// own `main` (see `helper_role`). Set only by [`Run`]; inherited by the helper's own children.
+pub const HELPER_ENV: &str = "MESHFED_LIBRARY_HELPER";
 
 /// How long [`Run::run`] waits for the helper by default. Each phase has its own deadline inside
 /// (docs/scenario.md); this one only bounds the whole run, set-up and teardown included.
