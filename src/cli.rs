@@ -13,7 +13,7 @@ mod plan_dir;
 use plan_dir::{check_replaceable, out_dir_error, write_plan_dir};
 
 use crate::exit_code::{EXIT_BAD_INPUT, EXIT_EXPECTATION_FAILED, EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED, EXIT_OK};
-use crate::provider::local::interrupt;
+use crate::interrupt;
 use crate::run::ProviderKind;
 use crate::run::in_process::{self, RunFailure, RunRequest};
 use crate::scenario::ScenarioError;

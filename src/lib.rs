@@ -40,6 +40,8 @@ pub mod engine;
 pub mod exit_code;
 mod helper_role;
 #[doc(hidden)]
+pub mod interrupt;
+#[doc(hidden)]
 pub mod inventory;
 #[doc(hidden)]
 pub mod live_progress;

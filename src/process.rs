@@ -23,7 +23,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use thiserror::Error;
 
-use crate::provider::local::interrupt;
+use crate::interrupt;
 
 /// How to run one helper process.
 #[derive(Debug, Clone)]

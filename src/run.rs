@@ -459,7 +459,7 @@ fn await_exit(helper: &mut std::process::Child, timeout: Duration, interruptible
     loop {
         match helper.try_wait() {
             Ok(Some(status)) => return Waited::Exited(status),
-            Ok(None) if interruptible == Interruptible::Yes && crate::provider::local::interrupt::check().is_err() => {
+            Ok(None) if interruptible == Interruptible::Yes && crate::interrupt::check().is_err() => {
                 return Waited::Interrupted;
             }
             Ok(None) if Instant::now() >= deadline => return Waited::TimedOut,

@@ -297,7 +297,7 @@ pub fn matrix_command(args: MatrixArgs<'_>) -> Result<(), CliError> {
             report_dir: args.report_dir,
             image: args.image,
         },
-        crate::provider::local::interrupt::is_interrupted,
+        crate::interrupt::is_interrupted,
         |run| {
             let written = run
                 .report_dir

@@ -7,10 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::interrupt;
 use crate::progress::Progress;
 use crate::provider::capabilities::Capabilities;
 use crate::provider::kubeconfig::{KubeconfigOptions, KubeconfigProvider, WorkloadImage};
-use crate::provider::local::{LocalProvider, interrupt};
+use crate::provider::local::LocalProvider;
 use crate::report::Report;
 use crate::scenario::{self, Scenario, ScenarioError};
 

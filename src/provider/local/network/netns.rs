@@ -80,7 +80,7 @@ pub fn await_tcp_connect(netns: &Path, addr: SocketAddr, deadline: Instant) -> R
             Err(error) => error,
         };
         // An interrupt ends the wait at once (exit 130 within a round, not at the deadline).
-        let error = match crate::provider::local::interrupt::check() {
+        let error = match crate::interrupt::check() {
             Ok(()) => error,
             Err(interrupted) => io::Error::new(io::ErrorKind::Interrupted, interrupted),
         };

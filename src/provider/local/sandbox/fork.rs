@@ -11,7 +11,7 @@ use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
-use super::interrupt;
+use crate::interrupt;
 
 /// The read end of a pipe whose write end only the parent holds: it reports end-of-file once the
 /// parent is gone.

@@ -36,7 +36,7 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use thiserror::Error;
 
-use super::interrupt;
+use crate::interrupt;
 
 mod fork;
 mod loopback;

@@ -27,7 +27,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use thiserror::Error;
 
-use super::interrupt;
+use crate::interrupt;
 
 mod log_excerpt;
 mod proc_table;
