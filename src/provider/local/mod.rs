@@ -15,5 +15,8 @@ pub mod supervisor;
 pub mod topology;
 pub mod world;
 
+#[cfg(test)]
+mod interrupt_tests;
+
 pub use envoy_binary::provision_envoy;
 pub use world::{LocalOptions, LocalProvider, PodExec, TERMINATION_DRAIN};
