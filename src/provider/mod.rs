@@ -7,7 +7,9 @@
 
 pub mod capabilities;
 pub mod kind;
-pub mod kube;
+pub mod kube_api;
+/// The old name, for one commit: the next one renames every path.
+pub use kube_api as kube;
 pub mod kubeconfig;
 pub mod local;
 
