@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::{CliError, ProviderName};
 use crate::plan::Plan;
-use crate::provider::kube as kube_layer;
+use crate::provider::kube_api as kube_layer;
 use crate::provider::kubeconfig::{WorkloadImage, workloads};
 use crate::run::in_process;
 use crate::scenario::Scenario;

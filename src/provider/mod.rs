@@ -1,15 +1,13 @@
 //! Providers: the worlds a scenario runs in. One seam, [`Provider`]: create the world, apply a plan,
 //! send traffic from a pod and return per-request records, read the proxies' TLS failure counters,
 //! check cross-cluster isolation, tell whether every process of the world is alive, tear down. `local` (network namespaces with real Envoy) is here;
-//! `kind` and `kubeconfig` implement the same trait; [`kube`] is their shared Kubernetes client
+//! `kind` and `kubeconfig` implement the same trait; [`kube_api`] is their shared Kubernetes API
 //! layer. Every future the trait returns is `Send`, so a provider may run on a multi-threaded
 //! runtime and talk to slow, remote worlds; [`capabilities`] says what each one supports.
 
 pub mod capabilities;
 pub mod kind;
 pub mod kube_api;
-/// The old name, for one commit: the next one renames every path.
-pub use kube_api as kube;
 pub mod kubeconfig;
 pub mod local;
 

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use crate::plan::support_matrix::{KIND, istio_minors_for, istioctl_asset};
-use crate::provider::kube::webhooks::{WEBHOOK_ATTEMPTS, WEBHOOK_RETRY_PAUSE};
+use crate::provider::kube_api::webhooks::{WEBHOOK_ATTEMPTS, WEBHOOK_RETRY_PAUSE};
 use crate::scenario::{FederationMode, Scenario};
 
 use super::addresses::{KindNetwork, address_pools};

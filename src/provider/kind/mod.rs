@@ -103,7 +103,7 @@ pub trait KubeSide: Provider {
 
     /// [`KubeSide::apply_manifests`] for objects that admission `webhooks` validate: while the
     /// API server cannot call one of them yet, the apply is tried again, a bounded number of times
-    /// ([`crate::provider::kube::webhooks`]).
+    /// ([`crate::provider::kube_api::webhooks`]).
     fn apply_manifests_when_webhooks_serve(
         &mut self,
         cluster: &KindCluster,

@@ -1,5 +1,5 @@
 //! World changes on real clusters, through the Kubernetes API and only on what meshfed may touch
-//! ([`crate::provider::kube::change`]): `scale` sets the replicas of the service's Deployment
+//! ([`crate::provider::kube_api::change`]): `scale` sets the replicas of the service's Deployment
 //! meshfed created; `kill` deletes the pod (on Kubernetes a killed pod is replaced by a new one
 //! with a new name, whichever container is named); `stopGateway`/`startGateway` scale the
 //! federation gateway's Deployment to 0 and back to 1, only on clusters meshfed created (kind),
@@ -16,7 +16,7 @@ use crate::inventory::ReadyPod;
 use crate::progress::Progress;
 use crate::provider::ProviderError;
 use crate::provider::kind::install::federation_gateway;
-use crate::provider::kube::change::{ChangeError, Ownership, Target, delete_pod, scale_deployment};
+use crate::provider::kube_api::change::{ChangeError, Ownership, Target, delete_pod, scale_deployment};
 
 /// The changes the `kubeconfig` provider makes (and `kind`, which adds the gateway's).
 pub const KUBECONFIG_CHANGES: &[ChangeKind] = &[ChangeKind::Scale, ChangeKind::Kill];

@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::KubeconfigProvider;
 use crate::provider::ProviderError;
 use crate::provider::kind::{KindCluster, KubeSide};
-use crate::provider::kube::wait::{self, Watched};
-use crate::provider::kube::{self as kube_layer, ApplyMode};
+use crate::provider::kube_api::wait::{self, Watched};
+use crate::provider::kube_api::{self as kube_layer, ApplyMode};
 
 impl KubeconfigProvider {
     async fn kind_client(&self, cluster: &KindCluster) -> Result<kube::Client, ProviderError> {
@@ -187,12 +187,12 @@ mod upstream;
 #[cfg(test)]
 mod tests {
     //! The kind install's manifests through the real apply path against the fake API server
-    //! ([`crate::provider::kube::fake_api`]), which serves discovery as a real one does.
+    //! ([`crate::provider::kube_api::fake_api`]), which serves discovery as a real one does.
 
     use super::*;
     use crate::provider::kind::addresses::AddressPool;
     use crate::provider::kind::install::{METALLB_POOL_WEBHOOKS, mk_metallb_pool};
-    use crate::provider::kube::fake_api::{FakeApi, Recorded, status, unscripted};
+    use crate::provider::kube_api::fake_api::{FakeApi, Recorded, status, unscripted};
 
     fn upstream(relative: &str) -> Option<String> {
         super::upstream::upstream_file(relative)
@@ -338,7 +338,7 @@ mod tests {
         assert!(fake.has("/apis/metallb.io/v1beta1/namespaces/metallb-system/ipaddresspools/meshfed"));
         assert_eq!(
             started.elapsed(),
-            2 * crate::provider::kube::webhooks::WEBHOOK_RETRY_PAUSE,
+            2 * crate::provider::kube_api::webhooks::WEBHOOK_RETRY_PAUSE,
             "a pause between tries, as Istio's retry"
         );
     }

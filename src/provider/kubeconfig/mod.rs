@@ -31,8 +31,8 @@ use kube::api::ListParams;
 use serde_json::Value;
 
 use super::capabilities::{Action, Capabilities, FaultKind};
-use super::kube as kube_layer;
-use super::kube::wait::{self, Watched};
+use super::kube_api as kube_layer;
+use super::kube_api::wait::{self, Watched};
 use super::{
     IsolationProbe, IsolationRule, PhaseSettings, Provider, ProviderError, ProviderInfo, TIMED_OUT, TlsFailures,
     Traffic,
