@@ -764,7 +764,8 @@ fn seed_on_kind_pins_the_node_image_makes_other_networks_unreachable_and_loads_a
 #[test]
 fn on_kind_a_probe_that_times_out_is_not_isolated_and_on_kubeconfig_it_is_when_the_gateway_connects() {
     use meshfed::provider::IsolationRule;
-    let options = meshfed::provider::kind::kubeconfig_options(meshfed::scenario::FederationMode::Serviceentry);
+    let options =
+        meshfed::provider::kubeconfig::KubeconfigOptions::for_kind(meshfed::scenario::FederationMode::Serviceentry);
     assert_eq!(options.isolation, IsolationRule::Unreachable);
     assert!(!options.isolation.isolated("timed out", "connected"));
     assert!(options.isolation.isolated("unreachable", "connected"));

@@ -343,7 +343,7 @@ fn kind_provider(
     };
     // The Kubernetes half: the kubeconfig provider on the clusters kind made (it learns their
     // kubeconfig files and the workload image when kind attaches them).
-    let kube = crate::provider::kind::kubeconfig_options(mode);
+    let kube = KubeconfigOptions::for_kind(mode);
     Ok(KindProvider::new(options, KubeconfigProvider::new(kube)))
 }
 

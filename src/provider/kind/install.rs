@@ -40,10 +40,7 @@ pub fn metallb_manifest_url() -> String {
     format!("https://raw.githubusercontent.com/metallb/metallb/{METALLB_VERSION}/config/manifests/metallb-native.yaml")
 }
 
-/// The sidecars' access-log format: the one the kubeconfig measurements parse (caller identity,
-/// the connection's remote address and the sidecar's address toward the app), so kind and
-/// kubeconfig read the same evidence.
-pub use crate::provider::kubeconfig::evidence::ACCESS_LOG_FORMAT;
+pub use crate::provider::kube_api::kind_seam::{ACCESS_LOG_FORMAT, federation_gateway};
 
 /// The Istio network of a cluster (its `network`, else its name, as the plan labels it).
 pub fn network_of(cluster: &Cluster) -> String {
@@ -111,14 +108,6 @@ pub fn mk_cacerts_secret(cacerts: &CaCerts) -> String {
         "type": "Opaque",
         "stringData": data,
     })])
-}
-
-/// Name of the gateway whose LoadBalancer address other clusters use.
-pub fn federation_gateway(mode: FederationMode) -> &'static str {
-    match mode {
-        FederationMode::Serviceentry => "istio-ingressgateway",
-        FederationMode::EndpointDiscovery => "istio-eastwestgateway",
-    }
 }
 
 /// Gateway pods keep the counters meshfed reads: Istio's default stats inclusion list drops most

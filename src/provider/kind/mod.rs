@@ -1,7 +1,8 @@
 //! The `kind` provider: one kind cluster per scenario cluster (Docker), MetalLB for gateway
 //! addresses, real Istio at each cluster's version, meshfed's workload image loaded into every
 //! node; the Kubernetes API side (applying manifests, waiting, workloads, traffic) is behind the
-//! [`KubeSide`] seam, which the `kubeconfig` provider fills.
+//! [`KubeSide`] seam (in the Kubernetes API layer, [`super::kube_api::kind_seam`]), which the
+//! `kubeconfig` provider fills; `run` pairs the two, so neither provider imports the other.
 //!
 //! Ownership: every kind cluster meshfed creates is named `meshfed-<cluster>`
 //! ([`config::CLUSTER_PREFIX`]); [`down`] deletes exactly the clusters in `kind get clusters` with
@@ -42,10 +43,11 @@ use crate::record::RequestRecord;
 use crate::scenario::Scenario;
 
 use super::capabilities::{Capabilities, FaultKind};
-use super::kubeconfig::KubeconfigProvider;
+use super::kube_api::kind_seam::KUBERNETES_SIDE_CAPABILITIES;
 use super::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 
-/// What `kind` supports: the `kubeconfig` provider's abilities (kind = create clusters + the
+/// What `kind` supports: the Kubernetes side's abilities ([`KUBERNETES_SIDE_CAPABILITIES`], the
+/// `kubeconfig` provider's) (kind = create clusters + the
 /// kubeconfig path), plus stopping and starting the east-west gateway meshfed installed, as a
 /// phase-long `gatewayDown` and as timed `stopGateway`/`startGateway` actions, and upgrading the
 /// Istio meshfed installed (a timed `upgrade` action or a phase's `upgrade:`, which is the same
@@ -55,11 +57,11 @@ pub const KIND_CAPABILITIES: Capabilities = Capabilities {
     provider: "kind",
     faults: &[FaultKind::Scale, FaultKind::GatewayDown],
     changes: KIND_RUN_CHANGES,
-    ..KubeconfigProvider::CAPABILITIES
+    ..KUBERNETES_SIDE_CAPABILITIES
 };
 
 /// The changes of [`KIND_CAPABILITIES`]: the Kubernetes side's
-/// ([`KIND_CHANGES`](super::kubeconfig::changes::KIND_CHANGES)) and the upgrade,
+/// ([`KIND_CHANGES`](super::kube_api::kind_seam::KIND_CHANGES)) and the upgrade,
 /// which the kind provider makes itself.
 const KIND_RUN_CHANGES: &[ChangeKind] = &[
     ChangeKind::Scale,
@@ -71,68 +73,7 @@ const KIND_RUN_CHANGES: &[ChangeKind] = &[
 
 pub use tools::{Invocation, ToolError, Tools};
 
-/// One kind cluster of the world.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KindCluster {
-    /// The scenario's cluster name (`cluster1`).
-    pub cluster: String,
-    /// kind's cluster name (`meshfed-cluster1`).
-    pub kind_name: String,
-    /// A kubeconfig for it (written by `kind export kubeconfig`, never the user's own).
-    pub kubeconfig: PathBuf,
-    /// Its context in that kubeconfig (`kind-meshfed-cluster1`).
-    pub context: String,
-    /// The LoadBalancer address of its federation gateway, once assigned.
-    pub gateway_address: Option<Ipv4Addr>,
-}
-
-/// The Kubernetes API half of the `kind` provider: what `kind` needs done through the API server
-/// while it builds the world, plus everything after (workloads, plan, traffic, measurements) via
-/// [`Provider`]. Implemented by the `kubeconfig` provider's client; tests use a recording fake.
-pub trait KubeSide: Provider {
-    /// Fails when this build cannot talk to Kubernetes (checked before anything is created).
-    fn check_available(&self) -> Result<(), ProviderError>;
-
-    /// Server-side applies `yaml` (one or more documents) to `cluster`; `what` names it in errors.
-    fn apply_manifests(
-        &mut self,
-        cluster: &KindCluster,
-        what: &str,
-        yaml: &str,
-    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
-
-    /// [`KubeSide::apply_manifests`] for objects that admission `webhooks` validate: while the
-    /// API server cannot call one of them yet, the apply is tried again, a bounded number of times
-    /// ([`crate::provider::kube_api::webhooks`]).
-    fn apply_manifests_when_webhooks_serve(
-        &mut self,
-        cluster: &KindCluster,
-        what: &str,
-        yaml: &str,
-        webhooks: &[&str],
-    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
-
-    /// Waits until every pod with `labels` (`app=metallb`) in `namespace` is Ready.
-    fn await_pods_ready(
-        &mut self,
-        cluster: &KindCluster,
-        namespace: &str,
-        labels: &str,
-        deadline: Duration,
-    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send;
-
-    /// Waits until the LoadBalancer Service has an ingress IP and returns it.
-    fn await_load_balancer_address(
-        &mut self,
-        cluster: &KindCluster,
-        namespace: &str,
-        service: &str,
-        deadline: Duration,
-    ) -> impl std::future::Future<Output = Result<Ipv4Addr, ProviderError>> + Send;
-
-    /// Hands over the finished clusters and the image the workloads run; `create_world` follows.
-    fn attach(&mut self, clusters: &[KindCluster], workload_image: &str);
-}
+pub use crate::provider::kube_api::kind_seam::{KindCluster, KubeSide};
 
 /// How the `kind` provider runs.
 pub struct KindOptions {
@@ -291,19 +232,6 @@ impl<K: KubeSide> Provider for KindProvider<K> {
         let clusters = world::teardown(&mut self.options, &mut self.world);
         kube.and(clusters)
     }
-}
-
-/// The options of the Kubernetes half of a kind run: the gateway Service of `mode`, the workload
-/// command inside meshfed's image, and the strict isolation rule (the nodes' `unreachable` routes
-/// make a direct connect to another cluster fail fast, so a timeout is a failure as on `local`).
-pub fn kubeconfig_options(mode: crate::scenario::FederationMode) -> super::kubeconfig::KubeconfigOptions {
-    let mut options = super::kubeconfig::KubeconfigOptions::new(super::kubeconfig::WorkloadImage {
-        image: String::new(),
-        command: "/usr/local/bin/meshfed".to_owned(),
-    });
-    options.gateway_service = ("istio-system".to_owned(), install::federation_gateway(mode).to_owned());
-    options.isolation = super::IsolationRule::Unreachable;
-    options
 }
 
 /// `meshfed down` for kind: deletes every kind cluster whose name has meshfed's prefix and every

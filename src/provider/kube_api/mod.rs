@@ -12,6 +12,7 @@ pub mod change;
 pub mod connect;
 pub mod discovery;
 pub mod down;
+pub mod kind_seam;
 pub mod resources;
 pub mod wait;
 pub mod webhooks;

@@ -15,18 +15,10 @@ use crate::change::{ChangeKind, Container, InventoryEvent, WorldChange};
 use crate::inventory::ReadyPod;
 use crate::progress::Progress;
 use crate::provider::ProviderError;
-use crate::provider::kind::install::federation_gateway;
 use crate::provider::kube_api::change::{ChangeError, Ownership, Target, delete_pod, scale_deployment};
+use crate::provider::kube_api::kind_seam::federation_gateway;
 
-/// The changes the `kubeconfig` provider makes (and `kind`, which adds the gateway's).
-pub const KUBECONFIG_CHANGES: &[ChangeKind] = &[ChangeKind::Scale, ChangeKind::Kill];
-/// The changes on clusters meshfed created (`kind`): also stopping and starting the gateway.
-pub const KIND_CHANGES: &[ChangeKind] = &[
-    ChangeKind::Scale,
-    ChangeKind::Kill,
-    ChangeKind::StopGateway,
-    ChangeKind::StartGateway,
-];
+pub use crate::provider::kube_api::kind_seam::{KIND_CHANGES, KUBECONFIG_CHANGES};
 
 /// How long pods may take to settle after a change (image already on the node; Istio injects a
 /// sidecar that must become ready too).

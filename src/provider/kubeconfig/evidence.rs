@@ -16,10 +16,7 @@ use serde::Deserialize;
 use crate::provider::TlsFailures;
 use crate::record::RequestRecord;
 
-/// The access-log format meshfed needs in the mesh config (`meshConfig.accessLogFormat`, with
-/// `accessLogEncoding: JSON` and `accessLogFile: /dev/stdout`). The `kind` provider installs Istio
-/// with it; on `kubeconfig` clusters the user's mesh config must carry it (meshfed checks).
-pub const ACCESS_LOG_FORMAT: &str = r#"{"meshfed":"1","start":"%START_TIME%","upstream_cluster":"%UPSTREAM_CLUSTER_RAW%","peer":"%DOWNSTREAM_PEER_URI_SAN%","downstream":"%DOWNSTREAM_REMOTE_ADDRESS%","upstream_local":"%UPSTREAM_LOCAL_ADDRESS%","request_id":"%REQ(X-REQUEST-ID)%"}"#;
+pub use crate::provider::kube_api::kind_seam::ACCESS_LOG_FORMAT;
 
 /// The command operator whose presence in a mesh config shows meshfed's format is configured.
 pub const REQUIRED_OPERATOR: &str = "%DOWNSTREAM_PEER_URI_SAN%";

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::KubeconfigProvider;
 use crate::provider::ProviderError;
-use crate::provider::kind::{KindCluster, KubeSide};
+use crate::provider::kube_api::kind_seam::{KindCluster, KubeSide};
 use crate::provider::kube_api::wait::{self, Watched};
 use crate::provider::kube_api::{self as kube_layer, ApplyMode};
 

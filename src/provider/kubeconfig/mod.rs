@@ -30,8 +30,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::ListParams;
 use serde_json::Value;
 
-use super::capabilities::{Action, Capabilities, FaultKind};
+use super::capabilities::Capabilities;
 use super::kube_api as kube_layer;
+use super::kube_api::kind_seam::{KUBERNETES_SIDE_CAPABILITIES, federation_gateway};
 use super::kube_api::wait::{self, Watched};
 use super::{
     IsolationProbe, IsolationRule, PhaseSettings, Provider, ProviderError, ProviderInfo, TIMED_OUT, TlsFailures,
@@ -70,6 +71,19 @@ impl KubeconfigOptions {
             isolation: IsolationRule::UnreachableOrTimeout,
         }
     }
+
+    /// The options of the Kubernetes half of a kind run: the gateway Service of `mode`, the workload
+    /// command inside meshfed's image, and the strict isolation rule (the nodes' `unreachable` routes
+    /// make a direct connect to another cluster fail fast, so a timeout is a failure as on `local`).
+    pub fn for_kind(mode: FederationMode) -> KubeconfigOptions {
+        let mut options = KubeconfigOptions::new(WorkloadImage {
+            image: String::new(),
+            command: "/usr/local/bin/meshfed".to_owned(),
+        });
+        options.gateway_service = ("istio-system".to_owned(), federation_gateway(mode).to_owned());
+        options.isolation = IsolationRule::Unreachable;
+        options
+    }
 }
 
 struct Connected {
@@ -107,13 +121,7 @@ impl KubeconfigProvider {
     /// pod with its own certificate files, which real Istio does not let meshfed swap. Timed
     /// actions: the changes [`changes::KUBECONFIG_CHANGES`] (`scale`, `kill`), made while the
     /// client runs in the background ([`traffic::BackgroundTraffic`]).
-    pub const CAPABILITIES: Capabilities = Capabilities {
-        provider: "kubeconfig",
-        faults: &[FaultKind::Scale],
-        actions: &[Action::ChangeEndpointWeights, Action::NewConnectionPerRequest],
-        changes: changes::KUBECONFIG_CHANGES,
-        federation_modes: &[FederationMode::Serviceentry],
-    };
+    pub const CAPABILITIES: Capabilities = KUBERNETES_SIDE_CAPABILITIES;
 
     /// A provider that has not connected yet.
     pub fn new(options: KubeconfigOptions) -> KubeconfigProvider {
