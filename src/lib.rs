@@ -70,6 +70,8 @@ pub mod report;
 pub mod run;
 #[doc(hidden)]
 pub mod scenario;
+#[doc(hidden)]
+pub mod value_types;
 pub mod verdict;
 #[doc(hidden)]
 pub mod workload;

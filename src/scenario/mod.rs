@@ -22,6 +22,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize};
 pub use serde_saphyr::Spanned;
 
+/// The value types moved below the scenario (so the change vocabulary and the inventory need not
+/// import the scenario); the scenario's model uses them and names them here too.
+pub use crate::value_types::{
+    DEFAULT_ISTIO_VERSION, Ipv4Cidr, IstioVersion, NEWEST_EMULATED_ISTIO, OLDEST_EMULATED_ISTIO,
+};
 pub use file::{MAX_INPUT_BYTES, read_text};
 pub use validate::{
     MAX_ACTIONS_PER_PHASE, MAX_BUCKET_MILLIS, MAX_CLUSTERS, MAX_CONCURRENCY, MAX_DELAY_MILLIS, MAX_FAULTS_PER_PHASE,
@@ -953,149 +958,6 @@ pub enum SkewBasis {
     Connections,
 }
 
-/// An Istio version `major.minor[.patch]`. Serialised as the text it is read from (`"1.22.0"`), so
-/// what meshfed writes (report.json's inventory events) reads back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct IstioVersion {
-    /// Major version.
-    pub major: u32,
-    /// Minor version.
-    pub minor: u32,
-    /// Patch version (0 when not given).
-    pub patch: u32,
-}
-
-impl IstioVersion {
-    /// The version `major.minor.patch`.
-    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        IstioVersion { major, minor, patch }
-    }
-}
-
-impl fmt::Display for IstioVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-impl FromStr for IstioVersion {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = || format!("invalid Istio version {text:?}: expected major.minor[.patch], e.g. 1.30.3");
-        let mut numbers = text.trim_start_matches('v').split('.').map(str::parse::<u32>);
-        let major = numbers.next().and_then(Result::ok).ok_or_else(invalid)?;
-        let minor = numbers.next().and_then(Result::ok).ok_or_else(invalid)?;
-        let patch = match numbers.next() {
-            None => 0,
-            Some(patch) => patch.map_err(|_| invalid())?,
-        };
-        if numbers.next().is_some() {
-            return Err(invalid());
-        }
-        Ok(IstioVersion::new(major, minor, patch))
-    }
-}
-
-impl Serialize for IstioVersion {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for IstioVersion {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// An IPv4 network `a.b.c.d/len` whose host bits are zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(into = "String")]
-pub struct Ipv4Cidr {
-    /// Network address.
-    pub network: Ipv4Addr,
-    /// Prefix length (0–32).
-    pub prefix_len: u8,
-}
-
-impl Ipv4Cidr {
-    /// Netmask as an integer.
-    fn mask(self) -> u32 {
-        if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix_len)
-        }
-    }
-
-    /// Whether the two networks share any address.
-    pub fn overlaps(self, other: Ipv4Cidr) -> bool {
-        let shorter = self.prefix_len.min(other.prefix_len);
-        let mask = Ipv4Cidr {
-            network: self.network,
-            prefix_len: shorter,
-        }
-        .mask();
-        u32::from(self.network) & mask == u32::from(other.network) & mask
-    }
-
-    /// Whether `ip` lies in this network.
-    pub fn contains(self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.network)
-    }
-
-    /// The `index`-th address of the network (0 is the network address itself), if it fits.
-    pub fn host(self, index: u32) -> Option<Ipv4Addr> {
-        let size = 1u64 << (32 - u32::from(self.prefix_len));
-        (u64::from(index) < size).then(|| Ipv4Addr::from(u32::from(self.network) + index))
-    }
-
-    /// Number of addresses in the network.
-    pub fn size(self) -> u64 {
-        1u64 << (32 - u32::from(self.prefix_len))
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
-    }
-}
-
-impl From<Ipv4Cidr> for String {
-    fn from(cidr: Ipv4Cidr) -> String {
-        cidr.to_string()
-    }
-}
-
-impl FromStr for Ipv4Cidr {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let invalid = |why: &str| format!("invalid IPv4 CIDR {text:?}: {why} (expected e.g. 10.10.0.0/16)");
-        let (address, prefix) = text.split_once('/').ok_or_else(|| invalid("missing /prefix"))?;
-        let network: Ipv4Addr = address.parse().map_err(|_| invalid("bad address"))?;
-        let prefix_len: u8 = prefix.parse().map_err(|_| invalid("bad prefix length"))?;
-        if prefix_len > 32 {
-            return Err(invalid("prefix length over 32"));
-        }
-        let cidr = Ipv4Cidr { network, prefix_len };
-        if u32::from(network) & !cidr.mask() != 0 {
-            return Err(invalid("host bits are set"));
-        }
-        Ok(cidr)
-    }
-}
-
-impl<'de> Deserialize<'de> for Ipv4Cidr {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 fn default_trust_domain() -> String {
     "cluster.local".to_owned()
 }
@@ -1107,13 +969,6 @@ fn default_region() -> String {
 fn default_zone() -> String {
     "zone1".to_owned()
 }
-
-/// Istio version assumed when a cluster does not say: a supported release of the 1.30 line.
-pub const DEFAULT_ISTIO_VERSION: IstioVersion = IstioVersion::new(1, 30, 3);
-/// Oldest Istio minor version the `local` emulation follows (docs/fidelity.md).
-pub const OLDEST_EMULATED_ISTIO: IstioVersion = IstioVersion::new(1, 1, 0);
-/// Newest Istio minor version the `local` emulation follows (any patch of it).
-pub const NEWEST_EMULATED_ISTIO: IstioVersion = IstioVersion::new(1, 30, 0);
 
 fn default_istio_version() -> Spanned<IstioVersion> {
     Spanned::new(
