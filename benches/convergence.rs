@@ -23,7 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use meshfed::change::{InventoryEvent, WorldChange};
+use meshfed::change::WorldChange;
+use meshfed::inventory::InventoryEvent;
 use meshfed::inventory::ReadyPod;
 use meshfed::provider::local::{LocalOptions, LocalProvider, provision_envoy, sandbox};
 use meshfed::provider::{PhaseSettings, Provider as _};

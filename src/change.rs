@@ -1,11 +1,11 @@
-//! Changes to a running world and what they do to its inventory: the vocabulary shared by the
-//! scenario's timed actions, the providers that carry them out and the reconcile loop that keeps
-//! the federation plan true as the world changes. Pure data, no I/O.
+//! Changes to a running world: the vocabulary shared by the scenario's timed actions, the providers
+//! that carry them out and the reconcile loop that keeps the federation plan true as the world
+//! changes. What a change does to the inventory is an [`crate::inventory::InventoryEvent`]. Pure
+//! data, no I/O; below the scenario, which uses it.
 
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::{ClusterInventory, GatewayAddress, ReadyPod};
-use crate::scenario::IstioVersion;
+use crate::value_types::IstioVersion;
 
 /// One change a provider makes to the running world (a scenario action, or the start or end of a
 /// phase-long fault). Every provider that lists the change's kind in its capabilities carries it
@@ -191,55 +191,4 @@ pub enum Container {
     Sidecar,
     /// The application.
     App,
-}
-
-/// Something that changed in a cluster's inventory: what a provider reports after a change (and
-/// what a watch on a real cluster would see). The reconcile loop re-plans from these.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum InventoryEvent {
-    /// A pod of the service became ready.
-    PodReady {
-        /// The cluster.
-        cluster: String,
-        /// The service, `name.namespace`.
-        service: String,
-        /// The pod.
-        pod: ReadyPod,
-    },
-    /// A pod of the service is no longer ready (deleted, scaled away, failing).
-    PodGone {
-        /// The cluster.
-        cluster: String,
-        /// The service, `name.namespace`.
-        service: String,
-        /// The pod's name.
-        pod: String,
-    },
-    /// The cluster's gateway is reachable at a (new) address.
-    GatewayAddress {
-        /// The cluster.
-        cluster: String,
-        /// Where other clusters now reach it.
-        gateway: GatewayAddress,
-    },
-    /// A cluster joined the mesh with this inventory.
-    ClusterJoined {
-        /// The cluster.
-        cluster: String,
-        /// What it has.
-        inventory: ClusterInventory,
-    },
-    /// A cluster left the mesh.
-    ClusterLeft {
-        /// The cluster.
-        cluster: String,
-    },
-    /// The cluster now runs this Istio version (after an upgrade).
-    IstioVersion {
-        /// The cluster.
-        cluster: String,
-        /// The version.
-        version: IstioVersion,
-    },
 }

@@ -3,7 +3,8 @@
 //!
 //! A provider builds the inventory from the live world; [`from_scenario`] derives one from the
 //! scenario alone (replicas as ready pods, gateway addresses as marked placeholders), and [`parse`]
-//! reads one a user wrote (`meshfed plan --inventory FILE`).
+//! reads one a user wrote (`meshfed plan --inventory FILE`). What a change to the world does to it
+//! arrives as [`InventoryEvent`]s.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
-use crate::scenario::{Cluster, IstioVersion, NEWEST_EMULATED_ISTIO, OLDEST_EMULATED_ISTIO, Scenario, ScenarioError};
+use crate::scenario::{Cluster, Scenario, ScenarioError};
+pub use crate::value_types::pod_name;
+use crate::value_types::{IstioVersion, NEWEST_EMULATED_ISTIO, OLDEST_EMULATED_ISTIO};
 
 /// The inventory of every cluster, by cluster name.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -81,11 +84,6 @@ fn default_gateway_port() -> u16 {
 /// The placeholder written where a cluster's gateway address is not known.
 pub fn gateway_placeholder(cluster: &str) -> String {
     format!("<gateway-address-of-{cluster}>")
-}
-
-/// The name of the `index`-th pod of a service, as the providers name them: `bar-0`.
-pub fn pod_name(service_name: &str, index: u32) -> String {
-    format!("{service_name}-{index}")
 }
 
 /// An inventory from the scenario alone: every replica ready in its cluster's locality, gateway
@@ -284,6 +282,57 @@ fn parse(text: &str, scenario: &Scenario) -> Result<Inventory, InventoryProblem>
     }
     check_values(&inventory, text)?;
     Ok(inventory)
+}
+
+/// Something that changed in a cluster's inventory: what a provider reports after a change (and
+/// what a watch on a real cluster would see). The reconcile loop re-plans from these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InventoryEvent {
+    /// A pod of the service became ready.
+    PodReady {
+        /// The cluster.
+        cluster: String,
+        /// The service, `name.namespace`.
+        service: String,
+        /// The pod.
+        pod: ReadyPod,
+    },
+    /// A pod of the service is no longer ready (deleted, scaled away, failing).
+    PodGone {
+        /// The cluster.
+        cluster: String,
+        /// The service, `name.namespace`.
+        service: String,
+        /// The pod's name.
+        pod: String,
+    },
+    /// The cluster's gateway is reachable at a (new) address.
+    GatewayAddress {
+        /// The cluster.
+        cluster: String,
+        /// Where other clusters now reach it.
+        gateway: GatewayAddress,
+    },
+    /// A cluster joined the mesh with this inventory.
+    ClusterJoined {
+        /// The cluster.
+        cluster: String,
+        /// What it has.
+        inventory: ClusterInventory,
+    },
+    /// A cluster left the mesh.
+    ClusterLeft {
+        /// The cluster.
+        cluster: String,
+    },
+    /// The cluster now runs this Istio version (after an upgrade).
+    IstioVersion {
+        /// The cluster.
+        cluster: String,
+        /// The version.
+        version: IstioVersion,
+    },
 }
 
 #[cfg(test)]

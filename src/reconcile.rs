@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
-use crate::change::InventoryEvent;
 use crate::inventory::Inventory;
+use crate::inventory::InventoryEvent;
 use crate::plan::{self, ClusterPlan, MANAGED_BY, MANAGED_BY_LABEL, Object, Plan, SCENARIO_LABEL, TrafficSettings};
 use crate::scenario::Scenario;
 

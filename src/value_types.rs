@@ -1,7 +1,7 @@
 //! The scenario's value types: small parsed values (an Istio version and the versions meshfed
-//! knows, an IPv4 network) that the scenario model, the change vocabulary (`change`) and the
-//! inventory all use. They sit below all three and import nothing of meshfed, so the pure core
-//! reads in one direction. Pure, no I/O.
+//! knows, an IPv4 network) and the rule that names pods, which the scenario model, the change
+//! vocabulary (`change`) and the inventory all use. They sit below all three and import nothing of
+//! meshfed, so the pure core reads in one direction. Pure, no I/O.
 
 #![forbid(unsafe_code)]
 
@@ -158,5 +158,42 @@ impl<'de> Deserialize<'de> for Ipv4Cidr {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The name of the `index`-th pod of a service, as the providers name them: `bar-0`.
+pub fn pod_name(service_name: &str, index: u32) -> String {
+    format!("{service_name}-{index}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ipv4Cidr, IstioVersion};
+
+    #[test]
+    fn an_istio_version_serialises_as_the_text_it_is_read_from() {
+        let version = IstioVersion::new(1, 22, 0);
+        let json = serde_json::to_string(&version).unwrap();
+        assert_eq!(json, "\"1.22.0\"");
+        assert_eq!(serde_json::from_str::<IstioVersion>(&json).unwrap(), version);
+    }
+
+    fn cidr(text: &str) -> Ipv4Cidr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_cidr_parses_contains_and_overlaps() {
+        let pods = cidr("10.1.0.0/24");
+        assert_eq!(pods.to_string(), "10.1.0.0/24");
+        assert!(pods.contains("10.1.0.255".parse().unwrap()));
+        assert!(!pods.contains("10.1.1.0".parse().unwrap()));
+        assert!(cidr("10.0.0.0/8").overlaps(pods));
+        assert!(pods.overlaps(cidr("10.0.0.0/8")));
+        assert!(!pods.overlaps(cidr("10.2.0.0/24")));
+        assert!(cidr("0.0.0.0/0").contains("8.8.8.8".parse().unwrap()));
+        assert!("10.1.0.0/33".parse::<Ipv4Cidr>().is_err());
+        assert!("10.1.0.0".parse::<Ipv4Cidr>().is_err());
+        assert!("10.1.0.7/24".parse::<Ipv4Cidr>().is_err(), "a network has no host bits");
     }
 }

@@ -5,8 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use meshfed::change::{InventoryEvent, WorldChange};
+use meshfed::change::WorldChange;
 use meshfed::engine;
+use meshfed::inventory::InventoryEvent;
 use meshfed::inventory::{self, GatewayAddress, Inventory};
 use meshfed::plan::{Object, Plan};
 use meshfed::provider::local::LocalProvider;

@@ -18,7 +18,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use fake_tools::FakeTools;
-use meshfed::change::{InventoryEvent, WorldChange};
+use meshfed::change::WorldChange;
+use meshfed::inventory::InventoryEvent;
 use meshfed::inventory::{self, Inventory};
 use meshfed::plan::Plan;
 use meshfed::progress::Progress;

@@ -24,7 +24,7 @@ use temp_dir::TempDir;
 mod plan_gateways;
 use plan_gateways::named_gateways;
 
-use meshfed::change::InventoryEvent;
+use meshfed::inventory::InventoryEvent;
 use meshfed::measure::timeline::{ActionRecord, Bucket, Timeline};
 use meshfed::reconcile::Controller;
 use meshfed::report::{PhaseReport, Report};

@@ -148,7 +148,7 @@ impl World {
             .expect("apply the plan");
     }
 
-    fn change(&mut self, change: WorldChange) -> Vec<meshfed::change::InventoryEvent> {
+    fn change(&mut self, change: WorldChange) -> Vec<meshfed::inventory::InventoryEvent> {
         let what = format!("{change:?}");
         self.runtime
             .block_on(self.provider.change_world(&change, &mut no_progress()))
@@ -381,7 +381,7 @@ fn a_killed_sidecar_or_app_is_restarted_and_liveness_does_not_fail_the_run() {
         println!("MEASURED kill of the {container:?} to ready again: {took:?}");
         assert!(took >= Duration::from_secs(1), "the back-off is kept: {took:?}");
         assert!(
-            matches!(&events[..], [meshfed::change::InventoryEvent::PodGone { pod, .. }, meshfed::change::InventoryEvent::PodReady { .. }] if pod == "bar-0"),
+            matches!(&events[..], [meshfed::inventory::InventoryEvent::PodGone { pod, .. }, meshfed::inventory::InventoryEvent::PodReady { .. }] if pod == "bar-0"),
             "{events:?}"
         );
         world.alive();
@@ -642,7 +642,7 @@ fn an_upgrade_restarts_the_clusters_proxies_one_at_a_time_with_the_new_versions_
     });
     assert_eq!(
         events,
-        vec![meshfed::change::InventoryEvent::IstioVersion {
+        vec![meshfed::inventory::InventoryEvent::IstioVersion {
             cluster: "cluster2".into(),
             version: to
         }]

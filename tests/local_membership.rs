@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use meshfed::change::{InventoryEvent, WorldChange};
+use meshfed::change::WorldChange;
+use meshfed::inventory::InventoryEvent;
 use meshfed::plan::Plan;
 use meshfed::provider::local::{LocalOptions, LocalProvider, TERMINATION_DRAIN, provision_envoy, sandbox};
 use meshfed::provider::{PhaseSettings, Provider as _, Traffic};

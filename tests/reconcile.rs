@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use meshfed::change::InventoryEvent;
+use meshfed::inventory::InventoryEvent;
 use meshfed::inventory::{self, GATEWAY_PORT, GatewayAddress, Inventory, ReadyPod};
 use meshfed::plan::{MANAGED_BY, MANAGED_BY_LABEL, Object, Plan, SCENARIO_LABEL};
 use meshfed::reconcile::{Controller, LiveObject, ObjectKey, diff_against_live};

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::{InventoryEvent, WorldChange};
+use crate::change::WorldChange;
+use crate::inventory::InventoryEvent;
 use crate::record::RequestRecord;
 
 use super::{UNREPORTED, is_mtls_verified};

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::change::{InventoryEvent, WorldChange};
+use crate::change::WorldChange;
 use crate::inventory::Inventory;
+use crate::inventory::InventoryEvent;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::record::RequestRecord;

@@ -15,11 +15,9 @@ mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 pub use serde_saphyr::Spanned;
 
 /// The value types moved below the scenario (so the change vocabulary and the inventory need not
@@ -1142,37 +1140,5 @@ fn strip_location_prefix(message: &str) -> &str {
     match rest.split_once(": ") {
         Some((position, tail)) if position.split(" column ").all(|n| n.parse::<u64>().is_ok()) => tail,
         _ => message,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Ipv4Cidr, IstioVersion};
-
-    #[test]
-    fn an_istio_version_serialises_as_the_text_it_is_read_from() {
-        let version = IstioVersion::new(1, 22, 0);
-        let json = serde_json::to_string(&version).unwrap();
-        assert_eq!(json, "\"1.22.0\"");
-        assert_eq!(serde_json::from_str::<IstioVersion>(&json).unwrap(), version);
-    }
-
-    fn cidr(text: &str) -> Ipv4Cidr {
-        text.parse().unwrap()
-    }
-
-    #[test]
-    fn ipv4_cidr_parses_contains_and_overlaps() {
-        let pods = cidr("10.1.0.0/24");
-        assert_eq!(pods.to_string(), "10.1.0.0/24");
-        assert!(pods.contains("10.1.0.255".parse().unwrap()));
-        assert!(!pods.contains("10.1.1.0".parse().unwrap()));
-        assert!(cidr("10.0.0.0/8").overlaps(pods));
-        assert!(pods.overlaps(cidr("10.0.0.0/8")));
-        assert!(!pods.overlaps(cidr("10.2.0.0/24")));
-        assert!(cidr("0.0.0.0/0").contains("8.8.8.8".parse().unwrap()));
-        assert!("10.1.0.0/33".parse::<Ipv4Cidr>().is_err());
-        assert!("10.1.0.0".parse::<Ipv4Cidr>().is_err());
-        assert!("10.1.0.7/24".parse::<Ipv4Cidr>().is_err(), "a network has no host bits");
     }
 }

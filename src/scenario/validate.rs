@@ -498,7 +498,7 @@ fn check_pod_names(scenario: &Scenario) -> Checked {
             if count.value == 0 {
                 continue;
             }
-            let last_pod = crate::inventory::pod_name(&service.name.value, count.value - 1);
+            let last_pod = crate::value_types::pod_name(&service.name.value, count.value - 1);
             if last_pod.len() > MAX_POD_NAME_LEN {
                 return Err(problem(
                     count.referenced,
@@ -518,7 +518,7 @@ fn check_pod_names(scenario: &Scenario) -> Checked {
                          so both would have a pod {}: rename one service or give them pods in different clusters",
                         other.reference(),
                         service.reference(),
-                        crate::inventory::pod_name(&service.name.value, 0)
+                        crate::value_types::pod_name(&service.name.value, 0)
                     ),
                 ));
             }
@@ -1079,7 +1079,7 @@ fn check_change(
         WorldChange::Kill { pod, .. } => {
             let exists = scenario.services.iter().any(|service| {
                 let count = world.replicas(cluster_name, &service.reference());
-                (0..count).any(|index| crate::inventory::pod_name(&service.name.value, index) == *pod)
+                (0..count).any(|index| crate::value_types::pod_name(&service.name.value, index) == *pod)
             });
             if !exists {
                 let pods: Vec<String> = scenario
@@ -1087,7 +1087,7 @@ fn check_change(
                     .iter()
                     .flat_map(|service| {
                         let count = world.replicas(cluster_name, &service.reference()).min(4);
-                        (0..count).map(|index| crate::inventory::pod_name(&service.name.value, index))
+                        (0..count).map(|index| crate::value_types::pod_name(&service.name.value, index))
                     })
                     .collect();
                 return Err(problem(

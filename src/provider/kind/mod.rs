@@ -35,8 +35,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::change::{ChangeKind, InventoryEvent, WorldChange};
+use crate::change::{ChangeKind, WorldChange};
 use crate::inventory::Inventory;
+use crate::inventory::InventoryEvent;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::record::RequestRecord;

@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::KubeconfigProvider;
-use crate::change::{ChangeKind, Container, InventoryEvent, WorldChange};
+use crate::change::{ChangeKind, Container, WorldChange};
+use crate::inventory::InventoryEvent;
 use crate::inventory::ReadyPod;
 use crate::progress::Progress;
 use crate::provider::ProviderError;

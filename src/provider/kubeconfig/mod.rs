@@ -457,7 +457,7 @@ impl Provider for KubeconfigProvider {
         &mut self,
         change: &crate::change::WorldChange,
         progress: &mut dyn Progress,
-    ) -> Result<Vec<crate::change::InventoryEvent>, ProviderError> {
+    ) -> Result<Vec<crate::inventory::InventoryEvent>, ProviderError> {
         self.change_world_through_the_api(change, progress).await
     }
 

@@ -16,7 +16,8 @@ use super::{
     APP_READY_TIMEOUT, LocalOptions, World, check_inotify_budget, cluster_network, failed, pod_address, pod_dir,
     read_inotify_limit,
 };
-use crate::change::{InventoryEvent, WorldChange};
+use crate::change::WorldChange;
+use crate::inventory::InventoryEvent;
 use crate::pki::{self, MeshPki};
 use crate::plan::Plan;
 use crate::progress::Progress;
