@@ -2,19 +2,28 @@
 //! free of the Kubernetes edge: no kube-rs, hyper, rustls, tower or tokio in its source. The
 //! providers are the only place those crates may appear; this test is what keeps it so while the
 //! crate is one package (a workspace split would make it a compile error instead).
+//!
+//! It also keeps the layers free of cycles: `scripts/module-cycles` follows every `crate::`,
+//! `super::` and `self::` path of `src/` (test code aside) and must find no module that imports one
+//! that imports it back.
 
 use std::path::Path;
+use std::process::Command;
 
 #[path = "support/rust_sources.rs"]
 mod rust_sources;
+#[path = "support/skip.rs"]
+mod skip;
 use rust_sources::{rust_files, starts_a_path};
 
 /// Crates the pure core must not name.
 const EDGE_CRATES: [&str; 6] = ["kube", "hyper", "rustls", "tower", "tokio", "k8s_openapi::api::apps"];
 
 /// Sources of the pure core.
-const PURE: [&str; 11] = [
+const PURE: [&str; 14] = [
     "src/scenario",
+    "src/value_types.rs",
+    "src/change.rs",
     "src/inventory.rs",
     "src/plan",
     "src/pki.rs",
@@ -25,6 +34,7 @@ const PURE: [&str; 11] = [
     "src/reconcile.rs",
     "src/diff",
     "src/printable.rs",
+    "src/exit_code.rs",
 ];
 
 /// Lines of `source` that name one of the edge crates as a path (`kube::`, `use tokio`).
@@ -78,4 +88,43 @@ fn pure_core_modules_do_not_use_kubernetes_or_async_io_crates() {
         "the pure core names edge crates:\n{}",
         offenders.join("\n")
     );
+}
+
+/// Runs `scripts/module-cycles` with `args`; `None` (recorded as a skip) without python3.
+fn module_cycles(args: &[&str]) -> Option<(bool, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = match Command::new("python3")
+        .arg(root.join("scripts/module-cycles"))
+        .args(args)
+        .output()
+    {
+        Ok(output) => output,
+        Err(error) => {
+            skip::skip(&format!("scripts/module-cycles needs python3: {error}"));
+            return None;
+        }
+    };
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some((output.status.success(), shown))
+}
+
+#[test]
+fn the_cycle_finder_finds_the_cycles_of_a_tree_that_has_them() {
+    let Some((passed, shown)) = module_cycles(&["--self-test"]) else {
+        return;
+    };
+    assert!(passed, "{shown}");
+}
+
+#[test]
+fn no_module_imports_one_that_imports_it_back() {
+    let Some((acyclic, shown)) = module_cycles(&[]) else {
+        return;
+    };
+    assert!(acyclic, "scripts/module-cycles found cycles between modules:\n{shown}");
+    assert!(shown.contains("no module cycles"), "{shown}");
 }
