@@ -18,13 +18,17 @@
 //! and benches; they are hidden from these docs and are not a stable API. The report types a
 //! [`RunReport`] hands out ([`report`], [`measure`], [`verdict`]) are shown.
 //!
-//! Inside: the pure core (no I/O) is `scenario` (the model and its validation), `inventory`,
-//! `plan` (the federation plan), `change`, `reconcile` (inventory events in, the plan's difference
-//! out), `pki`, [`measure`], `record`, [`verdict`], [`report`], `diff` (comparing two reports) and
-//! `printable` (the one escaper of every text output); `engine` drives a provider through a scenario. The edges: `provider` (the worlds
-//! meshfed runs scenarios in), `process` (bounded child processes), `workload` (meshfed's own echo
-//! and client apps), `output` (files replaced in one step), [`run`] (the library entry point) and
-//! `cli`.
+//! Inside: the pure core (no I/O) is `value_types` (an Istio version, an IPv4 network, pod names),
+//! `change` (world changes), `scenario` (the model and its validation), `inventory` (and the events
+//! a change causes in it), `plan` (the federation plan), `reconcile` (inventory events in, the
+//! plan's difference out), `pki`, [`measure`], `record`, [`verdict`], [`report`], `diff` (comparing
+//! two reports) and `printable` (the one escaper of every text output); `engine` drives a provider
+//! through a scenario. The edges: `provider` (the worlds meshfed runs scenarios in), `process`
+//! (bounded child processes), `interrupt` (the signal flag every wait looks at), `workload`
+//! (meshfed's own echo and client apps), `output` (files replaced in one step), [`run`] (the
+//! library entry point), `cli` and `helper_role` (an executable linking meshfed becoming the
+//! command line before its `main`); `exit_code` is shared by the last three. Imports point one
+//! way, downward (`scripts/module-cycles` checks that no module imports one that imports it back).
 
 #[doc(hidden)]
 pub mod change;
