@@ -664,7 +664,7 @@ const SIGNAL_CHILD_ENV: &str = "MESHFED_TEST_SIGNAL_CHILD";
 /// since the interrupt flag is process-wide.
 #[test]
 fn a_signal_reaches_both_the_interrupt_flag_and_tokio_after_tokio_listens() {
-    use meshfed::provider::local::interrupt;
+    use meshfed::interrupt;
     if std::env::var_os(SIGNAL_CHILD_ENV).is_some() {
         interrupt::install().unwrap();
         assert!(!interrupt::is_interrupted());

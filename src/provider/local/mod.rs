@@ -6,9 +6,6 @@ pub use crate::process as bounded_run;
 pub mod control_plane;
 pub mod envoy_binary;
 pub mod envoy_config;
-/// Kept under its old path while the tests move (remove once none names it): the flag moved to
-/// [`crate::interrupt`], below `process` and every provider.
-pub use crate::interrupt;
 pub mod network;
 pub mod sandbox;
 pub mod supervisor;
