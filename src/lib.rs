@@ -53,6 +53,8 @@ pub mod live_progress;
 pub mod logging;
 pub mod measure;
 #[doc(hidden)]
+pub mod observation;
+#[doc(hidden)]
 pub mod output;
 #[doc(hidden)]
 pub mod pki;
