@@ -21,9 +21,9 @@
 //! Inside: the pure core (no I/O) is `value_types` (an Istio version, an IPv4 network, pod names),
 //! `change` (world changes), `scenario` (the model and its validation), `inventory` (and the events
 //! a change causes in it), `plan` (the federation plan), `reconcile` (inventory events in, the
-//! plan's difference out), `pki`, [`measure`], `record`, [`verdict`], [`report`], `diff` (comparing
-//! two reports) and `printable` (the one escaper of every text output); `engine` drives a provider
-//! through a scenario. The edges: `provider` (the worlds meshfed runs scenarios in), `process`
+//! plan's difference out), `pki`, [`measure`], `record`, `observation` (isolation probes, TLS
+//! counters), [`verdict`], [`report`], `diff` (comparing two reports) and `printable` (the one
+//! escaper of every text output); `engine` drives a provider through a scenario. The edges: `provider` (the worlds meshfed runs scenarios in), `process`
 //! (bounded child processes), `interrupt` (the signal flag every wait looks at), `workload`
 //! (meshfed's own echo and client apps), `output` (files replaced in one step), [`run`] (the
 //! library entry point), `cli` and `helper_role` (an executable linking meshfed becoming the

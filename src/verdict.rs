@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::measure::timeline::{Bucket, Recovery, Timeline};
 use crate::measure::{self, PhaseMeasurement, Skew};
-use crate::provider::TlsFailures;
+use crate::observation::TlsFailures;
 use crate::record::RequestRecord;
 use crate::scenario::{Expectations, SkewBasis};
 

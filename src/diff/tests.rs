@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::measure::{ExpectedPod, measure};
-use crate::provider::{ProviderInfo, TlsFailures};
+use crate::observation::{ProviderInfo, TlsFailures};
 use crate::record::RequestRecord;
 use crate::report::{PhaseReport, ScenarioInfo, Timings};
 use crate::verdict::ExpectationResult;

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use super::markup::escape;
 use super::{PhaseReport, Report};
+use crate::observation::IsolationProbe;
 use crate::output;
-use crate::provider::IsolationProbe;
 
 /// File name of the JUnit report, next to `report.json`.
 pub const JUNIT_FILE: &str = "junit.xml";

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::measure::PhaseMeasurement;
 use crate::measure::timeline::Timeline;
-use crate::provider::{IsolationProbe, ProviderInfo, TlsFailures};
+use crate::observation::{IsolationProbe, ProviderInfo, TlsFailures};
 use crate::verdict::ExpectationResult;
 
 /// Schema identifier of `report.json`; bumped on any incompatible change.
