@@ -20,7 +20,7 @@ const PURE: [&str; 11] = [
     "src/pki.rs",
     "src/measure",
     "src/record.rs",
-    "src/verdict.rs",
+    "src/verdict",
     "src/report",
     "src/reconcile.rs",
     "src/diff",

@@ -7,13 +7,20 @@
 //! when no pod was expected to answer (a service with no pods), and `serverTlsFailuresAtLeast`,
 //! whose samples are the servers' rejection counters, fails when they counted nothing.
 
+mod change_judges;
+mod phase_judges;
+mod wording;
+
 use serde::{Deserialize, Serialize};
 
-use crate::measure::timeline::{Bucket, Recovery, Timeline};
-use crate::measure::{self, PhaseMeasurement, Skew};
+use crate::measure::PhaseMeasurement;
+use crate::measure::timeline::Timeline;
 use crate::provider::TlsFailures;
 use crate::record::RequestRecord;
-use crate::scenario::{Expectations, SkewBasis};
+use crate::scenario::Expectations;
+use change_judges::{CHANGE_JUDGES, ChangeEvidence};
+use phase_judges::{PHASE_JUDGES, PhaseEvidence};
+use wording::over_nothing;
 
 /// The outcome of one expectation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,137 +100,21 @@ fn show(value: &Value, unit: Unit) -> String {
     }
 }
 
-/// Judges every expectation set for a phase.
+/// Judges every expectation set for a phase, in the order of [`phase_judges::PHASE_JUDGES`].
 pub fn verdicts(expect: &Expectations, measurement: &PhaseMeasurement, tls: &TlsFailures) -> Vec<ExpectationResult> {
-    let nothing = nothing_answered(measurement);
-    let mut results = Vec::new();
-    if let Some(bound) = &expect.mtls_rate_at_least {
-        results.push(unless_empty(
-            at_least(
-                "mtlsRateAtLeast".to_owned(),
-                "mtls_rate",
-                measurement.mtls_rate,
-                bound.value,
-                mtls_detail(measurement),
-            ),
-            nothing.as_deref(),
-        ));
-    }
-    if let Some(bound) = &expect.mtls_rate_at_most {
-        // Plain text must still have been answered: an empty phase proves nothing about it.
-        results.push(unless_empty(
-            at_most(
-                "mtlsRateAtMost".to_owned(),
-                "mtls_rate",
-                measurement.mtls_rate,
-                bound.value,
-                mtls_detail(measurement),
-            ),
-            nothing.as_deref(),
-        ));
-    }
-    if let Some(bound) = &expect.success_rate_at_least {
-        results.push(unless_empty(
-            at_least(
-                "successRateAtLeast".to_owned(),
-                "success_rate",
-                measurement.success_rate,
-                bound.value,
-                errors_detail(measurement),
-            ),
-            nothing.as_deref(),
-        ));
-    }
-    if let Some(bound) = &expect.success_rate_at_most {
-        // Failing requests are the point of this bound; only a phase that sent nothing is empty.
-        let nothing_sent = (measurement.attempted == 0).then_some("no request was sent");
-        results.push(unless_empty(
-            at_most(
-                "successRateAtMost".to_owned(),
-                "success_rate",
-                measurement.success_rate,
-                bound.value,
-                errors_detail(measurement),
-            ),
-            nothing_sent,
-        ));
-    }
-    let (skew, basis) = match expect.skew_by {
-        SkewBasis::Requests => (&measurement.request_skew, "requests"),
-        SkewBasis::Connections => (&measurement.connection_skew, "connections"),
-    };
-    let skew_empty = nothing.clone().or_else(|| empty_skew(measurement, skew, basis));
-    if let Some(bound) = &expect.max_skew_ratio_at_most {
-        results.push(unless_empty(
-            at_most(
-                "maxSkewRatioAtMost".to_owned(),
-                &format!("max_skew_ratio by {basis}"),
-                skew.max_ratio,
-                bound.value,
-                skew_detail(measurement, skew, basis),
-            ),
-            skew_empty.as_deref(),
-        ));
-    }
-    if let Some(bound) = &expect.max_skew_ratio_at_least {
-        results.push(unless_empty(
-            at_least(
-                "maxSkewRatioAtLeast".to_owned(),
-                &format!("max_skew_ratio by {basis}"),
-                skew.max_ratio,
-                bound.value,
-                skew_detail(measurement, skew, basis),
-            ),
-            skew_empty.as_deref(),
-        ));
-    }
-    if let Some(clusters) = &expect.clusters_reached {
-        let missing: Vec<&str> = clusters
-            .value
-            .iter()
-            .filter(|cluster| !measurement.clusters_reached.contains(cluster))
-            .map(String::as_str)
-            .collect();
-        let result = ExpectationResult {
-            key: "clustersReached".to_owned(),
-            expectation: "clusters_reached includes".to_owned(),
-            unit: Unit::Clusters,
-            observed: Value::clusters(&measurement.clusters_reached),
-            bound: Value::clusters(&clusters.value),
-            passed: missing.is_empty(),
-            detail: if missing.is_empty() {
-                String::new()
-            } else {
-                format!("never answered: {}", missing.join(", "))
-            },
-        };
-        results.push(unless_empty(result, nothing.as_deref()));
-    }
-    if let Some(bound) = &expect.server_tls_failures_at_least {
-        let observed = tls.client_cert_rejections();
-        let result = ExpectationResult {
-            key: "serverTlsFailuresAtLeast".to_owned(),
-            expectation: "server_tls_failures >=".to_owned(),
-            unit: Unit::Count,
-            observed: Value::count(observed),
-            bound: Value::count(bound.value),
-            passed: observed >= bound.value,
-            detail: format!(
-                "fail_verify_error {}, fail_verify_no_cert {}, gateway no_filter_chain_match {}",
-                tls.fail_verify_error, tls.fail_verify_no_cert, tls.gateway_no_filter_chain_match
-            ),
-        };
-        let none_counted = (observed == 0).then_some("the servers counted no rejected client certificate");
-        results.push(unless_empty(result, none_counted));
-    }
-    results
+    let evidence = PhaseEvidence::new(expect, measurement, tls);
+    PHASE_JUDGES
+        .iter()
+        .filter_map(|judge| (judge.judge)(&evidence, judge.key))
+        .collect()
 }
 
 /// Judges the phase's change expectations (windows, every bucket, recovery, convergence, calls
-/// after a cluster left) on its records and timeline. A bound evaluated over zero samples fails
-/// (a window where no request started, a recovery with no traffic after the action, no new pod
-/// that answered, no reply after a cluster left). Every failure names the phase, the window or
-/// bucket (ms range), the observed value and the bound.
+/// after a cluster left) on its records and timeline, in the order of
+/// [`change_judges::CHANGE_JUDGES`]. A bound evaluated over zero samples fails (a window where no
+/// request started, a recovery with no traffic after the action, no new pod that answered, no
+/// reply after a cluster left). Every failure names the phase, the window or bucket (ms range), the
+/// observed value and the bound.
 pub fn change_verdicts(
     phase: &str,
     expect: &Expectations,
@@ -231,285 +122,18 @@ pub fn change_verdicts(
     timeline: &Timeline,
     expected_identity: &str,
 ) -> Vec<ExpectationResult> {
-    let mut results = Vec::new();
-    for (index, window) in expect.windows.iter().enumerate() {
-        let key = |name: &str| format!("windows[{index}].{name}");
-        let window = &window.value;
-        let (from, to) = (window.from_millis.value, window.to_millis.value);
-        let range = format!("[{from}, {to}) ms");
-        let tally = measure::timeline::window(records, &timeline.actions, from, to, expected_identity);
-        let empty = (tally.requests == 0).then(|| format!("phase {phase}: no request counted in window {range}"));
-        let mut judge = |mut result: ExpectationResult| {
-            if !result.passed && empty.is_none() {
-                result.detail = format!("phase {phase}, window {range}: {}", result.detail)
-                    .trim_end_matches(": ")
-                    .to_owned();
-            }
-            results.push(unless_empty(result, empty.as_deref()));
-        };
-        if let Some(bound) = &window.success_rate_at_least {
-            judge(at_least(
-                key("successRateAtLeast"),
-                &format!("window {range} success_rate"),
-                tally.success_rate(),
-                bound.value,
-                format!("{} of {} succeeded", tally.succeeded, tally.requests),
-            ));
-        }
-        if let Some(bound) = &window.failed_calls_at_most {
-            judge(ExpectationResult {
-                key: key("failedCallsAtMost"),
-                expectation: format!("window {range} failed_calls <="),
-                unit: Unit::Count,
-                observed: Value::count(tally.failed()),
-                bound: Value::count(bound.value),
-                passed: tally.failed() <= bound.value,
-                detail: format!("{} of {} failed", tally.failed(), tally.requests),
-            });
-        }
-        if let Some(bound) = &window.mtls_rate_at_least {
-            judge(at_least(
-                key("mtlsRateAtLeast"),
-                &format!("window {range} mtls_rate"),
-                tally.mtls_rate(),
-                bound.value,
-                format!("{} of {} verified over mTLS", tally.mtls, tally.requests),
-            ));
-        }
-        if let Some(clusters) = &window.clusters_reached {
-            let reached: Vec<&str> = tally.per_cluster.keys().map(String::as_str).collect();
-            let missing: Vec<&str> = clusters
-                .value
-                .iter()
-                .filter(|cluster| !tally.per_cluster.contains_key(*cluster))
-                .map(String::as_str)
-                .collect();
-            judge(ExpectationResult {
-                key: key("clustersReached"),
-                expectation: format!("window {range} clusters_reached includes"),
-                unit: Unit::Clusters,
-                observed: Value::clusters(&reached),
-                bound: Value::clusters(&clusters.value),
-                passed: missing.is_empty(),
-                detail: if missing.is_empty() {
-                    String::new()
-                } else {
-                    format!("never answered: {}", missing.join(", "))
-                },
-            });
-        }
-        if let Some(calls) = &window.calls_to_cluster_at_most {
-            let observed = tally.per_cluster.get(&calls.value.cluster).copied().unwrap_or(0);
-            judge(ExpectationResult {
-                key: key("callsToClusterAtMost"),
-                expectation: format!("window {range} calls answered by {} <=", calls.value.cluster),
-                unit: Unit::Count,
-                observed: Value::count(observed),
-                bound: Value::count(calls.value.calls),
-                passed: observed <= calls.value.calls,
-                detail: format!("{observed} of {} requests", tally.requests),
-            });
-        }
-    }
-    if let Some(bounds) = &expect.every_bucket {
-        let width = timeline.bucket_ms;
-        let rates: [(&str, &str, Option<f64>, BucketRate); 2] = [
-            (
-                "success_rate",
-                "everyBucket.successRateAtLeast",
-                bounds.value.success_rate_at_least.as_ref().map(|bound| bound.value),
-                Bucket::success_rate,
-            ),
-            (
-                "mtls_rate",
-                "everyBucket.mtlsRateAtLeast",
-                bounds.value.mtls_rate_at_least.as_ref().map(|bound| bound.value),
-                Bucket::mtls_rate,
-            ),
-        ];
-        for (what, key, bound, rate_of) in rates {
-            let Some(bound) = bound else { continue };
-            let worst = timeline
-                .buckets
-                .iter()
-                .min_by(|left, right| rate_of(left).total_cmp(&rate_of(right)));
-            let below: Vec<&Bucket> = timeline
-                .buckets
-                .iter()
-                .filter(|bucket| rate_of(bucket) < bound)
-                .collect();
-            let result = match worst {
-                None => unless_empty(
-                    at_least(
-                        key.to_owned(),
-                        &format!("every bucket {what}"),
-                        0.0,
-                        bound,
-                        String::new(),
-                    ),
-                    Some(&format!("phase {phase}: no bucket holds a request")),
-                ),
-                Some(worst) => {
-                    let range = |bucket: &Bucket| format!("[{}, {}) ms", bucket.start_ms, bucket.start_ms + width);
-                    let shown: Vec<String> = below
-                        .iter()
-                        .take(5)
-                        .map(|bucket| format!("{} {:.3}", range(bucket), rate_of(bucket)))
-                        .collect();
-                    ExpectationResult {
-                        key: key.to_owned(),
-                        expectation: format!("every bucket {what} >="),
-                        unit: Unit::Ratio,
-                        observed: Value::Number(rate_of(worst)),
-                        bound: Value::Number(bound),
-                        passed: below.is_empty(),
-                        detail: if below.is_empty() {
-                            format!("lowest in bucket {}", range(worst))
-                        } else {
-                            format!(
-                                "phase {phase}: {} of {} buckets below: {}{}; lowest in bucket {}",
-                                below.len(),
-                                timeline.buckets.len(),
-                                shown.join(", "),
-                                if below.len() > shown.len() { ", ..." } else { "" },
-                                range(worst)
-                            )
-                        },
-                    }
-                }
-            };
-            results.push(result);
-        }
-    }
-    if let Some(recovery) = &expect.recovery {
-        let recovery = &recovery.value;
-        let after = &recovery.after.value;
-        let rate = recovery.success_rate_at_least.value;
-        let within = recovery.within_millis.value;
-        let expectation = format!("recovery after {after} to success_rate {rate} within ms <=");
-        let completed = timeline
-            .actions
-            .iter()
-            .find(|action| &action.name == after)
-            .map(|action| action.completed_ms);
-        let result = match (measure::timeline::recovery(timeline, after, rate), completed) {
-            (Some(Recovery::Recovered { at_ms, after_ms }), Some(completed)) => ExpectationResult {
-                key: "recovery".to_owned(),
-                expectation,
-                unit: Unit::Ms,
-                observed: Value::count(after_ms),
-                bound: Value::count(within),
-                passed: after_ms <= within,
-                detail: format!(
-                    "phase {phase}: {after} completed at {completed} ms; success stayed at or above {rate} from bucket [{at_ms}, {}) ms on",
-                    at_ms + timeline.bucket_ms
-                ),
-            },
-            (Some(Recovery::Never { best }), Some(completed)) => ExpectationResult {
-                key: "recovery".to_owned(),
-                expectation,
-                unit: Unit::Ms,
-                observed: Value::Nothing,
-                bound: Value::count(within),
-                passed: false,
-                detail: format!(
-                    "phase {phase}: after {after} completed at {completed} ms success never stayed at or above {rate} (best bucket {best:.3})"
-                ),
-            },
-            (Some(Recovery::NoTraffic), Some(completed)) => over_nothing(
-                "recovery",
-                expectation,
-                Unit::Ms,
-                within,
-                &format!("phase {phase}: no request started after {after} completed at {completed} ms"),
-            ),
-            _ => over_nothing(
-                "recovery",
-                expectation,
-                Unit::Ms,
-                within,
-                &format!("phase {phase}: action {after} was not taken"),
-            ),
-        };
-        results.push(result);
-    }
-    if let Some(bound) = &expect.convergence_millis_at_most {
-        let convergences = measure::timeline::convergences(timeline, records);
-        if convergences.is_empty() {
-            results.push(over_nothing(
-                "convergenceMillisAtMost",
-                "convergence ms <=".to_owned(),
-                Unit::Ms,
-                bound.value,
-                &format!("phase {phase}: no action brought new ready pods"),
-            ));
-        }
-        for convergence in convergences {
-            let expectation = format!("convergence after {} ms <=", convergence.action);
-            results.push(match convergence.millis {
-                Some(millis) => ExpectationResult {
-                    key: "convergenceMillisAtMost".to_owned(),
-                    expectation,
-                    unit: Unit::Ms,
-                    observed: Value::count(millis),
-                    bound: Value::count(bound.value),
-                    passed: millis <= bound.value,
-                    detail: format!(
-                        "phase {phase}: first request answered by one of {} new pods started {millis} ms after {} completed",
-                        convergence.new_pods, convergence.action
-                    ),
-                },
-                None => over_nothing(
-                    "convergenceMillisAtMost",
-                    expectation,
-                    Unit::Ms,
-                    bound.value,
-                    &format!(
-                        "phase {phase}: none of the {} new pods of {} answered a request",
-                        convergence.new_pods, convergence.action
-                    ),
-                ),
-            });
-        }
-    }
-    if let Some(bound) = &expect.calls_after_leave_at_most {
-        let leaves = measure::timeline::calls_after_leave(timeline, records);
-        if leaves.is_empty() {
-            results.push(over_nothing(
-                "callsAfterLeaveAtMost",
-                "calls after leave <=".to_owned(),
-                Unit::Count,
-                bound.value,
-                &format!("phase {phase}: no leaveCluster action was taken"),
-            ));
-        }
-        for leave in leaves {
-            let result = ExpectationResult {
-                key: "callsAfterLeaveAtMost".to_owned(),
-                expectation: format!("calls answered by {} after {} <=", leave.cluster, leave.action),
-                unit: Unit::Count,
-                observed: Value::count(leave.from_cluster),
-                bound: Value::count(bound.value),
-                passed: leave.from_cluster <= bound.value,
-                detail: format!(
-                    "phase {phase}: {} of {} requests started from {} ms on (the federation without {} applied) were answered by {}",
-                    leave.from_cluster, leave.requests_after, leave.from_ms, leave.cluster, leave.cluster
-                ),
-            };
-            let empty = (leave.requests_after == 0).then(|| {
-                format!(
-                    "phase {phase}: no request started from {} ms on (after {})",
-                    leave.from_ms, leave.action
-                )
-            });
-            results.push(unless_empty(result, empty.as_deref()));
-        }
-    }
-    results
+    let evidence = ChangeEvidence {
+        phase,
+        expect,
+        records,
+        timeline,
+        expected_identity,
+    };
+    CHANGE_JUDGES
+        .iter()
+        .flat_map(|judge| (judge.judge)(&evidence, judge.key))
+        .collect()
 }
-
-/// One of a bucket's rates.
-type BucketRate = fn(&Bucket) -> f64;
 
 /// Why the phase's request figures are about nothing, when they are: nothing was sent, or nothing
 /// that was sent was answered (no reply named a pod or cluster, and none succeeded).
@@ -521,27 +145,6 @@ pub fn nothing_answered(measurement: &PhaseMeasurement) -> Option<String> {
     } else {
         None
     }
-}
-
-/// Why a skew over `basis` has nothing to judge although requests were answered: no sample of
-/// that unit, or no pod expected to answer (so every ratio is over nothing).
-fn empty_skew(measurement: &PhaseMeasurement, skew: &Skew, basis: &str) -> Option<String> {
-    if skew.samples == 0 {
-        return Some(match basis {
-            "connections" => format!(
-                "no server-side connection was recorded ({} of {} requests answered)",
-                measurement.answered, measurement.attempted
-            ),
-            _ => format!("no request was answered: 0 of {}", measurement.attempted),
-        });
-    }
-    if skew.max_ratio_at.is_none() {
-        return Some(format!(
-            "no pod was expected to answer (the target service has no ready pod), so there is no split to judge; {} {basis} went to unexpected responders",
-            skew.unexpected_samples
-        ));
-    }
-    None
 }
 
 /// A timed action as the phase planned it: its label (`name`, or `<kind>@<atMillis>ms`) and
@@ -576,133 +179,6 @@ pub fn actions_not_taken(phase: &str, planned: &[PlannedAction], taken: usize) -
             )
         })
         .collect()
-}
-
-/// A bound with nothing to judge it on: failed, observing nothing, saying why.
-fn over_nothing(key: &str, expectation: String, unit: Unit, bound: u64, why: &str) -> ExpectationResult {
-    unless_empty(
-        ExpectationResult {
-            key: key.to_owned(),
-            expectation,
-            unit,
-            observed: Value::Nothing,
-            bound: Value::count(bound),
-            passed: false,
-            detail: String::new(),
-        },
-        Some(why),
-    )
-}
-
-/// `result`, or a failure saying why, when the bound was evaluated over nothing.
-fn unless_empty(mut result: ExpectationResult, empty: Option<&str>) -> ExpectationResult {
-    if let Some(why) = empty {
-        result.passed = false;
-        result.detail = if result.detail.is_empty() {
-            format!("{why}; a bound over nothing cannot hold")
-        } else {
-            format!("{why}; a bound over nothing cannot hold; {}", result.detail)
-        };
-    }
-    result
-}
-
-fn at_least(key: String, what: &str, observed: f64, bound: f64, detail: String) -> ExpectationResult {
-    compared(key, format!("{what} >="), observed, bound, observed >= bound, detail)
-}
-
-fn at_most(key: String, what: &str, observed: f64, bound: f64, detail: String) -> ExpectationResult {
-    compared(key, format!("{what} <="), observed, bound, observed <= bound, detail)
-}
-
-fn compared(
-    key: String,
-    expectation: String,
-    observed: f64,
-    bound: f64,
-    passed: bool,
-    detail: String,
-) -> ExpectationResult {
-    ExpectationResult {
-        key,
-        expectation,
-        unit: Unit::Ratio,
-        observed: Value::Number(observed),
-        bound: Value::Number(bound),
-        passed,
-        detail,
-    }
-}
-
-fn mtls_detail(measurement: &PhaseMeasurement) -> String {
-    let mut parts = vec![format!(
-        "{} of {} verified",
-        measurement.mtls_verified, measurement.attempted
-    )];
-    for identity in &measurement.unverified_identities {
-        parts.push(format!(
-            "{} seen as {}",
-            identity.count,
-            identity.identity.as_deref().unwrap_or("no identity")
-        ));
-    }
-    parts.extend(
-        measurement
-            .errors
-            .iter()
-            .map(|error| format!("{} x {}", error.count, error.message)),
-    );
-    parts.join("; ")
-}
-
-fn errors_detail(measurement: &PhaseMeasurement) -> String {
-    let mut parts = vec![format!(
-        "{} of {} succeeded",
-        measurement.succeeded, measurement.attempted
-    )];
-    parts.extend(
-        measurement
-            .errors
-            .iter()
-            .map(|error| format!("{} x {}", error.count, error.message)),
-    );
-    parts.join("; ")
-}
-
-fn skew_detail(measurement: &PhaseMeasurement, skew: &Skew, basis: &str) -> String {
-    let mut parts = Vec::new();
-    if let Some(at) = &skew.max_ratio_at {
-        parts.push(format!("largest at {at}"));
-    }
-    let shares: Vec<String> = measurement
-        .pods
-        .iter()
-        .map(|pod| {
-            let observed = if basis == "connections" {
-                pod.connection_share
-            } else {
-                pod.request_share
-            };
-            format!(
-                "{}/{} {:.1}% (expected {:.1}%)",
-                pod.cluster,
-                pod.pod,
-                observed * 100.0,
-                pod.expected_share * 100.0
-            )
-        })
-        .collect();
-    if !shares.is_empty() {
-        parts.push(shares.join(", "));
-    }
-    parts.push(format!(
-        "tvd {:.3}, chi-square p {:.2e}",
-        skew.total_variation_distance, skew.p_value
-    ));
-    if let (true, Some(note)) = (measurement.connection_limited, &measurement.connection_note) {
-        parts.push(note.clone());
-    }
-    parts.join("; ")
 }
 
 #[cfg(test)]
@@ -1015,6 +491,68 @@ callsAfterLeaveAtMost: 100000
                 ("success_rate <=".to_owned(), false),
                 ("max_skew_ratio by requests <=".to_owned(), true),
                 ("clusters_reached includes".to_owned(), true),
+            ]
+        );
+    }
+
+    /// The judge tables give the results' order and keys: a phase that sets every bound gets one
+    /// result per judge, in the tables' order, under the key the scenario wrote.
+    #[test]
+    fn every_judge_reports_under_its_scenario_key_in_the_tables_order() {
+        let every_phase_bound = "
+mtlsRateAtLeast: 0.0
+mtlsRateAtMost: 1.0
+successRateAtLeast: 0.0
+successRateAtMost: 1.0
+maxSkewRatioAtMost: 1.5
+maxSkewRatioAtLeast: 0.0
+clustersReached: []
+serverTlsFailuresAtLeast: 0
+";
+        let records: Vec<RequestRecord> = (0..10).map(|seq| answered(seq, "bar-0")).collect();
+        let phase_keys: Vec<String> = judged(every_phase_bound, &records, &bar_pods())
+            .into_iter()
+            .map(|result| result.key)
+            .collect();
+        assert_eq!(
+            phase_keys,
+            [
+                "mtlsRateAtLeast",
+                "mtlsRateAtMost",
+                "successRateAtLeast",
+                "successRateAtMost",
+                "maxSkewRatioAtMost",
+                "maxSkewRatioAtLeast",
+                "clustersReached",
+                "serverTlsFailuresAtLeast",
+            ]
+        );
+        let table: Vec<&str> = phase_judges::PHASE_JUDGES.iter().map(|judge| judge.key).collect();
+        assert_eq!(phase_keys, table);
+
+        let every_change_bound = EVERY_CHANGE_BOUND_SATISFIED_BY_ZEROS.replace(
+            "everyBucket: { successRateAtLeast: 0.0 }",
+            "everyBucket: { successRateAtLeast: 0.0, mtlsRateAtLeast: 0.0 }",
+        );
+        let timeline = crate::measure::timeline::timeline(&[], 100, FOO, Vec::new());
+        let change_keys: Vec<String> =
+            change_verdicts("p1", &expectations(&every_change_bound), &records, &timeline, FOO)
+                .into_iter()
+                .map(|result| result.key)
+                .collect();
+        assert_eq!(
+            change_keys,
+            [
+                "windows[0].successRateAtLeast",
+                "windows[0].failedCallsAtMost",
+                "windows[0].mtlsRateAtLeast",
+                "windows[0].clustersReached",
+                "windows[0].callsToClusterAtMost",
+                "everyBucket.successRateAtLeast",
+                "everyBucket.mtlsRateAtLeast",
+                "recovery",
+                "convergenceMillisAtMost",
+                "callsAfterLeaveAtMost",
             ]
         );
     }
