@@ -21,7 +21,7 @@
 //! Inside: the pure core (no I/O) is `scenario` (the model and its validation), `inventory`,
 //! `plan` (the federation plan), `change`, `reconcile` (inventory events in, the plan's difference
 //! out), `pki`, [`measure`], `record`, [`verdict`], [`report`], `diff` (comparing two reports) and
-//! `printable` (the one escaper of every text output); `engine` drives a provider through a scenario. The edges: `provider` (the worlds
+//! `printable` (the one escaper of every text output); `driver` drives a provider through a scenario. The edges: `provider` (the worlds
 //! meshfed runs scenarios in), `process` (bounded child processes), `workload` (meshfed's own echo
 //! and client apps), `output` (files replaced in one step), [`run`] (the library entry point) and
 //! `cli`.
@@ -35,7 +35,7 @@ pub mod diagnostics;
 #[doc(hidden)]
 pub mod diff;
 #[doc(hidden)]
-pub mod engine;
+pub mod driver;
 #[doc(hidden)]
 pub mod inventory;
 #[doc(hidden)]

@@ -23,7 +23,7 @@ pub use args::ProviderName;
 use args::{Cli, Command};
 
 use crate::provider::local::interrupt;
-use crate::run::in_process::{self, RunFailure};
+use crate::run::lifecycle::{self, RunFailure};
 use crate::scenario::ScenarioError;
 
 /// Exit code: every expectation held.
@@ -130,7 +130,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 
 
 /// An error of a step after which an interrupt may be the real cause: exit 130 if one came.
 pub(crate) fn infrastructure_or_interrupted(error: impl Into<anyhow::Error>) -> CliError {
-    in_process::infrastructure_or_interrupted(error).into()
+    lifecycle::infrastructure_or_interrupted(error).into()
 }
 
 fn execute(command: Command) -> Result<(), CliError> {

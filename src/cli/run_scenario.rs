@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::args::{ProviderName, RunArgs};
 use super::{CliError, diff, infrastructure_or_interrupted};
 use crate::provider::local::interrupt;
-use crate::run::in_process::{self, RunRequest};
+use crate::run::lifecycle::{self, RunRequest};
 use crate::scenario;
 
 /// `meshfed run`: a kind dry run, a version matrix (in [`diff`]), or one version's run.
@@ -33,7 +33,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
         }
         print!(
             "{}",
-            in_process::kind_dry_run(&scenario, istio_versions.first().copied())?
+            lifecycle::kind_dry_run(&scenario, istio_versions.first().copied())?
         );
         return Ok(());
     }
@@ -65,7 +65,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
     )
 }
 
-/// `meshfed run` on one version: the run happens in the library ([`in_process::run_scenario_file`]); here the
+/// `meshfed run` on one version: the run happens in the library ([`lifecycle::run_scenario_file`]); here the
 /// summary is printed, the report written and the verdict mapped to the exit code.
 fn run_one_version(
     scenario_path: &Path,
@@ -86,7 +86,7 @@ fn run_one_version(
         }
         None => None,
     };
-    let finished = in_process::run_scenario_file(RunRequest {
+    let finished = lifecycle::run_scenario_file(RunRequest {
         scenario_path,
         provider: provider.into(),
         report_dir,

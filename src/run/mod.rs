@@ -33,7 +33,7 @@
 
 mod failure;
 mod helper_role;
-pub(crate) mod in_process;
+pub(crate) mod lifecycle;
 mod kept_logs;
 mod live_display;
 pub(crate) mod matrix;

@@ -149,7 +149,7 @@ fn load_runnable(
 ) -> Result<Scenario, RunFailure> {
     let scenario = scenario::load_with_istio_version(path, istio_version)?;
     check_real_istio(&scenario, path, provider)?;
-    crate::engine::check_runnable(&scenario, path, &capabilities(provider))?;
+    crate::driver::check_runnable(&scenario, path, &capabilities(provider))?;
     Ok(scenario)
 }
 
@@ -369,7 +369,7 @@ async fn run_world<P: crate::provider::Provider>(
     let interrupted = interrupted().map_err(|error| RunFailure::Infrastructure(error.into()))?;
     let mut evidence = crate::diagnostics::Evidence::default();
     let outcome = tokio::select! {
-        result = crate::engine::run_scenario_noting(&mut provider, scenario, scenario_path, progress, &mut evidence) => Some(result),
+        result = crate::driver::run_scenario_noting(&mut provider, scenario, scenario_path, progress, &mut evidence) => Some(result),
         () = interrupted => None,
     };
     // Exit 1 (an expectation failed) or 3 (the world failed); not an interrupt.
