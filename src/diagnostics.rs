@@ -19,7 +19,7 @@ pub struct KeptFile {
     pub contents: Vec<u8>,
 }
 
-/// What the engine saw per phase: the plans in force (the phase's, then any re-planned one) and
+/// What the driver saw per phase: the plans in force (the phase's, then any re-planned one) and
 /// the records its traffic returned.
 #[derive(Clone, Debug, Default)]
 pub struct Evidence {

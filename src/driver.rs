@@ -1,4 +1,4 @@
-//! The scenario engine: drives any [`Provider`] through a scenario (world, plan, isolation check,
+//! The scenario driver: drives any [`Provider`] through a scenario (world, plan, isolation check,
 //! phases with their settings) and turns what it observes into a [`Report`]. Every expectation of
 //! every phase is evaluated, even after one fails.
 //!
@@ -58,18 +58,18 @@ pub fn phase_deadline(phase: &Phase) -> Duration {
 
 /// Runs the scenario on the provider. The caller tears the provider down afterwards, whatever
 /// this returns.
-pub async fn run_scenario<P: Provider>(
+pub async fn drive_scenario<P: Provider>(
     provider: &mut P,
     scenario: &Scenario,
     scenario_file: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Report, ProviderError> {
-    run_scenario_noting(provider, scenario, scenario_file, progress, &mut Evidence::default()).await
+    drive_scenario_noting(provider, scenario, scenario_file, progress, &mut Evidence::default()).await
 }
 
-/// [`run_scenario`], noting in `evidence` the plan in force in each phase and its records (kept
+/// [`drive_scenario`], noting in `evidence` the plan in force in each phase and its records (kept
 /// for `--keep-logs`); what was noted stays there when the run fails part-way.
-pub async fn run_scenario_noting<P: Provider>(
+pub async fn drive_scenario_noting<P: Provider>(
     provider: &mut P,
     scenario: &Scenario,
     scenario_file: &Path,
@@ -551,7 +551,7 @@ fn has_change_expectations(expect: &crate::scenario::Expectations) -> bool {
         || expect.calls_after_leave_at_most.is_some()
 }
 
-/// How often the engine asks a provider about traffic that runs past the last action: each call
+/// How often the driver asks a provider about traffic that runs past the last action: each call
 /// checks that the world lives.
 const TRAFFIC_POLL: Duration = Duration::from_secs(1);
 

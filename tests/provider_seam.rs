@@ -31,7 +31,7 @@ fn every_providers_run_is_a_send_future() {
         command: "meshfed".into(),
     }));
     // Compile-time: these lines fail to build if a provider's future is not Send.
-    assert_send(&driver::run_scenario(
+    assert_send(&driver::drive_scenario(
         &mut kubeconfig,
         &scenario,
         Path::new("seed.yaml"),
@@ -44,7 +44,7 @@ fn every_providers_run_is_a_send_future() {
         run_dir: std::env::temp_dir(),
         mode: meshfed::provider::local::sandbox::SandboxMode::Root,
     });
-    assert_send(&driver::run_scenario(
+    assert_send(&driver::drive_scenario(
         &mut local,
         &scenario,
         Path::new("seed.yaml"),
@@ -149,7 +149,7 @@ fn traffic_is_sent_from_the_pod_the_live_inventory_names() {
         .unwrap();
     let scenario = seed();
     let report = runtime.block_on(async {
-        let report = driver::run_scenario(&mut provider, &scenario, Path::new("seed.yaml"), &mut progress).await;
+        let report = driver::drive_scenario(&mut provider, &scenario, Path::new("seed.yaml"), &mut progress).await;
         provider.teardown(&mut progress).await.unwrap();
         report
     });

@@ -1,6 +1,7 @@
-//! A run in this process, as `meshfed run` and the library's helper do it: load and check the
-//! scenario, open the report directory, find or install Envoy, enter the sandbox, build the
-//! runtime, run the engine, tear down (also on SIGINT/SIGTERM) and write `report.json` in one step.
+//! A run's lifecycle in this process, as `meshfed run` and the library's helper do it: load and
+//! check the scenario, open the report directory, find or install Envoy, enter the sandbox, build
+//! the runtime, drive the scenario ([`crate::driver`]), tear down (also on SIGINT/SIGTERM) and
+//! write `report.json` in one step.
 //!
 //! Must be called while the process is single-threaded for the local provider (it enters
 //! namespaces): first thing in `main`, or in the helper process [`super::Run`] starts.
@@ -356,7 +357,7 @@ struct Keeping<'dirs> {
     on_failure: Option<&'dirs LogsDir>,
 }
 
-/// Runs the engine until it ends or SIGINT/SIGTERM/SIGHUP comes, then tears the world down either way.
+/// Drives the scenario until it ends or SIGINT/SIGTERM/SIGHUP comes, then tears the world down either way.
 /// Before teardown, the diagnostics are taken from the proxies when `keeping` asks for them.
 async fn run_world<P: crate::provider::Provider>(
     mut provider: P,
@@ -369,7 +370,7 @@ async fn run_world<P: crate::provider::Provider>(
     let interrupted = interrupted().map_err(|error| RunFailure::Infrastructure(error.into()))?;
     let mut evidence = crate::diagnostics::Evidence::default();
     let outcome = tokio::select! {
-        result = crate::driver::run_scenario_noting(&mut provider, scenario, scenario_path, progress, &mut evidence) => Some(result),
+        result = crate::driver::drive_scenario_noting(&mut provider, scenario, scenario_path, progress, &mut evidence) => Some(result),
         () = interrupted => None,
     };
     // Exit 1 (an expectation failed) or 3 (the world failed); not an interrupt.

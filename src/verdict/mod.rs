@@ -156,7 +156,7 @@ pub struct PlannedAction {
     pub at_ms: u64,
 }
 
-/// One failed result per planned action that was not taken: the engine takes actions in order
+/// One failed result per planned action that was not taken: the driver takes actions in order
 /// and stops at the first whose moment the traffic did not reach, so the first `taken` of
 /// `planned` were taken and the rest were not. A change the scenario asked for that never
 /// happened means the phase did not test what it says, so it fails, named (issue 18: an action
