@@ -17,7 +17,7 @@ use crate::scenario::{self, Scenario, ScenarioError};
 
 use super::ProviderKind;
 pub(crate) use super::failure::RunFailure;
-use super::kept_logs::{self, LogsDir};
+use super::logs_dir::{self, LogsDir};
 use super::live_display::LiveDisplay;
 use super::report_dir::{self, ReportDir};
 
@@ -195,12 +195,12 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
         })
         .transpose()?;
     if let (Some(keep), Some(report_dir)) = (&keep_dir, &report_dir) {
-        kept_logs::check_apart(keep, report_dir.resolved())?;
+        logs_dir::check_apart(keep, report_dir.resolved())?;
     }
     // A failed run's `logs/` is left alone when --keep-logs is it or lies inside it.
     let failed_run_logs = report_dir
         .as_ref()
-        .and_then(|dir| kept_logs::failed_run_logs(dir.resolved()))
+        .and_then(|dir| logs_dir::failed_run_logs(dir.resolved()))
         .filter(|logs| {
             !keep_dir
                 .as_ref()

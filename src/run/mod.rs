@@ -34,7 +34,7 @@
 mod failure;
 mod helper_role;
 pub(crate) mod lifecycle;
-mod kept_logs;
+mod logs_dir;
 mod live_display;
 pub(crate) mod matrix;
 pub(crate) mod report_dir;
