@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::change::WorldChange;
-use crate::diagnostics::Evidence;
+use crate::kept_logs::Evidence;
 use crate::inventory::Inventory;
 use crate::measure::timeline::ActionRecord;
 use crate::measure::{self, ExpectedPod};

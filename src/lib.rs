@@ -31,7 +31,7 @@ pub mod change;
 #[doc(hidden)]
 pub mod cli;
 #[doc(hidden)]
-pub mod diagnostics;
+pub mod kept_logs;
 #[doc(hidden)]
 pub mod diff;
 #[doc(hidden)]

@@ -347,7 +347,7 @@ fn kind_provider(
     Ok(KindProvider::new(options, KubeconfigProvider::new(kube)))
 }
 
-/// Where a run keeps its diagnostics ([`crate::diagnostics`]).
+/// Where a run keeps its diagnostics ([`crate::kept_logs`]).
 #[derive(Clone, Copy)]
 struct Keeping<'dirs> {
     /// `--keep-logs DIR`: kept whatever the verdict.
@@ -368,7 +368,7 @@ async fn run_world<P: crate::provider::Provider>(
 ) -> Result<Report, RunFailure> {
     // Registered before any work, so a signal during world creation is handled, not fatal.
     let interrupted = interrupted().map_err(|error| RunFailure::Infrastructure(error.into()))?;
-    let mut evidence = crate::diagnostics::Evidence::default();
+    let mut evidence = crate::kept_logs::Evidence::default();
     let outcome = tokio::select! {
         result = crate::driver::drive_scenario_noting(&mut provider, scenario, scenario_path, progress, &mut evidence) => Some(result),
         () = interrupted => None,

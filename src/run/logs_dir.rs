@@ -1,4 +1,4 @@
-//! Where a run's diagnostics ([`crate::diagnostics`]) go: `--keep-logs DIR`, and a failed run's
+//! Where a run's diagnostics ([`crate::kept_logs`]) go: `--keep-logs DIR`, and a failed run's
 //! `<report-dir>/logs/`. Each is a directory meshfed replaces as a whole (built next to it, then
 //! swapped in) and recognises by the marker file [`LOGS_MARKER`] it writes into it: only an
 //! absent or empty directory, or one holding that marker, is ever replaced or removed. A user's
@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::diagnostics::{self, KeptFile};
+use crate::kept_logs::{self, KeptFile};
 use crate::output::{self, Existing, OutDir};
 
 use super::failure::RunFailure;
@@ -80,7 +80,7 @@ impl LogsDir {
         staged
             .dir()
             .create_file(LOGS_MARKER, b"diagnostics kept by meshfed run\n", 0o644)?;
-        let withheld = diagnostics::write_kept(staged.dir(), files)?;
+        let withheld = kept_logs::write_kept(staged.dir(), files)?;
         staged.commit()?;
         Ok(withheld)
     }
