@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::change::WorldChange;
-use crate::kept_logs::Evidence;
 use crate::inventory::Inventory;
+use crate::kept_logs::Evidence;
 use crate::measure::timeline::ActionRecord;
 use crate::measure::{self, ExpectedPod};
 use crate::pki::spiffe_id;

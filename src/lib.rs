@@ -23,15 +23,15 @@
 //! out), `pki`, [`measure`], `record`, [`verdict`], [`report`], `diff` (comparing two reports) and
 //! `printable` (the one escaper of every text output); `driver` drives a provider through a scenario. The edges: `provider` (the worlds
 //! meshfed runs scenarios in), `process` (bounded child processes), `workload` (meshfed's own echo
-//! and client apps), `output` (files replaced in one step), [`run`] (the library entry point) and
+//! and client apps), `atomic_files` (files replaced in one step), [`run`] (the library entry point) and
 //! `cli`.
 
+#[doc(hidden)]
+pub mod atomic_files;
 #[doc(hidden)]
 pub mod change;
 #[doc(hidden)]
 pub mod cli;
-#[doc(hidden)]
-pub mod kept_logs;
 #[doc(hidden)]
 pub mod diff;
 #[doc(hidden)]
@@ -39,12 +39,12 @@ pub mod driver;
 #[doc(hidden)]
 pub mod inventory;
 #[doc(hidden)]
+pub mod kept_logs;
+#[doc(hidden)]
 pub mod live_progress;
 #[doc(hidden)]
 pub mod logging;
 pub mod measure;
-#[doc(hidden)]
-pub mod output;
 #[doc(hidden)]
 pub mod pki;
 #[doc(hidden)]

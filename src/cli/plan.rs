@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::plan_dir::{check_replaceable, out_dir_error, write_plan_dir};
 use super::{CliError, clusters};
-use crate::{inventory, output, plan, scenario};
+use crate::{atomic_files, inventory, plan, scenario};
 
 pub(super) fn plan_command(
     scenario_path: &Path,
@@ -48,7 +48,7 @@ pub(super) fn plan_command(
     for cluster in &plan.clusters {
         tracing::debug!(cluster = %cluster.cluster, objects = cluster.objects.len(), "planned");
     }
-    let out_dir = output::OutDir::resolve(out).map_err(out_dir_error)?;
+    let out_dir = atomic_files::OutDir::resolve(out).map_err(out_dir_error)?;
     check_replaceable(&out_dir, out)?;
     write_plan_dir(&out_dir, &files).map_err(|error| {
         CliError::Infrastructure(anyhow::Error::new(error).context(format!(

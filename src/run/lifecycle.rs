@@ -17,8 +17,8 @@ use crate::scenario::{self, Scenario, ScenarioError};
 
 use super::ProviderKind;
 pub(crate) use super::failure::RunFailure;
-use super::logs_dir::{self, LogsDir};
 use super::live_display::LiveDisplay;
+use super::logs_dir::{self, LogsDir};
 use super::report_dir::{self, ReportDir};
 
 /// What to run.

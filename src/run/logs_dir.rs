@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::atomic_files::{self, Existing, OutDir};
 use crate::kept_logs::{self, KeptFile};
-use crate::output::{self, Existing, OutDir};
 
 use super::failure::RunFailure;
 
@@ -39,7 +39,7 @@ pub(crate) enum LogsDirError {
     },
     /// The path cannot be an output directory.
     #[error(transparent)]
-    Out(#[from] output::OutDirError),
+    Out(#[from] atomic_files::OutDirError),
     /// Reading it failed.
     #[error("cannot read {path}")]
     Io {
@@ -60,7 +60,7 @@ impl LogsDir {
             source,
         };
         if let Existing::Directory(old) = out.existing().map_err(io_error)? {
-            let marked = old.entry(LOGS_MARKER).map_err(io_error)? == Some(output::EntryKind::File);
+            let marked = old.entry(LOGS_MARKER).map_err(io_error)? == Some(atomic_files::EntryKind::File);
             if !marked && !old.names().map_err(io_error)?.is_empty() {
                 return Err(LogsDirError::Foreign { path: path.to_owned() });
             }
