@@ -1,7 +1,8 @@
 //! The pure core (scenario, inventory, plan, PKI, measurements, records, verdicts, reports, diff) stays
 //! free of the Kubernetes edge: no kube-rs, hyper, rustls, tower or tokio in its source. The
 //! providers are the only place those crates may appear; this test is what keeps it so while the
-//! crate is one package (a workspace split would make it a compile error instead).
+//! crate is one package (a workspace split would make it a compile error instead). It also keeps
+//! one module convention: a module with sub-modules is a folder with `mod.rs`.
 
 use std::path::Path;
 
@@ -77,5 +78,26 @@ fn pure_core_modules_do_not_use_kubernetes_or_async_io_crates() {
         offenders.is_empty(),
         "the pure core names edge crates:\n{}",
         offenders.join("\n")
+    );
+}
+
+/// One convention for modules with sub-modules: `x/mod.rs`, never `x.rs` beside a folder `x/`
+/// (issue 19: `cli`, `output` and `run` were the exceptions), so a module's code is found in one
+/// place.
+#[test]
+fn every_module_with_sub_modules_is_a_folder_with_mod_rs() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let both: Vec<String> = rust_files(&src)
+        .iter()
+        .filter(|file| {
+            file.file_name()
+                .is_some_and(|name| name != "mod.rs" && name != "lib.rs" && name != "main.rs")
+        })
+        .filter(|file| file.with_extension("").is_dir())
+        .map(|file| file.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    assert!(
+        both.is_empty(),
+        "these modules are a file beside a folder of the same name; move each to <name>/mod.rs: {both:?}"
     );
 }
