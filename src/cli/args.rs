@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use super::diff;
 use crate::run::ProviderKind;
-use crate::scenario;
+use crate::scenario::{self, IstioVersion, NEWEST_EMULATED_ISTIO, OLDEST_EMULATED_ISTIO};
 
 /// Shown after `meshfed --help`: what a caller needs beyond the flags.
 const AFTER_HELP: &str = "\
@@ -136,7 +136,7 @@ pub(super) struct RunArgs {
     /// Every cluster runs this Istio version instead of its `istioVersion`. Given twice or more:
     /// a version matrix, one run per version (reports in <report-dir>/<version>/), each version
     /// diffed against the one before it (docs/diff.md).
-    #[arg(long = "istio-version", value_name = "VERSION", value_parser = diff::istio_version_flag)]
+    #[arg(long = "istio-version", value_name = "VERSION", value_parser = istio_version_flag)]
     pub(super) istio_versions: Vec<scenario::IstioVersion>,
     /// Thresholds of --compare-to and of the version matrix's diffs.
     #[command(flatten)]
@@ -248,4 +248,18 @@ impl From<ProviderName> for ProviderKind {
             ProviderName::Kubeconfig => ProviderKind::Kubeconfig,
         }
     }
+}
+
+/// `--istio-version`: `major.minor[.patch]` within the emulated range, as the scenario field.
+fn istio_version_flag(text: &str) -> Result<IstioVersion, String> {
+    let version: IstioVersion = text.parse()?;
+    let oldest = (OLDEST_EMULATED_ISTIO.major, OLDEST_EMULATED_ISTIO.minor);
+    let newest = (NEWEST_EMULATED_ISTIO.major, NEWEST_EMULATED_ISTIO.minor);
+    if (version.major, version.minor) < oldest || (version.major, version.minor) > newest {
+        return Err(format!(
+            "Istio {version} is outside the emulated range: use {}.{} to {}.{} (any patch; see docs/fidelity.md)",
+            oldest.0, oldest.1, newest.0, newest.1
+        ));
+    }
+    Ok(version)
 }

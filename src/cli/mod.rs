@@ -1,8 +1,10 @@
 //! The command line: parses arguments, calls one library entry point, maps errors to exit codes.
 //!
 //! [`args`] holds clap's definitions; each command's body has its own file (`plan`, `certs`,
-//! `run_scenario`, `down`, `diff`, `setup`, `workload`); `plan_dir` writes the plan directory and
-//! `clusters` holds what `down` and `plan --server-dry-run` do against real clusters.
+//! `run_scenario` with `version_matrix` for several `--istio-version`s, `down`, `diff`, `setup`,
+//! `workload`); `plan_dir` writes the plan directory, `report_file` reads reports for `diff` and
+//! `--compare-to`, and `clusters` holds what `down` and `plan --server-dry-run` do against real
+//! clusters.
 
 use std::process::ExitCode;
 
@@ -15,8 +17,10 @@ mod diff;
 mod down;
 mod plan;
 mod plan_dir;
+mod report_file;
 mod run_scenario;
 mod setup;
+mod version_matrix;
 mod workload;
 
 pub use args::ProviderName;

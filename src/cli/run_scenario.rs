@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::args::{ProviderName, RunArgs};
-use super::{CliError, diff, infrastructure_or_interrupted};
+use super::{CliError, diff, infrastructure_or_interrupted, report_file, version_matrix};
 use crate::provider::local::interrupt;
 use crate::run::lifecycle::{self, RunRequest};
 use crate::scenario;
@@ -45,7 +45,7 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
                     .to_owned(),
             ));
         }
-        return diff::matrix_command(diff::MatrixArgs {
+        return version_matrix::matrix_command(version_matrix::MatrixArgs {
             scenario_path: &scenario,
             versions: &istio_versions,
             provider: provider.into(),
@@ -82,7 +82,7 @@ fn run_one_version(
     let baseline = match compare_to {
         Some((path, thresholds)) => {
             let name = scenario::load_with_istio_version(scenario_path, istio_version)?.name;
-            Some((diff::read_baseline(&path, scenario_path, &name)?, thresholds))
+            Some((report_file::read_baseline(&path, scenario_path, &name)?, thresholds))
         }
         None => None,
     };
