@@ -23,23 +23,23 @@
 //! a change causes in it), `plan` (the federation plan), `reconcile` (inventory events in, the
 //! plan's difference out), `pki`, [`measure`], `record`, `observation` (isolation probes, TLS
 //! counters), [`verdict`], [`report`], `diff` (comparing two reports) and `printable` (the one
-//! escaper of every text output); `engine` drives a provider through a scenario. The edges: `provider` (the worlds meshfed runs scenarios in), `process`
-//! (bounded child processes), `interrupt` (the signal flag every wait looks at), `workload`
-//! (meshfed's own echo and client apps), `output` (files replaced in one step), [`run`] (the
+//! escaper of every text output); `driver` drives a provider through a scenario. The edges: `provider` (the worlds meshfed runs
+//! scenarios in), `process` (bounded child processes), `interrupt` (the signal flag every wait looks at), `workload`
+//! (meshfed's own echo and client apps), `atomic_files` (files replaced in one step), `kept_logs` (what a run keeps), [`run`] (the
 //! library entry point), `cli` and `helper_role` (an executable linking meshfed becoming the
 //! command line before its `main`); `exit_code` is shared by the last three. Imports point one
 //! way, downward (`scripts/module-cycles` checks that no module imports one that imports it back).
 
 #[doc(hidden)]
+pub mod atomic_files;
+#[doc(hidden)]
 pub mod change;
 #[doc(hidden)]
 pub mod cli;
 #[doc(hidden)]
-pub mod diagnostics;
-#[doc(hidden)]
 pub mod diff;
 #[doc(hidden)]
-pub mod engine;
+pub mod driver;
 #[doc(hidden)]
 pub mod exit_code;
 mod helper_role;
@@ -48,14 +48,14 @@ pub mod interrupt;
 #[doc(hidden)]
 pub mod inventory;
 #[doc(hidden)]
+pub mod kept_logs;
+#[doc(hidden)]
 pub mod live_progress;
 #[doc(hidden)]
 pub mod logging;
 pub mod measure;
 #[doc(hidden)]
 pub mod observation;
-#[doc(hidden)]
-pub mod output;
 #[doc(hidden)]
 pub mod pki;
 #[doc(hidden)]

@@ -2,7 +2,7 @@
 //!
 //! Everything here is built in memory ([`pki()`], [`MeshPki::workload_cert`], [`MeshPki::cacerts`]).
 //! Only the two `create_*` functions at the bottom of the module touch the file system (through
-//! [`crate::output`]); they write Istio's `cacerts` layout and a workload's certificate files, key
+//! [`crate::atomic_files`]); they write Istio's `cacerts` layout and a workload's certificate files, key
 //! files with mode 0600 from the moment they exist, never through a symlink, and never replace an
 //! existing PKI unless asked to.
 //!
@@ -24,7 +24,7 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::output::{Dir, EntryKind, Existing, OutDir, OutDirError};
+use crate::atomic_files::{Dir, EntryKind, Existing, OutDir, OutDirError};
 
 /// The trust domain Istio uses unless configured otherwise.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";

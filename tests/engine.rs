@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use meshfed::change::WorldChange;
-use meshfed::engine;
+use meshfed::driver;
 use meshfed::inventory::InventoryEvent;
 use meshfed::inventory::{self, GatewayAddress, Inventory};
 use meshfed::plan::{Object, Plan};
@@ -392,7 +392,7 @@ fn proxies_are_reconfigured_only_when_a_phase_changes_weights_or_connections() {
     };
     let mut lines = Vec::new();
     let mut progress = |line: &str| lines.push(line.to_owned());
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skew(),
         Path::new("skew.yaml"),
@@ -439,7 +439,7 @@ fn every_phase_and_expectation_is_judged_after_a_failure_and_tls_counters_are_pe
         )],
         ..ScriptedProvider::default()
     };
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skew(),
         Path::new("skew.yaml"),
@@ -508,7 +508,7 @@ fn a_wrong_identity_counts_as_success_but_not_as_mtls() {
         ],
         ..ScriptedProvider::default()
     };
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skew(),
         Path::new("skew.yaml"),
@@ -537,8 +537,8 @@ fn phase_long_faults_run_on_local_and_actions_are_refused_by_a_provider_without_
             1,
         );
     let scenario = scenario::parse(Path::new("faulty.yaml"), &text).unwrap();
-    engine::check_runnable(&scenario, Path::new("faulty.yaml"), &LocalProvider::CAPABILITIES).unwrap();
-    let refusal = engine::check_runnable(
+    driver::check_runnable(&scenario, Path::new("faulty.yaml"), &LocalProvider::CAPABILITIES).unwrap();
+    let refusal = driver::check_runnable(
         &scenario,
         Path::new("faulty.yaml"),
         &meshfed::provider::kubeconfig::KubeconfigProvider::CAPABILITIES,
@@ -551,7 +551,7 @@ fn phase_long_faults_run_on_local_and_actions_are_refused_by_a_provider_without_
     );
     let without_fault = text.replacen("    faults:\n      - gatewayDown: { cluster: cluster2 }\n", "", 1);
     let scenario = scenario::parse(Path::new("acting.yaml"), &without_fault).unwrap();
-    let refusal = engine::check_runnable(
+    let refusal = driver::check_runnable(
         &scenario,
         Path::new("acting.yaml"),
         &meshfed::provider::kubeconfig::KubeconfigProvider::CAPABILITIES,
@@ -592,7 +592,7 @@ const TIMED_PHASE: &str = "
 #[test]
 fn actions_happen_at_their_offsets_in_order_and_the_reconciled_plan_is_applied() {
     let mut provider = ScriptedProvider::default();
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skew_with_phases(TIMED_PHASE),
         Path::new("timed.yaml"),
@@ -711,7 +711,7 @@ fn an_action_the_traffic_ended_before_fails_its_phase_naming_the_action() {
         traffic_ends_after_ms: Some(100),
         ..ScriptedProvider::default()
     };
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skew_with_phases(phase),
         Path::new("edited-skew.yaml"),
@@ -745,7 +745,7 @@ fn an_action_the_traffic_ended_before_fails_its_phase_naming_the_action() {
 #[test]
 fn a_wrong_change_expectation_fails_naming_phase_window_observed_and_bound_and_the_others_are_judged() {
     let mut provider = ScriptedProvider::default();
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skew_with_phases(TIMED_PHASE),
         Path::new("timed.yaml"),
@@ -833,7 +833,7 @@ fn phase_long_faults_are_changes_made_before_the_traffic_and_undone_after_it() {
       successRateAtLeast: 1.0
 ",
     );
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &scenario,
         Path::new("faults.yaml"),
@@ -896,7 +896,7 @@ fn summary_snapshot() {
         ],
         ..ScriptedProvider::default()
     };
-    let mut report = block_on(engine::run_scenario(
+    let mut report = block_on(driver::drive_scenario(
         &mut provider,
         &skew(),
         Path::new("skew.yaml"),
@@ -927,7 +927,7 @@ const SKEW_ONLY_PHASE: &str = "
 #[test]
 fn a_skew_only_phase_in_which_no_request_was_answered_fails_and_says_so() {
     let mut provider = ScriptedProvider::default();
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skew_with_phases(SKEW_ONLY_PHASE),
         Path::new("edited-skew.yaml"),
@@ -961,7 +961,7 @@ fn a_phase_without_expectations_says_it_judged_nothing() {
     requests: 40
 ";
     let mut provider = ScriptedProvider::default();
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skew_with_phases(phase),
         Path::new("edited-skew.yaml"),
@@ -997,7 +997,7 @@ fn a_process_that_died_during_a_phase_ends_the_run_naming_it() {
         dies_after_phases: Some((1, dead.to_owned())),
         ..ScriptedProvider::default()
     };
-    let error = block_on(engine::run_scenario(
+    let error = block_on(driver::drive_scenario(
         &mut provider,
         &skew(),
         Path::new("skew.yaml"),
@@ -1030,7 +1030,7 @@ fn a_phase_that_overruns_its_deadline_ends_the_run_naming_what_is_stuck() {
         ..ScriptedProvider::default()
     };
     let scenario = skew_with_phases(&SKEW_ONLY_PHASE.replace("requests: 400", "requests: 400\n    timeoutSeconds: 1"));
-    let error = block_on(engine::run_scenario(
+    let error = block_on(driver::drive_scenario(
         &mut provider,
         &scenario,
         Path::new("edited-skew.yaml"),
@@ -1050,14 +1050,14 @@ fn a_phase_that_overruns_its_deadline_ends_the_run_naming_what_is_stuck() {
 fn a_phase_deadline_allows_every_request_its_timeout_unless_the_phase_sets_one() {
     let derived = skew_with_phases(SKEW_ONLY_PHASE);
     // 30 s + ⌈400 ÷ 1⌉ × 5 s, capped at an hour.
-    assert_eq!(engine::phase_deadline(&derived.phases[0]).as_secs(), 2030);
+    assert_eq!(driver::phase_deadline(&derived.phases[0]).as_secs(), 2030);
     let concurrent = skew_with_phases(&SKEW_ONLY_PHASE.replace("requests: 400", "requests: 400\n    concurrency: 4"));
-    assert_eq!(engine::phase_deadline(&concurrent.phases[0]).as_secs(), 530);
+    assert_eq!(driver::phase_deadline(&concurrent.phases[0]).as_secs(), 530);
     let huge = skew_with_phases(&SKEW_ONLY_PHASE.replace("requests: 400", "requests: 100000"));
-    assert_eq!(engine::phase_deadline(&huge.phases[0]), engine::PHASE_DEADLINE_CAP);
+    assert_eq!(driver::phase_deadline(&huge.phases[0]), driver::PHASE_DEADLINE_CAP);
     let overridden =
         skew_with_phases(&SKEW_ONLY_PHASE.replace("requests: 400", "requests: 400\n    timeoutSeconds: 7"));
-    assert_eq!(engine::phase_deadline(&overridden.phases[0]).as_secs(), 7);
+    assert_eq!(driver::phase_deadline(&overridden.phases[0]).as_secs(), 7);
 }
 
 #[test]
@@ -1088,7 +1088,7 @@ fn a_phase_deadline_out_of_range_is_refused_with_its_position() {
 #[test]
 fn predicted_share_follows_the_plans_endpoint_weights_while_fair_share_stays_equal() {
     let mut provider = ScriptedProvider::default();
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skew(),
         Path::new("skew.yaml"),
@@ -1148,7 +1148,7 @@ fn predicted_share_follows_the_plans_endpoint_weights_while_fair_share_stays_equ
 #[test]
 fn the_connection_limited_note_is_printed_only_where_pooled_connections_explain_a_request_skew() {
     let mut provider = ScriptedProvider::default();
-    let mut report = block_on(engine::run_scenario(
+    let mut report = block_on(driver::drive_scenario(
         &mut provider,
         &skew(),
         Path::new("skew.yaml"),
@@ -1189,7 +1189,7 @@ fn the_report_says_multi_zone_shares_are_unpredictable_on_1_8_and_1_9_only() {
         );
         let scenario = scenario::parse(&path, &text).unwrap();
         let mut provider = ScriptedProvider::default();
-        block_on(engine::run_scenario(
+        block_on(driver::drive_scenario(
             &mut provider,
             &scenario,
             Path::new("multi-zone-weight-bug.yaml"),
@@ -1231,7 +1231,7 @@ fn a_phase_upgrade_is_the_upgrade_change_at_0_ms_per_cluster_timed_by_the_provid
     .unwrap();
     let mut provider = ScriptedProvider::default();
     let mut progress = Vec::new();
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &scenario,
         Path::new("upgrading.yaml"),
@@ -1295,7 +1295,7 @@ fn a_phase_upgrade_is_the_upgrade_change_at_0_ms_per_cluster_timed_by_the_provid
     )
     .unwrap();
     let mut provider = ScriptedProvider::default();
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skipping,
         Path::new("upgrading.yaml"),
@@ -1331,7 +1331,7 @@ fn an_upgrade_action_to_an_older_version_is_named_a_downgrade() {
       - { atMillis: 80, name: up, upgrade: { cluster: cluster2, to: 1.22.0 } }
 ";
     let mut provider = ScriptedProvider::default();
-    let report = block_on(engine::run_scenario(
+    let report = block_on(driver::drive_scenario(
         &mut provider,
         &skew_with_phases(phase),
         Path::new("edited-skew.yaml"),

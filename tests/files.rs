@@ -22,7 +22,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use meshfed::output::Dir;
+use meshfed::atomic_files::Dir;
 
 const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 
@@ -640,7 +640,7 @@ fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
                 break error;
             }
         };
-        assert!(meshfed::output::is_out_of_space(&fill_error), "{fill_error}");
+        assert!(meshfed::atomic_files::is_out_of_space(&fill_error), "{fill_error}");
 
         let handle = Dir::open(&dir).unwrap();
         let full = handle.check_writable().unwrap_err();
@@ -648,7 +648,7 @@ fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
         let error = handle
             .write_file_atomic("report.json", &vec![b'x'; 64 * 1024], 0o644)
             .unwrap_err();
-        assert!(meshfed::output::is_out_of_space(&error), "{error}");
+        assert!(meshfed::atomic_files::is_out_of_space(&error), "{error}");
         assert_eq!(std::fs::read_to_string(dir.join("report.json")).unwrap(), OLD_REPORT);
         assert_eq!(
             names(&dir),
@@ -658,7 +658,7 @@ fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
 
         // A whole directory tree that cannot be finished leaves the old one and no staging.
         let old_plan = tree(&dir.join("plan"));
-        let out = meshfed::output::OutDir::resolve(&dir.join("plan")).unwrap();
+        let out = meshfed::atomic_files::OutDir::resolve(&dir.join("plan")).unwrap();
         let error = out
             .stage(0o755)
             .and_then(|staged| {
@@ -666,7 +666,7 @@ fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
                 staged.commit()
             })
             .unwrap_err();
-        assert!(meshfed::output::is_out_of_space(&error), "{error}");
+        assert!(meshfed::atomic_files::is_out_of_space(&error), "{error}");
         assert_eq!(tree(&dir.join("plan")), old_plan);
         assert_eq!(names(&dir), ["filler", "plan", "report.json"], "no staging left behind");
         return;

@@ -176,7 +176,7 @@ fn no_scenario_runs_twice_across_jobs_and_each_is_one_kind_runs() {
         // Each can pass on kind: nothing in it is refused before the world is built.
         let file = repo().join("scenarios").join(format!("{scenario}.yaml"));
         let loaded = meshfed::scenario::load(&file).unwrap();
-        meshfed::engine::check_runnable(&loaded, &file, &meshfed::provider::kind::KIND_CAPABILITIES)
+        meshfed::driver::check_runnable(&loaded, &file, &meshfed::provider::kind::KIND_CAPABILITIES)
             .unwrap_or_else(|error| panic!("{scenario}: {error}"));
         support_matrix::check_real_istio(&loaded, &file, "kind", Some(KIND.kubernetes_minor))
             .unwrap_or_else(|error| panic!("{scenario}: {error}"));

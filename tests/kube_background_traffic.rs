@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use meshfed::engine;
+use meshfed::driver;
 use meshfed::provider::capabilities::Capabilities;
 use meshfed::provider::kind::KIND_CAPABILITIES;
 use meshfed::provider::kubeconfig::KubeconfigProvider;
@@ -35,7 +35,7 @@ fn position_of(file: &str, text: &str, needle: &str) -> String {
 
 fn check(text: &str, file: &str, capabilities: &Capabilities) -> Result<(), String> {
     let scenario = scenario::parse(Path::new(file), text).map_err(|error| format!("parse: {error}"))?;
-    engine::check_runnable(&scenario, Path::new(file), capabilities).map_err(|error| error.to_string())
+    driver::check_runnable(&scenario, Path::new(file), capabilities).map_err(|error| error.to_string())
 }
 
 #[test]

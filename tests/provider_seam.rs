@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use meshfed::engine;
+use meshfed::driver;
 use meshfed::inventory::{self, GatewayAddress, Inventory};
 use meshfed::plan::Plan;
 use meshfed::progress::Progress;
@@ -31,7 +31,7 @@ fn every_providers_run_is_a_send_future() {
         command: "meshfed".into(),
     }));
     // Compile-time: these lines fail to build if a provider's future is not Send.
-    assert_send(&engine::run_scenario(
+    assert_send(&driver::drive_scenario(
         &mut kubeconfig,
         &scenario,
         Path::new("seed.yaml"),
@@ -44,7 +44,7 @@ fn every_providers_run_is_a_send_future() {
         run_dir: std::env::temp_dir(),
         mode: meshfed::provider::local::sandbox::SandboxMode::Root,
     });
-    assert_send(&engine::run_scenario(
+    assert_send(&driver::drive_scenario(
         &mut local,
         &scenario,
         Path::new("seed.yaml"),
@@ -149,7 +149,7 @@ fn traffic_is_sent_from_the_pod_the_live_inventory_names() {
         .unwrap();
     let scenario = seed();
     let report = runtime.block_on(async {
-        let report = engine::run_scenario(&mut provider, &scenario, Path::new("seed.yaml"), &mut progress).await;
+        let report = driver::drive_scenario(&mut provider, &scenario, Path::new("seed.yaml"), &mut progress).await;
         provider.teardown(&mut progress).await.unwrap();
         report
     });
@@ -177,7 +177,7 @@ fn a_sender_missing_from_the_inventory_is_an_error_naming_service_and_cluster() 
     let inventory = Inventory {
         clusters: Default::default(),
     };
-    let error = engine::sending_pod(&inventory, "cluster1", "foo.ns1").unwrap_err();
+    let error = driver::sending_pod(&inventory, "cluster1", "foo.ns1").unwrap_err();
     assert!(
         error
             .to_string()
@@ -185,7 +185,7 @@ fn a_sender_missing_from_the_inventory_is_an_error_naming_service_and_cluster() 
         "{error}"
     );
     let live = inventory::from_scenario(&scenario);
-    assert_eq!(engine::sending_pod(&live, "cluster1", "foo.ns1").unwrap(), "foo-0");
+    assert_eq!(driver::sending_pod(&live, "cluster1", "foo.ns1").unwrap(), "foo-0");
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! It also keeps the layers free of cycles: `scripts/module-cycles` follows every `crate::`,
 //! `super::` and `self::` path of `src/` (test code aside) and must find no module that imports one
 //! that imports it back.
+//!
+//! It also keeps one module convention: a module with sub-modules is a folder with `mod.rs`.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,7 +31,7 @@ const PURE: [&str; 15] = [
     "src/pki.rs",
     "src/measure",
     "src/record.rs",
-    "src/verdict.rs",
+    "src/verdict",
     "src/report",
     "src/reconcile.rs",
     "src/diff",
@@ -58,9 +60,9 @@ const PURE_MODULES: [&str; 15] = [
 ];
 
 /// Imports from the pure core into meshfed's edges that remain, each with its reason: the PKI and
-/// the report files are written through `output` (files replaced in one step), which a pure core
+/// the report files are written through `atomic_files` (files replaced in one step), which a pure core
 /// crate would leave to its callers.
-const KNOWN_UPWARD: [(&str, &str); 2] = [("pki", "output"), ("report", "output")];
+const KNOWN_UPWARD: [(&str, &str); 2] = [("pki", "atomic_files"), ("report", "atomic_files")];
 
 /// Lines of `source` that name one of the edge crates as a path (`kube::`, `use tokio`).
 fn edge_uses(source: &str) -> Vec<String> {
@@ -177,5 +179,26 @@ fn the_pure_core_imports_only_the_pure_core() {
         upward.is_empty(),
         "the pure core imports meshfed's edges:\n{}",
         upward.join("\n")
+    );
+}
+
+/// One convention for modules with sub-modules: `x/mod.rs`, never `x.rs` beside a folder `x/`
+/// (`cli`, `output` and `run` were once the exceptions), so a module's code is found in one
+/// place.
+#[test]
+fn every_module_with_sub_modules_is_a_folder_with_mod_rs() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let both: Vec<String> = rust_files(&src)
+        .iter()
+        .filter(|file| {
+            file.file_name()
+                .is_some_and(|name| name != "mod.rs" && name != "lib.rs" && name != "main.rs")
+        })
+        .filter(|file| file.with_extension("").is_dir())
+        .map(|file| file.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    assert!(
+        both.is_empty(),
+        "these modules are a file beside a folder of the same name; move each to <name>/mod.rs: {both:?}"
     );
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use meshfed::engine::check_runnable;
+use meshfed::driver::check_runnable;
 use meshfed::provider::capabilities::Capabilities;
 use meshfed::provider::kind::KIND_CAPABILITIES;
 use meshfed::provider::kubeconfig::KubeconfigProvider;

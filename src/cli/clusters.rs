@@ -1,5 +1,5 @@
 //! The command line's real-cluster side: `down` and `plan --server-dry-run` (`run` on any
-//! provider is in the library, `run::in_process`). Each builds a multi-threaded runtime (the providers' futures are `Send`)
+//! provider is in the library, `run::lifecycle`). Each builds a multi-threaded runtime (the providers' futures are `Send`)
 //! and maps what goes wrong to the documented exit codes: missing contexts or image are bad input
 //! (2), an unreachable cluster is infrastructure (3), a rejected plan is a failed expectation (1).
 
@@ -9,15 +9,15 @@ use super::{CliError, ProviderName};
 use crate::plan::Plan;
 use crate::provider::kube_api as kube_layer;
 use crate::provider::kubeconfig::{WorkloadImage, workloads};
-use crate::run::in_process;
+use crate::run::lifecycle;
 use crate::scenario::Scenario;
 
 fn contexts(scenario: &Scenario, file: &Path, default_to_kind: bool) -> Result<Vec<(String, String)>, CliError> {
-    Ok(in_process::contexts(scenario, file, default_to_kind)?)
+    Ok(lifecycle::contexts(scenario, file, default_to_kind)?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    Ok(in_process::multi_thread_runtime()?)
+    Ok(lifecycle::multi_thread_runtime()?)
 }
 
 /// One sample object per kind meshfed writes for `cluster`, for `down` to list.

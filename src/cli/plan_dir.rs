@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use super::CliError;
-use crate::{output, plan};
+use crate::{atomic_files, plan};
 
 /// Marker file that identifies a directory meshfed wrote a plan into: its first line says so, each
 /// further line names a file written (relative to the directory).
@@ -17,7 +17,7 @@ const PLAN_MARKER: &str = ".meshfed-plan";
 const PLAN_MARKER_HEADER: &str = "written by meshfed plan";
 
 /// An `--out` that cannot be used: exit 2 when another path would do, 3 for an OS failure.
-pub(super) fn out_dir_error(error: output::OutDirError) -> CliError {
+pub(super) fn out_dir_error(error: atomic_files::OutDirError) -> CliError {
     if error.is_bad_input() {
         CliError::BadInput(format!("{:#}", anyhow::Error::new(error)))
     } else {
@@ -27,17 +27,17 @@ pub(super) fn out_dir_error(error: output::OutDirError) -> CliError {
 
 /// Only an empty directory, or an earlier plan ([`PLAN_MARKER`]) holding nothing but the files
 /// meshfed wrote, may be replaced.
-pub(super) fn check_replaceable(out_dir: &output::OutDir, out: &Path) -> Result<(), CliError> {
+pub(super) fn check_replaceable(out_dir: &atomic_files::OutDir, out: &Path) -> Result<(), CliError> {
     let cannot_read = |error: std::io::Error| {
         CliError::Infrastructure(anyhow::Error::new(error).context(format!("cannot read {}", out.display())))
     };
-    let output::Existing::Directory(old) = out_dir.existing().map_err(cannot_read)? else {
+    let atomic_files::Existing::Directory(old) = out_dir.existing().map_err(cannot_read)? else {
         return Ok(());
     };
     if old.names().map_err(cannot_read)?.is_empty() {
         return Ok(());
     }
-    if old.entry(PLAN_MARKER).map_err(cannot_read)? != Some(output::EntryKind::File) {
+    if old.entry(PLAN_MARKER).map_err(cannot_read)? != Some(atomic_files::EntryKind::File) {
         return Err(CliError::BadInput(format!(
             "{} exists and is not a meshfed plan directory (it has no {PLAN_MARKER} file): refusing to \
              overwrite it; choose another --out",
@@ -66,7 +66,7 @@ pub(super) fn check_replaceable(out_dir: &output::OutDir, out: &Path) -> Result<
 /// The entries of an old plan directory that meshfed did not write: not listed in `written` (a
 /// marker of an older meshfed lists nothing: then only `<cluster>/NN-*.yaml` files count as
 /// written). Symlinks and subdirectories of a cluster directory are never meshfed's.
-fn not_written_by_plan(old: &output::Dir, written: &BTreeSet<PathBuf>) -> std::io::Result<Vec<String>> {
+fn not_written_by_plan(old: &atomic_files::Dir, written: &BTreeSet<PathBuf>) -> std::io::Result<Vec<String>> {
     let is_written = |path: &Path| {
         if written.is_empty() {
             let name = path.file_name().map(|name| name.as_bytes()).unwrap_or_default();
@@ -80,14 +80,14 @@ fn not_written_by_plan(old: &output::Dir, written: &BTreeSet<PathBuf>) -> std::i
         if name == PLAN_MARKER {
             continue;
         }
-        if old.entry(&name)? != Some(output::EntryKind::Directory) {
+        if old.entry(&name)? != Some(atomic_files::EntryKind::Directory) {
             added.push(name.to_string_lossy().into_owned());
             continue;
         }
         let cluster = old.open_dir(&name)?;
         for file in cluster.names()? {
             let path = Path::new(&name).join(&file);
-            if cluster.entry(&file)? != Some(output::EntryKind::File) || !is_written(&path) {
+            if cluster.entry(&file)? != Some(atomic_files::EntryKind::File) || !is_written(&path) {
                 added.push(path.to_string_lossy().into_owned());
             }
         }
@@ -97,7 +97,7 @@ fn not_written_by_plan(old: &output::Dir, written: &BTreeSet<PathBuf>) -> std::i
 
 /// Builds the plan in a temporary sibling, then swaps it in with one rename, so the output path
 /// holds either the whole old plan or the whole new one, even if writing fails half-way.
-pub(super) fn write_plan_dir(out_dir: &output::OutDir, files: &[plan::RenderedFile]) -> std::io::Result<()> {
+pub(super) fn write_plan_dir(out_dir: &atomic_files::OutDir, files: &[plan::RenderedFile]) -> std::io::Result<()> {
     const DIR_MODE: u32 = 0o755;
     const FILE_MODE: u32 = 0o644;
     let staged = out_dir.stage(DIR_MODE)?;

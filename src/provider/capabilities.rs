@@ -151,7 +151,7 @@ impl Capabilities {
                 }
             }
             // A phase's `upgrade:` is the `upgrade` change made at the traffic's start
-            // (crate::engine), so a provider that cannot make it refuses it here rather than
+            // (crate::driver), so a provider that cannot make it refuses it here rather than
             // letting a run pass as if an upgrade had been tested.
             if let Some(upgrade) = &phase.upgrade
                 && !self.changes.contains(&ChangeKind::Upgrade)

@@ -230,7 +230,7 @@ pub trait Provider: Send {
     /// Before teardown, for `--keep-logs`: each proxy's logs and configuration dump, as files
     /// relative to the logs directory. Each call to a proxy has a deadline; a dump that could not
     /// be taken is a file saying why. The default keeps nothing.
-    fn proxy_files(&mut self) -> impl Future<Output = Vec<crate::diagnostics::KeptFile>> + Send {
+    fn proxy_files(&mut self) -> impl Future<Output = Vec<crate::kept_logs::KeptFile>> + Send {
         async { Vec::new() }
     }
 

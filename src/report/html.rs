@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use super::markup::escape;
 use super::{PhaseReport, Report};
+use crate::atomic_files;
 use crate::measure::timeline::Timeline;
-use crate::output;
 
 /// File name of the page, next to `report.json`.
 pub const HTML_FILE: &str = "report.html";
@@ -300,6 +300,6 @@ fn timeline_svg(out: &mut String, timeline: &Timeline) {
 }
 
 /// Writes [`html`] of `report` to `dir/report.html` in one step (temp file, fsync, rename).
-pub fn write_html(dir: &output::Dir, report: &Report) -> std::io::Result<()> {
+pub fn write_html(dir: &atomic_files::Dir, report: &Report) -> std::io::Result<()> {
     dir.write_file_atomic(HTML_FILE, html(report).as_bytes(), 0o644)
 }

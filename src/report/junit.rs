@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use super::markup::escape;
 use super::{PhaseReport, Report};
+use crate::atomic_files;
 use crate::observation::IsolationProbe;
-use crate::output;
 
 /// File name of the JUnit report, next to `report.json`.
 pub const JUNIT_FILE: &str = "junit.xml";
@@ -118,6 +118,6 @@ fn phase_suite(out: &mut String, class_prefix: &str, phase: &PhaseReport, failed
 
 /// Writes [`junit`] of `report` to `dir/junit.xml` in one step (temp file, fsync, rename): an
 /// earlier file there stays whole if the write fails.
-pub fn write_junit(dir: &output::Dir, report: &Report) -> std::io::Result<()> {
+pub fn write_junit(dir: &atomic_files::Dir, report: &Report) -> std::io::Result<()> {
     dir.write_file_atomic(JUNIT_FILE, junit(report).as_bytes(), 0o644)
 }

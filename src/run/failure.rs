@@ -1,4 +1,4 @@
-//! Why a run in this process gave no report: shared by the steps of [`super::in_process`] (the
+//! Why a run in this process gave no report: shared by the steps of [`super::lifecycle`] (the
 //! report directory, the kept logs) so none of them imports another back.
 
 use crate::scenario::ScenarioError;

@@ -43,7 +43,7 @@ pub(crate) fn version_report_dir(report_dir: &Path, version: IstioVersion) -> Pa
 /// and in which no report file's name is taken by a directory. Bad input (exit 2) otherwise,
 /// naming the directory and what is in the way.
 pub(crate) fn check_report_dirs(report_dir: &Path, versions: &[IstioVersion]) -> Result<(), String> {
-    use crate::output::{Dir, EntryKind};
+    use crate::atomic_files::{Dir, EntryKind};
     for &version in versions {
         let dir = version_report_dir(report_dir, version);
         let unusable = |why: String| {

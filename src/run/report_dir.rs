@@ -1,7 +1,7 @@
 //! The report directory of a run (`--report-dir`): created, checked and locked before anything
 //! starts, and where `report.json`, `junit.xml` and `report.html` are replaced in one step.
 //!
-//! The lock (`flock` on the directory, [`output::DirLock`]) lasts the whole run, so a second run
+//! The lock (`flock` on the directory, [`atomic_files::DirLock`]) lasts the whole run, so a second run
 //! into the same directory is refused up front (exit 2) naming the holder, which each run writes
 //! into [`HOLDER_FILE`] while it holds the lock. Holding it also makes every temporary sibling of
 //! the report files there a leftover of a run that was killed: they are removed.
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use crate::output::{self, DirLock, EntryKind};
+use crate::atomic_files::{self, DirLock, EntryKind};
 use crate::report::{HTML_FILE, JUNIT_FILE, Report};
 
 use super::failure::RunFailure;
@@ -29,7 +29,7 @@ pub(crate) const HOLDER_FILE: &str = ".meshfed-run";
 /// An open, checked report directory, locked by this run until dropped.
 #[derive(Debug)]
 pub(crate) struct ReportDir {
-    dir: output::Dir,
+    dir: atomic_files::Dir,
     /// Where the directory resolved to (absolute, symlinks resolved).
     resolved: PathBuf,
     /// `None` on a file system without `flock` (then concurrent runs are not kept apart).
@@ -54,9 +54,9 @@ impl Drop for ReportDir {
 /// another run, not writable, a report file's name taken by a directory), 3 if its disk is full.
 /// Nothing is changed in it when this fails.
 pub(crate) fn open(path: &Path) -> Result<ReportDir, RunFailure> {
-    let dir = output::Dir::create_all(path).map_err(|error| {
+    let dir = atomic_files::Dir::create_all(path).map_err(|error| {
         let message = format!("cannot create the report directory {}: {error}", path.display());
-        if output::is_out_of_space(&error) {
+        if atomic_files::is_out_of_space(&error) {
             RunFailure::Infrastructure(anyhow::anyhow!(message))
         } else {
             RunFailure::BadInput(message)
@@ -151,7 +151,7 @@ pub(crate) fn open(path: &Path) -> Result<ReportDir, RunFailure> {
 
 /// The holder's note: it writes it right after taking the lock, so a run that found the lock
 /// taken a moment before waits for it (at most [`HOLDER_NOTE_WAIT`]).
-fn await_holder_note(dir: &output::Dir) -> String {
+fn await_holder_note(dir: &atomic_files::Dir) -> String {
     let deadline = std::time::Instant::now() + HOLDER_NOTE_WAIT;
     loop {
         let note = std::fs::read(dir.path().join(HOLDER_FILE))
@@ -172,7 +172,7 @@ const HOLDER_NOTE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Removes `.<report file>.meshfed-*` temporaries: with the lock held no other run writes here,
 /// so they are left by one that was killed while writing.
-fn remove_leftover_temporaries(dir: &output::Dir) {
+fn remove_leftover_temporaries(dir: &atomic_files::Dir) {
     let Ok(names) = dir.names() else { return };
     for name in names {
         if is_report_temporary(&name) && dir.entry(&name).ok().flatten() == Some(EntryKind::File) {

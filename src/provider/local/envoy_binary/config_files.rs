@@ -69,7 +69,7 @@ pub fn write_sds(path: &Path, secret: &Value) -> Result<(), WriteConfigError> {
         )));
     };
     let text = serde_json::to_vec_pretty(secret).map_err(|source| error(source.into()))?;
-    crate::output::Dir::open(dir)
+    crate::atomic_files::Dir::open(dir)
         .and_then(|dir| dir.write_file_atomic(name, &text, 0o600))
         .map_err(error)
 }

@@ -403,7 +403,7 @@ fn write_delay_file(file: &Path, millis: u32) -> std::io::Result<()> {
             format!("{} is no file path", file.display()),
         ));
     };
-    crate::output::Dir::open(dir)?.write_file_atomic(name, format!("{millis}\n").as_bytes(), 0o644)
+    crate::atomic_files::Dir::open(dir)?.write_file_atomic(name, format!("{millis}\n").as_bytes(), 0o644)
 }
 
 /// Adds (`present`) or removes an `unreachable` route for each address inside `netns`; checks

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::World;
 use super::proxies::{Proxy, admin_call};
-use crate::diagnostics::{KeptFile, file_safe};
+use crate::kept_logs::{KeptFile, file_safe};
 
 /// The end of a log that is kept; an Envoy at debug level can write far more.
 const MAX_LOG_BYTES: u64 = 8 << 20;

@@ -300,7 +300,7 @@ pub(super) fn remove_dir_if_present(dir: &std::path::Path) -> Result<(), Provide
             dir.display()
         )));
     };
-    match crate::output::Dir::open(parent) {
+    match crate::atomic_files::Dir::open(parent) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
         opened => opened.and_then(|parent| parent.remove_tree(name)),
     }

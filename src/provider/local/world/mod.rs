@@ -425,7 +425,7 @@ impl Provider for LocalProvider {
         }
     }
 
-    async fn proxy_files(&mut self) -> Vec<crate::diagnostics::KeptFile> {
+    async fn proxy_files(&mut self) -> Vec<crate::kept_logs::KeptFile> {
         match self.world.as_ref() {
             Some(world) => world.proxy_files().await,
             None => Vec::new(),

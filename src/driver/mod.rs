@@ -1,4 +1,4 @@
-//! The scenario engine: drives any [`Provider`] through a scenario (world, plan, isolation check,
+//! The scenario driver: drives any [`Provider`] through a scenario (world, plan, isolation check,
 //! phases with their settings) and turns what it observes into a [`Report`]. Every expectation of
 //! every phase is evaluated, even after one fails.
 //!
@@ -6,27 +6,33 @@
 //! and not stopped; a death no fault caused ends the run with [`ProviderError::NotAlive`]. Each
 //! phase has a deadline ([`phase_deadline`]); when it passes, the provider names what is stuck and
 //! the run ends with [`ProviderError::DeadlineExceeded`].
+//!
+//! A phase's changes to the world (timed actions, phase-long faults) are in `changes.rs`; the
+//! shares each pod should get (equal, and as the plan's weights predict) in `expected_shares.rs`.
+
+mod changes;
+mod expected_shares;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::change::WorldChange;
-use crate::diagnostics::Evidence;
 use crate::inventory::Inventory;
-use crate::measure::timeline::ActionRecord;
-use crate::measure::{self, ExpectedPod};
+use crate::kept_logs::Evidence;
+use crate::measure;
 use crate::pki::spiffe_id;
 use crate::plan;
 pub use crate::progress::Progress;
 use crate::provider::capabilities::Capabilities;
 use crate::provider::{PhaseSettings, Provider, ProviderError, REQUEST_TIMEOUT, Traffic};
 use crate::reconcile::Controller;
-use crate::record::RequestRecord;
 use crate::report::{ClusterInfo, PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, ServiceEntrySummary, Timings};
 use crate::scenario::{ConnectionPolicy, EndpointWeights, Fault, Phase, Scenario, ScenarioError};
 use crate::verdict;
 
 pub use crate::scenario::MAX_PHASE_TIMEOUT_SECONDS;
+pub use changes::fault_changes;
+use changes::{run_actions, start_phase_faults, timed_changes};
+use expected_shares::{expected_pods, fill_predicted_shares, predicted_shares};
 
 /// Refuses a scenario whose faults or phase actions the chosen provider does not support
 /// (`capabilities`), before anything is created. (Phase deadlines are range-checked by validation.)
@@ -58,18 +64,18 @@ pub fn phase_deadline(phase: &Phase) -> Duration {
 
 /// Runs the scenario on the provider. The caller tears the provider down afterwards, whatever
 /// this returns.
-pub async fn run_scenario<P: Provider>(
+pub async fn drive_scenario<P: Provider>(
     provider: &mut P,
     scenario: &Scenario,
     scenario_file: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Report, ProviderError> {
-    run_scenario_noting(provider, scenario, scenario_file, progress, &mut Evidence::default()).await
+    drive_scenario_noting(provider, scenario, scenario_file, progress, &mut Evidence::default()).await
 }
 
-/// [`run_scenario`], noting in `evidence` the plan in force in each phase and its records (kept
+/// [`drive_scenario`], noting in `evidence` the plan in force in each phase and its records (kept
 /// for `--keep-logs`); what was noted stays there when the run fails part-way.
-pub async fn run_scenario_noting<P: Provider>(
+pub async fn drive_scenario_noting<P: Provider>(
     provider: &mut P,
     scenario: &Scenario,
     scenario_file: &Path,
@@ -299,107 +305,6 @@ fn phase_settings(phase: &Phase, inventory: &Inventory) -> Result<PhaseSettings,
     Ok(PhaseSettings { foreign_client_cert })
 }
 
-/// The pods that should share the phase's load: every ready pod of the target service in every
-/// cluster, equally (the ideal the skew is measured against).
-fn expected_pods(inventory: &Inventory, service: &str) -> Vec<ExpectedPod> {
-    let pods: Vec<(String, String)> = inventory
-        .clusters
-        .iter()
-        .flat_map(|(cluster, cluster_inventory)| {
-            cluster_inventory
-                .ready_pods
-                .get(service)
-                .into_iter()
-                .flatten()
-                .map(move |pod| (pod.name.clone(), cluster.clone()))
-        })
-        .collect();
-    let share = if pods.is_empty() { 0.0 } else { 1.0 / pods.len() as f64 };
-    pods.into_iter()
-        .map(|(pod, cluster)| ExpectedPod { pod, cluster, share })
-        .collect()
-}
-
-/// The share of the phase's requests each ready pod of the target gets if the caller's proxy
-/// follows the endpoint weights of the plan in force when the traffic starts: every ready pod in
-/// the caller's cluster weighs 1, and each remote gateway endpoint of the caller's ServiceEntry for
-/// the target weighs its weight (1 when unweighted), split evenly over the ready pods of the
-/// gateway's cluster. `None` when the caller's cluster has no such ServiceEntry (endpoint
-/// discovery: no weights in the plan to predict from), when an endpoint is not exactly one other
-/// cluster's gateway, or when the weights add up to nothing.
-fn predicted_shares(
-    plan: &plan::Plan,
-    inventory: &Inventory,
-    traffic: &Traffic,
-) -> Option<std::collections::BTreeMap<(String, String), f64>> {
-    let host_prefix = format!("{}.", traffic.to_service);
-    let entry = plan
-        .clusters
-        .iter()
-        .filter(|cluster| cluster.cluster == traffic.from_cluster)
-        .flat_map(|cluster| &cluster.objects)
-        .find_map(|object| match object {
-            plan::Object::ServiceEntry(entry) if entry.spec.hosts.iter().any(|host| host.starts_with(&host_prefix)) => {
-                Some(entry)
-            }
-            _ => None,
-        })?;
-    let ready = |cluster: &str| -> Vec<String> {
-        inventory
-            .clusters
-            .get(cluster)
-            .and_then(|inventory| inventory.ready_pods.get(&traffic.to_service))
-            .map(|pods| pods.iter().map(|pod| pod.name.clone()).collect())
-            .unwrap_or_default()
-    };
-    let mut weights: std::collections::BTreeMap<(String, String), f64> = std::collections::BTreeMap::new();
-    for pod in ready(&traffic.from_cluster) {
-        *weights.entry((traffic.from_cluster.clone(), pod)).or_default() += 1.0;
-    }
-    for endpoint in &entry.spec.endpoints {
-        // A remote endpoint is another cluster's gateway; one that names no cluster, or more than
-        // one, leaves nothing to predict from.
-        let mut behind = inventory
-            .clusters
-            .iter()
-            .filter(|(name, cluster)| **name != traffic.from_cluster && cluster.gateway.address == endpoint.address);
-        let (cluster, None) = (behind.next()?.0, behind.next()) else {
-            return None;
-        };
-        let pods = ready(cluster);
-        let per_pod = f64::from(endpoint.weight.unwrap_or(1)) / pods.len().max(1) as f64;
-        for pod in pods {
-            *weights.entry((cluster.clone(), pod)).or_default() += per_pod;
-        }
-    }
-    let total: f64 = weights.values().sum();
-    (total > 0.0).then(|| weights.into_iter().map(|(pod, weight)| (pod, weight / total)).collect())
-}
-
-/// Writes the predicted shares into the measurement's pods and clusters (0 for an expected pod
-/// the weights do not reach).
-fn fill_predicted_shares(
-    measurement: &mut measure::PhaseMeasurement,
-    predicted: &std::collections::BTreeMap<(String, String), f64>,
-) {
-    for pod in &mut measurement.pods {
-        let share = predicted
-            .get(&(pod.cluster.clone(), pod.pod.clone()))
-            .copied()
-            .unwrap_or(0.0);
-        pod.predicted_share = Some(share);
-    }
-    for cluster in &mut measurement.clusters {
-        let share = measurement
-            .pods
-            .iter()
-            .filter(|pod| pod.cluster == cluster.cluster)
-            .filter_map(|pod| pod.predicted_share)
-            .sum();
-        cluster.predicted_share = Some(share);
-    }
-}
-
 /// What a phase runs against: the inventory at its start, the loop that keeps the plan true as
 /// actions change the world, and the plan and settings the proxies have now.
 struct PhaseWorld<'a> {
@@ -549,233 +454,4 @@ fn has_change_expectations(expect: &crate::scenario::Expectations) -> bool {
         || expect.recovery.is_some()
         || expect.convergence_millis_at_most.is_some()
         || expect.calls_after_leave_at_most.is_some()
-}
-
-/// How often the engine asks a provider about traffic that runs past the last action: each call
-/// checks that the world lives.
-const TRAFFIC_POLL: Duration = Duration::from_secs(1);
-
-/// A change made at an offset into a phase's traffic: a timed action, or one cluster's part of
-/// the phase's `upgrade:`.
-struct TimedChange {
-    /// The action's label; `upgrade@0ms` for the phase's `upgrade:`.
-    label: String,
-    /// Milliseconds from the start of the traffic.
-    at_ms: u64,
-    change: WorldChange,
-}
-
-/// The changes a phase makes while its traffic runs, in time order. A phase's `upgrade:` is the
-/// same change as an `upgrade` action, one per upgraded cluster (in scenario order), at 0 ms: one
-/// mechanism, so both spellings run wherever a provider can upgrade.
-fn timed_changes(scenario: &Scenario, phase: &Phase) -> Result<Vec<TimedChange>, ProviderError> {
-    let mut timed = Vec::new();
-    if let Some(upgrade) = &phase.upgrade {
-        let named = &upgrade.value.clusters;
-        for cluster in &scenario.clusters {
-            let name = &cluster.name.value;
-            if named.is_empty() || named.iter().any(|upgraded| &upgraded.value == name) {
-                timed.push(TimedChange {
-                    label: "upgrade@0ms".to_owned(),
-                    at_ms: 0,
-                    change: WorldChange::Upgrade {
-                        cluster: name.clone(),
-                        to: upgrade.value.to.value,
-                    },
-                });
-            }
-        }
-    }
-    for action in &phase.actions {
-        let action = &action.value;
-        let change = action.change().ok_or_else(|| {
-            ProviderError::Unsupported(format!(
-                "phase {}: action {} names no change",
-                phase.name.value,
-                action.label()
-            ))
-        })?;
-        timed.push(TimedChange {
-            label: action.label(),
-            at_ms: action.at_millis.value,
-            change,
-        });
-    }
-    // Stable: actions written at one offset keep their order.
-    timed.sort_by_key(|change| change.at_ms);
-    Ok(timed)
-}
-
-/// What the report says about `change` when real Istio would not make it: an upgrade that skips
-/// a minor version in place ([`plan::upgrade_rules`]), which an emulation still carries out.
-fn unlike_real_istio(change: &WorldChange, inventory: &Inventory) -> Option<String> {
-    let WorldChange::Upgrade { cluster, to } = change else {
-        return None;
-    };
-    let from = inventory.clusters.get(cluster)?.istio_version;
-    plan::upgrade_rules::in_place_upgrade_skips_minors(&from, to).then(|| {
-        format!(
-            "{cluster}: Istio {from} to {to} skips minor versions, which real Istio does not upgrade in place \
-             (istio.io in-place upgrades: at most one minor version up; a canary upgrade otherwise); \
-             made anyway"
-        )
-    })
-}
-
-/// Runs a phase with timed changes: starts the traffic, makes each change at its offset, lets the
-/// reconcile loop re-plan from what the change did and applies the new plan when it differs,
-/// then collects the traffic's records. If the traffic ends before a change's offset, the
-/// remaining changes are not made (their expectations then fail as not taken).
-async fn run_actions<P: Provider>(
-    provider: &mut P,
-    (reconciler, applied, evidence): (&mut Controller, &mut (plan::Plan, PhaseSettings), &mut Evidence),
-    (phase, timed): (&Phase, &[TimedChange]),
-    traffic: &Traffic,
-    progress: &mut dyn Progress,
-) -> Result<(Vec<RequestRecord>, Vec<ActionRecord>), ProviderError> {
-    provider.start_traffic(traffic, progress).await?;
-    let started = Instant::now();
-    let mut taken = Vec::new();
-    for TimedChange { label, at_ms, change } in timed {
-        let at_ms = *at_ms;
-        if let Some(records) = provider
-            .await_traffic(started + Duration::from_millis(at_ms), progress)
-            .await?
-        {
-            progress.step(&format!(
-                "phase {}: the traffic ended before {label} at {at_ms} ms; the remaining actions were not taken",
-                phase.name.value,
-            ));
-            return Ok((records, taken));
-        }
-        let note = unlike_real_istio(change, reconciler.inventory());
-        let started_ms = elapsed_ms(started);
-        progress.step(&format!(
-            "phase {}: at {started_ms} ms: {label} ({} {})",
-            phase.name.value,
-            change.kind().name(),
-            change.cluster()
-        ));
-        if let Some(note) = &note {
-            progress.step(&format!("phase {}: note: {note}", phase.name.value));
-        }
-        let events = provider.change_world(change, progress).await?;
-        let completed_ms = elapsed_ms(started);
-        tracing::debug!(?change, ?events, started_ms, completed_ms, "change made");
-        let reconciled = reconciler.observe(&events);
-        tracing::debug!(changes = ?reconciled.changes, "reconciled");
-        let replanned = reconciled.plan;
-        // A pod or cluster that left still serves while it drains (on `local` as on Kubernetes):
-        // the re-plan is pushed now, and calls after a leave count from when it is in force.
-        let mut replanned_ms = None;
-        if replanned != applied.0 {
-            progress.step(&format!(
-                "phase {}: the inventory changed; applying the re-planned federation",
-                phase.name.value
-            ));
-            provider.apply_plan(&replanned, &applied.1, progress).await?;
-            replanned_ms = Some(elapsed_ms(started));
-            applied.0 = replanned;
-            evidence.plan_in_force(&phase.name.value, &applied.0);
-        }
-        taken.push(ActionRecord {
-            name: label.clone(),
-            kind: change.kind().name().to_owned(),
-            cluster: change.cluster().to_owned(),
-            at_ms,
-            started_ms,
-            completed_ms,
-            replanned_ms,
-            change: change.clone(),
-            events,
-            note,
-        });
-    }
-    loop {
-        if let Some(records) = provider.await_traffic(Instant::now() + TRAFFIC_POLL, progress).await? {
-            return Ok((records, taken));
-        }
-    }
-}
-
-/// The changes that start a phase's phase-long faults, made before its traffic; returns the
-/// changes that undo them (made after the traffic), in reverse order. `foreignClientCert` is a
-/// proxy setting, not a change.
-async fn start_phase_faults<P: Provider>(
-    provider: &mut P,
-    reconciler: &mut Controller,
-    phase: &Phase,
-    progress: &mut dyn Progress,
-) -> Result<Vec<WorldChange>, ProviderError> {
-    let mut undo = Vec::new();
-    for fault in &phase.faults {
-        let Some((start, end)) = fault_changes(&fault.value, reconciler.inventory()) else {
-            continue;
-        };
-        progress.step(&format!(
-            "phase {}: fault: {} {}",
-            phase.name.value,
-            start.kind().name(),
-            start.cluster()
-        ));
-        let events = provider.change_world(&start, progress).await?;
-        let _reconciled = reconciler.observe(&events);
-        undo.push(end);
-    }
-    undo.reverse();
-    Ok(undo)
-}
-
-/// A phase-long fault as the change that starts it and the change that undoes it, given the
-/// inventory before it.
-pub fn fault_changes(fault: &Fault, inventory: &Inventory) -> Option<(WorldChange, WorldChange)> {
-    match fault {
-        Fault::GatewayDown { cluster } => Some((
-            WorldChange::StopGateway {
-                cluster: cluster.clone(),
-            },
-            WorldChange::StartGateway {
-                cluster: cluster.clone(),
-            },
-        )),
-        Fault::Scale {
-            cluster,
-            service,
-            replicas,
-        } => {
-            let before = inventory
-                .clusters
-                .get(cluster)
-                .map_or(0, |cluster| cluster.ready_count(service));
-            Some((
-                WorldChange::Scale {
-                    cluster: cluster.clone(),
-                    service: service.clone(),
-                    replicas: *replicas,
-                },
-                WorldChange::Scale {
-                    cluster: cluster.clone(),
-                    service: service.clone(),
-                    replicas: u32::try_from(before).unwrap_or(u32::MAX),
-                },
-            ))
-        }
-        Fault::Delay {
-            cluster,
-            service,
-            millis,
-        } => Some((
-            WorldChange::Delay {
-                cluster: cluster.clone(),
-                service: service.clone(),
-                millis: *millis,
-            },
-            WorldChange::Delay {
-                cluster: cluster.clone(),
-                service: service.clone(),
-                millis: 0,
-            },
-        )),
-        Fault::ForeignClientCert {} => None,
-    }
 }

@@ -1,4 +1,4 @@
-//! Where a run's diagnostics ([`crate::diagnostics`]) go: `--keep-logs DIR`, and a failed run's
+//! Where a run's diagnostics ([`crate::kept_logs`]) go: `--keep-logs DIR`, and a failed run's
 //! `<report-dir>/logs/`. Each is a directory meshfed replaces as a whole (built next to it, then
 //! swapped in) and recognises by the marker file [`LOGS_MARKER`] it writes into it: only an
 //! absent or empty directory, or one holding that marker, is ever replaced or removed. A user's
@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::diagnostics::{self, KeptFile};
-use crate::output::{self, Existing, OutDir};
+use crate::atomic_files::{self, Existing, OutDir};
+use crate::kept_logs::{self, KeptFile};
 
 use super::failure::RunFailure;
 
@@ -39,7 +39,7 @@ pub(crate) enum LogsDirError {
     },
     /// The path cannot be an output directory.
     #[error(transparent)]
-    Out(#[from] output::OutDirError),
+    Out(#[from] atomic_files::OutDirError),
     /// Reading it failed.
     #[error("cannot read {path}")]
     Io {
@@ -60,7 +60,7 @@ impl LogsDir {
             source,
         };
         if let Existing::Directory(old) = out.existing().map_err(io_error)? {
-            let marked = old.entry(LOGS_MARKER).map_err(io_error)? == Some(output::EntryKind::File);
+            let marked = old.entry(LOGS_MARKER).map_err(io_error)? == Some(atomic_files::EntryKind::File);
             if !marked && !old.names().map_err(io_error)?.is_empty() {
                 return Err(LogsDirError::Foreign { path: path.to_owned() });
             }
@@ -80,7 +80,7 @@ impl LogsDir {
         staged
             .dir()
             .create_file(LOGS_MARKER, b"diagnostics kept by meshfed run\n", 0o644)?;
-        let withheld = diagnostics::write_kept(staged.dir(), files)?;
+        let withheld = kept_logs::write_kept(staged.dir(), files)?;
         staged.commit()?;
         Ok(withheld)
     }

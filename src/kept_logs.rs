@@ -1,12 +1,12 @@
 //! What a run keeps for later (`--keep-logs`, and a failed run's `<report-dir>/logs/`): the plan
 //! applied in each phase (YAML), each phase's request records (CSV), and what the provider hands
 //! over from its proxies (Envoy logs and `/config_dump`s). Building the files is pure; writing them
-//! goes through [`crate::output::Dir`]. No file that holds a private key is ever written.
+//! goes through [`crate::atomic_files::Dir`]. No file that holds a private key is ever written.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::output;
+use crate::atomic_files;
 use crate::plan::{self, Plan};
 use crate::record::RequestRecord;
 
@@ -19,7 +19,7 @@ pub struct KeptFile {
     pub contents: Vec<u8>,
 }
 
-/// What the engine saw per phase: the plans in force (the phase's, then any re-planned one) and
+/// What the driver saw per phase: the plans in force (the phase's, then any re-planned one) and
 /// the records its traffic returned.
 #[derive(Clone, Debug, Default)]
 pub struct Evidence {
@@ -182,7 +182,7 @@ pub enum KeepError {
 
 /// Writes `files` below `dir`, skipping (and naming, in the returned list) any file that holds a
 /// private key. Returns the paths withheld.
-pub fn write_kept(dir: &output::Dir, files: &[KeptFile]) -> Result<Vec<PathBuf>, KeepError> {
+pub fn write_kept(dir: &atomic_files::Dir, files: &[KeptFile]) -> Result<Vec<PathBuf>, KeepError> {
     let mut withheld = Vec::new();
     for file in files {
         if holds_private_key(&file.contents) {

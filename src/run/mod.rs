@@ -32,9 +32,9 @@
 //! ```
 
 mod failure;
-pub(crate) mod in_process;
-mod kept_logs;
+pub(crate) mod lifecycle;
 mod live_display;
+mod logs_dir;
 pub(crate) mod matrix;
 pub(crate) mod report_dir;
 mod report_view;
@@ -352,13 +352,13 @@ fn absolute(path: &Path) -> Result<PathBuf, Error> {
 /// A private directory for one run (scenario text, helper output, report), removed on drop.
 ///
 /// Named `meshfed-run-<pid>-<random>` (the PID alone repeats across PID namespaces) and locked by
-/// this process while it exists ([`crate::output::DirLock`]), with [`WORK_DIR_MARKER`] written
+/// this process while it exists ([`crate::atomic_files::DirLock`]), with [`WORK_DIR_MARKER`] written
 /// once the lock is held. A process killed before its drop (SIGKILL, or a signal meshfed does
 /// not handle, such as SIGUSR1 or SIGALRM) leaves its directory behind unlocked: the next
 /// [`WorkDir::create`] removes every such one, and never a directory without the marker.
 struct WorkDir {
     path: PathBuf,
-    _lock: crate::output::DirLock,
+    _lock: crate::atomic_files::DirLock,
 }
 
 /// Marks a work directory as [`WorkDir`]'s, written while its lock is held.
@@ -369,13 +369,13 @@ const WORK_DIR_PREFIX: &str = "meshfed-run-";
 impl WorkDir {
     fn create() -> Result<WorkDir, Error> {
         let temp = std::env::temp_dir();
-        let parent = crate::output::Dir::open(&temp).map_err(io_error("open the temporary directory", &temp))?;
+        let parent = crate::atomic_files::Dir::open(&temp).map_err(io_error("open the temporary directory", &temp))?;
         remove_abandoned_work_dirs(&parent);
         for _ in 0..8 {
             let name = format!(
                 "{WORK_DIR_PREFIX}{}-{:016x}",
                 std::process::id(),
-                crate::output::unique_u64()
+                crate::atomic_files::unique_u64()
             );
             let path = temp.join(&name);
             let dir = parent
@@ -402,8 +402,8 @@ impl WorkDir {
 }
 
 /// Removes work directories whose process is gone: marked, and locked by nobody.
-fn remove_abandoned_work_dirs(parent: &crate::output::Dir) {
-    use crate::output::EntryKind;
+fn remove_abandoned_work_dirs(parent: &crate::atomic_files::Dir) {
+    use crate::atomic_files::EntryKind;
     use std::os::unix::ffi::OsStrExt as _;
     let Ok(names) = parent.names() else { return };
     for name in names {

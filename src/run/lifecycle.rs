@@ -1,6 +1,7 @@
-//! A run in this process, as `meshfed run` and the library's helper do it: load and check the
-//! scenario, open the report directory, find or install Envoy, enter the sandbox, build the
-//! runtime, run the engine, tear down (also on SIGINT/SIGTERM) and write `report.json` in one step.
+//! A run's lifecycle in this process, as `meshfed run` and the library's helper do it: load and
+//! check the scenario, open the report directory, find or install Envoy, enter the sandbox, build
+//! the runtime, drive the scenario ([`crate::driver`]), tear down (also on SIGINT/SIGTERM) and
+//! write `report.json` in one step.
 //!
 //! Must be called while the process is single-threaded for the local provider (it enters
 //! namespaces): first thing in `main`, or in the helper process [`super::Run`] starts.
@@ -17,8 +18,8 @@ use crate::scenario::{self, Scenario, ScenarioError};
 
 use super::ProviderKind;
 pub(crate) use super::failure::RunFailure;
-use super::kept_logs::{self, LogsDir};
 use super::live_display::LiveDisplay;
+use super::logs_dir::{self, LogsDir};
 use super::report_dir::{self, ReportDir};
 
 /// What to run.
@@ -150,7 +151,7 @@ fn load_runnable(
 ) -> Result<Scenario, RunFailure> {
     let scenario = scenario::load_with_istio_version(path, istio_version)?;
     check_real_istio(&scenario, path, provider)?;
-    crate::engine::check_runnable(&scenario, path, &capabilities(provider))?;
+    crate::driver::check_runnable(&scenario, path, &capabilities(provider))?;
     Ok(scenario)
 }
 
@@ -195,12 +196,12 @@ pub(crate) fn run_scenario_file(request: RunRequest<'_>) -> Result<FinishedRun, 
         })
         .transpose()?;
     if let (Some(keep), Some(report_dir)) = (&keep_dir, &report_dir) {
-        kept_logs::check_apart(keep, report_dir.resolved())?;
+        logs_dir::check_apart(keep, report_dir.resolved())?;
     }
     // A failed run's `logs/` is left alone when --keep-logs is it or lies inside it.
     let failed_run_logs = report_dir
         .as_ref()
-        .and_then(|dir| kept_logs::failed_run_logs(dir.resolved()))
+        .and_then(|dir| logs_dir::failed_run_logs(dir.resolved()))
         .filter(|logs| {
             !keep_dir
                 .as_ref()
@@ -347,7 +348,7 @@ fn kind_provider(
     Ok(KindProvider::new(options, KubeconfigProvider::new(kube)))
 }
 
-/// Where a run keeps its diagnostics ([`crate::diagnostics`]).
+/// Where a run keeps its diagnostics ([`crate::kept_logs`]).
 #[derive(Clone, Copy)]
 struct Keeping<'dirs> {
     /// `--keep-logs DIR`: kept whatever the verdict.
@@ -357,7 +358,7 @@ struct Keeping<'dirs> {
     on_failure: Option<&'dirs LogsDir>,
 }
 
-/// Runs the engine until it ends or SIGINT/SIGTERM/SIGHUP comes, then tears the world down either way.
+/// Drives the scenario until it ends or SIGINT/SIGTERM/SIGHUP comes, then tears the world down either way.
 /// Before teardown, the diagnostics are taken from the proxies when `keeping` asks for them.
 async fn run_world<P: crate::provider::Provider>(
     mut provider: P,
@@ -368,9 +369,9 @@ async fn run_world<P: crate::provider::Provider>(
 ) -> Result<Report, RunFailure> {
     // Registered before any work, so a signal during world creation is handled, not fatal.
     let interrupted = interrupted().map_err(|error| RunFailure::Infrastructure(error.into()))?;
-    let mut evidence = crate::diagnostics::Evidence::default();
+    let mut evidence = crate::kept_logs::Evidence::default();
     let outcome = tokio::select! {
-        result = crate::engine::run_scenario_noting(&mut provider, scenario, scenario_path, progress, &mut evidence) => Some(result),
+        result = crate::driver::drive_scenario_noting(&mut provider, scenario, scenario_path, progress, &mut evidence) => Some(result),
         () = interrupted => None,
     };
     // Exit 1 (an expectation failed) or 3 (the world failed); not an interrupt.
