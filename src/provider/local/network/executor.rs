@@ -14,7 +14,7 @@ use super::commands::{
     mk_add_cluster_commands, mk_add_pod_commands, mk_network_commands, mk_remove_cluster_router_commands,
 };
 use super::netns::enter_netns_for_this_thread;
-use crate::provider::local::bounded_run::{BoundedRun, BoundedRunError, bounded_run};
+use crate::process::{BoundedRun, BoundedRunError, bounded_run};
 use crate::provider::local::sandbox::NETNS_DIR;
 
 /// Why the network could not be created or removed.
