@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::provider::local::bounded_run::format_duration;
+use crate::process::format_duration;
 
 /// Why an admin API request failed.
 #[derive(Debug, thiserror::Error)]
