@@ -12,9 +12,7 @@ pub mod locate;
 pub mod stats;
 pub mod version;
 
-pub use admin::{
-    ADMIN_TIMEOUT, AdminError, AwaitReadyError, admin_get, admin_get_within, admin_post, await_ready, dechunk,
-};
+pub use admin::{ADMIN_TIMEOUT, AdminError, AwaitReadyError, admin_get, admin_get_within, admin_post, await_ready};
 pub use config_files::{WriteConfigError, envoy_args, write_bootstrap, write_sds, write_xds};
 pub use locate::{
     CacheDirError, FindEnvoyError, InstallEnvoyError, PIP_TIMEOUT, PipProgress, ProvisionEnvoyError, cache_dir,
