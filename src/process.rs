@@ -1,5 +1,5 @@
 //! Short-lived helper processes that meshfed runs outside the supervisor (`envoy --version`, pip,
-//! `ip` batches, and for `kind`: kind, docker, istioctl, curl, tar): each with a deadline, a death signal and its own process group, stopped (the
+//! `ip` batches, and for `kind`: kind, docker, istioctl, tar): each with a deadline, a death signal and its own process group, stopped (the
 //! whole group) on expiry or on Ctrl-C, and named in the error.
 //!
 //! Between fork and exec each child gets `PR_SET_PDEATHSIG = SIGKILL` ([`die_with_parent`], which

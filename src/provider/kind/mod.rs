@@ -22,6 +22,7 @@
 
 pub mod addresses;
 pub mod config;
+pub mod download;
 pub mod dry_run;
 pub mod install;
 pub mod isolation;

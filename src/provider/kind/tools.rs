@@ -1,4 +1,4 @@
-//! The external programs of the `kind` provider (kind, docker, istioctl, curl, tar), found on `PATH`
+//! The external programs of the `kind` provider (kind, docker, istioctl, tar), found on `PATH`
 //! the way a shell finds them (so tests can put fakes first) and all run through
 //! [`crate::process::bounded_run`]: a deadline, `PR_SET_PDEATHSIG`, their own process group, and
 //! every failure naming the command and quoting its stderr.
@@ -52,7 +52,6 @@ fn install_hint(program: &str) -> &'static str {
     match program {
         "kind" => "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
         "docker" => "install Docker (https://docs.docker.com/engine/install/)",
-        "curl" => "install curl (meshfed downloads istioctl with it)",
         "tar" => "install tar (meshfed unpacks istioctl with it)",
         _ => "put it on PATH",
     }

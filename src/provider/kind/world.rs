@@ -16,6 +16,7 @@ use crate::scenario::{FederationMode, IstioVersion, Scenario};
 
 use super::addresses::{address_pools, parse_network_inspect};
 use super::config::{control_plane_container, is_meshfed_cluster, kind_cluster_name, kind_config};
+use super::download::download;
 use super::install::{
     METALLB_PODS, METALLB_POOL_WEBHOOKS, METALLB_VERSION, federation_gateway, metallb_manifest_url, mk_cacerts_secret,
     mk_istio_namespace, mk_istio_operator, mk_metallb_pool,
@@ -32,6 +33,8 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(420);
 const KIND_WAIT: &str = "180s";
 /// Short kind/docker queries.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a download into the cache (the MetalLB manifest, tens of kilobytes) may take.
+const CACHED_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// `kind delete cluster`.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
 /// `docker build` of the workload image (base image pull included).
@@ -139,13 +142,7 @@ pub(super) async fn create_world<K: KubeSide>(
     let mut istioctl = BTreeMap::new();
     for version in istio_versions_used(scenario) {
         if let std::collections::btree_map::Entry::Vacant(entry) = istioctl.entry(version) {
-            entry.insert(istioctl_for(
-                tools,
-                &options.cache_dir,
-                &options.releases_url,
-                version,
-                progress,
-            )?);
+            entry.insert(istioctl_for(tools, &options.cache_dir, &options.releases_url, version, progress).await?);
         }
     }
 
@@ -246,13 +243,13 @@ pub(super) async fn create_world<K: KubeSide>(
 
     // MetalLB.
     let metallb = fetch_cached(
-        tools,
         &options.cache_dir,
         &format!("metallb-{METALLB_VERSION}"),
         "metallb-native.yaml",
         &metallb_manifest_url(),
         progress,
-    )?;
+    )
+    .await?;
     for (cluster, pool) in world.clusters.iter().zip(&pools) {
         progress(&format!(
             "{}: MetalLB {METALLB_VERSION}, gateway pool {}",
@@ -337,7 +334,7 @@ fn istio_versions_used(scenario: &Scenario) -> BTreeSet<IstioVersion> {
 }
 
 /// istioctl of `version`, checked to report that version.
-fn istioctl_for(
+async fn istioctl_for(
     tools: &Tools,
     cache_dir: &Path,
     releases_url: &str,
@@ -345,6 +342,7 @@ fn istioctl_for(
     progress: &mut dyn Progress,
 ) -> Result<PathBuf, ProviderError> {
     let path = fetch_istioctl(tools, cache_dir, releases_url, version, progress)
+        .await
         .map_err(|error| ProviderError::failed(format!("providing istioctl {version}"), error))?;
     let reported = text(
         tools
@@ -549,8 +547,7 @@ pub(super) fn load_image_archive(archive: &Path, kind_name: &str) -> Invocation 
 
 /// A file fetched once into the cache (no published checksum exists: the pinned tag in the URL
 /// is what identifies it).
-fn fetch_cached(
-    tools: &Tools,
+async fn fetch_cached(
     cache_dir: &Path,
     subdir: &str,
     name: &str,
@@ -563,25 +560,11 @@ fn fetch_cached(
         std::fs::create_dir_all(&dir).map_err(io_failed(format!("creating {}", dir.display())))?;
         let partial = dir.join(format!(".{name}.{}.partial", std::process::id()));
         progress.step(&format!("downloading {url}"));
-        tools
-            .run(&Invocation::new(
-                "curl",
-                [
-                    "--fail".into(),
-                    "--silent".into(),
-                    "--show-error".into(),
-                    "--location".into(),
-                    "--max-time".into(),
-                    "120".into(),
-                    "--output".into(),
-                    partial.clone().into_os_string(),
-                    url.into(),
-                ]
-                .into_iter()
-                .collect::<Vec<std::ffi::OsString>>(),
-                Duration::from_secs(130),
-            ))
-            .map_err(failed(format!("downloading {url}")))?;
+        let downloaded = download(url, &partial, CACHED_DOWNLOAD_TIMEOUT, progress).await;
+        if let Err(error) = downloaded {
+            let _ = std::fs::remove_file(&partial);
+            return Err(ProviderError::failed(format!("downloading {url}"), error));
+        }
         std::fs::rename(&partial, &file).map_err(io_failed(format!("writing {}", file.display())))?;
     }
     std::fs::read_to_string(&file).map_err(io_failed(format!("reading {}", file.display())))
