@@ -140,8 +140,7 @@ pub async fn download(
 
 async fn follow_and_save(url: &str, to: &Path, progress: &mut dyn Progress) -> Result<u64, DownloadError> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-        .map_err(DownloadError::RootCertificates)?
+        .with_tls_config(tls_config(url)?)
         .https_or_http()
         .enable_http1()
         .build();
@@ -187,6 +186,22 @@ async fn follow_and_save(url: &str, to: &Path, progress: &mut dyn Progress) -> R
         return save_body(&current.to_string(), response.into_body(), to, progress).await;
     }
     Err(DownloadError::TooManyRedirects { url: url.to_owned() })
+}
+
+/// rustls on ring with the platform's root certificates. A machine without any (a bare container)
+/// can still download over plain http (a loopback mirror): only an https URL needs them.
+fn tls_config(url: &str) -> Result<rustls::ClientConfig, DownloadError> {
+    use hyper_rustls::ConfigBuilderExt as _;
+    let builder = rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+        .with_safe_default_protocol_versions()
+        .map_err(|error| DownloadError::RootCertificates(std::io::Error::other(error)))?;
+    match builder.clone().with_native_roots() {
+        Ok(builder) => Ok(builder.with_no_client_auth()),
+        Err(error) if url.starts_with("https:") => Err(DownloadError::RootCertificates(error)),
+        Err(_) => Ok(builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()),
+    }
 }
 
 /// Streams `body` into `to`, reporting how far it got every [`PROGRESS_EVERY`].
