@@ -330,6 +330,18 @@ mod tests {
         )
     }
 
+    /// Downloads `{base}/x` from a server scripted with `replies` within `timeout`; returns the
+    /// server's base URL and the error the download must end with.
+    async fn failed_download(name: &str, replies: Vec<String>, timeout: Duration) -> (String, DownloadError) {
+        let dir = scratch(name);
+        let (base, _) = serve(replies);
+        let error = download(&format!("{base}/x"), &dir.join("file"), timeout, &mut |_: &str| {})
+            .await
+            .expect_err("the download must fail");
+        std::fs::remove_dir_all(&dir).unwrap();
+        (base, error)
+    }
+
     /// GitHub's release downloads answer `302 Found` with an absolute `Location` elsewhere;
     /// a relative one (RFC 9110 §10.2.2) is resolved against the URL asked for.
     #[tokio::test]
@@ -365,78 +377,44 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_status_is_named_with_its_url() {
-        let dir = scratch("status");
-        let (base, _) = serve(vec![
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nNot Found".to_owned(),
-        ]);
-        let error = download(
-            &format!("{base}/x"),
-            &dir.join("file"),
+        let (base, error) = failed_download(
+            "status",
+            vec!["HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nNot Found".to_owned()],
             Duration::from_secs(20),
-            &mut |_: &str| {},
         )
-        .await
-        .unwrap_err();
+        .await;
         assert_eq!(error.to_string(), format!("{base}/x answered 404 Not Found"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// RFC 9112 §6.3: a connection closed before `Content-Length` bytes arrived is an incomplete
     /// message, never a shorter file.
     #[tokio::test]
     async fn a_body_cut_short_is_an_error() {
-        let dir = scratch("short");
-        let (base, _) = serve(vec![
-            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nonly this".to_owned(),
-        ]);
-        let error = download(
-            &format!("{base}/x"),
-            &dir.join("file"),
+        let (_, error) = failed_download(
+            "short",
+            vec!["HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nonly this".to_owned()],
             Duration::from_secs(20),
-            &mut |_: &str| {},
         )
-        .await
-        .unwrap_err();
+        .await;
         assert!(matches!(error, DownloadError::Body { received: 9, .. }), "{error:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
     async fn a_server_that_never_answers_times_out_within_the_deadline() {
-        let dir = scratch("stuck");
-        let (base, _) = serve(vec![String::new()]);
         let started = Instant::now();
-        let error = download(
-            &format!("{base}/x"),
-            &dir.join("file"),
-            Duration::from_millis(300),
-            &mut |_: &str| {},
-        )
-        .await
-        .unwrap_err();
+        let (base, error) = failed_download("stuck", vec![String::new()], Duration::from_millis(300)).await;
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         assert_eq!(
             error.to_string(),
             format!("the download of {base}/x did not finish within 300 ms")
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
     async fn a_redirect_loop_gives_up() {
-        let dir = scratch("loop");
         let redirect = "HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n".to_owned();
-        let (base, _) = serve(vec![redirect; MAX_REDIRECTS + 1]);
-        let error = download(
-            &format!("{base}/x"),
-            &dir.join("file"),
-            Duration::from_secs(20),
-            &mut |_: &str| {},
-        )
-        .await
-        .unwrap_err();
+        let (_, error) = failed_download("loop", vec![redirect; MAX_REDIRECTS + 1], Duration::from_secs(20)).await;
         assert!(matches!(error, DownloadError::TooManyRedirects { .. }), "{error:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -207,15 +207,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::local::envoy_binary::scratch_dir;
     use tokio::net::UnixListener;
-
-    /// A fresh, empty directory for one test.
-    fn scratch_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("meshfed-envoy-binary-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     #[test]
     fn chunked_bodies_are_decoded_and_truncated_ones_refused() {

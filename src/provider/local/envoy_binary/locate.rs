@@ -382,14 +382,7 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A fresh, empty directory for one test.
-    fn scratch_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("meshfed-envoy-binary-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::provider::local::envoy_binary::scratch_dir;
 
     fn make_executable(path: &Path) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -29,3 +29,12 @@ pub const ENVOY_ENV: &str = "MESHFED_ENVOY";
 
 /// Environment variable naming meshfed's cache directory.
 pub const CACHE_DIR_ENV: &str = "MESHFED_CACHE_DIR";
+
+/// A fresh, empty directory for one test of this folder's modules.
+#[cfg(test)]
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshfed-envoy-binary-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
