@@ -1097,7 +1097,7 @@ impl<'de> Deserialize<'de> for Ipv4Cidr {
 }
 
 fn default_trust_domain() -> String {
-    "cluster.local".to_owned()
+    crate::pki::DEFAULT_TRUST_DOMAIN.to_owned()
 }
 
 fn default_region() -> String {

@@ -259,11 +259,6 @@ impl Network {
         self.netns_names.contains(&name).then(|| netns_path(&name))
     }
 
-    /// The router's namespace.
-    pub fn router_netns_path(&self) -> PathBuf {
-        netns_path(&self.names.router())
-    }
-
     /// Every namespace of this network, router first.
     pub fn netns_names(&self) -> &[String] {
         &self.netns_names

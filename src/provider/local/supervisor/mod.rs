@@ -509,15 +509,6 @@ impl Supervisor {
         found
     }
 
-    /// Every child that has exited so far, in spawn order.
-    pub fn exited_children(&mut self) -> Result<Vec<ChildExit>, SupervisorError> {
-        let mut exits = Vec::new();
-        for child in &mut self.children {
-            exits.extend(poll_exit(child)?);
-        }
-        Ok(exits)
-    }
-
     /// Fails with the first child that has exited, naming it and quoting its log: use it while
     /// waiting for readiness so an Envoy that died on bad config is reported as such, not as a
     /// timeout.
