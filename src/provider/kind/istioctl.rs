@@ -12,7 +12,7 @@ use crate::progress::Progress;
 use crate::scenario::IstioVersion;
 
 use super::download::{DownloadError, download};
-use super::tools::{Invocation, ToolError, Tools};
+use super::tools::{Invocation, ToolError, Tools, os_args};
 
 /// Overrides where Istio releases are downloaded from.
 pub const RELEASES_URL_ENV: &str = "MESHFED_ISTIO_RELEASES_URL";
@@ -218,15 +218,7 @@ async fn download_into(
     }
     let tar = Invocation::new(
         "tar",
-        [
-            "-xzf".into(),
-            archive.as_os_str().to_owned(),
-            "-C".into(),
-            dir.as_os_str().to_owned(),
-            "istioctl".into(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
+        os_args!["-xzf", &archive, "-C", dir, "istioctl"],
         Duration::from_secs(60),
     );
     tools.run(&tar).map_err(unpack_error(url))?;

@@ -9,6 +9,15 @@ use std::time::Duration;
 
 use crate::process::{BoundedRun, BoundedRunError, bounded_run, find_on_path};
 
+/// An argument list of strings and paths, each taken as an `OsString` (what [`Invocation::new`]
+/// takes): `os_args!["load", "image-archive", archive, "--name", kind_name]`.
+macro_rules! os_args {
+    ($($argument:expr),* $(,)?) => {
+        vec![$(std::ffi::OsString::from($argument)),*]
+    };
+}
+pub(crate) use os_args;
+
 /// How long `docker info` may take before the engine counts as unreachable.
 pub const DOCKER_INFO_TIMEOUT: Duration = Duration::from_secs(15);
 

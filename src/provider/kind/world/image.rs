@@ -10,7 +10,7 @@ use crate::provider::ProviderError;
 use super::{failed, io_failed};
 use crate::provider::kind::KindCluster;
 use crate::provider::kind::istioctl::sha256_hex;
-use crate::provider::kind::tools::{Invocation, Tools};
+use crate::provider::kind::tools::{Invocation, Tools, os_args};
 use crate::provider::kind::workload_image::{ARCHIVE_NAME, IMAGE_LABEL, dockerfile, image_tag};
 
 /// `docker build` of the workload image (base image pull included).
@@ -63,18 +63,7 @@ pub(super) fn workload_image(
 pub(in crate::provider::kind) fn build_image(tag: &str, context: &Path) -> Invocation {
     Invocation::new(
         "docker",
-        [
-            "build".into(),
-            "--tag".into(),
-            tag.into(),
-            "--label".into(),
-            IMAGE_LABEL.into(),
-            "--file".into(),
-            "-".into(),
-            context.as_os_str().to_owned(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
+        os_args!["build", "--tag", tag, "--label", IMAGE_LABEL, "--file", "-", context],
         BUILD_TIMEOUT,
     )
     .stdin(dockerfile())
@@ -82,33 +71,14 @@ pub(in crate::provider::kind) fn build_image(tag: &str, context: &Path) -> Invoc
 
 /// `docker save` of the workload image into `archive`.
 pub(in crate::provider::kind) fn save_image(tag: &str, archive: &Path) -> Invocation {
-    Invocation::new(
-        "docker",
-        [
-            "save".into(),
-            "--output".into(),
-            archive.as_os_str().to_owned(),
-            tag.into(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
-        BUILD_TIMEOUT,
-    )
+    Invocation::new("docker", os_args!["save", "--output", archive, tag], BUILD_TIMEOUT)
 }
 
 /// `kind load image-archive` of `archive` into every node of `kind_name`.
 pub(in crate::provider::kind) fn load_image_archive(archive: &Path, kind_name: &str) -> Invocation {
     Invocation::new(
         "kind",
-        [
-            "load".into(),
-            "image-archive".into(),
-            archive.as_os_str().to_owned(),
-            "--name".into(),
-            kind_name.into(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
+        os_args!["load", "image-archive", archive, "--name", kind_name],
         LOAD_TIMEOUT,
     )
 }

@@ -28,7 +28,7 @@ use super::install::{
     mk_istio_namespace, mk_istio_operator, mk_metallb_pool,
 };
 use super::isolation::unreachable_routes;
-use super::tools::{Invocation, ToolError, Tools};
+use super::tools::{Invocation, ToolError, Tools, os_args};
 use super::workload_image::check_binary_runs_in_pods;
 use super::{KindCluster, KindOptions, KubeSide};
 
@@ -384,22 +384,20 @@ fn create_clusters(
 pub(super) fn create_cluster(kind_name: &str, config_file: &Path, kubeconfig: &Path) -> Invocation {
     Invocation::new(
         "kind",
-        [
-            "create".into(),
-            "cluster".into(),
-            "--name".into(),
-            kind_name.into(),
-            "--image".into(),
-            KIND.node_image.into(),
-            "--config".into(),
-            config_file.as_os_str().to_owned(),
-            "--kubeconfig".into(),
-            kubeconfig.as_os_str().to_owned(),
-            "--wait".into(),
-            KIND_WAIT.into(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
+        os_args![
+            "create",
+            "cluster",
+            "--name",
+            kind_name,
+            "--image",
+            KIND.node_image,
+            "--config",
+            config_file,
+            "--kubeconfig",
+            kubeconfig,
+            "--wait",
+            KIND_WAIT,
+        ],
         CREATE_TIMEOUT,
     )
 }
@@ -408,16 +406,7 @@ pub(super) fn create_cluster(kind_name: &str, config_file: &Path, kubeconfig: &P
 pub(super) fn export_kubeconfig(kind_name: &str, kubeconfig: &Path) -> Invocation {
     Invocation::new(
         "kind",
-        [
-            "export".into(),
-            "kubeconfig".into(),
-            "--name".into(),
-            kind_name.into(),
-            "--kubeconfig".into(),
-            kubeconfig.as_os_str().to_owned(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
+        os_args!["export", "kubeconfig", "--name", kind_name, "--kubeconfig", kubeconfig],
         QUERY_TIMEOUT,
     )
 }
@@ -431,20 +420,18 @@ fn operator_file(run_dir: &Path, cluster: &str, operator: &str) -> Result<PathBu
 pub(super) fn istioctl_install(istioctl: &Path, cluster: &KindCluster, operator: &Path) -> Invocation {
     Invocation::new(
         istioctl,
-        [
-            "install".into(),
-            "--skip-confirmation".into(),
-            "--kubeconfig".into(),
-            cluster.kubeconfig.clone().into_os_string(),
-            "--context".into(),
-            cluster.context.clone().into(),
-            "--readiness-timeout".into(),
-            ISTIO_READINESS.into(),
-            "--filename".into(),
-            operator.as_os_str().to_owned(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
+        os_args![
+            "install",
+            "--skip-confirmation",
+            "--kubeconfig",
+            &cluster.kubeconfig,
+            "--context",
+            &cluster.context,
+            "--readiness-timeout",
+            ISTIO_READINESS,
+            "--filename",
+            operator,
+        ],
         INSTALL_TIMEOUT,
     )
 }

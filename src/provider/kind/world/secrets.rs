@@ -11,7 +11,7 @@ use crate::scenario::{IstioVersion, Scenario};
 
 use super::{QUERY_TIMEOUT, failed, text};
 use crate::provider::kind::config::control_plane_container;
-use crate::provider::kind::tools::{Invocation, Tools};
+use crate::provider::kind::tools::{Invocation, Tools, os_args};
 use crate::provider::kind::{KindCluster, KubeSide};
 
 /// Remote secrets as `istioctl create-remote-secret` makes them, with the API server at its
@@ -50,19 +50,17 @@ pub(super) async fn create_remote_secrets<K: KubeSide>(
             tools
                 .run(&Invocation::new(
                     istioctl[&scenario_cluster.istio_version.value].clone(),
-                    [
-                        "create-remote-secret".into(),
-                        "--kubeconfig".into(),
-                        cluster.kubeconfig.clone().into_os_string(),
-                        "--context".into(),
-                        cluster.context.clone().into(),
-                        "--name".into(),
-                        cluster.cluster.clone().into(),
-                        "--server".into(),
-                        format!("https://{address}:6443").into(),
-                    ]
-                    .into_iter()
-                    .collect::<Vec<std::ffi::OsString>>(),
+                    os_args![
+                        "create-remote-secret",
+                        "--kubeconfig",
+                        &cluster.kubeconfig,
+                        "--context",
+                        &cluster.context,
+                        "--name",
+                        &cluster.cluster,
+                        "--server",
+                        format!("https://{address}:6443"),
+                    ],
                     QUERY_TIMEOUT,
                 ))
                 .map_err(failed(format!("creating the remote secret of {}", cluster.cluster)))?,
