@@ -7,7 +7,7 @@
 //! reports, and the whole command minus file reads (parse both, diff, render text and JSON).
 //! Target: the whole under 1 s.
 //!
-//! Then the adversarial size (issue 18, point 4): two reports of one phase with 20,000
+//! Then the adversarial size, what a hostile or huge report can hold: two reports of one phase with 20,000
 //! configuration rejections and 20,000 expectations each (half the rejections and a tenth of the
 //! verdicts differ), written to files and compared by the built `meshfed diff` binary, as a user
 //! runs it: wall time, and peak RSS as GNU time (`/usr/bin/time`, wait4's ru_maxrss) reports it.

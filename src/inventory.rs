@@ -358,7 +358,7 @@ mod tests {
 
     const CLUSTER: &str = "gateway: { address: 10.0.0.1 }\n    istioVersion: 1.24.3\n    region: r\n    zone: z";
 
-    /// Issue 18: docs/inventory.md promised an IP address and a version in range, and neither was
+    /// docs/inventory.md promised an IP address and a version in range, and neither used to be
     /// checked (`address: gw.example.com` became a `resolution: STATIC` ServiceEntry endpoint).
     #[test]
     fn a_host_name_address_or_a_version_out_of_range_is_refused_at_its_position() {

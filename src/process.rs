@@ -1,9 +1,10 @@
 //! Short-lived helper processes that meshfed runs outside the supervisor (`envoy --version`, pip,
-//! `ip` batches, and for `kind`: kind, docker, istioctl, curl, tar): each with a deadline, a death signal and its own process group, stopped (the
+//! `ip` batches, and for `kind`: kind, docker, istioctl, tar): each with a deadline, a death signal and its own process group, stopped (the
 //! whole group) on expiry or on Ctrl-C, and named in the error.
 //!
-//! Between fork and exec each child gets `PR_SET_PDEATHSIG = SIGKILL` and `setpgid(0, 0)`. The
-//! kernel sends the death signal when the *thread* that forked exits; [`bounded_run`] waits for
+//! Between fork and exec each child gets `PR_SET_PDEATHSIG = SIGKILL` ([`die_with_parent`], which
+//! the supervisor and the helper-process role use too) and `setpgid(0, 0)`. The kernel sends the
+//! death signal when the *thread* that forked exits; [`bounded_run`] waits for
 //! the child on the thread that started it, so that thread outlives the child. The own process
 //! group keeps a terminal's Ctrl-C away from the child (meshfed decides when it stops) and lets
 //! meshfed kill its grandchildren with it.
@@ -116,6 +117,28 @@ pub fn format_duration(duration: Duration) -> String {
     }
 }
 
+/// Makes the child `command` starts get `signal` when the thread that starts it exits
+/// (`PR_SET_PDEATHSIG`), so nothing meshfed starts outlives it, however meshfed ends. Had meshfed
+/// died between the fork and the `prctl`, no signal would ever come: the child then checks that its
+/// parent is still the process that called this and refuses to start (`ESRCH`) if not.
+///
+/// The kernel sends the signal when the forking *thread* exits, so the caller keeps that thread
+/// alive as long as the child. Steps added with `pre_exec` after this call run after it.
+pub fn die_with_parent(command: &mut Command, signal: Signal) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec the closure makes only async-signal-safe system calls (prctl,
+    // getppid) and builds an io::Error from an errno, which does not allocate.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(signal)?;
+            if nix::unistd::getppid() != parent {
+                return Err(Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `command` as described by `run` and returns its output once it exits (whatever its
 /// status). Blocks the calling thread, which must stay alive until then (see the module doc).
 pub fn bounded_run(mut command: Command, run: &BoundedRun) -> Result<BoundedOutput, BoundedRunError> {
@@ -131,13 +154,10 @@ pub fn bounded_run(mut command: Command, run: &BoundedRun) -> Result<BoundedOutp
         })
         .stdout(if run.capture { Stdio::piped() } else { Stdio::inherit() })
         .stderr(if run.capture { Stdio::piped() } else { Stdio::inherit() });
-    // SAFETY: only async-signal-safe calls (prctl, setpgid; no allocation) between fork and exec.
+    die_with_parent(&mut command, Signal::SIGKILL);
+    // SAFETY: only an async-signal-safe call (setpgid; no allocation) between fork and exec.
     unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-            Ok(())
-        });
+        command.pre_exec(|| Ok(nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?));
     }
     let started = Instant::now();
     let deadline = started + run.timeout;
@@ -389,6 +409,32 @@ mod tests {
         }
         let left = left();
         assert!(left.is_empty(), "the group outlived its deadline by 3 s: {left:?}");
+    }
+
+    /// The kernel's promise (prctl(2), `PR_SET_PDEATHSIG`): the child gets the signal when the
+    /// thread that forked it exits. A thread starts `sleep` and ends; the sleep must end by SIGTERM.
+    #[test]
+    fn a_child_gets_its_death_signal_when_the_thread_that_started_it_ends() {
+        let starter = std::thread::spawn(|| {
+            let mut command = Command::new("sleep");
+            command.arg("30").stdin(Stdio::null());
+            die_with_parent(&mut command, Signal::SIGTERM);
+            command.spawn().unwrap()
+        });
+        let mut child = starter.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the child outlived the thread that started it by 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "{status:?}");
     }
 
     #[test]

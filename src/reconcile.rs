@@ -1,6 +1,6 @@
 //! The reconcile loop: inventory events in, the re-planned federation and only its difference out.
-//! Pure (no I/O, no clients): a provider (or `meshfed federate --watch` against real clusters)
-//! feeds it what changed and applies what it returns, so tests feed it a `Vec` of events.
+//! Pure (no I/O, no clients): the engine feeds it the inventory events a scenario's changes cause
+//! and has the provider apply what it returns, so tests feed it a `Vec` of events.
 //!
 //! The loop keeps the seed's promise true as pods come and go: "a ServiceEntry per replicated
 //! service pointing at the gateways of every other cluster that has pods for it". It never

@@ -159,7 +159,7 @@ fn run_with_a_malformed_scenario_exits_2_before_building_anything() {
     assert!(!report_dir.exists(), "nothing is created for a rejected scenario");
 }
 
-/// Issue 18: an unusable `--keep-logs DIR` was reported as "the report directory", which names
+/// An unusable `--keep-logs DIR` used to be reported as "the report directory", which names
 /// the wrong flag when both are given.
 #[test]
 fn an_unusable_keep_logs_directory_is_named_as_such_not_as_the_report_directory() {
@@ -185,7 +185,7 @@ fn an_unusable_keep_logs_directory_is_named_as_such_not_as_the_report_directory(
 }
 
 /// docs/diff.md: a scenario invalid under one version of a matrix exits 2 naming the version and
-/// the position (issue 18: the position was missing when the cluster's version was the default).
+/// the position (it used to be missing when the cluster's version was the default).
 #[test]
 fn a_scenario_invalid_under_one_matrix_version_names_the_version_and_the_position() {
     let output = meshfed(&[

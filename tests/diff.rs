@@ -513,7 +513,7 @@ fn a_tighter_rate_tolerance_turns_a_small_change_into_a_difference_and_says_so()
     );
 }
 
-/// Issue 18: `run --compare-to` ignored SIGINT/SIGTERM during the comparison (exit 1 after it,
+/// `run --compare-to` used to ignore SIGINT/SIGTERM during the comparison (exit 1 after it,
 /// or running on after `timeout`'s SIGTERM), though the README promises 130 at any moment. The
 /// baseline has thousands of phases the new run lacks, so the comparison's output is far larger
 /// than a pipe holds: meshfed blocks writing it while this test holds off reading, and the
@@ -670,7 +670,7 @@ fn hostile_report(rejection: &str, passed: bool) -> Report {
     report
 }
 
-/// Issue 18, points 6 and 10: `diff` printed pod names, proxies, expectations and rejections from
+/// `diff` used to print pod names, proxies, expectations and rejections from
 /// a report raw, and descriptions could carry bidi overrides, U+2028 and noncharacters. Every text
 /// output (the run summary, the diff for people, error messages) goes through one escaper.
 #[test]
@@ -732,7 +732,7 @@ fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
     assert_eq!(raw_hostile_character(&refused.stderr), None, "{}", refused.stderr);
 }
 
-/// Issue 18, point 10: `diff` took rates outside 0..1, printed 1e308 as 309 digits, reported
+/// `diff` used to take rates outside 0..1, printed 1e308 as 309 digits, reported
 /// invalid UTF-8 as `file: 4:36` and an empty file at column 0.
 #[test]
 fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely() {

@@ -690,7 +690,7 @@ fn actions_happen_at_their_offsets_in_order_and_the_reconciled_plan_is_applied()
     );
 }
 
-/// Issue 18: an action the traffic never reached was skipped with one progress line and the
+/// An action the traffic never reached used to be skipped with one progress line and the
 /// phase passed. Validation now refuses an `atMillis` after the last request's start, but the
 /// traffic can still end first (a client ending early, a late scheduler); the phase then fails,
 /// naming the action, in the report every output renders (summary, report.json, junit.xml,
@@ -868,7 +868,7 @@ fn phase_long_faults_are_changes_made_before_the_traffic_and_undone_after_it() {
         3,
         "the scale was undone to the replicas before the fault"
     );
-    // docs/report.md: `faults[]` as written in the scenario (issue 18: it was Rust's Debug text,
+    // docs/report.md: `faults[]` as written in the scenario (it used to be Rust's Debug text,
     // `Scale { cluster: "cluster2", ... }`).
     assert_eq!(
         report.phases[0].faults,
@@ -950,7 +950,7 @@ fn a_skew_only_phase_in_which_no_request_was_answered_fails_and_says_so() {
     );
 }
 
-/// Issue 18: a phase with no expectations in which every request failed read `verdict: PASS`
+/// A phase with no expectations in which every request failed used to read `verdict: PASS`
 /// with no word that it judged nothing.
 #[test]
 fn a_phase_without_expectations_says_it_judged_nothing() {
@@ -1316,7 +1316,7 @@ fn a_phase_upgrade_is_the_upgrade_change_at_0_ms_per_cluster_timed_by_the_provid
     assert!(summary.contains(&format!("note: upgrade@0ms: {note}")), "{summary}");
 }
 
-/// Issue 18, point 10: an `upgrade` action to an older version was taken without a word; the
+/// An `upgrade` action to an older version used to be taken without a word; the
 /// summary names the versions and says it is a downgrade (and not for a real upgrade).
 #[test]
 fn an_upgrade_action_to_an_older_version_is_named_a_downgrade() {

@@ -204,8 +204,8 @@ fn plan_out_through_a_symlink_replaces_the_plan_it_points_to_and_keeps_the_link(
 }
 
 // A symlink inside a plan directory is something a user put there (meshfed plan writes regular
-// files only): replacing the plan would delete it, so it is refused like any added file (issue 18,
-// point 1; before, the link was removed, its target kept).
+// files only): replacing the plan would delete it, so it is refused like any added file
+// (before, the link was removed, its target kept).
 #[test]
 fn replacing_a_plan_that_holds_a_symlink_the_user_added_refuses_and_keeps_the_link_and_its_target() {
     let dir = TempDir::new("plan-inner-link");
@@ -688,7 +688,7 @@ fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// run --report-dir: what meshfed does not own, one run at a time, leftovers (issue 18)
+// run --report-dir: what meshfed does not own, one run at a time, leftovers
 // ---------------------------------------------------------------------------------------------
 
 /// A directory for `PATH` with no program in it: `--provider kind` then fails at once (exit 3),

@@ -71,7 +71,7 @@ fn help_points_at_documents_that_exist() {
     }
 }
 
-/// Issue 18, point 15: docs/fidelity.md named `envoy_config.rs`, a folder. Every repository path
+/// docs/fidelity.md once named `envoy_config.rs`, a folder. Every repository path
 /// the README and docs/ write in backquotes exists, as a folder when written with a trailing `/`
 /// and as a file otherwise.
 #[test]
@@ -119,4 +119,46 @@ fn every_repository_path_the_docs_name_exists_as_what_they_say() {
         "paths the docs name that are not there as named:\n{}",
         wrong.join("\n")
     );
+}
+
+/// A comment or doc that cites a ticket (the word "issue" and its number) instead of saying the reason sends
+/// the reader to a tracker a clone does not have. Upstream tickets are cited by their project's
+/// own form (`istio/istio#56355`, "kind issues 3795"), which this does not match.
+#[test]
+fn no_source_comment_cites_a_ticket_instead_of_its_reason() {
+    fn visit(path: &Path, found: &mut Vec<String>) {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).unwrap() {
+                visit(&entry.unwrap().path(), found);
+            }
+            return;
+        }
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return; // not text (fixtures such as binary captures)
+        };
+        for (number, line) in text.lines().enumerate() {
+            let lower = line.to_lowercase();
+            let cites = lower
+                .match_indices("issue ")
+                .any(|(at, matched)| lower[at + matched.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            if cites {
+                found.push(format!("{}:{}: {}", path.display(), number + 1, line.trim()));
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for place in [
+        "src",
+        "tests",
+        "benches",
+        "scripts",
+        "docs",
+        "examples",
+        "Cargo.toml",
+        "README.md",
+    ] {
+        visit(&root.join(place), &mut found);
+    }
+    assert!(found.is_empty(), "say why, not which ticket:\n{}", found.join("\n"));
 }

@@ -30,7 +30,7 @@ impl FileServer {
         let files: Arc<Mutex<BTreeMap<String, Vec<u8>>>> = Arc::default();
         let requests = Arc::new(AtomicUsize::new(0));
         let (served, counter) = (files.clone(), requests.clone());
-        // Lives as long as the test process; one connection at a time is all curl needs.
+        // Lives as long as the test process; one connection at a time is all a download needs.
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
@@ -121,8 +121,8 @@ fn cache_entries(cache: &Path) -> Vec<String> {
     names
 }
 
-#[test]
-fn istioctl_is_downloaded_verified_and_then_reused_from_the_cache() {
+#[tokio::test]
+async fn istioctl_is_downloaded_verified_and_then_reused_from_the_cache() {
     let dir = scratch("good");
     let server = FileServer::start();
     let version: IstioVersion = "1.29.0".parse().unwrap();
@@ -139,6 +139,7 @@ fn istioctl_is_downloaded_verified_and_then_reused_from_the_cache() {
     let path = fetch_istioctl(&tools, &cache, &server.base, version, &mut |line: &str| {
         progress.push(line.to_owned())
     })
+    .await
     .unwrap();
     assert_eq!(path, cached_istioctl(&cache, version));
     let output = Command::new(&path).arg("version").output().unwrap();
@@ -148,14 +149,16 @@ fn istioctl_is_downloaded_verified_and_then_reused_from_the_cache() {
     assert_eq!(cache_entries(&cache), ["istio-1.29.0"], "no partial download left");
     assert_eq!(cache_entries(&cache.join("istio-1.29.0")), ["istioctl"]);
 
-    let again = fetch_istioctl(&tools, &cache, &server.base, version, &mut |_: &str| {}).unwrap();
+    let again = fetch_istioctl(&tools, &cache, &server.base, version, &mut |_: &str| {})
+        .await
+        .unwrap();
     assert_eq!(again, path);
     assert_eq!(server.requests(), 2, "the second time comes from the cache");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn a_download_that_does_not_match_the_published_checksum_is_refused() {
+#[tokio::test]
+async fn a_download_that_does_not_match_the_published_checksum_is_refused() {
     let dir = scratch("bad");
     let server = FileServer::start();
     let version: IstioVersion = "1.30.0".parse().unwrap();
@@ -168,7 +171,9 @@ fn a_download_that_does_not_match_the_published_checksum_is_refused() {
     );
     server.serve(&format!("1.30.0/{name}"), archive.clone());
     let cache = dir.join("cache");
-    let error = fetch_istioctl(&Tools::from_env(), &cache, &server.base, version, &mut |_: &str| {}).unwrap_err();
+    let error = fetch_istioctl(&Tools::from_env(), &cache, &server.base, version, &mut |_: &str| {})
+        .await
+        .unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, IstioctlError::ChecksumMismatch { .. }), "{message}");
     assert!(message.contains("checksum mismatch"), "{message}");
@@ -184,13 +189,15 @@ fn a_download_that_does_not_match_the_published_checksum_is_refused() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn a_missing_release_or_an_unreadable_checksum_file_is_named() {
+#[tokio::test]
+async fn a_missing_release_or_an_unreadable_checksum_file_is_named() {
     let dir = scratch("missing");
     let server = FileServer::start();
     let cache = dir.join("cache");
     let missing: IstioVersion = "1.99.0".parse().unwrap();
-    let error = fetch_istioctl(&Tools::from_env(), &cache, &server.base, missing, &mut |_: &str| {}).unwrap_err();
+    let error = fetch_istioctl(&Tools::from_env(), &cache, &server.base, missing, &mut |_: &str| {})
+        .await
+        .unwrap_err();
     let message = format!("{:#}", anyhow::Error::new(error));
     assert!(message.contains("failed to fetch istioctl 1.99.0"), "{message}");
     assert!(message.contains("404"), "{message}");
@@ -199,7 +206,9 @@ fn a_missing_release_or_an_unreadable_checksum_file_is_named() {
     let name = asset(version);
     server.serve(&format!("1.28.0/{name}.sha256"), b"<html>rate limited</html>".to_vec());
     server.serve(&format!("1.28.0/{name}"), release_archive(&dir, "1.28.0"));
-    let error = fetch_istioctl(&Tools::from_env(), &cache, &server.base, version, &mut |_: &str| {}).unwrap_err();
+    let error = fetch_istioctl(&Tools::from_env(), &cache, &server.base, version, &mut |_: &str| {})
+        .await
+        .unwrap_err();
     assert!(matches!(error, IstioctlError::BadChecksumFile { .. }), "{error}");
     assert_eq!(cache_entries(&cache), Vec::<String>::new());
     std::fs::remove_dir_all(&dir).unwrap();

@@ -1,5 +1,7 @@
-//! The whole `kind` sequence for the shipped scenarios with fake `kind`, `docker`, `curl` and
-//! `istioctl` on `PATH` (tests/support/fake_tools.rs): every program call, in order, snapshot-tested.
+//! The whole `kind` sequence for the shipped scenarios with fake `kind`, `docker` and `istioctl` on
+//! `PATH` (tests/support/fake_tools.rs): every program call, in order, snapshot-tested. Downloads are
+//! no program call (src/provider/kind/download.rs, tested on loopback there and in
+//! tests/istioctl_download.rs): the cache already holds istioctl and the MetalLB manifest.
 //! The Kubernetes API half is a recording fake [`KubeSide`] writing into the same log (`kube[...]`
 //! lines): it stands in for the kube-rs client (server-side apply, waits, workloads, traffic),
 //! which is tested against a mock API server elsewhere. Also: `meshfed down` deletes only
@@ -23,6 +25,7 @@ use meshfed::inventory::InventoryEvent;
 use meshfed::inventory::{self, Inventory};
 use meshfed::plan::Plan;
 use meshfed::progress::Progress;
+use meshfed::provider::kind::install::METALLB_VERSION;
 use meshfed::provider::kind::{KindCluster, KindOptions, KindProvider, KubeSide, Tools};
 use meshfed::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 use meshfed::record::RequestRecord;
@@ -223,8 +226,8 @@ fn load_scenario(name: &str) -> Scenario {
     scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)).unwrap()
 }
 
-/// A kind provider on the fakes, with a cache holding a fake istioctl of each version given, a
-/// fixed "binary" for the workload image (so its tag is stable).
+/// A kind provider on the fakes, with a cache holding a fake istioctl of each version given and
+/// a MetalLB manifest, a fixed "binary" for the workload image (so its tag is stable).
 fn kind_provider(
     fakes: &FakeTools,
     versions: &[&str],
@@ -234,6 +237,13 @@ fn kind_provider(
     for version in versions {
         fakes.write_istioctl(&cache.join(format!("istio-{version}")).join("istioctl"), version);
     }
+    let metallb = cache.join(format!("metallb-{METALLB_VERSION}"));
+    std::fs::create_dir_all(&metallb).unwrap();
+    std::fs::write(
+        metallb.join("metallb-native.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: metallb-system\n",
+    )
+    .unwrap();
     let binary = fakes.root.join("meshfed-binary");
     std::fs::write(&binary, b"not really meshfed").unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();

@@ -300,7 +300,7 @@ fn down_and_server_dry_run_against_an_unreachable_cluster_exit_3() {
     );
 }
 
-/// Issue 18 point 13: a phase's `upgrade:` used to pass validation on kubeconfig and be skipped
+/// A phase's `upgrade:` used to pass validation on kubeconfig and be skipped
 /// without a word (a run could pass as if an upgrade had been tested). It is refused before any
 /// cluster is reached: exit 2, the `upgrade:` key's position, and what the provider can do.
 #[test]

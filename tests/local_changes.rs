@@ -1,4 +1,4 @@
-//! End-to-end tests of change under traffic (issue 9) on the `local` provider: every scenario of
+//! End-to-end tests of change under traffic on the `local` provider: every scenario of
 //! `scenarios/` with `actions` runs through the real `meshfed` binary and the test asserts the
 //! MEASURED outcome from its report.json (timeline buckets, action records, counters), not only the
 //! exit code. Each run carries its own `MESHFED_TEST_MARKER` and is checked to leave nothing of its

@@ -854,7 +854,7 @@ fn an_envoy_that_exits_during_start_up_is_reported_at_once_with_the_cause_from_i
     assert!(processes_with_marker(&marker).is_empty());
 }
 
-// ---- Nothing outlives meshfed (issue 6, item 3): SIGKILL and SIGINT at any moment. ----
+// ---- Nothing outlives meshfed: SIGKILL and SIGINT at any moment. ----
 
 /// `MESHFED_TEST_MARKER=<test>-<pid>-<nanos>`: unique to one meshfed started by one test run.
 fn lifecycle_marker(test: &str) -> String {
@@ -1283,7 +1283,7 @@ fn a_meshfed_envoy_that_never_answers_its_version_is_stopped_after_10_s_and_name
     );
 }
 
-// ---- Istio fidelity end to end (issue 7; docs/fidelity.md)
+// ---- Istio fidelity end to end (docs/fidelity.md)
 
 /// Answered requests per remote pod of `cluster` in a phase, pods that got none left out.
 fn pods_answering_in(phase: &PhaseReport, cluster: &str) -> Vec<String> {
@@ -1687,7 +1687,7 @@ phases:
       successRateAtLeast: 1.0
 ";
 
-/// Row 5 at gateways (issue 17 point 6; `pilot/pkg/xds/endpoints/endpoint_builder.go@1.30.3`
+/// Row 5 at gateways (`pilot/pkg/xds/endpoints/endpoint_builder.go@1.30.3`
 /// builds failover priorities for any proxy): with outlier detection, calls entering cluster2's
 /// gateway (zone2a) go to the pods in its zone only; without it the zone2b pod gets its share.
 #[test]

@@ -19,7 +19,17 @@ mod skip;
 use rust_sources::{rust_files, starts_a_path};
 
 /// Crates the pure core must not name.
-const EDGE_CRATES: [&str; 6] = ["kube", "hyper", "rustls", "tower", "tokio", "k8s_openapi::api::apps"];
+const EDGE_CRATES: [&str; 9] = [
+    "kube",
+    "hyper",
+    "hyper_util",
+    "hyper_rustls",
+    "http_body_util",
+    "rustls",
+    "tower",
+    "tokio",
+    "k8s_openapi::api::apps",
+];
 
 /// Sources of the pure core.
 const PURE: [&str; 15] = [

@@ -422,7 +422,7 @@ const CASES: &[Case] = &[
         at: Line(2, 14),
         message: "invalid description \"ring\\u{7}\": use one line of at most 1000 characters without control characters",
     },
-    // Issue 18: descriptions took bidi overrides, U+2028 and noncharacters and the summary printed
+    // Descriptions used to take bidi overrides, U+2028 and noncharacters and the summary printed
     // them raw; the message shows each as the one escaper does, never raw.
     Case {
         name: "description with a bidi override",
@@ -641,7 +641,7 @@ const CASES: &[Case] = &[
         message: "atMillis 1000 is after the last request starts: request 100 of 100 starts at 990 ms (the traffic, 100 requests at ratePerSecond 100, lasts 1000 ms), and an action later than that may find the traffic over and never be taken: use 0 to 990",
     },
     Case {
-        // Issue 18's false PASS: the last of 4 requests at 1 per second starts at 3000 ms, so an
+        // A false PASS once: the last of 4 requests at 1 per second starts at 3000 ms, so an
         // action at 3500 ms found the traffic over, was not taken, and the run passed.
         name: "atMillis after the last request starts, within the traffic",
         input: Edit(
@@ -1251,7 +1251,7 @@ fn numbers_in(cell: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Issue 18, point 15: docs/scenario.md's bounds table must say what the validator enforces.
+/// docs/scenario.md's bounds table must say what the validator enforces.
 #[test]
 fn the_bounds_table_in_docs_scenario_md_is_the_validators() {
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scenario.md")).unwrap();
@@ -1298,7 +1298,7 @@ fn the_bounds_table_in_docs_scenario_md_is_the_validators() {
 }
 
 /// docs/scenario.md once warned that YAML reads `1.10` as a number; meshfed reads the version as
-/// written, so an unquoted `1.10` is 1.10 (issue 18, point 15).
+/// written, so an unquoted `1.10` is 1.10.
 #[test]
 fn an_unquoted_istio_version_is_read_as_written() {
     let text = VALID.replace(

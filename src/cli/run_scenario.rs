@@ -102,7 +102,7 @@ fn run_one_version(
     let mut differs = None;
     if let Some(((label, baseline), thresholds)) = baseline {
         // The README promises exit 130 for an interrupt at any moment: the comparison and its
-        // output (which may block on a slow reader) are moments too (issue 18).
+        // output (which may block on a slow reader) are moments too.
         check_interrupt()?;
         let new_label = report_dir.map_or_else(
             || "this run".to_owned(),

@@ -50,16 +50,18 @@ pub fn homogeneity_test(a: &[u64], b: &[u64]) -> HomogeneityTest {
             min_expected_count: 0.0,
         };
     }
-    let mut chi_square = 0.0;
-    let mut min_expected_count = f64::INFINITY;
-    for (count_a, count_b) in &columns {
-        let column_total = (count_a + count_b) as f64;
-        for (observed, row_total) in [(count_a, total_a), (count_b, total_b)] {
-            let expected = row_total as f64 * column_total / total;
-            chi_square += (*observed as f64 - expected).powi(2) / expected;
-            min_expected_count = min_expected_count.min(expected);
-        }
-    }
+    // The table's cells in one list, each with its expected count (row total × column total ÷
+    // grand total); Pearson's statistic over them is the one goodness of fit uses.
+    let (observed, expected): (Vec<u64>, Vec<f64>) = columns
+        .iter()
+        .flat_map(|(count_a, count_b)| {
+            let column_total = (count_a + count_b) as f64;
+            [(*count_a, total_a), (*count_b, total_b)]
+                .map(|(observed, row_total)| (observed, row_total as f64 * column_total / total))
+        })
+        .unzip();
+    let chi_square = stats::chi_square_statistic(&observed, &expected);
+    let min_expected_count = expected.iter().copied().fold(f64::INFINITY, f64::min);
     let degrees_of_freedom = columns.len() as u64 - 1;
     HomogeneityTest {
         chi_square,

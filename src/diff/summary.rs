@@ -8,7 +8,7 @@ use super::{PhaseDiff, Presence, ReportDiff, SettingChange, ShareDiff};
 use crate::printable::printable;
 
 /// The summary `meshfed diff` prints for people. Every string taken from a report goes through
-/// [`printable`]: maintainers diff strangers' report.json files (issue 18), so a pod name, an
+/// [`printable`]: maintainers diff strangers' report.json files, so a pod name, an
 /// expectation or a rejection must not be able to move the cursor, recolour or reorder the text.
 pub fn summary(diff: &ReportDiff) -> String {
     let mut out = String::new();

@@ -58,7 +58,7 @@ pub struct ExpectedPod {
 }
 
 /// Reads a rate or share from report.json: a number from 0 to 1. Anything else is not a value
-/// meshfed wrote, and a comparison over it would mislead (issue 18: `meshfed diff` took an mTLS
+/// meshfed wrote, and a comparison over it would mislead (`meshfed diff` once took an mTLS
 /// rate of 5); serde_json puts the file's line and column in front of this message.
 fn rate_or_share<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
     let value = f64::deserialize(deserializer)?;

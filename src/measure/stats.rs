@@ -2,7 +2,7 @@
 //! total variation distance, binomial share tolerance and nearest-rank percentiles.
 //!
 //! The chi-square tail used to be a hand-written incomplete gamma function; `statrs` now provides
-//! it (issue 10, item 7), and the tests below still pin it to published table values.
+//! it, and the tests below still pin it to published table values.
 
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 

@@ -183,7 +183,7 @@ fn mtls_rate_counts_only_expected_identity() {
     );
 }
 
-/// Issue 18: a TCP call without a client identity read "seen as -" (Envoy's placeholder) where an
+/// A TCP call without a client identity used to read "seen as -" (Envoy's placeholder) where an
 /// HTTP one read "seen as no identity"; both are the same fact and group together.
 #[test]
 fn envoys_dash_placeholder_and_a_missing_identity_group_as_no_identity() {

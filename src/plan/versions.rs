@@ -241,13 +241,6 @@ impl IstioBehaviour {
             version => version >= v(8, 6),
         }
     }
-
-    /// Whether the inbound HTTP listener forwards the client certificate as Istio does
-    /// (`APPEND_FORWARD` with Subject, URI and DNS: `pilot/pkg/networking/core/v1alpha3/listener_inbound.go@1.14.6`).
-    /// Every emulated version does; kept as a function so the source is named in one place.
-    pub fn xfcc_append_forward(self) -> bool {
-        true
-    }
 }
 
 /// Envoy worker threads Istio's sidecars and gateways run by default

@@ -67,7 +67,7 @@ pub fn summary(report: &Report) -> String {
         }
     }
     // Each cluster's Istio version as the run goes: an `upgrade` action to an older version is a
-    // downgrade, and the summary says so (issue 18: it was accepted without a word).
+    // downgrade, and the summary says so (it used to be accepted without a word).
     let mut versions: std::collections::BTreeMap<String, String> = report
         .clusters
         .iter()

@@ -285,11 +285,9 @@ impl Run {
         if let Some(version) = self.istio_version {
             command.args(["--istio-version", &version.to_string()]);
         }
-        // SAFETY: prctl is async-signal-safe. The helper gets SIGTERM (and tears down) if the thread
-        // that started it dies, e.g. when the test process is killed.
-        unsafe {
-            command.pre_exec(|| Ok(nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?));
-        }
+        // The helper gets SIGTERM (and tears down) if the thread that started it dies, e.g. when
+        // the test process is killed.
+        crate::process::die_with_parent(&mut command, nix::sys::signal::Signal::SIGTERM);
         let mut helper = command.spawn().map_err(io_error(
             "start meshfed's helper process from",
             Path::new("/proc/self/exe"),

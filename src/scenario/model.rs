@@ -934,7 +934,7 @@ pub enum SkewBasis {
 }
 
 fn default_trust_domain() -> String {
-    "cluster.local".to_owned()
+    crate::pki::DEFAULT_TRUST_DOMAIN.to_owned()
 }
 
 fn default_region() -> String {

@@ -159,7 +159,7 @@ pub struct PlannedAction {
 /// One failed result per planned action that was not taken: the driver takes actions in order
 /// and stops at the first whose moment the traffic did not reach, so the first `taken` of
 /// `planned` were taken and the rest were not. A change the scenario asked for that never
-/// happened means the phase did not test what it says, so it fails, named (issue 18: an action
+/// happened means the phase did not test what it says, so it fails, named (an action
 /// at 3500 ms of traffic whose last request started at 3000 ms was skipped and the run passed).
 pub fn actions_not_taken(phase: &str, planned: &[PlannedAction], taken: usize) -> Vec<ExpectationResult> {
     planned
@@ -302,7 +302,7 @@ callsAfterLeaveAtMost: 100000
         );
     }
 
-    /// Issue 18 point 11: a request still in flight when a gateway stops fails or not depending
+    /// A request still in flight when a gateway stops fails or not depending
     /// on the machine's load; it must not decide the window that ends where the stop starts.
     #[test]
     fn a_request_in_flight_when_an_action_starts_counts_at_the_action_not_in_the_window_before_it() {

@@ -1,4 +1,4 @@
-//! Fake `kind`, `docker`, `curl` and `istioctl` executables for tests of the `kind` provider: small
+//! Fake `kind`, `docker` and `istioctl` executables for tests of the `kind` provider: small
 //! shell scripts written into a temp dir that append their arguments (and stdin where the real
 //! tool reads it) to one log and answer as the real tools do. Their state (kind's cluster list,
 //! the configs kind was given) lives in files next to them, with absolute paths baked in, so tests
@@ -74,7 +74,6 @@ impl FakeTools {
         let tools = FakeTools { root };
         tools.write_kind(parallel);
         tools.write_docker(true);
-        tools.write_curl();
         tools
     }
 
@@ -272,26 +271,6 @@ esac
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-
-    fn write_curl(&self) {
-        let log = self.root.join("log");
-        write_script(
-            &self.bin().join("curl"),
-            &format!(
-                r#"#!/bin/sh
-log='{log}'
-printf 'curl %s\n' "$*" >> "$log"
-out=""; url=""
-while [ $# -gt 0 ]; do
-  case "$1" in --output) out="$2"; shift ;; --max-time) shift ;; -*) ;; *) url="$1" ;; esac
-  shift
-done
-printf '# fake download of %s\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: metallb-system\n' "$url" > "$out"
-"#,
-                log = log.display(),
-            ),
-        );
     }
 
     /// A fake istioctl of `version` at `path` (meshfed's cache layout).

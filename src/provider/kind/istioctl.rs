@@ -2,8 +2,8 @@
 //! (`<base>/<version>/istioctl-<version>-<os>-<arch>.tar.gz`), checked against the `.sha256` file
 //! published beside it, unpacked into meshfed's cache (`<cache>/istio-<version>/istioctl`), and
 //! reused from there. The base URL is [`RELEASES_URL_ENV`] when set (tests serve a release from
-//! loopback; mirrors work the same way). Downloads go through `curl`, unpacking through `tar`, both
-//! with deadlines.
+//! loopback; mirrors work the same way). Downloads go through [`super::download`], unpacking
+//! through `tar`, both with deadlines.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::progress::Progress;
 use crate::scenario::IstioVersion;
 
-use super::tools::{Invocation, ToolError, Tools};
+use super::download::{DownloadError, download};
+use super::tools::{Invocation, ToolError, Tools, os_args};
 
 /// Overrides where Istio releases are downloaded from.
 pub const RELEASES_URL_ENV: &str = "MESHFED_ISTIO_RELEASES_URL";
@@ -31,9 +32,20 @@ pub enum IstioctlError {
         /// `std::env::consts::ARCH`.
         arch: String,
     },
-    /// Downloading or unpacking failed.
+    /// Downloading failed.
     #[error("failed to fetch istioctl {version} from {url}")]
-    Fetch {
+    Download {
+        /// The version.
+        version: IstioVersion,
+        /// What was being fetched.
+        url: String,
+        /// Why.
+        #[source]
+        source: DownloadError,
+    },
+    /// Unpacking failed.
+    #[error("failed to unpack istioctl {version} from {url}")]
+    Unpack {
         /// The version.
         version: IstioVersion,
         /// What was being fetched.
@@ -116,7 +128,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// istioctl `version` from the cache, downloading and verifying it first when it is not there.
-pub fn fetch_istioctl(
+pub async fn fetch_istioctl(
     tools: &Tools,
     cache_dir: &Path,
     releases_url: &str,
@@ -140,7 +152,7 @@ pub fn fetch_istioctl(
     let partial = cache_dir.join(format!(".istio-{version}.{}.partial", std::process::id()));
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir(&partial).map_err(cache_error)?;
-    let result = download_into(tools, &partial, &url, &checksum_url, &asset, version, progress);
+    let result = download_into(tools, &partial, &url, &checksum_url, &asset, version, progress).await;
     let outcome = result.and_then(|()| {
         let final_dir = cached.parent().expect("cached istioctl has a directory");
         match std::fs::rename(&partial, final_dir) {
@@ -154,7 +166,7 @@ pub fn fetch_istioctl(
     outcome.map(|()| cached)
 }
 
-fn download_into(
+async fn download_into(
     tools: &Tools,
     dir: &Path,
     url: &str,
@@ -163,32 +175,21 @@ fn download_into(
     version: IstioVersion,
     progress: &mut dyn Progress,
 ) -> Result<(), IstioctlError> {
-    let fetch_error = |url: &str| {
+    let unpack_error = |url: &str| {
         let url = url.to_owned();
-        move |source| IstioctlError::Fetch { version, url, source }
+        move |source| IstioctlError::Unpack { version, url, source }
     };
     let archive = dir.join(asset);
     let checksum_file = dir.join(format!("{asset}.sha256"));
     progress.step(&format!("istioctl {version}: downloading {url}"));
     for (from, to) in [(checksum_url, &checksum_file), (url, &archive)] {
-        let curl = Invocation::new(
-            "curl",
-            [
-                "--fail".into(),
-                "--silent".into(),
-                "--show-error".into(),
-                "--location".into(),
-                "--max-time".into(),
-                DOWNLOAD_TIMEOUT.as_secs().to_string().into(),
-                "--output".into(),
-                to.as_os_str().to_owned(),
-                from.into(),
-            ]
-            .into_iter()
-            .collect::<Vec<std::ffi::OsString>>(),
-            DOWNLOAD_TIMEOUT + Duration::from_secs(10),
-        );
-        tools.run(&curl).map_err(fetch_error(from))?;
+        download(from, to, DOWNLOAD_TIMEOUT, progress)
+            .await
+            .map_err(|source| IstioctlError::Download {
+                version,
+                url: from.to_owned(),
+                source,
+            })?;
     }
     let io_error = |source| IstioctlError::Cache {
         version,
@@ -217,18 +218,10 @@ fn download_into(
     }
     let tar = Invocation::new(
         "tar",
-        [
-            "-xzf".into(),
-            archive.as_os_str().to_owned(),
-            "-C".into(),
-            dir.as_os_str().to_owned(),
-            "istioctl".into(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
+        os_args!["-xzf", &archive, "-C", dir, "istioctl"],
         Duration::from_secs(60),
     );
-    tools.run(&tar).map_err(fetch_error(url))?;
+    tools.run(&tar).map_err(unpack_error(url))?;
     let _ = std::fs::remove_file(&archive);
     let _ = std::fs::remove_file(&checksum_file);
     progress.step(&format!("istioctl {version}: sha256 {actual} verified"));

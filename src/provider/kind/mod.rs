@@ -23,6 +23,7 @@
 
 pub mod addresses;
 pub mod config;
+pub mod download;
 pub mod dry_run;
 pub mod install;
 pub mod isolation;
@@ -31,9 +32,7 @@ pub mod tools;
 pub mod workload_image;
 mod world;
 
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::change::{ChangeKind, WorldChange};
 use crate::inventory::Inventory;
@@ -247,81 +246,4 @@ pub fn down(tools: &Tools, progress: &mut dyn Progress) -> Result<Vec<String>, P
 /// [`down`] once the process is gone).
 pub fn run_dir(temp_dir: &std::path::Path) -> PathBuf {
     temp_dir.join(world::run_dir_name(std::process::id()))
-}
-
-/// The [`KubeSide`] of a build without a Kubernetes client: refuses before anything is created.
-#[derive(Debug, Default)]
-pub struct NoKubernetesClient;
-
-const NO_CLIENT: &str = "this build of meshfed has no Kubernetes client for the kind provider yet \
-    (the kube-rs half of issue 8); nothing was created";
-
-fn no_client<T>() -> Result<T, ProviderError> {
-    Err(ProviderError::Unavailable(NO_CLIENT.to_owned()))
-}
-
-impl Provider for NoKubernetesClient {
-    fn info(&self) -> ProviderInfo {
-        ProviderInfo {
-            name: "kind".to_owned(),
-            emulates: None,
-            mode: "no Kubernetes client".to_owned(),
-            proxy: String::new(),
-        }
-    }
-    async fn create_world(&mut self, _: &Scenario, _: &mut dyn Progress) -> Result<Inventory, ProviderError> {
-        no_client()
-    }
-    async fn apply_plan(&mut self, _: &Plan, _: &PhaseSettings, _: &mut dyn Progress) -> Result<(), ProviderError> {
-        no_client()
-    }
-    async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError> {
-        no_client()
-    }
-    async fn send_traffic(&mut self, _: &Traffic, _: &mut dyn Progress) -> Result<Vec<RequestRecord>, ProviderError> {
-        no_client()
-    }
-    async fn tls_failures(&mut self, _: &str) -> Result<TlsFailures, ProviderError> {
-        no_client()
-    }
-    async fn check_alive(&mut self) -> Result<(), ProviderError> {
-        no_client()
-    }
-    async fn stuck(&mut self) -> Vec<String> {
-        Vec::new()
-    }
-    async fn teardown(&mut self, _: &mut dyn Progress) -> Result<(), ProviderError> {
-        Ok(())
-    }
-}
-
-impl KubeSide for NoKubernetesClient {
-    fn check_available(&self) -> Result<(), ProviderError> {
-        no_client()
-    }
-    async fn apply_manifests(&mut self, _: &KindCluster, _: &str, _: &str) -> Result<(), ProviderError> {
-        no_client()
-    }
-    async fn apply_manifests_when_webhooks_serve(
-        &mut self,
-        _: &KindCluster,
-        _: &str,
-        _: &str,
-        _: &[&str],
-    ) -> Result<(), ProviderError> {
-        no_client()
-    }
-    async fn await_pods_ready(&mut self, _: &KindCluster, _: &str, _: &str, _: Duration) -> Result<(), ProviderError> {
-        no_client()
-    }
-    async fn await_load_balancer_address(
-        &mut self,
-        _: &KindCluster,
-        _: &str,
-        _: &str,
-        _: Duration,
-    ) -> Result<Ipv4Addr, ProviderError> {
-        no_client()
-    }
-    fn attach(&mut self, _: &[KindCluster], _: &str) {}
 }

@@ -1,4 +1,4 @@
-//! The external programs of the `kind` provider (kind, docker, istioctl, curl, tar), found on `PATH`
+//! The external programs of the `kind` provider (kind, docker, istioctl, tar), found on `PATH`
 //! the way a shell finds them (so tests can put fakes first) and all run through
 //! [`crate::process::bounded_run`]: a deadline, `PR_SET_PDEATHSIG`, their own process group, and
 //! every failure naming the command and quoting its stderr.
@@ -8,6 +8,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::process::{BoundedRun, BoundedRunError, bounded_run, find_on_path};
+
+/// An argument list of strings and paths, each taken as an `OsString` (what [`Invocation::new`]
+/// takes): `os_args!["load", "image-archive", archive, "--name", kind_name]`.
+macro_rules! os_args {
+    ($($argument:expr),* $(,)?) => {
+        vec![$(std::ffi::OsString::from($argument)),*]
+    };
+}
+pub(crate) use os_args;
 
 /// How long `docker info` may take before the engine counts as unreachable.
 pub const DOCKER_INFO_TIMEOUT: Duration = Duration::from_secs(15);
@@ -52,7 +61,6 @@ fn install_hint(program: &str) -> &'static str {
     match program {
         "kind" => "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
         "docker" => "install Docker (https://docs.docker.com/engine/install/)",
-        "curl" => "install curl (meshfed downloads istioctl with it)",
         "tar" => "install tar (meshfed unpacks istioctl with it)",
         _ => "put it on PATH",
     }

@@ -124,19 +124,7 @@ mod tests {
     use super::*;
 
     fn answered(seq: u64, app_peer: &str) -> RequestRecord {
-        RequestRecord {
-            started_us: 0,
-            seq,
-            target: "10.97.0.20:9090".into(),
-            status: None,
-            error: None,
-            pod: Some("bar-0".into()),
-            cluster: Some("cluster2".into()),
-            peer_identity: None,
-            latency_us: 900,
-            connection: seq,
-            server_connection: Some(app_peer.into()),
-        }
+        super::super::evidence::tests::tcp_record(seq, "bar-0", app_peer)
     }
 
     fn line(app_peer: &str) -> String {

@@ -123,11 +123,12 @@ pub fn tls_failures(sidecars: &[BTreeMap<String, u64>], gateways: &[BTreeMap<Str
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::provider::local::envoy_binary::parse_counters;
 
-    fn tcp_record(seq: u64, pod: &str, app_peer: &str) -> RequestRecord {
+    /// A TCP call answered by `pod` in cluster2, whose sidecar reached the app from `app_peer`.
+    pub(in crate::provider::kubeconfig) fn tcp_record(seq: u64, pod: &str, app_peer: &str) -> RequestRecord {
         RequestRecord {
             started_us: 0,
             seq,

@@ -184,13 +184,6 @@ pub fn destination_rule_for<'a>(plan: &'a ClusterPlan, host: &str) -> Option<&'a
     best.map(|(_, policy)| policy)
 }
 
-/// Whether the plan asks sidecars to originate Istio mTLS for `*.local` (the seed's DestinationRule).
-pub fn originates_istio_mutual(plan: &ClusterPlan) -> bool {
-    destination_rule_for(plan, "x.local")
-        .and_then(|policy| policy.tls.as_ref())
-        .is_some_and(|tls| tls.mode == "ISTIO_MUTUAL")
-}
-
 /// The mesh-wide mTLS mode of the plan: its PeerAuthentication (1.5+) or MeshPolicy (before
 /// 1.5). Without either, Istio's default is PERMISSIVE.
 pub fn peer_authentication_strict(plan: &ClusterPlan) -> bool {

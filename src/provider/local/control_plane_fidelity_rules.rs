@@ -256,7 +256,7 @@ fn fidelity_cross_network_eds_drops_remote_pods_without_a_sidecar() {
     assert_eq!(gateway_weights(false), Vec::<u32>::new());
 }
 
-/// Row 5 at gateways (issue 17 point 6): istiod applies locality failover for any proxy
+/// Row 5 at gateways: istiod applies locality failover for any proxy
 /// (`pilot/pkg/xds/endpoints/endpoint_builder.go@1.30.3`), so with outlier detection cluster2's
 /// gateway (zone2a) puts its zone2a pods first and its zone2b pod second; without outlier
 /// detection, or on 1.2 (no locality load balancing by default), the SNI cluster stays flat.

@@ -1,8 +1,6 @@
 //! The `local` provider: clusters made of Linux network namespaces, a data plane of real Envoy
 //! processes configured from the federation plan, and meshfed's own workloads.
 
-/// Kept under its old path: the runner moved to [`crate::process`] so `kind` uses it too.
-pub use crate::process as bounded_run;
 pub mod control_plane;
 pub mod envoy_binary;
 pub mod envoy_config;

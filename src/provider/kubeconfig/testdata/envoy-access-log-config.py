@@ -1,4 +1,4 @@
-# How envoy-1.40.0-istio-json-access-log.jsonl was produced (meshfed issue 16, points 5 and 6).
+# How envoy-1.40.0-istio-json-access-log.jsonl was produced (the fixture the access-log parser's tests read).
 #
 # Prints an Envoy bootstrap: four inbound listeners on loopback, each with a file access log in
 # meshfed's ACCESS_LOG_FORMAT (src/provider/kubeconfig/evidence.rs) configured as Istio does for

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::provider::local::bounded_run::format_duration;
+use crate::process::format_duration;
+use crate::workload::http::{self, BodyFraming};
 
 /// Why an admin API request failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +77,7 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `GET path` on an Envoy admin unix socket within [`ADMIN_TIMEOUT`]; returns the body of a 200
 /// answer. HTTP/1.1 with `Connection: close` (Envoy's admin answers HTTP/1.0 with 426 Upgrade
-/// Required); the reply is read to EOF, so the body may be chunked-encoded: [`dechunk`] undoes that.
+/// Required); the reply is read to EOF and framed by its head (it may be chunked-encoded).
 pub async fn admin_get(socket: &Path, path: &str) -> Result<String, AdminError> {
     admin_get_within(socket, path, ADMIN_TIMEOUT).await
 }
@@ -130,52 +131,41 @@ async fn admin_exchange(socket: &Path, method: &str, path: &str) -> Result<Strin
         path: request.clone(),
         reply: String::from_utf8_lossy(&reply).chars().take(200).collect(),
     };
-    let head_end = reply
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .ok_or_else(malformed)?;
-    let head = String::from_utf8_lossy(&reply[..head_end]);
-    let raw_body = &reply[head_end + 4..];
-    let chunked = head.lines().skip(1).any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("transfer-encoding") && value.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    let body = if chunked {
-        dechunk(raw_body).ok_or_else(malformed)?
-    } else {
-        raw_body.to_vec()
-    };
+    let (status_line, body) = read_reply(&reply).ok_or_else(malformed)?;
     let body = String::from_utf8_lossy(&body).into_owned();
-    let status_line = head.lines().next().unwrap_or_default();
     if status_line.split_whitespace().nth(1) == Some("200") {
         Ok(body)
     } else {
         Err(AdminError::Status {
             socket: socket.to_path_buf(),
             path: request,
-            status_line: status_line.to_string(),
+            status_line,
             body: body.trim().to_string(),
         })
     }
 }
 
-/// Decodes an HTTP/1.1 chunked body (`<hex size>[;ext]\r\n<data>\r\n` … `0\r\n\r\n`);
-/// `None` when it is truncated or malformed.
-pub fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut decoded = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|window| window == b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(decoded);
+/// A whole reply read to EOF, taken apart by the workloads' HTTP parser ([`http`]): its status
+/// line and its body as the head frames it (`Content-Length`, chunked, or up to the close). `None`
+/// when it is not HTTP/1.x or its body is cut short (an Envoy that died while answering).
+fn read_reply(reply: &[u8]) -> Option<(String, Vec<u8>)> {
+    let head = http::parse_response_head(reply).ok()??;
+    let status_line = String::from_utf8_lossy(&reply[..head.head_len])
+        .lines()
+        .find(|line| !line.is_empty())
+        .unwrap_or_default()
+        .to_string();
+    let after_head = &reply[head.head_len..];
+    let body = match head.framing {
+        BodyFraming::Length(length) => after_head.get(..length)?.to_vec(),
+        BodyFraming::Chunked => {
+            let mut decoded = Vec::new();
+            http::chunked_body(after_head, Some(&mut decoded)).ok()??;
+            decoded
         }
-        decoded.extend_from_slice(body.get(..size)?);
-        body = body.get(size..)?.strip_prefix(b"\r\n")?;
-    }
+        BodyFraming::UntilClose => after_head.to_vec(),
+    };
+    Some((status_line, body))
 }
 
 /// Polls `/ready` every 5 ms until Envoy answers `LIVE` (all listeners and clusters of its initial
@@ -217,21 +207,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::local::envoy_binary::scratch_dir;
     use tokio::net::UnixListener;
-
-    /// A fresh, empty directory for one test.
-    fn scratch_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("meshfed-envoy-binary-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     #[test]
     fn chunked_bodies_are_decoded_and_truncated_ones_refused() {
-        assert_eq!(dechunk(b"5\r\nLIVE\n\r\n0\r\n\r\n").unwrap(), b"LIVE\n");
-        assert_eq!(dechunk(b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
-        assert_eq!(dechunk(b"5\r\nLI"), None);
+        let reply = |body: &str| format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{body}");
+        let body = |body: &str| read_reply(reply(body).as_bytes()).map(|(_, body)| body);
+        assert_eq!(body("5\r\nLIVE\n\r\n0\r\n\r\n").unwrap(), b"LIVE\n");
+        assert_eq!(body("3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+        assert_eq!(body("5\r\nLI"), None);
     }
 
     /// Serves one scripted reply per connection on a unix socket, like Envoy's admin.
@@ -270,6 +255,23 @@ mod tests {
         );
         let requests = server.await.unwrap();
         assert!(requests[0].starts_with("GET /ready HTTP/1.1\r\n"), "{:?}", requests[0]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// RFC 9112 §6.3: a body shorter than its `Content-Length` when the connection closes is
+    /// incomplete. An Envoy killed while writing `/stats` must not hand half a dump on as whole.
+    #[tokio::test]
+    async fn a_body_cut_short_of_its_content_length_is_malformed() {
+        let dir = scratch_dir("cut-short");
+        let socket = dir.join("admin.sock");
+        let server = fake_admin(
+            socket.clone(),
+            vec!["HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\nLIVE\n"],
+        )
+        .await;
+        let error = admin_get(&socket, "/stats").await.unwrap_err();
+        assert!(matches!(error, AdminError::Malformed { .. }), "{error:?}");
+        server.await.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

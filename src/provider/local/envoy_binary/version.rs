@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::provider::local::bounded_run::{BoundedRun, BoundedRunError, bounded_run};
+use crate::process::{BoundedRun, BoundedRunError, bounded_run};
 
 /// How long `envoy --version` may take (a real Envoy answers in well under a second).
 pub const ENVOY_VERSION_TIMEOUT: Duration = Duration::from_secs(10);

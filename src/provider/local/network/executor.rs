@@ -14,7 +14,7 @@ use super::commands::{
     mk_add_cluster_commands, mk_add_pod_commands, mk_network_commands, mk_remove_cluster_router_commands,
 };
 use super::netns::enter_netns_for_this_thread;
-use crate::provider::local::bounded_run::{BoundedRun, BoundedRunError, bounded_run};
+use crate::process::{BoundedRun, BoundedRunError, bounded_run};
 use crate::provider::local::sandbox::NETNS_DIR;
 
 /// Why the network could not be created or removed.
@@ -257,11 +257,6 @@ impl Network {
     pub fn netns_path(&self, cluster: &str, pod: &str) -> Option<PathBuf> {
         let name = self.names.pod(cluster, pod);
         self.netns_names.contains(&name).then(|| netns_path(&name))
-    }
-
-    /// The router's namespace.
-    pub fn router_netns_path(&self) -> PathBuf {
-        netns_path(&self.names.router())
     }
 
     /// Every namespace of this network, router first.

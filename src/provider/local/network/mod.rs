@@ -6,8 +6,6 @@
 //! batch with a deadline, and removes them ([`Network::teardown`]); [`netns`] runs work inside a
 //! namespace (bind, connect). The topology reproduces the seed's premise, "pods can only connect
 //! to remote gateway IPs":
-//! [`create_network`] runs them (inside the sandbox, see `sandbox`), [`Network::teardown`] removes
-//! them. The topology reproduces the seed's premise, "pods can only connect to remote gateway IPs":
 //!
 //! - a pod has a connected route for its own pod CIDR and a route for the outside CIDR via its
 //!   cluster's router address, and *no default route*, so connecting to another cluster's pod IP

@@ -21,7 +21,6 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -314,16 +313,11 @@ impl Supervisor {
             }
         };
         command.stdin(Stdio::null());
-        let parent = nix::unistd::getpid();
-        // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid, setns,
-        // setpgid) and builds io::Errors from errno, which does not allocate.
+        crate::process::die_with_parent(&mut command, Signal::SIGKILL);
+        // SAFETY: the closure only makes async-signal-safe system calls (setns, setpgid) and
+        // builds io::Errors from errno, which does not allocate.
         unsafe {
             command.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                // meshfed died between fork and prctl: the death signal will never come.
-                if nix::unistd::getppid() != parent {
-                    return Err(Errno::ESRCH.into());
-                }
                 if let Some(fd) = netns_fd {
                     // The namespace file outlives the spawn (`netns_file` is held until it returns).
                     let fd = BorrowedFd::borrow_raw(fd);
@@ -513,15 +507,6 @@ impl Supervisor {
             }
         }
         found
-    }
-
-    /// Every child that has exited so far, in spawn order.
-    pub fn exited_children(&mut self) -> Result<Vec<ChildExit>, SupervisorError> {
-        let mut exits = Vec::new();
-        for child in &mut self.children {
-            exits.extend(poll_exit(child)?);
-        }
-        Ok(exits)
     }
 
     /// Fails with the first child that has exited, naming it and quoting its log: use it while

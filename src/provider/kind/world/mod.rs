@@ -3,28 +3,41 @@
 //! remote secrets, the in-place upgrade, teardown and `down`. Every program runs through
 //! [`Tools`] (deadline, death signal, named in errors); every API-server step goes through
 //! [`KubeSide`].
+//!
+//! One job per file: this one is the sequence ([`create_world`]) with the cluster and Istio steps
+//! and the in-place upgrade; [`downloads`] fetches into the cache, [`image`] provides the workload
+//! image, [`secrets`] makes endpoint discovery's remote secrets, [`cleanup`] is teardown and `down`.
+
+mod cleanup;
+mod downloads;
+mod image;
+mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::plan::support_matrix::KIND;
-use crate::progress::Progress;
 use crate::provider::ProviderError;
 use crate::scenario::{FederationMode, IstioVersion, Scenario};
 
 use super::addresses::{address_pools, parse_network_inspect};
-use super::config::{control_plane_container, is_meshfed_cluster, kind_cluster_name, kind_config};
+use super::config::{kind_cluster_name, kind_config};
 use super::install::{
     METALLB_PODS, METALLB_POOL_WEBHOOKS, METALLB_VERSION, federation_gateway, metallb_manifest_url, mk_cacerts_secret,
     mk_istio_namespace, mk_istio_operator, mk_metallb_pool,
 };
 use super::isolation::unreachable_routes;
-use super::istioctl::{fetch_istioctl, sha256_hex};
-use super::tools::{Invocation, ToolError, Tools};
-use super::workload_image::{ARCHIVE_NAME, IMAGE_LABEL, check_binary_runs_in_pods, dockerfile, image_tag};
+use super::tools::{Invocation, ToolError, Tools, os_args};
+use super::workload_image::check_binary_runs_in_pods;
 use super::{KindCluster, KindOptions, KubeSide};
+
+pub(super) use cleanup::{down, run_dir_name, teardown};
+pub(super) use downloads::istioctl_version;
+use downloads::{fetch_cached, istioctl_for};
+use image::workload_image;
+pub(super) use image::{build_image, load_image_archive, save_image};
+use secrets::create_remote_secrets;
 
 /// `kind create cluster` may take this long (image pull on a cold machine included).
 const CREATE_TIMEOUT: Duration = Duration::from_secs(420);
@@ -32,12 +45,6 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(420);
 const KIND_WAIT: &str = "180s";
 /// Short kind/docker queries.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// `kind delete cluster`.
-const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
-/// `docker build` of the workload image (base image pull included).
-const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
-/// `kind load image-archive` into one cluster.
-const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// Every MetalLB pod becoming Ready.
 pub(super) const METALLB_TIMEOUT: Duration = Duration::from_secs(240);
 /// istioctl's own readiness wait; the process deadline adds a margin.
@@ -139,13 +146,7 @@ pub(super) async fn create_world<K: KubeSide>(
     let mut istioctl = BTreeMap::new();
     for version in istio_versions_used(scenario) {
         if let std::collections::btree_map::Entry::Vacant(entry) = istioctl.entry(version) {
-            entry.insert(istioctl_for(
-                tools,
-                &options.cache_dir,
-                &options.releases_url,
-                version,
-                progress,
-            )?);
+            entry.insert(istioctl_for(tools, &options.cache_dir, &options.releases_url, version, progress).await?);
         }
     }
 
@@ -246,13 +247,13 @@ pub(super) async fn create_world<K: KubeSide>(
 
     // MetalLB.
     let metallb = fetch_cached(
-        tools,
         &options.cache_dir,
         &format!("metallb-{METALLB_VERSION}"),
         "metallb-native.yaml",
         &metallb_manifest_url(),
         progress,
-    )?;
+    )
+    .await?;
     for (cluster, pool) in world.clusters.iter().zip(&pools) {
         progress(&format!(
             "{}: MetalLB {METALLB_VERSION}, gateway pool {}",
@@ -336,30 +337,6 @@ fn istio_versions_used(scenario: &Scenario) -> BTreeSet<IstioVersion> {
     installed.chain(upgraded).collect()
 }
 
-/// istioctl of `version`, checked to report that version.
-fn istioctl_for(
-    tools: &Tools,
-    cache_dir: &Path,
-    releases_url: &str,
-    version: IstioVersion,
-    progress: &mut dyn Progress,
-) -> Result<PathBuf, ProviderError> {
-    let path = fetch_istioctl(tools, cache_dir, releases_url, version, progress)
-        .map_err(|error| ProviderError::failed(format!("providing istioctl {version}"), error))?;
-    let reported = text(
-        tools
-            .run(&istioctl_version(&path))
-            .map_err(failed(format!("running istioctl {version}")))?,
-    );
-    if !reported.split_whitespace().any(|word| word == version.to_string()) {
-        return Err(ProviderError::Unavailable(format!(
-            "{} reports version {reported:?}, not {version}; delete it so meshfed downloads it again",
-            path.display()
-        )));
-    }
-    Ok(path)
-}
-
 /// Creates the clusters in parallel, one thread each (so each kind process's death signal is tied
 /// to a thread that waits for it), reporting as each starts and ends.
 fn create_clusters(
@@ -403,67 +380,24 @@ fn create_clusters(
     Ok(())
 }
 
-/// The workload image: the named one, or one built from the binary and loaded into every cluster.
-fn workload_image(
-    named: Option<&str>,
-    binary: &Path,
-    tools: &Tools,
-    run_dir: &Path,
-    clusters: &[KindCluster],
-    progress: &mut dyn Progress,
-) -> Result<String, ProviderError> {
-    if let Some(image) = named {
-        progress.step(&format!(
-            "workload image {image} (MESHFED_WORKLOAD_IMAGE; pulled by the nodes)"
-        ));
-        return Ok(image.to_owned());
-    }
-    let bytes = std::fs::read(binary).map_err(io_failed(format!("reading {}", binary.display())))?;
-    let tag = image_tag(&sha256_hex(&bytes));
-    let context = run_dir.join("image");
-    std::fs::create_dir_all(&context).map_err(io_failed(format!("creating {}", context.display())))?;
-    let copy = context.join("meshfed");
-    std::fs::write(&copy, &bytes).map_err(io_failed(format!("writing {}", copy.display())))?;
-    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .map_err(io_failed(format!("making {} executable", copy.display())))?;
-    progress.step(&format!("building workload image {tag} from {}", binary.display()));
-    tools
-        .run(&build_image(&tag, &context))
-        .map_err(failed(format!("building the workload image {tag}")))?;
-    // Beside the build context, not in it (the next build would send it to the daemon).
-    let archive = run_dir.join(ARCHIVE_NAME);
-    tools
-        .run(&save_image(&tag, &archive))
-        .map_err(failed(format!("saving the workload image {tag}")))?;
-    for cluster in clusters {
-        tools
-            .run(&load_image_archive(&archive, &cluster.kind_name))
-            .map_err(failed(format!("loading {tag} into {}", cluster.kind_name)))?;
-    }
-    let _ = std::fs::remove_file(&archive);
-    Ok(tag)
-}
-
 /// `kind create cluster` of one cluster, on the pinned node image.
 pub(super) fn create_cluster(kind_name: &str, config_file: &Path, kubeconfig: &Path) -> Invocation {
     Invocation::new(
         "kind",
-        [
-            "create".into(),
-            "cluster".into(),
-            "--name".into(),
-            kind_name.into(),
-            "--image".into(),
-            KIND.node_image.into(),
-            "--config".into(),
-            config_file.as_os_str().to_owned(),
-            "--kubeconfig".into(),
-            kubeconfig.as_os_str().to_owned(),
-            "--wait".into(),
-            KIND_WAIT.into(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
+        os_args![
+            "create",
+            "cluster",
+            "--name",
+            kind_name,
+            "--image",
+            KIND.node_image,
+            "--config",
+            config_file,
+            "--kubeconfig",
+            kubeconfig,
+            "--wait",
+            KIND_WAIT,
+        ],
         CREATE_TIMEOUT,
     )
 }
@@ -472,119 +406,9 @@ pub(super) fn create_cluster(kind_name: &str, config_file: &Path, kubeconfig: &P
 pub(super) fn export_kubeconfig(kind_name: &str, kubeconfig: &Path) -> Invocation {
     Invocation::new(
         "kind",
-        [
-            "export".into(),
-            "kubeconfig".into(),
-            "--name".into(),
-            kind_name.into(),
-            "--kubeconfig".into(),
-            kubeconfig.as_os_str().to_owned(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
+        os_args!["export", "kubeconfig", "--name", kind_name, "--kubeconfig", kubeconfig],
         QUERY_TIMEOUT,
     )
-}
-
-/// `docker build` of the workload image from `context`, the Dockerfile on stdin.
-pub(super) fn build_image(tag: &str, context: &Path) -> Invocation {
-    Invocation::new(
-        "docker",
-        [
-            "build".into(),
-            "--tag".into(),
-            tag.into(),
-            "--label".into(),
-            IMAGE_LABEL.into(),
-            "--file".into(),
-            "-".into(),
-            context.as_os_str().to_owned(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
-        BUILD_TIMEOUT,
-    )
-    .stdin(dockerfile())
-}
-
-/// `istioctl version --remote=false --short`: the client's own version, no cluster needed, as
-/// the bare version (`1.30.3`); without `--short` istioctl prints its `BuildInfo` long form
-/// (`pkg/version/cobra.go`, `CobraCommandWithOptions`), whose version is not a word of its own.
-pub(super) fn istioctl_version(istioctl: &Path) -> Invocation {
-    Invocation::new(istioctl, ["version", "--remote=false", "--short"], QUERY_TIMEOUT)
-}
-
-/// `docker save` of the workload image into `archive`.
-pub(super) fn save_image(tag: &str, archive: &Path) -> Invocation {
-    Invocation::new(
-        "docker",
-        [
-            "save".into(),
-            "--output".into(),
-            archive.as_os_str().to_owned(),
-            tag.into(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
-        BUILD_TIMEOUT,
-    )
-}
-
-/// `kind load image-archive` of `archive` into every node of `kind_name`.
-pub(super) fn load_image_archive(archive: &Path, kind_name: &str) -> Invocation {
-    Invocation::new(
-        "kind",
-        [
-            "load".into(),
-            "image-archive".into(),
-            archive.as_os_str().to_owned(),
-            "--name".into(),
-            kind_name.into(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
-        LOAD_TIMEOUT,
-    )
-}
-
-/// A file fetched once into the cache (no published checksum exists: the pinned tag in the URL
-/// is what identifies it).
-fn fetch_cached(
-    tools: &Tools,
-    cache_dir: &Path,
-    subdir: &str,
-    name: &str,
-    url: &str,
-    progress: &mut dyn Progress,
-) -> Result<String, ProviderError> {
-    let dir = cache_dir.join(subdir);
-    let file = dir.join(name);
-    if !file.is_file() {
-        std::fs::create_dir_all(&dir).map_err(io_failed(format!("creating {}", dir.display())))?;
-        let partial = dir.join(format!(".{name}.{}.partial", std::process::id()));
-        progress.step(&format!("downloading {url}"));
-        tools
-            .run(&Invocation::new(
-                "curl",
-                [
-                    "--fail".into(),
-                    "--silent".into(),
-                    "--show-error".into(),
-                    "--location".into(),
-                    "--max-time".into(),
-                    "120".into(),
-                    "--output".into(),
-                    partial.clone().into_os_string(),
-                    url.into(),
-                ]
-                .into_iter()
-                .collect::<Vec<std::ffi::OsString>>(),
-                Duration::from_secs(130),
-            ))
-            .map_err(failed(format!("downloading {url}")))?;
-        std::fs::rename(&partial, &file).map_err(io_failed(format!("writing {}", file.display())))?;
-    }
-    std::fs::read_to_string(&file).map_err(io_failed(format!("reading {}", file.display())))
 }
 
 fn operator_file(run_dir: &Path, cluster: &str, operator: &str) -> Result<PathBuf, ProviderError> {
@@ -596,84 +420,20 @@ fn operator_file(run_dir: &Path, cluster: &str, operator: &str) -> Result<PathBu
 pub(super) fn istioctl_install(istioctl: &Path, cluster: &KindCluster, operator: &Path) -> Invocation {
     Invocation::new(
         istioctl,
-        [
-            "install".into(),
-            "--skip-confirmation".into(),
-            "--kubeconfig".into(),
-            cluster.kubeconfig.clone().into_os_string(),
-            "--context".into(),
-            cluster.context.clone().into(),
-            "--readiness-timeout".into(),
-            ISTIO_READINESS.into(),
-            "--filename".into(),
-            operator.as_os_str().to_owned(),
-        ]
-        .into_iter()
-        .collect::<Vec<std::ffi::OsString>>(),
+        os_args![
+            "install",
+            "--skip-confirmation",
+            "--kubeconfig",
+            &cluster.kubeconfig,
+            "--context",
+            &cluster.context,
+            "--readiness-timeout",
+            ISTIO_READINESS,
+            "--filename",
+            operator,
+        ],
         INSTALL_TIMEOUT,
     )
-}
-
-/// Remote secrets as `istioctl create-remote-secret` makes them, with the API server at its
-/// control-plane container's address on the `kind` network (what other clusters' istiods reach),
-/// applied to every other cluster.
-async fn create_remote_secrets<K: KubeSide>(
-    tools: &Tools,
-    kube: &mut K,
-    clusters: &[KindCluster],
-    istioctl: &BTreeMap<IstioVersion, PathBuf>,
-    scenario: &Scenario,
-    progress: &mut dyn Progress,
-) -> Result<(), ProviderError> {
-    for (cluster, scenario_cluster) in clusters.iter().zip(&scenario.clusters) {
-        let container = control_plane_container(&cluster.kind_name);
-        let address = text(
-            tools
-                .run(&Invocation::new(
-                    "docker",
-                    [
-                        "inspect",
-                        "--format",
-                        "{{(index .NetworkSettings.Networks \"kind\").IPAddress}}",
-                        container.as_str(),
-                    ],
-                    QUERY_TIMEOUT,
-                ))
-                .map_err(failed(format!("finding the address of {container}")))?,
-        );
-        let address: Ipv4Addr = address.parse().map_err(|_| {
-            ProviderError::Unavailable(format!(
-                "{container} has no IPv4 address on docker network kind (docker said {address:?})"
-            ))
-        })?;
-        let secret = text(
-            tools
-                .run(&Invocation::new(
-                    istioctl[&scenario_cluster.istio_version.value].clone(),
-                    [
-                        "create-remote-secret".into(),
-                        "--kubeconfig".into(),
-                        cluster.kubeconfig.clone().into_os_string(),
-                        "--context".into(),
-                        cluster.context.clone().into(),
-                        "--name".into(),
-                        cluster.cluster.clone().into(),
-                        "--server".into(),
-                        format!("https://{address}:6443").into(),
-                    ]
-                    .into_iter()
-                    .collect::<Vec<std::ffi::OsString>>(),
-                    QUERY_TIMEOUT,
-                ))
-                .map_err(failed(format!("creating the remote secret of {}", cluster.cluster)))?,
-        );
-        for other in clusters.iter().filter(|other| other.cluster != cluster.cluster) {
-            progress.step(&format!("{}: remote secret of {}", other.cluster, cluster.cluster));
-            kube.apply_manifests(other, &format!("remote secret of {}", cluster.cluster), &secret)
-                .await?;
-        }
-    }
-    Ok(())
 }
 
 /// One cluster's in-place upgrade, ready to run.
@@ -732,122 +492,4 @@ pub(super) fn upgrade_in_place(tools: &Tools, upgrade: &PreparedUpgrade) -> Resu
         upgrade.version,
         started.elapsed().as_secs_f64()
     ))
-}
-
-/// Deletes the clusters this run created (none with `--reuse` kept ones) and the run directory.
-pub(super) fn teardown(options: &mut KindOptions, world: &mut KindWorld) -> Result<(), ProviderError> {
-    let mut errors = Vec::new();
-    for kind_name in std::mem::take(&mut world.created) {
-        if options.reuse {
-            (options.progress)(&format!("keeping kind cluster {kind_name} (--reuse)"));
-            continue;
-        }
-        (options.progress)(&format!("deleting kind cluster {kind_name}"));
-        if let Err(error) = delete_cluster(&options.tools, &kind_name) {
-            errors.push(error.to_string());
-        }
-    }
-    world.clusters.clear();
-    if world.made_run_dir {
-        world.made_run_dir = false;
-        if let Err(error) = std::fs::remove_dir_all(&options.run_dir)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            errors.push(format!("removing {}: {error}", options.run_dir.display()));
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ProviderError::failed(
-            "tearing down the kind world",
-            anyhow::anyhow!(errors.join("; ")),
-        ))
-    }
-}
-
-fn delete_cluster(tools: &Tools, kind_name: &str) -> Result<Vec<u8>, ToolError> {
-    tools.run_uninterruptible(&Invocation::new(
-        "kind",
-        ["delete", "cluster", "--name", kind_name],
-        DELETE_TIMEOUT,
-    ))
-}
-
-/// Deletes every kind cluster named with meshfed's prefix and every image carrying meshfed's label,
-/// and nothing else; returns what it deleted.
-pub(super) fn down(tools: &Tools, progress: &mut dyn Progress) -> Result<Vec<String>, ProviderError> {
-    let listed = text(
-        tools
-            .run_uninterruptible(&Invocation::new("kind", ["get", "clusters"], QUERY_TIMEOUT))
-            .map_err(failed("listing kind clusters"))?,
-    );
-    let mut deleted = Vec::new();
-    for name in listed.lines().map(str::trim).filter(|name| is_meshfed_cluster(name)) {
-        progress.step(&format!("deleting kind cluster {name}"));
-        delete_cluster(tools, name).map_err(failed(format!("deleting kind cluster {name}")))?;
-        deleted.push(format!("kind cluster {name}"));
-    }
-    let images = text(
-        tools
-            .run_uninterruptible(&Invocation::new(
-                "docker",
-                [
-                    "image",
-                    "ls",
-                    "--filter",
-                    &format!("label={IMAGE_LABEL}"),
-                    "--format",
-                    "{{.Repository}}:{{.Tag}}",
-                ],
-                QUERY_TIMEOUT,
-            ))
-            .map_err(failed("listing meshfed's workload images"))?,
-    );
-    for image in images.lines().map(str::trim).filter(|image| !image.is_empty()) {
-        progress.step(&format!("removing image {image}"));
-        tools
-            .run_uninterruptible(&Invocation::new("docker", ["image", "rm", image], QUERY_TIMEOUT))
-            .map_err(failed(format!("removing image {image}")))?;
-        deleted.push(format!("image {image}"));
-    }
-    deleted.extend(remove_stale_run_dirs(&std::env::temp_dir(), progress)?);
-    Ok(deleted)
-}
-
-/// The run directory of the meshfed process `pid` (kind configs, kubeconfigs, install files).
-pub(super) fn run_dir_name(pid: u32) -> String {
-    format!("meshfed-kind-{pid}")
-}
-
-/// Run directories of meshfed processes that no longer exist (a run killed with SIGKILL cannot
-/// remove its own); those of live processes are left alone.
-fn remove_stale_run_dirs(temp_dir: &Path, progress: &mut dyn Progress) -> Result<Vec<String>, ProviderError> {
-    let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(temp_dir) else {
-        return Ok(removed);
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("meshfed-kind-")
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if run_dir_name(pid) != name || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let path = entry.path();
-        if !path.symlink_metadata().is_ok_and(|metadata| metadata.is_dir()) {
-            continue;
-        }
-        progress.step(&format!(
-            "removing {} (its run ended without cleaning up)",
-            path.display()
-        ));
-        std::fs::remove_dir_all(&path).map_err(io_failed(format!("removing {}", path.display())))?;
-        removed.push(format!("run directory {}", path.display()));
-    }
-    Ok(removed)
 }
