@@ -70,3 +70,5 @@ pub mod verdict;
 pub mod workload;
 
 pub use run::{Error, PhaseResult, ProviderKind, Run, RunReport, ScenarioSource};
+/// The Istio version [`Run::istio_version`] takes (`"1.22".parse()` or [`IstioVersion::new`]).
+pub use scenario::IstioVersion;

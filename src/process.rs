@@ -131,6 +131,10 @@ pub fn bounded_run(mut command: Command, run: &BoundedRun) -> Result<BoundedOutp
         })
         .stdout(if run.capture { Stdio::piped() } else { Stdio::inherit() })
         .stderr(if run.capture { Stdio::piped() } else { Stdio::inherit() });
+    #[allow(
+        unsafe_code,
+        reason = "pre_exec: a death signal and a process group between fork and exec"
+    )]
     // SAFETY: only async-signal-safe calls (prctl, setpgid; no allocation) between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -222,6 +226,10 @@ fn has_exited(pid: Pid) -> io::Result<bool> {
 
 /// A descriptor that becomes readable when process `pid` exits (Linux ≥ 5.3); `None` without it
 /// (then the 50 ms tick notices the exit).
+#[allow(
+    unsafe_code,
+    reason = "pidfd_open(2): nix has no wrapper, so a raw syscall and a descriptor taken over"
+)]
 fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
     // nix has no wrapper for pidfd_open(2).
     // SAFETY: pidfd_open returns a new descriptor we own, or -1.

@@ -315,6 +315,10 @@ impl Supervisor {
         };
         command.stdin(Stdio::null());
         let parent = nix::unistd::getpid();
+        #[allow(
+            unsafe_code,
+            reason = "pre_exec: a death signal, the pod's network namespace and a process group between fork and exec"
+        )]
         // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid, setns,
         // setpgid) and builds io::Errors from errno, which does not allocate.
         unsafe {
