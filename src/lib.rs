@@ -14,9 +14,11 @@
 //! # Ok::<(), meshfed::run::Error>(())
 //! ```
 //!
-//! The other modules are meshfed's own building blocks, public only for its command line, tests
-//! and benches; they are hidden from these docs and are not a stable API. The report types a
-//! [`RunReport`] hands out ([`report`], [`measure`], [`verdict`]) are shown.
+//! The other modules are meshfed's own building blocks: private where nothing outside the
+//! library uses them (`diagnostics`, `live_progress`, `logging`), otherwise public only for its
+//! command line, tests and benches, hidden from these docs and not a stable API. The report types
+//! a [`RunReport`] hands out ([`report`], [`measure`], [`verdict`]) are shown, and so is
+//! [`IstioVersion`], which [`Run::istio_version`] takes.
 //!
 //! Inside: the pure core (no I/O) is `scenario` (the model and its validation), `inventory`,
 //! `plan` (the federation plan), `change`, `reconcile` (inventory events in, the plan's difference
@@ -30,18 +32,15 @@
 pub mod change;
 #[doc(hidden)]
 pub mod cli;
-#[doc(hidden)]
-pub mod diagnostics;
+mod diagnostics;
 #[doc(hidden)]
 pub mod diff;
 #[doc(hidden)]
 pub mod engine;
 #[doc(hidden)]
 pub mod inventory;
-#[doc(hidden)]
-pub mod live_progress;
-#[doc(hidden)]
-pub mod logging;
+mod live_progress;
+mod logging;
 pub mod measure;
 #[doc(hidden)]
 pub mod output;
