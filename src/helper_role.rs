@@ -45,5 +45,9 @@ extern "C" fn act_as_meshfed_if_asked() {
 // Not referenced from anywhere: `#[used]` keeps it, and rustc passes upstream crates' `#[used]`
 // statics to the linker so a user's binary keeps it too (proved by tests/user_crate.rs).
 #[used]
+#[allow(
+    unsafe_code,
+    reason = "a constructor in .init_array runs before main, while the process has one thread"
+)]
 #[unsafe(link_section = ".init_array")]
 static ACT_AS_MESHFED_BEFORE_MAIN: extern "C" fn() = act_as_meshfed_if_asked;

@@ -120,6 +120,10 @@ pub(crate) fn install_forwarding() -> io::Result<SavedDispositions> {
 }
 
 /// Gives back the dispositions saved by [`install_forwarding`] and forgets any forwarding target.
+#[allow(
+    unsafe_code,
+    reason = "sigaction(2) through nix is unsafe: restores a disposition the kernel handed us"
+)]
 pub(crate) fn restore(saved: &SavedDispositions) -> io::Result<()> {
     FORWARD_TO.store(0, Ordering::SeqCst);
     for (old, signal) in saved.0.iter().zip(SIGNALS) {
@@ -134,6 +138,10 @@ enum Disposition {
     Default,
 }
 
+#[allow(
+    unsafe_code,
+    reason = "sigaction(2) through nix is unsafe: installs a handler that is async-signal-safe"
+)]
 fn set_disposition(signal: Signal, disposition: Disposition) -> io::Result<SigAction> {
     let handler = match disposition {
         Disposition::Record => SigHandler::Handler(record_and_forward),

@@ -14,9 +14,11 @@
 //! # Ok::<(), meshfed::run::Error>(())
 //! ```
 //!
-//! The other modules are meshfed's own building blocks, public only for its command line, tests
-//! and benches; they are hidden from these docs and are not a stable API. The report types a
-//! [`RunReport`] hands out ([`report`], [`measure`], [`verdict`]) are shown.
+//! The other modules are meshfed's own building blocks: private where nothing outside the
+//! library uses them (`diagnostics`, `live_progress`, `logging`), otherwise public only for its
+//! command line, tests and benches, hidden from these docs and not a stable API. The report types
+//! a [`RunReport`] hands out ([`report`], [`measure`], [`verdict`]) are shown, and so is
+//! [`IstioVersion`], which [`Run::istio_version`] takes.
 //!
 //! Inside: the pure core (no I/O) is `value_types` (an Istio version, an IPv4 network, pod names),
 //! `change` (world changes), `scenario` (the model and its validation), `inventory` (and the events
@@ -47,12 +49,9 @@ mod helper_role;
 pub mod interrupt;
 #[doc(hidden)]
 pub mod inventory;
-#[doc(hidden)]
-pub mod kept_logs;
-#[doc(hidden)]
-pub mod live_progress;
-#[doc(hidden)]
-pub mod logging;
+mod kept_logs;
+mod live_progress;
+mod logging;
 pub mod measure;
 #[doc(hidden)]
 pub mod observation;
@@ -83,3 +82,5 @@ pub mod verdict;
 pub mod workload;
 
 pub use run::{Error, PhaseResult, ProviderKind, Run, RunReport, ScenarioSource};
+/// The Istio version [`Run::istio_version`] takes (`"1.22".parse()` or [`IstioVersion::new`]).
+pub use scenario::IstioVersion;

@@ -41,6 +41,7 @@ impl TlsFailures {
     }
 
     /// The counters' growth from `before` to `self`.
+    #[must_use]
     pub fn since(&self, before: &TlsFailures) -> TlsFailures {
         TlsFailures {
             fail_verify_error: self.fail_verify_error.saturating_sub(before.fail_verify_error),

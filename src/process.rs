@@ -126,6 +126,7 @@ pub fn format_duration(duration: Duration) -> String {
 /// alive as long as the child. Steps added with `pre_exec` after this call run after it.
 pub fn die_with_parent(command: &mut Command, signal: Signal) {
     let parent = nix::unistd::getpid();
+    #[allow(unsafe_code, reason = "pre_exec: the death signal between fork and exec")]
     // SAFETY: between fork and exec the closure makes only async-signal-safe system calls (prctl,
     // getppid) and builds an io::Error from an errno, which does not allocate.
     unsafe {
@@ -155,6 +156,7 @@ pub fn bounded_run(mut command: Command, run: &BoundedRun) -> Result<BoundedOutp
         .stdout(if run.capture { Stdio::piped() } else { Stdio::inherit() })
         .stderr(if run.capture { Stdio::piped() } else { Stdio::inherit() });
     die_with_parent(&mut command, Signal::SIGKILL);
+    #[allow(unsafe_code, reason = "pre_exec: a process group between fork and exec")]
     // SAFETY: only an async-signal-safe call (setpgid; no allocation) between fork and exec.
     unsafe {
         command.pre_exec(|| Ok(nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?));
@@ -242,6 +244,10 @@ fn has_exited(pid: Pid) -> io::Result<bool> {
 
 /// A descriptor that becomes readable when process `pid` exits (Linux ≥ 5.3); `None` without it
 /// (then the 50 ms tick notices the exit).
+#[allow(
+    unsafe_code,
+    reason = "pidfd_open(2): nix has no wrapper, so a raw syscall and a descriptor taken over"
+)]
 fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
     // nix has no wrapper for pidfd_open(2).
     // SAFETY: pidfd_open returns a new descriptor we own, or -1.

@@ -1101,6 +1101,7 @@ fn sigint_at_ten_moments_in_the_first_two_seconds_exits_130_and_leaves_nothing()
             .env("MESHFED_TEST_MARKER", &marker)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        #[allow(unsafe_code, reason = "pre_exec: SIGINT blocked between fork and exec")]
         // SIGINT starts blocked, as a signal that arrives while the dynamic loader still runs,
         // before meshfed has any code of its own running, would otherwise kill it outright:
         // meshfed's first instruction installs its handler and unblocks SIGINT, and a pending

@@ -46,6 +46,7 @@ impl LimitedAllocator {
 }
 
 // SAFETY: every call is forwarded to `System` with the same layout; only sizes are counted.
+#[allow(unsafe_code, reason = "a global allocator that bounds allocations is an unsafe impl")]
 unsafe impl GlobalAlloc for LimitedAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !Self::grant(layout.size()) {

@@ -300,6 +300,10 @@ fn timeline_svg(out: &mut String, timeline: &Timeline) {
 }
 
 /// Writes [`html`] of `report` to `dir/report.html` in one step (temp file, fsync, rename).
+///
+/// # Errors
+/// When the file cannot be created, written, synced or renamed into place (e.g. the disk is full
+/// or `dir` is read-only); an earlier `report.html` there is then left as it was.
 pub fn write_html(dir: &atomic_files::Dir, report: &Report) -> std::io::Result<()> {
     dir.write_file_atomic(HTML_FILE, html(report).as_bytes(), 0o644)
 }

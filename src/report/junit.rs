@@ -118,6 +118,10 @@ fn phase_suite(out: &mut String, class_prefix: &str, phase: &PhaseReport, failed
 
 /// Writes [`junit`] of `report` to `dir/junit.xml` in one step (temp file, fsync, rename): an
 /// earlier file there stays whole if the write fails.
+///
+/// # Errors
+/// When the file cannot be created, written, synced or renamed into place (e.g. the disk is full
+/// or `dir` is read-only).
 pub fn write_junit(dir: &atomic_files::Dir, report: &Report) -> std::io::Result<()> {
     dir.write_file_atomic(JUNIT_FILE, junit(report).as_bytes(), 0o644)
 }

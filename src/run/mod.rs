@@ -183,7 +183,34 @@ pub enum Error {
 
 /// One scenario run, configured with a builder and started with [`Run::run`] (blocking) or
 /// [`Run::run_async`].
+///
+/// A configured run that is never started is a mistake the compiler points out (`#[must_use]`):
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// use meshfed::{Run, ScenarioSource};
+///
+/// // Configured, never run: nothing was tested.
+/// Run::new(ScenarioSource::file("scenarios/seed.yaml")).timeout(std::time::Duration::from_secs(60));
+/// ```
+///
+/// The same statement, kept and run, compiles:
+///
+/// ```no_run
+/// #![deny(unused_must_use)]
+/// use meshfed::{IstioVersion, Run, ScenarioSource};
+///
+/// let run = Run::new(ScenarioSource::file("scenarios/seed.yaml")).timeout(std::time::Duration::from_secs(60));
+/// run.run()?.assert_passed();
+///
+/// // The version type `istio_version` takes is at the crate root.
+/// let version: IstioVersion = "1.22".parse().expect("a version");
+/// let upgraded = Run::new(ScenarioSource::file("scenarios/seed.yaml")).istio_version(version);
+/// upgraded.run()?.assert_passed();
+/// # Ok::<(), meshfed::Error>(())
+/// ```
 #[derive(Clone, Debug)]
+#[must_use = "a configured run does nothing until `.run()` or `.run_async()`"]
 pub struct Run {
     scenario: ScenarioSource,
     provider: ProviderKind,
@@ -243,6 +270,14 @@ impl Run {
     ///
     /// Safe to call from any thread of a multi-threaded process, and from async code that may
     /// block (prefer [`Run::run_async`] there).
+    ///
+    /// # Errors
+    /// Only when there is no report: [`Error::BadInput`] (the scenario or an option is invalid,
+    /// nothing was created), [`Error::Infrastructure`] (the world could not be created, reached or
+    /// torn down), [`Error::Interrupted`], [`Error::TimedOut`] (after [`Run::timeout`]),
+    /// [`Error::HelperFailed`] (the helper was killed), [`Error::Io`] (its work directory or the
+    /// report directory) and [`Error::Report`] (an unreadable `report.json`). A run whose
+    /// expectations failed is `Ok`: see [`RunReport::passed`].
     pub fn run(self) -> Result<RunReport, Error> {
         let work = WorkDir::create()?;
         let scenario_path = match &self.scenario {
@@ -327,6 +362,9 @@ impl Run {
     }
 
     /// [`Run::run`] on tokio's blocking pool, for `#[tokio::test]` and other async code.
+    ///
+    /// # Errors
+    /// As [`Run::run`].
     ///
     /// # Panics
     /// Outside a tokio runtime.

@@ -11,7 +11,25 @@ use crate::verdict::ExpectationResult;
 ///
 /// A run whose expectations failed is still `Ok(RunReport)`: the test decides, usually with
 /// [`RunReport::assert_passed`].
+///
+/// Asking [`RunReport::passed`] without looking at the answer asserts nothing; the compiler says
+/// so (`#[must_use]`):
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// fn check(report: &meshfed::RunReport) {
+///     report.passed(); // meant: assert!(report.passed())
+/// }
+/// ```
+///
+/// ```
+/// #![deny(unused_must_use)]
+/// fn check(report: &meshfed::RunReport) {
+///     assert!(report.passed(), "{}", report.failures().join("\n"));
+/// }
+/// ```
 #[derive(Clone, Debug)]
+#[must_use = "a run's report says whether it passed: check it, e.g. with `assert_passed()`"]
 pub struct RunReport {
     report: Report,
     summary: String,
@@ -23,6 +41,7 @@ impl RunReport {
     }
 
     /// Every expectation held and every isolation probe passed.
+    #[must_use = "`passed()` asserts nothing by itself: use `assert!(report.passed())` or `report.assert_passed()`"]
     pub fn passed(&self) -> bool {
         self.report.passed
     }
@@ -54,6 +73,7 @@ impl RunReport {
     }
 
     /// The phase called `name`, if the scenario has one.
+    #[must_use]
     pub fn try_phase(&self, name: &str) -> Option<PhaseResult<'_>> {
         self.report
             .phases
@@ -69,6 +89,7 @@ impl RunReport {
 
     /// One line per check that failed: isolation probes, then each phase's expectations with the
     /// observed value, the bound and the detail. Empty when the run passed.
+    #[must_use = "`failures()` asserts nothing by itself: use `report.assert_passed()`"]
     pub fn failures(&self) -> Vec<String> {
         let isolation = self
             .report
@@ -130,6 +151,7 @@ impl<'report> PhaseResult<'report> {
     }
 
     /// All its expectations held.
+    #[must_use = "`passed()` asserts nothing by itself: use `assert!(phase.passed())`"]
     pub fn passed(&self) -> bool {
         self.phase.passed
     }

@@ -19,5 +19,9 @@ extern "C" fn enter_sandbox_if_asked() {
 }
 
 #[used]
+#[allow(
+    unsafe_code,
+    reason = "a constructor in .init_array runs before main, while the process has one thread"
+)]
 #[unsafe(link_section = ".init_array")]
 static ENTER_SANDBOX_BEFORE_MAIN: extern "C" fn() = enter_sandbox_if_asked;

@@ -95,6 +95,7 @@ impl Invocation {
     }
 
     /// With `data` on stdin.
+    #[must_use]
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(data.into());
         self

@@ -19,6 +19,10 @@ pub(super) struct ParentWatch(OwnedFd);
 
 /// Forks. In the parent, waits for the child and exits with its status (never returns); in the
 /// child, returns a watch on the parent.
+#[allow(
+    unsafe_code,
+    reason = "fork(2): the sandbox's PID 1 is a copy of this single-threaded process"
+)]
 pub(super) fn spawn_copy(saved: &interrupt::SavedDispositions) -> io::Result<ParentWatch> {
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // Buffered output would otherwise be written twice.
@@ -67,6 +71,10 @@ fn wait_for_and_exit_like(child: Pid, _keep_parent_alive_pipe: OwnedFd) -> ! {
 
 /// Ends this process at once with `code`, running nothing else: no exit handlers and no flushing
 /// (the worker owns stdout and every resource). nix has no wrapper for `_exit(2)`.
+#[allow(
+    unsafe_code,
+    reason = "_exit(2): nix has no wrapper, and a forked parent must not run exit handlers"
+)]
 fn exit_now(code: i32) -> ! {
     // SAFETY: _exit has no preconditions; it never returns.
     unsafe { libc::_exit(code) }

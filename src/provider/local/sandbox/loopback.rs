@@ -10,6 +10,10 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType};
 nix::ioctl_readwrite_bad!(read_interface_flags, libc::SIOCGIFFLAGS, libc::ifreq);
 nix::ioctl_write_ptr_bad!(write_interface_flags, libc::SIOCSIFFLAGS, libc::ifreq);
 
+#[allow(
+    unsafe_code,
+    reason = "SIOCGIFFLAGS/SIOCSIFFLAGS ioctls on a libc::ifreq, which nix does not wrap"
+)]
 pub(super) fn set_loopback_up() -> io::Result<()> {
     let socket = nix::sys::socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
     // SAFETY: ifreq is plain old data; zeroed is a valid value.

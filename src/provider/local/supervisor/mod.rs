@@ -314,6 +314,10 @@ impl Supervisor {
         };
         command.stdin(Stdio::null());
         crate::process::die_with_parent(&mut command, Signal::SIGKILL);
+        #[allow(
+            unsafe_code,
+            reason = "pre_exec: the pod's network namespace and a process group between fork and exec"
+        )]
         // SAFETY: the closure only makes async-signal-safe system calls (setns, setpgid) and
         // builds io::Errors from errno, which does not allocate.
         unsafe {
