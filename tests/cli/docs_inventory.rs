@@ -2,10 +2,9 @@
 //! it writes the documented gateway endpoint and no placeholder, and a broken copy is refused with
 //! its position.
 
+use crate::support::meshfed_command::MESHFED;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 
 /// The first ```yaml block of docs/inventory.md.
 fn documented_example() -> String {

@@ -1,29 +1,18 @@
 //! The `meshfed` binary: exit codes, what `plan` and `certs` write, and that bad input writes nothing.
 
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
+use crate::support::meshfed_command::{MESHFED, Meshfed};
+use crate::support::temp_dir::temp_dir;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
 fn meshfed(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshfed"))
-        .args(args)
-        .output()
-        .expect("run meshfed")
+    Meshfed::new(args).output()
 }
 
 fn scenario(name: &str) -> String {
     format!("{}/scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Where this file's scratch directories live and how they are named.
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        TempDir::for_this_process("meshfed-cli-test", label)
-    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -32,8 +21,8 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn plan_writes_numbered_files_per_cluster_and_a_summary() {
-    let dir = TempDir::new("plan");
-    let out = dir.join("plan");
+    let dir = temp_dir("plan");
+    let out = dir.path().join("plan");
     let output = meshfed(&["plan", &scenario("seed.yaml"), "--out", out.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
@@ -61,15 +50,15 @@ fn plan_writes_numbered_files_per_cluster_and_a_summary() {
 
 #[test]
 fn plan_with_a_malformed_scenario_exits_2_names_the_place_and_writes_nothing() {
-    let dir = TempDir::new("bad");
-    let broken = dir.join("broken.yaml");
+    let dir = temp_dir("bad");
+    let broken = dir.path().join("broken.yaml");
     let seed = std::fs::read_to_string(scenario("seed.yaml")).unwrap();
     std::fs::write(
         &broken,
         seed.replace("replicas: { cluster2: 1 }", "replicas: { cluster7: 1 }"),
     )
     .unwrap();
-    let out = dir.join("plan");
+    let out = dir.path().join("plan");
     let output = meshfed(&["plan", broken.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = text(&output.stderr);
@@ -81,7 +70,7 @@ fn plan_with_a_malformed_scenario_exits_2_names_the_place_and_writes_nothing() {
         "{stderr}"
     );
     assert!(!out.exists(), "a rejected scenario must not write anything");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
+    let leftovers: Vec<_> = std::fs::read_dir(&dir.path())
         .unwrap()
         .map(|entry| entry.unwrap().file_name())
         .collect();
@@ -90,8 +79,8 @@ fn plan_with_a_malformed_scenario_exits_2_names_the_place_and_writes_nothing() {
 
 #[test]
 fn plan_refuses_to_overwrite_a_directory_it_did_not_write() {
-    let dir = TempDir::new("foreign");
-    let out = dir.join("precious");
+    let dir = temp_dir("foreign");
+    let out = dir.path().join("precious");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     let output = meshfed(&["plan", &scenario("seed.yaml"), "--out", out.to_str().unwrap()]);
@@ -116,8 +105,8 @@ fn missing_scenario_file_and_unknown_provider_exit_2() {
 
 #[test]
 fn certs_writes_the_cacerts_layout_with_private_keys_0600() {
-    let dir = TempDir::new("certs");
-    let out = dir.join("certs");
+    let dir = temp_dir("certs");
+    let out = dir.path().join("certs");
     let output = meshfed(&["certs", &scenario("seed.yaml"), "--out", out.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     for cluster in ["cluster1", "cluster2"] {
@@ -139,11 +128,11 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn run_with_a_malformed_scenario_exits_2_before_building_anything() {
-    let dir = TempDir::new("run-bad");
-    let broken = dir.join("broken.yaml");
+    let dir = temp_dir("run-bad");
+    let broken = dir.path().join("broken.yaml");
     let seed = std::fs::read_to_string(scenario("seed.yaml")).unwrap();
     std::fs::write(&broken, seed.replace("port: tcp }", "port: grpc }")).unwrap();
-    let report_dir = dir.join("report");
+    let report_dir = dir.path().join("report");
     let output = meshfed(&[
         "run",
         broken.to_str().unwrap(),
@@ -163,11 +152,11 @@ fn run_with_a_malformed_scenario_exits_2_before_building_anything() {
 /// the wrong flag when both are given.
 #[test]
 fn an_unusable_keep_logs_directory_is_named_as_such_not_as_the_report_directory() {
-    let dir = TempDir::new("keep-logs-wording");
-    let file = dir.join("a-file");
+    let dir = temp_dir("keep-logs-wording");
+    let file = dir.path().join("a-file");
     std::fs::write(&file, "not a directory").unwrap();
     let keep = file.join("logs");
-    let reports = dir.join("reports");
+    let reports = dir.path().join("reports");
     let output = meshfed(&[
         "run",
         &scenario("seed.yaml"),
@@ -217,8 +206,8 @@ fn a_scenario_invalid_under_one_matrix_version_names_the_version_and_the_positio
 
 #[test]
 fn plan_with_an_inventory_uses_its_gateway_addresses_and_ready_pods() {
-    let dir = TempDir::new("inventory");
-    let inventory = dir.join("inventory.yaml");
+    let dir = temp_dir("inventory");
+    let inventory = dir.path().join("inventory.yaml");
     std::fs::write(
         &inventory,
         "clusters:
@@ -239,7 +228,7 @@ fn plan_with_an_inventory_uses_its_gateway_addresses_and_ready_pods() {
 ",
     )
     .unwrap();
-    let out = dir.join("plan");
+    let out = dir.path().join("plan");
     let output = meshfed(&[
         "plan",
         &scenario("seed.yaml"),
@@ -274,13 +263,13 @@ fn plan_with_an_inventory_uses_its_gateway_addresses_and_ready_pods() {
 
 #[test]
 fn v_and_rust_log_choose_which_diagnostics_reach_stderr() {
-    let dir = TempDir::new("verbosity");
+    let dir = temp_dir("verbosity");
     let run = |out: &str, extra: &[&str], rust_log: Option<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_meshfed"));
+        let mut command = Command::new(MESHFED);
         command
             .args(extra)
             .args(["plan", &scenario("seed.yaml"), "--out"])
-            .arg(dir.join(out));
+            .arg(dir.path().join(out));
         command.env_remove("RUST_LOG");
         if let Some(filter) = rust_log {
             command.env("RUST_LOG", filter);

@@ -6,14 +6,12 @@
 //! targets), so "nothing was lost" means exactly that. Tests that need root (mounting a tmpfs) or
 //! the local provider (Envoy) skip with a message outside CI and fail under `CI=true`.
 
-#[path = "support/local_provider.rs"]
-mod local_provider;
+use crate::support::libtest::libtest_name;
+use crate::support::local_provider;
+use crate::support::meshfed_command::{MESHFED, Meshfed};
+use crate::support::skip;
+use crate::support::temp_dir::{TempDir, temp_dir};
 use local_provider::local_provider_available;
-#[path = "support/skip.rs"]
-mod skip;
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -23,8 +21,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use meshfed::output::Dir;
-
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 
 fn scenario(name: &str) -> String {
     format!("{}/scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -40,25 +36,9 @@ fn unique(label: &str) -> String {
     )
 }
 
-/// Where this file's scratch directories live and how they are named.
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        TempDir::under(&std::env::temp_dir(), label)
-    }
-
-    fn under(parent: &Path, label: &str) -> TempDir {
-        TempDir::at(parent.join(format!("meshfed-files-{}", unique(label))))
-    }
-}
-
 /// Runs meshfed in `cwd` with a marker so leftover-process checks elsewhere can tell runs apart.
 fn meshfed_in(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(MESHFED)
-        .args(args)
-        .current_dir(cwd)
-        .env("MESHFED_TEST_MARKER", unique("files"))
-        .output()
-        .expect("run meshfed")
+    Meshfed::new(args).current_dir(cwd).marker(&unique("files")).output()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -130,9 +110,9 @@ fn plan(cwd: &Path, scenario_name: &str, out: &str) {
 
 /// A complete plan of `scenario_name`, written fresh into an empty place, for comparison.
 fn reference_plan(scenario_name: &str) -> (TempDir, BTreeMap<PathBuf, Vec<u8>>) {
-    let dir = TempDir::new("reference");
-    plan(&dir.0, scenario_name, "plan");
-    let files = file_contents(&dir.join("plan"));
+    let dir = temp_dir("reference");
+    plan(&dir.path(), scenario_name, "plan");
+    let files = file_contents(&dir.path().join("plan"));
     assert!(files.contains_key(Path::new(".meshfed-plan")), "{:?}", files.keys());
     assert!(files.len() > 10, "{:?}", files.keys());
     (dir, files)
@@ -144,10 +124,10 @@ fn reference_plan(scenario_name: &str) -> (TempDir, BTreeMap<PathBuf, Vec<u8>>) 
 
 #[test]
 fn plan_out_dot_inside_a_plan_refuses_with_exit_2_and_keeps_the_plan_byte_identical() {
-    let dir = TempDir::new("plan-dot");
-    plan(&dir.0, "seed.yaml", "p");
-    let plan_dir = dir.join("p");
-    let before = tree(&dir.0);
+    let dir = temp_dir("plan-dot");
+    plan(&dir.path(), "seed.yaml", "p");
+    let plan_dir = dir.path().join("p");
+    let before = tree(&dir.path());
 
     // From inside the plan, and from inside one of its cluster directories.
     for (cwd, out) in [(plan_dir.clone(), "."), (plan_dir.join("cluster1"), "..")] {
@@ -163,44 +143,56 @@ fn plan_out_dot_inside_a_plan_refuses_with_exit_2_and_keeps_the_plan_byte_identi
             stderr.contains("current directory") && stderr.contains(&plan_dir.display().to_string()),
             "the message names the directory and why: {stderr}"
         );
-        assert_eq!(tree(&dir.0), before, "--out {out} from {} changed files", cwd.display());
+        assert_eq!(
+            tree(&dir.path()),
+            before,
+            "--out {out} from {} changed files",
+            cwd.display()
+        );
     }
 }
 
 #[test]
 fn plan_out_p_dot_replaces_the_plan_completely_and_leaves_no_staging_behind() {
-    let dir = TempDir::new("plan-p-dot");
-    plan(&dir.0, "seed.yaml", "p");
+    let dir = temp_dir("plan-p-dot");
+    plan(&dir.path(), "seed.yaml", "p");
     let (_reference_dir, skew) = reference_plan("skew.yaml");
 
-    plan(&dir.0, "skew.yaml", "p/.");
-    assert_eq!(file_contents(&dir.join("p")), skew, "p holds exactly a fresh skew plan");
-    assert_eq!(names(&dir.0), ["p"], "no staging or old copy left next to it");
+    plan(&dir.path(), "skew.yaml", "p/.");
+    assert_eq!(
+        file_contents(&dir.path().join("p")),
+        skew,
+        "p holds exactly a fresh skew plan"
+    );
+    assert_eq!(names(&dir.path()), ["p"], "no staging or old copy left next to it");
 
-    plan(&dir.0, "seed.yaml", "./p/");
+    plan(&dir.path(), "seed.yaml", "./p/");
     let (_seed_dir, seed) = reference_plan("seed.yaml");
-    assert_eq!(file_contents(&dir.join("p")), seed);
-    assert_eq!(names(&dir.0), ["p"]);
+    assert_eq!(file_contents(&dir.path().join("p")), seed);
+    assert_eq!(names(&dir.path()), ["p"]);
 }
 
 #[test]
 fn plan_out_through_a_symlink_replaces_the_plan_it_points_to_and_keeps_the_link() {
-    let dir = TempDir::new("plan-link");
-    plan(&dir.0, "seed.yaml", "p");
-    std::os::unix::fs::symlink("p", dir.join("link-to-p")).unwrap();
+    let dir = temp_dir("plan-link");
+    plan(&dir.path(), "seed.yaml", "p");
+    std::os::unix::fs::symlink("p", dir.path().join("link-to-p")).unwrap();
     let (_reference_dir, skew) = reference_plan("skew.yaml");
 
-    let output = meshfed_in(&dir.0, &["plan", &scenario("skew.yaml"), "--out", "link-to-p/"]);
+    let output = meshfed_in(&dir.path(), &["plan", &scenario("skew.yaml"), "--out", "link-to-p/"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
-    let resolved = std::fs::canonicalize(dir.join("p")).unwrap();
+    let resolved = std::fs::canonicalize(dir.path().join("p")).unwrap();
     assert!(
         stdout.contains(&resolved.display().to_string()) && stdout.contains("symlink"),
         "says where the plan really went: {stdout}"
     );
-    assert_eq!(std::fs::read_link(dir.join("link-to-p")).unwrap(), Path::new("p"));
-    assert_eq!(file_contents(&dir.join("p")), skew);
-    assert_eq!(names(&dir.0), ["link-to-p", "p"]);
+    assert_eq!(
+        std::fs::read_link(dir.path().join("link-to-p")).unwrap(),
+        Path::new("p")
+    );
+    assert_eq!(file_contents(&dir.path().join("p")), skew);
+    assert_eq!(names(&dir.path()), ["link-to-p", "p"]);
 }
 
 // A symlink inside a plan directory is something a user put there (meshfed plan writes regular
@@ -208,62 +200,66 @@ fn plan_out_through_a_symlink_replaces_the_plan_it_points_to_and_keeps_the_link(
 // point 1; before, the link was removed, its target kept).
 #[test]
 fn replacing_a_plan_that_holds_a_symlink_the_user_added_refuses_and_keeps_the_link_and_its_target() {
-    let dir = TempDir::new("plan-inner-link");
-    plan(&dir.0, "seed.yaml", "p");
-    let precious = dir.join("precious");
+    let dir = temp_dir("plan-inner-link");
+    plan(&dir.path(), "seed.yaml", "p");
+    let precious = dir.path().join("precious");
     std::fs::create_dir(&precious).unwrap();
     std::fs::write(precious.join("keep.txt"), "mine").unwrap();
-    std::os::unix::fs::symlink(&precious, dir.join("p/cluster1/extra")).unwrap();
-    let before = tree(&dir.0);
+    std::os::unix::fs::symlink(&precious, dir.path().join("p/cluster1/extra")).unwrap();
+    let before = tree(&dir.path());
 
-    let output = meshfed_in(&dir.0, &["plan", &scenario("skew.yaml"), "--out", "p"]);
+    let output = meshfed_in(&dir.path(), &["plan", &scenario("skew.yaml"), "--out", "p"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cluster1/extra"), "names what is in the way: {stderr}");
-    assert_eq!(tree(&dir.0), before, "nothing changed, inside or out");
+    assert_eq!(tree(&dir.path()), before, "nothing changed, inside or out");
 }
 
 #[test]
 fn plan_out_over_a_plan_with_a_file_the_user_added_refuses_with_exit_2_and_keeps_everything() {
-    let dir = TempDir::new("plan-added-file");
-    plan(&dir.0, "seed.yaml", "p");
-    std::fs::write(dir.join("p/notes.txt"), "my notes").unwrap();
-    std::fs::write(dir.join("p/cluster1/99-my-extra.yaml"), "kind: Mine\n").unwrap();
-    let before = tree(&dir.0);
+    let dir = temp_dir("plan-added-file");
+    plan(&dir.path(), "seed.yaml", "p");
+    std::fs::write(dir.path().join("p/notes.txt"), "my notes").unwrap();
+    std::fs::write(dir.path().join("p/cluster1/99-my-extra.yaml"), "kind: Mine\n").unwrap();
+    let before = tree(&dir.path());
 
-    let output = meshfed_in(&dir.0, &["plan", &scenario("skew.yaml"), "--out", "p"]);
+    let output = meshfed_in(&dir.path(), &["plan", &scenario("skew.yaml"), "--out", "p"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("notes.txt") && stderr.contains("cluster1/99-my-extra.yaml"),
         "names every added file: {stderr}"
     );
-    assert_eq!(tree(&dir.0), before, "the plan and the added files are byte-identical");
+    assert_eq!(
+        tree(&dir.path()),
+        before,
+        "the plan and the added files are byte-identical"
+    );
 
     // Without the added files the same plan is replaced as before.
-    std::fs::remove_file(dir.join("p/notes.txt")).unwrap();
-    std::fs::remove_file(dir.join("p/cluster1/99-my-extra.yaml")).unwrap();
-    plan(&dir.0, "skew.yaml", "p");
+    std::fs::remove_file(dir.path().join("p/notes.txt")).unwrap();
+    std::fs::remove_file(dir.path().join("p/cluster1/99-my-extra.yaml")).unwrap();
+    plan(&dir.path(), "skew.yaml", "p");
     let (_reference_dir, skew) = reference_plan("skew.yaml");
-    assert_eq!(file_contents(&dir.join("p")), skew);
+    assert_eq!(file_contents(&dir.path().join("p")), skew);
 }
 
 #[test]
 fn plan_out_that_is_a_file_or_a_dangling_symlink_exits_2_and_changes_nothing() {
-    let dir = TempDir::new("plan-bad-out");
-    std::fs::write(dir.join("file"), "not a directory").unwrap();
-    std::os::unix::fs::symlink("nowhere", dir.join("dangling")).unwrap();
-    let before = tree(&dir.0);
+    let dir = temp_dir("plan-bad-out");
+    std::fs::write(dir.path().join("file"), "not a directory").unwrap();
+    std::os::unix::fs::symlink("nowhere", dir.path().join("dangling")).unwrap();
+    let before = tree(&dir.path());
     for (out, expected) in [
         ("file", "not a directory"),
         ("dangling", "does not exist"),
         ("file/sub", "not a directory"),
     ] {
-        let output = meshfed_in(&dir.0, &["plan", &scenario("seed.yaml"), "--out", out]);
+        let output = meshfed_in(&dir.path(), &["plan", &scenario("seed.yaml"), "--out", out]);
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "--out {out}: {stderr}");
         assert!(stderr.contains(expected), "--out {out}: {stderr}");
-        assert_eq!(tree(&dir.0), before, "--out {out}");
+        assert_eq!(tree(&dir.path()), before, "--out {out}");
     }
 }
 
@@ -297,13 +293,13 @@ fn assert_complete_pki(out: &Path) {
 
 #[test]
 fn certs_twice_into_one_folder_refuses_naming_force_and_changes_nothing() {
-    let dir = TempDir::new("certs-twice");
-    let first = certs(&dir.0, "pki", false);
+    let dir = temp_dir("certs-twice");
+    let first = certs(&dir.path(), "pki", false);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
-    assert_complete_pki(&dir.join("pki"));
-    let before = tree(&dir.0);
+    assert_complete_pki(&dir.path().join("pki"));
+    let before = tree(&dir.path());
 
-    let second = certs(&dir.0, "pki", false);
+    let second = certs(&dir.path(), "pki", false);
     let stderr = text(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--force"), "{stderr}");
@@ -312,17 +308,17 @@ fn certs_twice_into_one_folder_refuses_naming_force_and_changes_nothing() {
         "names the existing files: {stderr}"
     );
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
-    assert_eq!(tree(&dir.0), before, "every file byte-identical");
+    assert_eq!(tree(&dir.path()), before, "every file byte-identical");
 }
 
 #[test]
 fn certs_force_replaces_the_root_in_one_step_with_keys_0600() {
-    let dir = TempDir::new("certs-force");
-    let pki = dir.join("pki");
-    assert_eq!(certs(&dir.0, "pki", false).status.code(), Some(0));
+    let dir = temp_dir("certs-force");
+    let pki = dir.path().join("pki");
+    assert_eq!(certs(&dir.path(), "pki", false).status.code(), Some(0));
     let old_root = std::fs::read(pki.join("root-ca/root-cert.pem")).unwrap();
 
-    let output = certs(&dir.0, "pki", true);
+    let output = certs(&dir.path(), "pki", true);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(!text(&output.stdout).contains("PRIVATE KEY") && !text(&output.stderr).contains("PRIVATE KEY"));
     assert_complete_pki(&pki);
@@ -334,36 +330,36 @@ fn certs_force_replaces_the_root_in_one_step_with_keys_0600() {
             new_root
         );
     }
-    assert_eq!(names(&dir.0), ["pki"], "no staging or old copy left next to it");
+    assert_eq!(names(&dir.path()), ["pki"], "no staging or old copy left next to it");
 }
 
 #[test]
 fn certs_never_follow_a_symlink_in_the_out_dir_even_with_force() {
-    let dir = TempDir::new("certs-symlink");
-    let outside = dir.join("outside");
+    let dir = temp_dir("certs-symlink");
+    let outside = dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     std::fs::write(outside.join("ca-key.pem"), "someone else's key").unwrap();
     std::fs::write(outside.join("precious.txt"), "mine").unwrap();
 
     // A directory symlink where a cluster directory would go.
-    let linked_dir = dir.join("linked-dir");
+    let linked_dir = dir.path().join("linked-dir");
     std::fs::create_dir(&linked_dir).unwrap();
     std::os::unix::fs::symlink(&outside, linked_dir.join("cluster1")).unwrap();
     // A file symlink inside an otherwise complete PKI.
-    assert_eq!(certs(&dir.0, "linked-file", false).status.code(), Some(0));
-    let linked_file = dir.join("linked-file");
+    assert_eq!(certs(&dir.path(), "linked-file", false).status.code(), Some(0));
+    let linked_file = dir.path().join("linked-file");
     std::fs::remove_file(linked_file.join("cluster1/ca-key.pem")).unwrap();
     std::os::unix::fs::symlink(outside.join("ca-key.pem"), linked_file.join("cluster1/ca-key.pem")).unwrap();
-    let before = tree(&dir.0);
+    let before = tree(&dir.path());
 
     for out in ["linked-dir", "linked-file"] {
         for force in [false, true] {
-            let output = certs(&dir.0, out, force);
+            let output = certs(&dir.path(), out, force);
             let stderr = text(&output.stderr);
             assert_eq!(output.status.code(), Some(2), "{out} force={force}: {stderr}");
             assert!(stderr.contains("symlink") && stderr.contains("cluster1"), "{stderr}");
             assert_eq!(
-                tree(&dir.0),
+                tree(&dir.path()),
                 before,
                 "{out} force={force}: nothing changed, inside or out"
             );
@@ -373,17 +369,17 @@ fn certs_never_follow_a_symlink_in_the_out_dir_even_with_force() {
 
 #[test]
 fn certs_out_that_is_a_symlink_to_a_pki_is_refused_even_with_force_and_the_pki_kept() {
-    let dir = TempDir::new("certs-out-link");
-    assert_eq!(certs(&dir.0, "real-pki", false).status.code(), Some(0));
-    std::os::unix::fs::symlink("real-pki", dir.join("link")).unwrap();
-    let before = tree(&dir.0);
+    let dir = temp_dir("certs-out-link");
+    assert_eq!(certs(&dir.path(), "real-pki", false).status.code(), Some(0));
+    std::os::unix::fs::symlink("real-pki", dir.path().join("link")).unwrap();
+    let before = tree(&dir.path());
     for (out, force) in [("link", true), ("link", false), ("link/", true)] {
-        let output = certs(&dir.0, out, force);
+        let output = certs(&dir.path(), out, force);
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "--out {out} force={force}: {stderr}");
         assert!(stderr.contains("symlink"), "says why: {stderr}");
         assert_eq!(
-            tree(&dir.0),
+            tree(&dir.path()),
             before,
             "--out {out} force={force}: the PKI it points to is unchanged"
         );
@@ -392,39 +388,39 @@ fn certs_out_that_is_a_symlink_to_a_pki_is_refused_even_with_force_and_the_pki_k
 
 #[test]
 fn certs_refuse_a_folder_with_foreign_files_even_with_force() {
-    let dir = TempDir::new("certs-foreign");
-    let home = dir.join("home");
+    let dir = temp_dir("certs-foreign");
+    let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::fs::write(home.join("notes.txt"), "mine").unwrap();
-    let before = tree(&dir.0);
+    let before = tree(&dir.path());
     for force in [false, true] {
-        let output = certs(&dir.0, "home", force);
+        let output = certs(&dir.path(), "home", force);
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains("notes.txt"), "{stderr}");
-        assert_eq!(tree(&dir.0), before);
+        assert_eq!(tree(&dir.path()), before);
     }
 }
 
 #[test]
 fn certs_force_with_out_dot_inside_the_pki_refuses_and_keeps_it() {
-    let dir = TempDir::new("certs-dot");
-    assert_eq!(certs(&dir.0, "pki", false).status.code(), Some(0));
-    let before = tree(&dir.0);
-    let output = certs(&dir.join("pki"), ".", true);
+    let dir = temp_dir("certs-dot");
+    assert_eq!(certs(&dir.path(), "pki", false).status.code(), Some(0));
+    let before = tree(&dir.path());
+    let output = certs(&dir.path().join("pki"), ".", true);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("current directory"), "{stderr}");
-    assert_eq!(tree(&dir.0), before);
+    assert_eq!(tree(&dir.path()), before);
 }
 
 #[test]
 fn certs_into_an_empty_existing_folder_needs_no_force() {
-    let dir = TempDir::new("certs-empty");
-    std::fs::create_dir(dir.join("pki")).unwrap();
-    let output = certs(&dir.0, "pki", false);
+    let dir = temp_dir("certs-empty");
+    std::fs::create_dir(dir.path().join("pki")).unwrap();
+    let output = certs(&dir.path(), "pki", false);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    assert_complete_pki(&dir.join("pki"));
+    assert_complete_pki(&dir.path().join("pki"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -433,10 +429,10 @@ fn certs_into_an_empty_existing_folder_needs_no_force() {
 
 #[test]
 fn atomic_write_replaces_a_symlink_instead_of_writing_through_it() {
-    let dir = TempDir::new("atomic-symlink");
-    let outside = dir.join("outside.json");
+    let dir = temp_dir("atomic-symlink");
+    let outside = dir.path().join("outside.json");
     std::fs::write(&outside, "precious").unwrap();
-    let reports = dir.join("reports");
+    let reports = dir.path().join("reports");
     std::fs::create_dir(&reports).unwrap();
     std::os::unix::fs::symlink(&outside, reports.join("report.json")).unwrap();
 
@@ -453,13 +449,16 @@ fn atomic_write_replaces_a_symlink_instead_of_writing_through_it() {
 
 #[test]
 fn atomic_write_creates_private_files_with_their_mode_from_the_start() {
-    let dir = TempDir::new("atomic-mode");
-    let handle = Dir::open(&dir.0).unwrap();
+    let dir = temp_dir("atomic-mode");
+    let handle = Dir::open(&dir.path()).unwrap();
     handle.write_file_atomic("key.pem", b"secret", 0o600).unwrap();
-    assert_eq!(std::fs::metadata(dir.join("key.pem")).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("key.pem")).unwrap().mode() & 0o777,
+        0o600
+    );
     handle.write_file_atomic("key.pem", b"secret2", 0o600).unwrap();
-    assert_eq!(std::fs::read(dir.join("key.pem")).unwrap(), b"secret2");
-    assert_eq!(names(&dir.0), ["key.pem"]);
+    assert_eq!(std::fs::read(dir.path().join("key.pem")).unwrap(), b"secret2");
+    assert_eq!(names(&dir.path()), ["key.pem"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,9 +527,9 @@ fn full_report_dir_exits_3_before_building_anything_and_keeps_the_old_report() {
     if !is_root() {
         return skip::skip("needs root to mount a tmpfs");
     }
-    let work = TempDir::new("full-disk-up-front");
-    let output = run_with_full_report_dir(&work.0, 0);
-    assert_old_report_kept(&work.join("after"), &output);
+    let work = temp_dir("full-disk-up-front");
+    let output = run_with_full_report_dir(&work.path(), 0);
+    assert_old_report_kept(&work.path().join("after"), &output);
     let stderr = text(&output.stderr);
     assert!(
         !stderr.contains("sandbox entered") && !stderr.contains("checking envoy"),
@@ -546,14 +545,14 @@ fn report_that_no_longer_fits_exits_3_and_keeps_the_old_report() {
     if !local_provider_available() {
         return;
     }
-    let work = TempDir::new("full-disk-late");
+    let work = temp_dir("full-disk-late");
     // Two free pages: the run's holder note (`.meshfed-run`, one page while the run holds the
     // directory) takes one and the up-front check passes on the other; seed's report (about
     // 14 KB) does not fit in it.
-    let output = run_with_full_report_dir(&work.0, 2);
+    let output = run_with_full_report_dir(&work.path(), 2);
     let stdout = text(&output.stdout);
     assert!(stdout.contains("verdict: PASS"), "the run itself passed: {stdout}");
-    assert_old_report_kept(&work.join("after"), &output);
+    assert_old_report_kept(&work.path().join("after"), &output);
     assert!(
         text(&output.stderr).contains("unchanged"),
         "says the old report is kept: {}",
@@ -580,9 +579,9 @@ fn report_dir_under_run_gets_the_report_despite_the_sandbox_tmpfs() {
     }
     let run_dir = RunDir(PathBuf::from(format!("/run/{}", unique("meshfed-test"))));
     let report_dir = run_dir.0.join("r");
-    let cwd = TempDir::new("run-dir");
+    let cwd = temp_dir("run-dir");
     let output = meshfed_in(
-        &cwd.0,
+        &cwd.path(),
         &[
             "run",
             &scenario("seed.yaml"),
@@ -603,9 +602,12 @@ fn report_dir_under_run_gets_the_report_despite_the_sandbox_tmpfs() {
 
 #[test]
 fn unwritable_report_dir_exits_2_before_building_anything() {
-    let dir = TempDir::new("report-file");
-    std::fs::write(dir.join("file"), "not a directory").unwrap();
-    let output = meshfed_in(&dir.0, &["run", &scenario("seed.yaml"), "--report-dir", "file/reports"]);
+    let dir = temp_dir("report-file");
+    std::fs::write(dir.path().join("file"), "not a directory").unwrap();
+    let output = meshfed_in(
+        &dir.path(),
+        &["run", &scenario("seed.yaml"), "--report-dir", "file/reports"],
+    );
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("file/reports"), "{stderr}");
@@ -674,12 +676,14 @@ fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
     if !is_root() {
         return skip::skip("needs root to mount a tmpfs");
     }
-    let work = TempDir::new("atomic-full");
+    let work = temp_dir("atomic-full");
     let output = Command::new("unshare")
         .args(["--mount", "--propagation", "private"])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-        .env(FULL_TMPFS_CHILD, &work.0)
+        .arg("--exact")
+        .arg(libtest_name(module_path!(), NAME))
+        .args(["--nocapture", "--test-threads=1"])
+        .env(FULL_TMPFS_CHILD, &work.path())
         .output()
         .expect("run unshare");
     let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
@@ -694,7 +698,7 @@ fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
 /// A directory for `PATH` with no program in it: `--provider kind` then fails at once (exit 3),
 /// a failed run that needs no Envoy.
 fn empty_path(dir: &TempDir) -> PathBuf {
-    let empty = dir.join("empty-path");
+    let empty = dir.path().join("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
     empty
 }
@@ -706,8 +710,8 @@ fn failing_kind_run(dir: &TempDir, cwd: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(cwd)
         .env("PATH", empty_path(dir))
-        .env("TMPDIR", dir.join("tmp"))
-        .env("MESHFED_CACHE_DIR", dir.join("cache"))
+        .env("TMPDIR", dir.path().join("tmp"))
+        .env("MESHFED_CACHE_DIR", dir.path().join("cache"))
         .env("MESHFED_TEST_MARKER", unique("files"))
         .output()
         .expect("run meshfed")
@@ -715,9 +719,9 @@ fn failing_kind_run(dir: &TempDir, cwd: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn a_failed_run_into_report_dir_dot_keeps_a_users_logs_folder_and_its_diagnostics_go_beside_it() {
-    let dir = TempDir::new("report-dot-logs");
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    let project = dir.join("project");
+    let dir = temp_dir("report-dot-logs");
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let project = dir.path().join("project");
     std::fs::create_dir_all(project.join("logs/app")).unwrap();
     std::fs::write(project.join("logs/app/today.log"), "the user's own log").unwrap();
     let logs_before = tree(&project.join("logs"));
@@ -741,13 +745,13 @@ fn a_failed_run_into_report_dir_dot_keeps_a_users_logs_folder_and_its_diagnostic
 
 #[test]
 fn a_report_dir_whose_junit_xml_is_a_directory_is_refused_before_the_run() {
-    let dir = TempDir::new("report-junit-dir");
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    let report = dir.join("report");
+    let dir = temp_dir("report-junit-dir");
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let report = dir.path().join("report");
     std::fs::create_dir_all(report.join("junit.xml")).unwrap();
     std::fs::write(report.join("report.json"), "{\"an\": \"earlier report\"}\n").unwrap();
     let before = tree(&report);
-    let output = failing_kind_run(&dir, &dir.0, &["--report-dir", report.to_str().unwrap()]);
+    let output = failing_kind_run(&dir, &dir.path(), &["--report-dir", report.to_str().unwrap()]);
     let stderr = text(&output.stderr);
     assert_eq!(
         output.status.code(),
@@ -761,10 +765,10 @@ fn a_report_dir_whose_junit_xml_is_a_directory_is_refused_before_the_run() {
 
 #[test]
 fn a_matrix_checks_every_versions_report_directory_before_creating_anything() {
-    let dir = TempDir::new("matrix-dirs");
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let dir = temp_dir("matrix-dirs");
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
     empty_path(&dir);
-    let reports = dir.join("reports");
+    let reports = dir.path().join("reports");
     std::fs::create_dir_all(reports.join("1.29.0")).unwrap();
     // The second version's directory is a file; then, separately, its junit.xml is a directory.
     for (label, prepare) in [
@@ -778,10 +782,10 @@ fn a_matrix_checks_every_versions_report_directory_before_creating_anything() {
         }),
     ] {
         prepare(&reports);
-        let before = tree(&dir.0);
+        let before = tree(&dir.path());
         let output = failing_kind_run(
             &dir,
-            &dir.0,
+            &dir.path(),
             &[
                 "--istio-version",
                 "1.29.0",
@@ -798,22 +802,22 @@ fn a_matrix_checks_every_versions_report_directory_before_creating_anything() {
             "{label}: names the version's directory: {stderr}"
         );
         assert!(!stderr.contains("running"), "{label}: no version ran: {stderr}");
-        assert_eq!(tree(&dir.0), before, "{label}: nothing was created");
+        assert_eq!(tree(&dir.path()), before, "{label}: nothing was created");
     }
 }
 
 #[test]
 fn leftover_temporaries_of_a_killed_writer_are_removed_by_the_next_run_and_only_those() {
-    let dir = TempDir::new("leftover-temporaries");
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let dir = temp_dir("leftover-temporaries");
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
     // What a meshfed killed while writing left, named as it names them (inside its PID namespace
     // its PID is 2), next to files of the user's that look alike.
-    let report = dir.join("report");
+    let report = dir.path().join("report");
     std::fs::create_dir_all(&report).unwrap();
     std::fs::write(report.join(".report.json.meshfed-tmp-2-0"), "{\"half\": ").unwrap();
     std::fs::write(report.join(".junit.xml.meshfed-tmp-2-3"), "<testsuites").unwrap();
     std::fs::write(report.join(".notes.txt.meshfed-tmp-2-0"), "not a report file's").unwrap();
-    let output = failing_kind_run(&dir, &dir.0, &["--report-dir", report.to_str().unwrap()]);
+    let output = failing_kind_run(&dir, &dir.path(), &["--report-dir", report.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
     let left = names(&report);
     assert!(
@@ -825,15 +829,15 @@ fn leftover_temporaries_of_a_killed_writer_are_removed_by_the_next_run_and_only_
     assert!(left.contains(&".notes.txt.meshfed-tmp-2-0".to_owned()), "{left:?}");
 
     // A plan: a half-built staging tree is removed; an old plan set aside is put back first.
-    plan(&dir.0, "seed.yaml", "p");
-    std::fs::create_dir_all(dir.join(".p.meshfed-tmp-2-7/cluster1")).unwrap();
-    std::fs::write(dir.join(".p.meshfed-tmp-2-7/cluster1/00-half.yaml"), "kind: Na").unwrap();
-    std::fs::rename(dir.join("p"), dir.join(".p.meshfed-old-2-8")).unwrap();
-    let output = meshfed_in(&dir.0, &["plan", &scenario("skew.yaml"), "--out", "p"]);
+    plan(&dir.path(), "seed.yaml", "p");
+    std::fs::create_dir_all(dir.path().join(".p.meshfed-tmp-2-7/cluster1")).unwrap();
+    std::fs::write(dir.path().join(".p.meshfed-tmp-2-7/cluster1/00-half.yaml"), "kind: Na").unwrap();
+    std::fs::rename(dir.path().join("p"), dir.path().join(".p.meshfed-old-2-8")).unwrap();
+    let output = meshfed_in(&dir.path(), &["plan", &scenario("skew.yaml"), "--out", "p"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let (_reference_dir, skew) = reference_plan("skew.yaml");
-    assert_eq!(file_contents(&dir.join("p")), skew);
-    let left = names(&dir.0);
+    assert_eq!(file_contents(&dir.path().join("p")), skew);
+    let left = names(&dir.path());
     assert!(!left.iter().any(|name| name.starts_with(".p.")), "{left:?}");
 }
 
@@ -937,13 +941,13 @@ fn processes_with_marker(marker: &str) -> Vec<u32> {
 
 #[test]
 fn three_runs_into_one_report_directory_one_runs_and_the_others_are_refused_up_front_naming_it() {
-    let dir = TempDir::new("report-lock");
-    let tmp = dir.join("tmp");
+    let dir = temp_dir("report-lock");
+    let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let scenario = seed_with_contexts(&dir.0);
+    let scenario = seed_with_contexts(&dir.path());
     let server = silent_api_server();
-    let silent = kubeconfig(&dir.0, "silent", server.local_addr().unwrap().port());
-    let report = dir.join("report");
+    let silent = kubeconfig(&dir.path(), "silent", server.local_addr().unwrap().port());
+    let report = dir.path().join("report");
     let marker = unique("report-lock");
     let args = ["--report-dir", report.to_str().unwrap()];
     let mut runs: Vec<std::process::Child> = (0..3)
@@ -988,7 +992,7 @@ fn three_runs_into_one_report_directory_one_runs_and_the_others_are_refused_up_f
     }));
 
     // The holder was killed (SIGKILL): its lock went with it, so the next run is not refused.
-    let refused_port = kubeconfig(&dir.0, "refused", closed_port());
+    let refused_port = kubeconfig(&dir.path(), "refused", closed_port());
     let next = spawn_kubeconfig_run(&scenario, &refused_port, &tmp, &unique("report-lock-next"), &args)
         .wait_with_output()
         .unwrap();
@@ -1016,13 +1020,13 @@ fn work_dirs(tmp: &Path) -> Vec<String> {
 #[test]
 fn a_matrix_ended_by_sighup_exits_130_and_after_sigkill_sigusr1_or_sigalrm_the_next_run_removes_its_work_dir() {
     use nix::sys::signal::Signal;
-    let dir = TempDir::new("matrix-signals");
-    let tmp = dir.join("tmp");
+    let dir = temp_dir("matrix-signals");
+    let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let scenario = seed_with_contexts(&dir.0);
+    let scenario = seed_with_contexts(&dir.path());
     let server = silent_api_server();
-    let silent = kubeconfig(&dir.0, "silent", server.local_addr().unwrap().port());
-    let refused_port = kubeconfig(&dir.0, "refused", closed_port());
+    let silent = kubeconfig(&dir.path(), "silent", server.local_addr().unwrap().port());
+    let refused_port = kubeconfig(&dir.path(), "refused", closed_port());
     let matrix = ["--istio-version", "1.29.0", "--istio-version", "1.30.3"];
     for signal in [Signal::SIGHUP, Signal::SIGKILL, Signal::SIGUSR1, Signal::SIGALRM] {
         let marker = unique("matrix-signal");

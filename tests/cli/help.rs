@@ -1,10 +1,9 @@
 //! `meshfed --help` tells a caller the exit codes, the environment variables meshfed reads and
 //! where the documentation is, and every document it names exists.
 
+use crate::support::meshfed_command::MESHFED;
 use std::path::Path;
 use std::process::Command;
-
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 
 fn help() -> String {
     let output = Command::new(MESHFED).arg("--help").output().unwrap();

@@ -2,6 +2,7 @@
 //! line and column (or no position when the file could not be read at all) and what is allowed,
 //! and nothing is written or deleted.
 
+use crate::support::meshfed_command::MESHFED;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -976,7 +977,7 @@ fn oversized() -> String {
 }
 
 fn run_meshfed(scenario: &Path, out: &Path, marker: &str) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshfed"))
+    let mut child = Command::new(MESHFED)
         .arg("plan")
         .arg(scenario)
         .arg("--out")

@@ -1,6 +1,6 @@
 //! The shipped kind configs are what the shipped scenarios generate (`kind::config::kind_config`),
 //! are real kind configs whose pod and service subnets don't overlap, and carry meshfed's name
-//! prefix. `MESHFED_UPDATE_KIND_CONFIGS=1 cargo test --test kind_configs` rewrites them; review the
+//! prefix. `MESHFED_UPDATE_KIND_CONFIGS=1 cargo test --test kube kind_configs::` rewrites them; review the
 //! diff like code.
 
 use std::path::{Path, PathBuf};

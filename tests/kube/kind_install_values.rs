@@ -105,10 +105,7 @@ fn istio_system_carries_the_network_and_metallb_gets_the_carved_pool() {
     insta::assert_snapshot!("cluster2_metallb_pool", mk_metallb_pool(&pools[1]));
 }
 
-#[path = "support/skip.rs"]
-mod skip;
-#[path = "support/upstream.rs"]
-mod upstream;
+use crate::support::upstream;
 use upstream::upstream_file as upstream;
 
 /// The seed with `cluster1` at Istio `version` on network `network1`, in `mode`.

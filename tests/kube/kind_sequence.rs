@@ -6,10 +6,9 @@
 //! `meshfed-*` clusters, and `meshfed run --provider kind` without Docker or kind exits 3 at once,
 //! naming what is missing.
 
-#[path = "support/fake_tools.rs"]
-mod fake_tools;
-#[path = "support/skip.rs"]
-mod skip;
+use crate::support::fake_tools;
+use crate::support::meshfed_command::{MESHFED, Meshfed};
+use crate::support::skip;
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -437,24 +436,14 @@ fn meshfed(path: &Path, args: &[&str]) -> (std::process::Output, Duration) {
 
 fn meshfed_with_tmpdir(path: &Path, tmpdir: &Path, args: &[&str]) -> (std::process::Output, Duration) {
     let started = std::time::Instant::now();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let output = Command::new(env!("CARGO_BIN_EXE_meshfed"))
-        .args(args)
+    let output = Meshfed::new(args)
         .env("PATH", path)
         .env("TMPDIR", tmpdir)
         .env(
             "MESHFED_CACHE_DIR",
             std::env::temp_dir().join("meshfed-kind-test-cache-unused"),
         )
-        .env(
-            "MESHFED_TEST_MARKER",
-            format!("kind-sequence-{}-{nanos}", std::process::id()),
-        )
-        .output()
-        .unwrap();
+        .output();
     (output, started.elapsed())
 }
 
@@ -539,7 +528,7 @@ fn run_on_kind_with_a_docker_cli_but_no_engine_exits_3_quoting_docker() {
     std::os::unix::fs::symlink(&docker, fakes.bin().join("docker")).unwrap();
     let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
     let started = std::time::Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_meshfed"))
+    let output = Command::new(MESHFED)
         .args(["run", seed.to_str().unwrap(), "--provider", "kind"])
         .env("PATH", fakes.path())
         .env("DOCKER_HOST", format!("unix://{}/no-engine.sock", fakes.root.display()))
@@ -865,7 +854,7 @@ fn dry_run(scenario: &str) -> std::process::Output {
 fn dry_run_file(file: &Path) -> std::process::Output {
     let empty = std::env::temp_dir().join(format!("meshfed-dry-run-path-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_meshfed"))
+    Command::new(MESHFED)
         .args(["run", file.to_str().unwrap(), "--provider", "kind", "--dry-run"])
         .env("PATH", &empty)
         .env_remove("MESHFED_WORKLOAD_IMAGE")

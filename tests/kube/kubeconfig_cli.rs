@@ -3,9 +3,8 @@
 //! cluster, its context and what is missing; a scenario or command line the kubeconfig provider
 //! cannot use is bad input (exit 2) naming file, line and column. No cluster is needed.
 
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
+use crate::support::meshfed_command::{Meshfed, Ran};
+use crate::support::temp_dir::temp_dir;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,13 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Longest a command that cannot reach a cluster may run before this test calls it hung.
 const HUNG_AFTER: Duration = Duration::from_secs(30);
-
-/// Where this file's scratch directories live and how they are named.
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        TempDir::for_this_process("meshfed-kubeconfig-cli", label)
-    }
-}
 
 /// The seed scenario with a kubeconfig context on each cluster.
 fn seed_with_contexts(dir: &Path) -> PathBuf {
@@ -54,51 +46,20 @@ fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
     path
 }
 
-struct Ran {
-    code: Option<i32>,
-    stderr: String,
-    stdout: String,
-}
-
 /// Runs meshfed with `KUBECONFIG`/`HOME` set, failing the test if it does not end in time.
 fn meshfed(args: &[&str], kubeconfig: &Path, home: &Path) -> Ran {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshfed"))
-        .args(args)
+    Meshfed::new(args)
         .env("KUBECONFIG", kubeconfig)
         .env("HOME", home)
-        .env(
-            "MESHFED_TEST_MARKER",
-            format!("kubeconfig-cli-{}-{nanos}", std::process::id()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            let output = child.wait_with_output().unwrap();
-            return Ran {
-                code: output.status.code(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            };
-        }
-        if started.elapsed() > HUNG_AFTER {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("meshfed {args:?} did not end within {} s", HUNG_AFTER.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .deadline(HUNG_AFTER)
+        .run()
 }
 
 #[test]
 fn run_with_no_kubeconfig_exits_3_naming_what_is_missing() {
-    let dir = TempDir::new("no-kubeconfig");
-    let scenario = seed_with_contexts(&dir.0);
-    let missing = dir.0.join("no-such-kubeconfig");
+    let dir = temp_dir("no-kubeconfig");
+    let scenario = seed_with_contexts(&dir.path());
+    let missing = dir.path().join("no-such-kubeconfig");
     let ran = meshfed(
         &[
             "run",
@@ -109,7 +70,7 @@ fn run_with_no_kubeconfig_exits_3_naming_what_is_missing() {
             "example/meshfed:test",
         ],
         &missing,
-        &dir.0,
+        &dir.path(),
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert!(ran.stderr.contains("cluster cluster1: no kubeconfig"), "{}", ran.stderr);
@@ -122,9 +83,9 @@ fn run_with_no_kubeconfig_exits_3_naming_what_is_missing() {
 
 #[test]
 fn run_against_an_unreachable_api_server_exits_3_naming_cluster_context_and_server() {
-    let dir = TempDir::new("unreachable");
-    let scenario = seed_with_contexts(&dir.0);
-    let kubeconfig = unreachable_kubeconfig(&dir.0);
+    let dir = temp_dir("unreachable");
+    let scenario = seed_with_contexts(&dir.path());
+    let kubeconfig = unreachable_kubeconfig(&dir.path());
     let ran = meshfed(
         &[
             "run",
@@ -135,7 +96,7 @@ fn run_against_an_unreachable_api_server_exits_3_naming_cluster_context_and_serv
             "example/meshfed:test",
         ],
         &kubeconfig,
-        &dir.0,
+        &dir.path(),
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     for cluster in ["cluster1", "cluster2"] {
@@ -155,8 +116,8 @@ fn run_against_an_unreachable_api_server_exits_3_naming_cluster_context_and_serv
 
 #[test]
 fn run_with_a_context_the_kubeconfig_lacks_exits_3_listing_the_contexts_it_has() {
-    let dir = TempDir::new("unknown-context");
-    let scenario = seed_with_contexts(&dir.0);
+    let dir = temp_dir("unknown-context");
+    let scenario = seed_with_contexts(&dir.path());
     std::fs::write(
         &scenario,
         std::fs::read_to_string(&scenario)
@@ -164,7 +125,7 @@ fn run_with_a_context_the_kubeconfig_lacks_exits_3_listing_the_contexts_it_has()
             .replace("ctx-two", "ctx-three"),
     )
     .unwrap();
-    let kubeconfig = unreachable_kubeconfig(&dir.0);
+    let kubeconfig = unreachable_kubeconfig(&dir.path());
     let ran = meshfed(
         &[
             "run",
@@ -175,7 +136,7 @@ fn run_with_a_context_the_kubeconfig_lacks_exits_3_listing_the_contexts_it_has()
             "example/meshfed:test",
         ],
         &kubeconfig,
-        &dir.0,
+        &dir.path(),
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert!(
@@ -189,7 +150,7 @@ fn run_with_a_context_the_kubeconfig_lacks_exits_3_listing_the_contexts_it_has()
 
 #[test]
 fn a_cluster_without_a_context_is_bad_input_with_its_position() {
-    let dir = TempDir::new("no-context");
+    let dir = temp_dir("no-context");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
     let ran = meshfed(
         &[
@@ -200,8 +161,8 @@ fn a_cluster_without_a_context_is_bad_input_with_its_position() {
             "--image",
             "example/meshfed:test",
         ],
-        &dir.0.join("unused"),
-        &dir.0,
+        &dir.path().join("unused"),
+        &dir.path(),
     );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(
@@ -214,12 +175,12 @@ fn a_cluster_without_a_context_is_bad_input_with_its_position() {
 
 #[test]
 fn kubeconfig_without_an_image_is_bad_input() {
-    let dir = TempDir::new("no-image");
-    let scenario = seed_with_contexts(&dir.0);
+    let dir = temp_dir("no-image");
+    let scenario = seed_with_contexts(&dir.path());
     let ran = meshfed(
         &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig"],
-        &dir.0.join("unused"),
-        &dir.0,
+        &dir.path().join("unused"),
+        &dir.path(),
     );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(
@@ -231,8 +192,8 @@ fn kubeconfig_without_an_image_is_bad_input() {
 
 #[test]
 fn a_fault_the_kubeconfig_provider_does_not_execute_is_refused_with_its_position() {
-    let dir = TempDir::new("fault");
-    let scenario = seed_with_contexts(&dir.0);
+    let dir = temp_dir("fault");
+    let scenario = seed_with_contexts(&dir.path());
     let text = std::fs::read_to_string(&scenario).unwrap().replacen(
         "    requests: 400\n",
         "    requests: 400\n    faults:\n      - foreignClientCert: {}\n",
@@ -248,8 +209,8 @@ fn a_fault_the_kubeconfig_provider_does_not_execute_is_refused_with_its_position
             "--image",
             "example/meshfed:test",
         ],
-        &dir.0.join("unused"),
-        &dir.0,
+        &dir.path().join("unused"),
+        &dir.path(),
     );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(
@@ -261,13 +222,13 @@ fn a_fault_the_kubeconfig_provider_does_not_execute_is_refused_with_its_position
 
 #[test]
 fn down_and_server_dry_run_against_an_unreachable_cluster_exit_3() {
-    let dir = TempDir::new("down");
-    let scenario = seed_with_contexts(&dir.0);
-    let kubeconfig = unreachable_kubeconfig(&dir.0);
+    let dir = temp_dir("down");
+    let scenario = seed_with_contexts(&dir.path());
+    let kubeconfig = unreachable_kubeconfig(&dir.path());
     let ran = meshfed(
         &["down", scenario.to_str().unwrap(), "--provider", "kubeconfig"],
         &kubeconfig,
-        &dir.0,
+        &dir.path(),
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert!(
@@ -275,7 +236,7 @@ fn down_and_server_dry_run_against_an_unreachable_cluster_exit_3() {
         "{}",
         ran.stderr
     );
-    let out = dir.0.join("plan");
+    let out = dir.path().join("plan");
     let ran = meshfed(
         &[
             "plan",
@@ -285,7 +246,7 @@ fn down_and_server_dry_run_against_an_unreachable_cluster_exit_3() {
             "--server-dry-run",
         ],
         &kubeconfig,
-        &dir.0,
+        &dir.path(),
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert!(
@@ -305,13 +266,13 @@ fn down_and_server_dry_run_against_an_unreachable_cluster_exit_3() {
 /// cluster is reached: exit 2, the `upgrade:` key's position, and what the provider can do.
 #[test]
 fn a_phase_upgrade_on_kubeconfig_is_refused_up_front_with_its_position() {
-    let dir = TempDir::new("upgrade-refused");
+    let dir = temp_dir("upgrade-refused");
     let upgrade = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/upgrade.yaml");
     let text = std::fs::read_to_string(&upgrade)
         .unwrap()
         .replace("  - name: cluster1\n", "  - name: cluster1\n    context: ctx-one\n")
         .replace("  - name: cluster2\n", "  - name: cluster2\n    context: ctx-two\n");
-    let scenario = dir.0.join("upgrade-contexts.yaml");
+    let scenario = dir.path().join("upgrade-contexts.yaml");
     std::fs::write(&scenario, &text).unwrap();
     let line = text.lines().position(|line| line.contains("upgrade: { to:")).unwrap() + 1;
     let ran = meshfed(
@@ -323,8 +284,8 @@ fn a_phase_upgrade_on_kubeconfig_is_refused_up_front_with_its_position() {
             "--image",
             "example.com/meshfed:test",
         ],
-        &unreachable_kubeconfig(&dir.0),
-        &dir.0,
+        &unreachable_kubeconfig(&dir.path()),
+        &dir.path(),
     );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(

@@ -2,12 +2,12 @@
 //! file: the seed's objects validate, broken ones are caught with a JSON path.
 //!
 //! Run with `MESHFED_ISTIO_CRDS=<path to Istio's customresourcedefinitions.gen.yaml> cargo
-//! test --test crd_schema_selftest -- --nocapture` to see what the file holds and what went
+//! test --test library crd_schema_selftest:: -- --nocapture` to see what the file holds and what went
 //! unchecked. Without the variable the tests that need the file say they were skipped (and fail
 //! under `CI=true`).
 
-#[path = "support/crd_schema.rs"]
-mod crd_schema;
+use crate::support::crd_schema;
+use crate::support::libtest::libtest_name;
 
 use std::path::Path;
 use std::process::Command;
@@ -504,7 +504,10 @@ fn synthetic_schema_checks_patterns_formats_and_int_or_string() {
 /// Runs this test binary's `crd_file_rule_probe` with the given environment.
 fn run_probe(crd_file: Option<&str>, ci: Option<&str>) -> (bool, String) {
     let mut command = Command::new(std::env::current_exe().expect("test binary path"));
-    command.args(["--exact", "crd_file_rule_probe", "--nocapture", "--test-threads=1"]);
+    command
+        .arg("--exact")
+        .arg(libtest_name(module_path!(), "crd_file_rule_probe"))
+        .args(["--nocapture", "--test-threads=1"]);
     // The probe skips on purpose: its skip is not one of this run's.
     command
         .env_remove(CRD_FILE_ENV)
@@ -551,7 +554,7 @@ fn missing_crd_file_skips_locally_and_fails_under_ci() {
     let (passed, output) = run_probe(Some("/nonexistent/crds.yaml"), Some("true"));
     assert!(!passed && output.contains("cannot run under CI=true"), "{output}");
 
-    let this_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/crd_schema_selftest.rs");
+    let this_file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/library/crd_schema_selftest.rs");
     let (passed, output) = run_probe(Some(this_file), Some("true"));
     assert!(passed && output.contains("probe: using"), "{output}");
 }

@@ -5,41 +5,20 @@ use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::support::temp_dir::{TempDir, temp_dir};
 
 use meshfed::pki::{
     self, CacertsDirError, ExistingPki, KeyAlgorithm, MeshPki, PkiError, create_cacerts_dir, create_workload_files,
     spiffe_id,
 };
 
-/// A directory under the system temp dir, removed when dropped (also when a test panics).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "meshfed-pki-{label}-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// Writes `contents` to `name` in `dir` and returns its path.
+fn write_in(dir: &TempDir, name: &str, contents: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    fs::write(&path, contents).unwrap();
+    path
 }
 
 fn openssl(args: &[&str]) -> Output {
@@ -131,15 +110,15 @@ fn two_cluster_pki(algorithm: KeyAlgorithm) -> MeshPki {
 fn workload_leaf_verifies_against_root_with_intermediate_as_untrusted() {
     for algorithm in KeyAlgorithm::ALL {
         let mesh = two_cluster_pki(algorithm);
-        let dir = TempDir::new("verify");
+        let dir = temp_dir("verify");
         let cert = mesh.workload_cert("cluster1", "ns1", "foo").unwrap();
         let chain = pem_blocks(&cert.cert_chain_pem);
         assert_eq!(chain.len(), 2, "cert chain is leaf + intermediate");
         assert_eq!(chain[1], mesh.intermediate("cluster1").unwrap().cert_pem());
 
-        let root = dir.write("root.pem", &cert.root_cert_pem);
-        let intermediate = dir.write("intermediate.pem", &chain[1]);
-        let leaf = dir.write("leaf.pem", &chain[0]);
+        let root = write_in(&dir, "root.pem", &cert.root_cert_pem);
+        let intermediate = write_in(&dir, "intermediate.pem", &chain[1]);
+        let leaf = write_in(&dir, "leaf.pem", &chain[0]);
         let verdict = openssl_verify(&root, Some(&intermediate), None, &leaf);
         assert!(verdict.is_ok(), "{algorithm}: {verdict:?}");
 
@@ -151,17 +130,18 @@ fn workload_leaf_verifies_against_root_with_intermediate_as_untrusted() {
 #[test]
 fn leaves_from_every_cluster_verify_against_the_shared_root() {
     let mesh = pki::pki("cluster.local", &["east", "west", "north"], KeyAlgorithm::default()).unwrap();
-    let dir = TempDir::new("shared-root");
-    let root = dir.write("root.pem", mesh.root_cert_pem());
+    let dir = temp_dir("shared-root");
+    let root = write_in(&dir, "root.pem", mesh.root_cert_pem());
     for cluster in ["east", "west", "north"] {
         let cert = mesh.workload_cert(cluster, "ns2", "bar").unwrap();
         let chain = pem_blocks(&cert.cert_chain_pem);
-        let leaf = dir.write(&format!("{cluster}-leaf.pem"), &chain[0]);
-        let own = dir.write(&format!("{cluster}-int.pem"), &chain[1]);
+        let leaf = write_in(&dir, &format!("{cluster}-leaf.pem"), &chain[0]);
+        let own = write_in(&dir, &format!("{cluster}-int.pem"), &chain[1]);
         assert!(openssl_verify(&root, Some(&own), None, &leaf).is_ok());
         // Another cluster's intermediate is not this leaf's issuer.
         let other = if cluster == "east" { "west" } else { "east" };
-        let wrong = dir.write(
+        let wrong = write_in(
+            &dir,
             &format!("{cluster}-wrong-int.pem"),
             mesh.intermediate(other).unwrap().cert_pem(),
         );
@@ -173,13 +153,13 @@ fn leaves_from_every_cluster_verify_against_the_shared_root() {
 fn leaf_from_another_root_fails_verification() {
     let ours = two_cluster_pki(KeyAlgorithm::default());
     let theirs = two_cluster_pki(KeyAlgorithm::default());
-    let dir = TempDir::new("other-root");
+    let dir = temp_dir("other-root");
     let foreign = theirs.workload_cert("cluster1", "ns1", "foo").unwrap();
     let chain = pem_blocks(&foreign.cert_chain_pem);
-    let our_root = dir.write("our-root.pem", ours.root_cert_pem());
-    let their_root = dir.write("their-root.pem", theirs.root_cert_pem());
-    let their_intermediate = dir.write("their-int.pem", &chain[1]);
-    let leaf = dir.write("leaf.pem", &chain[0]);
+    let our_root = write_in(&dir, "our-root.pem", ours.root_cert_pem());
+    let their_root = write_in(&dir, "their-root.pem", theirs.root_cert_pem());
+    let their_intermediate = write_in(&dir, "their-int.pem", &chain[1]);
+    let leaf = write_in(&dir, "leaf.pem", &chain[0]);
 
     // Sanity: the same files do verify against the root that issued them.
     assert!(openssl_verify(&their_root, Some(&their_intermediate), None, &leaf).is_ok());
@@ -190,9 +170,9 @@ fn leaf_from_another_root_fails_verification() {
 #[test]
 fn intermediate_is_a_ca_with_pathlen_zero_and_root_is_an_unconstrained_ca() {
     let mesh = two_cluster_pki(KeyAlgorithm::default());
-    let dir = TempDir::new("ca-flags");
-    let root = dir.write("root.pem", mesh.root_cert_pem());
-    let intermediate = dir.write("int.pem", mesh.intermediate("cluster2").unwrap().cert_pem());
+    let dir = temp_dir("ca-flags");
+    let root = write_in(&dir, "root.pem", mesh.root_cert_pem());
+    let intermediate = write_in(&dir, "int.pem", mesh.intermediate("cluster2").unwrap().cert_pem());
 
     let intermediate_text = text_of(&intermediate);
     assert!(intermediate_text.contains("CA:TRUE, pathlen:0"), "{intermediate_text}");
@@ -211,13 +191,13 @@ fn intermediate_is_a_ca_with_pathlen_zero_and_root_is_an_unconstrained_ca() {
 #[test]
 fn a_ca_signed_by_an_intermediate_is_rejected_by_pathlen_zero() {
     let mesh = two_cluster_pki(KeyAlgorithm::default());
-    let dir = TempDir::new("pathlen");
+    let dir = temp_dir("pathlen");
     let cacerts = mesh.cacerts("cluster1").unwrap();
-    let root = dir.write("root.pem", &cacerts.root_cert_pem);
-    let intermediate = dir.write("int.pem", &cacerts.ca_cert_pem);
-    let intermediate_key = dir.write("int-key.pem", cacerts.ca_key_pem.expose_pem());
+    let root = write_in(&dir, "root.pem", &cacerts.root_cert_pem);
+    let intermediate = write_in(&dir, "int.pem", &cacerts.ca_cert_pem);
+    let intermediate_key = write_in(&dir, "int-key.pem", cacerts.ca_key_pem.expose_pem());
     let (int_s, int_key_s) = (path_str(&intermediate), path_str(&intermediate_key));
-    let d = |name: &str| path_str(&dir.0.join(name));
+    let d = |name: &str| path_str(&dir.path().join(name));
 
     // openssl mints a sub-CA under our intermediate, then a leaf under that sub-CA.
     openssl_stdout(&[
@@ -236,7 +216,7 @@ fn a_ca_signed_by_an_intermediate_is_rejected_by_pathlen_zero() {
         "/CN=rogue sub CA",
     ]);
     fs::write(
-        dir.0.join("ca.ext"),
+        dir.path().join("ca.ext"),
         "basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign\n",
     )
     .unwrap();
@@ -287,14 +267,15 @@ fn a_ca_signed_by_an_intermediate_is_rejected_by_pathlen_zero() {
         "-out",
         &d("rogue.pem"),
     ]);
-    let untrusted = dir.write(
+    let untrusted = write_in(
+        &dir,
         "untrusted.pem",
-        &(fs::read_to_string(dir.0.join("sub.pem")).unwrap() + &cacerts.ca_cert_pem),
+        &(fs::read_to_string(dir.path().join("sub.pem")).unwrap() + &cacerts.ca_cert_pem),
     );
 
-    let sub_ca = openssl_verify(&root, Some(&intermediate), None, &dir.0.join("sub.pem"));
+    let sub_ca = openssl_verify(&root, Some(&intermediate), None, &dir.path().join("sub.pem"));
     assert!(sub_ca.is_ok(), "the sub-CA itself is within pathlen: {sub_ca:?}");
-    let verdict = openssl_verify(&root, Some(&untrusted), None, &dir.0.join("rogue.pem"));
+    let verdict = openssl_verify(&root, Some(&untrusted), None, &dir.path().join("rogue.pem"));
     let error = verdict.expect_err("a leaf two CAs below the intermediate must not verify");
     assert!(error.contains("path length"), "{error}");
 }
@@ -305,8 +286,8 @@ fn leaf_uri_san_is_exactly_the_spiffe_id_and_usages_are_mtls() {
     let cert = mesh.workload_cert("cluster1", "ns2", "bar").unwrap();
     assert_eq!(cert.spiffe_id, "spiffe://example.org/ns/ns2/sa/bar");
 
-    let dir = TempDir::new("san");
-    let leaf = dir.write("leaf.pem", &pem_blocks(&cert.cert_chain_pem)[0]);
+    let dir = temp_dir("san");
+    let leaf = write_in(&dir, "leaf.pem", &pem_blocks(&cert.cert_chain_pem)[0]);
     let san = openssl_stdout(&["x509", "-in", &path_str(&leaf), "-noout", "-ext", "subjectAltName"]);
     let entries: Vec<&str> = san
         .lines()
@@ -332,11 +313,11 @@ fn leaf_uri_san_is_exactly_the_spiffe_id_and_usages_are_mtls() {
 fn leaf_is_valid_from_an_hour_ago_for_a_day() {
     let mesh = two_cluster_pki(KeyAlgorithm::default());
     let cert = mesh.workload_cert("cluster1", "ns1", "foo").unwrap();
-    let dir = TempDir::new("validity");
+    let dir = temp_dir("validity");
     let chain = pem_blocks(&cert.cert_chain_pem);
-    let root = dir.write("root.pem", &cert.root_cert_pem);
-    let intermediate = dir.write("int.pem", &chain[1]);
-    let leaf = dir.write("leaf.pem", &chain[0]);
+    let root = write_in(&dir, "root.pem", &cert.root_cert_pem);
+    let intermediate = write_in(&dir, "int.pem", &chain[1]);
+    let leaf = write_in(&dir, "leaf.pem", &chain[0]);
     let now = unix_now();
 
     // A peer whose clock is 50 minutes behind still accepts it; one 2 hours behind does not.
@@ -369,19 +350,19 @@ fn key_algorithm_selects_the_curve_and_signature_hash() {
     ] {
         let mesh = two_cluster_pki(algorithm);
         let cert = mesh.workload_cert("cluster2", "ns1", "foo").unwrap();
-        let dir = TempDir::new("curve");
+        let dir = temp_dir("curve");
         for (name, pem) in [
             ("root.pem", mesh.root_cert_pem().to_owned()),
             ("leaf.pem", pem_blocks(&cert.cert_chain_pem)[0].clone()),
         ] {
-            let text = text_of(&dir.write(name, &pem));
+            let text = text_of(&write_in(&dir, name, &pem));
             assert!(
                 text.contains(&format!("ASN1 OID: {curve}")),
                 "{algorithm} {name}: {text}"
             );
             assert!(text.contains(signature), "{algorithm} {name}: {text}");
         }
-        let key = dir.write("key.pem", cert.key_pem.expose_pem());
+        let key = write_in(&dir, "key.pem", cert.key_pem.expose_pem());
         let key_text = openssl_stdout(&["pkey", "-in", &path_str(&key), "-noout", "-text"]);
         assert!(key_text.contains(curve), "{key_text}");
     }
@@ -409,11 +390,11 @@ fn spiffe_id_follows_istio_format() {
 #[test]
 fn create_cacerts_dir_writes_exactly_istio_cacerts_files_with_private_keys_0600() {
     let mesh = two_cluster_pki(KeyAlgorithm::default());
-    let out = TempDir::new("cacerts");
-    let written = create_cacerts_dir(&mesh, &out.0, ExistingPki::Keep).unwrap();
+    let out = temp_dir("cacerts");
+    let written = create_cacerts_dir(&mesh, &out.path(), ExistingPki::Keep).unwrap();
 
-    assert_eq!(file_names(&out.0), names(&["cluster1", "cluster2", "root-ca"]));
-    let root_dir = out.0.join("root-ca");
+    assert_eq!(file_names(&out.path()), names(&["cluster1", "cluster2", "root-ca"]));
+    let root_dir = out.path().join("root-ca");
     assert_eq!(file_names(&root_dir), names(&["root-cert.pem", "root-key.pem"]));
     assert_eq!(mode_of(&root_dir.join("root-key.pem")), 0o600);
     assert_eq!(
@@ -423,7 +404,7 @@ fn create_cacerts_dir_writes_exactly_istio_cacerts_files_with_private_keys_0600(
 
     let root_key = mesh.root().key_pem().expose_pem().to_owned();
     for cluster in ["cluster1", "cluster2"] {
-        let dir = out.0.join(cluster);
+        let dir = out.path().join(cluster);
         assert_eq!(
             file_names(&dir),
             names(&["ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"])
@@ -441,9 +422,9 @@ fn create_cacerts_dir_writes_exactly_istio_cacerts_files_with_private_keys_0600(
 
 #[test]
 fn an_existing_pki_is_kept_unless_replacing_is_asked_for() {
-    let out = TempDir::new("cacerts-existing");
+    let out = temp_dir("cacerts-existing");
     let first = two_cluster_pki(KeyAlgorithm::default());
-    create_cacerts_dir(&first, &out.0, ExistingPki::Keep).unwrap();
+    create_cacerts_dir(&first, &out.path(), ExistingPki::Keep).unwrap();
     let snapshot = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
         let mut files = Vec::new();
         for sub in ["root-ca", "cluster1", "cluster2"] {
@@ -454,10 +435,10 @@ fn an_existing_pki_is_kept_unless_replacing_is_asked_for() {
         }
         files
     };
-    let before = snapshot(&out.0);
+    let before = snapshot(&out.path());
 
     let second = two_cluster_pki(KeyAlgorithm::default());
-    let error = create_cacerts_dir(&second, &out.0, ExistingPki::Keep).unwrap_err();
+    let error = create_cacerts_dir(&second, &out.path(), ExistingPki::Keep).unwrap_err();
     assert!(matches!(error, CacertsDirError::Exists { .. }), "{error:?}");
     assert!(error.is_bad_input());
     let message = error.to_string();
@@ -465,11 +446,11 @@ fn an_existing_pki_is_kept_unless_replacing_is_asked_for() {
         message.contains("root-ca/root-cert.pem") && message.contains("--force"),
         "{message}"
     );
-    assert_eq!(snapshot(&out.0), before, "nothing changed");
+    assert_eq!(snapshot(&out.path()), before, "nothing changed");
 
-    create_cacerts_dir(&second, &out.0, ExistingPki::Replace).unwrap();
+    create_cacerts_dir(&second, &out.path(), ExistingPki::Replace).unwrap();
     assert_eq!(
-        fs::read_to_string(out.0.join("root-ca/root-cert.pem")).unwrap(),
+        fs::read_to_string(out.path().join("root-ca/root-cert.pem")).unwrap(),
         second.root_cert_pem()
     );
     assert_ne!(second.root_cert_pem(), first.root_cert_pem());
@@ -478,8 +459,8 @@ fn an_existing_pki_is_kept_unless_replacing_is_asked_for() {
 #[test]
 fn replacing_a_pki_writes_fresh_key_files_0600_instead_of_reusing_world_readable_ones() {
     let mesh = two_cluster_pki(KeyAlgorithm::default());
-    let out = TempDir::new("cacerts-rewrite");
-    let cluster_dir = out.0.join("cluster1");
+    let out = temp_dir("cacerts-rewrite");
+    let cluster_dir = out.path().join("cluster1");
     fs::create_dir(&cluster_dir).unwrap();
     fs::OpenOptions::new()
         .write(true)
@@ -489,22 +470,22 @@ fn replacing_a_pki_writes_fresh_key_files_0600_instead_of_reusing_world_readable
         .unwrap();
     fs::set_permissions(cluster_dir.join("ca-key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
 
-    create_cacerts_dir(&mesh, &out.0, ExistingPki::Replace).unwrap();
+    create_cacerts_dir(&mesh, &out.path(), ExistingPki::Replace).unwrap();
     assert_eq!(mode_of(&cluster_dir.join("ca-key.pem")), 0o600);
     assert_eq!(
         file_names(&cluster_dir),
         names(&["ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"]),
         "no staging files left behind"
     );
-    assert_eq!(file_names(&out.0), names(&["cluster1", "cluster2", "root-ca"]));
+    assert_eq!(file_names(&out.path()), names(&["cluster1", "cluster2", "root-ca"]));
 }
 
 #[test]
 fn cacerts_on_disk_form_a_chain_that_verifies_and_keys_match_certs() {
     let mesh = two_cluster_pki(KeyAlgorithm::EcdsaP384);
-    let out = TempDir::new("cacerts-chain");
-    create_cacerts_dir(&mesh, &out.0, ExistingPki::Keep).unwrap();
-    let dir = out.0.join("cluster2");
+    let out = temp_dir("cacerts-chain");
+    create_cacerts_dir(&mesh, &out.path(), ExistingPki::Keep).unwrap();
+    let dir = out.path().join("cluster2");
     let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap();
 
     let chain = pem_blocks(&read("cert-chain.pem"));
@@ -515,8 +496,8 @@ fn cacerts_on_disk_form_a_chain_that_verifies_and_keys_match_certs() {
 
     // A workload issued by this cluster verifies with only the files Istio gets.
     let cert = mesh.workload_cert("cluster2", "ns1", "foo").unwrap();
-    let scratch = TempDir::new("cacerts-leaf");
-    let leaf = scratch.write("leaf.pem", &pem_blocks(&cert.cert_chain_pem)[0]);
+    let scratch = temp_dir("cacerts-leaf");
+    let leaf = write_in(&scratch, "leaf.pem", &pem_blocks(&cert.cert_chain_pem)[0]);
     let verdict = openssl_verify(&root, Some(&dir.join("cert-chain.pem")), None, &leaf);
     assert!(verdict.is_ok(), "{verdict:?}");
 
@@ -529,8 +510,8 @@ fn cacerts_on_disk_form_a_chain_that_verifies_and_keys_match_certs() {
 fn create_workload_files_writes_istio_workload_files_with_key_0600() {
     let mesh = two_cluster_pki(KeyAlgorithm::default());
     let cert = mesh.workload_cert("cluster1", "ns1", "foo").unwrap();
-    let out = TempDir::new("workload");
-    let dir = out.0.join("ns1-foo-0");
+    let out = temp_dir("workload");
+    let dir = out.path().join("ns1-foo-0");
     create_workload_files(&cert, &dir).unwrap();
 
     assert_eq!(file_names(&dir), names(&["cert-chain.pem", "key.pem", "root-cert.pem"]));
@@ -625,7 +606,7 @@ fn names_that_are_not_spiffe_safe_or_collide_are_rejected() {
 #[test]
 fn a_rotated_intermediate_is_new_under_the_same_root_and_old_leaves_still_verify() {
     let mut mesh = two_cluster_pki(KeyAlgorithm::EcdsaP256);
-    let dir = TempDir::new("rotate");
+    let dir = temp_dir("rotate");
     let old_intermediate = mesh.intermediate("cluster1").unwrap().cert_pem().to_owned();
     let other_intermediate = mesh.intermediate("cluster2").unwrap().cert_pem().to_owned();
     let old_cert = mesh.workload_cert("cluster1", "ns1", "foo").unwrap();
@@ -643,17 +624,17 @@ fn a_rotated_intermediate_is_new_under_the_same_root_and_old_leaves_still_verify
         "other clusters keep theirs"
     );
 
-    let root = dir.write("root.pem", mesh.root_cert_pem());
+    let root = write_in(&dir, "root.pem", mesh.root_cert_pem());
     for (name, cert) in [("new", &new_cert), ("old", &old_cert)] {
         let chain = pem_blocks(&cert.cert_chain_pem);
-        let intermediate = dir.write(&format!("{name}-intermediate.pem"), &chain[1]);
-        let leaf = dir.write(&format!("{name}-leaf.pem"), &chain[0]);
+        let intermediate = write_in(&dir, &format!("{name}-intermediate.pem"), &chain[1]);
+        let leaf = write_in(&dir, &format!("{name}-leaf.pem"), &chain[0]);
         let verdict = openssl_verify(&root, Some(&intermediate), None, &leaf);
         assert!(verdict.is_ok(), "the {name} leaf: {verdict:?}");
     }
     // The new leaf was signed by the new intermediate, not the old one.
-    let old_intermediate_file = dir.write("old-for-new.pem", &old_intermediate);
-    let new_leaf = dir.write("new-leaf-again.pem", &new_chain[0]);
+    let old_intermediate_file = write_in(&dir, "old-for-new.pem", &old_intermediate);
+    let new_leaf = write_in(&dir, "new-leaf-again.pem", &new_chain[0]);
     assert!(openssl_verify(&root, Some(&old_intermediate_file), None, &new_leaf).is_err());
     assert!(
         mesh.rotate_intermediate("cluster9").is_err(),

@@ -2,8 +2,7 @@
 //! CRD schemas. The schema file lives outside the project: `MESHFED_ISTIO_CRDS` names it (`.ci/run`
 //! sets it); without it the test says it was skipped, and under `CI=true` it fails.
 
-#[path = "support/crd_schema.rs"]
-mod crd_schema;
+use crate::support::crd_schema;
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,7 @@
 //! what it supports and a scenario asking for more is refused with its position, and create,
 //! apply and teardown report progress.
 
+use crate::support::meshfed_command::MESHFED;
 use std::path::Path;
 
 use meshfed::engine;
@@ -284,7 +285,7 @@ fn endpoint_discovery_on_kind_exits_2_before_looking_for_kind_or_docker() {
     std::fs::create_dir_all(&dir).unwrap();
     let (path, line) = endpoint_discovery_seed(&dir);
     // No kind and no docker on PATH: a refusal that came later would be exit 3 naming them.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshfed"))
+    let output = std::process::Command::new(MESHFED)
         .args(["run", path.to_str().unwrap(), "--provider", "kind"])
         .env("PATH", "/usr/bin:/bin")
         .env("MESHFED_CACHE_DIR", dir.join("cache"))

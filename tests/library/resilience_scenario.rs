@@ -1,6 +1,6 @@
 //! The resilience settings of a scenario (`outlierDetection`, `localityLbSetting`, `retries`,
 //! `timeout`): what they plan, and every bad value refused at its own file, line and column with
-//! what is allowed. The binary's exit code 2 for such errors is proved by tests/scenario_errors.rs.
+//! what is allowed. The binary's exit code 2 for such errors is proved by tests/cli/scenario_errors.rs.
 
 use std::path::Path;
 

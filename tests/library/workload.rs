@@ -1,6 +1,7 @@
 //! The echo and client workloads against each other on loopback: record counts, connection
 //! numbering, identity from XFCC and PROXY v2, and failures that end instead of hanging.
 
+use crate::support::meshfed_command::MESHFED;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -423,7 +424,7 @@ async fn server_closing_mid_reply_is_reported_as_closed() {
 #[tokio::test]
 async fn a_client_nobody_reads_ends_by_its_stop_after_bound() {
     let (http, _) = start_echo().await;
-    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_meshfed"))
+    let mut client = std::process::Command::new(MESHFED)
         .args(["workload", "client", "--target", &http.to_string(), "--host", "bar"])
         .args(["--protocol", "http", "--requests", "1000000", "--concurrency", "4"])
         .args(["--stop-after-s", "1"])

@@ -9,19 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-#[path = "support/marker.rs"]
-mod marker;
-use marker::{MARKER_ENV, assert_own_run_left_nothing, unique_marker};
-#[path = "support/local_provider.rs"]
-mod local_provider;
+use crate::support::local_provider;
+use crate::support::marker;
+use crate::support::meshfed_command::MESHFED;
+use crate::support::plan_gateways;
+use crate::support::temp_dir::temp_dir;
 use local_provider::local_provider_available;
-#[path = "support/skip.rs"]
-mod skip;
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
-#[path = "support/plan_gateways.rs"]
-mod plan_gateways;
+use marker::{MARKER_ENV, assert_own_run_left_nothing, unique_marker};
 use plan_gateways::named_gateways;
 
 use meshfed::change::InventoryEvent;
@@ -29,17 +23,8 @@ use meshfed::measure::timeline::{ActionRecord, Bucket, Timeline};
 use meshfed::reconcile::Controller;
 use meshfed::report::{PhaseReport, Report};
 
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
-
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
-}
-
-/// Where this file's scratch directories live and how they are named.
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        TempDir::for_this_process("meshfed-changes", label)
-    }
 }
 
 /// What one `meshfed run` did.
@@ -77,13 +62,13 @@ fn run(scenario: &Path, label: &str) -> Run {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let marker = unique_marker(label);
-    let dir = TempDir::new(&format!("report-{label}"));
+    let dir = temp_dir(&format!("report-{label}"));
     let child = Command::new(MESHFED)
         .args([
             "run",
             scenario.to_str().unwrap(),
             "--report-dir",
-            dir.0.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
         ])
         .env(MARKER_ENV, &marker)
         .stdout(Stdio::piped())
@@ -94,7 +79,7 @@ fn run(scenario: &Path, label: &str) -> Run {
     let output = child.wait_with_output().expect("wait for meshfed");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let text = std::fs::read_to_string(dir.0.join("report.json"))
+    let text = std::fs::read_to_string(dir.path().join("report.json"))
         .unwrap_or_else(|error| panic!("{label}: no report.json ({error}); stdout:\n{stdout}\nstderr:\n{stderr}"));
     let report = serde_json::from_str(&text).expect("report.json matches the report schema");
     assert_own_run_left_nothing(&marker, pid);
@@ -185,8 +170,8 @@ fn a_stopped_gateway_fails_calls_without_outlier_detection_and_with_it_success_r
     assert!(outlier_line.contains("interval: 200ms"), "{outlier_line}");
     let interval_ms = 200;
 
-    let dir = TempDir::new("no-outlier-detection");
-    let without = dir.0.join("gateway-failover-without-outlier-detection.yaml");
+    let dir = temp_dir("no-outlier-detection");
+    let without = dir.path().join("gateway-failover-without-outlier-detection.yaml");
     std::fs::write(&without, text.replace(&format!("{outlier_line}\n"), "")).unwrap();
     let run_without = run(&without, "gateway-failover-without");
     // The scenario's recovery expectation cannot hold without ejection: the run fails.
@@ -530,8 +515,8 @@ fn a_wrong_expectation_exits_1_naming_phase_window_observed_and_bound_and_the_ot
     let right = "{ fromMillis: 1500, toMillis: 2500, clustersReached: [cluster2] }";
     let wrong = "{ fromMillis: 1500, toMillis: 2500, clustersReached: [cluster2], callsToClusterAtMost: { cluster: cluster2, calls: 10 } }";
     assert!(text.contains(right));
-    let dir = TempDir::new("wrong-expectation");
-    let edited = dir.0.join("ca-rotation-wrong.yaml");
+    let dir = temp_dir("wrong-expectation");
+    let edited = dir.path().join("ca-rotation-wrong.yaml");
     std::fs::write(&edited, text.replace(right, wrong)).unwrap();
     let run = run(&edited, "wrong-expectation");
     run.assert_exit(1);

@@ -6,19 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-#[path = "support/marker.rs"]
-mod marker;
-use marker::{MARKER_ENV, processes_with_marker, unique_marker};
-#[path = "support/local_provider.rs"]
-mod local_provider;
+use crate::support::local_provider;
+use crate::support::marker;
+use crate::support::meshfed_command::MESHFED;
+use crate::support::temp_dir::temp_dir;
 use local_provider::local_provider_available;
-#[path = "support/skip.rs"]
-mod skip;
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
+use marker::{MARKER_ENV, processes_with_marker, unique_marker};
 
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 const RECORDS_HEADER: &str =
     "seq,target,status,error,pod,cluster,peer_identity,started_us,latency_us,connection,server_connection";
 
@@ -47,13 +41,6 @@ const PASSING_PHASES: &str = "
     expect:
       clustersReached: [cluster2]
 ";
-
-/// Where this file's scratch directories live and how they are named.
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        TempDir::for_this_process("meshfed-diag", label)
-    }
-}
 
 fn write_scenario(dir: &Path, phases: &str) -> PathBuf {
     let seed_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
@@ -185,9 +172,9 @@ fn a_failed_run_keeps_envoy_logs_config_dumps_plans_and_records_in_the_report_di
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("failed");
-    let scenario = write_scenario(&dir.0, FAILING_PHASES);
-    let report_dir = dir.0.join("report");
+    let dir = temp_dir("failed");
+    let scenario = write_scenario(&dir.path(), FAILING_PHASES);
+    let report_dir = dir.path().join("report");
     let (code, output) = meshfed_run("diag-failed", &scenario, &[Path::new("--report-dir"), &report_dir]);
     assert_eq!(code, Some(1), "{output}");
     assert!(report_dir.join("report.json").is_file(), "{output}");
@@ -199,9 +186,9 @@ fn a_passing_run_keeps_nothing_without_keep_logs_and_everything_with_it() {
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("passing");
-    let scenario = write_scenario(&dir.0, PASSING_PHASES);
-    let report_dir = dir.0.join("report");
+    let dir = temp_dir("passing");
+    let scenario = write_scenario(&dir.path(), PASSING_PHASES);
+    let report_dir = dir.path().join("report");
     // Logs of an earlier failed run (meshfed's: they carry its marker) must not sit next to a
     // passing report.
     std::fs::create_dir_all(report_dir.join("logs/records")).unwrap();
@@ -219,7 +206,7 @@ fn a_passing_run_keeps_nothing_without_keep_logs_and_everything_with_it() {
         "{output}"
     );
 
-    let kept = dir.0.join("kept");
+    let kept = dir.path().join("kept");
     let (code, output) = meshfed_run(
         "diag-kept",
         &scenario,
@@ -251,9 +238,9 @@ fn a_passing_run_keeps_a_users_own_logs_folder_in_the_report_directory() {
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("users-logs");
-    let scenario = write_scenario(&dir.0, PASSING_PHASES);
-    let report_dir = dir.0.join("report");
+    let dir = temp_dir("users-logs");
+    let scenario = write_scenario(&dir.path(), PASSING_PHASES);
+    let report_dir = dir.path().join("report");
     std::fs::create_dir_all(report_dir.join("logs")).unwrap();
     std::fs::write(report_dir.join("logs/notes.txt"), "the user's, not meshfed's").unwrap();
     let (code, output) = meshfed_run("diag-users-logs", &scenario, &[Path::new("--report-dir"), &report_dir]);
@@ -279,12 +266,12 @@ fn keep_logs_inside_the_report_directory_is_reused_whole_and_a_symlink_in_it_cha
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("keep-nested");
-    let failing = write_scenario(&dir.0, FAILING_PHASES);
-    let passing_dir = dir.0.join("passing");
+    let dir = temp_dir("keep-nested");
+    let failing = write_scenario(&dir.path(), FAILING_PHASES);
+    let passing_dir = dir.path().join("passing");
     std::fs::create_dir_all(&passing_dir).unwrap();
     let passing = write_scenario(&passing_dir, PASSING_PHASES);
-    let report_dir = dir.0.join("report");
+    let report_dir = dir.path().join("report");
     let kept = report_dir.join("logs");
     let args = [Path::new("--report-dir"), &report_dir, Path::new("--keep-logs"), &kept];
 
@@ -311,7 +298,7 @@ fn keep_logs_inside_the_report_directory_is_reused_whole_and_a_symlink_in_it_cha
 
     // A symlink a user put inside it: the next run still keeps everything, and never writes
     // through it.
-    let elsewhere = dir.0.join("elsewhere");
+    let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::write(elsewhere.join("mine.txt"), "mine").unwrap();
     std::fs::remove_dir_all(kept.join("records")).unwrap();

@@ -8,21 +8,17 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[path = "support/marker.rs"]
-mod marker;
+use crate::support::marker;
+use crate::support::meshfed_command::MESHFED;
+use crate::support::skip;
+use crate::support::temp_dir::{TempDir, temp_dir};
 use marker::{MARKER_ENV, processes_with_marker, unique_marker};
-#[path = "support/skip.rs"]
-mod skip;
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
 
 use meshfed::measure::{ExpectedPod, measure};
 use meshfed::provider::{ProviderInfo, TlsFailures};
 use meshfed::record::RequestRecord;
 use meshfed::report::{PhaseReport, REPORT_SCHEMA, Report, ScenarioInfo, Timings};
 
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 /// `meshfed run` of the small scenarios here takes 5–15 s on a loaded 2-core machine.
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
 /// `meshfed diff` reads two small files.
@@ -30,17 +26,6 @@ const DIFF_DEADLINE: Duration = Duration::from_secs(30);
 
 /// One real run at a time: the runs share two cores with the rest of the suite.
 static REAL_RUNS: Mutex<()> = Mutex::new(());
-
-/// Where this file's scratch directories live and how they are named.
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        TempDir::at(std::env::temp_dir().join(format!("meshfed-diff-{label}-{}-{nanos}", std::process::id())))
-    }
-}
 
 /// What a meshfed process did.
 struct Outcome {
@@ -150,17 +135,17 @@ fn run_scenario(scenario: &Path, dir: &Path, label: &str) -> PathBuf {
 
 #[test]
 fn the_same_scenario_run_twice_diffs_clean_with_exit_0() {
-    let dir = TempDir::new("twice");
+    let dir = temp_dir("twice");
     let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !local_provider_available(&dir.0) {
+    if !local_provider_available(&dir.path()) {
         return;
     }
     let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
-    let first = run_scenario(&seed, &dir.0, "first");
-    let second = run_scenario(&seed, &dir.0, "second");
+    let first = run_scenario(&seed, &dir.path(), "first");
+    let second = run_scenario(&seed, &dir.path(), "second");
 
     // Report directories are accepted as well as report files.
-    let text = diff(&first, &second, &[], &dir.0, "diff-text");
+    let text = diff(&first, &second, &[], &dir.path(), "diff-text");
     assert_eq!(text.code, Some(0), "{}{}", text.stdout, text.stderr);
     assert!(text.stdout.contains("meshfed diff of scenario seed"), "{}", text.stdout);
     for phase in ["foo-to-bar-http", "foo-to-bar-tcp", "bar-to-foo-http"] {
@@ -176,7 +161,7 @@ fn the_same_scenario_run_twice_diffs_clean_with_exit_0() {
         &first.join("report.json"),
         &second.join("report.json"),
         &["--format", "json"],
-        &dir.0,
+        &dir.path(),
         "diff-json",
     );
     assert_eq!(json.code, Some(0), "{}", json.stderr);
@@ -226,19 +211,19 @@ phases:
 
 #[test]
 fn equal_against_ready_pods_weights_on_an_uneven_topology_is_flagged_with_the_pods_shares_and_p_value() {
-    let dir = TempDir::new("weights");
+    let dir = temp_dir("weights");
     let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !local_provider_available(&dir.0) {
+    if !local_provider_available(&dir.path()) {
         return;
     }
-    let equal = dir.join("equal.yaml");
-    let ready_pods = dir.join("ready-pods.yaml");
+    let equal = dir.path().join("equal.yaml");
+    let ready_pods = dir.path().join("ready-pods.yaml");
     std::fs::write(&equal, weights_scenario("equal")).unwrap();
     std::fs::write(&ready_pods, weights_scenario("ready-pods")).unwrap();
-    let equal_run = run_scenario(&equal, &dir.0, "equal");
-    let ready_pods_run = run_scenario(&ready_pods, &dir.0, "ready-pods");
+    let equal_run = run_scenario(&equal, &dir.path(), "equal");
+    let ready_pods_run = run_scenario(&ready_pods, &dir.path(), "ready-pods");
 
-    let text = diff(&equal_run, &ready_pods_run, &[], &dir.0, "diff-text");
+    let text = diff(&equal_run, &ready_pods_run, &[], &dir.path(), "diff-text");
     assert_eq!(text.code, Some(1), "{}{}", text.stdout, text.stderr);
     assert!(
         text.stdout
@@ -264,7 +249,13 @@ fn equal_against_ready_pods_weights_on_an_uneven_topology_is_flagged_with_the_po
         text.stderr
     );
 
-    let json = diff(&equal_run, &ready_pods_run, &["--format", "json"], &dir.0, "diff-json");
+    let json = diff(
+        &equal_run,
+        &ready_pods_run,
+        &["--format", "json"],
+        &dir.path(),
+        "diff-json",
+    );
     assert_eq!(json.code, Some(1), "{}", json.stderr);
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(value["differs"], true);
@@ -361,17 +352,17 @@ fn built_report(scenario: &str) -> Report {
 }
 
 fn write_report(dir: &TempDir, name: &str, report: &Report) -> PathBuf {
-    let path = dir.join(name);
+    let path = dir.path().join(name);
     std::fs::write(&path, serde_json::to_string_pretty(report).unwrap()).unwrap();
     path
 }
 
 #[test]
 fn reports_of_two_different_scenarios_exit_2_naming_both() {
-    let dir = TempDir::new("scenarios");
+    let dir = temp_dir("scenarios");
     let seed = write_report(&dir, "seed.json", &built_report("seed"));
     let skew = write_report(&dir, "skew.json", &built_report("skew"));
-    let outcome = diff(&seed, &skew, &[], &dir.0, "diff");
+    let outcome = diff(&seed, &skew, &[], &dir.path(), "diff");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(outcome.stdout.is_empty(), "{}", outcome.stdout);
     assert!(
@@ -385,13 +376,13 @@ fn reports_of_two_different_scenarios_exit_2_naming_both() {
 
 #[test]
 fn reports_of_two_schema_versions_exit_2_naming_both_schemas() {
-    let dir = TempDir::new("schemas");
+    let dir = temp_dir("schemas");
     let current = write_report(&dir, "current.json", &built_report("seed"));
     // A future schema whose fields this meshfed cannot read: the schema is the message, not a
     // missing field.
-    let future = dir.join("future.json");
+    let future = dir.path().join("future.json");
     std::fs::write(&future, "{\"schema\": \"meshfed.report/v99\", \"runs\": []}\n").unwrap();
-    let outcome = diff(&current, &future, &[], &dir.0, "diff");
+    let outcome = diff(&current, &future, &[], &dir.path(), "diff");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(
         outcome
@@ -401,7 +392,7 @@ fn reports_of_two_schema_versions_exit_2_naming_both_schemas() {
         "{}",
         outcome.stderr
     );
-    let both_future = diff(&future, &future, &[], &dir.0, "diff-future");
+    let both_future = diff(&future, &future, &[], &dir.path(), "diff-future");
     assert_eq!(both_future.code, Some(2));
     assert!(
         both_future
@@ -414,15 +405,15 @@ fn reports_of_two_schema_versions_exit_2_naming_both_schemas() {
 
 #[test]
 fn a_malformed_report_exits_2_with_its_file_line_and_column() {
-    let dir = TempDir::new("malformed");
+    let dir = temp_dir("malformed");
     let good = write_report(&dir, "good.json", &built_report("seed"));
-    let broken = dir.join("broken.json");
+    let broken = dir.path().join("broken.json");
     std::fs::write(
         &broken,
         format!("{{\n  \"schema\": {REPORT_SCHEMA:?},\n  \"phases\": [1,,]\n}}\n"),
     )
     .unwrap();
-    let outcome = diff(&good, &broken, &[], &dir.0, "diff-syntax");
+    let outcome = diff(&good, &broken, &[], &dir.path(), "diff-syntax");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(
         outcome.stderr.contains(&format!("{}:3:16: ", broken.display())),
@@ -433,9 +424,9 @@ fn a_malformed_report_exits_2_with_its_file_line_and_column() {
     // Valid JSON, right schema, wrong shape: the position of the offending value.
     let mut value = serde_json::to_value(built_report("seed")).unwrap();
     value["phases"][0]["requests"] = serde_json::json!("many");
-    let wrong = dir.join("wrong.json");
+    let wrong = dir.path().join("wrong.json");
     std::fs::write(&wrong, serde_json::to_string_pretty(&value).unwrap()).unwrap();
-    let outcome = diff(&good, &wrong, &[], &dir.0, "diff-shape");
+    let outcome = diff(&good, &wrong, &[], &dir.path(), "diff-shape");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     let line = serde_json::to_string_pretty(&value)
         .unwrap()
@@ -455,18 +446,24 @@ fn a_malformed_report_exits_2_with_its_file_line_and_column() {
 
 #[test]
 fn a_missing_report_or_a_directory_without_one_exits_2() {
-    let dir = TempDir::new("missing");
+    let dir = temp_dir("missing");
     let good = write_report(&dir, "good.json", &built_report("seed"));
-    let outcome = diff(&good, &dir.join("nowhere.json"), &[], &dir.0, "diff-missing");
+    let outcome = diff(
+        &good,
+        &dir.path().join("nowhere.json"),
+        &[],
+        &dir.path(),
+        "diff-missing",
+    );
     assert_eq!(outcome.code, Some(2));
     assert!(
         outcome.stderr.contains("nowhere.json: cannot read the report"),
         "{}",
         outcome.stderr
     );
-    let empty = dir.join("empty-dir");
+    let empty = dir.path().join("empty-dir");
     std::fs::create_dir(&empty).unwrap();
-    let outcome = diff(&empty, &good, &[], &dir.0, "diff-empty-dir");
+    let outcome = diff(&empty, &good, &[], &dir.path(), "diff-empty-dir");
     assert_eq!(outcome.code, Some(2));
     assert!(
         outcome.stderr.contains(&format!(
@@ -480,29 +477,29 @@ fn a_missing_report_or_a_directory_without_one_exits_2() {
 
 #[test]
 fn thresholds_out_of_range_exit_2_saying_what_is_allowed() {
-    let dir = TempDir::new("thresholds");
+    let dir = temp_dir("thresholds");
     let good = write_report(&dir, "good.json", &built_report("seed"));
-    let outcome = diff(&good, &good, &["--alpha", "1.5"], &dir.0, "diff-alpha");
+    let outcome = diff(&good, &good, &["--alpha", "1.5"], &dir.path(), "diff-alpha");
     assert_eq!(outcome.code, Some(2));
     assert!(outcome.stderr.contains("outside 0 < alpha < 1"), "{}", outcome.stderr);
-    let outcome = diff(&good, &good, &["--share-tolerance", "5"], &dir.0, "diff-share");
+    let outcome = diff(&good, &good, &["--share-tolerance", "5"], &dir.path(), "diff-share");
     assert_eq!(outcome.code, Some(2));
     assert!(outcome.stderr.contains("outside 0..=1"), "{}", outcome.stderr);
     // The same report against itself is clean: the flags, not the reports, were the problem.
-    let outcome = diff(&good, &good, &[], &dir.0, "diff-clean");
+    let outcome = diff(&good, &good, &[], &dir.path(), "diff-clean");
     assert_eq!(outcome.code, Some(0), "{}", outcome.stderr);
 }
 
 #[test]
 fn a_tighter_rate_tolerance_turns_a_small_change_into_a_difference_and_says_so() {
-    let dir = TempDir::new("rate");
+    let dir = temp_dir("rate");
     let a = built_report("seed");
     let mut b = a.clone();
     b.phases[0].measurement.success_rate = 0.995;
     let (a, b) = (write_report(&dir, "a.json", &a), write_report(&dir, "b.json", &b));
-    let default = diff(&a, &b, &[], &dir.0, "diff-default");
+    let default = diff(&a, &b, &[], &dir.path(), "diff-default");
     assert_eq!(default.code, Some(0), "{}", default.stdout);
-    let tight = diff(&a, &b, &["--rate-tolerance", "0.001"], &dir.0, "diff-tight");
+    let tight = diff(&a, &b, &["--rate-tolerance", "0.001"], &dir.path(), "diff-tight");
     assert_eq!(tight.code, Some(1), "{}", tight.stdout);
     assert!(
         tight.stdout.contains(
@@ -523,8 +520,8 @@ fn run_compare_to_exits_130_on_a_sigterm_during_the_comparison() {
     use std::io::Read as _;
 
     let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = TempDir::new("compare-sigterm");
-    if !local_provider_available(&dir.0) {
+    let dir = temp_dir("compare-sigterm");
+    if !local_provider_available(&dir.path()) {
         return;
     }
     let mut baseline = built_report("seed");
@@ -538,7 +535,7 @@ fn run_compare_to_exits_130_on_a_sigterm_during_the_comparison() {
     let baseline_path = write_report(&dir, "baseline.json", &baseline);
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
     let marker = unique_marker("compare-sigterm");
-    let stderr_path = dir.join("compare.stderr");
+    let stderr_path = dir.path().join("compare.stderr");
     let mut child = Command::new(MESHFED)
         .args([
             "run",
@@ -675,7 +672,7 @@ fn hostile_report(rejection: &str, passed: bool) -> Report {
 /// output (the run summary, the diff for people, error messages) goes through one escaper.
 #[test]
 fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
-    let dir = TempDir::new("hostile");
+    let dir = temp_dir("hostile");
     let a = hostile_report("rejected-a", true);
     let b = hostile_report("rejected-b", false);
     for report in [&a, &b] {
@@ -684,7 +681,7 @@ fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
         assert!(summary.contains("\\u{1b}[2J\\u{9b}31m\\r\\u{202e}"), "{summary}");
     }
     let (path_a, path_b) = (write_report(&dir, "a.json", &a), write_report(&dir, "b.json", &b));
-    let text = diff(&path_a, &path_b, &[], &dir.0, "diff-hostile");
+    let text = diff(&path_a, &path_b, &[], &dir.path(), "diff-hostile");
     assert_eq!(text.code, Some(1), "{}", text.stderr);
     for (what, output) in [("stdout", &text.stdout), ("stderr", &text.stderr)] {
         assert_eq!(raw_hostile_character(output), None, "diff {what}:\n{output}");
@@ -696,7 +693,13 @@ fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
     ] {
         assert!(text.stdout.contains(shown), "{shown} in:\n{}", text.stdout);
     }
-    let json = diff(&path_a, &path_b, &["--format", "json"], &dir.0, "diff-hostile-json");
+    let json = diff(
+        &path_a,
+        &path_b,
+        &["--format", "json"],
+        &dir.path(),
+        "diff-hostile-json",
+    );
     assert_eq!(json.code, Some(1), "{}", json.stderr);
     for (what, output) in [("stdout", &json.stdout), ("stderr", &json.stderr)] {
         assert_eq!(
@@ -716,17 +719,17 @@ fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
     let mut other = built_report("seed");
     other.scenario.name = format!("other{HOSTILE}");
     let other = write_report(&dir, "other.json", &other);
-    let refused = diff(&path_a, &other, &[], &dir.0, "diff-hostile-names");
+    let refused = diff(&path_a, &other, &[], &dir.path(), "diff-hostile-names");
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert_eq!(raw_hostile_character(&refused.stderr), None, "{}", refused.stderr);
-    let malformed = dir.join("malformed.json");
+    let malformed = dir.path().join("malformed.json");
     let text_a = std::fs::read_to_string(&path_a).unwrap();
     std::fs::write(
         &malformed,
         text_a.replacen("\"unit\": \"clusters\"", "\"unit\": \"\\u202e\\u001b[2J\"", 1),
     )
     .unwrap();
-    let refused = diff(&path_a, &malformed, &[], &dir.0, "diff-hostile-malformed");
+    let refused = diff(&path_a, &malformed, &[], &dir.path(), "diff-hostile-malformed");
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(refused.stderr.contains("unknown variant"), "{}", refused.stderr);
     assert_eq!(raw_hostile_character(&refused.stderr), None, "{}", refused.stderr);
@@ -736,7 +739,7 @@ fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
 /// invalid UTF-8 as `file: 4:36` and an empty file at column 0.
 #[test]
 fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely() {
-    let dir = TempDir::new("sanity");
+    let dir = temp_dir("sanity");
     let good = write_report(&dir, "good.json", &built_report("seed"));
 
     let mut value = serde_json::to_value(built_report("seed")).unwrap();
@@ -748,9 +751,9 @@ fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely
         .unwrap()
         + 1;
     let column = text.lines().nth(line - 1).unwrap().len() - 1;
-    let out_of_range = dir.join("rate.json");
+    let out_of_range = dir.path().join("rate.json");
     std::fs::write(&out_of_range, &text).unwrap();
-    let outcome = diff(&good, &out_of_range, &[], &dir.0, "diff-rate");
+    let outcome = diff(&good, &out_of_range, &[], &dir.path(), "diff-rate");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(
         outcome.stderr.contains(&format!(
@@ -777,7 +780,7 @@ fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely
         write_report(&dir, "huge.json", &huge),
         write_report(&dir, "failed.json", &failed),
     );
-    let outcome = diff(&huge, &failed, &[], &dir.0, "diff-huge");
+    let outcome = diff(&huge, &failed, &[], &dir.path(), "diff-huge");
     assert_eq!(outcome.code, Some(1), "{}", outcome.stderr);
     assert!(
         outcome
@@ -788,11 +791,11 @@ fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely
     );
     assert!(!outcome.stdout.contains("00000000000000000000"), "{}", outcome.stdout);
 
-    let bad_bytes = dir.join("bytes.json");
+    let bad_bytes = dir.path().join("bytes.json");
     let mut bytes = b"{\n\n\n  \"schema\": \"meshfed.report/v2\", \"\xc3\xa9t\xc3\xa9\": \"".to_vec();
     bytes.extend_from_slice(b"\xff\"}\n");
     std::fs::write(&bad_bytes, &bytes).unwrap();
-    let outcome = diff(&good, &bad_bytes, &[], &dir.0, "diff-bytes");
+    let outcome = diff(&good, &bad_bytes, &[], &dir.path(), "diff-bytes");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(
         outcome.stderr.contains(&format!(
@@ -803,9 +806,9 @@ fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely
         outcome.stderr
     );
 
-    let empty = dir.join("empty.json");
+    let empty = dir.path().join("empty.json");
     std::fs::write(&empty, "").unwrap();
-    let outcome = diff(&good, &empty, &[], &dir.0, "diff-empty-file");
+    let outcome = diff(&good, &empty, &[], &dir.path(), "diff-empty-file");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(
         outcome

@@ -12,34 +12,22 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill};
 use nix::unistd::Pid;
 
-#[path = "support/marker.rs"]
-mod marker;
-use marker::{MARKER_ENV, assert_own_run_left_nothing, processes_with_marker, unique_marker};
-#[path = "support/local_provider.rs"]
-mod local_provider;
+use crate::support::local_provider;
+use crate::support::marker;
+use crate::support::meshfed_command::MESHFED;
+use crate::support::skip;
+use crate::support::temp_dir::{TempDir, temp_dir};
 use local_provider::local_provider_available;
-#[path = "support/skip.rs"]
-mod skip;
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
+use marker::{MARKER_ENV, assert_own_run_left_nothing, processes_with_marker, unique_marker};
 
 use meshfed::measure::share_tolerance;
 use meshfed::report::{PhaseReport, Report};
 
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 /// z for tolerances: a correct run fails a single share check with probability ~1e-5.
 const Z: f64 = 4.4;
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
-}
-
-/// Where this file's scratch directories live and how they are named.
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        TempDir::for_this_process("meshfed-e2e", label)
-    }
 }
 
 /// What one `meshfed run` did.
@@ -59,13 +47,13 @@ fn run(scenario: &Path, label: &str, marker: &str) -> Run {
 
 /// [`run`] with `extra` arguments after the report directory (e.g. `--istio-version 1.20.8`).
 fn run_with(scenario: &Path, extra: &[&str], label: &str, marker: &str) -> Run {
-    let dir = TempDir::new(&format!("report-{label}"));
+    let dir = temp_dir(&format!("report-{label}"));
     let child = Command::new(MESHFED)
         .args([
             "run",
             scenario.to_str().unwrap(),
             "--report-dir",
-            dir.0.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
         ])
         .args(extra)
         .env(MARKER_ENV, marker)
@@ -75,7 +63,7 @@ fn run_with(scenario: &Path, extra: &[&str], label: &str, marker: &str) -> Run {
         .expect("start meshfed");
     let pid = child.id();
     let output = child.wait_with_output().expect("wait for meshfed");
-    let report = std::fs::read_to_string(dir.0.join("report.json"))
+    let report = std::fs::read_to_string(dir.path().join("report.json"))
         .ok()
         .map(|text| serde_json::from_str(&text).expect("report.json matches the report schema"));
     Run {
@@ -283,7 +271,7 @@ fn three_clusters_with_ready_pods_weights_give_each_of_six_pods_a_sixth_by_reque
 fn write_scenario(dir: &TempDir, name: &str, extra_phases: &str) -> PathBuf {
     let seed = std::fs::read_to_string(scenario("seed.yaml")).unwrap();
     let body = seed.split("phases:\n").next().unwrap();
-    let path = dir.0.join(name);
+    let path = dir.path().join(name);
     std::fs::write(&path, format!("{body}phases:\n{extra_phases}")).unwrap();
     path
 }
@@ -293,11 +281,11 @@ fn endpoint_discovery_mode_reaches_remote_pods_through_the_east_west_gateway_wit
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("endpoint-discovery");
+    let dir = temp_dir("endpoint-discovery");
     let text = std::fs::read_to_string(scenario("seed.yaml"))
         .unwrap()
         .replace("  mode: serviceentry", "  mode: endpoint-discovery");
-    let path = dir.0.join("seed-endpoint-discovery.yaml");
+    let path = dir.path().join("seed-endpoint-discovery.yaml");
     std::fs::write(&path, text).unwrap();
     let run = run(&path, "endpoint-discovery", "endpoint-discovery");
     assert_eq!(run.code, Some(0), "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
@@ -335,7 +323,7 @@ fn a_client_certificate_from_a_foreign_root_is_rejected_and_counted() {
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("foreign");
+    let dir = temp_dir("foreign");
     let run = run(
         &write_scenario(&dir, "foreign.yaml", FOREIGN_ROOT_PHASES),
         "foreign",
@@ -379,7 +367,7 @@ fn a_failed_expectation_exits_1_and_every_expectation_is_still_reported() {
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("failing");
+    let dir = temp_dir("failing");
     let run = run(
         &write_scenario(&dir, "failing.yaml", FAILING_PHASES),
         "failing",
@@ -419,7 +407,7 @@ fn nothing_remains_after_success_failure_or_sigint() {
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("leftovers");
+    let dir = temp_dir("leftovers");
 
     let marker = unique_marker("leftover-success");
     let succeeded = run(&scenario("seed.yaml"), "leftover-success", &marker);
@@ -507,15 +495,15 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
         skip::skip("needs root (to drop to an unprivileged user) and setpriv");
         return;
     }
-    let dir = TempDir::new("rootless");
-    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let dir = temp_dir("rootless");
+    std::fs::set_permissions(&dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     // The unprivileged user may not be able to reach root's cache or the build directory: give it
     // its own copies of Envoy, meshfed and the scenario.
-    let envoy = dir.0.join("envoy");
+    let envoy = dir.path().join("envoy");
     std::fs::copy(envoy_path(), &envoy).unwrap();
-    let meshfed = dir.0.join("meshfed");
+    let meshfed = dir.path().join("meshfed");
     std::fs::copy(MESHFED, &meshfed).unwrap();
-    let seed = dir.0.join("seed.yaml");
+    let seed = dir.path().join("seed.yaml");
     std::fs::copy(scenario("seed.yaml"), &seed).unwrap();
     let marker = unique_marker("rootless");
     let output = Command::new("setpriv")
@@ -524,9 +512,9 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
         .arg("run")
         .arg(&seed)
         .arg("--report-dir")
-        .arg(&dir.0)
+        .arg(&dir.path())
         .env("MESHFED_ENVOY", &envoy)
-        .env("HOME", &dir.0)
+        .env("HOME", &dir.path())
         .env(MARKER_ENV, &marker)
         .output()
         .unwrap();
@@ -537,7 +525,8 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
         return;
     }
     assert_eq!(output.status.code(), Some(0), "stderr:\n{stderr}");
-    let report: Report = serde_json::from_str(&std::fs::read_to_string(dir.0.join("report.json")).unwrap()).unwrap();
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(report.provider.mode, "rootless (user namespace)");
     assert!(report.passed);
     assert!(processes_with_marker(&marker).is_empty());
@@ -687,7 +676,7 @@ fn an_app_killed_during_a_phase_fails_the_run_with_exit_3_naming_the_app_its_pod
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("app-killed");
+    let dir = temp_dir("app-killed");
     let marker = unique_marker("app-killed");
     let mut run = LiveRun::start(&write_scenario(&dir, "long.yaml", LONG_PHASE), &marker);
     assert!(
@@ -717,7 +706,7 @@ fn a_gateway_envoy_stopped_during_a_phase_ends_the_run_within_the_phase_deadline
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("gateway-stopped");
+    let dir = temp_dir("gateway-stopped");
     let marker = unique_marker("gateway-stopped");
     let mut run = LiveRun::start(&write_scenario(&dir, "long.yaml", LONG_PHASE), &marker);
     let phase_started = run
@@ -760,14 +749,14 @@ fn a_skew_only_phase_toward_a_service_with_no_pods_fails_with_exit_1_and_says_wh
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("no-pods");
+    let dir = temp_dir("no-pods");
     let seed = std::fs::read_to_string(scenario("seed.yaml")).unwrap();
     let world = &seed[..seed.find("\nphases:\n").expect("seed.yaml has phases")];
     let world = world.replace(
         "federation:",
         "  - name: baz\n    namespace: ns2\n    ports:\n      - { name: http, number: 80, protocol: http }\n    replicas: {}\nfederation:",
     );
-    let path = dir.0.join("no-pods.yaml");
+    let path = dir.path().join("no-pods.yaml");
     std::fs::write(&path, format!("{world}\nphases:\n{SKEW_ONLY_TOWARD_NO_PODS}")).unwrap();
     let marker = unique_marker("no-pods");
     let run = run(&path, "no-pods", &marker);
@@ -788,7 +777,7 @@ fn a_phase_that_overruns_its_deadline_exits_3_after_teardown_and_reports_progres
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("deadline");
+    let dir = temp_dir("deadline");
     let marker = unique_marker("deadline");
     let phases = LONG_PHASE.replace("timeoutSeconds: 20", "timeoutSeconds: 5");
     let mut run = LiveRun::start(&write_scenario(&dir, "long.yaml", &phases), &marker);
@@ -817,9 +806,9 @@ fn an_envoy_that_exits_during_start_up_is_reported_at_once_with_the_cause_from_i
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("envoy-dies");
+    let dir = temp_dir("envoy-dies");
     // A wrapper that answers --version like Envoy but starts it with a configuration it rejects.
-    let wrapper = dir.0.join("envoy");
+    let wrapper = dir.path().join("envoy");
     let envoy = envoy_path();
     std::fs::write(
         &wrapper,
@@ -1022,11 +1011,11 @@ fn sigkill_of_meshfed_with_a_wrapper_script_envoy_leaves_no_process_namespace_or
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("sigkill-wrapper");
+    let dir = temp_dir("sigkill-wrapper");
     let real_envoy = envoy_path();
     // Runs Envoy as its child (no exec): Envoy is meshfed's grandchild, out of reach of the death
     // signal the supervisor gives its direct children.
-    let wrapper = dir.0.join("envoy-wrapper.sh");
+    let wrapper = dir.path().join("envoy-wrapper.sh");
     std::fs::write(&wrapper, format!("#!/bin/sh\n\"{}\" \"$@\"\n", real_envoy.display())).unwrap();
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let marker = lifecycle_marker("sigkill-wrapper");
@@ -1183,16 +1172,16 @@ fn sigint_at_ten_moments_in_the_first_two_seconds_exits_130_and_leaves_nothing()
 /// `meshfed setup` with `MESHFED_ENVOY=value`, an empty cache and a `python3` on `PATH` that
 /// records being run: (exit code, stderr, whether pip was run).
 fn lifecycle_setup_with_meshfed_envoy(dir: &TempDir, value: &Path) -> (Option<i32>, String, bool) {
-    let bin = dir.0.join("bin");
+    let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let pip_ran = dir.0.join("pip-ran");
+    let pip_ran = dir.path().join("pip-ran");
     let python = bin.join("python3");
     std::fs::write(&python, format!("#!/bin/sh\ntouch {}\nexit 1\n", pip_ran.display())).unwrap();
     std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let output = Command::new(MESHFED)
         .arg("setup")
         .env("MESHFED_ENVOY", value)
-        .env("MESHFED_CACHE_DIR", dir.0.join("empty-cache"))
+        .env("MESHFED_CACHE_DIR", dir.path().join("empty-cache"))
         .env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()))
         .env("MESHFED_TEST_MARKER", lifecycle_marker("meshfed-envoy"))
         .output()
@@ -1206,14 +1195,14 @@ fn lifecycle_setup_with_meshfed_envoy(dir: &TempDir, value: &Path) -> (Option<i3
 
 #[test]
 fn an_unusable_meshfed_envoy_exits_3_saying_why_and_never_installs_from_pypi() {
-    let dir = TempDir::new("meshfed-envoy-unusable");
-    let not_executable = dir.0.join("envoy-0644");
+    let dir = temp_dir("meshfed-envoy-unusable");
+    let not_executable = dir.path().join("envoy-0644");
     std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&not_executable, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let not_envoy = dir.0.join("not-envoy");
+    let not_envoy = dir.path().join("not-envoy");
     std::fs::write(&not_envoy, "#!/bin/sh\necho 'hello from a script'\n").unwrap();
     std::fs::set_permissions(&not_envoy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let missing = dir.0.join("nonexistent/envoy");
+    let missing = dir.path().join("nonexistent/envoy");
     let cases = [
         (
             missing.clone(),
@@ -1227,10 +1216,10 @@ fn an_unusable_meshfed_envoy_exits_3_saying_why_and_never_installs_from_pypi() {
             ),
         ),
         (
-            dir.0.clone(),
+            dir.path().to_path_buf(),
             format!(
                 "MESHFED_ENVOY={} is not an executable file (a directory)",
-                dir.0.display()
+                dir.path().display()
             ),
         ),
         (
@@ -1253,8 +1242,8 @@ fn an_unusable_meshfed_envoy_exits_3_saying_why_and_never_installs_from_pypi() {
 
 #[test]
 fn a_meshfed_envoy_that_never_answers_its_version_is_stopped_after_10_s_and_named() {
-    let dir = TempDir::new("meshfed-envoy-sleeps");
-    let sleeper = dir.0.join("sleeping-envoy");
+    let dir = temp_dir("meshfed-envoy-sleeps");
+    let sleeper = dir.path().join("sleeping-envoy");
     let marker = lifecycle_marker("sleeping-envoy");
     std::fs::write(&sleeper, "#!/bin/sh\nsleep 600\n").unwrap();
     std::fs::set_permissions(&sleeper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -1378,8 +1367,8 @@ fn pooled_http1_reaches_several_remote_pods_and_an_h2_upgrade_pins_one() {
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("pooled-http");
-    let path = dir.0.join("pooled-http.yaml");
+    let dir = temp_dir("pooled-http");
+    let path = dir.path().join("pooled-http.yaml");
     std::fs::write(&path, POOLED_TOWARD_THREE_REMOTE_PODS).unwrap();
     let marker = unique_marker("pooled-http");
     let run = run(&path, "pooled-http", &marker);
@@ -1399,7 +1388,7 @@ fn gateway_loop_at(dir: &TempDir, version: Option<&str>) -> PathBuf {
         None => text.replace("    istioVersion: \"1.7.8\"\n", ""),
     };
     let path = dir
-        .0
+        .path()
         .join(format!("gateway-loop-{}.yaml", version.unwrap_or("default")));
     std::fs::write(&path, text).unwrap();
     path
@@ -1414,7 +1403,7 @@ fn same_host_service_entries_bounce_between_1_7_gateways_and_take_down_1_20_gate
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("gateway-loop");
+    let dir = temp_dir("gateway-loop");
     let marker = unique_marker("gateway-loop-1.7");
     let old = run(&scenario("gateway-loop.yaml"), "gateway-loop-1.7", &marker);
     assert_eq!(old.code, Some(0), "stdout:\n{}\nstderr:\n{}", old.stdout, old.stderr);
@@ -1561,12 +1550,12 @@ fn the_seed_with_dns_proxying_passes_on_1_20() {
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("seed-dns-proxying");
+    let dir = temp_dir("seed-dns-proxying");
     let text = std::fs::read_to_string(scenario("seed.yaml"))
         .unwrap()
         .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n");
     assert!(text.contains("dnsProxying: true"));
-    let path = dir.0.join("seed-dns-proxying.yaml");
+    let path = dir.path().join("seed-dns-proxying.yaml");
     std::fs::write(&path, text).unwrap();
     let marker = unique_marker("seed-dns-1.20");
     let passed = run_with(&path, &["--istio-version", "1.20.8"], "seed-dns-1.20", &marker);
@@ -1630,8 +1619,8 @@ fn with_outlier_detection_callers_stay_local_or_fail_over_to_the_nearest_region(
     assert_eq!(requests_to_cluster(nearest, "cluster3"), 0);
     assert_own_run_left_nothing(&marker, run_with.pid);
 
-    let dir = TempDir::new("locality-control");
-    let path = dir.0.join("no-outlier-detection.yaml");
+    let dir = temp_dir("locality-control");
+    let path = dir.path().join("no-outlier-detection.yaml");
     let text = std::fs::read_to_string(scenario("locality.yaml")).unwrap();
     std::fs::write(&path, text.replace("  outlierDetection: true\n", "")).unwrap();
     let marker = unique_marker("locality-control");
@@ -1695,8 +1684,8 @@ fn with_outlier_detection_a_gateway_keeps_calls_in_its_own_zone() {
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("gateway-locality");
-    let path = dir.0.join("gateway-locality.yaml");
+    let dir = temp_dir("gateway-locality");
+    let path = dir.path().join("gateway-locality.yaml");
     std::fs::write(&path, GATEWAY_IN_ZONE2A_WITH_A_POD_IN_ZONE2B).unwrap();
     let requests_to = |phase: &PhaseReport, pod: &str| {
         phase
@@ -1714,7 +1703,7 @@ fn with_outlier_detection_a_gateway_keeps_calls_in_its_own_zone() {
     assert!(requests_to(kept, "bar-0") > 0 && requests_to(kept, "bar-2") > 0);
     assert_own_run_left_nothing(&marker, with.pid);
 
-    let control = dir.0.join("no-outlier-detection.yaml");
+    let control = dir.path().join("no-outlier-detection.yaml");
     std::fs::write(
         &control,
         GATEWAY_IN_ZONE2A_WITH_A_POD_IN_ZONE2B.replace("  outlierDetection: true\n", ""),
@@ -1740,8 +1729,8 @@ fn cross_network_discovery_leaves_out_remote_pods_without_a_sidecar() {
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new("uninjected-remote");
-    let path = dir.0.join("uninjected-remote.yaml");
+    let dir = temp_dir("uninjected-remote");
+    let path = dir.path().join("uninjected-remote.yaml");
     let text = std::fs::read_to_string(scenario("multi-zone-weight-bug.yaml"))
         .unwrap()
         .replace("    namespace: ns2\n", "    namespace: ns2\n    sidecar: false\n")

@@ -3,8 +3,7 @@
 //!
 //! Skipped (with a message) when no Envoy binary is found; fails instead when `CI=true`.
 
-#[path = "support/skip.rs"]
-mod skip;
+use crate::support::skip;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};

@@ -4,46 +4,28 @@
 //! report's, failures carry observed and bound) and report.html (rendered by headless Chromium in
 //! scripts/check-html-report: share bars drawn, nothing external).
 
-#[path = "support/skip.rs"]
-mod skip;
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
+use crate::support::local_provider::local_provider_available;
+use crate::support::meshfed_command::MESHFED;
+use crate::support::skip;
+use crate::support::temp_dir::{TempDir, temp_dir};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// Where this file's scratch directories live and how they are named.
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        TempDir::at(std::env::temp_dir().join(format!("meshfed-formats-{label}-{}-{nanos}", std::process::id())))
-    }
-}
 
 /// Runs meshfed on `scenario_text` and returns (exit code, report.json, the report directory), or
 /// None (skipped) when the local provider cannot run here.
 fn run(label: &str, scenario_text: &str) -> Option<(i32, Value, TempDir)> {
-    let setup = Command::new(MESHFED).arg("setup").output().unwrap();
-    if !setup.status.success() {
-        skip::skip(&format!(
-            "the local provider cannot run here (`meshfed setup` failed):\n{}",
-            String::from_utf8_lossy(&setup.stderr)
-        ));
+    if !local_provider_available() {
         return None;
     }
-    let dir = TempDir::new(label);
-    let scenario = dir.0.join("scenario.yaml");
+    let dir = temp_dir(label);
+    let scenario = dir.path().join("scenario.yaml");
     std::fs::write(&scenario, scenario_text).unwrap();
-    let report_dir = dir.0.join("report");
+    let report_dir = dir.path().join("report");
     let marker = format!(
         "report-formats-{label}-{}-{}",
         std::process::id(),
@@ -293,9 +275,9 @@ fn a_passing_run_writes_a_documented_v2_report_valid_junit_and_a_drawn_self_cont
     assert_eq!(failures(&report), 0);
     check_metadata(&report, code);
     check_documented(&report);
-    check_junit(&report, &dir.0);
-    check_html(&dir.0);
-    check_html_refuses_broken_pages(&dir.0);
+    check_junit(&report, &dir.path());
+    check_html(&dir.path());
+    check_html_refuses_broken_pages(&dir.path());
 }
 
 #[test]
@@ -312,6 +294,6 @@ fn a_failing_run_writes_junit_failures_with_observed_and_bound_and_a_drawn_page(
     assert_eq!(failed["bound"], serde_json::json!(["cluster1"]));
     check_metadata(&report, code);
     check_documented(&report);
-    check_junit(&report, &dir.0);
-    check_html(&dir.0);
+    check_junit(&report, &dir.path());
+    check_html(&dir.path());
 }

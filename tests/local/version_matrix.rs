@@ -7,19 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "support/marker.rs"]
-mod marker;
-use marker::{processes_with_marker, unique_marker};
-#[path = "support/local_provider.rs"]
-mod local_provider;
+use crate::support::local_provider;
+use crate::support::marker;
+use crate::support::meshfed_command::MESHFED;
+use crate::support::temp_dir::temp_dir;
 use local_provider::local_provider_available;
-#[path = "support/skip.rs"]
-mod skip;
-#[path = "support/temp_dir.rs"]
-mod temp_dir;
-use temp_dir::TempDir;
+use marker::{processes_with_marker, unique_marker};
 
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
 /// Two short runs (400 requests per phase) and their teardown take seconds; this bounds a hang.
 const RUN_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -27,20 +21,13 @@ fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
 }
 
-/// Where this file's scratch directories live and how they are named.
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        TempDir::at(std::env::temp_dir().join(unique_marker(label)))
-    }
-}
-
 /// Runs meshfed with `args` under a unique marker, waits at most [`RUN_DEADLINE`] (then kills it
 /// and fails naming the command), and checks that none of its processes outlived it.
 fn meshfed(test: &str, args: &[&str]) -> Output {
     let marker = unique_marker(test);
-    let out = TempDir::new(&format!("{test}-out"));
-    let stdout_path = out.0.join("stdout");
-    let stderr_path = out.0.join("stderr");
+    let out = temp_dir(&format!("{test}-out"));
+    let stdout_path = out.path().join("stdout");
+    let stderr_path = out.path().join("stderr");
     let mut child = Command::new(MESHFED)
         .args(args)
         .env("MESHFED_TEST_MARKER", &marker)
@@ -93,7 +80,7 @@ fn the_gateway_bounce_fixed_after_istio_1_18_shows_up_in_the_version_matrix_diff
     if !local_provider_available() {
         return;
     }
-    let reports = TempDir::new(TEST);
+    let reports = temp_dir(TEST);
     let scenario = scenario("gateway-loop.yaml");
     let output = meshfed(
         TEST,
@@ -105,7 +92,7 @@ fn the_gateway_bounce_fixed_after_istio_1_18_shows_up_in_the_version_matrix_diff
             "--istio-version",
             "1.30.3",
             "--report-dir",
-            reports.0.to_str().unwrap(),
+            reports.path().to_str().unwrap(),
         ],
     );
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
@@ -116,7 +103,7 @@ fn the_gateway_bounce_fixed_after_istio_1_18_shows_up_in_the_version_matrix_diff
     );
     for version in ["1.7.8", "1.30.3"] {
         assert!(
-            reports.0.join(version).join("report.json").is_file(),
+            reports.path().join(version).join("report.json").is_file(),
             "each version's report goes to <report-dir>/{version}/"
         );
         assert!(stdout.contains(&format!("=== Istio {version}")), "{stdout}");
@@ -175,7 +162,7 @@ fn locality_weights_keep_the_split_on_1_23_and_1_30_favours_the_local_pod_in_the
     }
     let scenario = scenario("locality-weights.yaml");
     for repetition in 1..=3 {
-        let reports = TempDir::new(&format!("{TEST}-{repetition}"));
+        let reports = temp_dir(&format!("{TEST}-{repetition}"));
         let output = meshfed(
             TEST,
             &[
@@ -186,7 +173,7 @@ fn locality_weights_keep_the_split_on_1_23_and_1_30_favours_the_local_pod_in_the
                 "--istio-version",
                 "1.30.3",
                 "--report-dir",
-                reports.0.to_str().unwrap(),
+                reports.path().to_str().unwrap(),
             ],
         );
         let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
@@ -196,14 +183,14 @@ fn locality_weights_keep_the_split_on_1_23_and_1_30_favours_the_local_pod_in_the
             "repetition {repetition}: a flagged difference exits 1:\n{stdout}\n{stderr}"
         );
         assert!(!stderr.contains("checks failed"), "both runs passed: {stderr}");
-        let (weighted, requests) = local_share(&reports.0, "1.23.6", PHASE);
+        let (weighted, requests) = local_share(&reports.path(), "1.23.6", PHASE);
         // Three standard errors of a 25 % share over the phase's requests.
         let bound = 3.0 * (0.25 * 0.75 / requests as f64).sqrt();
         assert!(
             (weighted - 0.25).abs() <= bound,
             "repetition {repetition}: 1.23 keeps the local pod at the weights' 25 % (within {bound:.3}): {weighted:.3}"
         );
-        let (favoured, _) = local_share(&reports.0, "1.30.3", PHASE);
+        let (favoured, _) = local_share(&reports.path(), "1.30.3", PHASE);
         assert!(
             favoured > 0.25 + bound,
             "repetition {repetition}: 1.30 favours the local pod: {favoured:.3}"
@@ -279,7 +266,7 @@ fn compare_to_a_report_of_another_scenario_exits_2_before_running() {
     if !local_provider_available() {
         return;
     }
-    let baseline = TempDir::new(TEST);
+    let baseline = temp_dir(TEST);
     let seed = scenario("seed.yaml");
     let first = meshfed(
         TEST,
@@ -287,7 +274,7 @@ fn compare_to_a_report_of_another_scenario_exits_2_before_running() {
             "run",
             seed.to_str().unwrap(),
             "--report-dir",
-            baseline.0.to_str().unwrap(),
+            baseline.path().to_str().unwrap(),
         ],
     );
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
@@ -298,7 +285,7 @@ fn compare_to_a_report_of_another_scenario_exits_2_before_running() {
             "run",
             scenario("gateway-loop.yaml").to_str().unwrap(),
             "--compare-to",
-            baseline.0.to_str().unwrap(),
+            baseline.path().to_str().unwrap(),
         ],
     );
     let stderr = text(&other.stderr);
@@ -315,7 +302,7 @@ fn compare_to_a_report_of_another_scenario_exits_2_before_running() {
             "run",
             seed.to_str().unwrap(),
             "--compare-to",
-            baseline.0.to_str().unwrap(),
+            baseline.path().to_str().unwrap(),
         ],
     );
     let stdout = text(&same.stdout);
@@ -358,11 +345,11 @@ fn sigterm_to_meshfed_alone_stops_the_running_version_and_starts_no_other() {
     if !local_provider_available() {
         return;
     }
-    let dir = TempDir::new(TEST);
-    let scenario = dir.0.join("long.yaml");
+    let dir = temp_dir(TEST);
+    let scenario = dir.path().join("long.yaml");
     std::fs::write(&scenario, LONG_SCENARIO).unwrap();
-    let reports = dir.0.join("reports");
-    let stderr_path = dir.0.join("stderr");
+    let reports = dir.path().join("reports");
+    let stderr_path = dir.path().join("stderr");
     let marker = unique_marker(TEST);
     let mut child = Command::new(MESHFED)
         .args(["run", scenario.to_str().unwrap()])

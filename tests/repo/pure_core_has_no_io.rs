@@ -5,8 +5,7 @@
 
 use std::path::Path;
 
-#[path = "support/rust_sources.rs"]
-mod rust_sources;
+use crate::support::rust_sources;
 use rust_sources::{rust_files, starts_a_path};
 
 /// Crates the pure core must not name.

@@ -1,8 +1,6 @@
 //! Entering meshfed's sandbox in a re-run test binary: only a single-threaded process can enter
 //! it, so a constructor in `.init_array` does so before `main` (before libtest starts a thread)
-//! whenever the including test file's `SANDBOX_ENV` is set; [`SANDBOX`] then holds the outcome.
-//! Include with `#[path = "support/sandbox_before_main.rs"] mod sandbox_before_main;` from a test
-//! file that defines `const SANDBOX_ENV: &str`.
+//! whenever the binary's [`crate::SANDBOX_ENV`] is set; [`SANDBOX`] then holds the outcome.
 
 use std::sync::OnceLock;
 

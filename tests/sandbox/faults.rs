@@ -5,18 +5,19 @@
 //!
 //! The provider must run in meshfed's sandbox, which only a single-threaded process can enter; so
 //! each test re-runs this test binary for itself with [`SANDBOX_ENV`] set, and a constructor in
-//! `.init_array` enters the sandbox before `main` (as in `tests/local_network.rs`). The outer half
+//! `.init_array` enters the sandbox before `main` (as in `tests/sandbox/network.rs`). The outer half
 //! checks the sandboxed half passed and that none of its processes (found by a unique
 //! `MESHFED_TEST_MARKER`) outlived it.
 
-#[path = "support/marker.rs"]
-mod marker;
+use crate::SANDBOX_ENV;
+use crate::before_main;
+use crate::support::libtest::libtest_name;
+use crate::support::local_provider::local_provider_available;
+use crate::support::marker;
+use crate::support::meshfed_command::MESHFED;
+use crate::support::skip;
+use before_main::SANDBOX;
 use marker::{MARKER_ENV, processes_with_marker};
-#[path = "support/sandbox_before_main.rs"]
-mod sandbox_before_main;
-#[path = "support/skip.rs"]
-mod skip;
-use sandbox_before_main::SANDBOX;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -32,10 +33,6 @@ use meshfed::provider::{PhaseSettings, Provider, Traffic};
 use meshfed::record::RequestRecord;
 use meshfed::scenario::{self, ConnectionPolicy, IstioVersion, Protocol, Scenario};
 
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
-/// Set by the outer half: the re-run test binary enters the sandbox before `main`.
-const SANDBOX_ENV: &str = "MESHFED_FAULTS_SANDBOX";
-
 /// `true` in the sandboxed half. In the outer half, runs `test` sandboxed, checks it passed and
 /// left nothing, and returns `false`.
 fn sandboxed(test: &str) -> bool {
@@ -45,12 +42,7 @@ fn sandboxed(test: &str) -> bool {
         }
         return true;
     }
-    let setup = Command::new(MESHFED).arg("setup").output().expect("run meshfed setup");
-    if !setup.status.success() {
-        skip::skip(&format!(
-            "the local provider cannot run here (`meshfed setup` failed):\n{}",
-            String::from_utf8_lossy(&setup.stderr)
-        ));
+    if !local_provider_available() {
         return false;
     }
     let nanos = std::time::SystemTime::now()
@@ -59,7 +51,9 @@ fn sandboxed(test: &str) -> bool {
         .subsec_nanos();
     let marker = format!("{test}-{}-{nanos}", std::process::id());
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .arg("--exact")
+        .arg(libtest_name(module_path!(), test))
+        .args(["--nocapture", "--test-threads=1"])
         .env(SANDBOX_ENV, "1")
         .env(MARKER_ENV, &marker)
         .output()

@@ -4,17 +4,18 @@
 //! left keep running while they drain (Istio's `terminationDrainDuration`, docs/fidelity.md row 8)
 //! and are gone once it is over.
 //!
-//! Like tests/local_network.rs, the test re-runs this binary for itself with `MESHFED_TEST_SANDBOX`
+//! Like tests/sandbox/network.rs, the test re-runs this binary for itself with `MESHFED_TEST_SANDBOX`
 //! set, and a constructor in `.init_array` enters the sandbox before libtest starts a thread; the
 //! outer half then checks that no process carrying its marker outlived the run.
 
-#[path = "support/sandbox_before_main.rs"]
-mod sandbox_before_main;
-#[path = "support/skip.rs"]
-mod skip;
-use sandbox_before_main::SANDBOX;
-#[path = "support/plan_gateways.rs"]
-mod plan_gateways;
+use crate::SANDBOX_ENV;
+use crate::before_main;
+use crate::support::libtest::libtest_name;
+use crate::support::local_provider::local_provider_available;
+use crate::support::meshfed_command::MESHFED;
+use crate::support::plan_gateways;
+use crate::support::skip;
+use before_main::SANDBOX;
 use plan_gateways::named_gateways;
 
 use std::collections::BTreeMap;
@@ -30,8 +31,6 @@ use meshfed::reconcile::Controller;
 use meshfed::record::RequestRecord;
 use meshfed::scenario::{ConnectionPolicy, Protocol, Scenario};
 
-const MESHFED: &str = env!("CARGO_BIN_EXE_meshfed");
-const SANDBOX_ENV: &str = "MESHFED_TEST_SANDBOX";
 const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
 const REQUESTS: u64 = 120;
 
@@ -394,12 +393,7 @@ fn scale_to_zero_and_back_then_a_foreign_root_cluster_joins_and_leaves() {
             .block_on(membership_story(options));
         return;
     }
-    let setup = Command::new(MESHFED).arg("setup").output().unwrap();
-    if !setup.status.success() {
-        skip::skip(&format!(
-            "meshfed setup failed (no Envoy or no namespaces here): {}",
-            String::from_utf8_lossy(&setup.stderr)
-        ));
+    if !local_provider_available() {
         return;
     }
     let nanos = std::time::SystemTime::now()
@@ -408,12 +402,12 @@ fn scale_to_zero_and_back_then_a_foreign_root_cluster_joins_and_leaves() {
         .as_nanos();
     let marker = format!("local-membership-{}-{nanos}", std::process::id());
     let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
+        .arg("--exact")
+        .arg(libtest_name(
+            module_path!(),
             "scale_to_zero_and_back_then_a_foreign_root_cluster_joins_and_leaves",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        ))
+        .args(["--nocapture", "--test-threads=1"])
         .env(SANDBOX_ENV, "1")
         .env(MARKER_ENV, &marker)
         .stdin(Stdio::null())

@@ -10,11 +10,11 @@
 //! that namespace's, which the outer half maps to host pids by marker. The outer half checks what
 //! the sandboxed half printed, and that nothing is left on the host afterwards.
 
-#[path = "support/sandbox_before_main.rs"]
-mod sandbox_before_main;
-#[path = "support/skip.rs"]
-mod skip;
-use sandbox_before_main::SANDBOX;
+use crate::SANDBOX_ENV;
+use crate::before_main;
+use crate::support::libtest::libtest_name;
+use crate::support::skip;
+use before_main::SANDBOX;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -31,8 +31,6 @@ use meshfed::provider::local::network::{self, ClusterNetwork, GatewayAddress, Ip
 use meshfed::provider::local::sandbox::{self, SandboxMode};
 use meshfed::provider::local::supervisor::{self, ChildOutput, Supervisor};
 
-/// Set (to anything) by the outer half: the re-run test binary enters the sandbox before `main`.
-const SANDBOX_ENV: &str = "MESHFED_TEST_SANDBOX";
 /// The marker (a `sleep` duration) the sandboxed half gives its children.
 const MARKER_ENV: &str = "MESHFED_TEST_MARKER";
 /// The uid the rootless tests run as when the outer half is root.
@@ -239,7 +237,9 @@ fn check_topology_inside_sandbox(mode: SandboxMode) {
 fn spawn_sandboxed_half(test: &str, uid: Option<u32>, marker: &str) -> Child {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .arg("--exact")
+        .arg(libtest_name(module_path!(), test))
+        .args(["--nocapture", "--test-threads=1"])
         .env(SANDBOX_ENV, "1")
         .env(MARKER_ENV, marker)
         .stdin(Stdio::piped())
@@ -687,12 +687,12 @@ fn a_signal_reaches_both_the_interrupt_flag_and_tokio_after_tokio_listens() {
         return;
     }
     let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
+        .arg("--exact")
+        .arg(libtest_name(
+            module_path!(),
             "a_signal_reaches_both_the_interrupt_flag_and_tokio_after_tokio_listens",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        ))
+        .args(["--nocapture", "--test-threads=1"])
         .env(SIGNAL_CHILD_ENV, "1")
         .output()
         .unwrap();

@@ -2,8 +2,7 @@
 //! the API server would, except that unknown fields are violations (a structural schema would prune
 //! them silently, which for meshfed means a generator bug).
 //!
-//! Include it from a test file with `#[path = "support/crd_schema.rs"] mod crd_schema;` so that only
-//! the test binaries that check Istio objects compile it. The CRD file is test data outside the
+//! The CRD file is test data outside the
 //! project: its path comes from `MESHFED_ISTIO_CRDS` (see [`crd_file_or_skip`]).
 //!
 //! What is checked: `type`, `properties`, `additionalProperties` (bool or schema), `required`,
@@ -17,11 +16,7 @@
 //! the few Istio uses, which are matched by hand. Both are listed in the [`ValidationReport`] so a
 //! test can say how much went unchecked.
 
-// Each test binary uses a different part of this module.
-#![allow(dead_code)]
-
-#[path = "skip.rs"]
-mod skip;
+use super::skip;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
