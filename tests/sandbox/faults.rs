@@ -15,7 +15,6 @@ use crate::support::libtest::libtest_name;
 use crate::support::local_provider::local_provider_available;
 use crate::support::marker;
 use crate::support::meshfed_command::MESHFED;
-use crate::support::skip;
 use before_main::SANDBOX;
 use marker::{MARKER_ENV, processes_with_marker};
 

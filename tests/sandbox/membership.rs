@@ -14,7 +14,6 @@ use crate::support::libtest::libtest_name;
 use crate::support::local_provider::local_provider_available;
 use crate::support::meshfed_command::MESHFED;
 use crate::support::plan_gateways;
-use crate::support::skip;
 use before_main::SANDBOX;
 use plan_gateways::named_gateways;
 
