@@ -7,8 +7,7 @@ use crate::support::meshfed_command::{Meshfed, Ran};
 use crate::support::temp_dir::temp_dir;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Longest a command that cannot reach a cluster may run before this test calls it hung.
 const HUNG_AFTER: Duration = Duration::from_secs(30);
