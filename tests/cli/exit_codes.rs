@@ -70,7 +70,7 @@ fn plan_with_a_malformed_scenario_exits_2_names_the_place_and_writes_nothing() {
         "{stderr}"
     );
     assert!(!out.exists(), "a rejected scenario must not write anything");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir.path())
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|entry| entry.unwrap().file_name())
         .collect();

@@ -111,7 +111,7 @@ fn plan(cwd: &Path, scenario_name: &str, out: &str) {
 /// A complete plan of `scenario_name`, written fresh into an empty place, for comparison.
 fn reference_plan(scenario_name: &str) -> (TempDir, BTreeMap<PathBuf, Vec<u8>>) {
     let dir = temp_dir("reference");
-    plan(&dir.path(), scenario_name, "plan");
+    plan(dir.path(), scenario_name, "plan");
     let files = file_contents(&dir.path().join("plan"));
     assert!(files.contains_key(Path::new(".meshfed-plan")), "{:?}", files.keys());
     assert!(files.len() > 10, "{:?}", files.keys());
@@ -125,9 +125,9 @@ fn reference_plan(scenario_name: &str) -> (TempDir, BTreeMap<PathBuf, Vec<u8>>) 
 #[test]
 fn plan_out_dot_inside_a_plan_refuses_with_exit_2_and_keeps_the_plan_byte_identical() {
     let dir = temp_dir("plan-dot");
-    plan(&dir.path(), "seed.yaml", "p");
+    plan(dir.path(), "seed.yaml", "p");
     let plan_dir = dir.path().join("p");
-    let before = tree(&dir.path());
+    let before = tree(dir.path());
 
     // From inside the plan, and from inside one of its cluster directories.
     for (cwd, out) in [(plan_dir.clone(), "."), (plan_dir.join("cluster1"), "..")] {
@@ -144,7 +144,7 @@ fn plan_out_dot_inside_a_plan_refuses_with_exit_2_and_keeps_the_plan_byte_identi
             "the message names the directory and why: {stderr}"
         );
         assert_eq!(
-            tree(&dir.path()),
+            tree(dir.path()),
             before,
             "--out {out} from {} changed files",
             cwd.display()
@@ -155,31 +155,31 @@ fn plan_out_dot_inside_a_plan_refuses_with_exit_2_and_keeps_the_plan_byte_identi
 #[test]
 fn plan_out_p_dot_replaces_the_plan_completely_and_leaves_no_staging_behind() {
     let dir = temp_dir("plan-p-dot");
-    plan(&dir.path(), "seed.yaml", "p");
+    plan(dir.path(), "seed.yaml", "p");
     let (_reference_dir, skew) = reference_plan("skew.yaml");
 
-    plan(&dir.path(), "skew.yaml", "p/.");
+    plan(dir.path(), "skew.yaml", "p/.");
     assert_eq!(
         file_contents(&dir.path().join("p")),
         skew,
         "p holds exactly a fresh skew plan"
     );
-    assert_eq!(names(&dir.path()), ["p"], "no staging or old copy left next to it");
+    assert_eq!(names(dir.path()), ["p"], "no staging or old copy left next to it");
 
-    plan(&dir.path(), "seed.yaml", "./p/");
+    plan(dir.path(), "seed.yaml", "./p/");
     let (_seed_dir, seed) = reference_plan("seed.yaml");
     assert_eq!(file_contents(&dir.path().join("p")), seed);
-    assert_eq!(names(&dir.path()), ["p"]);
+    assert_eq!(names(dir.path()), ["p"]);
 }
 
 #[test]
 fn plan_out_through_a_symlink_replaces_the_plan_it_points_to_and_keeps_the_link() {
     let dir = temp_dir("plan-link");
-    plan(&dir.path(), "seed.yaml", "p");
+    plan(dir.path(), "seed.yaml", "p");
     std::os::unix::fs::symlink("p", dir.path().join("link-to-p")).unwrap();
     let (_reference_dir, skew) = reference_plan("skew.yaml");
 
-    let output = meshfed_in(&dir.path(), &["plan", &scenario("skew.yaml"), "--out", "link-to-p/"]);
+    let output = meshfed_in(dir.path(), &["plan", &scenario("skew.yaml"), "--out", "link-to-p/"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     let resolved = std::fs::canonicalize(dir.path().join("p")).unwrap();
@@ -192,7 +192,7 @@ fn plan_out_through_a_symlink_replaces_the_plan_it_points_to_and_keeps_the_link(
         Path::new("p")
     );
     assert_eq!(file_contents(&dir.path().join("p")), skew);
-    assert_eq!(names(&dir.path()), ["link-to-p", "p"]);
+    assert_eq!(names(dir.path()), ["link-to-p", "p"]);
 }
 
 // A symlink inside a plan directory is something a user put there (meshfed plan writes regular
@@ -201,29 +201,29 @@ fn plan_out_through_a_symlink_replaces_the_plan_it_points_to_and_keeps_the_link(
 #[test]
 fn replacing_a_plan_that_holds_a_symlink_the_user_added_refuses_and_keeps_the_link_and_its_target() {
     let dir = temp_dir("plan-inner-link");
-    plan(&dir.path(), "seed.yaml", "p");
+    plan(dir.path(), "seed.yaml", "p");
     let precious = dir.path().join("precious");
     std::fs::create_dir(&precious).unwrap();
     std::fs::write(precious.join("keep.txt"), "mine").unwrap();
     std::os::unix::fs::symlink(&precious, dir.path().join("p/cluster1/extra")).unwrap();
-    let before = tree(&dir.path());
+    let before = tree(dir.path());
 
-    let output = meshfed_in(&dir.path(), &["plan", &scenario("skew.yaml"), "--out", "p"]);
+    let output = meshfed_in(dir.path(), &["plan", &scenario("skew.yaml"), "--out", "p"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cluster1/extra"), "names what is in the way: {stderr}");
-    assert_eq!(tree(&dir.path()), before, "nothing changed, inside or out");
+    assert_eq!(tree(dir.path()), before, "nothing changed, inside or out");
 }
 
 #[test]
 fn plan_out_over_a_plan_with_a_file_the_user_added_refuses_with_exit_2_and_keeps_everything() {
     let dir = temp_dir("plan-added-file");
-    plan(&dir.path(), "seed.yaml", "p");
+    plan(dir.path(), "seed.yaml", "p");
     std::fs::write(dir.path().join("p/notes.txt"), "my notes").unwrap();
     std::fs::write(dir.path().join("p/cluster1/99-my-extra.yaml"), "kind: Mine\n").unwrap();
-    let before = tree(&dir.path());
+    let before = tree(dir.path());
 
-    let output = meshfed_in(&dir.path(), &["plan", &scenario("skew.yaml"), "--out", "p"]);
+    let output = meshfed_in(dir.path(), &["plan", &scenario("skew.yaml"), "--out", "p"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
@@ -231,7 +231,7 @@ fn plan_out_over_a_plan_with_a_file_the_user_added_refuses_with_exit_2_and_keeps
         "names every added file: {stderr}"
     );
     assert_eq!(
-        tree(&dir.path()),
+        tree(dir.path()),
         before,
         "the plan and the added files are byte-identical"
     );
@@ -239,7 +239,7 @@ fn plan_out_over_a_plan_with_a_file_the_user_added_refuses_with_exit_2_and_keeps
     // Without the added files the same plan is replaced as before.
     std::fs::remove_file(dir.path().join("p/notes.txt")).unwrap();
     std::fs::remove_file(dir.path().join("p/cluster1/99-my-extra.yaml")).unwrap();
-    plan(&dir.path(), "skew.yaml", "p");
+    plan(dir.path(), "skew.yaml", "p");
     let (_reference_dir, skew) = reference_plan("skew.yaml");
     assert_eq!(file_contents(&dir.path().join("p")), skew);
 }
@@ -249,17 +249,17 @@ fn plan_out_that_is_a_file_or_a_dangling_symlink_exits_2_and_changes_nothing() {
     let dir = temp_dir("plan-bad-out");
     std::fs::write(dir.path().join("file"), "not a directory").unwrap();
     std::os::unix::fs::symlink("nowhere", dir.path().join("dangling")).unwrap();
-    let before = tree(&dir.path());
+    let before = tree(dir.path());
     for (out, expected) in [
         ("file", "not a directory"),
         ("dangling", "does not exist"),
         ("file/sub", "not a directory"),
     ] {
-        let output = meshfed_in(&dir.path(), &["plan", &scenario("seed.yaml"), "--out", out]);
+        let output = meshfed_in(dir.path(), &["plan", &scenario("seed.yaml"), "--out", out]);
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "--out {out}: {stderr}");
         assert!(stderr.contains(expected), "--out {out}: {stderr}");
-        assert_eq!(tree(&dir.path()), before, "--out {out}");
+        assert_eq!(tree(dir.path()), before, "--out {out}");
     }
 }
 
@@ -294,12 +294,12 @@ fn assert_complete_pki(out: &Path) {
 #[test]
 fn certs_twice_into_one_folder_refuses_naming_force_and_changes_nothing() {
     let dir = temp_dir("certs-twice");
-    let first = certs(&dir.path(), "pki", false);
+    let first = certs(dir.path(), "pki", false);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
     assert_complete_pki(&dir.path().join("pki"));
-    let before = tree(&dir.path());
+    let before = tree(dir.path());
 
-    let second = certs(&dir.path(), "pki", false);
+    let second = certs(dir.path(), "pki", false);
     let stderr = text(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--force"), "{stderr}");
@@ -308,17 +308,17 @@ fn certs_twice_into_one_folder_refuses_naming_force_and_changes_nothing() {
         "names the existing files: {stderr}"
     );
     assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
-    assert_eq!(tree(&dir.path()), before, "every file byte-identical");
+    assert_eq!(tree(dir.path()), before, "every file byte-identical");
 }
 
 #[test]
 fn certs_force_replaces_the_root_in_one_step_with_keys_0600() {
     let dir = temp_dir("certs-force");
     let pki = dir.path().join("pki");
-    assert_eq!(certs(&dir.path(), "pki", false).status.code(), Some(0));
+    assert_eq!(certs(dir.path(), "pki", false).status.code(), Some(0));
     let old_root = std::fs::read(pki.join("root-ca/root-cert.pem")).unwrap();
 
-    let output = certs(&dir.path(), "pki", true);
+    let output = certs(dir.path(), "pki", true);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(!text(&output.stdout).contains("PRIVATE KEY") && !text(&output.stderr).contains("PRIVATE KEY"));
     assert_complete_pki(&pki);
@@ -330,7 +330,7 @@ fn certs_force_replaces_the_root_in_one_step_with_keys_0600() {
             new_root
         );
     }
-    assert_eq!(names(&dir.path()), ["pki"], "no staging or old copy left next to it");
+    assert_eq!(names(dir.path()), ["pki"], "no staging or old copy left next to it");
 }
 
 #[test]
@@ -346,20 +346,20 @@ fn certs_never_follow_a_symlink_in_the_out_dir_even_with_force() {
     std::fs::create_dir(&linked_dir).unwrap();
     std::os::unix::fs::symlink(&outside, linked_dir.join("cluster1")).unwrap();
     // A file symlink inside an otherwise complete PKI.
-    assert_eq!(certs(&dir.path(), "linked-file", false).status.code(), Some(0));
+    assert_eq!(certs(dir.path(), "linked-file", false).status.code(), Some(0));
     let linked_file = dir.path().join("linked-file");
     std::fs::remove_file(linked_file.join("cluster1/ca-key.pem")).unwrap();
     std::os::unix::fs::symlink(outside.join("ca-key.pem"), linked_file.join("cluster1/ca-key.pem")).unwrap();
-    let before = tree(&dir.path());
+    let before = tree(dir.path());
 
     for out in ["linked-dir", "linked-file"] {
         for force in [false, true] {
-            let output = certs(&dir.path(), out, force);
+            let output = certs(dir.path(), out, force);
             let stderr = text(&output.stderr);
             assert_eq!(output.status.code(), Some(2), "{out} force={force}: {stderr}");
             assert!(stderr.contains("symlink") && stderr.contains("cluster1"), "{stderr}");
             assert_eq!(
-                tree(&dir.path()),
+                tree(dir.path()),
                 before,
                 "{out} force={force}: nothing changed, inside or out"
             );
@@ -370,16 +370,16 @@ fn certs_never_follow_a_symlink_in_the_out_dir_even_with_force() {
 #[test]
 fn certs_out_that_is_a_symlink_to_a_pki_is_refused_even_with_force_and_the_pki_kept() {
     let dir = temp_dir("certs-out-link");
-    assert_eq!(certs(&dir.path(), "real-pki", false).status.code(), Some(0));
+    assert_eq!(certs(dir.path(), "real-pki", false).status.code(), Some(0));
     std::os::unix::fs::symlink("real-pki", dir.path().join("link")).unwrap();
-    let before = tree(&dir.path());
+    let before = tree(dir.path());
     for (out, force) in [("link", true), ("link", false), ("link/", true)] {
-        let output = certs(&dir.path(), out, force);
+        let output = certs(dir.path(), out, force);
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "--out {out} force={force}: {stderr}");
         assert!(stderr.contains("symlink"), "says why: {stderr}");
         assert_eq!(
-            tree(&dir.path()),
+            tree(dir.path()),
             before,
             "--out {out} force={force}: the PKI it points to is unchanged"
         );
@@ -392,33 +392,33 @@ fn certs_refuse_a_folder_with_foreign_files_even_with_force() {
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::fs::write(home.join("notes.txt"), "mine").unwrap();
-    let before = tree(&dir.path());
+    let before = tree(dir.path());
     for force in [false, true] {
-        let output = certs(&dir.path(), "home", force);
+        let output = certs(dir.path(), "home", force);
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains("notes.txt"), "{stderr}");
-        assert_eq!(tree(&dir.path()), before);
+        assert_eq!(tree(dir.path()), before);
     }
 }
 
 #[test]
 fn certs_force_with_out_dot_inside_the_pki_refuses_and_keeps_it() {
     let dir = temp_dir("certs-dot");
-    assert_eq!(certs(&dir.path(), "pki", false).status.code(), Some(0));
-    let before = tree(&dir.path());
+    assert_eq!(certs(dir.path(), "pki", false).status.code(), Some(0));
+    let before = tree(dir.path());
     let output = certs(&dir.path().join("pki"), ".", true);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("current directory"), "{stderr}");
-    assert_eq!(tree(&dir.path()), before);
+    assert_eq!(tree(dir.path()), before);
 }
 
 #[test]
 fn certs_into_an_empty_existing_folder_needs_no_force() {
     let dir = temp_dir("certs-empty");
     std::fs::create_dir(dir.path().join("pki")).unwrap();
-    let output = certs(&dir.path(), "pki", false);
+    let output = certs(dir.path(), "pki", false);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert_complete_pki(&dir.path().join("pki"));
 }
@@ -450,7 +450,7 @@ fn atomic_write_replaces_a_symlink_instead_of_writing_through_it() {
 #[test]
 fn atomic_write_creates_private_files_with_their_mode_from_the_start() {
     let dir = temp_dir("atomic-mode");
-    let handle = Dir::open(&dir.path()).unwrap();
+    let handle = Dir::open(dir.path()).unwrap();
     handle.write_file_atomic("key.pem", b"secret", 0o600).unwrap();
     assert_eq!(
         std::fs::metadata(dir.path().join("key.pem")).unwrap().mode() & 0o777,
@@ -458,7 +458,7 @@ fn atomic_write_creates_private_files_with_their_mode_from_the_start() {
     );
     handle.write_file_atomic("key.pem", b"secret2", 0o600).unwrap();
     assert_eq!(std::fs::read(dir.path().join("key.pem")).unwrap(), b"secret2");
-    assert_eq!(names(&dir.path()), ["key.pem"]);
+    assert_eq!(names(dir.path()), ["key.pem"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,7 +528,7 @@ fn full_report_dir_exits_3_before_building_anything_and_keeps_the_old_report() {
         return skip::skip("needs root to mount a tmpfs");
     }
     let work = temp_dir("full-disk-up-front");
-    let output = run_with_full_report_dir(&work.path(), 0);
+    let output = run_with_full_report_dir(work.path(), 0);
     assert_old_report_kept(&work.path().join("after"), &output);
     let stderr = text(&output.stderr);
     assert!(
@@ -549,7 +549,7 @@ fn report_that_no_longer_fits_exits_3_and_keeps_the_old_report() {
     // Two free pages: the run's holder note (`.meshfed-run`, one page while the run holds the
     // directory) takes one and the up-front check passes on the other; seed's report (about
     // 14 KB) does not fit in it.
-    let output = run_with_full_report_dir(&work.path(), 2);
+    let output = run_with_full_report_dir(work.path(), 2);
     let stdout = text(&output.stdout);
     assert!(stdout.contains("verdict: PASS"), "the run itself passed: {stdout}");
     assert_old_report_kept(&work.path().join("after"), &output);
@@ -581,7 +581,7 @@ fn report_dir_under_run_gets_the_report_despite_the_sandbox_tmpfs() {
     let report_dir = run_dir.0.join("r");
     let cwd = temp_dir("run-dir");
     let output = meshfed_in(
-        &cwd.path(),
+        cwd.path(),
         &[
             "run",
             &scenario("seed.yaml"),
@@ -605,7 +605,7 @@ fn unwritable_report_dir_exits_2_before_building_anything() {
     let dir = temp_dir("report-file");
     std::fs::write(dir.path().join("file"), "not a directory").unwrap();
     let output = meshfed_in(
-        &dir.path(),
+        dir.path(),
         &["run", &scenario("seed.yaml"), "--report-dir", "file/reports"],
     );
     let stderr = text(&output.stderr);
@@ -683,7 +683,7 @@ fn a_full_file_system_keeps_the_old_file_and_tree_and_leaves_no_temporary() {
         .arg("--exact")
         .arg(libtest_name(module_path!(), NAME))
         .args(["--nocapture", "--test-threads=1"])
-        .env(FULL_TMPFS_CHILD, &work.path())
+        .env(FULL_TMPFS_CHILD, work.path())
         .output()
         .expect("run unshare");
     let all = format!("{}{}", text(&output.stdout), text(&output.stderr));
@@ -751,7 +751,7 @@ fn a_report_dir_whose_junit_xml_is_a_directory_is_refused_before_the_run() {
     std::fs::create_dir_all(report.join("junit.xml")).unwrap();
     std::fs::write(report.join("report.json"), "{\"an\": \"earlier report\"}\n").unwrap();
     let before = tree(&report);
-    let output = failing_kind_run(&dir, &dir.path(), &["--report-dir", report.to_str().unwrap()]);
+    let output = failing_kind_run(&dir, dir.path(), &["--report-dir", report.to_str().unwrap()]);
     let stderr = text(&output.stderr);
     assert_eq!(
         output.status.code(),
@@ -782,10 +782,10 @@ fn a_matrix_checks_every_versions_report_directory_before_creating_anything() {
         }),
     ] {
         prepare(&reports);
-        let before = tree(&dir.path());
+        let before = tree(dir.path());
         let output = failing_kind_run(
             &dir,
-            &dir.path(),
+            dir.path(),
             &[
                 "--istio-version",
                 "1.29.0",
@@ -802,7 +802,7 @@ fn a_matrix_checks_every_versions_report_directory_before_creating_anything() {
             "{label}: names the version's directory: {stderr}"
         );
         assert!(!stderr.contains("running"), "{label}: no version ran: {stderr}");
-        assert_eq!(tree(&dir.path()), before, "{label}: nothing was created");
+        assert_eq!(tree(dir.path()), before, "{label}: nothing was created");
     }
 }
 
@@ -817,7 +817,7 @@ fn leftover_temporaries_of_a_killed_writer_are_removed_by_the_next_run_and_only_
     std::fs::write(report.join(".report.json.meshfed-tmp-2-0"), "{\"half\": ").unwrap();
     std::fs::write(report.join(".junit.xml.meshfed-tmp-2-3"), "<testsuites").unwrap();
     std::fs::write(report.join(".notes.txt.meshfed-tmp-2-0"), "not a report file's").unwrap();
-    let output = failing_kind_run(&dir, &dir.path(), &["--report-dir", report.to_str().unwrap()]);
+    let output = failing_kind_run(&dir, dir.path(), &["--report-dir", report.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
     let left = names(&report);
     assert!(
@@ -829,15 +829,15 @@ fn leftover_temporaries_of_a_killed_writer_are_removed_by_the_next_run_and_only_
     assert!(left.contains(&".notes.txt.meshfed-tmp-2-0".to_owned()), "{left:?}");
 
     // A plan: a half-built staging tree is removed; an old plan set aside is put back first.
-    plan(&dir.path(), "seed.yaml", "p");
+    plan(dir.path(), "seed.yaml", "p");
     std::fs::create_dir_all(dir.path().join(".p.meshfed-tmp-2-7/cluster1")).unwrap();
     std::fs::write(dir.path().join(".p.meshfed-tmp-2-7/cluster1/00-half.yaml"), "kind: Na").unwrap();
     std::fs::rename(dir.path().join("p"), dir.path().join(".p.meshfed-old-2-8")).unwrap();
-    let output = meshfed_in(&dir.path(), &["plan", &scenario("skew.yaml"), "--out", "p"]);
+    let output = meshfed_in(dir.path(), &["plan", &scenario("skew.yaml"), "--out", "p"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let (_reference_dir, skew) = reference_plan("skew.yaml");
     assert_eq!(file_contents(&dir.path().join("p")), skew);
-    let left = names(&dir.path());
+    let left = names(dir.path());
     assert!(!left.iter().any(|name| name.starts_with(".p.")), "{left:?}");
 }
 
@@ -944,9 +944,9 @@ fn three_runs_into_one_report_directory_one_runs_and_the_others_are_refused_up_f
     let dir = temp_dir("report-lock");
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let scenario = seed_with_contexts(&dir.path());
+    let scenario = seed_with_contexts(dir.path());
     let server = silent_api_server();
-    let silent = kubeconfig(&dir.path(), "silent", server.local_addr().unwrap().port());
+    let silent = kubeconfig(dir.path(), "silent", server.local_addr().unwrap().port());
     let report = dir.path().join("report");
     let marker = unique("report-lock");
     let args = ["--report-dir", report.to_str().unwrap()];
@@ -992,7 +992,7 @@ fn three_runs_into_one_report_directory_one_runs_and_the_others_are_refused_up_f
     }));
 
     // The holder was killed (SIGKILL): its lock went with it, so the next run is not refused.
-    let refused_port = kubeconfig(&dir.path(), "refused", closed_port());
+    let refused_port = kubeconfig(dir.path(), "refused", closed_port());
     let next = spawn_kubeconfig_run(&scenario, &refused_port, &tmp, &unique("report-lock-next"), &args)
         .wait_with_output()
         .unwrap();
@@ -1023,10 +1023,10 @@ fn a_matrix_ended_by_sighup_exits_130_and_after_sigkill_sigusr1_or_sigalrm_the_n
     let dir = temp_dir("matrix-signals");
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let scenario = seed_with_contexts(&dir.path());
+    let scenario = seed_with_contexts(dir.path());
     let server = silent_api_server();
-    let silent = kubeconfig(&dir.path(), "silent", server.local_addr().unwrap().port());
-    let refused_port = kubeconfig(&dir.path(), "refused", closed_port());
+    let silent = kubeconfig(dir.path(), "silent", server.local_addr().unwrap().port());
+    let refused_port = kubeconfig(dir.path(), "refused", closed_port());
     let matrix = ["--istio-version", "1.29.0", "--istio-version", "1.30.3"];
     for signal in [Signal::SIGHUP, Signal::SIGKILL, Signal::SIGUSR1, Signal::SIGALRM] {
         let marker = unique("matrix-signal");

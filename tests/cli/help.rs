@@ -1,12 +1,11 @@
 //! `meshfed --help` tells a caller the exit codes, the environment variables meshfed reads and
 //! where the documentation is, and every document it names exists.
 
-use crate::support::meshfed_command::MESHFED;
+use crate::support::meshfed_command::Meshfed;
 use std::path::Path;
-use std::process::Command;
 
 fn help() -> String {
-    let output = Command::new(MESHFED).arg("--help").output().unwrap();
+    let output = Meshfed::new(["--help"]).output();
     assert_eq!(output.status.code(), Some(0));
     String::from_utf8(output.stdout).unwrap()
 }

@@ -3,11 +3,12 @@
 //! reused from there; a bad checksum or a missing release is refused with a clear error and
 //! leaves nothing in the cache.
 
+use crate::support::temp_dir::temp_dir;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,16 +76,6 @@ impl FileServer {
     }
 }
 
-fn scratch(test: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let dir = std::env::temp_dir().join(format!("meshfed-istioctl-{test}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A release archive as Istio ships it: a tar.gz holding one executable `istioctl`.
 fn release_archive(dir: &Path, version: &str) -> Vec<u8> {
     let staging = dir.join(format!("staging-{version}"));
@@ -123,10 +114,11 @@ fn cache_entries(cache: &Path) -> Vec<String> {
 
 #[test]
 fn istioctl_is_downloaded_verified_and_then_reused_from_the_cache() {
-    let dir = scratch("good");
+    let scratch = temp_dir("istioctl-good");
+    let dir = scratch.path();
     let server = FileServer::start();
     let version: IstioVersion = "1.29.0".parse().unwrap();
-    let archive = release_archive(&dir, "1.29.0");
+    let archive = release_archive(dir, "1.29.0");
     let name = asset(version);
     server.serve(
         &format!("1.29.0/{name}.sha256"),
@@ -151,15 +143,15 @@ fn istioctl_is_downloaded_verified_and_then_reused_from_the_cache() {
     let again = fetch_istioctl(&tools, &cache, &server.base, version, &mut |_: &str| {}).unwrap();
     assert_eq!(again, path);
     assert_eq!(server.requests(), 2, "the second time comes from the cache");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_download_that_does_not_match_the_published_checksum_is_refused() {
-    let dir = scratch("bad");
+    let scratch = temp_dir("istioctl-bad");
+    let dir = scratch.path();
     let server = FileServer::start();
     let version: IstioVersion = "1.30.0".parse().unwrap();
-    let archive = release_archive(&dir, "1.30.0");
+    let archive = release_archive(dir, "1.30.0");
     let name = asset(version);
     let published = sha256_hex(b"what Istio published for another archive");
     server.serve(
@@ -181,12 +173,12 @@ fn a_download_that_does_not_match_the_published_checksum_is_refused() {
         Vec::<String>::new(),
         "nothing installed, nothing left"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_missing_release_or_an_unreadable_checksum_file_is_named() {
-    let dir = scratch("missing");
+    let scratch = temp_dir("istioctl-missing");
+    let dir = scratch.path();
     let server = FileServer::start();
     let cache = dir.join("cache");
     let missing: IstioVersion = "1.99.0".parse().unwrap();
@@ -198,9 +190,8 @@ fn a_missing_release_or_an_unreadable_checksum_file_is_named() {
     let version: IstioVersion = "1.28.0".parse().unwrap();
     let name = asset(version);
     server.serve(&format!("1.28.0/{name}.sha256"), b"<html>rate limited</html>".to_vec());
-    server.serve(&format!("1.28.0/{name}"), release_archive(&dir, "1.28.0"));
+    server.serve(&format!("1.28.0/{name}"), release_archive(dir, "1.28.0"));
     let error = fetch_istioctl(&Tools::from_env(), &cache, &server.base, version, &mut |_: &str| {}).unwrap_err();
     assert!(matches!(error, IstioctlError::BadChecksumFile { .. }), "{error}");
     assert_eq!(cache_entries(&cache), Vec::<String>::new());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

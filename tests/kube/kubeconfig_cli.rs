@@ -57,7 +57,7 @@ fn meshfed(args: &[&str], kubeconfig: &Path, home: &Path) -> Ran {
 #[test]
 fn run_with_no_kubeconfig_exits_3_naming_what_is_missing() {
     let dir = temp_dir("no-kubeconfig");
-    let scenario = seed_with_contexts(&dir.path());
+    let scenario = seed_with_contexts(dir.path());
     let missing = dir.path().join("no-such-kubeconfig");
     let ran = meshfed(
         &[
@@ -69,7 +69,7 @@ fn run_with_no_kubeconfig_exits_3_naming_what_is_missing() {
             "example/meshfed:test",
         ],
         &missing,
-        &dir.path(),
+        dir.path(),
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert!(ran.stderr.contains("cluster cluster1: no kubeconfig"), "{}", ran.stderr);
@@ -83,8 +83,8 @@ fn run_with_no_kubeconfig_exits_3_naming_what_is_missing() {
 #[test]
 fn run_against_an_unreachable_api_server_exits_3_naming_cluster_context_and_server() {
     let dir = temp_dir("unreachable");
-    let scenario = seed_with_contexts(&dir.path());
-    let kubeconfig = unreachable_kubeconfig(&dir.path());
+    let scenario = seed_with_contexts(dir.path());
+    let kubeconfig = unreachable_kubeconfig(dir.path());
     let ran = meshfed(
         &[
             "run",
@@ -95,7 +95,7 @@ fn run_against_an_unreachable_api_server_exits_3_naming_cluster_context_and_serv
             "example/meshfed:test",
         ],
         &kubeconfig,
-        &dir.path(),
+        dir.path(),
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     for cluster in ["cluster1", "cluster2"] {
@@ -116,7 +116,7 @@ fn run_against_an_unreachable_api_server_exits_3_naming_cluster_context_and_serv
 #[test]
 fn run_with_a_context_the_kubeconfig_lacks_exits_3_listing_the_contexts_it_has() {
     let dir = temp_dir("unknown-context");
-    let scenario = seed_with_contexts(&dir.path());
+    let scenario = seed_with_contexts(dir.path());
     std::fs::write(
         &scenario,
         std::fs::read_to_string(&scenario)
@@ -124,7 +124,7 @@ fn run_with_a_context_the_kubeconfig_lacks_exits_3_listing_the_contexts_it_has()
             .replace("ctx-two", "ctx-three"),
     )
     .unwrap();
-    let kubeconfig = unreachable_kubeconfig(&dir.path());
+    let kubeconfig = unreachable_kubeconfig(dir.path());
     let ran = meshfed(
         &[
             "run",
@@ -135,7 +135,7 @@ fn run_with_a_context_the_kubeconfig_lacks_exits_3_listing_the_contexts_it_has()
             "example/meshfed:test",
         ],
         &kubeconfig,
-        &dir.path(),
+        dir.path(),
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert!(
@@ -161,7 +161,7 @@ fn a_cluster_without_a_context_is_bad_input_with_its_position() {
             "example/meshfed:test",
         ],
         &dir.path().join("unused"),
-        &dir.path(),
+        dir.path(),
     );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(
@@ -175,11 +175,11 @@ fn a_cluster_without_a_context_is_bad_input_with_its_position() {
 #[test]
 fn kubeconfig_without_an_image_is_bad_input() {
     let dir = temp_dir("no-image");
-    let scenario = seed_with_contexts(&dir.path());
+    let scenario = seed_with_contexts(dir.path());
     let ran = meshfed(
         &["run", scenario.to_str().unwrap(), "--provider", "kubeconfig"],
         &dir.path().join("unused"),
-        &dir.path(),
+        dir.path(),
     );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(
@@ -192,7 +192,7 @@ fn kubeconfig_without_an_image_is_bad_input() {
 #[test]
 fn a_fault_the_kubeconfig_provider_does_not_execute_is_refused_with_its_position() {
     let dir = temp_dir("fault");
-    let scenario = seed_with_contexts(&dir.path());
+    let scenario = seed_with_contexts(dir.path());
     let text = std::fs::read_to_string(&scenario).unwrap().replacen(
         "    requests: 400\n",
         "    requests: 400\n    faults:\n      - foreignClientCert: {}\n",
@@ -209,7 +209,7 @@ fn a_fault_the_kubeconfig_provider_does_not_execute_is_refused_with_its_position
             "example/meshfed:test",
         ],
         &dir.path().join("unused"),
-        &dir.path(),
+        dir.path(),
     );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(
@@ -222,12 +222,12 @@ fn a_fault_the_kubeconfig_provider_does_not_execute_is_refused_with_its_position
 #[test]
 fn down_and_server_dry_run_against_an_unreachable_cluster_exit_3() {
     let dir = temp_dir("down");
-    let scenario = seed_with_contexts(&dir.path());
-    let kubeconfig = unreachable_kubeconfig(&dir.path());
+    let scenario = seed_with_contexts(dir.path());
+    let kubeconfig = unreachable_kubeconfig(dir.path());
     let ran = meshfed(
         &["down", scenario.to_str().unwrap(), "--provider", "kubeconfig"],
         &kubeconfig,
-        &dir.path(),
+        dir.path(),
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert!(
@@ -245,7 +245,7 @@ fn down_and_server_dry_run_against_an_unreachable_cluster_exit_3() {
             "--server-dry-run",
         ],
         &kubeconfig,
-        &dir.path(),
+        dir.path(),
     );
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert!(
@@ -283,8 +283,8 @@ fn a_phase_upgrade_on_kubeconfig_is_refused_up_front_with_its_position() {
             "--image",
             "example.com/meshfed:test",
         ],
-        &unreachable_kubeconfig(&dir.path()),
-        &dir.path(),
+        &unreachable_kubeconfig(dir.path()),
+        dir.path(),
     );
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(

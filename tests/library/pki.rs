@@ -391,9 +391,9 @@ fn spiffe_id_follows_istio_format() {
 fn create_cacerts_dir_writes_exactly_istio_cacerts_files_with_private_keys_0600() {
     let mesh = two_cluster_pki(KeyAlgorithm::default());
     let out = temp_dir("cacerts");
-    let written = create_cacerts_dir(&mesh, &out.path(), ExistingPki::Keep).unwrap();
+    let written = create_cacerts_dir(&mesh, out.path(), ExistingPki::Keep).unwrap();
 
-    assert_eq!(file_names(&out.path()), names(&["cluster1", "cluster2", "root-ca"]));
+    assert_eq!(file_names(out.path()), names(&["cluster1", "cluster2", "root-ca"]));
     let root_dir = out.path().join("root-ca");
     assert_eq!(file_names(&root_dir), names(&["root-cert.pem", "root-key.pem"]));
     assert_eq!(mode_of(&root_dir.join("root-key.pem")), 0o600);
@@ -424,7 +424,7 @@ fn create_cacerts_dir_writes_exactly_istio_cacerts_files_with_private_keys_0600(
 fn an_existing_pki_is_kept_unless_replacing_is_asked_for() {
     let out = temp_dir("cacerts-existing");
     let first = two_cluster_pki(KeyAlgorithm::default());
-    create_cacerts_dir(&first, &out.path(), ExistingPki::Keep).unwrap();
+    create_cacerts_dir(&first, out.path(), ExistingPki::Keep).unwrap();
     let snapshot = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
         let mut files = Vec::new();
         for sub in ["root-ca", "cluster1", "cluster2"] {
@@ -435,10 +435,10 @@ fn an_existing_pki_is_kept_unless_replacing_is_asked_for() {
         }
         files
     };
-    let before = snapshot(&out.path());
+    let before = snapshot(out.path());
 
     let second = two_cluster_pki(KeyAlgorithm::default());
-    let error = create_cacerts_dir(&second, &out.path(), ExistingPki::Keep).unwrap_err();
+    let error = create_cacerts_dir(&second, out.path(), ExistingPki::Keep).unwrap_err();
     assert!(matches!(error, CacertsDirError::Exists { .. }), "{error:?}");
     assert!(error.is_bad_input());
     let message = error.to_string();
@@ -446,9 +446,9 @@ fn an_existing_pki_is_kept_unless_replacing_is_asked_for() {
         message.contains("root-ca/root-cert.pem") && message.contains("--force"),
         "{message}"
     );
-    assert_eq!(snapshot(&out.path()), before, "nothing changed");
+    assert_eq!(snapshot(out.path()), before, "nothing changed");
 
-    create_cacerts_dir(&second, &out.path(), ExistingPki::Replace).unwrap();
+    create_cacerts_dir(&second, out.path(), ExistingPki::Replace).unwrap();
     assert_eq!(
         fs::read_to_string(out.path().join("root-ca/root-cert.pem")).unwrap(),
         second.root_cert_pem()
@@ -470,21 +470,21 @@ fn replacing_a_pki_writes_fresh_key_files_0600_instead_of_reusing_world_readable
         .unwrap();
     fs::set_permissions(cluster_dir.join("ca-key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
 
-    create_cacerts_dir(&mesh, &out.path(), ExistingPki::Replace).unwrap();
+    create_cacerts_dir(&mesh, out.path(), ExistingPki::Replace).unwrap();
     assert_eq!(mode_of(&cluster_dir.join("ca-key.pem")), 0o600);
     assert_eq!(
         file_names(&cluster_dir),
         names(&["ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"]),
         "no staging files left behind"
     );
-    assert_eq!(file_names(&out.path()), names(&["cluster1", "cluster2", "root-ca"]));
+    assert_eq!(file_names(out.path()), names(&["cluster1", "cluster2", "root-ca"]));
 }
 
 #[test]
 fn cacerts_on_disk_form_a_chain_that_verifies_and_keys_match_certs() {
     let mesh = two_cluster_pki(KeyAlgorithm::EcdsaP384);
     let out = temp_dir("cacerts-chain");
-    create_cacerts_dir(&mesh, &out.path(), ExistingPki::Keep).unwrap();
+    create_cacerts_dir(&mesh, out.path(), ExistingPki::Keep).unwrap();
     let dir = out.path().join("cluster2");
     let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap();
 

@@ -3,7 +3,8 @@
 //! what it supports and a scenario asking for more is refused with its position, and create,
 //! apply and teardown report progress.
 
-use crate::support::meshfed_command::MESHFED;
+use crate::support::meshfed_command::Meshfed;
+use crate::support::temp_dir::temp_dir;
 use std::path::Path;
 
 use meshfed::engine;
@@ -258,9 +259,8 @@ fn endpoint_discovery_seed(dir: &Path) -> (std::path::PathBuf, usize) {
 
 #[test]
 fn endpoint_discovery_is_refused_by_kind_and_kubeconfig_at_its_position_and_run_by_local() {
-    let dir = std::env::temp_dir().join(format!("meshfed-provider-seam-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (path, line) = endpoint_discovery_seed(&dir);
+    let dir = temp_dir("provider-seam");
+    let (path, line) = endpoint_discovery_seed(dir.path());
     let scenario = scenario::load(&path).unwrap();
     assert!(LocalProvider::CAPABILITIES.check(&scenario, &path).is_ok());
     for (capabilities, provider) in [
@@ -276,27 +276,22 @@ fn endpoint_discovery_is_refused_by_kind_and_kubeconfig_at_its_position_and_run_
             )
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn endpoint_discovery_on_kind_exits_2_before_looking_for_kind_or_docker() {
-    let dir = std::env::temp_dir().join(format!("meshfed-provider-seam-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (path, line) = endpoint_discovery_seed(&dir);
+    let dir = temp_dir("provider-seam-cli");
+    let (path, line) = endpoint_discovery_seed(dir.path());
     // No kind and no docker on PATH: a refusal that came later would be exit 3 naming them.
-    let output = std::process::Command::new(MESHFED)
-        .args(["run", path.to_str().unwrap(), "--provider", "kind"])
+    let output = Meshfed::new(["run", path.to_str().unwrap(), "--provider", "kind"])
         .env("PATH", "/usr/bin:/bin")
-        .env("MESHFED_CACHE_DIR", dir.join("cache"))
-        .output()
-        .unwrap();
+        .env("MESHFED_CACHE_DIR", dir.path().join("cache"))
+        .output();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!("seed-endpoint-discovery.yaml:{line}:9: federation mode endpoint-discovery is not supported by provider kind")),
         "{stderr}"
     );
-    assert!(!dir.join("cache").exists(), "nothing was created");
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!dir.path().join("cache").exists(), "nothing was created");
 }

@@ -173,7 +173,7 @@ fn a_failed_run_keeps_envoy_logs_config_dumps_plans_and_records_in_the_report_di
         return;
     }
     let dir = temp_dir("failed");
-    let scenario = write_scenario(&dir.path(), FAILING_PHASES);
+    let scenario = write_scenario(dir.path(), FAILING_PHASES);
     let report_dir = dir.path().join("report");
     let (code, output) = meshfed_run("diag-failed", &scenario, &[Path::new("--report-dir"), &report_dir]);
     assert_eq!(code, Some(1), "{output}");
@@ -187,7 +187,7 @@ fn a_passing_run_keeps_nothing_without_keep_logs_and_everything_with_it() {
         return;
     }
     let dir = temp_dir("passing");
-    let scenario = write_scenario(&dir.path(), PASSING_PHASES);
+    let scenario = write_scenario(dir.path(), PASSING_PHASES);
     let report_dir = dir.path().join("report");
     // Logs of an earlier failed run (meshfed's: they carry its marker) must not sit next to a
     // passing report.
@@ -239,7 +239,7 @@ fn a_passing_run_keeps_a_users_own_logs_folder_in_the_report_directory() {
         return;
     }
     let dir = temp_dir("users-logs");
-    let scenario = write_scenario(&dir.path(), PASSING_PHASES);
+    let scenario = write_scenario(dir.path(), PASSING_PHASES);
     let report_dir = dir.path().join("report");
     std::fs::create_dir_all(report_dir.join("logs")).unwrap();
     std::fs::write(report_dir.join("logs/notes.txt"), "the user's, not meshfed's").unwrap();
@@ -267,7 +267,7 @@ fn keep_logs_inside_the_report_directory_is_reused_whole_and_a_symlink_in_it_cha
         return;
     }
     let dir = temp_dir("keep-nested");
-    let failing = write_scenario(&dir.path(), FAILING_PHASES);
+    let failing = write_scenario(dir.path(), FAILING_PHASES);
     let passing_dir = dir.path().join("passing");
     std::fs::create_dir_all(&passing_dir).unwrap();
     let passing = write_scenario(&passing_dir, PASSING_PHASES);

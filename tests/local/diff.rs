@@ -137,15 +137,15 @@ fn run_scenario(scenario: &Path, dir: &Path, label: &str) -> PathBuf {
 fn the_same_scenario_run_twice_diffs_clean_with_exit_0() {
     let dir = temp_dir("twice");
     let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !local_provider_available(&dir.path()) {
+    if !local_provider_available(dir.path()) {
         return;
     }
     let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
-    let first = run_scenario(&seed, &dir.path(), "first");
-    let second = run_scenario(&seed, &dir.path(), "second");
+    let first = run_scenario(&seed, dir.path(), "first");
+    let second = run_scenario(&seed, dir.path(), "second");
 
     // Report directories are accepted as well as report files.
-    let text = diff(&first, &second, &[], &dir.path(), "diff-text");
+    let text = diff(&first, &second, &[], dir.path(), "diff-text");
     assert_eq!(text.code, Some(0), "{}{}", text.stdout, text.stderr);
     assert!(text.stdout.contains("meshfed diff of scenario seed"), "{}", text.stdout);
     for phase in ["foo-to-bar-http", "foo-to-bar-tcp", "bar-to-foo-http"] {
@@ -161,7 +161,7 @@ fn the_same_scenario_run_twice_diffs_clean_with_exit_0() {
         &first.join("report.json"),
         &second.join("report.json"),
         &["--format", "json"],
-        &dir.path(),
+        dir.path(),
         "diff-json",
     );
     assert_eq!(json.code, Some(0), "{}", json.stderr);
@@ -213,17 +213,17 @@ phases:
 fn equal_against_ready_pods_weights_on_an_uneven_topology_is_flagged_with_the_pods_shares_and_p_value() {
     let dir = temp_dir("weights");
     let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !local_provider_available(&dir.path()) {
+    if !local_provider_available(dir.path()) {
         return;
     }
     let equal = dir.path().join("equal.yaml");
     let ready_pods = dir.path().join("ready-pods.yaml");
     std::fs::write(&equal, weights_scenario("equal")).unwrap();
     std::fs::write(&ready_pods, weights_scenario("ready-pods")).unwrap();
-    let equal_run = run_scenario(&equal, &dir.path(), "equal");
-    let ready_pods_run = run_scenario(&ready_pods, &dir.path(), "ready-pods");
+    let equal_run = run_scenario(&equal, dir.path(), "equal");
+    let ready_pods_run = run_scenario(&ready_pods, dir.path(), "ready-pods");
 
-    let text = diff(&equal_run, &ready_pods_run, &[], &dir.path(), "diff-text");
+    let text = diff(&equal_run, &ready_pods_run, &[], dir.path(), "diff-text");
     assert_eq!(text.code, Some(1), "{}{}", text.stdout, text.stderr);
     assert!(
         text.stdout
@@ -253,7 +253,7 @@ fn equal_against_ready_pods_weights_on_an_uneven_topology_is_flagged_with_the_po
         &equal_run,
         &ready_pods_run,
         &["--format", "json"],
-        &dir.path(),
+        dir.path(),
         "diff-json",
     );
     assert_eq!(json.code, Some(1), "{}", json.stderr);
@@ -362,7 +362,7 @@ fn reports_of_two_different_scenarios_exit_2_naming_both() {
     let dir = temp_dir("scenarios");
     let seed = write_report(&dir, "seed.json", &built_report("seed"));
     let skew = write_report(&dir, "skew.json", &built_report("skew"));
-    let outcome = diff(&seed, &skew, &[], &dir.path(), "diff");
+    let outcome = diff(&seed, &skew, &[], dir.path(), "diff");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(outcome.stdout.is_empty(), "{}", outcome.stdout);
     assert!(
@@ -382,7 +382,7 @@ fn reports_of_two_schema_versions_exit_2_naming_both_schemas() {
     // missing field.
     let future = dir.path().join("future.json");
     std::fs::write(&future, "{\"schema\": \"meshfed.report/v99\", \"runs\": []}\n").unwrap();
-    let outcome = diff(&current, &future, &[], &dir.path(), "diff");
+    let outcome = diff(&current, &future, &[], dir.path(), "diff");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(
         outcome
@@ -392,7 +392,7 @@ fn reports_of_two_schema_versions_exit_2_naming_both_schemas() {
         "{}",
         outcome.stderr
     );
-    let both_future = diff(&future, &future, &[], &dir.path(), "diff-future");
+    let both_future = diff(&future, &future, &[], dir.path(), "diff-future");
     assert_eq!(both_future.code, Some(2));
     assert!(
         both_future
@@ -413,7 +413,7 @@ fn a_malformed_report_exits_2_with_its_file_line_and_column() {
         format!("{{\n  \"schema\": {REPORT_SCHEMA:?},\n  \"phases\": [1,,]\n}}\n"),
     )
     .unwrap();
-    let outcome = diff(&good, &broken, &[], &dir.path(), "diff-syntax");
+    let outcome = diff(&good, &broken, &[], dir.path(), "diff-syntax");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(
         outcome.stderr.contains(&format!("{}:3:16: ", broken.display())),
@@ -426,7 +426,7 @@ fn a_malformed_report_exits_2_with_its_file_line_and_column() {
     value["phases"][0]["requests"] = serde_json::json!("many");
     let wrong = dir.path().join("wrong.json");
     std::fs::write(&wrong, serde_json::to_string_pretty(&value).unwrap()).unwrap();
-    let outcome = diff(&good, &wrong, &[], &dir.path(), "diff-shape");
+    let outcome = diff(&good, &wrong, &[], dir.path(), "diff-shape");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     let line = serde_json::to_string_pretty(&value)
         .unwrap()
@@ -448,13 +448,7 @@ fn a_malformed_report_exits_2_with_its_file_line_and_column() {
 fn a_missing_report_or_a_directory_without_one_exits_2() {
     let dir = temp_dir("missing");
     let good = write_report(&dir, "good.json", &built_report("seed"));
-    let outcome = diff(
-        &good,
-        &dir.path().join("nowhere.json"),
-        &[],
-        &dir.path(),
-        "diff-missing",
-    );
+    let outcome = diff(&good, &dir.path().join("nowhere.json"), &[], dir.path(), "diff-missing");
     assert_eq!(outcome.code, Some(2));
     assert!(
         outcome.stderr.contains("nowhere.json: cannot read the report"),
@@ -463,7 +457,7 @@ fn a_missing_report_or_a_directory_without_one_exits_2() {
     );
     let empty = dir.path().join("empty-dir");
     std::fs::create_dir(&empty).unwrap();
-    let outcome = diff(&empty, &good, &[], &dir.path(), "diff-empty-dir");
+    let outcome = diff(&empty, &good, &[], dir.path(), "diff-empty-dir");
     assert_eq!(outcome.code, Some(2));
     assert!(
         outcome.stderr.contains(&format!(
@@ -479,14 +473,14 @@ fn a_missing_report_or_a_directory_without_one_exits_2() {
 fn thresholds_out_of_range_exit_2_saying_what_is_allowed() {
     let dir = temp_dir("thresholds");
     let good = write_report(&dir, "good.json", &built_report("seed"));
-    let outcome = diff(&good, &good, &["--alpha", "1.5"], &dir.path(), "diff-alpha");
+    let outcome = diff(&good, &good, &["--alpha", "1.5"], dir.path(), "diff-alpha");
     assert_eq!(outcome.code, Some(2));
     assert!(outcome.stderr.contains("outside 0 < alpha < 1"), "{}", outcome.stderr);
-    let outcome = diff(&good, &good, &["--share-tolerance", "5"], &dir.path(), "diff-share");
+    let outcome = diff(&good, &good, &["--share-tolerance", "5"], dir.path(), "diff-share");
     assert_eq!(outcome.code, Some(2));
     assert!(outcome.stderr.contains("outside 0..=1"), "{}", outcome.stderr);
     // The same report against itself is clean: the flags, not the reports, were the problem.
-    let outcome = diff(&good, &good, &[], &dir.path(), "diff-clean");
+    let outcome = diff(&good, &good, &[], dir.path(), "diff-clean");
     assert_eq!(outcome.code, Some(0), "{}", outcome.stderr);
 }
 
@@ -497,9 +491,9 @@ fn a_tighter_rate_tolerance_turns_a_small_change_into_a_difference_and_says_so()
     let mut b = a.clone();
     b.phases[0].measurement.success_rate = 0.995;
     let (a, b) = (write_report(&dir, "a.json", &a), write_report(&dir, "b.json", &b));
-    let default = diff(&a, &b, &[], &dir.path(), "diff-default");
+    let default = diff(&a, &b, &[], dir.path(), "diff-default");
     assert_eq!(default.code, Some(0), "{}", default.stdout);
-    let tight = diff(&a, &b, &["--rate-tolerance", "0.001"], &dir.path(), "diff-tight");
+    let tight = diff(&a, &b, &["--rate-tolerance", "0.001"], dir.path(), "diff-tight");
     assert_eq!(tight.code, Some(1), "{}", tight.stdout);
     assert!(
         tight.stdout.contains(
@@ -521,7 +515,7 @@ fn run_compare_to_exits_130_on_a_sigterm_during_the_comparison() {
 
     let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = temp_dir("compare-sigterm");
-    if !local_provider_available(&dir.path()) {
+    if !local_provider_available(dir.path()) {
         return;
     }
     let mut baseline = built_report("seed");
@@ -681,7 +675,7 @@ fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
         assert!(summary.contains("\\u{1b}[2J\\u{9b}31m\\r\\u{202e}"), "{summary}");
     }
     let (path_a, path_b) = (write_report(&dir, "a.json", &a), write_report(&dir, "b.json", &b));
-    let text = diff(&path_a, &path_b, &[], &dir.path(), "diff-hostile");
+    let text = diff(&path_a, &path_b, &[], dir.path(), "diff-hostile");
     assert_eq!(text.code, Some(1), "{}", text.stderr);
     for (what, output) in [("stdout", &text.stdout), ("stderr", &text.stderr)] {
         assert_eq!(raw_hostile_character(output), None, "diff {what}:\n{output}");
@@ -693,13 +687,7 @@ fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
     ] {
         assert!(text.stdout.contains(shown), "{shown} in:\n{}", text.stdout);
     }
-    let json = diff(
-        &path_a,
-        &path_b,
-        &["--format", "json"],
-        &dir.path(),
-        "diff-hostile-json",
-    );
+    let json = diff(&path_a, &path_b, &["--format", "json"], dir.path(), "diff-hostile-json");
     assert_eq!(json.code, Some(1), "{}", json.stderr);
     for (what, output) in [("stdout", &json.stdout), ("stderr", &json.stderr)] {
         assert_eq!(
@@ -719,7 +707,7 @@ fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
     let mut other = built_report("seed");
     other.scenario.name = format!("other{HOSTILE}");
     let other = write_report(&dir, "other.json", &other);
-    let refused = diff(&path_a, &other, &[], &dir.path(), "diff-hostile-names");
+    let refused = diff(&path_a, &other, &[], dir.path(), "diff-hostile-names");
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert_eq!(raw_hostile_character(&refused.stderr), None, "{}", refused.stderr);
     let malformed = dir.path().join("malformed.json");
@@ -729,7 +717,7 @@ fn no_hostile_character_from_a_report_reaches_any_text_output_raw() {
         text_a.replacen("\"unit\": \"clusters\"", "\"unit\": \"\\u202e\\u001b[2J\"", 1),
     )
     .unwrap();
-    let refused = diff(&path_a, &malformed, &[], &dir.path(), "diff-hostile-malformed");
+    let refused = diff(&path_a, &malformed, &[], dir.path(), "diff-hostile-malformed");
     assert_eq!(refused.code, Some(2), "{}", refused.stderr);
     assert!(refused.stderr.contains("unknown variant"), "{}", refused.stderr);
     assert_eq!(raw_hostile_character(&refused.stderr), None, "{}", refused.stderr);
@@ -753,7 +741,7 @@ fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely
     let column = text.lines().nth(line - 1).unwrap().len() - 1;
     let out_of_range = dir.path().join("rate.json");
     std::fs::write(&out_of_range, &text).unwrap();
-    let outcome = diff(&good, &out_of_range, &[], &dir.path(), "diff-rate");
+    let outcome = diff(&good, &out_of_range, &[], dir.path(), "diff-rate");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(
         outcome.stderr.contains(&format!(
@@ -780,7 +768,7 @@ fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely
         write_report(&dir, "huge.json", &huge),
         write_report(&dir, "failed.json", &failed),
     );
-    let outcome = diff(&huge, &failed, &[], &dir.path(), "diff-huge");
+    let outcome = diff(&huge, &failed, &[], dir.path(), "diff-huge");
     assert_eq!(outcome.code, Some(1), "{}", outcome.stderr);
     assert!(
         outcome
@@ -795,7 +783,7 @@ fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely
     let mut bytes = b"{\n\n\n  \"schema\": \"meshfed.report/v2\", \"\xc3\xa9t\xc3\xa9\": \"".to_vec();
     bytes.extend_from_slice(b"\xff\"}\n");
     std::fs::write(&bad_bytes, &bytes).unwrap();
-    let outcome = diff(&good, &bad_bytes, &[], &dir.path(), "diff-bytes");
+    let outcome = diff(&good, &bad_bytes, &[], dir.path(), "diff-bytes");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(
         outcome.stderr.contains(&format!(
@@ -808,7 +796,7 @@ fn rates_out_of_range_huge_numbers_bad_bytes_and_empty_files_are_reported_sanely
 
     let empty = dir.path().join("empty.json");
     std::fs::write(&empty, "").unwrap();
-    let outcome = diff(&good, &empty, &[], &dir.path(), "diff-empty-file");
+    let outcome = diff(&good, &empty, &[], dir.path(), "diff-empty-file");
     assert_eq!(outcome.code, Some(2), "{}", outcome.stderr);
     assert!(
         outcome

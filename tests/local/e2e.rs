@@ -496,7 +496,7 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
         return;
     }
     let dir = temp_dir("rootless");
-    std::fs::set_permissions(&dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     // The unprivileged user may not be able to reach root's cache or the build directory: give it
     // its own copies of Envoy, meshfed and the scenario.
     let envoy = dir.path().join("envoy");
@@ -512,9 +512,9 @@ fn a_run_as_an_unprivileged_user_works_in_a_user_namespace() {
         .arg("run")
         .arg(&seed)
         .arg("--report-dir")
-        .arg(&dir.path())
+        .arg(dir.path())
         .env("MESHFED_ENVOY", &envoy)
-        .env("HOME", &dir.path())
+        .env("HOME", dir.path())
         .env(MARKER_ENV, &marker)
         .output()
         .unwrap();

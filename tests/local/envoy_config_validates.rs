@@ -4,6 +4,7 @@
 //! Skipped (with a message) when no Envoy binary is found; fails instead when `CI=true`.
 
 use crate::support::skip;
+use crate::support::temp_dir::temp_dir;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -186,23 +187,17 @@ fn validate(envoy: &Path, dir: &Path, name: &str, resources: &XdsResources) -> (
     (output.status.success(), text)
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("meshfed-envoy-validate-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn envoy_accepts_generated_sidecar_and_gateway_config() {
     let Some(envoy) = envoy_or_skip() else { return };
-    let dir = scratch_dir("accepts");
+    let scratch = temp_dir("envoy-validate-accepts");
+    let dir = scratch.path();
     let certs = write_workload_certs(&dir.join("certs"));
     for (name, resources) in [
         ("sidecar", sidecar_resources(&sidecar(certs))),
         ("gateway", gateway_resources(&gateway())),
     ] {
-        let (valid, output) = validate(&envoy, &dir, name, &resources);
+        let (valid, output) = validate(&envoy, dir, name, &resources);
         assert!(valid, "envoy rejected the generated {name} config:\n{output}");
         assert!(output.contains("OK"), "{output}");
     }
@@ -211,9 +206,8 @@ fn envoy_accepts_generated_sidecar_and_gateway_config() {
         routes: vec![],
         load_balancer: LoadBalancer::RoundRobin,
     });
-    let (valid, output) = validate(&envoy, &dir, "empty-gateway", &empty);
+    let (valid, output) = validate(&envoy, dir, "empty-gateway", &empty);
     assert!(valid, "envoy rejected a gateway without routes:\n{output}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The control that shows the validation above can fail: Envoy loads the certificate files the
@@ -223,16 +217,16 @@ fn envoy_accepts_generated_sidecar_and_gateway_config() {
 #[test]
 fn envoy_validation_catches_missing_certificate_files() {
     let Some(envoy) = envoy_or_skip() else { return };
-    let dir = scratch_dir("rejects");
+    let scratch = temp_dir("envoy-validate-rejects");
+    let dir = scratch.path();
     let certs = write_workload_certs(&dir.join("certs"));
     let resources = sidecar_resources(&sidecar(certs));
     std::fs::remove_dir_all(dir.join("certs")).unwrap();
-    let (valid, output) = validate(&envoy, &dir, "broken-sidecar", &resources);
+    let (valid, output) = validate(&envoy, dir, "broken-sidecar", &resources);
     assert!(
         !valid,
         "envoy accepted TLS contexts whose certificate files are missing:\n{output}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Istio 1.8.6, 1.9.5-1.21 emit the same AUTO_PASSTHROUGH filter chain twice for a host that is both a
@@ -241,11 +235,11 @@ fn envoy_validation_catches_missing_certificate_files() {
 #[test]
 fn envoy_rejects_a_gateway_listener_with_duplicated_passthrough_chains() {
     let Some(envoy) = envoy_or_skip() else { return };
-    let dir = scratch_dir("duplicated");
+    let scratch = temp_dir("envoy-validate-duplicated");
+    let dir = scratch.path();
     let mut spec = gateway();
     spec.routes[0].duplicated_chain = true;
-    let (valid, output) = validate(&envoy, &dir, "duplicated-gateway", &gateway_resources(&spec));
+    let (valid, output) = validate(&envoy, dir, "duplicated-gateway", &gateway_resources(&spec));
     assert!(!valid, "envoy accepted duplicated filter chains:\n{output}");
     assert!(output.contains("the same matching rules"), "{output}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -275,9 +275,9 @@ fn a_passing_run_writes_a_documented_v2_report_valid_junit_and_a_drawn_self_cont
     assert_eq!(failures(&report), 0);
     check_metadata(&report, code);
     check_documented(&report);
-    check_junit(&report, &dir.path());
-    check_html(&dir.path());
-    check_html_refuses_broken_pages(&dir.path());
+    check_junit(&report, dir.path());
+    check_html(dir.path());
+    check_html_refuses_broken_pages(dir.path());
 }
 
 #[test]
@@ -294,6 +294,6 @@ fn a_failing_run_writes_junit_failures_with_observed_and_bound_and_a_drawn_page(
     assert_eq!(failed["bound"], serde_json::json!(["cluster1"]));
     check_metadata(&report, code);
     check_documented(&report);
-    check_junit(&report, &dir.path());
-    check_html(&dir.path());
+    check_junit(&report, dir.path());
+    check_html(dir.path());
 }

@@ -183,14 +183,14 @@ fn locality_weights_keep_the_split_on_1_23_and_1_30_favours_the_local_pod_in_the
             "repetition {repetition}: a flagged difference exits 1:\n{stdout}\n{stderr}"
         );
         assert!(!stderr.contains("checks failed"), "both runs passed: {stderr}");
-        let (weighted, requests) = local_share(&reports.path(), "1.23.6", PHASE);
+        let (weighted, requests) = local_share(reports.path(), "1.23.6", PHASE);
         // Three standard errors of a 25 % share over the phase's requests.
         let bound = 3.0 * (0.25 * 0.75 / requests as f64).sqrt();
         assert!(
             (weighted - 0.25).abs() <= bound,
             "repetition {repetition}: 1.23 keeps the local pod at the weights' 25 % (within {bound:.3}): {weighted:.3}"
         );
-        let (favoured, _) = local_share(&reports.path(), "1.30.3", PHASE);
+        let (favoured, _) = local_share(reports.path(), "1.30.3", PHASE);
         assert!(
             favoured > 0.25 + bound,
             "repetition {repetition}: 1.30 favours the local pod: {favoured:.3}"
