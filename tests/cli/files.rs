@@ -6,8 +6,10 @@
 //! targets), so "nothing was lost" means exactly that. Tests that need root (mounting a tmpfs) or
 //! the local provider (Envoy) skip with a message outside CI and fail under `CI=true`.
 
+use crate::support::kubeconfig::write_loopback_kubeconfig;
 use crate::support::libtest::libtest_name;
 use crate::support::local_provider;
+use crate::support::marker::processes_with_marker;
 use crate::support::meshfed_command::{MESHFED, Meshfed};
 use crate::support::skip;
 use crate::support::temp_dir::{TempDir, temp_dir};
@@ -853,23 +855,6 @@ fn seed_with_contexts(dir: &Path) -> PathBuf {
     path
 }
 
-/// A kubeconfig whose API server is `port` on loopback.
-fn kubeconfig(dir: &Path, name: &str, port: u16) -> PathBuf {
-    let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
-    for cluster in ["one", "two"] {
-        text += &format!(
-            "- name: c-{cluster}\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\n"
-        );
-    }
-    text += "users:\n- name: u\n  user:\n    token: not-a-real-token\ncontexts:\n";
-    for cluster in ["one", "two"] {
-        text += &format!("- name: ctx-{cluster}\n  context:\n    cluster: c-{cluster}\n    user: u\n");
-    }
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// An API server that accepts connections (the kernel completes them in the listen backlog) and
 /// never answers: a kubeconfig run waits for it until meshfed's reachability deadline (10 s),
 /// holding its report directory meanwhile. Dropping the listener ends it.
@@ -923,22 +908,6 @@ fn await_condition(within: std::time::Duration, mut condition: impl FnMut() -> b
     }
 }
 
-/// PIDs of live processes whose environment carries `MESHFED_TEST_MARKER=<marker>`.
-fn processes_with_marker(marker: &str) -> Vec<u32> {
-    let needle = format!("MESHFED_TEST_MARKER={marker}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let environ = std::fs::read(entry.path().join("environ")).ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let zombie = stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
-            (!zombie && environ.split(|byte| *byte == 0).any(|var| var == needle.as_bytes())).then_some(pid)
-        })
-        .collect()
-}
-
 #[test]
 fn three_runs_into_one_report_directory_one_runs_and_the_others_are_refused_up_front_naming_it() {
     let dir = temp_dir("report-lock");
@@ -946,7 +915,7 @@ fn three_runs_into_one_report_directory_one_runs_and_the_others_are_refused_up_f
     std::fs::create_dir_all(&tmp).unwrap();
     let scenario = seed_with_contexts(dir.path());
     let server = silent_api_server();
-    let silent = kubeconfig(dir.path(), "silent", server.local_addr().unwrap().port());
+    let silent = write_loopback_kubeconfig(dir.path(), "silent", server.local_addr().unwrap().port());
     let report = dir.path().join("report");
     let marker = unique("report-lock");
     let args = ["--report-dir", report.to_str().unwrap()];
@@ -992,7 +961,7 @@ fn three_runs_into_one_report_directory_one_runs_and_the_others_are_refused_up_f
     }));
 
     // The holder was killed (SIGKILL): its lock went with it, so the next run is not refused.
-    let refused_port = kubeconfig(dir.path(), "refused", closed_port());
+    let refused_port = write_loopback_kubeconfig(dir.path(), "refused", closed_port());
     let next = spawn_kubeconfig_run(&scenario, &refused_port, &tmp, &unique("report-lock-next"), &args)
         .wait_with_output()
         .unwrap();
@@ -1025,8 +994,8 @@ fn a_matrix_ended_by_sighup_exits_130_and_after_sigkill_sigusr1_or_sigalrm_the_n
     std::fs::create_dir_all(&tmp).unwrap();
     let scenario = seed_with_contexts(dir.path());
     let server = silent_api_server();
-    let silent = kubeconfig(dir.path(), "silent", server.local_addr().unwrap().port());
-    let refused_port = kubeconfig(dir.path(), "refused", closed_port());
+    let silent = write_loopback_kubeconfig(dir.path(), "silent", server.local_addr().unwrap().port());
+    let refused_port = write_loopback_kubeconfig(dir.path(), "refused", closed_port());
     let matrix = ["--istio-version", "1.29.0", "--istio-version", "1.30.3"];
     for signal in [Signal::SIGHUP, Signal::SIGKILL, Signal::SIGUSR1, Signal::SIGALRM] {
         let marker = unique("matrix-signal");

@@ -3,6 +3,7 @@
 //! cluster, its context and what is missing; a scenario or command line the kubeconfig provider
 //! cannot use is bad input (exit 2) naming file, line and column. No cluster is needed.
 
+use crate::support::kubeconfig::write_loopback_kubeconfig;
 use crate::support::meshfed_command::{Meshfed, Ran};
 use crate::support::temp_dir::temp_dir;
 
@@ -30,19 +31,7 @@ fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
-    for name in ["one", "two"] {
-        text += &format!(
-            "- name: c-{name}\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\n"
-        );
-    }
-    text += "users:\n- name: u\n  user:\n    token: not-a-real-token\ncontexts:\n";
-    for name in ["one", "two"] {
-        text += &format!("- name: ctx-{name}\n  context:\n    cluster: c-{name}\n    user: u\n");
-    }
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, text).unwrap();
-    path
+    write_loopback_kubeconfig(dir, "kubeconfig", port)
 }
 
 /// Runs meshfed with `KUBECONFIG`/`HOME` set, failing the test if it does not end in time.

@@ -8,6 +8,7 @@
 
 pub mod crd_schema;
 pub mod fake_tools;
+pub mod kubeconfig;
 pub mod libtest;
 pub mod local_provider;
 pub mod marker;
