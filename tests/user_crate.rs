@@ -6,8 +6,8 @@
 //! and the user crate themselves are compiled. Every process it starts carries a unique
 //! `MESHFED_TEST_MARKER`; none may be left afterwards.
 
-#[path = "support/skip.rs"]
-mod skip;
+mod support;
+use support::skip;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -667,7 +667,7 @@ mod tests {
     use std::process::Command;
 
     /// Set in the child that prints a temporary name.
-    // Lower case: a variable of this test only, not one meshfed reads (tests/help.rs).
+    // Lower case: a variable of this test only, not one meshfed reads (tests/cli/help.rs).
     const CHILD_ENV: &str = "meshfed_test_temporary_name_child";
     const TEST_NAME: &str = "atomic_files::tests::temporary_names_differ_between_processes_with_the_same_pid";
 

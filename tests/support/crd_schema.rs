@@ -2,34 +2,28 @@
 //! the API server would, except that unknown fields are violations (a structural schema would prune
 //! them silently, which for meshfed means a generator bug).
 //!
-//! Include it from a test file with `#[path = "support/crd_schema.rs"] mod crd_schema;` so that only
-//! the test binaries that check Istio objects compile it. The CRD file is test data outside the
-//! project: its path comes from `MESHFED_ISTIO_CRDS` (see [`crd_file_or_skip`]).
+//! The CRD file is test data outside the project: its path comes from `MESHFED_ISTIO_CRDS` (see
+//! [`crd_file_or_skip`]).
 //!
-//! What is checked: `type`, `properties`, `additionalProperties` (bool or schema), `required`,
-//! `enum`, `items`, `oneOf`/`anyOf`/`allOf`/`not`, `minimum`/`maximum` (and the exclusive forms),
-//! `multipleOf`, `format` (int32, int64, uint32, uint64, float, double, byte, date-time),
-//! `minItems`/`maxItems`/`uniqueItems`, `minLength`/`maxLength`, `minProperties`/`maxProperties`,
-//! `nullable`, `x-kubernetes-preserve-unknown-fields`, `x-kubernetes-int-or-string`,
-//! `x-kubernetes-list-type` (set/map uniqueness) with `x-kubernetes-list-map-keys`, and the
-//! object metadata the API server itself validates (name, namespace, label and annotation keys).
-//! What is not: CEL rules (`x-kubernetes-validations`) and regular-expression `pattern`s other than
-//! the few Istio uses, which are matched by hand. Both are listed in the [`ValidationReport`] so a
-//! test can say how much went unchecked.
+//! The schemas are validated by the `jsonschema` crate (JSON Schema draft 4, which OpenAPI v3.0's
+//! schema objects follow: `type`, `properties`, `required`, `enum`, `oneOf`/`anyOf`/`allOf`/`not`,
+//! bounds, lengths, real `pattern`s, formats), after [`to_json_schema`] spells out Kubernetes'
+//! extensions (`nullable`, `x-kubernetes-int-or-string`, `x-kubernetes-preserve-unknown-fields`,
+//! `x-kubernetes-list-type: set`, the integer formats). What JSON Schema cannot say is checked
+//! here: list-map keys (`x-kubernetes-list-type: map`) and the object metadata the API server
+//! itself validates (name, namespace, label and annotation keys). CEL rules
+//! (`x-kubernetes-validations`) are not evaluated; the [`ValidationReport`] lists those that applied
+//! so a test can say how much went unchecked.
 
-// Each test binary uses a different part of this module.
-#![allow(dead_code)]
+use super::skip;
 
-#[path = "skip.rs"]
-mod skip;
-
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use serde_json::{Map, Number, Value};
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use serde_json::{Map, Number, Value, json};
 
 /// Environment variable naming Istio's `customresourcedefinitions.gen.yaml`.
 pub const CRD_FILE_ENV: &str = "MESHFED_ISTIO_CRDS";
@@ -253,15 +247,6 @@ impl KeywordSurvey {
             .collect()
     }
 
-    /// `pattern` values that occur in the file but are not matched (skipped).
-    pub fn unmatched_patterns(&self) -> Vec<&str> {
-        self.patterns
-            .keys()
-            .map(String::as_str)
-            .filter(|pattern| known_pattern(pattern).is_none())
-            .collect()
-    }
-
     fn record_node(&mut self, schema: &Map<String, Value>) {
         for (keyword, value) in schema {
             *self.keywords.entry(keyword.clone()).or_default() += 1;
@@ -454,13 +439,9 @@ impl CrdSchemas {
         if let Some(properties) = root_schema.get_mut("properties").and_then(Value::as_object_mut) {
             properties.remove("metadata");
         }
-        check(
-            &root_schema,
-            &Value::Object(body),
-            "",
-            Context::Structural,
-            &mut findings,
-        );
+        let body = Value::Object(body);
+        check(&root_schema, &body, "", Context::Structural, &mut findings);
+        check_kubernetes_lists(&root_schema, &body, "", &mut findings);
         findings.into_report(Some(gvk))
     }
 
@@ -512,8 +493,6 @@ pub struct ValidationReport {
     /// CEL rules (`x-kubernetes-validations`) that apply to values in the object but were not
     /// evaluated.
     pub unevaluated_cel_rules: Vec<NotEvaluated>,
-    /// Regular-expression patterns that apply but were not matched.
-    pub skipped_patterns: Vec<NotEvaluated>,
     /// Formats that apply but are not known to this module.
     pub unchecked_formats: Vec<NotEvaluated>,
 }
@@ -547,10 +526,9 @@ impl ValidationReport {
             .as_ref()
             .map_or_else(|| "object".to_owned(), ToString::to_string);
         format!(
-            "{kind}: {} violation(s); not evaluated: {} CEL rule(s), {} pattern(s), {} format(s)",
+            "{kind}: {} violation(s); not evaluated: {} CEL rule(s), {} format(s)",
             self.violations.len(),
             self.unevaluated_cel_rules.len(),
-            self.skipped_patterns.len(),
             self.unchecked_formats.len()
         )
     }
@@ -560,7 +538,6 @@ impl ValidationReport {
 struct Findings {
     violations: Vec<Violation>,
     unevaluated_cel_rules: Vec<NotEvaluated>,
-    skipped_patterns: Vec<NotEvaluated>,
     unchecked_formats: Vec<NotEvaluated>,
 }
 
@@ -572,424 +549,259 @@ impl Findings {
         });
     }
 
-    /// Keeps what a junctor branch could not evaluate, drops its violations.
-    fn absorb_unevaluated(&mut self, branch: Findings) {
-        self.unevaluated_cel_rules.extend(branch.unevaluated_cel_rules);
-        self.skipped_patterns.extend(branch.skipped_patterns);
-        self.unchecked_formats.extend(branch.unchecked_formats);
-    }
-
     fn into_report(self, gvk: Option<GroupVersionKind>) -> ValidationReport {
         ValidationReport {
             gvk,
             violations: self.violations,
             unevaluated_cel_rules: self.unevaluated_cel_rules,
-            skipped_patterns: self.skipped_patterns,
             unchecked_formats: self.unchecked_formats,
         }
     }
 }
 
 /// Whether unknown fields are rejected: in the structural schema yes (the API server would prune
-/// them), inside `oneOf`/`anyOf`/`allOf`/`not` branches no (they only constrain, as in JSON Schema).
+/// them), inside `oneOf`/`anyOf`/`allOf`/`not` branches no (they only constrain, as in JSON Schema;
+/// Kubernetes forbids `properties` and `additionalProperties` there anyway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Context {
     Structural,
     Junctor,
 }
 
-fn check(schema: &Value, value: &Value, path: &str, context: Context, out: &mut Findings) {
-    let node = match schema {
-        Value::Object(node) => node,
-        Value::Bool(false) => {
-            out.violation(path, "no value is allowed here (schema is false)");
-            return;
-        }
-        _ => return,
+/// The integer `format`s of OpenAPI and their ranges: the shim turns them into `minimum` and
+/// `maximum`, since JSON Schema's formats apply to strings only.
+const INTEGER_FORMATS: &[(&str, i128, i128)] = &[
+    ("int32", i32::MIN as i128, i32::MAX as i128),
+    ("int64", i64::MIN as i128, i64::MAX as i128),
+    ("uint32", 0, u32::MAX as i128),
+    ("uint64", 0, u64::MAX as i128),
+];
+
+/// One node of a Kubernetes structural schema as plain JSON Schema (draft 4, the dialect OpenAPI
+/// v3.0 schemas follow), with Kubernetes' extensions spelled out as the apiextensions API
+/// documents them (`JSONSchemaProps` in k8s.io/apiextensions-apiserver, and "Specifying a
+/// structural schema" in the CustomResourceDefinition task of the Kubernetes docs):
+///
+/// - `nullable: true`: `null` is accepted besides the node's type (without it, `null` is a type
+///   error, as the API server rejects it).
+/// - `x-kubernetes-int-or-string: true`: an integer or a string; the node carries no `type`.
+/// - `x-kubernetes-preserve-unknown-fields: true`: fields the schema does not name are kept;
+///   without it (and without `additionalProperties`) the API server prunes them, which for meshfed
+///   means a generator bug, so here they are violations (`additionalProperties: false`).
+/// - `x-kubernetes-list-type: set`: the items are unique (`uniqueItems`); `map` uniqueness by
+///   `x-kubernetes-list-map-keys` has no JSON Schema keyword and is checked by
+///   [`check_kubernetes_lists`].
+/// - `x-kubernetes-validations` (CEL) is not evaluated: [`check_kubernetes_lists`] lists the rules
+///   that applied.
+fn to_json_schema(node: &Value, context: Context) -> Value {
+    let Some(fields) = node.as_object() else {
+        return node.clone();
     };
-    let flag = |key: &str| node.get(key).and_then(Value::as_bool).unwrap_or(false);
-    let declared_type = node.get("type").and_then(Value::as_str);
-
-    if value.is_null() {
-        if flag("nullable") {
-            return;
-        }
-        if let Some(expected) = declared_type {
-            out.violation(path, format!("expected {expected}, got null (not nullable)"));
-        } else if flag("x-kubernetes-int-or-string") {
-            out.violation(path, "expected integer or string, got null (not nullable)");
-        }
-        return;
+    let mut schema = Map::new();
+    for (keyword, value) in fields {
+        let converted = match keyword.as_str() {
+            "properties" => Value::Object(
+                value
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, child)| (name.clone(), to_json_schema(child, context)))
+                    .collect(),
+            ),
+            "items" | "additionalProperties" if value.is_object() => to_json_schema(value, context),
+            "not" => to_json_schema(value, Context::Junctor),
+            "oneOf" | "anyOf" | "allOf" => Value::Array(
+                value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|branch| to_json_schema(branch, Context::Junctor))
+                    .collect(),
+            ),
+            "nullable" | "format" => continue,
+            keyword if keyword.starts_with("x-kubernetes-") => continue,
+            _ => value.clone(),
+        };
+        schema.insert(keyword.clone(), converted);
     }
+    let flag = |name: &str| fields.get(name).and_then(Value::as_bool) == Some(true);
+    if flag("x-kubernetes-int-or-string") {
+        schema.insert("type".into(), json!(["integer", "string"]));
+    }
+    if let Some(format) = fields.get("format").and_then(Value::as_str) {
+        match INTEGER_FORMATS.iter().find(|(name, ..)| *name == format) {
+            Some((_, min, max)) => {
+                schema.entry("minimum").or_insert(json!(min));
+                schema.entry("maximum").or_insert(json!(max));
+            }
+            None => {
+                schema.insert("format".into(), json!(format));
+            }
+        }
+    }
+    if fields.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set") {
+        schema.insert("uniqueItems".into(), json!(true));
+    }
+    let is_object = fields.get("type").and_then(Value::as_str) == Some("object");
+    if is_object
+        && context == Context::Structural
+        && !fields.contains_key("additionalProperties")
+        && !flag("x-kubernetes-preserve-unknown-fields")
+    {
+        schema.insert("additionalProperties".into(), json!(false));
+    }
+    if flag("nullable") {
+        if let Some(Value::String(single)) = schema.get("type") {
+            let types = json!([single, "null"]);
+            schema.insert("type".into(), types);
+        }
+        if let Some(Value::Array(options)) = schema.get_mut("enum") {
+            options.push(Value::Null);
+        }
+    }
+    Value::Object(schema)
+}
 
+/// Validates `value` against the Kubernetes schema `schema` with the `jsonschema` crate and adds
+/// each error, at its path under `prefix`, to `out`.
+fn check(schema: &Value, value: &Value, prefix: &str, context: Context, out: &mut Findings) {
+    let json_schema = to_json_schema(schema, context);
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .should_validate_formats(true)
+        .with_format("byte", is_base64)
+        .build(&json_schema)
+        .unwrap_or_else(|error| panic!("the CRD schema at {prefix:?} is no valid JSON Schema: {error}"));
+    for error in validator.iter_errors(value) {
+        let at = instance_path(value, error.instance_path().as_str());
+        let path = match (prefix.is_empty(), at.is_empty()) {
+            (true, _) => at,
+            (false, true) => prefix.to_owned(),
+            (false, false) if at.starts_with('[') => format!("{prefix}{at}"),
+            (false, false) => format!("{prefix}.{at}"),
+        };
+        let instance: &Value = error.instance();
+        match error.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                for name in unexpected {
+                    out.violation(
+                        &child_path(&path, name),
+                        "unknown field (the API server would prune it)",
+                    );
+                }
+            }
+            ValidationErrorKind::Required { property } => {
+                let name = property.as_str().unwrap_or_default();
+                out.violation(&child_path(&path, name), "required field is missing");
+            }
+            ValidationErrorKind::Type { .. } if instance.is_null() => {
+                out.violation(&path, "got null (not nullable)");
+            }
+            ValidationErrorKind::Type { kind } => {
+                let expected = match kind {
+                    TypeKind::Single(single) => single.to_string(),
+                    TypeKind::Multiple(set) => set.iter().map(|one| one.to_string()).collect::<Vec<_>>().join(" or "),
+                };
+                out.violation(&path, format!("expected {expected}, got {}", json_type_name(instance)));
+            }
+            ValidationErrorKind::Enum { options } => {
+                out.violation(&path, format!("{} is not one of {options}", short_json(instance)));
+            }
+            ValidationErrorKind::Pattern { pattern } => {
+                out.violation(
+                    &path,
+                    format!("{} does not match pattern {pattern}", short_json(instance)),
+                );
+            }
+            ValidationErrorKind::MaxLength { limit } => {
+                out.violation(&path, format!("{} exceeds maxLength {limit}", short_json(instance)));
+            }
+            ValidationErrorKind::Minimum { limit } | ValidationErrorKind::Maximum { limit } => {
+                out.violation(&path, format!("{instance} is out of range (limit {limit})"));
+            }
+            ValidationErrorKind::Format { format } => {
+                out.violation(&path, format!("{} is not valid format {format}", short_json(instance)));
+            }
+            ValidationErrorKind::Not { .. } => {
+                out.violation(&path, "must not match the schema under `not`");
+            }
+            ValidationErrorKind::OneOfMultipleValid { .. } => {
+                out.violation(&path, "matches more than one oneOf alternative");
+            }
+            _ => out.violation(&path, error.to_string()),
+        }
+    }
+}
+
+/// What JSON Schema cannot say about Kubernetes lists and rules, along the structural schema:
+/// `x-kubernetes-list-type: map` items unique by their `x-kubernetes-list-map-keys`, and every
+/// `x-kubernetes-validations` (CEL) rule and unknown `format` that applies to a value, listed as
+/// not evaluated.
+fn check_kubernetes_lists(schema: &Value, value: &Value, path: &str, out: &mut Findings) {
+    let Some(node) = schema.as_object() else {
+        return;
+    };
+    if let Some(format) = node.get("format").and_then(Value::as_str)
+        && !is_known_format(format)
+    {
+        out.unchecked_formats.push(NotEvaluated {
+            path: path.to_owned(),
+            check: format!("format {format}"),
+        });
+    }
     if let Some(rules) = node.get("x-kubernetes-validations").and_then(Value::as_array) {
         for rule in rules {
+            let check = rule.get("rule").and_then(Value::as_str).unwrap_or("?").to_owned();
             out.unevaluated_cel_rules.push(NotEvaluated {
                 path: path.to_owned(),
-                check: rule
-                    .get("rule")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| short_json(rule), str::to_owned),
+                check,
             });
         }
     }
-
-    if flag("x-kubernetes-int-or-string") && !(is_integer(value) || value.is_string()) {
-        out.violation(
-            path,
-            format!("expected integer or string, got {}", json_type_name(value)),
-        );
-        return;
-    }
-    if let Some(expected) = declared_type
-        && !type_matches(expected, value)
-    {
-        out.violation(path, format!("expected {expected}, got {}", json_type_name(value)));
-        return;
-    }
-    if let Some(allowed) = node.get("enum").and_then(Value::as_array)
-        && !allowed.contains(value)
-    {
-        let listed: Vec<String> = allowed.iter().map(short_json).collect();
-        out.violation(
-            path,
-            format!("{} is not one of {}", short_json(value), listed.join(", ")),
-        );
-    }
-
     match value {
-        Value::String(text) => check_string(node, text, path, out),
-        Value::Number(number) => check_number(node, number, path, out),
-        Value::Array(items) => check_array(node, items, path, context, out),
-        Value::Object(fields) => check_object(node, fields, path, context, out),
-        Value::Bool(_) | Value::Null => {}
-    }
-    check_junctors(node, value, path, out);
-}
-
-fn check_string(node: &Map<String, Value>, text: &str, path: &str, out: &mut Findings) {
-    let length = text.chars().count() as u64;
-    if let Some(max) = node.get("maxLength").and_then(Value::as_u64)
-        && length > max
-    {
-        out.violation(path, format!("length {length} exceeds maxLength {max}"));
-    }
-    if let Some(min) = node.get("minLength").and_then(Value::as_u64)
-        && length < min
-    {
-        out.violation(path, format!("length {length} is below minLength {min}"));
-    }
-    if let Some(pattern) = node.get("pattern").and_then(Value::as_str) {
-        match known_pattern(pattern) {
-            Some(matches) if !matches(text) => out.violation(
-                path,
-                format!("{} does not match pattern {pattern}", short_json(&text.into())),
-            ),
-            Some(_) => {}
-            None => out.skipped_patterns.push(NotEvaluated {
-                path: path.to_owned(),
-                check: pattern.to_owned(),
-            }),
-        }
-    }
-    match node.get("format").and_then(Value::as_str) {
-        Some("byte") if !is_base64(text) => {
-            out.violation(path, "format byte: not standard base64");
-        }
-        Some("date-time") if !is_rfc3339_date_time(text) => {
-            out.violation(path, "format date-time: not an RFC 3339 date-time");
-        }
-        Some(format) if !is_known_format(format) => out.unchecked_formats.push(NotEvaluated {
-            path: path.to_owned(),
-            check: format.to_owned(),
-        }),
-        _ => {}
-    }
-}
-
-fn check_number(node: &Map<String, Value>, number: &Number, path: &str, out: &mut Findings) {
-    let shown = number.to_string();
-    let exclusive = |key: &str| node.get(key).and_then(Value::as_bool).unwrap_or(false);
-    if let Some(Value::Number(minimum)) = node.get("minimum") {
-        let order = compare_numbers(number, minimum);
-        if order == Ordering::Less || (exclusive("exclusiveMinimum") && order == Ordering::Equal) {
-            out.violation(path, format!("{shown} is below minimum {minimum}"));
-        }
-    }
-    if let Some(Value::Number(maximum)) = node.get("maximum") {
-        let order = compare_numbers(number, maximum);
-        if order == Ordering::Greater || (exclusive("exclusiveMaximum") && order == Ordering::Equal) {
-            out.violation(path, format!("{shown} is above maximum {maximum}"));
-        }
-    }
-    if let Some(divisor) = node.get("multipleOf").and_then(Value::as_f64) {
-        let quotient = number.as_f64().unwrap_or(f64::NAN) / divisor;
-        if divisor > 0.0 && (quotient - quotient.round()).abs() > 1e-9 {
-            out.violation(path, format!("{shown} is not a multiple of {divisor}"));
-        }
-    }
-    let Some(format) = node.get("format").and_then(Value::as_str) else {
-        return;
-    };
-    let integer = integer_value(number);
-    let range: Option<(i128, i128)> = match format {
-        "int32" => Some((i32::MIN.into(), i32::MAX.into())),
-        "int64" => Some((i64::MIN.into(), i64::MAX.into())),
-        "uint32" => Some((0, u32::MAX.into())),
-        "uint64" => Some((0, u64::MAX.into())),
-        "float" | "double" => None,
-        other => {
-            if !is_known_format(other) {
-                out.unchecked_formats.push(NotEvaluated {
-                    path: path.to_owned(),
-                    check: other.to_owned(),
-                });
-            }
-            None
-        }
-    };
-    if let (Some((low, high)), Some(integer)) = (range, integer)
-        && (integer < low || integer > high)
-    {
-        out.violation(path, format!("{shown} is out of range for format {format}"));
-    }
-}
-
-fn check_array(node: &Map<String, Value>, items: &[Value], path: &str, context: Context, out: &mut Findings) {
-    let count = items.len() as u64;
-    if let Some(max) = node.get("maxItems").and_then(Value::as_u64)
-        && count > max
-    {
-        out.violation(path, format!("{count} items exceed maxItems {max}"));
-    }
-    if let Some(min) = node.get("minItems").and_then(Value::as_u64)
-        && count < min
-    {
-        out.violation(path, format!("{count} items are below minItems {min}"));
-    }
-    let list_type = node.get("x-kubernetes-list-type").and_then(Value::as_str);
-    let unique = node.get("uniqueItems").and_then(Value::as_bool) == Some(true);
-    if unique || list_type == Some("set") {
-        for (index, item) in items.iter().enumerate() {
-            if let Some(first) = items[..index].iter().position(|earlier| earlier == item) {
-                out.violation(
-                    &format!("{path}[{index}]"),
-                    format!("duplicate of [{first}] in a list of unique items"),
-                );
+        Value::Object(fields) => {
+            let properties = node.get("properties").and_then(Value::as_object);
+            for (name, child) in fields {
+                let child_schema = properties
+                    .and_then(|properties| properties.get(name))
+                    .or_else(|| node.get("additionalProperties").filter(|schema| schema.is_object()));
+                if let Some(child_schema) = child_schema {
+                    check_kubernetes_lists(child_schema, child, &child_path(path, name), out);
+                }
             }
         }
-    }
-    if list_type == Some("map") {
-        let keys: Vec<&str> = node
-            .get("x-kubernetes-list-map-keys")
-            .and_then(Value::as_array)
-            .map(|keys| keys.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let key_of = |item: &Value| -> Vec<Value> {
-            keys.iter()
-                .map(|key| item.get(key).cloned().unwrap_or(Value::Null))
-                .collect()
-        };
-        for (index, item) in items.iter().enumerate() {
-            let key = key_of(item);
-            if let Some(first) = items[..index].iter().position(|earlier| key_of(earlier) == key) {
-                let shown: Vec<String> = keys
+        Value::Array(items) => {
+            let Some(item_schema) = node.get("items") else {
+                return;
+            };
+            for (index, item) in items.iter().enumerate() {
+                check_kubernetes_lists(item_schema, item, &format!("{path}[{index}]"), out);
+            }
+            if node.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
+                return;
+            }
+            let keys: Vec<&str> = node
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut seen = BTreeMap::new();
+            for (index, item) in items.iter().enumerate() {
+                let key: Vec<String> = keys
                     .iter()
-                    .zip(&key)
-                    .map(|(name, value)| format!("{name}={}", short_json(value)))
+                    .map(|key| format!("{key}={}", item.get(key).map_or("null".to_owned(), short_json)))
                     .collect();
-                out.violation(
-                    &format!("{path}[{index}]"),
-                    format!(
-                        "duplicate list-map key ({}) already used by [{first}]",
-                        shown.join(", ")
-                    ),
-                );
+                if let Some(first) = seen.insert(key.clone(), index) {
+                    out.violation(
+                        &format!("{path}[{index}]"),
+                        format!("duplicate list-map key ({}) of item {first}", key.join(", ")),
+                    );
+                }
             }
         }
-    }
-    if let Some(item_schema) = node.get("items") {
-        for (index, item) in items.iter().enumerate() {
-            check(item_schema, item, &format!("{path}[{index}]"), context, out);
-        }
-    }
-}
-
-fn check_object(
-    node: &Map<String, Value>,
-    fields: &Map<String, Value>,
-    path: &str,
-    context: Context,
-    out: &mut Findings,
-) {
-    let count = fields.len() as u64;
-    if let Some(max) = node.get("maxProperties").and_then(Value::as_u64)
-        && count > max
-    {
-        out.violation(path, format!("{count} fields exceed maxProperties {max}"));
-    }
-    if let Some(min) = node.get("minProperties").and_then(Value::as_u64)
-        && count < min
-    {
-        out.violation(path, format!("{count} fields are below minProperties {min}"));
-    }
-    if let Some(required) = node.get("required").and_then(Value::as_array) {
-        for name in required.iter().filter_map(Value::as_str) {
-            if !fields.contains_key(name) {
-                out.violation(&child_path(path, name), "required field is missing");
-            }
-        }
-    }
-    let properties = node.get("properties").and_then(Value::as_object);
-    let additional = node.get("additionalProperties");
-    let preserve_unknown = node
-        .get("x-kubernetes-preserve-unknown-fields")
-        .and_then(Value::as_bool)
-        == Some(true);
-    for (name, value) in fields {
-        let field_path = child_path(path, name);
-        if let Some(property) = properties.and_then(|properties| properties.get(name)) {
-            check(property, value, &field_path, context, out);
-            continue;
-        }
-        match additional {
-            Some(Value::Bool(false)) => {
-                out.violation(&field_path, "unknown field (additionalProperties is false)");
-            }
-            Some(Value::Bool(true)) => {}
-            Some(additional_schema) => check(additional_schema, value, &field_path, context, out),
-            None if preserve_unknown || context == Context::Junctor => {}
-            None => {
-                let known: Vec<&str> = properties
-                    .map(|properties| properties.keys().map(String::as_str).collect())
-                    .unwrap_or_default();
-                out.violation(
-                    &field_path,
-                    format!(
-                        "unknown field (the API server would prune it); known fields: {}",
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-            }
-        }
-    }
-}
-
-fn check_junctors(node: &Map<String, Value>, value: &Value, path: &str, out: &mut Findings) {
-    if let Some(branches) = node.get("allOf").and_then(Value::as_array) {
-        for branch in branches {
-            check(branch, value, path, Context::Junctor, out);
-        }
-    }
-    if let Some(branches) = node.get("anyOf").and_then(Value::as_array) {
-        let results = evaluate_branches(branches, value, path, out);
-        if !results.iter().any(|result| result.is_empty()) {
-            out.violation(
-                path,
-                format!(
-                    "matches none of the anyOf alternatives: {}",
-                    describe_failures(branches, &results)
-                ),
-            );
-        }
-    }
-    if let Some(branches) = node.get("oneOf").and_then(Value::as_array) {
-        let results = evaluate_branches(branches, value, path, out);
-        let matched: Vec<String> = branches
-            .iter()
-            .zip(&results)
-            .filter(|(_, result)| result.is_empty())
-            .map(|(branch, _)| describe_branch(branch))
-            .collect();
-        match matched.len() {
-            1 => {}
-            0 => out.violation(
-                path,
-                format!(
-                    "matches none of the oneOf alternatives: {}",
-                    describe_failures(branches, &results)
-                ),
-            ),
-            _ => out.violation(
-                path,
-                format!(
-                    "matches {} oneOf alternatives where exactly one is allowed (mutually exclusive): {}",
-                    matched.len(),
-                    matched.join("; ")
-                ),
-            ),
-        }
-    }
-    if let Some(negated) = node.get("not") {
-        let mut branch = Findings::default();
-        check(negated, value, path, Context::Junctor, &mut branch);
-        if branch.violations.is_empty() {
-            out.violation(path, format!("must not match: {}", describe_branch(negated)));
-        }
-        out.absorb_unevaluated(branch);
-    }
-}
-
-/// Validates `value` against each branch and returns each branch's violations.
-fn evaluate_branches(branches: &[Value], value: &Value, path: &str, out: &mut Findings) -> Vec<Vec<Violation>> {
-    branches
-        .iter()
-        .map(|branch| {
-            let mut findings = Findings::default();
-            check(branch, value, path, Context::Junctor, &mut findings);
-            let violations = std::mem::take(&mut findings.violations);
-            out.absorb_unevaluated(findings);
-            violations
-        })
-        .collect()
-}
-
-fn describe_failures(branches: &[Value], results: &[Vec<Violation>]) -> String {
-    branches
-        .iter()
-        .zip(results)
-        .map(|(branch, violations)| {
-            let first = violations
-                .first()
-                .map_or_else(String::new, |violation| format!(" ({violation})"));
-            format!("{}{first}", describe_branch(branch))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// Short human description of a junctor branch; Istio's are mostly `required: [x]` and
-/// `not: {anyOf: [{required: [x]}, …]}`, i.e. "sets x" and "sets none of x, y".
-fn describe_branch(branch: &Value) -> String {
-    let required_of = |schema: &Value| -> Option<Vec<String>> {
-        let node = schema.as_object()?;
-        if node.len() != 1 {
-            return None;
-        }
-        let names = node.get("required")?.as_array()?;
-        Some(names.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-    };
-    if let Some(names) = required_of(branch) {
-        return format!("sets {}", names.join(" and "));
-    }
-    let none_of = branch
-        .get("not")
-        .and_then(|negated| negated.get("anyOf"))
-        .and_then(Value::as_array)
-        .and_then(|alternatives| alternatives.iter().map(required_of).collect::<Option<Vec<_>>>());
-    if let Some(alternatives) = none_of {
-        let names: Vec<String> = alternatives.into_iter().flatten().collect();
-        return format!("sets none of {}", names.join(", "));
-    }
-    let text = short_json(branch);
-    if text.len() > 120 {
-        format!("{}…", text.chars().take(120).collect::<String>())
-    } else {
-        text
+        _ => {}
     }
 }
 
@@ -1073,28 +885,6 @@ fn check_object_meta(metadata: &Value, out: &mut Findings) {
     }
 }
 
-/// Hand-written matchers for the regular expressions Istio's CRDs use; `None` for any other.
-fn known_pattern(pattern: &str) -> Option<fn(&str) -> bool> {
-    Some(match pattern {
-        "^[-_A-Za-z0-9]+$" => {
-            |text: &str| !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        }
-        r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" => {
-            |text: &str| text.is_empty() || text.split('.').all(is_lowercase_dns_word)
-        }
-        "^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$" => |text: &str| {
-            let bytes = text.as_bytes();
-            bytes.first().is_some_and(u8::is_ascii_alphabetic)
-                && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
-                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
-        },
-        "(^$|^[a-f0-9]{64}$)" => |text: &str| {
-            text.is_empty() || (text.len() == 64 && text.bytes().all(|b| matches!(b, b'a'..=b'f' | b'0'..=b'9')))
-        },
-        _ => return None,
-    })
-}
-
 fn is_known_format(format: &str) -> bool {
     matches!(
         format,
@@ -1149,77 +939,6 @@ fn is_base64(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, checked for shape and field ranges.
-fn is_rfc3339_date_time(text: &str) -> bool {
-    let bytes = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
-        let slice = bytes.get(range)?;
-        slice
-            .iter()
-            .all(u8::is_ascii_digit)
-            .then(|| slice.iter().fold(0, |acc, b| acc * 10 + u32::from(b - b'0')))
-    };
-    let separators_ok = bytes.get(4) == Some(&b'-')
-        && bytes.get(7) == Some(&b'-')
-        && matches!(bytes.get(10), Some(b'T' | b't'))
-        && bytes.get(13) == Some(&b':')
-        && bytes.get(16) == Some(&b':');
-    let fields = (
-        digits(0..4),
-        digits(5..7),
-        digits(8..10),
-        digits(11..13),
-        digits(14..16),
-        digits(17..19),
-    );
-    let (Some(_), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = fields else {
-        return false;
-    };
-    if !separators_ok
-        || !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return false;
-    }
-    let mut rest = &text[19..];
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digit_count = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digit_count == 0 {
-            return false;
-        }
-        rest = &fraction[digit_count..];
-    }
-    match rest.as_bytes() {
-        [b'Z' | b'z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => {
-            [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit())
-                && (h1 - b'0') * 10 + (h2 - b'0') <= 23
-                && (m1 - b'0') * 10 + (m2 - b'0') <= 59
-        }
-        _ => false,
-    }
-}
-
-fn type_matches(expected: &str, value: &Value) -> bool {
-    match expected {
-        "object" => value.is_object(),
-        "array" => value.is_array(),
-        "string" => value.is_string(),
-        "boolean" => value.is_boolean(),
-        "integer" => is_integer(value),
-        "number" => value.is_number(),
-        _ => false,
-    }
-}
-
-/// Like the API server: a JSON number without a fractional part counts as an integer.
-fn is_integer(value: &Value) -> bool {
-    matches!(value, Value::Number(number) if integer_value(number).is_some())
-}
-
 fn integer_value(number: &Number) -> Option<i128> {
     if let Some(signed) = number.as_i64() {
         return Some(signed.into());
@@ -1229,17 +948,6 @@ fn integer_value(number: &Number) -> Option<i128> {
     }
     let float = number.as_f64()?;
     (float.is_finite() && float.fract() == 0.0 && float.abs() < 1e38).then_some(float as i128)
-}
-
-fn compare_numbers(left: &Number, right: &Number) -> Ordering {
-    match (integer_value(left), integer_value(right)) {
-        (Some(left), Some(right)) => left.cmp(&right),
-        _ => {
-            let left = left.as_f64().unwrap_or(f64::NAN);
-            let right = right.as_f64().unwrap_or(f64::NAN);
-            left.partial_cmp(&right).unwrap_or(Ordering::Equal)
-        }
-    }
 }
 
 fn json_type_name(value: &Value) -> &'static str {
@@ -1266,6 +974,26 @@ fn child_path(parent: &str, name: &str) -> String {
 
 fn pointer_to_path(pointer: &str) -> String {
     pointer.trim_start_matches('/').replace('/', ".")
+}
+
+/// `/spec/ports/1` in `value` -> `spec.ports[1]` (an index where the value there is a list).
+fn instance_path(value: &Value, pointer: &str) -> String {
+    let mut path = String::new();
+    let mut at = Some(value);
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        match at {
+            Some(Value::Array(items)) => {
+                path = format!("{path}[{segment}]");
+                at = segment.parse::<usize>().ok().and_then(|index| items.get(index));
+            }
+            _ => {
+                path = child_path(&path, &segment);
+                at = at.and_then(|node| node.get(&segment));
+            }
+        }
+    }
+    path
 }
 
 fn short_json(value: &Value) -> String {

@@ -3,10 +3,6 @@
 //! tool reads it) to one log and answer as the real tools do. Their state (kind's cluster list,
 //! the configs kind was given) lives in files next to them, with absolute paths baked in, so tests
 //! running in parallel never share anything.
-//!
-//! Include it with `#[path = "support/fake_tools.rs"] mod fake_tools;` (from `tests/`).
-
-#![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,7 @@
 //! Whether the local provider can run here: `meshfed setup` (Envoy, namespaces) once per test
 //! binary; when it fails the test records a skip (a failure under `CI=true`) and returns.
-//! Include with `#[path = "support/local_provider.rs"] mod local_provider;` beside `mod skip;`.
 
-use std::process::Command;
+use super::meshfed_command::Meshfed;
 use std::sync::OnceLock;
 
 /// Runs `meshfed setup` once; `false` (with a recorded skip) when the local provider cannot run
@@ -10,10 +9,7 @@ use std::sync::OnceLock;
 pub fn local_provider_available() -> bool {
     static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
     let outcome = AVAILABLE.get_or_init(|| {
-        let output = Command::new(env!("CARGO_BIN_EXE_meshfed"))
-            .arg("setup")
-            .output()
-            .map_err(|error| error.to_string())?;
+        let output = Meshfed::new(["setup"]).output();
         if output.status.success() {
             Ok(())
         } else {
@@ -27,7 +23,7 @@ pub fn local_provider_available() -> bool {
     match outcome {
         Ok(()) => true,
         Err(reason) => {
-            crate::skip::skip(&format!(
+            super::skip::skip(&format!(
                 "the local provider cannot run here (`meshfed setup` failed):\n{reason}"
             ));
             false

@@ -1,9 +1,6 @@
 //! Finding a test's own processes: each meshfed a test starts carries a unique
 //! `MESHFED_TEST_MARKER=<test>-<pid>-<nanos>` in its environment, which every descendant inherits, so a
 //! leftover check looks at that run's processes only, never at other tests' or other users'.
-//! Include with `#[path = "support/marker.rs"] mod marker;`.
-
-#![allow(dead_code)]
 
 /// The environment variable that carries the marker.
 pub const MARKER_ENV: &str = "MESHFED_TEST_MARKER";

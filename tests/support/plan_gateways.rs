@@ -1,5 +1,4 @@
 //! What a plan tells a cluster about the other clusters' gateways.
-//! Include with `#[path = "support/plan_gateways.rs"] mod plan_gateways;`.
 
 use meshfed::plan::{Object, Plan};
 

@@ -4,10 +4,6 @@
 //! under `CI=true` that is a failure (CI must run every tier); elsewhere it prints why and appends
 //! one line (`<test binary>\t<test>\t<reason>`) to the file named by `MESHFED_SKIP_LOG`, which
 //! `scripts/test` sets, counts and prints in its per-tier summary.
-//!
-//! Include it with `#[path = "support/skip.rs"] mod skip;` (from `tests/`).
-
-#![allow(dead_code)]
 
 use std::io::Write as _;
 

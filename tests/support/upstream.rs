@@ -2,11 +2,6 @@
 //! Istio's `gen-eastwest-gateway.sh` prints, ...), kept outside the repository: their folder comes
 //! from `MESHFED_UPSTREAM` (`.ci/run` sets it). Without it the calling test records itself skipped
 //! ([`super::skip`]), never a silent `ok`.
-//!
-//! Include it beside `skip.rs`: `#[path = "support/skip.rs"] mod skip;` and
-//! `#[path = "support/upstream.rs"] mod upstream;`.
-
-#![allow(dead_code)]
 
 /// The environment variable naming the folder.
 pub const UPSTREAM_ENV: &str = "MESHFED_UPSTREAM";

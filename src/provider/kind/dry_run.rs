@@ -4,7 +4,7 @@
 //! invocations), with `<placeholders>` for what only a live run knows (the run and cache
 //! directories, the binary's digest, addresses Docker and MetalLB hand out) and every download
 //! named with its URL and where its checksum comes from. Nothing is run, read or downloaded.
-//! `tests/kind_dry_run.rs` checks that the commands come in the order the live run (on fake tools)
+//! `tests/kube/kind_sequence.rs` checks that the commands come in the order the live run (on fake tools)
 //! runs them.
 #![forbid(unsafe_code)]
 

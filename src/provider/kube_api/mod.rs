@@ -4,7 +4,7 @@
 //!
 //! Everything here takes a [`kube::Client`], so tests drive it with a scripted API server
 //! (`tower_test::mock`) and the providers (`kubeconfig`, and `kind` on top of it) with a real one.
-//! The pure core never sees these types: `tests/pure_core_has_no_io.rs` keeps `kube` out of
+//! The pure core never sees these types: `tests/repo/pure_core_has_no_io.rs` keeps `kube` out of
 //! scenario, plan, measure, verdict and report.
 
 pub mod apply;

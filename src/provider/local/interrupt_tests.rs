@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// Set in the process that gets the signal: the flag is process-wide and never reset, so the
 /// test re-runs itself in a process of its own.
-// Lower case: a variable of this test only, not one meshfed reads (tests/help.rs).
+// Lower case: a variable of this test only, not one meshfed reads (tests/cli/help.rs).
 const CHILD_ENV: &str = "meshfed_test_interrupt_child";
 const TEST_NAME: &str =
     "provider::local::interrupt_tests::the_local_worlds_blocking_waits_end_within_a_round_of_a_sighup";

@@ -446,7 +446,7 @@ impl Provider for LocalProvider {
 }
 
 /// Inotify instances one Envoy holds: one per watched xDS file, CDS plus SDS (a sidecar's
-/// certificate) or CDS plus LDS (a gateway's listeners); measured in tests/local_faults.rs.
+/// certificate) or CDS plus LDS (a gateway's listeners); measured in tests/sandbox/faults.rs.
 const INOTIFY_PER_ENVOY: u64 = 2;
 /// Instances left for everything else the same user runs.
 const INOTIFY_RESERVE: u64 = 16;
