@@ -12,6 +12,7 @@
 
 use std::time::Instant;
 
+use super::capacity;
 use super::{
     APP_READY_TIMEOUT, LocalOptions, World, check_inotify_budget, cluster_network, failed, pod_address, pod_dir,
     read_inotify_limit,
@@ -71,6 +72,11 @@ impl World {
         )
         .map_err(ProviderError::Unavailable)?;
         let scenario = self.scenario.clone();
+        capacity::check_memory_now(capacity::Demand {
+            pods: adding,
+            gateways: 0,
+        })
+        .map_err(ProviderError::Unavailable)?;
         let topology_cluster = self
             .topology
             .cluster_mut(cluster)
@@ -156,6 +162,11 @@ impl World {
                 ""
             }
         ));
+        capacity::check_memory_now(capacity::Demand {
+            pods: joining.pods.len(),
+            gateways: 1,
+        })
+        .map_err(ProviderError::Unavailable)?;
         if scenario_cluster.foreign_root {
             // Its own root and intermediate, as when an operator generated a new root instead of
             // signing with the mesh's: workloads still trust the mesh root (its `root-cert.pem`).
