@@ -95,8 +95,10 @@ impl LocalProvider {
         let names: Vec<String> = world.proxies.values().map(|proxy| proxy.name.clone()).collect();
         let envoy_pids: Vec<u32> = names
             .iter()
-            .filter_map(|name| world.supervisor.running_named(name))
-            .map(|id| world.supervisor.pid(id))
+            .filter_map(|name| {
+                let id = world.supervisor.running_named(name)?;
+                Some(world.supervisor.pid(id))
+            })
             .collect();
         let envoys_pss_kib = envoy_pids.iter().filter_map(|pid| memory::pss_kib(*pid).ok()).collect();
         let others_pss_kib = world
