@@ -32,9 +32,7 @@ use meshfed::progress::Progress;
 use meshfed::provider::local::envoy_binary::{await_ready, envoy_args, write_bootstrap};
 use meshfed::provider::local::world::capacity::{APP_PSS_KIB, ENVOY_PSS_KIB};
 use meshfed::provider::local::{LocalOptions, LocalProvider, provision_envoy, sandbox};
-use meshfed::provider::{
-    IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic,
-};
+use meshfed::provider::{IsolationProbe, PhaseSettings, Provider, ProviderError, ProviderInfo, TlsFailures, Traffic};
 use meshfed::record::RequestRecord;
 use meshfed::report::Report;
 use meshfed::scenario::Scenario;
@@ -188,8 +186,14 @@ impl Timed {
     }
 
     fn note_records(&mut self, records: &[RequestRecord]) {
-        let Some(&traffic_start) = self.traffic_started.last() else { return };
-        if let Some(first) = records.iter().filter(|record| record.succeeded()).min_by_key(|record| record.started_us) {
+        let Some(&traffic_start) = self.traffic_started.last() else {
+            return;
+        };
+        if let Some(first) = records
+            .iter()
+            .filter(|record| record.succeeded())
+            .min_by_key(|record| record.started_us)
+        {
             let start = traffic_start + first.started_us as f64 / 1e3;
             self.first_requests.push((start, start + first.latency_us as f64 / 1e3));
         }
@@ -205,14 +209,23 @@ impl Provider for Timed {
         self.inner.capabilities()
     }
 
-    async fn create_world(&mut self, scenario: &Scenario, progress: &mut dyn Progress) -> Result<Inventory, ProviderError> {
+    async fn create_world(
+        &mut self,
+        scenario: &Scenario,
+        progress: &mut dyn Progress,
+    ) -> Result<Inventory, ProviderError> {
         let started = Instant::now();
         let created = self.inner.create_world(scenario, progress).await;
         self.note("create_world", started);
         created
     }
 
-    async fn apply_plan(&mut self, plan: &Plan, settings: &PhaseSettings, progress: &mut dyn Progress) -> Result<(), ProviderError> {
+    async fn apply_plan(
+        &mut self,
+        plan: &Plan,
+        settings: &PhaseSettings,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ProviderError> {
         let started = Instant::now();
         let applied = self.inner.apply_plan(plan, settings, progress).await;
         self.note("apply_plan", started);
@@ -229,7 +242,11 @@ impl Provider for Timed {
         probes
     }
 
-    async fn send_traffic(&mut self, traffic: &Traffic, progress: &mut dyn Progress) -> Result<Vec<RequestRecord>, ProviderError> {
+    async fn send_traffic(
+        &mut self,
+        traffic: &Traffic,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<RequestRecord>, ProviderError> {
         let started = Instant::now();
         self.traffic_started.push(self.since(started));
         let records = self.inner.send_traffic(traffic, progress).await;
@@ -260,7 +277,11 @@ impl Provider for Timed {
         records
     }
 
-    async fn change_world(&mut self, change: &WorldChange, progress: &mut dyn Progress) -> Result<Vec<InventoryEvent>, ProviderError> {
+    async fn change_world(
+        &mut self,
+        change: &WorldChange,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<InventoryEvent>, ProviderError> {
         let started = Instant::now();
         let changed = self.inner.change_world(change, progress).await;
         self.note(&format!("change_world {}", change.kind().name()), started);
@@ -369,7 +390,11 @@ fn engine_runs(scenario: &Path, runs: usize) -> Vec<Value> {
         .stderr(Stdio::inherit())
         .output()
         .expect("run the engine child");
-    assert!(output.status.success(), "the engine child failed for {}", scenario.display());
+    assert!(
+        output.status.success(),
+        "the engine child failed for {}",
+        scenario.display()
+    );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
@@ -400,7 +425,10 @@ fn setup_breakdown(runs: &[Value], floor_4: f64) {
     // Each row: a name and, per run, its duration in ms.
     type Row = (&'static str, Box<dyn Fn(&Value) -> Option<f64>>);
     let rows: Vec<Row> = vec![
-        ("PKI, workload certificates, topology", Box::new(|run| step(run, "creating network namespaces"))),
+        (
+            "PKI, workload certificates, topology",
+            Box::new(|run| step(run, "creating network namespaces")),
+        ),
         (
             "network namespaces",
             Box::new(|run| Some(step(run, "starting the apps")? - step(run, "creating network namespaces")?)),
@@ -440,7 +468,10 @@ fn setup_breakdown(runs: &[Value], floor_4: f64) {
             Box::new(|run| Some(run["first_requests"][0][1].as_f64()? - run["first_requests"][0][0].as_f64()?)),
         ),
     ];
-    println!("\nthe seed's set-up through the engine, phase by phase (medians of {} runs)", runs.len());
+    println!(
+        "\nthe seed's set-up through the engine, phase by phase (medians of {} runs)",
+        runs.len()
+    );
     for (name, duration) in &rows {
         let samples: Vec<f64> = runs.iter().filter_map(|run| duration(run)).collect();
         if samples.is_empty() {
@@ -450,7 +481,10 @@ fn setup_breakdown(runs: &[Value], floor_4: f64) {
         }
     }
     let envoys_ready: Vec<f64> = runs.iter().filter_map(|run| step(run, "proxies ready")).collect();
-    let first_answered: Vec<f64> = runs.iter().filter_map(|run| run["first_requests"][0][1].as_f64()).collect();
+    let first_answered: Vec<f64> = runs
+        .iter()
+        .filter_map(|run| run["first_requests"][0][1].as_f64())
+        .collect();
     if !envoys_ready.is_empty() && !first_answered.is_empty() {
         let (ready, answered) = (median(envoys_ready), median(first_answered));
         println!("  {:<72} {ready:>7.1} ms", "engine start -> Envoys ready");
@@ -460,7 +494,11 @@ fn setup_breakdown(runs: &[Value], floor_4: f64) {
             answered,
             answered / floor_4
         );
-        println!("  {:<72} {:>7.1} ms", "Envoys ready -> first request answered", answered - ready);
+        println!(
+            "  {:<72} {:>7.1} ms",
+            "Envoys ready -> first request answered",
+            answered - ready
+        );
     }
 }
 
@@ -495,12 +533,21 @@ fn scale_world(runs: &[Value], floor_205: f64) {
         "  world ready (engine start -> every Envoy and app ready): {ready_median:>8.0} ms   (target < 10000 ms on 2 cores; {:.2}x the 205-Envoy floor; runs {ready:.0?})",
         ready_median / floor_205
     );
-    let first: Vec<f64> = runs.iter().filter_map(|run| run["first_requests"][0][1].as_f64()).collect();
+    let first: Vec<f64> = runs
+        .iter()
+        .filter_map(|run| run["first_requests"][0][1].as_f64())
+        .collect();
     if !first.is_empty() {
-        println!("  engine start -> first request answered:                  {:>8.0} ms", median(first));
+        println!(
+            "  engine start -> first request answered:                  {:>8.0} ms",
+            median(first)
+        );
     }
     let total: Vec<f64> = runs.iter().map(|run| report(run).timings.total_ms as f64).collect();
-    println!("  run, engine start -> verdict (teardown excluded):        {:>8.0} ms", median(total));
+    println!(
+        "  run, engine start -> verdict (teardown excluded):        {:>8.0} ms",
+        median(total)
+    );
     for (index, name) in ["shares-follow-weights", "scale-cluster2-50-0-50"].iter().enumerate() {
         let durations: Vec<f64> = runs
             .iter()
@@ -521,12 +568,18 @@ fn scale_world(runs: &[Value], floor_205: f64) {
                 let mut starts = traffic;
                 starts.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
                 let start = *starts.get(index)?;
-                let end = starts.get(index + 1).copied().or_else(|| call(run, "teardown", 0).map(|(from, _)| from))?;
+                let end = starts
+                    .get(index + 1)
+                    .copied()
+                    .or_else(|| call(run, "teardown", 0).map(|(from, _)| from))?;
                 Some(end - start)
             })
             .collect();
         if !durations.is_empty() {
-            println!("  phase {name:<28} traffic start -> next phase: {:>8.0} ms", median(durations));
+            println!(
+                "  phase {name:<28} traffic start -> next phase: {:>8.0} ms",
+                median(durations)
+            );
         }
     }
     let envoy_total = |key: &str| -> Vec<f64> {
@@ -548,7 +601,10 @@ fn scale_world(runs: &[Value], floor_205: f64) {
         median(envoy_total("pss_ready")),
         median(envoys_counted)
     );
-    println!("  PSS of the Envoys after traffic:   {:>8.0} MiB", median(envoy_total("pss_after")));
+    println!(
+        "  PSS of the Envoys after traffic:   {:>8.0} MiB",
+        median(envoy_total("pss_after"))
+    );
     if !per_envoy.is_empty() {
         println!(
             "  PSS per Envoy after traffic:       {:>8.1} MiB median (the capacity check assumes {:.1} MiB)",
@@ -610,10 +666,16 @@ fn scale_world(runs: &[Value], floor_205: f64) {
     let down = action("to-zero");
     let up = action("back");
     if !down.is_empty() {
-        println!("  cluster2 50 -> 0 (out of the endpoints, drain started): {:>8.0} ms", median(down));
+        println!(
+            "  cluster2 50 -> 0 (out of the endpoints, drain started): {:>8.0} ms",
+            median(down)
+        );
     }
     if !up.is_empty() {
-        println!("  cluster2 0 -> 50 (50 pods created, apps and sidecars ready): {:>5.0} ms", median(up));
+        println!(
+            "  cluster2 0 -> 50 (50 pods created, apps and sidecars ready): {:>5.0} ms",
+            median(up)
+        );
     }
     let convergence: Vec<f64> = runs
         .iter()
@@ -670,7 +732,9 @@ fn main() {
 
     let floor_4 = floor(&envoy, 4, SEED_RUNS);
     let floor_205 = floor(&envoy, 205, scale_runs);
-    println!("\nthe floor: bare Envoys started at once until all answer /ready (no namespaces, meshfed's command line)");
+    println!(
+        "\nthe floor: bare Envoys started at once until all answer /ready (no namespaces, meshfed's command line)"
+    );
     println!("  4 Envoys (the seed's):        {floor_4:>8.1} ms   (median of {SEED_RUNS})");
     println!("  205 Envoys (scale-4x50's):    {floor_205:>8.1} ms   (median of {scale_runs})");
 
