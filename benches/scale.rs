@@ -685,15 +685,17 @@ fn scale_world(runs: &[Value], floor_205: f64) {
                 .get(1)?
                 .expectations
                 .iter()
-                .find(|expectation| expectation.key == "convergenceMillisAtMost")?
-                .observed
-                .as_f64()
+                .find(|expectation| expectation.key == "convergenceMillisAtMost")
+                .and_then(|expectation| match expectation.observed {
+                    meshfed::verdict::Value::Number(ms) => Some(ms),
+                    _ => None,
+                })
         })
         .collect();
     if !convergence.is_empty() {
         println!(
             "  convergence, new pods ready -> first request one answered: {:>6.0} ms   (target: no worse than the seed-size median of `cargo bench --bench convergence`; runs {convergence:.0?})",
-            median(convergence)
+            median(convergence.clone())
         );
     }
     let teardown: Vec<f64> = runs
