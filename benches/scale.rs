@@ -473,7 +473,7 @@ fn setup_breakdown(runs: &[Value], floor_4: f64) {
         runs.len()
     );
     for (name, duration) in &rows {
-        let samples: Vec<f64> = runs.iter().filter_map(|run| duration(run)).collect();
+        let samples: Vec<f64> = runs.iter().filter_map(duration).collect();
         if samples.is_empty() {
             println!("  {name:<72} n/a");
         } else {
