@@ -727,7 +727,8 @@ fn main() {
         .unwrap_or(3);
     let (envoy, envoy_version) = provision_envoy(false).expect("envoy");
     println!(
-        "meshfed `local` at scale ({envoy_version}; release build; {} CPUs); load average before: {}",
+        "meshfed `local` at scale (envoy {envoy_version}; {} build; {} CPUs); load average before: {}",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
         std::thread::available_parallelism().map_or(0, usize::from),
         load_average()
     );
