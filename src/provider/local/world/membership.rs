@@ -111,8 +111,8 @@ impl World {
         if !scaled.added.is_empty() {
             for pod in &scaled.added {
                 self.end_terminating_now(cluster, Some(&pod.name))?;
-                self.create_pod(options, cluster, pod)?;
             }
+            self.create_pods(options, cluster, &scaled.added)?;
             let deadline = Instant::now() + APP_READY_TIMEOUT;
             for pod in &scaled.added {
                 self.await_app(cluster, pod, deadline)?;
@@ -273,14 +273,34 @@ impl World {
     }
 
     /// A new pod of a running cluster: its namespace and veth, certificate and app (not awaited).
-    fn create_pod(&mut self, options: &LocalOptions, cluster: &str, pod: &PodTopology) -> Result<(), ProviderError> {
+    /// Creates `pods` in `cluster`: their network in one go ([`super::network::Network::add_pods`]),
+    /// then each one's certificate and app.
+    fn create_pods(
+        &mut self,
+        options: &LocalOptions,
+        cluster: &str,
+        pods: &[PodTopology],
+    ) -> Result<(), ProviderError> {
+        if pods.is_empty() {
+            return Ok(());
+        }
+        let addresses: Vec<_> = pods.iter().map(pod_address).collect();
         self.network
             .as_mut()
             .ok_or_else(|| ProviderError::Unavailable("the local network is gone".to_owned()))?
-            .add_pod(cluster, &pod_address(pod))
-            .map_err(|error| failed(format!("creating the network of pod {} in {cluster}", pod.name))(error.into()))?;
-        self.create_workload_files(options, cluster, pod)?;
-        self.start_app(options, cluster, pod)
+            .add_pods(cluster, &addresses)
+            .map_err(|error| {
+                let names: Vec<&str> = pods.iter().map(|pod| pod.name.as_str()).collect();
+                failed(format!(
+                    "creating the network of pods {} in {cluster}",
+                    names.join(", ")
+                ))(error.into())
+            })?;
+        for pod in pods {
+            self.create_workload_files(options, cluster, pod)?;
+            self.start_app(options, cluster, pod)?;
+        }
+        Ok(())
     }
 
     /// Writes the pod's workload certificate, from its cluster's intermediate (the foreign
