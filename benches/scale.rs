@@ -705,6 +705,16 @@ fn scale_world(runs: &[Value], floor_205: f64) {
     println!("  teardown of the world:             {:>8.0} ms", median(teardown));
     let passed = runs.iter().filter(|run| report(run).passed).count();
     println!("  runs that passed every expectation: {passed} of {n}");
+    for (index, run) in runs.iter().enumerate() {
+        for phase in &report(run).phases {
+            for failed in phase.expectations.iter().filter(|expectation| !expectation.passed) {
+                println!(
+                    "    run {index}: phase {}: {} failed: {}",
+                    phase.name, failed.expectation, failed.detail
+                );
+            }
+        }
+    }
 }
 
 fn main() {
@@ -733,17 +743,29 @@ fn main() {
         load_average()
     );
 
-    let floor_4 = floor(&envoy, 4, SEED_RUNS);
+    // The seed and its floor alternate, so that both see the same load on a shared machine.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let seed = scenario_path("seed.yaml");
+    let _warm_up = (floor_once(&envoy, 4, &runtime), binary_run(&seed));
+    let mut floors_4 = Vec::new();
+    let mut seed_runs = Vec::new();
+    for _ in 0..SEED_RUNS {
+        floors_4.push(ms(floor_once(&envoy, 4, &runtime)));
+        seed_runs.push(binary_run(&seed));
+    }
+    let floor_4 = median(floors_4);
     let floor_205 = floor(&envoy, 205, scale_runs);
     println!(
         "\nthe floor: bare Envoys started at once until all answer /ready (no namespaces, meshfed's command line)"
     );
-    println!("  4 Envoys (the seed's):        {floor_4:>8.1} ms   (median of {SEED_RUNS})");
+    println!(
+        "  4 Envoys (the seed's):        {floor_4:>8.1} ms   (median of {SEED_RUNS}, alternated with the seed's runs)"
+    );
     println!("  205 Envoys (scale-4x50's):    {floor_205:>8.1} ms   (median of {scale_runs})");
 
-    let seed = scenario_path("seed.yaml");
-    let _warm_up = binary_run(&seed);
-    let seed_runs: Vec<BinaryRun> = (0..SEED_RUNS).map(|_| binary_run(&seed)).collect();
     let wall = median(seed_runs.iter().map(|run| run.wall_ms).collect());
     let to_first = median(seed_runs.iter().map(|run| run.to_first_request_ms).collect());
     println!("\n`meshfed run scenarios/seed.yaml` (1,000 requests), medians of {SEED_RUNS}");
