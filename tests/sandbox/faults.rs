@@ -211,6 +211,64 @@ fn cluster2(change: fn(String) -> WorldChange) -> WorldChange {
     change("cluster2".into())
 }
 
+/// While meshfed is busy with something else for seconds (a scale-up creating 50 pods took 4-40 s
+/// in scenarios/scale-4x50.yaml) nothing awaits the traffic; the client's records must still be
+/// read, or the client blocks on its full output pipe (64 KiB, ~280 records) and stops starting
+/// requests: the 4x50 world's timeline showed no request started for 40 s while cluster2 scaled up.
+#[test]
+fn paced_traffic_keeps_its_pace_while_meshfed_is_busy_elsewhere() {
+    if !sandboxed("paced_traffic_keeps_its_pace_while_meshfed_is_busy_elsewhere") {
+        return;
+    }
+    let mut world = World::start(parse(&seed_text()));
+    let requests = 2000;
+    let traffic = Traffic {
+        from_cluster: "cluster1".into(),
+        from_service: "foo.ns1".into(),
+        from_pod: "foo-0".into(),
+        to_service: "bar.ns2".into(),
+        port: 80,
+        protocol: Protocol::Http,
+        requests,
+        concurrency: 8,
+        connections: ConnectionPolicy::NewConnectionPerRequest,
+        rate_per_second: Some(400),
+    };
+    world
+        .runtime
+        .block_on(world.provider.start_traffic(&traffic, &mut no_progress()))
+        .expect("start the traffic");
+    // Busy as a long change keeps it: this thread blocked, nothing awaits the traffic.
+    std::thread::sleep(Duration::from_secs(4));
+    let records = loop {
+        let awaited = world.runtime.block_on(
+            world
+                .provider
+                .await_traffic(Instant::now() + Duration::from_secs(1), &mut no_progress()),
+        );
+        if let Some(records) = awaited.expect("await the traffic") {
+            break records;
+        }
+    };
+    assert_eq!(answered(&records), requests as usize, "{:?}", failures(&records));
+    let mut starts: Vec<u64> = records.iter().map(|record| record.started_us).collect();
+    starts.sort_unstable();
+    let (gap_at, largest_gap) = starts
+        .windows(2)
+        .map(|pair| (pair[0], pair[1] - pair[0]))
+        .max_by_key(|(_, gap)| *gap)
+        .unwrap();
+    // Paced at 400/s a request starts every 2.5 ms; a stalled client starts none for seconds.
+    assert!(
+        largest_gap < 1_000_000,
+        "no request started for {} ms from {} ms on: the client waited on its output",
+        largest_gap / 1000,
+        gap_at / 1000
+    );
+    world.alive();
+    world.teardown();
+}
+
 #[test]
 fn a_stopped_gateway_fails_calls_to_its_cluster_and_a_started_one_answers_them_again() {
     if !sandboxed("a_stopped_gateway_fails_calls_to_its_cluster_and_a_started_one_answers_them_again") {

@@ -4,6 +4,7 @@
 pub mod control_plane;
 pub mod envoy_binary;
 pub mod envoy_config;
+pub mod memory;
 pub mod network;
 pub mod sandbox;
 pub mod supervisor;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::version::{EnvoyVersion, EnvoyVersionError, envoy_version};
+use super::version::{EnvoyVersion, EnvoyVersionError, envoy_version, envoy_version_cached};
 use super::{CACHE_DIR_ENV, ENVOY_ENV, PINNED_ENVOY_VERSION};
 use crate::process::{BoundedRun, BoundedRunError, bounded_run, format_duration};
 
@@ -366,7 +366,11 @@ pub fn provision_envoy(show_progress: bool) -> Result<(PathBuf, EnvoyVersion), P
         }
         Err(other) => return Err(other.into()),
     };
-    match envoy_version(&envoy) {
+    let version = match cache_dir() {
+        Ok(cache) => envoy_version_cached(&envoy, &cache),
+        Err(_) => envoy_version(&envoy),
+    };
+    match version {
         Ok(version) => Ok((envoy, version)),
         Err(source) if explicit.is_some() => Err(ProvisionEnvoyError::EnvNotEnvoy { path: envoy, source }),
         Err(source) => Err(source.into()),

@@ -81,6 +81,46 @@ pub fn envoy_version_within(envoy: &Path, timeout: Duration) -> Result<EnvoyVers
     })
 }
 
+/// [`envoy_version`], remembered in `cache_dir` per binary: `envoy --version` costs a whole
+/// Envoy start-up (100-200 ms, a quarter of the seed's run), and a binary's version cannot change
+/// while its identity does not. The identity is the file's device, inode, size, modification and
+/// status-change times (`ctime` moves on every write, chmod or rename and cannot be set back), so a
+/// replaced or rebuilt binary is asked again. Only a version that was read is remembered: a binary
+/// that is not an Envoy is run (and refused) every time. A cache that cannot be read or written
+/// costs only the run.
+pub fn envoy_version_cached(envoy: &Path, cache_dir: &Path) -> Result<EnvoyVersion, EnvoyVersionError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(metadata) = std::fs::metadata(envoy) else {
+        return envoy_version(envoy);
+    };
+    let entry = cache_dir.join("envoy-versions").join(format!(
+        "{}-{}-{}-{}.{:09}-{}.{:09}",
+        metadata.dev(),
+        metadata.ino(),
+        metadata.size(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+        metadata.ctime(),
+        metadata.ctime_nsec()
+    ));
+    if let Some(version) = std::fs::read_to_string(&entry)
+        .ok()
+        .and_then(|text| parse_envoy_version(&text))
+    {
+        return Ok(version);
+    }
+    let version = envoy_version(envoy)?;
+    if let Some(dir) = entry.parent()
+        && std::fs::create_dir_all(dir).is_ok()
+    {
+        let _ = crate::atomic_files::Dir::open(dir).and_then(|dir| {
+            let name = entry.file_name().unwrap_or_default();
+            dir.write_file_atomic(name, format!("version: {}\n", version.build).as_bytes(), 0o644)
+        });
+    }
+    Ok(version)
+}
+
 /// Parses `envoy --version` output: the first `major.minor.patch` among the `/`-separated parts
 /// after `version:`.
 pub fn parse_envoy_version(output: &str) -> Option<EnvoyVersion> {
@@ -150,6 +190,39 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("printed no version (exit status: 1)"), "{message}");
         assert!(message.contains("usage: sleep NUMBER"), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_version_read_once_is_remembered_until_the_binary_changes() {
+        let (dir, envoy) = fake_envoy(
+            "cached",
+            &format!(
+                "echo run >> {}\necho \"$0  version: 9e55/1.40.0/Clean/RELEASE/BoringSSL\"",
+                std::env::temp_dir()
+                    .join(format!("meshfed-envoy-version-{}-cached/runs", std::process::id()))
+                    .display()
+            ),
+        );
+        let cache = dir.join("cache");
+        let runs = || {
+            std::fs::read_to_string(dir.join("runs"))
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        assert_eq!(envoy_version_cached(&envoy, &cache).unwrap().to_string(), "1.40.0");
+        assert_eq!(envoy_version_cached(&envoy, &cache).unwrap().to_string(), "1.40.0");
+        assert_eq!(runs(), 1, "the second check is answered from the cache");
+        // A rebuilt binary (new contents: a new size and ctime) is asked again.
+        let text = std::fs::read_to_string(&envoy).unwrap().replace("1.40.0", "1.41.10");
+        std::fs::write(&envoy, text).unwrap();
+        assert_eq!(envoy_version_cached(&envoy, &cache).unwrap().to_string(), "1.41.10");
+        assert_eq!(runs(), 2);
+        // A binary that prints no version is never remembered as one.
+        std::fs::write(&envoy, "#!/bin/sh\necho nope\n").unwrap();
+        assert!(envoy_version_cached(&envoy, &cache).is_err());
+        assert!(envoy_version_cached(&envoy, &cache).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -34,6 +34,7 @@ pub fn bootstrap(node_id: &str, xds_dir: &Path, admin_socket: &Path, resources: 
             "address": { "pipe": { "path": admin_socket } },
         },
     });
+    bootstrap["stats_config"] = super::stats::stats_config();
     if resources.listeners_dynamic {
         bootstrap["static_resources"]["listeners"] = json!([]);
         bootstrap["dynamic_resources"]["lds_config"] = json!({
@@ -76,12 +77,14 @@ pub const CDS_FILE: &str = "cds.json";
 /// A bootstrap with the listeners and clusters inlined as static resources (for
 /// `envoy --mode validate`, which does not read file-based xDS).
 pub fn static_bootstrap(node_id: &str, admin_socket: &Path, resources: &XdsResources) -> Value {
-    json!({
+    let mut bootstrap = json!({
         "node": { "id": node_id, "cluster": "meshfed" },
         "static_resources": {
             "listeners": untyped_resources(&resources.listeners),
             "clusters": untyped_resources(&resources.clusters),
         },
         "admin": { "address": { "pipe": { "path": admin_socket } } },
-    })
+    });
+    bootstrap["stats_config"] = super::stats::stats_config();
+    bootstrap
 }

@@ -72,6 +72,7 @@ pub use crate::scenario::Protocol;
 mod bootstrap;
 mod gateway;
 mod sidecar;
+pub mod stats;
 
 pub use bootstrap::{CDS_FILE, LDS_FILE, bootstrap, static_bootstrap};
 pub use gateway::gateway_resources;

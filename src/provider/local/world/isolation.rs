@@ -21,7 +21,8 @@ use crate::provider::{IsolationProbe, ProviderError};
 impl World {
     pub(super) async fn check_isolation(&mut self) -> Result<Vec<IsolationProbe>, ProviderError> {
         let world = self;
-        let mut probes = Vec::new();
+        // (from cluster, from pod, its namespace, to cluster, pod address, gateway address)
+        let mut pairs = Vec::new();
         for from in &world.topology.clusters {
             let Some(from_pod) = from.pods.first() else { continue };
             let netns = world.netns(&from.name, &from_pod.name)?;
@@ -30,20 +31,43 @@ impl World {
                 let port = world.first_port(&to_pod.service);
                 let pod_address = SocketAddr::V4(SocketAddrV4::new(to_pod.ip, port));
                 let gateway_address = SocketAddr::V4(SocketAddrV4::new(to.gateway_outside_ip, GATEWAY_PORT));
-                let pod_connect = probe(&netns, pod_address);
-                let gateway_connect = probe(&netns, gateway_address);
-                probes.push(IsolationProbe {
-                    from_cluster: from.name.clone(),
-                    from_pod: from_pod.name.clone(),
-                    to_cluster: to.name.clone(),
-                    pod_address: pod_address.to_string(),
-                    isolated: pod_is_isolated(&pod_connect) && gateway_connect == "connected",
-                    pod_connect,
-                    gateway_address: gateway_address.to_string(),
-                    gateway_connect,
-                });
+                pairs.push((
+                    &from.name,
+                    &from_pod.name,
+                    netns.clone(),
+                    &to.name,
+                    pod_address,
+                    gateway_address,
+                ));
             }
         }
+        // Every pair at once: each probe waits on the network (up to PROBE_TIMEOUT for a connect
+        // that goes unanswered), not on the CPU, and the world's set-up waits for the slowest.
+        let probes = std::thread::scope(|scope| {
+            let running: Vec<_> = pairs
+                .iter()
+                .map(|(from, from_pod, netns, to, pod_address, gateway_address)| {
+                    scope.spawn(move || {
+                        let pod_connect = probe(netns, *pod_address);
+                        let gateway_connect = probe(netns, *gateway_address);
+                        IsolationProbe {
+                            from_cluster: (*from).clone(),
+                            from_pod: (*from_pod).clone(),
+                            to_cluster: (*to).clone(),
+                            pod_address: pod_address.to_string(),
+                            isolated: pod_is_isolated(&pod_connect) && gateway_connect == "connected",
+                            pod_connect,
+                            gateway_address: gateway_address.to_string(),
+                            gateway_connect,
+                        }
+                    })
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|probe| probe.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        });
         Ok(probes)
     }
 }

@@ -12,6 +12,7 @@
 
 use std::time::Instant;
 
+use super::capacity;
 use super::{
     APP_READY_TIMEOUT, LocalOptions, World, check_inotify_budget, cluster_network, failed, pod_address, pod_dir,
     read_inotify_limit,
@@ -72,6 +73,11 @@ impl World {
         )
         .map_err(ProviderError::Unavailable)?;
         let scenario = self.scenario.clone();
+        capacity::check_memory_now(capacity::Demand {
+            pods: adding,
+            gateways: 0,
+        })
+        .map_err(ProviderError::Unavailable)?;
         let topology_cluster = self
             .topology
             .cluster_mut(cluster)
@@ -106,8 +112,8 @@ impl World {
         if !scaled.added.is_empty() {
             for pod in &scaled.added {
                 self.end_terminating_now(cluster, Some(&pod.name))?;
-                self.create_pod(options, cluster, pod)?;
             }
+            self.create_pods(options, cluster, &scaled.added)?;
             let deadline = Instant::now() + APP_READY_TIMEOUT;
             for pod in &scaled.added {
                 self.await_app(cluster, pod, deadline)?;
@@ -157,6 +163,11 @@ impl World {
                 ""
             }
         ));
+        capacity::check_memory_now(capacity::Demand {
+            pods: joining.pods.len(),
+            gateways: 1,
+        })
+        .map_err(ProviderError::Unavailable)?;
         if scenario_cluster.foreign_root {
             // Its own root and intermediate, as when an operator generated a new root instead of
             // signing with the mesh's: workloads still trust the mesh root (its `root-cert.pem`).
@@ -263,14 +274,34 @@ impl World {
     }
 
     /// A new pod of a running cluster: its namespace and veth, certificate and app (not awaited).
-    fn create_pod(&mut self, options: &LocalOptions, cluster: &str, pod: &PodTopology) -> Result<(), ProviderError> {
+    /// Creates `pods` in `cluster`: their network in one go ([`super::network::Network::add_pods`]),
+    /// then each one's certificate and app.
+    fn create_pods(
+        &mut self,
+        options: &LocalOptions,
+        cluster: &str,
+        pods: &[PodTopology],
+    ) -> Result<(), ProviderError> {
+        if pods.is_empty() {
+            return Ok(());
+        }
+        let addresses: Vec<_> = pods.iter().map(pod_address).collect();
         self.network
             .as_mut()
             .ok_or_else(|| ProviderError::Unavailable("the local network is gone".to_owned()))?
-            .add_pod(cluster, &pod_address(pod))
-            .map_err(|error| failed(format!("creating the network of pod {} in {cluster}", pod.name))(error.into()))?;
-        self.create_workload_files(options, cluster, pod)?;
-        self.start_app(options, cluster, pod)
+            .add_pods(cluster, &addresses)
+            .map_err(|error| {
+                let names: Vec<&str> = pods.iter().map(|pod| pod.name.as_str()).collect();
+                failed(format!(
+                    "creating the network of pods {} in {cluster}",
+                    names.join(", ")
+                ))(error.into())
+            })?;
+        for pod in pods {
+            self.create_workload_files(options, cluster, pod)?;
+            self.start_app(options, cluster, pod)?;
+        }
+        Ok(())
     }
 
     /// Writes the pod's workload certificate, from its cluster's intermediate (the foreign

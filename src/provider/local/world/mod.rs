@@ -5,6 +5,7 @@
 //! [`isolation`] (the cross-cluster probe) and [`liveness`] (exited, stopped and silent processes).
 
 mod apps;
+pub mod capacity;
 mod faults;
 mod isolation;
 mod kept;
@@ -271,6 +272,13 @@ impl Provider for LocalProvider {
             .map(|cluster| cluster.pods.len() + 1)
             .sum::<usize>();
         check_inotify_budget(envoys, read_inotify_limit()).map_err(ProviderError::Unavailable)?;
+
+        let fits = capacity::check_memory_now(capacity::Demand {
+            pods: topology.clusters.iter().map(|cluster| cluster.pods.len()).sum(),
+            gateways: topology.clusters.len(),
+        })
+        .map_err(ProviderError::Unavailable)?;
+        progress.step(&fits);
         let cluster_names: Vec<&str> = scenario
             .clusters
             .iter()
@@ -322,7 +330,7 @@ impl Provider for LocalProvider {
         &mut self,
         plan: &Plan,
         settings: &PhaseSettings,
-        _progress: &mut dyn Progress,
+        progress: &mut dyn Progress,
     ) -> Result<(), ProviderError> {
         let options = self.options.clone();
         let world = self.world()?;
@@ -332,6 +340,7 @@ impl Provider for LocalProvider {
         world.explained(applied)?;
         world.applied = Some((plan.clone(), settings.clone()));
         if !world.apps_ready {
+            progress.step("proxies ready; waiting for the apps to listen");
             let listening = world.await_apps();
             world.explained(listening)?;
             world.apps_ready = true;

@@ -24,7 +24,9 @@ pub(super) struct RunningTraffic {
     id: ChildId,
     name: String,
     requests: u64,
-    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::unix::pipe::Receiver>>,
+    /// Each line of the client's output as read, parsed, by [`read_records_in_background`]; closed
+    /// at the output's end.
+    lines: tokio::sync::mpsc::UnboundedReceiver<Result<RequestRecord, anyhow::Error>>,
     stderr: std::thread::JoinHandle<String>,
     records: Vec<RequestRecord>,
     last_report: Instant,
@@ -118,16 +120,12 @@ impl World {
             .supervisor
             .take_stdout(id)
             .ok_or_else(|| ProviderError::Unavailable(format!("no output from the {name}")))?;
-        let stdout = tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(stdout))
-            .context("reading the client's output")
-            .map_err(failed(format!("reading the {name}")))?;
         let stderr = read_in_background(self.supervisor.take_stderr(id));
-        use tokio::io::AsyncBufReadExt as _;
         self.traffic = Some(RunningTraffic {
             id,
             name,
             requests: traffic.requests,
-            lines: tokio::io::BufReader::new(stdout).lines(),
+            lines: read_records_in_background(stdout),
             stderr,
             records: Vec::new(),
             last_report: Instant::now(),
@@ -231,18 +229,12 @@ impl World {
         tokio::pin!(stop);
         loop {
             tokio::select! {
-                // Cancel-safe: a line is either returned or stays buffered for the next call.
-                line = running.lines.next_line() => {
-                    let Some(line) = line
-                        .context("reading the client's output")
-                        .map_err(failed(format!("reading the {name}")))?
-                    else {
+                // Cancel-safe: a record is either returned or stays queued for the next call.
+                record = running.lines.recv() => {
+                    let Some(record) = record else {
                         return Ok(true);
                     };
-                    let record: RequestRecord = serde_json::from_str(&line)
-                        .with_context(|| format!("not a request record: {line}"))
-                        .map_err(failed(format!("reading the {name}")))?;
-                    running.records.push(record);
+                    running.records.push(record.map_err(failed(format!("reading the {name}")))?);
                 }
                 _ = checks.tick() => {
                     // Pods whose termination drain is over end now, while traffic runs.
@@ -257,4 +249,27 @@ impl World {
             }
         }
     }
+}
+
+/// Reads the client's output to its end on a thread of its own, parsing each line into a record.
+/// Not on the runtime: while meshfed is busy elsewhere (a change that takes seconds, such as 50
+/// pods created by a scale-up) the client's records still leave its pipe, so the client never
+/// blocks on a full pipe (64 KiB, a few hundred records) and its requests keep their pace.
+fn read_records_in_background(
+    stdout: std::process::ChildStdout,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<RequestRecord, anyhow::Error>> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let record = line.context("reading the client's output").and_then(|line| {
+                serde_json::from_str::<RequestRecord>(&line).with_context(|| format!("not a request record: {line}"))
+            });
+            let failed = record.is_err();
+            if sender.send(record).is_err() || failed {
+                return;
+            }
+        }
+    });
+    receiver
 }
