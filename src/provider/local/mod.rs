@@ -3,6 +3,7 @@
 
 /// Kept under its old path: the runner moved to [`crate::process`] so `kind` uses it too.
 pub use crate::process as bounded_run;
+pub mod ads;
 pub mod control_plane;
 pub mod envoy_binary;
 pub mod envoy_config;
