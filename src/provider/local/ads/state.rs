@@ -126,11 +126,6 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// The node id the stream announced.
-    pub fn node(&self) -> Option<&str> {
-        self.node.as_deref()
-    }
-
     /// Handles one request from Envoy.
     pub fn on_request(&mut self, state: &mut State, request: DiscoveryRequest) -> StreamEvents {
         let mut events = StreamEvents::default();

@@ -62,6 +62,11 @@ fn descriptors() -> Result<&'static DescriptorPool, TranscodeError> {
 /// - `envoy/extensions/upstreams/http/v3/http_protocol_options.proto`: `HttpProtocolOptions`
 ///   `common_http_protocol_options` 1, `explicit_http_config` 3 (`ExplicitHttpConfig`:
 ///   `http_protocol_options` 1, `http2_protocol_options` 2);
+/// - `envoy/extensions/transport_sockets/tls/v3/tls.proto` (xds-api has its `common.proto` and
+///   `secret.proto` only): `UpstreamTlsContext` `common_tls_context` 1, `sni` 2;
+///   `DownstreamTlsContext` `common_tls_context` 1, `require_client_certificate` 2 (BoolValue);
+///   `CommonTlsContext` `validation_context` 3, `alpn_protocols` 4,
+///   `tls_certificate_sds_secret_configs` 6;
 /// - `TlsInspector` (`envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto`) and
 ///   `RawBuffer` (`envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto`), used
 ///   without fields.
@@ -95,7 +100,68 @@ fn missing_extensions() -> Vec<FileDescriptorProto> {
         ..FileDescriptorProto::default()
     };
     let core = "envoy.config.core.v3";
+    let tls = "envoy.extensions.transport_sockets.tls.v3";
+    let common_tls_context = || {
+        field(
+            "common_tls_context",
+            1,
+            Type::Message,
+            Some("envoy.extensions.transport_sockets.tls.v3.CommonTlsContext"),
+            false,
+        )
+    };
     vec![
+        file(
+            "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+            tls,
+            &[
+                "envoy/extensions/transport_sockets/tls/v3/common.proto",
+                "envoy/extensions/transport_sockets/tls/v3/secret.proto",
+                "google/protobuf/wrappers.proto",
+            ],
+            vec![
+                message(
+                    "UpstreamTlsContext",
+                    vec![common_tls_context(), field("sni", 2, Type::String, None, false)],
+                    vec![],
+                ),
+                message(
+                    "DownstreamTlsContext",
+                    vec![
+                        common_tls_context(),
+                        field(
+                            "require_client_certificate",
+                            2,
+                            Type::Message,
+                            Some("google.protobuf.BoolValue"),
+                            false,
+                        ),
+                    ],
+                    vec![],
+                ),
+                message(
+                    "CommonTlsContext",
+                    vec![
+                        field(
+                            "validation_context",
+                            3,
+                            Type::Message,
+                            Some("envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext"),
+                            false,
+                        ),
+                        field("alpn_protocols", 4, Type::String, None, true),
+                        field(
+                            "tls_certificate_sds_secret_configs",
+                            6,
+                            Type::Message,
+                            Some("envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig"),
+                            true,
+                        ),
+                    ],
+                    vec![],
+                ),
+            ],
+        ),
         file(
             "envoy/config/core/v3/tlv_entry.proto",
             core,
