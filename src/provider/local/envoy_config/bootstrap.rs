@@ -89,26 +89,32 @@ fn untyped_resources(response: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// A bootstrap with the listeners and clusters inlined as static resources (for
-/// `envoy --mode validate`, which connects to no server); its secrets still name ADS, so the
-/// ADS settings are there too.
-pub fn static_bootstrap(node_id: &str, admin_socket: &Path, resources: &XdsResources) -> Value {
-    let ads_socket = admin_socket.with_file_name("ads.sock");
-    let mut clusters = untyped_resources(&resources.clusters);
-    clusters.push(ads_cluster(&ads_socket));
+/// A bootstrap with the listeners, clusters and `secrets` (SDS responses, [`super::sds_secret`])
+/// inlined as static resources, for `envoy --mode validate`, which connects to no server (and
+/// crashes on an `ads_config`: Envoy 1.40.0, SIGSEGV while loading clusters): each TLS context
+/// names its secret without an `sds_config`, which makes Envoy look it up among the static ones.
+pub fn static_bootstrap(node_id: &str, admin_socket: &Path, resources: &XdsResources, secrets: &[Value]) -> Value {
+    let mut static_resources = json!({
+        "listeners": untyped_resources(&resources.listeners),
+        "clusters": untyped_resources(&resources.clusters),
+        "secrets": secrets.iter().flat_map(untyped_resources).collect::<Vec<_>>(),
+    });
+    drop_sds_configs(&mut static_resources);
     json!({
         "node": { "id": node_id, "cluster": "meshfed" },
-        "static_resources": {
-            "listeners": untyped_resources(&resources.listeners),
-            "clusters": clusters,
-        },
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "GRPC",
-                "transport_api_version": "V3",
-                "grpc_services": [{ "envoy_grpc": { "cluster_name": ADS_CLUSTER } }],
-            },
-        },
+        "static_resources": static_resources,
         "admin": { "address": { "pipe": { "path": admin_socket } } },
     })
+}
+
+/// Removes every `sds_config` below `value`.
+fn drop_sds_configs(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            object.remove("sds_config");
+            object.values_mut().for_each(drop_sds_configs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_sds_configs),
+        _ => {}
+    }
 }

@@ -999,7 +999,11 @@ mod tests {
     #[test]
     fn static_bootstrap_inlines_resources_without_type_urls() {
         let resources = sidecar_resources(&foo_sidecar());
-        let bootstrap = static_bootstrap("foo-0", Path::new("/run/admin.sock"), &resources);
+        let secret = sds_secret("default", "CHAIN", "KEY");
+        let bootstrap = static_bootstrap("foo-0", Path::new("/run/admin.sock"), &resources, &[secret]);
+        assert_eq!(bootstrap["static_resources"]["secrets"][0]["name"], "default");
+        assert!(bootstrap["static_resources"]["secrets"][0].get("@type").is_none());
+        assert!(!bootstrap.to_string().contains("sds_config"), "secrets are static");
         let listeners = bootstrap["static_resources"]["listeners"]
             .as_array()
             .expect("listeners");
