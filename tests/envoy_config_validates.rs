@@ -14,7 +14,7 @@ use meshfed::provider::local::envoy_binary::find_envoy;
 use meshfed::provider::local::envoy_config::{
     CertPaths, CircuitBreaker, GATEWAY_PORT, GatewayFailover, GatewaySpec, InboundMtls, InboundPort, LbEndpoint,
     Locality, OutboundPort, OutlierDetection, Protocol, RetryPolicy, SidecarSpec, SniRoute, UpstreamTls, XdsResources,
-    bootstrap, gateway_resources, outbound_sni, sds_secret, sidecar_resources, static_bootstrap,
+    bootstrap, gateway_resources, outbound_sni, root_ca_secret, sds_secret, sidecar_resources, static_bootstrap,
 };
 use meshfed::scenario::LoadBalancer;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
@@ -172,7 +172,8 @@ fn validate(envoy: &Path, dir: &Path, name: &str, resources: &XdsResources) -> (
     let certs = CertPaths::in_dir(&dir.join("certs"));
     let secrets: Vec<serde_json::Value> = std::fs::read_to_string(&certs.cert_chain)
         .and_then(|chain| Ok((chain, std::fs::read_to_string(&certs.key)?)))
-        .map(|(chain, key)| vec![sds_secret(&certs.secret, &chain, &key)])
+        .and_then(|(chain, key)| Ok((chain, key, std::fs::read_to_string(&certs.root)?)))
+        .map(|(chain, key, root)| vec![sds_secret(&certs.secret, &chain, &key), root_ca_secret(&root)])
         .unwrap_or_default();
     let bootstrap = static_bootstrap(name, &dir.join(format!("{name}.sock")), resources, &secrets);
     let path = dir.join(format!("{name}.json"));
@@ -216,8 +217,8 @@ fn envoy_accepts_generated_sidecar_and_gateway_config() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The control that shows the validation above can fail: Envoy loads the certificate files the
-/// TLS contexts name. (Routes to missing clusters pass validation by design: the listeners are
+/// The control that shows the validation above can fail: Envoy needs the secrets (`default`,
+/// `ROOTCA`) the TLS contexts name, here static ones made from the certificate files. (Routes to missing clusters pass validation by design: the listeners are
 /// static and CDS delivers the clusters later, so `validate_clusters` is off; the unit tests check
 /// that every cluster a listener names exists.)
 #[test]
@@ -300,8 +301,10 @@ fn over_ads(
             &std::fs::read_to_string(&certs.cert_chain).unwrap(),
             &std::fs::read_to_string(&certs.key).unwrap(),
         );
-        server.set(name, ads::SECRET_TYPE, &version(&secret), encode(&secret));
-        expected.push(("secrets", ads::SECRET_TYPE, version(&secret)));
+        let root = root_ca_secret(&std::fs::read_to_string(&certs.root).unwrap());
+        let both = version(&secret) + &version(&root);
+        server.set(name, ads::SECRET_TYPE, &both, [encode(&secret), encode(&root)].concat());
+        expected.push(("secrets", ads::SECRET_TYPE, both));
     }
     let bootstrap_path = dir.join(format!("{name}-bootstrap.json"));
     let bootstrap = bootstrap(

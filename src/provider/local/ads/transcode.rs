@@ -66,7 +66,9 @@ fn descriptors() -> Result<&'static DescriptorPool, TranscodeError> {
 ///   `secret.proto` only): `UpstreamTlsContext` `common_tls_context` 1, `sni` 2;
 ///   `DownstreamTlsContext` `common_tls_context` 1, `require_client_certificate` 2 (BoolValue);
 ///   `CommonTlsContext` `validation_context` 3, `alpn_protocols` 4,
-///   `tls_certificate_sds_secret_configs` 6;
+///   `tls_certificate_sds_secret_configs` 6, `combined_validation_context` 8
+///   (`CombinedCertificateValidationContext`: `default_validation_context` 1,
+///   `validation_context_sds_secret_config` 2);
 /// - `TlsInspector` (`envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto`) and
 ///   `RawBuffer` (`envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto`), used
 ///   without fields.
@@ -157,8 +159,36 @@ fn missing_extensions() -> Vec<FileDescriptorProto> {
                             Some("envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig"),
                             true,
                         ),
+                        field(
+                            "combined_validation_context",
+                            8,
+                            Type::Message,
+                            Some(
+                                "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext",
+                            ),
+                            false,
+                        ),
                     ],
-                    vec![],
+                    vec![message(
+                        "CombinedCertificateValidationContext",
+                        vec![
+                            field(
+                                "default_validation_context",
+                                1,
+                                Type::Message,
+                                Some("envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext"),
+                                false,
+                            ),
+                            field(
+                                "validation_context_sds_secret_config",
+                                2,
+                                Type::Message,
+                                Some("envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig"),
+                                false,
+                            ),
+                        ],
+                        vec![],
+                    )],
                 ),
             ],
         ),

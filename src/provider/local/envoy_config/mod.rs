@@ -426,6 +426,33 @@ fn tls_certificate_sds(certs: &CertPaths) -> Value {
     })
 }
 
+/// The mesh root peers are verified against, delivered by SDS over the ADS stream as the secret
+/// `ROOTCA` (Istio's name), combined with `default_validation_context` (the SAN matchers).
+fn root_ca_sds(default_validation_context: Value) -> Value {
+    json!({
+        "default_validation_context": default_validation_context,
+        "validation_context_sds_secret_config": {
+            "name": ROOT_CA_SECRET_NAME,
+            "sds_config": { "resource_api_version": "V3", "ads": {} },
+        },
+    })
+}
+
+/// The name of the root CA secret (Istio's).
+pub const ROOT_CA_SECRET_NAME: &str = "ROOTCA";
+
+/// The SDS response holding the root CA secret `ROOTCA` with the mesh root inline.
+pub fn root_ca_secret(root_pem: &str) -> Value {
+    json!({
+        "version_info": format!("{:016x}", fnv1a(root_pem.as_bytes())),
+        "resources": [{
+            "@type": SECRET_TYPE,
+            "name": ROOT_CA_SECRET_NAME,
+            "validation_context": { "trusted_ca": { "inline_string": root_pem } },
+        }],
+    })
+}
+
 /// The name of the identity secret (Istio's).
 pub const IDENTITY_SECRET_NAME: &str = "default";
 const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
@@ -764,12 +791,13 @@ mod tests {
                     },
                 }])
             );
+            let validation = &context["combined_validation_context"];
             assert_eq!(
-                context["validation_context"]["trusted_ca"]["filename"],
-                "/certs/foo-0/root-cert.pem"
+                validation["validation_context_sds_secret_config"],
+                json!({ "name": "ROOTCA", "sds_config": { "resource_api_version": "V3", "ads": {} } })
             );
             assert_eq!(
-                context["validation_context"]["match_typed_subject_alt_names"],
+                validation["default_validation_context"]["match_typed_subject_alt_names"],
                 json!([{ "san_type": "URI", "matcher": { "exact": BAR_IDENTITY } }])
             );
         }
@@ -794,6 +822,16 @@ mod tests {
             secret["version_info"],
             sds_secret("default", "NEW CHAIN", "KEY")["version_info"]
         );
+    }
+
+    #[test]
+    fn the_root_ca_secret_holds_the_mesh_root_inline_and_its_version_follows_it() {
+        let secret = root_ca_secret("ROOT");
+        let resource = &secret["resources"][0];
+        assert_eq!(resource["@type"], SECRET_TYPE);
+        assert_eq!(resource["name"], "ROOTCA");
+        assert_eq!(resource["validation_context"]["trusted_ca"]["inline_string"], "ROOT");
+        assert_ne!(secret["version_info"], root_ca_secret("OTHER ROOT")["version_info"]);
     }
 
     #[test]
@@ -834,8 +872,8 @@ mod tests {
             assert_eq!(tls["@type"], DOWNSTREAM_TLS_TYPE);
             assert_eq!(tls["require_client_certificate"], true);
             assert_eq!(
-                tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
-                "/certs/foo-0/root-cert.pem"
+                tls["common_tls_context"]["combined_validation_context"]["validation_context_sds_secret_config"]["name"],
+                "ROOTCA"
             );
         }
     }

@@ -106,22 +106,32 @@ pub(super) fn push_resources(server: &AdsServer, node: &str, resources: &XdsReso
     Ok(())
 }
 
-/// Hands `node` its identity secrets (SDS), read from the PEM files of each of `certs`; the
+/// Hands `node` its identity secrets (SDS), read from the PEM files of each of `certs`, and the
+/// root CA of the first (`ROOTCA`); the
 /// version follows the certificate chains, so a reissued certificate is pushed and an unchanged
 /// one is not.
 pub(super) fn push_secrets(server: &AdsServer, node: &str, certs: &[CertPaths]) -> Result<String, ProviderError> {
     let mut resources = Vec::new();
     let mut versions = String::new();
     for paths in certs {
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|error| failed(format!("reading {}", path.display()))(error.into()))
-        };
-        let secret = envoy_config::sds_secret(&paths.secret, &read(&paths.cert_chain)?, &read(&paths.key)?);
+        let secret = envoy_config::sds_secret(&paths.secret, &read_pem(&paths.cert_chain)?, &read_pem(&paths.key)?);
         versions.push_str(secret["version_info"].as_str().unwrap_or_default());
         resources.extend(encode_response(&secret).map_err(failed(format!("encoding the secrets of {node}")))?);
     }
+    // The mesh root the proxy verifies peers against (`ROOTCA`): its genuine certificates' root
+    // (an impostor's foreign certificate still trusts the real root).
+    if let Some(genuine) = certs.first() {
+        let root = envoy_config::root_ca_secret(&read_pem(&genuine.root)?);
+        versions.push_str(root["version_info"].as_str().unwrap_or_default());
+        resources.extend(encode_response(&root).map_err(failed(format!("encoding the secrets of {node}")))?);
+    }
     server.set(node, ads::SECRET_TYPE, &versions, resources);
     Ok(versions)
+}
+
+/// A PEM file of a pod's certificates.
+fn read_pem(path: &Path) -> Result<String, ProviderError> {
+    std::fs::read_to_string(path).map_err(|error| failed(format!("reading {}", path.display()))(error.into()))
 }
 
 /// The encoded resources of a DiscoveryResponse as [`envoy_config`] writes it.
