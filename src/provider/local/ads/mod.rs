@@ -21,10 +21,4 @@ mod wire;
 pub use server::{ADS_CLUSTER, AdsServer, AwaitAckError};
 pub use state::Rejection;
 pub use transcode::{TranscodeError, encode_resource};
-
-/// Type URL of clusters (CDS).
-pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-/// Type URL of listeners (LDS).
-pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-/// Type URL of secrets (SDS).
-pub const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub use wire::{CLUSTER_TYPE, LISTENER_TYPE, SECRET_TYPE};

@@ -7,8 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::SECRET_TYPE;
-use super::wire::DiscoveryRequest;
+use super::wire::{DiscoveryRequest, SECRET_TYPE};
 
 /// The resources of one type a node should have, each `(name, encoded message)`.
 #[derive(Debug, PartialEq, Eq)]
@@ -223,7 +222,7 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::local::ads::{CLUSTER_TYPE, SECRET_TYPE};
+    use crate::provider::local::ads::wire::CLUSTER_TYPE;
 
     fn snapshot(version: &str, names: &[&str]) -> Snapshot {
         Snapshot {

@@ -8,6 +8,13 @@
 //! DiscoveryResponse `version_info` 1, `resources` 2, `type_url` 4, `nonce` 5; `Any` `type_url` 1,
 //! `value` 2. The resources themselves are encoded by [`super::transcode`].
 
+/// Type URL of clusters (CDS).
+pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+/// Type URL of listeners (LDS).
+pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+/// Type URL of secrets (SDS).
+pub const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
 /// What meshfed reads of one `DiscoveryRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DiscoveryRequest {

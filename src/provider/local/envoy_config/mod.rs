@@ -78,7 +78,7 @@ pub use gateway::gateway_resources;
 pub use sidecar::sidecar_resources;
 
 /// Workload certificate files in Istio 1.1's layout (`cert-chain.pem`, `key.pem`,
-/// `root-cert.pem`). Envoy reads them itself, so they must be readable by the Envoy process.
+/// `root-cert.pem`). meshfed reads them and pushes them to the Envoy as SDS secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertPaths {
     /// Leaf certificate (with the SPIFFE URI SAN) followed by its intermediate CA.
