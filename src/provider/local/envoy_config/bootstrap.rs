@@ -1,5 +1,5 @@
-//! The Envoy bootstrap: node, admin socket, static listeners (sidecars) or a watched LDS file
-//! (gateways), and the watched CDS file.
+//! The Envoy bootstrap: node, admin socket, static listeners (sidecars) or listeners from LDS
+//! (gateways), clusters from CDS and secrets from SDS, all over one ADS stream to meshfed.
 
 use std::path::Path;
 
@@ -7,28 +7,34 @@ use serde_json::{Value, json};
 
 use super::XdsResources;
 
-/// Envoy bootstrap: node id; the listeners of `resources` as static resources; CDS from
-/// `cds.json` in `xds_dir` (watched, so an atomic rename into the directory reconfigures the
-/// running Envoy); admin API on the unix socket `admin_socket` (keep its path under 108 bytes).
+/// The bootstrap cluster through which Envoy reaches meshfed's ADS server.
+pub const ADS_CLUSTER: &str = "xds-grpc";
+
+/// Envoy bootstrap: node id; the listeners of `resources` as static resources (or, for a proxy
+/// whose listeners are dynamic, LDS); CDS and SDS from ADS, one gRPC stream (HTTP/2) to meshfed's
+/// server on the unix socket `ads_socket`, as istio-agent's bootstrap points Envoy at istiod
+/// (cluster `xds-grpc`, `ads_config` GRPC, V3); admin API on the unix socket `admin_socket` (keep
+/// both paths under 108 bytes).
 ///
-/// Listeners are static because nothing a run changes lives in them (services, ports and pods are
-/// fixed; weights, the connection policy and certificates are cluster settings), and every watched
-/// xDS file costs its Envoy one inotify instance, of which a user has 128 by default
-/// (`fs.inotify.max_user_instances`): one per Envoy instead of two doubles the pods a world can have.
-pub fn bootstrap(node_id: &str, xds_dir: &Path, admin_socket: &Path, resources: &XdsResources) -> Value {
+/// Listeners of sidecars are static because nothing a run changes lives in them (services, ports
+/// and pods are fixed; weights, the connection policy and certificates are cluster settings and
+/// secrets). Nothing is read from a watched file, so the Envoy holds no inotify instance for its
+/// configuration (a user has 128 by default, `fs.inotify.max_user_instances`).
+pub fn bootstrap(node_id: &str, ads_socket: &Path, admin_socket: &Path, resources: &XdsResources) -> Value {
     let mut bootstrap = json!({
         "node": { "id": node_id, "cluster": "meshfed" },
         "static_resources": {
             "listeners": untyped_resources(&resources.listeners),
+            "clusters": [ads_cluster(ads_socket)],
         },
         "dynamic_resources": {
-            "cds_config": {
-                "resource_api_version": "V3",
-                "path_config_source": {
-                    "path": xds_dir.join(CDS_FILE),
-                    "watched_directory": { "path": xds_dir },
-                },
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{ "envoy_grpc": { "cluster_name": ADS_CLUSTER } }],
+                "set_node_on_first_message_only": true,
             },
+            "cds_config": { "resource_api_version": "V3", "ads": {} },
         },
         "admin": {
             "address": { "pipe": { "path": admin_socket } },
@@ -37,19 +43,32 @@ pub fn bootstrap(node_id: &str, xds_dir: &Path, admin_socket: &Path, resources: 
     bootstrap["stats_config"] = super::stats::stats_config();
     if resources.listeners_dynamic {
         bootstrap["static_resources"]["listeners"] = json!([]);
-        bootstrap["dynamic_resources"]["lds_config"] = json!({
-            "resource_api_version": "V3",
-            "path_config_source": {
-                "path": xds_dir.join(LDS_FILE),
-                "watched_directory": { "path": xds_dir },
-            },
-        });
+        bootstrap["dynamic_resources"]["lds_config"] = json!({ "resource_api_version": "V3", "ads": {} });
     }
     bootstrap
 }
 
-/// File in the xDS directory that holds the listeners of a proxy whose listeners are dynamic.
-pub const LDS_FILE: &str = "lds.json";
+/// The static cluster of meshfed's ADS server: HTTP/2 (gRPC) to a unix socket, which every pod's
+/// network namespace reaches through the file system.
+fn ads_cluster(ads_socket: &Path) -> Value {
+    json!({
+        "name": ADS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADS_CLUSTER,
+            "endpoints": [{ "lb_endpoints": [{
+                "endpoint": { "address": { "pipe": { "path": ads_socket } } },
+            }]}],
+        },
+        "typed_extension_protocol_options": {
+            super::HTTP_PROTOCOL_OPTIONS_KEY: {
+                "@type": super::HTTP_PROTOCOL_OPTIONS_TYPE,
+                "explicit_http_config": { "http2_protocol_options": {} },
+            },
+        },
+    })
+}
 
 /// The resources of a DiscoveryResponse without their `@type`, as bootstrap static resources
 /// want them.
@@ -71,20 +90,34 @@ fn untyped_resources(response: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// File in the xDS directory that holds the clusters.
-pub const CDS_FILE: &str = "cds.json";
-
-/// A bootstrap with the listeners and clusters inlined as static resources (for
-/// `envoy --mode validate`, which does not read file-based xDS).
-pub fn static_bootstrap(node_id: &str, admin_socket: &Path, resources: &XdsResources) -> Value {
+/// A bootstrap with the listeners, clusters and `secrets` (SDS responses, [`super::sds_secret`])
+/// inlined as static resources, for `envoy --mode validate`, which connects to no server (and
+/// crashes on an `ads_config`: Envoy 1.40.0, SIGSEGV while loading clusters): each TLS context
+/// names its secret without an `sds_config`, which makes Envoy look it up among the static ones.
+pub fn static_bootstrap(node_id: &str, admin_socket: &Path, resources: &XdsResources, secrets: &[Value]) -> Value {
+    let mut static_resources = json!({
+        "listeners": untyped_resources(&resources.listeners),
+        "clusters": untyped_resources(&resources.clusters),
+        "secrets": secrets.iter().flat_map(untyped_resources).collect::<Vec<_>>(),
+    });
+    drop_sds_configs(&mut static_resources);
     let mut bootstrap = json!({
         "node": { "id": node_id, "cluster": "meshfed" },
-        "static_resources": {
-            "listeners": untyped_resources(&resources.listeners),
-            "clusters": untyped_resources(&resources.clusters),
-        },
+        "static_resources": static_resources,
         "admin": { "address": { "pipe": { "path": admin_socket } } },
     });
     bootstrap["stats_config"] = super::stats::stats_config();
     bootstrap
+}
+
+/// Removes every `sds_config` below `value`.
+fn drop_sds_configs(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            object.remove("sds_config");
+            object.values_mut().for_each(drop_sds_configs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_sds_configs),
+        _ => {}
+    }
 }

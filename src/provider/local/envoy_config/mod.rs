@@ -74,12 +74,12 @@ mod gateway;
 mod sidecar;
 pub mod stats;
 
-pub use bootstrap::{CDS_FILE, LDS_FILE, bootstrap, static_bootstrap};
+pub use bootstrap::{ADS_CLUSTER, bootstrap, static_bootstrap};
 pub use gateway::gateway_resources;
 pub use sidecar::sidecar_resources;
 
 /// Workload certificate files in Istio 1.1's layout (`cert-chain.pem`, `key.pem`,
-/// `root-cert.pem`). Envoy reads them itself, so they must be readable by the Envoy process.
+/// `root-cert.pem`). meshfed reads them and pushes them to the Envoy as SDS secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertPaths {
     /// Leaf certificate (with the SPIFFE URI SAN) followed by its intermediate CA.
@@ -88,20 +88,25 @@ pub struct CertPaths {
     pub key: PathBuf,
     /// The mesh root certificate peers are verified against.
     pub root: PathBuf,
-    /// The SDS file Envoy loads the identity certificate from ([`sds_secret`] of the chain and
-    /// key; replaced in one rename when the certificate is reissued).
-    pub sds: PathBuf,
+    /// The SDS secret Envoy takes the certificate and key of as its identity ([`sds_secret`] of
+    /// the chain and key, pushed by meshfed's ADS server; pushed again when reissued).
+    pub secret: String,
 }
 
 impl CertPaths {
     /// The files Istio 1.1 mounts, inside `dir`: `cert-chain.pem`, `key.pem`, `root-cert.pem`,
-    /// and the SDS file `sds-default.json` meshfed's Envoys load the certificate from.
+    /// delivered as the SDS secret `default` (Istio's name for the workload identity).
     pub fn in_dir(dir: &Path) -> CertPaths {
+        CertPaths::named(dir, IDENTITY_SECRET_NAME)
+    }
+
+    /// The same files, delivered as the SDS secret `secret` (a second identity of one proxy).
+    pub fn named(dir: &Path, secret: &str) -> CertPaths {
         CertPaths {
             cert_chain: dir.join("cert-chain.pem"),
             key: dir.join("key.pem"),
             root: dir.join("root-cert.pem"),
-            sds: dir.join("sds-default.json"),
+            secret: secret.to_owned(),
         }
     }
 }
@@ -411,27 +416,50 @@ fn socket_address(address: Ipv4Addr, port: u16) -> Value {
     json!({ "socket_address": { "address": address.to_string(), "port_value": port } })
 }
 
-/// The workload's identity certificate, delivered by SDS from the watched file `certs.sds`
-/// (Istio delivers it by SDS too, as the secret `default`): replacing that file in one rename
-/// hands running listeners and clusters a new certificate without a restart, and connections
-/// made before keep theirs. Each Envoy loads it once, whichever listeners and clusters name it,
-/// and the file watch costs the Envoy one inotify instance.
+/// The workload's identity certificate, delivered by SDS over the ADS stream as the secret
+/// `certs.secret` (Istio delivers it by SDS too, as the secret `default`): a new one pushed hands
+/// running listeners and clusters a new certificate without a restart, and connections made
+/// before keep theirs. Each Envoy loads it once, whichever listeners and clusters name it.
 fn tls_certificate_sds(certs: &CertPaths) -> Value {
     json!({
-        "name": IDENTITY_SECRET_NAME,
-        "sds_config": {
-            "resource_api_version": "V3",
-            "path_config_source": { "path": certs.sds },
+        "name": certs.secret,
+        "sds_config": { "resource_api_version": "V3", "ads": {} },
+    })
+}
+
+/// The mesh root peers are verified against, delivered by SDS over the ADS stream as the secret
+/// `ROOTCA` (Istio's name), combined with `default_validation_context` (the SAN matchers).
+fn root_ca_sds(default_validation_context: Value) -> Value {
+    json!({
+        "default_validation_context": default_validation_context,
+        "validation_context_sds_secret_config": {
+            "name": ROOT_CA_SECRET_NAME,
+            "sds_config": { "resource_api_version": "V3", "ads": {} },
         },
     })
 }
 
+/// The name of the root CA secret (Istio's).
+pub const ROOT_CA_SECRET_NAME: &str = "ROOTCA";
+
+/// The SDS response holding the root CA secret `ROOTCA` with the mesh root inline.
+pub fn root_ca_secret(root_pem: &str) -> Value {
+    json!({
+        "version_info": format!("{:016x}", fnv1a(root_pem.as_bytes())),
+        "resources": [{
+            "@type": SECRET_TYPE,
+            "name": ROOT_CA_SECRET_NAME,
+            "validation_context": { "trusted_ca": { "inline_string": root_pem } },
+        }],
+    })
+}
+
 /// The name of the identity secret (Istio's).
-const IDENTITY_SECRET_NAME: &str = "default";
+pub const IDENTITY_SECRET_NAME: &str = "default";
 const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
-/// The SDS file (a DiscoveryResponse) holding the identity secret `name` with the certificate
-/// chain and key inline, so one rename replaces both at once.
+/// The SDS response (a DiscoveryResponse) holding the identity secret `name` with the certificate
+/// chain and key inline, so one push replaces both at once.
 pub fn sds_secret(name: &str, cert_chain_pem: &str, key_pem: &str) -> Value {
     json!({
         "version_info": format!("{:016x}", fnv1a(cert_chain_pem.as_bytes())),
@@ -760,23 +788,24 @@ mod tests {
                     "name": "default",
                     "sds_config": {
                         "resource_api_version": "V3",
-                        "path_config_source": { "path": "/certs/foo-0/sds-default.json" },
+                        "ads": {},
                     },
                 }])
             );
+            let validation = &context["combined_validation_context"];
             assert_eq!(
-                context["validation_context"]["trusted_ca"]["filename"],
-                "/certs/foo-0/root-cert.pem"
+                validation["validation_context_sds_secret_config"],
+                json!({ "name": "ROOTCA", "sds_config": { "resource_api_version": "V3", "ads": {} } })
             );
             assert_eq!(
-                context["validation_context"]["match_typed_subject_alt_names"],
+                validation["default_validation_context"]["match_typed_subject_alt_names"],
                 json!([{ "san_type": "URI", "matcher": { "exact": BAR_IDENTITY } }])
             );
         }
     }
 
     #[test]
-    fn the_sds_file_holds_the_identity_secret_inline_and_its_version_follows_the_chain() {
+    fn the_sds_response_holds_the_identity_secret_inline_and_its_version_follows_the_chain() {
         let secret = sds_secret("default", "CHAIN", "KEY");
         let resource = &secret["resources"][0];
         assert_eq!(resource["@type"], SECRET_TYPE);
@@ -794,6 +823,16 @@ mod tests {
             secret["version_info"],
             sds_secret("default", "NEW CHAIN", "KEY")["version_info"]
         );
+    }
+
+    #[test]
+    fn the_root_ca_secret_holds_the_mesh_root_inline_and_its_version_follows_it() {
+        let secret = root_ca_secret("ROOT");
+        let resource = &secret["resources"][0];
+        assert_eq!(resource["@type"], SECRET_TYPE);
+        assert_eq!(resource["name"], "ROOTCA");
+        assert_eq!(resource["validation_context"]["trusted_ca"]["inline_string"], "ROOT");
+        assert_ne!(secret["version_info"], root_ca_secret("OTHER ROOT")["version_info"]);
     }
 
     #[test]
@@ -834,8 +873,8 @@ mod tests {
             assert_eq!(tls["@type"], DOWNSTREAM_TLS_TYPE);
             assert_eq!(tls["require_client_certificate"], true);
             assert_eq!(
-                tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
-                "/certs/foo-0/root-cert.pem"
+                tls["common_tls_context"]["combined_validation_context"]["validation_context_sds_secret_config"]["name"],
+                "ROOTCA"
             );
         }
     }
@@ -936,25 +975,36 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_has_static_listeners_watches_cds_and_serves_admin_on_a_socket() {
+    fn bootstrap_has_static_listeners_takes_cds_over_ads_and_serves_admin_on_a_socket() {
         let resources = sidecar_resources(&foo_sidecar());
         let bootstrap = bootstrap(
             "foo-0",
-            Path::new("/run/xds/foo-0"),
+            Path::new("/run/meshfed/ads.sock"),
             Path::new("/run/foo-0.sock"),
             &resources,
         );
         assert_eq!(bootstrap["node"]["id"], "foo-0");
-        let source = &bootstrap["dynamic_resources"]["cds_config"];
-        assert_eq!(source["resource_api_version"], "V3");
-        assert_eq!(source["path_config_source"]["path"], "/run/xds/foo-0/cds.json");
+        let dynamic = &bootstrap["dynamic_resources"];
         assert_eq!(
-            source["path_config_source"]["watched_directory"]["path"],
-            "/run/xds/foo-0"
+            dynamic["cds_config"],
+            json!({ "resource_api_version": "V3", "ads": {} })
+        );
+        assert_eq!(dynamic["ads_config"]["api_type"], "GRPC");
+        assert_eq!(dynamic["ads_config"]["transport_api_version"], "V3");
+        assert_eq!(
+            dynamic["ads_config"]["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+            ADS_CLUSTER
+        );
+        assert!(dynamic.get("lds_config").is_none(), "a sidecar's listeners are static");
+        let ads = &bootstrap["static_resources"]["clusters"][0];
+        assert_eq!(ads["name"], ADS_CLUSTER);
+        assert_eq!(
+            ads["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"],
+            "/run/meshfed/ads.sock"
         );
         assert!(
-            bootstrap["dynamic_resources"].get("lds_config").is_none(),
-            "one watched file per sidecar"
+            !bootstrap.to_string().contains("path_config_source"),
+            "nothing is read from a watched file"
         );
         let listeners = bootstrap["static_resources"]["listeners"].as_array().unwrap();
         assert_eq!(listeners.len(), 4);
@@ -964,13 +1014,14 @@ mod tests {
 
     /// A gateway's listener comes from LDS, so Envoy can reject it and keep running (row 2d).
     #[test]
-    fn gateway_bootstrap_reads_its_listener_from_a_watched_lds_file() {
+    fn gateway_bootstrap_takes_its_listener_from_lds_over_ads() {
         let resources = gateway_resources(&gateway());
-        let bootstrap = bootstrap("gw", Path::new("/run/xds/gw"), Path::new("/run/gw.sock"), &resources);
+        let bootstrap = bootstrap("gw", Path::new("/run/ads.sock"), Path::new("/run/gw.sock"), &resources);
         assert_eq!(bootstrap["static_resources"]["listeners"], json!([]));
-        let lds = &bootstrap["dynamic_resources"]["lds_config"]["path_config_source"];
-        assert_eq!(lds["path"], "/run/xds/gw/lds.json");
-        assert_eq!(lds["watched_directory"]["path"], "/run/xds/gw");
+        assert_eq!(
+            bootstrap["dynamic_resources"]["lds_config"],
+            json!({ "resource_api_version": "V3", "ads": {} })
+        );
     }
 
     #[test]
@@ -987,7 +1038,11 @@ mod tests {
     #[test]
     fn static_bootstrap_inlines_resources_without_type_urls() {
         let resources = sidecar_resources(&foo_sidecar());
-        let bootstrap = static_bootstrap("foo-0", Path::new("/run/admin.sock"), &resources);
+        let secret = sds_secret("default", "CHAIN", "KEY");
+        let bootstrap = static_bootstrap("foo-0", Path::new("/run/admin.sock"), &resources, &[secret]);
+        assert_eq!(bootstrap["static_resources"]["secrets"][0]["name"], "default");
+        assert!(bootstrap["static_resources"]["secrets"][0].get("@type").is_none());
+        assert!(!bootstrap.to_string().contains("sds_config"), "secrets are static");
         let listeners = bootstrap["static_resources"]["listeners"]
             .as_array()
             .expect("listeners");

@@ -74,7 +74,7 @@ fn inbound_mtls_chain(spec: &SidecarSpec, inbound: &InboundPort, stat_prefix: &s
     };
     let mut common_tls_context = json!({
         "tls_certificate_sds_secret_configs": [tls_certificate_sds(&spec.certs)],
-        "validation_context": { "trusted_ca": { "filename": spec.certs.root } },
+        "combined_validation_context": root_ca_sds(json!({})),
     });
     if !alpn.is_empty() {
         common_tls_context["alpn_protocols"] = json!(alpn);
@@ -221,7 +221,7 @@ fn outbound_listener(outbound: &OutboundPort) -> Value {
 const TRANSPORT_SOCKET_MATCH_KEY: &str = "envoy.transport_socket_match";
 
 fn upstream_mtls_socket(certs: &CertPaths, outbound: &OutboundPort) -> Value {
-    let mut validation_context = json!({ "trusted_ca": { "filename": certs.root } });
+    let mut validation_context = json!({});
     if !outbound.server_identities.is_empty() {
         let matchers: Vec<Value> = outbound
             .server_identities
@@ -238,7 +238,7 @@ fn upstream_mtls_socket(certs: &CertPaths, outbound: &OutboundPort) -> Value {
             "common_tls_context": {
                 "tls_certificate_sds_secret_configs": [tls_certificate_sds(certs)],
                 "alpn_protocols": outbound.alpn,
-                "validation_context": validation_context,
+                "combined_validation_context": root_ca_sds(validation_context),
             },
         },
     })

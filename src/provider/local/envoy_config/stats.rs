@@ -81,7 +81,7 @@ mod tests {
         );
         let path = std::path::Path::new("/run/gw");
         let live = crate::provider::local::envoy_config::bootstrap("gw", path, path, &resources);
-        let validated = crate::provider::local::envoy_config::static_bootstrap("gw", path, &resources);
+        let validated = crate::provider::local::envoy_config::static_bootstrap("gw", path, &resources, &[]);
         assert_eq!(live["stats_config"], stats_config());
         assert_eq!(validated["stats_config"], stats_config());
     }

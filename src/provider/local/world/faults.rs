@@ -14,6 +14,7 @@ use anyhow::anyhow;
 
 use super::apps::{app_name, delay_file};
 use super::proxies::ProxyRestart;
+use super::proxies::{node_id, push_secrets};
 use super::{APP_READY_TIMEOUT, LocalOptions, LocalProvider, World, failed, pod_dir};
 use crate::change::{Container, WorldChange};
 use crate::inventory::InventoryEvent;
@@ -21,8 +22,8 @@ use crate::inventory::ReadyPod;
 use crate::process::{BoundedRun, bounded_run};
 use crate::progress::Progress;
 use crate::provider::ProviderError;
-use crate::provider::local::envoy_binary::{parse_counters, write_sds};
-use crate::provider::local::envoy_config::{CertPaths, sds_secret};
+use crate::provider::local::ads::SECRET_TYPE;
+use crate::provider::local::envoy_config::CertPaths;
 use crate::provider::local::network;
 use crate::provider::local::topology::GATEWAY_POD;
 use crate::scenario::IstioVersion;
@@ -36,8 +37,6 @@ pub const KILL_RESTART_BACK_OFF: Duration = Duration::from_secs(1);
 const ROUTE_BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long rotated certificates may take to be loaded by every Envoy of the cluster.
 const CERTS_LOADED_TIMEOUT: Duration = Duration::from_secs(10);
-/// An SDS secret is named as Istio names the workload's identity secret.
-pub const IDENTITY_SECRET: &str = "default";
 
 impl World {
     /// Carries out a data-plane change; returns the inventory events it caused.
@@ -280,9 +279,9 @@ impl World {
     }
 
     /// A new intermediate CA for `cluster` under the same root; every workload certificate of the
-    /// cluster reissued by it and written as the pod's SDS secret (one atomic rename each), then
-    /// waits until every Envoy of the cluster serves the new certificate. No Envoy restarts, and
-    /// connections made before keep their certificates: both chains end at the same root.
+    /// cluster reissued by it and pushed to the pod's Envoy as its SDS secret, then waits until
+    /// every running Envoy of the cluster has acknowledged it. No Envoy restarts, and connections
+    /// made before keep their certificates: both chains end at the same root.
     async fn rotate_intermediate(&mut self, options: &LocalOptions, cluster: &str) -> Result<(), ProviderError> {
         self.pki
             .rotate_intermediate(cluster)
@@ -291,7 +290,6 @@ impl World {
         let mut waiting = Vec::new();
         for pod in &pods {
             let key = (cluster.to_owned(), pod.name.clone());
-            let loaded_before = self.secret_updates(&key).await?;
             let cert = self
                 .pki
                 .workload_cert(cluster, &pod.namespace, &pod.service_account)
@@ -299,100 +297,36 @@ impl World {
             let dir = pod_dir(&options.run_dir, cluster, &pod.name).join("certs");
             crate::pki::create_workload_files(&cert, &dir)
                 .map_err(|error| failed(format!("writing certificates of {}", pod.name))(error.into()))?;
-            create_sds_file(&CertPaths::in_dir(&dir))
-                .map_err(failed(format!("writing the SDS secret of {}", pod.name)))?;
-            waiting.push((key, loaded_before));
-        }
-        self.await_secrets_loaded(&waiting).await
-    }
-
-    /// How often `key`'s running Envoy has loaded its identity secret so far (`None` when none
-    /// runs).
-    async fn secret_updates(&self, key: &(String, String)) -> Result<Option<SecretLoads>, ProviderError> {
-        let Some(proxy) = self.proxies.get(key) else {
-            return Ok(None);
-        };
-        if proxy.stopped_on_purpose || !proxy.started {
-            return Ok(None);
-        }
-        let text = super::proxies::admin_call(proxy, "/stats?filter=sds", "reading SDS stats").await?;
-        let counters = parse_counters(&text);
-        let count = |name: &str| {
-            counters
-                .get(&format!("sds.{IDENTITY_SECRET}.{name}"))
-                .copied()
-                .unwrap_or(0)
-        };
-        Ok(Some(SecretLoads {
-            succeeded: count("update_success"),
-            rejected: count("update_rejected"),
-        }))
-    }
-
-    /// Waits until each running Envoy has loaded its identity secret once more than before; a
-    /// rejected load fails at once with the proxy's name.
-    async fn await_secrets_loaded(
-        &mut self,
-        waiting: &[((String, String), Option<SecretLoads>)],
-    ) -> Result<(), ProviderError> {
-        let deadline = Instant::now() + CERTS_LOADED_TIMEOUT;
-        for (key, before) in waiting {
-            let Some(SecretLoads {
-                succeeded: success_before,
-                rejected: rejected_before,
-            }) = *before
-            else {
-                continue;
-            };
-            loop {
-                let Some(SecretLoads {
-                    succeeded: success,
-                    rejected,
-                }) = self.secret_updates(key).await?
-                else {
-                    break;
-                };
-                let name = &self.proxies[key].name;
-                if rejected > rejected_before {
-                    return Err(ProviderError::failed(
-                        format!("{name} rejected its reissued certificate"),
-                        anyhow!("sds.{IDENTITY_SECRET}.update_rejected rose from {rejected_before} to {rejected}"),
-                    ));
-                }
-                if success > success_before {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    return Err(ProviderError::failed(
-                        format!("{name} did not load its reissued certificate"),
-                        anyhow!(
-                            "waited {CERTS_LOADED_TIMEOUT:?}; sds.{IDENTITY_SECRET}.update_success stayed at {success}"
-                        ),
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            let secrets = self
+                .proxies
+                .get(&key)
+                .map(|proxy| proxy.secrets.clone())
+                .filter(|secrets| !secrets.is_empty())
+                .unwrap_or_else(|| vec![CertPaths::in_dir(&dir)]);
+            let version = push_secrets(&self.ads, &node_id(&key), &secrets)?;
+            if self
+                .proxies
+                .get(&key)
+                .is_some_and(|proxy| proxy.started && !proxy.stopped_on_purpose)
+            {
+                waiting.push((key, version));
             }
+        }
+        let deadline = Instant::now() + CERTS_LOADED_TIMEOUT;
+        for (key, version) in waiting {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.ads
+                .await_acked(&node_id(&key), SECRET_TYPE, &version, left)
+                .await
+                .map_err(|error| {
+                    ProviderError::failed(
+                        format!("{} did not load its reissued certificate", self.proxies[&key].name),
+                        error,
+                    )
+                })?;
         }
         Ok(())
     }
-}
-
-/// Counters of one Envoy's loads of its identity secret.
-#[derive(Clone, Copy, Debug)]
-struct SecretLoads {
-    /// `sds.default.update_success`.
-    succeeded: u64,
-    /// `sds.default.update_rejected`.
-    rejected: u64,
-}
-
-/// Writes the SDS file of the certificates in `certs` (the identity secret, inline), replacing
-/// the old one in one rename so the watching Envoy never reads half a secret.
-pub(super) fn create_sds_file(certs: &CertPaths) -> anyhow::Result<()> {
-    let chain = std::fs::read_to_string(&certs.cert_chain)?;
-    let key = std::fs::read_to_string(&certs.key)?;
-    write_sds(&certs.sds, &sds_secret(IDENTITY_SECRET, &chain, &key))?;
-    Ok(())
 }
 
 /// Replaces a pod's delay file in one rename, so its app never reads half a number.

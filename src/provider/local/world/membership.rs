@@ -13,10 +13,7 @@
 use std::time::Instant;
 
 use super::capacity;
-use super::{
-    APP_READY_TIMEOUT, LocalOptions, World, check_inotify_budget, cluster_network, failed, pod_address, pod_dir,
-    read_inotify_limit,
-};
+use super::{APP_READY_TIMEOUT, LocalOptions, World, cluster_network, failed, pod_address, pod_dir};
 use crate::change::WorldChange;
 use crate::inventory::InventoryEvent;
 use crate::pki::{self, MeshPki};
@@ -67,11 +64,6 @@ impl World {
         let (plan, settings) = self.applied_plan()?;
         let current = self.cluster(cluster)?.pods_of(service).count();
         let adding = (replicas as usize).saturating_sub(current);
-        check_inotify_budget(
-            self.proxies.len() + self.draining_proxies() + adding,
-            read_inotify_limit(),
-        )
-        .map_err(ProviderError::Unavailable)?;
         let scenario = self.scenario.clone();
         capacity::check_memory_now(capacity::Demand {
             pods: adding,
@@ -149,11 +141,6 @@ impl World {
             .topology
             .mk_joining_cluster(&self.scenario, cluster)
             .map_err(|error| failed(format!("laying out cluster {cluster}"))(error.into()))?;
-        check_inotify_budget(
-            self.proxies.len() + self.draining_proxies() + joining.pods.len() + 1,
-            read_inotify_limit(),
-        )
-        .map_err(ProviderError::Unavailable)?;
         progress.step(&format!(
             "cluster {cluster} joins with {} pods{}",
             joining.pods.len(),

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::ads::AdsServer;
 use super::control_plane;
 use super::network::{self, ClusterNetwork, GatewayAddress, Network, NetworkSpec, PodAddress};
 use super::sandbox::SandboxMode;
@@ -107,6 +108,8 @@ struct World {
     foreign_roots: BTreeMap<String, MeshPki>,
     /// Pods out of every endpoint that still serve while their sidecar drains.
     terminating: Vec<termination::Terminating>,
+    /// The control plane's ADS server every Envoy takes its configuration and secrets from.
+    ads: AdsServer,
 }
 
 impl LocalProvider {
@@ -266,13 +269,6 @@ impl Provider for LocalProvider {
         progress: &mut dyn Progress,
     ) -> Result<Inventory, ProviderError> {
         let topology = topology::topology(scenario).map_err(|error| failed("laying out addresses")(error.into()))?;
-        let envoys = topology
-            .clusters
-            .iter()
-            .map(|cluster| cluster.pods.len() + 1)
-            .sum::<usize>();
-        check_inotify_budget(envoys, read_inotify_limit()).map_err(ProviderError::Unavailable)?;
-
         let fits = capacity::check_memory_now(capacity::Demand {
             pods: topology.clusters.iter().map(|cluster| cluster.pods.len()).sum(),
             gateways: topology.clusters.len(),
@@ -305,6 +301,8 @@ impl Provider for LocalProvider {
         let network =
             network::create_network(&spec).map_err(|error| failed("creating network namespaces")(error.into()))?;
         let supervisor = Supervisor::new().map_err(|error| failed("starting the process supervisor")(error.into()))?;
+        let ads = AdsServer::start(&run_dir.join(ADS_SOCKET))
+            .map_err(|error| failed("starting the ADS server")(error.into()))?;
         let inventory = topology.inventory(scenario);
         let mut world = World {
             scenario: scenario.clone(),
@@ -319,6 +317,7 @@ impl Provider for LocalProvider {
             applied: None,
             foreign_roots: BTreeMap::new(),
             terminating: Vec::new(),
+            ads,
         };
         progress.step("starting the apps");
         world.start_apps(&self.options)?;
@@ -454,36 +453,9 @@ impl Provider for LocalProvider {
     }
 }
 
-/// Inotify instances one Envoy holds: one per watched xDS file, CDS plus SDS (a sidecar's
-/// certificate) or CDS plus LDS (a gateway's listeners); measured in tests/sandbox/faults.rs.
-const INOTIFY_PER_ENVOY: u64 = 2;
-/// Instances left for everything else the same user runs.
-const INOTIFY_RESERVE: u64 = 16;
-
-/// `fs.inotify.max_user_instances` (128 when it cannot be read, the kernel's default).
-fn read_inotify_limit() -> u64 {
-    std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(128)
-}
-
-/// Refuses a world whose Envoys would run out of inotify instances (they abort at start-up
-/// otherwise), saying how to raise the limit.
-fn check_inotify_budget(envoys: usize, limit: u64) -> Result<(), String> {
-    let available = limit.saturating_sub(INOTIFY_RESERVE);
-    let needed = envoys as u64 * INOTIFY_PER_ENVOY;
-    if needed <= available {
-        return Ok(());
-    }
-    Err(format!(
-        "this scenario needs {envoys} Envoys (one per pod and one gateway per cluster), each watching its \
-         configuration with {INOTIFY_PER_ENVOY} inotify instances, but fs.inotify.max_user_instances is {limit} \
-         ({available} usable after a reserve of {INOTIFY_RESERVE}); raise it, e.g. \
-         `sysctl -w fs.inotify.max_user_instances={}`, or use fewer replicas",
-        (needed + INOTIFY_RESERVE).next_power_of_two().max(256)
-    ))
-}
+/// The ADS server's socket in the run directory (mode 0600; every pod's network namespace reaches
+/// it through the file system).
+const ADS_SOCKET: &str = "ads.sock";
 
 /// Reads a child's pipe to its end on a thread, so the child never blocks on a full pipe while
 /// meshfed reads its other output.
@@ -536,23 +508,5 @@ impl World {
             .service(service)
             .and_then(|s| s.ports.first())
             .map_or(80, |port| port.number.value)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::check_inotify_budget;
-
-    #[test]
-    fn worlds_within_the_inotify_limit_pass_and_larger_ones_say_how_to_raise_it() {
-        assert_eq!(check_inotify_budget(56, 128), Ok(()));
-        let refusal = check_inotify_budget(57, 128).unwrap_err();
-        assert!(refusal.contains("needs 57 Envoys"), "{refusal}");
-        assert!(refusal.contains("with 2 inotify instances"), "{refusal}");
-        assert!(refusal.contains("fs.inotify.max_user_instances is 128"), "{refusal}");
-        assert!(
-            refusal.contains("sysctl -w fs.inotify.max_user_instances=256"),
-            "{refusal}"
-        );
     }
 }

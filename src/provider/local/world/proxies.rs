@@ -16,9 +16,10 @@ use anyhow::anyhow;
 use super::{CONFIG_APPLIED_TIMEOUT, ENVOY_READY_TIMEOUT, LocalOptions, World, failed, pod_dir};
 use crate::pki;
 use crate::plan::Plan;
+use crate::provider::local::ads::{self, AdsServer, AwaitAckError};
 use crate::provider::local::control_plane;
 use crate::provider::local::envoy_binary::{
-    AwaitReadyError, admin_get, await_ready, envoy_args, parse_counters, write_bootstrap, write_xds,
+    AwaitReadyError, admin_get, await_ready, envoy_args, parse_counters, write_bootstrap,
 };
 use crate::provider::local::envoy_config::{self, CertPaths, XdsResources};
 use crate::provider::local::supervisor::{ChildExit, ChildExited, ChildOutput, Supervisor};
@@ -39,6 +40,8 @@ pub(super) struct Proxy {
     pub(super) dir: PathBuf,
     pub(super) admin_socket: PathBuf,
     pushed: Option<XdsResources>,
+    /// The identity certificates pushed to it as SDS secrets.
+    pub(super) secrets: Vec<CertPaths>,
     pub(super) started: bool,
     /// Envoy worker threads (the cluster's install values).
     concurrency: u32,
@@ -80,13 +83,64 @@ pub(super) async fn admin_call(proxy: &Proxy, path: &str, what: &str) -> Result<
     }
 }
 
-/// `certs`, once its SDS file exists (written from its PEM files the first time).
-fn ensure_sds_file(certs: CertPaths) -> Result<CertPaths, ProviderError> {
-    if !certs.sds.exists() {
-        super::faults::create_sds_file(&certs)
-            .map_err(failed(format!("writing the SDS secret {}", certs.sds.display())))?;
+/// The SDS secret name of an impostor's foreign certificate (its genuine one stays `default`).
+const IMPOSTOR_SECRET: &str = "impostor";
+
+/// The ADS node id of the Envoy of `pod` in `cluster`.
+pub(super) fn node_id(key: &(String, String)) -> String {
+    format!("{}.{}", key.1, key.0)
+}
+
+/// Hands `node` the clusters of `resources` (and its listeners when they are dynamic) through the
+/// ADS server: its Envoy gets them at once if it runs, or when it connects.
+pub(super) fn push_resources(server: &AdsServer, node: &str, resources: &XdsResources) -> Result<(), ProviderError> {
+    let mut responses = vec![(ads::CLUSTER_TYPE, &resources.clusters)];
+    if resources.listeners_dynamic {
+        responses.push((ads::LISTENER_TYPE, &resources.listeners));
     }
-    Ok(certs)
+    for (type_url, response) in responses {
+        let encoded = encode_response(response).map_err(failed(format!("encoding the configuration of {node}")))?;
+        let version = response["version_info"].as_str().unwrap_or_default();
+        server.set(node, type_url, version, encoded);
+    }
+    Ok(())
+}
+
+/// Hands `node` its identity secrets (SDS), read from the PEM files of each of `certs`, and the
+/// root CA of the first (`ROOTCA`); the
+/// version follows the certificate chains, so a reissued certificate is pushed and an unchanged
+/// one is not.
+pub(super) fn push_secrets(server: &AdsServer, node: &str, certs: &[CertPaths]) -> Result<String, ProviderError> {
+    let mut resources = Vec::new();
+    let mut versions = String::new();
+    for paths in certs {
+        let secret = envoy_config::sds_secret(&paths.secret, &read_pem(&paths.cert_chain)?, &read_pem(&paths.key)?);
+        versions.push_str(secret["version_info"].as_str().unwrap_or_default());
+        resources.extend(encode_response(&secret).map_err(failed(format!("encoding the secrets of {node}")))?);
+    }
+    // The mesh root the proxy verifies peers against (`ROOTCA`): its genuine certificates' root
+    // (an impostor's foreign certificate still trusts the real root).
+    if let Some(genuine) = certs.first() {
+        let root = envoy_config::root_ca_secret(&read_pem(&genuine.root)?);
+        versions.push_str(root["version_info"].as_str().unwrap_or_default());
+        resources.extend(encode_response(&root).map_err(failed(format!("encoding the secrets of {node}")))?);
+    }
+    server.set(node, ads::SECRET_TYPE, &versions, resources);
+    Ok(versions)
+}
+
+/// A PEM file of a pod's certificates.
+fn read_pem(path: &Path) -> Result<String, ProviderError> {
+    std::fs::read_to_string(path).map_err(|error| failed(format!("reading {}", path.display()))(error.into()))
+}
+
+/// The encoded resources of a DiscoveryResponse as [`envoy_config`] writes it.
+fn encode_response(response: &serde_json::Value) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let resources = response["resources"].as_array().map(Vec::as_slice).unwrap_or_default();
+    Ok(resources
+        .iter()
+        .map(ads::encode_resource)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Why Envoys did not become ready.
@@ -162,7 +216,7 @@ impl World {
     ) -> Result<CertPaths, ProviderError> {
         let dir = pod_dir(&options.run_dir, cluster, pod);
         if !foreign {
-            return ensure_sds_file(CertPaths::in_dir(&dir.join("certs")));
+            return Ok(CertPaths::in_dir(&dir.join("certs")));
         }
         let foreign_dir = dir.join("foreign-certs");
         if !foreign_dir.exists() {
@@ -196,7 +250,7 @@ impl World {
             pki::create_workload_files(&cert, &foreign_dir)
                 .map_err(|error| failed("writing a foreign certificate")(error.into()))?;
         }
-        ensure_sds_file(CertPaths::in_dir(&foreign_dir))
+        Ok(CertPaths::named(&foreign_dir, IMPOSTOR_SECRET))
     }
 
     pub(super) async fn apply_plan(
@@ -229,6 +283,8 @@ impl World {
                     );
                     envoy_config::sidecar_resources(&spec)
                 };
+                let mut secrets = vec![genuine_certs.clone()];
+                secrets.extend(impostor_certs.clone());
                 let genuine = sidecar(genuine_certs);
                 // An impostor presents the foreign certificate only as a client (clusters); its
                 // listeners, static for the run, keep serving with the genuine one.
@@ -246,6 +302,7 @@ impl World {
                     pod.name.clone(),
                     name,
                     resources,
+                    secrets,
                     concurrency,
                     version,
                 ));
@@ -257,6 +314,7 @@ impl World {
                 GATEWAY_POD.to_owned(),
                 name,
                 envoy_config::gateway_resources(&gateway),
+                Vec::new(),
                 concurrency,
                 version,
             ));
@@ -264,8 +322,11 @@ impl World {
         let mut started = Vec::new();
         let mut updated = Vec::new();
         let mut upgraded = Vec::new();
-        for (cluster, pod, name, resources, concurrency, version) in desired {
+        for (cluster, pod, name, resources, secrets, concurrency, version) in desired {
             let key = (cluster.clone(), pod.clone());
+            if !secrets.is_empty() {
+                push_secrets(&self.ads, &node_id(&key), &secrets)?;
+            }
             let proxy = self.proxies.entry(key.clone()).or_insert_with(|| {
                 let dir = pod_dir(&options.run_dir, &cluster, &pod).join("envoy");
                 Proxy {
@@ -273,6 +334,7 @@ impl World {
                     admin_socket: dir.join("admin.sock"),
                     dir,
                     pushed: None,
+                    secrets: Vec::new(),
                     started: false,
                     concurrency,
                     istio_version: None,
@@ -303,6 +365,7 @@ impl World {
                 upgraded.push((key, resources, version, concurrency, reason));
                 continue;
             }
+            proxy.secrets = secrets;
             proxy.istio_version = Some(version);
             proxy.concurrency = concurrency;
             if proxy.pushed.as_ref() == Some(&resources) {
@@ -324,8 +387,7 @@ impl World {
             }
             std::fs::create_dir_all(&proxy.dir)
                 .map_err(|error| failed(format!("creating {}", proxy.dir.display()))(error.into()))?;
-            write_xds(&proxy.dir, &resources)
-                .map_err(|error| failed(format!("configuring {}", proxy.name))(error.into()))?;
+            push_resources(&self.ads, &node_id(&key), &resources)?;
             proxy.pushed = Some(resources);
             if proxy.stopped_on_purpose {
                 // Written for when it starts again; nothing runs to apply it now.
@@ -339,6 +401,7 @@ impl World {
             self.start_envoy(options, key)?;
         }
         self.await_envoys_ready(&started).await?;
+        updated.extend(started);
         self.await_config_applied(&updated).await?;
         // Pod by pod, as a rolling restart after an upgrade: each ready before the next stops.
         for (key, resources, version, concurrency, reason) in upgraded {
@@ -371,7 +434,7 @@ impl World {
         tokio::time::sleep(back_off).await;
         let proxy = &self.proxies[key];
         if let Some(resources) = &proxy.pushed {
-            write_xds(&proxy.dir, resources).map_err(|error| failed(format!("configuring {name}"))(error.into()))?;
+            push_resources(&self.ads, &node_id(key), resources)?;
         }
         self.start_envoy(options, key)?;
         self.await_envoys_ready(std::slice::from_ref(key)).await?;
@@ -417,12 +480,11 @@ impl World {
             .get_mut(key)
             .ok_or_else(|| ProviderError::Unavailable("unknown proxy".into()))?;
         let bootstrap_path = proxy.dir.join("bootstrap.json");
-        let node_id = format!("{}.{}", key.1, key.0);
         let resources = proxy
             .pushed
             .as_ref()
             .ok_or_else(|| ProviderError::Unavailable(format!("no configuration for {}", proxy.name)))?;
-        let bootstrap = envoy_config::bootstrap(&node_id, &proxy.dir, &proxy.admin_socket, resources);
+        let bootstrap = envoy_config::bootstrap(&node_id(key), self.ads.socket(), &proxy.admin_socket, resources);
         write_bootstrap(&bootstrap_path, &bootstrap)
             .map_err(|error| failed(format!("configuring {}", proxy.name))(error.into()))?;
         let mut command = Command::new(&options.envoy);
@@ -449,32 +511,35 @@ impl World {
             .map_err(|error| failed("starting envoys")(error.into()))
     }
 
-    /// Waits until each updated Envoy reports the pushed CDS version (Envoy never ACKs
-    /// file-based updates; a rejected one shows only as a stale version and `update_rejected`).
+    /// Waits until each Envoy of `keys` has acknowledged the pushed clusters (its ADS stream ACKs
+    /// the version); one that rejects them (NACK) fails the run, naming the proxy and Envoy's
+    /// reason. A gateway's listeners are not waited for: Envoy refusing one is an Istio behaviour
+    /// the report shows ([`World::config_rejections`]), not a failure of the world.
     pub(super) async fn await_config_applied(&mut self, keys: &[(String, String)]) -> Result<(), ProviderError> {
         let deadline = Instant::now() + CONFIG_APPLIED_TIMEOUT;
         for key in keys {
             let proxy = &self.proxies[key];
             let Some(pushed) = &proxy.pushed else { continue };
-            let want_cds = pushed.clusters["version_info"].as_str().unwrap_or_default().to_owned();
-            loop {
-                let stats = admin_call(
-                    proxy,
-                    "/stats?filter=version_text|update_rejected",
-                    "reading the config version",
-                )
-                .await?;
-                let cds_ok = stats.contains(&format!("cluster_manager.cds.version_text: \"{want_cds}\""));
-                if cds_ok {
-                    break;
-                }
-                if Instant::now() >= deadline {
+            let version = pushed.clusters["version_info"].as_str().unwrap_or_default();
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .ads
+                .await_acked(&node_id(key), ads::CLUSTER_TYPE, version, left)
+                .await
+            {
+                Ok(()) => {}
+                Err(error @ AwaitAckError::Rejected { .. }) => {
                     return Err(ProviderError::failed(
-                        format!("{} did not apply the pushed configuration", proxy.name),
-                        anyhow!("waited {CONFIG_APPLIED_TIMEOUT:?} for cds version {want_cds}; its stats: {stats}"),
+                        format!("{} rejected the pushed configuration", proxy.name),
+                        error,
                     ));
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                Err(error @ AwaitAckError::Timeout { .. }) => {
+                    return Err(ProviderError::failed(
+                        format!("{} did not apply the pushed configuration", proxy.name),
+                        error,
+                    ));
+                }
             }
         }
         Ok(())
@@ -581,7 +646,15 @@ impl World {
             if rejected == 0 {
                 continue;
             }
-            let reason = last_rejection_in_logs(&proxy.dir).unwrap_or_else(|| "no reason found in its log".to_owned());
+            let reason = self
+                .ads
+                .last_rejection(
+                    &node_id(&(cluster.name.clone(), GATEWAY_POD.to_owned())),
+                    ads::LISTENER_TYPE,
+                )
+                .map(|rejection| rejection.detail)
+                .or_else(|| last_rejection_in_logs(&proxy.dir))
+                .unwrap_or_else(|| "no reason found in its log".to_owned());
             let listeners = admin_call(proxy, "/listeners?format=json", "reading listeners").await?;
             rejections.push(gateway_rejection(&proxy.name, rejected, &reason, &listeners));
         }

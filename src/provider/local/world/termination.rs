@@ -115,14 +115,6 @@ impl World {
         self.end_drained()
     }
 
-    /// Envoys still running while they drain (they hold inotify instances too).
-    pub(super) fn draining_proxies(&self) -> usize {
-        self.terminating
-            .iter()
-            .map(|terminating| terminating.proxies.len())
-            .sum()
-    }
-
     fn end_terminating_where(&mut self, due: impl Fn(&Terminating) -> bool) -> Result<(), ProviderError> {
         let (ending, staying): (Vec<Terminating>, Vec<Terminating>) = std::mem::take(&mut self.terminating)
             .into_iter()
