@@ -1,7 +1,7 @@
 //! The whole `kind` sequence for the shipped scenarios with fake `kind`, `docker` and `istioctl` on
 //! `PATH` (tests/support/fake_tools.rs): every program call, in order, snapshot-tested. Downloads are
 //! no program call (src/provider/kind/download.rs, tested on loopback there and in
-//! tests/istioctl_download.rs): the cache already holds istioctl and the MetalLB manifest.
+//! tests/kube/istioctl_download.rs): the cache already holds istioctl and the MetalLB manifest.
 //! The Kubernetes API half is a recording fake [`KubeSide`] writing into the same log (`kube[...]`
 //! lines): it stands in for the kube-rs client (server-side apply, waits, workloads, traffic),
 //! which is tested against a mock API server elsewhere. Also: `meshfed down` deletes only

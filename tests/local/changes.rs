@@ -2,7 +2,7 @@
 //! `scenarios/` with `actions` runs through the real `meshfed` binary and the test asserts the
 //! MEASURED outcome from its report.json (timeline buckets, action records, counters), not only the
 //! exit code. Each run carries its own `MESHFED_TEST_MARKER` and is checked to leave nothing of its
-//! own behind. Needs what `tests/local_e2e.rs` needs (root or user namespaces, `ip`, Envoy); a
+//! own behind. Needs what `tests/local/e2e.rs` needs (root or user namespaces, `ip`, Envoy); a
 //! machine without them skips with a message, which under `CI=true` is a failure.
 
 use std::path::{Path, PathBuf};

@@ -73,7 +73,7 @@ fn descriptors() -> Result<&'static DescriptorPool, TranscodeError> {
 ///   `RawBuffer` (`envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto`), used
 ///   without fields.
 ///
-/// A field number wrong here would give Envoy another field: `tests/envoy_config_validates.rs`
+/// A field number wrong here would give Envoy another field: `tests/local/envoy_config_validates.rs`
 /// has a real Envoy take every generated resource through this path and compares its
 /// `/config_dump` with the JSON.
 fn missing_extensions() -> Vec<FileDescriptorProto> {

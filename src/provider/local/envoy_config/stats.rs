@@ -27,7 +27,7 @@ pub const ISTIO_INCLUSION_REGEX: &str = r"vhost\..*\.route\..*";
 /// `sidecar.istio.io/statsInclusionRegexps`, [`crate::provider::kind::install::GATEWAY_STATS_ANNOTATION`]),
 /// the file-based SDS counters (`sds.<secret>.update_success`: a rotated certificate loaded), and
 /// the inbound HTTP connection managers' `downstream_rq_active` (requests a draining sidecar still
-/// serves, read by tests/local_faults.rs).
+/// serves, read by tests/sandbox/faults.rs).
 pub const MESHFED_INCLUSION_REGEX: &str =
     r"^(listener\..*\.(ssl\..*|no_filter_chain_match)|sds\..*|http\..*\.downstream_rq_active)$";
 

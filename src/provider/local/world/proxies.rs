@@ -542,6 +542,36 @@ impl World {
                 }
             }
         }
+        // An ACK says Envoy accepted the clusters; a changed cluster is then warmed and handed to
+        // the worker threads. The cut point a verdict measures from ("the federation without
+        // cluster3 applied") must be after that, so each proxy's main thread is asked once more:
+        // the version is current and no cluster is still warming.
+        for key in keys {
+            let proxy = &self.proxies[key];
+            let Some(pushed) = &proxy.pushed else { continue };
+            let want = format!(
+                "cluster_manager.cds.version_text: \"{}\"",
+                pushed.clusters["version_info"].as_str().unwrap_or_default()
+            );
+            loop {
+                let stats = admin_call(
+                    proxy,
+                    "/stats?filter=cluster_manager\\.(cds\\.version_text|warming_clusters)",
+                    "reading the applied configuration",
+                )
+                .await?;
+                if stats.contains(&want) && stats.contains("cluster_manager.warming_clusters: 0") {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(ProviderError::failed(
+                        format!("{} did not apply the pushed configuration", proxy.name),
+                        anyhow!("acknowledged, but after {CONFIG_APPLIED_TIMEOUT:?} its stats say: {stats}"),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         Ok(())
     }
 
