@@ -42,8 +42,7 @@ pub mod cli;
 pub mod diff;
 #[doc(hidden)]
 pub mod driver;
-#[doc(hidden)]
-pub mod exit_code;
+mod exit_code;
 mod helper_role;
 #[doc(hidden)]
 pub mod interrupt;
@@ -53,8 +52,7 @@ mod kept_logs;
 mod live_progress;
 mod logging;
 pub mod measure;
-#[doc(hidden)]
-pub mod observation;
+mod observation;
 #[doc(hidden)]
 pub mod pki;
 #[doc(hidden)]
@@ -75,12 +73,11 @@ pub mod report;
 pub mod run;
 #[doc(hidden)]
 pub mod scenario;
-#[doc(hidden)]
-pub mod value_types;
+mod value_types;
 pub mod verdict;
 #[doc(hidden)]
 pub mod workload;
 
 pub use run::{Error, PhaseResult, ProviderKind, Run, RunReport, ScenarioSource};
 /// The Istio version [`Run::istio_version`] takes (`"1.22".parse()` or [`IstioVersion::new`]).
-pub use scenario::IstioVersion;
+pub use value_types::IstioVersion;

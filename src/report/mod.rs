@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::measure::PhaseMeasurement;
 use crate::measure::timeline::Timeline;
-use crate::observation::{IsolationProbe, ProviderInfo, TlsFailures};
+/// What a provider observed besides requests, as the report holds it.
+pub use crate::observation::{IsolationProbe, ProviderInfo, TlsFailures};
 use crate::verdict::ExpectationResult;
 
 /// Schema identifier of `report.json`; bumped on any incompatible change.
