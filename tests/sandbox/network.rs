@@ -338,20 +338,30 @@ fn rootless_works() -> Result<(), String> {
     }
 }
 
+/// The uid the rootless half runs as: `nobody` when this test runs as root, itself otherwise
+/// (`Some(None)`). `None` when root cannot drop to a user that may create user namespaces here:
+/// the test is skipped, with the reason.
+fn rootless_uid() -> Option<Option<u32>> {
+    if !is_root() {
+        return Some(None);
+    }
+    match rootless_works() {
+        Ok(()) => Some(Some(NOBODY)),
+        Err(reason) => {
+            skip::skip(&format!("user namespaces do not work for uid {NOBODY} here: {reason}"));
+            None
+        }
+    }
+}
+
 #[test]
 fn topology_also_works_rootless() {
     if let Some(mode) = sandboxed_half() {
         assert_eq!(mode, SandboxMode::Rootless);
         return check_topology_inside_sandbox(mode);
     }
-    let uid = if is_root() {
-        if let Err(reason) = rootless_works() {
-            skip::skip(&format!("user namespaces do not work for uid {NOBODY} here: {reason}"));
-            return;
-        }
-        Some(NOBODY)
-    } else {
-        None
+    let Some(uid) = rootless_uid() else {
+        return;
     };
     let (netns_before, links_before) = (host_netns(), host_links());
     let stdout = finish(spawn_sandboxed_half("topology_also_works_rootless", uid, ""));
@@ -547,14 +557,8 @@ fn nothing_remains_after_a_rootless_sandboxed_process_is_sigkilled() {
     if sandboxed_half().is_some() {
         return hold_children_inside_sandbox(&unique_marker_from_env(), false);
     }
-    let uid = if is_root() {
-        if let Err(reason) = rootless_works() {
-            skip::skip(&format!("user namespaces do not work for uid {NOBODY} here: {reason}"));
-            return;
-        }
-        Some(NOBODY)
-    } else {
-        None
+    let Some(uid) = rootless_uid() else {
+        return;
     };
     leak_test(
         "nothing_remains_after_a_rootless_sandboxed_process_is_sigkilled",
