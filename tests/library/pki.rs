@@ -38,6 +38,46 @@ fn openssl_stdout(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// `openssl req`: a new P-256 key at `key` and a signing request for `subject` at `csr`.
+fn openssl_ec_csr(key: &str, csr: &str, subject: &str) {
+    openssl_stdout(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        csr,
+        "-subj",
+        subject,
+    ]);
+}
+
+/// `openssl x509 -req`: signs `csr` with `ca` and `ca_key` for a day into `out`; `extra` adds
+/// options such as `-extfile`.
+fn openssl_sign(csr: &str, ca: &str, ca_key: &str, extra: &[&str], out: &str) {
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-out", out]);
+    openssl_stdout(&args);
+}
+
 /// `openssl verify -CAfile root [-untrusted chain] [-attime t] leaf`; Ok(stdout) or Err(all output).
 fn openssl_verify(
     root: &Path,
@@ -200,73 +240,21 @@ fn a_ca_signed_by_an_intermediate_is_rejected_by_pathlen_zero() {
     let d = |name: &str| path_str(&dir.path().join(name));
 
     // openssl mints a sub-CA under our intermediate, then a leaf under that sub-CA.
-    openssl_stdout(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &d("sub-key.pem"),
-        "-out",
-        &d("sub.csr"),
-        "-subj",
-        "/CN=rogue sub CA",
-    ]);
+    openssl_ec_csr(&d("sub-key.pem"), &d("sub.csr"), "/CN=rogue sub CA");
     fs::write(
         dir.path().join("ca.ext"),
         "basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign\n",
     )
     .unwrap();
-    openssl_stdout(&[
-        "x509",
-        "-req",
-        "-in",
+    openssl_sign(
         &d("sub.csr"),
-        "-CA",
         &int_s,
-        "-CAkey",
         &int_key_s,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        &d("ca.ext"),
-        "-out",
+        &["-extfile", &d("ca.ext")],
         &d("sub.pem"),
-    ]);
-    openssl_stdout(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &d("rogue-key.pem"),
-        "-out",
-        &d("rogue.csr"),
-        "-subj",
-        "/CN=rogue",
-    ]);
-    openssl_stdout(&[
-        "x509",
-        "-req",
-        "-in",
-        &d("rogue.csr"),
-        "-CA",
-        &d("sub.pem"),
-        "-CAkey",
-        &d("sub-key.pem"),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-out",
-        &d("rogue.pem"),
-    ]);
+    );
+    openssl_ec_csr(&d("rogue-key.pem"), &d("rogue.csr"), "/CN=rogue");
+    openssl_sign(&d("rogue.csr"), &d("sub.pem"), &d("sub-key.pem"), &[], &d("rogue.pem"));
     let untrusted = write_in(
         &dir,
         "untrusted.pem",
