@@ -483,6 +483,14 @@ fn the_plan_warns_about_gateway_bugs_only_on_affected_versions() {
     assert!(plan::plan(&seed, &inventory_with_gateways(&seed)).warnings.is_empty());
 }
 
+/// Each warning's cluster and the host it warns about, in the plan's order.
+fn warned_hosts(warnings: &[plan::PlanWarning]) -> Vec<(&str, &str)> {
+    warnings
+        .iter()
+        .map(|warning| (warning.cluster.as_str(), warning.host.as_str()))
+        .collect()
+}
+
 /// seed.yaml with every cluster on `version`, and `federation.dnsProxying: true` when asked.
 fn seed_at(version: &str, dns_proxying: bool) -> (Scenario, plan::Plan) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
@@ -507,11 +515,7 @@ fn seed_at(version: &str, dns_proxying: bool) -> (Scenario, plan::Plan) {
 fn the_plan_warns_that_the_seed_takes_both_gateways_down_on_1_8_6_to_1_21_and_offers_dns_proxying() {
     for version in ["1.8.6", "1.9.5", "1.13.9", "1.20.8", "1.21.6"] {
         let (_, plan) = seed_at(version, false);
-        let warned: Vec<(&str, &str)> = plan
-            .warnings
-            .iter()
-            .map(|warning| (warning.cluster.as_str(), warning.host.as_str()))
-            .collect();
+        let warned = warned_hosts(&plan.warnings);
         assert_eq!(
             warned,
             [
@@ -589,10 +593,7 @@ fn dns_proxying_replicates_a_service_only_where_it_runs() {
         .replace("  mtls: PERMISSIVE\n", "  mtls: PERMISSIVE\n  dnsProxying: true\n");
     let skew = scenario::parse(&path, &text).unwrap();
     let warnings = plan::plan(&skew, &inventory_with_gateways(&skew)).warnings;
-    let warned: Vec<(&str, &str)> = warnings
-        .iter()
-        .map(|warning| (warning.cluster.as_str(), warning.host.as_str()))
-        .collect();
+    let warned = warned_hosts(&warnings);
     assert_eq!(
         warned,
         [
