@@ -6,7 +6,7 @@
 //! targets), so "nothing was lost" means exactly that. Tests that need root (mounting a tmpfs) or
 //! the local provider (Envoy) skip with a message outside CI and fail under `CI=true`.
 
-use crate::support::kubeconfig::write_loopback_kubeconfig;
+use crate::support::kubeconfig::{seed_with_contexts, write_loopback_kubeconfig};
 use crate::support::libtest::libtest_name;
 use crate::support::local_provider;
 use crate::support::marker::processes_with_marker;
@@ -841,18 +841,6 @@ fn leftover_temporaries_of_a_killed_writer_are_removed_by_the_next_run_and_only_
     assert_eq!(file_contents(&dir.path().join("p")), skew);
     let left = names(dir.path());
     assert!(!left.iter().any(|name| name.starts_with(".p.")), "{left:?}");
-}
-
-/// The seed scenario with a kubeconfig context on each cluster.
-fn seed_with_contexts(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(scenario("seed.yaml")).unwrap();
-    let text = text
-        .replace("  - name: cluster1\n", "  - name: cluster1\n    context: ctx-one\n")
-        .replace("  - name: cluster2\n", "  - name: cluster2\n    context: ctx-two\n");
-    assert_eq!(text.matches("context: ctx-").count(), 2);
-    let path = dir.join("seed-contexts.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// An API server that accepts connections (the kernel completes them in the listen backlog) and

@@ -3,7 +3,7 @@
 //! cluster, its context and what is missing; a scenario or command line the kubeconfig provider
 //! cannot use is bad input (exit 2) naming file, line and column. No cluster is needed.
 
-use crate::support::kubeconfig::write_loopback_kubeconfig;
+use crate::support::kubeconfig::{seed_with_contexts, write_loopback_kubeconfig};
 use crate::support::meshfed_command::{Meshfed, Ran};
 use crate::support::temp_dir::temp_dir;
 
@@ -12,18 +12,6 @@ use std::time::Duration;
 
 /// Longest a command that cannot reach a cluster may run before this test calls it hung.
 const HUNG_AFTER: Duration = Duration::from_secs(30);
-
-/// The seed scenario with a kubeconfig context on each cluster.
-fn seed_with_contexts(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml")).unwrap();
-    let text = text
-        .replace("  - name: cluster1\n", "  - name: cluster1\n    context: ctx-one\n")
-        .replace("  - name: cluster2\n", "  - name: cluster2\n    context: ctx-two\n");
-    assert_eq!(text.matches("context: ctx-").count(), 2);
-    let path = dir.join("seed-contexts.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// A kubeconfig whose contexts point at a local port nothing listens on.
 fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
