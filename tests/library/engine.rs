@@ -2,6 +2,7 @@
 //! order, and that every phase and expectation is judged even after a failure; that a death or
 //! a phase overrunning its deadline ends the run naming what broke.
 
+use crate::support::test_provider::test_provider_info;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -120,12 +121,7 @@ impl ScriptedProvider {
 
 impl Provider for ScriptedProvider {
     fn info(&self) -> ProviderInfo {
-        ProviderInfo {
-            name: "scripted".into(),
-            emulates: None,
-            mode: "test".into(),
-            proxy: "none".into(),
-        }
+        test_provider_info("scripted")
     }
 
     async fn create_world(

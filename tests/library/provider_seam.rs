@@ -5,6 +5,7 @@
 
 use crate::support::meshfed_command::Meshfed;
 use crate::support::temp_dir::temp_dir;
+use crate::support::test_provider::test_provider_info;
 use std::path::Path;
 
 use meshfed::driver;
@@ -64,12 +65,7 @@ const FOO_POD: &str = "foo-7d9c5b6f4-x2x9q";
 
 impl Provider for RealNames {
     fn info(&self) -> ProviderInfo {
-        ProviderInfo {
-            name: "real-names".into(),
-            emulates: None,
-            mode: "test".into(),
-            proxy: "none".into(),
-        }
+        test_provider_info("real-names")
     }
 
     async fn create_world(

@@ -17,4 +17,5 @@ pub mod plan_gateways;
 pub mod rust_sources;
 pub mod skip;
 pub mod temp_dir;
+pub mod test_provider;
 pub mod upstream;
