@@ -400,8 +400,6 @@ fn a_failed_expectation_exits_1_and_every_expectation_is_still_reported() {
     );
 }
 
-/// The environment variable every process of a test's meshfed run inherits.
-
 #[test]
 fn nothing_remains_after_success_failure_or_sigint() {
     if !local_provider_available() {
