@@ -589,9 +589,25 @@ async fn scaling_a_service_patches_only_replicas_and_waits_until_exactly_that_ma
     assert_eq!(patch.body, Some(json!({ "spec": { "replicas": 3 } })));
 }
 
+/// Scales Istio's ingress gateway in `target` to `replicas`, giving it 5 s.
+async fn scale_ingress_gateway(
+    target: &super::change::Target<'_>,
+    replicas: u32,
+) -> Result<Vec<String>, super::change::ChangeError> {
+    super::change::scale_deployment(
+        target,
+        "istio-system",
+        "istio-ingressgateway",
+        "app=istio-ingressgateway",
+        replicas,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_deployment_meshfed_did_not_create_is_never_scaled_on_someone_elses_cluster() {
-    use super::change::{ChangeError, Ownership, Target, scale_deployment};
+    use super::change::{ChangeError, Ownership, Target};
     let fake = FakeApi::with(vec![stored_deployment(
         "istio-system",
         "istio-ingressgateway",
@@ -604,16 +620,7 @@ async fn a_deployment_meshfed_did_not_create_is_never_scaled_on_someone_elses_cl
         cluster: "cluster1",
         ownership: Ownership::Labelled,
     };
-    let error = scale_deployment(
-        &target,
-        "istio-system",
-        "istio-ingressgateway",
-        "app=istio-ingressgateway",
-        0,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap_err();
+    let error = scale_ingress_gateway(&target, 0).await.unwrap_err();
     assert!(matches!(error, ChangeError::NotOwned { .. }), "{error}");
     assert!(
         error
@@ -628,27 +635,9 @@ async fn a_deployment_meshfed_did_not_create_is_never_scaled_on_someone_elses_cl
         ownership: Ownership::WholeCluster,
         ..target
     };
-    let stopped = scale_deployment(
-        &kind,
-        "istio-system",
-        "istio-ingressgateway",
-        "app=istio-ingressgateway",
-        0,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let stopped = scale_ingress_gateway(&kind, 0).await.unwrap();
     assert!(stopped.is_empty());
-    let started = scale_deployment(
-        &kind,
-        "istio-system",
-        "istio-ingressgateway",
-        "app=istio-ingressgateway",
-        1,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let started = scale_ingress_gateway(&kind, 1).await.unwrap();
     assert_eq!(started, ["istio-ingressgateway-0"]);
 }
 
