@@ -184,10 +184,9 @@ pub fn actions_not_taken(phase: &str, planned: &[PlannedAction], taken: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::tests::FOO;
     use crate::measure::{ExpectedPod, measure};
     use crate::record::RequestRecord;
-
-    const FOO: &str = "spiffe://cluster.local/ns/ns1/sa/foo";
 
     fn expectations(yaml: &str) -> Expectations {
         serde_saphyr::from_str(yaml).unwrap()
@@ -203,35 +202,19 @@ clustersReached: []
 serverTlsFailuresAtLeast: 0
 ";
 
+    /// A refused request, failing after 0.1 ms.
     fn unanswered(seq: u64) -> RequestRecord {
         RequestRecord {
-            started_us: 0,
-            seq,
-            target: "10.96.0.10:80".into(),
-            status: None,
-            error: Some("connection refused".into()),
-            pod: None,
-            cluster: None,
-            peer_identity: None,
             latency_us: 100,
-            connection: seq,
-            server_connection: None,
+            ..crate::measure::tests::failed(seq, "connection refused")
         }
     }
 
+    /// A request bar's `pod` in cluster2 answered on its own connection, taking 0.1 ms.
     fn answered(seq: u64, pod: &str) -> RequestRecord {
         RequestRecord {
-            started_us: 0,
-            seq,
-            target: "10.96.0.10:80".into(),
-            status: Some(200),
-            error: None,
-            pod: Some(pod.into()),
-            cluster: Some("cluster2".into()),
-            peer_identity: Some(FOO.into()),
             latency_us: 100,
-            connection: seq,
-            server_connection: Some(format!("c{seq}")),
+            ..crate::measure::tests::answered(seq, "cluster2", pod, &format!("c{seq}"))
         }
     }
 
