@@ -271,12 +271,7 @@ fn parse(text: &str, scenario: &Scenario) -> Result<Inventory, InventoryProblem>
             at,
             message: format!(
                 "the inventory names cluster {extra:?}, which the scenario does not declare: it may name only {}",
-                scenario
-                    .clusters
-                    .iter()
-                    .map(|cluster| cluster.name.value.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                scenario.cluster_names().join(", ")
             ),
         });
     }

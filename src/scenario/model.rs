@@ -967,6 +967,14 @@ impl Scenario {
         self.clusters.iter().find(|cluster| cluster.name.value == name)
     }
 
+    /// The clusters' names, in the order the scenario declares them.
+    pub fn cluster_names(&self) -> Vec<&str> {
+        self.clusters
+            .iter()
+            .map(|cluster| cluster.name.value.as_str())
+            .collect()
+    }
+
     /// The service referred to as `name.namespace`.
     pub fn service(&self, reference: &str) -> Option<&Service> {
         self.services.iter().find(|service| service.reference() == reference)
