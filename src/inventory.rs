@@ -120,9 +120,7 @@ pub fn from_scenario_with_gateways(
 pub fn cluster_from_scenario(scenario: &Scenario, cluster: &Cluster, gateway: GatewayAddress) -> ClusterInventory {
     let name = cluster.name.value.as_str();
     let ready_pods = scenario
-        .services
-        .iter()
-        .filter(|service| service.replicas_in(name) > 0)
+        .services_in(name)
         .map(|service| {
             let pods = (0..service.replicas_in(name))
                 .map(|index| ReadyPod {

@@ -975,6 +975,16 @@ impl Scenario {
             .collect()
     }
 
+    /// The services with at least one pod in `cluster`, in the order the scenario declares them.
+    pub fn services_in<'scenario>(
+        &'scenario self,
+        cluster: &'scenario str,
+    ) -> impl Iterator<Item = &'scenario Service> {
+        self.services
+            .iter()
+            .filter(move |service| service.replicas_in(cluster) > 0)
+    }
+
     /// The service referred to as `name.namespace`.
     pub fn service(&self, reference: &str) -> Option<&Service> {
         self.services.iter().find(|service| service.reference() == reference)
