@@ -22,6 +22,17 @@ use change_judges::{CHANGE_JUDGES, ChangeEvidence};
 use phase_judges::{PHASE_JUDGES, PhaseEvidence};
 use wording::over_nothing;
 
+/// One judge in a table of judges: the expectation (or bound) it owns, by its key in the
+/// scenario's `expect:`, and the function giving its verdicts (whose doc says what it checks).
+/// The tables differ only in what their judges look at and how many verdicts they give:
+/// [`phase_judges::PhaseJudge`], [`change_judges::ChangeJudge`], [`change_judges::WindowJudge`].
+struct Judge<Verdicts> {
+    /// The expectation's key, which its results carry.
+    key: &'static str,
+    /// Its verdicts, given the key.
+    judge: Verdicts,
+}
+
 /// The outcome of one expectation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExpectationResult {

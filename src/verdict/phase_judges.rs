@@ -2,7 +2,7 @@
 //! small function per expectation, listed in [`PHASE_JUDGES`] in the order the results are reported.
 
 use super::wording::{at_least, at_most, empty_skew, errors_detail, mtls_detail, skew_detail, unless_empty};
-use super::{ExpectationResult, Unit, Value, nothing_answered};
+use super::{ExpectationResult, Judge, Unit, Value, nothing_answered};
 use crate::measure::{PhaseMeasurement, Skew};
 use crate::observation::TlsFailures;
 use crate::scenario::{Expectations, SkewBasis};
@@ -47,14 +47,9 @@ impl<'a> PhaseEvidence<'a> {
     }
 }
 
-/// One judge of a phase: the expectation it owns and the function giving its verdict (whose doc
-/// says what it checks).
-pub(super) struct PhaseJudge {
-    /// The expectation's key in the scenario's `expect:`, which its result carries.
-    pub(super) key: &'static str,
-    /// Its verdict (given the key), or `None` when the scenario does not set the expectation.
-    pub(super) judge: fn(&PhaseEvidence<'_>, &'static str) -> Option<ExpectationResult>,
-}
+/// One judge of a phase: its verdict (given the key), or `None` when the scenario does not set
+/// the expectation.
+pub(super) type PhaseJudge = Judge<fn(&PhaseEvidence<'_>, &'static str) -> Option<ExpectationResult>>;
 
 /// Every phase judge, in the order their results are reported.
 pub(super) const PHASE_JUDGES: [PhaseJudge; 8] = [
