@@ -36,7 +36,7 @@ use super::kube_api::kind_seam::{KUBERNETES_SIDE_CAPABILITIES, federation_gatewa
 use super::kube_api::wait::{self, Watched};
 use super::{
     IsolationProbe, IsolationRule, PhaseSettings, Provider, ProviderError, ProviderInfo, TIMED_OUT, TlsFailures,
-    Traffic,
+    Traffic, take_running_traffic,
 };
 use crate::inventory::{ClusterInventory, GatewayAddress, Inventory, ReadyPod};
 use crate::plan::{PLACEHOLDER_ANNOTATION, Plan, SCENARIO_LABEL};
@@ -637,10 +637,7 @@ impl Provider for KubeconfigProvider {
         until: std::time::Instant,
         progress: &mut dyn Progress,
     ) -> Result<Option<Vec<RequestRecord>>, ProviderError> {
-        let mut running = self
-            .background
-            .take()
-            .ok_or_else(|| ProviderError::Unsupported("no traffic is running to await".to_owned()))?;
+        let mut running = take_running_traffic(&mut self.background)?;
         let Some(mut records) = running.await_records(until, progress).await? else {
             self.background = Some(running);
             return Ok(None);
