@@ -968,7 +968,7 @@ impl Scenario {
     }
 
     /// The clusters' names, in the order the scenario declares them.
-    pub fn cluster_names(&self) -> Vec<&str> {
+    pub(crate) fn cluster_names(&self) -> Vec<&str> {
         self.clusters
             .iter()
             .map(|cluster| cluster.name.value.as_str())
@@ -976,7 +976,7 @@ impl Scenario {
     }
 
     /// The services with at least one pod in `cluster`, in the order the scenario declares them.
-    pub fn services_in<'scenario>(
+    pub(crate) fn services_in<'scenario>(
         &'scenario self,
         cluster: &'scenario str,
     ) -> impl Iterator<Item = &'scenario Service> {
