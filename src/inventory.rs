@@ -120,9 +120,7 @@ pub fn from_scenario_with_gateways(
 pub fn cluster_from_scenario(scenario: &Scenario, cluster: &Cluster, gateway: GatewayAddress) -> ClusterInventory {
     let name = cluster.name.value.as_str();
     let ready_pods = scenario
-        .services
-        .iter()
-        .filter(|service| service.replicas_in(name) > 0)
+        .services_in(name)
         .map(|service| {
             let pods = (0..service.replicas_in(name))
                 .map(|index| ReadyPod {
@@ -271,12 +269,7 @@ fn parse(text: &str, scenario: &Scenario) -> Result<Inventory, InventoryProblem>
             at,
             message: format!(
                 "the inventory names cluster {extra:?}, which the scenario does not declare: it may name only {}",
-                scenario
-                    .clusters
-                    .iter()
-                    .map(|cluster| cluster.name.value.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                scenario.cluster_names().join(", ")
             ),
         });
     }

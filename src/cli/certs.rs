@@ -7,11 +7,7 @@ use crate::{pki, scenario};
 
 pub(super) fn certs_command(scenario_path: &Path, out: &Path, force: bool) -> Result<(), CliError> {
     let scenario = scenario::load(scenario_path)?;
-    let clusters: Vec<&str> = scenario
-        .clusters
-        .iter()
-        .map(|cluster| cluster.name.value.as_str())
-        .collect();
+    let clusters = scenario.cluster_names();
     let mesh_pki = pki::pki(&scenario.trust_domain, &clusters, scenario.pki.key_algorithm)
         .map_err(|error| CliError::Infrastructure(error.into()))?;
     let existing = if force {

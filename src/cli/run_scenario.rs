@@ -8,6 +8,7 @@ use super::args::{ProviderName, RunArgs};
 use super::{CliError, diff, infrastructure_or_interrupted, report_file, version_matrix};
 use crate::interrupt;
 use crate::run::lifecycle::{self, RunRequest};
+use crate::run::matrix::Matrix;
 use crate::scenario;
 
 /// `meshfed run`: a kind dry run, a version matrix (in [`diff`]), or one version's run.
@@ -45,14 +46,16 @@ pub(super) fn run_command(args: RunArgs) -> Result<(), CliError> {
                     .to_owned(),
             ));
         }
-        return version_matrix::matrix_command(version_matrix::MatrixArgs {
-            scenario_path: &scenario,
-            versions: &istio_versions,
-            provider: provider.into(),
-            report_dir: report_dir.as_deref(),
-            image,
-            thresholds: thresholds.thresholds(),
-        });
+        return version_matrix::matrix_command(
+            Matrix {
+                scenario_path: &scenario,
+                versions: &istio_versions,
+                provider: provider.into(),
+                report_dir: report_dir.as_deref(),
+                image,
+            },
+            &thresholds.thresholds(),
+        );
     }
     let comparison = compare_to.map(|baseline| (baseline, thresholds.thresholds()));
     run_one_version(

@@ -2,49 +2,33 @@
 //! each version's report diffed against the one before it.
 
 use std::io::Write as _;
-use std::path::Path;
 
 use super::CliError;
 use super::diff::compare;
 use crate::diff::Thresholds;
-use crate::run::ProviderKind;
 use crate::run::matrix::{self, Matrix};
 use crate::scenario::{self, IstioVersion};
 
-/// `meshfed run SCENARIO --istio-version A --istio-version B [...]`.
-pub(super) struct MatrixArgs<'args> {
-    /// The scenario file.
-    pub scenario_path: &'args Path,
-    /// The versions, in order; at least two.
-    pub versions: &'args [IstioVersion],
-    /// Where the clusters come from.
-    pub provider: ProviderKind,
-    /// Each version's report goes to `<report_dir>/<version>/`.
-    pub report_dir: Option<&'args Path>,
-    /// kind/kubeconfig: the image foo and bar run.
-    pub image: Option<String>,
-    /// How much may change between neighbouring versions.
-    pub thresholds: Thresholds,
-}
-
 /// Runs the scenario once per version and diffs each version against the one before it. Exit 0
 /// when every run passed and no diff flagged anything, 1 otherwise; every version is checked
-/// against the scenario (exit 2, nothing run) before the first run starts.
-pub(super) fn matrix_command(args: MatrixArgs<'_>) -> Result<(), CliError> {
-    for (index, version) in args.versions.iter().enumerate() {
-        if args.versions[..index].contains(version) {
+/// against the scenario (exit 2, nothing run) before the first run starts; `thresholds` say how
+/// much may change between neighbouring versions.
+pub(super) fn matrix_command(wanted: Matrix<'_>, thresholds: &Thresholds) -> Result<(), CliError> {
+    let versions = wanted.versions;
+    for (index, version) in versions.iter().enumerate() {
+        if versions[..index].contains(version) {
             return Err(CliError::BadInput(format!(
                 "--istio-version {version} is given twice: each version runs once (its report goes to <report-dir>/{version}/)"
             )));
         }
-        scenario::load_with_istio_version(args.scenario_path, Some(*version))
+        scenario::load_with_istio_version(wanted.scenario_path, Some(*version))
             .map_err(|error| CliError::BadInput(format!("with --istio-version {version}: {error}")))?;
     }
     // Every version's report directory is checked before anything is created, then the matrix's
     // own directory is locked for the whole matrix (each version's run locks its own).
-    let _report_dir = match args.report_dir {
+    let _report_dir = match wanted.report_dir {
         Some(dir) => {
-            matrix::check_report_dirs(dir, args.versions).map_err(CliError::BadInput)?;
+            matrix::check_report_dirs(dir, versions).map_err(CliError::BadInput)?;
             Some(crate::run::report_dir::open(dir)?)
         }
         None => None,
@@ -57,29 +41,19 @@ pub(super) fn matrix_command(args: MatrixArgs<'_>) -> Result<(), CliError> {
             .map_err(|error| CliError::Infrastructure(anyhow::Error::new(error).context("cannot write to stdout")))
     };
     let mut print_error = None;
-    let runs = matrix::matrix(
-        Matrix {
-            scenario_path: args.scenario_path,
-            versions: args.versions,
-            provider: args.provider,
-            report_dir: args.report_dir,
-            image: args.image,
-        },
-        crate::interrupt::is_interrupted,
-        |run| {
-            let written = run
-                .report_dir
-                .as_ref()
-                .map_or_else(String::new, |dir| format!(" (report in {})", dir.display()));
-            if let Err(error) = print(&format!(
-                "=== Istio {}{written} ===\n{}\n",
-                run.version,
-                run.report.summary().trim_end()
-            )) {
-                print_error.get_or_insert(error);
-            }
-        },
-    )
+    let runs = matrix::matrix(wanted, crate::interrupt::is_interrupted, |run| {
+        let written = run
+            .report_dir
+            .as_ref()
+            .map_or_else(String::new, |dir| format!(" (report in {})", dir.display()));
+        if let Err(error) = print(&format!(
+            "=== Istio {}{written} ===\n{}\n",
+            run.version,
+            run.report.summary().trim_end()
+        )) {
+            print_error.get_or_insert(error);
+        }
+    })
     .map_err(|(version, error)| match error {
         crate::run::Error::BadInput { message } => CliError::BadInput(format!("the run on Istio {version}: {message}")),
         crate::run::Error::Interrupted => CliError::Interrupted,
@@ -103,7 +77,7 @@ pub(super) fn matrix_command(args: MatrixArgs<'_>) -> Result<(), CliError> {
         let (summary, differs) = compare(
             (&label_a, pair[0].report.report()),
             (&label_b, pair[1].report.report()),
-            &args.thresholds,
+            thresholds,
         )?;
         print(&format!(
             "=== diff Istio {} -> {} ===\n{}\n",
@@ -118,7 +92,7 @@ pub(super) fn matrix_command(args: MatrixArgs<'_>) -> Result<(), CliError> {
     if failed_runs.is_empty() && differing_pairs.is_empty() {
         print(&format!(
             "matrix: every run passed on {} and no neighbouring versions differ beyond the thresholds\n",
-            versions_list(args.versions)
+            versions_list(versions)
         ))?;
         return Ok(());
     }

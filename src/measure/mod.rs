@@ -453,4 +453,4 @@ fn connection_note(connection_skew: &Skew, request_skew: &Skew) -> Option<String
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,11 +2,12 @@
 
 use super::*;
 
-const FOO: &str = "spiffe://cluster.local/ns/ns1/sa/foo";
+/// The identity every answered record is verified with.
+pub(crate) const FOO: &str = "spiffe://cluster.local/ns/ns1/sa/foo";
 
 /// A request answered by `pod` in `cluster` over server-side connection `connection`, verified
 /// with the expected identity, taking 1 ms.
-fn answered(seq: u64, cluster: &str, pod: &str, connection: &str) -> RequestRecord {
+pub(crate) fn answered(seq: u64, cluster: &str, pod: &str, connection: &str) -> RequestRecord {
     RequestRecord {
         started_us: 0,
         seq,
@@ -22,8 +23,8 @@ fn answered(seq: u64, cluster: &str, pod: &str, connection: &str) -> RequestReco
     }
 }
 
-/// A request that got no reply.
-fn failed(seq: u64, message: &str) -> RequestRecord {
+/// A request that got no reply, failing after 5 ms.
+pub(crate) fn failed(seq: u64, message: &str) -> RequestRecord {
     RequestRecord {
         started_us: 0,
         seq,

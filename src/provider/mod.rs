@@ -115,6 +115,13 @@ impl ProviderError {
     }
 }
 
+/// Takes the traffic a provider started in the background out of `slot`, for `await_traffic`:
+/// the kubeconfig and local providers both refuse to await traffic that is not running.
+pub(crate) fn take_running_traffic<T>(slot: &mut Option<T>) -> Result<T, ProviderError> {
+    slot.take()
+        .ok_or_else(|| ProviderError::Unsupported("no traffic is running to await".to_owned()))
+}
+
 /// The seam every provider implements. Calls come in this order: `create_world`, `apply_plan`,
 /// `check_isolation`, then per phase `check_alive`, `apply_plan` (when settings change),
 /// `tls_failures`, `send_traffic`, `tls_failures`, `check_alive`; `stuck` when a phase overran its

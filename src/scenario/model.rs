@@ -967,6 +967,24 @@ impl Scenario {
         self.clusters.iter().find(|cluster| cluster.name.value == name)
     }
 
+    /// The clusters' names, in the order the scenario declares them.
+    pub(crate) fn cluster_names(&self) -> Vec<&str> {
+        self.clusters
+            .iter()
+            .map(|cluster| cluster.name.value.as_str())
+            .collect()
+    }
+
+    /// The services with at least one pod in `cluster`, in the order the scenario declares them.
+    pub(crate) fn services_in<'scenario>(
+        &'scenario self,
+        cluster: &'scenario str,
+    ) -> impl Iterator<Item = &'scenario Service> {
+        self.services
+            .iter()
+            .filter(move |service| service.replicas_in(cluster) > 0)
+    }
+
     /// The service referred to as `name.namespace`.
     pub fn service(&self, reference: &str) -> Option<&Service> {
         self.services.iter().find(|service| service.reference() == reference)

@@ -3,7 +3,7 @@
 //! order the results are reported; a window's bounds have their own table, [`WINDOW_JUDGES`].
 
 use super::wording::{at_least, over_nothing, unless_empty};
-use super::{ExpectationResult, Unit, Value};
+use super::{ExpectationResult, Judge, Unit, Value};
 use crate::measure::timeline::{self, Bucket, Recovery, Tally, Timeline};
 use crate::record::RequestRecord;
 use crate::scenario::{Expectations, WindowExpectation};
@@ -22,16 +22,10 @@ pub(super) struct ChangeEvidence<'a> {
     pub(super) expected_identity: &'a str,
 }
 
-/// One judge of a phase's change expectations: the expectation it owns and the function giving
-/// its verdicts (whose doc says what it checks): none when the scenario does not set the
-/// expectation; one per window bound, bucket rate, convergence or leave otherwise.
-pub(super) struct ChangeJudge {
-    /// The expectation's key in the scenario's `expect:`, which its results carry (as a prefix for
-    /// `windows[N].` and `everyBucket.`).
-    pub(super) key: &'static str,
-    /// Its verdicts, given the key.
-    pub(super) judge: fn(&ChangeEvidence<'_>, &'static str) -> Vec<ExpectationResult>,
-}
+/// One judge of a phase's change expectations: none when the scenario does not set the
+/// expectation; one per window bound, bucket rate, convergence or leave otherwise. Its results
+/// carry the key as a prefix for `windows[N].` and `everyBucket.`.
+pub(super) type ChangeJudge = Judge<fn(&ChangeEvidence<'_>, &'static str) -> Vec<ExpectationResult>>;
 
 /// Every change judge, in the order their results are reported.
 pub(super) const CHANGE_JUDGES: [ChangeJudge; 5] = [
@@ -67,14 +61,9 @@ pub(super) struct WindowEvidence<'a> {
     pub(super) tally: &'a Tally,
 }
 
-/// One judge of a window: the bound it owns and the function giving its verdict (whose doc says
-/// what it checks).
-pub(super) struct WindowJudge {
-    /// The bound's key inside the window (`windows[N].<key>`).
-    pub(super) key: &'static str,
-    /// Its verdict (given the whole key), or `None` when the window does not set the bound.
-    pub(super) judge: fn(&WindowEvidence<'_>, String) -> Option<ExpectationResult>,
-}
+/// One judge of a window: its key is the bound's inside the window (`windows[N].<key>`); its
+/// verdict (given the whole key), or `None` when the window does not set the bound.
+pub(super) type WindowJudge = Judge<fn(&WindowEvidence<'_>, String) -> Option<ExpectationResult>>;
 
 /// Every window judge, in the order their results are reported.
 pub(super) const WINDOW_JUDGES: [WindowJudge; 5] = [

@@ -22,6 +22,17 @@ use change_judges::{CHANGE_JUDGES, ChangeEvidence};
 use phase_judges::{PHASE_JUDGES, PhaseEvidence};
 use wording::over_nothing;
 
+/// One judge in a table of judges: the expectation (or bound) it owns, by its key in the
+/// scenario's `expect:`, and the function giving its verdicts (whose doc says what it checks).
+/// The tables differ only in what their judges look at and how many verdicts they give:
+/// [`phase_judges::PhaseJudge`], [`change_judges::ChangeJudge`], [`change_judges::WindowJudge`].
+struct Judge<Verdicts> {
+    /// The expectation's key, which its results carry.
+    key: &'static str,
+    /// Its verdicts, given the key.
+    judge: Verdicts,
+}
+
 /// The outcome of one expectation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExpectationResult {
@@ -184,10 +195,9 @@ pub fn actions_not_taken(phase: &str, planned: &[PlannedAction], taken: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::tests::FOO;
     use crate::measure::{ExpectedPod, measure};
     use crate::record::RequestRecord;
-
-    const FOO: &str = "spiffe://cluster.local/ns/ns1/sa/foo";
 
     fn expectations(yaml: &str) -> Expectations {
         serde_saphyr::from_str(yaml).unwrap()
@@ -203,35 +213,19 @@ clustersReached: []
 serverTlsFailuresAtLeast: 0
 ";
 
+    /// A refused request, failing after 0.1 ms.
     fn unanswered(seq: u64) -> RequestRecord {
         RequestRecord {
-            started_us: 0,
-            seq,
-            target: "10.96.0.10:80".into(),
-            status: None,
-            error: Some("connection refused".into()),
-            pod: None,
-            cluster: None,
-            peer_identity: None,
             latency_us: 100,
-            connection: seq,
-            server_connection: None,
+            ..crate::measure::tests::failed(seq, "connection refused")
         }
     }
 
+    /// A request bar's `pod` in cluster2 answered on its own connection, taking 0.1 ms.
     fn answered(seq: u64, pod: &str) -> RequestRecord {
         RequestRecord {
-            started_us: 0,
-            seq,
-            target: "10.96.0.10:80".into(),
-            status: Some(200),
-            error: None,
-            pod: Some(pod.into()),
-            cluster: Some("cluster2".into()),
-            peer_identity: Some(FOO.into()),
             latency_us: 100,
-            connection: seq,
-            server_connection: Some(format!("c{seq}")),
+            ..crate::measure::tests::answered(seq, "cluster2", pod, &format!("c{seq}"))
         }
     }
 

@@ -2,7 +2,7 @@
 //! small function per expectation, listed in [`PHASE_JUDGES`] in the order the results are reported.
 
 use super::wording::{at_least, at_most, empty_skew, errors_detail, mtls_detail, skew_detail, unless_empty};
-use super::{ExpectationResult, Unit, Value, nothing_answered};
+use super::{ExpectationResult, Judge, Unit, Value, nothing_answered};
 use crate::measure::{PhaseMeasurement, Skew};
 use crate::observation::TlsFailures;
 use crate::scenario::{Expectations, SkewBasis};
@@ -47,14 +47,9 @@ impl<'a> PhaseEvidence<'a> {
     }
 }
 
-/// One judge of a phase: the expectation it owns and the function giving its verdict (whose doc
-/// says what it checks).
-pub(super) struct PhaseJudge {
-    /// The expectation's key in the scenario's `expect:`, which its result carries.
-    pub(super) key: &'static str,
-    /// Its verdict (given the key), or `None` when the scenario does not set the expectation.
-    pub(super) judge: fn(&PhaseEvidence<'_>, &'static str) -> Option<ExpectationResult>,
-}
+/// One judge of a phase: its verdict (given the key), or `None` when the scenario does not set
+/// the expectation.
+pub(super) type PhaseJudge = Judge<fn(&PhaseEvidence<'_>, &'static str) -> Option<ExpectationResult>>;
 
 /// Every phase judge, in the order their results are reported.
 pub(super) const PHASE_JUDGES: [PhaseJudge; 8] = [
@@ -92,50 +87,80 @@ pub(super) const PHASE_JUDGES: [PhaseJudge; 8] = [
     },
 ];
 
+/// A ratio the phase bounds from below or above: its name in the results, its value, what
+/// explains it, and why it is about nothing (when it is).
+struct Ratio<'a> {
+    what: String,
+    observed: f64,
+    detail: String,
+    empty: Option<&'a str>,
+}
+
+impl Ratio<'_> {
+    /// The result of `key`: the ratio is at least `bound`.
+    fn at_least(self, key: &'static str, bound: f64) -> ExpectationResult {
+        unless_empty(
+            at_least(key.to_owned(), &self.what, self.observed, bound, self.detail),
+            self.empty,
+        )
+    }
+
+    /// The result of `key`: the ratio is at most `bound`.
+    fn at_most(self, key: &'static str, bound: f64) -> ExpectationResult {
+        unless_empty(
+            at_most(key.to_owned(), &self.what, self.observed, bound, self.detail),
+            self.empty,
+        )
+    }
+}
+
+/// The share of requests verified over mTLS with the caller's identity.
+fn mtls_rate<'a>(evidence: &'a PhaseEvidence<'_>) -> Ratio<'a> {
+    Ratio {
+        what: "mtls_rate".to_owned(),
+        observed: evidence.measurement.mtls_rate,
+        detail: mtls_detail(evidence.measurement),
+        empty: evidence.nothing.as_deref(),
+    }
+}
+
+/// The share of requests that succeeded.
+fn success_rate<'a>(evidence: &'a PhaseEvidence<'_>) -> Ratio<'a> {
+    Ratio {
+        what: "success_rate".to_owned(),
+        observed: evidence.measurement.success_rate,
+        detail: errors_detail(evidence.measurement),
+        empty: evidence.nothing.as_deref(),
+    }
+}
+
+/// How far the most over-served pod's observed share exceeds its expected share.
+fn max_skew_ratio<'a>(evidence: &'a PhaseEvidence<'_>) -> Ratio<'a> {
+    Ratio {
+        what: format!("max_skew_ratio by {}", evidence.basis),
+        observed: evidence.skew.max_ratio,
+        detail: skew_detail(evidence.measurement, evidence.skew, evidence.basis),
+        empty: evidence.skew_empty.as_deref(),
+    }
+}
+
 /// `mtlsRateAtLeast`: the share of requests verified over mTLS with the caller's identity is at least the bound.
 fn mtls_rate_at_least(evidence: &PhaseEvidence<'_>, key: &'static str) -> Option<ExpectationResult> {
     let bound = evidence.expect.mtls_rate_at_least.as_ref()?;
-    Some(unless_empty(
-        at_least(
-            key.to_owned(),
-            "mtls_rate",
-            evidence.measurement.mtls_rate,
-            bound.value,
-            mtls_detail(evidence.measurement),
-        ),
-        evidence.nothing.as_deref(),
-    ))
+    Some(mtls_rate(evidence).at_least(key, bound.value))
 }
 
 /// `mtlsRateAtMost`: the share of requests verified over mTLS is at most the bound (plain text must get through).
 fn mtls_rate_at_most(evidence: &PhaseEvidence<'_>, key: &'static str) -> Option<ExpectationResult> {
     let bound = evidence.expect.mtls_rate_at_most.as_ref()?;
     // Plain text must still have been answered: an empty phase proves nothing about it.
-    Some(unless_empty(
-        at_most(
-            key.to_owned(),
-            "mtls_rate",
-            evidence.measurement.mtls_rate,
-            bound.value,
-            mtls_detail(evidence.measurement),
-        ),
-        evidence.nothing.as_deref(),
-    ))
+    Some(mtls_rate(evidence).at_most(key, bound.value))
 }
 
 /// `successRateAtLeast`: the share of requests that succeeded is at least the bound.
 fn success_rate_at_least(evidence: &PhaseEvidence<'_>, key: &'static str) -> Option<ExpectationResult> {
     let bound = evidence.expect.success_rate_at_least.as_ref()?;
-    Some(unless_empty(
-        at_least(
-            key.to_owned(),
-            "success_rate",
-            evidence.measurement.success_rate,
-            bound.value,
-            errors_detail(evidence.measurement),
-        ),
-        evidence.nothing.as_deref(),
-    ))
+    Some(success_rate(evidence).at_least(key, bound.value))
 }
 
 /// `successRateAtMost`: the share of requests that succeeded is at most the bound (requests are meant to fail).
@@ -143,46 +168,23 @@ fn success_rate_at_most(evidence: &PhaseEvidence<'_>, key: &'static str) -> Opti
     let bound = evidence.expect.success_rate_at_most.as_ref()?;
     // Failing requests are the point of this bound; only a phase that sent nothing is empty.
     let nothing_sent = (evidence.measurement.attempted == 0).then_some("no request was sent");
-    Some(unless_empty(
-        at_most(
-            key.to_owned(),
-            "success_rate",
-            evidence.measurement.success_rate,
-            bound.value,
-            errors_detail(evidence.measurement),
-        ),
-        nothing_sent,
-    ))
+    let ratio = Ratio {
+        empty: nothing_sent,
+        ..success_rate(evidence)
+    };
+    Some(ratio.at_most(key, bound.value))
 }
 
 /// `maxSkewRatioAtMost`: no pod's observed share exceeds its expected share by more than the ratio.
 fn max_skew_ratio_at_most(evidence: &PhaseEvidence<'_>, key: &'static str) -> Option<ExpectationResult> {
     let bound = evidence.expect.max_skew_ratio_at_most.as_ref()?;
-    Some(unless_empty(
-        at_most(
-            key.to_owned(),
-            &format!("max_skew_ratio by {}", evidence.basis),
-            evidence.skew.max_ratio,
-            bound.value,
-            skew_detail(evidence.measurement, evidence.skew, evidence.basis),
-        ),
-        evidence.skew_empty.as_deref(),
-    ))
+    Some(max_skew_ratio(evidence).at_most(key, bound.value))
 }
 
 /// `maxSkewRatioAtLeast`: some pod's observed share exceeds its expected share by at least the ratio (a skew shows).
 fn max_skew_ratio_at_least(evidence: &PhaseEvidence<'_>, key: &'static str) -> Option<ExpectationResult> {
     let bound = evidence.expect.max_skew_ratio_at_least.as_ref()?;
-    Some(unless_empty(
-        at_least(
-            key.to_owned(),
-            &format!("max_skew_ratio by {}", evidence.basis),
-            evidence.skew.max_ratio,
-            bound.value,
-            skew_detail(evidence.measurement, evidence.skew, evidence.basis),
-        ),
-        evidence.skew_empty.as_deref(),
-    ))
+    Some(max_skew_ratio(evidence).at_least(key, bound.value))
 }
 
 /// `clustersReached`: every listed cluster answered at least one request.

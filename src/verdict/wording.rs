@@ -97,12 +97,7 @@ pub(super) fn mtls_detail(measurement: &PhaseMeasurement) -> String {
             identity.identity.as_deref().unwrap_or("no identity")
         ));
     }
-    parts.extend(
-        measurement
-            .errors
-            .iter()
-            .map(|error| format!("{} x {}", error.count, error.message)),
-    );
+    parts.extend(error_counts(measurement));
     parts.join("; ")
 }
 
@@ -112,13 +107,16 @@ pub(super) fn errors_detail(measurement: &PhaseMeasurement) -> String {
         "{} of {} succeeded",
         measurement.succeeded, measurement.attempted
     )];
-    parts.extend(
-        measurement
-            .errors
-            .iter()
-            .map(|error| format!("{} x {}", error.count, error.message)),
-    );
+    parts.extend(error_counts(measurement));
     parts.join("; ")
+}
+
+/// Each error with how often it happened, as the details list them.
+fn error_counts(measurement: &PhaseMeasurement) -> impl Iterator<Item = String> + '_ {
+    measurement
+        .errors
+        .iter()
+        .map(|error| format!("{} x {}", error.count, error.message))
 }
 
 /// Where the skew is largest, every pod's observed and expected share, and the statistics.

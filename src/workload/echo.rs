@@ -79,6 +79,17 @@ struct Who {
 }
 
 impl Who {
+    /// What a reply says about who answered, over a connection whose client showed
+    /// `peer_identity` and which the server side knows as `server_connection`.
+    fn answered<'a>(&'a self, peer_identity: Option<&'a str>, server_connection: Option<&'a str>) -> Answered<'a> {
+        Answered {
+            pod: &self.pod,
+            cluster: &self.cluster,
+            peer_identity,
+            server_connection,
+        }
+    }
+
     async fn delay(&self) {
         let millis = self.delay_millis.load(Ordering::Relaxed);
         if millis > 0 {
@@ -229,13 +240,20 @@ async fn accept_loop(listener: TcpListener, who: Arc<Who>, protocol: Protocol) {
     }
 }
 
-/// The JSON body of an HTTP reply.
+/// Who answered and over which connection: what every reply, HTTP or TCP, begins with.
 #[derive(Serialize)]
-struct HttpReply<'a> {
+struct Answered<'a> {
     pod: &'a str,
     cluster: &'a str,
     peer_identity: Option<&'a str>,
     server_connection: Option<&'a str>,
+}
+
+/// The JSON body of an HTTP reply.
+#[derive(Serialize)]
+struct HttpReply<'a> {
+    #[serde(flatten)]
+    answered: Answered<'a>,
     xfcc: Option<&'a str>,
 }
 
@@ -312,10 +330,7 @@ async fn serve_http(mut stream: TcpStream, who: &Who) -> io::Result<()> {
                     let xfcc = head.xfcc.as_deref();
                     let peer_identity = xfcc.and_then(http::xfcc_peer_identity);
                     let reply = HttpReply {
-                        pod: &who.pod,
-                        cluster: &who.cluster,
-                        peer_identity: peer_identity.as_deref(),
-                        server_connection: head.downstream_peer,
+                        answered: who.answered(peer_identity.as_deref(), head.downstream_peer),
                         xfcc,
                     };
                     write_http_reply(&mut output, &mut body, &reply, head.keep_alive);
@@ -351,10 +366,8 @@ async fn serve_http(mut stream: TcpStream, who: &Who) -> io::Result<()> {
 /// One JSON line answering one TCP line.
 #[derive(Serialize)]
 struct TcpReply<'a> {
-    pod: &'a str,
-    cluster: &'a str,
-    peer_identity: Option<&'a str>,
-    server_connection: Option<&'a str>,
+    #[serde(flatten)]
+    answered: Answered<'a>,
     echo: &'a str,
 }
 
@@ -394,10 +407,7 @@ async fn serve_tcp(mut stream: TcpStream, who: &Who) -> io::Result<()> {
             let line = &input.data()[consumed..consumed + newline];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let reply = TcpReply {
-                pod: &who.pod,
-                cluster: &who.cluster,
-                peer_identity: header.peer_identity.as_deref(),
-                server_connection: server_connection.as_deref(),
+                answered: who.answered(header.peer_identity.as_deref(), server_connection.as_deref()),
                 echo: &String::from_utf8_lossy(line),
             };
             let _ = serde_json::to_writer(&mut output, &reply);
@@ -426,10 +436,12 @@ mod tests {
         let mut out = Vec::new();
         let mut body = Vec::new();
         let reply = HttpReply {
-            pod: "bar-0",
-            cluster: "cluster2",
-            peer_identity: Some("spiffe://x"),
-            server_connection: None,
+            answered: Answered {
+                pod: "bar-0",
+                cluster: "cluster2",
+                peer_identity: Some("spiffe://x"),
+                server_connection: None,
+            },
             xfcc: Some("URI=spiffe://x"),
         };
         write_http_reply(&mut out, &mut body, &reply, false);

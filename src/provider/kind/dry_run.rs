@@ -172,11 +172,7 @@ pub fn dry_run(scenario: &Scenario, inputs: &DryRunInputs) -> Result<String, Str
         &mut out,
         &Invocation::new("docker", ["network", "inspect", "kind"], DOCKER_INFO_TIMEOUT),
     );
-    let names: Vec<&str> = scenario
-        .clusters
-        .iter()
-        .map(|cluster| cluster.name.value.as_str())
-        .collect();
+    let names = scenario.cluster_names();
     let example = KindNetwork {
         subnet: EXAMPLE_SUBNET.parse().map_err(|error| format!("{error:?}"))?,
         container_addresses: Vec::new(),

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::fake_api::{FakeApi, Recorded, Script, query_param, status, unscripted};
 
-use super::apply::{ApplyError, ApplyMode, apply};
+use super::apply::{Applied, ApplyError, ApplyMode, apply};
 use super::down::down;
 use super::wait::{WaitError, Watched, await_condition, deployment_available};
 
@@ -53,14 +53,17 @@ fn meshfed_labels(scenario: &str) -> Value {
     json!({"app.kubernetes.io/managed-by": "meshfed", "meshfed.io/scenario": scenario})
 }
 
+/// Applies `objects` to cluster1 for the seed scenario, as every apply test here does.
+async fn apply_to_cluster1(client: &kube::Client, objects: &[Value], mode: ApplyMode) -> Result<Applied, ApplyError> {
+    apply(client, "cluster1", "seed", objects, mode).await
+}
+
 #[tokio::test]
 async fn applying_the_seed_plan_sends_server_side_apply_as_meshfed() {
     let fake = FakeApi::default();
     let client = fake.client(unscripted());
     let objects = seed_plan_objects("cluster1");
-    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
-        .await
-        .unwrap();
+    let applied = apply_to_cluster1(&client, &objects, ApplyMode::Apply).await.unwrap();
     assert_eq!(applied.applied.len(), objects.len());
     assert!(applied.forced.is_empty() && applied.rejected.is_empty());
     let requests = fake.requests();
@@ -99,9 +102,7 @@ async fn applying_the_seed_plan_sends_server_side_apply_as_meshfed() {
         .collect();
     insta::assert_snapshot!("seed_cluster1_apply_requests", transcript);
     // Applying again: every object is meshfed's now, each write carries its resourceVersion.
-    let again = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
-        .await
-        .unwrap();
+    let again = apply_to_cluster1(&client, &objects, ApplyMode::Apply).await.unwrap();
     assert_eq!(again.applied.len(), objects.len());
     let second: Vec<Recorded> = fake
         .requests()
@@ -130,15 +131,9 @@ async fn an_object_owned_by_someone_else_is_left_untouched() {
     );
     let fake = FakeApi::with(vec![(&path, object.clone())]);
     let client = fake.client(unscripted());
-    let error = apply(
-        &client,
-        "cluster1",
-        "seed",
-        &seed_plan_objects("cluster1"),
-        ApplyMode::Apply,
-    )
-    .await
-    .unwrap_err();
+    let error = apply_to_cluster1(&client, &seed_plan_objects("cluster1"), ApplyMode::Apply)
+        .await
+        .unwrap_err();
     let ApplyError::Conflicts(conflicts) = &error else {
         panic!("expected a conflict, got {error}");
     };
@@ -164,15 +159,9 @@ async fn an_unlabelled_object_names_its_field_managers() {
     object["metadata"]["managedFields"] = json!([{"manager": "kubectl-create", "operation": "Update"}]);
     let fake = FakeApi::with(vec![(&path, object)]);
     let client = fake.client(unscripted());
-    let error = apply(
-        &client,
-        "cluster1",
-        "seed",
-        &seed_plan_objects("cluster1"),
-        ApplyMode::Apply,
-    )
-    .await
-    .unwrap_err();
+    let error = apply_to_cluster1(&client, &seed_plan_objects("cluster1"), ApplyMode::Apply)
+        .await
+        .unwrap_err();
     assert!(
         error.to_string().contains("Namespace ns1 in cluster cluster1 exists and is managed by kubectl-create (no app.kubernetes.io/managed-by label)"),
         "{error}"
@@ -210,9 +199,7 @@ async fn a_field_manager_conflict_on_a_meshfed_object_is_forced_once() {
             )
         })
     }));
-    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
-        .await
-        .unwrap();
+    let applied = apply_to_cluster1(&client, &objects, ApplyMode::Apply).await.unwrap();
     assert_eq!(applied.forced.len(), 1);
     assert!(applied.forced[0].1.contains("kubectl-edit"), "{:?}", applied.forced);
     let patches: Vec<String> = fake
@@ -249,7 +236,7 @@ async fn a_field_manager_conflict_on_an_object_created_meanwhile_by_someone_else
         }
         None
     }));
-    let error = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
+    let error = apply_to_cluster1(&client, &objects, ApplyMode::Apply)
         .await
         .unwrap_err();
     assert!(error.to_string().contains("managed by argocd"), "{error}");
@@ -271,9 +258,7 @@ async fn an_optimistic_lock_conflict_rereads_and_retries() {
         }
         None
     }));
-    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
-        .await
-        .unwrap();
+    let applied = apply_to_cluster1(&client, &objects, ApplyMode::Apply).await.unwrap();
     assert_eq!(applied.applied.len(), 1);
     let methods: Vec<String> = fake.requests().iter().map(|r| r.method.clone()).collect();
     // The ownership pass, then read-apply (409), read-apply (ok).
@@ -294,7 +279,7 @@ async fn server_dry_run_sends_dry_run_all_and_reports_every_rejection() {
     let objects = seed_plan_objects("cluster1");
     let entries = objects.iter().filter(|object| object["kind"] == "ServiceEntry").count();
     assert!(entries > 0);
-    let outcome = apply(&client, "cluster1", "seed", &objects, ApplyMode::ServerDryRun)
+    let outcome = apply_to_cluster1(&client, &objects, ApplyMode::ServerDryRun)
         .await
         .unwrap();
     assert_eq!(outcome.rejected.len(), entries, "{:?}", outcome.rejected);
@@ -324,27 +309,48 @@ fn deployment(available: i32) -> Value {
     })
 }
 
-#[tokio::test]
-async fn a_watch_answered_with_410_gone_relists() {
+/// Waits until deployment ns2/bar is available, as the watch tests do.
+async fn await_bar_available(
+    client: kube::Client,
+    what: &str,
+    deadline: Duration,
+) -> Result<Vec<Deployment>, WaitError> {
+    let api: kube::Api<Deployment> = kube::Api::namespaced(client, "ns2");
+    await_condition(
+        &api,
+        &Watched::Name("bar".to_owned()),
+        what,
+        deadline,
+        deployment_available,
+    )
+    .await
+}
+
+/// A fake holding deployment ns2/bar, not yet available, and a client whose every watch is
+/// answered with `answer` (the resourceVersion is too old) while the deployment becomes available
+/// meanwhile.
+fn fake_whose_watches_expire(answer: (u16, String)) -> (FakeApi, kube::Client) {
     let path = "/apis/apps/v1/namespaces/ns2/deployments/bar";
     let fake = FakeApi::with(vec![(path, deployment(0))]);
     let store = fake.objects.clone();
     let client = fake.client(Box::new(move |request| {
         if query_param(&request.query, "watch").is_some() {
-            // The resourceVersion is too old; meanwhile the deployment became available.
             store.lock().unwrap().insert(path.to_owned(), deployment(1));
-            let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired", "message": "too old resource version: 100 (200)"}});
-            return Some((200, format!("{gone}\n")));
+            return Some(answer.clone());
         }
         None
     }));
-    let api: kube::Api<Deployment> = kube::Api::namespaced(client, "ns2");
-    let ready = await_condition(
-        &api,
-        &Watched::Name("bar".to_owned()),
+    (fake, client)
+}
+
+#[tokio::test]
+async fn a_watch_answered_with_410_gone_relists() {
+    let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired", "message": "too old resource version: 100 (200)"}});
+    let (fake, client) = fake_whose_watches_expire((200, format!("{gone}\n")));
+    let ready = await_bar_available(
+        client,
         "deployment ns2/bar available in cluster2",
         Duration::from_secs(30),
-        deployment_available,
     )
     .await
     .unwrap();
@@ -366,26 +372,10 @@ async fn a_watch_answered_with_410_gone_relists() {
 
 #[tokio::test]
 async fn a_watch_refused_with_http_410_relists() {
-    let path = "/apis/apps/v1/namespaces/ns2/deployments/bar";
-    let fake = FakeApi::with(vec![(path, deployment(0))]);
-    let store = fake.objects.clone();
-    let client = fake.client(Box::new(move |request| {
-        if query_param(&request.query, "watch").is_some() {
-            store.lock().unwrap().insert(path.to_owned(), deployment(1));
-            return Some((410, status(410, "Expired", "too old resource version")));
-        }
-        None
-    }));
-    let api: kube::Api<Deployment> = kube::Api::namespaced(client, "ns2");
-    await_condition(
-        &api,
-        &Watched::Name("bar".to_owned()),
-        "deployment ns2/bar",
-        Duration::from_secs(30),
-        deployment_available,
-    )
-    .await
-    .unwrap();
+    let (fake, client) = fake_whose_watches_expire((410, status(410, "Expired", "too old resource version")));
+    await_bar_available(client, "deployment ns2/bar", Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(fake.requests().len(), 3);
 }
 
@@ -393,13 +383,10 @@ async fn a_watch_refused_with_http_410_relists() {
 async fn a_deadline_that_expires_names_the_object_and_its_last_state() {
     let fake = FakeApi::with(vec![("/apis/apps/v1/namespaces/ns2/deployments/bar", deployment(0))]);
     let client = fake.client(unscripted());
-    let api: kube::Api<Deployment> = kube::Api::namespaced(client, "ns2");
-    let error = await_condition(
-        &api,
-        &Watched::Name("bar".to_owned()),
+    let error = await_bar_available(
+        client,
         "deployment ns2/bar available in cluster2",
         Duration::from_secs(5),
-        deployment_available,
     )
     .await
     .unwrap_err();
@@ -602,9 +589,25 @@ async fn scaling_a_service_patches_only_replicas_and_waits_until_exactly_that_ma
     assert_eq!(patch.body, Some(json!({ "spec": { "replicas": 3 } })));
 }
 
+/// Scales Istio's ingress gateway in `target` to `replicas`, giving it 5 s.
+async fn scale_ingress_gateway(
+    target: &super::change::Target<'_>,
+    replicas: u32,
+) -> Result<Vec<String>, super::change::ChangeError> {
+    super::change::scale_deployment(
+        target,
+        "istio-system",
+        "istio-ingressgateway",
+        "app=istio-ingressgateway",
+        replicas,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_deployment_meshfed_did_not_create_is_never_scaled_on_someone_elses_cluster() {
-    use super::change::{ChangeError, Ownership, Target, scale_deployment};
+    use super::change::{ChangeError, Ownership, Target};
     let fake = FakeApi::with(vec![stored_deployment(
         "istio-system",
         "istio-ingressgateway",
@@ -617,16 +620,7 @@ async fn a_deployment_meshfed_did_not_create_is_never_scaled_on_someone_elses_cl
         cluster: "cluster1",
         ownership: Ownership::Labelled,
     };
-    let error = scale_deployment(
-        &target,
-        "istio-system",
-        "istio-ingressgateway",
-        "app=istio-ingressgateway",
-        0,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap_err();
+    let error = scale_ingress_gateway(&target, 0).await.unwrap_err();
     assert!(matches!(error, ChangeError::NotOwned { .. }), "{error}");
     assert!(
         error
@@ -641,27 +635,9 @@ async fn a_deployment_meshfed_did_not_create_is_never_scaled_on_someone_elses_cl
         ownership: Ownership::WholeCluster,
         ..target
     };
-    let stopped = scale_deployment(
-        &kind,
-        "istio-system",
-        "istio-ingressgateway",
-        "app=istio-ingressgateway",
-        0,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let stopped = scale_ingress_gateway(&kind, 0).await.unwrap();
     assert!(stopped.is_empty());
-    let started = scale_deployment(
-        &kind,
-        "istio-system",
-        "istio-ingressgateway",
-        "app=istio-ingressgateway",
-        1,
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let started = scale_ingress_gateway(&kind, 1).await.unwrap();
     assert_eq!(started, ["istio-ingressgateway-0"]);
 }
 
@@ -736,7 +712,7 @@ async fn a_kind_the_server_does_not_serve_is_refused_by_name_and_nothing_is_writ
         "metadata": {"name": "meshfed", "namespace": "metallb-system"},
         "spec": {"addresses": ["172.18.255.205-172.18.255.254"]},
     }));
-    let error = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
+    let error = apply_to_cluster1(&client, &objects, ApplyMode::Apply)
         .await
         .unwrap_err();
     let shown = error.to_string();
@@ -773,9 +749,7 @@ async fn a_manifests_own_kinds_are_applied_once_its_crd_is_established_and_serve
         json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns1"}});
     // The widget first: meshfed must not apply it before its CRD.
     let objects = vec![widget, widget_crd()];
-    let applied = apply(&client, "cluster1", "seed", &objects, ApplyMode::Apply)
-        .await
-        .unwrap();
+    let applied = apply_to_cluster1(&client, &objects, ApplyMode::Apply).await.unwrap();
     assert_eq!(
         applied.applied,
         ["CustomResourceDefinition widgets.example.com", "Widget ns1/w"]
@@ -808,15 +782,9 @@ async fn a_dry_run_reports_objects_whose_crd_it_cannot_create() {
     let client = fake.client(unscripted());
     let widget =
         json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns1"}});
-    let outcome = apply(
-        &client,
-        "cluster1",
-        "seed",
-        &[widget_crd(), widget],
-        ApplyMode::ServerDryRun,
-    )
-    .await
-    .unwrap();
+    let outcome = apply_to_cluster1(&client, &[widget_crd(), widget], ApplyMode::ServerDryRun)
+        .await
+        .unwrap();
     assert_eq!(outcome.applied, ["CustomResourceDefinition widgets.example.com"]);
     assert_eq!(outcome.rejected.len(), 1);
     assert_eq!(outcome.rejected[0].0, "Widget ns1/w");

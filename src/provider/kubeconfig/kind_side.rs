@@ -267,15 +267,7 @@ mod tests {
             );
         }
         // meshfed's pool: its kinds are served now that MetalLB's CRDs are established.
-        apply_install_manifest(
-            &client,
-            &cluster,
-            "MetalLB address pool",
-            &pool(),
-            &METALLB_POOL_WEBHOOKS,
-        )
-        .await
-        .unwrap();
+        apply_pool(&client, &cluster).await.unwrap();
         assert!(fake.has("/apis/metallb.io/v1beta1/namespaces/metallb-system/ipaddresspools/meshfed"));
         assert!(fake.has("/apis/metallb.io/v1beta1/namespaces/metallb-system/l2advertisements/meshfed"));
         assert!(
@@ -289,6 +281,19 @@ mod tests {
         ("metallb.io", "v1beta1", "ipaddresspools", "IPAddressPool", true),
         ("metallb.io", "v1beta1", "l2advertisements", "L2Advertisement", true),
     ];
+
+    /// A fake API server on which MetalLB is installed (its pool kinds are served).
+    fn metallb_installed() -> FakeApi {
+        FakeApi {
+            preinstalled: METALLB_KINDS,
+            ..FakeApi::default()
+        }
+    }
+
+    /// Applies meshfed's MetalLB address pool to `cluster`, as the kind provider does.
+    async fn apply_pool(client: &kube::Client, cluster: &KindCluster) -> Result<(), ProviderError> {
+        apply_install_manifest(client, cluster, "MetalLB address pool", &pool(), &METALLB_POOL_WEBHOOKS).await
+    }
 
     /// What the API server answers while MetalLB's webhook does not serve, as metallb#1597 quotes
     /// it (`kubectl apply` prints "Error from server (InternalError): … Internal error occurred:
@@ -308,10 +313,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_pool_is_applied_again_while_metallbs_webhook_does_not_serve() {
-        let fake = FakeApi {
-            preinstalled: METALLB_KINDS,
-            ..FakeApi::default()
-        };
+        let fake = metallb_installed();
         let mut refusals = 2;
         let client = fake.client(Box::new(move |request| {
             if request.method == "PATCH" && request.path.contains("/ipaddresspools/") && refusals > 0 {
@@ -321,15 +323,7 @@ mod tests {
             None
         }));
         let started = tokio::time::Instant::now();
-        apply_install_manifest(
-            &client,
-            &kind_cluster(),
-            "MetalLB address pool",
-            &pool(),
-            &METALLB_POOL_WEBHOOKS,
-        )
-        .await
-        .unwrap();
+        apply_pool(&client, &kind_cluster()).await.unwrap();
         let pool_patches = patches(&fake)
             .iter()
             .filter(|r| r.path.contains("/ipaddresspools/"))
@@ -345,22 +339,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_webhook_that_never_serves_fails_after_bounded_tries_naming_it() {
-        let fake = FakeApi {
-            preinstalled: METALLB_KINDS,
-            ..FakeApi::default()
-        };
+        let fake = metallb_installed();
         let client = fake.client(Box::new(|request| {
             (request.method == "PATCH" && request.path.contains("/ipaddresspools/")).then(webhook_not_serving)
         }));
-        let error = apply_install_manifest(
-            &client,
-            &kind_cluster(),
-            "MetalLB address pool",
-            &pool(),
-            &METALLB_POOL_WEBHOOKS,
-        )
-        .await
-        .unwrap_err();
+        let error = apply_pool(&client, &kind_cluster()).await.unwrap_err();
         let error = with_causes(&error);
         assert!(error.contains("still did not serve after 5 tries 5 s apart"), "{error}");
         assert!(error.contains("ipaddresspoolvalidationwebhook.metallb.io"), "{error}");
@@ -369,10 +352,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn another_refusal_of_the_pool_is_not_retried() {
-        let fake = FakeApi {
-            preinstalled: METALLB_KINDS,
-            ..FakeApi::default()
-        };
+        let fake = metallb_installed();
         let client = fake.client(Box::new(|request| {
             (request.method == "PATCH" && request.path.contains("/ipaddresspools/")).then(|| {
                 (
@@ -385,15 +365,7 @@ mod tests {
                 )
             })
         }));
-        let error = apply_install_manifest(
-            &client,
-            &kind_cluster(),
-            "MetalLB address pool",
-            &pool(),
-            &METALLB_POOL_WEBHOOKS,
-        )
-        .await
-        .unwrap_err();
+        let error = apply_pool(&client, &kind_cluster()).await.unwrap_err();
         let error = with_causes(&error);
         assert!(error.contains("is invalid"), "{error}");
         assert_eq!(patches(&fake).len(), 1);

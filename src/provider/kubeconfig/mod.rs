@@ -36,7 +36,7 @@ use super::kube_api::kind_seam::{KUBERNETES_SIDE_CAPABILITIES, federation_gatewa
 use super::kube_api::wait::{self, Watched};
 use super::{
     IsolationProbe, IsolationRule, PhaseSettings, Provider, ProviderError, ProviderInfo, TIMED_OUT, TlsFailures,
-    Traffic,
+    Traffic, take_running_traffic,
 };
 use crate::inventory::{ClusterInventory, GatewayAddress, Inventory, ReadyPod};
 use crate::plan::{PLACEHOLDER_ANNOTATION, Plan, SCENARIO_LABEL};
@@ -279,11 +279,7 @@ impl KubeconfigProvider {
     async fn await_workloads(&self, cluster: &str, progress: &mut dyn Progress) -> Result<(), ProviderError> {
         let scenario = self.scenario()?;
         let client = self.client(cluster)?;
-        for service in scenario
-            .services
-            .iter()
-            .filter(|service| service.replicas_in(cluster) > 0)
-        {
+        for service in scenario.services_in(cluster) {
             let namespace = &service.namespace.value;
             let name = &service.name.value;
             progress.step(&format!("cluster {cluster}: waiting for deployment {namespace}/{name}"));
@@ -330,11 +326,7 @@ impl KubeconfigProvider {
             .and_then(wait::load_balancer_address)
             .unwrap_or_default();
         let mut ready_pods = BTreeMap::new();
-        for service in scenario
-            .services
-            .iter()
-            .filter(|service| service.replicas_in(cluster) > 0)
-        {
+        for service in scenario.services_in(cluster) {
             let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &service.namespace.value);
             let selector = format!(
                 "{}={},{SCENARIO_LABEL}={}",
@@ -521,11 +513,7 @@ impl Provider for KubeconfigProvider {
             self.apply_objects(&cluster_plan.cluster, &objects, progress).await?;
             // The replicated Services of local pods must have their endpoints before traffic.
             let client = self.client(&cluster_plan.cluster)?.clone();
-            for service in scenario
-                .services
-                .iter()
-                .filter(|service| service.replicas_in(&cluster_plan.cluster) > 0)
-            {
+            for service in scenario.services_in(&cluster_plan.cluster) {
                 let slices: kube::Api<EndpointSlice> = kube::Api::namespaced(client.clone(), &service.namespace.value);
                 wait::await_condition(
                     &slices,
@@ -649,10 +637,7 @@ impl Provider for KubeconfigProvider {
         until: std::time::Instant,
         progress: &mut dyn Progress,
     ) -> Result<Option<Vec<RequestRecord>>, ProviderError> {
-        let mut running = self
-            .background
-            .take()
-            .ok_or_else(|| ProviderError::Unsupported("no traffic is running to await".to_owned()))?;
+        let mut running = take_running_traffic(&mut self.background)?;
         let Some(mut records) = running.await_records(until, progress).await? else {
             self.background = Some(running);
             return Ok(None);
@@ -690,11 +675,7 @@ impl Provider for KubeconfigProvider {
         let scenario = self.scenario()?.clone();
         let mut dead = Vec::new();
         for (cluster, connected) in &self.clusters {
-            for service in scenario
-                .services
-                .iter()
-                .filter(|service| service.replicas_in(cluster) > 0)
-            {
+            for service in scenario.services_in(cluster) {
                 let pods: kube::Api<Pod> = kube::Api::namespaced(connected.client.clone(), &service.namespace.value);
                 let selector = format!(
                     "{}={},{SCENARIO_LABEL}={}",

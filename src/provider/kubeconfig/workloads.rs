@@ -43,11 +43,7 @@ fn labels(scenario: &Scenario, app: Option<&str>) -> Value {
 /// ServiceAccounts and Deployments of the services with pods in `cluster`.
 pub fn workload_objects(scenario: &Scenario, cluster: &str, image: &WorkloadImage) -> Vec<Value> {
     let mut objects = Vec::new();
-    for service in scenario
-        .services
-        .iter()
-        .filter(|service| service.replicas_in(cluster) > 0)
-    {
+    for service in scenario.services_in(cluster) {
         let name = &service.name.value;
         let namespace = &service.namespace.value;
         objects.push(json!({

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use crate::inventory::{self, ClusterInventory, GATEWAY_PORT, GatewayAddress, Inventory, ReadyPod};
 use crate::scenario::address_layout;
-use crate::scenario::{Ipv4Cidr, IstioVersion, Scenario, Service};
+use crate::scenario::{Cluster, Ipv4Cidr, IstioVersion, Scenario, Service};
 
 /// Name of each cluster's gateway pod (as Istio names its ingress gateway).
 pub const GATEWAY_POD: &str = "istio-ingressgateway";
@@ -216,14 +216,7 @@ fn mk_cluster(scenario: &Scenario, name: &str, outside_cidr: Ipv4Cidr) -> Result
         for replica in 0..service.replicas_in(&name) {
             let ip = address_layout::pod_address(pod_cidr, next_pod).ok_or_else(pod_network_too_small)?;
             next_pod += 1;
-            pods.push(PodTopology {
-                name: inventory::pod_name(&service.name.value, replica),
-                service: service.reference(),
-                namespace: service.namespace.value.clone(),
-                service_account: service.service_account().to_owned(),
-                ip,
-                zone: cluster.zone_of_replica(replica).to_owned(),
-            });
+            pods.push(mk_pod(service, replica, cluster, ip));
         }
     }
     let service_ips = services
@@ -287,6 +280,18 @@ impl Topology {
     }
 }
 
+/// Pod `replica` of `service` in `cluster`, at `ip`, in the zone its index gives.
+fn mk_pod(service: &Service, replica: u32, cluster: &Cluster, ip: Ipv4Addr) -> PodTopology {
+    PodTopology {
+        name: inventory::pod_name(&service.name.value, replica),
+        service: service.reference(),
+        namespace: service.namespace.value.clone(),
+        service_account: service.service_account().to_owned(),
+        ip,
+        zone: cluster.zone_of_replica(replica).to_owned(),
+    }
+}
+
 impl ClusterTopology {
     /// Scales `service` to `replicas` pods, as a StatefulSet does: pods are `bar-0` up to
     /// `bar-<replicas - 1>`; scaling down removes the highest indices, scaling up adds the lowest
@@ -329,14 +334,7 @@ impl ClusterTopology {
                 cidr: self.pod_cidr,
                 needed: address_layout::pod_addresses_needed(self.pods.len() as u64 + 1),
             })?;
-            let pod = PodTopology {
-                name: inventory::pod_name(&service.name.value, replica),
-                service: reference.clone(),
-                namespace: service.namespace.value.clone(),
-                service_account: service.service_account().to_owned(),
-                ip,
-                zone: scenario_cluster.zone_of_replica(replica).to_owned(),
-            };
+            let pod = mk_pod(service, replica, scenario_cluster, ip);
             self.pods.push(pod.clone());
             scaled.added.push(pod);
             indices.push(replica);

@@ -217,12 +217,7 @@ fn clusters_with_pods<'a>(clusters: impl Iterator<Item = &'a str>) -> String {
 }
 
 fn cluster_names(scenario: &Scenario) -> String {
-    scenario
-        .clusters
-        .iter()
-        .map(|cluster| cluster.name.value.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    scenario.cluster_names().join(", ")
 }
 
 fn service_names(scenario: &Scenario) -> String {

@@ -227,11 +227,7 @@ pub(super) async fn create_world<K: KubeSide>(
             ))
             .map_err(failed("inspecting docker network kind"))?,
     );
-    let names: Vec<&str> = scenario
-        .clusters
-        .iter()
-        .map(|cluster| cluster.name.value.as_str())
-        .collect();
+    let names = scenario.cluster_names();
     let pools = parse_network_inspect(&inspect)
         .and_then(|network| address_pools(&network, &names))
         .map_err(|error| ProviderError::failed("carving gateway address pools from docker network kind", error))?;

@@ -251,12 +251,19 @@ mod tests {
         }
     }
 
+    /// A state holding `snapshot` as `node`'s `type_url` resources, and a new stream on which
+    /// `node` subscribed to `names` of them (every one when empty), with what it was sent first.
+    fn subscribed(node: &str, type_url: &str, snapshot: Snapshot, names: &[&str]) -> (State, Stream, StreamEvents) {
+        let mut state = State::default();
+        state.set(node, type_url, snapshot);
+        let mut stream = Stream::default();
+        let first = stream.on_request(&mut state, request(Some(node), type_url, names, "", None));
+        (state, stream, first)
+    }
+
     #[test]
     fn a_subscription_gets_the_snapshot_an_ack_is_recorded_and_a_change_is_pushed() {
-        let mut state = State::default();
-        state.set("foo-0.c1", CLUSTER_TYPE, snapshot("v1", &["a", "b"]));
-        let mut stream = Stream::default();
-        let first = stream.on_request(&mut state, request(Some("foo-0.c1"), CLUSTER_TYPE, &[], "", None));
+        let (mut state, mut stream, first) = subscribed("foo-0.c1", CLUSTER_TYPE, snapshot("v1", &["a", "b"]), &[]);
         assert_eq!(first.outgoing.len(), 1);
         assert_eq!(first.outgoing[0].resources, vec![b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(state.answer("foo-0.c1", CLUSTER_TYPE, "v1"), Answer::Pending);
@@ -274,10 +281,7 @@ mod tests {
 
     #[test]
     fn a_nack_records_the_rejected_version_and_envoys_reason_and_a_stale_nonce_is_ignored() {
-        let mut state = State::default();
-        state.set("gw.c2", CLUSTER_TYPE, snapshot("v1", &["a"]));
-        let mut stream = Stream::default();
-        let first = stream.on_request(&mut state, request(Some("gw.c2"), CLUSTER_TYPE, &[], "", None));
+        let (mut state, mut stream, first) = subscribed("gw.c2", CLUSTER_TYPE, snapshot("v1", &["a"]), &[]);
         let old_nonce = first.outgoing[0].nonce.clone();
         state.set("gw.c2", CLUSTER_TYPE, snapshot("v2", &["a", "b"]));
         let second = stream.on_change(&state);
@@ -305,12 +309,11 @@ mod tests {
 
     #[test]
     fn secrets_are_sent_by_name_and_a_new_name_gets_a_response() {
-        let mut state = State::default();
-        state.set("bar-0.c2", SECRET_TYPE, snapshot("s1", &["default", "ROOTCA"]));
-        let mut stream = Stream::default();
-        let first = stream.on_request(
-            &mut state,
-            request(Some("bar-0.c2"), SECRET_TYPE, &["default"], "", None),
+        let (mut state, mut stream, first) = subscribed(
+            "bar-0.c2",
+            SECRET_TYPE,
+            snapshot("s1", &["default", "ROOTCA"]),
+            &["default"],
         );
         assert_eq!(first.outgoing[0].resources, vec![b"default".to_vec()]);
         let both = stream.on_request(
@@ -332,10 +335,7 @@ mod tests {
 
     #[test]
     fn a_resubscription_forgets_what_an_earlier_process_acked() {
-        let mut state = State::default();
-        state.set("foo-0.c1", CLUSTER_TYPE, snapshot("v1", &["a"]));
-        let mut stream = Stream::default();
-        let first = stream.on_request(&mut state, request(Some("foo-0.c1"), CLUSTER_TYPE, &[], "", None));
+        let (mut state, mut stream, first) = subscribed("foo-0.c1", CLUSTER_TYPE, snapshot("v1", &["a"]), &[]);
         stream.on_request(
             &mut state,
             request(None, CLUSTER_TYPE, &[], &first.outgoing[0].nonce, None),

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::tests::{foo_sidecar_of, skew_edited};
+use super::tests::{foo_bar_cluster, foo_sidecar_of, skew_edited};
 use super::*;
 use crate::plan::Plan;
 use crate::provider::local::envoy_config::{outbound_cluster_name, sidecar_resources};
@@ -41,14 +41,7 @@ fn bar_port(version: &str, federation_extra: &str) -> OutboundPort {
 
 /// foo-0's Envoy cluster for bar:80.
 fn bar_cluster(version: &str, federation_extra: &str) -> Value {
-    let spec = foo_sidecar_of(skew_world(version, federation_extra, EndpointWeights::ReadyPods));
-    sidecar_resources(&spec).clusters["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|cluster| cluster["name"] == outbound_cluster_name(80, BAR))
-        .unwrap()
-        .clone()
+    foo_bar_cluster(skew_world(version, federation_extra, EndpointWeights::ReadyPods))
 }
 
 /// foo-0's Envoy route action for bar:80.

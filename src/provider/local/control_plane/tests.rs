@@ -279,15 +279,19 @@ fn skew_at(version: &str, federation_extra: &str) -> (Topology, plan::Plan) {
     )
 }
 
-fn bar_cluster_at(version: &str, federation_extra: &str) -> Value {
-    let resources = sidecar_resources(&foo_sidecar_of(skew_at(version, federation_extra)));
-    resources.clusters["resources"]
+/// foo-0's (cluster1) Envoy cluster for bar:80 in `world`.
+pub(super) fn foo_bar_cluster(world: (Topology, plan::Plan)) -> Value {
+    sidecar_resources(&foo_sidecar_of(world)).clusters["resources"]
         .as_array()
         .unwrap()
         .iter()
         .find(|cluster| cluster["name"] == outbound_cluster_name(80, BAR))
         .unwrap()
         .clone()
+}
+
+fn bar_cluster_at(version: &str, federation_extra: &str) -> Value {
+    foo_bar_cluster(skew_at(version, federation_extra))
 }
 
 fn bar_inbound_at(version: &str, federation_extra: &str) -> Value {

@@ -27,42 +27,53 @@ pub fn sidecar_resources(spec: &SidecarSpec) -> XdsResources {
     }
 }
 
-fn inbound_http_filter(stat_prefix: &str, cluster: &str) -> Value {
+/// An HTTP connection manager with one route configuration named `route_name` holding
+/// `virtual_host`, and the router filter.
+fn http_connection_manager(stat_prefix: &str, route_name: &str, virtual_host: Value) -> Value {
     json!({
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
             "@type": HCM_TYPE,
             "stat_prefix": stat_prefix,
             "codec_type": "AUTO",
-            // Istio's inbound form (`pilot/pkg/networking/core/v1alpha3/listener_inbound.go`):
-            // By=<server id>;Hash=…;Subject="…";URI=<client id>[;DNS=…].
-            "forward_client_cert_details": "APPEND_FORWARD",
-            "set_current_client_cert_details": { "subject": true, "uri": true, "dns": true },
             "route_config": {
-                "name": cluster,
+                "name": route_name,
                 // The listeners are static and load before CDS delivers the clusters.
                 "validate_clusters": false,
-                "virtual_hosts": [{
-                    "name": "inbound",
-                    "domains": ["*"],
-                    "routes": [{
-                        "match": { "prefix": "/" },
-                        "route": { "cluster": cluster },
-                    }],
-                    "request_headers_to_add": [{
-                        "header": {
-                            "key": DOWNSTREAM_PEER_HEADER,
-                            // DIRECT: the connection's peer, never an address a caller
-                            // put into x-forwarded-for.
-                            "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",
-                        },
-                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                    }],
-                }],
+                "virtual_hosts": [virtual_host],
             },
             "http_filters": [router_filter()],
         },
     })
+}
+
+fn inbound_http_filter(stat_prefix: &str, cluster: &str) -> Value {
+    let mut filter = http_connection_manager(
+        stat_prefix,
+        cluster,
+        json!({
+            "name": "inbound",
+            "domains": ["*"],
+            "routes": [{
+                "match": { "prefix": "/" },
+                "route": { "cluster": cluster },
+            }],
+            "request_headers_to_add": [{
+                "header": {
+                    "key": DOWNSTREAM_PEER_HEADER,
+                    // DIRECT: the connection's peer, never an address a caller
+                    // put into x-forwarded-for.
+                    "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",
+                },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }],
+        }),
+    );
+    // Istio's inbound form (`pilot/pkg/networking/core/v1alpha3/listener_inbound.go`):
+    // By=<server id>;Hash=…;Subject="…";URI=<client id>[;DNS=…].
+    filter["typed_config"]["forward_client_cert_details"] = json!("APPEND_FORWARD");
+    filter["typed_config"]["set_current_client_cert_details"] = json!({ "subject": true, "uri": true, "dns": true });
+    filter
 }
 
 /// The mTLS filter chain of an inbound port (without its match).
@@ -97,18 +108,7 @@ fn inbound_plaintext_chain(inbound: &InboundPort, stat_prefix: &str, cluster: &s
     let filter = if inbound.protocol.is_http() {
         inbound_http_filter(stat_prefix, cluster)
     } else {
-        json!({
-            "name": "envoy.filters.network.tcp_proxy",
-            "typed_config": {
-                "@type": TCP_PROXY_TYPE,
-                "stat_prefix": stat_prefix,
-                "cluster": cluster,
-                "proxy_protocol_tlvs": [{
-                    "type": PEER_IDENTITY_TLV_TYPE,
-                    "format_string": { "text_format_source": { "inline_string": "%DOWNSTREAM_PEER_URI_SAN%" } },
-                }],
-            },
-        })
+        tcp_proxy_with_peer_identity(stat_prefix, cluster)
     };
     json!({ "filters": [filter] })
 }
@@ -184,28 +184,18 @@ fn outbound_listener(outbound: &OutboundPort) -> Value {
     let cluster = outbound_cluster_name(outbound.port, &outbound.host);
     let stat_prefix = outbound_listener_name(outbound.cluster_ip, outbound.port);
     let filter = if outbound.protocol.is_http() && !outbound.l4_only {
-        json!({
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": HCM_TYPE,
-                "stat_prefix": stat_prefix,
-                "codec_type": "AUTO",
-                "route_config": {
-                    "name": cluster,
-                    // The listeners are static and load before CDS delivers the clusters.
-                    "validate_clusters": false,
-                    "virtual_hosts": [{
-                        "name": cluster,
-                        "domains": ["*"],
-                        "routes": [{
-                            "match": { "prefix": "/" },
-                            "route": outbound_route_action(outbound, &cluster),
-                        }],
-                    }],
-                },
-                "http_filters": [router_filter()],
-            },
-        })
+        http_connection_manager(
+            &stat_prefix,
+            &cluster,
+            json!({
+                "name": cluster,
+                "domains": ["*"],
+                "routes": [{
+                    "match": { "prefix": "/" },
+                    "route": outbound_route_action(outbound, &cluster),
+                }],
+            }),
+        )
     } else {
         tcp_proxy_filter(&stat_prefix, &cluster)
     };
@@ -371,14 +361,21 @@ fn locality_lb_endpoints(endpoints: &[LbEndpoint], tls_mode_metadata: bool) -> V
 /// URI SAN. (A format-string TLV on the transport socket itself is evaluated against the upstream
 /// connection and yields `-`: measured with Envoy 1.40.0.)
 fn inbound_tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Value {
+    let mut filter = tcp_proxy_with_peer_identity(stat_prefix, cluster);
+    filter["typed_config"]["upstream_connect_mode"] = json!("ON_DOWNSTREAM_TLS_HANDSHAKE");
+    filter["typed_config"]["max_early_data_bytes"] = json!(0);
+    filter
+}
+
+/// A tcp_proxy to `cluster` whose PROXY v2 header carries the downstream peer's URI SAN as TLV
+/// [`PEER_IDENTITY_TLV_TYPE`].
+fn tcp_proxy_with_peer_identity(stat_prefix: &str, cluster: &str) -> Value {
     json!({
         "name": "envoy.filters.network.tcp_proxy",
         "typed_config": {
             "@type": TCP_PROXY_TYPE,
             "stat_prefix": stat_prefix,
             "cluster": cluster,
-            "upstream_connect_mode": "ON_DOWNSTREAM_TLS_HANDSHAKE",
-            "max_early_data_bytes": 0,
             "proxy_protocol_tlvs": [{
                 "type": PEER_IDENTITY_TLV_TYPE,
                 "format_string": {

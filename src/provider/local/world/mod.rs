@@ -275,11 +275,7 @@ impl Provider for LocalProvider {
         })
         .map_err(ProviderError::Unavailable)?;
         progress.step(&fits);
-        let cluster_names: Vec<&str> = scenario
-            .clusters
-            .iter()
-            .map(|cluster| cluster.name.value.as_str())
-            .collect();
+        let cluster_names = scenario.cluster_names();
         let mesh_pki = pki::pki(&scenario.trust_domain, &cluster_names, scenario.pki.key_algorithm)
             .map_err(|error| failed("creating the mesh PKI")(error.into()))?;
         let run_dir = self.options.run_dir.clone();

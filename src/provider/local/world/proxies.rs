@@ -638,19 +638,22 @@ impl World {
         Ok(failures)
     }
 
+    /// Each cluster's gateway proxy, with its cluster, unless a fault stopped it on purpose.
+    fn gateways_not_stopped_on_purpose(&self) -> impl Iterator<Item = (&str, &Proxy)> {
+        self.topology.clusters.iter().filter_map(|cluster| {
+            self.proxies
+                .get(&(cluster.name.clone(), GATEWAY_POD.to_owned()))
+                .filter(|proxy| !proxy.stopped_on_purpose)
+                .map(|proxy| (cluster.name.as_str(), proxy))
+        })
+    }
+
     /// Connections the gateways opened to other gateways so far (Istio 1.1-1.18 merge a same-host
     /// ServiceEntry's gateways into the passthrough cluster, row 2b): from each gateway's
     /// `/clusters`, the `cx_total` of every host on port 15443 of an `outbound_` SNI cluster.
     pub(super) async fn gateway_hops(&self) -> Result<u64, ProviderError> {
         let mut hops = 0;
-        for cluster in &self.topology.clusters {
-            let Some(proxy) = self
-                .proxies
-                .get(&(cluster.name.clone(), GATEWAY_POD.to_owned()))
-                .filter(|proxy| !proxy.stopped_on_purpose)
-            else {
-                continue;
-            };
+        for (_, proxy) in self.gateways_not_stopped_on_purpose() {
             let text = admin_call(proxy, "/clusters", "reading upstream hosts").await?;
             hops += gateway_to_gateway_connections(&text);
         }
@@ -660,14 +663,7 @@ impl World {
     /// Listeners a gateway's Envoy refused, each with Envoy's reason from its log.
     pub(super) async fn config_rejections(&self) -> Result<Vec<String>, ProviderError> {
         let mut rejections = Vec::new();
-        for cluster in &self.topology.clusters {
-            let Some(proxy) = self
-                .proxies
-                .get(&(cluster.name.clone(), GATEWAY_POD.to_owned()))
-                .filter(|proxy| !proxy.stopped_on_purpose)
-            else {
-                continue;
-            };
+        for (cluster, proxy) in self.gateways_not_stopped_on_purpose() {
             let counters = parse_counters(&admin_call(proxy, "/stats?filter=lds", "reading LDS stats").await?);
             let rejected = counters
                 .get("listener_manager.lds.update_rejected")
@@ -679,7 +675,7 @@ impl World {
             let reason = self
                 .ads
                 .last_rejection(
-                    &node_id(&(cluster.name.clone(), GATEWAY_POD.to_owned())),
+                    &node_id(&(cluster.to_owned(), GATEWAY_POD.to_owned())),
                     ads::LISTENER_TYPE,
                 )
                 .map(|rejection| rejection.detail)

@@ -15,7 +15,7 @@ use anyhow::{Context as _, anyhow};
 use super::{LIVENESS_INTERVAL, PROGRESS_INTERVAL, World, failed, read_in_background};
 use crate::progress::Progress;
 use crate::provider::local::supervisor::{ChildId, ChildOutput};
-use crate::provider::{ProviderError, REQUEST_TIMEOUT, Traffic};
+use crate::provider::{ProviderError, REQUEST_TIMEOUT, Traffic, take_running_traffic};
 use crate::record::RequestRecord;
 use crate::scenario::Protocol;
 
@@ -142,10 +142,7 @@ impl World {
         until: Instant,
         progress: &mut dyn Progress,
     ) -> Result<Option<Vec<RequestRecord>>, ProviderError> {
-        let mut running = self
-            .traffic
-            .take()
-            .ok_or_else(|| ProviderError::Unsupported("no traffic is running to await".to_owned()))?;
+        let mut running = take_running_traffic(&mut self.traffic)?;
         match self.read_records(&mut running, until, progress).await {
             Ok(false) => {
                 self.traffic = Some(running);
